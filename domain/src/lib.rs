@@ -1,0 +1,21 @@
+//! # hodei-domain
+//!
+//! The pure core of Hodei: no I/O, no actix, no tokio, no sqlx. Time and ids come in as inputs.
+//!
+//! Where to start reading:
+//! - [`model`]: the pipeline as users write it, with validating newtypes ([`model::Name`],
+//!   [`model::Duration`], [`model::Cpu`], [`model::Memory`]).
+//! - [`load`]: YAML text to a [`model::Pipeline`] plus every [`diagnostic::Diagnostic`] at once,
+//!   each with a line, a column and a path such as `jobs.deploy.needs[1]`.
+//! - [`builder`] and the macros `pipeline!`, `job!`, `sh!`, `retry!`, `timeout!`: the same model
+//!   written in Rust.
+//! - [`validate`]: the rules that span the whole pipeline (references, cycles, limits).
+//! - [`plan`]: matrix expansion, the `needs` DAG and the resolution of a run's inputs.
+//! - [`expr`]: the `when` expression language.
+//! - [`state`]: the state machines of runs, jobs and steps, and the [`state::DomainEvent`]s
+//!   their transitions yield.
+
+pub mod ids;
+pub mod suggest;
+pub mod expr;
+pub mod state;
