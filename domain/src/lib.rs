@@ -15,7 +15,14 @@
 //! - [`state`]: the state machines of runs, jobs and steps, and the [`state::DomainEvent`]s
 //!   their transitions yield.
 
-pub mod ids;
-pub mod suggest;
+pub mod builder;
+pub mod diagnostic;
 pub mod expr;
+pub mod ids;
+pub mod load;
+pub mod model;
+pub mod plan;
 pub mod state;
+pub mod suggest;
+pub mod validate;
+pub mod yaml;

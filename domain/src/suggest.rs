@@ -56,7 +56,10 @@ mod tests {
 
     #[test]
     fn suggests_a_transposed_name() {
-        assert_eq!(did_you_mean("biuld", ["build", "lint", "deploy"]), Some("build"));
+        assert_eq!(
+            did_you_mean("biuld", ["build", "lint", "deploy"]),
+            Some("build")
+        );
     }
 
     #[test]
@@ -66,7 +69,10 @@ mod tests {
 
     #[test]
     fn prefers_the_closest_candidate() {
-        assert_eq!(did_you_mean("neds", ["needs", "nodes", "env"]), Some("needs"));
+        assert_eq!(
+            did_you_mean("neds", ["needs", "nodes", "env"]),
+            Some("needs")
+        );
         assert_eq!(did_you_mean("ENV", ["env", "name"]), Some("env"));
     }
 

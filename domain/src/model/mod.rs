@@ -1,0 +1,386 @@
+//! The pipeline as users write it, whether in YAML or with the Rust builder: one model for both.
+//!
+//! Values that have a syntax of their own are newtypes that validate when they are made:
+//! [`Name`], [`Label`], [`Image`], [`Duration`], [`Cpu`], [`Memory`], [`Cron`]. Rules that span
+//! several values (references between jobs, cycles, limits) live in [`crate::validate`].
+//! Every key is documented for users in `docs/pipeline.md`.
+
+mod cron;
+mod names;
+mod quantity;
+
+use std::collections::BTreeMap;
+
+pub use cron::Cron;
+pub use names::{Image, Label, Name, is_env_name};
+pub use quantity::{Cpu, Duration, Memory};
+
+use crate::expr::Expr;
+
+/// A value that does not have the syntax its key needs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid value `{value}`: expected {expected}")]
+pub struct ValueError {
+    /// The text that was given (cut to 80 characters).
+    pub value: String,
+    /// What was expected instead.
+    pub expected: &'static str,
+}
+
+impl ValueError {
+    pub(crate) fn new(value: &str, expected: &'static str) -> ValueError {
+        let value = match value.char_indices().nth(80) {
+            Some((cut, _)) => format!("{}…", &value[..cut]),
+            None => value.to_owned(),
+        };
+        ValueError { value, expected }
+    }
+}
+
+/// Environment variables by name. Values are text; the names are checked by validation.
+pub type Env = BTreeMap<String, String>;
+
+/// A pipeline definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pipeline {
+    pub name: Name,
+    pub description: Option<String>,
+    pub on: Triggers,
+    /// Run parameters by name; they reach steps as environment variables of the same name.
+    pub parameters: BTreeMap<String, Parameter>,
+    pub env: Env,
+    pub defaults: Defaults,
+    /// Jobs in the order they are written.
+    pub jobs: Vec<Job>,
+    pub post: Hooks,
+}
+
+impl Pipeline {
+    /// The job named `name`, if any.
+    pub fn job(&self, name: &str) -> Option<&Job> {
+        self.jobs.iter().find(|job| job.name.as_str() == name)
+    }
+}
+
+/// What starts a run. Without an `on` key a pipeline runs when asked to (`manual`) only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Triggers {
+    pub push: Option<RefFilter>,
+    pub pull_request: Option<RefFilter>,
+    pub schedule: Vec<Cron>,
+    pub manual: bool,
+}
+
+impl Default for Triggers {
+    fn default() -> Self {
+        Triggers {
+            push: None,
+            pull_request: None,
+            schedule: Vec::new(),
+            manual: true,
+        }
+    }
+}
+
+/// Which pushes or pull requests start a run: glob patterns (`main`, `release/*`, `**`).
+/// An empty list matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RefFilter {
+    pub branches: Vec<String>,
+    pub tags: Vec<String>,
+    pub paths: Vec<String>,
+}
+
+/// A run parameter. Without a default it must be given when the run starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Parameter {
+    pub default: Option<String>,
+    /// When not empty, the only values accepted.
+    pub choices: Vec<String>,
+    pub description: Option<String>,
+}
+
+/// Values every job takes unless it sets its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Defaults {
+    pub image: Option<Image>,
+    pub pull: Option<PullPolicy>,
+    pub runs_on: Vec<Label>,
+    pub timeout: Option<Duration>,
+    pub retry: Option<Retry>,
+    pub shell: Option<Shell>,
+}
+
+/// When a container image is pulled from its registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    Never,
+    IfNotPresent,
+    Always,
+}
+
+impl PullPolicy {
+    /// Every policy with its spelling in YAML.
+    pub const ALL: [(&'static str, PullPolicy); 3] = [
+        ("never", PullPolicy::Never),
+        ("if-not-present", PullPolicy::IfNotPresent),
+        ("always", PullPolicy::Always),
+    ];
+}
+
+/// How often a failed step or job is tried again, and how long to wait in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// Attempts after the first one: `retry: 2` means at most three attempts.
+    pub max: u32,
+    pub delay: Option<Duration>,
+}
+
+impl Retry {
+    /// The largest `max` accepted.
+    pub const LIMIT: u32 = 10;
+}
+
+/// The program a step's `run` text is handed to, as its last argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shell {
+    argv: Vec<String>,
+}
+
+impl Shell {
+    /// `/bin/sh -e -c`: stops at the first failing command.
+    pub fn sh() -> Shell {
+        Shell::from_argv(["/bin/sh", "-e", "-c"])
+    }
+
+    /// `bash --noprofile --norc -eo pipefail -c`: also fails on a failing command in a pipe.
+    pub fn bash() -> Shell {
+        Shell::from_argv(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c"])
+    }
+
+    /// A shell by its short name (`sh`, `bash`) or, for any other text, the words of a command
+    /// line such as `python3 -c`.
+    pub fn named(text: &str) -> Option<Shell> {
+        match text.trim() {
+            "sh" => Some(Shell::sh()),
+            "bash" => Some(Shell::bash()),
+            other => {
+                let argv: Vec<&str> = other.split_whitespace().collect();
+                (!argv.is_empty()).then(|| Shell::from_argv(argv))
+            }
+        }
+    }
+
+    /// A shell from the words of its command line.
+    pub fn from_argv<I, S>(argv: I) -> Shell
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Shell {
+            argv: argv.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// The command line the script is appended to.
+    pub fn argv(&self) -> &[String] {
+        &self.argv
+    }
+}
+
+/// One job: steps that run in order on one worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub name: Name,
+    pub steps: Vec<Step>,
+    /// Jobs that must succeed first.
+    pub needs: Vec<Name>,
+    /// Labels the worker must all have.
+    pub runs_on: Vec<Label>,
+    pub image: Option<Image>,
+    pub pull: Option<PullPolicy>,
+    /// The user the job's processes run as, inside its container.
+    pub user: Option<String>,
+    pub services: BTreeMap<Name, Service>,
+    pub resources: Resources,
+    pub timeout: Option<Duration>,
+    pub retry: Option<Retry>,
+    pub when: Option<When>,
+    pub matrix: Option<Matrix>,
+    /// At most one job of a concurrency group runs at a time, across all runs.
+    pub concurrency: Option<Name>,
+    pub approval: Option<Approval>,
+    pub artifacts: Vec<String>,
+    pub cache: Option<Cache>,
+    pub env: Env,
+    pub post: Hooks,
+    /// A failure of this job does not fail the run, nor skip its dependents.
+    pub continue_on_error: bool,
+    /// Higher runs first when jobs compete for workers: from -100 to 100.
+    pub priority: i32,
+}
+
+impl Job {
+    /// The lowest and highest priority accepted.
+    pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -100..=100;
+
+    /// A job with this name and nothing else set.
+    pub fn new(name: Name) -> Job {
+        Job {
+            name,
+            steps: Vec::new(),
+            needs: Vec::new(),
+            runs_on: Vec::new(),
+            image: None,
+            pull: None,
+            user: None,
+            services: BTreeMap::new(),
+            resources: Resources::default(),
+            timeout: None,
+            retry: None,
+            when: None,
+            matrix: None,
+            concurrency: None,
+            approval: None,
+            artifacts: Vec::new(),
+            cache: None,
+            env: Env::new(),
+            post: Hooks::default(),
+            continue_on_error: false,
+            priority: 0,
+        }
+    }
+}
+
+/// One command of a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub name: Option<String>,
+    /// The script, handed to the shell as one argument: never spliced with parameters or secrets.
+    pub run: String,
+    pub env: Env,
+    pub timeout: Option<Duration>,
+    pub retry: Option<Retry>,
+    /// Relative to the job's workspace.
+    pub working_dir: Option<String>,
+    pub shell: Option<Shell>,
+    pub continue_on_error: bool,
+}
+
+impl Step {
+    /// A step that runs `script` and has nothing else set.
+    pub fn run(script: impl Into<String>) -> Step {
+        Step {
+            name: None,
+            run: script.into(),
+            env: Env::new(),
+            timeout: None,
+            retry: None,
+            working_dir: None,
+            shell: None,
+            continue_on_error: false,
+        }
+    }
+}
+
+/// Steps that run after the pipeline or a job, by its outcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hooks {
+    pub always: Vec<Step>,
+    pub success: Vec<Step>,
+    pub failure: Vec<Step>,
+    pub cancelled: Vec<Step>,
+}
+
+impl Hooks {
+    /// Whether no hook is set.
+    pub fn is_empty(&self) -> bool {
+        self.always.is_empty()
+            && self.success.is_empty()
+            && self.failure.is_empty()
+            && self.cancelled.is_empty()
+    }
+}
+
+/// A container started beside a job, reachable by its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    pub image: Image,
+    pub env: Env,
+    pub command: Vec<String>,
+    /// TCP ports checked for readiness.
+    pub ports: Vec<u16>,
+}
+
+/// CPU and memory a job needs on its worker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub cpu: Option<Cpu>,
+    pub memory: Option<Memory>,
+}
+
+/// A condition on the run (`branch == 'main'`) that decides whether a job runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct When {
+    expr: Expr,
+}
+
+impl When {
+    /// Parses a condition; see `docs/expressions.md`.
+    pub fn parse(source: &str) -> Result<When, crate::expr::ExprError> {
+        crate::expr::parse(source).map(|expr| When { expr })
+    }
+
+    /// The parsed expression.
+    pub fn expr(&self) -> &Expr {
+        &self.expr
+    }
+
+    /// The text as written.
+    pub fn source(&self) -> &str {
+        self.expr.source()
+    }
+}
+
+/// Copies of a job, one per combination of the axes' values, each value an environment variable.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Matrix {
+    /// Axes in the order they are written.
+    pub axes: Vec<(String, Vec<String>)>,
+    /// Combinations added to the product (each names a value for every axis, or new variables).
+    pub include: Vec<BTreeMap<String, String>>,
+    /// Combinations taken out of the product: every variable given must match.
+    pub exclude: Vec<BTreeMap<String, String>>,
+}
+
+/// A manual gate: the job waits until someone with `role` approves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Approval {
+    pub role: Role,
+}
+
+/// What an API token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+impl Role {
+    /// Every role with its spelling.
+    pub const ALL: [(&'static str, Role); 3] = [
+        ("viewer", Role::Viewer),
+        ("operator", Role::Operator),
+        ("admin", Role::Admin),
+    ];
+}
+
+/// Files kept between runs under a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cache {
+    /// May use `{{ hash('FILE') }}`, `{{ branch }}`, `{{ job }}`, `{{ pipeline }}` and
+    /// `{{ matrix.AXIS }}`.
+    pub key: String,
+    pub paths: Vec<String>,
+}

@@ -1,0 +1,414 @@
+//! From a valid pipeline to the jobs a run will hold: matrix expansion (`test (os=deb, ver=1)`),
+//! defaults applied, the `needs` DAG between instances, and — when a run starts — the resolution
+//! of its inputs: parameters checked against the pipeline, `when` conditions evaluated, and the
+//! environment each step gets.
+//!
+//! Parameters and secrets reach steps only as environment variables: a step's `run` text is never
+//! spliced with them, so no input can inject shell code.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::expr::EvalContext;
+use crate::model::{
+    Approval, Cache, Duration, Env, Hooks, Image, Label, Matrix, Name, Parameter, Pipeline,
+    PullPolicy, Resources, Retry, Service, Shell, Step, When,
+};
+use crate::suggest::did_you_mean;
+
+/// The variables of one matrix instance, in the order the axes are written.
+pub type Instance = Vec<(String, String)>;
+
+/// Every instance of a matrix: the product of the axes in the order written (the last axis
+/// varies fastest), less the excluded combinations. Then each `include` entry either adds its
+/// extra variables to every instance whose axis values it matches (without changing those
+/// values), or, when it matches none, becomes an instance of its own.
+pub fn matrix_instances(matrix: &Matrix) -> Vec<Instance> {
+    let mut instances: Vec<Instance> = vec![Vec::new()];
+    for (axis, values) in &matrix.axes {
+        let mut next = Vec::with_capacity(instances.len() * values.len());
+        for instance in &instances {
+            for value in values {
+                let mut grown = instance.clone();
+                grown.push((axis.clone(), value.clone()));
+                next.push(grown);
+            }
+        }
+        instances = next;
+    }
+    if matrix.axes.is_empty() {
+        instances.clear();
+    }
+    instances.retain(|instance| {
+        !matrix.exclude.iter().any(|combo| {
+            combo
+                .iter()
+                .all(|(k, v)| instance.iter().any(|(ik, iv)| ik == k && iv == v))
+        })
+    });
+    let product = instances.len();
+    let is_axis = |key: &str| matrix.axes.iter().any(|(axis, _)| axis == key);
+    for combo in &matrix.include {
+        let mut matched = false;
+        for instance in instances.iter_mut().take(product) {
+            let fits = combo
+                .iter()
+                .filter(|(k, _)| is_axis(k))
+                .all(|(k, v)| instance.iter().any(|(ik, iv)| ik == k && iv == v));
+            if fits && combo.iter().any(|(k, _)| !is_axis(k)) {
+                matched = true;
+                for (k, v) in combo.iter().filter(|(k, _)| !is_axis(k)) {
+                    match instance.iter_mut().find(|(ik, _)| ik == k) {
+                        Some(slot) => slot.1 = v.clone(),
+                        None => instance.push((k.clone(), v.clone())),
+                    }
+                }
+            }
+        }
+        if matched {
+            continue;
+        }
+        let mut instance: Instance = matrix
+            .axes
+            .iter()
+            .filter_map(|(axis, _)| combo.get(axis).map(|v| (axis.clone(), v.clone())))
+            .collect();
+        instance.extend(
+            combo
+                .iter()
+                .filter(|(k, _)| !is_axis(k))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        if !instances.contains(&instance) {
+            instances.push(instance);
+        }
+    }
+    instances
+}
+
+/// The display name of a matrix instance: `test (os=bookworm, rust=stable)`.
+pub fn instance_name(job: &str, instance: &Instance) -> String {
+    if instance.is_empty() {
+        return job.to_owned();
+    }
+    let vars: Vec<String> = instance.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{job} ({})", vars.join(", "))
+}
+/// A job of a run, with the pipeline's defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedJob {
+    /// `build`, or `test (os=bookworm, rust=stable)` for a matrix instance.
+    pub name: String,
+    /// The job of the pipeline this one comes from.
+    pub template: Name,
+    pub matrix: Instance,
+    /// Indices into [`Plan::jobs`] of the jobs that must succeed first.
+    pub needs: Vec<usize>,
+    pub steps: Vec<Step>,
+    /// The job's own `env` (the pipeline's is [`Plan::env`]).
+    pub env: Env,
+    pub runs_on: Vec<Label>,
+    pub image: Option<Image>,
+    pub pull: PullPolicy,
+    pub user: Option<String>,
+    pub services: BTreeMap<Name, Service>,
+    pub resources: Resources,
+    pub timeout: Option<Duration>,
+    pub retry: Retry,
+    pub shell: Shell,
+    pub when: Option<When>,
+    pub concurrency: Option<Name>,
+    pub approval: Option<Approval>,
+    pub artifacts: Vec<String>,
+    pub cache: Option<Cache>,
+    pub post: Hooks,
+    pub continue_on_error: bool,
+    pub priority: i32,
+}
+
+/// The jobs of a pipeline once expanded, in a dependency-respecting order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub pipeline: Name,
+    pub parameters: BTreeMap<String, Parameter>,
+    /// The pipeline's `env`.
+    pub env: Env,
+    /// Jobs in the order written, matrix instances in expansion order.
+    pub jobs: Vec<PlannedJob>,
+    /// Indices of [`Plan::jobs`] such that every job comes after the jobs it needs.
+    pub order: Vec<usize>,
+    /// How many `needs` edges join the jobs.
+    pub edges: usize,
+    pub post: Hooks,
+}
+
+/// Expands a pipeline that has passed validation. References that do not resolve (which
+/// validation reports) are left out rather than failing here.
+pub fn plan(pipeline: &Pipeline) -> Plan {
+    let defaults = &pipeline.defaults;
+    let mut jobs = Vec::with_capacity(pipeline.jobs.len());
+    let mut instances_of: HashMap<&str, Vec<usize>> = HashMap::with_capacity(pipeline.jobs.len());
+    for job in &pipeline.jobs {
+        let instances = match &job.matrix {
+            Some(matrix) => matrix_instances(matrix),
+            None => vec![Vec::new()],
+        };
+        let mut indices = Vec::with_capacity(instances.len());
+        for instance in instances {
+            indices.push(jobs.len());
+            jobs.push(PlannedJob {
+                name: instance_name(job.name.as_str(), &instance),
+                template: job.name.clone(),
+                matrix: instance,
+                needs: Vec::new(),
+                steps: job.steps.clone(),
+                env: job.env.clone(),
+                runs_on: if job.runs_on.is_empty() {
+                    defaults.runs_on.clone()
+                } else {
+                    job.runs_on.clone()
+                },
+                image: job.image.clone().or_else(|| defaults.image.clone()),
+                pull: job
+                    .pull
+                    .or(defaults.pull)
+                    .unwrap_or(PullPolicy::IfNotPresent),
+                user: job.user.clone(),
+                services: job.services.clone(),
+                resources: job.resources,
+                timeout: job.timeout.or(defaults.timeout),
+                retry: job.retry.or(defaults.retry).unwrap_or(Retry {
+                    max: 0,
+                    delay: None,
+                }),
+                shell: defaults.shell.clone().unwrap_or_else(Shell::sh),
+                when: job.when.clone(),
+                concurrency: job.concurrency.clone(),
+                approval: job.approval,
+                artifacts: job.artifacts.clone(),
+                cache: job.cache.clone(),
+                post: job.post.clone(),
+                continue_on_error: job.continue_on_error,
+                priority: job.priority,
+            });
+        }
+        instances_of.insert(job.name.as_str(), indices);
+    }
+    let mut edges = 0;
+    for job in &pipeline.jobs {
+        let mut needs: Vec<usize> = Vec::new();
+        for need in &job.needs {
+            if need == &job.name {
+                continue;
+            }
+            if let Some(targets) = instances_of.get(need.as_str()) {
+                for &t in targets {
+                    if !needs.contains(&t) {
+                        needs.push(t);
+                    }
+                }
+            }
+        }
+        for &i in &instances_of[job.name.as_str()] {
+            edges += needs.len();
+            jobs[i].needs = needs.clone();
+        }
+    }
+    let order = topological_order(&jobs);
+    Plan {
+        pipeline: pipeline.name.clone(),
+        parameters: pipeline.parameters.clone(),
+        env: pipeline.env.clone(),
+        jobs,
+        order,
+        edges,
+        post: pipeline.post.clone(),
+    }
+}
+
+/// Kahn's algorithm, stable with respect to the written order. Jobs caught in a cycle (which
+/// validation rejects) come last.
+fn topological_order(jobs: &[PlannedJob]) -> Vec<usize> {
+    let mut waiting: Vec<usize> = jobs.iter().map(|j| j.needs.len()).collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); jobs.len()];
+    for (i, job) in jobs.iter().enumerate() {
+        for &need in &job.needs {
+            dependents[need].push(i);
+        }
+    }
+    let mut ready: std::collections::VecDeque<usize> =
+        (0..jobs.len()).filter(|&i| waiting[i] == 0).collect();
+    let mut order = Vec::with_capacity(jobs.len());
+    let mut placed = vec![false; jobs.len()];
+    while let Some(i) = ready.pop_front() {
+        order.push(i);
+        placed[i] = true;
+        for &d in &dependents[i] {
+            waiting[d] -= 1;
+            if waiting[d] == 0 {
+                ready.push_back(d);
+            }
+        }
+    }
+    order.extend((0..jobs.len()).filter(|&i| !placed[i]));
+    order
+}
+
+/// What starts a run: where it comes from and the values the user gives.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct RunInputs {
+    pub branch: String,
+    /// `push`, `pull_request`, `tag`, `schedule` or `manual`.
+    pub event: String,
+    pub tag: String,
+    pub params: BTreeMap<String, String>,
+    /// Variables for every job and hook (`hodei run -e K=V`); they override the pipeline's.
+    pub env: Env,
+}
+
+/// A parameter given to a run that does not fit the pipeline.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("unknown parameter `{name}`{}", hint(suggestion))]
+    UnknownParameter {
+        name: String,
+        suggestion: Option<String>,
+    },
+    #[error("parameter `{name}` is required: it has no default")]
+    MissingParameter { name: String },
+    #[error("parameter `{name}` is `{value}`, expected one of {}{}", choices.join(", "), hint(suggestion))]
+    NotAChoice {
+        name: String,
+        value: String,
+        choices: Vec<String>,
+        suggestion: Option<String>,
+    },
+}
+
+fn hint(suggestion: &Option<String>) -> String {
+    suggestion
+        .as_ref()
+        .map(|s| format!(" (did you mean `{s}`?)"))
+        .unwrap_or_default()
+}
+
+/// Why a job does not run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skip {
+    /// Its `when` condition is false.
+    WhenFalse,
+    /// A job it needs is skipped.
+    NeedSkipped { job: String },
+}
+
+/// A run's inputs, checked, with what follows from them for each job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedRun {
+    /// Every parameter with its value (given or default).
+    pub params: BTreeMap<String, String>,
+    /// For each job of the plan, whether it is skipped and why.
+    pub skips: Vec<Option<Skip>>,
+    pub inputs: RunInputs,
+}
+
+impl Plan {
+    /// Checks a run's parameters against the pipeline (every error at once), fills in defaults,
+    /// and evaluates each job's `when`; dependents of a skipped job are skipped too.
+    pub fn resolve(&self, inputs: RunInputs) -> Result<ResolvedRun, Vec<InputError>> {
+        let mut errors = Vec::new();
+        let mut params = BTreeMap::new();
+        for name in inputs.params.keys() {
+            if !self.parameters.contains_key(name) {
+                let suggestion = did_you_mean(name, self.parameters.keys().map(String::as_str))
+                    .map(str::to_owned);
+                errors.push(InputError::UnknownParameter {
+                    name: name.clone(),
+                    suggestion,
+                });
+            }
+        }
+        for (name, parameter) in &self.parameters {
+            let value = match (inputs.params.get(name), &parameter.default) {
+                (Some(value), _) => value.clone(),
+                (None, Some(default)) => default.clone(),
+                (None, None) => {
+                    errors.push(InputError::MissingParameter { name: name.clone() });
+                    continue;
+                }
+            };
+            if !parameter.choices.is_empty() && !parameter.choices.contains(&value) {
+                let suggestion = did_you_mean(&value, parameter.choices.iter().map(String::as_str))
+                    .map(str::to_owned);
+                errors.push(InputError::NotAChoice {
+                    name: name.clone(),
+                    value,
+                    choices: parameter.choices.clone(),
+                    suggestion,
+                });
+                continue;
+            }
+            params.insert(name.clone(), value);
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let mut skips: Vec<Option<Skip>> = vec![None; self.jobs.len()];
+        for &i in &self.order {
+            let job = &self.jobs[i];
+            if let Some(&need) = job.needs.iter().find(|&&n| skips[n].is_some()) {
+                skips[i] = Some(Skip::NeedSkipped {
+                    job: self.jobs[need].name.clone(),
+                });
+                continue;
+            }
+            if let Some(when) = &job.when {
+                let mut env = self.env.clone();
+                env.extend(job.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+                env.extend(job.matrix.iter().cloned());
+                env.extend(inputs.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+                let ctx = EvalContext {
+                    branch: &inputs.branch,
+                    event: &inputs.event,
+                    tag: &inputs.tag,
+                    pipeline: self.pipeline.as_str(),
+                    params: &params,
+                    env: &env,
+                };
+                if !when.expr().eval(&ctx) {
+                    skips[i] = Some(Skip::WhenFalse);
+                }
+            }
+        }
+        Ok(ResolvedRun {
+            params,
+            skips,
+            inputs,
+        })
+    }
+}
+
+impl ResolvedRun {
+    /// The environment of a step, from the lowest precedence to the highest: `CI=true`, the
+    /// pipeline's `env`, the parameters, the job's `env`, the matrix variables, the step's `env`,
+    /// the run's `env` inputs, and Hodei's own variables (`HODEI`, `HODEI_PIPELINE`, `HODEI_JOB`,
+    /// `HODEI_BRANCH`, `HODEI_EVENT`, `HODEI_TAG`), which nothing overrides.
+    pub fn step_env(&self, plan: &Plan, job: usize, step: &Step) -> Env {
+        let planned = &plan.jobs[job];
+        let mut env = Env::new();
+        env.insert("CI".into(), "true".into());
+        let layers = [&plan.env, &self.params, &planned.env];
+        for layer in layers {
+            env.extend(layer.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        env.extend(planned.matrix.iter().cloned());
+        env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.extend(self.inputs.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.insert("HODEI".into(), "true".into());
+        env.insert("HODEI_PIPELINE".into(), plan.pipeline.to_string());
+        env.insert("HODEI_JOB".into(), planned.name.clone());
+        env.insert("HODEI_BRANCH".into(), self.inputs.branch.clone());
+        env.insert("HODEI_EVENT".into(), self.inputs.event.clone());
+        env.insert("HODEI_TAG".into(), self.inputs.tag.clone());
+        env
+    }
+}

@@ -1,0 +1,554 @@
+//! The rules that span a whole pipeline: references between jobs, cycles, parameters used by
+//! `when`, matrix sizes, paths that must stay in the workspace. Every problem is reported, each
+//! with its path; the YAML loader adds line and column.
+//!
+//! Linear in the size of the pipeline (matrix expansion aside, which is bounded).
+
+use std::collections::{HashMap, HashSet};
+
+use crate::diagnostic::{Code, Diagnostic, Path};
+use crate::expr::Scope;
+use crate::model::{Duration, Env, Hooks, Job, Pipeline, Retry, Step, is_env_name};
+use crate::plan::matrix_instances;
+use crate::suggest::did_you_mean;
+
+/// The most instances one job's matrix may expand to.
+pub const MAX_MATRIX_INSTANCES: usize = 256;
+/// The most jobs a pipeline may hold once matrices are expanded.
+pub const MAX_JOBS: usize = 10_000;
+
+/// Every problem of the pipeline that concerns more than one value.
+pub fn validate(pipeline: &Pipeline) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let root = Path::root();
+    env_names(&pipeline.env, &root.key("env"), &mut out);
+    parameters(pipeline, &mut out);
+    hooks(
+        &pipeline.post,
+        &root.key("post"),
+        pipeline.defaults.timeout,
+        &mut out,
+    );
+    let on = &pipeline.on;
+    if !on.manual && on.push.is_none() && on.pull_request.is_none() && on.schedule.is_empty() {
+        out.push(
+            Diagnostic::warning(
+                Code::Suspicious,
+                root.key("on"),
+                "the pipeline has no trigger: nothing can start it",
+            )
+            .expected("at least one of push, pull_request, schedule or manual"),
+        );
+    }
+    if let Some(retry) = pipeline.defaults.retry {
+        retry_limit(retry, &root.key("defaults").key("retry"), &mut out);
+    }
+    if pipeline.jobs.is_empty() {
+        out.push(
+            Diagnostic::error(
+                Code::InvalidValue,
+                root.key("jobs"),
+                "the pipeline has no job",
+            )
+            .expected("at least one job"),
+        );
+    }
+    let index = job_index(pipeline, &mut out);
+    let param_names: Vec<&str> = pipeline.parameters.keys().map(String::as_str).collect();
+    let mut total_jobs = 0usize;
+    for job in &pipeline.jobs {
+        let path = root.key("jobs").key(job.name.as_str());
+        let timeout = job.timeout.or(pipeline.defaults.timeout);
+        job_rules(job, &path, timeout, &index, &param_names, &mut out);
+        total_jobs = total_jobs.saturating_add(matrix_rules(job, &path, &mut out));
+    }
+    if total_jobs > MAX_JOBS {
+        out.push(
+            Diagnostic::error(
+                Code::Limit,
+                root.key("jobs"),
+                format!("the pipeline expands to {total_jobs} jobs"),
+            )
+            .expected(format!(
+                "at most {MAX_JOBS} jobs once matrices are expanded"
+            )),
+        );
+    }
+    cycles(pipeline, &index, &mut out);
+    out
+}
+
+fn job_index<'p>(pipeline: &'p Pipeline, out: &mut Vec<Diagnostic>) -> HashMap<&'p str, usize> {
+    let mut index = HashMap::with_capacity(pipeline.jobs.len());
+    for (i, job) in pipeline.jobs.iter().enumerate() {
+        if index.insert(job.name.as_str(), i).is_some() {
+            out.push(
+                Diagnostic::error(
+                    Code::DuplicateKey,
+                    Path::root().key("jobs").key(job.name.as_str()),
+                    format!("job `{}` is defined twice", job.name),
+                )
+                .expected("unique job names"),
+            );
+        }
+    }
+    index
+}
+
+fn env_names(env: &Env, path: &Path, out: &mut Vec<Diagnostic>) {
+    for name in env.keys().filter(|n| n.starts_with("HODEI_")) {
+        out.push(
+            Diagnostic::warning(
+                Code::Suspicious,
+                path.key(name),
+                format!("`{name}` is set by Hodei for every step"),
+            )
+            .expected("a name that does not start with `HODEI_`: Hodei's value wins"),
+        );
+    }
+    for name in env.keys().filter(|n| !is_env_name(n)) {
+        out.push(
+            Diagnostic::error(
+                Code::InvalidValue,
+                path.key(name),
+                format!("`{name}` is not a valid environment variable name"),
+            )
+            .expected("a letter or `_`, then letters, digits or `_`"),
+        );
+    }
+}
+
+fn parameters(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
+    for (name, parameter) in &pipeline.parameters {
+        let path = Path::root().key("parameters").key(name);
+        if !is_env_name(name) {
+            out.push(
+                Diagnostic::error(Code::InvalidValue, path.clone(), format!("`{name}` is not a valid parameter name"))
+                    .expected("a letter or `_`, then letters, digits or `_` (it becomes an environment variable)"),
+            );
+        }
+        let mut seen = HashSet::new();
+        for (i, choice) in parameter.choices.iter().enumerate() {
+            if !seen.insert(choice) {
+                out.push(
+                    Diagnostic::warning(
+                        Code::Suspicious,
+                        path.key("choices").index(i),
+                        format!("choice `{choice}` is listed twice"),
+                    )
+                    .expected("each choice once"),
+                );
+            }
+        }
+        if let Some(default) = &parameter.default
+            && !parameter.choices.is_empty()
+            && !parameter.choices.contains(default)
+        {
+            out.push(
+                Diagnostic::error(
+                    Code::InvalidValue,
+                    path.key("default"),
+                    format!("default `{default}` is not one of the choices"),
+                )
+                .expected(format!("one of {}", parameter.choices.join(", ")))
+                .suggest(did_you_mean(
+                    default,
+                    parameter.choices.iter().map(String::as_str),
+                )),
+            );
+        }
+    }
+}
+
+fn job_rules(
+    job: &Job,
+    path: &Path,
+    job_timeout: Option<Duration>,
+    index: &HashMap<&str, usize>,
+    params: &[&str],
+    out: &mut Vec<Diagnostic>,
+) {
+    if job.steps.is_empty() {
+        out.push(
+            Diagnostic::error(
+                Code::InvalidValue,
+                path.key("steps"),
+                "a job needs at least one step",
+            )
+            .expected("a list of steps"),
+        );
+    }
+    for (i, step) in job.steps.iter().enumerate() {
+        step_rules(step, &path.key("steps").index(i), job_timeout, out);
+    }
+    hooks(&job.post, &path.key("post"), job_timeout, out);
+    env_names(&job.env, &path.key("env"), out);
+    for (name, service) in &job.services {
+        env_names(
+            &service.env,
+            &path.key("services").key(name.as_str()).key("env"),
+            out,
+        );
+    }
+    let mut seen = HashSet::new();
+    for (i, need) in job.needs.iter().enumerate() {
+        let p = path.key("needs").index(i);
+        if need == &job.name {
+            out.push(
+                Diagnostic::error(Code::Cycle, p, format!("job `{need}` needs itself"))
+                    .expected("the name of another job"),
+            );
+        } else if !index.contains_key(need.as_str()) {
+            out.push(
+                Diagnostic::error(Code::UnknownReference, p, format!("unknown job `{need}`"))
+                    .expected("the name of a job of this pipeline")
+                    .suggest(did_you_mean(need.as_str(), index.keys().copied())),
+            );
+        } else if !seen.insert(need) {
+            out.push(
+                Diagnostic::warning(Code::Suspicious, p, format!("job `{need}` is needed twice"))
+                    .expected("each job once"),
+            );
+        }
+    }
+    if let Some(retry) = job.retry {
+        retry_limit(retry, &path.key("retry"), out);
+    }
+    if !Job::PRIORITY_RANGE.contains(&job.priority) {
+        out.push(
+            Diagnostic::error(
+                Code::InvalidValue,
+                path.key("priority"),
+                format!("priority {} is out of range", job.priority),
+            )
+            .expected("a whole number from -100 to 100"),
+        );
+    }
+    if let Some(when) = &job.when {
+        let scope = Scope { params };
+        for err in when.expr().check(&scope) {
+            let mut diag =
+                Diagnostic::error(Code::Expression, path.key("when"), err.message.clone());
+            diag.within = Some((err.offset, err.len));
+            if let Some(expected) = err.expected {
+                diag = diag.expected(expected);
+            }
+            if let Some(help) = err.help {
+                diag = diag.help(help);
+            }
+            out.push(diag);
+        }
+    }
+    for (i, artifact) in job.artifacts.iter().enumerate() {
+        workspace_path(artifact, &path.key("artifacts").index(i), out);
+    }
+    if let Some(cache) = &job.cache {
+        for (i, p) in cache.paths.iter().enumerate() {
+            workspace_path(p, &path.key("cache").key("paths").index(i), out);
+        }
+        cache_key(&cache.key, job, &path.key("cache").key("key"), out);
+    }
+}
+
+fn step_rules(step: &Step, path: &Path, job_timeout: Option<Duration>, out: &mut Vec<Diagnostic>) {
+    if step.run.trim().is_empty() {
+        out.push(
+            Diagnostic::error(
+                Code::InvalidValue,
+                path.key("run"),
+                "the step has nothing to run",
+            )
+            .expected("a command"),
+        );
+    }
+    env_names(&step.env, &path.key("env"), out);
+    if let Some(retry) = step.retry {
+        retry_limit(retry, &path.key("retry"), out);
+    }
+    if let Some(dir) = &step.working_dir {
+        workspace_path(dir, &path.key("working_dir"), out);
+    }
+    if let (Some(step_timeout), Some(job_timeout)) = (step.timeout, job_timeout)
+        && step_timeout > job_timeout
+    {
+        out.push(
+            Diagnostic::warning(
+                Code::Suspicious,
+                path.key("timeout"),
+                format!(
+                    "the step's timeout ({step_timeout}) is longer than its job's ({job_timeout})"
+                ),
+            )
+            .expected("a step timeout no longer than the job's: the job's applies first"),
+        );
+    }
+}
+
+fn hooks(hooks: &Hooks, path: &Path, job_timeout: Option<Duration>, out: &mut Vec<Diagnostic>) {
+    for (key, steps) in [
+        ("always", &hooks.always),
+        ("success", &hooks.success),
+        ("failure", &hooks.failure),
+        ("cancelled", &hooks.cancelled),
+    ] {
+        for (i, step) in steps.iter().enumerate() {
+            step_rules(step, &path.key(key).index(i), job_timeout, out);
+        }
+    }
+}
+
+fn retry_limit(retry: Retry, path: &Path, out: &mut Vec<Diagnostic>) {
+    if retry.max > Retry::LIMIT {
+        out.push(
+            Diagnostic::error(
+                Code::InvalidValue,
+                path.key("max"),
+                format!("{} retries is over the limit", retry.max),
+            )
+            .expected(format!("a whole number from 0 to {}", Retry::LIMIT)),
+        );
+    }
+}
+
+fn workspace_path(text: &str, path: &Path, out: &mut Vec<Diagnostic>) {
+    let escapes = text.starts_with('/') || text.split(['/', '\\']).any(|part| part == "..");
+    if escapes {
+        out.push(
+            Diagnostic::error(
+                Code::InvalidValue,
+                path.clone(),
+                format!("`{text}` leaves the job's workspace"),
+            )
+            .expected("a path relative to the workspace, without `..`"),
+        );
+    }
+}
+
+fn cache_key(key: &str, job: &Job, path: &Path, out: &mut Vec<Diagnostic>) {
+    let mut rest = key;
+    while let Some(open) = rest.find("{{") {
+        let Some(close) = rest[open..].find("}}") else {
+            out.push(
+                Diagnostic::error(
+                    Code::InvalidValue,
+                    path.clone(),
+                    "`{{` without a closing `}}` in the cache key",
+                )
+                .expected("`{{ ... }}`"),
+            );
+            return;
+        };
+        let inner = rest[open + 2..open + close].trim();
+        let known = inner == "branch"
+            || inner == "job"
+            || inner == "pipeline"
+            || inner.strip_prefix("matrix.").is_some_and(|axis| {
+                job.matrix
+                    .as_ref()
+                    .is_some_and(|m| m.axes.iter().any(|(name, _)| name == axis))
+            })
+            || inner
+                .strip_prefix("hash(")
+                .and_then(|s| s.strip_suffix(')'))
+                .map(str::trim)
+                .is_some_and(|arg| {
+                    arg.len() >= 3
+                        && ((arg.starts_with('\'') && arg.ends_with('\''))
+                            || (arg.starts_with('"') && arg.ends_with('"')))
+                });
+        if !known {
+            out.push(
+                Diagnostic::error(Code::InvalidValue, path.clone(), format!("unknown cache key template `{{{{ {inner} }}}}`"))
+                    .expected("`{{ hash('FILE') }}`, `{{ branch }}`, `{{ job }}`, `{{ pipeline }}` or `{{ matrix.AXIS }}`"),
+            );
+        }
+        rest = &rest[open + close + 2..];
+    }
+}
+
+/// Checks the matrix and returns how many jobs this job becomes.
+fn matrix_rules(job: &Job, path: &Path, out: &mut Vec<Diagnostic>) -> usize {
+    let Some(matrix) = &job.matrix else { return 1 };
+    let path = path.key("matrix");
+    if matrix.axes.is_empty() && matrix.include.is_empty() {
+        out.push(
+            Diagnostic::error(
+                Code::InvalidValue,
+                path.clone(),
+                "the matrix has no variable",
+            )
+            .expected("at least one variable with a list of values"),
+        );
+        return 0;
+    }
+    let mut ok = true;
+    for (axis, values) in &matrix.axes {
+        if !is_env_name(axis) {
+            out.push(
+                Diagnostic::error(Code::InvalidValue, path.key(axis), format!("`{axis}` is not a valid matrix variable name"))
+                    .expected("a letter or `_`, then letters, digits or `_` (it becomes an environment variable)"),
+            );
+        }
+        if values.is_empty() {
+            ok = false;
+            out.push(
+                Diagnostic::error(
+                    Code::InvalidValue,
+                    path.key(axis),
+                    format!("matrix variable `{axis}` has no value"),
+                )
+                .expected("a list of at least one value"),
+            );
+        }
+        let mut seen = HashSet::new();
+        for (i, value) in values.iter().enumerate() {
+            if !seen.insert(value) {
+                ok = false;
+                out.push(
+                    Diagnostic::error(
+                        Code::InvalidValue,
+                        path.key(axis).index(i),
+                        format!("value `{value}` is listed twice"),
+                    )
+                    .expected("each value once"),
+                );
+            }
+        }
+    }
+    for (i, combo) in matrix.exclude.iter().enumerate() {
+        for name in combo.keys() {
+            if !matrix.axes.iter().any(|(axis, _)| axis == name) {
+                out.push(
+                    Diagnostic::error(
+                        Code::UnknownReference,
+                        path.key("exclude").index(i).key(name),
+                        format!("`{name}` is not a matrix variable"),
+                    )
+                    .expected("one of the matrix's variables")
+                    .suggest(did_you_mean(
+                        name,
+                        matrix.axes.iter().map(|(a, _)| a.as_str()),
+                    )),
+                );
+                ok = false;
+            }
+        }
+    }
+    for (i, combo) in matrix.include.iter().enumerate() {
+        env_names(combo, &path.key("include").index(i), out);
+    }
+    let product = matrix
+        .axes
+        .iter()
+        .fold(1usize, |acc, (_, v)| acc.saturating_mul(v.len()));
+    if product.saturating_add(matrix.include.len()) > MAX_MATRIX_INSTANCES.saturating_mul(64) {
+        out.push(
+            Diagnostic::error(
+                Code::Limit,
+                path.clone(),
+                format!("the matrix expands to {product} combinations"),
+            )
+            .expected(format!("at most {MAX_MATRIX_INSTANCES} instances")),
+        );
+        // Counted at the limit, so the pipeline-wide count does not report it a second time.
+        return MAX_MATRIX_INSTANCES;
+    }
+    if !ok {
+        return product;
+    }
+    let count = matrix_instances(matrix).len();
+    if count > MAX_MATRIX_INSTANCES {
+        out.push(
+            Diagnostic::error(
+                Code::Limit,
+                path.clone(),
+                format!("the matrix expands to {count} instances"),
+            )
+            .expected(format!("at most {MAX_MATRIX_INSTANCES} instances")),
+        );
+    } else if count == 0 {
+        out.push(
+            Diagnostic::error(
+                Code::InvalidValue,
+                path.clone(),
+                "the matrix excludes every combination",
+            )
+            .expected("at least one instance"),
+        );
+    }
+    count.min(MAX_MATRIX_INSTANCES)
+}
+
+/// Reports every cycle of `needs`, spelled out: `a -> c -> b -> a`.
+fn cycles(pipeline: &Pipeline, index: &HashMap<&str, usize>, out: &mut Vec<Diagnostic>) {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Open,
+        Done,
+    }
+    let n = pipeline.jobs.len();
+    let edges: Vec<Vec<usize>> = pipeline
+        .jobs
+        .iter()
+        .map(|job| {
+            job.needs
+                .iter()
+                .filter(|need| *need != &job.name)
+                .filter_map(|need| index.get(need.as_str()).copied())
+                .collect()
+        })
+        .collect();
+    let mut mark = vec![Mark::New; n];
+    for start in 0..n {
+        if mark[start] != Mark::New {
+            continue;
+        }
+        // Iterative depth-first search: (job, next edge to follow).
+        let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+        mark[start] = Mark::Open;
+        while let Some(&mut (job, ref mut next)) = stack.last_mut() {
+            if let Some(&dep) = edges[job].get(*next) {
+                *next += 1;
+                match mark[dep] {
+                    Mark::New => {
+                        mark[dep] = Mark::Open;
+                        stack.push((dep, 0));
+                    }
+                    Mark::Open => {
+                        let from = stack.iter().position(|(j, _)| *j == dep).unwrap_or(0);
+                        let mut names: Vec<&str> = stack[from..]
+                            .iter()
+                            .map(|(j, _)| pipeline.jobs[*j].name.as_str())
+                            .collect();
+                        names.push(pipeline.jobs[dep].name.as_str());
+                        let first = &pipeline.jobs[stack[from].0];
+                        let second = names.get(1).copied().unwrap_or_default();
+                        let at = first
+                            .needs
+                            .iter()
+                            .position(|need| need.as_str() == second)
+                            .unwrap_or(0);
+                        out.push(
+                            Diagnostic::error(
+                                Code::Cycle,
+                                Path::root()
+                                    .key("jobs")
+                                    .key(first.name.as_str())
+                                    .key("needs")
+                                    .index(at),
+                                format!("jobs need each other in a cycle: {}", names.join(" -> ")),
+                            )
+                            .expected("`needs` that form no cycle")
+                            .help("remove one of these `needs`"),
+                        );
+                    }
+                    Mark::Done => {}
+                }
+            } else {
+                mark[job] = Mark::Done;
+                stack.pop();
+            }
+        }
+    }
+}

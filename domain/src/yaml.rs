@@ -1,0 +1,683 @@
+//! YAML text to a tree of nodes that remember where they were written, within limits that make
+//! hostile input harmless: a size limit, a nesting limit, and a node budget that alias expansion
+//! ("billion laughs") cannot escape. Anchors, aliases and merge keys (`<<: *defaults`) work.
+
+use std::collections::HashMap;
+
+use saphyr_parser::{Event, Marker, Parser, ScalarStyle, Span as YamlSpan};
+
+use crate::diagnostic::{Code, Diagnostic, Path, Pos, Span};
+
+/// Stands for a mapping key that is not a scalar (already reported); its value is dropped.
+const COMPLEX_KEY: &str = "\u{0}complex key";
+
+/// A problem that stops parsing. Boxed: it is rare, and keeps the happy path's results small.
+type Fatal = Box<Diagnostic>;
+
+/// Bounds on what a pipeline file may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Size of the file in bytes.
+    pub max_bytes: usize,
+    /// Depth of nested mappings and sequences.
+    pub max_depth: usize,
+    /// Nodes in the tree, counting every copy an alias makes.
+    pub max_nodes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bytes: 4 << 20,
+            max_depth: 64,
+            max_nodes: 1_000_000,
+        }
+    }
+}
+
+/// How a scalar was written: plain scalars are typed (`true`, `12`, `null`), the others are text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    Plain,
+    Quoted,
+    Block,
+}
+
+/// A node of the document.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Scalar { text: String, style: Style },
+    Seq(Vec<Node>),
+    Map(Vec<Entry>),
+}
+
+/// A key and its value in a mapping. Keys are scalars.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub key: String,
+    pub key_span: Span,
+    pub value: Node,
+}
+
+/// A value and where it was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub value: Value,
+    pub span: Span,
+}
+
+impl Node {
+    /// What kind of node this is, for messages: "a mapping", "a list", "text", "a number", ...
+    pub fn kind(&self) -> &'static str {
+        match &self.value {
+            Value::Seq(_) => "a list",
+            Value::Map(_) => "a mapping",
+            Value::Scalar {
+                text,
+                style: Style::Plain,
+            } => plain_kind(text),
+            Value::Scalar { .. } => "text",
+        }
+    }
+
+    /// The entry for `key`, when this node is a mapping.
+    pub fn get(&self, key: &str) -> Option<&Entry> {
+        match &self.value {
+            Value::Map(entries) => entries.iter().find(|e| e.key == key),
+            _ => None,
+        }
+    }
+
+    /// The span to point at for a problem with the value at `path` below this node: a scalar's
+    /// own text, or the key that introduces a mapping or list (its whole text would be too much).
+    pub fn locate(&self, path: &Path) -> Option<Span> {
+        let mut node = self;
+        let mut key_span = None;
+        for seg in path.segments() {
+            match (seg, &node.value) {
+                (crate::diagnostic::Seg::Key(k), Value::Map(entries)) => {
+                    let entry = entries.iter().find(|e| &e.key == k)?;
+                    key_span = Some(entry.key_span);
+                    node = &entry.value;
+                }
+                (crate::diagnostic::Seg::Index(i), Value::Seq(items)) => {
+                    node = items.get(*i)?;
+                    key_span = None;
+                }
+                _ => return None,
+            }
+        }
+        match (&node.value, key_span) {
+            (Value::Scalar { .. }, _) | (_, None) => Some(node.span),
+            (_, Some(key)) => Some(key),
+        }
+    }
+}
+
+/// The kind of a plain scalar under the YAML 1.2 core schema.
+pub fn plain_kind(text: &str) -> &'static str {
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => "null",
+        "true" | "True" | "TRUE" | "false" | "False" | "FALSE" => "a boolean",
+        _ if text.parse::<i64>().is_ok() || text.parse::<f64>().is_ok_and(f64::is_finite) => {
+            "a number"
+        }
+        _ => "text",
+    }
+}
+
+/// Parses a whole file. `Ok(None)` is a file with no document (empty, or only comments).
+/// Fatal problems (not YAML, over a limit) are one `Err`; problems that still leave a usable tree
+/// (a duplicate key, an unsupported tag) are pushed to `diagnostics`.
+pub fn parse(
+    source: &str,
+    limits: &Limits,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Result<Option<Node>, Box<Diagnostic>> {
+    if source.len() > limits.max_bytes {
+        return Err(Box::new(
+            Diagnostic::error(
+                Code::Limit,
+                Path::root(),
+                format!(
+                    "the file is larger than {} bytes, the limit for a pipeline",
+                    limits.max_bytes
+                ),
+            )
+            .expected(format!(
+                "a pipeline file of at most {} bytes",
+                limits.max_bytes
+            ))
+            .at(Span::on_line(1, 1, 1)),
+        ));
+    }
+    Builder::new(limits, diagnostics).run(source)
+}
+
+/// Converts the source bytes to text, or says where the first byte that is not UTF-8 is.
+pub fn decode_utf8(bytes: &[u8]) -> Result<&str, Box<Diagnostic>> {
+    std::str::from_utf8(bytes).map_err(|err| {
+        let valid = &bytes[..err.valid_up_to()];
+        let valid = std::str::from_utf8(valid).unwrap_or_default();
+        let line = valid.matches('\n').count() + 1;
+        let column = valid.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        Diagnostic::error(Code::Syntax, Path::root(), "the file is not UTF-8 text")
+            .expected("a YAML pipeline in UTF-8")
+            .at(Span::on_line(line, column, 1))
+            .into()
+    })
+}
+
+fn pos(marker: &Marker) -> Pos {
+    Pos {
+        line: marker.line(),
+        column: marker.col() + 1,
+    }
+}
+
+fn span(yaml: &YamlSpan) -> Span {
+    Span {
+        start: pos(&yaml.start),
+        end: pos(&yaml.end),
+    }
+}
+
+enum Frame {
+    Seq {
+        anchor: usize,
+        start: Pos,
+        items: Vec<Node>,
+    },
+    Map {
+        anchor: usize,
+        start: Pos,
+        entries: Vec<Entry>,
+        pending_key: Option<(String, Span)>,
+        merges: Vec<Node>,
+    },
+}
+
+struct Builder<'a> {
+    limits: &'a Limits,
+    diagnostics: &'a mut Vec<Diagnostic>,
+    stack: Vec<Frame>,
+    anchors: HashMap<usize, Node>,
+    nodes: usize,
+    documents: usize,
+    root: Option<Node>,
+}
+
+impl<'a> Builder<'a> {
+    fn new(limits: &'a Limits, diagnostics: &'a mut Vec<Diagnostic>) -> Self {
+        Builder {
+            limits,
+            diagnostics,
+            stack: Vec::new(),
+            anchors: HashMap::new(),
+            nodes: 0,
+            documents: 0,
+            root: None,
+        }
+    }
+
+    fn run(mut self, source: &str) -> Result<Option<Node>, Box<Diagnostic>> {
+        let mut parser = Parser::new_from_str(source);
+        while let Some(next) = parser.next_event() {
+            let (event, at) = next.map_err(|err| -> Fatal {
+                let p = pos(err.marker());
+                let at = Span::on_line(p.line, p.column, 1);
+                if err.info() == "recursion limit exceeded" {
+                    return Diagnostic::error(
+                        Code::Limit,
+                        Path::root(),
+                        "the document nests too deeply",
+                    )
+                    .expected(format!(
+                        "at most {} levels of nested mappings and lists",
+                        self.limits.max_depth
+                    ))
+                    .at(at)
+                    .into();
+                }
+                Diagnostic::error(
+                    Code::Syntax,
+                    Path::root(),
+                    format!("invalid YAML: {}", err.info()),
+                )
+                .at(at)
+                .into()
+            })?;
+            self.event(event, span(&at))?;
+        }
+        Ok(self.root)
+    }
+
+    fn count(&mut self, added: usize, at: Span) -> Result<(), Fatal> {
+        self.nodes += added;
+        if self.nodes > self.limits.max_nodes {
+            return Err(Box::new(
+                Diagnostic::error(
+                    Code::Limit,
+                    Path::root(),
+                    format!(
+                        "the document expands to more than {} nodes (aliases included)",
+                        self.limits.max_nodes
+                    ),
+                )
+                .expected("a pipeline without runaway alias expansion")
+                .at(at),
+            ));
+        }
+        Ok(())
+    }
+
+    fn open(&mut self, frame: Frame, at: Span) -> Result<(), Fatal> {
+        if self.stack.len() >= self.limits.max_depth {
+            return Err(Box::new(
+                Diagnostic::error(
+                    Code::Limit,
+                    Path::root(),
+                    format!(
+                        "the document nests deeper than {} levels",
+                        self.limits.max_depth
+                    ),
+                )
+                .expected(format!(
+                    "at most {} levels of nested mappings and lists",
+                    self.limits.max_depth
+                ))
+                .at(at),
+            ));
+        }
+        self.count(1, at)?;
+        self.stack.push(frame);
+        Ok(())
+    }
+
+    fn event(&mut self, event: Event<'_>, at: Span) -> Result<(), Fatal> {
+        match event {
+            Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => Ok(()),
+            Event::DocumentStart(_) => {
+                self.documents += 1;
+                if self.documents > 1 {
+                    return Err(Box::new(
+                        Diagnostic::error(
+                            Code::Syntax,
+                            Path::root(),
+                            "the file holds more than one YAML document",
+                        )
+                        .expected("one pipeline per file (remove the second `---`)")
+                        .at(at),
+                    ));
+                }
+                Ok(())
+            }
+            Event::Alias(id) => {
+                let node = self.anchors.get(&id).cloned().ok_or_else(|| {
+                    Box::new(
+                        Diagnostic::error(
+                            Code::Syntax,
+                            Path::root(),
+                            "alias to an anchor that is not defined before it",
+                        )
+                        .at(at),
+                    )
+                })?;
+                self.count(size(&node), at)?;
+                self.finish(Node {
+                    value: node.value,
+                    span: at,
+                })
+            }
+            Event::Scalar(text, style, anchor, tag) => {
+                self.count(1, at)?;
+                let mut style = match style {
+                    ScalarStyle::Plain => Style::Plain,
+                    ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted => Style::Quoted,
+                    ScalarStyle::Literal | ScalarStyle::Folded => Style::Block,
+                };
+                if let Some(tag) = tag {
+                    style = self.tagged(&tag, style, at);
+                }
+                let node = Node {
+                    value: Value::Scalar {
+                        text: text.into_owned(),
+                        style,
+                    },
+                    span: at,
+                };
+                self.anchor(anchor, &node);
+                self.finish(node)
+            }
+            Event::SequenceStart(anchor, tag) => {
+                if let Some(tag) = tag {
+                    self.check_collection_tag(&tag, "seq", at);
+                }
+                self.open(
+                    Frame::Seq {
+                        anchor,
+                        start: at.start,
+                        items: Vec::new(),
+                    },
+                    at,
+                )
+            }
+            Event::MappingStart(anchor, tag) => {
+                if let Some(tag) = tag {
+                    self.check_collection_tag(&tag, "map", at);
+                }
+                self.open(
+                    Frame::Map {
+                        anchor,
+                        start: at.start,
+                        entries: Vec::new(),
+                        pending_key: None,
+                        merges: Vec::new(),
+                    },
+                    at,
+                )
+            }
+            Event::SequenceEnd => match self.stack.pop() {
+                Some(Frame::Seq {
+                    anchor,
+                    start,
+                    items,
+                }) => {
+                    let node = Node {
+                        value: Value::Seq(items),
+                        span: Span { start, end: at.end },
+                    };
+                    self.anchor(anchor, &node);
+                    self.finish(node)
+                }
+                _ => Err(Box::new(
+                    Diagnostic::error(Code::Syntax, Path::root(), "unbalanced list").at(at),
+                )),
+            },
+            Event::MappingEnd => match self.stack.pop() {
+                Some(Frame::Map {
+                    anchor,
+                    start,
+                    mut entries,
+                    merges,
+                    ..
+                }) => {
+                    merge(&mut entries, merges);
+                    let node = Node {
+                        value: Value::Map(entries),
+                        span: Span { start, end: at.end },
+                    };
+                    self.anchor(anchor, &node);
+                    self.finish(node)
+                }
+                _ => Err(Box::new(
+                    Diagnostic::error(Code::Syntax, Path::root(), "unbalanced mapping").at(at),
+                )),
+            },
+        }
+    }
+
+    fn tagged(&mut self, tag: &saphyr_parser::Tag, style: Style, at: Span) -> Style {
+        let core = tag.handle == "tag:yaml.org,2002:" || tag.handle == "!!";
+        match (core, tag.suffix.as_str()) {
+            (true, "str") => Style::Quoted,
+            (true, "int" | "float" | "bool" | "null") => Style::Plain,
+            _ => {
+                self.diagnostics.push(
+                    Diagnostic::error(
+                        Code::Type,
+                        Path::root(),
+                        format!("unsupported YAML tag `{}{}`", tag.handle, tag.suffix),
+                    )
+                    .expected("no tag, or one of !!str, !!int, !!float, !!bool, !!null")
+                    .at(at),
+                );
+                style
+            }
+        }
+    }
+
+    fn check_collection_tag(&mut self, tag: &saphyr_parser::Tag, kind: &str, at: Span) {
+        let core = tag.handle == "tag:yaml.org,2002:" || tag.handle == "!!";
+        if !(core && tag.suffix == kind) {
+            self.diagnostics.push(
+                Diagnostic::error(
+                    Code::Type,
+                    Path::root(),
+                    format!("unsupported YAML tag `{}{}`", tag.handle, tag.suffix),
+                )
+                .expected("no tag on mappings and lists")
+                .at(at),
+            );
+        }
+    }
+
+    fn anchor(&mut self, anchor: usize, node: &Node) {
+        if anchor != 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+    }
+
+    /// Puts a finished node in its parent, or makes it the root.
+    fn finish(&mut self, node: Node) -> Result<(), Fatal> {
+        match self.stack.last_mut() {
+            None => {
+                self.root = Some(node);
+                Ok(())
+            }
+            Some(Frame::Seq { items, .. }) => {
+                items.push(node);
+                Ok(())
+            }
+            Some(Frame::Map {
+                entries,
+                pending_key,
+                merges,
+                ..
+            }) => match pending_key.take() {
+                None => match node.value {
+                    Value::Scalar { text, .. } => {
+                        *pending_key = Some((text, node.span));
+                        Ok(())
+                    }
+                    _ => {
+                        self.diagnostics.push(
+                            Diagnostic::error(
+                                Code::Type,
+                                Path::root(),
+                                format!("a mapping key is {}", node.kind()),
+                            )
+                            .expected("text as a mapping key")
+                            .at(Span {
+                                start: node.span.start,
+                                end: node.span.start,
+                            }),
+                        );
+                        // The value that follows is read and dropped.
+                        *pending_key = Some((COMPLEX_KEY.to_owned(), node.span));
+                        Ok(())
+                    }
+                },
+                Some((key, key_span)) => {
+                    if key == COMPLEX_KEY {
+                        return Ok(());
+                    }
+                    if key == "<<" && matches!(node.value, Value::Map(_) | Value::Seq(_)) {
+                        merges.push(node);
+                        return Ok(());
+                    }
+                    if let Some(first) = entries.iter().find(|e| e.key == key) {
+                        let first = first.key_span.start;
+                        self.diagnostics.push(
+                            Diagnostic::error(
+                                Code::DuplicateKey,
+                                Path::root(),
+                                format!("key `{key}` is given twice in this mapping"),
+                            )
+                            .expected("each key at most once")
+                            .help(format!(
+                                "first given at line {}, column {}",
+                                first.line, first.column
+                            ))
+                            .at(key_span),
+                        );
+                        return Ok(());
+                    }
+                    entries.push(Entry {
+                        key,
+                        key_span,
+                        value: node,
+                    });
+                    Ok(())
+                }
+            },
+        }
+    }
+}
+
+/// Adds the entries of merged mappings (`<<: *base` or `<<: [*a, *b]`) that the mapping does not
+/// set itself; among merged mappings the first one wins.
+fn merge(entries: &mut Vec<Entry>, merges: Vec<Node>) {
+    for source in merges {
+        let maps = match source.value {
+            Value::Map(map) => vec![map],
+            Value::Seq(items) => items
+                .into_iter()
+                .filter_map(|item| match item.value {
+                    Value::Map(map) => Some(map),
+                    _ => None,
+                })
+                .collect(),
+            Value::Scalar { .. } => Vec::new(),
+        };
+        for map in maps {
+            for entry in map {
+                if !entries.iter().any(|e| e.key == entry.key) {
+                    entries.push(entry);
+                }
+            }
+        }
+    }
+}
+
+fn size(node: &Node) -> usize {
+    let mut total = 0;
+    let mut todo = vec![node];
+    while let Some(n) = todo.pop() {
+        total += 1;
+        match &n.value {
+            Value::Scalar { .. } => {}
+            Value::Seq(items) => todo.extend(items),
+            Value::Map(entries) => todo.extend(entries.iter().map(|e| &e.value)),
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(source: &str) -> (Result<Option<Node>, Box<Diagnostic>>, Vec<Diagnostic>) {
+        let mut diags = Vec::new();
+        let result = parse(source, &Limits::default(), &mut diags);
+        (result, diags)
+    }
+
+    #[test]
+    fn nodes_remember_lines_and_columns() {
+        let (root, _) = load("name: web\njobs:\n  build: {steps: [x]}\n");
+        let root = root.unwrap().unwrap();
+        let jobs = &root.get("jobs").unwrap();
+        assert_eq!(jobs.key_span.start, Pos { line: 2, column: 1 });
+        let build = jobs.value.get("build").unwrap();
+        assert_eq!(build.key_span.start, Pos { line: 3, column: 3 });
+        let path = Path::root().key("jobs").key("build").key("steps").index(0);
+        assert_eq!(
+            root.locate(&path).unwrap().start,
+            Pos {
+                line: 3,
+                column: 19
+            }
+        );
+    }
+
+    #[test]
+    fn empty_and_comment_only_files_have_no_document() {
+        assert_eq!(load("").0.unwrap(), None);
+        assert_eq!(load("# nothing\n\n").0.unwrap(), None);
+    }
+
+    #[test]
+    fn alias_bombs_hit_the_node_budget() {
+        let mut source = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let prev = format!("*a{}", i - 1);
+            source.push_str(&format!("a{i}: &a{i} [{}]\n", vec![prev; 10].join(", ")));
+        }
+        let err = load(&source).0.unwrap_err();
+        assert_eq!(err.code, Code::Limit);
+        assert!(err.message.contains("nodes"), "{}", err.message);
+    }
+
+    #[test]
+    fn deep_nesting_is_a_limit_not_a_stack_overflow() {
+        for source in [
+            "[".repeat(10_000),
+            "a:\n".to_owned() + &"- ".repeat(10_000),
+            "{a: ".repeat(10_000),
+        ] {
+            let err = load(&source).0.unwrap_err();
+            assert!(matches!(err.code, Code::Limit | Code::Syntax), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn oversized_files_are_refused_before_parsing() {
+        let err = load(&"#".repeat((4 << 20) + 1)).0.unwrap_err();
+        assert_eq!(err.code, Code::Limit);
+    }
+
+    #[test]
+    fn duplicate_keys_are_reported_with_both_places() {
+        let (root, diags) = load("a: 1\nb: 2\na: 3\n");
+        assert!(root.is_ok());
+        assert_eq!(diags.len(), 1);
+        assert_eq!(diags[0].code, Code::DuplicateKey);
+        assert_eq!(diags[0].span.unwrap().start, Pos { line: 3, column: 1 });
+        assert!(diags[0].help.as_deref().unwrap().contains("line 1"));
+    }
+
+    #[test]
+    fn merge_keys_fill_in_what_the_mapping_does_not_set() {
+        let (root, diags) = load("base: &b {x: 1, y: 2}\nuse: {<<: *b, y: 3}\n");
+        assert!(diags.is_empty(), "{diags:?}");
+        let root = root.unwrap().unwrap();
+        let used = &root.get("use").unwrap().value;
+        let text = |k: &str| match &used.get(k).unwrap().value.value {
+            Value::Scalar { text, .. } => text.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(text("x"), "1");
+        assert_eq!(text("y"), "3");
+    }
+
+    #[test]
+    fn syntax_errors_have_a_position() {
+        let err = load("a: [1, 2\nb: 3\n").0.unwrap_err();
+        assert_eq!(err.code, Code::Syntax);
+        assert!(err.span.is_some());
+    }
+
+    #[test]
+    fn second_documents_are_refused() {
+        let err = load("a: 1\n---\nb: 2\n").0.unwrap_err();
+        assert!(err.message.contains("more than one"), "{}", err.message);
+    }
+
+    #[test]
+    fn invalid_utf8_is_located() {
+        let err = decode_utf8(b"name: x\nj\xffobs: 1\n").unwrap_err();
+        assert_eq!(err.span.unwrap().start, Pos { line: 2, column: 2 });
+    }
+}
