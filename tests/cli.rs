@@ -1,0 +1,227 @@
+//! End-to-end tests of the `hodei` binary as users and CI call it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn hodei() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hodei"))
+}
+
+fn run(args: &[&str]) -> Output {
+    hodei()
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the hodei binary starts")
+}
+
+fn code(output: &Output) -> i32 {
+    output
+        .status
+        .code()
+        .expect("hodei exits by itself, not by a signal")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn example(name: &str) -> String {
+    format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A directory for this test's files, removed and made anew each time.
+fn scratch(test: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{test}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn validate_prints_one_summary_line_per_valid_file() {
+    let files = [
+        example("rust-crate.yml"),
+        example("web-app.yml"),
+        example("monorepo.yml"),
+    ];
+    let mut args = vec!["validate"];
+    args.extend(files.iter().map(String::as_str));
+    let out = run(&args);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(
+        lines[2].ends_with("monorepo.yml: ok: pipeline `monorepo`, 9 jobs, 14 edges"),
+        "{stdout}"
+    );
+    assert!(text(&out.stderr).is_empty());
+}
+
+#[test]
+fn validate_shows_every_error_rustc_style_and_exits_1() {
+    let dir = scratch("errors");
+    let file = write(
+        &dir,
+        "p.yml",
+        "name: w\njobs:\n  build: {steps: [make]}\n  deploy:\n    needs: [biuld]\n    stpes: [x]\n    steps: [x]\n",
+    );
+    let out = run(&["validate", &file]);
+    assert_eq!(code(&out), 1);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("error[unknown-reference]: unknown job `biuld`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&format!("--> {file}:5:13")), "{stderr}");
+    assert!(stderr.contains("5 |     needs: [biuld]\n"), "{stderr}");
+    assert!(
+        stderr.contains("  |             ^^^^^ expected the name of a job of this pipeline"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("= help: did you mean \"build\"?"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error[unknown-key]: unknown key `stpes` in a job"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("invalid: 2 errors"), "{stderr}");
+    assert!(!stderr.contains("\x1b["), "no colour without a terminal");
+}
+
+#[test]
+fn validate_reports_valid_and_invalid_files_together() {
+    let dir = scratch("mixed");
+    let bad = write(&dir, "bad.yml", "name: w\njobs: {}\n");
+    let out = run(&["validate", &example("web-app.yml"), &bad]);
+    assert_eq!(code(&out), 1);
+    assert!(text(&out.stdout).contains("web-app.yml: ok"));
+    assert!(text(&out.stderr).contains("the pipeline has no job"));
+}
+
+#[test]
+fn validate_json_is_one_document_for_editors_and_ci() {
+    let dir = scratch("json");
+    let bad = write(
+        &dir,
+        "bad.yml",
+        "name: w\njobs:\n  a: {needs: [b], steps: [x]}\n  b: {needs: [a], steps: [x]}\n",
+    );
+    let out = run(&[
+        "validate",
+        "--format",
+        "json",
+        &example("rust-crate.yml"),
+        &bad,
+    ]);
+    assert_eq!(code(&out), 1);
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    assert_eq!(report["valid"], false);
+    let files = report["files"].as_array().unwrap();
+    assert_eq!(files[0]["valid"], true);
+    assert_eq!(files[0]["pipeline"], "rust-crate");
+    assert_eq!(files[0]["jobs"], 6);
+    assert_eq!(files[1]["valid"], false);
+    assert_eq!(files[1]["errors"], 1);
+    let diag = &files[1]["diagnostics"][0];
+    assert_eq!(diag["severity"], "error");
+    assert_eq!(diag["code"], "cycle");
+    assert_eq!(diag["path"], "jobs.a.needs[0]");
+    assert_eq!(diag["span"]["start"]["line"], 3);
+    assert_eq!(diag["span"]["start"]["column"], 15);
+    assert_eq!(
+        diag["message"],
+        "jobs need each other in a cycle: a -> b -> a"
+    );
+}
+
+#[test]
+fn validate_reads_standard_input() {
+    let mut child = hodei()
+        .args(["validate", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"name: s\njobs: {a: {steps: [x]}}\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "-: ok: pipeline `s`, 1 job, 0 edges\n");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        vec!["validate"],
+        vec!["validate", "--format", "xml", "x.yml"],
+        vec!["frobnicate"],
+        vec![],
+    ] {
+        let out = run(&args);
+        assert_eq!(code(&out), 2, "{args:?}: {}", text(&out.stderr));
+        assert!(!out.stderr.is_empty(), "{args:?}");
+    }
+    let out = run(&["validate", "/nonexistent/pipeline.yml"]);
+    assert_eq!(code(&out), 2);
+    assert!(text(&out.stderr).contains("cannot read `/nonexistent/pipeline.yml`"));
+    let out = run(&["validate", env!("CARGO_MANIFEST_DIR")]);
+    assert_eq!(code(&out), 2, "a directory is not a pipeline");
+}
+
+#[test]
+fn help_and_version_succeed() {
+    let out = run(&["--help"]);
+    assert_eq!(code(&out), 0);
+    assert!(text(&out.stdout).contains("validate"));
+    let out = run(&["validate", "--help"]);
+    assert_eq!(code(&out), 0);
+    assert!(text(&out.stdout).contains("Examples:"));
+    let out = run(&["--version"]);
+    assert_eq!(code(&out), 0);
+    assert!(text(&out.stdout).starts_with("hodei "));
+}
+
+#[test]
+fn hostile_files_exit_1_with_a_positioned_diagnostic_never_101() {
+    let dir = scratch("hostile");
+    let mut bomb = String::from("name: w\nl0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..12 {
+        bomb.push_str(&format!(
+            "l{i}: &l{i} [{}]\n",
+            vec![format!("*l{}", i - 1); 9].join(", ")
+        ));
+    }
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("bomb.yml", bomb.into_bytes(), "error[limit]"),
+        ("deep.yml", format!("name: w\njobs: {}", "[".repeat(10_000)).into_bytes(), "error[limit]"),
+        ("huge.yml", vec![b'#'; 5 << 20], "error[limit]"),
+        ("garbage.yml", (0..=255u8).cycle().take(4096).collect(), "error[syntax]"),
+        ("empty.yml", Vec::new(), "the file holds no pipeline"),
+        ("matrix.yml", b"name: w\njobs:\n  t:\n    matrix: {a: [1,2,3,4,5,6,7,8,9], b: [1,2,3,4,5,6,7,8,9], c: [1,2,3,4]}\n    steps: [x]\n".to_vec(), "the matrix expands to 324 instances"),
+    ];
+    for (name, bytes, expected) in cases {
+        let file = write(&dir, name, bytes);
+        let out = run(&["validate", &file]);
+        assert_eq!(code(&out), 1, "{name}: {}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+        assert!(stderr.contains(&format!("--> {file}")), "{name}: {stderr}");
+    }
+}
