@@ -3,7 +3,8 @@
 //! line, and exit. On generated pipelines of 100 and 1,000 jobs.
 //!
 //! Run with `cargo bench --bench validate_process` (the bench profile builds the binary with
-//! release settings). The figures and the target are in `docs/performance.md`.
+//! release settings). The inputs are written once to `<target>/tmp/validate_process/` and left
+//! there for cross-checks. The figures and the target are in `docs/performance.md`.
 
 mod common;
 
@@ -19,23 +20,12 @@ const SIZES: [usize; 2] = [100, 1_000];
 
 const HODEI: &str = env!("CARGO_BIN_EXE_hodei");
 
-/// A directory for the generated files, removed when dropped (no `tempfile` dependency for one
-/// directory).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let path =
-            std::env::temp_dir().join(format!("hodei-bench-validate-{}", std::process::id()));
-        std::fs::create_dir_all(&path).expect("create the bench's temporary directory");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// Where the generated files go: kept after the run (and overwritten by the next) so that the
+/// figure can be cross-checked outside criterion, e.g. with hyperfine on the same file.
+fn input_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("validate_process");
+    std::fs::create_dir_all(&dir).expect("create the bench's input directory");
+    dir
 }
 
 /// Runs `hodei validate FILE` once with its output captured and checks, outside the measurement,
@@ -65,14 +55,14 @@ fn check(file: &Path, jobs: usize, edges: usize) {
 }
 
 fn benches(c: &mut Criterion) {
-    let dir = TempDir::new();
+    let dir = input_dir();
     let mut group = c.benchmark_group("validate_process");
     group
         .sample_size(100)
         .measurement_time(Duration::from_secs(10));
     for jobs in SIZES {
         let generated = generate(jobs, SEED);
-        let file = dir.0.join(format!("pipeline-{jobs}.yml"));
+        let file = dir.join(format!("pipeline-{jobs}.yml"));
         std::fs::write(&file, &generated.yaml).expect("write the generated pipeline");
         check(&file, generated.planned_jobs, generated.edges);
 

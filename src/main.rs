@@ -1,14 +1,15 @@
 //! # hodei
 //!
-//! The one binary of Hodei, a self-hosted CI/CD orchestrator. Today it lints pipelines
-//! (`hodei validate`); the server, the agent, one-shot runs and the admin CLI grow here as
-//! subcommands. Start reading at [`cli`] for the command line, and at the `hodei-domain` crate for
+//! The one binary of Hodei, a self-hosted CI/CD orchestrator: `hodei run` runs a pipeline here
+//! with the same actors as the server, `hodei validate` lints pipelines. [`wiring`] is the one
+//! place that chooses concrete adapters. Start reading at [`cli`] for the command line, and at the `hodei-domain` crate for
 //! the pipeline model it checks.
 //!
 //! Exit codes are part of the interface: 0 success, 1 a pipeline (or later, a run) failed,
 //! 2 a usage error, 70 an internal error. Hodei never exits with Rust's panic code 101.
 
 mod cli;
+mod wiring;
 
 use std::process::ExitCode;
 
@@ -18,6 +19,13 @@ fn main() -> ExitCode {
         eprintln!("hodei: internal error: {info}");
         eprintln!("hodei: this is a bug; please report it with the input that caused it.");
     }));
+    // Hodei's own logs go to stderr; `HODEI_LOG` (e.g. `info`, `hodei_actors=debug`) sets the level.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HODEI_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     match std::panic::catch_unwind(cli::main) {
         Ok(code) => code,
         Err(_) => ExitCode::from(cli::EXIT_INTERNAL),

@@ -1,12 +1,57 @@
 //! # hodei-actors
 //!
-//! The actix actors of Hodei and the typed messages they exchange: the `Orchestrator` that accepts
-//! runs, one `RunActor` per active run walking its DAG, one `JobActor` per job attempt, the
-//! `Scheduler` that holds the cluster state, the `WorkerRegistry`, the `LogHub` and the `EventBus`.
+//! The actix actors of Hodei and the typed messages they exchange.
 //!
-//! Actors are thin: their handlers call the pure rules of [`hodei_domain`] and the ports it defines
-//! (`Store`, `Provider`, `LogStore`, `SecretStore`, `Clock`). This crate never imports
-//! `hodei-adapters`; the binary hands concrete adapters to the actors at start-up.
+//! ```text
+//! Orchestrator      accepts runs; one RunActor per active run; resumes unfinished runs at start
+//!  └─ RunActor      walks the DAG of one run (level-triggered reconcile); one JobActor per attempt
+//!      └─ JobActor  queued → placed → running → done: drives the provider through the steps
+//! Scheduler         holds the cluster state (workers, slots, queue) and places jobs
+//! WorkerRegistry    one WorkerActor per worker (the local machine, later agents)
+//! LogHub            per-job output: mask secrets → persist → fan out to watchers
+//! EventBus          domain events to subscribers (progress display, API, metrics)
+//! ProviderActor     owns a provider: reconciles what an earlier life left behind, tracks health
+//! ```
 //!
-//! The crate is a placeholder for the actor core: it holds no actor yet. Start reading at
-//! [`hodei_domain`] for the model the actors will drive.
+//! Actors are thin: their handlers call the pure rules of [`hodei_domain`] (state machines,
+//! planning, scheduling, masking) and the ports it defines ([`Ports`]). This crate never imports
+//! `hodei-adapters`; the binary hands concrete adapters in at start-up.
+//!
+//! **Durability**: every transition is appended to the store (event and projection in one
+//! transaction) before it is announced on the [`bus::EventBus`]. Actor state is a cache of the
+//! store: a restarted actor reloads what it needs in `started()`.
+//!
+//! **Supervision**: long-lived actors are restarted by actix's `Supervisor` when they stop; a
+//! panic in a handler or an actor future is contained ([`contain`]) and turned into a stop, so
+//! that the supervisor restarts the actor instead of losing it. Restarts follow a
+//! [`hodei_domain::restart::RestartPolicy`] and are counted.
+//!
+//! Start reading at [`orchestrator`], then [`run`] and [`job`].
+
+pub mod bus;
+pub mod contain;
+pub mod fault;
+pub mod job;
+pub mod loghub;
+pub mod messages;
+pub mod orchestrator;
+pub mod provider;
+pub mod run;
+pub mod scheduler;
+pub mod workers;
+
+use std::sync::Arc;
+
+use hodei_domain::ports::{Clock, LogStore, Provider, Reconcile, SecretStore, Store};
+
+/// The outside world, as the actors see it: the ports of the domain with the adapters the binary
+/// chose behind them.
+#[derive(Clone)]
+pub struct Ports {
+    pub store: Arc<dyn Store>,
+    pub logs: Arc<dyn LogStore>,
+    pub provider: Arc<dyn Provider>,
+    pub reconcile: Arc<dyn Reconcile>,
+    pub clock: Arc<dyn Clock>,
+    pub secrets: Arc<dyn SecretStore>,
+}

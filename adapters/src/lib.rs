@@ -5,4 +5,18 @@
 //! Each adapter keeps its translation to the outside world a pure, table-tested function and the
 //! code that talks to the daemon short.
 //!
-//! The crate holds no adapter yet; only the binary chooses concrete adapters.
+//! Only the binary chooses concrete adapters; the actors see them through the ports.
+//!
+//! Providers: [`local::LocalProvider`] runs steps as processes on this machine (start with
+//! `local/mod.rs`); [`fake::FakeProvider`] is the scripted test double for actor tests and
+//! benchmarks (no processes).
+//!
+//! Stores: [`sqlite::SqliteStore`] is the durable record (pipelines, runs, jobs, steps, events)
+//! on SQLite, with group commit (start with `sqlite/mod.rs`); [`logs::FileLogStore`] keeps job
+//! logs as append-only chunk files written by dedicated threads (start with `logs/mod.rs`).
+
+pub mod clock;
+pub mod fake;
+pub mod local;
+pub mod logs;
+pub mod sqlite;

@@ -264,6 +264,10 @@ pub struct RunInputs {
     pub params: BTreeMap<String, String>,
     /// Variables for every job and hook (`hodei run -e K=V`); they override the pipeline's.
     pub env: Env,
+    /// Names of the secrets the run's steps get as environment variables. Only the names are
+    /// stored; the values come from the [`SecretStore`](crate::ports::SecretStore) each time the
+    /// run is (re)started, and are masked in every log.
+    pub secrets: Vec<String>,
 }
 
 /// A parameter given to a run that does not fit the pipeline.

@@ -1,6 +1,8 @@
 //! The command line: `hodei <command>`, parsed with clap. Each command lives in a file of its own
 //! and returns its exit code.
 
+mod progress;
+mod run;
 mod validate;
 
 use std::process::ExitCode;
@@ -9,7 +11,7 @@ use clap::{Parser, Subcommand};
 
 /// Everything went as asked.
 pub const EXIT_OK: u8 = 0;
-/// A pipeline is invalid (later also: a run failed).
+/// A pipeline is invalid, or a run failed or was cancelled.
 pub const EXIT_FAILED: u8 = 1;
 /// The command line is wrong, or a named file cannot be read.
 pub const EXIT_USAGE: u8 = 2;
@@ -20,7 +22,7 @@ pub const EXIT_INTERNAL: u8 = 70;
 #[derive(Debug, Parser)]
 #[command(name = "hodei", version, about, propagate_version = true)]
 #[command(
-    after_help = "Examples:\n  hodei validate examples/rust-crate.yml\n  hodei validate --format json .hodei/*.yml"
+    after_help = "Examples:\n  hodei run examples/local.yml\n  hodei validate examples/rust-crate.yml\n  hodei validate --format json .hodei/*.yml"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -29,6 +31,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Run(run::Args),
     Validate(validate::Args),
 }
 
@@ -47,6 +50,7 @@ pub fn main() -> ExitCode {
         }
     };
     let code = match cli.command {
+        Command::Run(args) => run::run(&args),
         Command::Validate(args) => validate::run(&args),
     };
     ExitCode::from(code)

@@ -1,0 +1,681 @@
+//! The job actor: one per job attempt. It waits for the scheduler to place the job, then drives
+//! the provider through the attempt — set up, each step with its retries and timeouts, the post
+//! hooks, tear down — recording every transition before announcing it, and hands the job's
+//! machine back to its run actor when the attempt is over.
+
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, WrapFuture};
+use hodei_domain::ids::{JobId, RunId, WorkerId};
+use hodei_domain::model::{Duration, Env, Label, Name, Resources, Shell, Step};
+use hodei_domain::ports::{JobSpec, StepHandle, StepSpec, Workspace};
+use hodei_domain::state::{
+    DomainEvent, JobEvent, JobMachine, JobState, MaxAttempts, StepEvent, StepExit, StepFailure,
+    StepKey, StepMachine, StepSkipReason, StepState,
+};
+use tokio::sync::watch;
+
+use crate::Ports;
+use crate::bus::EventBus;
+use crate::contain::guard_future;
+use crate::fault::{Point, maybe_fail};
+use crate::loghub::{HubSink, LogHub};
+use crate::messages::{
+    AttemptEnded, CancelJob, FlushLog, Note, OpenLog, Publish, Release,
+};
+use crate::run::RunActor;
+use crate::scheduler::Scheduler;
+
+/// Everything a job attempt needs to know about its job, computed by the run actor.
+#[derive(Debug, Clone)]
+pub struct JobDef {
+    pub run: RunId,
+    pub pipeline: Name,
+    pub name: String,
+    /// The job's steps, then its post hooks are added by outcome.
+    pub steps: Vec<Step>,
+    /// The complete environment of each step, secrets included.
+    pub envs: Vec<Env>,
+    pub hooks: Hooks,
+    pub shell: Shell,
+    pub timeout: Option<Duration>,
+    pub spec: JobSpec,
+    pub runs_on: Vec<Label>,
+    pub resources: Resources,
+    pub priority: i32,
+    pub concurrency: Option<Name>,
+    /// Secret values to mask in the job's log.
+    pub secrets: Vec<String>,
+}
+
+/// Post-hook steps with their environments, by outcome.
+#[derive(Debug, Clone, Default)]
+pub struct Hooks {
+    pub success: Vec<(Step, Env)>,
+    pub failure: Vec<(Step, Env)>,
+    pub cancelled: Vec<(Step, Env)>,
+    pub always: Vec<(Step, Env)>,
+}
+
+/// How an attempt's steps ended, which decides the hooks and the job's final event.
+#[derive(Debug, Clone, PartialEq)]
+enum Ending {
+    Succeeded,
+    StepFailed { step: u32, failure: StepFailure },
+    TimedOut,
+    Cancelled,
+}
+
+/// Why an attempt could not go on: the store refused. The run actor reloads from the store.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AttemptError(String);
+
+/// One job attempt.
+pub struct JobActor {
+    index: usize,
+    def: Arc<JobDef>,
+    machine: Option<JobMachine>,
+    ports: Ports,
+    hub: Addr<LogHub>,
+    bus: Addr<EventBus>,
+    scheduler: Addr<Scheduler>,
+    run: Addr<RunActor>,
+    cancel: watch::Sender<bool>,
+    /// The worker the scheduler chose, for a queued job.
+    placement: Option<WorkerId>,
+    /// Holds a slot of the scheduler, to give back when the attempt ends however it ends.
+    placed: bool,
+}
+
+impl JobActor {
+    /// An actor for the attempt of `machine`: queued and just placed on `placement`, or found
+    /// placed or running after a restart (`placement` is then `None`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        index: usize,
+        def: Arc<JobDef>,
+        machine: JobMachine,
+        placement: Option<WorkerId>,
+        ports: Ports,
+        hub: Addr<LogHub>,
+        bus: Addr<EventBus>,
+        scheduler: Addr<Scheduler>,
+        run: Addr<RunActor>,
+    ) -> JobActor {
+        JobActor {
+            index,
+            def,
+            machine: Some(machine),
+            ports,
+            hub,
+            bus,
+            scheduler,
+            run,
+            cancel: watch::channel(false).0,
+            placement,
+            placed: false,
+        }
+    }
+
+    fn job(&self) -> JobId {
+        self.def.spec.job
+    }
+
+    fn release(&mut self) {
+        if std::mem::take(&mut self.placed) {
+            self.scheduler.do_send(Release { job: self.job() });
+        }
+    }
+
+    fn hand_back(&mut self, ctx: &mut Context<Self>, machine: JobMachine) {
+        self.release();
+        self.run.do_send(AttemptEnded {
+            index: self.index,
+            machine,
+        });
+        actix::ActorContext::stop(ctx);
+    }
+}
+
+impl Actor for JobActor {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        // Also after a crash: the slot goes back to the scheduler.
+        self.release();
+    }
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let Some(machine) = self.machine.take() else {
+            return;
+        };
+        self.hub.do_send(OpenLog {
+            job: self.job(),
+            secrets: self.def.secrets.clone(),
+        });
+        match machine.state().clone() {
+            JobState::Queued => match self.placement.take() {
+                Some(worker) => self.execute(ctx, machine, worker),
+                None => self.hand_back(ctx, machine),
+            },
+            JobState::Placed { worker } | JobState::Running { worker } => {
+                // Found mid-attempt after a restart: its processes died with the earlier Hodei.
+                let (ports, bus, hub, job) = (
+                    self.ports.clone(),
+                    self.bus.clone(),
+                    self.hub.clone(),
+                    self.job(),
+                );
+                let fut = async move {
+                    hub.do_send(Note {
+                        job,
+                        text: format!(
+                            "the job's process on worker `{worker}` was lost when Hodei stopped"
+                        ),
+                    });
+                    let mut machine = machine;
+                    let event = machine.apply(JobEvent::WorkerLost { worker }, ports.clock.now());
+                    if let Ok(event) = event {
+                        persist(&ports, &bus, vec![event]).await?;
+                    }
+                    Ok::<_, AttemptError>(machine)
+                };
+                ctx.wait(fut.into_actor(self).map(|result, act, ctx| match result {
+                    Ok(machine) => act.hand_back(ctx, machine),
+                    Err(err) => {
+                        tracing::error!(job_id = %act.job(), error = %err, "Cannot record a lost job.");
+                        act.run.do_send(crate::messages::CancelRun { run: act.def.run, by: "hodei".into() });
+                        actix::ActorContext::stop(ctx);
+                    }
+                }));
+            }
+            _ => self.hand_back(ctx, machine),
+        }
+    }
+}
+
+impl JobActor {
+    /// Records the placement and runs the attempt.
+    fn execute(&mut self, ctx: &mut Context<Self>, machine: JobMachine, worker: WorkerId) {
+        let mut machine = machine;
+        self.placed = true;
+        let now = self.ports.clock.now();
+        let placed = match machine.apply(
+            JobEvent::Place {
+                worker: worker.clone(),
+            },
+            now,
+        ) {
+            Ok(event) => event,
+            Err(err) => {
+                tracing::warn!(job_id = %self.job(), error = %err, "Ignoring a placement.");
+                self.hand_back(ctx, machine);
+                return;
+            }
+        };
+        let attempt = Attempt {
+            def: self.def.clone(),
+            ports: self.ports.clone(),
+            hub: self.hub.clone(),
+            bus: self.bus.clone(),
+            cancel: self.cancel.subscribe(),
+        };
+        let fut = async move {
+            persist(&attempt.ports, &attempt.bus, vec![placed]).await?;
+            maybe_fail(Point::AfterPlace);
+            attempt.execute(machine).await
+        };
+        let fut = guard_future(fut);
+        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| match result {
+            Ok(Ok(machine)) => act.hand_back(ctx, machine),
+            Ok(Err(err)) => {
+                tracing::error!(job_id = %act.job(), error = %err, "A job attempt stopped: the store refused a transition.");
+                act.run.do_send(crate::messages::CancelRun { run: act.def.run, by: "hodei".into() });
+                actix::ActorContext::stop(ctx);
+            }
+            Err(panicked) => {
+                tracing::error!(job_id = %act.job(), error = %panicked, "A job attempt panicked.");
+                act.run.do_send(crate::run::AttemptCrashed { index: act.index });
+                actix::ActorContext::stop(ctx);
+            }
+        }));
+    }
+}
+
+impl Handler<CancelJob> for JobActor {
+    type Result = ();
+
+    fn handle(&mut self, _: CancelJob, ctx: &mut Context<Self>) {
+        match self.machine.take() {
+            // Not placed yet: take it out of the queue and cancel it here.
+            Some(mut machine) => {
+                self.scheduler
+                    .do_send(crate::messages::Dequeue { job: self.job() });
+                let (ports, bus) = (self.ports.clone(), self.bus.clone());
+                let now = ports.clock.now();
+                let event = machine.apply(JobEvent::Cancel, now);
+                let fut = async move {
+                    if let Ok(event) = event {
+                        persist(&ports, &bus, vec![event]).await?;
+                    }
+                    Ok::<_, AttemptError>(machine)
+                };
+                ctx.wait(fut.into_actor(self).map(|result, act, ctx| match result {
+                    Ok(machine) => act.hand_back(ctx, machine),
+                    Err(err) => {
+                        tracing::error!(job_id = %act.job(), error = %err, "Cannot record a cancelled job.");
+                        actix::ActorContext::stop(ctx);
+                    }
+                }));
+            }
+            // Running: the attempt sees the signal, stops its step and runs the hooks.
+            None => {
+                let _ = self.cancel.send(true);
+            }
+        }
+    }
+}
+
+/// Appends events to the store, then announces them.
+pub async fn persist(
+    ports: &Ports,
+    bus: &Addr<EventBus>,
+    events: Vec<DomainEvent>,
+) -> Result<(), AttemptError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    ports
+        .store
+        .append(events.clone())
+        .await
+        .map_err(|e| AttemptError(e.to_string()))?;
+    bus.do_send(Publish { events });
+    Ok(())
+}
+
+/// One attempt in progress, off the actor's state.
+struct Attempt {
+    def: Arc<JobDef>,
+    ports: Ports,
+    hub: Addr<LogHub>,
+    bus: Addr<EventBus>,
+    cancel: watch::Receiver<bool>,
+}
+
+impl Attempt {
+    fn note(&self, text: String) {
+        self.hub.do_send(Note {
+            job: self.def.spec.job,
+            text,
+        });
+    }
+
+    async fn execute(self, mut machine: JobMachine) -> Result<JobMachine, AttemptError> {
+        let provider = self.ports.provider.clone();
+        let job = self.def.spec.job;
+        let deadline = self
+            .def
+            .timeout
+            .map(|t| tokio::time::Instant::now() + t.to_std());
+        let mut spec = self.def.spec.clone();
+        spec.attempt = machine.attempt();
+        let workspace = match provider.set_up(&spec).await {
+            Ok(workspace) => workspace,
+            Err(err) => {
+                self.note(format!("cannot set up the job: {err}"));
+                let _ = provider
+                    .tear_down(&Workspace {
+                        run: spec.run,
+                        job,
+                        attempt: spec.attempt,
+                        id: String::new(),
+                    })
+                    .await;
+                let _ = self.hub.send(FlushLog { job }).await;
+                let event = machine.apply(
+                    JobEvent::ProviderError {
+                        message: err.to_string(),
+                    },
+                    self.ports.clock.now(),
+                );
+                persist(&self.ports, &self.bus, event.into_iter().collect()).await?;
+                return Ok(machine);
+            }
+        };
+        let started = machine.apply(JobEvent::Start, self.ports.clock.now());
+        persist(&self.ports, &self.bus, started.into_iter().collect()).await?;
+
+        let mut ending = Ending::Succeeded;
+        let steps = self.def.steps.len();
+        let mut next = 0;
+        while next < steps {
+            let outcome = self
+                .run_step(
+                    &workspace,
+                    &machine,
+                    next,
+                    &self.def.steps[next],
+                    &self.def.envs[next],
+                    deadline,
+                    true,
+                )
+                .await?;
+            next += 1;
+            match outcome {
+                StepOutcome::Done => {}
+                StepOutcome::Failed(failure) if self.def.steps[next - 1].continue_on_error => {
+                    self.note(format!(
+                        "step {} failed ({}); the job goes on: `continue_on_error`",
+                        next,
+                        describe(&failure)
+                    ));
+                }
+                StepOutcome::Failed(failure) => {
+                    ending = Ending::StepFailed {
+                        step: (next - 1) as u32,
+                        failure,
+                    };
+                    break;
+                }
+                StepOutcome::JobTimedOut => {
+                    ending = Ending::TimedOut;
+                    break;
+                }
+                StepOutcome::Cancelled => {
+                    ending = Ending::Cancelled;
+                    break;
+                }
+            }
+        }
+        // The steps that did not run are recorded as skipped.
+        let mut skipped = Vec::new();
+        for index in next..steps {
+            let key = step_key(&machine, index);
+            let mut sm = StepMachine::new(key, MaxAttempts::ONE, self.ports.clock.now());
+            if let Ok(event) = sm.apply(
+                StepEvent::Skip {
+                    reason: StepSkipReason::EarlierStepFailed,
+                },
+                self.ports.clock.now(),
+            ) {
+                skipped.push(event);
+            }
+        }
+        persist(&self.ports, &self.bus, skipped).await?;
+
+        // Post hooks: by outcome, then `always`. They run even after a cancel or a timeout, and
+        // their own failures do not change the job's outcome.
+        let hooks = &self.def.hooks;
+        let by_outcome = match &ending {
+            Ending::Succeeded => &hooks.success,
+            Ending::Cancelled => &hooks.cancelled,
+            _ => &hooks.failure,
+        };
+        for (index, (step, env)) in (steps..).zip(by_outcome.iter().chain(hooks.always.iter())) {
+            let outcome = self
+                .run_step(&workspace, &machine, index, step, env, None, false)
+                .await?;
+            if let StepOutcome::Failed(failure) = outcome {
+                self.note(format!(
+                    "post hook {} failed ({}); the job's outcome stands",
+                    index + 1,
+                    describe(&failure)
+                ));
+            }
+        }
+
+        if let Err(err) = self
+            .hub
+            .send(FlushLog { job })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+        {
+            tracing::error!(job_id = %job, error = %err, "Cannot flush a job's log.");
+        }
+        if let Err(err) = provider.tear_down(&workspace).await {
+            tracing::warn!(job_id = %job, error = %err, "Cannot tear down a job's workspace.");
+        }
+        let event = match ending {
+            Ending::Succeeded => JobEvent::Succeed,
+            Ending::StepFailed { step, failure } => JobEvent::StepFailed { step, failure },
+            Ending::TimedOut => JobEvent::TimeOut,
+            Ending::Cancelled => JobEvent::Cancel,
+        };
+        let event = machine.apply(event, self.ports.clock.now());
+        persist(&self.ports, &self.bus, event.into_iter().collect()).await?;
+        Ok(machine)
+    }
+
+    /// Runs one step through its attempts. `cancellable` is false for post hooks, which run to
+    /// the end even when the job is being cancelled.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_step(
+        &self,
+        workspace: &Workspace,
+        job: &JobMachine,
+        index: usize,
+        step: &Step,
+        env: &Env,
+        deadline: Option<tokio::time::Instant>,
+        cancellable: bool,
+    ) -> Result<StepOutcome, AttemptError> {
+        let provider = &self.ports.provider;
+        let retries = step.retry.map_or(0, |r| r.max);
+        let delay = step.retry.and_then(|r| r.delay).map(Duration::to_std);
+        let mut sm = StepMachine::new(
+            step_key(job, index),
+            MaxAttempts::from_retries(retries),
+            self.ports.clock.now(),
+        );
+        let shell = step.shell.clone().unwrap_or_else(|| self.def.shell.clone());
+        loop {
+            if cancellable && *self.cancel.borrow() {
+                let event = sm.apply(StepEvent::Cancel, self.ports.clock.now());
+                persist(&self.ports, &self.bus, event.into_iter().collect()).await?;
+                return Ok(StepOutcome::Cancelled);
+            }
+            let spec = StepSpec {
+                index: index as u32,
+                attempt: sm.attempt(),
+                script: step.run.clone(),
+                shell: shell.argv().to_vec(),
+                env: env.clone(),
+                working_dir: step.working_dir.clone(),
+            };
+            let sink = Arc::new(HubSink {
+                hub: self.hub.clone(),
+                job: self.def.spec.job,
+            });
+            let handle = match provider.start_step(workspace, &spec, sink).await {
+                Ok(handle) => handle,
+                Err(err) => {
+                    self.note(format!("cannot start step {}: {err}", index + 1));
+                    let event = sm.apply(
+                        StepEvent::ProviderError {
+                            message: err.to_string(),
+                        },
+                        self.ports.clock.now(),
+                    );
+                    persist(&self.ports, &self.bus, event.into_iter().collect()).await?;
+                    match sm.state() {
+                        StepState::Pending => continue,
+                        _ => {
+                            return Ok(StepOutcome::Failed(StepFailure::Provider {
+                                message: err.to_string(),
+                            }));
+                        }
+                    }
+                }
+            };
+            let event = sm.apply(StepEvent::Start, self.ports.clock.now());
+            persist(&self.ports, &self.bus, event.into_iter().collect()).await?;
+            maybe_fail(Point::AfterStepStart);
+            let step_deadline = step
+                .timeout
+                .map(|t| tokio::time::Instant::now() + t.to_std());
+            let ended = self
+                .wait(&handle, step_deadline, deadline, cancellable)
+                .await;
+            maybe_fail(Point::AfterStepExit);
+            let (event, outcome) = match ended {
+                Waited::Exited(Ok(exit)) => (StepEvent::Exited(exit), exit_outcome(exit)),
+                Waited::Exited(Err(err)) => {
+                    let message = err.to_string();
+                    (
+                        StepEvent::ProviderError {
+                            message: message.clone(),
+                        },
+                        StepOutcome::Failed(StepFailure::Provider { message }),
+                    )
+                }
+                Waited::StepTimedOut => {
+                    self.note(format!("step {} timed out", index + 1));
+                    (
+                        StepEvent::TimeOut,
+                        StepOutcome::Failed(StepFailure::TimedOut),
+                    )
+                }
+                Waited::JobTimedOut => {
+                    self.note("the job timed out".to_owned());
+                    (StepEvent::Cancel, StepOutcome::JobTimedOut)
+                }
+                Waited::Cancelled => {
+                    self.note("the job was cancelled".to_owned());
+                    (StepEvent::Cancel, StepOutcome::Cancelled)
+                }
+            };
+            let event = sm.apply(event, self.ports.clock.now());
+            persist(&self.ports, &self.bus, event.into_iter().collect()).await?;
+            match (sm.state(), outcome) {
+                (StepState::Failed { .. } | StepState::TimedOut, StepOutcome::Failed(failure)) => {
+                    self.note(format!(
+                        "step {} ({}) failed: {}",
+                        index + 1,
+                        step_name(step),
+                        describe(&failure)
+                    ));
+                    return Ok(StepOutcome::Failed(failure));
+                }
+                (StepState::Pending, StepOutcome::Failed(failure)) => {
+                    self.note(format!(
+                        "step {} failed ({}); trying again, attempt {}",
+                        index + 1,
+                        describe(&failure),
+                        sm.attempt()
+                    ));
+                    if let Some(delay) = delay {
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+                (_, outcome) => return Ok(outcome),
+            }
+        }
+    }
+
+    /// Waits for a step, stopping it at its timeout, the job's deadline or a cancel.
+    async fn wait(
+        &self,
+        handle: &StepHandle,
+        step_deadline: Option<tokio::time::Instant>,
+        job_deadline: Option<tokio::time::Instant>,
+        cancellable: bool,
+    ) -> Waited {
+        let provider = &self.ports.provider;
+        let sleep_until = |at: Option<tokio::time::Instant>| async move {
+            match at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut cancel = self.cancel.clone();
+        let cancelled = async move {
+            if !cancellable {
+                return std::future::pending().await;
+            }
+            while !*cancel.borrow_and_update() {
+                if cancel.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+        };
+        let reason = tokio::select! {
+            exit = provider.wait_step(handle) => return Waited::Exited(exit),
+            _ = sleep_until(step_deadline) => Waited::StepTimedOut,
+            _ = sleep_until(job_deadline) => Waited::JobTimedOut,
+            _ = cancelled => Waited::Cancelled,
+        };
+        if let Err(err) = provider.destroy_step(handle).await {
+            tracing::warn!(job_id = %self.def.spec.job, error = %err, "Cannot stop a step.");
+        }
+        // Collect what the step printed before it was stopped; a provider that cannot say
+        // within a bound is not waited for.
+        let _ = tokio::time::timeout(StdDuration::from_secs(10), provider.wait_step(handle)).await;
+        reason
+    }
+}
+
+enum Waited {
+    Exited(Result<StepExit, hodei_domain::ports::ProviderError>),
+    StepTimedOut,
+    JobTimedOut,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum StepOutcome {
+    Done,
+    Failed(StepFailure),
+    JobTimedOut,
+    Cancelled,
+}
+
+fn exit_outcome(exit: StepExit) -> StepOutcome {
+    if exit.is_success() {
+        StepOutcome::Done
+    } else {
+        StepOutcome::Failed(StepFailure::Exit(exit))
+    }
+}
+
+/// A step's name for notes: its `name`, or the first line of its script.
+fn step_name(step: &Step) -> String {
+    match &step.name {
+        Some(name) => name.clone(),
+        None => {
+            let first = step.run.lines().next().unwrap_or_default();
+            let short: String = first.chars().take(40).collect();
+            if short.len() < first.len() || step.run.lines().count() > 1 {
+                format!("`{short}…`")
+            } else {
+                format!("`{short}`")
+            }
+        }
+    }
+}
+
+fn step_key(job: &JobMachine, index: usize) -> StepKey {
+    StepKey {
+        run: job.run(),
+        job: job.id(),
+        job_attempt: job.attempt(),
+        index: index as u32,
+    }
+}
+
+/// A failure in a few words, for notes in the log.
+pub fn describe(failure: &StepFailure) -> String {
+    match failure {
+        StepFailure::Exit(exit) => match (exit.code, exit.signal) {
+            _ if exit.oom_killed => "killed for lack of memory".to_owned(),
+            (Some(code), _) => format!("exit code {code}"),
+            (None, Some(signal)) => format!("killed by signal {signal}"),
+            (None, None) => "no exit status".to_owned(),
+        },
+        StepFailure::TimedOut => "timed out".to_owned(),
+        StepFailure::Lost => "lost".to_owned(),
+        StepFailure::Provider { message } => message.clone(),
+    }
+}

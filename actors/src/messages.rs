@@ -1,0 +1,206 @@
+//! The typed messages between actors, one documented struct each. Commands are imperative
+//! (`SubmitRun`, `Enqueue`), events past tense (`Placed`, `AttemptEnded`).
+
+use std::sync::Arc;
+
+use actix::{Message, Recipient};
+use hodei_domain::ids::{JobId, RunId, WorkerId};
+use hodei_domain::model::{Label, Name, Resources};
+use hodei_domain::plan::{InputError, RunInputs};
+use hodei_domain::ports::StoreError;
+use hodei_domain::state::{DomainEvent, JobMachine};
+
+// ---- Event bus --------------------------------------------------------------------------------
+
+/// Announce events that are already durable.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Publish {
+    pub events: Vec<DomainEvent>,
+}
+
+/// Durable events, as delivered to a subscriber, in the order they were published.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct Published {
+    pub events: Arc<[DomainEvent]>,
+}
+
+/// Receive every event published from now on.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Subscribe {
+    pub subscriber: Recipient<Published>,
+}
+
+// ---- Logs -------------------------------------------------------------------------------------
+
+/// Start a job attempt's log: mask these secret values in everything it prints.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct OpenLog {
+    pub job: JobId,
+    pub secrets: Vec<String>,
+}
+
+/// Output of a job's step, raw, in the order written.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Output {
+    pub job: JobId,
+    pub bytes: Vec<u8>,
+}
+
+/// A line written by Hodei itself into a job's log (a lost step, a retry, a timeout).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Note {
+    pub job: JobId,
+    pub text: String,
+}
+
+/// The attempt's output is complete: emit what the job's masker held back and make the log
+/// durable; answers with its length.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<u64, String>")]
+pub struct FlushLog {
+    pub job: JobId,
+}
+
+/// A piece of a job's log as stored, for watchers.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct LogChunk {
+    pub job: JobId,
+    /// The byte offset of `bytes` in the job's log.
+    pub offset: u64,
+    pub bytes: Arc<[u8]>,
+}
+
+/// Receive every job's output from now on.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct WatchLogs {
+    pub watcher: Recipient<LogChunk>,
+}
+
+// ---- Scheduler and workers --------------------------------------------------------------------
+
+/// A worker the scheduler may place jobs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerSpec {
+    pub id: WorkerId,
+    pub labels: Vec<Label>,
+    pub slots: u32,
+}
+
+/// Make a worker available to the scheduler.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct AddWorker {
+    pub worker: WorkerSpec,
+}
+
+/// Find a worker for a job; the answer comes as [`Placed`] to `reply`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Enqueue {
+    pub job: JobId,
+    pub run: RunId,
+    /// Jobs of one pipeline share fairly with other pipelines.
+    pub pipeline: Name,
+    pub runs_on: Vec<Label>,
+    pub resources: Resources,
+    pub priority: i32,
+    pub concurrency: Option<Name>,
+    pub reply: Recipient<Placed>,
+}
+
+/// Forget a queued job (cancelled before it was placed).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Dequeue {
+    pub job: JobId,
+}
+
+/// A placed job is done with its worker: free the slot and the concurrency group.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Release {
+    pub job: JobId,
+}
+
+/// The scheduler chose a worker for the job.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct Placed {
+    pub job: JobId,
+    pub worker: WorkerId,
+}
+
+// ---- Runs and jobs ----------------------------------------------------------------------------
+
+/// Why a run could not be accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The pipeline does not load: every diagnostic, rendered.
+    #[error("the pipeline is invalid:\n{0}")]
+    InvalidPipeline(String),
+    /// The run's parameters do not fit the pipeline.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    InvalidInputs(Vec<InputError>),
+    /// The store refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The orchestrator is not running.
+    #[error("the orchestrator is not running")]
+    Unavailable,
+}
+
+/// Accept a run of a pipeline; answers with its id once it is durable.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<RunId, SubmitError>")]
+pub struct SubmitRun {
+    /// The pipeline's YAML text.
+    pub source: String,
+    pub inputs: RunInputs,
+}
+
+/// Cancel a run: running steps are stopped, pending jobs cancelled, `cancelled` and `always`
+/// hooks run.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct CancelRun {
+    pub run: RunId,
+    /// Who asked: a user, or `hodei`.
+    pub by: String,
+}
+
+/// Approve a job that waits at an approval gate.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct ApproveJob {
+    pub run: RunId,
+    pub job: JobId,
+    pub by: String,
+}
+
+/// A run actor is done: its run is finished (or it gave up and the run resumes at next start).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RunActorStopped {
+    pub run: RunId,
+}
+
+/// A job attempt is over: the machine is terminal, or queued again for its next attempt.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct AttemptEnded {
+    pub index: usize,
+    pub machine: JobMachine,
+}
+
+/// Stop the job: kill the running step, run the `cancelled` and `always` hooks.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct CancelJob;

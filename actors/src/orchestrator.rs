@@ -1,0 +1,220 @@
+//! The orchestrator: accepts runs and keeps one run actor per active run. When it starts, it has
+//! the providers reap what an earlier life left running and resumes every unfinished run found in
+//! the store, before it accepts anything new. It supervises the run actors: one that stops
+//! before its run is finished is started again, with backoff, within a restart budget.
+
+use std::collections::HashMap;
+
+use actix::{
+    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, ResponseActFuture, Supervised,
+    WrapFuture,
+};
+use hodei_domain::ids::RunId;
+use hodei_domain::load::load;
+use hodei_domain::plan::plan;
+use hodei_domain::ports::NewRun;
+use hodei_domain::restart::{RestartDecision, RestartHistory, RestartPolicy};
+
+use crate::Ports;
+use crate::contain::{ActorKind, restarts};
+use crate::messages::{ApproveJob, CancelRun, RunActorStopped, SubmitError, SubmitRun};
+use crate::provider::{ProviderActor, ReapOrphans};
+use crate::run::{Approvals, Peers, RunActor};
+
+/// Accepts, resumes and supervises runs.
+pub struct Orchestrator {
+    ports: Ports,
+    peers: Option<Peers>,
+    hub: Addr<crate::loghub::LogHub>,
+    bus: Addr<crate::bus::EventBus>,
+    scheduler: Addr<crate::scheduler::Scheduler>,
+    provider: Addr<ProviderActor>,
+    approvals: Approvals,
+    policy: RestartPolicy,
+    runs: HashMap<RunId, Addr<RunActor>>,
+    /// Runs that finished; a run actor that stops without its run in here crashed.
+    history: HashMap<RunId, RestartHistory>,
+}
+
+impl Orchestrator {
+    pub fn new(
+        ports: Ports,
+        hub: Addr<crate::loghub::LogHub>,
+        bus: Addr<crate::bus::EventBus>,
+        scheduler: Addr<crate::scheduler::Scheduler>,
+        provider: Addr<ProviderActor>,
+        approvals: Approvals,
+    ) -> Orchestrator {
+        Orchestrator {
+            ports,
+            peers: None,
+            hub,
+            bus,
+            scheduler,
+            provider,
+            approvals,
+            policy: RestartPolicy::default(),
+            runs: HashMap::new(),
+            history: HashMap::new(),
+        }
+    }
+
+    fn start_run(&mut self, run: RunId) {
+        let Some(peers) = self.peers.clone() else {
+            return;
+        };
+        let actor = RunActor::new(run, self.ports.clone(), peers, self.approvals).start();
+        self.runs.insert(run, actor);
+    }
+}
+
+impl Actor for Orchestrator {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.peers = Some(Peers {
+            hub: self.hub.clone(),
+            bus: self.bus.clone(),
+            scheduler: self.scheduler.clone(),
+            stopped: ctx.address().recipient(),
+        });
+        // Resume before anything else: the mailbox waits until this is done.
+        let (store, provider) = (self.ports.store.clone(), self.provider.clone());
+        ctx.wait(
+            async move {
+                match provider.send(ReapOrphans).await {
+                    Ok(Ok(orphans)) => {
+                        for orphan in orphans {
+                            tracing::warn!(job_id = %orphan.job, step = orphan.step, "Stopped a step left running by an earlier Hodei.");
+                        }
+                    }
+                    Ok(Err(err)) => tracing::error!(error = %err, "Cannot reap what an earlier Hodei left running."),
+                    Err(err) => tracing::error!(error = %err, "The provider actor is not running."),
+                }
+                store.unfinished_runs().await
+            }
+            .into_actor(self)
+            .map(|result, act, _| match result {
+                Ok(runs) => {
+                    if !runs.is_empty() {
+                        tracing::info!(runs = runs.len(), "Resuming unfinished runs.");
+                    }
+                    for run in runs {
+                        if !act.runs.contains_key(&run) {
+                            act.start_run(run);
+                        }
+                    }
+                }
+                Err(err) => tracing::error!(error = %err, "Cannot list unfinished runs; they resume at the next start."),
+            }),
+        );
+    }
+}
+
+impl Supervised for Orchestrator {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        restarts().record(ActorKind::Orchestrator);
+    }
+}
+
+impl Handler<SubmitRun> for Orchestrator {
+    type Result = ResponseActFuture<Self, Result<RunId, SubmitError>>;
+
+    fn handle(&mut self, msg: SubmitRun, _: &mut Context<Self>) -> Self::Result {
+        let store = self.ports.store.clone();
+        let now = self.ports.clock.now();
+        let fut = async move {
+            let loaded = load(&msg.source);
+            let Some(pipeline) = loaded.pipeline else {
+                let text: Vec<String> = loaded
+                    .diagnostics
+                    .iter()
+                    .filter(|d| d.is_error())
+                    .map(|d| d.one_line("pipeline"))
+                    .collect();
+                return Err(SubmitError::InvalidPipeline(text.join("\n")));
+            };
+            let plan = plan(&pipeline);
+            plan.resolve(msg.inputs.clone())
+                .map_err(SubmitError::InvalidInputs)?;
+            let version = store
+                .put_pipeline(pipeline.name.as_str(), &msg.source, now)
+                .await?;
+            let mut jobs: Vec<String> = plan.jobs.iter().map(|j| j.name.clone()).collect();
+            if !plan.post.is_empty() {
+                jobs.push("post".into());
+            }
+            let record = store
+                .create_run(NewRun {
+                    pipeline: version.name,
+                    version: version.version,
+                    inputs: msg.inputs,
+                    jobs,
+                    at: now,
+                })
+                .await?;
+            Ok(record.id)
+        };
+        Box::pin(fut.into_actor(self).map(|result, act, _| {
+            if let Ok(run) = &result {
+                act.start_run(*run);
+            }
+            result
+        }))
+    }
+}
+
+impl Handler<CancelRun> for Orchestrator {
+    type Result = ();
+
+    fn handle(&mut self, msg: CancelRun, _: &mut Context<Self>) {
+        match self.runs.get(&msg.run) {
+            Some(actor) => actor.do_send(msg),
+            None => {
+                tracing::info!(run_id = %msg.run, "Cancel of a run that is not active ignored.")
+            }
+        }
+    }
+}
+
+impl Handler<ApproveJob> for Orchestrator {
+    type Result = ();
+
+    fn handle(&mut self, msg: ApproveJob, _: &mut Context<Self>) {
+        if let Some(actor) = self.runs.get(&msg.run) {
+            actor.do_send(msg);
+        }
+    }
+}
+
+impl Handler<RunActorStopped> for Orchestrator {
+    type Result = ();
+
+    fn handle(&mut self, msg: RunActorStopped, ctx: &mut Context<Self>) {
+        self.runs.remove(&msg.run);
+        // Did the run finish, or did its actor give up? Ask the store, the source of truth.
+        let store = self.ports.store.clone();
+        let now = self.ports.clock.now();
+        ctx.spawn(async move { store.run(msg.run).await }.into_actor(self).map(move |result, act, ctx| {
+            let finished = matches!(&result, Ok(Some(record)) if record.state.is_terminal());
+            if finished {
+                act.history.remove(&msg.run);
+                return;
+            }
+            let decision = act.history.entry(msg.run).or_default().on_stop(&act.policy, now);
+            match decision {
+                RestartDecision::Restart { delay_ms, .. } => {
+                    restarts().record(ActorKind::Run);
+                    ctx.run_later(std::time::Duration::from_millis(delay_ms), move |act, _| {
+                        if !act.runs.contains_key(&msg.run) {
+                            act.start_run(msg.run);
+                        }
+                    });
+                }
+                RestartDecision::Escalate { restarts_in_window } => {
+                    tracing::error!(run_id = %msg.run, restarts = restarts_in_window, "A run keeps failing; it resumes at the next start of Hodei.");
+                }
+            }
+        }));
+    }
+}

@@ -1,0 +1,78 @@
+//! The provider actor: owns a provider's housekeeping. At start-up it reaps what an earlier life
+//! of Hodei left running (level-triggered: a second pass finds nothing), and it keeps the count
+//! of what it reaped for the logs and the metrics.
+
+use std::sync::Arc;
+
+use actix::{
+    Actor, ActorFutureExt, Context, Handler, Message, ResponseActFuture, Supervised, WrapFuture,
+};
+use hodei_domain::ports::{Orphan, ProviderError, Reconcile};
+
+use crate::contain::{ActorKind, guard_future, restarts};
+
+/// Stop whatever an earlier life of Hodei left running; answers with what was stopped.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<Orphan>, ProviderError>")]
+pub struct ReapOrphans;
+
+/// Owns a provider's reconciliation.
+pub struct ProviderActor {
+    name: &'static str,
+    reconcile: Arc<dyn Reconcile>,
+    reaped: u64,
+}
+
+impl ProviderActor {
+    pub fn new(name: &'static str, reconcile: Arc<dyn Reconcile>) -> ProviderActor {
+        ProviderActor {
+            name,
+            reconcile,
+            reaped: 0,
+        }
+    }
+}
+
+impl Actor for ProviderActor {
+    type Context = Context<Self>;
+}
+
+impl Supervised for ProviderActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        restarts().record(ActorKind::Provider);
+    }
+}
+
+impl Handler<ReapOrphans> for ProviderActor {
+    type Result = ResponseActFuture<Self, Result<Vec<Orphan>, ProviderError>>;
+
+    fn handle(&mut self, _: ReapOrphans, _: &mut Context<Self>) -> Self::Result {
+        let reconcile = self.reconcile.clone();
+        let name = self.name;
+        Box::pin(
+            guard_future(async move { reconcile.reap_orphans().await })
+                .into_actor(self)
+                .map(move |result, act, ctx| match result {
+                    Ok(Ok(orphans)) => {
+                        act.reaped += orphans.len() as u64;
+                        if !orphans.is_empty() {
+                            tracing::warn!(
+                                provider = name,
+                                reaped = orphans.len(),
+                                "Stopped what an earlier Hodei left running."
+                            );
+                        }
+                        Ok(orphans)
+                    }
+                    Ok(Err(err)) => Err(err),
+                    Err(panicked) => {
+                        actix::ActorContext::stop(ctx);
+                        Err(ProviderError::Other {
+                            provider: name,
+                            reason: panicked.to_string(),
+                        })
+                    }
+                }),
+        )
+    }
+}

@@ -1,0 +1,452 @@
+//! # FakeProvider: a scripted provider for actor tests and benchmarks
+//!
+//! A test double, and a real implementation of [`Provider`] and [`Reconcile`]: it keeps every
+//! guarantee of the trait, runs no process, and its steps do what their script says. Use it in
+//! actor tests (with `#[tokio::test(start_paused = true)]`, `sleep` follows tokio's clock) and in
+//! the throughput benchmark.
+//!
+//! ## The script language
+//! A step's [`StepSpec::script`] is a program when its first word is one of these verbs;
+//! commands are separated by `;` and run in order:
+//!
+//! | command | effect |
+//! |---|---|
+//! | `exit N` | ends the step with exit code `N` (later commands do not run) |
+//! | `signal N` | ends the step as killed by signal `N` |
+//! | `oom` | ends the step as killed for lack of memory (`SIGKILL`, `oom_killed`) |
+//! | `emit N` | writes `line 1\n` .. `line N\n`, one chunk each |
+//! | `sleep MS` | waits `MS` milliseconds |
+//! | `hang` | waits until the step is destroyed |
+//! | `fail-start` | `start_step` returns [`ProviderError::Start`] |
+//! | `panic` | `start_step` panics (to test panic containment in actors) |
+//!
+//! A program that reaches its end exits 0 (`emit 3; exit 2` emits three lines, then exits 2).
+//! `fail-start` and `panic` act at start wherever they appear. A destroyed step ends as killed
+//! by `SIGKILL`. A program runs on a tokio task from `start_step` on. Any other script (`cargo
+//! build`) is a no-op that exits 0 at once, the cheap path of the benchmark: its handle has an
+//! empty id, and nothing is allocated beyond the handle, no task spawned. A script that starts with a verb
+//! but does not parse (`exit x`, `emit`) is refused with [`ProviderError::Start`], so that a typo
+//! in a test does not pass silently.
+//!
+//! ## Faults and the call log
+//! [`set_unavailable`](FakeProvider::set_unavailable) makes every call fail with
+//! [`ProviderError::Unavailable`] (the engine is down); [`set_fail_set_up`](FakeProvider::set_fail_set_up)
+//! makes `set_up` fail with [`ProviderError::SetUp`]. Every call is recorded, faulty ones too,
+//! as a [`Call`] that the test reads with [`calls`](FakeProvider::calls) (not with
+//! [`FakeProvider::quiet`], for long benchmarks). [`add_orphan`](FakeProvider::add_orphan)
+//! scripts what the next `reap_orphans` finds.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use hodei_domain::ids::{JobId, RunId};
+use hodei_domain::ports::{
+    BoxFuture, JobSpec, Orphan, OutputSink, Provider, ProviderError, Reconcile, StepHandle,
+    StepSpec, Workspace,
+};
+use hodei_domain::state::{Attempt, StepExit};
+use tokio::sync::{Notify, watch};
+
+/// One call to the provider, as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Call {
+    SetUp {
+        run: RunId,
+        job: JobId,
+        attempt: Attempt,
+    },
+    StartStep {
+        job: JobId,
+        index: u32,
+        attempt: Attempt,
+    },
+    WaitStep {
+        job: JobId,
+        index: u32,
+        attempt: Attempt,
+    },
+    DestroyStep {
+        job: JobId,
+        index: u32,
+        attempt: Attempt,
+    },
+    TearDown {
+        run: RunId,
+        job: JobId,
+        attempt: Attempt,
+    },
+    ReapOrphans,
+}
+
+/// A provider whose steps follow their scripts. See the [module documentation](self).
+#[derive(Default)]
+pub struct FakeProvider {
+    quiet: bool,
+    unavailable: AtomicBool,
+    fail_set_up: AtomicBool,
+    calls: Mutex<Vec<Call>>,
+    steps: Mutex<HashMap<u64, FakeStep>>,
+    next_step: AtomicU64,
+    orphans: Mutex<Vec<Orphan>>,
+}
+
+/// A scripted step, kept until its job's tear down.
+struct FakeStep {
+    job: (JobId, Attempt),
+    kill: Arc<Notify>,
+    outcome: watch::Receiver<Option<StepExit>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Exit(i32),
+    Signal(i32),
+    Oom,
+    Emit(u64),
+    Sleep(u64),
+    Hang,
+    FailStart,
+    Panic,
+}
+
+impl FakeProvider {
+    /// A provider that records every call.
+    pub fn new() -> FakeProvider {
+        FakeProvider::default()
+    }
+
+    /// A provider that records nothing: for benchmarks that start millions of steps.
+    pub fn quiet() -> FakeProvider {
+        FakeProvider {
+            quiet: true,
+            ..FakeProvider::default()
+        }
+    }
+
+    /// While on, every call fails with [`ProviderError::Unavailable`].
+    pub fn set_unavailable(&self, on: bool) {
+        self.unavailable.store(on, Ordering::SeqCst);
+    }
+
+    /// While on, `set_up` fails with [`ProviderError::SetUp`].
+    pub fn set_fail_set_up(&self, on: bool) {
+        self.fail_set_up.store(on, Ordering::SeqCst);
+    }
+
+    /// What the next `reap_orphans` reports (once).
+    pub fn add_orphan(&self, orphan: Orphan) {
+        lock(&self.orphans).push(orphan);
+    }
+
+    /// The calls so far, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        lock(&self.calls).clone()
+    }
+
+    /// The calls so far, forgetting them.
+    pub fn take_calls(&self) -> Vec<Call> {
+        std::mem::take(&mut *lock(&self.calls))
+    }
+
+    /// Records `call`, then fails if the engine is scripted to be down.
+    fn enter(&self, call: Call) -> Result<(), ProviderError> {
+        if !self.quiet {
+            lock(&self.calls).push(call);
+        }
+        if self.unavailable.load(Ordering::SeqCst) {
+            return Err(ProviderError::Unavailable {
+                provider: "fake",
+                reason: "scripted outage".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn start(
+        &self,
+        workspace: &Workspace,
+        step: &StepSpec,
+        output: Arc<dyn OutputSink>,
+    ) -> Result<StepHandle, ProviderError> {
+        let mut handle = StepHandle {
+            job: workspace.job,
+            index: step.index,
+            attempt: step.attempt,
+            id: String::new(),
+        };
+        if !is_program(&step.script) {
+            return Ok(handle);
+        }
+        let verbs = parse(&step.script).map_err(|reason| ProviderError::Start {
+            reason: format!("fake script {:?}: {reason}", step.script),
+        })?;
+        for verb in &verbs {
+            match verb {
+                Verb::FailStart => {
+                    return Err(ProviderError::Start {
+                        reason: "scripted start failure".into(),
+                    });
+                }
+                Verb::Panic => panic!("scripted panic in start_step of {}", workspace.job),
+                _ => {}
+            }
+        }
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|err| ProviderError::Other {
+                provider: "fake",
+                reason: format!("a scripted step needs a tokio runtime: {err}"),
+            })?;
+        let kill = Arc::new(Notify::new());
+        let (publish, outcome) = watch::channel(None);
+        let killed = Arc::clone(&kill);
+        runtime.spawn(async move {
+            let exit = tokio::select! {
+                biased;
+                () = killed.notified() => StepExit::signal(libc::SIGKILL),
+                exit = run(&verbs, output.as_ref()) => exit,
+            };
+            publish.send_replace(Some(exit));
+        });
+        let id = self.next_step.fetch_add(1, Ordering::Relaxed);
+        let entry = FakeStep {
+            job: (workspace.job, workspace.attempt),
+            kill,
+            outcome,
+        };
+        lock(&self.steps).insert(id, entry);
+        handle.id = id.to_string();
+        Ok(handle)
+    }
+
+    /// The step's kill switch and outcome; `None` for the no-op (empty id) or an unknown id.
+    fn step(
+        &self,
+        handle: &StepHandle,
+    ) -> Option<(Arc<Notify>, watch::Receiver<Option<StepExit>>)> {
+        let id = handle.id.parse().ok()?;
+        let steps = lock(&self.steps);
+        let step = steps.get(&id)?;
+        Some((Arc::clone(&step.kill), step.outcome.clone()))
+    }
+}
+
+/// Runs the program's verbs that take effect after the start; the step's exit.
+async fn run(verbs: &[Verb], output: &dyn OutputSink) -> StepExit {
+    let mut line = String::new();
+    for verb in verbs {
+        match *verb {
+            Verb::Exit(code) => return StepExit::code(code),
+            Verb::Signal(signal) => return StepExit::signal(signal),
+            Verb::Oom => {
+                return StepExit {
+                    oom_killed: true,
+                    ..StepExit::signal(libc::SIGKILL)
+                };
+            }
+            Verb::Emit(lines) => {
+                for n in 1..=lines {
+                    line.clear();
+                    let _ = writeln!(line, "line {n}");
+                    output.output(line.as_bytes());
+                }
+            }
+            Verb::Sleep(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            Verb::Hang => std::future::pending::<()>().await,
+            Verb::FailStart | Verb::Panic => {}
+        }
+    }
+    StepExit::code(0)
+}
+
+const VERBS: [&str; 8] = [
+    "exit",
+    "signal",
+    "oom",
+    "emit",
+    "sleep",
+    "hang",
+    "fail-start",
+    "panic",
+];
+
+/// Whether the script is meant as a program: its first word is a verb. Allocates nothing.
+fn is_program(script: &str) -> bool {
+    script
+        .split(|c: char| c.is_whitespace() || c == ';')
+        .find(|word| !word.is_empty())
+        .is_some_and(|first| VERBS.contains(&first))
+}
+
+fn parse(script: &str) -> Result<Vec<Verb>, String> {
+    let mut verbs = Vec::new();
+    for command in script.split(';').map(str::trim).filter(|c| !c.is_empty()) {
+        let mut words = command.split_whitespace();
+        let verb = words.next().unwrap_or_default();
+        let arg = words.next();
+        if let Some(extra) = words.next() {
+            return Err(format!("`{command}`: unexpected `{extra}`"));
+        }
+        let number = |what: &str| -> Result<u64, String> {
+            let arg = arg.ok_or_else(|| format!("`{command}`: expected {what}"))?;
+            arg.parse()
+                .map_err(|_| format!("`{command}`: expected {what}, found `{arg}`"))
+        };
+        let small = |what: &str| -> Result<i32, String> {
+            i32::try_from(number(what)?).map_err(|_| format!("`{command}`: {what} out of range"))
+        };
+        let bare = |verb: Verb| match arg {
+            None => Ok(verb),
+            Some(arg) => Err(format!("`{command}`: takes no argument, found `{arg}`")),
+        };
+        verbs.push(match verb {
+            "exit" => Verb::Exit(small("an exit code")?),
+            "signal" => Verb::Signal(small("a signal number")?),
+            "emit" => Verb::Emit(number("a number of lines")?),
+            "sleep" => Verb::Sleep(number("milliseconds")?),
+            "oom" => bare(Verb::Oom)?,
+            "hang" => bare(Verb::Hang)?,
+            "fail-start" => bare(Verb::FailStart)?,
+            "panic" => bare(Verb::Panic)?,
+            other => {
+                return Err(format!(
+                    "unknown command `{other}`; expected one of {VERBS:?}"
+                ));
+            }
+        });
+    }
+    Ok(verbs)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn lost(handle: &StepHandle) -> ProviderError {
+    ProviderError::Wait {
+        reason: format!(
+            "no fake step {:?} of {} (or its job was torn down)",
+            handle.id, handle.job
+        ),
+    }
+}
+
+impl Provider for FakeProvider {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+
+    fn set_up<'a>(&'a self, job: &'a JobSpec) -> BoxFuture<'a, Result<Workspace, ProviderError>> {
+        Box::pin(async move {
+            self.enter(Call::SetUp {
+                run: job.run,
+                job: job.job,
+                attempt: job.attempt,
+            })?;
+            if self.fail_set_up.load(Ordering::SeqCst) {
+                return Err(ProviderError::SetUp {
+                    reason: "scripted set-up failure".into(),
+                });
+            }
+            Ok(Workspace {
+                run: job.run,
+                job: job.job,
+                attempt: job.attempt,
+                id: String::new(),
+            })
+        })
+    }
+
+    fn start_step<'a>(
+        &'a self,
+        workspace: &'a Workspace,
+        step: &'a StepSpec,
+        output: Arc<dyn OutputSink>,
+    ) -> BoxFuture<'a, Result<StepHandle, ProviderError>> {
+        Box::pin(async move {
+            self.enter(Call::StartStep {
+                job: workspace.job,
+                index: step.index,
+                attempt: step.attempt,
+            })?;
+            self.start(workspace, step, output)
+        })
+    }
+
+    fn wait_step<'a>(
+        &'a self,
+        step: &'a StepHandle,
+    ) -> BoxFuture<'a, Result<StepExit, ProviderError>> {
+        Box::pin(async move {
+            self.enter(Call::WaitStep {
+                job: step.job,
+                index: step.index,
+                attempt: step.attempt,
+            })?;
+            if step.id.is_empty() {
+                return Ok(StepExit::code(0));
+            }
+            let (_, mut outcome) = self.step(step).ok_or_else(|| lost(step))?;
+            let exit = *outcome
+                .wait_for(Option::is_some)
+                .await
+                .map_err(|_| lost(step))?;
+            exit.ok_or_else(|| lost(step))
+        })
+    }
+
+    fn destroy_step<'a>(
+        &'a self,
+        step: &'a StepHandle,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async move {
+            self.enter(Call::DestroyStep {
+                job: step.job,
+                index: step.index,
+                attempt: step.attempt,
+            })?;
+            if let Some((kill, mut outcome)) = self.step(step) {
+                kill.notify_one();
+                // Ends as soon as the step's task sees the kill; a closed channel means it ended.
+                let _ = outcome.wait_for(Option::is_some).await;
+            }
+            Ok(())
+        })
+    }
+
+    fn tear_down<'a>(
+        &'a self,
+        workspace: &'a Workspace,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async move {
+            self.enter(Call::TearDown {
+                run: workspace.run,
+                job: workspace.job,
+                attempt: workspace.attempt,
+            })?;
+            let job = (workspace.job, workspace.attempt);
+            lock(&self.steps).retain(|_, step| {
+                if step.job == job {
+                    step.kill.notify_one();
+                }
+                step.job != job
+            });
+            Ok(())
+        })
+    }
+}
+
+impl Reconcile for FakeProvider {
+    fn reap_orphans(&self) -> BoxFuture<'_, Result<Vec<Orphan>, ProviderError>> {
+        Box::pin(async move {
+            self.enter(Call::ReapOrphans)?;
+            Ok(std::mem::take(&mut *lock(&self.orphans)))
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "fake_tests.rs"]
+mod tests;

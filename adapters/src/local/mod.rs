@@ -1,0 +1,375 @@
+//! # The local provider: steps as processes on this machine
+//!
+//! [`LocalProvider`] runs each step as a shell process in a workspace directory of its job
+//! attempt. Where to start reading: [`LocalProvider`] here (the lifecycle and the registry of
+//! started steps), then `convert.rs` (the pure translation: directories, environment, markers,
+//! exit statuses), `process.rs` (spawning, following and killing a step's process group, and why
+//! a recycled pid is never signalled), `orphans.rs` (reconciliation through `/proc`);
+//! `tests.rs` runs real processes.
+//!
+//! ## Guarantees (on top of [`Provider`]'s)
+//! - Workspace of a job attempt: `<base>/<run>-<job>-<attempt>` (e.g. `run-3-job-7-1`), fresh
+//!   at every `set_up` (a leftover of an earlier life is removed first). `tear_down` derives it
+//!   from the run, job and attempt, never from [`Workspace::id`], so a hand-made `Workspace`
+//!   after a failed `set_up` works and nothing outside the base is ever removed.
+//! - A step runs `shell... script` in its own process group, with stdin `/dev/null`, one pipe for
+//!   stdout and stderr (so their order is kept), in the workspace or its `working_dir`.
+//! - Its environment is exactly [`StepSpec::env`] plus `PATH=/usr/local/bin:/usr/bin:/bin` when
+//!   the step sets no `PATH`, plus two markers that reconciliation relies on (and that win over
+//!   variables of the same name): `HODEI_PROVIDER_INSTANCE=<instance>` (the Hodei store this
+//!   provider belongs to) and `HODEI_STEP=<job>/<job attempt>/<step index>/<step attempt>`.
+//! - Background processes a step leaves (`server &`) live on until `destroy_step` of that step
+//!   or `tear_down` of its job, like in GitHub Actions; `wait_step` does not wait for them (it
+//!   reads their output for at most 100 ms after the shell exited, see `process.rs`).
+//! - `destroy_step` kills the step's group with `SIGKILL` and returns once the shell is gone.
+//! - `reap_orphans` kills what an earlier life of the same instance left, by its markers, and
+//!   spares the steps this provider runs.
+//! - Dropping the provider kills the process groups of the steps it still holds.
+//!
+//! ## Assumptions
+//! Linux with `/proc` (pidfd since 5.3 avoids a thread per running step; older kernels fall back
+//! to tokio's blocking pool). Futures run on a tokio runtime with I/O and time enabled (actix's
+//! arbiters, `#[tokio::test]`). [`JobSpec::image`], `pull`, `user`, `services` and `resources`
+//! are not applied: the local provider runs on the host, as the host's user; the scheduler
+//! routes jobs that need them elsewhere. A step's processes that leave its process group
+//! (`setsid`) or clear their environment escape `destroy_step`; the first are reaped in the next
+//! life.
+//!
+//! ## Errors
+//! [`ProviderError::SetUp`] when the workspace cannot be made; [`ProviderError::Start`] for an
+//! empty or missing shell, a working directory that is absolute, climbs out with `..` or does not
+//! exist, or a malformed variable; [`ProviderError::Wait`] for an unknown handle or a lost
+//! status; [`ProviderError::Other`] when a workspace cannot be removed or a killed step does not
+//! end within 10 s. Never a panic.
+
+mod convert;
+mod orphans;
+mod process;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use hodei_domain::ids::{JobId, RunId};
+use hodei_domain::ports::{
+    BoxFuture, JobSpec, Orphan, OutputSink, Provider, ProviderError, Reconcile, StepHandle,
+    StepSpec, Workspace,
+};
+use hodei_domain::state::{Attempt, StepExit};
+use tokio::sync::watch;
+
+use convert::StepMarker;
+pub use convert::{DEFAULT_PATH, INSTANCE_VAR, STEP_VAR};
+use process::{Launch, Leader, Outcome};
+
+/// How long `destroy_step` and `tear_down` wait for a killed step's shell to be gone.
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs steps as local processes. See the [module documentation](self).
+pub struct LocalProvider {
+    base: PathBuf,
+    instance: String,
+    steps: Mutex<HashMap<StepKey, Arc<Step>>>,
+}
+
+/// A step by its handle: the pid tells apart two starts of the same step attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct StepKey {
+    job: JobId,
+    index: u32,
+    attempt: Attempt,
+    pid: i32,
+}
+
+impl StepKey {
+    fn of(handle: &StepHandle) -> Option<StepKey> {
+        Some(StepKey {
+            job: handle.job,
+            index: handle.index,
+            attempt: handle.attempt,
+            pid: handle.id.parse().ok()?,
+        })
+    }
+}
+
+/// A started step, kept until its job's `tear_down`.
+struct Step {
+    workspace: (RunId, JobId, Attempt),
+    marker: StepMarker,
+    leader: Arc<Leader>,
+    outcome: watch::Receiver<Outcome>,
+}
+
+impl Step {
+    /// The step's outcome once its monitor published it; `None` if the monitor is gone.
+    async fn outcome(&self) -> Option<Result<StepExit, ProviderError>> {
+        let mut outcome = self.outcome.clone();
+        let done = outcome.wait_for(Option::is_some).await.ok()?;
+        done.clone()
+    }
+
+    /// Kills the step and waits, bounded, for its shell to be gone.
+    async fn destroy(&self) -> Result<(), ProviderError> {
+        self.leader.destroy();
+        match tokio::time::timeout(KILL_TIMEOUT, self.outcome()).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(ProviderError::Other {
+                provider: "local",
+                reason: format!(
+                    "process group {} did not end within {} s of SIGKILL",
+                    self.leader.pgid(),
+                    KILL_TIMEOUT.as_secs()
+                ),
+            }),
+        }
+    }
+}
+
+impl LocalProvider {
+    /// A provider whose workspaces live under `workspaces` and whose processes carry
+    /// `HODEI_PROVIDER_INSTANCE=<instance>`: give each Hodei store its own instance, so that
+    /// reconciliation never touches another Hodei's processes on the same machine.
+    pub fn new(workspaces: PathBuf, instance: String) -> LocalProvider {
+        LocalProvider {
+            base: workspaces,
+            instance,
+            steps: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The directory under which job attempts get their workspaces.
+    pub fn workspaces(&self) -> &Path {
+        &self.base
+    }
+
+    /// The value of `HODEI_PROVIDER_INSTANCE` in this provider's steps.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    fn registry(&self) -> MutexGuard<'_, HashMap<StepKey, Arc<Step>>> {
+        self.steps.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn step(&self, handle: &StepHandle) -> Option<Arc<Step>> {
+        let key = StepKey::of(handle)?;
+        self.registry().get(&key).cloned()
+    }
+
+    fn start(
+        &self,
+        workspace: &Workspace,
+        step: &StepSpec,
+        output: Arc<dyn OutputSink>,
+    ) -> Result<StepHandle, ProviderError> {
+        let dir =
+            convert::workspace_dir(&self.base, workspace.run, workspace.job, workspace.attempt);
+        let cwd = convert::working_dir(&dir, step.working_dir.as_deref())?;
+        if !cwd.is_dir() {
+            return Err(ProviderError::Start {
+                reason: format!(
+                    "working directory `{}` does not exist in the workspace {}",
+                    step.working_dir.as_deref().unwrap_or("."),
+                    dir.display()
+                ),
+            });
+        }
+        let (program, args) = convert::shell(step)?;
+        let marker = StepMarker {
+            job: workspace.job,
+            job_attempt: workspace.attempt,
+            step: step.index,
+            step_attempt: step.attempt,
+        };
+        let marker_text = marker.to_string();
+        let env = convert::step_env(&step.env, &self.instance, &marker_text)?;
+        let launch = Launch {
+            job: workspace.job,
+            step: step.index,
+            program,
+            args,
+            script: &step.script,
+            cwd: &cwd,
+            env: &env,
+        };
+        let spawned = process::spawn(&launch, output)?;
+        let pid = spawned.leader.pgid();
+        tracing::debug!(job_id = %workspace.job, step = step.index, attempt = %step.attempt, pid, "Started a step.");
+        let key = StepKey {
+            job: workspace.job,
+            index: step.index,
+            attempt: step.attempt,
+            pid,
+        };
+        let entry = Step {
+            workspace: (workspace.run, workspace.job, workspace.attempt),
+            marker,
+            leader: spawned.leader,
+            outcome: spawned.outcome,
+        };
+        self.registry().insert(key, Arc::new(entry));
+        Ok(StepHandle {
+            job: workspace.job,
+            index: step.index,
+            attempt: step.attempt,
+            id: pid.to_string(),
+        })
+    }
+}
+
+impl Drop for LocalProvider {
+    fn drop(&mut self) {
+        for step in self.registry().values() {
+            step.leader.destroy();
+        }
+    }
+}
+
+impl Provider for LocalProvider {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn set_up<'a>(&'a self, job: &'a JobSpec) -> BoxFuture<'a, Result<Workspace, ProviderError>> {
+        Box::pin(async move {
+            let dir = convert::workspace_dir(&self.base, job.run, job.job, job.attempt);
+            let fail = |what: &str, err: std::io::Error| ProviderError::SetUp {
+                reason: format!("cannot {what} {}: {err}", dir.display()),
+            };
+            match tokio::fs::remove_dir_all(&dir).await {
+                Ok(()) => {
+                    tracing::info!(job_id = %job.job, dir = %dir.display(), "Removed a leftover workspace.")
+                }
+                Err(err) if err.kind() == ErrorKind::NotFound => {}
+                Err(err) => return Err(fail("remove the leftover workspace", err)),
+            }
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(|err| fail("create the workspace", err))?;
+            Ok(Workspace {
+                run: job.run,
+                job: job.job,
+                attempt: job.attempt,
+                id: dir.to_string_lossy().into_owned(),
+            })
+        })
+    }
+
+    fn start_step<'a>(
+        &'a self,
+        workspace: &'a Workspace,
+        step: &'a StepSpec,
+        output: Arc<dyn OutputSink>,
+    ) -> BoxFuture<'a, Result<StepHandle, ProviderError>> {
+        Box::pin(async move {
+            self.start(workspace, step, output).inspect_err(|err| {
+                tracing::info!(job_id = %workspace.job, step = step.index, error = %err, "Cannot start a step.");
+            })
+        })
+    }
+
+    fn wait_step<'a>(
+        &'a self,
+        step: &'a StepHandle,
+    ) -> BoxFuture<'a, Result<StepExit, ProviderError>> {
+        Box::pin(async move {
+            let Some(entry) = self.step(step) else {
+                return Err(ProviderError::Wait {
+                    reason: format!(
+                        "no step {} of {} with pid {:?} was started here (or its job was torn down)",
+                        step.index, step.job, step.id
+                    ),
+                });
+            };
+            entry.outcome().await.unwrap_or_else(|| {
+                Err(ProviderError::Wait {
+                    reason: "the step's monitor stopped (its runtime shut down)".into(),
+                })
+            })
+        })
+    }
+
+    fn destroy_step<'a>(
+        &'a self,
+        step: &'a StepHandle,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async move {
+            match self.step(step) {
+                Some(entry) => entry.destroy().await,
+                None => {
+                    tracing::debug!(job_id = %step.job, step = step.index, "Nothing to destroy: the step was not started here.");
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    fn tear_down<'a>(
+        &'a self,
+        workspace: &'a Workspace,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async move {
+            let key = (workspace.run, workspace.job, workspace.attempt);
+            let mut steps = Vec::new();
+            self.registry().retain(|_, step| {
+                let ours = step.workspace == key;
+                if ours {
+                    steps.push(Arc::clone(step));
+                }
+                !ours
+            });
+            let mut result = Ok(());
+            for step in steps {
+                if let Err(err) = step.destroy().await {
+                    tracing::warn!(job_id = %workspace.job, error = %err, "A step outlived its job.");
+                    result = Err(err);
+                }
+            }
+            let dir = convert::workspace_dir(&self.base, key.0, key.1, key.2);
+            match tokio::fs::remove_dir_all(&dir).await {
+                Ok(()) => {}
+                // Never made, or its base is not even a directory: nothing to remove.
+                Err(err) if matches!(err.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {}
+                Err(err) => {
+                    return Err(ProviderError::Other {
+                        provider: "local",
+                        reason: format!("cannot remove the workspace {}: {err}", dir.display()),
+                    });
+                }
+            }
+            result
+        })
+    }
+}
+
+impl Reconcile for LocalProvider {
+    fn reap_orphans(&self) -> BoxFuture<'_, Result<Vec<Orphan>, ProviderError>> {
+        Box::pin(async move {
+            let mut spare = orphans::Spare::default();
+            for step in self.registry().values() {
+                if step.leader.is_pinned() {
+                    spare.pgids.insert(step.leader.pgid());
+                }
+                spare.markers.insert(step.marker.to_string());
+            }
+            let instance = self.instance.clone();
+            let found = tokio::task::spawn_blocking(move || orphans::reap(&instance, &spare))
+                .await
+                .map_err(|err| ProviderError::Other {
+                    provider: "local",
+                    reason: format!("the /proc scan stopped: {err}"),
+                })??;
+            if !found.is_empty() {
+                tracing::info!(
+                    count = found.len(),
+                    "Reaped orphaned steps of an earlier life."
+                );
+            }
+            Ok(found)
+        })
+    }
+}

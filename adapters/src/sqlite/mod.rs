@@ -1,0 +1,214 @@
+//! # The SQLite store
+//!
+//! [`SqliteStore`] implements the [`Store`] port on an embedded SQLite database (a file in WAL
+//! mode, or in memory for `hodei run` and tests), with sqlx.
+//!
+//! Where to start reading: this file (the API and its guarantees), then `writer.rs` (group
+//! commit: how concurrent appends become one transaction), `projections.rs` (what each event
+//! does to the `runs`, `jobs` and `steps` tables, and back), `queries.rs` (the SQL), `schema.rs`
+//! (opening, pools, migrations; the tables themselves are in `adapters/migrations/`).
+//!
+//! ## Guarantees
+//! - [`Store::append`] writes the events and their projections in one transaction, and returns
+//!   after it committed. Concurrent calls are committed together (group commit, up to 1,000
+//!   events a transaction) and each caller hears only of its own failure.
+//! - Events are numbered in the order they were appended: a caller's in the order given, and
+//!   callers in the order the writer received them.
+//! - Reads ([`Store::run`]) see one committed state: a run, its jobs and steps, never half a
+//!   transaction. A read issued after a write returned sees that write.
+//! - Durability: `synchronous=NORMAL` in WAL mode. A committed write survives a crash of Hodei;
+//!   a power loss or OS crash may lose the last transactions (never corrupt the database).
+//!
+//! ## Assumptions
+//! - The store is opened inside a Tokio runtime (actix's is one) that outlives it: the writer
+//!   is a task on it.
+//! - One Hodei process writes a database file at a time. Other processes may read it.
+//!
+//! ## Errors
+//! [`StoreError::Unavailable`] when the database is busy, locked, unreachable or full, or the
+//! writer task is gone: retry later. [`StoreError::NotFound`] for an event about a run or job
+//! that does not exist, or a run of an unknown pipeline version. [`StoreError::Corrupt`] when a
+//! stored row cannot be read back as the domain's types (what and why).
+
+mod error;
+mod projections;
+mod queries;
+mod schema;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use hodei_domain::ids::{RunId, Timestamp};
+use hodei_domain::ports::{BoxFuture, NewRun, PipelineVersion, RunRecord, Store, StoreError};
+use hodei_domain::state::DomainEvent;
+use sqlx::{Connection, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+
+use self::error::store_error;
+use self::writer::{Command, PipelineText, Request};
+
+/// The durable record of Hodei on SQLite. Cheap to clone: clones share the database and its
+/// writer, which stops when the last clone is dropped (after writing what was queued).
+#[derive(Clone)]
+pub struct SqliteStore {
+    writes: mpsc::Sender<Command>,
+    reads: SqlitePool,
+    instance_id: Arc<str>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("instance_id", &self.instance_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens the database file at `path`, creating it (and its directory) if missing, in WAL
+    /// mode with `synchronous=NORMAL`, foreign keys on and a busy timeout of 5 s, and migrates
+    /// it to the latest schema.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] if the file cannot be created or opened or is locked, or
+    /// there is no Tokio runtime;
+    /// [`StoreError::Corrupt`] if it is not a Hodei database this version can migrate.
+    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        runtime()?;
+        let pools = schema::open_file(path).await?;
+        let identity = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let instance_id = schema::instance_id(&pools.write, &identity.to_string_lossy()).await?;
+        Ok(SqliteStore::start(pools, instance_id))
+    }
+
+    /// A new, empty database in memory, gone when the store is dropped.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] if SQLite cannot allocate it, or there is no Tokio runtime.
+    pub async fn memory() -> Result<SqliteStore, StoreError> {
+        runtime()?;
+        let pools = schema::open_memory().await?;
+        let instance_id = schema::instance_id(&pools.write, &schema::memory_identity()).await?;
+        Ok(SqliteStore::start(pools, instance_id))
+    }
+
+    fn start(pools: schema::Pools, instance_id: String) -> SqliteStore {
+        SqliteStore {
+            writes: writer::spawn(pools.write),
+            reads: pools.read,
+            instance_id: instance_id.into(),
+        }
+    }
+
+    /// The identity of this database, fixed when it was created and the same at every later
+    /// opening: the local provider marks what it starts with it, to recognise its own orphans
+    /// after a restart. Made of the creation time and a hash of the path, no randomness.
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    /// Sends a write to the writer task and waits for its answer, after the commit.
+    async fn write<A, T>(
+        &self,
+        args: A,
+        command: fn(Request<A, T>) -> Command,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writes
+            .send(command(Request::new(args, reply)))
+            .await
+            .map_err(|_| writer_stopped())?;
+        answer.await.map_err(|_| writer_stopped())?
+    }
+}
+
+/// The writer is a Tokio task: without a runtime there is no store (rather than a panic).
+fn runtime() -> Result<(), StoreError> {
+    tokio::runtime::Handle::try_current()
+        .map(drop)
+        .map_err(|err| StoreError::Unavailable {
+            reason: format!("the store needs a Tokio runtime: {err}"),
+        })
+}
+
+fn writer_stopped() -> StoreError {
+    StoreError::Unavailable {
+        reason: "the store's writer has stopped".into(),
+    }
+}
+
+impl Store for SqliteStore {
+    fn put_pipeline<'a>(
+        &'a self,
+        name: &'a str,
+        source: &'a str,
+        at: Timestamp,
+    ) -> BoxFuture<'a, Result<PipelineVersion, StoreError>> {
+        let text = PipelineText {
+            name: name.to_owned(),
+            source: source.to_owned(),
+            at,
+        };
+        Box::pin(self.write(text, Command::PutPipeline))
+    }
+
+    fn pipeline<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PipelineVersion>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.reads.acquire().await.map_err(read_error)?;
+            queries::pipeline(&mut conn, name).await
+        })
+    }
+
+    fn create_run(&self, run: NewRun) -> BoxFuture<'_, Result<RunRecord, StoreError>> {
+        Box::pin(self.write(run, |request| Command::CreateRun(Box::new(request))))
+    }
+
+    fn append(&self, events: Vec<DomainEvent>) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            if events.is_empty() {
+                return Ok(());
+            }
+            self.write(events, Command::Append).await
+        })
+    }
+
+    fn run(&self, id: RunId) -> BoxFuture<'_, Result<Option<RunRecord>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.reads.acquire().await.map_err(read_error)?;
+            // One read transaction: the run, its jobs and steps from one snapshot.
+            let mut tx = conn.begin().await.map_err(read_error)?;
+            let record = queries::run(&mut tx, id).await?;
+            tx.commit().await.map_err(read_error)?;
+            Ok(record)
+        })
+    }
+
+    fn unfinished_runs(&self) -> BoxFuture<'_, Result<Vec<RunId>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.reads.acquire().await.map_err(read_error)?;
+            queries::unfinished_runs(&mut conn).await
+        })
+    }
+
+    fn events(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<(u64, DomainEvent)>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.reads.acquire().await.map_err(read_error)?;
+            queries::events(&mut conn, after, limit).await
+        })
+    }
+}
+
+fn read_error(err: sqlx::Error) -> StoreError {
+    store_error("reading", err)
+}

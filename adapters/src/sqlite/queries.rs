@@ -1,0 +1,454 @@
+//! The SQL, one function per operation, on a connection the caller provides (the writer's
+//! transaction for writes, a read transaction for reads).
+//!
+//! Batches are passed as one JSON array parameter and unpacked by SQLite's `json_each`, so that a
+//! batch of any size is one prepared statement per table: the SQL text never varies, sqlx keeps
+//! it prepared, and SQLite does the per-row work in C.
+
+use std::collections::HashMap;
+
+use hodei_domain::ids::{JobId, RunId, Timestamp};
+use hodei_domain::plan::RunInputs;
+use hodei_domain::ports::{JobRecord, NewRun, PipelineVersion, RunRecord, StepRecord, StoreError};
+use hodei_domain::state::{Attempt, DomainEvent};
+use serde::Serialize;
+use sqlx::SqliteConnection;
+
+use super::error::{corrupt, store_error, stored_id};
+use super::projections::{Projection, job_state, run_state, step_exit, step_state};
+
+// The statements of an append, as macros so that they can be joined into one query (one
+// round trip to SQLite's thread) and still be examined one by one in the tests.
+//
+// Each statement starts with the same `batch` row naming the four JSON array parameters and
+// reads its own. Every statement binds ?1 to ?4, all of them: sqlx numbers the parameters of a
+// multi-statement query across its statements, and a statement that used only ?4 would get a
+// wrong argument. SQLite copies each bound text per statement; the three extra copies of a batch
+// cost far less than three more round trips.
+macro_rules! batch {
+    () => {
+        "WITH batch (events, runs, jobs, steps) AS (SELECT ?1, ?2, ?3, ?4) "
+    };
+}
+
+/// Appends events in the order given; each row's `seq` follows the previous one's.
+macro_rules! insert_events {
+    () => {
+        concat!(
+            batch!(),
+            "INSERT INTO events (run_id, job_id, kind, at, body) \
+             SELECT e.value ->> 'run', e.value ->> 'job', e.value ->> 'type', e.value ->> 'at', \
+                 e.value \
+             FROM batch, json_each(batch.events) AS e ORDER BY e.key"
+        )
+    };
+}
+
+macro_rules! update_runs {
+    () => {
+        concat!(
+            batch!(),
+            "UPDATE runs SET state = v.value ->> 'state', since = v.value ->> 'since' \
+             FROM batch, json_each(batch.runs) AS v WHERE runs.id = v.value ->> 'id'"
+        )
+    };
+}
+
+macro_rules! update_jobs {
+    () => {
+        concat!(
+            batch!(),
+            "UPDATE jobs SET state = v.value ->> 'state', \
+                 worker = coalesce(v.value ->> 'worker', jobs.worker), \
+                 reason = v.value ->> 'reason', attempt = v.value ->> 'attempt', \
+                 since = v.value ->> 'since' \
+             FROM batch, json_each(batch.jobs) AS v WHERE jobs.id = v.value ->> 'id'"
+        )
+    };
+}
+
+// `WHERE true` resolves the parsing ambiguity of INSERT ... SELECT ... ON CONFLICT.
+macro_rules! upsert_steps {
+    () => {
+        concat!(
+            batch!(),
+            "INSERT INTO steps (job_id, job_attempt, idx, attempt, state, reason, \
+                 exit_code, exit_signal, oom_killed, since) \
+             SELECT v.value ->> 'job', v.value ->> 'job_attempt', v.value ->> 'index', \
+                 v.value ->> 'attempt', v.value ->> 'state', v.value ->> 'reason', \
+                 v.value ->> 'code', v.value ->> 'signal', v.value ->> 'oom', \
+                 v.value ->> 'since' \
+             FROM batch, json_each(batch.steps) AS v WHERE true \
+             ON CONFLICT (job_id, job_attempt, idx, attempt) DO UPDATE SET \
+                 state = excluded.state, reason = excluded.reason, \
+                 exit_code = excluded.exit_code, exit_signal = excluded.exit_signal, \
+                 oom_killed = excluded.oom_killed, since = excluded.since"
+        )
+    };
+}
+
+/// The projection updates alone, for the tests of their query plans.
+#[cfg(test)]
+pub(super) const PROJECTION_UPDATES: [&str; 2] = [update_runs!(), update_jobs!()];
+
+/// An append: the events, then the projections, in one query.
+const APPEND: &str = concat!(
+    insert_events!(),
+    ";\n",
+    update_runs!(),
+    ";\n",
+    update_jobs!(),
+    ";\n",
+    upsert_steps!()
+);
+
+const LATEST_PIPELINE: &str = "\
+    SELECT version, source, created FROM pipelines WHERE name = ?1 \
+    ORDER BY version DESC LIMIT 1";
+
+/// Appends `events` to the log and applies them to the projections.
+///
+/// # Errors
+/// [`StoreError::NotFound`] naming the first run or job that does not exist.
+pub(super) async fn append_events(
+    conn: &mut SqliteConnection,
+    events: &[&DomainEvent],
+) -> Result<(), StoreError> {
+    let projection = Projection::of(events.iter().copied());
+    let appended = sqlx::query(APPEND)
+        .bind(to_json(events)?)
+        .bind(to_json(&projection.runs)?)
+        .bind(to_json(&projection.jobs)?)
+        .bind(to_json(&projection.steps)?)
+        .execute(&mut *conn)
+        .await;
+    match appended {
+        Ok(_) => Ok(()),
+        Err(err) => Err(match store_error("appending events", err) {
+            // The only foreign keys an append can break: an unknown run or job.
+            StoreError::NotFound { what } => match missing_subject(conn, events).await {
+                Some(subject) => StoreError::NotFound { what: subject },
+                None => StoreError::NotFound { what },
+            },
+            other => other,
+        }),
+    }
+}
+
+/// The first run or job named by `events` that does not exist, as `run-3` or `job-7`.
+async fn missing_subject(conn: &mut SqliteConnection, events: &[&DomainEvent]) -> Option<String> {
+    for event in events {
+        let run = i64::try_from(event.run_id().0).unwrap_or(-1);
+        if !exists(
+            conn,
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE id = ?1)",
+            run,
+        )
+        .await
+        {
+            return Some(event.run_id().to_string());
+        }
+        if let Some(job_id) = event.job_id() {
+            let job = i64::try_from(job_id.0).unwrap_or(-1);
+            if !exists(
+                conn,
+                "SELECT EXISTS (SELECT 1 FROM jobs WHERE id = ?1)",
+                job,
+            )
+            .await
+            {
+                return Some(job_id.to_string());
+            }
+        }
+    }
+    None
+}
+
+async fn exists(conn: &mut SqliteConnection, sql: &'static str, id: i64) -> bool {
+    sqlx::query_scalar(sql)
+        .bind(id)
+        .fetch_one(conn)
+        .await
+        .unwrap_or(true)
+}
+
+/// Creates a run of a stored pipeline version and its jobs, all pending, at attempt 1.
+///
+/// # Errors
+/// [`StoreError::NotFound`] if the pipeline version is not stored.
+pub(super) async fn create_run(
+    conn: &mut SqliteConnection,
+    run: &NewRun,
+) -> Result<RunRecord, StoreError> {
+    let what = "creating a run";
+    let source: Option<String> =
+        sqlx::query_scalar("SELECT source FROM pipelines WHERE name = ?1 AND version = ?2")
+            .bind(&run.pipeline)
+            .bind(run.version)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|err| store_error(what, err))?;
+    let source = source.ok_or_else(|| StoreError::NotFound {
+        what: format!("pipeline `{}` version {}", run.pipeline, run.version),
+    })?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO runs (pipeline, version, inputs, state, since, created) \
+         VALUES (?1, ?2, ?3, 'pending', ?4, ?4) RETURNING id",
+    )
+    .bind(&run.pipeline)
+    .bind(run.version)
+    .bind(to_json(&run.inputs)?)
+    .bind(run.at.0)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|err| store_error(what, err))?;
+    // RETURNING gives rows in no particular order: sort by position.
+    let mut jobs: Vec<(i64, i64)> = sqlx::query_as(
+        "INSERT INTO jobs (run_id, position, name, state, attempt, since) \
+         SELECT ?1, key, value, 'pending', 1, ?2 FROM json_each(?3) RETURNING position, id",
+    )
+    .bind(id)
+    .bind(run.at.0)
+    .bind(to_json(&run.jobs)?)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|err| store_error(what, err))?;
+    jobs.sort_unstable();
+    if jobs.len() != run.jobs.len() {
+        return Err(corrupt(
+            "the jobs of a new run",
+            format!("{} planned, {} created", run.jobs.len(), jobs.len()),
+        ));
+    }
+    let jobs = jobs
+        .into_iter()
+        .zip(&run.jobs)
+        .map(|((_, job), name)| {
+            Ok(JobRecord {
+                id: JobId(stored_id("job id", job)?),
+                name: name.clone(),
+                state: hodei_domain::state::JobState::Pending,
+                attempt: Attempt::FIRST,
+                since: run.at,
+                steps: Vec::new(),
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(RunRecord {
+        id: RunId(stored_id("run id", id)?),
+        pipeline: run.pipeline.clone(),
+        version: run.version,
+        source,
+        inputs: run.inputs.clone(),
+        state: hodei_domain::state::RunState::Pending,
+        since: run.at,
+        created: run.at,
+        jobs,
+    })
+}
+
+/// Stores `source` as the next version of pipeline `name`, unless it is the latest's text.
+pub(super) async fn put_pipeline(
+    conn: &mut SqliteConnection,
+    name: &str,
+    source: &str,
+    at: Timestamp,
+) -> Result<PipelineVersion, StoreError> {
+    let latest = pipeline(conn, name).await?;
+    if let Some(latest) = latest.as_ref().filter(|p| p.source == source) {
+        return Ok(latest.clone());
+    }
+    let version = latest.map_or(1, |p| p.version.saturating_add(1));
+    sqlx::query("INSERT INTO pipelines (name, version, source, created) VALUES (?1, ?2, ?3, ?4)")
+        .bind(name)
+        .bind(version)
+        .bind(source)
+        .bind(at.0)
+        .execute(conn)
+        .await
+        .map_err(|err| store_error("storing a pipeline", err))?;
+    Ok(PipelineVersion {
+        name: name.to_owned(),
+        version,
+        source: source.to_owned(),
+        created: at,
+    })
+}
+
+/// The latest version of pipeline `name`.
+pub(super) async fn pipeline(
+    conn: &mut SqliteConnection,
+    name: &str,
+) -> Result<Option<PipelineVersion>, StoreError> {
+    let row: Option<(u32, String, i64)> = sqlx::query_as(LATEST_PIPELINE)
+        .bind(name)
+        .fetch_optional(conn)
+        .await
+        .map_err(|err| store_error(&format!("pipeline `{name}`"), err))?;
+    Ok(row.map(|(version, source, created)| PipelineVersion {
+        name: name.to_owned(),
+        version,
+        source,
+        created: Timestamp(created),
+    }))
+}
+
+type RunRow = (String, u32, String, String, String, i64, i64);
+type JobRow = (
+    i64,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    u32,
+    i64,
+);
+type StepRow = (
+    i64,
+    u32,
+    u32,
+    u32,
+    String,
+    Option<String>,
+    Option<i32>,
+    Option<i32>,
+    Option<bool>,
+    i64,
+);
+
+/// A run with its jobs in plan order and their steps; call it in a read transaction so that the
+/// three reads see one state.
+pub(super) async fn run(
+    conn: &mut SqliteConnection,
+    id: RunId,
+) -> Result<Option<RunRecord>, StoreError> {
+    let Ok(key) = i64::try_from(id.0) else {
+        return Ok(None);
+    };
+    let what = id.to_string();
+    let fail = |err| store_error(&what, err);
+    let row: Option<RunRow> = sqlx::query_as(
+        "SELECT r.pipeline, r.version, p.source, r.inputs, r.state, r.since, r.created \
+         FROM runs r JOIN pipelines p ON p.name = r.pipeline AND p.version = r.version \
+         WHERE r.id = ?1",
+    )
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(fail)?;
+    let Some((pipeline, version, source, inputs, state, since, created)) = row else {
+        return Ok(None);
+    };
+    let jobs: Vec<JobRow> = sqlx::query_as(
+        "SELECT id, name, state, worker, reason, attempt, since FROM jobs \
+         WHERE run_id = ?1 ORDER BY position",
+    )
+    .bind(key)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(fail)?;
+    let steps: Vec<StepRow> = sqlx::query_as(
+        "SELECT s.job_id, s.job_attempt, s.idx, s.attempt, s.state, s.reason, \
+                s.exit_code, s.exit_signal, s.oom_killed, s.since \
+         FROM jobs j JOIN steps s ON s.job_id = j.id WHERE j.run_id = ?1 \
+         ORDER BY s.job_id, s.job_attempt, s.idx, s.attempt",
+    )
+    .bind(key)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(fail)?;
+
+    let inputs: RunInputs =
+        serde_json::from_str(&inputs).map_err(|err| corrupt(format!("{id} inputs"), err))?;
+    let state = run_state(&state).map_err(|err| corrupt(&what, err))?;
+    let mut records = Vec::with_capacity(jobs.len());
+    let mut position = HashMap::with_capacity(jobs.len());
+    for (job, name, state, worker, reason, attempt, since) in jobs {
+        let job_id = JobId(stored_id("job id", job)?);
+        let what = job_id.to_string();
+        position.insert(job_id, records.len());
+        records.push(JobRecord {
+            id: job_id,
+            name,
+            state: job_state(&state, worker, reason.as_deref()).map_err(|e| corrupt(&what, e))?,
+            attempt: attempt_of(&what, attempt)?,
+            since: Timestamp(since),
+            steps: Vec::new(),
+        });
+    }
+    for (job, job_attempt, index, attempt, state, reason, code, signal, oom, since) in steps {
+        let job_id = JobId(stored_id("job id", job)?);
+        let what = format!("step {index} of {job_id}");
+        let record = StepRecord {
+            job_attempt: attempt_of(&what, job_attempt)?,
+            index,
+            attempt: attempt_of(&what, attempt)?,
+            state: step_state(&state, reason.as_deref()).map_err(|e| corrupt(&what, e))?,
+            exit: step_exit(code, signal, oom),
+            since: Timestamp(since),
+        };
+        match position.get(&job_id).and_then(|&i| records.get_mut(i)) {
+            Some(job) => job.steps.push(record),
+            None => return Err(corrupt(what, "its job is not in the run")),
+        }
+    }
+    Ok(Some(RunRecord {
+        id,
+        pipeline,
+        version,
+        source,
+        inputs,
+        state,
+        since: Timestamp(since),
+        created: Timestamp(created),
+        jobs: records,
+    }))
+}
+
+/// The runs not in a terminal state, oldest first.
+pub(super) async fn unfinished_runs(conn: &mut SqliteConnection) -> Result<Vec<RunId>, StoreError> {
+    // The condition is the partial index's, word for word, so that SQLite uses it.
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM runs WHERE state NOT IN ('succeeded', 'failed', 'cancelled') \
+         ORDER BY created, id",
+    )
+    .fetch_all(conn)
+    .await
+    .map_err(|err| store_error("unfinished runs", err))?;
+    ids.into_iter()
+        .map(|id| stored_id("run id", id).map(RunId))
+        .collect()
+}
+
+/// At most `limit` events numbered after `after`, in order.
+pub(super) async fn events(
+    conn: &mut SqliteConnection,
+    after: u64,
+    limit: u32,
+) -> Result<Vec<(u64, DomainEvent)>, StoreError> {
+    let Ok(after) = i64::try_from(after) else {
+        return Ok(Vec::new());
+    };
+    let rows: Vec<(i64, String)> =
+        sqlx::query_as("SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+            .bind(after)
+            .bind(limit)
+            .fetch_all(conn)
+            .await
+            .map_err(|err| store_error("events", err))?;
+    rows.into_iter()
+        .map(|(seq, body)| {
+            let what = format!("event {seq}");
+            let event = serde_json::from_str(&body).map_err(|err| corrupt(&what, err))?;
+            Ok((stored_id(&what, seq)?, event))
+        })
+        .collect()
+}
+
+fn attempt_of(what: &str, n: u32) -> Result<Attempt, StoreError> {
+    Attempt::new(n).ok_or_else(|| corrupt(what, "attempt 0"))
+}
+
+fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|err| corrupt("a value to store", err))
+}

@@ -1,0 +1,137 @@
+//! Opening a database: connection settings, the two pools, the embedded migrations
+//! (`adapters/migrations/`) and the store's instance id.
+//!
+//! A file database gets a write pool of one connection (the writer task's) and a pool of
+//! read-only connections, which WAL lets read while the writer writes. An in-memory database
+//! lives and dies with its one connection, so it gets a single pool of exactly one connection
+//! that is never closed while the store lives, shared by the writer and the readers.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hodei_domain::ports::StoreError;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::error::{migrate_error, store_error};
+
+/// The schema, embedded in the binary.
+pub(super) static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// How long a statement waits for a lock held by another connection or process.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read-only connections of a file database: reads run beside the writer.
+const READERS: u32 = 4;
+/// Prepared statements kept per connection (sqlx caches them by SQL text).
+const STATEMENT_CACHE: usize = 128;
+
+/// The pools of an open database.
+pub(super) struct Pools {
+    /// For the writer task only: one connection.
+    pub write: SqlitePool,
+    /// For reads: read-only connections, or the same pool as `write` in memory.
+    pub read: SqlitePool,
+}
+
+/// Opens (creating it if missing) the database file at `path`, migrated to the latest schema.
+pub(super) async fn open_file(path: &Path) -> Result<Pools, StoreError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|err| StoreError::Unavailable {
+            reason: format!("cannot create {}: {err}", parent.display()),
+        })?;
+    }
+    let what = format!("opening {}", path.display());
+    let base = SqliteConnectOptions::new()
+        .filename(path)
+        .busy_timeout(BUSY_TIMEOUT)
+        .statement_cache_capacity(STATEMENT_CACHE);
+    let write_options = base
+        .clone()
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true);
+    let write = single_connection()
+        .connect_with(write_options)
+        .await
+        .map_err(|err| store_error(&what, err))?;
+    MIGRATOR
+        .run(&write)
+        .await
+        .map_err(|err| migrate_error(&what, err))?;
+    let read = SqlitePoolOptions::new()
+        .max_connections(READERS)
+        .test_before_acquire(false)
+        .connect_with(base.read_only(true))
+        .await
+        .map_err(|err| store_error(&what, err))?;
+    Ok(Pools { write, read })
+}
+
+/// Opens a new, empty in-memory database.
+pub(super) async fn open_memory() -> Result<Pools, StoreError> {
+    let options = SqliteConnectOptions::new()
+        .in_memory(true)
+        .foreign_keys(true)
+        .statement_cache_capacity(STATEMENT_CACHE);
+    let pool = single_connection()
+        .connect_with(options)
+        .await
+        .map_err(|err| store_error("opening an in-memory database", err))?;
+    MIGRATOR
+        .run(&pool)
+        .await
+        .map_err(|err| migrate_error("migrating an in-memory database", err))?;
+    Ok(Pools {
+        write: pool.clone(),
+        read: pool,
+    })
+}
+
+/// A pool of exactly one connection, opened now and kept for the life of the pool.
+fn single_connection() -> SqlitePoolOptions {
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .test_before_acquire(false)
+}
+
+/// The database's instance id: recorded once, when the database is created, and the same at
+/// every later opening. `identity` tells databases apart (a path); the creation time tells
+/// apart databases created at one path one after the other.
+pub(super) async fn instance_id(pool: &SqlitePool, identity: &str) -> Result<String, StoreError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut hasher = DefaultHasher::new();
+    identity.hash(&mut hasher);
+    let candidate = format!("{:x}-{:016x}", now.as_millis(), hasher.finish());
+    let what = "the instance id";
+    sqlx::query(
+        "INSERT INTO meta (key, value) VALUES ('instance_id', ?1), ('created', ?2) \
+         ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(candidate)
+    .bind(now.as_millis().to_string())
+    .execute(pool)
+    .await
+    .map_err(|err| store_error(what, err))?;
+    sqlx::query_scalar("SELECT value FROM meta WHERE key = 'instance_id'")
+        .fetch_one(pool)
+        .await
+        .map_err(|err| store_error(what, err))
+}
+
+/// An identity for an in-memory database: unique in this process.
+pub(super) fn memory_identity() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!(":memory:{}:{n}", std::process::id())
+}

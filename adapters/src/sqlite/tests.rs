@@ -1,0 +1,658 @@
+//! The store against real SQLite databases: in memory, and files in a temporary directory for
+//! what must survive a reopening.
+
+use std::future::Future;
+use std::time::Duration;
+
+use hodei_domain::ids::{JobId, RunId, Timestamp, WorkerId};
+use hodei_domain::plan::RunInputs;
+use hodei_domain::ports::{NewRun, RunRecord, Store, StoreError};
+use hodei_domain::state::{
+    Attempt, DomainEvent, JobFailure, JobSkipReason, JobState, RunState, StepExit, StepFailure,
+    StepState,
+};
+
+use tokio::sync::oneshot;
+
+use super::writer::{self, Command, Request};
+use super::{SqliteStore, queries, schema};
+
+const WEB: &str = "name: web\njobs:\n  build:\n    steps: [{ run: make }]\n";
+
+/// Fails the test instead of hanging it.
+async fn within<T>(future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), future)
+        .await
+        .expect("the store did not answer within 30 s: likely deadlocked")
+}
+
+fn a(n: u32) -> Attempt {
+    Attempt::new(n).expect("attempts are numbered from 1")
+}
+
+fn worker(name: &str) -> WorkerId {
+    WorkerId(name.into())
+}
+
+fn inputs() -> RunInputs {
+    RunInputs {
+        branch: "main".into(),
+        event: "manual".into(),
+        params: [("TARGET".to_owned(), "release".to_owned())].into(),
+        ..RunInputs::default()
+    }
+}
+
+async fn new_run(store: &SqliteStore, jobs: &[&str], at: i64) -> RunRecord {
+    let pipeline = within(store.put_pipeline("web", WEB, Timestamp(0)))
+        .await
+        .expect("pipeline stored");
+    within(store.create_run(NewRun {
+        pipeline: "web".into(),
+        version: pipeline.version,
+        inputs: inputs(),
+        jobs: jobs.iter().map(|j| (*j).to_owned()).collect(),
+        at: Timestamp(at),
+    }))
+    .await
+    .expect("run created")
+}
+
+/// The events of one successful attempt of a job with one step, from queued on.
+fn lifecycle(run: RunId, job: JobId, attempt: Attempt, at: i64) -> Vec<DomainEvent> {
+    let w = worker("local");
+    vec![
+        DomainEvent::JobQueued {
+            run,
+            job,
+            attempt,
+            at: Timestamp(at),
+        },
+        DomainEvent::JobPlaced {
+            run,
+            job,
+            attempt,
+            worker: w.clone(),
+            at: Timestamp(at + 1),
+        },
+        DomainEvent::JobStarted {
+            run,
+            job,
+            attempt,
+            worker: w,
+            at: Timestamp(at + 2),
+        },
+        DomainEvent::StepStarted {
+            run,
+            job,
+            job_attempt: attempt,
+            step: 0,
+            attempt: a(1),
+            at: Timestamp(at + 3),
+        },
+        DomainEvent::StepSucceeded {
+            run,
+            job,
+            job_attempt: attempt,
+            step: 0,
+            attempt: a(1),
+            at: Timestamp(at + 4),
+        },
+        DomainEvent::JobSucceeded {
+            run,
+            job,
+            attempt,
+            at: Timestamp(at + 5),
+        },
+    ]
+}
+
+async fn reload(store: &SqliteStore, id: RunId) -> RunRecord {
+    within(store.run(id))
+        .await
+        .expect("run readable")
+        .expect("run exists")
+}
+
+#[tokio::test]
+async fn pipelines_get_a_new_version_only_when_their_text_changes() {
+    let store = SqliteStore::memory().await.unwrap();
+    assert_eq!(within(store.pipeline("web")).await.unwrap(), None);
+    let v1 = within(store.put_pipeline("web", WEB, Timestamp(1)))
+        .await
+        .unwrap();
+    assert_eq!((v1.version, v1.created), (1, Timestamp(1)));
+    let same = within(store.put_pipeline("web", WEB, Timestamp(2)))
+        .await
+        .unwrap();
+    assert_eq!(same, v1, "the same text is the same version");
+    let changed = format!("{WEB}# tweak\n");
+    let v2 = within(store.put_pipeline("web", &changed, Timestamp(3)))
+        .await
+        .unwrap();
+    assert_eq!((v2.version, v2.source.as_str()), (2, changed.as_str()));
+    assert_eq!(within(store.pipeline("web")).await.unwrap(), Some(v2));
+    let other = within(store.put_pipeline("api", WEB, Timestamp(4)))
+        .await
+        .unwrap();
+    assert_eq!(other.version, 1, "versions count per pipeline");
+}
+
+#[tokio::test]
+async fn create_run_gives_ids_to_the_run_and_its_jobs_in_plan_order() {
+    let store = SqliteStore::memory().await.unwrap();
+    let created = new_run(&store, &["build", "lint", "deploy"], 10).await;
+    let names: Vec<_> = created.jobs.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(names, ["build", "lint", "deploy"]);
+    assert!(
+        created
+            .jobs
+            .iter()
+            .all(|j| j.state == JobState::Pending && j.attempt == Attempt::FIRST)
+    );
+    let mut ids: Vec<_> = created.jobs.iter().map(|j| j.id).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "every job has its own id");
+    assert_eq!(
+        (created.state, created.since, created.source.as_str()),
+        (RunState::Pending, Timestamp(10), WEB)
+    );
+    assert_eq!(reload(&store, created.id).await, created);
+    assert_eq!(within(store.run(RunId(9_999))).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_run_of_an_unknown_pipeline_version_is_not_found() {
+    let store = SqliteStore::memory().await.unwrap();
+    let err = within(store.create_run(NewRun {
+        pipeline: "ghost".into(),
+        version: 1,
+        inputs: RunInputs::default(),
+        jobs: vec!["build".into()],
+        at: Timestamp(0),
+    }))
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::NotFound { what } if what == "pipeline `ghost` version 1"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_job_lifecycle_is_projected_onto_the_run_its_jobs_and_steps() {
+    let store = SqliteStore::memory().await.unwrap();
+    let run = new_run(&store, &["build"], 0).await;
+    let job = run.jobs[0].id;
+    let mut events = vec![DomainEvent::RunStarted {
+        run: run.id,
+        at: Timestamp(1),
+    }];
+    events.extend(lifecycle(run.id, job, a(1), 10));
+    // One event per call, as the actors append them.
+    for event in events {
+        within(store.append(vec![event])).await.unwrap();
+    }
+    let record = reload(&store, run.id).await;
+    assert_eq!(
+        (record.state, record.since),
+        (RunState::Running, Timestamp(1))
+    );
+    let job = &record.jobs[0];
+    assert_eq!(
+        (&job.state, job.attempt, job.since),
+        (&JobState::Succeeded, a(1), Timestamp(15))
+    );
+    assert_eq!(job.steps.len(), 1);
+    let step = &job.steps[0];
+    assert_eq!(
+        (step.job_attempt, step.index, step.attempt, &step.state),
+        (a(1), 0, a(1), &StepState::Succeeded)
+    );
+    assert_eq!(
+        (step.exit, step.since),
+        (Some(StepExit::code(0)), Timestamp(14))
+    );
+}
+
+#[tokio::test]
+async fn placed_and_running_jobs_name_their_worker() {
+    let store = SqliteStore::memory().await.unwrap();
+    let run = new_run(&store, &["build"], 0).await;
+    let events = lifecycle(run.id, run.jobs[0].id, a(1), 0);
+    within(store.append(events[..2].to_vec())).await.unwrap();
+    let placed = reload(&store, run.id).await;
+    assert_eq!(
+        placed.jobs[0].state,
+        JobState::Placed {
+            worker: worker("local")
+        }
+    );
+    within(store.append(events[2..3].to_vec())).await.unwrap();
+    let running = reload(&store, run.id).await;
+    assert_eq!(
+        running.jobs[0].state,
+        JobState::Running {
+            worker: worker("local")
+        }
+    );
+}
+
+#[tokio::test]
+async fn retries_are_recorded_with_their_attempt_numbers() {
+    let store = SqliteStore::memory().await.unwrap();
+    let run = new_run(&store, &["test"], 0).await;
+    let (r, job) = (run.id, run.jobs[0].id);
+    let exit = StepExit::code(2);
+    let mut events = lifecycle(r, job, a(1), 0);
+    events.truncate(4); // queued, placed, started, step 0 started
+    events.extend([
+        DomainEvent::StepRetrying {
+            run: r,
+            job,
+            job_attempt: a(1),
+            step: 0,
+            attempt: a(1),
+            cause: StepFailure::Exit(exit),
+            next_attempt: a(2),
+            at: Timestamp(5),
+        },
+        DomainEvent::StepStarted {
+            run: r,
+            job,
+            job_attempt: a(1),
+            step: 0,
+            attempt: a(2),
+            at: Timestamp(6),
+        },
+        DomainEvent::StepFailed {
+            run: r,
+            job,
+            job_attempt: a(1),
+            step: 0,
+            attempt: a(2),
+            failure: StepFailure::Exit(exit),
+            at: Timestamp(7),
+        },
+        DomainEvent::JobRetrying {
+            run: r,
+            job,
+            attempt: a(1),
+            cause: JobFailure::Step {
+                step: 0,
+                failure: StepFailure::Exit(exit),
+            },
+            next_attempt: a(2),
+            at: Timestamp(8),
+        },
+    ]);
+    within(store.append(events)).await.unwrap();
+    let retried = reload(&store, r).await;
+    assert_eq!(
+        (&retried.jobs[0].state, retried.jobs[0].attempt),
+        (&JobState::Queued, a(2))
+    );
+    within(store.append(lifecycle(r, job, a(2), 20)))
+        .await
+        .unwrap();
+    let record = reload(&store, r).await;
+    let job = &record.jobs[0];
+    assert_eq!((&job.state, job.attempt), (&JobState::Succeeded, a(2)));
+    let steps: Vec<_> = job
+        .steps
+        .iter()
+        .map(|s| {
+            (
+                s.job_attempt.get(),
+                s.index,
+                s.attempt.get(),
+                s.state.name(),
+                s.exit,
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            (1, 0, 1, "failed", Some(exit)),
+            (1, 0, 2, "failed", Some(exit)),
+            (2, 0, 1, "succeeded", Some(StepExit::code(0))),
+        ]
+    );
+    assert_eq!(
+        job.steps[1].state,
+        StepState::Failed {
+            failure: StepFailure::Exit(exit)
+        }
+    );
+}
+
+#[tokio::test]
+async fn failed_and_skipped_jobs_keep_their_reasons() {
+    let store = SqliteStore::memory().await.unwrap();
+    let run = new_run(&store, &["build", "deploy"], 0).await;
+    let (build, deploy) = (run.jobs[0].id, run.jobs[1].id);
+    let reason = JobFailure::Provider {
+        message: "image not found".into(),
+    };
+    let skip = JobSkipReason::NeedFailed { job: build };
+    let mut events = lifecycle(run.id, build, a(1), 0);
+    events.truncate(2);
+    events.extend([
+        DomainEvent::JobFailed {
+            run: run.id,
+            job: build,
+            attempt: a(1),
+            reason: reason.clone(),
+            at: Timestamp(3),
+        },
+        DomainEvent::JobSkipped {
+            run: run.id,
+            job: deploy,
+            attempt: a(1),
+            reason: skip,
+            at: Timestamp(4),
+        },
+    ]);
+    within(store.append(events)).await.unwrap();
+    let record = reload(&store, run.id).await;
+    assert_eq!(record.jobs[0].state, JobState::Failed { reason });
+    assert_eq!(record.jobs[1].state, JobState::Skipped { reason: skip });
+}
+
+#[tokio::test]
+async fn events_round_trip_and_page_by_number() {
+    let store = SqliteStore::memory().await.unwrap();
+    let run = new_run(&store, &["build"], 0).await;
+    let mut appended = vec![DomainEvent::RunStarted {
+        run: run.id,
+        at: Timestamp(1),
+    }];
+    appended.extend(lifecycle(run.id, run.jobs[0].id, a(1), 2));
+    appended.push(DomainEvent::RunFailed {
+        run: run.id,
+        failed_jobs: vec![run.jobs[0].id],
+        at: Timestamp(9),
+    });
+    within(store.append(appended.clone())).await.unwrap();
+    let mut read = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = within(store.events(after, 3)).await.unwrap();
+        assert!(page.len() <= 3);
+        let Some(&(last, _)) = page.last() else {
+            break;
+        };
+        after = last;
+        read.extend(page);
+    }
+    let numbers: Vec<u64> = read.iter().map(|(n, _)| *n).collect();
+    assert_eq!(numbers, (1..=8).collect::<Vec<u64>>());
+    let events: Vec<_> = read.into_iter().map(|(_, e)| e).collect();
+    assert_eq!(events, appended);
+    assert!(within(store.events(u64::MAX, 10)).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_event_about_an_unknown_job_fails_its_caller_alone() {
+    let store = SqliteStore::memory().await.unwrap();
+    let run = new_run(&store, &["build"], 0).await;
+    let good = lifecycle(run.id, run.jobs[0].id, a(1), 0);
+    let bad = lifecycle(run.id, JobId(4_242), a(1), 0);
+    // Sent together, so that the writer is likely to put them in one batch.
+    let (ok, err) = within(async {
+        tokio::join!(
+            store.append(good.clone()),
+            store.append(vec![bad[0].clone()])
+        )
+    })
+    .await;
+    ok.unwrap();
+    let err = err.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::NotFound { what } if what == "job-4242"),
+        "{err:?}"
+    );
+    let stored = within(store.events(0, 100)).await.unwrap();
+    assert_eq!(stored.len(), good.len(), "nothing of the failed append");
+    let err = within(store.append(vec![DomainEvent::RunStarted {
+        run: RunId(77),
+        at: Timestamp(0),
+    }]))
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::NotFound { what } if what == "run-77"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_are_all_committed_and_numbered_in_each_callers_order() {
+    let store = SqliteStore::memory().await.unwrap();
+    let jobs: Vec<String> = (0..64).map(|i| format!("job{i}")).collect();
+    let names: Vec<&str> = jobs.iter().map(String::as_str).collect();
+    let run = new_run(&store, &names, 0).await;
+    let mut tasks = Vec::new();
+    for job in &run.jobs {
+        let (store, run_id, job_id) = (store.clone(), run.id, job.id);
+        tasks.push(tokio::spawn(async move {
+            // One job actor: its events one by one, each after the previous one committed.
+            for event in lifecycle(run_id, job_id, a(1), 0) {
+                store.append(vec![event]).await?;
+            }
+            Ok::<_, StoreError>(())
+        }));
+    }
+    for task in tasks {
+        within(task).await.unwrap().unwrap();
+    }
+    let events = within(store.events(0, 10_000)).await.unwrap();
+    assert_eq!(events.len(), 64 * 6);
+    let numbers: Vec<u64> = events.iter().map(|(n, _)| *n).collect();
+    assert_eq!(numbers, (1..=64 * 6).collect::<Vec<u64>>(), "no gaps");
+    for job in &run.jobs {
+        let kinds: Vec<_> = events
+            .iter()
+            .filter(|(_, e)| e.job_id() == Some(job.id))
+            .map(|(_, e)| e.kind())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "job_queued",
+                "job_placed",
+                "job_started",
+                "step_started",
+                "step_succeeded",
+                "job_succeeded"
+            ]
+        );
+    }
+    let record = reload(&store, run.id).await;
+    assert!(record.jobs.iter().all(|j| j.state == JobState::Succeeded));
+}
+
+#[tokio::test]
+async fn unfinished_runs_survive_a_crash_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state").join("hodei.db");
+    let (first, second, done, instance) = {
+        let store = SqliteStore::open(&path).await.unwrap();
+        let first = new_run(&store, &["build"], 100).await;
+        let second = new_run(&store, &["build"], 200).await;
+        let done = new_run(&store, &["build"], 50).await;
+        let mut events = vec![DomainEvent::RunStarted {
+            run: first.id,
+            at: Timestamp(101),
+        }];
+        events.extend(lifecycle(first.id, first.jobs[0].id, a(1), 102));
+        events.truncate(4); // stopped while the job is running
+        events.extend([
+            DomainEvent::RunStarted {
+                run: done.id,
+                at: Timestamp(51),
+            },
+            DomainEvent::RunSucceeded {
+                run: done.id,
+                at: Timestamp(52),
+            },
+        ]);
+        within(store.append(events)).await.unwrap();
+        (first, second, done, store.instance_id().to_owned())
+        // Dropped here without finishing anything.
+    };
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(store.instance_id(), instance, "the instance id is kept");
+    assert_eq!(
+        within(store.unfinished_runs()).await.unwrap(),
+        [first.id, second.id]
+    );
+    let record = reload(&store, first.id).await;
+    assert_eq!(record.state, RunState::Running);
+    assert_eq!(
+        record.jobs[0].state,
+        JobState::Running {
+            worker: worker("local")
+        }
+    );
+    assert_eq!(reload(&store, done.id).await.state, RunState::Succeeded);
+    assert_eq!(within(store.events(0, 100)).await.unwrap().len(), 6);
+}
+
+#[tokio::test]
+async fn instance_ids_tell_databases_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = SqliteStore::open(&dir.path().join("one.db")).await.unwrap();
+    let two = SqliteStore::open(&dir.path().join("two.db")).await.unwrap();
+    let memory = SqliteStore::memory().await.unwrap();
+    let another = SqliteStore::memory().await.unwrap();
+    let ids = [
+        one.instance_id(),
+        two.instance_id(),
+        memory.instance_id(),
+        another.instance_id(),
+    ];
+    for (i, id) in ids.iter().enumerate() {
+        assert!(!id.is_empty());
+        assert!(!ids[i + 1..].contains(id), "{id} is not unique: {ids:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_database_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("garbage.db");
+    std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+    let err = SqliteStore::open(&path).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Corrupt { .. } | StoreError::Unavailable { .. }
+        ),
+        "{err:?}"
+    );
+    let err = SqliteStore::open(dir.path()).await.unwrap_err();
+    assert!(err.is_retryable(), "a directory cannot be opened: {err:?}");
+}
+
+#[tokio::test]
+async fn the_events_table_is_append_only() {
+    let store = SqliteStore::memory().await.unwrap();
+    let run = new_run(&store, &["build"], 0).await;
+    within(store.append(lifecycle(run.id, run.jobs[0].id, a(1), 0)))
+        .await
+        .unwrap();
+    let mut conn = store.reads.acquire().await.unwrap();
+    let update = sqlx::query("UPDATE events SET kind = 'forged'")
+        .execute(&mut *conn)
+        .await;
+    assert!(update.is_err());
+    let delete = sqlx::query("DELETE FROM events").execute(&mut *conn).await;
+    assert!(delete.is_err());
+}
+
+#[tokio::test]
+async fn projection_batches_use_the_primary_keys() {
+    // UPDATE ... FROM json_each must look rows up by key, not scan the tables.
+    let store = SqliteStore::memory().await.unwrap();
+    let mut conn = store.reads.acquire().await.unwrap();
+    for sql in super::queries::PROJECTION_UPDATES {
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .bind("[]")
+                .bind("[]")
+                .bind("[]")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        let details: Vec<_> = plan.into_iter().map(|row| row.3).collect();
+        assert!(
+            details
+                .iter()
+                .any(|d| d.contains("INTEGER PRIMARY KEY") || d.contains("rowid")),
+            "{sql}: {details:?}"
+        );
+        assert!(
+            !details
+                .iter()
+                .any(|d| d.starts_with("SCAN jobs") || d.starts_with("SCAN runs")),
+            "{sql}: {details:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn in_one_batch_a_bad_append_fails_its_caller_and_the_others_commit() {
+    let pools = schema::open_memory().await.unwrap();
+    let run = {
+        let mut conn = pools.write.acquire().await.unwrap();
+        queries::put_pipeline(&mut conn, "web", WEB, Timestamp(0))
+            .await
+            .unwrap();
+        let new = NewRun {
+            pipeline: "web".into(),
+            version: 1,
+            inputs: inputs(),
+            jobs: vec!["a".into(), "b".into()],
+            at: Timestamp(0),
+        };
+        queries::create_run(&mut conn, &new).await.unwrap()
+    };
+    let first = lifecycle(run.id, run.jobs[0].id, a(1), 0);
+    let bad = lifecycle(run.id, JobId(4_242), a(1), 0);
+    let last = lifecycle(run.id, run.jobs[1].id, a(1), 0);
+    let (mut batch, mut answers) = (Vec::new(), Vec::new());
+    for events in [first.clone(), bad, last.clone()] {
+        let (reply, answer) = oneshot::channel();
+        batch.push(Command::Append(Request::new(events, reply)));
+        answers.push(answer);
+    }
+    let commit = within(writer::write(&pools.write, &mut batch)).await;
+    for command in batch {
+        command.answer(&commit);
+    }
+    let results: Vec<_> = futures_results(answers).await;
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    assert!(
+        matches!(&results[1], Err(StoreError::NotFound { what }) if what == "job-4242"),
+        "{results:?}"
+    );
+    let mut conn = pools.read.acquire().await.unwrap();
+    let stored = queries::events(&mut conn, 0, 100).await.unwrap();
+    let expected: Vec<_> = first.into_iter().chain(last).collect();
+    let events: Vec<_> = stored.iter().map(|(_, e)| e.clone()).collect();
+    assert_eq!(events, expected);
+    let numbers: Vec<u64> = stored.iter().map(|(n, _)| *n).collect();
+    assert_eq!(numbers, (1..=12).collect::<Vec<u64>>());
+}
+
+async fn futures_results(
+    answers: Vec<oneshot::Receiver<Result<(), StoreError>>>,
+) -> Vec<Result<(), StoreError>> {
+    let mut results = Vec::new();
+    for answer in answers {
+        results.push(within(answer).await.expect("every caller is answered"));
+    }
+    results
+}

@@ -1,0 +1,311 @@
+//! The writer task: every write of the store goes through it, and it commits them in groups.
+//!
+//! Callers send a [`Command`] with a oneshot for the answer. The task takes the first command
+//! waiting, drains whatever else is queued (up to [`MAX_BATCH`] events' worth), writes all of
+//! it in ONE transaction, commits, and only then answers every caller. So the number of commits
+//! (each one a WAL write) grows with the number of batches, not of callers: under load a batch
+//! fills while the previous one commits, with no added latency when the store is idle.
+//!
+//! A batch is written optimistically, in a handful of statements (all its events in one
+//! append). If one caller's command fails for its own reasons (an event for a run that does not
+//! exist), the transaction is rolled back and the batch written again with a savepoint per
+//! command, so that the mistake fails that caller alone. A failure of the database itself
+//! (busy, I/O, full) fails the whole batch, and every caller in it gets
+//! [`StoreError::Unavailable`].
+//!
+//! One writer also means no two connections ever compete for SQLite's write lock.
+
+use hodei_domain::ids::Timestamp;
+use hodei_domain::ports::{NewRun, PipelineVersion, RunRecord, StoreError};
+use hodei_domain::state::DomainEvent;
+use sqlx::{Connection, Sqlite, SqliteConnection, SqlitePool, Transaction};
+use tokio::sync::{mpsc, oneshot};
+
+use super::error::store_error;
+use super::queries;
+
+/// The most events (or jobs of new runs) written in one transaction.
+pub(super) const MAX_BATCH: usize = 1_000;
+/// Commands waiting for the writer before senders wait too.
+const QUEUE: usize = 4_096;
+
+/// A pipeline definition to store.
+pub(super) struct PipelineText {
+    pub name: String,
+    pub source: String,
+    pub at: Timestamp,
+}
+
+/// A write, with the channel its answer goes to.
+pub(super) enum Command {
+    Append(Request<Vec<DomainEvent>, ()>),
+    /// Boxed: a run record is much bigger than the other commands.
+    CreateRun(Box<Request<NewRun, RunRecord>>),
+    PutPipeline(Request<PipelineText, PipelineVersion>),
+}
+
+impl Command {
+    /// How much of a batch the command takes: its rows, roughly.
+    fn weight(&self) -> usize {
+        match self {
+            Command::Append(request) => request.args.len(),
+            Command::CreateRun(request) => 1 + request.args.jobs.len(),
+            Command::PutPipeline(_) => 1,
+        }
+    }
+
+    pub fn answer(self, commit: &Result<(), StoreError>) {
+        match self {
+            Command::Append(request) => request.answer(commit),
+            Command::CreateRun(request) => request.answer(commit),
+            Command::PutPipeline(request) => request.answer(commit),
+        }
+    }
+}
+
+/// What a caller asked, its result once the unit ran, and where the result goes once committed.
+pub(super) struct Request<A, T> {
+    pub args: A,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+    result: Option<Result<T, StoreError>>,
+}
+
+impl<A, T> Request<A, T> {
+    pub fn new(args: A, reply: oneshot::Sender<Result<T, StoreError>>) -> Self {
+        Request {
+            args,
+            reply,
+            result: None,
+        }
+    }
+
+    /// Sends the result, which holds only if the transaction committed.
+    fn answer(self, commit: &Result<(), StoreError>) {
+        let result = match (self.result, commit) {
+            (Some(Err(err)), _) => Err(err),
+            (Some(Ok(value)), Ok(())) => Ok(value),
+            (Some(Ok(_)) | None, Err(err)) => Err(copy(err)),
+            (None, Ok(())) => Err(StoreError::Unavailable {
+                reason: "the write was not attempted".into(),
+            }),
+        };
+        // The caller may have given up waiting: nothing to do then.
+        let _ = self.reply.send(result);
+    }
+}
+
+/// Starts the writer task on the current Tokio runtime; it ends when every sender is dropped,
+/// after writing what was queued.
+pub(super) fn spawn(pool: SqlitePool) -> mpsc::Sender<Command> {
+    let (sender, receiver) = mpsc::channel(QUEUE);
+    tokio::spawn(run(pool, receiver));
+    sender
+}
+
+async fn run(pool: SqlitePool, mut commands: mpsc::Receiver<Command>) {
+    let mut batch = Vec::new();
+    while let Some(first) = commands.recv().await {
+        // Let the callers that are ready to send (typically those just answered) do so before
+        // draining: otherwise the writer, woken by the first of them, would take it alone.
+        tokio::task::yield_now().await;
+        let mut weight = first.weight();
+        batch.push(first);
+        while weight < MAX_BATCH {
+            let Ok(next) = commands.try_recv() else {
+                break;
+            };
+            weight += next.weight();
+            batch.push(next);
+        }
+        let commit = write(&pool, &mut batch).await;
+        if let Err(err) = &commit {
+            tracing::warn!(commands = batch.len(), error = %err, "Store batch failed.");
+        }
+        for command in batch.drain(..) {
+            command.answer(&commit);
+        }
+    }
+    pool.close().await;
+}
+
+/// Writes a batch in one transaction; each command's own result is left in it.
+///
+/// First optimistically, as few statements as possible: every event of the batch in one
+/// append, then the other commands in order, no savepoint. If a command fails for its own
+/// reasons (an unknown run), that transaction is rolled back and the batch is written again
+/// carefully, each command in its own savepoint, so that it fails alone.
+pub(super) async fn write(pool: &SqlitePool, batch: &mut [Command]) -> Result<(), StoreError> {
+    let what = "writing a batch";
+    let mut conn = pool.acquire().await.map_err(|err| store_error(what, err))?;
+    match write_fast(&mut conn, batch).await {
+        Fast::Committed => Ok(()),
+        Fast::Failed(err) => Err(err),
+        Fast::OneFailed => write_careful(&mut conn, batch).await,
+    }
+}
+
+/// The outcome of an optimistic write.
+enum Fast {
+    Committed,
+    /// The database failed: the whole batch fails.
+    Failed(StoreError),
+    /// Some command failed on its own; nothing was written.
+    OneFailed,
+}
+
+async fn write_fast(conn: &mut SqliteConnection, batch: &mut [Command]) -> Fast {
+    let what = "writing a batch";
+    let mut tx = match conn.begin_with("BEGIN IMMEDIATE").await {
+        Ok(tx) => tx,
+        Err(err) => return Fast::Failed(store_error(what, err)),
+    };
+    // Appends never depend on a run created in the same batch (their ids are not known
+    // before the commit), so all of them can go first, in the order received.
+    let events: Vec<&DomainEvent> = batch.iter().flat_map(events_of).collect();
+    let appended = match events.is_empty() {
+        true => Ok(()),
+        false => queries::append_events(&mut tx, &events).await,
+    };
+    let mut outcome = settle_fast(appended);
+    for command in batch.iter_mut() {
+        if outcome.is_some() {
+            break;
+        }
+        match command {
+            Command::CreateRun(request) => {
+                let result = queries::create_run(&mut tx, &request.args).await;
+                outcome = keep(&mut request.result, result);
+            }
+            Command::PutPipeline(request) => {
+                let PipelineText { name, source, at } = &request.args;
+                let result = queries::put_pipeline(&mut tx, name, source, *at).await;
+                outcome = keep(&mut request.result, result);
+            }
+            Command::Append(request) => request.result = Some(Ok(())),
+        }
+    }
+    if let Some(outcome) = outcome {
+        // Dropping the transaction would roll it back too, but later: the careful pass
+        // needs the connection out of it now.
+        if let Err(err) = tx.rollback().await {
+            return Fast::Failed(store_error(what, err));
+        }
+        return outcome;
+    }
+    match tx.commit().await {
+        Ok(()) => Fast::Committed,
+        Err(err) => Fast::Failed(store_error(what, err)),
+    }
+}
+
+/// `None` while the batch goes on; how it ends otherwise.
+fn settle_fast(result: Result<(), StoreError>) -> Option<Fast> {
+    match result {
+        Ok(()) => None,
+        Err(err) if err.is_retryable() => Some(Fast::Failed(err)),
+        Err(_) => Some(Fast::OneFailed),
+    }
+}
+
+fn keep<T>(
+    slot: &mut Option<Result<T, StoreError>>,
+    result: Result<T, StoreError>,
+) -> Option<Fast> {
+    match result {
+        Ok(value) => {
+            *slot = Some(Ok(value));
+            None
+        }
+        Err(err) => settle_fast(Err(err)),
+    }
+}
+
+/// Writes each command of the batch in its own savepoint, in order.
+async fn write_careful(
+    conn: &mut SqliteConnection,
+    batch: &mut [Command],
+) -> Result<(), StoreError> {
+    let what = "writing a batch";
+    let mut tx = conn
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(|err| store_error(what, err))?;
+    for command in batch.iter_mut() {
+        let mut savepoint = begin_savepoint(&mut tx).await?;
+        match command {
+            Command::Append(request) => {
+                let events: Vec<&DomainEvent> = request.args.iter().collect();
+                let result = queries::append_events(&mut savepoint, &events).await;
+                request.result = Some(settle(savepoint, result).await?);
+            }
+            Command::CreateRun(request) => {
+                let result = queries::create_run(&mut savepoint, &request.args).await;
+                request.result = Some(settle(savepoint, result).await?);
+            }
+            Command::PutPipeline(request) => {
+                let PipelineText { name, source, at } = &request.args;
+                let result = queries::put_pipeline(&mut savepoint, name, source, *at).await;
+                request.result = Some(settle(savepoint, result).await?);
+            }
+        }
+    }
+    tx.commit().await.map_err(|err| store_error(what, err))
+}
+
+fn events_of(command: &Command) -> &[DomainEvent] {
+    match command {
+        Command::Append(request) => &request.args,
+        _ => &[],
+    }
+}
+
+async fn begin_savepoint<'t>(
+    tx: &'t mut Transaction<'_, Sqlite>,
+) -> Result<Transaction<'t, Sqlite>, StoreError> {
+    Connection::begin(&mut **tx)
+        .await
+        .map_err(|err| store_error("starting a savepoint", err))
+}
+
+/// Keeps a unit's writes if it succeeded, undoes them if it failed for its own reasons; a
+/// failure of the database (retryable) is returned as the batch's.
+async fn settle<T>(
+    savepoint: Transaction<'_, Sqlite>,
+    result: Result<T, StoreError>,
+) -> Result<Result<T, StoreError>, StoreError> {
+    match result {
+        Ok(value) => {
+            savepoint
+                .commit()
+                .await
+                .map_err(|err| store_error("releasing a savepoint", err))?;
+            Ok(Ok(value))
+        }
+        Err(err) if err.is_retryable() => Err(err),
+        Err(err) => {
+            savepoint
+                .rollback()
+                .await
+                .map_err(|err| store_error("rolling back a savepoint", err))?;
+            Ok(Err(err))
+        }
+    }
+}
+
+/// The same error for another caller ([`StoreError`] is not `Clone`: it may one day carry a
+/// source).
+fn copy(err: &StoreError) -> StoreError {
+    match err {
+        StoreError::Unavailable { reason } => StoreError::Unavailable {
+            reason: reason.clone(),
+        },
+        StoreError::NotFound { what } => StoreError::NotFound { what: what.clone() },
+        StoreError::Corrupt { what, reason } => StoreError::Corrupt {
+            what: what.clone(),
+            reason: reason.clone(),
+        },
+        other => StoreError::Unavailable {
+            reason: other.to_string(),
+        },
+    }
+}

@@ -1,0 +1,261 @@
+//! The load benchmark of the actor core: every actor, the SQLite store and the log store, with
+//! the scripted `FakeProvider` (no-op jobs) or the real `LocalProvider` (`true` jobs).
+//!
+//! `cargo bench --bench load` prints:
+//! - durable no-op jobs/s through every actor (many runs of independent jobs);
+//! - submit→start latency (p50, p99) of one-job runs submitted at half that rate;
+//! - `true` jobs/s through the LocalProvider against the raw spawn rate of the same command;
+//! - resident memory with 100,000 queued jobs, above idle.
+//!
+//! Sizes can be changed with `HODEI_LOAD_RUNS`, `HODEI_LOAD_JOBS` (jobs per run) and
+//! `HODEI_LOAD_QUEUED`. The figures are in `docs/performance.md`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Context, Handler};
+use hodei_actors::Ports;
+use hodei_actors::messages::{Published, Subscribe, SubmitRun, WorkerSpec};
+use hodei_actors::run::Approvals;
+use hodei_adapters::clock::SystemClock;
+use hodei_adapters::fake::FakeProvider;
+use hodei_adapters::local::LocalProvider;
+use hodei_adapters::logs::FileLogStore;
+use hodei_adapters::sqlite::SqliteStore;
+use hodei_domain::ids::{JobId, RunId, WorkerId};
+use hodei_domain::plan::RunInputs;
+use hodei_domain::ports::{Provider, Reconcile, SecretStore};
+use hodei_domain::state::DomainEvent;
+use hodei_supervisors::{Tree, TreeConfig, start_tree};
+use tokio::sync::mpsc;
+
+struct NoSecrets;
+
+impl SecretStore for NoSecrets {
+    fn get(&self, _: &str) -> Option<String> {
+        None
+    }
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hodei-load-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn tree<P: Provider + Reconcile + 'static>(dir: &std::path::Path, provider: Arc<P>, slots: u32) -> Tree {
+    let store = Arc::new(SqliteStore::open(&dir.join("hodei.db")).await.unwrap());
+    let logs = Arc::new(FileLogStore::open(&dir.join("logs"), 2).unwrap());
+    let ports = Ports {
+        store,
+        logs,
+        provider: provider.clone(),
+        reconcile: provider,
+        clock: Arc::new(SystemClock),
+        secrets: Arc::new(NoSecrets),
+    };
+    let worker = WorkerSpec { id: WorkerId("local".into()), labels: vec![], slots };
+    start_tree(ports, TreeConfig { local_worker: Some(worker), approvals: Approvals::Wait })
+}
+
+/// Forwards the events the benchmark looks at, with the instant they were seen.
+struct Tap(mpsc::UnboundedSender<(Instant, DomainEvent)>);
+
+impl Actor for Tap {
+    type Context = Context<Self>;
+}
+
+impl Handler<Published> for Tap {
+    type Result = ();
+
+    fn handle(&mut self, msg: Published, _: &mut Context<Self>) {
+        let now = Instant::now();
+        for event in msg.events.iter() {
+            if matches!(event, DomainEvent::JobStarted { .. } | DomainEvent::RunSucceeded { .. } | DomainEvent::RunFailed { .. } | DomainEvent::RunCancelled { .. }) {
+                let _ = self.0.send((now, event.clone()));
+            }
+        }
+    }
+}
+
+fn tap(tree: &Tree) -> mpsc::UnboundedReceiver<(Instant, DomainEvent)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let tap = Tap(tx).start();
+    tree.bus.do_send(Subscribe { subscriber: tap.recipient() });
+    rx
+}
+
+fn pipeline(jobs: usize, script: &str) -> String {
+    let mut yaml = String::from("name: load\njobs:\n");
+    for i in 0..jobs {
+        yaml.push_str(&format!("  j{i}: {{steps: ['{script}']}}\n"));
+    }
+    yaml
+}
+
+async fn wait_runs(rx: &mut mpsc::UnboundedReceiver<(Instant, DomainEvent)>, runs: usize) -> Instant {
+    let mut done = 0;
+    let mut last = Instant::now();
+    while done < runs {
+        let (at, event) = tokio::time::timeout(Duration::from_secs(300), rx.recv()).await.expect("runs finish: likely deadlocked").unwrap();
+        if matches!(event, DomainEvent::RunSucceeded { .. } | DomainEvent::RunFailed { .. } | DomainEvent::RunCancelled { .. }) {
+            assert!(matches!(event, DomainEvent::RunSucceeded { .. }), "{event:?}");
+            done += 1;
+            last = at;
+        }
+    }
+    last
+}
+
+async fn throughput(runs: usize, jobs: usize) -> f64 {
+    let dir = scratch("throughput");
+    let tree = tree(&dir, Arc::new(FakeProvider::quiet()), 256).await;
+    let mut rx = tap(&tree);
+    let source = pipeline(jobs, "noop");
+    let started = Instant::now();
+    let mut pending = Vec::new();
+    for _ in 0..runs {
+        pending.push(tree.orchestrator.send(SubmitRun { source: source.clone(), inputs: RunInputs::default() }));
+    }
+    for submit in pending {
+        submit.await.unwrap().unwrap();
+    }
+    let end = wait_runs(&mut rx, runs).await;
+    let rate = (runs * jobs) as f64 / end.duration_since(started).as_secs_f64();
+    println!("durable no-op jobs through every actor: {} jobs in {:.2} s = {rate:.0} jobs/s", runs * jobs, end.duration_since(started).as_secs_f64());
+    let _ = std::fs::remove_dir_all(&dir);
+    rate
+}
+
+async fn latency(rate: f64, count: usize) {
+    let dir = scratch("latency");
+    let tree = tree(&dir, Arc::new(FakeProvider::quiet()), 256).await;
+    let mut rx = tap(&tree);
+    let source = pipeline(1, "noop");
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let submitted: Arc<Mutex<HashMap<RunId, Instant>>> = Arc::default();
+    let mut started: HashMap<RunId, Instant> = HashMap::new();
+    let begin = Instant::now();
+    for i in 0..count {
+        let at = begin + interval * i as u32;
+        tokio::time::sleep_until(at.into()).await;
+        let sent = Instant::now();
+        let run = tree.orchestrator.send(SubmitRun { source: source.clone(), inputs: RunInputs::default() }).await.unwrap().unwrap();
+        submitted.lock().unwrap().insert(run, sent);
+        while let Ok((at, event)) = rx.try_recv() {
+            if let DomainEvent::JobStarted { run, .. } = event {
+                started.insert(run, at);
+            }
+        }
+    }
+    while started.len() < count {
+        let (at, event) = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await.expect("jobs start").unwrap();
+        if let DomainEvent::JobStarted { run, .. } = event {
+            started.insert(run, at);
+        }
+    }
+    let submitted = submitted.lock().unwrap();
+    let mut latencies: Vec<f64> = started.iter().map(|(run, at)| at.duration_since(submitted[run]).as_secs_f64() * 1000.0).collect();
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    println!("submit→start at {rate:.0} runs/s ({count} one-job runs): p50 {:.2} ms, p99 {:.2} ms", pct(0.50), pct(0.99));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn local_spawn(jobs: usize) {
+    let dir = scratch("local");
+    // The raw rate: the same command, spawned and waited for, two at a time (2 cores).
+    let started = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..jobs {
+        if set.len() >= 2 {
+            set.join_next().await;
+        }
+        set.spawn(async move {
+            let status = tokio::process::Command::new("/bin/sh").args(["-e", "-c", "true"]).env_clear().current_dir("/").status().await;
+            assert!(status.unwrap().success(), "spawn {i}");
+        });
+    }
+    while set.join_next().await.is_some() {}
+    let raw = jobs as f64 / started.elapsed().as_secs_f64();
+    let provider = Arc::new(LocalProvider::new(dir.join("workspaces"), "load-bench".into()));
+    let tree = tree(&dir, provider, 2).await;
+    let mut rx = tap(&tree);
+    let runs = jobs / 10;
+    let source = pipeline(10, "true");
+    let started = Instant::now();
+    for _ in 0..runs {
+        tree.orchestrator.send(SubmitRun { source: source.clone(), inputs: RunInputs::default() }).await.unwrap().unwrap();
+    }
+    let end = wait_runs(&mut rx, runs).await;
+    let hodei = (runs * 10) as f64 / end.duration_since(started).as_secs_f64();
+    println!("`true` jobs through LocalProvider: {hodei:.0} jobs/s; raw spawn of `/bin/sh -e -c true`: {raw:.0}/s; ratio {:.1}%", hodei / raw * 100.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
+}
+
+async fn queued_memory(jobs: usize) {
+    let dir = scratch("memory");
+    // No slot: every job stays queued.
+    let tree = tree(&dir, Arc::new(FakeProvider::quiet()), 0).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let idle = rss_kib();
+    let per_run = 100;
+    let source = pipeline(per_run, "noop");
+    for _ in 0..jobs / per_run {
+        tree.orchestrator.send(SubmitRun { source: source.clone(), inputs: RunInputs::default() }).await.unwrap().unwrap();
+    }
+    // Wait until every job is queued (the store says so).
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let mut queued = 0;
+        let mut after = 0;
+        while let Ok(page) = tree.ports.store.events(after, 10_000).await {
+            let Some(&(last, _)) = page.last() else { break };
+            after = last;
+            queued += page.iter().filter(|(_, e)| matches!(e, DomainEvent::JobQueued { .. })).count();
+        }
+        if queued >= jobs {
+            break;
+        }
+        assert!(Instant::now() < deadline, "jobs never all queued: {queued}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let loaded = rss_kib();
+    println!(
+        "resident memory with {jobs} queued jobs: {:.1} MiB above idle ({:.1} MiB idle, {:.1} MiB loaded, {:.0} bytes per queued job)",
+        (loaded.saturating_sub(idle)) as f64 / 1024.0,
+        idle as f64 / 1024.0,
+        loaded as f64 / 1024.0,
+        (loaded.saturating_sub(idle)) as f64 * 1024.0 / jobs as f64
+    );
+    let _ = JobId(0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn main() {
+    // `cargo test --benches` runs this with `--bench` absent: keep that pass quick.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let runs = env_or("HODEI_LOAD_RUNS", if quick { 4 } else { 400 });
+    let jobs = env_or("HODEI_LOAD_JOBS", if quick { 5 } else { 50 });
+    let queued = env_or("HODEI_LOAD_QUEUED", if quick { 200 } else { 100_000 });
+    let system = actix::System::new();
+    system.block_on(async move {
+        let rate = throughput(runs, jobs).await;
+        latency((rate / 2.0).max(1.0), if quick { 20 } else { 2_000 }).await;
+        local_spawn(if quick { 20 } else { 1_000 }).await;
+        queued_memory(queued).await;
+    });
+}

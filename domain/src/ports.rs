@@ -1,0 +1,360 @@
+//! The ports: what the actors need from the outside world, as traits the adapters implement.
+//! The domain defines them and stays free of I/O; the binary chooses the implementations.
+//!
+//! Futures are boxed ([`BoxFuture`]) so that ports can be used as trait objects without any
+//! async runtime in the domain.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::ids::{JobId, RunId, Timestamp};
+use crate::model::{Env, Image, Name, PullPolicy, Resources, Service};
+use crate::state::{Attempt, StepExit};
+
+/// A boxed, sendable future: what port methods return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The time, as the caller sees it. Tests use a clock they move by hand.
+pub trait Clock: Send + Sync {
+    /// Now, in milliseconds since the Unix epoch.
+    fn now(&self) -> Timestamp;
+}
+
+/// What a provider needs to know to prepare a job attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSpec {
+    pub run: RunId,
+    pub job: JobId,
+    pub attempt: Attempt,
+    /// The job's display name, e.g. `test (os=bookworm, rust=stable)`.
+    pub name: String,
+    pub image: Option<Image>,
+    pub pull: PullPolicy,
+    pub user: Option<String>,
+    pub services: Vec<(Name, Service)>,
+    pub resources: Resources,
+}
+
+/// One step to run in a prepared workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepSpec {
+    /// Its position in the job, from 0.
+    pub index: u32,
+    /// The step's own attempt, from 1.
+    pub attempt: Attempt,
+    /// The script, handed to the shell as its last argument, never rewritten.
+    pub script: String,
+    /// The shell's command line, e.g. `["/bin/sh", "-e", "-c"]`.
+    pub shell: Vec<String>,
+    /// The complete environment of the step: nothing else is inherited.
+    pub env: Env,
+    /// Relative to the workspace.
+    pub working_dir: Option<String>,
+}
+
+/// A job attempt's prepared workspace, as the provider identifies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workspace {
+    pub run: RunId,
+    pub job: JobId,
+    pub attempt: Attempt,
+    /// Provider-specific: a directory, a container id, a pod name.
+    pub id: String,
+}
+
+/// A started step, as the provider identifies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepHandle {
+    pub job: JobId,
+    pub index: u32,
+    pub attempt: Attempt,
+    /// Provider-specific: a process group id, a container exec id.
+    pub id: String,
+}
+
+/// Where a provider delivers a step's output: stdout and stderr interleaved in the order they
+/// were written, as raw bytes, in chunks of any size.
+pub trait OutputSink: Send + Sync {
+    /// Takes one chunk. Must not block for long: it is called from the provider's reader.
+    fn output(&self, chunk: &[u8]);
+}
+
+/// A provider's failure to do its part. A step's own failure is not one: it is a [`StepExit`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProviderError {
+    /// The engine behind the provider cannot be reached (Docker down, API refused); retry later.
+    #[error("{provider} is unavailable: {reason}")]
+    Unavailable {
+        provider: &'static str,
+        reason: String,
+    },
+    /// The job's workspace could not be set up.
+    #[error("cannot set up the workspace: {reason}")]
+    SetUp { reason: String },
+    /// The step's process could not be started (shell missing, bad working directory, ...).
+    #[error("cannot start the step: {reason}")]
+    Start { reason: String },
+    /// The step ran but its outcome could not be collected.
+    #[error("lost track of the step: {reason}")]
+    Wait { reason: String },
+    /// Anything else the provider could not do.
+    #[error("{provider}: {reason}")]
+    Other {
+        provider: &'static str,
+        reason: String,
+    },
+}
+
+impl ProviderError {
+    /// Whether trying again later may succeed without any change by the user.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ProviderError::Unavailable { .. })
+    }
+}
+
+/// Runs the steps of jobs somewhere: local processes, Docker containers, Kubernetes pods.
+///
+/// ## Lifecycle
+/// For each job attempt: [`set_up`](Provider::set_up) once; then for each step, in order,
+/// [`start_step`](Provider::start_step) and [`wait_step`](Provider::wait_step); at the end,
+/// [`tear_down`](Provider::tear_down) — also after a failed set-up, a failed step, a cancel or a
+/// timeout. [`destroy_step`](Provider::destroy_step) stops a running step at any moment.
+///
+/// ## Guarantees
+/// - A step runs with exactly [`StepSpec::env`], never the environment of Hodei itself.
+/// - Output reaches the sink in the order it was written, stdout and stderr interleaved, and
+///   all of it has been delivered when `wait_step` returns.
+/// - The exit code, the signal and an out-of-memory kill are data ([`StepExit`]), not errors.
+/// - `destroy_step` leaves nothing of the step running (every process it started, a container,
+///   a pod); it is idempotent and safe on a step that never started or already ended.
+/// - `tear_down` is idempotent and safe after a failed or partial `set_up`.
+///
+/// ## Errors
+/// [`ProviderError`] when the provider itself fails; [`ProviderError::is_retryable`] tells the
+/// scheduler whether to wait for the engine rather than fail the job.
+pub trait Provider: Send + Sync {
+    /// A short name for logs and metrics: `local`, `docker`, `kubernetes`, `fake`.
+    fn name(&self) -> &'static str;
+
+    /// Prepares the workspace of a job attempt.
+    fn set_up<'a>(&'a self, job: &'a JobSpec) -> BoxFuture<'a, Result<Workspace, ProviderError>>;
+
+    /// Starts a step; its output goes to `output` until it ends.
+    fn start_step<'a>(
+        &'a self,
+        workspace: &'a Workspace,
+        step: &'a StepSpec,
+        output: Arc<dyn OutputSink>,
+    ) -> BoxFuture<'a, Result<StepHandle, ProviderError>>;
+
+    /// Waits for a started step to end, after all its output was delivered.
+    fn wait_step<'a>(
+        &'a self,
+        step: &'a StepHandle,
+    ) -> BoxFuture<'a, Result<StepExit, ProviderError>>;
+
+    /// Stops a step and everything it started. Idempotent.
+    fn destroy_step<'a>(&'a self, step: &'a StepHandle)
+    -> BoxFuture<'a, Result<(), ProviderError>>;
+
+    /// Removes the workspace. Idempotent, safe after a failed set-up.
+    fn tear_down<'a>(
+        &'a self,
+        workspace: &'a Workspace,
+    ) -> BoxFuture<'a, Result<(), ProviderError>>;
+}
+
+/// Something a provider started in an earlier life of Hodei and stopped on reconciliation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphan {
+    pub job: JobId,
+    pub job_attempt: Attempt,
+    pub step: u32,
+    pub step_attempt: Attempt,
+    /// Provider-specific: the process group, the container.
+    pub id: String,
+}
+
+/// Finds what an earlier life of Hodei left running. Part of every provider; separate from
+/// [`Provider`] so that the lifecycle above stays about one job.
+pub trait Reconcile: Send + Sync {
+    /// Stops everything this provider started before the current process and that still runs,
+    /// and says what it was. Idempotent: a second call finds nothing.
+    fn reap_orphans(&self) -> BoxFuture<'_, Result<Vec<Orphan>, ProviderError>>;
+}
+
+/// A version of a pipeline definition, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineVersion {
+    pub name: String,
+    /// From 1, one more for each change of the definition's text.
+    pub version: u32,
+    /// The YAML text.
+    pub source: String,
+    pub created: Timestamp,
+}
+
+/// A run to create: its jobs are the jobs of the plan, in plan order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRun {
+    pub pipeline: String,
+    pub version: u32,
+    pub inputs: crate::plan::RunInputs,
+    /// The planned jobs' names, in plan order; each gets a [`JobId`].
+    pub jobs: Vec<String>,
+    pub at: Timestamp,
+}
+
+/// A run as stored: enough to rebuild every machine of it after a restart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub id: RunId,
+    pub pipeline: String,
+    pub version: u32,
+    /// The definition the run was planned from.
+    pub source: String,
+    pub inputs: crate::plan::RunInputs,
+    pub state: crate::state::RunState,
+    pub since: Timestamp,
+    pub created: Timestamp,
+    /// In plan order: `jobs[i]` is the plan's job `i`.
+    pub jobs: Vec<JobRecord>,
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub name: String,
+    pub state: crate::state::JobState,
+    pub attempt: Attempt,
+    pub since: Timestamp,
+    /// Steps of every attempt, in order of job attempt, then index, then step attempt.
+    pub steps: Vec<StepRecord>,
+}
+
+/// A step attempt as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRecord {
+    pub job_attempt: Attempt,
+    pub index: u32,
+    pub attempt: Attempt,
+    pub state: crate::state::StepState,
+    pub exit: Option<StepExit>,
+    pub since: Timestamp,
+}
+
+/// The store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database cannot be reached or refused the operation; retry later.
+    #[error("the store is unavailable: {reason}")]
+    Unavailable { reason: String },
+    /// What was asked for does not exist.
+    #[error("{what} not found")]
+    NotFound { what: String },
+    /// The stored data cannot be read back: a bug or a foreign change to the database.
+    #[error("corrupt record {what}: {reason}")]
+    Corrupt { what: String, reason: String },
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
+}
+
+/// The durable record of pipelines, runs, jobs, steps and events.
+///
+/// ## Guarantees
+/// - [`append`](Store::append) writes the events to the append-only log and updates the
+///   projections (the current state of runs, jobs and steps) in one transaction: after it
+///   returns, both are durable, and a crash before it returns leaves neither.
+/// - Events are numbered in the order they were appended; [`events`](Store::events) pages
+///   through them by that number (keyset, not offset).
+///
+/// ## Assumptions
+/// Transitions are checked by the state machines before they are appended; the store records
+/// them as they come.
+pub trait Store: Send + Sync {
+    /// Stores a pipeline definition; the same text as the latest version is that version.
+    fn put_pipeline<'a>(
+        &'a self,
+        name: &'a str,
+        source: &'a str,
+        at: Timestamp,
+    ) -> BoxFuture<'a, Result<PipelineVersion, StoreError>>;
+
+    /// The latest version of a pipeline.
+    fn pipeline<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PipelineVersion>, StoreError>>;
+
+    /// Creates a run and its jobs, all pending.
+    fn create_run(&self, run: NewRun) -> BoxFuture<'_, Result<RunRecord, StoreError>>;
+
+    /// Appends events and applies them to the projections, in one transaction.
+    fn append(
+        &self,
+        events: Vec<crate::state::DomainEvent>,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// A run with its jobs and steps.
+    fn run(&self, id: RunId) -> BoxFuture<'_, Result<Option<RunRecord>, StoreError>>;
+
+    /// The runs that are not finished, oldest first.
+    fn unfinished_runs(&self) -> BoxFuture<'_, Result<Vec<RunId>, StoreError>>;
+
+    /// Events numbered after `after`, at most `limit`, with their numbers.
+    fn events(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<(u64, crate::state::DomainEvent)>, StoreError>>;
+}
+
+/// The logs of jobs: one append-only byte stream per job, addressed by byte offset.
+///
+/// ## Guarantees
+/// - Bytes are appended in the order `append` is called for a job; offsets never change.
+/// - After [`flush`](LogStore::flush) returns, everything appended before it is durable.
+/// - `append` never blocks on the disk: writing happens on the store's own threads.
+pub trait LogStore: Send + Sync {
+    /// Appends to a job's log; returns the offset of the first byte appended.
+    fn append(&self, job: JobId, bytes: &[u8]) -> Result<u64, LogError>;
+
+    /// Waits until everything appended to the job's log so far is durable; returns its length.
+    fn flush(&self, job: JobId) -> BoxFuture<'_, Result<u64, LogError>>;
+
+    /// The bytes from `from` (inclusive) to `to` (exclusive, or the end), as far as written.
+    fn read(
+        &self,
+        job: JobId,
+        from: u64,
+        to: Option<u64>,
+    ) -> BoxFuture<'_, Result<Vec<u8>, LogError>>;
+
+    /// The length of the job's log as appended so far.
+    fn len(&self, job: JobId) -> Result<u64, LogError>;
+}
+
+/// A log could not be written or read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    #[error("log of {job}: {reason}")]
+    Io { job: JobId, reason: String },
+    #[error("log of {job}: the writer has stopped")]
+    Closed { job: JobId },
+}
+
+/// Secret values by name, from wherever the deployment keeps them.
+pub trait SecretStore: Send + Sync {
+    /// The value of the secret `name`, if there is one.
+    fn get(&self, name: &str) -> Option<String>;
+}

@@ -1,0 +1,428 @@
+//! [`Cluster`]: the scheduler's whole state (workers, their usage, the queue) and the calls that
+//! change it from outside: workers come, change and go; jobs are queued, dequeued and finish.
+//! Placement itself is in `place.rs`, the queue view in `explain.rs`.
+
+use std::collections::{BTreeSet, HashMap};
+
+use super::index::{IdMap, Slab};
+use super::job::{JobEntry, JobState, QueuedJob, rank};
+use super::queue::{Class, Group, Lane, LaneKey, Need, Project};
+use super::worker::{Demand, Pool, Usage, Worker, WorkerEntry, WorkerState};
+use super::{Policy, ScheduleError};
+use crate::ids::{JobId, Timestamp, WorkerId};
+use crate::model::{Label, Name};
+
+/// Workers, their usage and the queue, with the placement policy of [`Policy`].
+///
+/// One value is held by the Scheduler actor; every method is a plain function of the value and
+/// its arguments (time comes in as `now` or `queued_at`).
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub(super) policy: Policy,
+    pub(super) aging_ms: u64,
+    pub(super) reserve_after_ms: u64,
+    pub(super) workers: Slab<WorkerEntry>,
+    pub(super) worker_ids: HashMap<WorkerId, u32>,
+    pub(super) next_reg: u64,
+    pub(super) pools: Slab<Pool>,
+    pub(super) pool_ids: HashMap<BTreeSet<Label>, u32>,
+    pub(super) needs: Slab<Need>,
+    pub(super) need_ids: HashMap<Vec<Label>, u32>,
+    pub(super) classes: Slab<Class>,
+    pub(super) class_ids: IdMap<(u32, Demand), u32>,
+    pub(super) projects: Slab<Project>,
+    pub(super) project_ids: HashMap<Name, u32>,
+    pub(super) groups: Slab<Group>,
+    pub(super) group_ids: HashMap<Name, u32>,
+    pub(super) lanes: Slab<Lane>,
+    pub(super) lane_ids: IdMap<(u32, u32, Option<u32>), u32>,
+    pub(super) jobs: Slab<JobEntry>,
+    pub(super) job_ids: IdMap<JobId, u32>,
+    /// The head of every class that has queued, unparked jobs and is not blocked.
+    pub(super) ready: BTreeSet<LaneKey>,
+    /// The jobs that hold a worker reservation.
+    pub(super) reservations: Vec<u32>,
+    /// No blocked class's best job starves before this instant (checked lazily).
+    pub(super) next_reserve_check: Timestamp,
+    pub(super) queued: usize,
+    /// Reused buffer of lane keys, so that keying lanes again does not allocate.
+    pub(super) scratch: Vec<LaneKey>,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster::new(Policy::default())
+    }
+}
+
+impl Cluster {
+    /// An empty cluster: no worker, no job.
+    pub fn new(policy: Policy) -> Cluster {
+        let millis = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Cluster {
+            aging_ms: millis(policy.aging_interval).max(1),
+            reserve_after_ms: millis(policy.reserve_after),
+            policy,
+            workers: Slab::default(),
+            worker_ids: HashMap::new(),
+            next_reg: 0,
+            pools: Slab::default(),
+            pool_ids: HashMap::new(),
+            needs: Slab::default(),
+            need_ids: HashMap::new(),
+            classes: Slab::default(),
+            class_ids: IdMap::default(),
+            projects: Slab::default(),
+            project_ids: HashMap::new(),
+            groups: Slab::default(),
+            group_ids: HashMap::new(),
+            lanes: Slab::default(),
+            lane_ids: IdMap::default(),
+            jobs: Slab::default(),
+            job_ids: IdMap::default(),
+            ready: BTreeSet::new(),
+            reservations: Vec::new(),
+            next_reserve_check: Timestamp(i64::MAX),
+            queued: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The policy the cluster was made with.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Registers a worker. It takes jobs at the next [`place`](Cluster::place) if it is ready.
+    pub fn add_worker(&mut self, worker: Worker) -> Result<(), ScheduleError> {
+        if self.worker_ids.contains_key(&worker.id) {
+            return Err(ScheduleError::DuplicateWorker { worker: worker.id });
+        }
+        let pool = self.pool_for(&worker.labels);
+        let reg = self.next_reg;
+        self.next_reg += 1;
+        let id = worker.id.clone();
+        let index = self.workers.insert(WorkerEntry {
+            spec: worker,
+            pool,
+            reg,
+            used_slots: 0,
+            used_cpu: 0,
+            used_memory: 0,
+            jobs: Vec::new(),
+            reserved_for: None,
+            avail: None,
+        });
+        self.worker_ids.insert(id, index);
+        self.pools[pool].workers.push(index);
+        self.next_reserve_check = Timestamp(i64::MIN);
+        self.worker_changed(index);
+        Ok(())
+    }
+
+    /// Replaces what a registered worker offers (labels, slots, capacity, state). Its placed jobs
+    /// stay placed, even if it no longer has their labels or room for them: a worker left with
+    /// less room than its jobs use takes no new job until they fit again. A reservation on it is
+    /// dropped (its job reserves again at a later round if it still starves).
+    pub fn update_worker(&mut self, worker: Worker) -> Result<(), ScheduleError> {
+        let Some(&index) = self.worker_ids.get(&worker.id) else {
+            return Err(ScheduleError::UnknownWorker { worker: worker.id });
+        };
+        if let Some(job) = self.workers[index].reserved_for {
+            self.cancel_reservation(job);
+        }
+        if worker.labels != self.workers[index].spec.labels {
+            self.leave_pool(index);
+            let pool = self.pool_for(&worker.labels);
+            self.pools[pool].workers.push(index);
+            self.workers[index].pool = pool;
+        }
+        self.workers[index].spec = worker;
+        self.next_reserve_check = Timestamp(i64::MIN);
+        self.worker_changed(index);
+        Ok(())
+    }
+
+    /// Changes only the state of a registered worker: drain it, bring it back, mark it offline.
+    pub fn set_worker_state(
+        &mut self,
+        worker: &WorkerId,
+        state: WorkerState,
+    ) -> Result<(), ScheduleError> {
+        let spec = self
+            .worker(worker)
+            .ok_or_else(|| ScheduleError::UnknownWorker {
+                worker: worker.clone(),
+            })?;
+        let spec = Worker {
+            state,
+            ..spec.clone()
+        };
+        self.update_worker(spec)
+    }
+
+    /// Unregisters a worker and hands back the jobs that were placed on it, as they were queued
+    /// (same `seq` and `queued_at`, so they keep their age), in placement order: the caller queues
+    /// them again or fails them. Their concurrency groups are free again.
+    pub fn remove_worker(&mut self, worker: &WorkerId) -> Result<Vec<QueuedJob>, ScheduleError> {
+        let Some(index) = self.worker_ids.remove(worker) else {
+            return Err(ScheduleError::UnknownWorker {
+                worker: worker.clone(),
+            });
+        };
+        if let Some(job) = self.workers[index].reserved_for {
+            self.cancel_reservation(job);
+        }
+        let placed = self.workers[index].jobs.clone();
+        let evicted = placed
+            .into_iter()
+            .map(|job| {
+                let queued = self.queued_job(job);
+                self.unplace(job);
+                self.forget_job(job);
+                queued
+            })
+            .collect();
+        self.leave_pool(index);
+        self.workers.remove(index);
+        Ok(evicted)
+    }
+
+    /// Queues a job. It is considered at the next [`place`](Cluster::place).
+    pub fn enqueue(&mut self, job: QueuedJob) -> Result<(), ScheduleError> {
+        if self.job_ids.contains_key(&job.job) {
+            return Err(ScheduleError::DuplicateJob { job: job.job });
+        }
+        let demand = Demand::of(job.resources);
+        let (class, project, group, lane) =
+            self.intern(&job.runs_on, demand, &job.project, job.concurrency.as_ref());
+        let index = self.jobs.insert(JobEntry {
+            id: job.job,
+            run: job.run,
+            class,
+            project,
+            group,
+            priority: job.priority,
+            rank: rank(job.queued_at, job.priority, self.aging_ms),
+            seq: job.seq,
+            queued_at: job.queued_at,
+            state: JobState::Queued { lane },
+            reserved: None,
+        });
+        self.job_ids.insert(job.job, index);
+        self.push_job(index);
+        Ok(())
+    }
+
+    /// Takes a queued job out of the queue (it was cancelled). A job already placed is not
+    /// queued: report it [`finished`](Cluster::finished) instead.
+    pub fn dequeue(&mut self, job: JobId) -> Result<(), ScheduleError> {
+        let index = self.find_job(job)?;
+        if let Some(worker) = self.jobs[index].worker() {
+            return Err(ScheduleError::AlreadyPlaced {
+                job,
+                worker: self.workers[worker].spec.id.clone(),
+            });
+        }
+        if self.jobs[index].reserved.is_some() {
+            self.cancel_reservation(index);
+        }
+        let lane = self.pull_job(index);
+        self.drop_lane_if_empty(lane);
+        self.forget_job(index);
+        Ok(())
+    }
+
+    /// A placed job ended (succeeded, failed, was cancelled or lost): its slot, CPU and memory
+    /// are free again, and so is its concurrency group.
+    pub fn finished(&mut self, job: JobId) -> Result<(), ScheduleError> {
+        let index = self.find_job(job)?;
+        let Some(worker) = self.jobs[index].worker() else {
+            return Err(ScheduleError::StillQueued { job });
+        };
+        self.unplace(index);
+        self.forget_job(index);
+        self.worker_changed(worker);
+        Ok(())
+    }
+
+    /// A registered worker.
+    pub fn worker(&self, worker: &WorkerId) -> Option<&Worker> {
+        let index = *self.worker_ids.get(worker)?;
+        Some(&self.workers[index].spec)
+    }
+
+    /// Every registered worker, in no particular order.
+    pub fn workers(&self) -> impl Iterator<Item = &Worker> {
+        self.workers.iter().map(|(_, entry)| &entry.spec)
+    }
+
+    /// What a registered worker has in use.
+    pub fn usage(&self, worker: &WorkerId) -> Option<Usage> {
+        let index = *self.worker_ids.get(worker)?;
+        Some(self.workers[index].usage(|job| self.jobs[job].id))
+    }
+
+    /// The worker a job is placed on, if it is placed.
+    pub fn placed_on(&self, job: JobId) -> Option<&WorkerId> {
+        let worker = self.jobs[*self.job_ids.get(&job)?].worker()?;
+        Some(&self.workers[worker].spec.id)
+    }
+
+    /// Whether a job is queued (not yet placed).
+    pub fn is_queued(&self, job: JobId) -> bool {
+        self.job_ids
+            .get(&job)
+            .is_some_and(|&index| self.jobs[index].lane().is_some())
+    }
+
+    /// How many jobs are queued.
+    pub fn queued_len(&self) -> usize {
+        self.queued
+    }
+
+    /// How many jobs are placed and not finished.
+    pub fn placed_len(&self) -> usize {
+        self.jobs.len() - self.queued
+    }
+
+    pub(super) fn find_job(&self, job: JobId) -> Result<u32, ScheduleError> {
+        self.job_ids
+            .get(&job)
+            .copied()
+            .ok_or(ScheduleError::UnknownJob { job })
+    }
+
+    /// A job as the caller queued it.
+    pub(super) fn queued_job(&self, job: u32) -> QueuedJob {
+        let entry = &self.jobs[job];
+        let class = &self.classes[entry.class];
+        QueuedJob {
+            job: entry.id,
+            run: entry.run,
+            project: self.projects[entry.project].name.clone(),
+            runs_on: self.needs[class.need].labels.clone(),
+            resources: class.demand.resources(),
+            priority: entry.priority,
+            concurrency: entry.group.map(|group| self.groups[group].name.clone()),
+            seq: entry.seq,
+            queued_at: entry.queued_at,
+        }
+    }
+
+    /// Releases what a placed job holds: its share of the worker, its project's running count,
+    /// its concurrency group. The job entry stays for the caller to forget.
+    pub(super) fn unplace(&mut self, job: u32) {
+        let entry = &self.jobs[job];
+        let worker = entry.worker().expect("an unplaced job is placed");
+        let (project, group) = (entry.project, entry.group);
+        let demand = self.classes[entry.class].demand;
+        let worker_entry = &mut self.workers[worker];
+        worker_entry.used_slots -= 1;
+        worker_entry.used_cpu -= demand.cpu;
+        worker_entry.used_memory -= demand.memory;
+        let position = worker_entry
+            .jobs
+            .iter()
+            .position(|&j| j == job)
+            .expect("a placed job is listed on its worker");
+        worker_entry.jobs.remove(position);
+        self.projects[project].running -= 1;
+        self.rekey_project(project);
+        if let Some(group) = group
+            && self.groups[group].holder == Some(job)
+        {
+            self.groups[group].holder = None;
+            self.rekey_group(group);
+        }
+    }
+
+    /// Drops a job's worker reservation; the worker takes other jobs again.
+    pub(super) fn cancel_reservation(&mut self, job: u32) {
+        let Some(worker) = self.jobs[job].reserved.take() else {
+            return;
+        };
+        self.workers[worker].reserved_for = None;
+        let class = self.jobs[job].class;
+        self.classes[class].reservation = None;
+        self.reservations.retain(|&j| j != job);
+        // The class may have another starving job to reserve for.
+        self.next_reserve_check = Timestamp(i64::MIN);
+        self.worker_changed(worker);
+    }
+
+    /// After anything that may give a worker more room: its entry in its pool's available set is
+    /// brought up to date, and the blocked classes it now fits are tried again.
+    pub(super) fn worker_changed(&mut self, worker: u32) {
+        self.refresh_available(worker);
+        let entry = &self.workers[worker];
+        if !entry.is_available() {
+            return;
+        }
+        let pool = entry.pool;
+        for i in 0..self.pools[pool].classes.len() {
+            let class = self.pools[pool].classes[i];
+            let class_entry = &self.classes[class];
+            if class_entry.blocked && self.workers[worker].fits_now(class_entry.demand) {
+                self.set_blocked(class, false);
+            }
+        }
+    }
+
+    /// Puts the worker in its pool's available set, or takes it out, as its state says.
+    pub(super) fn refresh_available(&mut self, worker: u32) {
+        let entry = &self.workers[worker];
+        let key = entry.is_available().then(|| entry.avail_key(worker));
+        if key == entry.avail {
+            return;
+        }
+        let (pool, old) = (entry.pool, entry.avail);
+        self.workers[worker].avail = key;
+        let available = &mut self.pools[pool].available;
+        if let Some(old) = old {
+            available.remove(&old);
+        }
+        if let Some(key) = key {
+            available.insert(key);
+        }
+    }
+
+    /// The pool of this label set, made (and linked to the classes it can serve) if needed.
+    fn pool_for(&mut self, labels: &BTreeSet<Label>) -> u32 {
+        if let Some(&pool) = self.pool_ids.get(labels) {
+            return pool;
+        }
+        let mut entry = Pool::new(labels.clone());
+        let mut serves = Vec::new();
+        for (need, need_entry) in self.needs.iter() {
+            if entry.includes(&need_entry.labels) {
+                serves.push(need);
+                entry.classes.extend_from_slice(&need_entry.classes);
+            }
+        }
+        let pool = self.pools.insert(entry);
+        self.pool_ids.insert(labels.clone(), pool);
+        for need in serves {
+            self.needs[need].pools.push(pool);
+        }
+        pool
+    }
+
+    /// Takes a worker out of its pool; an empty pool is dropped.
+    fn leave_pool(&mut self, worker: u32) {
+        let entry = &mut self.workers[worker];
+        let pool = entry.pool;
+        if let Some(key) = entry.avail.take() {
+            self.pools[pool].available.remove(&key);
+        }
+        let pool_entry = &mut self.pools[pool];
+        pool_entry.workers.retain(|&w| w != worker);
+        if pool_entry.workers.is_empty() {
+            let pool_entry = self.pools.remove(pool);
+            self.pool_ids.remove(&pool_entry.labels);
+            for (_, need) in self.needs.iter_mut() {
+                need.pools.retain(|&p| p != pool);
+            }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The one place that chooses concrete adapters and starts the supervision tree.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hodei_actors::Ports;
+use hodei_actors::messages::WorkerSpec;
+use hodei_actors::run::Approvals;
+use hodei_adapters::clock::SystemClock;
+use hodei_adapters::local::LocalProvider;
+use hodei_adapters::logs::FileLogStore;
+use hodei_adapters::sqlite::SqliteStore;
+use hodei_domain::ids::WorkerId;
+use hodei_domain::model::Label;
+use hodei_domain::ports::SecretStore;
+use hodei_supervisors::{Tree, TreeConfig, start_tree};
+
+/// Secrets taken from the environment of the `hodei` process, by name.
+pub struct EnvSecrets {
+    values: std::collections::BTreeMap<String, String>,
+}
+
+impl EnvSecrets {
+    /// The given names with their values from the environment, or the first name that is not set.
+    pub fn from_env(names: &[String]) -> Result<EnvSecrets, String> {
+        let mut values = std::collections::BTreeMap::new();
+        for name in names {
+            match std::env::var(name) {
+                Ok(value) => {
+                    values.insert(name.clone(), value);
+                }
+                Err(_) => return Err(name.clone()),
+            }
+        }
+        Ok(EnvSecrets { values })
+    }
+}
+
+impl SecretStore for EnvSecrets {
+    fn get(&self, name: &str) -> Option<String> {
+        self.values
+            .get(name)
+            .cloned()
+            .or_else(|| std::env::var(name).ok())
+    }
+}
+
+/// Where a local stack keeps its files.
+pub struct LocalPaths {
+    /// The database, or `None` for an in-memory store.
+    pub store: Option<PathBuf>,
+    pub logs: PathBuf,
+    pub workspaces: PathBuf,
+}
+
+impl LocalPaths {
+    /// Next to a store file: `<store>.logs/` and `<store>.workspaces/`.
+    pub fn beside(store: &Path) -> LocalPaths {
+        let with = |suffix: &str| {
+            let mut name = store.as_os_str().to_owned();
+            name.push(suffix);
+            PathBuf::from(name)
+        };
+        LocalPaths {
+            store: Some(store.to_owned()),
+            logs: with(".logs"),
+            workspaces: with(".workspaces"),
+        }
+    }
+
+    /// In a scratch directory that the caller removes.
+    pub fn scratch(dir: &Path) -> LocalPaths {
+        LocalPaths {
+            store: None,
+            logs: dir.join("logs"),
+            workspaces: dir.join("workspaces"),
+        }
+    }
+}
+
+/// Opens the adapters of a local stack and starts the tree. Must run inside an actix System.
+pub async fn local_stack(
+    paths: &LocalPaths,
+    secrets: Arc<dyn SecretStore>,
+    labels: Vec<Label>,
+    approvals: Approvals,
+) -> Result<Tree, String> {
+    let store = match &paths.store {
+        Some(path) => SqliteStore::open(path).await,
+        None => SqliteStore::memory().await,
+    }
+    .map_err(|e| format!("cannot open the store: {e}"))?;
+    let instance = store.instance_id().to_owned();
+    let store = Arc::new(store);
+    let logs = Arc::new(
+        FileLogStore::open(&paths.logs, 2)
+            .map_err(|e| format!("cannot open the logs in {}: {e}", paths.logs.display()))?,
+    );
+    let provider = Arc::new(LocalProvider::new(paths.workspaces.clone(), instance));
+    let ports = Ports {
+        store,
+        logs,
+        provider: provider.clone(),
+        reconcile: provider,
+        clock: Arc::new(SystemClock),
+        secrets,
+    };
+    let slots = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
+    let worker = WorkerSpec {
+        id: WorkerId("local".into()),
+        labels,
+        slots,
+    };
+    Ok(start_tree(
+        ports,
+        TreeConfig {
+            local_worker: Some(worker),
+            approvals,
+        },
+    ))
+}

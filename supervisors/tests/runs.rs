@@ -1,0 +1,364 @@
+//! The actor core end to end, in-process: the supervision tree on a SQLite store with the
+//! scripted `FakeProvider`. Each test submits a pipeline and checks what the store recorded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hodei_actors::Ports;
+use hodei_actors::messages::{CancelRun, SubmitRun, WorkerSpec};
+use hodei_actors::run::Approvals;
+use hodei_adapters::clock::SystemClock;
+use hodei_adapters::fake::FakeProvider;
+use hodei_adapters::logs::FileLogStore;
+use hodei_adapters::sqlite::SqliteStore;
+use hodei_domain::ids::{RunId, WorkerId};
+use hodei_domain::plan::RunInputs;
+use hodei_domain::ports::{RunRecord, SecretStore, Store};
+use hodei_domain::state::{DomainEvent, JobState, RunState};
+use hodei_supervisors::{Tree, TreeConfig, start_tree};
+
+struct Secrets(Vec<(String, String)>);
+
+impl SecretStore for Secrets {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    }
+}
+
+struct Harness {
+    tree: Tree,
+    store: Arc<SqliteStore>,
+    logs: Arc<FileLogStore>,
+    _dir: TempDir,
+}
+
+/// A directory removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("hodei-actors-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn harness(name: &str, slots: u32, secrets: Vec<(String, String)>) -> Harness {
+    let dir = TempDir::new(name);
+    let store = Arc::new(SqliteStore::open(&dir.0.join("hodei.db")).await.unwrap());
+    let logs = Arc::new(FileLogStore::open(&dir.0.join("logs"), 1).unwrap());
+    let provider = Arc::new(FakeProvider::new());
+    let ports = Ports {
+        store: store.clone(),
+        logs: logs.clone(),
+        provider: provider.clone(),
+        reconcile: provider,
+        clock: Arc::new(SystemClock),
+        secrets: Arc::new(Secrets(secrets)),
+    };
+    let worker = WorkerSpec {
+        id: WorkerId("local".into()),
+        labels: vec!["linux".parse().unwrap()],
+        slots,
+    };
+    let tree = start_tree(
+        ports,
+        TreeConfig {
+            local_worker: Some(worker),
+            approvals: Approvals::Local,
+        },
+    );
+    Harness {
+        tree,
+        store,
+        logs,
+        _dir: dir,
+    }
+}
+
+impl Harness {
+    async fn submit(&self, yaml: &str, inputs: RunInputs) -> RunId {
+        self.tree
+            .orchestrator
+            .send(SubmitRun {
+                source: yaml.to_owned(),
+                inputs,
+            })
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Waits until the run is finished; fails with "likely deadlocked" after 20 s.
+    async fn finished(&self, run: RunId) -> RunRecord {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let record = self.store.run(run).await.unwrap().unwrap();
+            if record.state.is_terminal() {
+                return record;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{run} never finished: likely deadlocked; state {:?}",
+                record.state
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn until(&self, run: RunId, what: &str, test: impl Fn(&RunRecord) -> bool) -> RunRecord {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let record = self.store.run(run).await.unwrap().unwrap();
+            if test(&record) {
+                return record;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{run}: {what} never happened: likely deadlocked"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn events(&self, run: RunId) -> Vec<DomainEvent> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.store.events(after, 500).await.unwrap();
+            let Some(&(last, _)) = page.last() else { break };
+            after = last;
+            out.extend(
+                page.into_iter()
+                    .map(|(_, e)| e)
+                    .filter(|e| e.run_id() == run),
+            );
+        }
+        out
+    }
+
+    async fn log(&self, record: &RunRecord, job: &str) -> String {
+        let job = record.jobs.iter().find(|j| j.name == job).unwrap().id;
+        use hodei_domain::ports::LogStore;
+        self.logs.flush(job).await.unwrap();
+        String::from_utf8(self.logs.read(job, 0, None).await.unwrap()).unwrap()
+    }
+}
+
+fn state_of<'a>(record: &'a RunRecord, job: &str) -> &'a JobState {
+    &record
+        .jobs
+        .iter()
+        .find(|j| j.name == job)
+        .unwrap_or_else(|| panic!("no job {job}"))
+        .state
+}
+
+#[actix_rt::test]
+async fn jobs_run_in_dag_order_and_the_run_succeeds() {
+    let h = harness("dag", 4, vec![]).await;
+    let run = h
+        .submit(
+            "name: p\njobs:\n  c: {needs: [b], steps: [emit 1]}\n  a: {steps: [emit 2]}\n  b: {needs: [a], steps: [emit 1, 'sleep 20']}\n",
+            RunInputs::default(),
+        )
+        .await;
+    let record = h.finished(run).await;
+    assert_eq!(record.state, RunState::Succeeded);
+    let started: Vec<String> = h
+        .events(run)
+        .await
+        .iter()
+        .filter_map(|e| match e {
+            DomainEvent::JobStarted { job, .. } => Some(
+                record
+                    .jobs
+                    .iter()
+                    .find(|j| j.id == *job)
+                    .unwrap()
+                    .name
+                    .clone(),
+            ),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started, ["a", "b", "c"]);
+    assert_eq!(h.log(&record, "a").await, "line 1\nline 2\n");
+}
+
+#[actix_rt::test]
+async fn a_failed_job_skips_its_dependents_and_fails_the_run() {
+    let h = harness("fail", 4, vec![]).await;
+    let run = h
+        .submit(
+            "name: p\njobs:\n  a: {steps: ['exit 3', emit 1]}\n  b: {needs: [a], steps: [emit 1]}\n  ok: {steps: [emit 1]}\n  lenient: {continue_on_error: true, steps: ['exit 1']}\n  after: {needs: [lenient], steps: [emit 1]}\n",
+            RunInputs::default(),
+        )
+        .await;
+    let record = h.finished(run).await;
+    assert_eq!(record.state, RunState::Failed);
+    assert!(matches!(state_of(&record, "a"), JobState::Failed { .. }));
+    assert!(matches!(state_of(&record, "b"), JobState::Skipped { .. }));
+    assert_eq!(state_of(&record, "ok"), &JobState::Succeeded);
+    assert!(matches!(
+        state_of(&record, "lenient"),
+        JobState::Failed { .. }
+    ));
+    assert_eq!(
+        state_of(&record, "after"),
+        &JobState::Succeeded,
+        "continue_on_error lets dependents run"
+    );
+    assert!(
+        h.log(&record, "a").await.contains("[hodei]"),
+        "Hodei says why in the log"
+    );
+}
+
+#[actix_rt::test]
+async fn retries_are_recorded_with_their_attempt_numbers() {
+    let h = harness("retry", 2, vec![]).await;
+    let run = h
+        .submit(
+            "name: p\njobs:\n  flaky: {retry: 2, steps: [{run: 'exit 1', retry: 1}]}\n",
+            RunInputs::default(),
+        )
+        .await;
+    let record = h.finished(run).await;
+    assert_eq!(record.state, RunState::Failed);
+    let job = &record.jobs[0];
+    assert_eq!(job.attempt.get(), 3, "three job attempts");
+    let step_attempts: Vec<(u32, u32)> = job
+        .steps
+        .iter()
+        .map(|s| (s.job_attempt.get(), s.attempt.get()))
+        .collect();
+    assert_eq!(
+        step_attempts,
+        [(1, 1), (1, 2), (2, 1), (2, 2), (3, 1), (3, 2)]
+    );
+}
+
+#[actix_rt::test]
+async fn cancelling_stops_running_steps_and_runs_the_cancel_hooks() {
+    let h = harness("cancel", 2, vec![]).await;
+    let run = h
+        .submit(
+            "name: p\njobs:\n  long:\n    steps: [hang]\n    post: {cancelled: [emit 1], always: [emit 2], success: ['exit 9']}\n  later: {needs: [long], steps: [emit 1]}\n",
+            RunInputs::default(),
+        )
+        .await;
+    h.until(run, "the long job running", |r| {
+        matches!(state_of(r, "long"), JobState::Running { .. })
+    })
+    .await;
+    h.tree.orchestrator.do_send(CancelRun {
+        run,
+        by: "test".into(),
+    });
+    let record = h.finished(run).await;
+    assert_eq!(record.state, RunState::Cancelled);
+    assert_eq!(state_of(&record, "long"), &JobState::Cancelled);
+    assert!(matches!(
+        state_of(&record, "later"),
+        JobState::Skipped { .. }
+    ));
+    assert_eq!(
+        h.log(&record, "long").await,
+        "[hodei] the job was cancelled\nline 1\nline 1\nline 2\n"
+    );
+}
+
+#[actix_rt::test]
+async fn step_and_job_timeouts_stop_the_step() {
+    let h = harness("timeout", 2, vec![]).await;
+    let run = h
+        .submit("name: p\njobs:\n  step: {steps: [{run: hang, timeout: 1s}]}\n  job: {timeout: 1s, steps: [hang]}\n", RunInputs::default())
+        .await;
+    let record = h.finished(run).await;
+    assert_eq!(record.state, RunState::Failed);
+    assert!(matches!(state_of(&record, "step"), JobState::Failed { .. }));
+    assert_eq!(state_of(&record, "job"), &JobState::TimedOut);
+}
+
+#[actix_rt::test]
+async fn secrets_never_reach_the_stored_log() {
+    let h = harness("secret", 1, vec![("TOKEN".into(), "line 2".into())]).await;
+    let inputs = RunInputs {
+        secrets: vec!["TOKEN".into()],
+        ..RunInputs::default()
+    };
+    let run = h
+        .submit("name: p\njobs:\n  a: {steps: [emit 3]}\n", inputs)
+        .await;
+    let record = h.finished(run).await;
+    assert_eq!(h.log(&record, "a").await, "line 1\n***\nline 3\n");
+}
+
+#[actix_rt::test]
+async fn a_panicking_provider_call_is_contained_and_the_run_finishes() {
+    let h = harness("panic", 1, vec![]).await;
+    let run = h
+        .submit(
+            "name: p\njobs:\n  a: {steps: [panic]}\n  b: {steps: [emit 1]}\n",
+            RunInputs::default(),
+        )
+        .await;
+    let record = h.finished(run).await;
+    assert_eq!(
+        state_of(&record, "b"),
+        &JobState::Succeeded,
+        "other jobs are not disturbed"
+    );
+    assert!(
+        matches!(state_of(&record, "a"), JobState::Failed { .. }),
+        "{:?}",
+        state_of(&record, "a")
+    );
+    assert_eq!(record.state, RunState::Failed);
+}
+
+#[actix_rt::test]
+async fn jobs_in_parallel_never_exceed_the_slots() {
+    let h = harness("slots", 2, vec![]).await;
+    let jobs: String = (0..6)
+        .map(|i| format!("  j{i}: {{steps: ['sleep 30']}}\n"))
+        .collect();
+    let run = h
+        .submit(&format!("name: p\njobs:\n{jobs}"), RunInputs::default())
+        .await;
+    let _ = h.finished(run).await;
+    let mut running = 0i32;
+    let mut peak = 0;
+    for event in h.events(run).await {
+        match event {
+            DomainEvent::JobPlaced { .. } => running += 1,
+            DomainEvent::JobSucceeded { .. } => running -= 1,
+            _ => {}
+        }
+        peak = peak.max(running);
+    }
+    assert_eq!(peak, 2);
+}
+
+#[actix_rt::test]
+async fn pipeline_post_hooks_run_by_the_verdict() {
+    let h = harness("post", 2, vec![]).await;
+    let run = h
+        .submit("name: p\njobs:\n  a: {steps: ['exit 1']}\npost: {failure: [emit 1], success: ['exit 5'], always: [emit 2]}\n", RunInputs::default())
+        .await;
+    let record = h.finished(run).await;
+    assert_eq!(record.state, RunState::Failed);
+    assert_eq!(state_of(&record, "post"), &JobState::Succeeded);
+    assert_eq!(h.log(&record, "post").await, "line 1\nline 1\nline 2\n");
+}

@@ -1,0 +1,382 @@
+//! `hodei run` end to end: the real binary, real processes, a real SQLite store, real signals.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn hodei() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hodei"));
+    command.env("NO_COLOR", "1").env_remove("HODEI_FAULT");
+    command
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Output with runs of spaces collapsed, so that checks do not depend on column widths.
+fn compact(bytes: &[u8]) -> String {
+    let text = text(bytes);
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if !(c == ' ' && out.ends_with(' ')) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn scratch(test: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("run-{test}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write(dir: &Path, name: &str, contents: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+/// Runs hodei to the end, failing the test if it takes more than a minute (likely deadlocked).
+fn run(command: &mut Command) -> Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("hodei starts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "hodei did not finish in 60 s: likely deadlocked\n{}\n{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_local_example_runs_green_with_live_progress_and_a_summary() {
+    let out = run(hodei().args([
+        "run",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/local.yml"),
+    ]));
+    let stdout = compact(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains("generate") && stdout.contains("| part1.sh"),
+        "step output is prefixed with the job name: {stdout}"
+    );
+    assert!(
+        stdout.contains("test (shell=sh, mode=full) | case 3 ok"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("JOB") && stdout.contains("DURATION"),
+        "a summary table: {stdout}"
+    );
+    assert!(stdout.contains("of `local-demo`: succeeded"), "{stdout}");
+    let summary = stdout.split("JOB STATE").nth(1).unwrap_or_default();
+    assert_eq!(
+        summary.matches(" succeeded 1 ").count(),
+        7,
+        "every job succeeded at its first attempt: {stdout}"
+    );
+}
+
+#[test]
+fn a_failing_step_fails_the_run_with_exit_1_and_says_why() {
+    let dir = scratch("fail");
+    let file = write(
+        &dir,
+        "p.yml",
+        "name: p\njobs:\n  build: {steps: [{name: compile, run: 'echo compiling; exit 3'}]}\n  deploy: {needs: [build], steps: [echo never]}\n",
+    );
+    let out = run(hodei().args(["run", &file]));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("[hodei] step 1 (compile) failed: exit code 3"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("skipped: build did not succeed"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("never"), "{stdout}");
+}
+
+#[test]
+fn invalid_input_exits_2_with_a_message() {
+    let dir = scratch("invalid");
+    let good = write(
+        &dir,
+        "good.yml",
+        "name: p\nparameters: {T: {default: a, choices: [a, b]}}\njobs: {x: {steps: [true]}}\n",
+    );
+    let bad = write(&dir, "bad.yml", "name: p\njobs: {x: {stpes: [true]}}\n");
+    for (args, expected) in [
+        (vec!["run", bad.as_str()], "unknown key `stpes`"),
+        (
+            vec!["run", good.as_str(), "-p", "T=c"],
+            "parameter `T` is `c`",
+        ),
+        (
+            vec!["run", good.as_str(), "-p", "X=1"],
+            "unknown parameter `X`",
+        ),
+        (vec!["run", good.as_str(), "-p", "novalue"], "expected K=V"),
+        (
+            vec!["run", good.as_str(), "-e", "1BAD=x"],
+            "not a valid variable name",
+        ),
+        (
+            vec!["run", good.as_str(), "--secret", "HODEI_TEST_UNSET_SECRET"],
+            "is not set",
+        ),
+        (vec!["run", "/nonexistent.yml"], "cannot read"),
+        (vec!["run"], "give a pipeline FILE"),
+    ] {
+        let out = run(hodei().args(&args));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(expected),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn steps_see_only_the_job_environment_and_secrets_are_masked() {
+    let dir = scratch("env");
+    let file = write(
+        &dir,
+        "p.yml",
+        "name: p\nparameters: {LEVEL: {default: low}}\nenv: {FROM_PIPELINE: yes}\njobs:\n  show:\n    env: {FROM_JOB: j}\n    steps:\n      - run: env | sort\n      - run: 'echo \"token is $API_TOKEN\"; printf \"%s\" \"$API_TOKEN\" | cut -c1-4'\n",
+    );
+    let out = run(hodei()
+        .args([
+            "run",
+            &file,
+            "-p",
+            "LEVEL=high",
+            "-e",
+            "EXTRA=1",
+            "--secret",
+            "API_TOKEN",
+        ])
+        .env("API_TOKEN", "s3cr3t-value-42")
+        .env("HODEI_TEST_LEAK", "leaked"));
+    let stdout = compact(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    for expected in [
+        "show | FROM_PIPELINE=yes",
+        "show | FROM_JOB=j",
+        "show | LEVEL=high",
+        "show | EXTRA=1",
+        "show | CI=true",
+        "show | HODEI_JOB=show",
+        "show | token is ***",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in {stdout}"
+        );
+    }
+    assert!(
+        !stdout.contains("HODEI_TEST_LEAK"),
+        "Hodei's own environment leaked: {stdout}"
+    );
+    assert!(
+        !stdout.contains("s3cr3t-value-42"),
+        "the secret leaked: {stdout}"
+    );
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie still answers kill(pid, 0); look at its state instead.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or_default()
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn ctrl_c_cancels_the_run_runs_the_hooks_and_leaves_no_process() {
+    let dir = scratch("ctrlc");
+    let pidfile = dir.join("pid");
+    let file = write(
+        &dir,
+        "p.yml",
+        "name: p\njobs:\n  long:\n    steps: [{run: 'sleep 600 & echo $! > \"$PIDFILE\"; wait'}]\n    post: {cancelled: [echo cleaning up], always: [echo always]}\n  next: {needs: [long], steps: [echo never]}\n",
+    );
+    let child = hodei()
+        .args([
+            "run",
+            &file,
+            "-e",
+            &format!("PIDFILE={}", pidfile.display()),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pidfile.exists() || std::fs::read_to_string(&pidfile).unwrap().trim().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the step never started: likely deadlocked"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sleeper: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(sleeper));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let stdout = compact(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{:?}\n{stdout}\n{}",
+        out.status,
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains("long | cleaning up") && stdout.contains("long | always"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("cancelled"), "{stdout}");
+    assert!(!stdout.contains("never"), "{stdout}");
+    let gone = Instant::now() + Duration::from_secs(5);
+    while alive(sleeper) {
+        assert!(
+            Instant::now() < gone,
+            "the step's `sleep 600` survived the cancel"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The log of a job as stored: the chunk files of `<store>.logs/<job>/`, in offset order.
+fn stored_logs(store: &Path) -> Vec<String> {
+    let logs = PathBuf::from(format!("{}.logs", store.display()));
+    let mut jobs: Vec<PathBuf> = std::fs::read_dir(&logs)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    jobs.sort();
+    jobs.iter()
+        .map(|dir| {
+            let mut chunks: Vec<PathBuf> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            chunks.sort();
+            chunks
+                .iter()
+                .map(|c| text(&std::fs::read(c).unwrap()))
+                .collect::<String>()
+        })
+        .collect()
+}
+
+#[test]
+fn a_run_killed_at_any_failure_point_resumes_to_the_same_end_with_complete_logs() {
+    let pipeline = "name: crash\njobs:\n  a:\n    retry: 1\n    steps: [{run: 'echo a-start; echo a-end', retry: 1}]\n  b:\n    needs: [a]\n    retry: 1\n    steps: [{run: 'echo b-start; sleep 0.2; echo b-end', retry: 1}]\n";
+    for point in [
+        "after_place",
+        "after_step_start",
+        "after_step_exit",
+        "mid_log_write",
+        "before_run_finish",
+    ] {
+        let dir = scratch(&format!("crash-{point}"));
+        let file = write(&dir, "p.yml", pipeline);
+        let store = dir.join("runs.db");
+        let store_arg = store.to_string_lossy().into_owned();
+        let crashed = run(hodei()
+            .args(["run", &file, "--store", &store_arg])
+            .env("HODEI_FAULT", point));
+        assert!(
+            !crashed.status.success(),
+            "{point}: the fault did not fire: {}",
+            text(&crashed.stdout)
+        );
+        assert!(
+            text(&crashed.stderr).contains(&format!("crashing at {point}")),
+            "{point}: {}",
+            text(&crashed.stderr)
+        );
+
+        let resumed = run(hodei().args(["run", "--store", &store_arg]));
+        let stdout = text(&resumed.stdout);
+        assert_eq!(
+            resumed.status.code(),
+            Some(0),
+            "{point}: {stdout}\n{}",
+            text(&resumed.stderr)
+        );
+        assert!(
+            stdout.contains("Resuming 1 unfinished run"),
+            "{point}: {stdout}"
+        );
+        assert!(
+            stdout.contains("of `crash`: succeeded"),
+            "{point}: {stdout}"
+        );
+        let logs = stored_logs(&store);
+        assert_eq!(logs.len(), 2, "{point}: {logs:?}");
+        assert!(
+            logs[0].ends_with("a-start\na-end\n"),
+            "{point}: log of a: {:?}",
+            logs[0]
+        );
+        assert!(
+            logs[1].ends_with("b-start\nb-end\n"),
+            "{point}: log of b: {:?}",
+            logs[1]
+        );
+
+        // Nothing left to resume, and finished jobs are not run again.
+        let again = run(hodei().args(["run", "--store", &store_arg]));
+        assert_eq!(again.status.code(), Some(0));
+        assert!(
+            text(&again.stdout).contains("Nothing to run"),
+            "{point}: {}",
+            text(&again.stdout)
+        );
+    }
+}
