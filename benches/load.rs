@@ -17,14 +17,15 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Context, Handler};
 use hodei_actors::Ports;
-use hodei_actors::messages::{Published, Subscribe, SubmitRun, WorkerSpec};
+use hodei_actors::messages::{Published, SubmitRun, Subscribe, WorkerSpec};
 use hodei_actors::run::Approvals;
+use hodei_actors::scheduler::GetQueueStats;
 use hodei_adapters::clock::SystemClock;
 use hodei_adapters::fake::FakeProvider;
 use hodei_adapters::local::LocalProvider;
 use hodei_adapters::logs::FileLogStore;
 use hodei_adapters::sqlite::SqliteStore;
-use hodei_domain::ids::{JobId, RunId, WorkerId};
+use hodei_domain::ids::{RunId, WorkerId};
 use hodei_domain::plan::RunInputs;
 use hodei_domain::ports::{Provider, Reconcile, SecretStore};
 use hodei_domain::state::DomainEvent;
@@ -40,7 +41,10 @@ impl SecretStore for NoSecrets {
 }
 
 fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -50,7 +54,11 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-async fn tree<P: Provider + Reconcile + 'static>(dir: &std::path::Path, provider: Arc<P>, slots: u32) -> Tree {
+async fn tree<P: Provider + Reconcile + 'static>(
+    dir: &std::path::Path,
+    provider: Arc<P>,
+    slots: u32,
+) -> Tree {
     let store = Arc::new(SqliteStore::open(&dir.join("hodei.db")).await.unwrap());
     let logs = Arc::new(FileLogStore::open(&dir.join("logs"), 2).unwrap());
     let ports = Ports {
@@ -61,8 +69,18 @@ async fn tree<P: Provider + Reconcile + 'static>(dir: &std::path::Path, provider
         clock: Arc::new(SystemClock),
         secrets: Arc::new(NoSecrets),
     };
-    let worker = WorkerSpec { id: WorkerId("local".into()), labels: vec![], slots };
-    start_tree(ports, TreeConfig { local_worker: Some(worker), approvals: Approvals::Wait })
+    let worker = WorkerSpec {
+        id: WorkerId("local".into()),
+        labels: vec![],
+        slots,
+    };
+    start_tree(
+        ports,
+        TreeConfig {
+            local_worker: Some(worker),
+            approvals: Approvals::Wait,
+        },
+    )
 }
 
 /// Forwards the events the benchmark looks at, with the instant they were seen.
@@ -78,7 +96,13 @@ impl Handler<Published> for Tap {
     fn handle(&mut self, msg: Published, _: &mut Context<Self>) {
         let now = Instant::now();
         for event in msg.events.iter() {
-            if matches!(event, DomainEvent::JobStarted { .. } | DomainEvent::RunSucceeded { .. } | DomainEvent::RunFailed { .. } | DomainEvent::RunCancelled { .. }) {
+            if matches!(
+                event,
+                DomainEvent::JobStarted { .. }
+                    | DomainEvent::RunSucceeded { .. }
+                    | DomainEvent::RunFailed { .. }
+                    | DomainEvent::RunCancelled { .. }
+            ) {
                 let _ = self.0.send((now, event.clone()));
             }
         }
@@ -88,7 +112,9 @@ impl Handler<Published> for Tap {
 fn tap(tree: &Tree) -> mpsc::UnboundedReceiver<(Instant, DomainEvent)> {
     let (tx, rx) = mpsc::unbounded_channel();
     let tap = Tap(tx).start();
-    tree.bus.do_send(Subscribe { subscriber: tap.recipient() });
+    tree.bus.do_send(Subscribe {
+        subscriber: tap.recipient(),
+    });
     rx
 }
 
@@ -100,13 +126,27 @@ fn pipeline(jobs: usize, script: &str) -> String {
     yaml
 }
 
-async fn wait_runs(rx: &mut mpsc::UnboundedReceiver<(Instant, DomainEvent)>, runs: usize) -> Instant {
+async fn wait_runs(
+    rx: &mut mpsc::UnboundedReceiver<(Instant, DomainEvent)>,
+    runs: usize,
+) -> Instant {
     let mut done = 0;
     let mut last = Instant::now();
     while done < runs {
-        let (at, event) = tokio::time::timeout(Duration::from_secs(300), rx.recv()).await.expect("runs finish: likely deadlocked").unwrap();
-        if matches!(event, DomainEvent::RunSucceeded { .. } | DomainEvent::RunFailed { .. } | DomainEvent::RunCancelled { .. }) {
-            assert!(matches!(event, DomainEvent::RunSucceeded { .. }), "{event:?}");
+        let (at, event) = tokio::time::timeout(Duration::from_secs(300), rx.recv())
+            .await
+            .expect("runs finish: likely deadlocked")
+            .unwrap();
+        if matches!(
+            event,
+            DomainEvent::RunSucceeded { .. }
+                | DomainEvent::RunFailed { .. }
+                | DomainEvent::RunCancelled { .. }
+        ) {
+            assert!(
+                matches!(event, DomainEvent::RunSucceeded { .. }),
+                "{event:?}"
+            );
             done += 1;
             last = at;
         }
@@ -122,14 +162,21 @@ async fn throughput(runs: usize, jobs: usize) -> f64 {
     let started = Instant::now();
     let mut pending = Vec::new();
     for _ in 0..runs {
-        pending.push(tree.orchestrator.send(SubmitRun { source: source.clone(), inputs: RunInputs::default() }));
+        pending.push(tree.orchestrator.send(SubmitRun {
+            source: source.clone(),
+            inputs: RunInputs::default(),
+        }));
     }
     for submit in pending {
         submit.await.unwrap().unwrap();
     }
     let end = wait_runs(&mut rx, runs).await;
     let rate = (runs * jobs) as f64 / end.duration_since(started).as_secs_f64();
-    println!("durable no-op jobs through every actor: {} jobs in {:.2} s = {rate:.0} jobs/s", runs * jobs, end.duration_since(started).as_secs_f64());
+    println!(
+        "durable no-op jobs through every actor: {} jobs in {:.2} s = {rate:.0} jobs/s",
+        runs * jobs,
+        end.duration_since(started).as_secs_f64()
+    );
     let _ = std::fs::remove_dir_all(&dir);
     rate
 }
@@ -147,7 +194,15 @@ async fn latency(rate: f64, count: usize) {
         let at = begin + interval * i as u32;
         tokio::time::sleep_until(at.into()).await;
         let sent = Instant::now();
-        let run = tree.orchestrator.send(SubmitRun { source: source.clone(), inputs: RunInputs::default() }).await.unwrap().unwrap();
+        let run = tree
+            .orchestrator
+            .send(SubmitRun {
+                source: source.clone(),
+                inputs: RunInputs::default(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
         submitted.lock().unwrap().insert(run, sent);
         while let Ok((at, event)) = rx.try_recv() {
             if let DomainEvent::JobStarted { run, .. } = event {
@@ -156,53 +211,85 @@ async fn latency(rate: f64, count: usize) {
         }
     }
     while started.len() < count {
-        let (at, event) = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await.expect("jobs start").unwrap();
+        let (at, event) = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+            .await
+            .expect("jobs start")
+            .unwrap();
         if let DomainEvent::JobStarted { run, .. } = event {
             started.insert(run, at);
         }
     }
     let submitted = submitted.lock().unwrap();
-    let mut latencies: Vec<f64> = started.iter().map(|(run, at)| at.duration_since(submitted[run]).as_secs_f64() * 1000.0).collect();
+    let mut latencies: Vec<f64> = started
+        .iter()
+        .map(|(run, at)| at.duration_since(submitted[run]).as_secs_f64() * 1000.0)
+        .collect();
     latencies.sort_by(f64::total_cmp);
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
-    println!("submit→start at {rate:.0} runs/s ({count} one-job runs): p50 {:.2} ms, p99 {:.2} ms", pct(0.50), pct(0.99));
+    println!(
+        "submit→start at {rate:.0} runs/s ({count} one-job runs): p50 {:.2} ms, p99 {:.2} ms",
+        pct(0.50),
+        pct(0.99)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-async fn local_spawn(jobs: usize) {
+async fn local_spawn(jobs: usize, parallel: usize) {
     let dir = scratch("local");
-    // The raw rate: the same command, spawned and waited for, two at a time (2 cores).
+    // The raw rate: the same command, spawned and waited for, `parallel` at a time.
     let started = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for i in 0..jobs {
-        if set.len() >= 2 {
+        if set.len() >= parallel {
             set.join_next().await;
         }
         set.spawn(async move {
-            let status = tokio::process::Command::new("/bin/sh").args(["-e", "-c", "true"]).env_clear().current_dir("/").status().await;
+            let status = tokio::process::Command::new("/bin/sh")
+                .args(["-e", "-c", "true"])
+                .env_clear()
+                .current_dir("/")
+                .status()
+                .await;
             assert!(status.unwrap().success(), "spawn {i}");
         });
     }
     while set.join_next().await.is_some() {}
     let raw = jobs as f64 / started.elapsed().as_secs_f64();
-    let provider = Arc::new(LocalProvider::new(dir.join("workspaces"), "load-bench".into()));
-    let tree = tree(&dir, provider, 2).await;
+    let provider = Arc::new(LocalProvider::new(
+        dir.join("workspaces"),
+        "load-bench".into(),
+    ));
+    let tree = tree(&dir, provider, parallel as u32).await;
     let mut rx = tap(&tree);
     let runs = jobs / 10;
     let source = pipeline(10, "true");
     let started = Instant::now();
     for _ in 0..runs {
-        tree.orchestrator.send(SubmitRun { source: source.clone(), inputs: RunInputs::default() }).await.unwrap().unwrap();
+        tree.orchestrator
+            .send(SubmitRun {
+                source: source.clone(),
+                inputs: RunInputs::default(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
     }
     let end = wait_runs(&mut rx, runs).await;
     let hodei = (runs * 10) as f64 / end.duration_since(started).as_secs_f64();
-    println!("`true` jobs through LocalProvider: {hodei:.0} jobs/s; raw spawn of `/bin/sh -e -c true`: {raw:.0}/s; ratio {:.1}%", hodei / raw * 100.0);
+    println!(
+        "`true` jobs through LocalProvider, {parallel} at a time: {hodei:.0} jobs/s; raw spawn of `/bin/sh -e -c true`, {parallel} at a time: {raw:.0}/s; ratio {:.1}%",
+        hodei / raw * 100.0
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 async fn queued_memory(jobs: usize) {
@@ -214,23 +301,27 @@ async fn queued_memory(jobs: usize) {
     let per_run = 100;
     let source = pipeline(per_run, "noop");
     for _ in 0..jobs / per_run {
-        tree.orchestrator.send(SubmitRun { source: source.clone(), inputs: RunInputs::default() }).await.unwrap().unwrap();
+        tree.orchestrator
+            .send(SubmitRun {
+                source: source.clone(),
+                inputs: RunInputs::default(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
     }
-    // Wait until every job is queued (the store says so).
+    // Wait until every job waits in the scheduler's queue.
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let mut queued = 0;
-        let mut after = 0;
-        while let Ok(page) = tree.ports.store.events(after, 10_000).await {
-            let Some(&(last, _)) = page.last() else { break };
-            after = last;
-            queued += page.iter().filter(|(_, e)| matches!(e, DomainEvent::JobQueued { .. })).count();
-        }
-        if queued >= jobs {
+        let stats = tree.scheduler.send(GetQueueStats).await.unwrap();
+        if stats.queued >= jobs {
             break;
         }
-        assert!(Instant::now() < deadline, "jobs never all queued: {queued}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            Instant::now() < deadline,
+            "jobs never all queued: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let loaded = rss_kib();
@@ -241,7 +332,6 @@ async fn queued_memory(jobs: usize) {
         loaded as f64 / 1024.0,
         (loaded.saturating_sub(idle)) as f64 * 1024.0 / jobs as f64
     );
-    let _ = JobId(0);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -255,7 +345,9 @@ fn main() {
     system.block_on(async move {
         let rate = throughput(runs, jobs).await;
         latency((rate / 2.0).max(1.0), if quick { 20 } else { 2_000 }).await;
-        local_spawn(if quick { 20 } else { 1_000 }).await;
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        local_spawn(if quick { 20 } else { 1_000 }, cores).await;
+        local_spawn(if quick { 20 } else { 2_000 }, cores * 4).await;
         queued_memory(queued).await;
     });
 }

@@ -4,9 +4,11 @@
 //! - `scheduler/fill`: an idle cluster and the full queue; one `place(now, usize::MAX)` fills
 //!   every worker. Throughput is in placements.
 //! - `scheduler/steady`: the cluster full, the queue at 100,000: each measured element is one
-//!   placement decision, made by the loop the Scheduler actor runs when work keeps coming: report
-//!   the oldest running job finished, queue a new job, `place(now, 1)` (repeated, with a new
-//!   finish and a new job, until it places). Time moves 1 ms per step.
+//!   placement decision: report the oldest running job finished, `place(now, 1)` (again with
+//!   the next finish when the freed room fits no queued job). The queue is topped up with new
+//!   jobs between timed batches of 1,000 decisions. Time moves 1 ms per step.
+//! - `scheduler/steady_with_enqueue`: the same with a new job queued after each finish, inside
+//!   the measurement: the whole loop of the Scheduler actor under load.
 //!
 //! Before the benchmarks, the binary prints the resident memory the 100,000 queued jobs take
 //! (from `/proc/self/status`, Linux only).
@@ -132,7 +134,9 @@ impl Projects {
         let runs_on = (0..200)
             .map(|_| {
                 // Mostly the common Linux sets; `fpga` only through the 0.5% below.
-                std::array::from_fn(|_| labels(RUNS_ON[rng.weighted(&[3, 4, 6, 3, 2, 1, 1, 1, 1, 1, 1, 0])]))
+                std::array::from_fn(|_| {
+                    labels(RUNS_ON[rng.weighted(&[3, 4, 6, 3, 2, 1, 1, 1, 1, 1, 1, 0])])
+                })
             })
             .collect();
         let groups = (0..50)
@@ -157,7 +161,8 @@ impl Projects {
         } else {
             self.runs_on[project][rng.below(3) as usize].clone()
         };
-        let (cores, gib) = [(0, 0), (1, 2), (2, 4), (4, 8), (16, 32)][rng.weighted(&[40, 35, 15, 8, 2])];
+        let (cores, gib) =
+            [(0, 0), (1, 2), (2, 4), (4, 8), (16, 32)][rng.weighted(&[40, 35, 15, 8, 2])];
         QueuedJob {
             job: JobId(seq),
             run: RunId(seq / 8),
@@ -168,8 +173,7 @@ impl Projects {
                 memory: Memory::from_bytes(gib << 30),
             },
             priority: [0, 10, 50][rng.weighted(&[80, 15, 5])],
-            concurrency: (rng.below(100) == 0)
-                .then(|| self.groups[rng.below(50) as usize].clone()),
+            concurrency: (rng.below(100) == 0).then(|| self.groups[rng.below(50) as usize].clone()),
             seq,
             queued_at,
         }
@@ -279,7 +283,9 @@ struct Steady {
     rng: Rng,
     now: Timestamp,
     seq: u64,
-    rounds: u64,
+    /// Jobs finished and not yet replaced by a new queued job.
+    owed: usize,
+    finishes: u64,
     decisions: u64,
 }
 
@@ -302,27 +308,47 @@ impl Steady {
             rng,
             now: NOW,
             seq: QUEUED as u64,
-            rounds: 0,
+            owed: 0,
+            finishes: 0,
             decisions: 0,
         }
     }
 
-    /// Finishes the oldest running job, queues a new one and places one, until one is placed.
-    fn decide(&mut self) {
+    /// Queues a new job, as if just submitted.
+    fn enqueue(&mut self) {
+        let job = self.projects.job(&mut self.rng, self.seq, self.now);
+        self.seq += 1;
+        self.cluster.enqueue(job).unwrap();
+    }
+
+    /// One placement decision: reports the oldest running job finished and places one job,
+    /// again until one is placed (the freed room may fit no queued job). With `enqueue`, a new
+    /// job is queued after each finish; without, it is owed, for `repay` to queue outside the
+    /// measurement.
+    fn decide(&mut self, enqueue: bool) {
         loop {
             self.now = Timestamp(self.now.0 + 1);
             if let Some(oldest) = self.running.pop_front() {
                 self.cluster.finished(oldest).unwrap();
+                self.finishes += 1;
             }
-            let job = self.projects.job(&mut self.rng, self.seq, self.now);
-            self.seq += 1;
-            self.cluster.enqueue(job).unwrap();
-            self.rounds += 1;
+            if enqueue {
+                self.enqueue();
+            } else {
+                self.owed += 1;
+            }
             if let Some(placement) = self.cluster.place(self.now, 1).pop() {
                 self.running.push_back(placement.job);
                 self.decisions += 1;
                 return;
             }
+        }
+    }
+
+    /// Queues the jobs owed, so that the queue stays at 100,000.
+    fn repay(&mut self) {
+        for _ in 0..std::mem::take(&mut self.owed) {
+            self.enqueue();
         }
     }
 }
@@ -334,20 +360,39 @@ fn steady(c: &mut Criterion, input: Input) {
         .throughput(Throughput::Elements(1))
         .sample_size(50)
         .measurement_time(Duration::from_secs(20));
+    // finish + place; the queue is topped up between timed batches of 1,000 decisions.
     group.bench_function("steady", |b| {
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            let mut done = 0;
+            while done < iters {
+                let batch = (iters - done).min(1_000);
+                let start = Instant::now();
+                for _ in 0..batch {
+                    steady.decide(false);
+                }
+                elapsed += start.elapsed();
+                steady.repay();
+                done += batch;
+            }
+            elapsed
+        })
+    });
+    // finish + enqueue + place: the whole loop of a Scheduler actor under load.
+    group.bench_function("steady_with_enqueue", |b| {
         b.iter_custom(|iters| {
             let start = Instant::now();
             for _ in 0..iters {
-                steady.decide();
+                steady.decide(true);
             }
             start.elapsed()
         })
     });
     group.finish();
     println!(
-        "scheduler/steady: {} decisions in {} finish/enqueue/place rounds; {} queued, {} placed at the end",
+        "scheduler/steady: {} decisions after {} finishes; {} queued, {} placed at the end",
         steady.decisions,
-        steady.rounds,
+        steady.finishes,
         steady.cluster.queued_len(),
         steady.cluster.placed_len(),
     );

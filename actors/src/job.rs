@@ -21,9 +21,7 @@ use crate::bus::EventBus;
 use crate::contain::guard_future;
 use crate::fault::{Point, maybe_fail};
 use crate::loghub::{HubSink, LogHub};
-use crate::messages::{
-    AttemptEnded, CancelJob, FlushLog, Note, OpenLog, Publish, Release,
-};
+use crate::messages::{AttemptEnded, CancelJob, FlushLog, Note, OpenLog, Publish, Release};
 use crate::run::RunActor;
 use crate::scheduler::Scheduler;
 

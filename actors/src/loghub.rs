@@ -140,7 +140,7 @@ impl Handler<FlushLog> for LogHub {
         self.maskers.remove(&msg.job);
         let logs = self.logs.clone();
         Box::pin(
-            async move { logs.flush(msg.job).await.map_err(|e| e.to_string()) }
+            async move { logs.settle(msg.job).await.map_err(|e| e.to_string()) }
                 .into_actor(self)
                 .map(|result, _, _| result),
         )

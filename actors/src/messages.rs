@@ -59,8 +59,8 @@ pub struct Note {
     pub text: String,
 }
 
-/// The attempt's output is complete: emit what the job's masker held back and make the log
-/// durable; answers with its length.
+/// The attempt's output is complete: emit what the job's masker held back and wait until the log
+/// is written (it survives a crash of Hodei, like the store's transactions); answers its length.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<u64, String>")]
 pub struct FlushLog {

@@ -142,7 +142,7 @@ impl Handler<SubmitRun> for Orchestrator {
                 .await?;
             let mut jobs: Vec<String> = plan.jobs.iter().map(|j| j.name.clone()).collect();
             if !plan.post.is_empty() {
-                jobs.push("post".into());
+                jobs.push(crate::run::POST_JOB.into());
             }
             let record = store
                 .create_run(NewRun {

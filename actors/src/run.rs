@@ -24,8 +24,15 @@ use crate::Ports;
 use crate::bus::EventBus;
 use crate::job::{Hooks, JobActor, JobDef, persist};
 use crate::loghub::LogHub;
-use crate::messages::{ApproveJob, AttemptEnded, CancelJob, CancelRun, Dequeue, Enqueue, Placed, Release, RunActorStopped};
+use crate::messages::{
+    ApproveJob, AttemptEnded, CancelJob, CancelRun, Dequeue, Enqueue, Placed, Release,
+    RunActorStopped,
+};
 use crate::scheduler::Scheduler;
+
+/// The name of the job that runs the pipeline's `post` hooks: in parentheses, so that it never
+/// clashes with a job of the pipeline.
+pub const POST_JOB: &str = "(post)";
 
 /// A job attempt's actor died without handing its machine back (a panic): the run reloads.
 #[derive(Debug, Message)]
@@ -123,38 +130,46 @@ impl RunActor {
         let plan_jobs = loaded.plan.jobs.len();
         for &i in &loaded.plan.order {
             let needs = &loaded.plan.jobs[i].needs;
-            let next = {
-                let slot = &loaded.slots[i];
-                if slot.actor.is_some() {
-                    if cancelling {
-                        to_cancel.push(i);
-                    }
-                    continue;
-                }
-                match &slot.state {
-                    JobState::Pending if cancelling => Some(JobEvent::Skip {
-                        reason: JobSkipReason::RunCancelled,
-                    }),
-                    JobState::Pending => readiness(loaded, i, needs),
-                    JobState::WaitingApproval if cancelling => Some(JobEvent::Cancel),
-                    JobState::WaitingApproval if self.approvals == Approvals::Local => {
-                        Some(JobEvent::Approve { by: "local".into() })
-                    }
-                    JobState::Queued if cancelling => {
-                        if slot.enqueued {
-                            self.peers.scheduler.do_send(Dequeue { job: slot.id });
+            // A move can call for another at once (needs met → waiting for approval → approved
+            // here): follow them until the job rests.
+            for _ in 0..4 {
+                let next = {
+                    let slot = &loaded.slots[i];
+                    if slot.actor.is_some() {
+                        if cancelling {
+                            to_cancel.push(i);
                         }
-                        Some(JobEvent::Cancel)
+                        break;
                     }
-                    _ => None,
-                }
-            };
-            if let Some(event) = next {
+                    match &slot.state {
+                        JobState::Pending if cancelling => Some(JobEvent::Skip {
+                            reason: JobSkipReason::RunCancelled,
+                        }),
+                        JobState::Pending => readiness(loaded, i, needs),
+                        JobState::WaitingApproval if cancelling => Some(JobEvent::Cancel),
+                        JobState::WaitingApproval if self.approvals == Approvals::Local => {
+                            Some(JobEvent::Approve { by: "local".into() })
+                        }
+                        JobState::Queued if cancelling => {
+                            if slot.enqueued {
+                                self.peers.scheduler.do_send(Dequeue { job: slot.id });
+                            }
+                            Some(JobEvent::Cancel)
+                        }
+                        _ => None,
+                    }
+                };
+                let Some(event) = next else { break };
                 let slot = &mut loaded.slots[i];
-                if let Some(machine) = slot.machine.as_mut() {
-                    push(machine.apply(event, now));
-                    slot.state = machine.state().clone();
+                let Some(machine) = slot.machine.as_mut() else {
+                    break;
+                };
+                match machine.apply(event, now) {
+                    Ok(event) => push(Ok(event)),
+                    Err(_) => break,
                 }
+                slot.state = machine.state().clone();
+                slot.enqueued = slot.enqueued && slot.state == JobState::Queued;
             }
         }
         // Once every job of the plan is done: the post hooks, then the verdict.
@@ -255,9 +270,18 @@ impl RunActor {
     }
 
     /// Starts the job actor of slot `i`, handing it the job's machine.
-    fn spawn_job(&mut self, i: usize, placement: Option<hodei_domain::ids::WorkerId>, me: Addr<RunActor>) {
-        let Some(loaded) = self.loaded.as_mut() else { return };
-        let Some(machine) = loaded.slots[i].machine.take() else { return };
+    fn spawn_job(
+        &mut self,
+        i: usize,
+        placement: Option<hodei_domain::ids::WorkerId>,
+        me: Addr<RunActor>,
+    ) {
+        let Some(loaded) = self.loaded.as_mut() else {
+            return;
+        };
+        let Some(machine) = loaded.slots[i].machine.take() else {
+            return;
+        };
         let def = Arc::new(job_def(loaded, i, &machine));
         let actor = JobActor::new(
             i,
@@ -406,9 +430,16 @@ impl Handler<Placed> for RunActor {
     type Result = ();
 
     fn handle(&mut self, msg: Placed, ctx: &mut Context<Self>) {
-        let slot = self.loaded.as_mut().and_then(|l| l.slots.iter().position(|s| s.id == msg.job).map(|i| (i, &mut l.slots[i])));
+        let slot = self.loaded.as_mut().and_then(|l| {
+            l.slots
+                .iter()
+                .position(|s| s.id == msg.job)
+                .map(|i| (i, &mut l.slots[i]))
+        });
         match slot {
-            Some((i, slot)) if slot.enqueued && slot.state == JobState::Queued && slot.machine.is_some() => {
+            Some((i, slot))
+                if slot.enqueued && slot.state == JobState::Queued && slot.machine.is_some() =>
+            {
                 slot.enqueued = false;
                 self.spawn_job(i, Some(msg.worker), ctx.address());
             }
@@ -558,7 +589,10 @@ fn shared_plan(source: &str) -> Option<Arc<SharedPlan>> {
         return Some(shared);
     }
     let pipeline = load(source).pipeline?;
-    let shared = Arc::new(SharedPlan { source: source.to_owned(), plan: plan(&pipeline) });
+    let shared = Arc::new(SharedPlan {
+        source: source.to_owned(),
+        plan: plan(&pipeline),
+    });
     if let Ok(mut cache) = cache.lock() {
         cache.retain(|_, weak| weak.strong_count() > 0);
         cache.insert(key, Arc::downgrade(&shared));
@@ -574,7 +608,12 @@ async fn load_run(ports: &Ports, run: RunId) -> Result<Loaded, String> {
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("{run} not found"))?;
-    let plan = shared_plan(&record.source).ok_or_else(|| format!("the stored definition of {} no longer loads", record.pipeline))?;
+    let plan = shared_plan(&record.source).ok_or_else(|| {
+        format!(
+            "the stored definition of {} no longer loads",
+            record.pipeline
+        )
+    })?;
     let resolved = plan.resolve(record.inputs.clone()).map_err(|errors| {
         errors
             .iter()
@@ -682,7 +721,12 @@ fn job_def(loaded: &Loaded, i: usize, machine: &JobMachine) -> JobDef {
     let plan = &loaded.plan;
     let resolved = &loaded.resolved;
     let secret_env = |mut env: Env| {
-        for (name, value) in &loaded.secrets {
+        // Hodei's own variables win, as they do over every other layer.
+        for (name, value) in loaded
+            .secrets
+            .iter()
+            .filter(|(name, _)| !name.starts_with("HODEI"))
+        {
             env.insert(name.clone(), value.clone());
         }
         env
@@ -726,13 +770,13 @@ fn job_def(loaded: &Loaded, i: usize, machine: &JobMachine) -> JobDef {
         return JobDef {
             run: loaded.id,
             pipeline: plan.pipeline.clone(),
-            name: "post".into(),
+            name: POST_JOB.into(),
             steps,
             envs,
             hooks: Hooks::default(),
             shell: hodei_domain::model::Shell::sh(),
             timeout: None,
-            spec: spec_of("post"),
+            spec: spec_of(POST_JOB),
             runs_on: Vec::new(),
             resources: Default::default(),
             priority: 0,
@@ -789,7 +833,7 @@ fn post_env(plan: &Plan, resolved: &ResolvedRun, step: &Step) -> Env {
     }
     env.insert("HODEI".into(), "true".into());
     env.insert("HODEI_PIPELINE".into(), plan.pipeline.to_string());
-    env.insert("HODEI_JOB".into(), "post".into());
+    env.insert("HODEI_JOB".into(), POST_JOB.into());
     env.insert("HODEI_BRANCH".into(), resolved.inputs.branch.clone());
     env.insert("HODEI_EVENT".into(), resolved.inputs.event.clone());
     env.insert("HODEI_TAG".into(), resolved.inputs.tag.clone());

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use actix::{Actor, Context, Handler, Message, Recipient, Supervised};
+use actix::{Actor, Context, Handler, Message, MessageResponse, Recipient, Supervised};
 use hodei_domain::ids::{JobId, WorkerId};
 use hodei_domain::ports::Clock;
 use hodei_domain::schedule::{Cluster, Policy, QueuedJob, WaitReason, Worker};
@@ -25,6 +25,18 @@ pub struct RemoveWorker {
 #[rtype(result = "Option<WaitReason>")]
 pub struct Explain {
     pub job: JobId,
+}
+
+/// How many jobs wait and how many hold a slot: the queue depth of the metrics.
+#[derive(Debug, Message)]
+#[rtype(result = "QueueStats")]
+pub struct GetQueueStats;
+
+/// The answer to [`GetQueueStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, MessageResponse)]
+pub struct QueueStats {
+    pub queued: usize,
+    pub placed: usize,
 }
 
 /// Holds the cluster state and places jobs.
@@ -169,5 +181,16 @@ impl Handler<Explain> for Scheduler {
 
     fn handle(&mut self, msg: Explain, _: &mut Context<Self>) -> Option<WaitReason> {
         self.cluster.explain(msg.job)
+    }
+}
+
+impl Handler<GetQueueStats> for Scheduler {
+    type Result = QueueStats;
+
+    fn handle(&mut self, _: GetQueueStats, _: &mut Context<Self>) -> QueueStats {
+        QueueStats {
+            queued: self.cluster.queued_len(),
+            placed: self.cluster.placed_len(),
+        }
     }
 }

@@ -328,8 +328,14 @@ pub trait LogStore: Send + Sync {
     /// Appends to a job's log; returns the offset of the first byte appended.
     fn append(&self, job: JobId, bytes: &[u8]) -> Result<u64, LogError>;
 
-    /// Waits until everything appended to the job's log so far is durable; returns its length.
+    /// Waits until everything appended to the job's log so far is durable, also against a power
+    /// loss; returns its length.
     fn flush(&self, job: JobId) -> BoxFuture<'_, Result<u64, LogError>>;
+
+    /// Waits until everything appended to the job's log so far is written: it survives a crash
+    /// of Hodei (as a committed store transaction does), and a power loss only after the
+    /// adapter's next sync. Cheaper than [`flush`](LogStore::flush); returns the length.
+    fn settle(&self, job: JobId) -> BoxFuture<'_, Result<u64, LogError>>;
 
     /// The bytes from `from` (inclusive) to `to` (exclusive, or the end), as far as written.
     fn read(

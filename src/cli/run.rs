@@ -85,8 +85,10 @@ pub fn run(args: &Args) -> u8 {
         }
     };
     for name in &args.secrets {
-        if !is_env_name(name) {
-            eprintln!("error: secret `{name}`: not a valid variable name");
+        if !is_env_name(name) || name.starts_with("HODEI_") {
+            eprintln!(
+                "error: secret `{name}`: not a valid variable name (letters, digits and `_`, not starting with `HODEI_`)"
+            );
             return EXIT_USAGE;
         }
     }
@@ -121,6 +123,17 @@ pub fn run(args: &Args) -> u8 {
                 eprintln!("error: `{}` is not a valid pipeline", path.display());
                 return EXIT_USAGE;
             };
+            // Parameters are checked here, before anything starts.
+            let probe = RunInputs {
+                params: params.clone(),
+                ..RunInputs::default()
+            };
+            if let Err(errors) = hodei_domain::plan::plan(&pipeline).resolve(probe) {
+                for error in errors {
+                    eprintln!("error: {error}");
+                }
+                return EXIT_USAGE;
+            }
             // `hodei run` runs every job on this machine: it takes every label the pipeline asks for.
             labels.extend(pipeline.defaults.runs_on.iter().map(ToString::to_string));
             for job in &pipeline.jobs {
@@ -152,6 +165,8 @@ pub fn run(args: &Args) -> u8 {
     };
     let system = actix::System::new();
     let code = system.block_on(session(paths, Arc::new(secrets), labels, source, inputs));
+    // The actors and the log writers go first, then their scratch directory.
+    drop(system);
     let _ = std::fs::remove_dir_all(&scratch);
     code
 }
@@ -202,6 +217,19 @@ async fn session(
             return EXIT_USAGE;
         }
     };
+    // A resumed run needs its secrets again, from the same environment variables.
+    for run in &awaited {
+        if let Ok(Some(record)) = store.run(*run).await {
+            for name in &record.inputs.secrets {
+                if std::env::var_os(name).is_none() {
+                    eprintln!(
+                        "error: {run} needs the secret `{name}`: set the environment variable `{name}` and start again"
+                    );
+                    return EXIT_USAGE;
+                }
+            }
+        }
+    }
     if !awaited.is_empty() {
         println!(
             "Resuming {} unfinished run(s) found in the store.",

@@ -359,6 +359,6 @@ async fn pipeline_post_hooks_run_by_the_verdict() {
         .await;
     let record = h.finished(run).await;
     assert_eq!(record.state, RunState::Failed);
-    assert_eq!(state_of(&record, "post"), &JobState::Succeeded);
-    assert_eq!(h.log(&record, "post").await, "line 1\nline 1\nline 2\n");
+    assert_eq!(state_of(&record, "(post)"), &JobState::Succeeded);
+    assert_eq!(h.log(&record, "(post)").await, "line 1\nline 1\nline 2\n");
 }

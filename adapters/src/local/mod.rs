@@ -3,8 +3,8 @@
 //! [`LocalProvider`] runs each step as a shell process in a workspace directory of its job
 //! attempt. Where to start reading: [`LocalProvider`] here (the lifecycle and the registry of
 //! started steps), then `convert.rs` (the pure translation: directories, environment, markers,
-//! exit statuses), `process.rs` (spawning, following and killing a step's process group, and why
-//! a recycled pid is never signalled), `orphans.rs` (reconciliation through `/proc`);
+//! exit statuses), `process.rs` (spawning a step and draining its output), `group.rs`
+//! (following and killing a step's process group, and why a recycled pid is never signalled), `orphans.rs` (reconciliation through `/proc`);
 //! `tests.rs` runs real processes.
 //!
 //! ## Guarantees (on top of [`Provider`]'s)
@@ -43,6 +43,7 @@
 //! end within 10 s. Never a panic.
 
 mod convert;
+mod group;
 mod orphans;
 mod process;
 #[cfg(test)]
@@ -64,7 +65,8 @@ use tokio::sync::watch;
 
 use convert::StepMarker;
 pub use convert::{DEFAULT_PATH, INSTANCE_VAR, STEP_VAR};
-use process::{Launch, Leader, Outcome};
+use group::Leader;
+use process::{Launch, Outcome};
 
 /// How long `destroy_step` and `tear_down` wait for a killed step's shell to be gone.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -333,7 +335,8 @@ impl Provider for LocalProvider {
             match tokio::fs::remove_dir_all(&dir).await {
                 Ok(()) => {}
                 // Never made, or its base is not even a directory: nothing to remove.
-                Err(err) if matches!(err.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {}
+                Err(err)
+                    if matches!(err.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {}
                 Err(err) => {
                     return Err(ProviderError::Other {
                         provider: "local",

@@ -18,7 +18,8 @@
 //! - Offsets are contiguous and never change: `append` returns the offset of its first byte,
 //!   and the next append of the job starts where it ends.
 //! - [`flush`](LogStore::flush) returns once every byte appended before it is written and synced
-//!   (`fdatasync` of the chunk, `fsync` of new directory entries).
+//!   (`fdatasync` of the chunk, `fsync` of new directory entries); [`settle`](LogStore::settle)
+//!   once it is written (the sync follows within the sync interval).
 //! - [`read`](LogStore::read) never shows a gap: it returns exactly the bytes `[from, end)`,
 //!   where `end` is `to` or the length appended when it was called. If some of those bytes are
 //!   still queued it waits for the writer to write them (not to sync them): the bytes come from
@@ -317,6 +318,16 @@ impl LogStore for FileLogStore {
                 return Ok(len);
             }
             self.barrier(log, true).await
+        })
+    }
+
+    fn settle(&self, job: JobId) -> BoxFuture<'_, Result<u64, LogError>> {
+        Box::pin(async move {
+            let (log, len) = self.snapshot(job)?;
+            if log.synced.load(Ordering::Acquire) >= len {
+                return Ok(len);
+            }
+            self.barrier(log, false).await
         })
     }
 

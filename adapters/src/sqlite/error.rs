@@ -62,7 +62,7 @@ fn database_error(what: &str, err: &dyn DatabaseError) -> StoreError {
         }
     } else if err.kind() == ErrorKind::ForeignKeyViolation {
         StoreError::NotFound {
-            what: format!("what {what} refers to"),
+            what: format!("a run or job referred to ({what})"),
         }
     } else {
         StoreError::Corrupt {
@@ -100,7 +100,69 @@ pub(super) fn stored_id(what: &str, id: i64) -> Result<u64, StoreError> {
 
 #[cfg(test)]
 mod tests {
+    use std::borrow::Cow;
+
     use super::*;
+
+    /// A database error as SQLite reports it: an extended result code.
+    #[derive(Debug)]
+    struct Sqlite {
+        code: i32,
+        foreign_key: bool,
+    }
+
+    impl std::fmt::Display for Sqlite {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "sqlite error {}", self.code)
+        }
+    }
+
+    impl std::error::Error for Sqlite {}
+
+    impl DatabaseError for Sqlite {
+        fn message(&self) -> &str {
+            "database says no"
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(self.code.to_string().into())
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> ErrorKind {
+            match self.foreign_key {
+                true => ErrorKind::ForeignKeyViolation,
+                false => ErrorKind::Other,
+            }
+        }
+    }
+
+    fn database(code: i32, foreign_key: bool) -> StoreError {
+        let err = Sqlite { code, foreign_key };
+        store_error("writing", sqlx::Error::Database(Box::new(err)))
+    }
+
+    #[test]
+    fn busy_locked_and_io_errors_are_retryable_broken_constraints_are_not() {
+        // SQLITE_BUSY_SNAPSHOT (517), SQLITE_LOCKED (6), SQLITE_IOERR_WRITE (778), SQLITE_FULL.
+        for code in [5, 517, 6, 778, 13] {
+            assert!(database(code, false).is_retryable(), "{code}");
+        }
+        let fk = database(787, true);
+        assert!(matches!(fk, StoreError::NotFound { .. }), "{fk:?}");
+        let corrupt = database(11, false);
+        assert!(
+            matches!(&corrupt, StoreError::Corrupt { what, reason }
+                if what == "writing" && reason == "database says no"),
+            "{corrupt:?}"
+        );
+    }
 
     #[test]
     fn pool_and_io_failures_are_retryable_decoding_failures_are_not() {

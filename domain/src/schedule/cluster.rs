@@ -2,9 +2,10 @@
 //! change it from outside: workers come, change and go; jobs are queued, dequeued and finish.
 //! Placement itself is in `place.rs`, the queue view in `explain.rs`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 
-use super::index::{IdMap, Slab};
+use super::index::{IdMap, MinTree, Slab};
 use super::job::{JobEntry, JobState, QueuedJob, rank};
 use super::queue::{Class, Group, Lane, LaneKey, Need, Project};
 use super::worker::{Demand, Pool, Usage, Worker, WorkerEntry, WorkerState};
@@ -31,6 +32,9 @@ pub struct Cluster {
     pub(super) classes: Slab<Class>,
     pub(super) class_ids: IdMap<(u32, Demand), u32>,
     pub(super) projects: Slab<Project>,
+    /// Jobs placed and not finished, by project index: read for every lane of a scanned class
+    /// top, so kept dense.
+    pub(super) running: Vec<u32>,
     pub(super) project_ids: HashMap<Name, u32>,
     pub(super) groups: Slab<Group>,
     pub(super) group_ids: HashMap<Name, u32>,
@@ -38,15 +42,18 @@ pub struct Cluster {
     pub(super) lane_ids: IdMap<(u32, u32, Option<u32>), u32>,
     pub(super) jobs: Slab<JobEntry>,
     pub(super) job_ids: IdMap<JobId, u32>,
-    /// The head of every class that has queued, unparked jobs and is not blocked.
-    pub(super) ready: BTreeSet<LaneKey>,
+    /// Every class that has queued, unparked jobs and is not blocked, by the bound of its best
+    /// job's key (see `queue.rs`).
+    pub(super) ready: MinTree<LaneKey>,
     /// The jobs that hold a worker reservation.
     pub(super) reservations: Vec<u32>,
-    /// No blocked class's best job starves before this instant (checked lazily).
-    pub(super) next_reserve_check: Timestamp,
+    /// Blocked classes to look at for starvation from an instant on (see `starve.rs`).
+    pub(super) watch: BinaryHeap<Reverse<(Timestamp, u32)>>,
+    /// Starving classes for which no worker could be reserved.
+    pub(super) awaiting: Vec<u32>,
+    /// Reserved jobs to try in the next round's first phase.
+    pub(super) due: Vec<u32>,
     pub(super) queued: usize,
-    /// Reused buffer of lane keys, so that keying lanes again does not allocate.
-    pub(super) scratch: Vec<LaneKey>,
 }
 
 impl Default for Cluster {
@@ -73,6 +80,7 @@ impl Cluster {
             classes: Slab::default(),
             class_ids: IdMap::default(),
             projects: Slab::default(),
+            running: Vec::new(),
             project_ids: HashMap::new(),
             groups: Slab::default(),
             group_ids: HashMap::new(),
@@ -80,11 +88,12 @@ impl Cluster {
             lane_ids: IdMap::default(),
             jobs: Slab::default(),
             job_ids: IdMap::default(),
-            ready: BTreeSet::new(),
+            ready: MinTree::default(),
             reservations: Vec::new(),
-            next_reserve_check: Timestamp(i64::MAX),
+            watch: BinaryHeap::new(),
+            awaiting: Vec::new(),
+            due: Vec::new(),
             queued: 0,
-            scratch: Vec::new(),
         }
     }
 
@@ -112,10 +121,11 @@ impl Cluster {
             jobs: Vec::new(),
             reserved_for: None,
             avail: None,
+            witnessed: Vec::new(),
         });
         self.worker_ids.insert(id, index);
         self.pools[pool].workers.push(index);
-        self.next_reserve_check = Timestamp(i64::MIN);
+        self.worker_reservable();
         self.worker_changed(index);
         Ok(())
     }
@@ -138,7 +148,7 @@ impl Cluster {
             self.workers[index].pool = pool;
         }
         self.workers[index].spec = worker;
-        self.next_reserve_check = Timestamp(i64::MIN);
+        self.worker_reservable();
         self.worker_changed(index);
         Ok(())
     }
@@ -327,28 +337,21 @@ impl Cluster {
             .position(|&j| j == job)
             .expect("a placed job is listed on its worker");
         worker_entry.jobs.remove(position);
-        self.projects[project].running -= 1;
-        self.rekey_project(project);
+        self.running[project as usize] -= 1;
+        self.lower_bounds(project);
         if let Some(group) = group
             && self.groups[group].holder == Some(job)
         {
             self.groups[group].holder = None;
             self.rekey_group(group);
+            // Reserved jobs of the group may go now.
+            let jobs = &self.jobs;
+            self.due.extend(
+                self.reservations
+                    .iter()
+                    .filter(|&&j| jobs[j].group == Some(group)),
+            );
         }
-    }
-
-    /// Drops a job's worker reservation; the worker takes other jobs again.
-    pub(super) fn cancel_reservation(&mut self, job: u32) {
-        let Some(worker) = self.jobs[job].reserved.take() else {
-            return;
-        };
-        self.workers[worker].reserved_for = None;
-        let class = self.jobs[job].class;
-        self.classes[class].reservation = None;
-        self.reservations.retain(|&j| j != job);
-        // The class may have another starving job to reserve for.
-        self.next_reserve_check = Timestamp(i64::MIN);
-        self.worker_changed(worker);
     }
 
     /// After anything that may give a worker more room: its entry in its pool's available set is
@@ -356,6 +359,9 @@ impl Cluster {
     pub(super) fn worker_changed(&mut self, worker: u32) {
         self.refresh_available(worker);
         let entry = &self.workers[worker];
+        if let Some(job) = entry.reserved_for {
+            self.due.push(job);
+        }
         if !entry.is_available() {
             return;
         }
@@ -364,9 +370,43 @@ impl Cluster {
             let class = self.pools[pool].classes[i];
             let class_entry = &self.classes[class];
             if class_entry.blocked && self.workers[worker].fits_now(class_entry.demand) {
+                self.classes[class].witness = Some(worker);
+                self.workers[worker].witnessed.push(class);
                 self.set_blocked(class, false);
             }
         }
+    }
+
+    /// After a worker's room shrank (a job placed on it): the classes its room unblocked that it
+    /// no longer fits are blocked again at once if no other worker fits them, instead of lingering
+    /// in `ready` until a round reaches them. (Only a saving: a class left unblocked without room
+    /// is blocked when a round tries it.)
+    pub(super) fn recheck_witnessed(&mut self, worker: u32) {
+        if self.workers[worker].witnessed.is_empty() {
+            return;
+        }
+        let mut witnessed = std::mem::take(&mut self.workers[worker].witnessed);
+        witnessed.retain(|&class| {
+            let Some(entry) = self.classes.get(class) else {
+                return false;
+            };
+            if entry.blocked || entry.witness != Some(worker) {
+                return false;
+            }
+            let entry = &self.workers[worker];
+            if entry.is_available() && entry.fits_now(self.classes[class].demand) {
+                return true;
+            }
+            match self.find_worker(class) {
+                Some(other) => {
+                    self.classes[class].witness = Some(other);
+                    self.workers[other].witnessed.push(class);
+                }
+                None => self.set_blocked(class, true),
+            }
+            false
+        });
+        self.workers[worker].witnessed.extend(witnessed);
     }
 
     /// Puts the worker in its pool's available set, or takes it out, as its state says.

@@ -306,7 +306,7 @@ impl Cluster {
         let entry = &self.jobs[job];
         (
             entry.rank,
-            self.projects[entry.project].running,
+            self.running[entry.project as usize],
             entry.seq,
             job,
         )

@@ -62,6 +62,18 @@ impl<T> Slab<T> {
         value
     }
 
+    /// The entry at `index`, if any.
+    pub(super) fn get(&self, index: u32) -> Option<&T> {
+        self.entries.get(index as usize).and_then(Option::as_ref)
+    }
+
+    /// The entry at `index`, if any, to change.
+    pub(super) fn get_mut(&mut self, index: u32) -> Option<&mut T> {
+        self.entries
+            .get_mut(index as usize)
+            .and_then(Option::as_mut)
+    }
+
     /// How many entries are held.
     pub(super) fn len(&self) -> usize {
         self.len
@@ -99,6 +111,83 @@ impl<T> IndexMut<u32> for Slab<T> {
         self.entries[index as usize]
             .as_mut()
             .expect("wrote a vacant slab entry")
+    }
+}
+
+/// The least of a set of keys, each held at a slot (a dense index): setting a slot's key is
+/// O(log slots) comparisons in an array (a tournament tree holding the keys themselves, so a
+/// comparison reads two neighbouring entries), reading the least is O(1). It replaces an ordered
+/// set where keys change often and only the least is read: no node allocation, no shifting.
+#[derive(Debug, Clone)]
+pub(super) struct MinTree<K> {
+    /// `tree[n]` is the least `(key, slot)` under node `n`; leaves start at `width`.
+    tree: Vec<Option<(K, u32)>>,
+    width: usize,
+}
+
+impl<K: Ord + Copy> Default for MinTree<K> {
+    fn default() -> Self {
+        MinTree {
+            tree: vec![None; 2],
+            width: 1,
+        }
+    }
+}
+
+impl<K: Ord + Copy> MinTree<K> {
+    /// Sets or clears the key of `slot`.
+    pub(super) fn set(&mut self, slot: u32, key: Option<K>) {
+        if slot as usize >= self.width {
+            self.grow(slot as usize + 1);
+        }
+        let mut node = self.width + slot as usize;
+        self.tree[node] = key.map(|key| (key, slot));
+        while node > 1 {
+            node /= 2;
+            let best = match (self.tree[2 * node], self.tree[2 * node + 1]) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if self.tree[node] == best {
+                break;
+            }
+            self.tree[node] = best;
+        }
+    }
+
+    /// The least key and its slot.
+    pub(super) fn first(&self) -> Option<(K, u32)> {
+        self.tree[1]
+    }
+
+    /// The key of `slot`.
+    #[cfg(test)]
+    pub(super) fn get(&self, slot: u32) -> Option<K> {
+        let node = self.width + slot as usize;
+        self.tree.get(node).copied().flatten().map(|(key, _)| key)
+    }
+
+    /// How many slots hold a key. O(slots).
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.tree[self.width..]
+            .iter()
+            .filter(|leaf| leaf.is_some())
+            .count()
+    }
+
+    fn grow(&mut self, slots: usize) {
+        let width = slots.next_power_of_two();
+        let mut tree = vec![None; 2 * width];
+        tree[width..width + self.width].copy_from_slice(&self.tree[self.width..]);
+        for node in (1..width).rev() {
+            tree[node] = match (tree[2 * node], tree[2 * node + 1]) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        self.tree = tree;
+        self.width = width;
     }
 }
 
@@ -162,6 +251,23 @@ mod tests {
         assert_eq!(slab[b], "b");
         assert_eq!(slab.len(), 2);
         assert_eq!(slab.iter().map(|(_, v)| *v).collect::<Vec<_>>(), ["c", "b"]);
+    }
+
+    #[test]
+    fn min_tree_keeps_the_least_key_as_slots_change() {
+        let mut tree = MinTree::default();
+        assert_eq!(tree.first(), None);
+        tree.set(5, Some(50));
+        tree.set(2, Some(20));
+        tree.set(9, Some(90));
+        assert_eq!(tree.first(), Some((20, 2)));
+        tree.set(2, Some(95));
+        assert_eq!(tree.first(), Some((50, 5)));
+        tree.set(5, None);
+        assert_eq!(tree.first(), Some((90, 9)));
+        assert_eq!((tree.get(2), tree.get(5), tree.len()), (Some(95), None, 2));
+        tree.set(40, Some(1));
+        assert_eq!(tree.first(), Some((1, 40)));
     }
 
     #[test]

@@ -111,6 +111,7 @@ mod index;
 mod job;
 mod place;
 mod queue;
+mod starve;
 mod worker;
 
 #[cfg(test)]

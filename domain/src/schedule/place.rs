@@ -3,18 +3,20 @@
 //! A round has two phases:
 //! 1. **Reservations.** Each job holding a worker reservation (it starved) is placed on its
 //!    reserved worker as soon as it fits there and its concurrency group is free.
-//! 2. **The queue.** `ready.first()` is the best job of the best class that is not blocked. If a
-//!    worker fits it, it is placed; if none does, its class is marked blocked and leaves `ready`
+//! 2. **The queue.** `ready.first()` is the class that is not blocked with the lowest bound of its
+//!    best job's key. If no worker fits its jobs, it is marked blocked and leaves `ready`
 //!    (O(log classes)): no job of it is looked at again until capacity frees on a worker it could
-//!    use ([`Cluster::worker_changed`]). Each step places a job or blocks a class, so a round ends.
+//!    use ([`Cluster::worker_changed`]). Otherwise its best job is computed; if its key is the
+//!    bound, no class can have a better job and it is placed; if not, the bound is raised to it
+//!    and the round looks again. Each step places a job, blocks a class or raises a bound to an
+//!    exact key (at most once per class between placements), so a round ends.
 //!
-//! Starvation is checked lazily: a blocked class's best job starves at `queued_at +
-//! reserve_after`; `next_reserve_check` holds the earliest such instant, and only a round at or
-//! after it scans the blocked classes to reserve workers.
+//! Before and after the two phases, the blocked classes whose best job starves reserve workers
+//! (`starve.rs`).
 
 use super::Cluster;
 use super::job::{JobState, Placement};
-use super::worker::{AvailKey, WorkerState};
+use super::worker::AvailKey;
 use crate::ids::Timestamp;
 
 impl Cluster {
@@ -31,54 +33,43 @@ impl Cluster {
         if max == 0 {
             return placed;
         }
-        if now >= self.next_reserve_check {
-            self.reserve_starving(now);
-        }
+        self.reserve_starving(now);
         self.place_reserved(&mut placed, max);
         while placed.len() < max {
-            let Some(&key) = self.ready.first() else {
+            let Some((bound, class)) = self.ready.first() else {
                 break;
             };
-            let job = self.lane_head(key.lane);
-            let class = self.lanes[key.lane].class;
-            match self.find_worker(class, job) {
-                Some(worker) => placed.push(self.assign(job, worker)),
-                None => self.set_blocked(class, true),
+            // Placeability first: it is the same for every job of the class, and most classes a
+            // round looks at are full.
+            let Some(worker) = self.find_worker(class) else {
+                self.set_blocked(class, true);
+                continue;
+            };
+            let head = if self.classes[class].exact {
+                bound
+            } else {
+                self.class_head(class)
+                    .expect("a class in `ready` has a lane")
+            };
+            if head != bound {
+                // Project counts went up since the bound was set: store the exact key and take
+                // the class only if it still comes first.
+                self.set_bound(class, head);
+                if self.ready.first() != Some((head, class)) {
+                    continue;
+                }
             }
+            let job = self.lane_head(head.lane);
+            placed.push(self.assign(job, worker));
         }
-        if now >= self.next_reserve_check {
-            self.reserve_starving(now);
-        }
+        self.reserve_starving(now);
         placed
     }
 
-    /// Phase 1: reserved jobs that fit their reserved worker, best first.
-    fn place_reserved(&mut self, placed: &mut Vec<Placement>, max: usize) {
-        if self.reservations.is_empty() {
-            return;
-        }
-        let mut reserved = self.reservations.clone();
-        reserved.sort_by_key(|&job| self.jobs[job].lane_key(job));
-        for job in reserved {
-            if placed.len() >= max {
-                break;
-            }
-            let entry = &self.jobs[job];
-            let worker = entry.reserved.expect("a listed reservation is held");
-            let group_free = entry
-                .group
-                .is_none_or(|group| self.groups[group].holder.is_none());
-            let demand = self.classes[entry.class].demand;
-            if group_free && self.workers[worker].fits_now(demand) {
-                placed.push(self.assign(job, worker));
-            }
-        }
-    }
-
     /// The best worker for a job of `class`: among the available workers of the eligible pools
-    /// (and the job's own reserved worker) that fit it, the one with the most free slots, then the
-    /// one registered first.
-    fn find_worker(&self, class: u32, job: u32) -> Option<u32> {
+    /// that fit it, the one with the most free slots, then the one registered first. (A reserved
+    /// worker is not available; its job is placed on it by `place_reserved`.)
+    pub(super) fn find_worker(&self, class: u32) -> Option<u32> {
         let class = &self.classes[class];
         let demand = class.demand;
         let mut best: Option<AvailKey> = None;
@@ -93,18 +84,11 @@ impl Cluster {
                 }
             }
         }
-        if let Some(worker) = self.jobs[job].reserved {
-            let entry = &self.workers[worker];
-            if entry.fits_now(demand) {
-                let key = entry.avail_key(worker);
-                best = Some(best.map_or(key, |best| best.min(key)));
-            }
-        }
         best.map(|(_, _, worker)| worker)
     }
 
     /// Places a queued job on a worker that fits it and updates everything that depends on it.
-    fn assign(&mut self, job: u32, worker: u32) -> Placement {
+    pub(super) fn assign(&mut self, job: u32, worker: u32) -> Placement {
         let lane = self.pull_job(job);
         let entry = &mut self.jobs[job];
         entry.state = JobState::Placed { worker };
@@ -121,8 +105,9 @@ impl Cluster {
             self.cancel_reservation(job);
         }
         self.refresh_available(worker);
-        self.projects[project].running += 1;
-        self.rekey_project(project);
+        self.recheck_witnessed(worker);
+        self.running[project as usize] += 1;
+        self.raised_running(project);
         if let Some(group) = group {
             debug_assert!(self.groups[group].holder.is_none());
             self.groups[group].holder = Some(job);
@@ -135,64 +120,5 @@ impl Cluster {
             run: entry.run,
             worker: self.workers[worker].spec.id.clone(),
         }
-    }
-
-    /// Reserves a worker for the best job of every blocked class that starves and has none, best
-    /// job first, and sets the next instant worth checking again.
-    fn reserve_starving(&mut self, now: Timestamp) {
-        let mut next = Timestamp(i64::MAX);
-        // Best first: workers go to the starving jobs in the policy's order, so the job that
-        // leads the whole queue is never kept waiting by reservations for others.
-        let mut starving: Vec<(super::queue::LaneKey, u32, u32)> = self
-            .classes
-            .iter()
-            .filter(|(_, class)| class.blocked && class.reservation.is_none())
-            .filter_map(|(index, class)| {
-                let head = class.head?;
-                Some((head, index, self.lane_head(head.lane)))
-            })
-            .collect();
-        starving.sort_unstable();
-        for (_, class, job) in starving {
-            let at = self.starving_at(job);
-            if now < at {
-                next = next.min(at);
-            } else {
-                // When no worker can be kept for it, a change of workers or a released
-                // reservation (both reset `next_reserve_check`) is what may help.
-                self.reserve(class, job);
-            }
-        }
-        self.next_reserve_check = next;
-    }
-
-    /// Keeps a worker for a starving job: among the ready, unreserved workers of the eligible
-    /// pools that could hold it when idle, the one with the fewest jobs (the soonest to drain),
-    /// then the one registered first. Returns whether one was found.
-    fn reserve(&mut self, class: u32, job: u32) -> bool {
-        let class_entry = &self.classes[class];
-        let demand = class_entry.demand;
-        let mut best: Option<(usize, u64, u32)> = None;
-        for &pool in &self.needs[class_entry.need].pools {
-            for &worker in &self.pools[pool].workers {
-                let entry = &self.workers[worker];
-                if entry.spec.state == WorkerState::Ready
-                    && entry.reserved_for.is_none()
-                    && entry.could_hold(demand)
-                {
-                    let key = (entry.jobs.len(), entry.reg, worker);
-                    best = Some(best.map_or(key, |best| best.min(key)));
-                }
-            }
-        }
-        let Some((_, _, worker)) = best else {
-            return false;
-        };
-        self.workers[worker].reserved_for = Some(job);
-        self.jobs[job].reserved = Some(worker);
-        self.classes[class].reservation = Some(job);
-        self.reservations.push(job);
-        self.refresh_available(worker);
-        true
     }
 }

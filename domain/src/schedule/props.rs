@@ -285,10 +285,21 @@ impl Model {
 fn check_invariants(c: &Cluster) -> Result<(), TestCaseError> {
     let mut ready = std::collections::BTreeSet::new();
     for (index, class) in c.classes.iter() {
-        prop_assert_eq!(class.head, class.lanes.first().copied());
-        let expected = if class.blocked { None } else { class.head };
+        let head = c.class_head(index);
+        prop_assert_eq!(class.bound.is_some(), head.is_some());
+        if let (Some(bound), Some(head)) = (class.bound, head) {
+            prop_assert!(
+                bound <= head,
+                "class {index}: bound {bound:?} above {head:?}"
+            );
+            if class.exact {
+                prop_assert_eq!(bound, head, "class {} marked exact", index);
+            }
+        }
+        let expected = class.bound.filter(|_| !class.blocked);
         prop_assert_eq!(class.ready_key, expected);
-        ready.extend(class.ready_key);
+        prop_assert_eq!(c.ready.get(index), expected);
+        ready.extend(expected.map(|key| (key, index)));
         if class.blocked {
             for &pool in &c.needs[class.need].pools {
                 for &(_, _, worker) in &c.pools[pool].available {
@@ -299,30 +310,47 @@ fn check_invariants(c: &Cluster) -> Result<(), TestCaseError> {
                 }
             }
         }
-    }
-    prop_assert_eq!(&ready, &c.ready);
-    for (index, class) in c.classes.iter() {
-        let keys: std::collections::BTreeSet<_> = c
+        let entries: std::collections::BTreeSet<_> = c
             .lanes
             .iter()
             .filter(|(_, lane)| lane.class == index)
-            .filter_map(|(_, lane)| lane.key)
+            .filter_map(|(i, lane)| lane.entry.map(|(rank, seq)| (rank, seq, i, lane.project)))
             .collect();
-        prop_assert_eq!(&keys, &class.lanes);
-    }
-    for (index, lane) in c.lanes.iter() {
-        prop_assert!(!lane.jobs.is_empty(), "empty lane {index} kept");
-        let parked = lane.group.is_some_and(|g| c.groups[g].holder.is_some());
-        let head = lane.jobs.first().unwrap();
-        prop_assert_eq!(lane.key.is_some(), !parked);
-        if let Some(key) = lane.key {
-            prop_assert_eq!((key.rank, key.seq, key.lane), (head.0, head.1, index));
-            // The count may be old only below the class's best rank.
-            let top = c.classes[lane.class].head.unwrap().rank;
-            if key.rank == top {
-                prop_assert_eq!(key.running, c.projects[lane.project].running);
+        let grouped: std::collections::BTreeSet<_> = class
+            .lanes
+            .iter()
+            .flat_map(|(&rank, group)| {
+                group
+                    .iter()
+                    .map(move |&(seq, lane, project)| (rank, seq, lane, project))
+            })
+            .collect();
+        prop_assert_eq!(&entries, &grouped);
+        for (rank, group) in &class.lanes {
+            prop_assert!(!group.is_empty());
+            for (pos, &(_, lane, _)) in group.iter().enumerate() {
+                prop_assert_eq!(c.lanes[lane].pos as usize, pos);
+                prop_assert_eq!(c.lanes[lane].entry.map(|(r, _)| r), Some(*rank));
             }
         }
+    }
+    prop_assert_eq!(ready.len(), c.ready.len());
+    prop_assert_eq!(ready.first().copied(), c.ready.first());
+    for (index, lane) in c.lanes.iter() {
+        let listed = c.projects[lane.project].lanes[lane.slot as usize];
+        prop_assert_eq!(
+            listed,
+            super::queue::ProjectLane {
+                lane: index,
+                class: lane.class,
+                head: lane.entry,
+            }
+        );
+        prop_assert!(!lane.jobs.is_empty(), "empty lane {index} kept");
+        let parked = lane.group.is_some_and(|g| c.groups[g].holder.is_some());
+        let &(rank, seq, _) = lane.jobs.first().unwrap();
+        let expected = (!parked).then_some((rank, seq));
+        prop_assert_eq!(lane.entry, expected);
     }
     for (index, worker) in c.workers.iter() {
         let key = worker.is_available().then(|| worker.avail_key(index));
@@ -336,13 +364,18 @@ fn check_invariants(c: &Cluster) -> Result<(), TestCaseError> {
     let available: usize = c.pools.iter().map(|(_, p)| p.available.len()).sum();
     let expected = c.workers.iter().filter(|(_, w)| w.avail.is_some()).count();
     prop_assert_eq!(available, expected);
-    for (_, project) in c.projects.iter() {
+    for (index, project) in c.projects.iter() {
+        let lanes = c
+            .lanes
+            .iter()
+            .filter(|(_, l)| c.projects[l.project].name == project.name);
+        prop_assert_eq!(lanes.count(), project.lanes.len());
         let running = c
             .jobs
             .iter()
             .filter(|(_, j)| j.worker().is_some() && c.projects[j.project].name == project.name)
             .count();
-        prop_assert_eq!(project.running as usize, running);
+        prop_assert_eq!(c.running[index as usize] as usize, running);
     }
     for &job in &c.reservations {
         let worker = c.jobs[job].reserved.unwrap();

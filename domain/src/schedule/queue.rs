@@ -8,15 +8,23 @@
 //!   lane jobs are ordered by `(rank, seq)`; every job of a lane is placeable exactly when its head
 //!   is, and fair share does not tell them apart (same project), so the head is the lane's best.
 //!   The lanes of a concurrency group are *parked* (out of their class) while the group is held.
-//! - A lane's key is `(rank of its head, running jobs of its project, seq of its head, lane)`,
-//!   the policy's order. A class keeps its lanes by key; [`Cluster::ready`] keeps the first key of
-//!   every class that is not blocked, so the best placeable job of the cluster is `ready.first()`.
+//! - A class keeps its lanes by their head's `(rank, seq)`, keys that never change while the head
+//!   stays. Its best job is among the lanes at its best rank (the *top*): the one whose project
+//!   runs the fewest jobs, then the lowest `seq` ([`Cluster::class_head`] scans the top).
+//! - [`Cluster::ready`] orders the classes that are not blocked by a **lower bound** of their best
+//!   job's key `(rank, running, seq, lane)`. A placement raises its project's running count, which
+//!   can only make keys worse, so the bounds stay true and nothing is touched; a finish lowers it,
+//!   and the bound of each class where the project has a lane at the top is lowered if needed
+//!   (a comparison, no re-insertion). A round takes the class with the lowest bound, computes its
+//!   best job, and places it if the bound was exact, or stores the exact key and looks again. A
+//!   class remembers when its bound is exact (nothing changed its best lane since), and then
+//!   needs no scan.
 //!
-//! When a project's running count changes, every lane of that project is keyed again: the cost
-//! is one re-insertion per class the project has queued jobs in (a few for a real pipeline), not
-//! per queued job.
+//! So a change of a project's running count costs a comparison per class the project has queued
+//! jobs in, not a re-insertion in each: keying every lane of a busy project again on every
+//! placement and finish made up most of the cost of a round.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::Cluster;
 use super::job::JobEntry;
@@ -24,19 +32,21 @@ use super::worker::Demand;
 use crate::ids::Timestamp;
 use crate::model::{Label, Name};
 
-/// The key of a lane in its class, and of a class in [`Cluster::ready`]: lower goes first.
+/// The policy's key of a lane's head job: lower goes first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct LaneKey {
-    /// The rank of the lane's head job: `tick(queued_at) - priority`.
+    /// `tick(queued_at) - priority`.
     pub rank: i64,
-    /// Jobs of the lane's project placed and not finished: fair share among equal ranks. Exact
-    /// for the lanes at their class's best rank, possibly old for the others (see
-    /// [`Cluster::refresh_class`]).
+    /// Jobs of the lane's project placed and not finished: fair share among equal ranks.
     pub running: u32,
-    /// The submission order of the lane's head job.
+    /// The submission order.
     pub seq: u64,
     pub lane: u32,
 }
+
+/// A lane in its class's group of lanes whose head has one rank: the head's `seq`, the lane, and
+/// the lane's project (so a scan of the top reads the running counts without visiting lanes).
+pub(super) type RankEntry = (u64, u32, u32);
 
 /// A distinct `runs_on` set and the pools whose labels include it.
 #[derive(Debug, Clone)]
@@ -52,16 +62,25 @@ pub(super) struct Need {
 pub(super) struct Class {
     pub need: u32,
     pub demand: Demand,
-    /// Its lanes that have queued jobs and are not parked.
-    pub lanes: BTreeSet<LaneKey>,
-    /// `lanes.first()`, remembered to notice when it changes.
-    pub head: Option<LaneKey>,
-    /// Its entry in `Cluster::ready`: the head, unless the class is blocked.
+    /// Its lanes that have queued jobs and are not parked, grouped by the rank of their head (in
+    /// no order inside a group: the best of the top group is found by a scan).
+    pub lanes: BTreeMap<i64, Vec<RankEntry>>,
+    /// A key no greater than its best job's; `None` when it has no lane.
+    pub bound: Option<LaneKey>,
+    /// Whether `bound` is its best job's key, so no scan of the top is needed.
+    pub exact: bool,
+    /// Its key in `Cluster::ready`: the bound, unless the class is blocked.
     pub ready_key: Option<LaneKey>,
     /// No available worker fits its demand (checked when its best job was tried).
     pub blocked: bool,
+    /// The worker whose room last unblocked it.
+    pub witness: Option<u32>,
     /// The job of this class that holds a worker reservation, if any (at most one per class).
     pub reservation: Option<u32>,
+    /// It starves and no worker could be reserved for it (listed in `Cluster::awaiting`).
+    pub awaiting: bool,
+    /// The instant of its live entry in `Cluster::watch`, if it has one.
+    pub watched_at: Option<Timestamp>,
     /// Its jobs, queued or placed: the class is dropped at zero.
     pub jobs: u32,
 }
@@ -74,16 +93,29 @@ pub(super) struct Lane {
     pub group: Option<u32>,
     /// `(rank, seq, job index)` of its queued jobs.
     pub jobs: BTreeSet<(i64, u64, u32)>,
-    /// Its key in its class, if it is there (not empty, not parked).
-    pub key: Option<LaneKey>,
+    /// `(rank, seq)` of its head while it is in its class (not empty, not parked).
+    pub entry: Option<(i64, u64)>,
+    /// Its index in its class's group for that rank.
+    pub pos: u32,
+    /// Its index in its project's `lanes`.
+    pub slot: u32,
 }
 
-/// A fair-share key.
+/// A lane as its project lists it: a copy of its place in its class, so that a change of the
+/// project's running count reads one short vector instead of visiting each lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ProjectLane {
+    pub lane: u32,
+    pub class: u32,
+    /// `(rank, seq)` of its head while it is in its class (not parked).
+    pub head: Option<(i64, u64)>,
+}
+
+/// A fair-share key. Its running count is in `Cluster::running`.
 #[derive(Debug, Clone)]
 pub(super) struct Project {
     pub name: Name,
-    pub running: u32,
-    pub lanes: Vec<u32>,
+    pub lanes: Vec<ProjectLane>,
     /// Its jobs, queued or placed: the project is dropped at zero.
     pub jobs: u32,
 }
@@ -116,10 +148,12 @@ impl Cluster {
             None => {
                 let index = self.projects.insert(Project {
                     name: project.clone(),
-                    running: 0,
                     lanes: Vec::new(),
                     jobs: 0,
                 });
+                if self.running.len() <= index as usize {
+                    self.running.resize(index as usize + 1, 0);
+                }
                 self.project_ids.insert(project.clone(), index);
                 index
             }
@@ -140,15 +174,23 @@ impl Cluster {
         let lane = match self.lane_ids.get(&(class, project, group)) {
             Some(&index) => index,
             None => {
+                let lanes = &mut self.projects[project].lanes;
+                let slot = u32::try_from(lanes.len()).expect("fewer than 2^32 lanes");
                 let index = self.lanes.insert(Lane {
                     class,
                     project,
                     group,
                     jobs: BTreeSet::new(),
-                    key: None,
+                    entry: None,
+                    pos: 0,
+                    slot,
+                });
+                self.projects[project].lanes.push(ProjectLane {
+                    lane: index,
+                    class,
+                    head: None,
                 });
                 self.lane_ids.insert((class, project, group), index);
-                self.projects[project].lanes.push(index);
                 if let Some(group) = group {
                     self.groups[group].lanes.push(index);
                 }
@@ -164,6 +206,12 @@ impl Cluster {
     }
 
     fn need_for(&mut self, runs_on: &[Label]) -> u32 {
+        // The usual `runs_on` is already sorted without repeats: look it up as it is.
+        if runs_on.is_sorted_by(|a, b| a < b)
+            && let Some(&index) = self.need_ids.get(runs_on)
+        {
+            return index;
+        }
         let mut labels = runs_on.to_vec();
         labels.sort_unstable();
         labels.dedup();
@@ -192,11 +240,15 @@ impl Cluster {
         let index = self.classes.insert(Class {
             need,
             demand,
-            lanes: BTreeSet::new(),
-            head: None,
+            lanes: BTreeMap::new(),
+            bound: None,
+            exact: false,
             ready_key: None,
             blocked: false,
+            witness: None,
             reservation: None,
+            awaiting: false,
+            watched_at: None,
             jobs: 0,
         });
         self.class_ids.insert((need, demand), index);
@@ -230,55 +282,112 @@ impl Cluster {
         lane
     }
 
-    /// Computes the lane's key again and moves it in its class.
+    /// Puts the lane's head in its class again (or takes the lane out: empty or parked) and
+    /// keeps the class's bound true.
     pub(super) fn rekey_lane(&mut self, lane: u32) {
         let entry = &self.lanes[lane];
         let parked = entry
             .group
             .is_some_and(|group| self.groups[group].holder.is_some());
-        let key = if parked {
+        let new = if parked {
             None
         } else {
-            entry.jobs.first().map(|&(rank, seq, _)| LaneKey {
-                rank,
-                running: self.projects[entry.project].running,
-                seq,
-                lane,
-            })
+            entry.jobs.first().map(|&(rank, seq, _)| (rank, seq))
         };
-        if key == entry.key {
+        if new == entry.entry {
             return;
         }
-        let (class, old) = (entry.class, entry.key);
-        self.lanes[lane].key = key;
-        let lanes = &mut self.classes[class].lanes;
-        if let Some(old) = old {
-            lanes.remove(&old);
+        let (class, old) = (entry.class, entry.entry);
+        let (project, slot) = (entry.project, entry.slot);
+        self.lanes[lane].entry = new;
+        self.projects[project].lanes[slot as usize].head = new;
+        let class_entry = &mut self.classes[class];
+        let top = class_entry.lanes.first_key_value().map(|(&rank, _)| rank);
+        if let Some((rank, _)) = old {
+            let group = class_entry
+                .lanes
+                .get_mut(&rank)
+                .expect("a lane in its class is in its rank group");
+            let pos = self.lanes[lane].pos;
+            group.swap_remove(pos as usize);
+            if let Some(&(_, moved, _)) = group.get(pos as usize) {
+                self.lanes[moved].pos = pos;
+            }
+            if group.is_empty() {
+                class_entry.lanes.remove(&rank);
+            }
+            // The bound stays true (the best job can only be worse), but if it was this lane's
+            // key the best job is now another.
+            if class_entry.bound.is_some_and(|bound| bound.lane == lane) {
+                class_entry.exact = false;
+            }
         }
-        if let Some(key) = key {
-            lanes.insert(key);
+        if let Some((rank, seq)) = new {
+            let group = class_entry.lanes.entry(rank).or_default();
+            self.lanes[lane].pos = u32::try_from(group.len()).expect("fewer than 2^32 lanes");
+            group.push((seq, lane, project));
+            let key = LaneKey {
+                rank,
+                running: self.running[project as usize],
+                seq,
+                lane,
+            };
+            // Below the bound, hence below every other lane's key: the new best job.
+            if class_entry.bound.is_none_or(|bound| key < bound) {
+                class_entry.bound = Some(key);
+                class_entry.exact = true;
+            }
         }
-        self.refresh_class(class);
+        if class_entry.lanes.is_empty() {
+            class_entry.bound = None;
+            class_entry.exact = false;
+        }
+        let new_top = class_entry.lanes.first_key_value().map(|(&rank, _)| rank);
+        let top_changed = new_top != top || new.is_some_and(|(rank, _)| Some(rank) == new_top);
+        self.refresh_ready(class);
+        if top_changed && self.classes[class].blocked {
+            self.watch_starvation(class);
+        }
     }
 
-    /// After a project's running count changed: keys again those of its lanes whose head ties
-    /// the best rank of their class, the only ones whose place the count can change now (see
-    /// [`Cluster::refresh_class`] for the others).
-    pub(super) fn rekey_project(&mut self, project: u32) {
-        let running = self.projects[project].running;
+    /// After a project's running count went up: its keys only got worse, so every bound stays
+    /// true, but a class whose best job was the project's is no longer known exactly.
+    pub(super) fn raised_running(&mut self, project: u32) {
         for i in 0..self.projects[project].lanes.len() {
-            let lane = self.projects[project].lanes[i];
-            let Some(key) = self.lanes[lane].key else {
-                continue;
-            };
-            let top = self.classes[self.lanes[lane].class].head.map(|head| head.rank);
-            if key.running != running && top == Some(key.rank) {
-                self.rekey_lane(lane);
+            let ProjectLane { lane, class, .. } = self.projects[project].lanes[i];
+            let entry = &mut self.classes[class];
+            if entry.exact && entry.bound.is_some_and(|bound| bound.lane == lane) {
+                entry.exact = false;
             }
         }
     }
 
-    /// Keys every lane of a group again (it was taken or freed: its lanes park or come back).
+    /// After a project's running count went down: lowers the bound of each class where one of
+    /// its lanes now comes before the bound (it is then that class's best job).
+    pub(super) fn lower_bounds(&mut self, project: u32) {
+        let running = self.running[project as usize];
+        for i in 0..self.projects[project].lanes.len() {
+            let ProjectLane { lane, class, head } = self.projects[project].lanes[i];
+            let Some((rank, seq)) = head else {
+                continue;
+            };
+            let entry = &mut self.classes[class];
+            let key = LaneKey {
+                rank,
+                running,
+                seq,
+                lane,
+            };
+            if entry.bound.is_some_and(|bound| key < bound) {
+                entry.bound = Some(key);
+                entry.exact = true;
+                self.refresh_ready(class);
+            }
+        }
+    }
+
+    /// Puts the lanes of a group back in their classes or takes them out (it was freed or
+    /// taken).
     pub(super) fn rekey_group(&mut self, group: u32) {
         for i in 0..self.groups[group].lanes.len() {
             let lane = self.groups[group].lanes[i];
@@ -286,61 +395,44 @@ impl Cluster {
         }
     }
 
-    /// Brings the class's head and its entry in `ready` up to date.
-    ///
-    /// The running count in a lane's key is kept exact only for the lanes whose head has the
-    /// class's best rank: they are the only ones fair share orders now, and keying all of a
-    /// project's lanes on every placement and finish would cost one re-insertion per class the
-    /// project uses. A lane below the best rank may carry an old count; when the best rank moves
-    /// to its rank, it is keyed again here before the class's head is read. A lane whose head
-    /// changes is always keyed exactly.
-    pub(super) fn refresh_class(&mut self, class: u32) {
-        if let Some(&first) = self.classes[class].lanes.first()
-            && self.classes[class].head.map(|head| head.rank) != Some(first.rank)
-        {
-            self.exact_top(class, first.rank);
-        }
-        let entry = &mut self.classes[class];
-        let head = entry.lanes.first().copied();
-        let head_changed = head != entry.head;
-        entry.head = head;
-        let ready = if entry.blocked { None } else { head };
-        if ready != entry.ready_key {
-            if let Some(old) = entry.ready_key {
-                self.ready.remove(&old);
-            }
-            if let Some(key) = ready {
-                self.ready.insert(key);
-            }
-            entry.ready_key = ready;
-        }
-        if head_changed && entry.blocked {
-            self.watch_starvation(class);
-        }
+    /// The key of the class's best job: among its lanes at the best rank, the project with the
+    /// fewest running jobs, then the lowest `seq`. O(lanes at the best rank).
+    pub(super) fn class_head(&self, class: u32) -> Option<LaneKey> {
+        let (&rank, group) = self.classes[class].lanes.first_key_value()?;
+        let (running, seq, lane) = group
+            .iter()
+            .map(|&(seq, lane, project)| (self.running[project as usize], seq, lane))
+            .min()?;
+        Some(LaneKey {
+            rank,
+            running,
+            seq,
+            lane,
+        })
     }
 
-    /// Keys again, with their project's running count now, the lanes of the class at `rank`.
-    fn exact_top(&mut self, class: u32, rank: i64) {
-        let mut stale = std::mem::take(&mut self.scratch);
-        stale.extend(
-            self.classes[class]
-                .lanes
-                .iter()
-                .take_while(|key| key.rank == rank)
-                .filter(|key| key.running != self.projects[self.lanes[key.lane].project].running)
-                .copied(),
-        );
-        for old in stale.drain(..) {
-            let key = LaneKey {
-                running: self.projects[self.lanes[old.lane].project].running,
-                ..old
-            };
-            let lanes = &mut self.classes[class].lanes;
-            lanes.remove(&old);
-            lanes.insert(key);
-            self.lanes[old.lane].key = Some(key);
+    /// The lane at the best rank whose head was submitted first, and its head job.
+    pub(super) fn first_lane(&self, class: u32) -> Option<(u32, u32)> {
+        let (_, group) = self.classes[class].lanes.first_key_value()?;
+        let &(_, lane, _) = group.iter().min()?;
+        Some((lane, self.lane_head(lane)))
+    }
+
+    /// Stores the exact key of the class's best job as its bound.
+    pub(super) fn set_bound(&mut self, class: u32, key: LaneKey) {
+        self.classes[class].bound = Some(key);
+        self.classes[class].exact = true;
+        self.refresh_ready(class);
+    }
+
+    /// Brings the class's entry in `ready` up to date: its bound, unless it is blocked.
+    fn refresh_ready(&mut self, class: u32) {
+        let entry = &mut self.classes[class];
+        let ready = entry.bound.filter(|_| !entry.blocked);
+        if ready != entry.ready_key {
+            entry.ready_key = ready;
+            self.ready.set(class, ready);
         }
-        self.scratch = stale;
     }
 
     /// Marks the class blocked (no available worker fits it) or not.
@@ -349,19 +441,9 @@ impl Cluster {
             return;
         }
         self.classes[class].blocked = blocked;
-        self.refresh_class(class);
+        self.refresh_ready(class);
         if blocked {
             self.watch_starvation(class);
-        }
-    }
-
-    /// Makes sure the next placement round looks again at a blocked class when its best job
-    /// starts to starve: no capacity may free for it before then, and a blocked class is not tried.
-    fn watch_starvation(&mut self, class: u32) {
-        let entry = &self.classes[class];
-        if let (None, Some(head)) = (entry.reservation, entry.head) {
-            let deadline = self.starving_at(self.lane_head(head.lane));
-            self.next_reserve_check = self.next_reserve_check.min(deadline);
         }
     }
 
@@ -374,12 +456,6 @@ impl Cluster {
             .2
     }
 
-    /// When a job queued at `queued_at` starts to starve.
-    pub(super) fn starving_at(&self, job: u32) -> Timestamp {
-        let queued_at = self.jobs[job].queued_at;
-        Timestamp(queued_at.0.saturating_add_unsigned(self.reserve_after_ms))
-    }
-
     /// Drops a lane that has no queued job left.
     pub(super) fn drop_lane_if_empty(&mut self, lane: u32) {
         if !self.lanes[lane].jobs.is_empty() {
@@ -389,7 +465,11 @@ impl Cluster {
         let entry = self.lanes.remove(lane);
         self.lane_ids
             .remove(&(entry.class, entry.project, entry.group));
-        self.projects[entry.project].lanes.retain(|&l| l != lane);
+        let lanes = &mut self.projects[entry.project].lanes;
+        lanes.swap_remove(entry.slot as usize);
+        if let Some(moved) = lanes.get(entry.slot as usize) {
+            self.lanes[moved.lane].slot = entry.slot;
+        }
         if let Some(group) = entry.group {
             self.groups[group].lanes.retain(|&l| l != lane);
         }
@@ -408,7 +488,7 @@ impl Cluster {
         let project = &mut self.projects[entry.project];
         project.jobs -= 1;
         if project.jobs == 0 {
-            debug_assert!(project.lanes.is_empty() && project.running == 0);
+            debug_assert!(project.lanes.is_empty() && self.running[entry.project as usize] == 0);
             let project = self.projects.remove(entry.project);
             self.project_ids.remove(&project.name);
         }

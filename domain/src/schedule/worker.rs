@@ -109,6 +109,8 @@ pub(super) struct WorkerEntry {
     pub reserved_for: Option<u32>,
     /// Its key in its pool's `available` set, if it is there.
     pub avail: Option<AvailKey>,
+    /// The classes its room unblocked (see `Cluster::recheck_witnessed`).
+    pub witnessed: Vec<u32>,
 }
 
 impl WorkerEntry {
@@ -219,6 +221,7 @@ mod tests {
             jobs: Vec::new(),
             reserved_for: None,
             avail: None,
+            witnessed: Vec::new(),
         }
     }
 
