@@ -56,7 +56,7 @@ fn configure(
     } else {
         group
             .sample_size(100)
-            .measurement_time(Duration::from_secs(5));
+            .measurement_time(Duration::from_secs(8));
     }
 }
 

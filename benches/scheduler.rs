@@ -34,7 +34,7 @@ use hodei_domain::schedule::{Cluster, Policy, QueuedJob, Worker, WorkerState};
 
 const WORKERS: usize = 1_000;
 const QUEUED: usize = 100_000;
-const SEED: u64 = 0x5EED_0F_5C4E_D01E;
+const SEED: u64 = 0x5EED_0F5C_4ED0_1E00;
 /// The jobs are queued over the hour before `NOW`.
 const NOW: Timestamp = Timestamp(3_600_000);
 

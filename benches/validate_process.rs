@@ -59,7 +59,7 @@ fn benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("validate_process");
     group
         .sample_size(100)
-        .measurement_time(Duration::from_secs(10));
+        .measurement_time(Duration::from_secs(15));
     for jobs in SIZES {
         let generated = generate(jobs, SEED);
         let file = dir.join(format!("pipeline-{jobs}.yml"));

@@ -84,7 +84,7 @@ pub async fn local_stack(
     secrets: Arc<dyn SecretStore>,
     labels: Vec<Label>,
     approvals: Approvals,
-) -> Result<Tree, String> {
+) -> Result<(Tree, Arc<LocalProvider>), String> {
     let store = match &paths.store {
         Some(path) => SqliteStore::open(path).await,
         None => SqliteStore::memory().await,
@@ -97,6 +97,7 @@ pub async fn local_stack(
             .map_err(|e| format!("cannot open the logs in {}: {e}", paths.logs.display()))?,
     );
     let provider = Arc::new(LocalProvider::new(paths.workspaces.clone(), instance));
+    let local = provider.clone();
     let ports = Ports {
         store,
         logs,
@@ -111,11 +112,12 @@ pub async fn local_stack(
         labels,
         slots,
     };
-    Ok(start_tree(
+    let tree = start_tree(
         ports,
         TreeConfig {
             local_worker: Some(worker),
             approvals,
         },
-    ))
+    );
+    Ok((tree, local))
 }

@@ -145,8 +145,12 @@ fn invalid_input_exits_2_with_a_message() {
             "not a valid variable name",
         ),
         (
-            vec!["run", good.as_str(), "--secret", "HODEI_TEST_UNSET_SECRET"],
+            vec!["run", good.as_str(), "--secret", "TEST_UNSET_SECRET_4711"],
             "is not set",
+        ),
+        (
+            vec!["run", good.as_str(), "--secret", "HODEI_TOKEN"],
+            "not starting with `HODEI_`",
         ),
         (vec!["run", "/nonexistent.yml"], "cannot read"),
         (vec!["run"], "give a pipeline FILE"),

@@ -191,8 +191,8 @@ async fn session(
     source: Option<String>,
     inputs: RunInputs,
 ) -> u8 {
-    let tree = match local_stack(&paths, secrets, labels, Approvals::Local).await {
-        Ok(tree) => tree,
+    let (tree, provider) = match local_stack(&paths, secrets, labels, Approvals::Local).await {
+        Ok(stack) => stack,
         Err(err) => {
             eprintln!("error: {err}");
             return EXIT_USAGE;
@@ -260,11 +260,7 @@ async fn session(
     progress.do_send(AwaitRuns(awaited.clone()));
 
     // Ctrl-C cancels every awaited run; a second one stops at once, leaving nothing running.
-    let (orchestrator, reconcile, runs) = (
-        tree.orchestrator.clone(),
-        tree.ports.reconcile.clone(),
-        awaited.clone(),
-    );
+    let (orchestrator, runs) = (tree.orchestrator.clone(), awaited.clone());
     actix::spawn(async move {
         let mut presses = 0;
         while tokio::signal::ctrl_c().await.is_ok() {
@@ -279,7 +275,9 @@ async fn session(
                 }
             } else {
                 eprintln!("\nStopping at once.");
-                let _ = reconcile.reap_orphans().await;
+                // Every step this process runs dies with everything it started; a durable run
+                // resumes at the next `hodei run --store`.
+                provider.stop_all();
                 std::process::exit(130);
             }
         }

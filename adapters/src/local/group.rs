@@ -225,6 +225,8 @@ mod tests {
     use super::*;
     use crate::local::orphans::is_running;
 
+    // The tests reap the child themselves, through the code under test (`waitid`).
+    #[allow(clippy::zombie_processes)]
     fn spawn(script: &str) -> i32 {
         let child = Command::new("/bin/sh")
             .args(["-c", script])

@@ -29,9 +29,10 @@
 //! ## Assumptions
 //! Linux with `/proc` (pidfd since 5.3 avoids a thread per running step; older kernels fall back
 //! to tokio's blocking pool). Futures run on a tokio runtime with I/O and time enabled (actix's
-//! arbiters, `#[tokio::test]`). [`JobSpec::image`], `pull`, `user`, `services` and `resources`
-//! are not applied: the local provider runs on the host, as the host's user; the scheduler
-//! routes jobs that need them elsewhere. A step's processes that leave its process group
+//! arbiters, `#[tokio::test]`). The local provider runs on the host, as the host's user: a job
+//! with an [`JobSpec::image`] or `services` is refused at `set_up` (a provider error that fails
+//! the job with the reason), never run on the host instead; `user` and `resources` are not
+//! applied. A step's processes that leave its process group
 //! (`setsid`) or clear their environment escape `destroy_step`; the first are reaped in the next
 //! life.
 //!
@@ -223,6 +224,16 @@ impl LocalProvider {
     }
 }
 
+impl LocalProvider {
+    /// Kills every step this provider runs now, with everything they started: an emergency stop
+    /// (a second Ctrl-C). The steps' waits then report them killed.
+    pub fn stop_all(&self) {
+        for step in self.registry().values() {
+            step.leader.destroy();
+        }
+    }
+}
+
 impl Drop for LocalProvider {
     fn drop(&mut self) {
         for step in self.registry().values() {
@@ -238,6 +249,21 @@ impl Provider for LocalProvider {
 
     fn set_up<'a>(&'a self, job: &'a JobSpec) -> BoxFuture<'a, Result<Workspace, ProviderError>> {
         Box::pin(async move {
+            // Running such a job on the host would report a success the job never had.
+            if let Some(image) = &job.image {
+                return Err(ProviderError::SetUp {
+                    reason: format!(
+                        "the job needs the container image `{image}`, and the local provider runs steps as processes on this machine; run it where the Docker provider is available, or remove `image` to run it here"
+                    ),
+                });
+            }
+            if let Some((name, _)) = job.services.first() {
+                return Err(ProviderError::SetUp {
+                    reason: format!(
+                        "the job needs the service `{name}`, and the local provider cannot start service containers"
+                    ),
+                });
+            }
             let dir = convert::workspace_dir(&self.base, job.run, job.job, job.attempt);
             let fail = |what: &str, err: std::io::Error| ProviderError::SetUp {
                 reason: format!("cannot {what} {}: {err}", dir.display()),

@@ -121,7 +121,6 @@ impl Cluster {
             jobs: Vec::new(),
             reserved_for: None,
             avail: None,
-            witnessed: Vec::new(),
         });
         self.worker_ids.insert(id, index);
         self.pools[pool].workers.push(index);
@@ -180,6 +179,9 @@ impl Cluster {
                 worker: worker.clone(),
             });
         };
+        // Offline first, so that releasing its reservation does not offer its room to anyone.
+        self.workers[index].spec.state = WorkerState::Offline;
+        self.refresh_available(index);
         if let Some(job) = self.workers[index].reserved_for {
             self.cancel_reservation(job);
         }
@@ -351,118 +353,6 @@ impl Cluster {
                     .iter()
                     .filter(|&&j| jobs[j].group == Some(group)),
             );
-        }
-    }
-
-    /// After anything that may give a worker more room: its entry in its pool's available set is
-    /// brought up to date, and the blocked classes it now fits are tried again.
-    pub(super) fn worker_changed(&mut self, worker: u32) {
-        self.refresh_available(worker);
-        let entry = &self.workers[worker];
-        if let Some(job) = entry.reserved_for {
-            self.due.push(job);
-        }
-        if !entry.is_available() {
-            return;
-        }
-        let pool = entry.pool;
-        for i in 0..self.pools[pool].classes.len() {
-            let class = self.pools[pool].classes[i];
-            let class_entry = &self.classes[class];
-            if class_entry.blocked && self.workers[worker].fits_now(class_entry.demand) {
-                self.classes[class].witness = Some(worker);
-                self.workers[worker].witnessed.push(class);
-                self.set_blocked(class, false);
-            }
-        }
-    }
-
-    /// After a worker's room shrank (a job placed on it): the classes its room unblocked that it
-    /// no longer fits are blocked again at once if no other worker fits them, instead of lingering
-    /// in `ready` until a round reaches them. (Only a saving: a class left unblocked without room
-    /// is blocked when a round tries it.)
-    pub(super) fn recheck_witnessed(&mut self, worker: u32) {
-        if self.workers[worker].witnessed.is_empty() {
-            return;
-        }
-        let mut witnessed = std::mem::take(&mut self.workers[worker].witnessed);
-        witnessed.retain(|&class| {
-            let Some(entry) = self.classes.get(class) else {
-                return false;
-            };
-            if entry.blocked || entry.witness != Some(worker) {
-                return false;
-            }
-            let entry = &self.workers[worker];
-            if entry.is_available() && entry.fits_now(self.classes[class].demand) {
-                return true;
-            }
-            match self.find_worker(class) {
-                Some(other) => {
-                    self.classes[class].witness = Some(other);
-                    self.workers[other].witnessed.push(class);
-                }
-                None => self.set_blocked(class, true),
-            }
-            false
-        });
-        self.workers[worker].witnessed.extend(witnessed);
-    }
-
-    /// Puts the worker in its pool's available set, or takes it out, as its state says.
-    pub(super) fn refresh_available(&mut self, worker: u32) {
-        let entry = &self.workers[worker];
-        let key = entry.is_available().then(|| entry.avail_key(worker));
-        if key == entry.avail {
-            return;
-        }
-        let (pool, old) = (entry.pool, entry.avail);
-        self.workers[worker].avail = key;
-        let available = &mut self.pools[pool].available;
-        if let Some(old) = old {
-            available.remove(&old);
-        }
-        if let Some(key) = key {
-            available.insert(key);
-        }
-    }
-
-    /// The pool of this label set, made (and linked to the classes it can serve) if needed.
-    fn pool_for(&mut self, labels: &BTreeSet<Label>) -> u32 {
-        if let Some(&pool) = self.pool_ids.get(labels) {
-            return pool;
-        }
-        let mut entry = Pool::new(labels.clone());
-        let mut serves = Vec::new();
-        for (need, need_entry) in self.needs.iter() {
-            if entry.includes(&need_entry.labels) {
-                serves.push(need);
-                entry.classes.extend_from_slice(&need_entry.classes);
-            }
-        }
-        let pool = self.pools.insert(entry);
-        self.pool_ids.insert(labels.clone(), pool);
-        for need in serves {
-            self.needs[need].pools.push(pool);
-        }
-        pool
-    }
-
-    /// Takes a worker out of its pool; an empty pool is dropped.
-    fn leave_pool(&mut self, worker: u32) {
-        let entry = &mut self.workers[worker];
-        let pool = entry.pool;
-        if let Some(key) = entry.avail.take() {
-            self.pools[pool].available.remove(&key);
-        }
-        let pool_entry = &mut self.pools[pool];
-        pool_entry.workers.retain(|&w| w != worker);
-        if pool_entry.workers.is_empty() {
-            let pool_entry = self.pools.remove(pool);
-            self.pool_ids.remove(&pool_entry.labels);
-            for (_, need) in self.needs.iter_mut() {
-                need.pools.retain(|&p| p != pool);
-            }
         }
     }
 }

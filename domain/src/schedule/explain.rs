@@ -76,7 +76,8 @@ impl fmt::Display for WaitReason {
             ),
             WaitReason::EligibleWorkersDraining { draining, offline } => write!(
                 f,
-                "every worker with the labels is unavailable ({draining} draining, {offline} offline)"
+                "every worker with the labels is unavailable \
+                 ({draining} draining, {offline} offline)"
             ),
             WaitReason::InsufficientResources { requested, largest } => write!(
                 f,

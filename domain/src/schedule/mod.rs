@@ -8,9 +8,11 @@
 //! `queued_at`), no randomness.
 //!
 //! Where to start reading: this page (the policy), then [`Cluster::place`] in `place.rs`, then
-//! the structures that make it fast in `queue.rs` (lanes and classes) and `worker.rs` (pools).
-//! `cluster.rs` holds the state and the event calls, `explain.rs` the queue view, `tests.rs` and
-//! `props.rs` the behaviour and property tests.
+//! the structures that make it fast: `queue.rs` (lanes and classes), `order.rs` (the best job of
+//! each class and the best class) and `worker.rs` (pools of workers by label set).
+//! `cluster.rs` holds the state and the event calls, `explain.rs` the queue view, `starve.rs`
+//! the reservations against starvation; `tests.rs`, `explain_tests.rs` and `props.rs` (with
+//! `reference.rs`) the behaviour and property tests.
 //!
 //! ## The policy
 //!
@@ -46,17 +48,22 @@
 //! removed. The group is across all runs and projects.
 //!
 //! **Starvation.** Passing over a job that does not fit could starve it: a job needing a whole
-//! 8-CPU worker never finds one free while 1-CPU jobs keep filling every freed CPU. So a job that
-//! has waited at least [`Policy::reserve_after`] since `queued_at`, is the first in the order of
-//! its class (same `runs_on` and resources) and fits no worker now *reserves* one: among the ready
-//! workers with its labels that could hold it when idle and are not reserved, the one with the
-//! fewest jobs (soonest drained), then the one registered first. Starving jobs reserve in the
-//! policy's order, the best first, so the job that leads the queue is never kept waiting by the
-//! reservations of jobs behind it for longer than one of them takes to run. A reserved worker
-//! takes no other job; the reserving job is placed on it, before the ordered pass of each round, as soon as it
-//! fits there and its group is free, or elsewhere if a worker fits it first. At most one job per
-//! class holds a reservation; it is dropped when the job is placed or dequeued, or the worker is
-//! updated or removed (the job reserves again at a later round if it still starves).
+//! 8-CPU worker never finds one free while 1-CPU jobs keep filling every freed CPU. So when the
+//! first job in the order of a class (same `runs_on` and resources) fits no worker and has waited
+//! at least [`Policy::reserve_after`] since `queued_at` (judged at the `now` of a round), it
+//! *reserves* a worker: among the ready workers with its labels that could hold it when idle and
+//! are not reserved, the one with the fewest jobs (soonest drained), then the one registered
+//! first. Starving jobs reserve in the policy's order, the best first, so the job that leads the
+//! queue never waits on the reservations of jobs behind it longer than one of them takes to run.
+//! A reserved worker takes no other job. The reserving job is placed on it, before the ordered
+//! pass of a round, as soon as it fits there and its group is free, or elsewhere if a worker
+//! fits it first. At most one job per class holds a reservation; it is dropped when the job is
+//! placed or dequeued, or the worker is updated or removed (the job reserves again if it still
+//! starves).
+//!
+//! **Jobs no worker can take** (labels no worker has, more CPU or memory than any worker with
+//! the labels offers) stay queued and cost nothing; [`explain`] says why, and the caller decides
+//! whether to fail them.
 //!
 //! ## Guarantees
 //!
@@ -89,10 +96,14 @@
 //!
 //! ## Cost
 //!
-//! Placing a job is O(log n) in the queued jobs plus one re-keying per class its project has
-//! queued jobs in; a class of jobs that fits nowhere costs one try (O(eligible pools)) per round
-//! in which capacity freed for it, whatever the number of its jobs. Figures for 1,000 workers
-//! and 100,000 queued jobs are in `docs/performance.md` (`cargo bench --bench scheduler`).
+//! With n queued jobs: placing a job is O(log n) for its lane and class, O(log classes) for the
+//! order of classes, a scan of the lanes tied at its class's best rank when that class's best
+//! job changed, and a comparison per lane of its project (fair share); a finish is O(log n) plus
+//! a comparison per lane of the job's project and a check per class the worker's pool serves.
+//! A class that fits nowhere is skipped at no cost until room frees on a worker it could use,
+//! whatever the number of its jobs. A queued job takes about 160 bytes. [`explain`] is
+//! O(workers), [`position`] O(n). Figures for 1,000 workers and 100,000 queued jobs are in
+//! `docs/performance.md` (`cargo bench --bench scheduler`).
 //!
 //! [`add_worker`]: Cluster::add_worker
 //! [`update_worker`]: Cluster::update_worker
@@ -109,13 +120,18 @@ mod cluster;
 mod explain;
 mod index;
 mod job;
+mod order;
 mod place;
 mod queue;
 mod starve;
 mod worker;
 
 #[cfg(test)]
+mod explain_tests;
+#[cfg(test)]
 mod props;
+#[cfg(test)]
+mod reference;
 #[cfg(test)]
 mod tests;
 

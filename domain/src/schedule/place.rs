@@ -69,7 +69,7 @@ impl Cluster {
     /// The best worker for a job of `class`: among the available workers of the eligible pools
     /// that fit it, the one with the most free slots, then the one registered first. (A reserved
     /// worker is not available; its job is placed on it by `place_reserved`.)
-    pub(super) fn find_worker(&self, class: u32) -> Option<u32> {
+    fn find_worker(&self, class: u32) -> Option<u32> {
         let class = &self.classes[class];
         let demand = class.demand;
         let mut best: Option<AvailKey> = None;
@@ -105,7 +105,6 @@ impl Cluster {
             self.cancel_reservation(job);
         }
         self.refresh_available(worker);
-        self.recheck_witnessed(worker);
         self.running[project as usize] += 1;
         self.raised_running(project);
         if let Some(group) = group {

@@ -77,6 +77,12 @@ impl Cluster {
             if !entry.blocked || entry.reservation.is_some() || entry.awaiting {
                 continue;
             }
+            if self.needs[entry.need].pools.is_empty() {
+                // No worker has its labels: nothing to reserve until one is added.
+                self.classes[class].awaiting = true;
+                self.awaiting.push(class);
+                continue;
+            }
             let Some(head) = self.class_head(class) else {
                 continue;
             };

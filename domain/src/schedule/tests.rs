@@ -1,28 +1,29 @@
 //! Behaviour of the policy, one rule per test: eligibility, order, fair share, aging, groups,
-//! starvation, worker changes, the queue view and the errors.
+//! starvation and worker changes. The queue view and the errors are in `explain_tests.rs`, which
+//! shares the helpers here.
 
 use std::time::Duration;
 
 use super::*;
 use crate::ids::{JobId, RunId, Timestamp, WorkerId};
-use crate::model::{Cpu, Label, Memory, Name, Resources};
+use crate::model::{Cpu, Label, Memory, Resources};
 
-const T0: Timestamp = Timestamp(0);
+pub(super) const T0: Timestamp = Timestamp(0);
 const MINUTE: i64 = 60_000;
 
-fn labels(names: &[&str]) -> Vec<Label> {
+pub(super) fn labels(names: &[&str]) -> Vec<Label> {
     names.iter().map(|name| name.parse().unwrap()).collect()
 }
 
-fn wid(id: &str) -> WorkerId {
+pub(super) fn wid(id: &str) -> WorkerId {
     WorkerId(id.to_owned())
 }
 
-fn worker(id: &str, names: &[&str], slots: u32) -> Worker {
+pub(super) fn worker(id: &str, names: &[&str], slots: u32) -> Worker {
     Worker::ready(wid(id), labels(names), slots)
 }
 
-fn sized(id: &str, names: &[&str], slots: u32, cpu: u32, gib: u64) -> Worker {
+pub(super) fn sized(id: &str, names: &[&str], slots: u32, cpu: u32, gib: u64) -> Worker {
     Worker {
         capacity: Resources {
             cpu: Cpu::from_millis(cpu),
@@ -32,7 +33,7 @@ fn sized(id: &str, names: &[&str], slots: u32, cpu: u32, gib: u64) -> Worker {
     }
 }
 
-fn job(id: u64) -> QueuedJob {
+pub(super) fn job(id: u64) -> QueuedJob {
     QueuedJob {
         job: JobId(id),
         run: RunId(id / 100),
@@ -46,14 +47,14 @@ fn job(id: u64) -> QueuedJob {
     }
 }
 
-fn on(id: u64, names: &[&str]) -> QueuedJob {
+pub(super) fn on(id: u64, names: &[&str]) -> QueuedJob {
     QueuedJob {
         runs_on: labels(names),
         ..job(id)
     }
 }
 
-fn needing(id: u64, cpu: u32, gib: u64) -> QueuedJob {
+pub(super) fn needing(id: u64, cpu: u32, gib: u64) -> QueuedJob {
     QueuedJob {
         resources: Resources {
             cpu: Cpu::from_millis(cpu),
@@ -63,21 +64,21 @@ fn needing(id: u64, cpu: u32, gib: u64) -> QueuedJob {
     }
 }
 
-fn of(id: u64, project: &str) -> QueuedJob {
+pub(super) fn of(id: u64, project: &str) -> QueuedJob {
     QueuedJob {
         project: project.parse().unwrap(),
         ..job(id)
     }
 }
 
-fn in_group(id: u64, group: &str) -> QueuedJob {
+pub(super) fn in_group(id: u64, group: &str) -> QueuedJob {
     QueuedJob {
         concurrency: Some(group.parse().unwrap()),
         ..job(id)
     }
 }
 
-fn cluster(workers: Vec<Worker>, jobs: Vec<QueuedJob>) -> Cluster {
+pub(super) fn cluster(workers: Vec<Worker>, jobs: Vec<QueuedJob>) -> Cluster {
     let mut cluster = Cluster::default();
     for worker in workers {
         cluster.add_worker(worker).unwrap();
@@ -89,7 +90,7 @@ fn cluster(workers: Vec<Worker>, jobs: Vec<QueuedJob>) -> Cluster {
 }
 
 /// `(job, worker)` of each placement, in order.
-fn place(cluster: &mut Cluster, now: Timestamp, max: usize) -> Vec<(u64, String)> {
+pub(super) fn place(cluster: &mut Cluster, now: Timestamp, max: usize) -> Vec<(u64, String)> {
     cluster
         .place(now, max)
         .into_iter()
@@ -97,7 +98,7 @@ fn place(cluster: &mut Cluster, now: Timestamp, max: usize) -> Vec<(u64, String)
         .collect()
 }
 
-fn placed_ids(cluster: &mut Cluster, now: Timestamp) -> Vec<u64> {
+pub(super) fn placed_ids(cluster: &mut Cluster, now: Timestamp) -> Vec<u64> {
     place(cluster, now, usize::MAX)
         .into_iter()
         .map(|(job, _)| job)
@@ -475,164 +476,4 @@ fn a_dequeued_job_is_never_placed() {
     let mut c = cluster(vec![worker("w", &[], 5)], vec![job(1), job(2)]);
     c.dequeue(JobId(1)).unwrap();
     assert_eq!(placed_ids(&mut c, T0), [2]);
-}
-
-#[test]
-fn explain_names_the_labels_no_worker_has() {
-    let c = cluster(
-        vec![worker("a", &["linux"], 1), worker("b", &["gpu"], 1)],
-        vec![on(1, &["linux", "arm64", "fpga"]), on(2, &["linux", "gpu"])],
-    );
-    assert_eq!(
-        c.explain(JobId(1)),
-        Some(WaitReason::NoWorkerHasLabels {
-            missing: labels(&["arm64", "fpga"])
-        })
-    );
-    assert_eq!(
-        c.explain(JobId(2)),
-        Some(WaitReason::NoWorkerHasAllLabels {
-            closest: wid("a"),
-            lacking: labels(&["gpu"])
-        })
-    );
-    assert_eq!(
-        c.explain(JobId(1)).unwrap().to_string(),
-        "no worker has the label(s) `arm64`, `fpga`"
-    );
-}
-
-#[test]
-fn explain_tells_draining_workers_and_resources_apart() {
-    let mut c = cluster(
-        vec![
-            sized("a", &["linux"], 2, 2000, 4),
-            sized("b", &["linux"], 2, 1000, 8),
-            worker("c", &["gpu"], 2),
-        ],
-        vec![on(1, &["linux"]), needing(2, 4000, 1), on(3, &["gpu"])],
-    );
-    c.set_worker_state(&wid("c"), WorkerState::Draining)
-        .unwrap();
-    assert_eq!(
-        c.explain(JobId(3)),
-        Some(WaitReason::EligibleWorkersDraining {
-            draining: 1,
-            offline: 0
-        })
-    );
-    assert_eq!(
-        c.explain(JobId(2)),
-        Some(WaitReason::InsufficientResources {
-            requested: needing(2, 4000, 1).resources,
-            largest: Resources {
-                cpu: Cpu::from_millis(2000),
-                memory: Memory::from_bytes(8 << 30),
-            },
-        })
-    );
-    assert_eq!(
-        c.explain(JobId(1)),
-        Some(WaitReason::QueuedBehind { position: 0 })
-    );
-}
-
-#[test]
-fn explain_counts_the_busy_workers_that_could_take_the_job() {
-    let mut c = cluster(
-        vec![worker("a", &[], 1), worker("b", &[], 1)],
-        vec![job(1), job(2), job(3)],
-    );
-    c.place(T0, 10);
-    assert_eq!(
-        c.explain(JobId(3)),
-        Some(WaitReason::AllEligibleBusy {
-            eligible: 2,
-            reserved: None
-        })
-    );
-    assert_eq!(c.candidates(JobId(3)), Some(vec![wid("a"), wid("b")]));
-    assert_eq!(c.explain(JobId(1)), None);
-    assert_eq!(c.explain(JobId(99)), None);
-}
-
-#[test]
-fn position_counts_the_jobs_ahead_in_the_policy_order() {
-    let c = cluster(
-        vec![],
-        vec![
-            job(1),
-            QueuedJob {
-                priority: 1,
-                ..job(2)
-            },
-            on(3, &["gpu"]),
-        ],
-    );
-    assert_eq!(c.position(JobId(2)), Some(0));
-    assert_eq!(c.position(JobId(1)), Some(1));
-    assert_eq!(c.position(JobId(3)), Some(2));
-    assert_eq!(c.queue_order(), [JobId(2), JobId(1), JobId(3)]);
-}
-
-#[test]
-fn refused_calls_say_why_and_change_nothing() {
-    let mut c = cluster(vec![worker("w", &[], 1)], vec![job(1), job(2)]);
-    c.place(T0, 1);
-    assert_eq!(
-        c.add_worker(worker("w", &[], 1)),
-        Err(ScheduleError::DuplicateWorker { worker: wid("w") })
-    );
-    assert_eq!(
-        c.update_worker(worker("x", &[], 1)),
-        Err(ScheduleError::UnknownWorker { worker: wid("x") })
-    );
-    assert_eq!(
-        c.enqueue(job(1)),
-        Err(ScheduleError::DuplicateJob { job: JobId(1) })
-    );
-    let err = c.dequeue(JobId(1)).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "job-1 is placed on worker `w`, not queued; report it finished instead"
-    );
-    assert_eq!(
-        c.finished(JobId(2)),
-        Err(ScheduleError::StillQueued { job: JobId(2) })
-    );
-    assert_eq!(
-        c.finished(JobId(9)),
-        Err(ScheduleError::UnknownJob { job: JobId(9) })
-    );
-    assert_eq!((c.queued_len(), c.placed_len()), (1, 1));
-}
-
-#[test]
-fn interned_entries_are_dropped_when_their_last_job_leaves() {
-    let mut c = cluster(
-        vec![worker("w", &["linux"], 2)],
-        vec![
-            QueuedJob {
-                project: "p".parse::<Name>().unwrap(),
-                ..in_group(1, "g")
-            },
-            on(2, &["linux"]),
-        ],
-    );
-    c.place(T0, 10);
-    c.finished(JobId(1)).unwrap();
-    c.finished(JobId(2)).unwrap();
-    assert_eq!(
-        (
-            c.classes.len(),
-            c.needs.len(),
-            c.lanes.len(),
-            c.projects.len(),
-            c.groups.len(),
-            c.jobs.len()
-        ),
-        (0, 0, 0, 0, 0, 0)
-    );
-    c.remove_worker(&wid("w")).unwrap();
-    assert_eq!((c.pools.len(), c.workers.len()), (0, 0));
 }

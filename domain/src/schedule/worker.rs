@@ -1,14 +1,18 @@
 //! Workers as the scheduler sees them: what a worker offers ([`Worker`]), what it has in use
-//! ([`Usage`]), and the pools that group workers by label set.
+//! ([`Usage`]), the pools that group workers by label set, and the bookkeeping that follows a
+//! change of a worker's room.
 //!
-//! A [`Pool`] holds every worker with one exact label set. Eligibility is decided per pool, not per
-//! worker: a job class lists the pools whose labels include its `runs_on` once, when the class or
-//! the pool appears. Each pool keeps its *available* workers (ready, not reserved, with a free slot)
-//! ordered by preference, so the best worker of a pool is its first available one that fits.
+//! A [`Pool`] holds every worker with one exact label set. Eligibility is decided per pool, not
+//! per worker: a job class lists the pools whose labels include its `runs_on` once, when the
+//! class or the pool appears. Each pool keeps its *available* workers (ready, not reserved, with
+//! a free slot) ordered by preference, so the best worker of a pool is its first available one
+//! that fits. When a worker gets room, the blocked classes of its pool that it now fits are
+//! unblocked ([`Cluster::worker_changed`]).
 
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
 
+use super::Cluster;
 use crate::ids::{JobId, WorkerId};
 use crate::model::{Label, Resources};
 
@@ -109,8 +113,6 @@ pub(super) struct WorkerEntry {
     pub reserved_for: Option<u32>,
     /// Its key in its pool's `available` set, if it is there.
     pub avail: Option<AvailKey>,
-    /// The classes its room unblocked (see `Cluster::recheck_witnessed`).
-    pub witnessed: Vec<u32>,
 }
 
 impl WorkerEntry {
@@ -200,6 +202,86 @@ impl Pool {
     }
 }
 
+impl Cluster {
+    /// After anything that may give a worker more room: its entry in its pool's available set is
+    /// brought up to date, and the blocked classes it now fits are tried again.
+    pub(super) fn worker_changed(&mut self, worker: u32) {
+        self.refresh_available(worker);
+        let entry = &self.workers[worker];
+        if let Some(job) = entry.reserved_for {
+            self.due.push(job);
+        }
+        if !entry.is_available() {
+            return;
+        }
+        let pool = entry.pool;
+        for i in 0..self.pools[pool].classes.len() {
+            let class = self.pools[pool].classes[i];
+            let class_entry = &self.classes[class];
+            if class_entry.blocked && self.workers[worker].fits_now(class_entry.demand) {
+                self.set_blocked(class, false);
+            }
+        }
+    }
+
+    /// Puts the worker in its pool's available set, or takes it out, as its state says.
+    pub(super) fn refresh_available(&mut self, worker: u32) {
+        let entry = &self.workers[worker];
+        let key = entry.is_available().then(|| entry.avail_key(worker));
+        if key == entry.avail {
+            return;
+        }
+        let (pool, old) = (entry.pool, entry.avail);
+        self.workers[worker].avail = key;
+        let available = &mut self.pools[pool].available;
+        if let Some(old) = old {
+            available.remove(&old);
+        }
+        if let Some(key) = key {
+            available.insert(key);
+        }
+    }
+
+    /// The pool of this label set, made (and linked to the classes it can serve) if needed.
+    pub(super) fn pool_for(&mut self, labels: &BTreeSet<Label>) -> u32 {
+        if let Some(&pool) = self.pool_ids.get(labels) {
+            return pool;
+        }
+        let mut entry = Pool::new(labels.clone());
+        let mut serves = Vec::new();
+        for (need, need_entry) in self.needs.iter() {
+            if entry.includes(&need_entry.labels) {
+                serves.push(need);
+                entry.classes.extend_from_slice(&need_entry.classes);
+            }
+        }
+        let pool = self.pools.insert(entry);
+        self.pool_ids.insert(labels.clone(), pool);
+        for need in serves {
+            self.needs[need].pools.push(pool);
+        }
+        pool
+    }
+
+    /// Takes a worker out of its pool; an empty pool is dropped.
+    pub(super) fn leave_pool(&mut self, worker: u32) {
+        let entry = &mut self.workers[worker];
+        let pool = entry.pool;
+        if let Some(key) = entry.avail.take() {
+            self.pools[pool].available.remove(&key);
+        }
+        let pool_entry = &mut self.pools[pool];
+        pool_entry.workers.retain(|&w| w != worker);
+        if pool_entry.workers.is_empty() {
+            let pool_entry = self.pools.remove(pool);
+            self.pool_ids.remove(&pool_entry.labels);
+            for (_, need) in self.needs.iter_mut() {
+                need.pools.retain(|&p| p != pool);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,7 +303,6 @@ mod tests {
             jobs: Vec::new(),
             reserved_for: None,
             avail: None,
-            witnessed: Vec::new(),
         }
     }
 
