@@ -194,8 +194,14 @@ enum Frame {
         entries: Vec<Entry>,
         pending_key: Option<(String, Span)>,
         merges: Vec<Node>,
+        /// Positions of the keys by name, once the mapping is large enough for a linear search
+        /// to cost: a `jobs` mapping of 10,000 entries must not take quadratic time.
+        index: Option<HashMap<String, usize>>,
     },
 }
+
+/// Mappings with more entries than this find duplicate keys through a hash index.
+const INDEX_FROM: usize = 16;
 
 struct Builder<'a> {
     limits: &'a Limits,
@@ -373,6 +379,7 @@ impl<'a> Builder<'a> {
                         entries: Vec::new(),
                         pending_key: None,
                         merges: Vec::new(),
+                        index: None,
                     },
                     at,
                 )
@@ -473,6 +480,7 @@ impl<'a> Builder<'a> {
                 entries,
                 pending_key,
                 merges,
+                index,
                 ..
             }) => match pending_key.take() {
                 None => match node.value {
@@ -506,7 +514,14 @@ impl<'a> Builder<'a> {
                         merges.push(node);
                         return Ok(());
                     }
-                    if let Some(first) = entries.iter().find(|e| e.key == key) {
+                    if index.is_none() && entries.len() >= INDEX_FROM {
+                        *index = Some(entries.iter().enumerate().map(|(i, e)| (e.key.clone(), i)).collect());
+                    }
+                    let earlier = match index {
+                        Some(index) => index.get(&key).map(|&i| &entries[i]),
+                        None => entries.iter().find(|e| e.key == key),
+                    };
+                    if let Some(first) = earlier {
                         let first = first.key_span.start;
                         self.diagnostics.push(
                             Diagnostic::error(
@@ -522,6 +537,9 @@ impl<'a> Builder<'a> {
                             .at(key_span),
                         );
                         return Ok(());
+                    }
+                    if let Some(index) = index {
+                        index.insert(key.clone(), entries.len());
                     }
                     entries.push(Entry {
                         key,
