@@ -22,16 +22,17 @@
 //!
 //! A program that reaches its end exits 0 (`emit 3; exit 2` emits three lines, then exits 2).
 //! `fail-start` and `panic` act at start wherever they appear. A destroyed step ends as killed
-//! by `SIGKILL`. A program runs on a tokio task from `start_step` on. Any other script (`cargo
-//! build`) is a no-op that exits 0 at once, the cheap path of the benchmark: its handle has an
-//! empty id, and nothing is allocated beyond the handle, no task spawned. A script that starts with a verb
-//! but does not parse (`exit x`, `emit`) is refused with [`ProviderError::Start`], so that a typo
-//! in a test does not pass silently.
+//! by `SIGKILL`. A program runs on a tokio task from `start_step` on. Any other script
+//! (`cargo build`) is a no-op that exits 0 at once, the cheap path of the benchmark: its handle
+//! has an empty id, nothing is allocated beyond the handle and no task is spawned. A script that
+//! starts with a verb but does not parse (`exit x`, `emit`) is refused with
+//! [`ProviderError::Start`], so that a typo in a test does not pass silently.
 //!
 //! ## Faults and the call log
 //! [`set_unavailable`](FakeProvider::set_unavailable) makes every call fail with
-//! [`ProviderError::Unavailable`] (the engine is down); [`set_fail_set_up`](FakeProvider::set_fail_set_up)
-//! makes `set_up` fail with [`ProviderError::SetUp`]. Every call is recorded, faulty ones too,
+//! [`ProviderError::Unavailable`] (the engine is down);
+//! [`set_fail_set_up`](FakeProvider::set_fail_set_up) makes `set_up` fail with
+//! [`ProviderError::SetUp`]. Every call is recorded, faulty ones too,
 //! as a [`Call`] that the test reads with [`calls`](FakeProvider::calls) (not with
 //! [`FakeProvider::quiet`], for long benchmarks). [`add_orphan`](FakeProvider::add_orphan)
 //! scripts what the next `reap_orphans` finds.

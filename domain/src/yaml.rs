@@ -515,7 +515,13 @@ impl<'a> Builder<'a> {
                         return Ok(());
                     }
                     if index.is_none() && entries.len() >= INDEX_FROM {
-                        *index = Some(entries.iter().enumerate().map(|(i, e)| (e.key.clone(), i)).collect());
+                        *index = Some(
+                            entries
+                                .iter()
+                                .enumerate()
+                                .map(|(i, e)| (e.key.clone(), i))
+                                .collect(),
+                        );
                     }
                     let earlier = match index {
                         Some(index) => index.get(&key).map(|&i| &entries[i]),

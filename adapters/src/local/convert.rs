@@ -13,7 +13,8 @@ use hodei_domain::state::{Attempt, StepExit};
 /// The variable naming the Hodei store a step belongs to; `reap_orphans` matches on it so that
 /// it never touches the processes of another Hodei on the same machine.
 pub const INSTANCE_VAR: &str = "HODEI_PROVIDER_INSTANCE";
-/// The variable naming the step a process belongs to, as a [`StepMarker`].
+/// The variable naming the step a process belongs to:
+/// `<job>/<job attempt>/<step index>/<step attempt>`, e.g. `7/1/0/2` (see `StepMarker`).
 pub const STEP_VAR: &str = "HODEI_STEP";
 /// The `PATH` a step gets when its environment has none.
 pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -178,7 +179,8 @@ mod tests {
             match expected {
                 Some(path) => assert_eq!(got, Ok(PathBuf::from(path)), "{dir:?}"),
                 None => assert!(
-                    matches!(got, Err(ProviderError::Start { ref reason }) if reason.contains(dir.unwrap_or_default())),
+                    matches!(&got, Err(ProviderError::Start { reason })
+                        if reason.contains(dir.unwrap_or_default())),
                     "{dir:?} gave {got:?}"
                 ),
             }

@@ -4,8 +4,9 @@
 //! attempt. Where to start reading: [`LocalProvider`] here (the lifecycle and the registry of
 //! started steps), then `convert.rs` (the pure translation: directories, environment, markers,
 //! exit statuses), `process.rs` (spawning a step and draining its output), `group.rs`
-//! (following and killing a step's process group, and why a recycled pid is never signalled), `orphans.rs` (reconciliation through `/proc`);
-//! `tests.rs` runs real processes.
+//! (following and killing a step's process group, and why a recycled pid is never
+//! signalled), `orphans.rs` (reconciliation through `/proc`); `tests.rs` and `reap_tests.rs`
+//! run real processes.
 //!
 //! ## Guarantees (on top of [`Provider`]'s)
 //! - Workspace of a job attempt: `<base>/<run>-<job>-<attempt>` (e.g. `run-3-job-7-1`), fresh
@@ -47,6 +48,8 @@ mod convert;
 mod group;
 mod orphans;
 mod process;
+#[cfg(test)]
+mod reap_tests;
 #[cfg(test)]
 mod tests;
 
@@ -201,7 +204,10 @@ impl LocalProvider {
         };
         let spawned = process::spawn(&launch, output)?;
         let pid = spawned.leader.pgid();
-        tracing::debug!(job_id = %workspace.job, step = step.index, attempt = %step.attempt, pid, "Started a step.");
+        tracing::debug!(
+            job_id = %workspace.job, step = step.index, attempt = %step.attempt, pid,
+            "Started a step."
+        );
         let key = StepKey {
             job: workspace.job,
             index: step.index,
@@ -270,7 +276,10 @@ impl Provider for LocalProvider {
             };
             match tokio::fs::remove_dir_all(&dir).await {
                 Ok(()) => {
-                    tracing::info!(job_id = %job.job, dir = %dir.display(), "Removed a leftover workspace.")
+                    tracing::info!(
+                        job_id = %job.job, dir = %dir.display(),
+                        "Removed a leftover workspace."
+                    )
                 }
                 Err(err) if err.kind() == ErrorKind::NotFound => {}
                 Err(err) => return Err(fail("remove the leftover workspace", err)),
@@ -295,7 +304,10 @@ impl Provider for LocalProvider {
     ) -> BoxFuture<'a, Result<StepHandle, ProviderError>> {
         Box::pin(async move {
             self.start(workspace, step, output).inspect_err(|err| {
-                tracing::info!(job_id = %workspace.job, step = step.index, error = %err, "Cannot start a step.");
+                tracing::info!(
+                    job_id = %workspace.job, step = step.index, error = %err,
+                    "Cannot start a step."
+                );
             })
         })
     }
@@ -329,7 +341,10 @@ impl Provider for LocalProvider {
             match self.step(step) {
                 Some(entry) => entry.destroy().await,
                 None => {
-                    tracing::debug!(job_id = %step.job, step = step.index, "Nothing to destroy: the step was not started here.");
+                    tracing::debug!(
+                        job_id = %step.job, step = step.index,
+                        "Nothing to destroy: the step was not started here."
+                    );
                     Ok(())
                 }
             }
@@ -353,7 +368,10 @@ impl Provider for LocalProvider {
             let mut result = Ok(());
             for step in steps {
                 if let Err(err) = step.destroy().await {
-                    tracing::warn!(job_id = %workspace.job, error = %err, "A step outlived its job.");
+                    tracing::warn!(
+                        job_id = %workspace.job, error = %err,
+                        "A step outlived its job."
+                    );
                     result = Err(err);
                 }
             }

@@ -83,7 +83,10 @@ pub fn reap(instance: &str, spare: &Spare) -> Result<Vec<Orphan>, ProviderError>
             .map(i32::to_string)
             .collect::<Vec<_>>()
             .join(",");
-        tracing::info!(job_id = %marker.job, step = marker.step, pgid = %id, "Reaped an orphaned step.");
+        tracing::info!(
+            job_id = %marker.job, step = marker.step, pgid = %id,
+            "Reaped an orphaned step."
+        );
         orphans.push(Orphan {
             job: marker.job,
             job_attempt: marker.job_attempt,

@@ -147,7 +147,9 @@ impl Drain {
             tokio::select! {
                 () = self.read_some() => {}
                 () = tokio::time::sleep_until(deadline) => {
-                    tracing::debug!("Stopped reading a step's output: its background processes hold the pipe.");
+                    tracing::debug!(
+                        "Stopped reading a step's output: its background processes hold the pipe."
+                    );
                     break;
                 }
             }

@@ -10,7 +10,7 @@ use tokio::time::timeout;
 use super::*;
 
 /// Every wait of these tests is bounded: a hang is a bug, reported as such.
-async fn within<F: Future>(what: &str, future: F) -> F::Output {
+pub(super) async fn within<F: Future>(what: &str, future: F) -> F::Output {
     timeout(Duration::from_secs(20), future)
         .await
         .unwrap_or_else(|_| panic!("{what}: no answer within 20 s, likely deadlocked"))
@@ -18,7 +18,7 @@ async fn within<F: Future>(what: &str, future: F) -> F::Output {
 
 /// Collects a step's output.
 #[derive(Default)]
-struct Collect(Mutex<Vec<u8>>);
+pub(super) struct Collect(Mutex<Vec<u8>>);
 
 impl OutputSink for Collect {
     fn output(&self, chunk: &[u8]) {
@@ -49,13 +49,13 @@ impl Collect {
 }
 
 /// A provider with its own base directory and instance, removed at the end of the test.
-struct Fixture {
-    provider: LocalProvider,
-    workspace: Workspace,
+pub(super) struct Fixture {
+    pub(super) provider: LocalProvider,
+    pub(super) workspace: Workspace,
 }
 
 impl Fixture {
-    async fn new(test: &str) -> Fixture {
+    pub(super) async fn new(test: &str) -> Fixture {
         let base = std::env::temp_dir().join(format!("hodei-local-{}-{test}", std::process::id()));
         let provider = LocalProvider::new(base, instance(test));
         let workspace = within("set_up", provider.set_up(&job(1)))
@@ -67,7 +67,7 @@ impl Fixture {
         }
     }
 
-    async fn start(&self, script: &str) -> (StepHandle, Arc<Collect>) {
+    pub(super) async fn start(&self, script: &str) -> (StepHandle, Arc<Collect>) {
         let sink = Arc::new(Collect::default());
         let handle = self
             .provider
@@ -77,13 +77,13 @@ impl Fixture {
         (handle, sink)
     }
 
-    async fn run(&self, script: &str) -> (StepExit, String) {
+    pub(super) async fn run(&self, script: &str) -> (StepExit, String) {
         let (handle, sink) = self.start(script).await;
         let exit = within("wait_step", self.provider.wait_step(&handle)).await;
         (exit.expect("waited"), sink.text())
     }
 
-    async fn done(self) {
+    pub(super) async fn done(self) {
         within("tear_down", self.provider.tear_down(&self.workspace))
             .await
             .expect("torn down");
@@ -91,11 +91,11 @@ impl Fixture {
     }
 }
 
-fn instance(test: &str) -> String {
+pub(super) fn instance(test: &str) -> String {
     format!("test-{}-{test}", std::process::id())
 }
 
-fn job(id: u64) -> JobSpec {
+pub(super) fn job(id: u64) -> JobSpec {
     JobSpec {
         run: RunId(1),
         job: JobId(id),
@@ -109,7 +109,7 @@ fn job(id: u64) -> JobSpec {
     }
 }
 
-fn step(script: &str) -> StepSpec {
+pub(super) fn step(script: &str) -> StepSpec {
     StepSpec {
         index: 0,
         attempt: Attempt::FIRST,
@@ -120,12 +120,12 @@ fn step(script: &str) -> StepSpec {
     }
 }
 
-fn running(pid: i32) -> bool {
+pub(super) fn running(pid: i32) -> bool {
     orphans::is_running(pid)
 }
 
 /// Waits until `pid` is gone (or a zombie nobody reaped yet).
-async fn gone(pid: i32) {
+pub(super) async fn gone(pid: i32) {
     within("a killed process to end", async {
         while running(pid) {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -418,62 +418,6 @@ async fn tear_down_is_safe_after_a_failed_set_up() {
         .expect("safe");
     assert!(base.is_file(), "nothing outside the workspace is removed");
     std::fs::remove_file(base).expect("cleaned up");
-}
-
-#[tokio::test]
-async fn reap_orphans_kills_an_earlier_life_and_spares_the_rest() {
-    let ws = Fixture::new("reap").await;
-    let me = instance("reap");
-    let spawn = |instance: &str, step: &str| {
-        tokio::process::Command::new("/bin/sh")
-            .args(["-c", "sleep 600 & sleep 600"])
-            .env_clear()
-            .env(INSTANCE_VAR, instance)
-            .env(STEP_VAR, step)
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawned")
-    };
-    let mut orphan = spawn(&me, "9/2/1/3");
-    let mut stranger = spawn("another-hodei", "9/2/1/3");
-    let (current, _) = ws.start("sleep 600").await;
-    // Let the shells start their children, so the whole group is there to be killed.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-
-    let found = within("reap_orphans", ws.provider.reap_orphans())
-        .await
-        .expect("reaped");
-    let pgid = orphan.id().expect("a pid").to_string();
-    let expected = Orphan {
-        job: JobId(9),
-        job_attempt: Attempt::new(2).expect("valid"),
-        step: 1,
-        step_attempt: Attempt::new(3).expect("valid"),
-        id: pgid,
-    };
-    assert_eq!(found, [expected]);
-    let status = within("the orphan to die", orphan.wait())
-        .await
-        .expect("reaped");
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(libc::SIGKILL)
-    );
-
-    let again = within("reap_orphans again", ws.provider.reap_orphans())
-        .await
-        .expect("reaped");
-    assert_eq!(again, [], "idempotent");
-    assert!(
-        stranger.try_wait().expect("status").is_none(),
-        "another Hodei's process survives"
-    );
-    let current_pid: i32 = current.id.parse().expect("a pid");
-    assert!(running(current_pid), "this provider's own step survives");
-
-    stranger.kill().await.expect("killed");
-    ws.done().await;
 }
 
 #[tokio::test]
