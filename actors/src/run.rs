@@ -1,5 +1,5 @@
 //! The run actor: one per active run. It holds the run's machine and the machines of the jobs
-//! that no job actor holds, and advances the run with a level-triggered [`RunActor::reconcile`]:
+//! that no job actor holds, and advances the run with a level-triggered `RunActor::reconcile`:
 //! read the state, decide every move that follows from it, record them, announce them, start
 //! job actors for queued jobs. A missed or repeated message is harmless; never two reconciles of
 //! one run run at once (the actor waits for each to be recorded).
