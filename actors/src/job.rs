@@ -183,8 +183,8 @@ impl Actor for JobActor {
                 ctx.wait(fut.into_actor(self).map(|result, act, ctx| match result {
                     Ok(machine) => act.hand_back(ctx, machine),
                     Err(err) => {
-                        tracing::error!(job_id = %act.job(), error = %err, "Cannot record a lost job.");
-                        act.run.do_send(crate::messages::CancelRun { run: act.def.run, by: "hodei".into() });
+                        tracing::error!(job_id = %act.job(), error = %err, "Cannot record a lost job; its run reloads it.");
+                        act.run.do_send(crate::run::AttemptCrashed { index: act.index });
                         actix::ActorContext::stop(ctx);
                     }
                 }));
@@ -229,8 +229,8 @@ impl JobActor {
         ctx.spawn(fut.into_actor(self).map(|result, act, ctx| match result {
             Ok(Ok(machine)) => act.hand_back(ctx, machine),
             Ok(Err(err)) => {
-                tracing::error!(job_id = %act.job(), error = %err, "A job attempt stopped: the store refused a transition.");
-                act.run.do_send(crate::messages::CancelRun { run: act.def.run, by: "hodei".into() });
+                tracing::error!(job_id = %act.job(), error = %err, "A job attempt stopped: the store refused a transition; its run reloads it.");
+                act.run.do_send(crate::run::AttemptCrashed { index: act.index });
                 actix::ActorContext::stop(ctx);
             }
             Err(panicked) => {

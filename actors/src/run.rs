@@ -89,6 +89,8 @@ pub struct RunActor {
     peers: Peers,
     approvals: Approvals,
     loaded: Option<Loaded>,
+    /// Job actors still at work across a reload.
+    carried: std::collections::HashMap<JobId, Addr<JobActor>>,
     busy: bool,
     dirty: bool,
 }
@@ -101,6 +103,7 @@ impl RunActor {
             peers,
             approvals,
             loaded: None,
+            carried: Default::default(),
             busy: false,
             dirty: false,
         }
@@ -300,10 +303,11 @@ impl RunActor {
 
     /// Forgets the cached state and reads the run again from the store.
     fn reload(&mut self, ctx: &mut Context<Self>) {
+        // Job actors at work keep their jobs: the reloaded run leaves those jobs to them.
         if let Some(loaded) = self.loaded.take() {
             for slot in loaded.slots {
                 if let Some(actor) = slot.actor {
-                    actor.do_send(CancelJob);
+                    self.carried.insert(slot.id, actor);
                 }
             }
         }
@@ -317,7 +321,14 @@ impl RunActor {
         ctx.wait(async move { load_run(&ports, run).await }.into_actor(self).map(|result, act, ctx| {
             act.busy = false;
             match result {
-                Ok(loaded) => {
+                Ok(mut loaded) => {
+                    for slot in &mut loaded.slots {
+                        if let Some(actor) = act.carried.remove(&slot.id) {
+                            slot.machine = None;
+                            slot.actor = Some(actor);
+                        }
+                    }
+                    act.carried.clear();
                     act.loaded = Some(loaded);
                     act.reconcile(ctx);
                 }

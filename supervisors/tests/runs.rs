@@ -362,3 +362,138 @@ async fn pipeline_post_hooks_run_by_the_verdict() {
     assert_eq!(state_of(&record, "(post)"), &JobState::Succeeded);
     assert_eq!(h.log(&record, "(post)").await, "line 1\nline 1\nline 2\n");
 }
+
+/// A store that refuses one append holding a given kind of event, then works again.
+struct FlakyStore {
+    inner: Arc<SqliteStore>,
+    refuse: &'static str,
+    refused: std::sync::atomic::AtomicBool,
+}
+
+impl Store for FlakyStore {
+    fn put_pipeline<'a>(
+        &'a self,
+        name: &'a str,
+        source: &'a str,
+        at: hodei_domain::ids::Timestamp,
+    ) -> hodei_domain::ports::BoxFuture<
+        'a,
+        Result<hodei_domain::ports::PipelineVersion, hodei_domain::ports::StoreError>,
+    > {
+        self.inner.put_pipeline(name, source, at)
+    }
+
+    fn pipeline<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> hodei_domain::ports::BoxFuture<
+        'a,
+        Result<Option<hodei_domain::ports::PipelineVersion>, hodei_domain::ports::StoreError>,
+    > {
+        self.inner.pipeline(name)
+    }
+
+    fn create_run(
+        &self,
+        run: hodei_domain::ports::NewRun,
+    ) -> hodei_domain::ports::BoxFuture<'_, Result<RunRecord, hodei_domain::ports::StoreError>>
+    {
+        self.inner.create_run(run)
+    }
+
+    fn append(
+        &self,
+        events: Vec<DomainEvent>,
+    ) -> hodei_domain::ports::BoxFuture<'_, Result<(), hodei_domain::ports::StoreError>> {
+        let hit = events.iter().any(|e| e.kind() == self.refuse);
+        if hit && !self.refused.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Box::pin(async {
+                Err(hodei_domain::ports::StoreError::Unavailable {
+                    reason: "injected: the disk is full".into(),
+                })
+            });
+        }
+        self.inner.append(events)
+    }
+
+    fn run(
+        &self,
+        id: RunId,
+    ) -> hodei_domain::ports::BoxFuture<
+        '_,
+        Result<Option<RunRecord>, hodei_domain::ports::StoreError>,
+    > {
+        self.inner.run(id)
+    }
+
+    fn unfinished_runs(
+        &self,
+    ) -> hodei_domain::ports::BoxFuture<'_, Result<Vec<RunId>, hodei_domain::ports::StoreError>>
+    {
+        self.inner.unfinished_runs()
+    }
+
+    fn events(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> hodei_domain::ports::BoxFuture<
+        '_,
+        Result<Vec<(u64, DomainEvent)>, hodei_domain::ports::StoreError>,
+    > {
+        self.inner.events(after, limit)
+    }
+}
+
+#[actix_rt::test]
+async fn a_store_refusal_mid_attempt_reloads_the_job_and_the_run_still_finishes() {
+    let dir = TempDir::new("flaky");
+    let inner = Arc::new(SqliteStore::open(&dir.0.join("hodei.db")).await.unwrap());
+    let store = Arc::new(FlakyStore {
+        inner: inner.clone(),
+        refuse: "step_succeeded",
+        refused: Default::default(),
+    });
+    let logs = Arc::new(FileLogStore::open(&dir.0.join("logs"), 1).unwrap());
+    let provider = Arc::new(FakeProvider::new());
+    let ports = Ports {
+        store,
+        logs: logs.clone(),
+        provider: provider.clone(),
+        reconcile: provider,
+        clock: Arc::new(SystemClock),
+        secrets: Arc::new(Secrets(vec![])),
+    };
+    let worker = WorkerSpec {
+        id: WorkerId("local".into()),
+        labels: vec![],
+        slots: 2,
+    };
+    let tree = start_tree(
+        ports,
+        TreeConfig {
+            local_worker: Some(worker),
+            approvals: Approvals::Local,
+        },
+    );
+    let h = Harness {
+        tree,
+        store: inner,
+        logs,
+        _dir: dir,
+    };
+    let run = h.submit("name: p\njobs:\n  a: {retry: 1, steps: [emit 1]}\n  b: {needs: [a], steps: [emit 1]}\n", RunInputs::default()).await;
+    let record = h.finished(run).await;
+    assert_eq!(record.state, RunState::Succeeded, "{:?}", record.jobs);
+    let a = &record.jobs[0];
+    assert_eq!(
+        a.attempt.get(),
+        2,
+        "the refused attempt counts as lost, the retry succeeds"
+    );
+    assert_eq!(state_of(&record, "b"), &JobState::Succeeded);
+    assert!(
+        h.log(&record, "a").await.contains("was lost"),
+        "the log says what happened"
+    );
+}
