@@ -109,8 +109,27 @@ impl RunActor {
         }
     }
 
-    /// Decides every move the run's state calls for, records them, then acts on them.
+    /// Decides every move the run's state calls for, records them, then acts on them. A panic in
+    /// there is contained: the run actor stops, and the orchestrator starts a new one (with
+    /// backoff, within its restart budget) that reloads the run from the store.
     fn reconcile(&mut self, ctx: &mut Context<Self>) {
+        if let Err(panicked) = crate::contain::guard(|| self.decide(ctx)) {
+            tracing::error!(run_id = %self.run, error = %panicked, "Reconciling a run panicked; restarting its actor.");
+            if let Some(loaded) = self.loaded.take() {
+                for slot in loaded.slots {
+                    if let Some(actor) = slot.actor {
+                        actor.do_send(CancelJob);
+                    }
+                }
+            }
+            self.peers
+                .stopped
+                .do_send(RunActorStopped { run: self.run });
+            actix::ActorContext::stop(ctx);
+        }
+    }
+
+    fn decide(&mut self, ctx: &mut Context<Self>) {
         if self.busy {
             self.dirty = true;
             return;
