@@ -229,22 +229,7 @@ impl RunActor {
                 actor.do_send(CancelJob);
             }
         }
-        self.busy = true;
-        let (ports, bus) = (self.ports.clone(), self.peers.bus.clone());
-        ctx.wait(
-            async move { persist(&ports, &bus, events).await }
-                .into_actor(self)
-                .map(|result, act, ctx| {
-                    act.busy = false;
-                    match result {
-                        Ok(()) => act.after_reconcile(ctx),
-                        Err(err) => {
-                            tracing::error!(run_id = %act.run, error = %err, "Cannot record the run's progress; reloading it.");
-                            act.reload(ctx);
-                        }
-                    }
-                }),
-        );
+        self.record(ctx, events, RunActor::after_reconcile);
     }
 
     /// Starts job actors for queued jobs, and stops once the run is over.
@@ -289,6 +274,28 @@ impl RunActor {
         if std::mem::take(&mut self.dirty) {
             self.reconcile(ctx);
         }
+    }
+
+    /// Records events before anything else happens to the run, then goes on with `then`; when
+    /// the store refuses, the run is reloaded from it.
+    fn record(
+        &mut self,
+        ctx: &mut Context<Self>,
+        events: Vec<DomainEvent>,
+        then: fn(&mut RunActor, &mut Context<RunActor>),
+    ) {
+        let (ports, bus) = (self.ports.clone(), self.peers.bus.clone());
+        self.busy = true;
+        ctx.wait(async move { persist(&ports, &bus, events).await }.into_actor(self).map(move |result, act, ctx| {
+            act.busy = false;
+            match result {
+                Ok(()) => then(act, ctx),
+                Err(err) => {
+                    tracing::error!(run_id = %act.run, error = %err, "Cannot record the run's progress; reloading it.");
+                    act.reload(ctx);
+                }
+            }
+        }));
     }
 
     /// Starts the job actor of slot `i`, handing it the job's machine.
@@ -532,20 +539,7 @@ impl Handler<CancelRun> for RunActor {
         };
         let now = self.ports.clock.now();
         match loaded.machine.apply(RunEvent::Cancel { by: msg.by }, now) {
-            Ok(event) => {
-                let (ports, bus) = (self.ports.clone(), self.peers.bus.clone());
-                self.busy = true;
-                ctx.wait(async move { persist(&ports, &bus, vec![event]).await }.into_actor(self).map(|result, act, ctx| {
-                    act.busy = false;
-                    match result {
-                        Ok(()) => act.reconcile(ctx),
-                        Err(err) => {
-                            tracing::error!(run_id = %act.run, error = %err, "Cannot record a cancel; reloading the run.");
-                            act.reload(ctx);
-                        }
-                    }
-                }));
-            }
+            Ok(event) => self.record(ctx, vec![event], RunActor::reconcile),
             Err(err) => tracing::info!(run_id = %self.run, error = %err, "Cancel ignored."),
         }
     }
@@ -568,19 +562,7 @@ impl Handler<ApproveJob> for RunActor {
         match machine.apply(JobEvent::Approve { by: msg.by }, now) {
             Ok(event) => {
                 slot.state = machine.state().clone();
-                let (ports, bus) = (self.ports.clone(), self.peers.bus.clone());
-                self.busy = true;
-                ctx.wait(
-                    async move { persist(&ports, &bus, vec![event]).await }
-                        .into_actor(self)
-                        .map(|result, act, ctx| {
-                            act.busy = false;
-                            match result {
-                                Ok(()) => act.after_reconcile(ctx),
-                                Err(_) => act.reload(ctx),
-                            }
-                        }),
-                );
+                self.record(ctx, vec![event], RunActor::after_reconcile);
             }
             Err(err) => tracing::info!(run_id = %self.run, error = %err, "Approval ignored."),
         }

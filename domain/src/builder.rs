@@ -233,41 +233,29 @@ impl PipelineBuilder {
 
     /// Steps run after every run, whatever its outcome.
     pub fn post_always(mut self, steps: impl IntoIterator<Item = StepBuilder>) -> Self {
-        self.pipeline.post.always = adopt_steps(
-            &mut self.problems,
-            &Path::root().key("post").key("always"),
-            steps,
-        );
+        let hooks = &mut self.pipeline.post;
+        set_hook(&mut self.problems, hooks, Hook::Always, steps);
         self
     }
 
     /// Steps run after a successful run.
     pub fn post_success(mut self, steps: impl IntoIterator<Item = StepBuilder>) -> Self {
-        self.pipeline.post.success = adopt_steps(
-            &mut self.problems,
-            &Path::root().key("post").key("success"),
-            steps,
-        );
+        let hooks = &mut self.pipeline.post;
+        set_hook(&mut self.problems, hooks, Hook::Success, steps);
         self
     }
 
     /// Steps run after a failed run.
     pub fn post_failure(mut self, steps: impl IntoIterator<Item = StepBuilder>) -> Self {
-        self.pipeline.post.failure = adopt_steps(
-            &mut self.problems,
-            &Path::root().key("post").key("failure"),
-            steps,
-        );
+        let hooks = &mut self.pipeline.post;
+        set_hook(&mut self.problems, hooks, Hook::Failure, steps);
         self
     }
 
     /// Steps run after a cancelled run.
     pub fn post_cancelled(mut self, steps: impl IntoIterator<Item = StepBuilder>) -> Self {
-        self.pipeline.post.cancelled = adopt_steps(
-            &mut self.problems,
-            &Path::root().key("post").key("cancelled"),
-            steps,
-        );
+        let hooks = &mut self.pipeline.post;
+        set_hook(&mut self.problems, hooks, Hook::Cancelled, steps);
         self
     }
 
@@ -281,6 +269,30 @@ impl PipelineBuilder {
             Ok(self.pipeline)
         }
     }
+}
+
+/// Which post hook a builder method sets.
+#[derive(Clone, Copy)]
+enum Hook {
+    Always,
+    Success,
+    Failure,
+    Cancelled,
+}
+
+fn set_hook(
+    problems: &mut Problems,
+    hooks: &mut Hooks,
+    hook: Hook,
+    steps: impl IntoIterator<Item = StepBuilder>,
+) {
+    let (key, slot) = match hook {
+        Hook::Always => ("always", &mut hooks.always),
+        Hook::Success => ("success", &mut hooks.success),
+        Hook::Failure => ("failure", &mut hooks.failure),
+        Hook::Cancelled => ("cancelled", &mut hooks.cancelled),
+    };
+    *slot = adopt_steps(problems, &Path::root().key("post").key(key), steps);
 }
 
 fn adopt_steps(
@@ -511,41 +523,29 @@ impl JobBuilder {
 
     /// Steps run after the job, whatever its outcome.
     pub fn post_always(mut self, steps: impl IntoIterator<Item = StepBuilder>) -> Self {
-        self.job.post.always = adopt_steps(
-            &mut self.problems,
-            &Path::root().key("post").key("always"),
-            steps,
-        );
+        let hooks = &mut self.job.post;
+        set_hook(&mut self.problems, hooks, Hook::Always, steps);
         self
     }
 
     /// Steps run after the job succeeded.
     pub fn post_success(mut self, steps: impl IntoIterator<Item = StepBuilder>) -> Self {
-        self.job.post.success = adopt_steps(
-            &mut self.problems,
-            &Path::root().key("post").key("success"),
-            steps,
-        );
+        let hooks = &mut self.job.post;
+        set_hook(&mut self.problems, hooks, Hook::Success, steps);
         self
     }
 
     /// Steps run after the job failed.
     pub fn post_failure(mut self, steps: impl IntoIterator<Item = StepBuilder>) -> Self {
-        self.job.post.failure = adopt_steps(
-            &mut self.problems,
-            &Path::root().key("post").key("failure"),
-            steps,
-        );
+        let hooks = &mut self.job.post;
+        set_hook(&mut self.problems, hooks, Hook::Failure, steps);
         self
     }
 
     /// Steps run after the job was cancelled.
     pub fn post_cancelled(mut self, steps: impl IntoIterator<Item = StepBuilder>) -> Self {
-        self.job.post.cancelled = adopt_steps(
-            &mut self.problems,
-            &Path::root().key("post").key("cancelled"),
-            steps,
-        );
+        let hooks = &mut self.job.post;
+        set_hook(&mut self.problems, hooks, Hook::Cancelled, steps);
         self
     }
 
