@@ -7,7 +7,7 @@
 /// The places where a crash hurts most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Point {
-    /// The job's placement is recorded; nothing has started.
+    /// The job's placement and start are recorded; its workspace is set up, no step has started.
     AfterPlace,
     /// A step's start is recorded; its process runs.
     AfterStepStart,

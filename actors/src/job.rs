@@ -220,11 +220,7 @@ impl JobActor {
             bus: self.bus.clone(),
             cancel: self.cancel.subscribe(),
         };
-        let fut = async move {
-            persist(&attempt.ports, &attempt.bus, vec![placed]).await?;
-            maybe_fail(Point::AfterPlace);
-            attempt.execute(machine).await
-        };
+        let fut = async move { attempt.execute(machine, placed).await };
         let fut = guard_future(fut);
         ctx.spawn(fut.into_actor(self).map(|result, act, ctx| match result {
             Ok(Ok(machine)) => act.hand_back(ctx, machine),
@@ -311,7 +307,14 @@ impl Attempt {
         });
     }
 
-    async fn execute(self, mut machine: JobMachine) -> Result<JobMachine, AttemptError> {
+    /// Runs the attempt. The placement is recorded with the first transition after the set-up
+    /// (started, or the set-up's failure), in one store round trip: a crash during the set-up
+    /// leaves the job queued, and the next set-up removes what the first one left.
+    async fn execute(
+        self,
+        mut machine: JobMachine,
+        placed: DomainEvent,
+    ) -> Result<JobMachine, AttemptError> {
         let provider = self.ports.provider.clone();
         let job = self.def.spec.job;
         let deadline = self
@@ -339,12 +342,23 @@ impl Attempt {
                     },
                     self.ports.clock.now(),
                 );
-                persist(&self.ports, &self.bus, event.into_iter().collect()).await?;
+                persist(
+                    &self.ports,
+                    &self.bus,
+                    std::iter::once(placed).chain(event).collect(),
+                )
+                .await?;
                 return Ok(machine);
             }
         };
         let started = machine.apply(JobEvent::Start, self.ports.clock.now());
-        persist(&self.ports, &self.bus, started.into_iter().collect()).await?;
+        persist(
+            &self.ports,
+            &self.bus,
+            std::iter::once(placed).chain(started).collect(),
+        )
+        .await?;
+        maybe_fail(Point::AfterPlace);
 
         let mut ending = Ending::Succeeded;
         let steps = self.def.steps.len();
