@@ -41,55 +41,94 @@ pub enum Seg {
 }
 
 /// Where a value sits in the pipeline document: `jobs.deploy.needs[1]`. The root is empty.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct Path(Vec<Seg>);
+///
+/// A persistent list: extending a path allocates one node and shares its parent, so the loader
+/// can name every place it reads without copying the whole path each time.
+#[derive(Clone, Default)]
+pub struct Path(Option<std::sync::Arc<PathNode>>);
+
+struct PathNode {
+    parent: Path,
+    seg: Seg,
+}
 
 impl Path {
     /// The root of the document.
     pub fn root() -> Path {
-        Path(Vec::new())
+        Path(None)
+    }
+
+    fn push(&self, seg: Seg) -> Path {
+        Path(Some(std::sync::Arc::new(PathNode {
+            parent: self.clone(),
+            seg,
+        })))
     }
 
     /// This path followed by a key.
     pub fn key(&self, key: impl Into<String>) -> Path {
-        let mut segs = self.0.clone();
-        segs.push(Seg::Key(key.into()));
-        Path(segs)
+        self.push(Seg::Key(key.into()))
     }
 
     /// This path followed by an index.
     pub fn index(&self, index: usize) -> Path {
-        let mut segs = self.0.clone();
-        segs.push(Seg::Index(index));
-        Path(segs)
+        self.push(Seg::Index(index))
     }
 
     /// This path followed by all of `other`.
     pub fn join(&self, other: &Path) -> Path {
-        let mut segs = self.0.clone();
-        segs.extend(other.0.iter().cloned());
-        Path(segs)
+        other
+            .segments()
+            .into_iter()
+            .fold(self.clone(), |path, seg| path.push(seg))
     }
 
     /// Whether `prefix` is this path or one of its ancestors.
     pub fn starts_with(&self, prefix: &Path) -> bool {
-        self.0.starts_with(&prefix.0)
+        self.segments().starts_with(&prefix.segments())
     }
 
     /// The steps of the path.
-    pub fn segments(&self) -> &[Seg] {
-        &self.0
+    pub fn segments(&self) -> Vec<Seg> {
+        let mut segs = Vec::new();
+        let mut at = self;
+        while let Some(node) = &at.0 {
+            segs.push(node.seg.clone());
+            at = &node.parent;
+        }
+        segs.reverse();
+        segs
     }
 
     /// Whether this is the root.
     pub fn is_root(&self) -> bool {
-        self.0.is_empty()
+        self.0.is_none()
+    }
+}
+
+impl PartialEq for Path {
+    fn eq(&self, other: &Path) -> bool {
+        self.segments() == other.segments()
+    }
+}
+
+impl Eq for Path {}
+
+impl std::hash::Hash for Path {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.segments().hash(state);
+    }
+}
+
+impl fmt::Debug for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Path").field(&self.segments()).finish()
     }
 }
 
 impl fmt::Display for Path {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, seg) in self.0.iter().enumerate() {
+        for (i, seg) in self.segments().iter().enumerate() {
             match seg {
                 Seg::Index(index) => write!(f, "[{index}]")?,
                 Seg::Key(key) => {

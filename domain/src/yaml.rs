@@ -93,7 +93,7 @@ impl Node {
     pub fn locate(&self, path: &Path) -> Option<Span> {
         let mut node = self;
         let mut key_span = None;
-        for seg in path.segments() {
+        for seg in &path.segments() {
             match (seg, &node.value) {
                 (crate::diagnostic::Seg::Key(k), Value::Map(entries)) => {
                     let entry = entries.iter().find(|e| &e.key == k)?;

@@ -139,7 +139,7 @@ fn locate(root: &Node, diagnostic: &mut Diagnostic) {
 
 fn node_at<'n>(root: &'n Node, path: &Path) -> Option<&'n Node> {
     let mut node = root;
-    for seg in path.segments() {
+    for seg in &path.segments() {
         node = match (seg, &node.value) {
             (crate::diagnostic::Seg::Key(k), yaml::Value::Map(entries)) => {
                 &entries.iter().find(|e| &e.key == k)?.value
