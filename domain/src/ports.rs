@@ -246,6 +246,45 @@ pub struct StepRecord {
     pub since: Timestamp,
 }
 
+/// A pipeline as listed: its name and its latest version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineSummary {
+    pub name: String,
+    /// The latest version.
+    pub latest: u32,
+    /// When the first version was stored.
+    pub created: Timestamp,
+    /// When the latest version was stored.
+    pub updated: Timestamp,
+}
+
+/// One version of a pipeline, without its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionStamp {
+    pub version: u32,
+    pub created: Timestamp,
+}
+
+/// Which runs to list; `None` matches any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunFilter {
+    pub state: Option<crate::state::RunState>,
+    pub pipeline: Option<String>,
+    pub branch: Option<String>,
+}
+
+/// A run as listed: without its jobs and definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    pub id: RunId,
+    pub pipeline: String,
+    pub version: u32,
+    pub inputs: crate::plan::RunInputs,
+    pub state: crate::state::RunState,
+    pub since: Timestamp,
+    pub created: Timestamp,
+}
+
 /// The store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -256,6 +295,9 @@ pub enum StoreError {
     /// What was asked for does not exist.
     #[error("{what} not found")]
     NotFound { what: String },
+    /// What was asked would break a uniqueness rule (a token digest already stored).
+    #[error("{what} already exists")]
+    Conflict { what: String },
     /// The stored data cannot be read back: a bug or a foreign change to the database.
     #[error("corrupt record {what}: {reason}")]
     Corrupt { what: String, reason: String },
@@ -316,6 +358,88 @@ pub trait Store: Send + Sync {
         after: u64,
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<(u64, crate::state::DomainEvent)>, StoreError>>;
+
+    /// Pipelines by name, in name order, those after `after` (keyset), at most `limit`.
+    fn pipelines<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<PipelineSummary>, StoreError>>;
+
+    /// Every version of a pipeline, oldest first; empty if there is no such pipeline.
+    fn pipeline_versions<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<VersionStamp>, StoreError>>;
+
+    /// Runs matching `filter`, newest first, those created before run `before` (keyset), at
+    /// most `limit`.
+    fn runs<'a>(
+        &'a self,
+        filter: &'a RunFilter,
+        before: Option<RunId>,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<RunSummary>, StoreError>>;
+
+    /// The run a job belongs to, if the job exists.
+    fn job_run(&self, job: JobId) -> BoxFuture<'_, Result<Option<RunId>, StoreError>>;
+
+    /// The events of one run numbered after `after`, at most `limit`, with their numbers.
+    fn run_events(
+        &self,
+        run: RunId,
+        after: u64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<(u64, crate::state::DomainEvent)>, StoreError>>;
+}
+
+/// An API token to store: only the SHA-256 digest of its secret, never the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewToken {
+    /// What the token is for, e.g. `ci-bot`.
+    pub name: String,
+    pub role: crate::access::Role,
+    pub digest: [u8; 32],
+    pub at: Timestamp,
+}
+
+/// An API token as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: u64,
+    pub name: String,
+    pub role: crate::access::Role,
+    pub digest: [u8; 32],
+    pub created: Timestamp,
+    /// When it was revoked; a revoked token authenticates no one.
+    pub revoked: Option<Timestamp>,
+}
+
+/// The API's tokens, stored by digest.
+///
+/// ## Guarantees
+/// - Digests are unique: [`create_token`](TokenStore::create_token) refuses a second token with
+///   the digest of an existing one ([`StoreError::Conflict`]).
+/// - A revocation is durable when [`revoke_token`](TokenStore::revoke_token) returns.
+pub trait TokenStore: Send + Sync {
+    /// Stores a new token.
+    fn create_token(&self, token: NewToken) -> BoxFuture<'_, Result<TokenRecord, StoreError>>;
+
+    /// The token with this digest, revoked or not.
+    fn token_by_digest<'a>(
+        &'a self,
+        digest: &'a [u8; 32],
+    ) -> BoxFuture<'a, Result<Option<TokenRecord>, StoreError>>;
+
+    /// The tokens not revoked, oldest first.
+    fn tokens(&self) -> BoxFuture<'_, Result<Vec<TokenRecord>, StoreError>>;
+
+    /// Revokes a token; `false` if there is no such token or it was already revoked.
+    fn revoke_token(&self, id: u64, at: Timestamp) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Whether any token was ever created, revoked ones included: the first start of a server
+    /// creates its admin token only when none was.
+    fn any_token(&self) -> BoxFuture<'_, Result<bool, StoreError>>;
 }
 
 /// The logs of jobs: one append-only byte stream per job, addressed by byte offset.

@@ -443,6 +443,59 @@ impl Store for FlakyStore {
     > {
         self.inner.events(after, limit)
     }
+
+    fn pipelines<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: u32,
+    ) -> hodei_domain::ports::BoxFuture<
+        'a,
+        Result<Vec<hodei_domain::ports::PipelineSummary>, hodei_domain::ports::StoreError>,
+    > {
+        self.inner.pipelines(after, limit)
+    }
+
+    fn pipeline_versions<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> hodei_domain::ports::BoxFuture<
+        'a,
+        Result<Vec<hodei_domain::ports::VersionStamp>, hodei_domain::ports::StoreError>,
+    > {
+        self.inner.pipeline_versions(name)
+    }
+
+    fn runs<'a>(
+        &'a self,
+        filter: &'a hodei_domain::ports::RunFilter,
+        before: Option<RunId>,
+        limit: u32,
+    ) -> hodei_domain::ports::BoxFuture<
+        'a,
+        Result<Vec<hodei_domain::ports::RunSummary>, hodei_domain::ports::StoreError>,
+    > {
+        self.inner.runs(filter, before, limit)
+    }
+
+    fn job_run(
+        &self,
+        job: hodei_domain::ids::JobId,
+    ) -> hodei_domain::ports::BoxFuture<'_, Result<Option<RunId>, hodei_domain::ports::StoreError>>
+    {
+        self.inner.job_run(job)
+    }
+
+    fn run_events(
+        &self,
+        run: RunId,
+        after: u64,
+        limit: u32,
+    ) -> hodei_domain::ports::BoxFuture<
+        '_,
+        Result<Vec<(u64, DomainEvent)>, hodei_domain::ports::StoreError>,
+    > {
+        self.inner.run_events(run, after, limit)
+    }
 }
 
 #[actix_rt::test]

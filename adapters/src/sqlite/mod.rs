@@ -6,7 +6,9 @@
 //! Where to start reading: this file (the API and its guarantees), then `writer.rs` (group
 //! commit: how concurrent appends become one transaction), `projections.rs` (what each event
 //! does to the `runs`, `jobs` and `steps` tables, and back), `queries.rs` (the SQL), `schema.rs`
-//! (opening, pools, migrations; the tables themselves are in `adapters/migrations/`).
+//! (opening, pools, migrations; the tables themselves are in `adapters/migrations/`),
+//! `lists.rs` (the API's keyset-paged lists) and `tokens.rs` (the API's tokens, the
+//! [`TokenStore`] port).
 //!
 //! ## Guarantees
 //! - [`Store::append`] writes the events and their projections in one transaction, and returns
@@ -31,19 +33,26 @@
 //! stored row cannot be read back as the domain's types (what and why).
 
 mod error;
+mod lists;
 mod projections;
 mod queries;
 mod schema;
+mod tokens;
 mod writer;
 
+#[cfg(test)]
+mod lists_tests;
 #[cfg(test)]
 mod tests;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use hodei_domain::ids::{RunId, Timestamp};
-use hodei_domain::ports::{BoxFuture, NewRun, PipelineVersion, RunRecord, Store, StoreError};
+use hodei_domain::ids::{JobId, RunId, Timestamp};
+use hodei_domain::ports::{
+    BoxFuture, NewRun, NewToken, PipelineSummary, PipelineVersion, RunFilter, RunRecord,
+    RunSummary, Store, StoreError, TokenRecord, TokenStore, VersionStamp,
+};
 use hodei_domain::state::DomainEvent;
 use sqlx::{Connection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
@@ -205,6 +214,92 @@ impl Store for SqliteStore {
         Box::pin(async move {
             let mut conn = self.reads.acquire().await.map_err(read_error)?;
             queries::events(&mut conn, after, limit).await
+        })
+    }
+
+    fn pipelines<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<PipelineSummary>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.reads.acquire().await.map_err(read_error)?;
+            lists::pipelines(&mut conn, after, limit).await
+        })
+    }
+
+    fn pipeline_versions<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<VersionStamp>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.reads.acquire().await.map_err(read_error)?;
+            lists::pipeline_versions(&mut conn, name).await
+        })
+    }
+
+    fn runs<'a>(
+        &'a self,
+        filter: &'a RunFilter,
+        before: Option<RunId>,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<RunSummary>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.reads.acquire().await.map_err(read_error)?;
+            lists::runs(&mut conn, filter, before, limit).await
+        })
+    }
+
+    fn job_run(&self, job: JobId) -> BoxFuture<'_, Result<Option<RunId>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.reads.acquire().await.map_err(read_error)?;
+            lists::job_run(&mut conn, job).await
+        })
+    }
+
+    fn run_events(
+        &self,
+        run: RunId,
+        after: u64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<(u64, DomainEvent)>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.reads.acquire().await.map_err(read_error)?;
+            lists::run_events(&mut conn, run, after, limit).await
+        })
+    }
+}
+
+impl TokenStore for SqliteStore {
+    fn create_token(&self, token: NewToken) -> BoxFuture<'_, Result<TokenRecord, StoreError>> {
+        Box::pin(self.write(token, Command::CreateToken))
+    }
+
+    fn token_by_digest<'a>(
+        &'a self,
+        digest: &'a [u8; 32],
+    ) -> BoxFuture<'a, Result<Option<TokenRecord>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.reads.acquire().await.map_err(read_error)?;
+            tokens::token_by_digest(&mut conn, digest).await
+        })
+    }
+
+    fn tokens(&self) -> BoxFuture<'_, Result<Vec<TokenRecord>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.reads.acquire().await.map_err(read_error)?;
+            tokens::tokens(&mut conn).await
+        })
+    }
+
+    fn revoke_token(&self, id: u64, at: Timestamp) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(self.write((id, at), Command::RevokeToken))
+    }
+
+    fn any_token(&self) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.reads.acquire().await.map_err(read_error)?;
+            tokens::any_token(&mut conn).await
         })
     }
 }

@@ -436,6 +436,13 @@ pub(super) async fn events(
             .fetch_all(conn)
             .await
             .map_err(|err| store_error("events", err))?;
+    decode_events(rows)
+}
+
+/// Event rows (`seq`, `body`) read back as numbered domain events.
+pub(super) fn decode_events(
+    rows: Vec<(i64, String)>,
+) -> Result<Vec<(u64, DomainEvent)>, StoreError> {
     rows.into_iter()
         .map(|(seq, body)| {
             let what = format!("event {seq}");

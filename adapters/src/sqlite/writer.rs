@@ -16,13 +16,13 @@
 //! One writer also means no two connections ever compete for SQLite's write lock.
 
 use hodei_domain::ids::Timestamp;
-use hodei_domain::ports::{NewRun, PipelineVersion, RunRecord, StoreError};
+use hodei_domain::ports::{NewRun, NewToken, PipelineVersion, RunRecord, StoreError, TokenRecord};
 use hodei_domain::state::DomainEvent;
 use sqlx::{Connection, Sqlite, SqliteConnection, SqlitePool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::store_error;
-use super::queries;
+use super::{queries, tokens};
 
 /// The most events (or jobs of new runs) written in one transaction.
 pub(super) const MAX_BATCH: usize = 1_000;
@@ -42,6 +42,9 @@ pub(super) enum Command {
     /// Boxed: a run record is much bigger than the other commands.
     CreateRun(Box<Request<NewRun, RunRecord>>),
     PutPipeline(Request<PipelineText, PipelineVersion>),
+    CreateToken(Request<NewToken, TokenRecord>),
+    /// A token's id and the instant of its revocation.
+    RevokeToken(Request<(u64, Timestamp), bool>),
 }
 
 impl Command {
@@ -50,7 +53,7 @@ impl Command {
         match self {
             Command::Append(request) => request.args.len(),
             Command::CreateRun(request) => 1 + request.args.jobs.len(),
-            Command::PutPipeline(_) => 1,
+            Command::PutPipeline(_) | Command::CreateToken(_) | Command::RevokeToken(_) => 1,
         }
     }
 
@@ -59,6 +62,8 @@ impl Command {
             Command::Append(request) => request.answer(commit),
             Command::CreateRun(request) => request.answer(commit),
             Command::PutPipeline(request) => request.answer(commit),
+            Command::CreateToken(request) => request.answer(commit),
+            Command::RevokeToken(request) => request.answer(commit),
         }
     }
 }
@@ -181,6 +186,15 @@ async fn write_fast(conn: &mut SqliteConnection, batch: &mut [Command]) -> Fast 
                 let result = queries::put_pipeline(&mut tx, name, source, *at).await;
                 outcome = keep(&mut request.result, result);
             }
+            Command::CreateToken(request) => {
+                let result = tokens::create_token(&mut tx, &request.args).await;
+                outcome = keep(&mut request.result, result);
+            }
+            Command::RevokeToken(request) => {
+                let (id, at) = request.args;
+                let result = tokens::revoke_token(&mut tx, id, at).await;
+                outcome = keep(&mut request.result, result);
+            }
             Command::Append(request) => request.result = Some(Ok(())),
         }
     }
@@ -247,6 +261,15 @@ async fn write_careful(
                 let result = queries::put_pipeline(&mut savepoint, name, source, *at).await;
                 request.result = Some(settle(savepoint, result).await?);
             }
+            Command::CreateToken(request) => {
+                let result = tokens::create_token(&mut savepoint, &request.args).await;
+                request.result = Some(settle(savepoint, result).await?);
+            }
+            Command::RevokeToken(request) => {
+                let (id, at) = request.args;
+                let result = tokens::revoke_token(&mut savepoint, id, at).await;
+                request.result = Some(settle(savepoint, result).await?);
+            }
         }
     }
     tx.commit().await.map_err(|err| store_error(what, err))
@@ -300,6 +323,7 @@ fn copy(err: &StoreError) -> StoreError {
             reason: reason.clone(),
         },
         StoreError::NotFound { what } => StoreError::NotFound { what: what.clone() },
+        StoreError::Conflict { what } => StoreError::Conflict { what: what.clone() },
         StoreError::Corrupt { what, reason } => StoreError::Corrupt {
             what: what.clone(),
             reason: reason.clone(),
