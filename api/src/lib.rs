@@ -1,8 +1,110 @@
 //! # hodei-api
 //!
-//! Hodei's HTTP surface on actix-web: the REST API under `/api/v1`, WebSocket live logs and events,
-//! authentication, the OpenAPI document, the web console assets, and the typed HTTP client that the
-//! CLI and the agent use.
+//! Hodei's HTTP surface on actix-web: the REST API under `/api/v1`, bearer-token
+//! authentication with roles, problem+json errors, the OpenAPI 3.1 document, Prometheus
+//! metrics and the health probes. WebSocket live logs, the workers and queue endpoints, the
+//! web console and the typed HTTP client come later.
 //!
-//! The crate holds no route yet; today the only user-facing surface is the `hodei` binary's
-//! `validate` command, which uses the domain crate directly.
+//! Where to start reading:
+//! - [`serve`]: how a server is put together from an [`ApiState`] (the supervision tree's
+//!   addresses and ports, the token store, the limits).
+//! - [`openapi`]: the one list of handlers, from which both the OpenAPI document and the router
+//!   are built; then the handlers in `routes/`, one file per resource.
+//! - [`error`]: every error answer, made in one place (`ResponseError for ApiError`).
+//! - [`auth`]: tokens (random 256-bit, stored as SHA-256 digests) and the [`auth::Caller`]
+//!   extractor; [`views`]: the JSON shapes; [`request`]: bodies, paging and byte ranges;
+//!   [`telemetry`]: metrics.
+//!
+//! ## Guarantees
+//! - A client's mistake (bad JSON or YAML, bad path or query, oversized body, missing token,
+//!   wrong role, unknown id, illegal transition) is a 4xx problem+json with a stable `code`;
+//!   a 5xx means the store, the actors or Hodei itself failed.
+//! - Every route is in the OpenAPI document and every documented operation is routed.
+//! - Every endpoint except `/healthz`, `/readyz` and `/metrics` needs a valid token.
+//!
+//! ## Assumptions
+//! [`serve`] runs inside an actix `System` whose arbiters run the supervision tree.
+
+pub mod auth;
+pub mod error;
+pub mod openapi;
+pub mod request;
+mod routes;
+pub mod telemetry;
+pub mod views;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix::Actor;
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use hodei_actors::messages::Subscribe;
+use hodei_domain::ports::TokenStore;
+use hodei_supervisors::Tree;
+
+pub use error::ApiError;
+
+/// The size limits of requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest request body, in bytes (a pipeline's YAML, a JSON body); larger ones are
+    /// refused with 413.
+    pub max_body: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_body: 1024 * 1024,
+        }
+    }
+}
+
+/// What the handlers work with: the running tree (its addresses and ports), the token store
+/// and the limits. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    pub tree: Tree,
+    pub tokens: Arc<dyn TokenStore>,
+    pub limits: Limits,
+}
+
+/// Adds the API to an actix-web app: its state, its routes, the error answers of extractors
+/// and of unknown paths.
+pub fn configure(state: ApiState) -> impl Fn(&mut web::ServiceConfig) + Clone {
+    move |cfg| {
+        cfg.app_data(web::Data::new(state.clone()))
+            .app_data(web::PathConfig::default().error_handler(request::path_error))
+            .app_data(web::QueryConfig::default().error_handler(request::query_error))
+            .configure(openapi::configure)
+            .default_service(web::to(openapi::no_route));
+    }
+}
+
+/// Starts serving the API on `listener` with `workers` threads, and counts run, job and step
+/// outcomes from the tree's event bus for the metrics. The returned server runs once awaited
+/// (or spawned); stop it with its handle. It does not handle signals: the caller does.
+///
+/// # Errors
+/// When the listener cannot be used.
+pub fn serve(state: ApiState, listener: TcpListener, workers: usize) -> std::io::Result<Server> {
+    telemetry::prometheus();
+    let counter = telemetry::OutcomeCounter.start();
+    state.tree.bus.do_send(Subscribe {
+        subscriber: counter.recipient(),
+    });
+    let config = configure(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(from_fn(telemetry::count_requests))
+            .configure(config.clone())
+    })
+    .workers(workers.max(1))
+    .disable_signals()
+    .shutdown_timeout(5)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

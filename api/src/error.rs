@@ -1,0 +1,255 @@
+//! Every error the API answers with, and how it becomes a response: in ONE place, the
+//! [`ResponseError`] impl of [`ApiError`]. Each answer is `application/problem+json`
+//! (RFC 9457) with a stable `code` that clients may match on; `title` and `detail` are for
+//! people and may change.
+//!
+//! A client's mistake is always a 4xx; a 5xx means Hodei or its database failed.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use hodei_domain::access::Role;
+use hodei_domain::ports::{LogError, StoreError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::views::DiagnosticView;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// The body is not the JSON the endpoint expects.
+    #[error("the request body is not valid JSON for this endpoint: {reason}")]
+    InvalidJson { reason: String },
+    /// The pipeline does not load: every diagnostic.
+    #[error("the pipeline is invalid: {} problem(s)", .diagnostics.len())]
+    InvalidPipeline { diagnostics: Vec<DiagnosticView> },
+    /// The run's inputs do not fit the pipeline.
+    #[error("the run's parameters do not fit the pipeline: {}", .errors.join("; "))]
+    InvalidParameters { errors: Vec<String> },
+    /// A path segment, query parameter or header has a value the endpoint cannot use.
+    #[error("{name} is `{value}`: expected {expected}")]
+    InvalidArgument {
+        name: String,
+        value: String,
+        expected: String,
+    },
+    /// The body's media type is not the one the endpoint reads.
+    #[error("the body is `{got}`: expected `{expected}`")]
+    UnsupportedMediaType { got: String, expected: &'static str },
+    /// The body is larger than the configured limit.
+    #[error("the request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// A byte range outside the log.
+    #[error("the range starts at byte {start}, beyond the end of the log ({length} bytes)")]
+    RangeNotSatisfiable { start: u64, length: u64 },
+    /// No bearer token, or one that is unknown or revoked.
+    #[error("{reason}")]
+    Unauthenticated { reason: &'static str },
+    /// The token's role may not do this.
+    #[error("this needs the role `{needed}`; the token has `{has}`")]
+    Forbidden { needed: Role, has: Role },
+    /// What the request names does not exist.
+    #[error("{what} not found")]
+    NotFound { what: String },
+    /// No route has this path.
+    #[error("no endpoint at `{path}`; see /api/v1/openapi.json")]
+    NoRoute { path: String },
+    /// The path exists, not with this method.
+    #[error("`{method}` is not allowed on `{path}`")]
+    MethodNotAllowed { method: String, path: String },
+    /// The thing is not in a state that allows the move.
+    #[error("{what} is {state}: {reason}")]
+    IllegalTransition {
+        what: String,
+        state: &'static str,
+        reason: &'static str,
+    },
+    /// It already exists.
+    #[error("{what} already exists")]
+    Conflict { what: String },
+    /// The store, the log store or the actors cannot serve the request now; retry later.
+    #[error("{what} is unavailable: {reason}")]
+    Unavailable { what: &'static str, reason: String },
+    /// Hodei failed: a bug or a damaged database. The detail says what.
+    #[error("internal error: {reason}")]
+    Internal { reason: String },
+}
+
+impl ApiError {
+    /// The stable, machine-readable name of the problem.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidJson { .. } => "invalid-json",
+            ApiError::InvalidPipeline { .. } => "invalid-pipeline",
+            ApiError::InvalidParameters { .. } => "invalid-parameters",
+            ApiError::InvalidArgument { .. } => "invalid-argument",
+            ApiError::UnsupportedMediaType { .. } => "unsupported-media-type",
+            ApiError::PayloadTooLarge { .. } => "payload-too-large",
+            ApiError::RangeNotSatisfiable { .. } => "range-not-satisfiable",
+            ApiError::Unauthenticated { .. } => "unauthenticated",
+            ApiError::Forbidden { .. } => "forbidden",
+            ApiError::NotFound { .. } => "not-found",
+            ApiError::NoRoute { .. } => "no-route",
+            ApiError::MethodNotAllowed { .. } => "method-not-allowed",
+            ApiError::IllegalTransition { .. } => "illegal-transition",
+            ApiError::Conflict { .. } => "conflict",
+            ApiError::Unavailable { .. } => "unavailable",
+            ApiError::Internal { .. } => "internal",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            ApiError::InvalidJson { .. } => "Invalid JSON body",
+            ApiError::InvalidPipeline { .. } => "Invalid pipeline",
+            ApiError::InvalidParameters { .. } => "Invalid run parameters",
+            ApiError::InvalidArgument { .. } => "Invalid argument",
+            ApiError::UnsupportedMediaType { .. } => "Unsupported media type",
+            ApiError::PayloadTooLarge { .. } => "Request body too large",
+            ApiError::RangeNotSatisfiable { .. } => "Range not satisfiable",
+            ApiError::Unauthenticated { .. } => "Authentication required",
+            ApiError::Forbidden { .. } => "Forbidden",
+            ApiError::NotFound { .. } => "Not found",
+            ApiError::NoRoute { .. } => "No such endpoint",
+            ApiError::MethodNotAllowed { .. } => "Method not allowed",
+            ApiError::IllegalTransition { .. } => "Illegal state transition",
+            ApiError::Conflict { .. } => "Conflict",
+            ApiError::Unavailable { .. } => "Service unavailable",
+            ApiError::Internal { .. } => "Internal error",
+        }
+    }
+
+    /// A store failure while doing `what`: retryable ones are 503, missing things 404,
+    /// conflicts 409, corrupt data 500.
+    pub fn store(err: StoreError) -> ApiError {
+        match err {
+            StoreError::NotFound { what } => ApiError::NotFound { what },
+            StoreError::Conflict { what } => ApiError::Conflict { what },
+            err if err.is_retryable() => ApiError::Unavailable {
+                what: "the store",
+                reason: err.to_string(),
+            },
+            err => ApiError::Internal {
+                reason: err.to_string(),
+            },
+        }
+    }
+
+    /// A log store failure.
+    pub fn logs(err: LogError) -> ApiError {
+        ApiError::Unavailable {
+            what: "the log store",
+            reason: err.to_string(),
+        }
+    }
+
+    /// An actor that did not answer.
+    pub fn actor(what: &'static str, err: actix::MailboxError) -> ApiError {
+        ApiError::Unavailable {
+            what,
+            reason: err.to_string(),
+        }
+    }
+
+    /// An invalid value of a query parameter or path segment.
+    pub fn argument(name: &str, value: &str, expected: &str) -> ApiError {
+        ApiError::InvalidArgument {
+            name: name.to_owned(),
+            value: value.to_owned(),
+            expected: expected.to_owned(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> ApiError {
+        ApiError::store(err)
+    }
+}
+
+/// The body of every error response (`application/problem+json`, RFC 9457).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// `urn:hodei:problem:<code>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short summary of the kind of problem.
+    pub title: &'static str,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong this time, where, and what was expected.
+    pub detail: String,
+    /// The stable name of the problem: match on this.
+    pub code: &'static str,
+    /// For `invalid-pipeline`: every problem of the pipeline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnostics: Option<Vec<DiagnosticView>>,
+    /// For `invalid-parameters`: every parameter problem.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<String>>,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidJson { .. }
+            | ApiError::InvalidPipeline { .. }
+            | ApiError::InvalidParameters { .. }
+            | ApiError::InvalidArgument { .. } => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::NotFound { .. } | ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::IllegalTransition { .. } | ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status.is_server_error() {
+            tracing::error!(code = self.code(), error = %self, "Request failed.");
+        }
+        let problem = Problem {
+            kind: format!("urn:hodei:problem:{}", self.code()),
+            title: self.title(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            code: self.code(),
+            diagnostics: match self {
+                ApiError::InvalidPipeline { diagnostics } => Some(diagnostics.clone()),
+                _ => None,
+            },
+            errors: match self {
+                ApiError::InvalidParameters { errors } => Some(errors.clone()),
+                _ => None,
+            },
+        };
+        let mut response = HttpResponse::build(status);
+        response.insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        ));
+        match self {
+            ApiError::Unauthenticated { .. } => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            ApiError::RangeNotSatisfiable { length, .. } => {
+                response.insert_header((header::CONTENT_RANGE, format!("bytes */{length}")));
+            }
+            ApiError::Unavailable { .. } => {
+                response.insert_header((header::RETRY_AFTER, "1"));
+            }
+            _ => {}
+        }
+        response.body(serde_json::to_string(&problem).unwrap_or_else(|err| {
+            format!(r#"{{"code":"internal","detail":"cannot render a problem: {err}"}}"#)
+        }))
+    }
+}

@@ -1,0 +1,134 @@
+//! Jobs: read one with its steps, read its log by byte range.
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use hodei_domain::access::Role;
+use hodei_domain::ids::{JobId, RunId};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::ApiState;
+use crate::auth::Caller;
+use crate::error::{ApiError, Problem};
+use crate::request::{parse_range, query_range};
+use crate::views::JobView;
+
+/// The run a job belongs to, or 404.
+async fn run_of(state: &ApiState, job: JobId) -> Result<RunId, ApiError> {
+    state
+        .tree
+        .ports
+        .store
+        .job_run(job)
+        .await?
+        .ok_or_else(|| ApiError::NotFound {
+            what: format!("job {}", job.0),
+        })
+}
+
+/// Read a job with every attempt of its steps. Role: viewer.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}",
+    tag = "jobs",
+    params(("id" = u64, Path, description = "The job's id")),
+    responses(
+        (status = 200, body = JobView),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_job(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    id: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Viewer)?;
+    let job = JobId(*id);
+    let run = run_of(&state, job).await?;
+    let view = super::runs::view(&state, run).await?;
+    let found = view
+        .jobs
+        .into_iter()
+        .find(|j| j.id == job.0)
+        .ok_or_else(|| ApiError::Internal {
+            reason: format!("job {} is not among the jobs of its run {}", job.0, run.0),
+        })?;
+    Ok(HttpResponse::Ok().json(found))
+}
+
+/// A part of a log by offsets.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    /// The first byte, from 0 (default 0).
+    from: Option<u64>,
+    /// The byte after the last one (default: the end of the log as written so far).
+    to: Option<u64>,
+}
+
+/// Read a job's log, as written so far.
+///
+/// Plain text, the output of every step and Hodei's own notes, secrets masked. A part is
+/// chosen by `Range: bytes=START-END` (206 with `Content-Range`) or by `?from=&to=` byte
+/// offsets (200). `Hodei-Log-Length` gives the log's length, to resume from. Role: viewer.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}/log",
+    tag = "jobs",
+    params(
+        ("id" = u64, Path, description = "The job's id"),
+        ("Range" = Option<String>, Header, description = "`bytes=START-END`, `bytes=START-` or `bytes=-SUFFIX`"),
+        LogQuery
+    ),
+    responses(
+        (status = 200, description = "The log, or the part from `from` to `to`", body = String, content_type = "text/plain"),
+        (status = 206, description = "The requested range", body = String, content_type = "text/plain"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 416, description = "The range starts beyond the log", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_job_log(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    id: web::Path<u64>,
+    query: web::Query<LogQuery>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Viewer)?;
+    let job = JobId(*id);
+    run_of(&state, job).await?;
+    let logs = &state.tree.ports.logs;
+    let length = logs.len(job).map_err(ApiError::logs)?;
+    let range_header = match req.headers().get(header::RANGE) {
+        Some(value) => Some(value.to_str().map_err(|_| {
+            ApiError::argument("header `Range`", "(not ASCII)", "`bytes=START-END`")
+        })?),
+        None => None,
+    };
+    let (range, partial) = match range_header {
+        Some(text) => (parse_range(text, length)?, true),
+        None => (query_range(query.from, query.to, length)?, false),
+    };
+    let bytes = logs
+        .read(job, range.start, Some(range.end))
+        .await
+        .map_err(ApiError::logs)?;
+    let mut response = match partial {
+        true => HttpResponse::PartialContent(),
+        false => HttpResponse::Ok(),
+    };
+    response
+        .content_type("text/plain; charset=utf-8")
+        .insert_header((header::ACCEPT_RANGES, "bytes"))
+        .insert_header(("Hodei-Log-Length", length.to_string()));
+    if partial && !bytes.is_empty() {
+        let last = range.start + bytes.len() as u64 - 1;
+        response.insert_header((
+            header::CONTENT_RANGE,
+            format!("bytes {}-{last}/{length}", range.start),
+        ));
+    }
+    Ok(response.body(bytes))
+}

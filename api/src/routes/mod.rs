@@ -1,0 +1,10 @@
+//! The handlers, one file per resource. Each handler is documented with `#[utoipa::path]`;
+//! [`crate::openapi`] builds both the OpenAPI document and the router from that one list, so a
+//! route cannot exist undocumented.
+
+pub mod events;
+pub mod jobs;
+pub mod pipelines;
+pub mod runs;
+pub mod system;
+pub mod tokens;

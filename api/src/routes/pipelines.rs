@@ -1,0 +1,301 @@
+//! Pipelines: apply a definition (a new version when its text changes), list them, read one
+//! with its versions, and trigger a run of the latest version.
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use hodei_actors::messages::{SubmitError, SubmitRun};
+use hodei_domain::access::Role;
+use hodei_domain::load::load_bytes;
+use hodei_domain::model::is_env_name;
+use hodei_domain::plan::RunInputs;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::ApiState;
+use crate::auth::Caller;
+use crate::error::{ApiError, Problem};
+use crate::request::{self, page_limit};
+use crate::views::{
+    AppliedPipeline, DiagnosticView, PipelineListItem, PipelinePage, PipelineView, RunView,
+    TriggerRequest, VersionView,
+};
+
+/// Media types accepted for a pipeline's YAML.
+const YAML_TYPES: [&str; 5] = [
+    "application/yaml",
+    "application/x-yaml",
+    "text/yaml",
+    "text/x-yaml",
+    "text/plain",
+];
+
+/// Events a run may be started by.
+const EVENTS: [&str; 5] = ["manual", "push", "pull_request", "tag", "schedule"];
+
+/// Apply a pipeline definition.
+///
+/// Stores the YAML as the pipeline's next version when its text differs from the latest's
+/// (201), or answers the latest version when it is the same (200). An invalid pipeline is
+/// refused with every diagnostic. The `name` in the path must be the pipeline's `name`.
+/// Role: operator.
+#[utoipa::path(
+    put,
+    path = "/api/v1/pipelines/{name}",
+    tag = "pipelines",
+    params(("name" = String, Path, description = "The pipeline's `name`")),
+    request_body(content = String, content_type = "application/yaml", description = "The pipeline's YAML text"),
+    responses(
+        (status = 201, description = "A new version was stored", body = AppliedPipeline),
+        (status = 200, description = "The text equals the latest version's", body = AppliedPipeline),
+        (status = 400, description = "Invalid pipeline: every diagnostic", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the limit", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not a YAML media type", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn put_pipeline(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    name: web::Path<String>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Operator)?;
+    if let Some(media) = request::media_type(&req).filter(|m| !YAML_TYPES.contains(&m.as_str())) {
+        return Err(ApiError::UnsupportedMediaType {
+            got: media,
+            expected: "application/yaml",
+        });
+    }
+    let bytes = request::body(&req, payload, state.limits.max_body).await?;
+    // Loading is CPU work proportional to the body: off the worker's event loop.
+    let loaded = web::block(move || {
+        let loaded = load_bytes(&bytes);
+        (loaded, bytes)
+    })
+    .await
+    .map_err(|err| ApiError::Internal {
+        reason: format!("loading the pipeline stopped: {err}"),
+    })?;
+    let (loaded, bytes) = loaded;
+    let diagnostics: Vec<DiagnosticView> = loaded.diagnostics.iter().map(Into::into).collect();
+    let Some(pipeline) = loaded.pipeline else {
+        return Err(ApiError::InvalidPipeline { diagnostics });
+    };
+    let name = name.into_inner();
+    if pipeline.name.as_str() != name {
+        return Err(ApiError::argument(
+            "the path's pipeline name",
+            &name,
+            &format!("the pipeline's own `name`, `{}`", pipeline.name.as_str()),
+        ));
+    }
+    // A loaded pipeline was valid UTF-8.
+    let source = String::from_utf8_lossy(&bytes).into_owned();
+    let store = &state.tree.ports.store;
+    let before = store.pipeline(&name).await?.map(|p| p.version);
+    let now = state.tree.ports.clock.now();
+    let stored = store.put_pipeline(&name, &source, now).await?;
+    let changed = before != Some(stored.version);
+    tracing::info!(pipeline = %name, version = stored.version, changed, by = %caller.name, "Pipeline applied.");
+    let body = AppliedPipeline {
+        name: stored.name,
+        version: stored.version,
+        created: stored.created.0,
+        changed,
+        warnings: diagnostics,
+    };
+    Ok(match changed {
+        true => HttpResponse::Created()
+            .insert_header((header::LOCATION, format!("/api/v1/pipelines/{name}")))
+            .json(body),
+        false => HttpResponse::Ok().json(body),
+    })
+}
+
+/// Paging of pipelines.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineQuery {
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Items per page, 1 to 500 (default 50).
+    limit: Option<u32>,
+}
+
+/// List pipelines, by name. Role: viewer.
+#[utoipa::path(
+    get,
+    path = "/api/v1/pipelines",
+    tag = "pipelines",
+    params(PipelineQuery),
+    responses((status = 200, body = PipelinePage)),
+    security(("bearer" = []))
+)]
+pub async fn list_pipelines(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    query: web::Query<PipelineQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Viewer)?;
+    let limit = page_limit(query.limit)?;
+    let found = state
+        .tree
+        .ports
+        .store
+        .pipelines(query.cursor.as_deref(), limit)
+        .await?;
+    let next_cursor = (found.len() == limit as usize)
+        .then(|| found.last().map(|p| p.name.clone()))
+        .flatten();
+    Ok(HttpResponse::Ok().json(PipelinePage {
+        items: found.into_iter().map(PipelineListItem::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// Read a pipeline: its latest definition and every version. Role: viewer.
+#[utoipa::path(
+    get,
+    path = "/api/v1/pipelines/{name}",
+    tag = "pipelines",
+    params(("name" = String, Path, description = "The pipeline's `name`")),
+    responses(
+        (status = 200, body = PipelineView),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_pipeline(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Viewer)?;
+    let store = &state.tree.ports.store;
+    let latest = store
+        .pipeline(&name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound {
+            what: format!("pipeline `{name}`"),
+        })?;
+    let versions = store.pipeline_versions(&name).await?;
+    Ok(HttpResponse::Ok().json(PipelineView {
+        name: latest.name,
+        version: latest.version,
+        source: latest.source,
+        versions: versions.into_iter().map(VersionView::from).collect(),
+    }))
+}
+
+/// Trigger a run of a pipeline's latest version.
+///
+/// The body may be empty: the run then takes every parameter's default, no branch, event
+/// `manual`. Answers 201 with the run once it is durable. Role: operator.
+#[utoipa::path(
+    post,
+    path = "/api/v1/pipelines/{name}/runs",
+    tag = "runs",
+    params(("name" = String, Path, description = "The pipeline's `name`")),
+    request_body(content = TriggerRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The run, accepted and durable", body = RunView),
+        (status = 400, description = "Invalid JSON or parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn trigger_run(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    name: web::Path<String>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Operator)?;
+    let trigger: TriggerRequest = request::json(
+        &req,
+        payload,
+        state.limits.max_body,
+        Some(TriggerRequest::default()),
+    )
+    .await?;
+    let event = trigger.event.unwrap_or_else(|| "manual".to_owned());
+    if !EVENTS.contains(&event.as_str()) {
+        return Err(ApiError::argument(
+            "`event`",
+            &event,
+            &format!("one of {}", EVENTS.join(", ")),
+        ));
+    }
+    if let Some(bad) = trigger
+        .env
+        .keys()
+        .find(|k| !is_env_name(k) || k.starts_with("HODEI_"))
+    {
+        return Err(ApiError::argument(
+            "a key of `env`",
+            bad,
+            "a variable name (letters, digits and `_`, not starting with a digit or `HODEI_`)",
+        ));
+    }
+    let store = &state.tree.ports.store;
+    let pipeline = store
+        .pipeline(&name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound {
+            what: format!("pipeline `{name}`"),
+        })?;
+    let inputs = RunInputs {
+        branch: trigger.branch,
+        event,
+        tag: trigger.tag,
+        params: trigger.params,
+        env: trigger.env.into_iter().collect(),
+        secrets: Vec::new(),
+    };
+    let submitted = state
+        .tree
+        .orchestrator
+        .send(SubmitRun {
+            source: pipeline.source,
+            inputs,
+        })
+        .await
+        .map_err(|err| ApiError::actor("the orchestrator", err))?;
+    let run = match submitted {
+        Ok(run) => run,
+        Err(SubmitError::InvalidInputs(errors)) => {
+            return Err(ApiError::InvalidParameters {
+                errors: errors.iter().map(ToString::to_string).collect(),
+            });
+        }
+        Err(SubmitError::Store(err)) => return Err(err.into()),
+        Err(SubmitError::Unavailable) => {
+            return Err(ApiError::Unavailable {
+                what: "the orchestrator",
+                reason: "it is not running".into(),
+            });
+        }
+        // A stored version that no longer loads: this Hodei's rules changed since it was
+        // applied. The client can apply it again once fixed.
+        Err(err @ SubmitError::InvalidPipeline(_)) => {
+            return Err(ApiError::IllegalTransition {
+                what: format!("pipeline `{name}` version {}", pipeline.version),
+                state: "no longer valid",
+                reason: stale_pipeline(err),
+            });
+        }
+    };
+    tracing::info!(run_id = %run, pipeline = %name, by = %caller.name, "Run triggered.");
+    let view = super::runs::view(&state, run).await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/v1/runs/{}", run.0)))
+        .json(view))
+}
+
+/// The reason of an invalid stored pipeline, logged in full; the answer names the fix.
+fn stale_pipeline(err: SubmitError) -> &'static str {
+    tracing::warn!(error = %err, "A stored pipeline no longer loads.");
+    "apply a corrected definition with PUT /api/v1/pipelines/{name}"
+}

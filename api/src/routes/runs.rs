@@ -1,0 +1,201 @@
+//! Runs: list them by filter, read one with its jobs and steps, cancel one.
+
+use actix_web::{HttpResponse, web};
+use hodei_actors::messages::CancelRun;
+use hodei_domain::access::Role;
+use hodei_domain::ids::RunId;
+use hodei_domain::ports::RunFilter;
+use hodei_domain::state::RunState;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::ApiState;
+use crate::auth::Caller;
+use crate::error::{ApiError, Problem};
+use crate::request::page_limit;
+use crate::views::{RunListItem, RunPage, RunView, Times};
+
+/// Events read per page while gathering a run's times.
+const EVENT_PAGE: u32 = 1_000;
+
+const STATES: [RunState; 6] = [
+    RunState::Pending,
+    RunState::Running,
+    RunState::Cancelling,
+    RunState::Succeeded,
+    RunState::Failed,
+    RunState::Cancelled,
+];
+
+/// Filters and paging of runs.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RunQuery {
+    /// Only runs in this state: `pending`, `running`, `cancelling`, `succeeded`, `failed`,
+    /// `cancelled`.
+    status: Option<String>,
+    /// Only runs of this pipeline.
+    pipeline: Option<String>,
+    /// Only runs for this branch.
+    branch: Option<String>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Items per page, 1 to 500 (default 50).
+    limit: Option<u32>,
+}
+
+/// List runs, newest first. Role: viewer.
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs",
+    tag = "runs",
+    params(RunQuery),
+    responses(
+        (status = 200, body = RunPage),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_runs(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    query: web::Query<RunQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Viewer)?;
+    let query = query.into_inner();
+    let limit = page_limit(query.limit)?;
+    let status = match query.status.as_deref() {
+        None => None,
+        Some(name) => Some(
+            STATES
+                .into_iter()
+                .find(|s| s.name() == name)
+                .ok_or_else(|| {
+                    ApiError::argument(
+                        "query parameter `status`",
+                        name,
+                        "one of pending, running, cancelling, succeeded, failed, cancelled",
+                    )
+                })?,
+        ),
+    };
+    let before = match query.cursor.as_deref() {
+        None => None,
+        Some(cursor) => Some(RunId(cursor.parse().map_err(|_| {
+            ApiError::argument(
+                "query parameter `cursor`",
+                cursor,
+                "the `next_cursor` of a previous page",
+            )
+        })?)),
+    };
+    let filter = RunFilter {
+        state: status,
+        pipeline: query.pipeline,
+        branch: query.branch,
+    };
+    let runs = state.tree.ports.store.runs(&filter, before, limit).await?;
+    let next_cursor = (runs.len() == limit as usize)
+        .then(|| runs.last().map(|r| r.id.0.to_string()))
+        .flatten();
+    Ok(HttpResponse::Ok().json(RunPage {
+        items: runs.iter().map(RunListItem::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// A run's view: its record and the times read off its events.
+pub(crate) async fn view(state: &ApiState, run: RunId) -> Result<RunView, ApiError> {
+    let store = &state.tree.ports.store;
+    let record = store.run(run).await?.ok_or_else(|| ApiError::NotFound {
+        what: format!("run {}", run.0),
+    })?;
+    let mut times = Times::default();
+    let mut after = 0;
+    loop {
+        let page = store.run_events(run, after, EVENT_PAGE).await?;
+        for (_, event) in &page {
+            times.add(event);
+        }
+        match page.last() {
+            Some(&(seq, _)) if page.len() == EVENT_PAGE as usize => after = seq,
+            _ => break,
+        }
+    }
+    Ok(RunView::new(&record, &times))
+}
+
+/// Read a run: its jobs and their steps, with states, attempts, exit codes and times.
+/// Role: viewer.
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{id}",
+    tag = "runs",
+    params(("id" = u64, Path, description = "The run's id")),
+    responses(
+        (status = 200, body = RunView),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_run(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    id: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Viewer)?;
+    Ok(HttpResponse::Ok().json(view(&state, RunId(*id)).await?))
+}
+
+/// Cancel a run.
+///
+/// Asks the run to stop: running steps are stopped, pending jobs cancelled, then its
+/// `cancelled` and `always` hooks run. Answers 202 with the run as it is now; the run reaches
+/// `cancelled` shortly after. A finished run cannot be cancelled (409). Role: operator.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/{id}/cancel",
+    tag = "runs",
+    params(("id" = u64, Path, description = "The run's id")),
+    responses(
+        (status = 202, description = "Cancel requested", body = RunView),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The run is finished", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn cancel_run(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    id: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Operator)?;
+    let run = RunId(*id);
+    let record = state
+        .tree
+        .ports
+        .store
+        .run(run)
+        .await?
+        .ok_or_else(|| ApiError::NotFound {
+            what: format!("run {}", run.0),
+        })?;
+    if record.state.is_terminal() {
+        return Err(ApiError::IllegalTransition {
+            what: format!("run {}", run.0),
+            state: record.state.name(),
+            reason: "a finished run cannot be cancelled",
+        });
+    }
+    state
+        .tree
+        .orchestrator
+        .send(CancelRun {
+            run,
+            by: caller.name.clone(),
+        })
+        .await
+        .map_err(|err| ApiError::actor("the orchestrator", err))?;
+    tracing::info!(run_id = %run, by = %caller.name, "Run cancel requested.");
+    Ok(HttpResponse::Accepted().json(view(&state, run).await?))
+}

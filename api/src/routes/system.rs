@@ -1,0 +1,96 @@
+//! The server itself: liveness, readiness, metrics and the OpenAPI document. `/healthz`,
+//! `/readyz` and `/metrics` need no token, for probes and scrapers.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use actix_web::{HttpResponse, web};
+use hodei_actors::scheduler::GetQueueStats;
+use hodei_domain::access::Role;
+use utoipa::OpenApi;
+
+use crate::ApiState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::openapi::ApiDoc;
+use crate::telemetry;
+use crate::views::Health;
+
+/// How long `/readyz` waits for the store and the actors.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Liveness: the process serves HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, body = Health)))]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Health {
+        status: "ok",
+        checks: BTreeMap::new(),
+    })
+}
+
+/// Readiness: the store answers and the supervision tree is up (the orchestrator and the
+/// scheduler answer). 503 with what failed otherwise.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "system",
+    responses(
+        (status = 200, description = "Ready", body = Health),
+        (status = 503, description = "Not ready: see `checks`", body = Health),
+    )
+)]
+pub async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
+    let mut checks = BTreeMap::new();
+    let store = tokio::time::timeout(READY_TIMEOUT, state.tree.ports.store.pipelines(None, 1));
+    let store = match store.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err(format!("no answer within {READY_TIMEOUT:?}")),
+    };
+    let scheduler = tokio::time::timeout(READY_TIMEOUT, state.tree.scheduler.send(GetQueueStats));
+    let actors = match (state.tree.orchestrator.connected(), scheduler.await) {
+        (false, _) => Err("the orchestrator is not running".to_owned()),
+        (true, Ok(Ok(_))) => Ok(()),
+        (true, Ok(Err(err))) => Err(format!("the scheduler: {err}")),
+        (true, Err(_)) => Err(format!("the scheduler: no answer within {READY_TIMEOUT:?}")),
+    };
+    let ready = store.is_ok() && actors.is_ok();
+    for (name, result) in [("store", store), ("actors", actors)] {
+        checks.insert(name, result.err().unwrap_or_else(|| "ok".to_owned()));
+    }
+    let health = Health {
+        status: if ready { "ready" } else { "not-ready" },
+        checks,
+    };
+    match ready {
+        true => HttpResponse::Ok().json(health),
+        false => HttpResponse::ServiceUnavailable().json(health),
+    }
+}
+
+/// Metrics in the Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "system",
+    responses((status = 200, body = String, content_type = "text/plain; version=0.0.4"))
+)]
+pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
+    telemetry::sample(&state).await;
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(telemetry::prometheus().render())
+}
+
+/// This API's OpenAPI 3.1 document. Role: viewer.
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    tag = "system",
+    responses((status = 200, description = "The OpenAPI document", body = Object)),
+    security(("bearer" = []))
+)]
+pub async fn openapi(caller: Caller) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Viewer)?;
+    Ok(HttpResponse::Ok().json(ApiDoc::openapi()))
+}

@@ -1,0 +1,146 @@
+//! Prometheus metrics: the process-wide recorder, the HTTP middleware that counts requests,
+//! the event-bus subscriber that counts outcomes, and what is sampled at each scrape.
+//!
+//! | metric | kind | labels |
+//! |---|---|---|
+//! | `hodei_http_requests_total` | counter | `method`, `route` (the route pattern), `status` |
+//! | `hodei_http_request_duration_seconds` | histogram (summary) | `method`, `route` |
+//! | `hodei_runs_total` | counter | `outcome`: succeeded, failed, cancelled |
+//! | `hodei_jobs_total` | counter | `outcome`: succeeded, failed, timed_out, cancelled, skipped |
+//! | `hodei_steps_total` | counter | `outcome`: as jobs |
+//! | `hodei_queue_jobs` | gauge | `state`: queued, placed (sampled at scrape) |
+//! | `hodei_actor_restarts_total` | counter | `actor` (sampled at scrape) |
+//!
+//! The recorder is global (the `metrics` facade has one per process): it is installed once, by
+//! the first server of the process, and shared by later ones (tests start several).
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use actix::{Actor, Context, Handler};
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use hodei_actors::contain::{ActorKind, restarts};
+use hodei_actors::messages::Published;
+use hodei_actors::scheduler::GetQueueStats;
+use hodei_domain::state::DomainEvent;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::ApiState;
+
+/// The process's Prometheus handle, installing the recorder on first use.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        if let Err(err) = metrics::set_global_recorder(recorder) {
+            tracing::warn!(error = %err, "Another metrics recorder is installed; /metrics shows only what reaches this one.");
+        }
+        handle
+    })
+}
+
+/// Counts each request by method, route pattern and status, and times it.
+pub async fn count_requests(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let response = next.call(req).await?;
+    // The pattern, not the path: `/api/v1/runs/{id}` keeps the label set small.
+    let route = response
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("hodei_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("hodei_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    Ok(response)
+}
+
+/// Samples what is not counted as it happens: the scheduler's queue and actor restarts.
+pub async fn sample(state: &ApiState) {
+    match state.tree.scheduler.send(GetQueueStats).await {
+        Ok(stats) => {
+            metrics::gauge!("hodei_queue_jobs", "state" => "queued").set(stats.queued as f64);
+            metrics::gauge!("hodei_queue_jobs", "state" => "placed").set(stats.placed as f64);
+        }
+        Err(err) => tracing::warn!(error = %err, "The scheduler did not answer for the metrics."),
+    }
+    for kind in [
+        ActorKind::Orchestrator,
+        ActorKind::Run,
+        ActorKind::Job,
+        ActorKind::Scheduler,
+        ActorKind::LogHub,
+        ActorKind::EventBus,
+        ActorKind::WorkerRegistry,
+        ActorKind::Provider,
+    ] {
+        metrics::counter!("hodei_actor_restarts_total", "actor" => kind.name())
+            .absolute(restarts().get(kind));
+    }
+}
+
+/// The outcome an event records, as `(metric, outcome)`, if it ends a run, job or step.
+pub fn outcome(event: &DomainEvent) -> Option<(&'static str, &'static str)> {
+    Some(match event {
+        DomainEvent::RunSucceeded { .. } => ("hodei_runs_total", "succeeded"),
+        DomainEvent::RunFailed { .. } => ("hodei_runs_total", "failed"),
+        DomainEvent::RunCancelled { .. } => ("hodei_runs_total", "cancelled"),
+        DomainEvent::JobSucceeded { .. } => ("hodei_jobs_total", "succeeded"),
+        DomainEvent::JobFailed { .. } => ("hodei_jobs_total", "failed"),
+        DomainEvent::JobTimedOut { .. } => ("hodei_jobs_total", "timed_out"),
+        DomainEvent::JobCancelled { .. } => ("hodei_jobs_total", "cancelled"),
+        DomainEvent::JobSkipped { .. } => ("hodei_jobs_total", "skipped"),
+        DomainEvent::StepSucceeded { .. } => ("hodei_steps_total", "succeeded"),
+        DomainEvent::StepFailed { .. } => ("hodei_steps_total", "failed"),
+        DomainEvent::StepTimedOut { .. } => ("hodei_steps_total", "timed_out"),
+        DomainEvent::StepCancelled { .. } => ("hodei_steps_total", "cancelled"),
+        DomainEvent::StepSkipped { .. } => ("hodei_steps_total", "skipped"),
+        _ => return None,
+    })
+}
+
+/// Subscribes to the event bus and counts runs, jobs and steps by outcome.
+#[derive(Debug, Default)]
+pub struct OutcomeCounter;
+
+impl Actor for OutcomeCounter {
+    type Context = Context<Self>;
+}
+
+impl Handler<Published> for OutcomeCounter {
+    type Result = ();
+
+    fn handle(&mut self, msg: Published, _: &mut Context<Self>) {
+        for event in msg.events.iter() {
+            if let Some((metric, outcome)) = outcome(event) {
+                metrics::counter!(metric, "outcome" => outcome).increment(1);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hodei_domain::ids::{RunId, Timestamp};
+
+    use super::*;
+
+    #[test]
+    fn only_final_events_count_as_outcomes() {
+        let run = RunId(1);
+        let at = Timestamp(0);
+        assert_eq!(
+            outcome(&DomainEvent::RunSucceeded { run, at }),
+            Some(("hodei_runs_total", "succeeded"))
+        );
+        assert_eq!(outcome(&DomainEvent::RunStarted { run, at }), None);
+    }
+}

@@ -1,0 +1,447 @@
+//! The JSON shapes of the API: what requests carry and responses return, with their OpenAPI
+//! schemas. Domain types are translated here, so that the domain can change without breaking
+//! clients. Times are milliseconds since the Unix epoch, as in events.
+
+use std::collections::{BTreeMap, HashMap};
+
+use hodei_domain::access::Role;
+use hodei_domain::diagnostic::{Diagnostic, Severity};
+use hodei_domain::ids::{JobId, RunId};
+use hodei_domain::ports::{
+    JobRecord, PipelineSummary, RunRecord, RunSummary, StepRecord, TokenRecord, VersionStamp,
+};
+use hodei_domain::state::{DomainEvent, JobState, StepState};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// One problem of a pipeline, where it is and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct DiagnosticView {
+    /// `error` or `warning`.
+    pub severity: &'static str,
+    /// The kind of problem, e.g. `unknown-key`.
+    pub code: &'static str,
+    pub message: String,
+    /// Where in the document, e.g. `jobs.deploy.needs[1]`; empty for the whole file.
+    pub path: String,
+    /// Line of the source, from 1, when known.
+    pub line: Option<usize>,
+    /// Column of the source, from 1, when known.
+    pub column: Option<usize>,
+    pub expected: Option<String>,
+    pub help: Option<String>,
+}
+
+impl From<&Diagnostic> for DiagnosticView {
+    fn from(d: &Diagnostic) -> DiagnosticView {
+        DiagnosticView {
+            severity: match d.severity {
+                Severity::Error => "error",
+                Severity::Warning => "warning",
+            },
+            code: d.code.as_str(),
+            message: d.message.clone(),
+            path: d.path.to_string(),
+            line: d.span.map(|s| s.start.line),
+            column: d.span.map(|s| s.start.column),
+            expected: d.expected.clone(),
+            help: d.help.clone(),
+        }
+    }
+}
+
+/// A stored pipeline version, as answered to `PUT /pipelines/{name}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppliedPipeline {
+    pub name: String,
+    pub version: u32,
+    pub created: i64,
+    /// Whether this request stored a new version (`false`: the text equals the latest's).
+    pub changed: bool,
+    /// Warnings: the pipeline is valid, but these look unintended.
+    pub warnings: Vec<DiagnosticView>,
+}
+
+/// A pipeline as listed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PipelineListItem {
+    pub name: String,
+    /// The latest version.
+    pub latest: u32,
+    /// When the first version was stored.
+    pub created: i64,
+    /// When the latest version was stored.
+    pub updated: i64,
+}
+
+impl From<PipelineSummary> for PipelineListItem {
+    fn from(p: PipelineSummary) -> PipelineListItem {
+        PipelineListItem {
+            name: p.name,
+            latest: p.latest,
+            created: p.created.0,
+            updated: p.updated.0,
+        }
+    }
+}
+
+/// One page of pipelines, by name.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PipelinePage {
+    pub items: Vec<PipelineListItem>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// One version of a pipeline.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VersionView {
+    pub version: u32,
+    pub created: i64,
+}
+
+impl From<VersionStamp> for VersionView {
+    fn from(v: VersionStamp) -> VersionView {
+        VersionView {
+            version: v.version,
+            created: v.created.0,
+        }
+    }
+}
+
+/// A pipeline: its latest definition and every version.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PipelineView {
+    pub name: String,
+    /// The latest version.
+    pub version: u32,
+    /// The latest version's YAML text.
+    pub source: String,
+    /// Oldest first.
+    pub versions: Vec<VersionView>,
+}
+
+/// What starts a run.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct TriggerRequest {
+    /// Values of the pipeline's parameters; the others take their defaults.
+    pub params: BTreeMap<String, String>,
+    /// The branch the run is for (`branch` in `when`).
+    pub branch: String,
+    /// What started it: `manual` (the default), `push`, `pull_request`, `tag` or `schedule`.
+    pub event: Option<String>,
+    /// The tag, for `event: tag`.
+    pub tag: String,
+    /// Variables for every job, overriding the pipeline's.
+    pub env: BTreeMap<String, String>,
+}
+
+/// A run as listed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunListItem {
+    pub id: u64,
+    pub pipeline: String,
+    pub version: u32,
+    /// `pending`, `running`, `cancelling`, `succeeded`, `failed` or `cancelled`.
+    pub state: &'static str,
+    pub branch: String,
+    pub event: String,
+    pub created: i64,
+    /// When the run entered its state.
+    pub since: i64,
+}
+
+impl From<&RunSummary> for RunListItem {
+    fn from(r: &RunSummary) -> RunListItem {
+        RunListItem {
+            id: r.id.0,
+            pipeline: r.pipeline.clone(),
+            version: r.version,
+            state: r.state.name(),
+            branch: r.inputs.branch.clone(),
+            event: r.inputs.event.clone(),
+            created: r.created.0,
+            since: r.since.0,
+        }
+    }
+}
+
+/// One page of runs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunPage {
+    pub items: Vec<RunListItem>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A run with its jobs and their steps.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunView {
+    pub id: u64,
+    pub pipeline: String,
+    /// The pipeline version the run was planned from.
+    pub version: u32,
+    pub state: &'static str,
+    pub branch: String,
+    pub event: String,
+    pub tag: String,
+    pub params: BTreeMap<String, String>,
+    pub created: i64,
+    /// When the run entered its state.
+    pub since: i64,
+    /// When its first job started, if one did.
+    pub started: Option<i64>,
+    /// When it finished, if it did.
+    pub finished: Option<i64>,
+    /// In plan order.
+    pub jobs: Vec<JobView>,
+}
+
+/// A job with its steps.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobView {
+    pub id: u64,
+    pub run: u64,
+    /// E.g. `test (os=bookworm)` for a matrix instance.
+    pub name: String,
+    /// `pending`, `waiting_approval`, `queued`, `placed`, `running`, `succeeded`, `failed`,
+    /// `timed_out`, `cancelled` or `skipped`.
+    pub state: &'static str,
+    /// Why it failed or was skipped, as in events (`kind` and its fields).
+    #[schema(value_type = Option<Object>)]
+    pub reason: Option<serde_json::Value>,
+    /// The worker holding it, while placed or running.
+    pub worker: Option<String>,
+    /// The current attempt, from 1.
+    pub attempt: u32,
+    /// When the job entered its state.
+    pub since: i64,
+    /// When its first attempt started, if one did.
+    pub started: Option<i64>,
+    /// When it finished, if it did.
+    pub finished: Option<i64>,
+    /// Every attempt of every step, by job attempt, index, step attempt.
+    pub steps: Vec<StepView>,
+}
+
+/// One attempt of a step.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StepView {
+    /// The job attempt it belongs to.
+    pub job_attempt: u32,
+    /// Its position in the job, from 0.
+    pub index: u32,
+    /// The step's own attempt, from 1.
+    pub attempt: u32,
+    pub state: &'static str,
+    #[schema(value_type = Option<Object>)]
+    pub reason: Option<serde_json::Value>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub oom_killed: bool,
+    pub started: Option<i64>,
+    /// When the step entered its state.
+    pub since: i64,
+}
+
+/// When jobs and steps started and ended, gathered from a run's events.
+#[derive(Debug, Default)]
+pub struct Times {
+    run_started: Option<i64>,
+    run_finished: Option<i64>,
+    jobs: HashMap<JobId, (Option<i64>, Option<i64>)>,
+    /// (job, job attempt, index, attempt) → started.
+    steps: HashMap<(JobId, u32, u32, u32), i64>,
+}
+
+impl Times {
+    /// Reads the times off a run's events, in order.
+    pub fn add(&mut self, event: &DomainEvent) {
+        match event {
+            DomainEvent::JobStarted { job, at, .. } => {
+                self.jobs.entry(*job).or_default().0.get_or_insert(at.0);
+                self.run_started.get_or_insert(at.0);
+            }
+            DomainEvent::JobSucceeded { job, at, .. }
+            | DomainEvent::JobFailed { job, at, .. }
+            | DomainEvent::JobTimedOut { job, at, .. }
+            | DomainEvent::JobCancelled { job, at, .. }
+            | DomainEvent::JobSkipped { job, at, .. } => {
+                self.jobs.entry(*job).or_default().1 = Some(at.0);
+            }
+            DomainEvent::StepStarted {
+                job,
+                job_attempt,
+                step,
+                attempt,
+                at,
+                ..
+            } => {
+                self.steps
+                    .insert((*job, job_attempt.get(), *step, attempt.get()), at.0);
+            }
+            DomainEvent::RunSucceeded { at, .. }
+            | DomainEvent::RunFailed { at, .. }
+            | DomainEvent::RunCancelled { at, .. } => self.run_finished = Some(at.0),
+            _ => {}
+        }
+    }
+}
+
+fn reason_of<T: Serialize>(reason: Option<&T>) -> Option<serde_json::Value> {
+    reason.and_then(|r| serde_json::to_value(r).ok())
+}
+
+impl JobView {
+    pub fn new(run: RunId, job: &JobRecord, times: &Times) -> JobView {
+        let (started, finished) = times.jobs.get(&job.id).copied().unwrap_or_default();
+        let reason = match &job.state {
+            JobState::Failed { reason } => reason_of(Some(reason)),
+            JobState::Skipped { reason } => reason_of(Some(reason)),
+            _ => None,
+        };
+        JobView {
+            id: job.id.0,
+            run: run.0,
+            name: job.name.clone(),
+            state: job.state.name(),
+            reason,
+            worker: job.state.worker().map(ToString::to_string),
+            attempt: job.attempt.get(),
+            since: job.since.0,
+            started,
+            finished,
+            steps: job
+                .steps
+                .iter()
+                .map(|step| StepView::new(job.id, step, times))
+                .collect(),
+        }
+    }
+}
+
+impl StepView {
+    fn new(job: JobId, step: &StepRecord, times: &Times) -> StepView {
+        let key = (job, step.job_attempt.get(), step.index, step.attempt.get());
+        let reason = match &step.state {
+            StepState::Failed { failure } => reason_of(Some(failure)),
+            StepState::Skipped { reason } => reason_of(Some(reason)),
+            _ => None,
+        };
+        StepView {
+            job_attempt: step.job_attempt.get(),
+            index: step.index,
+            attempt: step.attempt.get(),
+            state: step.state.name(),
+            reason,
+            exit_code: step.exit.and_then(|e| e.code),
+            signal: step.exit.and_then(|e| e.signal),
+            oom_killed: step.exit.is_some_and(|e| e.oom_killed),
+            started: times.steps.get(&key).copied(),
+            since: step.since.0,
+        }
+    }
+}
+
+impl RunView {
+    pub fn new(run: &RunRecord, times: &Times) -> RunView {
+        RunView {
+            id: run.id.0,
+            pipeline: run.pipeline.clone(),
+            version: run.version,
+            state: run.state.name(),
+            branch: run.inputs.branch.clone(),
+            event: run.inputs.event.clone(),
+            tag: run.inputs.tag.clone(),
+            params: run.inputs.params.clone(),
+            created: run.created.0,
+            since: run.since.0,
+            started: times.run_started,
+            finished: times.run_finished,
+            jobs: run
+                .jobs
+                .iter()
+                .map(|job| JobView::new(run.id, job, times))
+                .collect(),
+        }
+    }
+}
+
+/// A token to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// What the token is for, e.g. `ci-bot`: 1 to 100 characters.
+    pub name: String,
+    /// `viewer`, `operator` or `admin`.
+    #[schema(value_type = String)]
+    pub role: Role,
+}
+
+/// A token, without its secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenView {
+    pub id: u64,
+    pub name: String,
+    #[schema(value_type = String)]
+    pub role: Role,
+    pub created: i64,
+}
+
+impl From<&TokenRecord> for TokenView {
+    fn from(t: &TokenRecord) -> TokenView {
+        TokenView {
+            id: t.id,
+            name: t.name.clone(),
+            role: t.role,
+            created: t.created.0,
+        }
+    }
+}
+
+/// A new token with its secret, shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedToken {
+    pub id: u64,
+    pub name: String,
+    #[schema(value_type = String)]
+    pub role: Role,
+    pub created: i64,
+    /// The bearer token: `Authorization: Bearer <token>`. Not stored; shown only now.
+    pub token: String,
+}
+
+/// The tokens not revoked.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenList {
+    pub items: Vec<TokenView>,
+}
+
+/// One numbered event of the audit trail.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventView {
+    /// Its number: pass the last one seen as `after`.
+    pub seq: u64,
+    /// The domain event: `type`, the subject's ids, its payload and `at` (docs/states.md).
+    #[schema(value_type = Object)]
+    pub event: DomainEvent,
+}
+
+/// One page of events, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventPage {
+    pub items: Vec<EventView>,
+    /// Pass as `after` for the next page: the last event's number, or `after` itself when the
+    /// page is empty.
+    pub next_after: u64,
+}
+
+/// Whether the server is up.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, `ready` or `not-ready`.
+    pub status: &'static str,
+    /// Each check and what it found (for `/readyz`).
+    pub checks: BTreeMap<&'static str, String>,
+}
