@@ -1,0 +1,772 @@
+//! The API over real HTTP: a server on a loopback port, a real SQLite store and log store in a
+//! temporary directory, the local provider running real shell steps, and reqwest as the client.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use hodei_actors::Ports;
+use hodei_actors::messages::WorkerSpec;
+use hodei_actors::run::Approvals;
+use hodei_adapters::clock::SystemClock;
+use hodei_adapters::local::LocalProvider;
+use hodei_adapters::logs::FileLogStore;
+use hodei_adapters::sqlite::SqliteStore;
+use hodei_api::auth::{Bootstrap, bootstrap};
+use hodei_api::{ApiState, Limits};
+use hodei_domain::ids::{Timestamp, WorkerId};
+use hodei_domain::ports::SecretStore;
+use hodei_supervisors::{TreeConfig, start_tree};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const HELLO: &str = "\
+name: hello
+parameters: { WHO: { default: world } }
+jobs:
+  greet:
+    steps:
+      - run: echo \"hello $WHO\"
+      - run: echo second step
+";
+
+const SLOW: &str = "\
+name: slow
+jobs:
+  wait:
+    steps:
+      - run: sleep 30
+";
+
+struct NoSecrets;
+
+impl SecretStore for NoSecrets {
+    fn get(&self, _: &str) -> Option<String> {
+        None
+    }
+}
+
+/// A running server and a client for it.
+struct Server {
+    base: String,
+    admin: String,
+    http: reqwest::Client,
+    handle: ServerHandle,
+    provider: Arc<LocalProvider>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_with(limits: Limits) -> Server {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = Arc::new(
+        SqliteStore::open(&dir.path().join("hodei.db"))
+            .await
+            .expect("the store opens"),
+    );
+    let logs = Arc::new(FileLogStore::open(&dir.path().join("logs"), 1).expect("the logs open"));
+    let provider = Arc::new(LocalProvider::new(
+        dir.path().join("workspaces"),
+        store.instance_id().to_owned(),
+    ));
+    let ports = Ports {
+        store: store.clone(),
+        logs,
+        provider: provider.clone(),
+        reconcile: provider.clone(),
+        clock: Arc::new(SystemClock),
+        secrets: Arc::new(NoSecrets),
+    };
+    let tree = start_tree(
+        ports,
+        TreeConfig {
+            local_worker: Some(WorkerSpec {
+                id: WorkerId("local".into()),
+                labels: vec![],
+                slots: 4,
+            }),
+            approvals: Approvals::Wait,
+        },
+    );
+    let admin = match bootstrap(store.as_ref(), None, Timestamp(0)).await {
+        Ok(Bootstrap::Generated { token }) => token,
+        other => panic!("the first start generates an admin token: {other:?}"),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let state = ApiState {
+        tree,
+        tokens: store,
+        limits,
+    };
+    let server = hodei_api::serve(state, listener, 1).expect("the server starts");
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    Server {
+        base,
+        admin,
+        http: reqwest::Client::new(),
+        handle,
+        provider,
+        _dir: dir,
+    }
+}
+
+async fn start() -> Server {
+    start_with(Limits::default()).await
+}
+
+/// A response's status, headers and body.
+struct Answer {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    text: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|err| panic!("not JSON ({err}): {}", self.text))
+    }
+
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    /// Asserts a problem+json answer with this status and code, and returns its body.
+    fn problem(&self, status: u16, code: &str) -> Value {
+        assert_eq!(self.status.as_u16(), status, "{}", self.text);
+        assert_eq!(self.header("content-type"), "application/problem+json");
+        let body = self.json();
+        assert_eq!(body["code"], code, "{body}");
+        assert_eq!(body["status"], status);
+        assert_eq!(body["type"], format!("urn:hodei:problem:{code}"));
+        assert!(
+            body["title"].is_string() && body["detail"].is_string(),
+            "{body}"
+        );
+        body
+    }
+}
+
+impl Server {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<(&str, String)>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some((content_type, body)) = body {
+            request = request.header("content-type", content_type).body(body);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = tokio::time::timeout(Duration::from_secs(30), request.send())
+            .await
+            .expect("no answer within 30 s: likely deadlocked")
+            .expect("the request is sent");
+        Answer {
+            status: response.status(),
+            headers: response.headers().clone(),
+            text: response.text().await.expect("a body"),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Answer {
+        self.call(Method::GET, path, Some(&self.admin), None, &[])
+            .await
+    }
+
+    async fn apply(&self, yaml: &str) -> Answer {
+        let name = yaml
+            .lines()
+            .find_map(|l| l.strip_prefix("name: "))
+            .expect("a name");
+        let body = Some(("application/yaml", yaml.to_owned()));
+        let path = format!("/api/v1/pipelines/{name}");
+        self.call(Method::PUT, &path, Some(&self.admin), body, &[])
+            .await
+    }
+
+    async fn trigger(&self, pipeline: &str, body: Value) -> Answer {
+        let path = format!("/api/v1/pipelines/{pipeline}/runs");
+        let body = Some(("application/json", body.to_string()));
+        self.call(Method::POST, &path, Some(&self.admin), body, &[])
+            .await
+    }
+
+    /// Polls the run until `done` holds, failing after 30 s.
+    async fn wait_run(&self, id: u64, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let run = self.get(&format!("/api/v1/runs/{id}")).await.json();
+            if done(&run) {
+                return run;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "run {id} did not get there within 30 s (likely deadlocked): {run}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn token(&self, name: &str, role: &str) -> (u64, String) {
+        let body = Some((
+            "application/json",
+            json!({"name": name, "role": role}).to_string(),
+        ));
+        let answer = self
+            .call(Method::POST, "/api/v1/tokens", Some(&self.admin), body, &[])
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+        let created = answer.json();
+        (
+            created["id"].as_u64().unwrap(),
+            created["token"].as_str().unwrap().to_owned(),
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.provider.stop_all();
+        drop(self.handle.stop(false));
+    }
+}
+
+fn finished(run: &Value) -> bool {
+    ["succeeded", "failed", "cancelled"].contains(&run["state"].as_str().unwrap_or_default())
+}
+
+#[actix_rt::test]
+async fn applying_a_pipeline_stores_versions_and_an_invalid_one_answers_every_diagnostic() {
+    let server = start().await;
+    let first = server.apply(HELLO).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+    assert_eq!(first.json()["version"], 1);
+    assert_eq!(first.json()["changed"], true);
+    let same = server.apply(HELLO).await;
+    assert_eq!(same.status, StatusCode::OK);
+    assert_eq!(same.json()["changed"], false);
+    let changed = server.apply(&HELLO.replace("second", "2nd")).await;
+    assert_eq!(changed.status, StatusCode::CREATED);
+    assert_eq!(changed.json()["version"], 2);
+
+    let pipeline = server.get("/api/v1/pipelines/hello").await.json();
+    assert_eq!(pipeline["version"], 2);
+    assert!(pipeline["source"].as_str().unwrap().contains("2nd step"));
+    let versions: Vec<u64> = pipeline["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, [1, 2]);
+    let list = server.get("/api/v1/pipelines").await.json();
+    assert_eq!(list["items"][0]["name"], "hello");
+    assert_eq!(list["items"][0]["latest"], 2);
+    server
+        .get("/api/v1/pipelines/nope")
+        .await
+        .problem(404, "not-found");
+
+    // Two problems in one file: both come back, each with its place.
+    let invalid = "name: broken\njobs:\n  a:\n    needs: [biuld]\n    stepz: []\n";
+    let answer = server.apply(invalid).await;
+    let problem = answer.problem(400, "invalid-pipeline");
+    let diagnostics = problem["diagnostics"].as_array().unwrap();
+    assert!(diagnostics.len() >= 2, "{problem}");
+    for d in diagnostics {
+        assert!(d["line"].as_u64().unwrap() >= 1, "{d}");
+        assert!(d["column"].as_u64().unwrap() >= 1, "{d}");
+        assert!(d["message"].is_string() && d["path"].is_string(), "{d}");
+    }
+    assert!(
+        diagnostics.iter().any(|d| d["path"] == "jobs.a.stepz"),
+        "{problem}"
+    );
+
+    let path = "/api/v1/pipelines/other";
+    let body = Some(("application/yaml", HELLO.to_owned()));
+    let mismatch = server
+        .call(Method::PUT, path, Some(&server.admin), body, &[])
+        .await;
+    mismatch.problem(400, "invalid-argument");
+    let form = Some(("application/x-www-form-urlencoded", HELLO.to_owned()));
+    let path = "/api/v1/pipelines/hello";
+    let wrong_type = server
+        .call(Method::PUT, path, Some(&server.admin), form, &[])
+        .await;
+    wrong_type.problem(415, "unsupported-media-type");
+}
+
+#[actix_rt::test]
+async fn a_triggered_run_finishes_and_its_log_reads_by_range() {
+    let server = start().await;
+    server.apply(HELLO).await;
+    let created = server
+        .trigger("hello", json!({"params": {"WHO": "api"}, "branch": "main"}))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let run = created.json();
+    let id = run["id"].as_u64().unwrap();
+    assert_eq!(created.header("location"), format!("/api/v1/runs/{id}"));
+    assert_eq!(run["branch"], "main");
+    assert_eq!(run["params"]["WHO"], "api");
+
+    let run = server.wait_run(id, finished).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert!(run["finished"].as_i64().unwrap() >= run["created"].as_i64().unwrap());
+    let job = &run["jobs"][0];
+    assert_eq!(job["state"], "succeeded");
+    assert_eq!(job["attempt"], 1);
+    assert!(job["started"].is_i64() && job["finished"].is_i64(), "{job}");
+    let steps = job["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2);
+    for step in steps {
+        assert_eq!(step["exit_code"], 0, "{step}");
+        assert_eq!(step["state"], "succeeded");
+        assert!(step["started"].is_i64(), "{step}");
+    }
+
+    let job_id = job["id"].as_u64().unwrap();
+    let one = server.get(&format!("/api/v1/jobs/{job_id}")).await.json();
+    assert_eq!(one["run"], id);
+    assert_eq!(one["name"], "greet");
+
+    let log_path = format!("/api/v1/jobs/{job_id}/log");
+    let full = server.get(&log_path).await;
+    assert_eq!(full.status, StatusCode::OK);
+    assert!(full.text.contains("hello api\n"), "{}", full.text);
+    assert!(full.text.contains("second step\n"), "{}", full.text);
+    let length = full.text.len();
+    assert_eq!(full.header("hodei-log-length"), length.to_string());
+
+    let start = full.text.find("hello api").unwrap();
+    let range = format!("bytes={start}-{}", start + 4);
+    let part = server
+        .call(
+            Method::GET,
+            &log_path,
+            Some(&server.admin),
+            None,
+            &[("range", &range)],
+        )
+        .await;
+    assert_eq!(part.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(part.text, "hello");
+    assert_eq!(
+        part.header("content-range"),
+        format!("bytes {start}-{}/{length}", start + 4)
+    );
+    let query = server
+        .get(&format!("{log_path}?from={}&to={}", start + 6, start + 9))
+        .await;
+    assert_eq!(query.status, StatusCode::OK);
+    assert_eq!(query.text, "api");
+    let beyond = format!("bytes={}-", length + 10);
+    let answer = server
+        .call(
+            Method::GET,
+            &log_path,
+            Some(&server.admin),
+            None,
+            &[("range", &beyond)],
+        )
+        .await;
+    answer.problem(416, "range-not-satisfiable");
+    assert_eq!(answer.header("content-range"), format!("bytes */{length}"));
+    server
+        .get("/api/v1/jobs/999999/log")
+        .await
+        .problem(404, "not-found");
+
+    let events = server.get("/api/v1/events?limit=500").await.json();
+    let kinds: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"]["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"run_started"));
+    assert_eq!(kinds.last(), Some(&"run_succeeded"));
+    let last = events["next_after"].as_u64().unwrap();
+    let after = server
+        .get(&format!("/api/v1/events?after={last}"))
+        .await
+        .json();
+    assert!(after["items"].as_array().unwrap().is_empty());
+
+    let unknown = server
+        .trigger("hello", json!({"params": {"WHOM": "x"}}))
+        .await;
+    let problem = unknown.problem(400, "invalid-parameters");
+    assert!(
+        problem["errors"][0].as_str().unwrap().contains("WHO"),
+        "{problem}"
+    );
+}
+
+#[actix_rt::test]
+async fn runs_page_newest_first_by_cursor_and_filter() {
+    let server = start().await;
+    server.apply(HELLO).await;
+    let mut ids = Vec::new();
+    for branch in ["main", "dev", "main"] {
+        let run = server
+            .trigger("hello", json!({"branch": branch}))
+            .await
+            .json();
+        ids.push(run["id"].as_u64().unwrap());
+    }
+    let page = server.get("/api/v1/runs?limit=2").await.json();
+    let first: Vec<u64> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(first, [ids[2], ids[1]]);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let rest = server
+        .get(&format!("/api/v1/runs?limit=2&cursor={cursor}"))
+        .await
+        .json();
+    assert_eq!(rest["items"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["items"][0]["id"], ids[0]);
+    assert!(rest["next_cursor"].is_null());
+
+    let main = server
+        .get("/api/v1/runs?pipeline=hello&branch=main")
+        .await
+        .json();
+    assert_eq!(main["items"].as_array().unwrap().len(), 2);
+    for id in &ids {
+        server.wait_run(*id, finished).await;
+    }
+    let succeeded = server.get("/api/v1/runs?status=succeeded").await.json();
+    assert_eq!(succeeded["items"].as_array().unwrap().len(), 3);
+    server
+        .get("/api/v1/runs?status=done")
+        .await
+        .problem(400, "invalid-argument");
+    server
+        .get("/api/v1/runs?cursor=abc")
+        .await
+        .problem(400, "invalid-argument");
+    server
+        .get("/api/v1/runs?limit=0")
+        .await
+        .problem(400, "invalid-argument");
+    server
+        .get("/api/v1/runs?colour=red")
+        .await
+        .problem(400, "invalid-argument");
+}
+
+#[actix_rt::test]
+async fn cancel_stops_a_running_run_and_a_finished_run_answers_409() {
+    let server = start().await;
+    server.apply(SLOW).await;
+    let id = server.trigger("slow", json!({})).await.json()["id"]
+        .as_u64()
+        .unwrap();
+    server
+        .wait_run(id, |run| run["jobs"][0]["state"] == "running")
+        .await;
+    let path = format!("/api/v1/runs/{id}/cancel");
+    let answer = server
+        .call(Method::POST, &path, Some(&server.admin), None, &[])
+        .await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text);
+    let run = server.wait_run(id, finished).await;
+    assert_eq!(run["state"], "cancelled", "{run}");
+    assert_eq!(run["jobs"][0]["state"], "cancelled");
+    let again = server
+        .call(Method::POST, &path, Some(&server.admin), None, &[])
+        .await;
+    let problem = again.problem(409, "illegal-transition");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("cancelled"),
+        "{problem}"
+    );
+    server
+        .call(
+            Method::POST,
+            "/api/v1/runs/424242/cancel",
+            Some(&server.admin),
+            None,
+            &[],
+        )
+        .await
+        .problem(404, "not-found");
+}
+
+#[actix_rt::test]
+async fn tokens_carry_roles_and_a_revoked_token_is_refused() {
+    let server = start().await;
+    server.apply(HELLO).await;
+    let none = server
+        .call(Method::GET, "/api/v1/runs", None, None, &[])
+        .await;
+    none.problem(401, "unauthenticated");
+    assert_eq!(none.header("www-authenticate"), "Bearer");
+    server
+        .call(
+            Method::GET,
+            "/api/v1/runs",
+            Some("hodei_not-a-token"),
+            None,
+            &[],
+        )
+        .await
+        .problem(401, "unauthenticated");
+
+    let (viewer_id, viewer) = server.token("dashboard", "viewer").await;
+    let (_, operator) = server.token("ci", "operator").await;
+    let listed = server.get("/api/v1/tokens").await.json();
+    let names: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["admin (bootstrap)", "dashboard", "ci"]);
+    assert!(
+        !listed.to_string().contains(&viewer),
+        "secrets are never listed"
+    );
+
+    let read = server
+        .call(Method::GET, "/api/v1/runs", Some(&viewer), None, &[])
+        .await;
+    assert_eq!(read.status, StatusCode::OK);
+    let body = Some(("application/json", "{}".to_owned()));
+    let trigger = "/api/v1/pipelines/hello/runs";
+    let refused = server
+        .call(Method::POST, trigger, Some(&viewer), body.clone(), &[])
+        .await;
+    let problem = refused.problem(403, "forbidden");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("operator"),
+        "{problem}"
+    );
+    let allowed = server
+        .call(Method::POST, trigger, Some(&operator), body.clone(), &[])
+        .await;
+    assert_eq!(allowed.status, StatusCode::CREATED, "{}", allowed.text);
+    server
+        .call(Method::GET, "/api/v1/tokens", Some(&operator), None, &[])
+        .await
+        .problem(403, "forbidden");
+    let bad_role = Some((
+        "application/json",
+        json!({"name": "x", "role": "root"}).to_string(),
+    ));
+    server
+        .call(
+            Method::POST,
+            "/api/v1/tokens",
+            Some(&server.admin),
+            bad_role,
+            &[],
+        )
+        .await
+        .problem(400, "invalid-json");
+
+    let revoke = format!("/api/v1/tokens/{viewer_id}");
+    let revoked = server
+        .call(Method::DELETE, &revoke, Some(&server.admin), None, &[])
+        .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    let refused = server
+        .call(Method::GET, "/api/v1/runs", Some(&viewer), None, &[])
+        .await;
+    let problem = refused.problem(401, "unauthenticated");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("revoked"),
+        "{problem}"
+    );
+    server
+        .call(Method::DELETE, &revoke, Some(&server.admin), None, &[])
+        .await
+        .problem(404, "not-found");
+}
+
+#[actix_rt::test]
+async fn client_mistakes_are_4xx_problems_never_5xx() {
+    let server = start_with(Limits { max_body: 2048 }).await;
+    let big = format!("{HELLO}# {}\n", "x".repeat(4096));
+    server.apply(&big).await.problem(413, "payload-too-large");
+    server.apply(HELLO).await;
+    let json_path = "/api/v1/pipelines/hello/runs";
+    let huge = Some((
+        "application/json",
+        format!("{{\"branch\": \"{}\"}}", "b".repeat(4096)),
+    ));
+    server
+        .call(Method::POST, json_path, Some(&server.admin), huge, &[])
+        .await
+        .problem(413, "payload-too-large");
+    let broken = Some(("application/json", "{\"params\": ".to_owned()));
+    server
+        .call(Method::POST, json_path, Some(&server.admin), broken, &[])
+        .await
+        .problem(400, "invalid-json");
+    let typo = Some(("application/json", "{\"parms\": {}}".to_owned()));
+    server
+        .call(Method::POST, json_path, Some(&server.admin), typo, &[])
+        .await
+        .problem(400, "invalid-json");
+    let text = Some(("text/plain", "{}".to_owned()));
+    server
+        .call(Method::POST, json_path, Some(&server.admin), text, &[])
+        .await
+        .problem(415, "unsupported-media-type");
+    server
+        .trigger("hello", json!({"event": "sneeze"}))
+        .await
+        .problem(400, "invalid-argument");
+    server
+        .trigger("hello", json!({"env": {"HODEI_X": "1"}}))
+        .await
+        .problem(400, "invalid-argument");
+    server
+        .trigger("nope", json!({}))
+        .await
+        .problem(404, "not-found");
+    server
+        .get("/api/v1/runs/abc")
+        .await
+        .problem(400, "invalid-argument");
+    server
+        .get("/api/v1/runs/99999999999999999999999")
+        .await
+        .problem(400, "invalid-argument");
+    server
+        .get("/api/v1/runs/77")
+        .await
+        .problem(404, "not-found");
+    server.get("/api/v1/nothing").await.problem(404, "no-route");
+    server
+        .call(
+            Method::DELETE,
+            "/api/v1/runs",
+            Some(&server.admin),
+            None,
+            &[],
+        )
+        .await
+        .problem(405, "method-not-allowed");
+    let binary = Some(("application/yaml", "\u{0}\u{1}".to_owned()));
+    server
+        .call(
+            Method::PUT,
+            "/api/v1/pipelines/hello",
+            Some(&server.admin),
+            binary,
+            &[],
+        )
+        .await
+        .problem(400, "invalid-pipeline");
+}
+
+#[actix_rt::test]
+async fn probes_and_metrics_need_no_token_and_metrics_count_what_happened() {
+    let server = start().await;
+    let health = server.call(Method::GET, "/healthz", None, None, &[]).await;
+    assert_eq!(health.status, StatusCode::OK);
+    let ready = server.call(Method::GET, "/readyz", None, None, &[]).await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
+    assert_eq!(ready.json()["checks"]["store"], "ok");
+
+    server.apply(HELLO).await;
+    let id = server.trigger("hello", json!({})).await.json()["id"]
+        .as_u64()
+        .unwrap();
+    server.wait_run(id, finished).await;
+    let metrics = server.call(Method::GET, "/metrics", None, None, &[]).await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    let text = metrics.text;
+    for expected in [
+        "hodei_http_requests_total{method=\"PUT\",route=\"/api/v1/pipelines/{name}\",status=\"201\"}",
+        "hodei_runs_total{outcome=\"succeeded\"}",
+        "hodei_jobs_total{outcome=\"succeeded\"}",
+        "hodei_steps_total{outcome=\"succeeded\"}",
+        "hodei_queue_jobs{state=\"queued\"}",
+        "hodei_actor_restarts_total{actor=\"orchestrator\"}",
+        "hodei_http_request_duration_seconds",
+    ] {
+        assert!(text.contains(expected), "no `{expected}` in:\n{text}");
+    }
+}
+
+#[actix_rt::test]
+async fn the_openapi_document_lists_every_route_and_every_route_answers() {
+    let server = start().await;
+    server
+        .call(Method::GET, "/api/v1/openapi.json", None, None, &[])
+        .await
+        .problem(401, "unauthenticated");
+    let doc = server.get("/api/v1/openapi.json").await.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    let mut operations = 0;
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().unwrap() {
+            let Ok(method) = Method::from_bytes(method.to_uppercase().as_bytes()) else {
+                continue;
+            };
+            operations += 1;
+            let concrete = path.replace("{name}", "nope").replace("{id}", "999999");
+            let answer = server
+                .call(method.clone(), &concrete, Some(&server.admin), None, &[])
+                .await;
+            assert_ne!(
+                answer.status,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
+            if answer.status == StatusCode::NOT_FOUND {
+                assert_ne!(
+                    answer.json()["code"],
+                    "no-route",
+                    "{method} {path} is not routed"
+                );
+            }
+            assert!(
+                !answer.status.is_server_error(),
+                "{method} {path}: {}",
+                answer.text
+            );
+            let secured = operation["security"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty());
+            let anonymous = server
+                .call(method.clone(), &concrete, None, None, &[])
+                .await;
+            assert_eq!(
+                anonymous.status == StatusCode::UNAUTHORIZED,
+                secured,
+                "{method} {path}: {}",
+                anonymous.text
+            );
+        }
+    }
+    assert_eq!(operations, 17, "a route was added: document and test it");
+    // Routes come from the document: what it does not list does not exist.
+    for undocumented in ["/api/v1/workers", "/api/v1/queue", "/"] {
+        server.get(undocumented).await.problem(404, "no-route");
+    }
+}
