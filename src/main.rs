@@ -1,14 +1,16 @@
 //! # hodei
 //!
-//! The one binary of Hodei, a self-hosted CI/CD orchestrator: `hodei run` runs a pipeline here
-//! with the same actors as the server, `hodei validate` lints pipelines. [`wiring`] is the one
-//! place that chooses concrete adapters. Start reading at [`cli`] for the command line, and at the `hodei-domain` crate for
-//! the pipeline model it checks.
+//! The one binary of Hodei, a self-hosted CI/CD orchestrator: `hodei server` serves the API,
+//! `hodei run` runs a pipeline here with the same actors as the server, `hodei validate` lints
+//! pipelines. [`config`] resolves the server's settings; [`wiring`] is the one place that chooses
+//! concrete adapters. Start reading at [`cli`] for the command line, and at the `hodei-domain`
+//! crate for the pipeline model it checks.
 //!
 //! Exit codes are part of the interface: 0 success, 1 a pipeline (or later, a run) failed,
 //! 2 a usage error, 70 an internal error. Hodei never exits with Rust's panic code 101.
 
 mod cli;
+mod config;
 mod wiring;
 
 use std::process::ExitCode;

@@ -12,7 +12,7 @@ use hodei_adapters::logs::FileLogStore;
 use hodei_adapters::sqlite::SqliteStore;
 use hodei_domain::ids::WorkerId;
 use hodei_domain::model::Label;
-use hodei_domain::ports::SecretStore;
+use hodei_domain::ports::{SecretStore, TokenStore};
 use hodei_supervisors::{Tree, TreeConfig, start_tree};
 
 /// Secrets taken from the environment of the `hodei` process, by name.
@@ -76,6 +76,15 @@ impl LocalPaths {
             workspaces: dir.join("workspaces"),
         }
     }
+
+    /// In a server's data directory: `DIR/hodei.db`, `DIR/logs/`, `DIR/workspaces/`.
+    pub fn data_dir(dir: &Path) -> LocalPaths {
+        LocalPaths {
+            store: Some(dir.join("hodei.db")),
+            logs: dir.join("logs"),
+            workspaces: dir.join("workspaces"),
+        }
+    }
 }
 
 /// Opens the adapters of a local stack and starts the tree. Must run inside an actix System.
@@ -85,13 +94,53 @@ pub async fn local_stack(
     labels: Vec<Label>,
     approvals: Approvals,
 ) -> Result<(Tree, Arc<LocalProvider>), String> {
-    let store = match &paths.store {
+    let store = open_store(paths).await?;
+    start_stack(Arc::new(store), paths, secrets, labels, approvals)
+}
+
+/// What `hodei server` runs on: the tree, the local provider, and the store for the API's
+/// tokens.
+pub struct ServerStack {
+    pub tree: Tree,
+    pub provider: Arc<LocalProvider>,
+    pub tokens: Arc<dyn TokenStore>,
+}
+
+/// Opens the adapters of a server in its data directory and starts the tree: the local stack,
+/// with approval gates waiting for someone to approve through the API. Must run inside an
+/// actix System.
+pub async fn server_stack(
+    data: &Path,
+    secrets: Arc<dyn SecretStore>,
+    labels: Vec<Label>,
+) -> Result<ServerStack, String> {
+    let paths = LocalPaths::data_dir(data);
+    let store = Arc::new(open_store(&paths).await?);
+    let tokens: Arc<dyn TokenStore> = store.clone();
+    let (tree, provider) = start_stack(store, &paths, secrets, labels, Approvals::Wait)?;
+    Ok(ServerStack {
+        tree,
+        provider,
+        tokens,
+    })
+}
+
+async fn open_store(paths: &LocalPaths) -> Result<SqliteStore, String> {
+    match &paths.store {
         Some(path) => SqliteStore::open(path).await,
         None => SqliteStore::memory().await,
     }
-    .map_err(|e| format!("cannot open the store: {e}"))?;
+    .map_err(|e| format!("cannot open the store: {e}"))
+}
+
+fn start_stack(
+    store: Arc<SqliteStore>,
+    paths: &LocalPaths,
+    secrets: Arc<dyn SecretStore>,
+    labels: Vec<Label>,
+    approvals: Approvals,
+) -> Result<(Tree, Arc<LocalProvider>), String> {
     let instance = store.instance_id().to_owned();
-    let store = Arc::new(store);
     let logs = Arc::new(
         FileLogStore::open(&paths.logs, 2)
             .map_err(|e| format!("cannot open the logs in {}: {e}", paths.logs.display()))?,

@@ -225,3 +225,98 @@ fn hostile_files_exit_1_with_a_positioned_diagnostic_never_101() {
         assert!(stderr.contains(&format!("--> {file}")), "{name}: {stderr}");
     }
 }
+
+#[test]
+fn server_refuses_a_bad_setting_naming_where_it_came_from() {
+    let dir = scratch("server-config");
+    let config = write(&dir, "hodei.toml", "lisen = \"0.0.0.0:1\"\n");
+    let out = run(&["server", "--config", &config]);
+    assert_eq!(code(&out), 2, "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("unknown key `lisen` (did you mean `listen`?)"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["server", "--listen", "localhost"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        text(&out.stderr).contains("flag --listen: `listen` is \"localhost\": expected"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Starts `hodei server` on a free port; answers the child and its stdout up to the URL line.
+fn start_server(data: &Path) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = hodei()
+        .args(["server", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .env_remove("HODEI_BOOTSTRAP_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the hodei binary starts");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        match stdout.read_line(&mut line) {
+            Ok(read) if read > 0 => {}
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the server stopped before listening: {seen}");
+            }
+        }
+        seen.push_str(&line);
+        if line.contains("listening on http://") {
+            return (child, seen);
+        }
+    }
+}
+
+fn stop_server(mut child: std::process::Child) -> i32 {
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap().code().expect("exits by itself")
+}
+
+#[test]
+fn server_prints_its_admin_token_once_writes_it_0600_and_stops_on_sigterm() {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("server-start");
+    let data = dir.join("data");
+    let (child, stdout) = start_server(&data);
+    let token_file = data.join("admin.token");
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    assert!(token.trim().starts_with("hodei_"), "{token}");
+    assert!(
+        stdout.contains(token.trim()),
+        "the token is printed: {stdout}"
+    );
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let url = stdout.lines().last().unwrap();
+    let addr = url
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap();
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(stop_server(child), 0);
+
+    // The second start finds its token: nothing is printed or rewritten.
+    let (child, stdout) = start_server(&data);
+    assert!(!stdout.contains("hodei_"), "{stdout}");
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap(), token);
+    assert_eq!(stop_server(child), 0);
+}

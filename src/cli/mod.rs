@@ -3,6 +3,7 @@
 
 mod progress;
 mod run;
+mod server;
 mod validate;
 
 use std::process::ExitCode;
@@ -22,7 +23,7 @@ pub const EXIT_INTERNAL: u8 = 70;
 #[derive(Debug, Parser)]
 #[command(name = "hodei", version, about, propagate_version = true)]
 #[command(
-    after_help = "Examples:\n  hodei run examples/local.yml\n  hodei validate examples/rust-crate.yml\n  hodei validate --format json .hodei/*.yml"
+    after_help = "Examples:\n  hodei server\n  hodei run examples/local.yml\n  hodei validate examples/rust-crate.yml\n  hodei validate --format json .hodei/*.yml"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -32,6 +33,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Run(run::Args),
+    Server(server::Args),
     Validate(validate::Args),
 }
 
@@ -51,6 +53,7 @@ pub fn main() -> ExitCode {
     };
     let code = match cli.command {
         Command::Run(args) => run::run(&args),
+        Command::Server(args) => server::run(&args),
         Command::Validate(args) => validate::run(&args),
     };
     ExitCode::from(code)

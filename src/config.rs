@@ -1,0 +1,432 @@
+//! The server's configuration: `hodei.toml`, overridden by `HODEI_*` environment variables,
+//! overridden by flags. Every value is checked before anything starts; a bad one stops the
+//! start with where it came from, the key, the value and what was expected. Unknown keys in
+//! the file are refused, with a suggestion for a likely typo.
+//!
+//! Resolution is a plain function of the file's text, an environment lookup and the flags, so
+//! that it is tested without touching the process's environment. `docs/operations.md` lists
+//! every key.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use hodei_domain::model::Label;
+
+/// The file read when `--config` and `HODEI_CONFIG` are not given, if it exists.
+pub const DEFAULT_FILE: &str = "hodei.toml";
+
+/// A checked server configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Where the HTTP server listens.
+    pub listen: SocketAddr,
+    /// Where the server keeps its database, logs, workspaces and admin token.
+    pub data: PathBuf,
+    /// HTTP worker threads.
+    pub http_workers: usize,
+    /// The largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// The labels of the local worker (this machine).
+    pub labels: Vec<Label>,
+}
+
+/// One configuration key: its name in the file, its variable, what it takes, its default.
+struct Key {
+    name: &'static str,
+    env: &'static str,
+    expected: &'static str,
+    default: fn() -> Raw,
+}
+
+const KEYS: [Key; 5] = [
+    Key {
+        name: "listen",
+        env: "HODEI_LISTEN",
+        expected: "an IP address and port, such as 127.0.0.1:8080 or [::]:8080",
+        default: || Raw::Text("127.0.0.1:8080".into()),
+    },
+    Key {
+        name: "data",
+        env: "HODEI_DATA",
+        expected: "a directory path",
+        default: || Raw::Text("hodei-data".into()),
+    },
+    Key {
+        name: "http_workers",
+        env: "HODEI_HTTP_WORKERS",
+        expected: "a number of threads from 1 to 64",
+        default: || Raw::Int(2),
+    },
+    Key {
+        name: "max_body_bytes",
+        env: "HODEI_MAX_BODY_BYTES",
+        expected: "a number of bytes from 1024 to 67108864 (64 MiB)",
+        default: || Raw::Int(1024 * 1024),
+    },
+    Key {
+        name: "labels",
+        env: "HODEI_LABELS",
+        expected: "a list of worker labels such as [\"linux\", \"docker\"] (in HODEI_LABELS: comma-separated)",
+        default: || Raw::List(vec!["local".into(), std::env::consts::OS.into()]),
+    },
+];
+
+/// Variables that start with `HODEI_` but are not configuration keys.
+const OTHER_VARIABLES: [&str; 3] = ["HODEI_CONFIG", "HODEI_BOOTSTRAP_TOKEN", "HODEI_LOG"];
+
+/// A value as given, before it is checked.
+#[derive(Debug, Clone, PartialEq)]
+enum Raw {
+    Text(String),
+    Int(i64),
+    List(Vec<String>),
+    /// A TOML value of another kind (a table, a date, a float, a boolean), described.
+    Other(String),
+}
+
+impl fmt::Display for Raw {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Raw::Text(text) => write!(f, "{text:?}"),
+            Raw::Int(n) => write!(f, "{n}"),
+            Raw::List(items) => write!(f, "{items:?}"),
+            Raw::Other(text) => f.write_str(text),
+        }
+    }
+}
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    File(PathBuf),
+    Env(&'static str),
+    Flag(&'static str),
+    Default,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File(path) => write!(f, "{}", path.display()),
+            Origin::Env(name) => write!(f, "environment variable {name}"),
+            Origin::Flag(flag) => write!(f, "flag {flag}"),
+            Origin::Default => f.write_str("the default"),
+        }
+    }
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {}: {reason}", path.display())]
+    Unreadable { path: PathBuf, reason: String },
+    #[error("{}: not valid TOML: {reason}", path.display())]
+    Syntax { path: PathBuf, reason: String },
+    #[error("{}: unknown key `{key}`{}; the keys are {}", path.display(), hint(suggestion), key_names())]
+    UnknownKey {
+        path: PathBuf,
+        key: String,
+        suggestion: Option<String>,
+    },
+    #[error("{origin}: `{key}` is {value}: expected {expected}")]
+    Invalid {
+        origin: Origin,
+        key: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+}
+
+fn hint(suggestion: &Option<String>) -> String {
+    suggestion
+        .as_ref()
+        .map(|s| format!(" (did you mean `{s}`?)"))
+        .unwrap_or_default()
+}
+
+fn key_names() -> String {
+    KEYS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+}
+
+/// The values given by flags.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Flags {
+    pub listen: Option<String>,
+    pub data: Option<PathBuf>,
+}
+
+/// The configuration file to read: `--config`, else `HODEI_CONFIG`, else `hodei.toml` if it
+/// exists. `None`: no file, defaults and overrides only.
+pub fn file_to_read(
+    flag: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<(PathBuf, bool)> {
+    if let Some(path) = flag {
+        return Some((path.to_owned(), true));
+    }
+    if let Some(path) = env("HODEI_CONFIG") {
+        return Some((PathBuf::from(path), true));
+    }
+    let default = PathBuf::from(DEFAULT_FILE);
+    default.exists().then_some((default, false))
+}
+
+/// Unknown `HODEI_*` variables, each with a suggestion if one is close: warned about, since
+/// other tools may set variables of that prefix too.
+pub fn unknown_variables(names: impl Iterator<Item = String>) -> Vec<(String, Option<String>)> {
+    let known: Vec<&str> = KEYS.iter().map(|k| k.env).chain(OTHER_VARIABLES).collect();
+    names
+        .filter(|name| name.starts_with("HODEI_") && !known.contains(&name.as_str()))
+        .map(|name| {
+            let suggestion = hodei_domain::suggest::did_you_mean(&name, known.iter().copied());
+            (name, suggestion.map(str::to_owned))
+        })
+        .collect()
+}
+
+/// Resolves the configuration from the file's text (if any), the environment and the flags.
+pub fn resolve(
+    file: Option<(&Path, &str)>,
+    env: &dyn Fn(&str) -> Option<String>,
+    flags: &Flags,
+) -> Result<ServerConfig, ConfigError> {
+    let mut given: Vec<(Raw, Origin)> = KEYS
+        .iter()
+        .map(|key| ((key.default)(), Origin::Default))
+        .collect();
+    if let Some((path, text)) = file {
+        let table: toml::Table =
+            text.parse()
+                .map_err(|err: toml::de::Error| ConfigError::Syntax {
+                    path: path.to_owned(),
+                    reason: err.to_string().trim_end().to_owned(),
+                })?;
+        for (name, value) in table {
+            let Some(index) = KEYS.iter().position(|k| k.name == name) else {
+                let suggestion =
+                    hodei_domain::suggest::did_you_mean(&name, KEYS.iter().map(|k| k.name));
+                return Err(ConfigError::UnknownKey {
+                    path: path.to_owned(),
+                    suggestion: suggestion.map(str::to_owned),
+                    key: name,
+                });
+            };
+            given[index] = (from_toml(value), Origin::File(path.to_owned()));
+        }
+    }
+    for (index, key) in KEYS.iter().enumerate() {
+        if let Some(value) = env(key.env) {
+            let raw = match key.name {
+                "labels" => Raw::List(
+                    value
+                        .split(',')
+                        .map(|l| l.trim().to_owned())
+                        .filter(|l| !l.is_empty())
+                        .collect(),
+                ),
+                _ => Raw::Text(value),
+            };
+            given[index] = (raw, Origin::Env(key.env));
+        }
+    }
+    if let Some(listen) = &flags.listen {
+        given[0] = (Raw::Text(listen.clone()), Origin::Flag("--listen"));
+    }
+    if let Some(data) = &flags.data {
+        let data = Raw::Text(data.to_string_lossy().into_owned());
+        given[1] = (data, Origin::Flag("--data"));
+    }
+    let value = |index: usize| (&given[index].0, &given[index].1, &KEYS[index]);
+    Ok(ServerConfig {
+        listen: parse_text(value(0), |t| t.parse::<SocketAddr>().ok())?,
+        data: parse_text(value(1), |t| (!t.is_empty()).then(|| PathBuf::from(t)))?,
+        http_workers: parse_number(value(2), 1, 64)?,
+        max_body_bytes: parse_number(value(3), 1024, 64 * 1024 * 1024)?,
+        labels: parse_labels(value(4))?,
+    })
+}
+
+fn from_toml(value: toml::Value) -> Raw {
+    match value {
+        toml::Value::String(text) => Raw::Text(text),
+        toml::Value::Integer(n) => Raw::Int(n),
+        toml::Value::Array(items) => {
+            let texts: Option<Vec<String>> = items
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect();
+            match texts {
+                Some(texts) => Raw::List(texts),
+                None => Raw::Other("an array with values that are not strings".into()),
+            }
+        }
+        other => Raw::Other(format!("a TOML {}", other.type_str())),
+    }
+}
+
+fn invalid(raw: &Raw, origin: &Origin, key: &Key) -> ConfigError {
+    ConfigError::Invalid {
+        origin: origin.clone(),
+        key: key.name,
+        value: raw.to_string(),
+        expected: key.expected,
+    }
+}
+
+fn parse_text<T>(
+    (raw, origin, key): (&Raw, &Origin, &Key),
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<T, ConfigError> {
+    match raw {
+        Raw::Text(text) => parse(text.trim()).ok_or_else(|| invalid(raw, origin, key)),
+        _ => Err(invalid(raw, origin, key)),
+    }
+}
+
+fn parse_number(
+    (raw, origin, key): (&Raw, &Origin, &Key),
+    min: usize,
+    max: usize,
+) -> Result<usize, ConfigError> {
+    let n = match raw {
+        Raw::Int(n) => usize::try_from(*n).ok(),
+        Raw::Text(text) => text.trim().parse::<usize>().ok(),
+        _ => None,
+    };
+    n.filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| invalid(raw, origin, key))
+}
+
+fn parse_labels((raw, origin, key): (&Raw, &Origin, &Key)) -> Result<Vec<Label>, ConfigError> {
+    let Raw::List(items) = raw else {
+        return Err(invalid(raw, origin, key));
+    };
+    items
+        .iter()
+        .map(|item| {
+            item.parse::<Label>().map_err(|_| ConfigError::Invalid {
+                origin: origin.clone(),
+                key: key.name,
+                value: format!("{raw} (the label {item:?})"),
+                expected: key.expected,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn file(text: &str) -> Option<(&'static Path, &str)> {
+        Some((Path::new("hodei.toml"), text))
+    }
+
+    #[test]
+    fn defaults_apply_without_a_file_variables_or_flags() {
+        let config = resolve(None, &no_env, &Flags::default()).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.data, PathBuf::from("hodei-data"));
+        assert_eq!(config.http_workers, 2);
+        assert_eq!(config.max_body_bytes, 1024 * 1024);
+        assert_eq!(config.labels[0].to_string(), "local");
+    }
+
+    #[test]
+    fn variables_override_the_file_and_flags_override_variables() {
+        let text = "listen = \"0.0.0.0:9000\"\ndata = \"/srv/a\"\nhttp_workers = 4\n";
+        let env = |name: &str| match name {
+            "HODEI_LISTEN" => Some("127.0.0.1:9001".to_owned()),
+            "HODEI_DATA" => Some("/srv/b".to_owned()),
+            "HODEI_LABELS" => Some("linux, gpu".to_owned()),
+            _ => None,
+        };
+        let flags = Flags {
+            listen: Some("127.0.0.1:9002".into()),
+            data: None,
+        };
+        let config = resolve(file(text), &env, &flags).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9002");
+        assert_eq!(config.data, PathBuf::from("/srv/b"));
+        assert_eq!(config.http_workers, 4);
+        let labels: Vec<String> = config.labels.iter().map(ToString::to_string).collect();
+        assert_eq!(labels, ["linux", "gpu"]);
+    }
+
+    #[test]
+    fn a_bad_value_names_its_origin_key_value_and_what_was_expected() {
+        let err = resolve(file("listen = \"localhost\"\n"), &no_env, &Flags::default())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "hodei.toml: `listen` is \"localhost\": expected an IP address and port, such as 127.0.0.1:8080 or [::]:8080"
+        );
+        let env = |name: &str| (name == "HODEI_HTTP_WORKERS").then(|| "0".to_owned());
+        let err = resolve(None, &env, &Flags::default())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "environment variable HODEI_HTTP_WORKERS: `http_workers` is \"0\": expected a number of threads from 1 to 64"
+        );
+        let err = resolve(
+            file("max_body_bytes = \"big\"\n"),
+            &no_env,
+            &Flags::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`max_body_bytes` is \"big\""), "{err}");
+        let err = resolve(
+            file("labels = [\"has space\"]\n"),
+            &no_env,
+            &Flags::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("the label \"has space\""), "{err}");
+        let err = resolve(file("labels = \"linux\"\n"), &no_env, &Flags::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expected a list of worker labels"), "{err}");
+        let flags = Flags {
+            listen: Some("nowhere".into()),
+            data: None,
+        };
+        let err = resolve(None, &no_env, &flags).unwrap_err().to_string();
+        assert!(
+            err.starts_with("flag --listen: `listen` is \"nowhere\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_a_suggestion() {
+        let err = resolve(file("lisen = \"x\"\n"), &no_env, &Flags::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "hodei.toml: unknown key `lisen` (did you mean `listen`?); the keys are listen, data, http_workers, max_body_bytes, labels"
+        );
+        let err = resolve(file("listen = \n"), &no_env, &Flags::default()).unwrap_err();
+        assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");
+    }
+
+    #[test]
+    fn unknown_hodei_variables_are_reported_with_a_suggestion() {
+        let names = ["HODEI_LISTN", "HODEI_LOG", "PATH", "HODEI_WHATEVER_ELSE"];
+        let unknown = unknown_variables(names.iter().map(|n| (*n).to_owned()));
+        assert_eq!(
+            unknown,
+            [
+                ("HODEI_LISTN".to_owned(), Some("HODEI_LISTEN".to_owned())),
+                ("HODEI_WHATEVER_ELSE".to_owned(), None),
+            ]
+        );
+    }
+}
