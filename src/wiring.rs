@@ -4,8 +4,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hodei_actors::Ports;
+use hodei_actors::fault::Faults;
 use hodei_actors::messages::WorkerSpec;
 use hodei_actors::run::Approvals;
+use hodei_actors::supervise::exit_on_escalation;
 use hodei_adapters::clock::SystemClock;
 use hodei_adapters::local::LocalProvider;
 use hodei_adapters::logs::FileLogStore;
@@ -105,6 +107,7 @@ pub async fn local_stack(
         reconcile: provider,
         clock: Arc::new(SystemClock),
         secrets,
+        faults: Faults::none(),
     };
     let slots = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
     let worker = WorkerSpec {
@@ -112,12 +115,15 @@ pub async fn local_stack(
         labels,
         slots,
     };
-    let tree = start_tree(
-        ports,
-        TreeConfig {
-            local_worker: Some(worker),
-            approvals,
-        },
-    );
+    let mut config = TreeConfig::new(Some(worker), approvals);
+    // Past its restart budget, a failing actor stops Hodei; the steps it runs go first, so that
+    // nothing is left running (a run with a store resumes at the next start).
+    let exit = exit_on_escalation(i32::from(crate::cli::EXIT_INTERNAL));
+    let steps = local.clone();
+    config.escalation = Arc::new(move |escalated| {
+        steps.stop_all();
+        exit(escalated)
+    });
+    let tree = start_tree(ports, config);
     Ok((tree, local))
 }

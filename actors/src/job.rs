@@ -3,7 +3,7 @@
 //! hooks, tear down — recording every transition before announcing it, and hands the job's
 //! machine back to its run actor when the attempt is over.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, WrapFuture};
@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use crate::Ports;
 use crate::bus::EventBus;
 use crate::contain::guard_future;
-use crate::fault::{Point, maybe_fail};
+use crate::fault::Point;
 use crate::loghub::{HubSink, LogHub};
 use crate::messages::{AttemptEnded, CancelJob, FlushLog, Note, OpenLog, Publish, Release};
 use crate::run::RunActor;
@@ -85,6 +85,17 @@ pub struct JobActor {
     placement: Option<WorkerId>,
     /// Holds a slot of the scheduler, to give back when the attempt ends however it ends.
     placed: bool,
+    /// What the attempt has running, to stop if the attempt fails half-way.
+    live: Arc<Mutex<Live>>,
+    /// The attempt's future, while it runs.
+    attempt: Option<actix::SpawnHandle>,
+}
+
+/// What an attempt has set up and started and not yet cleaned up.
+#[derive(Debug, Default)]
+struct Live {
+    workspace: Option<Workspace>,
+    step: Option<StepHandle>,
 }
 
 impl JobActor {
@@ -114,6 +125,8 @@ impl JobActor {
             cancel: watch::channel(false).0,
             placement,
             placed: false,
+            live: Arc::default(),
+            attempt: None,
         }
     }
 
@@ -125,6 +138,46 @@ impl JobActor {
         if std::mem::take(&mut self.placed) {
             self.scheduler.do_send(Release { job: self.job() });
         }
+    }
+
+    /// The attempt failed half-way (a panic, a store refusal): whatever it left running is
+    /// stopped and its workspace removed before the run reloads the job, so that a new attempt
+    /// never runs beside the old one's processes.
+    fn crashed(&mut self, ctx: &mut Context<Self>) {
+        self.clean_up(ctx, true);
+    }
+
+    /// Stops what the attempt left running, then stops the actor; tells the run if `tell`.
+    fn clean_up(&mut self, ctx: &mut Context<Self>, tell: bool) {
+        if let Some(attempt) = self.attempt.take() {
+            ctx.cancel_future(attempt);
+        }
+        let live = std::mem::take(&mut *self.live.lock().unwrap_or_else(|e| e.into_inner()));
+        let provider = self.ports.provider.clone();
+        let job = self.job();
+        let cleanup = async move {
+            if let Some(step) = &live.step
+                && let Err(err) = provider.destroy_step(step).await
+            {
+                tracing::warn!(job_id = %job, error = %err, "Cannot stop the step of a failed attempt.");
+            }
+            if let Some(workspace) = &live.workspace
+                && let Err(err) = provider.tear_down(workspace).await
+            {
+                tracing::warn!(job_id = %job, error = %err, "Cannot tear down the workspace of a failed attempt.");
+            }
+        };
+        ctx.wait(
+            guard_future(cleanup)
+                .into_actor(self)
+                .map(move |_, act, ctx| {
+                    if tell {
+                        act.run
+                            .do_send(crate::run::AttemptCrashed { index: act.index });
+                    }
+                    actix::ActorContext::stop(ctx);
+                }),
+        );
     }
 
     fn hand_back(&mut self, ctx: &mut Context<Self>, machine: JobMachine) {
@@ -219,22 +272,29 @@ impl JobActor {
             hub: self.hub.clone(),
             bus: self.bus.clone(),
             cancel: self.cancel.subscribe(),
+            live: self.live.clone(),
         };
         let fut = async move { attempt.execute(machine, placed).await };
         let fut = guard_future(fut);
-        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| match result {
+        self.attempt = Some(ctx.spawn(fut.into_actor(self).map(|result, act, ctx| match result {
             Ok(Ok(machine)) => act.hand_back(ctx, machine),
             Ok(Err(err)) => {
                 tracing::error!(job_id = %act.job(), error = %err, "A job attempt stopped: the store refused a transition; its run reloads it.");
-                act.run.do_send(crate::run::AttemptCrashed { index: act.index });
-                actix::ActorContext::stop(ctx);
+                act.crashed(ctx);
             }
             Err(panicked) => {
                 tracing::error!(job_id = %act.job(), error = %panicked, "A job attempt panicked.");
-                act.run.do_send(crate::run::AttemptCrashed { index: act.index });
-                actix::ActorContext::stop(ctx);
+                act.crashed(ctx);
             }
-        }));
+        })));
+    }
+}
+
+impl Handler<crate::messages::AbandonJob> for JobActor {
+    type Result = ();
+
+    fn handle(&mut self, _: crate::messages::AbandonJob, ctx: &mut Context<Self>) {
+        self.clean_up(ctx, false);
     }
 }
 
@@ -297,9 +357,15 @@ struct Attempt {
     hub: Addr<LogHub>,
     bus: Addr<EventBus>,
     cancel: watch::Receiver<bool>,
+    live: Arc<Mutex<Live>>,
 }
 
 impl Attempt {
+    /// Updates what the attempt has running.
+    fn live(&self, update: impl FnOnce(&mut Live)) {
+        update(&mut self.live.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
     fn note(&self, text: String) {
         self.hub.do_send(Note {
             job: self.def.spec.job,
@@ -324,7 +390,10 @@ impl Attempt {
         let mut spec = self.def.spec.clone();
         spec.attempt = machine.attempt();
         let workspace = match provider.set_up(&spec).await {
-            Ok(workspace) => workspace,
+            Ok(workspace) => {
+                self.live(|live| live.workspace = Some(workspace.clone()));
+                workspace
+            }
             Err(err) => {
                 self.note(format!("cannot set up the job: {err}"));
                 let _ = provider
@@ -358,7 +427,7 @@ impl Attempt {
             std::iter::once(placed).chain(started).collect(),
         )
         .await?;
-        maybe_fail(Point::AfterPlace);
+        self.ports.faults.hit(Point::AfterPlace);
 
         let mut ending = Ending::Succeeded;
         let steps = self.def.steps.len();
@@ -450,6 +519,7 @@ impl Attempt {
         if let Err(err) = provider.tear_down(&workspace).await {
             tracing::warn!(job_id = %job, error = %err, "Cannot tear down a job's workspace.");
         }
+        self.live(|live| live.workspace = None);
         let event = match ending {
             Ending::Succeeded => JobEvent::Succeed,
             Ending::StepFailed { step, failure } => JobEvent::StepFailed { step, failure },
@@ -502,7 +572,10 @@ impl Attempt {
                 job: self.def.spec.job,
             });
             let handle = match provider.start_step(workspace, &spec, sink).await {
-                Ok(handle) => handle,
+                Ok(handle) => {
+                    self.live(|live| live.step = Some(handle.clone()));
+                    handle
+                }
                 Err(err) => {
                     self.note(format!("cannot start step {}: {err}", index + 1));
                     let event = sm.apply(
@@ -524,14 +597,15 @@ impl Attempt {
             };
             let event = sm.apply(StepEvent::Start, self.ports.clock.now());
             persist(&self.ports, &self.bus, event.into_iter().collect()).await?;
-            maybe_fail(Point::AfterStepStart);
+            self.ports.faults.hit(Point::AfterStepStart);
             let step_deadline = step
                 .timeout
                 .map(|t| tokio::time::Instant::now() + t.to_std());
             let ended = self
                 .wait(&handle, step_deadline, deadline, cancellable)
                 .await;
-            maybe_fail(Point::AfterStepExit);
+            self.live(|live| live.step = None);
+            self.ports.faults.hit(Point::AfterStepExit);
             let (event, outcome) = match ended {
                 Waited::Exited(Ok(exit)) => (StepEvent::Exited(exit), exit_outcome(exit)),
                 Waited::Exited(Err(err)) => {

@@ -130,12 +130,14 @@ pub struct Release {
     pub job: JobId,
 }
 
-/// The scheduler chose a worker for the job.
+/// The scheduler's answer to an [`Enqueue`]: the worker it chose for the job, which holds a
+/// slot until [`Release`]; or `None` when a restart of the scheduler lost the request, which
+/// the asker then sends again.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct Placed {
     pub job: JobId,
-    pub worker: WorkerId,
+    pub worker: Option<WorkerId>,
 }
 
 // ---- Runs and jobs ----------------------------------------------------------------------------
@@ -155,6 +157,9 @@ pub enum SubmitError {
     /// The orchestrator is not running.
     #[error("the orchestrator is not running")]
     Unavailable,
+    /// Hodei failed while accepting the run: a bug, logged with its cause.
+    #[error("internal error while accepting the run: {0}")]
+    Internal(String),
 }
 
 /// Accept a run of a pipeline; answers with its id once it is durable.
@@ -204,3 +209,9 @@ pub struct AttemptEnded {
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub struct CancelJob;
+
+/// The job's run actor failed: stop the attempt where it is — its step killed, its workspace
+/// removed, nothing recorded — for the run's next actor to find it lost and decide by policy.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct AbandonJob;

@@ -16,10 +16,12 @@ use hodei_domain::ports::NewRun;
 use hodei_domain::restart::{RestartDecision, RestartHistory, RestartPolicy};
 
 use crate::Ports;
-use crate::contain::{ActorKind, restarts};
+use crate::contain::{ActorKind, guard_future, restarts};
+use crate::fault::Point;
 use crate::messages::{ApproveJob, CancelRun, RunActorStopped, SubmitError, SubmitRun};
 use crate::provider::{ProviderActor, ReapOrphans};
 use crate::run::{Approvals, Peers, RunActor};
+use crate::supervise::{Restarts, Supervise, contained};
 
 /// Accepts, resumes and supervises runs.
 pub struct Orchestrator {
@@ -32,8 +34,9 @@ pub struct Orchestrator {
     approvals: Approvals,
     policy: RestartPolicy,
     runs: HashMap<RunId, Addr<RunActor>>,
-    /// Runs that finished; a run actor that stops without its run in here crashed.
+    /// The restarts of each run's actor.
     history: HashMap<RunId, RestartHistory>,
+    restarts: Restarts,
 }
 
 impl Orchestrator {
@@ -44,6 +47,7 @@ impl Orchestrator {
         scheduler: Addr<crate::scheduler::Scheduler>,
         provider: Addr<ProviderActor>,
         approvals: Approvals,
+        restarts: Restarts,
     ) -> Orchestrator {
         Orchestrator {
             ports,
@@ -56,6 +60,7 @@ impl Orchestrator {
             policy: RestartPolicy::default(),
             runs: HashMap::new(),
             history: HashMap::new(),
+            restarts,
         }
     }
 
@@ -72,6 +77,7 @@ impl Actor for Orchestrator {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.restarts.hold(ctx);
         self.peers = Some(Peers {
             hub: self.hub.clone(),
             bus: self.bus.clone(),
@@ -113,7 +119,15 @@ impl Actor for Orchestrator {
 
 impl Supervised for Orchestrator {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        restarts().record(ActorKind::Orchestrator);
+        // The run actors live on; `started` resumes the unfinished runs that have none.
+        self.restarts.restarting();
+        self.runs.retain(|_, run| run.connected());
+    }
+}
+
+impl Supervise for Orchestrator {
+    fn restarts(&mut self) -> &mut Restarts {
+        &mut self.restarts
     }
 }
 
@@ -123,7 +137,9 @@ impl Handler<SubmitRun> for Orchestrator {
     fn handle(&mut self, msg: SubmitRun, _: &mut Context<Self>) -> Self::Result {
         let store = self.ports.store.clone();
         let now = self.ports.clock.now();
+        let faults = self.ports.faults.clone();
         let fut = async move {
+            faults.hit(Point::SubmitRun);
             let loaded = load(&msg.source);
             let Some(pipeline) = loaded.pipeline else {
                 let text: Vec<String> = loaded
@@ -155,7 +171,15 @@ impl Handler<SubmitRun> for Orchestrator {
                 .await?;
             Ok(record.id)
         };
-        Box::pin(fut.into_actor(self).map(|result, act, _| {
+        Box::pin(guard_future(fut).into_actor(self).map(|result, act, ctx| {
+            let result = match result {
+                Ok(result) => result,
+                Err(panicked) => {
+                    act.restarts.failed(panicked.message.clone());
+                    actix::ActorContext::stop(ctx);
+                    return Err(SubmitError::Internal(panicked.message));
+                }
+            };
             if let Ok(run) = &result {
                 act.start_run(*run);
             }
@@ -167,23 +191,25 @@ impl Handler<SubmitRun> for Orchestrator {
 impl Handler<CancelRun> for Orchestrator {
     type Result = ();
 
-    fn handle(&mut self, msg: CancelRun, _: &mut Context<Self>) {
-        match self.runs.get(&msg.run) {
+    fn handle(&mut self, msg: CancelRun, ctx: &mut Context<Self>) {
+        contained(self, ctx, |act, _| match act.runs.get(&msg.run) {
             Some(actor) => actor.do_send(msg),
             None => {
                 tracing::info!(run_id = %msg.run, "Cancel of a run that is not active ignored.")
             }
-        }
+        });
     }
 }
 
 impl Handler<ApproveJob> for Orchestrator {
     type Result = ();
 
-    fn handle(&mut self, msg: ApproveJob, _: &mut Context<Self>) {
-        if let Some(actor) = self.runs.get(&msg.run) {
-            actor.do_send(msg);
-        }
+    fn handle(&mut self, msg: ApproveJob, ctx: &mut Context<Self>) {
+        contained(self, ctx, |act, _| {
+            if let Some(actor) = act.runs.get(&msg.run) {
+                actor.do_send(msg);
+            }
+        });
     }
 }
 

@@ -115,10 +115,12 @@ impl RunActor {
     fn reconcile(&mut self, ctx: &mut Context<Self>) {
         if let Err(panicked) = crate::contain::guard(|| self.decide(ctx)) {
             tracing::error!(run_id = %self.run, error = %panicked, "Reconciling a run panicked; restarting its actor.");
+            // Its job actors stop where they are; the next run actor finds their jobs lost and
+            // retries or fails them by their policy.
             if let Some(loaded) = self.loaded.take() {
                 for slot in loaded.slots {
                     if let Some(actor) = slot.actor {
-                        actor.do_send(CancelJob);
+                        actor.do_send(crate::messages::AbandonJob);
                     }
                 }
             }
@@ -130,6 +132,7 @@ impl RunActor {
     }
 
     fn decide(&mut self, ctx: &mut Context<Self>) {
+        self.ports.faults.hit(crate::fault::Point::Reconcile);
         if self.busy {
             self.dirty = true;
             return;
@@ -219,7 +222,7 @@ impl RunActor {
                     .map(|s| s.machine.clone())
                     .collect();
                 if let Some(v) = machines.as_deref().and_then(|m| verdict(m.iter())) {
-                    crate::fault::maybe_fail(crate::fault::Point::BeforeRunFinish);
+                    self.ports.faults.hit(crate::fault::Point::BeforeRunFinish);
                     push(loaded.machine.apply(RunEvent::Finish(v), now));
                 }
             }
@@ -473,12 +476,19 @@ impl Handler<Placed> for RunActor {
                 .position(|s| s.id == msg.job)
                 .map(|i| (i, &mut l.slots[i]))
         });
+        let Some(worker) = msg.worker else {
+            // The scheduler lost the request: ask again.
+            if let Some((_, slot)) = slot {
+                slot.enqueued = false;
+            }
+            return self.after_reconcile(ctx);
+        };
         match slot {
             Some((i, slot))
                 if slot.enqueued && slot.state == JobState::Queued && slot.machine.is_some() =>
             {
                 slot.enqueued = false;
-                self.spawn_job(i, Some(msg.worker), ctx.address());
+                self.spawn_job(i, Some(worker), ctx.address());
             }
             _ => {
                 // Cancelled or reloaded meanwhile: give the slot back.

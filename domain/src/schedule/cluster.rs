@@ -288,6 +288,43 @@ impl Cluster {
             .is_some_and(|&index| self.jobs[index].lane().is_some())
     }
 
+    /// The same workers, queue and placements, with every index built anew: what a restarted
+    /// scheduler keeps of a state that a panic may have left half-updated. The primary facts are
+    /// kept — worker specs, each job as it was queued (its `seq` and age), which worker holds
+    /// which job — and everything derived from them (lanes, classes, usage, concurrency
+    /// holders) is recomputed; reservations of starving jobs are made again when due.
+    pub fn rebuilt(&self) -> Cluster {
+        let mut fresh = Cluster::new(self.policy);
+        let mut workers: Vec<&WorkerEntry> = self.workers.iter().map(|(_, w)| w).collect();
+        workers.sort_by_key(|w| w.reg);
+        for worker in &workers {
+            let _ = fresh.add_worker(worker.spec.clone());
+        }
+        // Placements first, in the order each worker took its jobs; then the queue.
+        for worker in &workers {
+            let Some(&at) = fresh.worker_ids.get(&worker.spec.id) else {
+                continue;
+            };
+            for &index in &worker.jobs {
+                if fresh.enqueue(self.queued_job(index)).is_ok()
+                    && let Ok(job) = fresh.find_job(self.jobs[index].id)
+                {
+                    fresh.occupy(job, at);
+                }
+            }
+        }
+        let mut queued: Vec<(u32, &JobEntry)> = self
+            .jobs
+            .iter()
+            .filter(|(_, entry)| entry.lane().is_some())
+            .collect();
+        queued.sort_by_key(|(_, entry)| entry.seq);
+        for (index, _) in queued {
+            let _ = fresh.enqueue(self.queued_job(index));
+        }
+        fresh
+    }
+
     /// How many jobs are queued.
     pub fn queued_len(&self) -> usize {
         self.queued
