@@ -384,3 +384,91 @@ fn a_run_killed_at_any_failure_point_resumes_to_the_same_end_with_complete_logs(
         );
     }
 }
+
+#[test]
+fn a_step_lost_in_a_crash_is_tried_again_in_its_workspace_by_its_retry_policy() {
+    // The crash comes when the second step has started: the first step's file is still in the
+    // workspace, and the job goes on from the second step, without a new job attempt.
+    let pipeline = "name: lost\njobs:\n  a:\n    steps:\n      - echo prepared > marker\n      - {run: 'cat marker; echo again', retry: 1}\n";
+    let dir = scratch("lost-step");
+    let file = write(&dir, "p.yml", pipeline);
+    let store = dir.join("runs.db");
+    let store_arg = store.to_string_lossy().into_owned();
+    let crashed = run(hodei()
+        .args(["run", &file, "--store", &store_arg])
+        .env("HODEI_FAULT", "after_step_start:2"));
+    assert!(
+        text(&crashed.stderr).contains("crashing at after_step_start"),
+        "{}",
+        text(&crashed.stderr)
+    );
+    let resumed = run(hodei().args(["run", "--store", &store_arg]));
+    let stdout = text(&resumed.stdout);
+    assert_eq!(resumed.status.code(), Some(0), "{stdout}");
+    let log = &stored_logs(&store)[0];
+    assert!(
+        log.contains("[hodei] step 2 (`cat marker; echo again`) was lost"),
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            "[hodei] trying step 2 again, attempt 2, in the job's workspace\nprepared\nagain\n"
+        ),
+        "{log}"
+    );
+    let summary = compact(&resumed.stdout);
+    assert!(
+        summary.contains("a succeeded 1 "),
+        "one job attempt: {summary}"
+    );
+}
+
+#[test]
+fn a_retry_delay_is_kept_across_a_crash() {
+    // The first attempt fails, the retry waits 3 s; Hodei is killed during the wait. The
+    // resumed run waits for the rest of the delay, not for nothing and not for all of it anew.
+    let dir = scratch("retry-delay");
+    let flag = dir.join("failed-once");
+    let file = write(
+        &dir,
+        "p.yml",
+        &format!(
+            "name: delay\njobs:\n  a:\n    retry: {{max: 1, delay: 3s}}\n    steps: ['test -e {0} || {{ touch {0}; exit 1; }}']\n",
+            flag.display()
+        ),
+    );
+    let store = dir.join("runs.db");
+    let store_arg = store.to_string_lossy().into_owned();
+    let mut child = hodei()
+        .args(["run", &file, "--store", &store_arg])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !flag.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the first attempt never ran: likely deadlocked"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Past the recording of the retry, well within its delay.
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let resumed = run(hodei().args(["run", "--store", &store_arg]));
+    let stdout = compact(&resumed.stdout);
+    assert_eq!(resumed.status.code(), Some(0), "{stdout}");
+    // Progress lines start with the seconds since this process started.
+    let placed: f64 = stdout
+        .lines()
+        .find(|l| l.contains("a placed on local"))
+        .and_then(|l| l.trim_start_matches('[').split('s').next())
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no placement in {stdout}"));
+    assert!(
+        (0.5..3.0).contains(&placed),
+        "the rest of the delay (about 2.7 s) was waited for, placed at {placed} s: {stdout}"
+    );
+}

@@ -25,6 +25,9 @@ use crate::messages::{AttemptEnded, CancelJob, FlushLog, Note, OpenLog, Publish,
 use crate::run::RunActor;
 use crate::scheduler::Scheduler;
 
+/// How long a post hook without a `timeout` of its own may run.
+pub const HOOK_TIMEOUT: Duration = Duration::parse_const("10m");
+
 /// Everything a job attempt needs to know about its job, computed by the run actor.
 #[derive(Debug, Clone)]
 pub struct JobDef {
@@ -213,34 +216,13 @@ impl Actor for JobActor {
             },
             JobState::Placed { worker } | JobState::Running { worker } => {
                 // Found mid-attempt after a restart: its processes died with the earlier Hodei.
-                let (ports, bus, hub, job) = (
-                    self.ports.clone(),
-                    self.bus.clone(),
-                    self.hub.clone(),
-                    self.job(),
-                );
-                let fut = async move {
-                    hub.do_send(Note {
-                        job,
-                        text: format!(
-                            "the job's process on worker `{worker}` was lost when Hodei stopped"
-                        ),
-                    });
-                    let mut machine = machine;
-                    let event = machine.apply(JobEvent::WorkerLost { worker }, ports.clock.now());
-                    if let Ok(event) = event {
-                        persist(&ports, &bus, vec![event]).await?;
-                    }
-                    Ok::<_, AttemptError>(machine)
-                };
-                ctx.wait(fut.into_actor(self).map(|result, act, ctx| match result {
-                    Ok(machine) => act.hand_back(ctx, machine),
-                    Err(err) => {
-                        tracing::error!(job_id = %act.job(), error = %err, "Cannot record a lost job; its run reloads it.");
-                        act.run.do_send(crate::run::AttemptCrashed { index: act.index });
-                        actix::ActorContext::stop(ctx);
-                    }
-                }));
+                let placement = self.placement.take();
+                self.placed = placement.is_some();
+                let same_worker = placement.as_ref() == Some(&worker);
+                let attempt = self.attempt();
+                self.drive(ctx, async move {
+                    attempt.recover(machine, worker, same_worker).await
+                });
             }
             _ => self.hand_back(ctx, machine),
         }
@@ -266,16 +248,30 @@ impl JobActor {
                 return;
             }
         };
-        let attempt = Attempt {
+        let attempt = self.attempt();
+        self.drive(ctx, async move { attempt.execute(machine, placed).await });
+    }
+
+    /// What the attempt's future needs of the actor.
+    fn attempt(&self) -> Attempt {
+        Attempt {
             def: self.def.clone(),
             ports: self.ports.clone(),
             hub: self.hub.clone(),
             bus: self.bus.clone(),
             cancel: self.cancel.subscribe(),
             live: self.live.clone(),
-        };
-        let fut = async move { attempt.execute(machine, placed).await };
-        let fut = guard_future(fut);
+        }
+    }
+
+    /// Runs the attempt's future: its machine goes back to the run when it ends; if it fails
+    /// half-way, what it left running is stopped and the run reloads the job.
+    fn drive(
+        &mut self,
+        ctx: &mut Context<Self>,
+        attempt: impl std::future::Future<Output = Result<JobMachine, AttemptError>> + 'static,
+    ) {
+        let fut = guard_future(attempt);
         self.attempt = Some(ctx.spawn(fut.into_actor(self).map(|result, act, ctx| match result {
             Ok(Ok(machine)) => act.hand_back(ctx, machine),
             Ok(Err(err)) => {
@@ -428,10 +424,119 @@ impl Attempt {
         )
         .await?;
         self.ports.faults.hit(Point::AfterPlace);
+        self.run_steps(machine, workspace, deadline, 0, None).await
+    }
 
+    /// Takes over an attempt found placed or running after a crash of Hodei. A step lost with
+    /// its process is recorded `lost`; if its retry policy allows another try and the provider
+    /// still has the job's workspace, the attempt goes on from that step. Otherwise the job's
+    /// worker is recorded lost, and the job's own retry policy decides.
+    async fn recover(
+        self,
+        mut machine: JobMachine,
+        worker: WorkerId,
+        same_worker: bool,
+    ) -> Result<JobMachine, AttemptError> {
+        if matches!(machine.state(), JobState::Running { .. })
+            && same_worker
+            && let Some((index, mut sm)) = self.lost_step(&machine).await?
+        {
+            let step = &self.def.steps[index];
+            self.note(format!(
+                "step {} ({}) was lost: its process on worker `{worker}` died when Hodei stopped",
+                index + 1,
+                step_name(step)
+            ));
+            let event = sm.apply(StepEvent::Lost, self.ports.clock.now());
+            persist(&self.ports, &self.bus, event.into_iter().collect()).await?;
+            if sm.state() == &StepState::Pending {
+                let mut spec = self.def.spec.clone();
+                spec.attempt = machine.attempt();
+                match self.ports.provider.resume(&spec).await {
+                    Ok(Some(workspace)) => {
+                        self.note(format!(
+                            "trying step {} again, attempt {}, in the job's workspace",
+                            index + 1,
+                            sm.attempt()
+                        ));
+                        self.live(|live| live.workspace = Some(workspace.clone()));
+                        let deadline = self
+                            .def
+                            .timeout
+                            .map(|t| tokio::time::Instant::now() + t.to_std());
+                        return self
+                            .run_steps(machine, workspace, deadline, index, Some(sm))
+                            .await;
+                    }
+                    Ok(None) => self.note(
+                        "the job's workspace is gone: the step cannot be tried again in it"
+                            .to_owned(),
+                    ),
+                    Err(err) => self.note(format!("cannot take the job's workspace back: {err}")),
+                }
+            }
+        }
+        self.note(format!(
+            "the job's process on worker `{worker}` was lost when Hodei stopped"
+        ));
+        let event = machine.apply(JobEvent::WorkerLost { worker }, self.ports.clock.now());
+        persist(&self.ports, &self.bus, event.into_iter().collect()).await?;
+        Ok(machine)
+    }
+
+    /// The step of the job's current attempt that was running when Hodei stopped, with its
+    /// machine as recorded.
+    async fn lost_step(
+        &self,
+        machine: &JobMachine,
+    ) -> Result<Option<(usize, StepMachine)>, AttemptError> {
+        let record = self
+            .ports
+            .store
+            .run(self.def.run)
+            .await
+            .map_err(|e| AttemptError(e.to_string()))?;
+        let Some(job) = record.and_then(|r| r.jobs.into_iter().find(|j| j.id == machine.id()))
+        else {
+            return Ok(None);
+        };
+        let last = job
+            .steps
+            .iter()
+            .filter(|s| s.job_attempt == machine.attempt())
+            .max_by_key(|s| (s.index, s.attempt));
+        Ok(last.and_then(|last| {
+            let index = last.index as usize;
+            let step = self.def.steps.get(index)?;
+            (last.state == StepState::Running).then(|| {
+                let retries = step.retry.map_or(0, |r| r.max);
+                let sm = StepMachine::restore(
+                    step_key(machine, index),
+                    MaxAttempts::from_retries(retries),
+                    last.attempt,
+                    StepState::Running,
+                    last.since,
+                );
+                (index, sm)
+            })
+        }))
+    }
+
+    /// Runs the steps from `first` on (the first one from `resumed`, its machine after a lost
+    /// try), then the post hooks, tears the workspace down and records the job's outcome.
+    async fn run_steps(
+        &self,
+        mut machine: JobMachine,
+        workspace: Workspace,
+        deadline: Option<tokio::time::Instant>,
+        first: usize,
+        mut resumed: Option<StepMachine>,
+    ) -> Result<JobMachine, AttemptError> {
+        let provider = self.ports.provider.clone();
+        let job = self.def.spec.job;
         let mut ending = Ending::Succeeded;
         let steps = self.def.steps.len();
-        let mut next = 0;
+        let mut next = first;
         while next < steps {
             let outcome = self
                 .run_step(
@@ -442,6 +547,7 @@ impl Attempt {
                     &self.def.envs[next],
                     deadline,
                     true,
+                    resumed.take(),
                 )
                 .await?;
             next += 1;
@@ -496,8 +602,20 @@ impl Attempt {
             _ => &hooks.failure,
         };
         for (index, (step, env)) in (steps..).zip(by_outcome.iter().chain(hooks.always.iter())) {
+            // A hook without a timeout of its own gets the default: a hook that hangs must not
+            // hold the job, its slot and its run forever.
+            let bounded;
+            let step = if step.timeout.is_some() {
+                step
+            } else {
+                bounded = Step {
+                    timeout: Some(HOOK_TIMEOUT),
+                    ..step.clone()
+                };
+                &bounded
+            };
             let outcome = self
-                .run_step(&workspace, &machine, index, step, env, None, false)
+                .run_step(&workspace, &machine, index, step, env, None, false, None)
                 .await?;
             if let StepOutcome::Failed(failure) = outcome {
                 self.note(format!(
@@ -543,15 +661,18 @@ impl Attempt {
         env: &Env,
         deadline: Option<tokio::time::Instant>,
         cancellable: bool,
+        resumed: Option<StepMachine>,
     ) -> Result<StepOutcome, AttemptError> {
         let provider = &self.ports.provider;
         let retries = step.retry.map_or(0, |r| r.max);
         let delay = step.retry.and_then(|r| r.delay).map(Duration::to_std);
-        let mut sm = StepMachine::new(
-            step_key(job, index),
-            MaxAttempts::from_retries(retries),
-            self.ports.clock.now(),
-        );
+        let mut sm = resumed.unwrap_or_else(|| {
+            StepMachine::new(
+                step_key(job, index),
+                MaxAttempts::from_retries(retries),
+                self.ports.clock.now(),
+            )
+        });
         let shell = step.shell.clone().unwrap_or_else(|| self.def.shell.clone());
         loop {
             if cancellable && *self.cancel.borrow() {

@@ -114,7 +114,7 @@ impl Actor for LogHub {
             // Say so in the log itself: its reader must not take it for complete.
             self.write(
                 job,
-                b"\n[hodei] output was lost here: Hodei's log hub failed and restarted\n",
+                b"\n[hodei] output may be missing here: Hodei's log hub failed and restarted\n",
             );
         }
     }

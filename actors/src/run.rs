@@ -175,7 +175,9 @@ impl RunActor {
                         JobState::WaitingApproval if self.approvals == Approvals::Local => {
                             Some(JobEvent::Approve { by: "local".into() })
                         }
-                        JobState::Queued if cancelling => {
+                        JobState::Queued | JobState::Placed { .. } | JobState::Running { .. }
+                            if cancelling =>
+                        {
                             if slot.enqueued {
                                 self.peers.scheduler.do_send(Dequeue { job: slot.id });
                             }
@@ -250,7 +252,6 @@ impl RunActor {
         }
         let now = tokio::time::Instant::now();
         let me = ctx.address();
-        let mut recovered = Vec::new();
         for i in 0..loaded.slots.len() {
             let slot = &loaded.slots[i];
             if slot.actor.is_some() || slot.enqueued || slot.machine.is_none() {
@@ -266,13 +267,15 @@ impl RunActor {
                     self.peers.scheduler.do_send(request);
                     loaded.slots[i].enqueued = true;
                 }
-                // Found placed or running after a restart: a job actor records the loss.
-                JobState::Placed { .. } | JobState::Running { .. } => recovered.push(i),
+                // Found placed or running after a restart: once the scheduler gives it a slot
+                // again, a job actor records the loss and goes on as the job's policy allows.
+                JobState::Placed { .. } | JobState::Running { .. } => {
+                    let request = enqueue(loaded, i, me.clone().recipient());
+                    self.peers.scheduler.do_send(request);
+                    loaded.slots[i].enqueued = true;
+                }
                 _ => {}
             }
-        }
-        for i in recovered {
-            self.spawn_job(i, None, me.clone());
         }
         if std::mem::take(&mut self.dirty) {
             self.reconcile(ctx);
@@ -358,6 +361,12 @@ impl RunActor {
                         }
                     }
                     act.carried.clear();
+                    let now = tokio::time::Instant::now();
+                    for at in loaded.slots.iter().filter_map(|slot| slot.not_before) {
+                        ctx.run_later(at.saturating_duration_since(now), |act, ctx| {
+                            act.reconcile(ctx)
+                        });
+                    }
                     act.loaded = Some(loaded);
                     act.reconcile(ctx);
                 }
@@ -485,7 +494,12 @@ impl Handler<Placed> for RunActor {
         };
         match slot {
             Some((i, slot))
-                if slot.enqueued && slot.state == JobState::Queued && slot.machine.is_some() =>
+                if slot.enqueued
+                    && matches!(
+                        slot.state,
+                        JobState::Queued | JobState::Placed { .. } | JobState::Running { .. }
+                    )
+                    && slot.machine.is_some() =>
             {
                 slot.enqueued = false;
                 self.spawn_job(i, Some(worker), ctx.address());
@@ -658,6 +672,7 @@ async fn load_run(ports: &Ports, run: RunId) -> Result<Loaded, String> {
             None => return Err(format!("secret `{name}` is not available")),
         }
     }
+    let now = ports.clock.now();
     let slots = record
         .jobs
         .iter()
@@ -687,6 +702,23 @@ async fn load_run(ports: &Ports, run: RunId) -> Result<Loaded, String> {
                 job.state.clone(),
                 job.since,
             );
+            // A retry waits for its delay, counted from when it was recorded: a restart of
+            // Hodei neither skips nor restarts the wait.
+            let delay = plan.jobs.get(i).and_then(|planned| planned.retry.delay);
+            let not_before = match (&job.state, delay) {
+                (JobState::Queued, Some(delay)) if job.attempt.get() > 1 => {
+                    let due = job.since.0.saturating_add(
+                        i64::try_from(delay.to_std().as_millis()).unwrap_or(i64::MAX),
+                    );
+                    u64::try_from(due.saturating_sub(now.0))
+                        .ok()
+                        .filter(|&wait| wait > 0)
+                        .map(|wait| {
+                            tokio::time::Instant::now() + std::time::Duration::from_millis(wait)
+                        })
+                }
+                _ => None,
+            };
             Slot {
                 id: job.id,
                 policy,
@@ -694,7 +726,7 @@ async fn load_run(ports: &Ports, run: RunId) -> Result<Loaded, String> {
                 state: job.state.clone(),
                 machine: Some(machine),
                 actor: None,
-                not_before: None,
+                not_before,
             }
         })
         .collect();
