@@ -12,7 +12,7 @@ use actix::{
 use hodei_domain::ids::RunId;
 use hodei_domain::load::load;
 use hodei_domain::plan::plan;
-use hodei_domain::ports::NewRun;
+use hodei_domain::ports::{NewRun, PipelineVersion, RunRecord};
 use hodei_domain::restart::{RestartDecision, RestartHistory, RestartPolicy};
 
 use crate::Ports;
@@ -36,6 +36,9 @@ pub struct Orchestrator {
     runs: HashMap<RunId, Addr<RunActor>>,
     /// The restarts of each run's actor.
     history: HashMap<RunId, RestartHistory>,
+    /// The latest stored version of each pipeline submitted here (Hodei is the store's only
+    /// writer, so it stays true).
+    versions: HashMap<String, PipelineVersion>,
     restarts: Restarts,
 }
 
@@ -60,8 +63,18 @@ impl Orchestrator {
             policy: RestartPolicy::default(),
             runs: HashMap::new(),
             history: HashMap::new(),
+            versions: HashMap::new(),
             restarts,
         }
+    }
+
+    fn start_created(&mut self, record: RunRecord) {
+        let Some(peers) = self.peers.clone() else {
+            return;
+        };
+        let run = record.id;
+        let actor = RunActor::created(record, self.ports.clone(), peers, self.approvals).start();
+        self.runs.insert(run, actor);
     }
 
     fn start_run(&mut self, run: RunId) {
@@ -137,9 +150,10 @@ impl Handler<SubmitRun> for Orchestrator {
     fn handle(&mut self, msg: SubmitRun, _: &mut Context<Self>) -> Self::Result {
         let store = self.ports.store.clone();
         let now = self.ports.clock.now();
-        let faults = self.ports.faults.clone();
-        let fut = async move {
-            faults.hit(Point::SubmitRun);
+        // Checking the pipeline is pure work: done here, contained.
+        let checked = crate::contain::guard(|| {
+            let act = &mut *self;
+            act.ports.faults.hit(Point::SubmitRun);
             let loaded = load(&msg.source);
             let Some(pipeline) = loaded.pipeline else {
                 let text: Vec<String> = loaded
@@ -153,23 +167,46 @@ impl Handler<SubmitRun> for Orchestrator {
             let plan = plan(&pipeline);
             plan.resolve(msg.inputs.clone())
                 .map_err(SubmitError::InvalidInputs)?;
-            let version = store
-                .put_pipeline(pipeline.name.as_str(), &msg.source, now)
-                .await?;
             let mut jobs: Vec<String> = plan.jobs.iter().map(|j| j.name.clone()).collect();
             if !plan.post.is_empty() {
                 jobs.push(crate::run::POST_JOB.into());
             }
+            // The same text as the latest stored version is that version: no write needed.
+            let known = act
+                .versions
+                .get(pipeline.name.as_str())
+                .filter(|v| v.source == msg.source)
+                .cloned();
+            Ok((pipeline.name.to_string(), jobs, known))
+        });
+        let (name, jobs, known) = match checked {
+            Ok(Ok(checked)) => checked,
+            Ok(Err(err)) => return Box::pin(actix::fut::ready(Err(err))),
+            Err(panicked) => {
+                // Answered first, then the orchestrator stops and is restarted.
+                self.restarts.failed(panicked.message.clone());
+                let answer = Err(SubmitError::Internal(panicked.message));
+                return Box::pin(actix::fut::ready(answer).map(|answer, _, ctx| {
+                    actix::ActorContext::stop(ctx);
+                    answer
+                }));
+            }
+        };
+        let fut = async move {
+            let version = match known {
+                Some(version) => version,
+                None => store.put_pipeline(&name, &msg.source, now).await?,
+            };
             let record = store
                 .create_run(NewRun {
-                    pipeline: version.name,
+                    pipeline: version.name.clone(),
                     version: version.version,
                     inputs: msg.inputs,
                     jobs,
                     at: now,
                 })
                 .await?;
-            Ok(record.id)
+            Ok::<_, SubmitError>((version, record))
         };
         Box::pin(guard_future(fut).into_actor(self).map(|result, act, ctx| {
             let result = match result {
@@ -180,10 +217,11 @@ impl Handler<SubmitRun> for Orchestrator {
                     return Err(SubmitError::Internal(panicked.message));
                 }
             };
-            if let Ok(run) = &result {
-                act.start_run(*run);
-            }
-            result
+            let (version, record) = result?;
+            let run = record.id;
+            act.versions.insert(version.name.clone(), version);
+            act.start_created(record);
+            Ok(run)
         }))
     }
 }

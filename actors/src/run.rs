@@ -14,7 +14,7 @@ use hodei_domain::ids::{JobId, RunId};
 use hodei_domain::load::load;
 use hodei_domain::model::{Env, Step};
 use hodei_domain::plan::{Plan, ResolvedRun, Skip, plan};
-use hodei_domain::ports::JobSpec;
+use hodei_domain::ports::{JobSpec, RunRecord};
 use hodei_domain::state::{
     DomainEvent, Gate, JobEvent, JobMachine, JobPolicy, JobSkipReason, JobState, MaxAttempts,
     RunEvent, RunMachine, RunState, Verdict, verdict,
@@ -25,7 +25,7 @@ use crate::bus::EventBus;
 use crate::job::{Hooks, JobActor, JobDef, persist};
 use crate::loghub::LogHub;
 use crate::messages::{
-    ApproveJob, AttemptEnded, CancelJob, CancelRun, Dequeue, Enqueue, Placed, Release,
+    ApproveJob, AttemptEnded, CancelJob, CancelRun, Dequeue, Enqueue, QueueReply, Release,
     RunActorStopped,
 };
 use crate::scheduler::Scheduler;
@@ -93,9 +93,12 @@ pub struct RunActor {
     carried: std::collections::HashMap<JobId, Addr<JobActor>>,
     busy: bool,
     dirty: bool,
+    /// The record of a run just created, read instead of the store at the first load.
+    fresh: Option<RunRecord>,
 }
 
 impl RunActor {
+    /// The actor of `run`, which it reads from the store when it starts.
     pub fn new(run: RunId, ports: Ports, peers: Peers, approvals: Approvals) -> RunActor {
         RunActor {
             run,
@@ -106,6 +109,21 @@ impl RunActor {
             carried: Default::default(),
             busy: false,
             dirty: false,
+            fresh: None,
+        }
+    }
+
+    /// The actor of a run just created, whose record the creator has in hand.
+    pub fn created(
+        record: RunRecord,
+        ports: Ports,
+        peers: Peers,
+        approvals: Approvals,
+    ) -> RunActor {
+        let id = record.id;
+        RunActor {
+            fresh: Some(record),
+            ..RunActor::new(id, ports, peers, approvals)
         }
     }
 
@@ -349,8 +367,16 @@ impl RunActor {
 
     fn load(&mut self, ctx: &mut Context<Self>) {
         let (ports, run) = (self.ports.clone(), self.run);
+        let fresh = self.fresh.take();
         self.busy = true;
-        ctx.wait(async move { load_run(&ports, run).await }.into_actor(self).map(|result, act, ctx| {
+        let load = async move {
+            match fresh {
+                // Just created: the record is what the store holds.
+                Some(record) => loaded_from(&ports, record),
+                None => load_run(&ports, run).await,
+            }
+        };
+        ctx.wait(load.into_actor(self).map(|result, act, ctx| {
             act.busy = false;
             match result {
                 Ok(mut loaded) => {
@@ -475,23 +501,30 @@ impl Handler<AttemptEnded> for RunActor {
     }
 }
 
-impl Handler<Placed> for RunActor {
+impl Handler<QueueReply> for RunActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Placed, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: QueueReply, ctx: &mut Context<Self>) {
+        let (job, worker) = match msg {
+            QueueReply::Placed { job, worker } => (job, worker),
+            QueueReply::AskAgain { .. } => {
+                // The scheduler may have lost requests: every job waiting for a slot asks again.
+                if let Some(loaded) = self.loaded.as_mut() {
+                    for slot in &mut loaded.slots {
+                        if slot.actor.is_none() {
+                            slot.enqueued = false;
+                        }
+                    }
+                }
+                return self.after_reconcile(ctx);
+            }
+        };
         let slot = self.loaded.as_mut().and_then(|l| {
             l.slots
                 .iter()
-                .position(|s| s.id == msg.job)
+                .position(|s| s.id == job)
                 .map(|i| (i, &mut l.slots[i]))
         });
-        let Some(worker) = msg.worker else {
-            // The scheduler lost the request: ask again.
-            if let Some((_, slot)) = slot {
-                slot.enqueued = false;
-            }
-            return self.after_reconcile(ctx);
-        };
         match slot {
             Some((i, slot))
                 if slot.enqueued
@@ -506,7 +539,7 @@ impl Handler<Placed> for RunActor {
             }
             _ => {
                 // Cancelled or reloaded meanwhile: give the slot back.
-                self.peers.scheduler.do_send(Release { job: msg.job });
+                self.peers.scheduler.do_send(Release { job });
             }
         }
     }
@@ -644,6 +677,12 @@ async fn load_run(ports: &Ports, run: RunId) -> Result<Loaded, String> {
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("{run} not found"))?;
+    loaded_from(ports, record)
+}
+
+/// Rebuilds a run's plan and machines from its record.
+fn loaded_from(ports: &Ports, record: RunRecord) -> Result<Loaded, String> {
+    let run = record.id;
     let plan = shared_plan(&record.source).ok_or_else(|| {
         format!(
             "the stored definition of {} no longer loads",
@@ -743,7 +782,7 @@ async fn load_run(ports: &Ports, run: RunId) -> Result<Loaded, String> {
 }
 
 /// The scheduler request for the queued job of slot `i`.
-fn enqueue(loaded: &Loaded, i: usize, reply: Recipient<Placed>) -> Enqueue {
+fn enqueue(loaded: &Loaded, i: usize, reply: Recipient<QueueReply>) -> Enqueue {
     let slot = &loaded.slots[i];
     match loaded.plan.jobs.get(i) {
         Some(planned) => Enqueue {

@@ -5,7 +5,8 @@
 //! A handler that panics is contained and the scheduler restarts; the restarted scheduler keeps
 //! the primary facts of its state (workers, queued jobs with their age, placements) and builds
 //! every index anew from them ([`Cluster::rebuilt`]), so that a half-done update cannot outlive
-//! the panic. The job whose request was being handled is answered again when its run asks.
+//! the panic. Every run that waits for placements is asked to send its requests again
+//! ([`QueueReply::AskAgain`]), so that none lost in the failure is forgotten.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,12 +14,12 @@ use std::sync::Arc;
 use actix::{
     Actor, AsyncContext, Context, Handler, Message, MessageResponse, Recipient, Supervised,
 };
-use hodei_domain::ids::{JobId, WorkerId};
+use hodei_domain::ids::{JobId, RunId, WorkerId};
 use hodei_domain::ports::Clock;
-use hodei_domain::schedule::{Cluster, Policy, QueuedJob, WaitReason, Worker};
+use hodei_domain::schedule::{Cluster, Policy, QueuedJob, ScheduleError, WaitReason, Worker};
 
 use crate::fault::{Faults, Point};
-use crate::messages::{AddWorker, Dequeue, Enqueue, Placed, Release};
+use crate::messages::{AddWorker, Dequeue, Enqueue, QueueReply, Release};
 use crate::supervise::{Restarts, Supervise, contained};
 
 /// A worker is gone (its lease ran out): place nothing more on it.
@@ -47,11 +48,19 @@ pub struct QueueStats {
     pub placed: usize,
 }
 
+/// The address that waits for a run's placements. One per run, not per job: a queued job costs
+/// the scheduler its queue entry only.
+struct Asker {
+    reply: Recipient<QueueReply>,
+    queued: u32,
+}
+
 /// Holds the cluster state and places jobs.
 pub struct Scheduler {
     cluster: Cluster,
     clock: Arc<dyn Clock>,
-    replies: HashMap<JobId, Recipient<Placed>>,
+    /// Who waits for the placements of each run's jobs, and how many of them are queued.
+    askers: HashMap<RunId, Asker>,
     seq: u64,
     faults: Faults,
     restarts: Restarts,
@@ -63,7 +72,7 @@ impl Scheduler {
         Scheduler {
             cluster: Cluster::new(Policy::default()),
             clock,
-            replies: HashMap::new(),
+            askers: HashMap::new(),
             seq: 0,
             faults,
             restarts,
@@ -78,16 +87,31 @@ impl Scheduler {
         let now = self.clock.now();
         let placements = self.cluster.place(now, usize::MAX);
         for placement in placements {
-            match self.replies.remove(&placement.job) {
-                Some(reply) if reply.connected() => reply.do_send(Placed {
-                    job: placement.job,
-                    worker: Some(placement.worker),
-                }),
-                _ => {
-                    // Nobody waits for it any more (its run actor stopped; the next one asks
-                    // again): give the slot back.
-                    let _ = self.cluster.finished(placement.job);
+            let taken = match self.askers.get(&placement.run) {
+                Some(asker) if asker.reply.connected() => {
+                    asker.reply.do_send(QueueReply::Placed {
+                        job: placement.job,
+                        worker: placement.worker,
+                    });
+                    true
                 }
+                _ => false,
+            };
+            if !taken {
+                // Nobody waits for it any more (its run actor stopped; the next one asks
+                // again): give the slot back.
+                let _ = self.cluster.finished(placement.job);
+            }
+            self.left_queue(placement.run);
+        }
+    }
+
+    /// One job of `run` left the queue.
+    fn left_queue(&mut self, run: RunId) {
+        if let Some(asker) = self.askers.get_mut(&run) {
+            asker.queued = asker.queued.saturating_sub(1);
+            if asker.queued == 0 {
+                self.askers.remove(&run);
             }
         }
     }
@@ -122,21 +146,25 @@ impl Supervised for Scheduler {
     fn restarting(&mut self, _: &mut Context<Self>) {
         self.restarts.restarting();
         self.cluster = self.cluster.rebuilt();
-        // A queued job nobody waits for is forgotten; a request that the failure lost is asked
-        // for again. The others are placed at the next message.
+        // A queued job nobody waits for is forgotten. Every asker is asked to send again what
+        // waits: a request that the failure lost is then queued, the others are not queued
+        // twice.
+        self.askers.retain(|_, asker| asker.reply.connected());
+        for asker in self.askers.values_mut() {
+            asker.queued = 0;
+        }
         for job in self.cluster.queue_order() {
-            if !self.replies.contains_key(&job) {
-                let _ = self.cluster.dequeue(job);
+            let run = self.cluster.run_of(job);
+            match run.and_then(|run| self.askers.get_mut(&run)) {
+                Some(asker) => asker.queued += 1,
+                None => {
+                    let _ = self.cluster.dequeue(job);
+                }
             }
         }
-        let cluster = &self.cluster;
-        self.replies.retain(|&job, reply| {
-            let known = cluster.is_queued(job);
-            if !known {
-                reply.do_send(Placed { job, worker: None });
-            }
-            known
-        });
+        for (&run, asker) in &self.askers {
+            asker.reply.do_send(QueueReply::AskAgain { run });
+        }
     }
 }
 
@@ -154,9 +182,7 @@ impl Handler<AddWorker> for Scheduler {
             let w = msg.worker;
             let worker = Worker::ready(w.id, w.labels, w.slots);
             let result = match act.cluster.add_worker(worker.clone()) {
-                Err(hodei_domain::schedule::ScheduleError::DuplicateWorker { .. }) => {
-                    act.cluster.update_worker(worker)
-                }
+                Err(ScheduleError::DuplicateWorker { .. }) => act.cluster.update_worker(worker),
                 other => other,
             };
             if let Err(err) = result {
@@ -188,12 +214,19 @@ impl Handler<Enqueue> for Scheduler {
 
     fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
         contained(self, ctx, |act, _| {
-            // The asker is known first: if queuing fails half-way, a restart tells it to ask again.
-            act.replies.insert(msg.job, msg.reply);
+            // The asker is known first: if queuing fails half-way, a restart asks it again.
+            let run = msg.run;
+            act.askers
+                .entry(run)
+                .and_modify(|asker| asker.reply = msg.reply.clone())
+                .or_insert(Asker {
+                    reply: msg.reply,
+                    queued: 0,
+                });
             act.seq += 1;
             let queued = QueuedJob {
                 job: msg.job,
-                run: msg.run,
+                run,
                 project: msg.pipeline,
                 runs_on: msg.runs_on,
                 resources: msg.resources,
@@ -202,23 +235,27 @@ impl Handler<Enqueue> for Scheduler {
                 seq: act.seq,
                 queued_at: act.clock.now(),
             };
-            match act.cluster.enqueue(queued.clone()) {
-                Ok(()) => act.place(),
+            let joined = match act.cluster.enqueue(queued.clone()) {
+                Ok(()) => true,
                 // Asked again by a run actor that reloaded: the latest asker gets the answer.
-                Err(hodei_domain::schedule::ScheduleError::DuplicateJob { .. })
-                    if act.cluster.is_queued(msg.job) => {}
+                Err(ScheduleError::DuplicateJob { .. }) if act.cluster.is_queued(msg.job) => false,
                 // Placed for an asker that is gone: that placement was never taken up.
-                Err(hodei_domain::schedule::ScheduleError::DuplicateJob { .. }) => {
+                Err(ScheduleError::DuplicateJob { .. }) => {
                     let _ = act.cluster.finished(msg.job);
-                    if act.cluster.enqueue(queued).is_ok() {
-                        act.place();
-                    }
+                    act.cluster.enqueue(queued).is_ok()
                 }
                 Err(err) => {
-                    act.replies.remove(&msg.job);
-                    tracing::error!(job_id = %msg.job, error = %err, "Cannot queue a job.")
+                    tracing::error!(job_id = %msg.job, error = %err, "Cannot queue a job.");
+                    false
                 }
+            };
+            if joined && let Some(asker) = act.askers.get_mut(&run) {
+                asker.queued += 1;
             }
+            if act.askers.get(&run).is_some_and(|asker| asker.queued == 0) {
+                act.askers.remove(&run);
+            }
+            act.place();
         });
     }
 }
@@ -228,8 +265,11 @@ impl Handler<Dequeue> for Scheduler {
 
     fn handle(&mut self, msg: Dequeue, ctx: &mut Context<Self>) {
         contained(self, ctx, |act, _| {
-            act.replies.remove(&msg.job);
+            let run = act.cluster.run_of(msg.job);
             if act.cluster.dequeue(msg.job).is_ok() {
+                if let Some(run) = run {
+                    act.left_queue(run);
+                }
                 act.place();
             }
         });

@@ -10,7 +10,7 @@ use super::job::{JobEntry, JobState, QueuedJob, rank};
 use super::queue::{Class, Group, Lane, LaneKey, Need, Project};
 use super::worker::{Demand, Pool, Usage, Worker, WorkerEntry, WorkerState};
 use super::{Policy, ScheduleError};
-use crate::ids::{JobId, Timestamp, WorkerId};
+use crate::ids::{JobId, RunId, Timestamp, WorkerId};
 use crate::model::{Label, Name};
 
 /// Workers, their usage and the queue, with the placement policy of [`Policy`].
@@ -279,6 +279,11 @@ impl Cluster {
     pub fn placed_on(&self, job: JobId) -> Option<&WorkerId> {
         let worker = self.jobs[*self.job_ids.get(&job)?].worker()?;
         Some(&self.workers[worker].spec.id)
+    }
+
+    /// The run of a queued or placed job.
+    pub fn run_of(&self, job: JobId) -> Option<RunId> {
+        Some(self.jobs[*self.job_ids.get(&job)?].run)
     }
 
     /// Whether a job is queued (not yet placed).
