@@ -59,6 +59,17 @@ pub struct Hooks {
     pub always: Vec<(Step, Env)>,
 }
 
+/// Where an attempt found after a crash stopped.
+enum Stopped {
+    /// In a step: its machine as recorded (running when its process was lost, or pending a
+    /// retry).
+    InStep(usize, StepMachine),
+    /// Between steps: the next one to run (the number of steps: only the hooks are left).
+    Before(usize),
+    /// It was ending, or cannot be told: it does not go on.
+    Ending,
+}
+
 /// How an attempt's steps ended, which decides the hooks and the job's final event.
 #[derive(Debug, Clone, PartialEq)]
 enum Ending {
@@ -94,10 +105,10 @@ pub struct JobActor {
     attempt: Option<actix::SpawnHandle>,
 }
 
-/// What an attempt has set up and started and not yet cleaned up.
+/// What an attempt has started and not yet seen end. Its workspace is not in here: after a
+/// failure, the job's next actor goes on in it or removes it.
 #[derive(Debug, Default)]
 struct Live {
-    workspace: Option<Workspace>,
     step: Option<StepHandle>,
 }
 
@@ -143,9 +154,9 @@ impl JobActor {
         }
     }
 
-    /// The attempt failed half-way (a panic, a store refusal): whatever it left running is
-    /// stopped and its workspace removed before the run reloads the job, so that a new attempt
-    /// never runs beside the old one's processes.
+    /// The attempt failed half-way (a panic, a store refusal): the step it left running is
+    /// stopped before the run reloads the job, so that the job never goes on, or starts again,
+    /// beside the old step's processes.
     fn crashed(&mut self, ctx: &mut Context<Self>) {
         self.clean_up(ctx, true);
     }
@@ -163,11 +174,6 @@ impl JobActor {
                 && let Err(err) = provider.destroy_step(step).await
             {
                 tracing::warn!(job_id = %job, error = %err, "Cannot stop the step of a failed attempt.");
-            }
-            if let Some(workspace) = &live.workspace
-                && let Err(err) = provider.tear_down(workspace).await
-            {
-                tracing::warn!(job_id = %job, error = %err, "Cannot tear down the workspace of a failed attempt.");
             }
         };
         ctx.wait(
@@ -386,10 +392,7 @@ impl Attempt {
         let mut spec = self.def.spec.clone();
         spec.attempt = machine.attempt();
         let workspace = match provider.set_up(&spec).await {
-            Ok(workspace) => {
-                self.live(|live| live.workspace = Some(workspace.clone()));
-                workspace
-            }
+            Ok(workspace) => workspace,
             Err(err) => {
                 self.note(format!("cannot set up the job: {err}"));
                 let _ = provider
@@ -427,54 +430,84 @@ impl Attempt {
         self.run_steps(machine, workspace, deadline, 0, None).await
     }
 
-    /// Takes over an attempt found placed or running after a crash of Hodei. A step lost with
-    /// its process is recorded `lost`; if its retry policy allows another try and the provider
-    /// still has the job's workspace, the attempt goes on from that step. Otherwise the job's
-    /// worker is recorded lost, and the job's own retry policy decides.
+    /// Takes over an attempt found placed or running after a crash of Hodei (or of the actors
+    /// that drove it). If the provider still has the job's workspace, the attempt goes on where
+    /// it stopped: a step lost with its process is recorded `lost` and tried again if its retry
+    /// policy allows; between steps, the next step runs. Otherwise (or when the attempt was
+    /// ending) its workspace is removed, the job's worker is recorded lost, and the job's own
+    /// retry policy decides.
     async fn recover(
         self,
         mut machine: JobMachine,
         worker: WorkerId,
         same_worker: bool,
     ) -> Result<JobMachine, AttemptError> {
-        if matches!(machine.state(), JobState::Running { .. })
-            && same_worker
-            && let Some((index, mut sm)) = self.lost_step(&machine).await?
-        {
-            let step = &self.def.steps[index];
-            self.note(format!(
-                "step {} ({}) was lost: its process on worker `{worker}` died when Hodei stopped",
-                index + 1,
-                step_name(step)
-            ));
-            let event = sm.apply(StepEvent::Lost, self.ports.clock.now());
-            persist(&self.ports, &self.bus, event.into_iter().collect()).await?;
-            if sm.state() == &StepState::Pending {
-                let mut spec = self.def.spec.clone();
-                spec.attempt = machine.attempt();
-                match self.ports.provider.resume(&spec).await {
-                    Ok(Some(workspace)) => {
-                        self.note(format!(
-                            "trying step {} again, attempt {}, in the job's workspace",
-                            index + 1,
-                            sm.attempt()
-                        ));
-                        self.live(|live| live.workspace = Some(workspace.clone()));
-                        let deadline = self
-                            .def
-                            .timeout
-                            .map(|t| tokio::time::Instant::now() + t.to_std());
-                        return self
-                            .run_steps(machine, workspace, deadline, index, Some(sm))
-                            .await;
-                    }
-                    Ok(None) => self.note(
-                        "the job's workspace is gone: the step cannot be tried again in it"
-                            .to_owned(),
-                    ),
-                    Err(err) => self.note(format!("cannot take the job's workspace back: {err}")),
+        let stopped = if matches!(machine.state(), JobState::Running { .. }) && same_worker {
+            self.stopped(&machine).await?
+        } else {
+            Stopped::Ending
+        };
+        let go_on = match stopped {
+            Stopped::InStep(index, mut sm) => {
+                if sm.state() == &StepState::Running {
+                    self.note(format!(
+                        "step {} ({}) was lost: its process on worker `{worker}` died when Hodei stopped",
+                        index + 1,
+                        step_name(&self.def.steps[index])
+                    ));
+                    let event = sm.apply(StepEvent::Lost, self.ports.clock.now());
+                    persist(&self.ports, &self.bus, event.into_iter().collect()).await?;
                 }
+                (sm.state() == &StepState::Pending).then(|| {
+                    let note = format!(
+                        "trying step {} again, attempt {}, in the job's workspace",
+                        index + 1,
+                        sm.attempt()
+                    );
+                    (index, Some(sm), note)
+                })
             }
+            Stopped::Before(next) => {
+                let note = if next < self.def.steps.len() {
+                    format!(
+                        "Hodei stopped between steps; the job goes on with step {} in its workspace",
+                        next + 1
+                    )
+                } else {
+                    "Hodei stopped after the job's last step; the job goes on in its workspace"
+                        .to_owned()
+                };
+                Some((next, None, note))
+            }
+            Stopped::Ending => None,
+        };
+        let mut spec = self.def.spec.clone();
+        spec.attempt = machine.attempt();
+        if let Some((from, sm, note)) = go_on {
+            match self.ports.provider.resume(&spec).await {
+                Ok(Some(workspace)) => {
+                    self.note(note);
+                    let deadline = self
+                        .def
+                        .timeout
+                        .map(|t| tokio::time::Instant::now() + t.to_std());
+                    return self.run_steps(machine, workspace, deadline, from, sm).await;
+                }
+                Ok(None) => self.note(
+                    "the job's workspace is gone: the job cannot go on where it stopped".to_owned(),
+                ),
+                Err(err) => self.note(format!("cannot take the job's workspace back: {err}")),
+            }
+        }
+        // What the lost attempt set up goes; a new attempt starts afresh.
+        let workspace = Workspace {
+            run: spec.run,
+            job: spec.job,
+            attempt: spec.attempt,
+            id: String::new(),
+        };
+        if let Err(err) = self.ports.provider.tear_down(&workspace).await {
+            tracing::warn!(job_id = %spec.job, error = %err, "Cannot tear down the workspace of a lost attempt.");
         }
         self.note(format!(
             "the job's process on worker `{worker}` was lost when Hodei stopped"
@@ -484,12 +517,8 @@ impl Attempt {
         Ok(machine)
     }
 
-    /// The step of the job's current attempt that was running when Hodei stopped, with its
-    /// machine as recorded.
-    async fn lost_step(
-        &self,
-        machine: &JobMachine,
-    ) -> Result<Option<(usize, StepMachine)>, AttemptError> {
+    /// Where the job's current attempt stopped, from what the store recorded of its steps.
+    async fn stopped(&self, machine: &JobMachine) -> Result<Stopped, AttemptError> {
         let record = self
             .ports
             .store
@@ -498,28 +527,53 @@ impl Attempt {
             .map_err(|e| AttemptError(e.to_string()))?;
         let Some(job) = record.and_then(|r| r.jobs.into_iter().find(|j| j.id == machine.id()))
         else {
-            return Ok(None);
+            return Ok(Stopped::Ending);
         };
-        let last = job
+        let mut steps: Vec<_> = job
             .steps
             .iter()
             .filter(|s| s.job_attempt == machine.attempt())
-            .max_by_key(|s| (s.index, s.attempt));
-        Ok(last.and_then(|last| {
-            let index = last.index as usize;
-            let step = self.def.steps.get(index)?;
-            (last.state == StepState::Running).then(|| {
-                let retries = step.retry.map_or(0, |r| r.max);
-                let sm = StepMachine::restore(
-                    step_key(machine, index),
-                    MaxAttempts::from_retries(retries),
-                    last.attempt,
-                    StepState::Running,
-                    last.since,
-                );
-                (index, sm)
-            })
-        }))
+            .collect();
+        steps.sort_by_key(|s| (s.index, s.attempt));
+        // An attempt that was ending (a step failed for good, steps skipped, post hooks) does
+        // not go on.
+        let ending = steps.iter().any(|s| {
+            let lenient = self
+                .def
+                .steps
+                .get(s.index as usize)
+                .is_some_and(|step| step.continue_on_error);
+            s.index as usize >= self.def.steps.len()
+                || matches!(s.state, StepState::Skipped { .. })
+                || (!lenient
+                    && matches!(
+                        s.state,
+                        StepState::Failed { .. } | StepState::TimedOut | StepState::Cancelled
+                    ))
+        });
+        if ending {
+            return Ok(Stopped::Ending);
+        }
+        let Some(last) = steps.last() else {
+            return Ok(Stopped::Before(0));
+        };
+        let index = last.index as usize;
+        Ok(match last.state {
+            StepState::Running | StepState::Pending => {
+                let retries = self.def.steps[index].retry.map_or(0, |r| r.max);
+                Stopped::InStep(
+                    index,
+                    StepMachine::restore(
+                        step_key(machine, index),
+                        MaxAttempts::from_retries(retries),
+                        last.attempt,
+                        last.state.clone(),
+                        last.since,
+                    ),
+                )
+            }
+            _ => Stopped::Before(index + 1),
+        })
     }
 
     /// Runs the steps from `first` on (the first one from `resumed`, its machine after a lost
@@ -637,7 +691,6 @@ impl Attempt {
         if let Err(err) = provider.tear_down(&workspace).await {
             tracing::warn!(job_id = %job, error = %err, "Cannot tear down a job's workspace.");
         }
-        self.live(|live| live.workspace = None);
         let event = match ending {
             Ending::Succeeded => JobEvent::Succeed,
             Ending::StepFailed { step, failure } => JobEvent::StepFailed { step, failure },

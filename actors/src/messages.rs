@@ -213,8 +213,8 @@ pub struct AttemptEnded {
 #[rtype(result = "()")]
 pub struct CancelJob;
 
-/// The job's run actor failed: stop the attempt where it is — its step killed, its workspace
-/// removed, nothing recorded — for the run's next actor to find it lost and decide by policy.
+/// The job's run actor failed: stop the attempt where it is — its step killed, nothing
+/// recorded — for the run's next actor to take it over from there.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub struct AbandonJob;

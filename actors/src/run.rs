@@ -61,11 +61,8 @@ pub enum Approvals {
 
 struct Slot {
     id: JobId,
-    policy: JobPolicy,
     /// Waiting in the scheduler's queue for a placement.
     enqueued: bool,
-    /// The job's state as last known; while an actor holds the machine, the state it had then.
-    state: JobState,
     machine: Option<JobMachine>,
     actor: Option<Addr<JobActor>>,
     not_before: Option<tokio::time::Instant>,
@@ -184,18 +181,18 @@ impl RunActor {
                         }
                         break;
                     }
-                    match &slot.state {
-                        JobState::Pending if cancelling => Some(JobEvent::Skip {
+                    match slot.state() {
+                        Some(JobState::Pending) if cancelling => Some(JobEvent::Skip {
                             reason: JobSkipReason::RunCancelled,
                         }),
-                        JobState::Pending => readiness(loaded, i, needs),
-                        JobState::WaitingApproval if cancelling => Some(JobEvent::Cancel),
-                        JobState::WaitingApproval if self.approvals == Approvals::Local => {
+                        Some(JobState::Pending) => readiness(loaded, i, needs),
+                        Some(JobState::WaitingApproval) if cancelling => Some(JobEvent::Cancel),
+                        Some(JobState::WaitingApproval) if self.approvals == Approvals::Local => {
                             Some(JobEvent::Approve { by: "local".into() })
                         }
-                        JobState::Queued | JobState::Placed { .. } | JobState::Running { .. }
-                            if cancelling =>
-                        {
+                        Some(
+                            JobState::Queued | JobState::Placed { .. } | JobState::Running { .. },
+                        ) if cancelling => {
                             if slot.enqueued {
                                 self.peers.scheduler.do_send(Dequeue { job: slot.id });
                             }
@@ -213,8 +210,8 @@ impl RunActor {
                     Ok(event) => push(Ok(event)),
                     Err(_) => break,
                 }
-                slot.state = machine.state().clone();
-                slot.enqueued = slot.enqueued && slot.state == JobState::Queued;
+                let queued = machine.state() == &JobState::Queued;
+                slot.enqueued = slot.enqueued && queued;
             }
         }
         // Once every job of the plan is done: the post hooks, then the verdict.
@@ -226,11 +223,10 @@ impl RunActor {
                 None => true,
                 Some(p) => {
                     let slot = &mut loaded.slots[p];
-                    if slot.state == JobState::Pending
-                        && let Some(machine) = slot.machine.as_mut()
+                    if let Some(machine) = slot.machine.as_mut()
+                        && machine.state() == &JobState::Pending
                     {
                         push(machine.apply(JobEvent::NeedsMet, now));
-                        slot.state = machine.state().clone();
                     }
                     slot.state_is_terminal()
                 }
@@ -275,24 +271,18 @@ impl RunActor {
             if slot.actor.is_some() || slot.enqueued || slot.machine.is_none() {
                 continue;
             }
-            match slot.state {
-                // Queued: ask the scheduler for a worker; the job actor starts once placed.
-                JobState::Queued => {
-                    if slot.not_before.is_some_and(|at| at > now) {
-                        continue;
-                    }
-                    let request = enqueue(loaded, i, me.clone().recipient());
-                    self.peers.scheduler.do_send(request);
-                    loaded.slots[i].enqueued = true;
-                }
-                // Found placed or running after a restart: once the scheduler gives it a slot
-                // again, a job actor records the loss and goes on as the job's policy allows.
-                JobState::Placed { .. } | JobState::Running { .. } => {
-                    let request = enqueue(loaded, i, me.clone().recipient());
-                    self.peers.scheduler.do_send(request);
-                    loaded.slots[i].enqueued = true;
-                }
-                _ => {}
+            // Queued: ask the scheduler for a worker; the job actor starts once placed. Found
+            // placed or running after a restart: once the scheduler gives it a slot again, a job
+            // actor records the loss and goes on as the job's policy allows.
+            let asks = match slot.state() {
+                Some(JobState::Queued) => !slot.not_before.is_some_and(|at| at > now),
+                Some(JobState::Placed { .. } | JobState::Running { .. }) => true,
+                _ => false,
+            };
+            if asks {
+                let request = enqueue(loaded, i, me.clone().recipient());
+                self.peers.scheduler.do_send(request);
+                loaded.slots[i].enqueued = true;
             }
         }
         if std::mem::take(&mut self.dirty) {
@@ -407,8 +397,13 @@ impl RunActor {
 }
 
 impl Slot {
+    /// The job's state while its machine is here; `None` while a job actor holds it.
+    fn state(&self) -> Option<&JobState> {
+        self.machine.as_ref().map(JobMachine::state)
+    }
+
     fn state_is_terminal(&self) -> bool {
-        self.actor.is_none() && is_terminal(&self.state)
+        self.actor.is_none() && self.state().is_some_and(is_terminal)
     }
 }
 
@@ -436,10 +431,10 @@ fn readiness(loaded: &Loaded, index: usize, needs: &[usize]) -> Option<JobEvent>
             .machine
             .as_ref()
             .is_some_and(|m| m.policy().continue_on_error);
-        match &slot.state {
-            JobState::Succeeded => {}
-            JobState::Failed { .. } | JobState::TimedOut if allowed_failure => {}
-            JobState::Skipped { .. } => {
+        match slot.state() {
+            Some(JobState::Succeeded) => {}
+            Some(JobState::Failed { .. } | JobState::TimedOut) if allowed_failure => {}
+            Some(JobState::Skipped { .. }) => {
                 return Some(JobEvent::Skip {
                     reason: JobSkipReason::NeedSkipped { job: slot.id },
                 });
@@ -482,8 +477,7 @@ impl Handler<AttemptEnded> for RunActor {
             return;
         };
         slot.actor = None;
-        slot.state = msg.machine.state().clone();
-        if slot.state == JobState::Queued {
+        if msg.machine.state() == &JobState::Queued {
             // A retry: wait for the policy's delay before the next attempt.
             let delay = loaded
                 .plan
@@ -529,10 +523,9 @@ impl Handler<QueueReply> for RunActor {
             Some((i, slot))
                 if slot.enqueued
                     && matches!(
-                        slot.state,
-                        JobState::Queued | JobState::Placed { .. } | JobState::Running { .. }
-                    )
-                    && slot.machine.is_some() =>
+                        slot.state(),
+                        Some(JobState::Queued | JobState::Placed { .. } | JobState::Running { .. })
+                    ) =>
             {
                 slot.enqueued = false;
                 self.spawn_job(i, Some(worker), ctx.address());
@@ -569,9 +562,8 @@ impl Handler<AttemptCrashed> for RunActor {
                 else {
                     return;
                 };
-                let policy = slot.policy;
+                let policy = job_policy(&loaded.plan, index);
                 slot.actor = None;
-                slot.state = job.state.clone();
                 slot.machine = Some(JobMachine::restore(
                     run,
                     job.id,
@@ -617,10 +609,7 @@ impl Handler<ApproveJob> for RunActor {
             return;
         };
         match machine.apply(JobEvent::Approve { by: msg.by }, now) {
-            Ok(event) => {
-                slot.state = machine.state().clone();
-                self.record(ctx, vec![event], RunActor::after_reconcile);
-            }
+            Ok(event) => self.record(ctx, vec![event], RunActor::after_reconcile),
             Err(err) => tracing::info!(run_id = %self.run, error = %err, "Approval ignored."),
         }
     }
@@ -667,6 +656,26 @@ fn shared_plan(source: &str) -> Option<Arc<SharedPlan>> {
         cache.insert(key, Arc::downgrade(&shared));
     }
     Some(shared)
+}
+
+/// The policy of the plan's job `i`, or of the job of the pipeline's post hooks.
+fn job_policy(plan: &Plan, i: usize) -> JobPolicy {
+    match plan.jobs.get(i) {
+        Some(planned) => JobPolicy {
+            max_attempts: MaxAttempts::from_retries(planned.retry.max),
+            gate: if planned.approval.is_some() {
+                Gate::Approval
+            } else {
+                Gate::Open
+            },
+            continue_on_error: planned.continue_on_error,
+        },
+        None => JobPolicy {
+            max_attempts: MaxAttempts::ONE,
+            gate: Gate::Open,
+            continue_on_error: true,
+        },
+    }
 }
 
 /// Reads a run and rebuilds its plan and machines.
@@ -717,22 +726,7 @@ fn loaded_from(ports: &Ports, record: RunRecord) -> Result<Loaded, String> {
         .iter()
         .enumerate()
         .map(|(i, job)| {
-            let policy = match plan.jobs.get(i) {
-                Some(planned) => JobPolicy {
-                    max_attempts: MaxAttempts::from_retries(planned.retry.max),
-                    gate: if planned.approval.is_some() {
-                        Gate::Approval
-                    } else {
-                        Gate::Open
-                    },
-                    continue_on_error: planned.continue_on_error,
-                },
-                None => JobPolicy {
-                    max_attempts: MaxAttempts::ONE,
-                    gate: Gate::Open,
-                    continue_on_error: true,
-                },
-            };
+            let policy = job_policy(&plan, i);
             let machine = JobMachine::restore(
                 run,
                 job.id,
@@ -760,9 +754,7 @@ fn loaded_from(ports: &Ports, record: RunRecord) -> Result<Loaded, String> {
             };
             Slot {
                 id: job.id,
-                policy,
                 enqueued: false,
-                state: job.state.clone(),
                 machine: Some(machine),
                 actor: None,
                 not_before,
