@@ -275,7 +275,7 @@ impl RunActor {
             // placed or running after a restart: once the scheduler gives it a slot again, a job
             // actor records the loss and goes on as the job's policy allows.
             let asks = match slot.state() {
-                Some(JobState::Queued) => !slot.not_before.is_some_and(|at| at > now),
+                Some(JobState::Queued) => slot.not_before.is_none_or(|at| at <= now),
                 Some(JobState::Placed { .. } | JobState::Running { .. }) => true,
                 _ => false,
             };
