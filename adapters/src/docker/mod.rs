@@ -13,10 +13,11 @@
 //! workspace, a host directory bind-mounted at `/workspace`. The alternative, one long-lived
 //! container per job with an exec per step, cannot keep `destroy_step`'s promise: the engine
 //! has no call to kill an exec's processes, so a destroyed step would live on until the whole
-//! job container goes. Measured here (Docker 20.10 on 2 cores, a one-step `echo` job, median
-//! of 20, `cargo bench -p hodei-adapters --bench docker_step`): see `docs/docker.md` for the
-//! figures; a container per step costs a few tens of milliseconds more per step, which a CI
-//! step does not notice.
+//! job container goes. Measured here (Docker 20.10, 2 shared cores, busybox image, median of
+//! 15, `cargo bench -p hodei-adapters --bench docker_step`): a one-step job takes 250 ms with
+//! a container per step and 324 ms with a job container and an exec; each further step costs
+//! 269 ms as a container and 44 ms as an exec. A fifth of a second per step is noise for CI
+//! steps; a step that cannot be stopped is not. Details in `docs/docker.md`.
 //!
 //! ## Guarantees (on top of [`Provider`]'s)
 //! - A step's container runs `/bin/sh -c 'exec "$@" 2>&1' hodei-step SHELL... SCRIPT`: the
