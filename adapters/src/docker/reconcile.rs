@@ -19,7 +19,8 @@ use hodei_domain::state::Attempt;
 
 use super::convert::{self, JobKey, StepKey};
 use super::error::{DockerError, Phase};
-use super::{DockerProvider, INSTANCE_LABEL, STEP_LABEL, engine, remove_workspace};
+use super::jobs::remove_workspace;
+use super::{DockerProvider, INSTANCE_LABEL, STEP_LABEL, engine};
 
 /// A step container of this instance, as the engine lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
