@@ -45,7 +45,7 @@
 //! status; [`ProviderError::Other`] when a workspace cannot be removed or a killed step does not
 //! end within 10 s. Never a panic.
 
-mod convert;
+pub(crate) mod convert;
 mod group;
 mod orphans;
 mod process;
