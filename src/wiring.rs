@@ -9,8 +9,10 @@ use hodei_actors::messages::WorkerSpec;
 use hodei_actors::run::Approvals;
 use hodei_actors::supervise::exit_on_escalation;
 use hodei_adapters::clock::SystemClock;
+use hodei_adapters::docker::{DockerConfig, DockerProvider};
 use hodei_adapters::local::LocalProvider;
 use hodei_adapters::logs::FileLogStore;
+use hodei_adapters::route::ByImage;
 use hodei_adapters::sqlite::SqliteStore;
 use hodei_domain::ids::WorkerId;
 use hodei_domain::model::Label;
@@ -52,7 +54,10 @@ pub struct LocalPaths {
     /// The database, or `None` for an in-memory store.
     pub store: Option<PathBuf>,
     pub logs: PathBuf,
+    /// Workspaces of jobs run as local processes.
     pub workspaces: PathBuf,
+    /// Workspaces of jobs run in containers (bind-mounted into them).
+    pub docker_workspaces: PathBuf,
 }
 
 impl LocalPaths {
@@ -67,6 +72,7 @@ impl LocalPaths {
             store: Some(store.to_owned()),
             logs: with(".logs"),
             workspaces: with(".workspaces"),
+            docker_workspaces: with(".docker"),
         }
     }
 
@@ -76,6 +82,7 @@ impl LocalPaths {
             store: None,
             logs: dir.join("logs"),
             workspaces: dir.join("workspaces"),
+            docker_workspaces: dir.join("docker"),
         }
     }
 }
@@ -98,8 +105,17 @@ pub async fn local_stack(
         FileLogStore::open(&paths.logs, 2)
             .map_err(|e| format!("cannot open the logs in {}: {e}", paths.logs.display()))?,
     );
-    let provider = Arc::new(LocalProvider::new(paths.workspaces.clone(), instance));
-    let local = provider.clone();
+    let local = Arc::new(LocalProvider::new(
+        paths.workspaces.clone(),
+        instance.clone(),
+    ));
+    // Jobs with an `image` run on the Docker engine; without one, they say why they cannot.
+    let docker =
+        DockerProvider::connect(DockerConfig::new(paths.docker_workspaces.clone(), instance))
+            .await
+            .map(Arc::new)
+            .map_err(|err| format!("the Docker engine cannot be used: {err}"));
+    let provider = Arc::new(ByImage::new(local.clone(), docker));
     let ports = Ports {
         store,
         logs,

@@ -472,3 +472,70 @@ fn a_retry_delay_is_kept_across_a_crash() {
         "the rest of the delay (about 2.7 s) was waited for, placed at {placed} s: {stdout}"
     );
 }
+
+/// The busybox image of the Docker tests (`hodei-test/busybox:1`), imported from Debian's static
+/// busybox when the engine does not have it yet: this machine has no registry.
+fn busybox_image() {
+    let image = "hodei-test/busybox:1";
+    let known = Command::new("docker")
+        .args(["image", "inspect", image])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("the docker client must be installed for the Docker tests");
+    if known.success() {
+        return;
+    }
+    let root = scratch("busybox-rootfs");
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy("/bin/busybox", bin.join("busybox"))
+        .expect("/bin/busybox: install Debian's busybox-static");
+    for applet in ["sh", "echo", "cat", "test", "sleep", "hostname"] {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+    }
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -C {} -c . | docker import -c 'ENV PATH=/bin' - {image}",
+            root.display()
+        ))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "cannot import {image}");
+}
+
+/// Containers on the engine that carry Hodei's labels.
+fn hodei_containers() -> usize {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter", "label=hodei.instance"])
+        .output()
+        .expect("the docker client must be installed for the Docker tests");
+    assert!(out.status.success(), "the Docker engine must be running");
+    text(&out.stdout).lines().count()
+}
+
+#[test]
+fn a_pipeline_mixing_container_and_local_jobs_runs_green_and_leaves_nothing() {
+    busybox_image();
+    let before = hodei_containers();
+    let dir = scratch("mixed");
+    let file = write(
+        &dir,
+        "p.yml",
+        "name: mixed\njobs:\n  boxed:\n    image: hodei-test/busybox:1\n    pull: never\n    steps:\n      - test ! -e /etc/os-release && echo inside a container\n      - echo \"greeting=$GREETING\"\n    env: {GREETING: hello}\n  host:\n    needs: [boxed]\n    steps: ['test -e /etc/os-release && echo on the host']\n",
+    );
+    let out = run(hodei().args(["run", &file]));
+    let stdout = compact(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("boxed | inside a container"), "{stdout}");
+    assert!(stdout.contains("boxed | greeting=hello"), "{stdout}");
+    assert!(stdout.contains("host | on the host"), "{stdout}");
+    assert_eq!(hodei_containers(), before, "no container is left behind");
+}

@@ -10,7 +10,8 @@
 //! Providers: [`local::LocalProvider`] runs steps as processes on this machine (start with
 //! `local/mod.rs`); [`docker::DockerProvider`] runs the steps of jobs with an `image` in
 //! containers on a Docker engine, with services, pull policies and re-attach after a restart
-//! (start with `docker/mod.rs`, user docs in `docs/docker.md`); [`fake::FakeProvider`] is the scripted test double for actor tests and
+//! (start with `docker/mod.rs`, user docs in `docs/docker.md`); [`route::ByImage`] puts the
+//! two behind one provider, by the job's `image`; [`fake::FakeProvider`] is the scripted test double for actor tests and
 //! benchmarks (no processes).
 //!
 //! Stores: [`sqlite::SqliteStore`] is the durable record (pipelines, runs, jobs, steps, events)
@@ -22,4 +23,5 @@ pub mod docker;
 pub mod fake;
 pub mod local;
 pub mod logs;
+pub mod route;
 pub mod sqlite;

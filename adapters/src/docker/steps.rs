@@ -148,12 +148,28 @@ impl DockerProvider {
                 problem,
             });
         }
-        let record = engine::inspect(&self.docker, &step.container).await?;
-        let state = record.state.unwrap_or_default();
+        let destroyed = step.destroyed.load(Ordering::SeqCst);
+        let mut state = engine::inspect(&self.docker, &step.container)
+            .await?
+            .state
+            .unwrap_or_default();
+        // The engine learns of an out-of-memory kill from an event of its own, which can come
+        // after the exit: a SIGKILL we did not send is looked at again, briefly.
+        for _ in 0..10 {
+            let killed = state.exit_code == Some(137) && !destroyed;
+            if !killed || state.oom_killed == Some(true) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            state = engine::inspect(&self.docker, &step.container)
+                .await?
+                .state
+                .unwrap_or_default();
+        }
         Ok(convert::step_exit(
             state.exit_code.unwrap_or(-1),
             state.oom_killed.unwrap_or(false),
-            step.destroyed.load(Ordering::SeqCst),
+            destroyed,
         ))
     }
 
