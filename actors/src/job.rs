@@ -59,6 +59,15 @@ pub struct Hooks {
     pub always: Vec<(Step, Env)>,
 }
 
+/// What becomes of an attempt stopped half-way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cleanup {
+    /// It failed: its workspace goes too, and its run reloads the job.
+    TellRun,
+    /// Its run actor failed: the workspace stays for the run's next actor to go on in it.
+    Abandon,
+}
+
 /// Where an attempt found after a crash stopped.
 enum Stopped {
     /// In a step: its machine as recorded (running when its process was lost, or pending a
@@ -105,10 +114,10 @@ pub struct JobActor {
     attempt: Option<actix::SpawnHandle>,
 }
 
-/// What an attempt has started and not yet seen end. Its workspace is not in here: after a
-/// failure, the job's next actor goes on in it or removes it.
+/// What an attempt has set up and started, and not yet cleaned up.
 #[derive(Debug, Default)]
 struct Live {
+    workspace: Option<Workspace>,
     step: Option<StepHandle>,
 }
 
@@ -155,14 +164,15 @@ impl JobActor {
     }
 
     /// The attempt failed half-way (a panic, a store refusal): the step it left running is
-    /// stopped before the run reloads the job, so that the job never goes on, or starts again,
-    /// beside the old step's processes.
+    /// stopped and its workspace removed before the run reloads the job, so that the job never
+    /// starts again beside the old step's processes. The attempt does not go on where it
+    /// stopped: what failed may fail again, and the job's retry policy bounds the tries.
     fn crashed(&mut self, ctx: &mut Context<Self>) {
-        self.clean_up(ctx, true);
+        self.clean_up(ctx, Cleanup::TellRun);
     }
 
-    /// Stops what the attempt left running, then stops the actor; tells the run if `tell`.
-    fn clean_up(&mut self, ctx: &mut Context<Self>, tell: bool) {
+    /// Stops what the attempt left running, then stops the actor.
+    fn clean_up(&mut self, ctx: &mut Context<Self>, how: Cleanup) {
         if let Some(attempt) = self.attempt.take() {
             ctx.cancel_future(attempt);
         }
@@ -175,12 +185,18 @@ impl JobActor {
             {
                 tracing::warn!(job_id = %job, error = %err, "Cannot stop the step of a failed attempt.");
             }
+            if how == Cleanup::TellRun
+                && let Some(workspace) = &live.workspace
+                && let Err(err) = provider.tear_down(workspace).await
+            {
+                tracing::warn!(job_id = %job, error = %err, "Cannot tear down the workspace of a failed attempt.");
+            }
         };
         ctx.wait(
             guard_future(cleanup)
                 .into_actor(self)
                 .map(move |_, act, ctx| {
-                    if tell {
+                    if how == Cleanup::TellRun {
                         act.run
                             .do_send(crate::run::AttemptCrashed { index: act.index });
                     }
@@ -296,7 +312,7 @@ impl Handler<crate::messages::AbandonJob> for JobActor {
     type Result = ();
 
     fn handle(&mut self, _: crate::messages::AbandonJob, ctx: &mut Context<Self>) {
-        self.clean_up(ctx, false);
+        self.clean_up(ctx, Cleanup::Abandon);
     }
 }
 
@@ -392,7 +408,10 @@ impl Attempt {
         let mut spec = self.def.spec.clone();
         spec.attempt = machine.attempt();
         let workspace = match provider.set_up(&spec).await {
-            Ok(workspace) => workspace,
+            Ok(workspace) => {
+                self.live(|live| live.workspace = Some(workspace.clone()));
+                workspace
+            }
             Err(err) => {
                 self.note(format!("cannot set up the job: {err}"));
                 let _ = provider
@@ -487,6 +506,7 @@ impl Attempt {
             match self.ports.provider.resume(&spec).await {
                 Ok(Some(workspace)) => {
                     self.note(note);
+                    self.live(|live| live.workspace = Some(workspace.clone()));
                     let deadline = self
                         .def
                         .timeout
@@ -691,6 +711,7 @@ impl Attempt {
         if let Err(err) = provider.tear_down(&workspace).await {
             tracing::warn!(job_id = %job, error = %err, "Cannot tear down a job's workspace.");
         }
+        self.live(|live| live.workspace = None);
         let event = match ending {
             Ending::Succeeded => JobEvent::Succeed,
             Ending::StepFailed { step, failure } => JobEvent::StepFailed { step, failure },

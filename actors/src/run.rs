@@ -65,7 +65,6 @@ struct Slot {
     enqueued: bool,
     machine: Option<JobMachine>,
     actor: Option<Addr<JobActor>>,
-    not_before: Option<tokio::time::Instant>,
 }
 
 struct Loaded {
@@ -77,6 +76,8 @@ struct Loaded {
     /// The index of the job that runs the pipeline's `post` hooks, if it has any.
     post: Option<usize>,
     secrets: Vec<(String, String)>,
+    /// Queued retries that wait for their delay, by slot: few at a time, so not in every slot.
+    not_before: std::collections::HashMap<usize, tokio::time::Instant>,
 }
 
 /// Walks the DAG of one run.
@@ -275,11 +276,12 @@ impl RunActor {
             // placed or running after a restart: once the scheduler gives it a slot again, a job
             // actor records the loss and goes on as the job's policy allows.
             let asks = match slot.state() {
-                Some(JobState::Queued) => slot.not_before.is_none_or(|at| at <= now),
+                Some(JobState::Queued) => loaded.not_before.get(&i).is_none_or(|&at| at <= now),
                 Some(JobState::Placed { .. } | JobState::Running { .. }) => true,
                 _ => false,
             };
             if asks {
+                loaded.not_before.remove(&i);
                 let request = enqueue(loaded, i, me.clone().recipient());
                 self.peers.scheduler.do_send(request);
                 loaded.slots[i].enqueued = true;
@@ -378,7 +380,7 @@ impl RunActor {
                     }
                     act.carried.clear();
                     let now = tokio::time::Instant::now();
-                    for at in loaded.slots.iter().filter_map(|slot| slot.not_before) {
+                    for &at in loaded.not_before.values() {
                         ctx.run_later(at.saturating_duration_since(now), |act, ctx| {
                             act.reconcile(ctx)
                         });
@@ -486,7 +488,9 @@ impl Handler<AttemptEnded> for RunActor {
                 .and_then(|j| j.retry.delay)
                 .map(|d| d.to_std());
             if let Some(delay) = delay {
-                slot.not_before = Some(tokio::time::Instant::now() + delay);
+                loaded
+                    .not_before
+                    .insert(msg.index, tokio::time::Instant::now() + delay);
                 ctx.run_later(delay, |act, ctx| act.reconcile(ctx));
             }
         }
@@ -721,6 +725,7 @@ fn loaded_from(ports: &Ports, record: RunRecord) -> Result<Loaded, String> {
         }
     }
     let now = ports.clock.now();
+    let mut not_before = std::collections::HashMap::new();
     let slots = record
         .jobs
         .iter()
@@ -738,7 +743,7 @@ fn loaded_from(ports: &Ports, record: RunRecord) -> Result<Loaded, String> {
             // A retry waits for its delay, counted from when it was recorded: a restart of
             // Hodei neither skips nor restarts the wait.
             let delay = plan.jobs.get(i).and_then(|planned| planned.retry.delay);
-            let not_before = match (&job.state, delay) {
+            let waits = match (&job.state, delay) {
                 (JobState::Queued, Some(delay)) if job.attempt.get() > 1 => {
                     let due = job.since.0.saturating_add(
                         i64::try_from(delay.to_std().as_millis()).unwrap_or(i64::MAX),
@@ -752,12 +757,14 @@ fn loaded_from(ports: &Ports, record: RunRecord) -> Result<Loaded, String> {
                 }
                 _ => None,
             };
+            if let Some(at) = waits {
+                not_before.insert(i, at);
+            }
             Slot {
                 id: job.id,
                 enqueued: false,
                 machine: Some(machine),
                 actor: None,
-                not_before,
             }
         })
         .collect();
@@ -770,6 +777,7 @@ fn loaded_from(ports: &Ports, record: RunRecord) -> Result<Loaded, String> {
         slots,
         post,
         secrets,
+        not_before,
     })
 }
 

@@ -19,6 +19,10 @@ const PIPELINE: &str = "name: p\njobs:\n  a: {steps: [emit 3]}\n  b: {needs: [a]
 /// Runs [`PIPELINE`] with a panic planned at `point`, and checks that `kind` restarted and the
 /// run succeeded with complete logs.
 async fn survives(name: &str, point: Point, hits: Hits, kind: ActorKind) {
+    survives_with(PIPELINE, name, point, hits, kind).await;
+}
+
+async fn survives_with(pipeline: &str, name: &str, point: Point, hits: Hits, kind: ActorKind) {
     let before = restarts().get(kind);
     let h = harness_with(
         name,
@@ -29,7 +33,7 @@ async fn survives(name: &str, point: Point, hits: Hits, kind: ActorKind) {
     )
     .await;
     quiet_injected_panics();
-    let run = h.submit(PIPELINE, RunInputs::default()).await;
+    let run = h.submit(pipeline, RunInputs::default()).await;
     let record = h.finished(run).await;
     assert_eq!(record.state, RunState::Succeeded, "{:?}", record.jobs);
     assert!(
@@ -39,9 +43,13 @@ async fn survives(name: &str, point: Point, hits: Hits, kind: ActorKind) {
     );
     for (job, lines) in [("a", 3), ("b", 2), ("c", 1)] {
         let log = h.log(&record, job).await;
+        // A try that was lost may have printed part of its output before the retry's.
         let output: Vec<&str> = log.lines().filter(|l| l.starts_with("line")).collect();
         let expected: Vec<String> = (1..=lines).map(|i| format!("line {i}")).collect();
-        assert_eq!(output, expected, "the log of {job} is complete: {log}");
+        assert!(
+            output.ends_with(&expected.iter().map(String::as_str).collect::<Vec<_>>()),
+            "the log of {job} ends with its complete output: {log}"
+        );
     }
 }
 
@@ -63,7 +71,17 @@ async fn the_scheduler_is_restarted_after_a_panic_and_places_what_waited() {
 
 #[actix_rt::test]
 async fn a_run_actor_is_restarted_after_a_panic_in_its_reconcile() {
-    survives("reconcile", Point::Reconcile, Hits::Nth(3), ActorKind::Run).await;
+    // A step that runs when its run actor fails is stopped and lost, as in a crash of Hodei;
+    // with a retry left, the next run actor tries it again in the job's workspace.
+    let pipeline = "name: p\njobs:\n  a: {steps: [{run: emit 3, retry: 1}]}\n  b: {needs: [a], steps: [{run: emit 2, retry: 1}]}\n  c: {steps: [{run: emit 1, retry: 1}]}\n";
+    survives_with(
+        pipeline,
+        "reconcile",
+        Point::Reconcile,
+        Hits::Nth(3),
+        ActorKind::Run,
+    )
+    .await;
 }
 
 #[actix_rt::test]
