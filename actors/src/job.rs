@@ -107,11 +107,28 @@ pub struct JobActor {
     /// The worker the scheduler chose, for a queued job.
     placement: Option<WorkerId>,
     /// Holds a slot of the scheduler, to give back when the attempt ends however it ends.
-    placed: bool,
+    placed: Arc<SlotHeld>,
     /// What the attempt has running, to stop if the attempt fails half-way.
     live: Arc<Mutex<Live>>,
     /// The attempt's future, while it runs.
     attempt: Option<actix::SpawnHandle>,
+}
+
+/// Whether a job actor holds a slot of the scheduler: given back once, by whoever is first —
+/// the attempt as soon as its last process is gone, or the actor when it stops.
+#[derive(Debug, Default)]
+struct SlotHeld(std::sync::atomic::AtomicBool);
+
+impl SlotHeld {
+    fn hold(&self, held: bool) {
+        self.0.store(held, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn release(&self, scheduler: &Addr<Scheduler>, job: JobId) {
+        if self.0.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            scheduler.do_send(Release { job });
+        }
+    }
 }
 
 /// What an attempt has set up and started, and not yet cleaned up.
@@ -147,7 +164,7 @@ impl JobActor {
             run,
             cancel: watch::channel(false).0,
             placement,
-            placed: false,
+            placed: Arc::default(),
             live: Arc::default(),
             attempt: None,
         }
@@ -158,9 +175,7 @@ impl JobActor {
     }
 
     fn release(&mut self) {
-        if std::mem::take(&mut self.placed) {
-            self.scheduler.do_send(Release { job: self.job() });
-        }
+        self.placed.release(&self.scheduler, self.job());
     }
 
     /// The attempt failed half-way (a panic, a store refusal): the step it left running is
@@ -239,7 +254,7 @@ impl Actor for JobActor {
             JobState::Placed { worker } | JobState::Running { worker } => {
                 // Found mid-attempt after a restart: its processes died with the earlier Hodei.
                 let placement = self.placement.take();
-                self.placed = placement.is_some();
+                self.placed.hold(placement.is_some());
                 let same_worker = placement.as_ref() == Some(&worker);
                 let attempt = self.attempt();
                 self.drive(ctx, async move {
@@ -255,7 +270,7 @@ impl JobActor {
     /// Records the placement and runs the attempt.
     fn execute(&mut self, ctx: &mut Context<Self>, machine: JobMachine, worker: WorkerId) {
         let mut machine = machine;
-        self.placed = true;
+        self.placed.hold(true);
         let now = self.ports.clock.now();
         let placed = match machine.apply(
             JobEvent::Place {
@@ -283,6 +298,8 @@ impl JobActor {
             bus: self.bus.clone(),
             cancel: self.cancel.subscribe(),
             live: self.live.clone(),
+            slot: self.placed.clone(),
+            scheduler: self.scheduler.clone(),
         }
     }
 
@@ -376,6 +393,8 @@ struct Attempt {
     bus: Addr<EventBus>,
     cancel: watch::Receiver<bool>,
     live: Arc<Mutex<Live>>,
+    slot: Arc<SlotHeld>,
+    scheduler: Addr<Scheduler>,
 }
 
 impl Attempt {
@@ -712,6 +731,9 @@ impl Attempt {
             tracing::warn!(job_id = %job, error = %err, "Cannot tear down a job's workspace.");
         }
         self.live(|live| live.workspace = None);
+        // Nothing of the job runs any more: its slot can take the next job while the outcome
+        // is recorded.
+        self.slot.release(&self.scheduler, job);
         let event = match ending {
             Ending::Succeeded => JobEvent::Succeed,
             Ending::StepFailed { step, failure } => JobEvent::StepFailed { step, failure },

@@ -187,12 +187,13 @@ async fn jobs_in_parallel_never_exceed_the_slots() {
         .submit(&format!("name: p\njobs:\n{jobs}"), RunInputs::default())
         .await;
     let _ = h.finished(run).await;
+    // A slot is taken from the placement to the end of the job's last process.
     let mut running = 0i32;
     let mut peak = 0;
     for event in h.events(run).await {
         match event {
             DomainEvent::JobPlaced { .. } => running += 1,
-            DomainEvent::JobSucceeded { .. } => running -= 1,
+            DomainEvent::StepSucceeded { .. } => running -= 1,
             _ => {}
         }
         peak = peak.max(running);
