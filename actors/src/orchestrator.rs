@@ -11,7 +11,6 @@ use actix::{
 };
 use hodei_domain::ids::RunId;
 use hodei_domain::load::load;
-use hodei_domain::plan::plan;
 use hodei_domain::ports::{NewRun, PipelineVersion, RunRecord};
 use hodei_domain::restart::{RestartDecision, RestartHistory, RestartPolicy};
 
@@ -38,7 +37,7 @@ pub struct Orchestrator {
     history: HashMap<RunId, RestartHistory>,
     /// The latest stored version of each pipeline submitted here (Hodei is the store's only
     /// writer, so it stays true).
-    versions: HashMap<String, PipelineVersion>,
+    versions: HashMap<String, (PipelineVersion, std::sync::Arc<crate::run::SharedPlan>)>,
     restarts: Restarts,
 }
 
@@ -154,8 +153,10 @@ impl Handler<SubmitRun> for Orchestrator {
         let checked = crate::contain::guard(|| {
             let act = &mut *self;
             act.ports.faults.hit(Point::SubmitRun);
-            let loaded = load(&msg.source);
-            let Some(pipeline) = loaded.pipeline else {
+            // A definition already planned (the same text as an earlier run's) is not parsed
+            // again; one that does not load is parsed for its diagnostics.
+            let Some(plan) = crate::run::shared_plan(&msg.source) else {
+                let loaded = load(&msg.source);
                 let text: Vec<String> = loaded
                     .diagnostics
                     .iter()
@@ -164,7 +165,6 @@ impl Handler<SubmitRun> for Orchestrator {
                     .collect();
                 return Err(SubmitError::InvalidPipeline(text.join("\n")));
             };
-            let plan = plan(&pipeline);
             plan.resolve(msg.inputs.clone())
                 .map_err(SubmitError::InvalidInputs)?;
             let mut jobs: Vec<String> = plan.jobs.iter().map(|j| j.name.clone()).collect();
@@ -174,12 +174,12 @@ impl Handler<SubmitRun> for Orchestrator {
             // The same text as the latest stored version is that version: no write needed.
             let known = act
                 .versions
-                .get(pipeline.name.as_str())
-                .filter(|v| v.source == msg.source)
-                .cloned();
-            Ok((pipeline.name.to_string(), jobs, known))
+                .get(plan.pipeline.as_str())
+                .filter(|(v, _)| v.source == msg.source)
+                .map(|(v, _)| v.clone());
+            Ok((plan.pipeline.to_string(), jobs, known, plan))
         });
-        let (name, jobs, known) = match checked {
+        let (name, jobs, known, plan) = match checked {
             Ok(Ok(checked)) => checked,
             Ok(Err(err)) => return Box::pin(actix::fut::ready(Err(err))),
             Err(panicked) => {
@@ -219,7 +219,8 @@ impl Handler<SubmitRun> for Orchestrator {
             };
             let (version, record) = result?;
             let run = record.id;
-            act.versions.insert(version.name.clone(), version);
+            // Kept with its plan: the next run of the same text is neither parsed nor planned.
+            act.versions.insert(version.name.clone(), (version, plan));
             act.start_created(record);
             Ok(run)
         }))

@@ -635,7 +635,7 @@ impl std::ops::Deref for SharedPlan {
 }
 
 /// The plan of a pipeline definition, shared with every run that uses the same text.
-fn shared_plan(source: &str) -> Option<Arc<SharedPlan>> {
+pub(crate) fn shared_plan(source: &str) -> Option<Arc<SharedPlan>> {
     use std::collections::HashMap;
     use std::hash::{Hash, Hasher};
     use std::sync::{Mutex, OnceLock, Weak};
