@@ -473,10 +473,23 @@ fn a_retry_delay_is_kept_across_a_crash() {
     );
 }
 
-/// The busybox image of the Docker tests (`hodei-test/busybox:1`), imported from Debian's static
-/// busybox when the engine does not have it yet: this machine has no registry.
-fn busybox_image() {
-    let image = "hodei-test/busybox:1";
+/// The busybox image of these tests, imported from Debian's static busybox when the engine does
+/// not have it yet: this machine has no registry.
+const BUSYBOX: &str = "hodei-test/busybox-run:1";
+
+/// Builds the image once, and keeps the Docker tests one at a time, so that each counts only
+/// its own containers.
+fn busybox_image() -> std::sync::MutexGuard<'static, ()> {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    BUILT.call_once(import_busybox);
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn import_busybox() {
+    let image = BUSYBOX;
     let known = Command::new("docker")
         .args(["image", "inspect", image])
         .stdout(Stdio::null())
@@ -491,7 +504,9 @@ fn busybox_image() {
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::copy("/bin/busybox", bin.join("busybox"))
         .expect("/bin/busybox: install Debian's busybox-static");
-    for applet in ["sh", "echo", "cat", "test", "sleep", "hostname"] {
+    for applet in [
+        "sh", "echo", "cat", "test", "sleep", "mkdir", "httpd", "wget",
+    ] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
     }
     let status = Command::new("sh")
@@ -518,13 +533,13 @@ fn hodei_containers() -> usize {
 
 #[test]
 fn a_pipeline_mixing_container_and_local_jobs_runs_green_and_leaves_nothing() {
-    busybox_image();
+    let _engine = busybox_image();
     let before = hodei_containers();
     let dir = scratch("mixed");
     let file = write(
         &dir,
         "p.yml",
-        "name: mixed\njobs:\n  boxed:\n    image: hodei-test/busybox:1\n    pull: never\n    steps:\n      - test ! -e /etc/os-release && echo inside a container\n      - echo \"greeting=$GREETING\"\n    env: {GREETING: hello}\n  host:\n    needs: [boxed]\n    steps: ['test -e /etc/os-release && echo on the host']\n",
+        "name: mixed\njobs:\n  boxed:\n    image: hodei-test/busybox-run:1\n    pull: never\n    steps:\n      - test ! -e /etc/os-release && echo inside a container\n      - echo \"greeting=$GREETING\"\n    env: {GREETING: hello}\n  host:\n    needs: [boxed]\n    steps: ['test -e /etc/os-release && echo on the host']\n",
     );
     let out = run(hodei().args(["run", &file]));
     let stdout = compact(&out.stdout);
@@ -537,5 +552,35 @@ fn a_pipeline_mixing_container_and_local_jobs_runs_green_and_leaves_nothing() {
     assert!(stdout.contains("boxed | inside a container"), "{stdout}");
     assert!(stdout.contains("boxed | greeting=hello"), "{stdout}");
     assert!(stdout.contains("host | on the host"), "{stdout}");
+    assert_eq!(hodei_containers(), before, "no container is left behind");
+}
+
+#[test]
+fn a_container_job_reaches_its_service_by_name_and_keeps_its_output() {
+    let _engine = busybox_image();
+    let before = hodei_containers();
+    let dir = scratch("service");
+    let file = write(
+        &dir,
+        "p.yml",
+        &format!(
+            "name: svc\njobs:\n  probe:\n    image: {BUSYBOX}\n    pull: never\n    services:\n      web:\n        image: {BUSYBOX}\n        command: [sh, -c, 'echo web is up; mkdir -p /www; echo hello from web > /www/index.html; exec httpd -f -p 8080 -h /www']\n        ports: [8080]\n    steps:\n      - wget -q -O - http://web:8080/index.html\n"
+        ),
+    );
+    let store = dir.join("runs.db");
+    let out = run(hodei().args(["run", &file, "--store", &store.to_string_lossy()]));
+    let stdout = compact(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("probe | hello from web"), "{stdout}");
+    let log = &stored_logs(&store)[0];
+    assert!(
+        log.contains("[hodei] output of the service `web`:\nweb is up\n"),
+        "the service's output is kept in the job's log: {log}"
+    );
     assert_eq!(hodei_containers(), before, "no container is left behind");
 }

@@ -719,6 +719,24 @@ impl Attempt {
             }
         }
 
+        // What the job's services wrote goes into its log after the steps, each under a note.
+        if !self.def.spec.services.is_empty() {
+            match provider.service_logs(&workspace).await {
+                Ok(services) => {
+                    for (service, output) in services {
+                        self.note(format!("output of the service `{service}`:"));
+                        if !output.is_empty() {
+                            let mut bytes = output;
+                            if !bytes.ends_with(b"\n") {
+                                bytes.push(b'\n');
+                            }
+                            self.hub.do_send(crate::messages::Output { job, bytes });
+                        }
+                    }
+                }
+                Err(err) => self.note(format!("cannot read the services' output: {err}")),
+            }
+        }
         if let Err(err) = self
             .hub
             .send(FlushLog { job })

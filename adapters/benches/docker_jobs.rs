@@ -109,7 +109,10 @@ fn ms(d: Duration) -> f64 {
 async fn job(fx: &Fixture, id: u64) {
     let ws = fx.set_up(id, |_| {}).await;
     let (exit, output) = fx.run(&ws, &step(0, "echo hello")).await;
-    assert!(exit.is_success() && output == "hello\n", "{exit:?} {output:?}");
+    assert!(
+        exit.is_success() && output == "hello\n",
+        "{exit:?} {output:?}"
+    );
     fx.provider.tear_down(&ws).await.expect("torn down");
 }
 

@@ -158,6 +158,13 @@ impl Provider for ByImage {
         })
     }
 
+    fn service_logs<'a>(
+        &'a self,
+        workspace: &'a Workspace,
+    ) -> BoxFuture<'a, Result<hodei_domain::ports::ServiceLogs, ProviderError>> {
+        Box::pin(async move { self.of(workspace.job)?.service_logs(workspace).await })
+    }
+
     fn resume<'a>(
         &'a self,
         job: &'a JobSpec,

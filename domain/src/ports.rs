@@ -73,6 +73,9 @@ pub struct StepHandle {
     pub id: String,
 }
 
+/// What a job's services wrote, by service name.
+pub type ServiceLogs = Vec<(String, Vec<u8>)>;
+
 /// Where a provider delivers a step's output: stdout and stderr interleaved in the order they
 /// were written, as raw bytes, in chunks of any size.
 pub trait OutputSink: Send + Sync {
@@ -166,6 +169,17 @@ pub trait Provider: Send + Sync {
         &'a self,
         workspace: &'a Workspace,
     ) -> BoxFuture<'a, Result<(), ProviderError>>;
+
+    /// What each of the job's services wrote so far (stdout and stderr as interleaved), by
+    /// service name, in name order: for the job's log, before `tear_down`. Empty for a
+    /// provider without services.
+    fn service_logs<'a>(
+        &'a self,
+        workspace: &'a Workspace,
+    ) -> BoxFuture<'a, Result<ServiceLogs, ProviderError>> {
+        let _ = workspace;
+        Box::pin(async { Ok(Vec::new()) })
+    }
 
     /// The workspace that an earlier life of Hodei set up for this job attempt, as it was left,
     /// for the attempt to go on where it stopped (a lost step tried again by its retry policy).

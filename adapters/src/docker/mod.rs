@@ -205,6 +205,32 @@ impl DockerProvider {
             .map_err(|err| err.into_provider(Phase::Other))
     }
 
+    /// What every service of the job wrote so far, by service name, in name order.
+    pub async fn all_service_logs(
+        &self,
+        workspace: &Workspace,
+    ) -> Result<hodei_domain::ports::ServiceLogs, ProviderError> {
+        let labels = convert::job_labels(&self.instance, job_key(workspace));
+        let found = engine::containers(&self.docker, &labels)
+            .await
+            .map_err(|err| err.into_provider(Phase::Other))?;
+        let mut services = Vec::new();
+        for container in found {
+            let service = container
+                .labels
+                .as_ref()
+                .and_then(|labels| labels.get(SERVICE_LABEL).cloned());
+            if let (Some(id), Some(service)) = (container.id, service) {
+                let output = logs::read(&self.docker, &id, None)
+                    .await
+                    .map_err(|err| err.into_provider(Phase::Other))?;
+                services.push((service, output));
+            }
+        }
+        services.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(services)
+    }
+
     fn jobs(&self) -> MutexGuard<'_, HashMap<JobKey, Arc<JobSettings>>> {
         self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -234,6 +260,13 @@ fn job_key(workspace: &Workspace) -> JobKey {
 impl Provider for DockerProvider {
     fn name(&self) -> &'static str {
         error::PROVIDER
+    }
+
+    fn service_logs<'a>(
+        &'a self,
+        workspace: &'a Workspace,
+    ) -> BoxFuture<'a, Result<hodei_domain::ports::ServiceLogs, ProviderError>> {
+        Box::pin(self.all_service_logs(workspace))
     }
 
     fn set_up<'a>(&'a self, job: &'a JobSpec) -> BoxFuture<'a, Result<Workspace, ProviderError>> {
