@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use hodei_actors::Ports;
 use hodei_actors::fault::Faults;
-use hodei_actors::messages::WorkerSpec;
+use hodei_actors::messages::{AddWorker, WorkerSpec};
 use hodei_actors::run::Approvals;
 use hodei_actors::supervise::exit_on_escalation;
 use hodei_adapters::clock::SystemClock;
-use hodei_adapters::docker::{DockerConfig, DockerProvider};
+use hodei_adapters::docker::DockerConfig;
 use hodei_adapters::local::LocalProvider;
 use hodei_adapters::logs::FileLogStore;
 use hodei_adapters::route::ByImage;
@@ -109,29 +109,42 @@ pub async fn local_stack(
         paths.workspaces.clone(),
         instance.clone(),
     ));
-    // Jobs with an `image` run on the Docker engine; without one, they say why they cannot.
-    let docker =
-        DockerProvider::connect(DockerConfig::new(paths.docker_workspaces.clone(), instance))
-            .await
-            .map(Arc::new)
-            .map_err(|err| format!("the Docker engine cannot be used: {err}"));
-    let provider = Arc::new(ByImage::new(local.clone(), docker));
+    // Jobs with an `image` run on the Docker engine (`HODEI_DOCKER_HOST`, by default the local
+    // socket); while it does not answer, they wait in the queue.
+    let mut docker = DockerConfig::new(paths.docker_workspaces.clone(), instance);
+    if let Ok(host) = std::env::var("HODEI_DOCKER_HOST") {
+        docker.socket = host;
+    }
+    let provider = Arc::new(ByImage::new(local.clone(), docker).await);
     let ports = Ports {
         store,
         logs,
         provider: provider.clone(),
-        reconcile: provider,
+        reconcile: provider.clone(),
         clock: Arc::new(SystemClock),
         secrets,
         faults: Faults::none(),
     };
     let slots = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
-    let worker = WorkerSpec {
+    let worker = move |engine: bool| WorkerSpec {
         id: WorkerId("local".into()),
-        labels,
+        labels: labels
+            .iter()
+            .filter(|l| **l != Label::docker())
+            .cloned()
+            .chain(engine.then(Label::docker))
+            .collect(),
         slots,
     };
-    let mut config = TreeConfig::new(Some(worker), approvals);
+    let engine = match provider.engine_trouble() {
+        None => true,
+        Some(trouble) => {
+            tracing::warn!(error = %trouble, "Jobs with an image wait until the Docker engine answers.");
+            false
+        }
+    };
+    let mut config = TreeConfig::new(Some(worker(engine)), approvals);
+    let worker = Arc::new(worker);
     // Past its restart budget, a failing actor stops Hodei; the steps it runs go first, so that
     // nothing is left running (a run with a store resumes at the next start).
     let exit = exit_on_escalation(i32::from(crate::cli::EXIT_INTERNAL));
@@ -141,5 +154,16 @@ pub async fn local_stack(
         exit(escalated)
     });
     let tree = start_tree(ports, config);
+    // The worker offers the `docker` label while the engine answers.
+    let scheduler = tree.scheduler.clone();
+    provider.watch(Arc::new(move |trouble| {
+        match &trouble {
+            None => tracing::warn!("The Docker engine answers again: jobs with an image go on."),
+            Some(trouble) => tracing::warn!(error = %trouble, "The Docker engine does not answer: jobs with an image wait in the queue."),
+        }
+        scheduler.do_send(AddWorker {
+            worker: worker(trouble.is_none()),
+        });
+    }));
     Ok((tree, local))
 }

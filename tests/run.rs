@@ -584,3 +584,50 @@ fn a_container_job_reaches_its_service_by_name_and_keeps_its_output() {
     );
     assert_eq!(hodei_containers(), before, "no container is left behind");
 }
+
+#[test]
+fn container_jobs_wait_while_the_engine_is_away_and_go_on_when_it_is_back() {
+    let _engine = busybox_image();
+    let dir = scratch("engine-away");
+    // The engine's socket is not there yet: Hodei is pointed at a path that will lead to it.
+    let socket = dir.join("docker.sock");
+    let file = write(
+        &dir,
+        "p.yml",
+        &format!(
+            "name: away\njobs:\n  boxed:\n    image: {BUSYBOX}\n    pull: never\n    steps: [echo in the box]\n  local:\n    steps: [echo on the host]\n"
+        ),
+    );
+    let child = hodei()
+        .args(["run", &file])
+        .env("HODEI_DOCKER_HOST", format!("unix://{}", socket.display()))
+        .env("HODEI_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    std::os::unix::fs::symlink("/var/run/docker.sock", &socket).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = compact(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("Jobs with an image wait until the Docker engine answers")
+            && stderr.contains("The Docker engine answers again"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("local | on the host"), "{stdout}");
+    assert!(stdout.contains("boxed | in the box"), "{stdout}");
+    // The local job did not wait for the engine; the container job did.
+    let placed = |job: &str| {
+        stdout
+            .lines()
+            .find(|l| l.contains(&format!("{job} placed on local")))
+            .and_then(|l| l.trim_start_matches('[').split('s').next())
+            .and_then(|t| t.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{job} was never placed: {stdout}"))
+    };
+    assert!(placed("local") < 1.0, "{stdout}");
+    assert!(placed("boxed") >= 1.5, "{stdout}");
+}

@@ -781,6 +781,16 @@ fn loaded_from(ports: &Ports, record: RunRecord) -> Result<Loaded, String> {
     })
 }
 
+/// The labels a job's worker must have: its `runs_on`, and `docker` for a job with an `image`.
+fn runs_on(planned: &hodei_domain::plan::PlannedJob) -> Vec<hodei_domain::model::Label> {
+    let mut labels = planned.runs_on.clone();
+    let docker = hodei_domain::model::Label::docker();
+    if planned.image.is_some() && !labels.contains(&docker) {
+        labels.push(docker);
+    }
+    labels
+}
+
 /// The scheduler request for the queued job of slot `i`.
 fn enqueue(loaded: &Loaded, i: usize, reply: Recipient<QueueReply>) -> Enqueue {
     let slot = &loaded.slots[i];
@@ -789,7 +799,7 @@ fn enqueue(loaded: &Loaded, i: usize, reply: Recipient<QueueReply>) -> Enqueue {
             job: slot.id,
             run: loaded.id,
             pipeline: loaded.plan.pipeline.clone(),
-            runs_on: planned.runs_on.clone(),
+            runs_on: runs_on(planned),
             resources: planned.resources,
             priority: planned.priority,
             concurrency: planned.concurrency.clone(),
