@@ -72,6 +72,15 @@ impl ByImage {
         router
     }
 
+    /// The Docker provider, once the engine answered.
+    fn connected(&self) -> Option<Arc<DockerProvider>> {
+        self.docker
+            .provider
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Why the Docker engine cannot be used now, or `None` when it can.
     pub fn engine_trouble(&self) -> Option<String> {
         lock(&self.docker.trouble).clone()
@@ -80,13 +89,7 @@ impl ByImage {
     /// Asks the engine whether it answers (connecting first if it never did), records the
     /// answer, and says whether it changed.
     async fn check_engine(&self) -> bool {
-        let provider = self
-            .docker
-            .provider
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let trouble = match provider {
+        let trouble = match self.connected() {
             Some(provider) => match provider.engine().ping().await {
                 Ok(_) => None,
                 Err(err) => Some(format!(
@@ -155,11 +158,7 @@ impl ByImage {
         if let Some(trouble) = self.engine_trouble() {
             return Err(unavailable(trouble));
         }
-        self.docker
-            .provider
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.connected()
             .ok_or_else(|| unavailable("the Docker engine is not connected".into()))
     }
 
@@ -254,13 +253,7 @@ impl Provider for ByImage {
     ) -> BoxFuture<'a, Result<(), ProviderError>> {
         Box::pin(async move {
             let owner = self.owner(workspace.job);
-            let docker = self
-                .docker
-                .provider
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
-            let result = match (owner, docker) {
+            let result = match (owner, self.connected()) {
                 (Some(Owner::Local), _) => self.local.tear_down(workspace).await,
                 (Some(Owner::Docker), Some(docker)) => docker.tear_down(workspace).await,
                 (Some(Owner::Docker), None) => {
@@ -309,13 +302,7 @@ impl Reconcile for ByImage {
         Box::pin(async move {
             // Both reap, even when one of them fails.
             let local = self.local.reap_orphans().await;
-            let provider = self
-                .docker
-                .provider
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
-            let docker = match provider {
+            let docker = match self.connected() {
                 Some(docker) => Some(docker.reap_orphans().await),
                 None => None,
             };
