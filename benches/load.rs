@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Context, Handler};
 use hodei_actors::Ports;
+use hodei_actors::fault::Faults;
 use hodei_actors::messages::{Published, SubmitRun, Subscribe, WorkerSpec};
 use hodei_actors::run::Approvals;
 use hodei_actors::scheduler::GetQueueStats;
@@ -68,19 +69,14 @@ async fn tree<P: Provider + Reconcile + 'static>(
         reconcile: provider,
         clock: Arc::new(SystemClock),
         secrets: Arc::new(NoSecrets),
+        faults: Faults::none(),
     };
     let worker = WorkerSpec {
         id: WorkerId("local".into()),
         labels: vec![],
         slots,
     };
-    start_tree(
-        ports,
-        TreeConfig {
-            local_worker: Some(worker),
-            approvals: Approvals::Wait,
-        },
-    )
+    start_tree(ports, TreeConfig::new(Some(worker), Approvals::Wait))
 }
 
 /// Forwards the events the benchmark looks at, with the instant they were seen.

@@ -4,11 +4,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hodei_actors::Ports;
-use hodei_actors::messages::WorkerSpec;
+use hodei_actors::fault::Faults;
+use hodei_actors::messages::{AddWorker, WorkerSpec};
 use hodei_actors::run::Approvals;
+use hodei_actors::supervise::exit_on_escalation;
 use hodei_adapters::clock::SystemClock;
+use hodei_adapters::docker::DockerConfig;
 use hodei_adapters::local::LocalProvider;
 use hodei_adapters::logs::FileLogStore;
+use hodei_adapters::route::ByImage;
 use hodei_adapters::sqlite::SqliteStore;
 use hodei_domain::ids::WorkerId;
 use hodei_domain::model::Label;
@@ -50,7 +54,10 @@ pub struct LocalPaths {
     /// The database, or `None` for an in-memory store.
     pub store: Option<PathBuf>,
     pub logs: PathBuf,
+    /// Workspaces of jobs run as local processes.
     pub workspaces: PathBuf,
+    /// Workspaces of jobs run in containers (bind-mounted into them).
+    pub docker_workspaces: PathBuf,
 }
 
 impl LocalPaths {
@@ -65,6 +72,7 @@ impl LocalPaths {
             store: Some(store.to_owned()),
             logs: with(".logs"),
             workspaces: with(".workspaces"),
+            docker_workspaces: with(".docker"),
         }
     }
 
@@ -74,15 +82,18 @@ impl LocalPaths {
             store: None,
             logs: dir.join("logs"),
             workspaces: dir.join("workspaces"),
+            docker_workspaces: dir.join("docker"),
         }
     }
 
-    /// In a server's data directory: `DIR/hodei.db`, `DIR/logs/`, `DIR/workspaces/`.
+    /// In a server's data directory: `DIR/hodei.db`, `DIR/logs/`, `DIR/workspaces/`,
+    /// `DIR/docker/`.
     pub fn data_dir(dir: &Path) -> LocalPaths {
         LocalPaths {
             store: Some(dir.join("hodei.db")),
             logs: dir.join("logs"),
             workspaces: dir.join("workspaces"),
+            docker_workspaces: dir.join("docker"),
         }
     }
 }
@@ -95,7 +106,7 @@ pub async fn local_stack(
     approvals: Approvals,
 ) -> Result<(Tree, Arc<LocalProvider>), String> {
     let store = open_store(paths).await?;
-    start_stack(Arc::new(store), paths, secrets, labels, approvals)
+    start_stack(Arc::new(store), paths, secrets, labels, approvals).await
 }
 
 /// What `hodei server` runs on: the tree, the local provider, and the store for the API's
@@ -117,7 +128,7 @@ pub async fn server_stack(
     let paths = LocalPaths::data_dir(data);
     let store = Arc::new(open_store(&paths).await?);
     let tokens: Arc<dyn TokenStore> = store.clone();
-    let (tree, provider) = start_stack(store, &paths, secrets, labels, Approvals::Wait)?;
+    let (tree, provider) = start_stack(store, &paths, secrets, labels, Approvals::Wait).await?;
     Ok(ServerStack {
         tree,
         provider,
@@ -133,7 +144,7 @@ async fn open_store(paths: &LocalPaths) -> Result<SqliteStore, String> {
     .map_err(|e| format!("cannot open the store: {e}"))
 }
 
-fn start_stack(
+async fn start_stack(
     store: Arc<SqliteStore>,
     paths: &LocalPaths,
     secrets: Arc<dyn SecretStore>,
@@ -145,28 +156,65 @@ fn start_stack(
         FileLogStore::open(&paths.logs, 2)
             .map_err(|e| format!("cannot open the logs in {}: {e}", paths.logs.display()))?,
     );
-    let provider = Arc::new(LocalProvider::new(paths.workspaces.clone(), instance));
-    let local = provider.clone();
+    let local = Arc::new(LocalProvider::new(
+        paths.workspaces.clone(),
+        instance.clone(),
+    ));
+    // Jobs with an `image` run on the Docker engine (`HODEI_DOCKER_HOST`, by default the local
+    // socket); while it does not answer, they wait in the queue.
+    let mut docker = DockerConfig::new(paths.docker_workspaces.clone(), instance);
+    if let Ok(host) = std::env::var("HODEI_DOCKER_HOST") {
+        docker.socket = host;
+    }
+    let provider = Arc::new(ByImage::new(local.clone(), docker).await);
     let ports = Ports {
         store,
         logs,
         provider: provider.clone(),
-        reconcile: provider,
+        reconcile: provider.clone(),
         clock: Arc::new(SystemClock),
         secrets,
+        faults: Faults::none(),
     };
     let slots = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
-    let worker = WorkerSpec {
+    let worker = move |engine: bool| WorkerSpec {
         id: WorkerId("local".into()),
-        labels,
+        labels: labels
+            .iter()
+            .filter(|l| **l != Label::docker())
+            .cloned()
+            .chain(engine.then(Label::docker))
+            .collect(),
         slots,
     };
-    let tree = start_tree(
-        ports,
-        TreeConfig {
-            local_worker: Some(worker),
-            approvals,
-        },
-    );
+    let engine = match provider.engine_trouble() {
+        None => true,
+        Some(trouble) => {
+            tracing::warn!(error = %trouble, "Jobs with an image wait until the Docker engine answers.");
+            false
+        }
+    };
+    let mut config = TreeConfig::new(Some(worker(engine)), approvals);
+    let worker = Arc::new(worker);
+    // Past its restart budget, a failing actor stops Hodei; the steps it runs go first, so that
+    // nothing is left running (a run with a store resumes at the next start).
+    let exit = exit_on_escalation(i32::from(crate::cli::EXIT_INTERNAL));
+    let steps = local.clone();
+    config.escalation = Arc::new(move |escalated| {
+        steps.stop_all();
+        exit(escalated)
+    });
+    let tree = start_tree(ports, config);
+    // The worker offers the `docker` label while the engine answers.
+    let scheduler = tree.scheduler.clone();
+    provider.watch(Arc::new(move |trouble| {
+        match &trouble {
+            None => tracing::warn!("The Docker engine answers again: jobs with an image go on."),
+            Some(trouble) => tracing::warn!(error = %trouble, "The Docker engine does not answer: jobs with an image wait in the queue."),
+        }
+        scheduler.do_send(AddWorker {
+            worker: worker(trouble.is_none()),
+        });
+    }));
     Ok((tree, local))
 }

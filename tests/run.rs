@@ -384,3 +384,250 @@ fn a_run_killed_at_any_failure_point_resumes_to_the_same_end_with_complete_logs(
         );
     }
 }
+
+#[test]
+fn a_step_lost_in_a_crash_is_tried_again_in_its_workspace_by_its_retry_policy() {
+    // The crash comes when the second step has started: the first step's file is still in the
+    // workspace, and the job goes on from the second step, without a new job attempt.
+    let pipeline = "name: lost\njobs:\n  a:\n    steps:\n      - echo prepared > marker\n      - {run: 'cat marker; echo again', retry: 1}\n";
+    let dir = scratch("lost-step");
+    let file = write(&dir, "p.yml", pipeline);
+    let store = dir.join("runs.db");
+    let store_arg = store.to_string_lossy().into_owned();
+    let crashed = run(hodei()
+        .args(["run", &file, "--store", &store_arg])
+        .env("HODEI_FAULT", "after_step_start:2"));
+    assert!(
+        text(&crashed.stderr).contains("crashing at after_step_start"),
+        "{}",
+        text(&crashed.stderr)
+    );
+    let resumed = run(hodei().args(["run", "--store", &store_arg]));
+    let stdout = text(&resumed.stdout);
+    assert_eq!(resumed.status.code(), Some(0), "{stdout}");
+    let log = &stored_logs(&store)[0];
+    assert!(
+        log.contains("[hodei] step 2 (`cat marker; echo again`) was lost"),
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            "[hodei] trying step 2 again, attempt 2, in the job's workspace\nprepared\nagain\n"
+        ),
+        "{log}"
+    );
+    let summary = compact(&resumed.stdout);
+    assert!(
+        summary.contains("a succeeded 1 "),
+        "one job attempt: {summary}"
+    );
+}
+
+#[test]
+fn a_retry_delay_is_kept_across_a_crash() {
+    // The first attempt fails, the retry waits 3 s; Hodei is killed during the wait. The
+    // resumed run waits for the rest of the delay, not for nothing and not for all of it anew.
+    let dir = scratch("retry-delay");
+    let flag = dir.join("failed-once");
+    let file = write(
+        &dir,
+        "p.yml",
+        &format!(
+            "name: delay\njobs:\n  a:\n    retry: {{max: 1, delay: 3s}}\n    steps: ['test -e {0} || {{ touch {0}; exit 1; }}']\n",
+            flag.display()
+        ),
+    );
+    let store = dir.join("runs.db");
+    let store_arg = store.to_string_lossy().into_owned();
+    let mut child = hodei()
+        .args(["run", &file, "--store", &store_arg])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !flag.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the first attempt never ran: likely deadlocked"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Past the recording of the retry, well within its delay.
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let resumed = run(hodei().args(["run", "--store", &store_arg]));
+    let stdout = compact(&resumed.stdout);
+    assert_eq!(resumed.status.code(), Some(0), "{stdout}");
+    // Progress lines start with the seconds since this process started.
+    let placed: f64 = stdout
+        .lines()
+        .find(|l| l.contains("a placed on local"))
+        .and_then(|l| l.trim_start_matches('[').split('s').next())
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no placement in {stdout}"));
+    assert!(
+        (0.5..3.0).contains(&placed),
+        "the rest of the delay (about 2.7 s) was waited for, placed at {placed} s: {stdout}"
+    );
+}
+
+/// The busybox image of these tests, imported from Debian's static busybox when the engine does
+/// not have it yet: this machine has no registry.
+const BUSYBOX: &str = "hodei-test/busybox-run:1";
+
+/// Builds the image once, and keeps the Docker tests one at a time, so that each counts only
+/// its own containers.
+fn busybox_image() -> std::sync::MutexGuard<'static, ()> {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    BUILT.call_once(import_busybox);
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn import_busybox() {
+    let image = BUSYBOX;
+    let known = Command::new("docker")
+        .args(["image", "inspect", image])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("the docker client must be installed for the Docker tests");
+    if known.success() {
+        return;
+    }
+    let root = scratch("busybox-rootfs");
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy("/bin/busybox", bin.join("busybox"))
+        .expect("/bin/busybox: install Debian's busybox-static");
+    for applet in [
+        "sh", "echo", "cat", "test", "sleep", "mkdir", "httpd", "wget",
+    ] {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+    }
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -C {} -c . | docker import -c 'ENV PATH=/bin' - {image}",
+            root.display()
+        ))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "cannot import {image}");
+}
+
+/// Containers on the engine that carry Hodei's labels.
+fn hodei_containers() -> usize {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter", "label=hodei.instance"])
+        .output()
+        .expect("the docker client must be installed for the Docker tests");
+    assert!(out.status.success(), "the Docker engine must be running");
+    text(&out.stdout).lines().count()
+}
+
+#[test]
+fn a_pipeline_mixing_container_and_local_jobs_runs_green_and_leaves_nothing() {
+    let _engine = busybox_image();
+    let before = hodei_containers();
+    let dir = scratch("mixed");
+    let file = write(
+        &dir,
+        "p.yml",
+        "name: mixed\njobs:\n  boxed:\n    image: hodei-test/busybox-run:1\n    pull: never\n    steps:\n      - test ! -e /etc/os-release && echo inside a container\n      - echo \"greeting=$GREETING\"\n    env: {GREETING: hello}\n  host:\n    needs: [boxed]\n    steps: ['test -e /etc/os-release && echo on the host']\n",
+    );
+    let out = run(hodei().args(["run", &file]));
+    let stdout = compact(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("boxed | inside a container"), "{stdout}");
+    assert!(stdout.contains("boxed | greeting=hello"), "{stdout}");
+    assert!(stdout.contains("host | on the host"), "{stdout}");
+    assert_eq!(hodei_containers(), before, "no container is left behind");
+}
+
+#[test]
+fn a_container_job_reaches_its_service_by_name_and_keeps_its_output() {
+    let _engine = busybox_image();
+    let before = hodei_containers();
+    let dir = scratch("service");
+    let file = write(
+        &dir,
+        "p.yml",
+        &format!(
+            "name: svc\njobs:\n  probe:\n    image: {BUSYBOX}\n    pull: never\n    services:\n      web:\n        image: {BUSYBOX}\n        command: [sh, -c, 'echo web is up; mkdir -p /www; echo hello from web > /www/index.html; exec httpd -f -p 8080 -h /www']\n        ports: [8080]\n    steps:\n      - wget -q -O - http://web:8080/index.html\n"
+        ),
+    );
+    let store = dir.join("runs.db");
+    let out = run(hodei().args(["run", &file, "--store", &store.to_string_lossy()]));
+    let stdout = compact(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("probe | hello from web"), "{stdout}");
+    let log = &stored_logs(&store)[0];
+    assert!(
+        log.contains("[hodei] output of the service `web`:\nweb is up\n"),
+        "the service's output is kept in the job's log: {log}"
+    );
+    assert_eq!(hodei_containers(), before, "no container is left behind");
+}
+
+#[test]
+fn container_jobs_wait_while_the_engine_is_away_and_go_on_when_it_is_back() {
+    let _engine = busybox_image();
+    let dir = scratch("engine-away");
+    // The engine's socket is not there yet: Hodei is pointed at a path that will lead to it.
+    let socket = dir.join("docker.sock");
+    let file = write(
+        &dir,
+        "p.yml",
+        &format!(
+            "name: away\njobs:\n  boxed:\n    image: {BUSYBOX}\n    pull: never\n    steps: [echo in the box]\n  local:\n    steps: [echo on the host]\n"
+        ),
+    );
+    let child = hodei()
+        .args(["run", &file])
+        .env("HODEI_DOCKER_HOST", format!("unix://{}", socket.display()))
+        .env("HODEI_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    std::os::unix::fs::symlink("/var/run/docker.sock", &socket).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = compact(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("Jobs with an image wait until the Docker engine answers")
+            && stderr.contains("The Docker engine answers again"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("local | on the host"), "{stdout}");
+    assert!(stdout.contains("boxed | in the box"), "{stdout}");
+    // The local job did not wait for the engine; the container job did.
+    let placed = |job: &str| {
+        stdout
+            .lines()
+            .find(|l| l.contains(&format!("{job} placed on local")))
+            .and_then(|l| l.trim_start_matches('[').split('s').next())
+            .and_then(|t| t.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{job} was never placed: {stdout}"))
+    };
+    assert!(placed("local") < 1.0, "{stdout}");
+    assert!(placed("boxed") >= 1.5, "{stdout}");
+}

@@ -1,25 +1,51 @@
 //! The event bus: domain events, already durable, delivered to every subscriber in order.
+//!
+//! Its subscribers survive a restart (the actor's fields are kept); an event whose delivery
+//! panicked is not delivered again: subscribers that must not miss one read the store's event
+//! log, which has every event.
 
 use std::sync::Arc;
 
 use actix::{Actor, Context, Handler, Recipient, Supervised};
 
-use crate::contain::{ActorKind, restarts};
+use crate::fault::{Faults, Point};
 use crate::messages::{Publish, Published, Subscribe};
+use crate::supervise::{Restarts, Supervise, contained};
 
 /// Fans out published events. Subscribers that have gone away are dropped.
-#[derive(Default)]
 pub struct EventBus {
     subscribers: Vec<Recipient<Published>>,
+    faults: Faults,
+    restarts: Restarts,
+}
+
+impl EventBus {
+    pub fn new(faults: Faults, restarts: Restarts) -> EventBus {
+        EventBus {
+            subscribers: Vec::new(),
+            faults,
+            restarts,
+        }
+    }
 }
 
 impl Actor for EventBus {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.restarts.hold(ctx);
+    }
 }
 
 impl Supervised for EventBus {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        restarts().record(ActorKind::EventBus);
+        self.restarts.restarting();
+    }
+}
+
+impl Supervise for EventBus {
+    fn restarts(&mut self) -> &mut Restarts {
+        &mut self.restarts
     }
 }
 
@@ -34,18 +60,21 @@ impl Handler<Subscribe> for EventBus {
 impl Handler<Publish> for EventBus {
     type Result = ();
 
-    fn handle(&mut self, msg: Publish, _: &mut Context<Self>) {
-        if msg.events.is_empty() || self.subscribers.is_empty() {
-            return;
-        }
-        let events: Arc<[_]> = msg.events.into();
-        // A subscriber whose mailbox is closed is gone for good; a full one still gets the
-        // event (its mailbox grows): subscribers are local and must keep up.
-        self.subscribers.retain(|subscriber| subscriber.connected());
-        for subscriber in &self.subscribers {
-            subscriber.do_send(Published {
-                events: events.clone(),
-            });
-        }
+    fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) {
+        contained(self, ctx, |act, _| {
+            act.faults.hit(Point::Publish);
+            if msg.events.is_empty() || act.subscribers.is_empty() {
+                return;
+            }
+            let events: Arc<[_]> = msg.events.into();
+            // A subscriber whose mailbox is closed is gone for good; a full one still gets the
+            // event (its mailbox grows): subscribers are local and must keep up.
+            act.subscribers.retain(|subscriber| subscriber.connected());
+            for subscriber in &act.subscribers {
+                subscriber.do_send(Published {
+                    events: events.clone(),
+                });
+            }
+        });
     }
 }

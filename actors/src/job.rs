@@ -3,7 +3,7 @@
 //! hooks, tear down — recording every transition before announcing it, and hands the job's
 //! machine back to its run actor when the attempt is over.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, WrapFuture};
@@ -19,11 +19,14 @@ use tokio::sync::watch;
 use crate::Ports;
 use crate::bus::EventBus;
 use crate::contain::guard_future;
-use crate::fault::{Point, maybe_fail};
+use crate::fault::Point;
 use crate::loghub::{HubSink, LogHub};
 use crate::messages::{AttemptEnded, CancelJob, FlushLog, Note, OpenLog, Publish, Release};
 use crate::run::RunActor;
 use crate::scheduler::Scheduler;
+
+/// How long a post hook without a `timeout` of its own may run.
+pub const HOOK_TIMEOUT: Duration = Duration::parse_const("10m");
 
 /// Everything a job attempt needs to know about its job, computed by the run actor.
 #[derive(Debug, Clone)]
@@ -56,6 +59,26 @@ pub struct Hooks {
     pub always: Vec<(Step, Env)>,
 }
 
+/// What becomes of an attempt stopped half-way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cleanup {
+    /// It failed: its workspace goes too, and its run reloads the job.
+    TellRun,
+    /// Its run actor failed: the workspace stays for the run's next actor to go on in it.
+    Abandon,
+}
+
+/// Where an attempt found after a crash stopped.
+enum Stopped {
+    /// In a step: its machine as recorded (running when its process was lost, or pending a
+    /// retry).
+    InStep(usize, StepMachine),
+    /// Between steps: the next one to run (the number of steps: only the hooks are left).
+    Before(usize),
+    /// It was ending, or cannot be told: it does not go on.
+    Ending,
+}
+
 /// How an attempt's steps ended, which decides the hooks and the job's final event.
 #[derive(Debug, Clone, PartialEq)]
 enum Ending {
@@ -84,7 +107,35 @@ pub struct JobActor {
     /// The worker the scheduler chose, for a queued job.
     placement: Option<WorkerId>,
     /// Holds a slot of the scheduler, to give back when the attempt ends however it ends.
-    placed: bool,
+    placed: Arc<SlotHeld>,
+    /// What the attempt has running, to stop if the attempt fails half-way.
+    live: Arc<Mutex<Live>>,
+    /// The attempt's future, while it runs.
+    attempt: Option<actix::SpawnHandle>,
+}
+
+/// Whether a job actor holds a slot of the scheduler: given back once, by whoever is first —
+/// the attempt as soon as its last process is gone, or the actor when it stops.
+#[derive(Debug, Default)]
+struct SlotHeld(std::sync::atomic::AtomicBool);
+
+impl SlotHeld {
+    fn hold(&self, held: bool) {
+        self.0.store(held, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn release(&self, scheduler: &Addr<Scheduler>, job: JobId) {
+        if self.0.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            scheduler.do_send(Release { job });
+        }
+    }
+}
+
+/// What an attempt has set up and started, and not yet cleaned up.
+#[derive(Debug, Default)]
+struct Live {
+    workspace: Option<Workspace>,
+    step: Option<StepHandle>,
 }
 
 impl JobActor {
@@ -113,7 +164,9 @@ impl JobActor {
             run,
             cancel: watch::channel(false).0,
             placement,
-            placed: false,
+            placed: Arc::default(),
+            live: Arc::default(),
+            attempt: None,
         }
     }
 
@@ -122,9 +175,49 @@ impl JobActor {
     }
 
     fn release(&mut self) {
-        if std::mem::take(&mut self.placed) {
-            self.scheduler.do_send(Release { job: self.job() });
+        self.placed.release(&self.scheduler, self.job());
+    }
+
+    /// The attempt failed half-way (a panic, a store refusal): the step it left running is
+    /// stopped and its workspace removed before the run reloads the job, so that the job never
+    /// starts again beside the old step's processes. The attempt does not go on where it
+    /// stopped: what failed may fail again, and the job's retry policy bounds the tries.
+    fn crashed(&mut self, ctx: &mut Context<Self>) {
+        self.clean_up(ctx, Cleanup::TellRun);
+    }
+
+    /// Stops what the attempt left running, then stops the actor.
+    fn clean_up(&mut self, ctx: &mut Context<Self>, how: Cleanup) {
+        if let Some(attempt) = self.attempt.take() {
+            ctx.cancel_future(attempt);
         }
+        let live = std::mem::take(&mut *self.live.lock().unwrap_or_else(|e| e.into_inner()));
+        let provider = self.ports.provider.clone();
+        let job = self.job();
+        let cleanup = async move {
+            if let Some(step) = &live.step
+                && let Err(err) = provider.destroy_step(step).await
+            {
+                tracing::warn!(job_id = %job, error = %err, "Cannot stop the step of a failed attempt.");
+            }
+            if how == Cleanup::TellRun
+                && let Some(workspace) = &live.workspace
+                && let Err(err) = provider.tear_down(workspace).await
+            {
+                tracing::warn!(job_id = %job, error = %err, "Cannot tear down the workspace of a failed attempt.");
+            }
+        };
+        ctx.wait(
+            guard_future(cleanup)
+                .into_actor(self)
+                .map(move |_, act, ctx| {
+                    if how == Cleanup::TellRun {
+                        act.run
+                            .do_send(crate::run::AttemptCrashed { index: act.index });
+                    }
+                    actix::ActorContext::stop(ctx);
+                }),
+        );
     }
 
     fn hand_back(&mut self, ctx: &mut Context<Self>, machine: JobMachine) {
@@ -160,34 +253,13 @@ impl Actor for JobActor {
             },
             JobState::Placed { worker } | JobState::Running { worker } => {
                 // Found mid-attempt after a restart: its processes died with the earlier Hodei.
-                let (ports, bus, hub, job) = (
-                    self.ports.clone(),
-                    self.bus.clone(),
-                    self.hub.clone(),
-                    self.job(),
-                );
-                let fut = async move {
-                    hub.do_send(Note {
-                        job,
-                        text: format!(
-                            "the job's process on worker `{worker}` was lost when Hodei stopped"
-                        ),
-                    });
-                    let mut machine = machine;
-                    let event = machine.apply(JobEvent::WorkerLost { worker }, ports.clock.now());
-                    if let Ok(event) = event {
-                        persist(&ports, &bus, vec![event]).await?;
-                    }
-                    Ok::<_, AttemptError>(machine)
-                };
-                ctx.wait(fut.into_actor(self).map(|result, act, ctx| match result {
-                    Ok(machine) => act.hand_back(ctx, machine),
-                    Err(err) => {
-                        tracing::error!(job_id = %act.job(), error = %err, "Cannot record a lost job; its run reloads it.");
-                        act.run.do_send(crate::run::AttemptCrashed { index: act.index });
-                        actix::ActorContext::stop(ctx);
-                    }
-                }));
+                let placement = self.placement.take();
+                self.placed.hold(placement.is_some());
+                let same_worker = placement.as_ref() == Some(&worker);
+                let attempt = self.attempt();
+                self.drive(ctx, async move {
+                    attempt.recover(machine, worker, same_worker).await
+                });
             }
             _ => self.hand_back(ctx, machine),
         }
@@ -198,7 +270,7 @@ impl JobActor {
     /// Records the placement and runs the attempt.
     fn execute(&mut self, ctx: &mut Context<Self>, machine: JobMachine, worker: WorkerId) {
         let mut machine = machine;
-        self.placed = true;
+        self.placed.hold(true);
         let now = self.ports.clock.now();
         let placed = match machine.apply(
             JobEvent::Place {
@@ -213,28 +285,51 @@ impl JobActor {
                 return;
             }
         };
-        let attempt = Attempt {
+        let attempt = self.attempt();
+        self.drive(ctx, async move { attempt.execute(machine, placed).await });
+    }
+
+    /// What the attempt's future needs of the actor.
+    fn attempt(&self) -> Attempt {
+        Attempt {
             def: self.def.clone(),
             ports: self.ports.clone(),
             hub: self.hub.clone(),
             bus: self.bus.clone(),
             cancel: self.cancel.subscribe(),
-        };
-        let fut = async move { attempt.execute(machine, placed).await };
-        let fut = guard_future(fut);
-        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| match result {
+            live: self.live.clone(),
+            slot: self.placed.clone(),
+            scheduler: self.scheduler.clone(),
+        }
+    }
+
+    /// Runs the attempt's future: its machine goes back to the run when it ends; if it fails
+    /// half-way, what it left running is stopped and the run reloads the job.
+    fn drive(
+        &mut self,
+        ctx: &mut Context<Self>,
+        attempt: impl std::future::Future<Output = Result<JobMachine, AttemptError>> + 'static,
+    ) {
+        let fut = guard_future(attempt);
+        self.attempt = Some(ctx.spawn(fut.into_actor(self).map(|result, act, ctx| match result {
             Ok(Ok(machine)) => act.hand_back(ctx, machine),
             Ok(Err(err)) => {
                 tracing::error!(job_id = %act.job(), error = %err, "A job attempt stopped: the store refused a transition; its run reloads it.");
-                act.run.do_send(crate::run::AttemptCrashed { index: act.index });
-                actix::ActorContext::stop(ctx);
+                act.crashed(ctx);
             }
             Err(panicked) => {
                 tracing::error!(job_id = %act.job(), error = %panicked, "A job attempt panicked.");
-                act.run.do_send(crate::run::AttemptCrashed { index: act.index });
-                actix::ActorContext::stop(ctx);
+                act.crashed(ctx);
             }
-        }));
+        })));
+    }
+}
+
+impl Handler<crate::messages::AbandonJob> for JobActor {
+    type Result = ();
+
+    fn handle(&mut self, _: crate::messages::AbandonJob, ctx: &mut Context<Self>) {
+        self.clean_up(ctx, Cleanup::Abandon);
     }
 }
 
@@ -297,9 +392,17 @@ struct Attempt {
     hub: Addr<LogHub>,
     bus: Addr<EventBus>,
     cancel: watch::Receiver<bool>,
+    live: Arc<Mutex<Live>>,
+    slot: Arc<SlotHeld>,
+    scheduler: Addr<Scheduler>,
 }
 
 impl Attempt {
+    /// Updates what the attempt has running.
+    fn live(&self, update: impl FnOnce(&mut Live)) {
+        update(&mut self.live.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
     fn note(&self, text: String) {
         self.hub.do_send(Note {
             job: self.def.spec.job,
@@ -324,7 +427,10 @@ impl Attempt {
         let mut spec = self.def.spec.clone();
         spec.attempt = machine.attempt();
         let workspace = match provider.set_up(&spec).await {
-            Ok(workspace) => workspace,
+            Ok(workspace) => {
+                self.live(|live| live.workspace = Some(workspace.clone()));
+                workspace
+            }
             Err(err) => {
                 self.note(format!("cannot set up the job: {err}"));
                 let _ = provider
@@ -358,11 +464,172 @@ impl Attempt {
             std::iter::once(placed).chain(started).collect(),
         )
         .await?;
-        maybe_fail(Point::AfterPlace);
+        self.ports.faults.hit(Point::AfterPlace);
+        self.run_steps(machine, workspace, deadline, 0, None).await
+    }
 
+    /// Takes over an attempt found placed or running after a crash of Hodei (or of the actors
+    /// that drove it). If the provider still has the job's workspace, the attempt goes on where
+    /// it stopped: a step lost with its process is recorded `lost` and tried again if its retry
+    /// policy allows; between steps, the next step runs. Otherwise (or when the attempt was
+    /// ending) its workspace is removed, the job's worker is recorded lost, and the job's own
+    /// retry policy decides.
+    async fn recover(
+        self,
+        mut machine: JobMachine,
+        worker: WorkerId,
+        same_worker: bool,
+    ) -> Result<JobMachine, AttemptError> {
+        let stopped = if matches!(machine.state(), JobState::Running { .. }) && same_worker {
+            self.stopped(&machine).await?
+        } else {
+            Stopped::Ending
+        };
+        let go_on = match stopped {
+            Stopped::InStep(index, mut sm) => {
+                if sm.state() == &StepState::Running {
+                    self.note(format!(
+                        "step {} ({}) was lost: its process on worker `{worker}` died when Hodei stopped",
+                        index + 1,
+                        step_name(&self.def.steps[index])
+                    ));
+                    let event = sm.apply(StepEvent::Lost, self.ports.clock.now());
+                    persist(&self.ports, &self.bus, event.into_iter().collect()).await?;
+                }
+                (sm.state() == &StepState::Pending).then(|| {
+                    let note = format!(
+                        "trying step {} again, attempt {}, in the job's workspace",
+                        index + 1,
+                        sm.attempt()
+                    );
+                    (index, Some(sm), note)
+                })
+            }
+            Stopped::Before(next) => {
+                let note = if next < self.def.steps.len() {
+                    format!(
+                        "Hodei stopped between steps; the job goes on with step {} in its workspace",
+                        next + 1
+                    )
+                } else {
+                    "Hodei stopped after the job's last step; the job goes on in its workspace"
+                        .to_owned()
+                };
+                Some((next, None, note))
+            }
+            Stopped::Ending => None,
+        };
+        let mut spec = self.def.spec.clone();
+        spec.attempt = machine.attempt();
+        if let Some((from, sm, note)) = go_on {
+            match self.ports.provider.resume(&spec).await {
+                Ok(Some(workspace)) => {
+                    self.note(note);
+                    self.live(|live| live.workspace = Some(workspace.clone()));
+                    let deadline = self
+                        .def
+                        .timeout
+                        .map(|t| tokio::time::Instant::now() + t.to_std());
+                    return self.run_steps(machine, workspace, deadline, from, sm).await;
+                }
+                Ok(None) => self.note(
+                    "the job's workspace is gone: the job cannot go on where it stopped".to_owned(),
+                ),
+                Err(err) => self.note(format!("cannot take the job's workspace back: {err}")),
+            }
+        }
+        // What the lost attempt set up goes; a new attempt starts afresh.
+        let workspace = Workspace {
+            run: spec.run,
+            job: spec.job,
+            attempt: spec.attempt,
+            id: String::new(),
+        };
+        if let Err(err) = self.ports.provider.tear_down(&workspace).await {
+            tracing::warn!(job_id = %spec.job, error = %err, "Cannot tear down the workspace of a lost attempt.");
+        }
+        self.note(format!(
+            "the job's process on worker `{worker}` was lost when Hodei stopped"
+        ));
+        let event = machine.apply(JobEvent::WorkerLost { worker }, self.ports.clock.now());
+        persist(&self.ports, &self.bus, event.into_iter().collect()).await?;
+        Ok(machine)
+    }
+
+    /// Where the job's current attempt stopped, from what the store recorded of its steps.
+    async fn stopped(&self, machine: &JobMachine) -> Result<Stopped, AttemptError> {
+        let record = self
+            .ports
+            .store
+            .run(self.def.run)
+            .await
+            .map_err(|e| AttemptError(e.to_string()))?;
+        let Some(job) = record.and_then(|r| r.jobs.into_iter().find(|j| j.id == machine.id()))
+        else {
+            return Ok(Stopped::Ending);
+        };
+        let mut steps: Vec<_> = job
+            .steps
+            .iter()
+            .filter(|s| s.job_attempt == machine.attempt())
+            .collect();
+        steps.sort_by_key(|s| (s.index, s.attempt));
+        // An attempt that was ending (a step failed for good, steps skipped, post hooks) does
+        // not go on.
+        let ending = steps.iter().any(|s| {
+            let lenient = self
+                .def
+                .steps
+                .get(s.index as usize)
+                .is_some_and(|step| step.continue_on_error);
+            s.index as usize >= self.def.steps.len()
+                || matches!(s.state, StepState::Skipped { .. })
+                || (!lenient
+                    && matches!(
+                        s.state,
+                        StepState::Failed { .. } | StepState::TimedOut | StepState::Cancelled
+                    ))
+        });
+        if ending {
+            return Ok(Stopped::Ending);
+        }
+        let Some(last) = steps.last() else {
+            return Ok(Stopped::Before(0));
+        };
+        let index = last.index as usize;
+        Ok(match last.state {
+            StepState::Running | StepState::Pending => {
+                let retries = self.def.steps[index].retry.map_or(0, |r| r.max);
+                Stopped::InStep(
+                    index,
+                    StepMachine::restore(
+                        step_key(machine, index),
+                        MaxAttempts::from_retries(retries),
+                        last.attempt,
+                        last.state.clone(),
+                        last.since,
+                    ),
+                )
+            }
+            _ => Stopped::Before(index + 1),
+        })
+    }
+
+    /// Runs the steps from `first` on (the first one from `resumed`, its machine after a lost
+    /// try), then the post hooks, tears the workspace down and records the job's outcome.
+    async fn run_steps(
+        &self,
+        mut machine: JobMachine,
+        workspace: Workspace,
+        deadline: Option<tokio::time::Instant>,
+        first: usize,
+        mut resumed: Option<StepMachine>,
+    ) -> Result<JobMachine, AttemptError> {
+        let provider = self.ports.provider.clone();
+        let job = self.def.spec.job;
         let mut ending = Ending::Succeeded;
         let steps = self.def.steps.len();
-        let mut next = 0;
+        let mut next = first;
         while next < steps {
             let outcome = self
                 .run_step(
@@ -373,6 +640,7 @@ impl Attempt {
                     &self.def.envs[next],
                     deadline,
                     true,
+                    resumed.take(),
                 )
                 .await?;
             next += 1;
@@ -427,8 +695,20 @@ impl Attempt {
             _ => &hooks.failure,
         };
         for (index, (step, env)) in (steps..).zip(by_outcome.iter().chain(hooks.always.iter())) {
+            // A hook without a timeout of its own gets the default: a hook that hangs must not
+            // hold the job, its slot and its run forever.
+            let bounded;
+            let step = if step.timeout.is_some() {
+                step
+            } else {
+                bounded = Step {
+                    timeout: Some(HOOK_TIMEOUT),
+                    ..step.clone()
+                };
+                &bounded
+            };
             let outcome = self
-                .run_step(&workspace, &machine, index, step, env, None, false)
+                .run_step(&workspace, &machine, index, step, env, None, false, None)
                 .await?;
             if let StepOutcome::Failed(failure) = outcome {
                 self.note(format!(
@@ -439,6 +719,24 @@ impl Attempt {
             }
         }
 
+        // What the job's services wrote goes into its log after the steps, each under a note.
+        if !self.def.spec.services.is_empty() {
+            match provider.service_logs(&workspace).await {
+                Ok(services) => {
+                    for (service, output) in services {
+                        self.note(format!("output of the service `{service}`:"));
+                        if !output.is_empty() {
+                            let mut bytes = output;
+                            if !bytes.ends_with(b"\n") {
+                                bytes.push(b'\n');
+                            }
+                            self.hub.do_send(crate::messages::Output { job, bytes });
+                        }
+                    }
+                }
+                Err(err) => self.note(format!("cannot read the services' output: {err}")),
+            }
+        }
         if let Err(err) = self
             .hub
             .send(FlushLog { job })
@@ -450,6 +748,10 @@ impl Attempt {
         if let Err(err) = provider.tear_down(&workspace).await {
             tracing::warn!(job_id = %job, error = %err, "Cannot tear down a job's workspace.");
         }
+        self.live(|live| live.workspace = None);
+        // Nothing of the job runs any more: its slot can take the next job while the outcome
+        // is recorded.
+        self.slot.release(&self.scheduler, job);
         let event = match ending {
             Ending::Succeeded => JobEvent::Succeed,
             Ending::StepFailed { step, failure } => JobEvent::StepFailed { step, failure },
@@ -473,15 +775,18 @@ impl Attempt {
         env: &Env,
         deadline: Option<tokio::time::Instant>,
         cancellable: bool,
+        resumed: Option<StepMachine>,
     ) -> Result<StepOutcome, AttemptError> {
         let provider = &self.ports.provider;
         let retries = step.retry.map_or(0, |r| r.max);
         let delay = step.retry.and_then(|r| r.delay).map(Duration::to_std);
-        let mut sm = StepMachine::new(
-            step_key(job, index),
-            MaxAttempts::from_retries(retries),
-            self.ports.clock.now(),
-        );
+        let mut sm = resumed.unwrap_or_else(|| {
+            StepMachine::new(
+                step_key(job, index),
+                MaxAttempts::from_retries(retries),
+                self.ports.clock.now(),
+            )
+        });
         let shell = step.shell.clone().unwrap_or_else(|| self.def.shell.clone());
         loop {
             if cancellable && *self.cancel.borrow() {
@@ -502,7 +807,10 @@ impl Attempt {
                 job: self.def.spec.job,
             });
             let handle = match provider.start_step(workspace, &spec, sink).await {
-                Ok(handle) => handle,
+                Ok(handle) => {
+                    self.live(|live| live.step = Some(handle.clone()));
+                    handle
+                }
                 Err(err) => {
                     self.note(format!("cannot start step {}: {err}", index + 1));
                     let event = sm.apply(
@@ -524,14 +832,15 @@ impl Attempt {
             };
             let event = sm.apply(StepEvent::Start, self.ports.clock.now());
             persist(&self.ports, &self.bus, event.into_iter().collect()).await?;
-            maybe_fail(Point::AfterStepStart);
+            self.ports.faults.hit(Point::AfterStepStart);
             let step_deadline = step
                 .timeout
                 .map(|t| tokio::time::Instant::now() + t.to_std());
             let ended = self
                 .wait(&handle, step_deadline, deadline, cancellable)
                 .await;
-            maybe_fail(Point::AfterStepExit);
+            self.live(|live| live.step = None);
+            self.ports.faults.hit(Point::AfterStepExit);
             let (event, outcome) = match ended {
                 Waited::Exited(Ok(exit)) => (StepEvent::Exited(exit), exit_outcome(exit)),
                 Waited::Exited(Err(err)) => {

@@ -24,7 +24,7 @@
 //! **Supervision**: long-lived actors are restarted by actix's `Supervisor` when they stop; a
 //! panic in a handler or an actor future is contained ([`contain`]) and turned into a stop, so
 //! that the supervisor restarts the actor instead of losing it. Restarts follow a
-//! [`hodei_domain::restart::RestartPolicy`] and are counted.
+//! [`hodei_domain::restart::RestartPolicy`] ([`supervise`]) and are counted.
 //!
 //! Start reading at [`orchestrator`], then [`run`] and [`job`].
 
@@ -38,6 +38,7 @@ pub mod orchestrator;
 pub mod provider;
 pub mod run;
 pub mod scheduler;
+pub mod supervise;
 pub mod workers;
 
 use std::sync::Arc;
@@ -54,4 +55,6 @@ pub struct Ports {
     pub reconcile: Arc<dyn Reconcile>,
     pub clock: Arc<dyn Clock>,
     pub secrets: Arc<dyn SecretStore>,
+    /// Panics planned by a test; [`fault::Faults::none`] otherwise.
+    pub faults: fault::Faults,
 }

@@ -2,7 +2,9 @@
 //! chunks), appended to the job's log, and fanned out to watchers with its byte offset.
 //!
 //! Maskers live in the actor's fields, which survive a supervised restart, so a restart never
-//! lets a secret through.
+//! lets a secret through. A handler that panics is contained: the hub restarts (after a backoff,
+//! with the messages sent meanwhile waiting in its mailbox) and the chunk it was handling is
+//! noted as lost in the job's log.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,24 +17,46 @@ use hodei_domain::ids::JobId;
 use hodei_domain::mask::Masker;
 use hodei_domain::ports::{LogStore, OutputSink};
 
-use crate::contain::{ActorKind, restarts};
+use crate::fault::{Faults, Point};
 use crate::messages::{FlushLog, LogChunk, Note, OpenLog, Output, WatchLogs};
+use crate::supervise::{Restarts, Supervise, contained};
 
 /// Masks, persists and fans out job output.
 pub struct LogHub {
     logs: Arc<dyn LogStore>,
     maskers: HashMap<JobId, Masker>,
     watchers: Vec<Recipient<LogChunk>>,
+    faults: Faults,
+    restarts: Restarts,
+    /// The job whose output was being handled when the hub failed.
+    failed_on: Option<JobId>,
 }
 
 impl LogHub {
     /// A hub writing to `logs`.
-    pub fn new(logs: Arc<dyn LogStore>) -> LogHub {
+    pub fn new(logs: Arc<dyn LogStore>, faults: Faults, restarts: Restarts) -> LogHub {
         LogHub {
             logs,
             maskers: HashMap::new(),
             watchers: Vec::new(),
+            faults,
+            restarts,
+            failed_on: None,
         }
+    }
+
+    /// Runs a handler's body for `job`'s log, contained.
+    fn for_job<R>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        job: JobId,
+        body: impl FnOnce(&mut LogHub) -> R,
+    ) -> Option<R> {
+        let result = contained(self, ctx, |act, _| body(act));
+        if result.is_none() {
+            self.failed_on = Some(job);
+        }
+        result
     }
 
     fn write(&mut self, job: JobId, bytes: &[u8]) {
@@ -41,7 +65,7 @@ impl LogHub {
         }
         match self.logs.append(job, bytes) {
             Ok(offset) => {
-                crate::fault::maybe_fail(crate::fault::Point::MidLogWrite);
+                self.faults.hit(Point::MidLogWrite);
                 if self.watchers.is_empty() {
                     return;
                 }
@@ -83,61 +107,84 @@ impl LogHub {
 
 impl Actor for LogHub {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.restarts.hold(ctx);
+        if let Some(job) = self.failed_on.take() {
+            // Say so in the log itself: its reader must not take it for complete.
+            self.write(
+                job,
+                b"\n[hodei] output may be missing here: Hodei's log hub failed and restarted\n",
+            );
+        }
+    }
 }
 
 impl Supervised for LogHub {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        restarts().record(ActorKind::LogHub);
+        self.restarts.restarting();
+    }
+}
+
+impl Supervise for LogHub {
+    fn restarts(&mut self) -> &mut Restarts {
+        &mut self.restarts
     }
 }
 
 impl Handler<OpenLog> for LogHub {
     type Result = ();
 
-    fn handle(&mut self, msg: OpenLog, _: &mut Context<Self>) {
-        let secrets: Vec<&str> = msg
-            .secrets
-            .iter()
-            .map(String::as_str)
-            .filter(|s| !s.is_empty())
-            .collect();
-        if secrets.is_empty() {
-            self.maskers.remove(&msg.job);
-        } else {
-            self.maskers.insert(msg.job, Masker::new(secrets));
-        }
+    fn handle(&mut self, msg: OpenLog, ctx: &mut Context<Self>) {
+        self.for_job(ctx, msg.job, |act| {
+            let secrets: Vec<&str> = msg
+                .secrets
+                .iter()
+                .map(String::as_str)
+                .filter(|s| !s.is_empty())
+                .collect();
+            if secrets.is_empty() {
+                act.maskers.remove(&msg.job);
+            } else {
+                act.maskers.insert(msg.job, Masker::new(secrets));
+            }
+        });
     }
 }
 
 impl Handler<Output> for LogHub {
     type Result = ();
 
-    fn handle(&mut self, msg: Output, _: &mut Context<Self>) {
-        self.take(msg.job, &msg.bytes);
+    fn handle(&mut self, msg: Output, ctx: &mut Context<Self>) {
+        self.for_job(ctx, msg.job, |act| act.take(msg.job, &msg.bytes));
     }
 }
 
 impl Handler<Note> for LogHub {
     type Result = ();
 
-    fn handle(&mut self, msg: Note, _: &mut Context<Self>) {
-        // Whatever the step printed comes first, masked, then Hodei's own line.
-        self.drain(msg.job);
-        let mut text = msg.text;
-        if !text.ends_with('\n') {
-            text.push('\n');
-        }
-        self.take(msg.job, format!("[hodei] {text}").as_bytes());
+    fn handle(&mut self, msg: Note, ctx: &mut Context<Self>) {
+        self.for_job(ctx, msg.job, |act| {
+            // Whatever the step printed comes first, masked, then Hodei's own line.
+            act.drain(msg.job);
+            let mut text = msg.text;
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            act.take(msg.job, format!("[hodei] {text}").as_bytes());
+        });
     }
 }
 
 impl Handler<FlushLog> for LogHub {
     type Result = ResponseActFuture<Self, Result<u64, String>>;
 
-    fn handle(&mut self, msg: FlushLog, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: FlushLog, ctx: &mut Context<Self>) -> Self::Result {
         // The attempt's output is complete: its masker has nothing more to watch.
-        self.drain(msg.job);
-        self.maskers.remove(&msg.job);
+        self.for_job(ctx, msg.job, |act| {
+            act.drain(msg.job);
+            act.maskers.remove(&msg.job);
+        });
         let logs = self.logs.clone();
         Box::pin(
             async move { logs.settle(msg.job).await.map_err(|e| e.to_string()) }

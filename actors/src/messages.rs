@@ -1,5 +1,5 @@
 //! The typed messages between actors, one documented struct each. Commands are imperative
-//! (`SubmitRun`, `Enqueue`), events past tense (`Placed`, `AttemptEnded`).
+//! (`SubmitRun`, `Enqueue`), events past tense (`AttemptEnded`).
 
 use std::sync::Arc;
 
@@ -101,7 +101,8 @@ pub struct AddWorker {
     pub worker: WorkerSpec,
 }
 
-/// Find a worker for a job; the answer comes as [`Placed`] to `reply`.
+/// Find a worker for a job; the answer comes as a [`QueueReply`] to `reply`. Jobs of one run
+/// share one reply address in the scheduler: the latest one sent.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Enqueue {
@@ -113,7 +114,7 @@ pub struct Enqueue {
     pub resources: Resources,
     pub priority: i32,
     pub concurrency: Option<Name>,
-    pub reply: Recipient<Placed>,
+    pub reply: Recipient<QueueReply>,
 }
 
 /// Forget a queued job (cancelled before it was placed).
@@ -130,12 +131,16 @@ pub struct Release {
     pub job: JobId,
 }
 
-/// The scheduler chose a worker for the job.
+/// The scheduler's answer to an [`Enqueue`].
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
-pub struct Placed {
-    pub job: JobId,
-    pub worker: WorkerId,
+pub enum QueueReply {
+    /// The scheduler chose a worker for the job, which holds one of its slots until
+    /// [`Release`].
+    Placed { job: JobId, worker: WorkerId },
+    /// The scheduler restarted and may have lost requests of the run: send again every job
+    /// still waiting for a placement (a job still queued is not queued twice).
+    AskAgain { run: RunId },
 }
 
 // ---- Runs and jobs ----------------------------------------------------------------------------
@@ -155,6 +160,9 @@ pub enum SubmitError {
     /// The orchestrator is not running.
     #[error("the orchestrator is not running")]
     Unavailable,
+    /// Hodei failed while accepting the run: a bug, logged with its cause.
+    #[error("internal error while accepting the run: {0}")]
+    Internal(String),
 }
 
 /// Accept a run of a pipeline; answers with its id once it is durable.
@@ -204,3 +212,9 @@ pub struct AttemptEnded {
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub struct CancelJob;
+
+/// The job's run actor failed: stop the attempt where it is — its step killed, nothing
+/// recorded — for the run's next actor to take it over from there.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct AbandonJob;

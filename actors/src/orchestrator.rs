@@ -11,15 +11,16 @@ use actix::{
 };
 use hodei_domain::ids::RunId;
 use hodei_domain::load::load;
-use hodei_domain::plan::plan;
-use hodei_domain::ports::NewRun;
+use hodei_domain::ports::{NewRun, PipelineVersion, RunRecord};
 use hodei_domain::restart::{RestartDecision, RestartHistory, RestartPolicy};
 
 use crate::Ports;
-use crate::contain::{ActorKind, restarts};
+use crate::contain::{ActorKind, guard_future, restarts};
+use crate::fault::Point;
 use crate::messages::{ApproveJob, CancelRun, RunActorStopped, SubmitError, SubmitRun};
 use crate::provider::{ProviderActor, ReapOrphans};
 use crate::run::{Approvals, Peers, RunActor};
+use crate::supervise::{Restarts, Supervise, contained};
 
 /// Accepts, resumes and supervises runs.
 pub struct Orchestrator {
@@ -32,8 +33,12 @@ pub struct Orchestrator {
     approvals: Approvals,
     policy: RestartPolicy,
     runs: HashMap<RunId, Addr<RunActor>>,
-    /// Runs that finished; a run actor that stops without its run in here crashed.
+    /// The restarts of each run's actor.
     history: HashMap<RunId, RestartHistory>,
+    /// The latest stored version of each pipeline submitted here (Hodei is the store's only
+    /// writer, so it stays true).
+    versions: HashMap<String, (PipelineVersion, std::sync::Arc<crate::run::SharedPlan>)>,
+    restarts: Restarts,
 }
 
 impl Orchestrator {
@@ -44,6 +49,7 @@ impl Orchestrator {
         scheduler: Addr<crate::scheduler::Scheduler>,
         provider: Addr<ProviderActor>,
         approvals: Approvals,
+        restarts: Restarts,
     ) -> Orchestrator {
         Orchestrator {
             ports,
@@ -56,7 +62,18 @@ impl Orchestrator {
             policy: RestartPolicy::default(),
             runs: HashMap::new(),
             history: HashMap::new(),
+            versions: HashMap::new(),
+            restarts,
         }
+    }
+
+    fn start_created(&mut self, record: RunRecord) {
+        let Some(peers) = self.peers.clone() else {
+            return;
+        };
+        let run = record.id;
+        let actor = RunActor::created(record, self.ports.clone(), peers, self.approvals).start();
+        self.runs.insert(run, actor);
     }
 
     fn start_run(&mut self, run: RunId) {
@@ -72,6 +89,7 @@ impl Actor for Orchestrator {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.restarts.hold(ctx);
         self.peers = Some(Peers {
             hub: self.hub.clone(),
             bus: self.bus.clone(),
@@ -113,7 +131,15 @@ impl Actor for Orchestrator {
 
 impl Supervised for Orchestrator {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        restarts().record(ActorKind::Orchestrator);
+        // The run actors live on; `started` resumes the unfinished runs that have none.
+        self.restarts.restarting();
+        self.runs.retain(|_, run| run.connected());
+    }
+}
+
+impl Supervise for Orchestrator {
+    fn restarts(&mut self) -> &mut Restarts {
+        &mut self.restarts
     }
 }
 
@@ -123,9 +149,14 @@ impl Handler<SubmitRun> for Orchestrator {
     fn handle(&mut self, msg: SubmitRun, _: &mut Context<Self>) -> Self::Result {
         let store = self.ports.store.clone();
         let now = self.ports.clock.now();
-        let fut = async move {
-            let loaded = load(&msg.source);
-            let Some(pipeline) = loaded.pipeline else {
+        // Checking the pipeline is pure work: done here, contained.
+        let checked = crate::contain::guard(|| {
+            let act = &mut *self;
+            act.ports.faults.hit(Point::SubmitRun);
+            // A definition already planned (the same text as an earlier run's) is not parsed
+            // again; one that does not load is parsed for its diagnostics.
+            let Some(plan) = crate::run::shared_plan(&msg.source) else {
+                let loaded = load(&msg.source);
                 let text: Vec<String> = loaded
                     .diagnostics
                     .iter()
@@ -134,32 +165,64 @@ impl Handler<SubmitRun> for Orchestrator {
                     .collect();
                 return Err(SubmitError::InvalidPipeline(text.join("\n")));
             };
-            let plan = plan(&pipeline);
             plan.resolve(msg.inputs.clone())
                 .map_err(SubmitError::InvalidInputs)?;
-            let version = store
-                .put_pipeline(pipeline.name.as_str(), &msg.source, now)
-                .await?;
             let mut jobs: Vec<String> = plan.jobs.iter().map(|j| j.name.clone()).collect();
             if !plan.post.is_empty() {
                 jobs.push(crate::run::POST_JOB.into());
             }
+            // The same text as the latest stored version is that version: no write needed.
+            let known = act
+                .versions
+                .get(plan.pipeline.as_str())
+                .filter(|(v, _)| v.source == msg.source)
+                .map(|(v, _)| v.clone());
+            Ok((plan.pipeline.to_string(), jobs, known, plan))
+        });
+        let (name, jobs, known, plan) = match checked {
+            Ok(Ok(checked)) => checked,
+            Ok(Err(err)) => return Box::pin(actix::fut::ready(Err(err))),
+            Err(panicked) => {
+                // Answered first, then the orchestrator stops and is restarted.
+                self.restarts.failed(panicked.message.clone());
+                let answer = Err(SubmitError::Internal(panicked.message));
+                return Box::pin(actix::fut::ready(answer).map(|answer, _, ctx| {
+                    actix::ActorContext::stop(ctx);
+                    answer
+                }));
+            }
+        };
+        let fut = async move {
+            let version = match known {
+                Some(version) => version,
+                None => store.put_pipeline(&name, &msg.source, now).await?,
+            };
             let record = store
                 .create_run(NewRun {
-                    pipeline: version.name,
+                    pipeline: version.name.clone(),
                     version: version.version,
                     inputs: msg.inputs,
                     jobs,
                     at: now,
                 })
                 .await?;
-            Ok(record.id)
+            Ok::<_, SubmitError>((version, record))
         };
-        Box::pin(fut.into_actor(self).map(|result, act, _| {
-            if let Ok(run) = &result {
-                act.start_run(*run);
-            }
-            result
+        Box::pin(guard_future(fut).into_actor(self).map(|result, act, ctx| {
+            let result = match result {
+                Ok(result) => result,
+                Err(panicked) => {
+                    act.restarts.failed(panicked.message.clone());
+                    actix::ActorContext::stop(ctx);
+                    return Err(SubmitError::Internal(panicked.message));
+                }
+            };
+            let (version, record) = result?;
+            let run = record.id;
+            // Kept with its plan: the next run of the same text is neither parsed nor planned.
+            act.versions.insert(version.name.clone(), (version, plan));
+            act.start_created(record);
+            Ok(run)
         }))
     }
 }
@@ -167,23 +230,25 @@ impl Handler<SubmitRun> for Orchestrator {
 impl Handler<CancelRun> for Orchestrator {
     type Result = ();
 
-    fn handle(&mut self, msg: CancelRun, _: &mut Context<Self>) {
-        match self.runs.get(&msg.run) {
+    fn handle(&mut self, msg: CancelRun, ctx: &mut Context<Self>) {
+        contained(self, ctx, |act, _| match act.runs.get(&msg.run) {
             Some(actor) => actor.do_send(msg),
             None => {
                 tracing::info!(run_id = %msg.run, "Cancel of a run that is not active ignored.")
             }
-        }
+        });
     }
 }
 
 impl Handler<ApproveJob> for Orchestrator {
     type Result = ();
 
-    fn handle(&mut self, msg: ApproveJob, _: &mut Context<Self>) {
-        if let Some(actor) = self.runs.get(&msg.run) {
-            actor.do_send(msg);
-        }
+    fn handle(&mut self, msg: ApproveJob, ctx: &mut Context<Self>) {
+        contained(self, ctx, |act, _| {
+            if let Some(actor) = act.runs.get(&msg.run) {
+                actor.do_send(msg);
+            }
+        });
     }
 }
 

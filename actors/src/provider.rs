@@ -9,7 +9,8 @@ use actix::{
 };
 use hodei_domain::ports::{Orphan, ProviderError, Reconcile};
 
-use crate::contain::{ActorKind, guard_future, restarts};
+use crate::contain::guard_future;
+use crate::supervise::{Restarts, Supervise};
 
 /// Stop whatever an earlier life of Hodei left running; answers with what was stopped.
 #[derive(Debug, Message)]
@@ -21,25 +22,41 @@ pub struct ProviderActor {
     name: &'static str,
     reconcile: Arc<dyn Reconcile>,
     reaped: u64,
+    restarts: Restarts,
 }
 
 impl ProviderActor {
-    pub fn new(name: &'static str, reconcile: Arc<dyn Reconcile>) -> ProviderActor {
+    pub fn new(
+        name: &'static str,
+        reconcile: Arc<dyn Reconcile>,
+        restarts: Restarts,
+    ) -> ProviderActor {
         ProviderActor {
             name,
             reconcile,
             reaped: 0,
+            restarts,
         }
     }
 }
 
 impl Actor for ProviderActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.restarts.hold(ctx);
+    }
 }
 
 impl Supervised for ProviderActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        restarts().record(ActorKind::Provider);
+        self.restarts.restarting();
+    }
+}
+
+impl Supervise for ProviderActor {
+    fn restarts(&mut self) -> &mut Restarts {
+        &mut self.restarts
     }
 }
 
@@ -66,6 +83,7 @@ impl Handler<ReapOrphans> for ProviderActor {
                     }
                     Ok(Err(err)) => Err(err),
                     Err(panicked) => {
+                        act.restarts.failed(panicked.message.clone());
                         actix::ActorContext::stop(ctx);
                         Err(ProviderError::Other {
                             provider: name,

@@ -14,7 +14,7 @@ use hodei_domain::ids::{JobId, RunId};
 use hodei_domain::load::load;
 use hodei_domain::model::{Env, Step};
 use hodei_domain::plan::{Plan, ResolvedRun, Skip, plan};
-use hodei_domain::ports::JobSpec;
+use hodei_domain::ports::{JobSpec, RunRecord};
 use hodei_domain::state::{
     DomainEvent, Gate, JobEvent, JobMachine, JobPolicy, JobSkipReason, JobState, MaxAttempts,
     RunEvent, RunMachine, RunState, Verdict, verdict,
@@ -25,7 +25,7 @@ use crate::bus::EventBus;
 use crate::job::{Hooks, JobActor, JobDef, persist};
 use crate::loghub::LogHub;
 use crate::messages::{
-    ApproveJob, AttemptEnded, CancelJob, CancelRun, Dequeue, Enqueue, Placed, Release,
+    ApproveJob, AttemptEnded, CancelJob, CancelRun, Dequeue, Enqueue, QueueReply, Release,
     RunActorStopped,
 };
 use crate::scheduler::Scheduler;
@@ -61,14 +61,10 @@ pub enum Approvals {
 
 struct Slot {
     id: JobId,
-    policy: JobPolicy,
     /// Waiting in the scheduler's queue for a placement.
     enqueued: bool,
-    /// The job's state as last known; while an actor holds the machine, the state it had then.
-    state: JobState,
     machine: Option<JobMachine>,
     actor: Option<Addr<JobActor>>,
-    not_before: Option<tokio::time::Instant>,
 }
 
 struct Loaded {
@@ -80,6 +76,8 @@ struct Loaded {
     /// The index of the job that runs the pipeline's `post` hooks, if it has any.
     post: Option<usize>,
     secrets: Vec<(String, String)>,
+    /// Queued retries that wait for their delay, by slot: few at a time, so not in every slot.
+    not_before: std::collections::HashMap<usize, tokio::time::Instant>,
 }
 
 /// Walks the DAG of one run.
@@ -93,9 +91,12 @@ pub struct RunActor {
     carried: std::collections::HashMap<JobId, Addr<JobActor>>,
     busy: bool,
     dirty: bool,
+    /// The record of a run just created, read instead of the store at the first load.
+    fresh: Option<RunRecord>,
 }
 
 impl RunActor {
+    /// The actor of `run`, which it reads from the store when it starts.
     pub fn new(run: RunId, ports: Ports, peers: Peers, approvals: Approvals) -> RunActor {
         RunActor {
             run,
@@ -106,6 +107,21 @@ impl RunActor {
             carried: Default::default(),
             busy: false,
             dirty: false,
+            fresh: None,
+        }
+    }
+
+    /// The actor of a run just created, whose record the creator has in hand.
+    pub fn created(
+        record: RunRecord,
+        ports: Ports,
+        peers: Peers,
+        approvals: Approvals,
+    ) -> RunActor {
+        let id = record.id;
+        RunActor {
+            fresh: Some(record),
+            ..RunActor::new(id, ports, peers, approvals)
         }
     }
 
@@ -115,10 +131,12 @@ impl RunActor {
     fn reconcile(&mut self, ctx: &mut Context<Self>) {
         if let Err(panicked) = crate::contain::guard(|| self.decide(ctx)) {
             tracing::error!(run_id = %self.run, error = %panicked, "Reconciling a run panicked; restarting its actor.");
+            // Its job actors stop where they are; the next run actor finds their jobs lost and
+            // retries or fails them by their policy.
             if let Some(loaded) = self.loaded.take() {
                 for slot in loaded.slots {
                     if let Some(actor) = slot.actor {
-                        actor.do_send(CancelJob);
+                        actor.do_send(crate::messages::AbandonJob);
                     }
                 }
             }
@@ -130,6 +148,7 @@ impl RunActor {
     }
 
     fn decide(&mut self, ctx: &mut Context<Self>) {
+        self.ports.faults.hit(crate::fault::Point::Reconcile);
         if self.busy {
             self.dirty = true;
             return;
@@ -163,16 +182,18 @@ impl RunActor {
                         }
                         break;
                     }
-                    match &slot.state {
-                        JobState::Pending if cancelling => Some(JobEvent::Skip {
+                    match slot.state() {
+                        Some(JobState::Pending) if cancelling => Some(JobEvent::Skip {
                             reason: JobSkipReason::RunCancelled,
                         }),
-                        JobState::Pending => readiness(loaded, i, needs),
-                        JobState::WaitingApproval if cancelling => Some(JobEvent::Cancel),
-                        JobState::WaitingApproval if self.approvals == Approvals::Local => {
+                        Some(JobState::Pending) => readiness(loaded, i, needs),
+                        Some(JobState::WaitingApproval) if cancelling => Some(JobEvent::Cancel),
+                        Some(JobState::WaitingApproval) if self.approvals == Approvals::Local => {
                             Some(JobEvent::Approve { by: "local".into() })
                         }
-                        JobState::Queued if cancelling => {
+                        Some(
+                            JobState::Queued | JobState::Placed { .. } | JobState::Running { .. },
+                        ) if cancelling => {
                             if slot.enqueued {
                                 self.peers.scheduler.do_send(Dequeue { job: slot.id });
                             }
@@ -190,8 +211,8 @@ impl RunActor {
                     Ok(event) => push(Ok(event)),
                     Err(_) => break,
                 }
-                slot.state = machine.state().clone();
-                slot.enqueued = slot.enqueued && slot.state == JobState::Queued;
+                let queued = machine.state() == &JobState::Queued;
+                slot.enqueued = slot.enqueued && queued;
             }
         }
         // Once every job of the plan is done: the post hooks, then the verdict.
@@ -203,11 +224,10 @@ impl RunActor {
                 None => true,
                 Some(p) => {
                     let slot = &mut loaded.slots[p];
-                    if slot.state == JobState::Pending
-                        && let Some(machine) = slot.machine.as_mut()
+                    if let Some(machine) = slot.machine.as_mut()
+                        && machine.state() == &JobState::Pending
                     {
                         push(machine.apply(JobEvent::NeedsMet, now));
-                        slot.state = machine.state().clone();
                     }
                     slot.state_is_terminal()
                 }
@@ -219,7 +239,7 @@ impl RunActor {
                     .map(|s| s.machine.clone())
                     .collect();
                 if let Some(v) = machines.as_deref().and_then(|m| verdict(m.iter())) {
-                    crate::fault::maybe_fail(crate::fault::Point::BeforeRunFinish);
+                    self.ports.faults.hit(crate::fault::Point::BeforeRunFinish);
                     push(loaded.machine.apply(RunEvent::Finish(v), now));
                 }
             }
@@ -247,29 +267,25 @@ impl RunActor {
         }
         let now = tokio::time::Instant::now();
         let me = ctx.address();
-        let mut recovered = Vec::new();
         for i in 0..loaded.slots.len() {
             let slot = &loaded.slots[i];
             if slot.actor.is_some() || slot.enqueued || slot.machine.is_none() {
                 continue;
             }
-            match slot.state {
-                // Queued: ask the scheduler for a worker; the job actor starts once placed.
-                JobState::Queued => {
-                    if slot.not_before.is_some_and(|at| at > now) {
-                        continue;
-                    }
-                    let request = enqueue(loaded, i, me.clone().recipient());
-                    self.peers.scheduler.do_send(request);
-                    loaded.slots[i].enqueued = true;
-                }
-                // Found placed or running after a restart: a job actor records the loss.
-                JobState::Placed { .. } | JobState::Running { .. } => recovered.push(i),
-                _ => {}
+            // Queued: ask the scheduler for a worker; the job actor starts once placed. Found
+            // placed or running after a restart: once the scheduler gives it a slot again, a job
+            // actor records the loss and goes on as the job's policy allows.
+            let asks = match slot.state() {
+                Some(JobState::Queued) => loaded.not_before.get(&i).is_none_or(|&at| at <= now),
+                Some(JobState::Placed { .. } | JobState::Running { .. }) => true,
+                _ => false,
+            };
+            if asks {
+                loaded.not_before.remove(&i);
+                let request = enqueue(loaded, i, me.clone().recipient());
+                self.peers.scheduler.do_send(request);
+                loaded.slots[i].enqueued = true;
             }
-        }
-        for i in recovered {
-            self.spawn_job(i, None, me.clone());
         }
         if std::mem::take(&mut self.dirty) {
             self.reconcile(ctx);
@@ -343,8 +359,16 @@ impl RunActor {
 
     fn load(&mut self, ctx: &mut Context<Self>) {
         let (ports, run) = (self.ports.clone(), self.run);
+        let fresh = self.fresh.take();
         self.busy = true;
-        ctx.wait(async move { load_run(&ports, run).await }.into_actor(self).map(|result, act, ctx| {
+        let load = async move {
+            match fresh {
+                // Just created: the record is what the store holds.
+                Some(record) => loaded_from(&ports, record),
+                None => load_run(&ports, run).await,
+            }
+        };
+        ctx.wait(load.into_actor(self).map(|result, act, ctx| {
             act.busy = false;
             match result {
                 Ok(mut loaded) => {
@@ -355,6 +379,12 @@ impl RunActor {
                         }
                     }
                     act.carried.clear();
+                    let now = tokio::time::Instant::now();
+                    for &at in loaded.not_before.values() {
+                        ctx.run_later(at.saturating_duration_since(now), |act, ctx| {
+                            act.reconcile(ctx)
+                        });
+                    }
                     act.loaded = Some(loaded);
                     act.reconcile(ctx);
                 }
@@ -369,8 +399,13 @@ impl RunActor {
 }
 
 impl Slot {
+    /// The job's state while its machine is here; `None` while a job actor holds it.
+    fn state(&self) -> Option<&JobState> {
+        self.machine.as_ref().map(JobMachine::state)
+    }
+
     fn state_is_terminal(&self) -> bool {
-        self.actor.is_none() && is_terminal(&self.state)
+        self.actor.is_none() && self.state().is_some_and(is_terminal)
     }
 }
 
@@ -398,10 +433,10 @@ fn readiness(loaded: &Loaded, index: usize, needs: &[usize]) -> Option<JobEvent>
             .machine
             .as_ref()
             .is_some_and(|m| m.policy().continue_on_error);
-        match &slot.state {
-            JobState::Succeeded => {}
-            JobState::Failed { .. } | JobState::TimedOut if allowed_failure => {}
-            JobState::Skipped { .. } => {
+        match slot.state() {
+            Some(JobState::Succeeded) => {}
+            Some(JobState::Failed { .. } | JobState::TimedOut) if allowed_failure => {}
+            Some(JobState::Skipped { .. }) => {
                 return Some(JobEvent::Skip {
                     reason: JobSkipReason::NeedSkipped { job: slot.id },
                 });
@@ -444,8 +479,7 @@ impl Handler<AttemptEnded> for RunActor {
             return;
         };
         slot.actor = None;
-        slot.state = msg.machine.state().clone();
-        if slot.state == JobState::Queued {
+        if msg.machine.state() == &JobState::Queued {
             // A retry: wait for the policy's delay before the next attempt.
             let delay = loaded
                 .plan
@@ -454,7 +488,9 @@ impl Handler<AttemptEnded> for RunActor {
                 .and_then(|j| j.retry.delay)
                 .map(|d| d.to_std());
             if let Some(delay) = delay {
-                slot.not_before = Some(tokio::time::Instant::now() + delay);
+                loaded
+                    .not_before
+                    .insert(msg.index, tokio::time::Instant::now() + delay);
                 ctx.run_later(delay, |act, ctx| act.reconcile(ctx));
             }
         }
@@ -463,26 +499,44 @@ impl Handler<AttemptEnded> for RunActor {
     }
 }
 
-impl Handler<Placed> for RunActor {
+impl Handler<QueueReply> for RunActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Placed, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: QueueReply, ctx: &mut Context<Self>) {
+        let (job, worker) = match msg {
+            QueueReply::Placed { job, worker } => (job, worker),
+            QueueReply::AskAgain { .. } => {
+                // The scheduler may have lost requests: every job waiting for a slot asks again.
+                if let Some(loaded) = self.loaded.as_mut() {
+                    for slot in &mut loaded.slots {
+                        if slot.actor.is_none() {
+                            slot.enqueued = false;
+                        }
+                    }
+                }
+                return self.after_reconcile(ctx);
+            }
+        };
         let slot = self.loaded.as_mut().and_then(|l| {
             l.slots
                 .iter()
-                .position(|s| s.id == msg.job)
+                .position(|s| s.id == job)
                 .map(|i| (i, &mut l.slots[i]))
         });
         match slot {
             Some((i, slot))
-                if slot.enqueued && slot.state == JobState::Queued && slot.machine.is_some() =>
+                if slot.enqueued
+                    && matches!(
+                        slot.state(),
+                        Some(JobState::Queued | JobState::Placed { .. } | JobState::Running { .. })
+                    ) =>
             {
                 slot.enqueued = false;
-                self.spawn_job(i, Some(msg.worker), ctx.address());
+                self.spawn_job(i, Some(worker), ctx.address());
             }
             _ => {
                 // Cancelled or reloaded meanwhile: give the slot back.
-                self.peers.scheduler.do_send(Release { job: msg.job });
+                self.peers.scheduler.do_send(Release { job });
             }
         }
     }
@@ -512,9 +566,8 @@ impl Handler<AttemptCrashed> for RunActor {
                 else {
                     return;
                 };
-                let policy = slot.policy;
+                let policy = job_policy(&loaded.plan, index);
                 slot.actor = None;
-                slot.state = job.state.clone();
                 slot.machine = Some(JobMachine::restore(
                     run,
                     job.id,
@@ -560,10 +613,7 @@ impl Handler<ApproveJob> for RunActor {
             return;
         };
         match machine.apply(JobEvent::Approve { by: msg.by }, now) {
-            Ok(event) => {
-                slot.state = machine.state().clone();
-                self.record(ctx, vec![event], RunActor::after_reconcile);
-            }
+            Ok(event) => self.record(ctx, vec![event], RunActor::after_reconcile),
             Err(err) => tracing::info!(run_id = %self.run, error = %err, "Approval ignored."),
         }
     }
@@ -585,7 +635,7 @@ impl std::ops::Deref for SharedPlan {
 }
 
 /// The plan of a pipeline definition, shared with every run that uses the same text.
-fn shared_plan(source: &str) -> Option<Arc<SharedPlan>> {
+pub(crate) fn shared_plan(source: &str) -> Option<Arc<SharedPlan>> {
     use std::collections::HashMap;
     use std::hash::{Hash, Hasher};
     use std::sync::{Mutex, OnceLock, Weak};
@@ -612,6 +662,26 @@ fn shared_plan(source: &str) -> Option<Arc<SharedPlan>> {
     Some(shared)
 }
 
+/// The policy of the plan's job `i`, or of the job of the pipeline's post hooks.
+fn job_policy(plan: &Plan, i: usize) -> JobPolicy {
+    match plan.jobs.get(i) {
+        Some(planned) => JobPolicy {
+            max_attempts: MaxAttempts::from_retries(planned.retry.max),
+            gate: if planned.approval.is_some() {
+                Gate::Approval
+            } else {
+                Gate::Open
+            },
+            continue_on_error: planned.continue_on_error,
+        },
+        None => JobPolicy {
+            max_attempts: MaxAttempts::ONE,
+            gate: Gate::Open,
+            continue_on_error: true,
+        },
+    }
+}
+
 /// Reads a run and rebuilds its plan and machines.
 async fn load_run(ports: &Ports, run: RunId) -> Result<Loaded, String> {
     let record = ports
@@ -620,6 +690,12 @@ async fn load_run(ports: &Ports, run: RunId) -> Result<Loaded, String> {
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("{run} not found"))?;
+    loaded_from(ports, record)
+}
+
+/// Rebuilds a run's plan and machines from its record.
+fn loaded_from(ports: &Ports, record: RunRecord) -> Result<Loaded, String> {
+    let run = record.id;
     let plan = shared_plan(&record.source).ok_or_else(|| {
         format!(
             "the stored definition of {} no longer loads",
@@ -648,27 +724,14 @@ async fn load_run(ports: &Ports, run: RunId) -> Result<Loaded, String> {
             None => return Err(format!("secret `{name}` is not available")),
         }
     }
+    let now = ports.clock.now();
+    let mut not_before = std::collections::HashMap::new();
     let slots = record
         .jobs
         .iter()
         .enumerate()
         .map(|(i, job)| {
-            let policy = match plan.jobs.get(i) {
-                Some(planned) => JobPolicy {
-                    max_attempts: MaxAttempts::from_retries(planned.retry.max),
-                    gate: if planned.approval.is_some() {
-                        Gate::Approval
-                    } else {
-                        Gate::Open
-                    },
-                    continue_on_error: planned.continue_on_error,
-                },
-                None => JobPolicy {
-                    max_attempts: MaxAttempts::ONE,
-                    gate: Gate::Open,
-                    continue_on_error: true,
-                },
-            };
+            let policy = job_policy(&plan, i);
             let machine = JobMachine::restore(
                 run,
                 job.id,
@@ -677,14 +740,31 @@ async fn load_run(ports: &Ports, run: RunId) -> Result<Loaded, String> {
                 job.state.clone(),
                 job.since,
             );
+            // A retry waits for its delay, counted from when it was recorded: a restart of
+            // Hodei neither skips nor restarts the wait.
+            let delay = plan.jobs.get(i).and_then(|planned| planned.retry.delay);
+            let waits = match (&job.state, delay) {
+                (JobState::Queued, Some(delay)) if job.attempt.get() > 1 => {
+                    let due = job.since.0.saturating_add(
+                        i64::try_from(delay.to_std().as_millis()).unwrap_or(i64::MAX),
+                    );
+                    u64::try_from(due.saturating_sub(now.0))
+                        .ok()
+                        .filter(|&wait| wait > 0)
+                        .map(|wait| {
+                            tokio::time::Instant::now() + std::time::Duration::from_millis(wait)
+                        })
+                }
+                _ => None,
+            };
+            if let Some(at) = waits {
+                not_before.insert(i, at);
+            }
             Slot {
                 id: job.id,
-                policy,
                 enqueued: false,
-                state: job.state.clone(),
                 machine: Some(machine),
                 actor: None,
-                not_before: None,
             }
         })
         .collect();
@@ -697,18 +777,29 @@ async fn load_run(ports: &Ports, run: RunId) -> Result<Loaded, String> {
         slots,
         post,
         secrets,
+        not_before,
     })
 }
 
+/// The labels a job's worker must have: its `runs_on`, and `docker` for a job with an `image`.
+fn runs_on(planned: &hodei_domain::plan::PlannedJob) -> Vec<hodei_domain::model::Label> {
+    let mut labels = planned.runs_on.clone();
+    let docker = hodei_domain::model::Label::docker();
+    if planned.image.is_some() && !labels.contains(&docker) {
+        labels.push(docker);
+    }
+    labels
+}
+
 /// The scheduler request for the queued job of slot `i`.
-fn enqueue(loaded: &Loaded, i: usize, reply: Recipient<Placed>) -> Enqueue {
+fn enqueue(loaded: &Loaded, i: usize, reply: Recipient<QueueReply>) -> Enqueue {
     let slot = &loaded.slots[i];
     match loaded.plan.jobs.get(i) {
         Some(planned) => Enqueue {
             job: slot.id,
             run: loaded.id,
             pipeline: loaded.plan.pipeline.clone(),
-            runs_on: planned.runs_on.clone(),
+            runs_on: runs_on(planned),
             resources: planned.resources,
             priority: planned.priority,
             concurrency: planned.concurrency.clone(),

@@ -1,17 +1,26 @@
 //! The scheduler actor: holds the cluster state — workers, their free slots, the queue — as a
 //! [`hodei_domain::schedule::Cluster`], and places jobs by its policy. The actor only translates
 //! messages: every decision is the domain's.
+//!
+//! A handler that panics is contained and the scheduler restarts; the restarted scheduler keeps
+//! the primary facts of its state (workers, queued jobs with their age, placements) and builds
+//! every index anew from them ([`Cluster::rebuilt`]), so that a half-done update cannot outlive
+//! the panic. Every run that waits for placements is asked to send its requests again
+//! ([`QueueReply::AskAgain`]), so that none lost in the failure is forgotten.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use actix::{Actor, Context, Handler, Message, MessageResponse, Recipient, Supervised};
-use hodei_domain::ids::{JobId, WorkerId};
+use actix::{
+    Actor, AsyncContext, Context, Handler, Message, MessageResponse, Recipient, Supervised,
+};
+use hodei_domain::ids::{JobId, RunId, WorkerId};
 use hodei_domain::ports::Clock;
-use hodei_domain::schedule::{Cluster, Policy, QueuedJob, WaitReason, Worker};
+use hodei_domain::schedule::{Cluster, Policy, QueuedJob, ScheduleError, WaitReason, Worker};
 
-use crate::contain::{ActorKind, guard, restarts};
-use crate::messages::{AddWorker, Dequeue, Enqueue, Placed, Release};
+use crate::fault::{Faults, Point};
+use crate::messages::{AddWorker, Dequeue, Enqueue, QueueReply, Release};
+use crate::supervise::{Restarts, Supervise, contained};
 
 /// A worker is gone (its lease ran out): place nothing more on it.
 #[derive(Debug, Message)]
@@ -39,48 +48,70 @@ pub struct QueueStats {
     pub placed: usize,
 }
 
+/// The address that waits for a run's placements. One per run, not per job: a queued job costs
+/// the scheduler its queue entry only.
+struct Asker {
+    reply: Recipient<QueueReply>,
+    queued: u32,
+}
+
 /// Holds the cluster state and places jobs.
 pub struct Scheduler {
     cluster: Cluster,
     clock: Arc<dyn Clock>,
-    replies: HashMap<JobId, Recipient<Placed>>,
+    /// Who waits for the placements of each run's jobs, and how many of them are queued.
+    askers: HashMap<RunId, Asker>,
     seq: u64,
+    faults: Faults,
+    restarts: Restarts,
 }
 
 impl Scheduler {
     /// A scheduler with the default policy and no worker yet.
-    pub fn new(clock: Arc<dyn Clock>) -> Scheduler {
+    pub fn new(clock: Arc<dyn Clock>, faults: Faults, restarts: Restarts) -> Scheduler {
         Scheduler {
             cluster: Cluster::new(Policy::default()),
             clock,
-            replies: HashMap::new(),
+            askers: HashMap::new(),
             seq: 0,
+            faults,
+            restarts,
         }
     }
 }
 
 impl Scheduler {
     /// Places what can be placed and tells each job where it goes.
-    fn place(&mut self, ctx: &mut Context<Self>) {
+    fn place(&mut self) {
+        self.faults.hit(Point::Place);
         let now = self.clock.now();
-        let placements = match guard(|| self.cluster.place(now, usize::MAX)) {
-            Ok(placements) => placements,
-            Err(panicked) => {
-                tracing::error!(error = %panicked, "The scheduling policy panicked; restarting the scheduler.");
-                actix::ActorContext::stop(ctx);
-                return;
-            }
-        };
+        let placements = self.cluster.place(now, usize::MAX);
         for placement in placements {
-            match self.replies.remove(&placement.job) {
-                Some(reply) => reply.do_send(Placed {
-                    job: placement.job,
-                    worker: placement.worker,
-                }),
-                None => {
-                    // Nobody waits for it any more: give the slot back.
-                    let _ = self.cluster.finished(placement.job);
+            let taken = match self.askers.get(&placement.run) {
+                Some(asker) if asker.reply.connected() => {
+                    asker.reply.do_send(QueueReply::Placed {
+                        job: placement.job,
+                        worker: placement.worker,
+                    });
+                    true
                 }
+                _ => false,
+            };
+            if !taken {
+                // Nobody waits for it any more (its run actor stopped; the next one asks
+                // again): give the slot back.
+                let _ = self.cluster.finished(placement.job);
+            }
+            self.left_queue(placement.run);
+        }
+    }
+
+    /// One job of `run` left the queue.
+    fn left_queue(&mut self, run: RunId) {
+        if let Some(asker) = self.askers.get_mut(&run) {
+            asker.queued = asker.queued.saturating_sub(1);
+            if asker.queued == 0 {
+                self.askers.remove(&run);
             }
         }
     }
@@ -88,11 +119,58 @@ impl Scheduler {
 
 impl Actor for Scheduler {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.restarts.hold(ctx);
+        if self.cluster.queued_len() > 0 {
+            // After a restart: what waited is placed without waiting for the next message.
+            ctx.notify(PlaceQueued);
+        }
+    }
+}
+
+/// Place what waits in the queue.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct PlaceQueued;
+
+impl Handler<PlaceQueued> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, _: PlaceQueued, ctx: &mut Context<Self>) {
+        contained(self, ctx, |act, _| act.place());
+    }
 }
 
 impl Supervised for Scheduler {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        restarts().record(ActorKind::Scheduler);
+        self.restarts.restarting();
+        self.cluster = self.cluster.rebuilt();
+        // A queued job nobody waits for is forgotten. Every asker is asked to send again what
+        // waits: a request that the failure lost is then queued, the others are not queued
+        // twice.
+        self.askers.retain(|_, asker| asker.reply.connected());
+        for asker in self.askers.values_mut() {
+            asker.queued = 0;
+        }
+        for job in self.cluster.queue_order() {
+            let run = self.cluster.run_of(job);
+            match run.and_then(|run| self.askers.get_mut(&run)) {
+                Some(asker) => asker.queued += 1,
+                None => {
+                    let _ = self.cluster.dequeue(job);
+                }
+            }
+        }
+        for (&run, asker) in &self.askers {
+            asker.reply.do_send(QueueReply::AskAgain { run });
+        }
+    }
+}
+
+impl Supervise for Scheduler {
+    fn restarts(&mut self) -> &mut Restarts {
+        &mut self.restarts
     }
 }
 
@@ -100,32 +178,34 @@ impl Handler<AddWorker> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, msg: AddWorker, ctx: &mut Context<Self>) {
-        let w = msg.worker;
-        let worker = Worker::ready(w.id, w.labels, w.slots);
-        let result = match self.cluster.add_worker(worker.clone()) {
-            Err(hodei_domain::schedule::ScheduleError::DuplicateWorker { .. }) => {
-                self.cluster.update_worker(worker)
+        contained(self, ctx, |act, _| {
+            let w = msg.worker;
+            let worker = Worker::ready(w.id, w.labels, w.slots);
+            let result = match act.cluster.add_worker(worker.clone()) {
+                Err(ScheduleError::DuplicateWorker { .. }) => act.cluster.update_worker(worker),
+                other => other,
+            };
+            if let Err(err) = result {
+                tracing::error!(error = %err, "Cannot add a worker.");
             }
-            other => other,
-        };
-        if let Err(err) = result {
-            tracing::error!(error = %err, "Cannot add a worker.");
-        }
-        self.place(ctx);
+            act.place();
+        });
     }
 }
 
 impl Handler<RemoveWorker> for Scheduler {
     type Result = ();
 
-    fn handle(&mut self, msg: RemoveWorker, _: &mut Context<Self>) {
-        match self.cluster.remove_worker(&msg.worker) {
-            Ok(orphaned) if !orphaned.is_empty() => {
-                tracing::warn!(worker = %msg.worker, jobs = orphaned.len(), "Jobs were placed on a lost worker.");
+    fn handle(&mut self, msg: RemoveWorker, ctx: &mut Context<Self>) {
+        contained(self, ctx, |act, _| {
+            match act.cluster.remove_worker(&msg.worker) {
+                Ok(orphaned) if !orphaned.is_empty() => {
+                    tracing::warn!(worker = %msg.worker, jobs = orphaned.len(), "Jobs were placed on a lost worker.");
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "Cannot remove a worker."),
             }
-            Ok(_) => {}
-            Err(err) => tracing::warn!(error = %err, "Cannot remove a worker."),
-        }
+        });
     }
 }
 
@@ -133,25 +213,50 @@ impl Handler<Enqueue> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
-        self.seq += 1;
-        let queued = QueuedJob {
-            job: msg.job,
-            run: msg.run,
-            project: msg.pipeline,
-            runs_on: msg.runs_on,
-            resources: msg.resources,
-            priority: msg.priority,
-            concurrency: msg.concurrency,
-            seq: self.seq,
-            queued_at: self.clock.now(),
-        };
-        match self.cluster.enqueue(queued) {
-            Ok(()) => {
-                self.replies.insert(msg.job, msg.reply);
-                self.place(ctx);
+        contained(self, ctx, |act, _| {
+            // The asker is known first: if queuing fails half-way, a restart asks it again.
+            let run = msg.run;
+            act.askers
+                .entry(run)
+                .and_modify(|asker| asker.reply = msg.reply.clone())
+                .or_insert(Asker {
+                    reply: msg.reply,
+                    queued: 0,
+                });
+            act.seq += 1;
+            let queued = QueuedJob {
+                job: msg.job,
+                run,
+                project: msg.pipeline,
+                runs_on: msg.runs_on,
+                resources: msg.resources,
+                priority: msg.priority,
+                concurrency: msg.concurrency,
+                seq: act.seq,
+                queued_at: act.clock.now(),
+            };
+            let joined = match act.cluster.enqueue(queued.clone()) {
+                Ok(()) => true,
+                // Asked again by a run actor that reloaded: the latest asker gets the answer.
+                Err(ScheduleError::DuplicateJob { .. }) if act.cluster.is_queued(msg.job) => false,
+                // Placed for an asker that is gone: that placement was never taken up.
+                Err(ScheduleError::DuplicateJob { .. }) => {
+                    let _ = act.cluster.finished(msg.job);
+                    act.cluster.enqueue(queued).is_ok()
+                }
+                Err(err) => {
+                    tracing::error!(job_id = %msg.job, error = %err, "Cannot queue a job.");
+                    false
+                }
+            };
+            if joined && let Some(asker) = act.askers.get_mut(&run) {
+                asker.queued += 1;
             }
-            Err(err) => tracing::error!(job_id = %msg.job, error = %err, "Cannot queue a job."),
-        }
+            if act.askers.get(&run).is_some_and(|asker| asker.queued == 0) {
+                act.askers.remove(&run);
+            }
+            act.place();
+        });
     }
 }
 
@@ -159,10 +264,15 @@ impl Handler<Dequeue> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, msg: Dequeue, ctx: &mut Context<Self>) {
-        self.replies.remove(&msg.job);
-        if self.cluster.dequeue(msg.job).is_ok() {
-            self.place(ctx);
-        }
+        contained(self, ctx, |act, _| {
+            let run = act.cluster.run_of(msg.job);
+            if act.cluster.dequeue(msg.job).is_ok() {
+                if let Some(run) = run {
+                    act.left_queue(run);
+                }
+                act.place();
+            }
+        });
     }
 }
 
@@ -170,17 +280,19 @@ impl Handler<Release> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, msg: Release, ctx: &mut Context<Self>) {
-        if self.cluster.finished(msg.job).is_ok() {
-            self.place(ctx);
-        }
+        contained(self, ctx, |act, _| {
+            if act.cluster.finished(msg.job).is_ok() {
+                act.place();
+            }
+        });
     }
 }
 
 impl Handler<Explain> for Scheduler {
     type Result = Option<WaitReason>;
 
-    fn handle(&mut self, msg: Explain, _: &mut Context<Self>) -> Option<WaitReason> {
-        self.cluster.explain(msg.job)
+    fn handle(&mut self, msg: Explain, ctx: &mut Context<Self>) -> Option<WaitReason> {
+        contained(self, ctx, |act, _| act.cluster.explain(msg.job)).flatten()
     }
 }
 

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Addr, AsyncContext, Context, Handler, Message, Supervised};
 use hodei_domain::ids::WorkerId;
 
-use crate::contain::{ActorKind, restarts};
+use crate::fault::{Faults, Point};
 use crate::messages::{AddWorker, WorkerSpec};
 use crate::scheduler::{RemoveWorker, Scheduler};
+use crate::supervise::{Restarts, Supervise, contained};
 
 /// Register a worker; answers when it is known to the scheduler.
 #[derive(Debug, Message)]
@@ -31,42 +32,93 @@ pub struct Heartbeat {
 /// Keeps the worker actors.
 pub struct WorkerRegistry {
     scheduler: Addr<Scheduler>,
-    workers: HashMap<WorkerId, Addr<WorkerActor>>,
+    /// Every registered worker; its actor once it is started.
+    workers: HashMap<WorkerId, Registered>,
+    faults: Faults,
+    restarts: Restarts,
+}
+
+struct Registered {
+    spec: WorkerSpec,
+    lease: Option<Duration>,
+    actor: Option<Addr<WorkerActor>>,
 }
 
 impl WorkerRegistry {
-    pub fn new(scheduler: Addr<Scheduler>) -> WorkerRegistry {
+    pub fn new(scheduler: Addr<Scheduler>, faults: Faults, restarts: Restarts) -> WorkerRegistry {
         WorkerRegistry {
             scheduler,
             workers: HashMap::new(),
+            faults,
+            restarts,
+        }
+    }
+
+    /// Starts the actor of every registered worker that has none.
+    fn start_workers(&mut self) {
+        for registered in self.workers.values_mut() {
+            if registered.actor.is_some() {
+                continue;
+            }
+            tracing::info!(worker = %registered.spec.id, slots = registered.spec.slots, "Worker registered.");
+            registered.actor = Some(
+                WorkerActor {
+                    spec: registered.spec.clone(),
+                    lease: registered.lease,
+                    last_seen: Instant::now(),
+                    scheduler: self.scheduler.clone(),
+                }
+                .start(),
+            );
         }
     }
 }
 
 impl Actor for WorkerRegistry {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.restarts.hold(ctx);
+        // After a restart: a registration the failure interrupted is finished.
+        self.start_workers();
+    }
 }
 
 impl Supervised for WorkerRegistry {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        restarts().record(ActorKind::WorkerRegistry);
+        self.restarts.restarting();
+        // A worker whose lease ran out is gone; the others keep their actors.
+        self.workers.retain(|_, registered| {
+            registered
+                .actor
+                .as_ref()
+                .is_none_or(|actor| actor.connected())
+        });
+    }
+}
+
+impl Supervise for WorkerRegistry {
+    fn restarts(&mut self) -> &mut Restarts {
+        &mut self.restarts
     }
 }
 
 impl Handler<RegisterWorker> for WorkerRegistry {
     type Result = ();
 
-    fn handle(&mut self, msg: RegisterWorker, _: &mut Context<Self>) {
-        let id = msg.worker.id.clone();
-        tracing::info!(worker = %id, slots = msg.worker.slots, "Worker registered.");
-        let actor = WorkerActor {
-            spec: msg.worker,
-            lease: msg.lease,
-            last_seen: Instant::now(),
-            scheduler: self.scheduler.clone(),
-        }
-        .start();
-        self.workers.insert(id, actor);
+    fn handle(&mut self, msg: RegisterWorker, ctx: &mut Context<Self>) {
+        contained(self, ctx, |act, _| {
+            act.workers.insert(
+                msg.worker.id.clone(),
+                Registered {
+                    spec: msg.worker,
+                    lease: msg.lease,
+                    actor: None,
+                },
+            );
+            act.faults.hit(Point::RegisterWorker);
+            act.start_workers();
+        });
     }
 }
 
@@ -74,8 +126,12 @@ impl Handler<Heartbeat> for WorkerRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: Heartbeat, _: &mut Context<Self>) {
-        if let Some(worker) = self.workers.get(&msg.worker) {
-            worker.do_send(msg);
+        if let Some(actor) = self
+            .workers
+            .get(&msg.worker)
+            .and_then(|registered| registered.actor.as_ref())
+        {
+            actor.do_send(msg);
         }
     }
 }

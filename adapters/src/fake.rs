@@ -35,7 +35,8 @@
 //! [`ProviderError::SetUp`]. Every call is recorded, faulty ones too,
 //! as a [`Call`] that the test reads with [`calls`](FakeProvider::calls) (not with
 //! [`FakeProvider::quiet`], for long benchmarks). [`add_orphan`](FakeProvider::add_orphan)
-//! scripts what the next `reap_orphans` finds.
+//! scripts what the next `reap_orphans` finds. `resume` hands back the workspace of an attempt
+//! that was set up and not torn down, as a provider whose workspaces survive a crash does.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -79,6 +80,10 @@ pub enum Call {
         job: JobId,
         attempt: Attempt,
     },
+    Resume {
+        job: JobId,
+        attempt: Attempt,
+    },
     ReapOrphans,
 }
 
@@ -92,6 +97,8 @@ pub struct FakeProvider {
     steps: Mutex<HashMap<u64, FakeStep>>,
     next_step: AtomicU64,
     orphans: Mutex<Vec<Orphan>>,
+    /// Workspaces set up and not torn down: what `resume` hands back.
+    workspaces: Mutex<std::collections::HashSet<(JobId, Attempt)>>,
 }
 
 /// A scripted step, kept until its job's tear down.
@@ -351,6 +358,7 @@ impl Provider for FakeProvider {
                     reason: "scripted set-up failure".into(),
                 });
             }
+            lock(&self.workspaces).insert((job.job, job.attempt));
             Ok(Workspace {
                 run: job.run,
                 job: job.job,
@@ -417,6 +425,13 @@ impl Provider for FakeProvider {
         })
     }
 
+    fn resume<'a>(
+        &'a self,
+        job: &'a JobSpec,
+    ) -> BoxFuture<'a, Result<Option<Workspace>, ProviderError>> {
+        Box::pin(async move { self.resumed(job) })
+    }
+
     fn tear_down<'a>(
         &'a self,
         workspace: &'a Workspace,
@@ -428,6 +443,7 @@ impl Provider for FakeProvider {
                 attempt: workspace.attempt,
             })?;
             let job = (workspace.job, workspace.attempt);
+            lock(&self.workspaces).remove(&job);
             lock(&self.steps).retain(|_, step| {
                 if step.job == job {
                     step.kill.notify_one();
@@ -436,6 +452,22 @@ impl Provider for FakeProvider {
             });
             Ok(())
         })
+    }
+}
+
+impl FakeProvider {
+    fn resumed(&self, job: &JobSpec) -> Result<Option<Workspace>, ProviderError> {
+        self.enter(Call::Resume {
+            job: job.job,
+            attempt: job.attempt,
+        })?;
+        let kept = lock(&self.workspaces).contains(&(job.job, job.attempt));
+        Ok(kept.then(|| Workspace {
+            run: job.run,
+            job: job.job,
+            attempt: job.attempt,
+            id: String::new(),
+        }))
     }
 }
 

@@ -8,7 +8,10 @@
 //! Only the binary chooses concrete adapters; the actors see them through the ports.
 //!
 //! Providers: [`local::LocalProvider`] runs steps as processes on this machine (start with
-//! `local/mod.rs`); [`fake::FakeProvider`] is the scripted test double for actor tests and
+//! `local/mod.rs`); [`docker::DockerProvider`] runs the steps of jobs with an `image` in
+//! containers on a Docker engine, with services, pull policies and re-attach after a restart
+//! (start with `docker/mod.rs`, user docs in `docs/docker.md`); [`route::ByImage`] puts the
+//! two behind one provider, by the job's `image`; [`fake::FakeProvider`] is the scripted test double for actor tests and
 //! benchmarks (no processes).
 //!
 //! Stores: [`sqlite::SqliteStore`] is the durable record (pipelines, runs, jobs, steps, events)
@@ -16,7 +19,9 @@
 //! logs as append-only chunk files written by dedicated threads (start with `logs/mod.rs`).
 
 pub mod clock;
+pub mod docker;
 pub mod fake;
 pub mod local;
 pub mod logs;
+pub mod route;
 pub mod sqlite;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use hodei_actors::Ports;
+use hodei_actors::fault::Faults;
 use hodei_actors::messages::WorkerSpec;
 use hodei_actors::run::Approvals;
 use hodei_adapters::clock::SystemClock;
@@ -76,17 +77,18 @@ async fn start_with(limits: Limits) -> Server {
         reconcile: provider.clone(),
         clock: Arc::new(SystemClock),
         secrets: Arc::new(NoSecrets),
+        faults: Faults::none(),
     };
     let tree = start_tree(
         ports,
-        TreeConfig {
-            local_worker: Some(WorkerSpec {
+        TreeConfig::new(
+            Some(WorkerSpec {
                 id: WorkerId("local".into()),
                 labels: vec![],
                 slots: 4,
             }),
-            approvals: Approvals::Wait,
-        },
+            Approvals::Wait,
+        ),
     );
     let admin = match bootstrap(store.as_ref(), None, Timestamp(0)).await {
         Ok(Bootstrap::Generated { token }) => token,

@@ -296,13 +296,13 @@ fn hint(suggestion: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
-/// Why a job does not run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a job does not run. Small and `Copy`: a run keeps one per job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Skip {
     /// Its `when` condition is false.
     WhenFalse,
-    /// A job it needs is skipped.
-    NeedSkipped { job: String },
+    /// A job it needs is skipped: the needed job's index in [`Plan::jobs`].
+    NeedSkipped { job: u32 },
 }
 
 /// A run's inputs, checked, with what follows from them for each job.
@@ -360,9 +360,7 @@ impl Plan {
         for &i in &self.order {
             let job = &self.jobs[i];
             if let Some(&need) = job.needs.iter().find(|&&n| skips[n].is_some()) {
-                skips[i] = Some(Skip::NeedSkipped {
-                    job: self.jobs[need].name.clone(),
-                });
+                skips[i] = Some(Skip::NeedSkipped { job: need as u32 });
                 continue;
             }
             if let Some(when) = &job.when {

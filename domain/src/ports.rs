@@ -73,6 +73,9 @@ pub struct StepHandle {
     pub id: String,
 }
 
+/// What a job's services wrote, by service name.
+pub type ServiceLogs = Vec<(String, Vec<u8>)>;
+
 /// Where a provider delivers a step's output: stdout and stderr interleaved in the order they
 /// were written, as raw bytes, in chunks of any size.
 pub trait OutputSink: Send + Sync {
@@ -120,7 +123,9 @@ impl ProviderError {
 /// For each job attempt: [`set_up`](Provider::set_up) once; then for each step, in order,
 /// [`start_step`](Provider::start_step) and [`wait_step`](Provider::wait_step); at the end,
 /// [`tear_down`](Provider::tear_down) — also after a failed set-up, a failed step, a cancel or a
-/// timeout. [`destroy_step`](Provider::destroy_step) stops a running step at any moment.
+/// timeout. [`destroy_step`](Provider::destroy_step) stops a running step at any moment. After a
+/// crash of Hodei, [`resume`](Provider::resume) hands back an attempt's workspace, if it can,
+/// in place of `set_up`.
 ///
 /// ## Guarantees
 /// - A step runs with exactly [`StepSpec::env`], never the environment of Hodei itself.
@@ -164,6 +169,29 @@ pub trait Provider: Send + Sync {
         &'a self,
         workspace: &'a Workspace,
     ) -> BoxFuture<'a, Result<(), ProviderError>>;
+
+    /// What each of the job's services wrote so far (stdout and stderr as interleaved), by
+    /// service name, in name order: for the job's log, before `tear_down`. Empty for a
+    /// provider without services.
+    fn service_logs<'a>(
+        &'a self,
+        workspace: &'a Workspace,
+    ) -> BoxFuture<'a, Result<ServiceLogs, ProviderError>> {
+        let _ = workspace;
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// The workspace that an earlier life of Hodei set up for this job attempt, as it was left,
+    /// for the attempt to go on where it stopped (a lost step tried again by its retry policy).
+    /// `Ok(None)` when the provider no longer has it or cannot hand it over: the job then starts
+    /// a new attempt. What ran in it before must have been stopped ([`Reconcile`]).
+    fn resume<'a>(
+        &'a self,
+        job: &'a JobSpec,
+    ) -> BoxFuture<'a, Result<Option<Workspace>, ProviderError>> {
+        let _ = job;
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// Something a provider started in an earlier life of Hodei and stopped on reconciliation.

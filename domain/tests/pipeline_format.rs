@@ -679,13 +679,16 @@ fn run_inputs_are_checked_and_when_skips_propagate() {
     };
     let resolved = plan.resolve(inputs).unwrap();
     let skip_of =
-        |name: &str| resolved.skips[plan.jobs.iter().position(|j| j.name == name).unwrap()].clone();
+        |name: &str| resolved.skips[plan.jobs.iter().position(|j| j.name == name).unwrap()];
     assert_eq!(skip_of("deploy-staging"), Some(Skip::WhenFalse));
+    let staging = plan
+        .jobs
+        .iter()
+        .position(|j| j.name == "deploy-staging")
+        .unwrap() as u32;
     assert_eq!(
         skip_of("deploy-production"),
-        Some(Skip::NeedSkipped {
-            job: "deploy-staging".into()
-        })
+        Some(Skip::NeedSkipped { job: staging })
     );
     assert_eq!(skip_of("lint"), None);
 
@@ -697,7 +700,7 @@ fn run_inputs_are_checked_and_when_skips_propagate() {
     };
     let resolved = plan.resolve(main).unwrap();
     let skip_of =
-        |name: &str| resolved.skips[plan.jobs.iter().position(|j| j.name == name).unwrap()].clone();
+        |name: &str| resolved.skips[plan.jobs.iter().position(|j| j.name == name).unwrap()];
     assert_eq!(skip_of("deploy-staging"), None);
     assert_eq!(
         skip_of("deploy-production"),

@@ -204,6 +204,46 @@ fn failure(reason: &JobFailure) -> String {
 
 impl Actor for Progress {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Runs being resumed write notes into their jobs' logs before their first event: learn
+        // their jobs' names first (output and events wait in the mailbox meanwhile).
+        let store = self.store.clone();
+        ctx.wait(
+            async move {
+                let runs = store.unfinished_runs().await.unwrap_or_default();
+                job_names(store.as_ref(), runs).await
+            }
+            .into_actor(self)
+            .map(|names, act, _| act.learn(names)),
+        );
+    }
+}
+
+/// The names of the jobs of these runs.
+async fn job_names(store: &dyn Store, runs: Vec<RunId>) -> Vec<(RunId, Vec<(JobId, String)>)> {
+    let mut names = Vec::new();
+    for run in runs {
+        if let Ok(Some(record)) = store.run(run).await {
+            names.push((
+                run,
+                record.jobs.into_iter().map(|j| (j.id, j.name)).collect(),
+            ));
+        }
+    }
+    names
+}
+
+impl Progress {
+    fn learn(&mut self, names: Vec<(RunId, Vec<(JobId, String)>)>) {
+        for (run, jobs) in names {
+            self.known_runs.insert(run);
+            for (id, name) in jobs {
+                self.width = self.width.max(name.chars().count().min(40));
+                self.names.insert(id, name);
+            }
+        }
+    }
 }
 
 impl Handler<Published> for Progress {
@@ -225,35 +265,14 @@ impl Handler<Published> for Progress {
         }
         let store = self.store.clone();
         ctx.wait(
-            async move {
-                let mut names = Vec::new();
-                for run in unknown {
-                    if let Ok(Some(record)) = store.run(run).await {
-                        names.push((
-                            run,
-                            record
-                                .jobs
-                                .into_iter()
-                                .map(|j| (j.id, j.name))
-                                .collect::<Vec<_>>(),
-                        ));
+            async move { job_names(store.as_ref(), unknown).await }
+                .into_actor(self)
+                .map(move |names, act, _| {
+                    act.learn(names);
+                    for event in msg.events.iter() {
+                        act.event(event);
                     }
-                }
-                names
-            }
-            .into_actor(self)
-            .map(move |names, act, _| {
-                for (run, jobs) in names {
-                    act.known_runs.insert(run);
-                    for (id, name) in jobs {
-                        act.width = act.width.max(name.chars().count().min(40));
-                        act.names.insert(id, name);
-                    }
-                }
-                for event in msg.events.iter() {
-                    act.event(event);
-                }
-            }),
+                }),
         );
     }
 }

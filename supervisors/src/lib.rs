@@ -4,17 +4,27 @@
 //! whom.
 //!
 //! ```text
-//! start_tree
-//!  ├─ EventBus        supervised (actix Supervisor): restarted when it stops, state kept
-//!  ├─ LogHub          supervised: maskers and watchers survive a restart
-//!  ├─ Scheduler       supervised: the cluster state survives a restart
+//! start_tree                       escalation: TreeConfig::escalation (default: exit, resume
+//!  │                               at the next start)
+//!  ├─ EventBus        supervised: subscribers survive a restart
+//!  ├─ LogHub          supervised: maskers and watchers survive a restart; a lost chunk is
+//!  │                  noted in its job's log
+//!  ├─ Scheduler       supervised: rebuilds its indexes from workers, queue and placements;
+//!  │                  asks again for requests a failure lost
 //!  ├─ WorkerRegistry  supervised; registers the local worker
 //!  ├─ ProviderActor   supervised; reaps what an earlier Hodei left running
 //!  └─ Orchestrator    supervised; reaps, resumes unfinished runs, then accepts new ones
 //!       └─ RunActor   one per active run, restarted by the orchestrator with backoff
-//!            │        (hodei_domain::restart policy), escalated after too many restarts
-//!            └─ JobActor  one per attempt; a crash makes its run actor reload from the store
+//!            │        (hodei_domain::restart policy); after too many restarts the run is
+//!            │        parked until the next start
+//!            └─ JobActor  one per attempt; a crash stops its step and makes its run actor
+//!                         reload the job from the store
 //! ```
+//!
+//! Every long-lived actor contains the panics of its handlers (`hodei_actors::supervise`): it
+//! stops, and actix's `Supervisor` starts it again after the backoff of
+//! [`TreeConfig::restart_policy`]; past the policy's limit the tree's
+//! [`TreeConfig::escalation`] decides.
 //!
 //! The order matters: the bus and the hub exist before anything can publish or print; the
 //! scheduler before workers register; the provider before the orchestrator asks it to reap; and
@@ -23,21 +33,42 @@
 use actix::{Addr, Supervisor};
 use hodei_actors::Ports;
 use hodei_actors::bus::EventBus;
+use hodei_actors::contain::ActorKind;
 use hodei_actors::loghub::LogHub;
 use hodei_actors::messages::WorkerSpec;
 use hodei_actors::orchestrator::Orchestrator;
 use hodei_actors::provider::ProviderActor;
 use hodei_actors::run::Approvals;
 use hodei_actors::scheduler::Scheduler;
+use hodei_actors::supervise::{Escalation, Restarts, exit_on_escalation};
 use hodei_actors::workers::{RegisterWorker, WorkerRegistry};
+use hodei_domain::restart::RestartPolicy;
 
 /// What the tree needs beyond the ports.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TreeConfig {
     /// The local machine as a worker, if it takes jobs.
     pub local_worker: Option<WorkerSpec>,
     /// How approval gates are handled.
     pub approvals: Approvals,
+    /// How often and how fast a failed long-lived actor is restarted.
+    pub restart_policy: RestartPolicy,
+    /// What happens when a long-lived actor fails more often than the policy allows.
+    pub escalation: Escalation,
+}
+
+impl TreeConfig {
+    /// The local worker and approval mode given; the default restart policy; escalation stops
+    /// the process with exit code 70 (its own supervisor starts it again, and every unfinished
+    /// run resumes).
+    pub fn new(local_worker: Option<WorkerSpec>, approvals: Approvals) -> TreeConfig {
+        TreeConfig {
+            local_worker,
+            approvals,
+            restart_policy: RestartPolicy::default(),
+            escalation: exit_on_escalation(70),
+        }
+    }
 }
 
 /// The running tree: the addresses callers talk to.
@@ -55,21 +86,46 @@ pub struct Tree {
 /// Starts every long-lived actor, supervised, in dependency order. Must be called inside an
 /// actix `System`.
 pub fn start_tree(ports: Ports, config: TreeConfig) -> Tree {
-    let bus = Supervisor::start(|_| EventBus::default());
-    let logs = ports.logs.clone();
-    let hub = Supervisor::start(move |_| LogHub::new(logs));
-    let clock = ports.clock.clone();
-    let scheduler = Supervisor::start(move |_| Scheduler::new(clock));
-    let for_workers = scheduler.clone();
-    let workers = Supervisor::start(move |_| WorkerRegistry::new(for_workers));
+    let restarts = |kind: ActorKind| {
+        Restarts::new(
+            kind,
+            config.restart_policy,
+            ports.clock.clone(),
+            config.escalation.clone(),
+        )
+    };
+    let (faults, r) = (ports.faults.clone(), restarts(ActorKind::EventBus));
+    let bus = Supervisor::start(move |_| EventBus::new(faults, r));
+    let (logs, faults, r) = (
+        ports.logs.clone(),
+        ports.faults.clone(),
+        restarts(ActorKind::LogHub),
+    );
+    let hub = Supervisor::start(move |_| LogHub::new(logs, faults, r));
+    let (clock, faults, r) = (
+        ports.clock.clone(),
+        ports.faults.clone(),
+        restarts(ActorKind::Scheduler),
+    );
+    let scheduler = Supervisor::start(move |_| Scheduler::new(clock, faults, r));
+    let (for_workers, faults, r) = (
+        scheduler.clone(),
+        ports.faults.clone(),
+        restarts(ActorKind::WorkerRegistry),
+    );
+    let workers = Supervisor::start(move |_| WorkerRegistry::new(for_workers, faults, r));
     if let Some(worker) = config.local_worker {
         workers.do_send(RegisterWorker {
             worker,
             lease: None,
         });
     }
-    let (name, reconcile) = (ports.provider.name(), ports.reconcile.clone());
-    let provider = Supervisor::start(move |_| ProviderActor::new(name, reconcile));
+    let (name, reconcile, r) = (
+        ports.provider.name(),
+        ports.reconcile.clone(),
+        restarts(ActorKind::Provider),
+    );
+    let provider = Supervisor::start(move |_| ProviderActor::new(name, reconcile, r));
     let orchestrator = {
         let (ports, hub, bus, scheduler, provider) = (
             ports.clone(),
@@ -78,9 +134,9 @@ pub fn start_tree(ports: Ports, config: TreeConfig) -> Tree {
             scheduler.clone(),
             provider.clone(),
         );
-        let approvals = config.approvals;
+        let (approvals, r) = (config.approvals, restarts(ActorKind::Orchestrator));
         Supervisor::start(move |_| {
-            Orchestrator::new(ports, hub, bus, scheduler, provider, approvals)
+            Orchestrator::new(ports, hub, bus, scheduler, provider, approvals, r)
         })
     };
     Tree {

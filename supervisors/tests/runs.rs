@@ -1,168 +1,17 @@
 //! The actor core end to end, in-process: the supervision tree on a SQLite store with the
 //! scripted `FakeProvider`. Each test submits a pipeline and checks what the store recorded.
 
+mod common;
+
 use std::sync::Arc;
-use std::time::Duration;
 
-use hodei_actors::Ports;
-use hodei_actors::messages::{CancelRun, SubmitRun, WorkerSpec};
-use hodei_actors::run::Approvals;
-use hodei_adapters::clock::SystemClock;
-use hodei_adapters::fake::FakeProvider;
-use hodei_adapters::logs::FileLogStore;
+use common::{Options, harness, harness_with, state_of};
+use hodei_actors::messages::CancelRun;
 use hodei_adapters::sqlite::SqliteStore;
-use hodei_domain::ids::{RunId, WorkerId};
+use hodei_domain::ids::RunId;
 use hodei_domain::plan::RunInputs;
-use hodei_domain::ports::{RunRecord, SecretStore, Store};
+use hodei_domain::ports::{RunRecord, Store};
 use hodei_domain::state::{DomainEvent, JobState, RunState};
-use hodei_supervisors::{Tree, TreeConfig, start_tree};
-
-struct Secrets(Vec<(String, String)>);
-
-impl SecretStore for Secrets {
-    fn get(&self, name: &str) -> Option<String> {
-        self.0
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-    }
-}
-
-struct Harness {
-    tree: Tree,
-    store: Arc<SqliteStore>,
-    logs: Arc<FileLogStore>,
-    _dir: TempDir,
-}
-
-/// A directory removed when dropped.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("hodei-actors-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-async fn harness(name: &str, slots: u32, secrets: Vec<(String, String)>) -> Harness {
-    let dir = TempDir::new(name);
-    let store = Arc::new(SqliteStore::open(&dir.0.join("hodei.db")).await.unwrap());
-    let logs = Arc::new(FileLogStore::open(&dir.0.join("logs"), 1).unwrap());
-    let provider = Arc::new(FakeProvider::new());
-    let ports = Ports {
-        store: store.clone(),
-        logs: logs.clone(),
-        provider: provider.clone(),
-        reconcile: provider,
-        clock: Arc::new(SystemClock),
-        secrets: Arc::new(Secrets(secrets)),
-    };
-    let worker = WorkerSpec {
-        id: WorkerId("local".into()),
-        labels: vec!["linux".parse().unwrap()],
-        slots,
-    };
-    let tree = start_tree(
-        ports,
-        TreeConfig {
-            local_worker: Some(worker),
-            approvals: Approvals::Local,
-        },
-    );
-    Harness {
-        tree,
-        store,
-        logs,
-        _dir: dir,
-    }
-}
-
-impl Harness {
-    async fn submit(&self, yaml: &str, inputs: RunInputs) -> RunId {
-        self.tree
-            .orchestrator
-            .send(SubmitRun {
-                source: yaml.to_owned(),
-                inputs,
-            })
-            .await
-            .unwrap()
-            .unwrap()
-    }
-
-    /// Waits until the run is finished; fails with "likely deadlocked" after 20 s.
-    async fn finished(&self, run: RunId) -> RunRecord {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let record = self.store.run(run).await.unwrap().unwrap();
-            if record.state.is_terminal() {
-                return record;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{run} never finished: likely deadlocked; state {:?}",
-                record.state
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    async fn until(&self, run: RunId, what: &str, test: impl Fn(&RunRecord) -> bool) -> RunRecord {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let record = self.store.run(run).await.unwrap().unwrap();
-            if test(&record) {
-                return record;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{run}: {what} never happened: likely deadlocked"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    async fn events(&self, run: RunId) -> Vec<DomainEvent> {
-        let mut out = Vec::new();
-        let mut after = 0;
-        loop {
-            let page = self.store.events(after, 500).await.unwrap();
-            let Some(&(last, _)) = page.last() else { break };
-            after = last;
-            out.extend(
-                page.into_iter()
-                    .map(|(_, e)| e)
-                    .filter(|e| e.run_id() == run),
-            );
-        }
-        out
-    }
-
-    async fn log(&self, record: &RunRecord, job: &str) -> String {
-        let job = record.jobs.iter().find(|j| j.name == job).unwrap().id;
-        use hodei_domain::ports::LogStore;
-        self.logs.flush(job).await.unwrap();
-        String::from_utf8(self.logs.read(job, 0, None).await.unwrap()).unwrap()
-    }
-}
-
-fn state_of<'a>(record: &'a RunRecord, job: &str) -> &'a JobState {
-    &record
-        .jobs
-        .iter()
-        .find(|j| j.name == job)
-        .unwrap_or_else(|| panic!("no job {job}"))
-        .state
-}
 
 #[actix_rt::test]
 async fn jobs_run_in_dag_order_and_the_run_succeeds() {
@@ -338,12 +187,13 @@ async fn jobs_in_parallel_never_exceed_the_slots() {
         .submit(&format!("name: p\njobs:\n{jobs}"), RunInputs::default())
         .await;
     let _ = h.finished(run).await;
+    // A slot is taken from the placement to the end of the job's last process.
     let mut running = 0i32;
     let mut peak = 0;
     for event in h.events(run).await {
         match event {
             DomainEvent::JobPlaced { .. } => running += 1,
-            DomainEvent::JobSucceeded { .. } => running -= 1,
+            DomainEvent::StepSucceeded { .. } => running -= 1,
             _ => {}
         }
         peak = peak.max(running);
@@ -500,41 +350,20 @@ impl Store for FlakyStore {
 
 #[actix_rt::test]
 async fn a_store_refusal_mid_attempt_reloads_the_job_and_the_run_still_finishes() {
-    let dir = TempDir::new("flaky");
-    let inner = Arc::new(SqliteStore::open(&dir.0.join("hodei.db")).await.unwrap());
-    let store = Arc::new(FlakyStore {
-        inner: inner.clone(),
-        refuse: "step_succeeded",
-        refused: Default::default(),
-    });
-    let logs = Arc::new(FileLogStore::open(&dir.0.join("logs"), 1).unwrap());
-    let provider = Arc::new(FakeProvider::new());
-    let ports = Ports {
-        store,
-        logs: logs.clone(),
-        provider: provider.clone(),
-        reconcile: provider,
-        clock: Arc::new(SystemClock),
-        secrets: Arc::new(Secrets(vec![])),
-    };
-    let worker = WorkerSpec {
-        id: WorkerId("local".into()),
-        labels: vec![],
-        slots: 2,
-    };
-    let tree = start_tree(
-        ports,
-        TreeConfig {
-            local_worker: Some(worker),
-            approvals: Approvals::Local,
+    let h = harness_with(
+        "flaky",
+        Options {
+            store: |inner| {
+                Arc::new(FlakyStore {
+                    inner,
+                    refuse: "step_succeeded",
+                    refused: Default::default(),
+                })
+            },
+            ..Options::default()
         },
-    );
-    let h = Harness {
-        tree,
-        store: inner,
-        logs,
-        _dir: dir,
-    };
+    )
+    .await;
     let run = h.submit("name: p\njobs:\n  a: {retry: 1, steps: [emit 1]}\n  b: {needs: [a], steps: [emit 1]}\n", RunInputs::default()).await;
     let record = h.finished(run).await;
     assert_eq!(record.state, RunState::Succeeded, "{:?}", record.jobs);

@@ -12,7 +12,8 @@
 //! - Workspace of a job attempt: `<base>/<run>-<job>-<attempt>` (e.g. `run-3-job-7-1`), fresh
 //!   at every `set_up` (a leftover of an earlier life is removed first). `tear_down` derives it
 //!   from the run, job and attempt, never from [`Workspace::id`], so a hand-made `Workspace`
-//!   after a failed `set_up` works and nothing outside the base is ever removed.
+//!   after a failed `set_up` works and nothing outside the base is ever removed. `resume` hands
+//!   back the directory of an attempt as an earlier life left it, if it is still there.
 //! - A step runs `shell... script` in its own process group, with stdin `/dev/null`, one pipe for
 //!   stdout and stderr (so their order is kept), in the workspace or its `working_dir`.
 //! - Its environment is exactly [`StepSpec::env`] plus `PATH=/usr/local/bin:/usr/bin:/bin` when
@@ -44,7 +45,7 @@
 //! status; [`ProviderError::Other`] when a workspace cannot be removed or a killed step does not
 //! end within 10 s. Never a panic.
 
-mod convert;
+pub(crate) mod convert;
 mod group;
 mod orphans;
 mod process;
@@ -251,6 +252,28 @@ impl Drop for LocalProvider {
 impl Provider for LocalProvider {
     fn name(&self) -> &'static str {
         "local"
+    }
+
+    fn resume<'a>(
+        &'a self,
+        job: &'a JobSpec,
+    ) -> BoxFuture<'a, Result<Option<Workspace>, ProviderError>> {
+        Box::pin(async move {
+            let dir = convert::workspace_dir(&self.base, job.run, job.job, job.attempt);
+            match tokio::fs::metadata(&dir).await {
+                Ok(meta) if meta.is_dir() => Ok(Some(Workspace {
+                    run: job.run,
+                    job: job.job,
+                    attempt: job.attempt,
+                    id: dir.to_string_lossy().into_owned(),
+                })),
+                Ok(_) => Ok(None),
+                Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
+                Err(err) => Err(ProviderError::SetUp {
+                    reason: format!("cannot look for the workspace {}: {err}", dir.display()),
+                }),
+            }
+        })
     }
 
     fn set_up<'a>(&'a self, job: &'a JobSpec) -> BoxFuture<'a, Result<Workspace, ProviderError>> {

@@ -271,6 +271,7 @@ pub async fn trigger_run(
             });
         }
         Err(SubmitError::Store(err)) => return Err(err.into()),
+        Err(SubmitError::Internal(reason)) => return Err(ApiError::Internal { reason }),
         Err(SubmitError::Unavailable) => {
             return Err(ApiError::Unavailable {
                 what: "the orchestrator",

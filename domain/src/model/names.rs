@@ -101,6 +101,14 @@ text_newtype!(
     )
 );
 
+impl Label {
+    /// `docker`: the label of a worker that runs jobs with an `image` in containers. Such a job
+    /// needs it beside its own `runs_on`; a worker offers it while its engine answers.
+    pub fn docker() -> Label {
+        Label("docker".to_owned())
+    }
+}
+
 text_newtype!(
     /// A container image reference such as `rust:1`, `postgres:16` or `registry.local/app@sha256:…`.
     Image,

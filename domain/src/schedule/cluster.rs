@@ -10,7 +10,7 @@ use super::job::{JobEntry, JobState, QueuedJob, rank};
 use super::queue::{Class, Group, Lane, LaneKey, Need, Project};
 use super::worker::{Demand, Pool, Usage, Worker, WorkerEntry, WorkerState};
 use super::{Policy, ScheduleError};
-use crate::ids::{JobId, Timestamp, WorkerId};
+use crate::ids::{JobId, RunId, Timestamp, WorkerId};
 use crate::model::{Label, Name};
 
 /// Workers, their usage and the queue, with the placement policy of [`Policy`].
@@ -281,11 +281,53 @@ impl Cluster {
         Some(&self.workers[worker].spec.id)
     }
 
+    /// The run of a queued or placed job.
+    pub fn run_of(&self, job: JobId) -> Option<RunId> {
+        Some(self.jobs[*self.job_ids.get(&job)?].run)
+    }
+
     /// Whether a job is queued (not yet placed).
     pub fn is_queued(&self, job: JobId) -> bool {
         self.job_ids
             .get(&job)
             .is_some_and(|&index| self.jobs[index].lane().is_some())
+    }
+
+    /// The same workers, queue and placements, with every index built anew: what a restarted
+    /// scheduler keeps of a state that a panic may have left half-updated. The primary facts are
+    /// kept — worker specs, each job as it was queued (its `seq` and age), which worker holds
+    /// which job — and everything derived from them (lanes, classes, usage, concurrency
+    /// holders) is recomputed; reservations of starving jobs are made again when due.
+    pub fn rebuilt(&self) -> Cluster {
+        let mut fresh = Cluster::new(self.policy);
+        let mut workers: Vec<&WorkerEntry> = self.workers.iter().map(|(_, w)| w).collect();
+        workers.sort_by_key(|w| w.reg);
+        for worker in &workers {
+            let _ = fresh.add_worker(worker.spec.clone());
+        }
+        // Placements first, in the order each worker took its jobs; then the queue.
+        for worker in &workers {
+            let Some(&at) = fresh.worker_ids.get(&worker.spec.id) else {
+                continue;
+            };
+            for &index in &worker.jobs {
+                if fresh.enqueue(self.queued_job(index)).is_ok()
+                    && let Ok(job) = fresh.find_job(self.jobs[index].id)
+                {
+                    fresh.occupy(job, at);
+                }
+            }
+        }
+        let mut queued: Vec<(u32, &JobEntry)> = self
+            .jobs
+            .iter()
+            .filter(|(_, entry)| entry.lane().is_some())
+            .collect();
+        queued.sort_by_key(|(_, entry)| entry.seq);
+        for (index, _) in queued {
+            let _ = fresh.enqueue(self.queued_job(index));
+        }
+        fresh
     }
 
     /// How many jobs are queued.

@@ -89,13 +89,19 @@ impl Cluster {
 
     /// Places a queued job on a worker that fits it and updates everything that depends on it.
     pub(super) fn assign(&mut self, job: u32, worker: u32) -> Placement {
+        debug_assert!(self.workers[worker].fits_now(self.classes[self.jobs[job].class].demand));
+        self.occupy(job, worker)
+    }
+
+    /// [`assign`](Cluster::assign) without asking whether the job fits: for a placement that
+    /// already exists (a job that runs there), when the cluster is rebuilt.
+    pub(super) fn occupy(&mut self, job: u32, worker: u32) -> Placement {
         let lane = self.pull_job(job);
         let entry = &mut self.jobs[job];
         entry.state = JobState::Placed { worker };
         let (class, project, group) = (entry.class, entry.project, entry.group);
         let demand = self.classes[class].demand;
         let worker_entry = &mut self.workers[worker];
-        debug_assert!(worker_entry.fits_now(demand));
         worker_entry.used_slots += 1;
         worker_entry.used_cpu += demand.cpu;
         worker_entry.used_memory += demand.memory;

@@ -188,6 +188,18 @@ fn run(
     ops: &[Op],
     reference: bool,
 ) -> Result<(), TestCaseError> {
+    run_rebuilding(policy, workers, ops, reference, false)
+}
+
+/// [`run`], rebuilding the cluster's indexes ([`Cluster::rebuilt`]) after every third call when
+/// `rebuild` is set, as a restarted scheduler does.
+fn run_rebuilding(
+    policy: Policy,
+    workers: &[WorkerSpec],
+    ops: &[Op],
+    reference: bool,
+    rebuild: bool,
+) -> Result<(), TestCaseError> {
     let mut c = Cluster::new(policy);
     let mut m = Model {
         aging_ms: policy.aging_interval.as_millis() as u64,
@@ -198,8 +210,12 @@ fn run(
         c.add_worker(worker.clone()).unwrap();
         m.add_worker(worker);
     }
-    for op in ops {
+    for (i, op) in ops.iter().enumerate() {
         step(&mut c, &mut m, op, reference)?;
+        if rebuild && i % 3 == 0 {
+            c = c.rebuilt();
+            check_invariants(&c)?;
+        }
     }
     Ok(())
 }
@@ -229,6 +245,18 @@ proptest! {
             reserve_after: Duration::MAX,
         };
         run(policy, &workers, &ops, true)?;
+    }
+
+    #[test]
+    fn a_rebuilt_cluster_goes_on_as_the_original_would(
+        workers in prop::collection::vec(worker_spec(), 0..6),
+        ops in prop::collection::vec(op(), 1..120),
+    ) {
+        let policy = Policy {
+            aging_interval: Duration::from_secs(2),
+            reserve_after: Duration::MAX,
+        };
+        run_rebuilding(policy, &workers, &ops, true, true)?;
     }
 }
 

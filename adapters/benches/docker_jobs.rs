@@ -1,0 +1,151 @@
+//! The Docker provider against the engine's own speed, measured in the same run
+//! (`cargo bench -p hodei-adapters --bench docker_jobs`; figures in `docs/performance.md`):
+//!
+//! - one one-step job at a time — `set_up`, one `echo hello` step with its output collected,
+//!   `tear_down` — against the raw API sequence for the same container: create, start, wait,
+//!   remove. Rounds alternate between the two, so that a slower moment of the engine hits both;
+//! - many such jobs, `PARALLEL` at a time, against the raw sequence `PARALLEL` at a time: jobs
+//!   per second, and the ratio.
+//!
+//! `HODEI_DOCKER_ROUNDS` (default 20) and `HODEI_DOCKER_PARALLEL` (default 8) change the sizes.
+
+#[allow(dead_code)]
+#[path = "../tests/docker/support.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{
+    CreateContainerOptions, RemoveContainerOptions, WaitContainerOptions,
+};
+use futures_util::StreamExt;
+use hodei_domain::ports::Provider;
+
+use support::{Fixture, IMAGE, step};
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let rounds = env_or("HODEI_DOCKER_ROUNDS", 20);
+    let parallel = env_or("HODEI_DOCKER_PARALLEL", 8);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let fx = Arc::new(Fixture::new("bench-jobs").await);
+        // Warm the engine and the image's layers up.
+        job(&fx, 1).await;
+        raw(&fx.docker).await;
+
+        let (mut hodei, mut engine) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            hodei.push(timed(job(&fx, 10 + round as u64)).await);
+            engine.push(timed(raw(&fx.docker)).await);
+        }
+        let (h, e) = (median(&mut hodei), median(&mut engine));
+        println!(
+            "one-step Docker job, one at a time: provider median {:.1} ms, raw create+start+wait+remove median {:.1} ms: {:.3}x ({rounds} rounds each)",
+            ms(h),
+            ms(e),
+            h.as_secs_f64() / e.as_secs_f64()
+        );
+
+        let jobs = rounds * parallel;
+        let began = Instant::now();
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..jobs {
+            if set.len() >= parallel {
+                set.join_next().await;
+            }
+            let fx = fx.clone();
+            set.spawn(async move { job(&fx, 1_000 + i as u64).await });
+        }
+        while set.join_next().await.is_some() {}
+        let hodei_rate = jobs as f64 / began.elapsed().as_secs_f64();
+        let began = Instant::now();
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..jobs {
+            if set.len() >= parallel {
+                set.join_next().await;
+            }
+            let docker = fx.docker.clone();
+            set.spawn(async move { raw(&docker).await });
+        }
+        while set.join_next().await.is_some() {}
+        let engine_rate = jobs as f64 / began.elapsed().as_secs_f64();
+        println!(
+            "one-step Docker jobs, {parallel} at a time: provider {hodei_rate:.1} jobs/s, raw sequence {engine_rate:.1} containers/s: {:.1}% ({jobs} jobs each)",
+            hodei_rate / engine_rate * 100.0
+        );
+    });
+}
+
+async fn timed(future: impl std::future::Future<Output = ()>) -> Duration {
+    let began = Instant::now();
+    future.await;
+    began.elapsed()
+}
+
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// A one-step job through the provider, its output checked.
+async fn job(fx: &Fixture, id: u64) {
+    let ws = fx.set_up(id, |_| {}).await;
+    let (exit, output) = fx.run(&ws, &step(0, "echo hello")).await;
+    assert!(
+        exit.is_success() && output == "hello\n",
+        "{exit:?} {output:?}"
+    );
+    fx.provider.tear_down(&ws).await.expect("torn down");
+}
+
+/// The engine's own sequence for the same container.
+async fn raw(docker: &Docker) {
+    let body = ContainerCreateBody {
+        image: Some(IMAGE.into()),
+        cmd: Some(vec![
+            "/bin/sh".into(),
+            "-e".into(),
+            "-c".into(),
+            "echo hello".into(),
+        ]),
+        ..Default::default()
+    };
+    let id = docker
+        .create_container(None::<CreateContainerOptions>, body)
+        .await
+        .expect("created")
+        .id;
+    docker.start_container(&id, None).await.expect("started");
+    let mut wait = docker.wait_container(&id, None::<WaitContainerOptions>);
+    while let Some(result) = wait.next().await {
+        result.expect("exited 0");
+    }
+    docker
+        .remove_container(
+            &id,
+            Some(RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            }),
+        )
+        .await
+        .expect("removed");
+}

@@ -1,0 +1,316 @@
+//! [`ByImage`]: one provider for a machine that runs jobs both ways — a job with an `image` in
+//! containers on the Docker engine, every other job as local processes.
+//!
+//! ## Guarantees
+//! - A job goes to the provider its `image` calls for, at `set_up` (or `resume`); its steps and
+//!   its tear-down go to the same one.
+//! - The engine's health is watched ([`ByImage::watch`]): a ping every 5 s while it answers;
+//!   while it does not, a new try after 1 s, 2 s, 4 s … at most 30 s (a circuit breaker: a down
+//!   engine is not hammered, jobs are not sent to it). Each change is reported to the caller,
+//!   who withdraws or offers the `docker` label of the worker, so that jobs with an `image`
+//!   wait in the queue while the engine is away and go on by themselves when it is back.
+//! - While the engine is away, a job with an `image` that reaches `set_up` anyway fails it with
+//!   [`ProviderError::Unavailable`] (retryable), naming the engine and why; local jobs run as
+//!   usual.
+//! - `tear_down` of a workspace this router does not know (after a failed set-up, after a
+//!   restart) is handed to both providers: both tear-downs are idempotent and safe.
+//! - `reap_orphans` reaps with both and reports what both stopped.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use hodei_domain::ids::JobId;
+use hodei_domain::ports::{
+    BoxFuture, JobSpec, Orphan, OutputSink, Provider, ProviderError, Reconcile, StepHandle,
+    StepSpec, Workspace,
+};
+
+use crate::docker::{DockerConfig, DockerProvider};
+use crate::local::LocalProvider;
+
+/// Which provider holds a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    Local,
+    Docker,
+}
+
+/// Local processes and Docker containers behind one [`Provider`].
+pub struct ByImage {
+    local: Arc<LocalProvider>,
+    docker: DockerLink,
+    owners: Mutex<HashMap<JobId, Owner>>,
+}
+
+/// The Docker provider once the engine answered, and whether it answers now.
+struct DockerLink {
+    config: DockerConfig,
+    provider: RwLock<Option<Arc<DockerProvider>>>,
+    /// `None` while the engine answers; why not, otherwise.
+    trouble: Mutex<Option<String>>,
+}
+
+/// What a [`ByImage::watch`] caller is told: `None` when the engine answers again, the reason
+/// when it stops answering.
+pub type EngineHealth = Arc<dyn Fn(Option<String>) + Send + Sync>;
+
+impl ByImage {
+    /// Routes to `local`, and to a Docker provider for the engine of `docker`, connected now if
+    /// the engine answers, or as soon as it does.
+    pub async fn new(local: Arc<LocalProvider>, docker: DockerConfig) -> ByImage {
+        let router = ByImage {
+            local,
+            docker: DockerLink {
+                config: docker,
+                provider: RwLock::new(None),
+                trouble: Mutex::new(Some("not connected yet".into())),
+            },
+            owners: Mutex::new(HashMap::new()),
+        };
+        router.check_engine().await;
+        router
+    }
+
+    /// The Docker provider, once the engine answered.
+    fn connected(&self) -> Option<Arc<DockerProvider>> {
+        self.docker
+            .provider
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Why the Docker engine cannot be used now, or `None` when it can.
+    pub fn engine_trouble(&self) -> Option<String> {
+        lock(&self.docker.trouble).clone()
+    }
+
+    /// Asks the engine whether it answers (connecting first if it never did), records the
+    /// answer, and says whether it changed.
+    async fn check_engine(&self) -> bool {
+        let trouble = match self.connected() {
+            Some(provider) => match provider.engine().ping().await {
+                Ok(_) => None,
+                Err(err) => Some(format!(
+                    "the Docker engine at {} does not answer: {err}",
+                    self.docker.config.socket
+                )),
+            },
+            None => match DockerProvider::connect(self.docker.config.clone()).await {
+                Ok(provider) => {
+                    *self
+                        .docker
+                        .provider
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(provider));
+                    None
+                }
+                Err(err) => Some(format!("the Docker engine cannot be used: {err}")),
+            },
+        };
+        self.set_trouble(trouble)
+    }
+
+    /// Records the engine's health; says whether it changed.
+    fn set_trouble(&self, trouble: Option<String>) -> bool {
+        let mut current = lock(&self.docker.trouble);
+        let changed = current.is_some() != trouble.is_some();
+        *current = trouble;
+        changed
+    }
+
+    /// Watches the engine for as long as the router lives, on the current Tokio runtime, and
+    /// tells `health` of every change (and once at the start).
+    pub fn watch(self: &Arc<Self>, health: EngineHealth) {
+        health(self.engine_trouble());
+        let router = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_secs(1);
+            loop {
+                let wait = match router.upgrade().map(|r| r.engine_trouble()) {
+                    None => return,
+                    Some(None) => Duration::from_secs(5),
+                    Some(Some(_)) => backoff,
+                };
+                tokio::time::sleep(wait).await;
+                let Some(router) = router.upgrade() else {
+                    return;
+                };
+                let changed = router.check_engine().await;
+                let trouble = router.engine_trouble();
+                backoff = match trouble {
+                    None => Duration::from_secs(1),
+                    Some(_) => (backoff * 2).min(Duration::from_secs(30)),
+                };
+                if changed {
+                    health(trouble);
+                }
+            }
+        });
+    }
+
+    fn docker(&self) -> Result<Arc<DockerProvider>, ProviderError> {
+        let unavailable = |reason: String| ProviderError::Unavailable {
+            provider: "docker",
+            reason: format!("the job has an `image`, and {reason}"),
+        };
+        if let Some(trouble) = self.engine_trouble() {
+            return Err(unavailable(trouble));
+        }
+        self.connected()
+            .ok_or_else(|| unavailable("the Docker engine is not connected".into()))
+    }
+
+    fn owner(&self, job: JobId) -> Option<Owner> {
+        lock(&self.owners).get(&job).copied()
+    }
+
+    fn own(&self, job: JobId, owner: Option<Owner>) {
+        let mut owners = lock(&self.owners);
+        match owner {
+            Some(owner) => owners.insert(job, owner),
+            None => owners.remove(&job),
+        };
+    }
+
+    /// The provider that holds `job`.
+    fn of(&self, job: JobId) -> Result<Arc<dyn Provider>, ProviderError> {
+        match self.owner(job) {
+            Some(Owner::Local) => Ok(self.local.clone()),
+            Some(Owner::Docker) => Ok(self.docker()?),
+            None => Err(ProviderError::Other {
+                provider: "router",
+                reason: format!("{job} has no workspace set up in this life of Hodei"),
+            }),
+        }
+    }
+
+    /// The provider a job calls for.
+    fn for_job(&self, job: &JobSpec) -> Result<(Owner, Arc<dyn Provider>), ProviderError> {
+        if job.image.is_some() {
+            Ok((Owner::Docker, self.docker()?))
+        } else {
+            Ok((Owner::Local, self.local.clone()))
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Provider for ByImage {
+    fn name(&self) -> &'static str {
+        "local+docker"
+    }
+
+    fn set_up<'a>(&'a self, job: &'a JobSpec) -> BoxFuture<'a, Result<Workspace, ProviderError>> {
+        Box::pin(async move {
+            let (owner, provider) = self.for_job(job)?;
+            self.own(job.job, Some(owner));
+            let result = provider.set_up(job).await;
+            if owner == Owner::Docker
+                && let Err(ProviderError::Unavailable { reason, .. }) = &result
+            {
+                // Do not wait for the next ping: withdraw the engine now.
+                self.set_trouble(Some(reason.clone()));
+            }
+            result
+        })
+    }
+
+    fn start_step<'a>(
+        &'a self,
+        workspace: &'a Workspace,
+        step: &'a StepSpec,
+        output: Arc<dyn OutputSink>,
+    ) -> BoxFuture<'a, Result<StepHandle, ProviderError>> {
+        Box::pin(async move {
+            self.of(workspace.job)?
+                .start_step(workspace, step, output)
+                .await
+        })
+    }
+
+    fn wait_step<'a>(
+        &'a self,
+        step: &'a StepHandle,
+    ) -> BoxFuture<'a, Result<hodei_domain::state::StepExit, ProviderError>> {
+        Box::pin(async move { self.of(step.job)?.wait_step(step).await })
+    }
+
+    fn destroy_step<'a>(
+        &'a self,
+        step: &'a StepHandle,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async move { self.of(step.job)?.destroy_step(step).await })
+    }
+
+    fn tear_down<'a>(
+        &'a self,
+        workspace: &'a Workspace,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async move {
+            let owner = self.owner(workspace.job);
+            let result = match (owner, self.connected()) {
+                (Some(Owner::Local), _) => self.local.tear_down(workspace).await,
+                (Some(Owner::Docker), Some(docker)) => docker.tear_down(workspace).await,
+                (Some(Owner::Docker), None) => {
+                    Err(self.docker().err().unwrap_or(ProviderError::Other {
+                        provider: "router",
+                        reason: "the Docker engine is not connected".into(),
+                    }))
+                }
+                (None, docker) => {
+                    let local = self.local.tear_down(workspace).await;
+                    match docker {
+                        Some(docker) => local.and(docker.tear_down(workspace).await),
+                        None => local,
+                    }
+                }
+            };
+            self.own(workspace.job, None);
+            result
+        })
+    }
+
+    fn service_logs<'a>(
+        &'a self,
+        workspace: &'a Workspace,
+    ) -> BoxFuture<'a, Result<hodei_domain::ports::ServiceLogs, ProviderError>> {
+        Box::pin(async move { self.of(workspace.job)?.service_logs(workspace).await })
+    }
+
+    fn resume<'a>(
+        &'a self,
+        job: &'a JobSpec,
+    ) -> BoxFuture<'a, Result<Option<Workspace>, ProviderError>> {
+        Box::pin(async move {
+            let (owner, provider) = self.for_job(job)?;
+            let resumed = provider.resume(job).await?;
+            if resumed.is_some() {
+                self.own(job.job, Some(owner));
+            }
+            Ok(resumed)
+        })
+    }
+}
+
+impl Reconcile for ByImage {
+    fn reap_orphans(&self) -> BoxFuture<'_, Result<Vec<Orphan>, ProviderError>> {
+        Box::pin(async move {
+            // Both reap, even when one of them fails.
+            let local = self.local.reap_orphans().await;
+            let docker = match self.connected() {
+                Some(docker) => Some(docker.reap_orphans().await),
+                None => None,
+            };
+            let mut orphans = local?;
+            if let Some(docker) = docker {
+                orphans.extend(docker?);
+            }
+            Ok(orphans)
+        })
+    }
+}
