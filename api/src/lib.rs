@@ -69,6 +69,54 @@ pub struct ApiState {
     pub tree: Tree,
     pub tokens: Arc<dyn TokenStore>,
     pub limits: Limits,
+    /// One lock per pipeline name: written while a definition is applied, read while a run of
+    /// it is submitted.
+    pipelines: Arc<PipelineLocks>,
+}
+
+impl ApiState {
+    pub fn new(tree: Tree, tokens: Arc<dyn TokenStore>, limits: Limits) -> ApiState {
+        ApiState {
+            tree,
+            tokens,
+            limits,
+            pipelines: Arc::default(),
+        }
+    }
+}
+
+/// Serialises the writes of one pipeline's definitions.
+///
+/// Submitting a run stores its definition's text again (the same text is the same version):
+/// were a new version applied between reading the latest text and submitting it, the old text
+/// would be stored as a newer version still. Applying a definition holds its pipeline's lock
+/// for writing, submitting a run holds it for reading, so that this cannot happen within one
+/// server; runs of one pipeline are submitted concurrently, and different pipelines never wait
+/// for each other.
+#[derive(Default)]
+struct PipelineLocks {
+    locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
+}
+
+impl ApiState {
+    fn pipeline_lock(&self, name: &str) -> Arc<tokio::sync::RwLock<()>> {
+        let mut locks = self
+            .pipelines
+            .locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        locks.entry(name.to_owned()).or_default().clone()
+    }
+
+    /// Holds pipeline `name`'s lock for applying a definition, until the guard is dropped.
+    pub(crate) async fn applying(&self, name: &str) -> tokio::sync::OwnedRwLockWriteGuard<()> {
+        self.pipeline_lock(name).write_owned().await
+    }
+
+    /// Holds pipeline `name`'s lock for submitting a run, until the guard is dropped.
+    pub(crate) async fn submitting(&self, name: &str) -> tokio::sync::OwnedRwLockReadGuard<()> {
+        self.pipeline_lock(name).read_owned().await
+    }
 }
 
 /// Adds the API to an actix-web app: its state, its routes, the error answers of extractors

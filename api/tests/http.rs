@@ -96,11 +96,7 @@ async fn start_with(limits: Limits) -> Server {
     };
     let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let state = ApiState {
-        tree,
-        tokens: store,
-        limits,
-    };
+    let state = ApiState::new(tree, store, limits);
     let server = hodei_api::serve(state, listener, 1).expect("the server starts");
     let handle = server.handle();
     actix_rt::spawn(server);

@@ -137,13 +137,10 @@ async fn serve(config: ServerConfig, given: Option<String>) -> u8 {
     let url = listener
         .local_addr()
         .map_or_else(|_| config.listen.to_string(), |a| a.to_string());
-    let state = ApiState {
-        tree: stack.tree,
-        tokens: stack.tokens,
-        limits: Limits {
-            max_body: config.max_body_bytes,
-        },
+    let limits = Limits {
+        max_body: config.max_body_bytes,
     };
+    let state = ApiState::new(stack.tree, stack.tokens, limits);
     let server = match hodei_api::serve(state, listener, config.http_workers) {
         Ok(server) => server,
         Err(err) => {

@@ -93,6 +93,7 @@ pub async fn put_pipeline(
     // A loaded pipeline was valid UTF-8.
     let source = String::from_utf8_lossy(&bytes).into_owned();
     let store = &state.tree.ports.store;
+    let _applying = state.applying(&name).await;
     let before = store.pipeline(&name).await?.map(|p| p.version);
     let now = state.tree.ports.clock.now();
     let stored = store.put_pipeline(&name, &source, now).await?;
@@ -240,6 +241,8 @@ pub async fn trigger_run(
         ));
     }
     let store = &state.tree.ports.store;
+    // Held until the run is submitted: no version is applied between reading and submitting.
+    let submitting = state.submitting(&name).await;
     let pipeline = store
         .pipeline(&name)
         .await?
@@ -263,6 +266,7 @@ pub async fn trigger_run(
         })
         .await
         .map_err(|err| ApiError::actor("the orchestrator", err))?;
+    drop(submitting);
     let run = match submitted {
         Ok(run) => run,
         Err(SubmitError::InvalidInputs(errors)) => {
