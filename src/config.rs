@@ -73,7 +73,13 @@ const KEYS: [Key; 5] = [
 ];
 
 /// Variables that start with `HODEI_` but are not configuration keys.
-const OTHER_VARIABLES: [&str; 3] = ["HODEI_CONFIG", "HODEI_BOOTSTRAP_TOKEN", "HODEI_LOG"];
+const OTHER_VARIABLES: [&str; 5] = [
+    "HODEI_CONFIG",
+    "HODEI_BOOTSTRAP_TOKEN",
+    "HODEI_LOG",
+    "HODEI_DOCKER_HOST",
+    "HODEI_FAULT",
+];
 
 /// A value as given, before it is checked.
 #[derive(Debug, Clone, PartialEq)]
