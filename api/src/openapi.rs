@@ -148,6 +148,19 @@ mod tests {
     }
 
     #[test]
+    fn query_parameters_are_in_the_query_and_optional() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let params = doc["paths"]["/api/v1/runs"]["get"]["parameters"]
+            .as_array()
+            .unwrap();
+        assert!(!params.is_empty());
+        for param in params {
+            assert_eq!(param["in"], "query", "{param}");
+            assert_ne!(param["required"], true, "{param}");
+        }
+    }
+
+    #[test]
     fn the_document_is_openapi_3_1() {
         let json = serde_json::to_value(ApiDoc::openapi()).unwrap();
         assert_eq!(json["openapi"], "3.1.0");

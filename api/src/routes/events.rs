@@ -13,6 +13,7 @@ use crate::views::{EventPage, EventView};
 
 /// Paging of events.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventQuery {
     /// Events numbered after this one (default 0: from the first).

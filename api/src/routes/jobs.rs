@@ -13,6 +13,9 @@ use crate::error::{ApiError, Problem};
 use crate::request::{parse_range, query_range};
 use crate::views::JobView;
 
+/// The most bytes of a log one answer holds.
+const MAX_READ: u64 = 8 * 1024 * 1024;
+
 /// The run a job belongs to, or 404.
 async fn run_of(state: &ApiState, job: JobId) -> Result<RunId, ApiError> {
     state
@@ -59,6 +62,7 @@ pub async fn get_job(
 
 /// A part of a log by offsets.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LogQuery {
     /// The first byte, from 0 (default 0).
@@ -71,7 +75,9 @@ pub struct LogQuery {
 ///
 /// Plain text, the output of every step and Hodei's own notes, secrets masked. A part is
 /// chosen by `Range: bytes=START-END` (206 with `Content-Range`) or by `?from=&to=` byte
-/// offsets (200). `Hodei-Log-Length` gives the log's length, to resume from. Role: viewer.
+/// offsets (200). An answer holds at most 8 MiB: a larger part is cut, and answered as 206 with
+/// the `Content-Range` it holds. `Hodei-Log-Length` gives the log's length, to resume from.
+/// Role: viewer.
 #[utoipa::path(
     get,
     path = "/api/v1/jobs/{id}/log",
@@ -107,10 +113,16 @@ pub async fn get_job_log(
         })?),
         None => None,
     };
-    let (range, partial) = match range_header {
+    let (mut range, mut partial) = match range_header {
         Some(text) => (parse_range(text, length)?, true),
         None => (query_range(query.from, query.to, length)?, false),
     };
+    // One answer holds at most MAX_READ bytes: a longer log is read in parts, each answer
+    // saying with `Content-Range` which part it is.
+    if range.end - range.start > MAX_READ {
+        range.end = range.start + MAX_READ;
+        partial = true;
+    }
     let bytes = logs
         .read(job, range.start, Some(range.end))
         .await

@@ -116,6 +116,7 @@ pub async fn put_pipeline(
 
 /// Paging of pipelines.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineQuery {
     /// The `next_cursor` of the previous page.

@@ -29,6 +29,7 @@ const STATES: [RunState; 6] = [
 
 /// Filters and paging of runs.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RunQuery {
     /// Only runs in this state: `pending`, `running`, `cancelling`, `succeeded`, `failed`,
