@@ -15,7 +15,7 @@ use std::pin::Pin;
 
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
-use hodei_domain::access::Role;
+use hodei_domain::model::Role;
 use hodei_domain::ports::{NewToken, StoreError, TokenRecord, TokenStore};
 use sha2::{Digest, Sha256};
 

@@ -8,7 +8,7 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
-use hodei_domain::access::Role;
+use hodei_domain::model::Role;
 use hodei_domain::ports::{LogError, StoreError};
 use serde::Serialize;
 use utoipa::ToSchema;

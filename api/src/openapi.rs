@@ -57,6 +57,7 @@ api!(
     runs::cancel_run,
     jobs::get_job,
     jobs::get_job_log,
+    jobs::approve_job,
     tokens::create_token,
     tokens::list_tokens,
     tokens::revoke_token,

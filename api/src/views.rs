@@ -4,9 +4,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use hodei_domain::access::Role;
 use hodei_domain::diagnostic::{Diagnostic, Severity};
 use hodei_domain::ids::{JobId, RunId};
+use hodei_domain::model::Role;
 use hodei_domain::ports::{
     JobRecord, PipelineSummary, RunRecord, RunSummary, StepRecord, TokenRecord, VersionStamp,
 };

@@ -40,6 +40,17 @@ jobs:
       - run: sleep 30
 ";
 
+const GATED: &str = "\
+name: gated
+jobs:
+  build:
+    steps: [{ run: echo built }]
+  deploy:
+    needs: [build]
+    approval: { role: admin }
+    steps: [{ run: echo deployed }]
+";
+
 struct NoSecrets;
 
 impl SecretStore for NoSecrets {
@@ -762,9 +773,60 @@ async fn the_openapi_document_lists_every_route_and_every_route_answers() {
             );
         }
     }
-    assert_eq!(operations, 17, "a route was added: document and test it");
+    assert_eq!(operations, 18, "a route was added: document and test it");
     // Routes come from the document: what it does not list does not exist.
     for undocumented in ["/api/v1/workers", "/api/v1/queue", "/"] {
         server.get(undocumented).await.problem(404, "no-route");
     }
+}
+
+#[actix_rt::test]
+async fn a_gated_job_waits_for_an_approval_by_the_role_its_gate_names() {
+    let server = start().await;
+    let applied = server.apply(GATED).await;
+    assert_eq!(applied.status, StatusCode::CREATED, "{}", applied.text);
+    let id = server.trigger("gated", json!({})).await.json()["id"]
+        .as_u64()
+        .unwrap();
+    let run = server
+        .wait_run(id, |run| run["jobs"][1]["state"] == "waiting_approval")
+        .await;
+    assert_eq!(run["jobs"][0]["state"], "succeeded", "{run}");
+    let build = run["jobs"][0]["id"].as_u64().unwrap();
+    let deploy = run["jobs"][1]["id"].as_u64().unwrap();
+
+    let (_, operator) = server.token("release-bot", "operator").await;
+    let path = format!("/api/v1/jobs/{deploy}/approve");
+    let refused = server
+        .call(Method::POST, &path, Some(&operator), None, &[])
+        .await;
+    let problem = refused.problem(403, "forbidden");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("admin"),
+        "{problem}"
+    );
+    let not_gated = format!("/api/v1/jobs/{build}/approve");
+    server
+        .call(Method::POST, &not_gated, Some(&server.admin), None, &[])
+        .await
+        .problem(409, "illegal-transition");
+
+    let approved = server
+        .call(Method::POST, &path, Some(&server.admin), None, &[])
+        .await;
+    assert_eq!(approved.status, StatusCode::ACCEPTED, "{}", approved.text);
+    let run = server.wait_run(id, finished).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let events = server.get("/api/v1/events?limit=500").await.json();
+    let approval = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"]["type"] == "job_approved")
+        .expect("the approval is in the audit trail");
+    assert_eq!(approval["event"]["by"], "admin (bootstrap)");
+    server
+        .call(Method::POST, &path, Some(&server.admin), None, &[])
+        .await
+        .problem(409, "illegal-transition");
 }

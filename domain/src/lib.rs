@@ -12,11 +12,9 @@
 //! - [`validate`]: the rules that span the whole pipeline (references, cycles, limits).
 //! - [`plan`]: matrix expansion, the `needs` DAG and the resolution of a run's inputs.
 //! - [`expr`]: the `when` expression language.
-//! - [`access`]: the roles of API tokens and what each may do.
 //! - [`state`]: the state machines of runs, jobs and steps, and the [`state::DomainEvent`]s
 //!   their transitions yield.
 
-pub mod access;
 pub mod builder;
 pub mod diagnostic;
 pub mod expr;

@@ -426,7 +426,7 @@ pub trait Store: Send + Sync {
 pub struct NewToken {
     /// What the token is for, e.g. `ci-bot`.
     pub name: String,
-    pub role: crate::access::Role,
+    pub role: crate::model::Role,
     pub digest: [u8; 32],
     pub at: Timestamp,
 }
@@ -436,7 +436,7 @@ pub struct NewToken {
 pub struct TokenRecord {
     pub id: u64,
     pub name: String,
-    pub role: crate::access::Role,
+    pub role: crate::model::Role,
     pub digest: [u8; 32],
     pub created: Timestamp,
     /// When it was revoked; a revoked token authenticates no one.

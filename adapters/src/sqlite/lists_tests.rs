@@ -1,7 +1,7 @@
 //! The API's lists and tokens against a real in-memory SQLite database.
 
-use hodei_domain::access::Role;
 use hodei_domain::ids::{JobId, RunId, Timestamp};
+use hodei_domain::model::Role;
 use hodei_domain::plan::RunInputs;
 use hodei_domain::ports::{NewRun, NewToken, RunFilter, Store, StoreError, TokenStore};
 use hodei_domain::state::{DomainEvent, RunState};

@@ -1,8 +1,8 @@
 //! The SQL of API tokens (`tokens` table, migration 0002): stored by the SHA-256 digest of their
 //! secret, never the secret; revoked tokens stay so that an id is never reused.
 
-use hodei_domain::access::Role;
 use hodei_domain::ids::Timestamp;
+use hodei_domain::model::Role;
 use hodei_domain::ports::{NewToken, StoreError, TokenRecord};
 use sqlx::SqliteConnection;
 

@@ -1,7 +1,7 @@
 //! The audit trail: every domain event, numbered in the order it was recorded.
 
 use actix_web::{HttpResponse, web};
-use hodei_domain::access::Role;
+use hodei_domain::model::Role;
 use serde::Deserialize;
 use utoipa::IntoParams;
 

@@ -2,8 +2,10 @@
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use hodei_domain::access::Role;
+use hodei_actors::messages::ApproveJob;
 use hodei_domain::ids::{JobId, RunId};
+use hodei_domain::model::Role;
+use hodei_domain::state::JobState;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -49,15 +51,18 @@ pub async fn get_job(
     caller.require(Role::Viewer)?;
     let job = JobId(*id);
     let run = run_of(&state, job).await?;
-    let view = super::runs::view(&state, run).await?;
-    let found = view
-        .jobs
+    Ok(HttpResponse::Ok().json(view(&state, run, job).await?))
+}
+
+/// A job's view, from its run's.
+async fn view(state: &ApiState, run: RunId, job: JobId) -> Result<JobView, ApiError> {
+    let view = super::runs::view(state, run).await?;
+    view.jobs
         .into_iter()
         .find(|j| j.id == job.0)
         .ok_or_else(|| ApiError::Internal {
             reason: format!("job {} is not among the jobs of its run {}", job.0, run.0),
-        })?;
-    Ok(HttpResponse::Ok().json(found))
+        })
 }
 
 /// A part of a log by offsets.
@@ -143,4 +148,78 @@ pub async fn get_job_log(
         ));
     }
     Ok(response.body(bytes))
+}
+
+/// The role a gated job's `approval` asks for: its position in the plan of the run's
+/// definition is its position in the run.
+async fn gate_role(source: String, position: usize) -> Result<Role, ApiError> {
+    let role = web::block(move || {
+        let pipeline = hodei_domain::load::load(&source).pipeline?;
+        let plan = hodei_domain::plan::plan(&pipeline);
+        let job = plan.jobs.get(position)?;
+        Some(job.approval.map_or(Role::Operator, |a| a.role))
+    })
+    .await
+    .map_err(|err| ApiError::Internal {
+        reason: format!("planning the run's definition stopped: {err}"),
+    })?;
+    role.ok_or_else(|| ApiError::Internal {
+        reason: "the run's definition no longer plans to its jobs".into(),
+    })
+}
+
+/// Approve a job waiting at its approval gate.
+///
+/// The job is queued at once. Needs the role its `approval` names, and at least operator.
+/// A job that does not wait for approval answers 409.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{id}/approve",
+    tag = "jobs",
+    params(("id" = u64, Path, description = "The job's id")),
+    responses(
+        (status = 202, description = "Approved; the job is queued", body = JobView),
+        (status = 403, description = "The gate needs a stronger role", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job does not wait for approval", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn approve_job(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    id: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Operator)?;
+    let job = JobId(*id);
+    let run = run_of(&state, job).await?;
+    let record = super::runs::record(&state, run).await?;
+    let (position, current) = record
+        .jobs
+        .iter()
+        .enumerate()
+        .find(|(_, j)| j.id == job)
+        .ok_or_else(|| ApiError::NotFound {
+            what: format!("job {}", job.0),
+        })?;
+    if current.state != JobState::WaitingApproval {
+        return Err(ApiError::IllegalTransition {
+            what: format!("job {}", job.0),
+            state: current.state.name(),
+            reason: "only a job waiting for approval can be approved",
+        });
+    }
+    caller.require(gate_role(record.source.clone(), position).await?)?;
+    state
+        .tree
+        .orchestrator
+        .send(ApproveJob {
+            run,
+            job,
+            by: caller.name.clone(),
+        })
+        .await
+        .map_err(|err| ApiError::actor("the orchestrator", err))?;
+    tracing::info!(job_id = %job, run_id = %run, by = %caller.name, "Job approved.");
+    Ok(HttpResponse::Accepted().json(view(&state, run, job).await?))
 }

@@ -4,8 +4,8 @@
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use hodei_actors::messages::{SubmitError, SubmitRun};
-use hodei_domain::access::Role;
 use hodei_domain::load::load_bytes;
+use hodei_domain::model::Role;
 use hodei_domain::model::is_env_name;
 use hodei_domain::plan::RunInputs;
 use serde::Deserialize;

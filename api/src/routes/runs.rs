@@ -2,9 +2,9 @@
 
 use actix_web::{HttpResponse, web};
 use hodei_actors::messages::CancelRun;
-use hodei_domain::access::Role;
 use hodei_domain::ids::RunId;
-use hodei_domain::ports::RunFilter;
+use hodei_domain::model::Role;
+use hodei_domain::ports::{RunFilter, RunRecord};
 use hodei_domain::state::RunState;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -105,12 +105,23 @@ pub async fn list_runs(
     }))
 }
 
+/// A run's record, or 404.
+pub(crate) async fn record(state: &ApiState, run: RunId) -> Result<RunRecord, ApiError> {
+    state
+        .tree
+        .ports
+        .store
+        .run(run)
+        .await?
+        .ok_or_else(|| ApiError::NotFound {
+            what: format!("run {}", run.0),
+        })
+}
+
 /// A run's view: its record and the times read off its events.
 pub(crate) async fn view(state: &ApiState, run: RunId) -> Result<RunView, ApiError> {
     let store = &state.tree.ports.store;
-    let record = store.run(run).await?.ok_or_else(|| ApiError::NotFound {
-        what: format!("run {}", run.0),
-    })?;
+    let record = record(state, run).await?;
     let mut times = Times::default();
     let mut after = 0;
     loop {
@@ -172,15 +183,7 @@ pub async fn cancel_run(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Operator)?;
     let run = RunId(*id);
-    let record = state
-        .tree
-        .ports
-        .store
-        .run(run)
-        .await?
-        .ok_or_else(|| ApiError::NotFound {
-            what: format!("run {}", run.0),
-        })?;
+    let record = record(&state, run).await?;
     if record.state.is_terminal() {
         return Err(ApiError::IllegalTransition {
             what: format!("run {}", run.0),

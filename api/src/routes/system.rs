@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
 use hodei_actors::scheduler::GetQueueStats;
-use hodei_domain::access::Role;
+use hodei_domain::model::Role;
 use utoipa::OpenApi;
 
 use crate::ApiState;

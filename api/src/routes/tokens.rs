@@ -1,7 +1,7 @@
 //! API tokens: create (the secret is shown once), list, revoke. Admin only.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use hodei_domain::access::Role;
+use hodei_domain::model::Role;
 
 use crate::ApiState;
 use crate::auth::{self, Caller};

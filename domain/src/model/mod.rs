@@ -359,8 +359,13 @@ pub struct Approval {
     pub role: Role,
 }
 
-/// What an API token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// What an API token may do. Each role may do everything the roles before it may: a viewer
+/// reads; an operator also applies pipelines, triggers and cancels runs; an admin also manages
+/// tokens (and, later, workers).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     Viewer,
     Operator,
@@ -374,6 +379,43 @@ impl Role {
         ("operator", Role::Operator),
         ("admin", Role::Admin),
     ];
+
+    /// The role's name, as pipelines, the API and the store spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Whether a caller with this role may do what needs `needed`.
+    pub fn allows(self, needed: Role) -> bool {
+        self >= needed
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A role name that is none of `viewer`, `operator`, `admin`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role `{0}`: expected one of viewer, operator, admin")]
+pub struct UnknownRole(pub String);
+
+impl std::str::FromStr for Role {
+    type Err = UnknownRole;
+
+    fn from_str(s: &str) -> Result<Role, UnknownRole> {
+        Role::ALL
+            .iter()
+            .find(|(name, _)| *name == s)
+            .map(|(_, role)| *role)
+            .ok_or_else(|| UnknownRole(s.to_owned()))
+    }
 }
 
 /// Files kept between runs under a key.
@@ -383,4 +425,31 @@ pub struct Cache {
     /// `{{ matrix.AXIS }}`.
     pub key: String,
     pub paths: Vec<String>,
+}
+
+#[cfg(test)]
+mod role_tests {
+    use super::Role;
+
+    #[test]
+    fn each_role_may_do_what_the_weaker_roles_may_and_no_more() {
+        assert!(Role::Admin.allows(Role::Operator));
+        assert!(Role::Admin.allows(Role::Viewer));
+        assert!(Role::Operator.allows(Role::Viewer));
+        assert!(Role::Operator.allows(Role::Operator));
+        assert!(!Role::Operator.allows(Role::Admin));
+        assert!(!Role::Viewer.allows(Role::Operator));
+    }
+
+    #[test]
+    fn roles_parse_from_their_names_only() {
+        for (name, role) in Role::ALL {
+            assert_eq!(name.parse::<Role>(), Ok(role));
+            assert_eq!(role.name(), name);
+        }
+        assert_eq!(
+            "root".parse::<Role>().unwrap_err().to_string(),
+            "unknown role `root`: expected one of viewer, operator, admin"
+        );
+    }
 }
