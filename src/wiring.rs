@@ -93,7 +93,7 @@ pub async fn local_stack(
     secrets: Arc<dyn SecretStore>,
     labels: Vec<Label>,
     approvals: Approvals,
-) -> Result<(Tree, Arc<LocalProvider>), String> {
+) -> Result<(Tree, Arc<ByImage>), String> {
     let store = match &paths.store {
         Some(path) => SqliteStore::open(path).await,
         None => SqliteStore::memory().await,
@@ -148,10 +148,13 @@ pub async fn local_stack(
     // Past its restart budget, a failing actor stops Hodei; the steps it runs go first, so that
     // nothing is left running (a run with a store resumes at the next start).
     let exit = exit_on_escalation(i32::from(crate::cli::EXIT_INTERNAL));
-    let steps = local.clone();
+    let steps = provider.clone();
     config.escalation = Arc::new(move |escalated| {
-        steps.stop_all();
-        exit(escalated)
+        let (steps, exit) = (steps.clone(), exit.clone());
+        actix::spawn(async move {
+            steps.stop_all().await;
+            exit(escalated)
+        });
     });
     let tree = start_tree(ports, config);
     // The worker offers the `docker` label while the engine answers.
@@ -165,5 +168,5 @@ pub async fn local_stack(
             worker: worker(trouble.is_none()),
         });
     }));
-    Ok((tree, local))
+    Ok((tree, provider))
 }

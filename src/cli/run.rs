@@ -277,7 +277,7 @@ async fn session(
                 eprintln!("\nStopping at once.");
                 // Every step this process runs dies with everything it started; a durable run
                 // resumes at the next `hodei run --store`.
-                provider.stop_all();
+                provider.stop_all().await;
                 std::process::exit(130);
             }
         }
