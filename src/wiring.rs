@@ -92,6 +92,7 @@ pub async fn local_stack(
     paths: &LocalPaths,
     secrets: Arc<dyn SecretStore>,
     labels: Vec<Label>,
+    slots: Option<u32>,
     approvals: Approvals,
 ) -> Result<(Tree, Arc<ByImage>), String> {
     let store = match &paths.store {
@@ -125,7 +126,9 @@ pub async fn local_stack(
         secrets,
         faults: Faults::none(),
     };
-    let slots = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
+    // One job per core unless told otherwise.
+    let slots =
+        slots.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() as u32));
     let worker = move |engine: bool| WorkerSpec {
         id: WorkerId("local".into()),
         labels: labels

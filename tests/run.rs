@@ -673,3 +673,34 @@ fn ctrl_c_stops_a_container_step_and_leaves_no_container() {
         "the container was stopped and removed"
     );
 }
+
+#[test]
+fn slots_limit_how_many_jobs_run_at_once() {
+    let dir = scratch("slots");
+    let trace = dir.join("trace");
+    let job = |name: &str| {
+        format!(
+            "  {name}: {{steps: ['echo start >> \"$TRACE\"; sleep 0.2; echo end >> \"$TRACE\"']}}\n"
+        )
+    };
+    let file = write(
+        &dir,
+        "p.yml",
+        &format!("name: one\njobs:\n{}{}{}", job("a"), job("b"), job("c")),
+    );
+    let out = run(hodei().args([
+        "run",
+        &file,
+        "--slots",
+        "1",
+        "-e",
+        &format!("TRACE={}", trace.display()),
+    ]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let trace = std::fs::read_to_string(&trace).unwrap();
+    assert_eq!(
+        trace,
+        "start\nend\nstart\nend\nstart\nend\n",
+        "one job at a time"
+    );
+}
