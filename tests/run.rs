@@ -699,8 +699,7 @@ fn slots_limit_how_many_jobs_run_at_once() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     let trace = std::fs::read_to_string(&trace).unwrap();
     assert_eq!(
-        trace,
-        "start\nend\nstart\nend\nstart\nend\n",
+        trace, "start\nend\nstart\nend\nstart\nend\n",
         "one job at a time"
     );
 }
