@@ -98,22 +98,23 @@ impl LocalPaths {
     }
 }
 
-/// Opens the adapters of a local stack and starts the tree. Must run inside an actix System.
+/// Opens the adapters of a local stack and starts the tree: `slots` jobs at once on this
+/// machine (default: one per CPU core). Must run inside an actix System.
 pub async fn local_stack(
     paths: &LocalPaths,
     secrets: Arc<dyn SecretStore>,
     labels: Vec<Label>,
+    slots: Option<u32>,
     approvals: Approvals,
-) -> Result<(Tree, Arc<LocalProvider>), String> {
+) -> Result<(Tree, Arc<ByImage>), String> {
     let store = open_store(paths).await?;
-    start_stack(Arc::new(store), paths, secrets, labels, approvals).await
+    start_stack(Arc::new(store), paths, secrets, labels, slots, approvals).await
 }
 
-/// What `hodei server` runs on: the tree, the local provider, and the store for the API's
-/// tokens.
+/// What `hodei server` runs on: the tree, the providers, and the store for the API's tokens.
 pub struct ServerStack {
     pub tree: Tree,
-    pub provider: Arc<LocalProvider>,
+    pub provider: Arc<ByImage>,
     pub tokens: Arc<dyn TokenStore>,
 }
 
@@ -128,7 +129,8 @@ pub async fn server_stack(
     let paths = LocalPaths::data_dir(data);
     let store = Arc::new(open_store(&paths).await?);
     let tokens: Arc<dyn TokenStore> = store.clone();
-    let (tree, provider) = start_stack(store, &paths, secrets, labels, Approvals::Wait).await?;
+    let (tree, provider) =
+        start_stack(store, &paths, secrets, labels, None, Approvals::Wait).await?;
     Ok(ServerStack {
         tree,
         provider,
@@ -149,8 +151,9 @@ async fn start_stack(
     paths: &LocalPaths,
     secrets: Arc<dyn SecretStore>,
     labels: Vec<Label>,
+    slots: Option<u32>,
     approvals: Approvals,
-) -> Result<(Tree, Arc<LocalProvider>), String> {
+) -> Result<(Tree, Arc<ByImage>), String> {
     let instance = store.instance_id().to_owned();
     let logs = Arc::new(
         FileLogStore::open(&paths.logs, 2)
@@ -176,7 +179,9 @@ async fn start_stack(
         secrets,
         faults: Faults::none(),
     };
-    let slots = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
+    // One job per core unless told otherwise.
+    let slots =
+        slots.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() as u32));
     let worker = move |engine: bool| WorkerSpec {
         id: WorkerId("local".into()),
         labels: labels
@@ -199,10 +204,13 @@ async fn start_stack(
     // Past its restart budget, a failing actor stops Hodei; the steps it runs go first, so that
     // nothing is left running (a run with a store resumes at the next start).
     let exit = exit_on_escalation(i32::from(crate::cli::EXIT_INTERNAL));
-    let steps = local.clone();
+    let steps = provider.clone();
     config.escalation = Arc::new(move |escalated| {
-        steps.stop_all();
-        exit(escalated)
+        let (steps, exit) = (steps.clone(), exit.clone());
+        actix::spawn(async move {
+            steps.stop_all().await;
+            exit(escalated)
+        });
     });
     let tree = start_tree(ports, config);
     // The worker offers the `docker` label while the engine answers.
@@ -216,5 +224,5 @@ async fn start_stack(
             worker: worker(trouble.is_none()),
         });
     }));
-    Ok((tree, local))
+    Ok((tree, provider))
 }

@@ -631,3 +631,75 @@ fn container_jobs_wait_while_the_engine_is_away_and_go_on_when_it_is_back() {
     assert!(placed("local") < 1.0, "{stdout}");
     assert!(placed("boxed") >= 1.5, "{stdout}");
 }
+
+#[test]
+fn ctrl_c_stops_a_container_step_and_leaves_no_container() {
+    let _engine = busybox_image();
+    let before = hodei_containers();
+    let dir = scratch("ctrlc-docker");
+    let file = write(
+        &dir,
+        "p.yml",
+        &format!(
+            "name: long\njobs:\n  boxed:\n    image: {BUSYBOX}\n    pull: never\n    steps: ['echo box-is-up; sleep 600']\n"
+        ),
+    );
+    let mut child = hodei()
+        .args(["run", &file])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the step's first line, then cancel.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !seen.contains("box-is-up") {
+        assert!(Instant::now() < deadline, "the step never started: {seen}");
+        let mut buf = [0u8; 4096];
+        let n = std::io::Read::read(&mut stdout, &mut buf).unwrap();
+        assert!(n > 0, "hodei ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{seen}{rest}");
+    assert!(rest.contains("cancelled"), "{seen}{rest}");
+    assert_eq!(
+        hodei_containers(),
+        before,
+        "the container was stopped and removed"
+    );
+}
+
+#[test]
+fn slots_limit_how_many_jobs_run_at_once() {
+    let dir = scratch("slots");
+    let trace = dir.join("trace");
+    let job = |name: &str| {
+        format!(
+            "  {name}: {{steps: ['echo start >> \"$TRACE\"; sleep 0.2; echo end >> \"$TRACE\"']}}\n"
+        )
+    };
+    let file = write(
+        &dir,
+        "p.yml",
+        &format!("name: one\njobs:\n{}{}{}", job("a"), job("b"), job("c")),
+    );
+    let out = run(hodei().args([
+        "run",
+        &file,
+        "--slots",
+        "1",
+        "-e",
+        &format!("TRACE={}", trace.display()),
+    ]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let trace = std::fs::read_to_string(&trace).unwrap();
+    assert_eq!(
+        trace, "start\nend\nstart\nend\nstart\nend\n",
+        "one job at a time"
+    );
+}

@@ -81,6 +81,17 @@ impl ByImage {
             .clone()
     }
 
+    /// Stops every step at once, local and in containers, leaving nothing behind: for a Hodei
+    /// that stops now.
+    pub async fn stop_all(&self) {
+        self.local.stop_all();
+        if let Some(docker) = self.connected()
+            && let Err(err) = docker.remove_all().await
+        {
+            tracing::warn!(error = %err, "Cannot remove the containers of this Hodei.");
+        }
+    }
+
     /// Why the Docker engine cannot be used now, or `None` when it can.
     pub fn engine_trouble(&self) -> Option<String> {
         lock(&self.docker.trouble).clone()

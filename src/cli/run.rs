@@ -50,6 +50,9 @@ pub struct Args {
     /// What started the run (`event` in `when`).
     #[arg(long, default_value = "manual")]
     event: String,
+    /// How many jobs run at once on this machine (1 to 1024). Default: one per CPU core.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    slots: Option<u32>,
 }
 
 fn pairs(
@@ -164,7 +167,14 @@ pub fn run(args: &Args) -> u8 {
         None => LocalPaths::scratch(&scratch),
     };
     let system = actix::System::new();
-    let code = system.block_on(session(paths, Arc::new(secrets), labels, source, inputs));
+    let code = system.block_on(session(
+        paths,
+        Arc::new(secrets),
+        labels,
+        args.slots,
+        source,
+        inputs,
+    ));
     // The actors and the log writers go first, then their scratch directory.
     drop(system);
     let _ = std::fs::remove_dir_all(&scratch);
@@ -188,10 +198,12 @@ async fn session(
     paths: LocalPaths,
     secrets: Arc<EnvSecrets>,
     labels: Vec<Label>,
+    slots: Option<u32>,
     source: Option<String>,
     inputs: RunInputs,
 ) -> u8 {
-    let (tree, provider) = match local_stack(&paths, secrets, labels, Approvals::Local).await {
+    let (tree, provider) = match local_stack(&paths, secrets, labels, slots, Approvals::Local).await
+    {
         Ok(stack) => stack,
         Err(err) => {
             eprintln!("error: {err}");
@@ -277,7 +289,7 @@ async fn session(
                 eprintln!("\nStopping at once.");
                 // Every step this process runs dies with everything it started; a durable run
                 // resumes at the next `hodei run --store`.
-                provider.stop_all();
+                provider.stop_all().await;
                 std::process::exit(130);
             }
         }

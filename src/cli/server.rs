@@ -165,7 +165,7 @@ async fn serve(config: ServerConfig, given: Option<String>) -> u8 {
     });
     let result = server.await;
     // Nothing this process started keeps running; unfinished runs resume at the next start.
-    stack.provider.stop_all();
+    stack.provider.stop_all().await;
     actix::System::current().stop();
     match result {
         Ok(()) => EXIT_OK,

@@ -205,6 +205,21 @@ impl DockerProvider {
             .map_err(|err| err.into_provider(Phase::Other))
     }
 
+    /// Removes every container and network of this instance, running or not: for a Hodei that
+    /// stops at once (a second Ctrl-C) and leaves nothing behind. Returns how many containers
+    /// went.
+    pub async fn remove_all(&self) -> Result<usize, ProviderError> {
+        let labels = HashMap::from([(INSTANCE_LABEL.to_owned(), self.instance.clone())]);
+        let removed = engine::remove_labelled(&self.docker, &labels)
+            .await
+            .map_err(|err| err.into_provider(Phase::Other))?;
+        let keys: Vec<JobKey> = self.jobs().keys().copied().collect();
+        for key in keys {
+            let _ = jobs::remove_workspace(&convert::workspace_dir(&self.base, key)).await;
+        }
+        Ok(removed.len())
+    }
+
     /// What every service of the job wrote so far, by service name, in name order.
     pub async fn all_service_logs(
         &self,
