@@ -132,9 +132,9 @@ impl ByImage {
     }
 
     /// Watches the engine for as long as the router lives, on the current Tokio runtime, and
-    /// tells `health` of every change (and once at the start).
+    /// tells `health` of every change ([`engine_trouble`](ByImage::engine_trouble) says how it
+    /// is now).
     pub fn watch(self: &Arc<Self>, health: EngineHealth) {
-        health(self.engine_trouble());
         let router = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut backoff = Duration::from_secs(1);

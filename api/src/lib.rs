@@ -69,6 +69,8 @@ pub struct ApiState {
     pub tree: Tree,
     pub tokens: Arc<dyn TokenStore>,
     pub limits: Limits,
+    /// The providers whose health `/readyz` and `/metrics` show, by name.
+    pub providers: Vec<(&'static str, ProviderHealth)>,
     /// One lock per pipeline name: written while a definition is applied, read while a run of
     /// it is submitted.
     pipelines: Arc<PipelineLocks>,
@@ -80,10 +82,20 @@ impl ApiState {
             tree,
             tokens,
             limits,
+            providers: Vec::new(),
             pipelines: Arc::default(),
         }
     }
+
+    /// Shows the health of a provider (`docker`) in `/readyz` and `/metrics`.
+    pub fn with_provider(mut self, name: &'static str, health: ProviderHealth) -> ApiState {
+        self.providers.push((name, health));
+        self
+    }
 }
+
+/// Why a provider cannot be used now, or `None` when it can.
+pub type ProviderHealth = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 /// Serialises the writes of one pipeline's definitions.
 ///

@@ -72,6 +72,10 @@ pub async fn sample(state: &ApiState) {
         }
         Err(err) => tracing::warn!(error = %err, "The scheduler did not answer for the metrics."),
     }
+    for (name, health) in &state.providers {
+        let up = if health().is_none() { 1.0 } else { 0.0 };
+        metrics::gauge!("hodei_provider_up", "provider" => *name).set(up);
+    }
     for kind in [
         ActorKind::Orchestrator,
         ActorKind::Run,

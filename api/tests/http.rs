@@ -107,7 +107,12 @@ async fn start_with(limits: Limits) -> Server {
     };
     let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let state = ApiState::new(tree, store, limits);
+    // A provider that is away: shown by the probes and the metrics, without making the server
+    // unready.
+    let state = ApiState::new(tree, store, limits).with_provider(
+        "docker",
+        std::sync::Arc::new(|| Some("the engine is away (scripted)".into())),
+    );
     let server = hodei_api::serve(state, listener, 1).expect("the server starts");
     let handle = server.handle();
     actix_rt::spawn(server);
@@ -699,6 +704,10 @@ async fn probes_and_metrics_need_no_token_and_metrics_count_what_happened() {
     let ready = server.call(Method::GET, "/readyz", None, None, &[]).await;
     assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
     assert_eq!(ready.json()["checks"]["store"], "ok");
+    assert_eq!(
+        ready.json()["checks"]["docker"],
+        "unavailable (its jobs wait): the engine is away (scripted)"
+    );
 
     server.apply(HELLO).await;
     let id = server.trigger("hello", json!({})).await.json()["id"]
@@ -716,6 +725,7 @@ async fn probes_and_metrics_need_no_token_and_metrics_count_what_happened() {
         "hodei_queue_jobs{state=\"queued\"}",
         "hodei_actor_restarts_total{actor=\"orchestrator\"}",
         "hodei_http_request_duration_seconds",
+        "hodei_provider_up{provider=\"docker\"} 0",
     ] {
         assert!(text.contains(expected), "no `{expected}` in:\n{text}");
     }

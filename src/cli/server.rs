@@ -140,7 +140,9 @@ async fn serve(config: ServerConfig, given: Option<String>) -> u8 {
     let limits = Limits {
         max_body: config.max_body_bytes,
     };
-    let state = ApiState::new(stack.tree, stack.tokens, limits);
+    let router = stack.provider.clone();
+    let state = ApiState::new(stack.tree, stack.tokens, limits)
+        .with_provider("docker", Arc::new(move || router.engine_trouble()));
     let server = match hodei_api::serve(state, listener, config.http_workers) {
         Ok(server) => server,
         Err(err) => {

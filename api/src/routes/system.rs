@@ -58,6 +58,14 @@ pub async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
     for (name, result) in [("store", store), ("actors", actors)] {
         checks.insert(name, result.err().unwrap_or_else(|| "ok".to_owned()));
     }
+    // A provider that is away does not make the server unready: its jobs wait in the queue.
+    for (name, health) in &state.providers {
+        let found = match health() {
+            None => "ok".to_owned(),
+            Some(trouble) => format!("unavailable (its jobs wait): {trouble}"),
+        };
+        checks.insert(name, found);
+    }
     let health = Health {
         status: if ready { "ready" } else { "not-ready" },
         checks,
