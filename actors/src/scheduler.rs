@@ -16,7 +16,9 @@ use actix::{
 };
 use hodei_domain::ids::{JobId, RunId, WorkerId};
 use hodei_domain::ports::Clock;
-use hodei_domain::schedule::{Cluster, Policy, QueuedJob, ScheduleError, WaitReason, Worker};
+use hodei_domain::schedule::{
+    Cluster, Policy, QueuedJob, ScheduleError, WaitReason, Worker, WorkerState,
+};
 
 use crate::fault::{Faults, Point};
 use crate::messages::{AddWorker, Dequeue, Enqueue, QueueReply, Release};
@@ -34,6 +36,55 @@ pub struct RemoveWorker {
 #[rtype(result = "Option<WaitReason>")]
 pub struct Explain {
     pub job: JobId,
+}
+
+/// Every waiting job in the order the policy would consider it, with why it waits: the queue
+/// view of the API.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<Waiting>")]
+pub struct GetQueue {
+    /// At most this many, from the front of the queue.
+    pub limit: usize,
+}
+
+/// A job in the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    pub job: JobId,
+    pub run: RunId,
+    /// How many queued jobs are ahead of it (0: it is next).
+    pub position: usize,
+    /// Its pipeline (its fair-share project).
+    pub pipeline: String,
+    /// The labels its worker must have.
+    pub runs_on: Vec<hodei_domain::model::Label>,
+    pub priority: i32,
+    pub queued_at: hodei_domain::ids::Timestamp,
+    /// The ready workers that could take it (whether or not they have room now).
+    pub candidates: Vec<WorkerId>,
+    /// Why it waits, in words.
+    pub reason: String,
+}
+
+/// Every worker with what it offers and runs.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<WorkerView>")]
+pub struct GetWorkers;
+
+/// A worker as the scheduler sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerView {
+    pub worker: Worker,
+    /// The jobs placed on it, in placement order.
+    pub jobs: Vec<JobId>,
+}
+
+/// Drain a worker (it keeps its jobs and takes no new one) or make it ready again.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), ScheduleError>")]
+pub struct SetWorkerState {
+    pub worker: WorkerId,
+    pub state: WorkerState,
 }
 
 /// How many jobs wait and how many hold a slot: the queue depth of the metrics.
@@ -180,9 +231,16 @@ impl Handler<AddWorker> for Scheduler {
     fn handle(&mut self, msg: AddWorker, ctx: &mut Context<Self>) {
         contained(self, ctx, |act, _| {
             let w = msg.worker;
-            let worker = Worker::ready(w.id, w.labels, w.slots);
+            let mut worker = Worker::ready(w.id, w.labels, w.slots);
             let result = match act.cluster.add_worker(worker.clone()) {
-                Err(ScheduleError::DuplicateWorker { .. }) => act.cluster.update_worker(worker),
+                // A new offer of a known worker (its labels changed): a drained worker stays
+                // drained.
+                Err(ScheduleError::DuplicateWorker { .. }) => {
+                    if let Some(known) = act.cluster.worker(&worker.id) {
+                        worker.state = known.state;
+                    }
+                    act.cluster.update_worker(worker)
+                }
                 other => other,
             };
             if let Err(err) = result {
@@ -293,6 +351,81 @@ impl Handler<Explain> for Scheduler {
 
     fn handle(&mut self, msg: Explain, ctx: &mut Context<Self>) -> Option<WaitReason> {
         contained(self, ctx, |act, _| act.cluster.explain(msg.job)).flatten()
+    }
+}
+
+impl Handler<GetQueue> for Scheduler {
+    type Result = Vec<Waiting>;
+
+    fn handle(&mut self, msg: GetQueue, ctx: &mut Context<Self>) -> Vec<Waiting> {
+        contained(self, ctx, |act, _| {
+            let cluster = &act.cluster;
+            cluster
+                .queue_order()
+                .into_iter()
+                .take(msg.limit)
+                .enumerate()
+                .filter_map(|(position, job)| {
+                    let queued = cluster.queued(job)?;
+                    Some(Waiting {
+                        job,
+                        run: queued.run,
+                        position,
+                        pipeline: queued.project.to_string(),
+                        runs_on: queued.runs_on,
+                        priority: queued.priority,
+                        queued_at: queued.queued_at,
+                        candidates: cluster.candidates(job).unwrap_or_default(),
+                        reason: cluster
+                            .explain(job)
+                            .map(|reason| reason.to_string())
+                            .unwrap_or_default(),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+}
+
+impl Handler<GetWorkers> for Scheduler {
+    type Result = Vec<WorkerView>;
+
+    fn handle(&mut self, _: GetWorkers, ctx: &mut Context<Self>) -> Vec<WorkerView> {
+        contained(self, ctx, |act, _| {
+            let mut workers: Vec<WorkerView> = act
+                .cluster
+                .workers()
+                .map(|worker| WorkerView {
+                    worker: worker.clone(),
+                    jobs: act
+                        .cluster
+                        .usage(&worker.id)
+                        .map(|usage| usage.jobs)
+                        .unwrap_or_default(),
+                })
+                .collect();
+            workers.sort_by(|a, b| a.worker.id.cmp(&b.worker.id));
+            workers
+        })
+        .unwrap_or_default()
+    }
+}
+
+impl Handler<SetWorkerState> for Scheduler {
+    type Result = Result<(), ScheduleError>;
+
+    fn handle(&mut self, msg: SetWorkerState, ctx: &mut Context<Self>) -> Self::Result {
+        let worker = msg.worker.clone();
+        contained(self, ctx, |act, _| {
+            let result = act.cluster.set_worker_state(&msg.worker, msg.state);
+            if result.is_ok() {
+                tracing::info!(worker = %msg.worker, state = ?msg.state, "Worker state changed.");
+                act.place();
+            }
+            result
+        })
+        .unwrap_or(Err(ScheduleError::UnknownWorker { worker }))
     }
 }
 

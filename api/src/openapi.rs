@@ -32,6 +32,7 @@ macro_rules! api {
                 (name = "jobs", description = "Jobs of runs and their logs"),
                 (name = "tokens", description = "API tokens (admin)"),
                 (name = "events", description = "The audit trail"),
+                (name = "workers", description = "Workers and the queue"),
                 (name = "system", description = "Health, metrics and this document"),
             )
         )]
@@ -62,6 +63,10 @@ api!(
     tokens::list_tokens,
     tokens::revoke_token,
     events::list_events,
+    workers::get_queue,
+    workers::list_workers,
+    workers::drain_worker,
+    workers::undrain_worker,
     system::healthz,
     system::readyz,
     system::metrics,

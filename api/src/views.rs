@@ -445,3 +445,48 @@ pub struct Health {
     /// Each check and what it found (for `/readyz`).
     pub checks: BTreeMap<&'static str, String>,
 }
+
+/// A job waiting in the scheduler's queue, and why.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueItem {
+    /// How many queued jobs are ahead of it (0: it is next).
+    pub position: usize,
+    pub job: u64,
+    pub run: u64,
+    pub pipeline: String,
+    /// The labels its worker must have (`docker` for a job with an `image`).
+    pub runs_on: Vec<String>,
+    pub priority: i32,
+    pub queued_at: i64,
+    /// The ready workers that could take it, whether or not they have room now.
+    pub candidates: Vec<String>,
+    /// Why it waits, e.g. ``all 2 eligible worker(s) are busy`` or ``no worker has the
+    /// label(s) `gpu` ``.
+    pub reason: String,
+}
+
+/// The queue, front first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueView {
+    pub items: Vec<QueueItem>,
+    /// How many jobs wait in all (the items are the first of them).
+    pub total: usize,
+}
+
+/// A worker: what it offers and what it runs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkerItem {
+    pub id: String,
+    pub labels: Vec<String>,
+    pub slots: u32,
+    /// `ready`, `draining` (keeps its jobs, takes no new one) or `offline`.
+    pub state: &'static str,
+    /// The jobs placed on it, in placement order.
+    pub jobs: Vec<u64>,
+}
+
+/// Every worker, by id.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkerList {
+    pub items: Vec<WorkerItem>,
+}

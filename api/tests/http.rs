@@ -783,9 +783,9 @@ async fn the_openapi_document_lists_every_route_and_every_route_answers() {
             );
         }
     }
-    assert_eq!(operations, 18, "a route was added: document and test it");
+    assert_eq!(operations, 22, "a route was added: document and test it");
     // Routes come from the document: what it does not list does not exist.
-    for undocumented in ["/api/v1/workers", "/api/v1/queue", "/"] {
+    for undocumented in ["/api/v1/agents", "/api/v1/runs/1/logs", "/"] {
         server.get(undocumented).await.problem(404, "no-route");
     }
 }
@@ -839,4 +839,110 @@ async fn a_gated_job_waits_for_an_approval_by_the_role_its_gate_names() {
         .call(Method::POST, &path, Some(&server.admin), None, &[])
         .await
         .problem(409, "illegal-transition");
+}
+
+#[actix_rt::test]
+async fn a_drained_worker_takes_nothing_and_the_queue_says_why_each_job_waits() {
+    let server = start().await;
+    let workers = server.get("/api/v1/workers").await;
+    assert_eq!(workers.status, StatusCode::OK, "{}", workers.text);
+    let local = &workers.json()["items"][0];
+    assert_eq!(local["id"], "local");
+    assert_eq!(local["state"], "ready");
+    assert_eq!(local["slots"], 4);
+
+    let (_, viewer) = server.token("wall-screen", "viewer").await;
+    server
+        .call(
+            Method::POST,
+            "/api/v1/workers/local/drain",
+            Some(&viewer),
+            None,
+            &[],
+        )
+        .await
+        .problem(403, "forbidden");
+    server
+        .call(
+            Method::POST,
+            "/api/v1/workers/nowhere/drain",
+            Some(&server.admin),
+            None,
+            &[],
+        )
+        .await
+        .problem(404, "not-found");
+    let drained = server
+        .call(
+            Method::POST,
+            "/api/v1/workers/local/drain",
+            Some(&server.admin),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(drained.status, StatusCode::NO_CONTENT, "{}", drained.text);
+    assert_eq!(
+        server.get("/api/v1/workers").await.json()["items"][0]["state"],
+        "draining"
+    );
+
+    server.apply(HELLO).await;
+    let id = server.trigger("hello", json!({})).await.json()["id"]
+        .as_u64()
+        .unwrap();
+    // The job waits, and the queue says why.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let queue = loop {
+        let queue = server
+            .call(Method::GET, "/api/v1/queue", Some(&viewer), None, &[])
+            .await;
+        assert_eq!(queue.status, StatusCode::OK, "{}", queue.text);
+        let queue = queue.json();
+        if queue["total"] == 1 {
+            break queue;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the job never queued: {queue}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let waiting = &queue["items"][0];
+    assert_eq!(waiting["position"], 0);
+    assert_eq!(waiting["run"], id);
+    assert_eq!(waiting["pipeline"], "hello");
+    assert_eq!(waiting["candidates"], json!([]));
+    assert_eq!(
+        waiting["reason"],
+        "every worker with the labels is unavailable (1 draining, 0 offline)"
+    );
+    assert_eq!(
+        server.get(&format!("/api/v1/runs/{id}")).await.json()["state"],
+        "running"
+    );
+
+    let undrained = server
+        .call(
+            Method::POST,
+            "/api/v1/workers/local/undrain",
+            Some(&server.admin),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(undrained.status, StatusCode::NO_CONTENT);
+    let run = server.wait_run(id, finished).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(server.get("/api/v1/queue").await.json()["total"], 0);
+    server
+        .call(
+            Method::GET,
+            "/api/v1/queue?limit=0",
+            Some(&viewer),
+            None,
+            &[],
+        )
+        .await
+        .problem(400, "invalid-argument");
 }

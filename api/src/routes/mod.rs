@@ -8,3 +8,4 @@ pub mod pipelines;
 pub mod runs;
 pub mod system;
 pub mod tokens;
+pub mod workers;

@@ -281,6 +281,11 @@ impl Cluster {
         Some(&self.workers[worker].spec.id)
     }
 
+    /// A queued or placed job as the caller queued it.
+    pub fn queued(&self, job: JobId) -> Option<QueuedJob> {
+        Some(self.queued_job(*self.job_ids.get(&job)?))
+    }
+
     /// The run of a queued or placed job.
     pub fn run_of(&self, job: JobId) -> Option<RunId> {
         Some(self.jobs[*self.job_ids.get(&job)?].run)

@@ -1,0 +1,193 @@
+//! Workers and the queue: what each worker offers and runs, draining and undraining, and every
+//! waiting job with why it waits.
+
+use actix_web::{HttpResponse, web};
+use hodei_actors::scheduler::{GetQueue, GetQueueStats, GetWorkers, SetWorkerState};
+use hodei_domain::ids::WorkerId;
+use hodei_domain::model::Role;
+use hodei_domain::schedule::{ScheduleError, WorkerState};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::ApiState;
+use crate::auth::Caller;
+use crate::error::{ApiError, Problem};
+use crate::views::{QueueItem, QueueView, WorkerItem, WorkerList};
+
+/// The most queue items one answer holds.
+const MAX_QUEUE_ITEMS: usize = 1_000;
+
+/// How much of the queue.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct QueueQuery {
+    /// Items from the front of the queue, 1 to 1000 (default 100).
+    limit: Option<usize>,
+}
+
+/// The waiting jobs, in the order the scheduler will consider them, each with its position, the
+/// workers that could take it and why it waits. Role: viewer.
+#[utoipa::path(
+    get,
+    path = "/api/v1/queue",
+    tag = "workers",
+    params(QueueQuery),
+    responses(
+        (status = 200, body = QueueView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_queue(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    query: web::Query<QueueQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Viewer)?;
+    let limit = match query.limit {
+        None => 100,
+        Some(n) if (1..=MAX_QUEUE_ITEMS).contains(&n) => n,
+        Some(n) => {
+            return Err(ApiError::argument(
+                "query parameter `limit`",
+                &n.to_string(),
+                &format!("a number from 1 to {MAX_QUEUE_ITEMS}"),
+            ));
+        }
+    };
+    let scheduler = &state.tree.scheduler;
+    let total = scheduler
+        .send(GetQueueStats)
+        .await
+        .map_err(|err| ApiError::actor("the scheduler", err))?
+        .queued;
+    let waiting = scheduler
+        .send(GetQueue { limit })
+        .await
+        .map_err(|err| ApiError::actor("the scheduler", err))?;
+    let items = waiting
+        .into_iter()
+        .map(|w| QueueItem {
+            position: w.position,
+            job: w.job.0,
+            run: w.run.0,
+            pipeline: w.pipeline,
+            runs_on: w.runs_on.iter().map(ToString::to_string).collect(),
+            priority: w.priority,
+            queued_at: w.queued_at.0,
+            candidates: w.candidates.iter().map(|c| c.0.clone()).collect(),
+            reason: w.reason,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(QueueView { items, total }))
+}
+
+/// Every worker: its labels, slots, state and the jobs it runs. Role: viewer.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workers",
+    tag = "workers",
+    responses((status = 200, body = WorkerList)),
+    security(("bearer" = []))
+)]
+pub async fn list_workers(
+    state: web::Data<ApiState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Viewer)?;
+    let workers = state
+        .tree
+        .scheduler
+        .send(GetWorkers)
+        .await
+        .map_err(|err| ApiError::actor("the scheduler", err))?;
+    let items = workers
+        .into_iter()
+        .map(|view| WorkerItem {
+            id: view.worker.id.0.clone(),
+            labels: view.worker.labels.iter().map(ToString::to_string).collect(),
+            slots: view.worker.slots,
+            state: state_name(view.worker.state),
+            jobs: view.jobs.iter().map(|job| job.0).collect(),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(WorkerList { items }))
+}
+
+/// Drain a worker: it keeps the jobs it runs and takes no new one. Role: admin.
+#[utoipa::path(
+    post,
+    path = "/api/v1/workers/{id}/drain",
+    tag = "workers",
+    params(("id" = String, Path, description = "The worker's id, e.g. `local`")),
+    responses(
+        (status = 204, description = "Draining"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn drain_worker(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    set_state(&state, &caller, id.into_inner(), WorkerState::Draining).await
+}
+
+/// Make a drained worker take jobs again. Role: admin.
+#[utoipa::path(
+    post,
+    path = "/api/v1/workers/{id}/undrain",
+    tag = "workers",
+    params(("id" = String, Path, description = "The worker's id, e.g. `local`")),
+    responses(
+        (status = 204, description = "Ready"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn undrain_worker(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    set_state(&state, &caller, id.into_inner(), WorkerState::Ready).await
+}
+
+async fn set_state(
+    state: &ApiState,
+    caller: &Caller,
+    id: String,
+    wanted: WorkerState,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Admin)?;
+    let worker = WorkerId(id);
+    let result = state
+        .tree
+        .scheduler
+        .send(SetWorkerState {
+            worker: worker.clone(),
+            state: wanted,
+        })
+        .await
+        .map_err(|err| ApiError::actor("the scheduler", err))?;
+    match result {
+        Ok(()) => {
+            tracing::info!(worker = %worker, state = state_name(wanted), by = %caller.name, "Worker state set.");
+            Ok(HttpResponse::NoContent().finish())
+        }
+        Err(ScheduleError::UnknownWorker { worker }) => Err(ApiError::NotFound {
+            what: format!("worker `{worker}`"),
+        }),
+        Err(err) => Err(ApiError::argument("worker", &worker.0, &err.to_string())),
+    }
+}
+
+fn state_name(state: WorkerState) -> &'static str {
+    match state {
+        WorkerState::Ready => "ready",
+        WorkerState::Draining => "draining",
+        WorkerState::Offline => "offline",
+    }
+}
