@@ -165,6 +165,15 @@ pub enum SubmitError {
     Internal(String),
 }
 
+/// Run again what a run ran: a new run of the same stored pipeline version, with the same
+/// inputs; answers with its id once it is durable. An unknown run is
+/// [`StoreError::NotFound`].
+#[derive(Debug, Message)]
+#[rtype(result = "Result<RunId, SubmitError>")]
+pub struct RerunRun {
+    pub run: RunId,
+}
+
 /// Accept a run of a pipeline; answers with its id once it is durable.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<RunId, SubmitError>")]

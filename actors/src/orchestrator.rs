@@ -17,7 +17,7 @@ use hodei_domain::restart::{RestartDecision, RestartHistory, RestartPolicy};
 use crate::Ports;
 use crate::contain::{ActorKind, guard_future, restarts};
 use crate::fault::Point;
-use crate::messages::{ApproveJob, CancelRun, RunActorStopped, SubmitError, SubmitRun};
+use crate::messages::{ApproveJob, CancelRun, RerunRun, RunActorStopped, SubmitError, SubmitRun};
 use crate::provider::{ProviderActor, ReapOrphans};
 use crate::run::{Approvals, Peers, RunActor};
 use crate::supervise::{Restarts, Supervise, contained};
@@ -224,6 +224,52 @@ impl Handler<SubmitRun> for Orchestrator {
             act.start_created(record);
             Ok(run)
         }))
+    }
+}
+
+impl Handler<RerunRun> for Orchestrator {
+    type Result = ResponseActFuture<Self, Result<RunId, SubmitError>>;
+
+    fn handle(&mut self, msg: RerunRun, _: &mut Context<Self>) -> Self::Result {
+        let store = self.ports.store.clone();
+        let now = self.ports.clock.now();
+        let earlier_run = msg.run;
+        let fut = async move {
+            let earlier = store.run(msg.run).await?.ok_or_else(|| {
+                hodei_domain::ports::StoreError::NotFound {
+                    what: msg.run.to_string(),
+                }
+            })?;
+            // The same pinned definition: its jobs are the earlier run's, in plan order.
+            let record = store
+                .create_run(NewRun {
+                    pipeline: earlier.pipeline,
+                    version: earlier.version,
+                    inputs: earlier.inputs,
+                    jobs: earlier.jobs.into_iter().map(|job| job.name).collect(),
+                    at: now,
+                })
+                .await?;
+            Ok::<_, SubmitError>(record)
+        };
+        Box::pin(
+            guard_future(fut)
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    let record = match result {
+                        Ok(result) => result?,
+                        Err(panicked) => {
+                            act.restarts.failed(panicked.message.clone());
+                            actix::ActorContext::stop(ctx);
+                            return Err(SubmitError::Internal(panicked.message));
+                        }
+                    };
+                    let run = record.id;
+                    tracing::info!(run_id = %run, rerun_of = %earlier_run, "Run created again.");
+                    act.start_created(record);
+                    Ok(run)
+                }),
+        )
     }
 }
 

@@ -56,6 +56,7 @@ api!(
     runs::list_runs,
     runs::get_run,
     runs::cancel_run,
+    runs::rerun_run,
     jobs::get_job,
     jobs::get_job_log,
     jobs::approve_job,

@@ -783,7 +783,7 @@ async fn the_openapi_document_lists_every_route_and_every_route_answers() {
             );
         }
     }
-    assert_eq!(operations, 22, "a route was added: document and test it");
+    assert_eq!(operations, 23, "a route was added: document and test it");
     // Routes come from the document: what it does not list does not exist.
     for undocumented in ["/api/v1/agents", "/api/v1/runs/1/logs", "/"] {
         server.get(undocumented).await.problem(404, "no-route");
@@ -945,4 +945,51 @@ async fn a_drained_worker_takes_nothing_and_the_queue_says_why_each_job_waits() 
         )
         .await
         .problem(400, "invalid-argument");
+}
+
+#[actix_rt::test]
+async fn a_rerun_runs_the_same_version_with_the_same_parameters() {
+    let server = start().await;
+    server.apply(HELLO).await;
+    let first = server
+        .trigger("hello", json!({"params": {"WHO": "kaixo"}}))
+        .await
+        .json()["id"]
+        .as_u64()
+        .unwrap();
+    server.wait_run(first, finished).await;
+    // A newer version exists: the rerun keeps the one the run was made of.
+    let changed = HELLO.replace("second step", "changed step");
+    assert_eq!(server.apply(&changed).await.json()["version"], 2);
+    let rerun = server
+        .call(
+            Method::POST,
+            &format!("/api/v1/runs/{first}/rerun"),
+            Some(&server.admin),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(rerun.status, StatusCode::CREATED, "{}", rerun.text);
+    let second = rerun.json();
+    assert_ne!(second["id"], first);
+    assert_eq!(second["version"], 1);
+    assert_eq!(second["params"]["WHO"], "kaixo");
+    let second = server
+        .wait_run(second["id"].as_u64().unwrap(), finished)
+        .await;
+    assert_eq!(second["state"], "succeeded", "{second}");
+    let job = second["jobs"][0]["id"].as_u64().unwrap();
+    let log = server.get(&format!("/api/v1/jobs/{job}/log")).await.text;
+    assert_eq!(log, "hello kaixo\nsecond step\n");
+    server
+        .call(
+            Method::POST,
+            "/api/v1/runs/999999/rerun",
+            Some(&server.admin),
+            None,
+            &[],
+        )
+        .await
+        .problem(404, "not-found");
 }

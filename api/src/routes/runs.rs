@@ -1,10 +1,10 @@
 //! Runs: list them by filter, read one with its jobs and steps, cancel one.
 
 use actix_web::{HttpResponse, web};
-use hodei_actors::messages::CancelRun;
+use hodei_actors::messages::{CancelRun, RerunRun, SubmitError};
 use hodei_domain::ids::RunId;
 use hodei_domain::model::Role;
-use hodei_domain::ports::{RunFilter, RunRecord};
+use hodei_domain::ports::{RunFilter, RunRecord, StoreError};
 use hodei_domain::state::RunState;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -202,4 +202,60 @@ pub async fn cancel_run(
         .map_err(|err| ApiError::actor("the orchestrator", err))?;
     tracing::info!(run_id = %run, by = %caller.name, "Run cancel requested.");
     Ok(HttpResponse::Accepted().json(view(&state, run).await?))
+}
+
+/// Run a run again: a new run of the same stored pipeline version with the same parameters,
+/// branch, event and variables, whatever the latest version is now. Answers 201 with the new
+/// run. Role: operator.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/{id}/rerun",
+    tag = "runs",
+    params(("id" = u64, Path, description = "The run to run again")),
+    responses(
+        (status = 201, description = "The new run", body = RunView),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn rerun_run(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    id: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Operator)?;
+    let earlier = RunId(*id);
+    let created = state
+        .tree
+        .orchestrator
+        .send(RerunRun { run: earlier })
+        .await
+        .map_err(|err| ApiError::actor("the orchestrator", err))?;
+    let run = match created {
+        Ok(run) => run,
+        Err(SubmitError::Store(StoreError::NotFound { .. })) => {
+            return Err(ApiError::NotFound {
+                what: format!("run {}", earlier.0),
+            });
+        }
+        Err(SubmitError::Store(err)) => return Err(err.into()),
+        Err(SubmitError::Unavailable) => {
+            return Err(ApiError::Unavailable {
+                what: "the orchestrator",
+                reason: "it is not running".into(),
+            });
+        }
+        Err(err) => {
+            return Err(ApiError::Internal {
+                reason: err.to_string(),
+            });
+        }
+    };
+    tracing::info!(run_id = %run, rerun_of = %earlier, by = %caller.name, "Run rerun.");
+    Ok(HttpResponse::Created()
+        .insert_header((
+            actix_web::http::header::LOCATION,
+            format!("/api/v1/runs/{}", run.0),
+        ))
+        .json(view(&state, run).await?))
 }
