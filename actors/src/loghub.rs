@@ -18,7 +18,7 @@ use hodei_domain::mask::Masker;
 use hodei_domain::ports::{LogStore, OutputSink};
 
 use crate::fault::{Faults, Point};
-use crate::messages::{FlushLog, LogChunk, Note, OpenLog, Output, WatchLogs};
+use crate::messages::{FlushLog, LogChunk, Note, OpenLog, Output, WatchJob, WatchLogs};
 use crate::supervise::{Restarts, Supervise, contained};
 
 /// Masks, persists and fans out job output.
@@ -26,6 +26,8 @@ pub struct LogHub {
     logs: Arc<dyn LogStore>,
     maskers: HashMap<JobId, Masker>,
     watchers: Vec<Recipient<LogChunk>>,
+    /// Watchers of one job each (a live log stream).
+    job_watchers: HashMap<JobId, Vec<Recipient<LogChunk>>>,
     faults: Faults,
     restarts: Restarts,
     /// The job whose output was being handled when the hub failed.
@@ -39,6 +41,7 @@ impl LogHub {
             logs,
             maskers: HashMap::new(),
             watchers: Vec::new(),
+            job_watchers: HashMap::new(),
             faults,
             restarts,
             failed_on: None,
@@ -66,17 +69,27 @@ impl LogHub {
         match self.logs.append(job, bytes) {
             Ok(offset) => {
                 self.faults.hit(Point::MidLogWrite);
-                if self.watchers.is_empty() {
+                let of_job = self.job_watchers.get_mut(&job);
+                if self.watchers.is_empty() && of_job.is_none() {
                     return;
                 }
-                let bytes: Arc<[u8]> = bytes.into();
+                let chunk = LogChunk {
+                    job,
+                    offset,
+                    bytes: bytes.into(),
+                };
+                if let Some(watchers) = of_job {
+                    watchers.retain(|w| w.connected());
+                    for watcher in watchers.iter() {
+                        watcher.do_send(chunk.clone());
+                    }
+                    if watchers.is_empty() {
+                        self.job_watchers.remove(&job);
+                    }
+                }
                 self.watchers.retain(|w| w.connected());
                 for watcher in &self.watchers {
-                    watcher.do_send(LogChunk {
-                        job,
-                        offset,
-                        bytes: bytes.clone(),
-                    });
+                    watcher.do_send(chunk.clone());
                 }
             }
             Err(err) => {
@@ -191,6 +204,17 @@ impl Handler<FlushLog> for LogHub {
                 .into_actor(self)
                 .map(|result, _, _| result),
         )
+    }
+}
+
+impl Handler<WatchJob> for LogHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: WatchJob, _: &mut Context<Self>) {
+        self.job_watchers
+            .entry(msg.job)
+            .or_default()
+            .push(msg.watcher);
     }
 }
 

@@ -84,6 +84,14 @@ pub struct WatchLogs {
     pub watcher: Recipient<LogChunk>,
 }
 
+/// Receive one job's output from now on (until the watcher goes away).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct WatchJob {
+    pub job: JobId,
+    pub watcher: Recipient<LogChunk>,
+}
+
 // ---- Scheduler and workers --------------------------------------------------------------------
 
 /// A worker the scheduler may place jobs on.

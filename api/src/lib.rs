@@ -2,8 +2,8 @@
 //!
 //! Hodei's HTTP surface on actix-web: the REST API under `/api/v1`, bearer-token
 //! authentication with roles, problem+json errors, the OpenAPI 3.1 document, Prometheus
-//! metrics and the health probes. WebSocket live logs, the workers and queue endpoints, the
-//! web console and the typed HTTP client come later.
+//! metrics, the health probes, workers and the queue, and WebSocket streams of job logs and
+//! domain events ([`stream`]). The web console and the typed HTTP client come later.
 //!
 //! Where to start reading:
 //! - [`serve`]: how a server is put together from an [`ApiState`] (the supervision tree's
@@ -30,6 +30,7 @@ pub mod error;
 pub mod openapi;
 pub mod request;
 mod routes;
+pub mod stream;
 pub mod telemetry;
 pub mod views;
 

@@ -783,7 +783,7 @@ async fn the_openapi_document_lists_every_route_and_every_route_answers() {
             );
         }
     }
-    assert_eq!(operations, 23, "a route was added: document and test it");
+    assert_eq!(operations, 26, "a route was added: document and test it");
     // Routes come from the document: what it does not list does not exist.
     for undocumented in ["/api/v1/agents", "/api/v1/runs/1/logs", "/"] {
         server.get(undocumented).await.problem(404, "no-route");
@@ -992,4 +992,159 @@ async fn a_rerun_runs_the_same_version_with_the_same_parameters() {
         )
         .await
         .problem(404, "not-found");
+}
+
+/// A WebSocket client's view of a stream: its frames, in order.
+async fn ws_frames(
+    server: &Server,
+    path: &str,
+    until: impl Fn(&Value) -> bool,
+    pause: Option<Duration>,
+) -> Vec<Value> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("{}{path}", server.base.replacen("http", "ws", 1));
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", server.admin).parse().unwrap(),
+    );
+    let (mut socket, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(request),
+    )
+    .await
+    .expect("no handshake within 10 s")
+    .expect("the WebSocket opens");
+    if let Some(pause) = pause {
+        // A slow client: it reads nothing for a while.
+        tokio::time::sleep(pause).await;
+    }
+    let mut frames = Vec::new();
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(30), socket.next())
+            .await
+            .expect("no frame within 30 s: likely deadlocked");
+        match next {
+            Some(Ok(Message::Text(text))) => {
+                let frame: Value = serde_json::from_str(&text).unwrap();
+                let done = until(&frame);
+                frames.push(frame);
+                if done {
+                    return frames;
+                }
+            }
+            Some(Ok(Message::Close(_))) | None => return frames,
+            Some(Ok(_)) => {}
+            Some(Err(err)) => panic!("the stream broke: {err}"),
+        }
+    }
+}
+
+/// The log that `log` frames carry, checking that each starts where the last ended.
+fn assembled(frames: &[Value], from: u64) -> String {
+    let mut next = from;
+    let mut text = String::new();
+    for frame in frames.iter().filter(|f| f["type"] == "log") {
+        assert_eq!(frame["offset"], next, "no gap, no duplicate: {frame}");
+        next += frame["bytes"].as_u64().unwrap();
+        text.push_str(frame["data"].as_str().unwrap());
+    }
+    text
+}
+
+const TICKER: &str = "\
+name: ticker
+jobs:
+  tick:
+    steps:
+      - run: for i in 1 2 3 4 5 6; do echo \"tick $i\"; sleep 0.1; done
+";
+
+#[actix_rt::test]
+async fn a_job_log_streams_live_from_an_offset_with_no_gap_and_ends_with_the_outcome() {
+    let server = start().await;
+    server.apply(TICKER).await;
+    let run = server.trigger("ticker", json!({})).await.json();
+    let job = run["jobs"][0]["id"].as_u64().unwrap();
+    let path = format!("/api/v1/jobs/{job}/log/stream?from=0");
+    let frames = ws_frames(&server, &path, |f| f["type"] == "end", None).await;
+    let end = frames.last().unwrap();
+    assert_eq!(end["type"], "end", "{frames:?}");
+    assert_eq!(end["state"], "succeeded");
+    let live = assembled(&frames, 0);
+    let stored = server.get(&format!("/api/v1/jobs/{job}/log")).await.text;
+    assert_eq!(live, stored, "the stream is the stored log, whole");
+    assert!(
+        live.contains("tick 1\n") && live.contains("tick 6\n"),
+        "{live}"
+    );
+    assert_eq!(end["offset"], stored.len());
+
+    // Reconnecting from an offset gives the rest, then the end at once (the job is over).
+    let from = stored.find("tick 4").unwrap() as u64;
+    let path = format!("/api/v1/jobs/{job}/log/stream?from={from}");
+    let frames = ws_frames(&server, &path, |f| f["type"] == "end", None).await;
+    assert_eq!(assembled(&frames, from), stored[from as usize..]);
+    assert_eq!(frames.last().unwrap()["state"], "succeeded");
+}
+
+#[actix_rt::test]
+async fn a_client_too_slow_to_keep_up_is_told_where_to_resume_and_never_slows_the_job() {
+    let server = start().await;
+    server
+        .apply("name: flood\njobs:\n  flood:\n    steps:\n      - run: head -c 24000000 /dev/zero | tr '\\\\0' x; sleep 1\n")
+        .await;
+    let run = server.trigger("flood", json!({})).await.json();
+    let (id, job) = (
+        run["id"].as_u64().unwrap(),
+        run["jobs"][0]["id"].as_u64().unwrap(),
+    );
+    let path = format!("/api/v1/jobs/{job}/log/stream?from=0");
+    let watch = async {
+        ws_frames(
+            &server,
+            &path,
+            |f| f["type"] == "lagged" || f["type"] == "end",
+            Some(Duration::from_secs(4)),
+        )
+        .await
+    };
+    // While the client reads nothing, the job runs to its end.
+    let (frames, finished_run) = futures_util::join!(watch, server.wait_run(id, finished));
+    assert_eq!(finished_run["state"], "succeeded", "{finished_run}");
+    let last = frames.last().unwrap();
+    assert_eq!(last["type"], "lagged", "{last}");
+    let received: u64 = frames
+        .iter()
+        .filter(|f| f["type"] == "log")
+        .map(|f| f["bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        last["resume_from"], received,
+        "resume where the frames stopped"
+    );
+}
+
+#[actix_rt::test]
+async fn a_run_s_events_stream_live() {
+    let server = start().await;
+    server.apply(TICKER).await;
+    let run = server.trigger("ticker", json!({})).await.json();
+    let id = run["id"].as_u64().unwrap();
+    let frames = ws_frames(
+        &server,
+        &format!("/api/v1/runs/{id}/events/stream"),
+        |f| f["event"]["type"] == "run_succeeded",
+        None,
+    )
+    .await;
+    let kinds: Vec<&str> = frames
+        .iter()
+        .filter_map(|f| f["event"]["type"].as_str())
+        .collect();
+    assert!(kinds.contains(&"job_succeeded"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"run_succeeded"));
+    assert!(frames.iter().all(|f| f["event"]["run"] == id), "{frames:?}");
 }
