@@ -1,0 +1,207 @@
+//! `hodei server` end to end: the real binary on a free port, a real HTTP client and a real
+//! WebSocket client. A pipeline is pushed, triggered and followed live; the server is killed
+//! with SIGKILL in the middle of the run and started again on the same data; the client resumes
+//! its log from the offset it had, and the run finishes with nothing lost.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// A running `hodei server` and where it listens.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    /// Starts the server on a free loopback port with its data in `data`.
+    fn start(data: &Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hodei"))
+            .args(["server", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .env_remove("HODEI_FAULT")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("hodei starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let url = loop {
+            assert!(
+                Instant::now() < deadline,
+                "the server never said where it listens"
+            );
+            let line = lines.next().expect("the server printed its URL").unwrap();
+            if let Some(rest) = line.strip_prefix("Hodei server listening on ") {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        // Keep reading its output so that it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, url }
+    }
+
+    fn kill(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn scratch(test: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("server-{test}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Frames of a job's log stream from `from`, until `stop` holds or the stream ends.
+async fn follow(
+    url: &str,
+    token: &str,
+    job: u64,
+    from: u64,
+    stop: impl Fn(&str, &Value) -> bool,
+) -> (Vec<Value>, bool) {
+    let ws = format!(
+        "{}/api/v1/jobs/{job}/log/stream?from={from}",
+        url.replacen("http", "ws", 1)
+    );
+    let mut request = ws.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("the WebSocket opens");
+    let mut frames = Vec::new();
+    let mut text = String::new();
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(30), socket.next())
+            .await
+            .expect("no frame within 30 s: likely deadlocked");
+        match next {
+            Some(Ok(Message::Text(body))) => {
+                let frame: Value = serde_json::from_str(&body).unwrap();
+                if let Some(data) = frame["data"].as_str() {
+                    text.push_str(data);
+                }
+                let done = stop(&text, &frame);
+                frames.push(frame);
+                if done {
+                    return (frames, true);
+                }
+            }
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return (frames, false),
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// The end of what `log` frames carried, checking that they follow each other from `from`.
+fn end_of(frames: &[Value], from: u64) -> u64 {
+    let mut next = from;
+    for frame in frames.iter().filter(|f| f["type"] == "log") {
+        assert_eq!(frame["offset"], next, "no gap, no duplicate: {frame}");
+        next += frame["bytes"].as_u64().unwrap();
+    }
+    next
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_followed_live_survives_a_sigkill_of_the_server_and_finishes() {
+    let data = scratch("sigkill");
+    let mut server = Server::start(&data);
+    let token = std::fs::read_to_string(data.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let http = reqwest::Client::new();
+    let auth = format!("Bearer {token}");
+
+    // Push the pipeline and trigger it, as the README says.
+    let pipeline = "name: count\njobs:\n  count:\n    steps:\n      - run: 'for i in $(seq 1 30); do echo \"line $i\"; sleep 0.1; done'\n        retry: 1\n";
+    let put = http
+        .put(format!("{}/api/v1/pipelines/count", server.url))
+        .header("authorization", &auth)
+        .header("content-type", "application/yaml")
+        .body(pipeline)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201, "{}", put.text().await.unwrap());
+    let run: Value = http
+        .post(format!("{}/api/v1/pipelines/count/runs", server.url))
+        .header("authorization", &auth)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (id, job) = (
+        run["id"].as_u64().unwrap(),
+        run["jobs"][0]["id"].as_u64().unwrap(),
+    );
+
+    // Follow its log live until a few lines are there, then kill the server.
+    let (frames, _) = follow(&server.url, &token, job, 0, |text, _| {
+        text.contains("line 3\n")
+    })
+    .await;
+    let resume_from = end_of(&frames, 0);
+    server.kill();
+
+    // Start it again on the same data: the run resumes; the client resumes where it was.
+    let server = Server::start(&data);
+    let (frames, _) = follow(&server.url, &token, job, resume_from, |_, f| {
+        f["type"] == "end"
+    })
+    .await;
+    let end = frames.last().expect("frames after the restart");
+    assert_eq!(end["type"], "end", "{frames:?}");
+    assert_eq!(end["state"], "succeeded", "{frames:?}");
+    let total = end_of(&frames, resume_from);
+    assert_eq!(end["offset"], total);
+
+    let log = http
+        .get(format!("{}/api/v1/jobs/{job}/log", server.url))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(log.len() as u64, total, "the client has the whole log");
+    assert!(log.ends_with("line 29\nline 30\n"), "{log}");
+    assert!(
+        log.contains("was lost"),
+        "the log says what happened: {log}"
+    );
+    let run: Value = http
+        .get(format!("{}/api/v1/runs/{id}", server.url))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(run["state"], "succeeded", "{run}");
+}
