@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// The labels of the local worker (this machine).
     pub labels: Vec<Label>,
+    /// How long running jobs may go on after SIGTERM before they are stopped.
+    pub shutdown_grace: std::time::Duration,
 }
 
 /// One configuration key: its name in the file, its variable, what it takes, its default.
@@ -39,7 +41,7 @@ struct Key {
     default: fn() -> Raw,
 }
 
-const KEYS: [Key; 5] = [
+const KEYS: [Key; 6] = [
     Key {
         name: "listen",
         env: "HODEI_LISTEN",
@@ -69,6 +71,12 @@ const KEYS: [Key; 5] = [
         env: "HODEI_LABELS",
         expected: "a list of worker labels such as [\"linux\", \"docker\"] (in HODEI_LABELS: comma-separated)",
         default: || Raw::List(vec!["local".into(), std::env::consts::OS.into()]),
+    },
+    Key {
+        name: "shutdown_grace_seconds",
+        env: "HODEI_SHUTDOWN_GRACE_SECONDS",
+        expected: "a number of seconds from 0 to 3600",
+        default: || Raw::Int(30),
     },
 ];
 
@@ -250,6 +258,7 @@ pub fn resolve(
         http_workers: parse_number(value(2), 1, 64)?,
         max_body_bytes: parse_number(value(3), 1024, 64 * 1024 * 1024)?,
         labels: parse_labels(value(4))?,
+        shutdown_grace: std::time::Duration::from_secs(parse_number(value(5), 0, 3600)? as u64),
     })
 }
 
@@ -417,7 +426,7 @@ mod tests {
         let err = resolve(file("lisen = \"x\"\n"), &no_env, &Flags::default()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "hodei.toml: unknown key `lisen` (did you mean `listen`?); the keys are listen, data, http_workers, max_body_bytes, labels"
+            "hodei.toml: unknown key `lisen` (did you mean `listen`?); the keys are listen, data, http_workers, max_body_bytes, labels, shutdown_grace_seconds"
         );
         let err = resolve(file("listen = \n"), &no_env, &Flags::default()).unwrap_err();
         assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");

@@ -22,9 +22,14 @@ struct Server {
 impl Server {
     /// Starts the server on a free loopback port with its data in `data`.
     fn start(data: &Path) -> Server {
+        Server::start_with(data, &[])
+    }
+
+    fn start_with(data: &Path, env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hodei"))
             .args(["server", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
+            .envs(env.iter().copied())
             .env_remove("HODEI_FAULT")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
@@ -204,4 +209,116 @@ async fn a_run_followed_live_survives_a_sigkill_of_the_server_and_finishes() {
         .await
         .unwrap();
     assert_eq!(run["state"], "succeeded", "{run}");
+}
+
+async fn get(http: &reqwest::Client, url: &str, auth: &str) -> Value {
+    http.get(url)
+        .header("authorization", auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_new_runs_lets_jobs_finish_within_the_grace_and_the_rest_resumes() {
+    let data = scratch("sigterm");
+    let mark = data.join("first-try");
+    let mut server = Server::start_with(&data, &[("HODEI_SHUTDOWN_GRACE_SECONDS", "2")]);
+    let token = std::fs::read_to_string(data.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let http = reqwest::Client::new();
+    let auth = format!("Bearer {token}");
+    // `short` ends within the grace; `long` does not, the first time.
+    let pipeline = format!(
+        "name: two\njobs:\n  short:\n    steps: ['sleep 1; echo short done']\n  long:\n    steps:\n      - run: 'if [ -e {m} ]; then echo second try; else touch {m}; echo first try; sleep 60; fi'\n        retry: 1\n",
+        m = mark.display()
+    );
+    let put = http
+        .put(format!("{}/api/v1/pipelines/two", server.url))
+        .header("authorization", &auth)
+        .header("content-type", "application/yaml")
+        .body(pipeline)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    let trigger = format!("{}/api/v1/pipelines/two/runs", server.url);
+    let run: Value = http
+        .post(&trigger)
+        .header("authorization", &auth)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = run["id"].as_u64().unwrap();
+    let run_url = format!("{}/api/v1/runs/{id}", server.url);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !mark.exists() || get(&http, &run_url, &auth).await["jobs"][0]["state"] != "running" {
+        assert!(Instant::now() < deadline, "the jobs never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    // Still serving, no longer accepting runs.
+    let refused = http
+        .post(&trigger)
+        .header("authorization", &auth)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.child.wait();
+        (server, status)
+    });
+    let (server, status) = tokio::time::timeout(Duration::from_secs(30), status)
+        .await
+        .expect("the server stops within its grace and the HTTP timeout")
+        .unwrap();
+    assert!(status.unwrap().success(), "SIGTERM is a clean stop");
+    drop(server);
+
+    let server = Server::start(&data);
+    let run_url = format!("{}/api/v1/runs/{id}", server.url);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let run = loop {
+        let run = get(&http, &run_url, &auth).await;
+        if run["state"] == "succeeded" || run["state"] == "failed" {
+            break run;
+        }
+        assert!(Instant::now() < deadline, "the run never finished: {run}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let short = &run["jobs"][0];
+    assert_eq!(short["state"], "succeeded");
+    assert_eq!(short["attempt"], 1, "it finished within the grace: {run}");
+    let long_job = run["jobs"][1]["id"].as_u64().unwrap();
+    let log = http
+        .get(format!("{}/api/v1/jobs/{long_job}/log", server.url))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(log.contains("first try\n"), "{log}");
+    assert!(
+        log.contains(
+            "Hodei shut down (SIGTERM) and the job did not finish within the grace period of 2 s"
+        ),
+        "{log}"
+    );
+    assert!(log.ends_with("second try\n"), "{log}");
 }

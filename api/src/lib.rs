@@ -72,6 +72,8 @@ pub struct ApiState {
     pub limits: Limits,
     /// The providers whose health `/readyz` and `/metrics` show, by name.
     pub providers: Vec<(&'static str, ProviderHealth)>,
+    /// Cleared when the server shuts down: no new run is accepted from then on.
+    pub accepting: Arc<std::sync::atomic::AtomicBool>,
     /// One lock per pipeline name: written while a definition is applied, read while a run of
     /// it is submitted.
     pipelines: Arc<PipelineLocks>,
@@ -84,6 +86,7 @@ impl ApiState {
             tokens,
             limits,
             providers: Vec::new(),
+            accepting: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             pipelines: Arc::default(),
         }
     }
@@ -92,6 +95,20 @@ impl ApiState {
     pub fn with_provider(mut self, name: &'static str, health: ProviderHealth) -> ApiState {
         self.providers.push((name, health));
         self
+    }
+}
+
+impl ApiState {
+    /// Refuses a new run while the server shuts down (503, with `Retry-After`).
+    pub fn accepts_runs(&self) -> Result<(), ApiError> {
+        if self.accepting.load(std::sync::atomic::Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(ApiError::Unavailable {
+                what: "the server",
+                reason: "it is shutting down; try again when it is back".into(),
+            })
+        }
     }
 }
 

@@ -7,6 +7,12 @@ use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+use hodei_actors::messages::{FlushLog, Note};
+use hodei_actors::scheduler::{GetQueueStats, GetWorkers, SetWorkerState};
+use hodei_domain::schedule::WorkerState;
+use hodei_supervisors::Tree;
 
 use hodei_api::auth::{Bootstrap, bootstrap, check_external};
 use hodei_api::{ApiState, Limits};
@@ -60,7 +66,25 @@ pub fn run(args: &Args) -> u8 {
         return EXIT_USAGE;
     }
     let system = actix::System::new();
-    system.block_on(serve(config, given))
+    let providers = Arc::new(std::sync::Mutex::new(None));
+    let code = system.block_on(serve(config, given, providers.clone()));
+    // The actors are gone first, so that nothing records the stopped steps as their failure;
+    // then every step this process started is stopped, and resumes at the next start.
+    drop(system);
+    let provider = providers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    if let Some(provider) = provider {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(provider.stop_all()),
+            Err(err) => eprintln!("error: cannot stop the running steps: {err}"),
+        }
+    }
+    code
 }
 
 fn load_config(args: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<ServerConfig, String> {
@@ -86,7 +110,11 @@ fn load_config(args: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Serv
     config::resolve(file, env, &flags).map_err(|err| err.to_string())
 }
 
-async fn serve(config: ServerConfig, given: Option<String>) -> u8 {
+async fn serve(
+    config: ServerConfig,
+    given: Option<String>,
+    providers: Arc<std::sync::Mutex<Option<Arc<hodei_adapters::route::ByImage>>>>,
+) -> u8 {
     let secrets = match EnvSecrets::from_env(&[]) {
         Ok(secrets) => Arc::new(secrets),
         Err(name) => {
@@ -101,6 +129,9 @@ async fn serve(config: ServerConfig, given: Option<String>) -> u8 {
             return EXIT_USAGE;
         }
     };
+    *providers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stack.provider.clone());
     let now = stack.tree.ports.clock.now();
     match bootstrap(stack.tokens.as_ref(), given.as_deref(), now).await {
         Ok(Bootstrap::Existing) => {}
@@ -141,8 +172,10 @@ async fn serve(config: ServerConfig, given: Option<String>) -> u8 {
         max_body: config.max_body_bytes,
     };
     let router = stack.provider.clone();
+    let tree = stack.tree.clone();
     let state = ApiState::new(stack.tree, stack.tokens, limits)
         .with_provider("docker", Arc::new(move || router.engine_trouble()));
+    let accepting = state.accepting.clone();
     let server = match hodei_api::serve(state, listener, config.http_workers) {
         Ok(server) => server,
         Err(err) => {
@@ -158,16 +191,23 @@ async fn serve(config: ServerConfig, given: Option<String>) -> u8 {
     );
     let _ = std::io::stdout().flush();
     let handle = server.handle();
+    let grace = config.shutdown_grace;
     actix::spawn(async move {
+        let mut signals = signals;
         signals.wait().await;
         eprintln!(
-            "Stopping: no new requests; running steps are stopped and resume at the next start."
+            "Stopping: no new runs; running jobs have {} s to finish (a second signal stops them now).",
+            grace.as_secs()
         );
+        accepting.store(false, std::sync::atomic::Ordering::SeqCst);
+        tokio::select! {
+            _ = wind_down(&tree, grace) => {}
+            _ = signals.wait() => eprintln!("Stopping now."),
+        }
+        stop_running(&tree, grace).await;
         handle.stop(true).await;
     });
     let result = server.await;
-    // Nothing this process started keeps running; unfinished runs resume at the next start.
-    stack.provider.stop_all().await;
     actix::System::current().stop();
     match result {
         Ok(()) => EXIT_OK,
@@ -175,6 +215,43 @@ async fn serve(config: ServerConfig, given: Option<String>) -> u8 {
             eprintln!("error: the HTTP server failed: {err}");
             EXIT_INTERNAL
         }
+    }
+}
+
+/// Lets the jobs that run finish, for at most `grace`: the workers take no new job, and the
+/// wait ends when none runs.
+async fn wind_down(tree: &Tree, grace: Duration) {
+    let workers = tree.scheduler.send(GetWorkers).await.unwrap_or_default();
+    for view in workers {
+        tree.scheduler.do_send(SetWorkerState {
+            worker: view.worker.id,
+            state: WorkerState::Draining,
+        });
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    while tokio::time::Instant::now() < deadline {
+        match tree.scheduler.send(GetQueueStats).await {
+            Ok(stats) if stats.placed > 0 => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Says in the log of every job still running why it is stopped; the steps themselves are
+/// stopped when the server has stopped, and the jobs resume at the next start.
+async fn stop_running(tree: &Tree, grace: Duration) {
+    let workers = tree.scheduler.send(GetWorkers).await.unwrap_or_default();
+    for job in workers.into_iter().flat_map(|view| view.jobs) {
+        tree.hub.do_send(Note {
+            job,
+            text: format!(
+                "Hodei shut down (SIGTERM) and the job did not finish within the grace period of {} s: its step was stopped; the job goes on at the next start",
+                grace.as_secs()
+            ),
+        });
+        let _ = tree.hub.send(FlushLog { job }).await;
     }
 }
 
@@ -199,19 +276,19 @@ impl StopSignals {
         }
     }
 
-    /// Until either signal arrives.
-    async fn wait(self) {
-        async fn next(signal: Option<Signal>) {
+    /// Until either signal arrives (again).
+    async fn wait(&mut self) {
+        async fn next(signal: &mut Option<Signal>) {
             match signal {
-                Some(mut signal) => {
+                Some(signal) => {
                     signal.recv().await;
                 }
                 None => std::future::pending().await,
             }
         }
         tokio::select! {
-            _ = next(self.interrupt) => {}
-            _ = next(self.terminate) => {}
+            _ = next(&mut self.interrupt) => {}
+            _ = next(&mut self.terminate) => {}
         }
     }
 }

@@ -215,6 +215,7 @@ pub async fn trigger_run(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Operator)?;
+    state.accepts_runs()?;
     let trigger: TriggerRequest = request::json(
         &req,
         payload,

@@ -224,6 +224,7 @@ pub async fn rerun_run(
     id: web::Path<u64>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Operator)?;
+    state.accepts_runs()?;
     let earlier = RunId(*id);
     let created = state
         .tree
