@@ -184,15 +184,7 @@ async fn a_run_followed_live_survives_a_sigkill_of_the_server_and_finishes() {
     let total = end_of(&frames, resume_from);
     assert_eq!(end["offset"], total);
 
-    let log = http
-        .get(format!("{}/api/v1/jobs/{job}/log", server.url))
-        .header("authorization", &auth)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = log_of(&http, &server.url, job, &auth).await;
     assert_eq!(log.len() as u64, total, "the client has the whole log");
     assert!(log.ends_with("line 29\nline 30\n"), "{log}");
     assert!(
@@ -209,6 +201,17 @@ async fn a_run_followed_live_survives_a_sigkill_of_the_server_and_finishes() {
         .await
         .unwrap();
     assert_eq!(run["state"], "succeeded", "{run}");
+}
+
+async fn log_of(http: &reqwest::Client, base: &str, job: u64, auth: &str) -> String {
+    http.get(format!("{base}/api/v1/jobs/{job}/log"))
+        .header("authorization", auth)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 async fn get(http: &reqwest::Client, url: &str, auth: &str) -> Value {
@@ -304,15 +307,7 @@ async fn sigterm_stops_new_runs_lets_jobs_finish_within_the_grace_and_the_rest_r
     assert_eq!(short["state"], "succeeded");
     assert_eq!(short["attempt"], 1, "it finished within the grace: {run}");
     let long_job = run["jobs"][1]["id"].as_u64().unwrap();
-    let log = http
-        .get(format!("{}/api/v1/jobs/{long_job}/log", server.url))
-        .header("authorization", &auth)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = log_of(&http, &server.url, long_job, &auth).await;
     assert!(log.contains("first try\n"), "{log}");
     assert!(
         log.contains(
