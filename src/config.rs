@@ -31,6 +31,8 @@ pub struct ServerConfig {
     pub labels: Vec<Label>,
     /// How long running jobs may go on after SIGTERM before they are stopped.
     pub shutdown_grace: std::time::Duration,
+    /// The most jobs that may wait in the queue before new runs are refused.
+    pub max_queued_jobs: usize,
 }
 
 /// One configuration key: its name in the file, its variable, what it takes, its default.
@@ -41,7 +43,7 @@ struct Key {
     default: fn() -> Raw,
 }
 
-const KEYS: [Key; 6] = [
+const KEYS: [Key; 7] = [
     Key {
         name: "listen",
         env: "HODEI_LISTEN",
@@ -77,6 +79,12 @@ const KEYS: [Key; 6] = [
         env: "HODEI_SHUTDOWN_GRACE_SECONDS",
         expected: "a number of seconds from 0 to 3600",
         default: || Raw::Int(30),
+    },
+    Key {
+        name: "max_queued_jobs",
+        env: "HODEI_MAX_QUEUED_JOBS",
+        expected: "a number of jobs from 1 to 10000000",
+        default: || Raw::Int(100_000),
     },
 ];
 
@@ -259,6 +267,7 @@ pub fn resolve(
         max_body_bytes: parse_number(value(3), 1024, 64 * 1024 * 1024)?,
         labels: parse_labels(value(4))?,
         shutdown_grace: std::time::Duration::from_secs(parse_number(value(5), 0, 3600)? as u64),
+        max_queued_jobs: parse_number(value(6), 1, 10_000_000)?,
     })
 }
 
@@ -426,7 +435,7 @@ mod tests {
         let err = resolve(file("lisen = \"x\"\n"), &no_env, &Flags::default()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "hodei.toml: unknown key `lisen` (did you mean `listen`?); the keys are listen, data, http_workers, max_body_bytes, labels, shutdown_grace_seconds"
+            "hodei.toml: unknown key `lisen` (did you mean `listen`?); the keys are listen, data, http_workers, max_body_bytes, labels, shutdown_grace_seconds, max_queued_jobs"
         );
         let err = resolve(file("listen = \n"), &no_env, &Flags::default()).unwrap_err();
         assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");

@@ -69,6 +69,9 @@ pub enum ApiError {
     /// It already exists.
     #[error("{what} already exists")]
     Conflict { what: String },
+    /// The queue holds as many jobs as it may: no new run until it shrinks.
+    #[error("the queue is full: {queued} jobs wait (the limit is {limit}); try again later")]
+    QueueFull { queued: usize, limit: usize },
     /// The store, the log store or the actors cannot serve the request now; retry later.
     #[error("{what} is unavailable: {reason}")]
     Unavailable { what: &'static str, reason: String },
@@ -95,6 +98,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method-not-allowed",
             ApiError::IllegalTransition { .. } => "illegal-transition",
             ApiError::Conflict { .. } => "conflict",
+            ApiError::QueueFull { .. } => "queue-full",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::Internal { .. } => "internal",
         }
@@ -116,6 +120,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "Method not allowed",
             ApiError::IllegalTransition { .. } => "Illegal state transition",
             ApiError::Conflict { .. } => "Conflict",
+            ApiError::QueueFull { .. } => "Queue full",
             ApiError::Unavailable { .. } => "Service unavailable",
             ApiError::Internal { .. } => "Internal error",
         }
@@ -206,6 +211,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound { .. } | ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::IllegalTransition { .. } | ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -245,6 +251,9 @@ impl ResponseError for ApiError {
             }
             ApiError::Unavailable { .. } => {
                 response.insert_header((header::RETRY_AFTER, "1"));
+            }
+            ApiError::QueueFull { .. } => {
+                response.insert_header((header::RETRY_AFTER, "5"));
             }
             _ => {}
         }

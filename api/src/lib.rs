@@ -53,12 +53,15 @@ pub struct Limits {
     /// The largest request body, in bytes (a pipeline's YAML, a JSON body); larger ones are
     /// refused with 413.
     pub max_body: usize,
+    /// The most jobs that may wait in the queue; a new run beyond is refused with 429.
+    pub max_queued: usize,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_body: 1024 * 1024,
+            max_queued: 100_000,
         }
     }
 }
@@ -99,16 +102,29 @@ impl ApiState {
 }
 
 impl ApiState {
-    /// Refuses a new run while the server shuts down (503, with `Retry-After`).
-    pub fn accepts_runs(&self) -> Result<(), ApiError> {
-        if self.accepting.load(std::sync::atomic::Ordering::SeqCst) {
-            Ok(())
-        } else {
-            Err(ApiError::Unavailable {
+    /// Refuses a new run while the server shuts down (503) or while the queue is full (429),
+    /// both with `Retry-After`.
+    pub async fn accepts_runs(&self) -> Result<(), ApiError> {
+        if !self.accepting.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ApiError::Unavailable {
                 what: "the server",
                 reason: "it is shutting down; try again when it is back".into(),
-            })
+            });
         }
+        let queued = self
+            .tree
+            .scheduler
+            .send(hodei_actors::scheduler::GetQueueStats)
+            .await
+            .map_err(|err| ApiError::actor("the scheduler", err))?
+            .queued;
+        if queued >= self.limits.max_queued {
+            return Err(ApiError::QueueFull {
+                queued,
+                limit: self.limits.max_queued,
+            });
+        }
+        Ok(())
     }
 }
 

@@ -620,7 +620,11 @@ async fn tokens_carry_roles_and_a_revoked_token_is_refused() {
 
 #[actix_rt::test]
 async fn client_mistakes_are_4xx_problems_never_5xx() {
-    let server = start_with(Limits { max_body: 2048 }).await;
+    let server = start_with(Limits {
+        max_body: 2048,
+        ..Limits::default()
+    })
+    .await;
     let big = format!("{HELLO}# {}\n", "x".repeat(4096));
     server.apply(&big).await.problem(413, "payload-too-large");
     server.apply(HELLO).await;
@@ -1147,4 +1151,51 @@ async fn a_run_s_events_stream_live() {
     assert!(kinds.contains(&"job_succeeded"), "{kinds:?}");
     assert_eq!(kinds.last(), Some(&"run_succeeded"));
     assert!(frames.iter().all(|f| f["event"]["run"] == id), "{frames:?}");
+}
+
+#[actix_rt::test]
+async fn a_full_queue_refuses_new_runs_with_429_and_retry_after() {
+    let server = start_with(Limits {
+        max_queued: 1,
+        ..Limits::default()
+    })
+    .await;
+    server.apply(HELLO).await;
+    // Nothing leaves the queue while the only worker is drained.
+    let drained = server
+        .call(
+            Method::POST,
+            "/api/v1/workers/local/drain",
+            Some(&server.admin),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(drained.status, StatusCode::NO_CONTENT);
+    let first = server.trigger("hello", json!({})).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while server.get("/api/v1/queue").await.json()["total"] != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the job never queued"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = server.trigger("hello", json!({})).await;
+    assert_eq!(
+        refused
+            .headers
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap()),
+        Some("5")
+    );
+    let problem = refused.problem(429, "queue-full");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the limit is 1"),
+        "{problem}"
+    );
 }

@@ -170,6 +170,7 @@ async fn serve(
         .map_or_else(|_| config.listen.to_string(), |a| a.to_string());
     let limits = Limits {
         max_body: config.max_body_bytes,
+        max_queued: config.max_queued_jobs,
     };
     let router = stack.provider.clone();
     let tree = stack.tree.clone();

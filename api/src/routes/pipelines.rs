@@ -204,6 +204,8 @@ pub async fn get_pipeline(
         (status = 201, description = "The run, accepted and durable", body = RunView),
         (status = 400, description = "Invalid JSON or parameters", body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The queue is full (`Retry-After`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The server is shutting down (`Retry-After`)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -215,7 +217,7 @@ pub async fn trigger_run(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Operator)?;
-    state.accepts_runs()?;
+    state.accepts_runs().await?;
     let trigger: TriggerRequest = request::json(
         &req,
         payload,

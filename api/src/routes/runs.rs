@@ -215,6 +215,8 @@ pub async fn cancel_run(
     responses(
         (status = 201, description = "The new run", body = RunView),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The queue is full (`Retry-After`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The server is shutting down (`Retry-After`)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -224,7 +226,7 @@ pub async fn rerun_run(
     id: web::Path<u64>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Operator)?;
-    state.accepts_runs()?;
+    state.accepts_runs().await?;
     let earlier = RunId(*id);
     let created = state
         .tree
