@@ -185,9 +185,12 @@ pub fn configure(state: ApiState) -> impl Fn(&mut web::ServiceConfig) + Clone {
 /// When the listener cannot be used.
 pub fn serve(state: ApiState, listener: TcpListener, workers: usize) -> std::io::Result<Server> {
     telemetry::prometheus();
-    let counter = telemetry::OutcomeCounter.start();
+    let counter = telemetry::OutcomeCounter::default().start();
     state.tree.bus.do_send(Subscribe {
-        subscriber: counter.recipient(),
+        subscriber: counter.clone().recipient(),
+    });
+    state.tree.hub.do_send(hodei_actors::messages::WatchLogs {
+        watcher: counter.recipient(),
     });
     let config = configure(state);
     let server = HttpServer::new(move || {

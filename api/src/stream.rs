@@ -30,6 +30,14 @@ use hodei_domain::state::DomainEvent;
 use serde_json::json;
 use tokio::sync::mpsc;
 
+/// Open streams, for the metrics.
+static SUBSCRIBERS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many log and event streams are open.
+pub fn subscribers() -> usize {
+    SUBSCRIBERS.load(Ordering::SeqCst)
+}
+
 /// Bytes a client may let pile up before it is told it lags.
 pub const LAG_LIMIT: usize = 4 * 1024 * 1024;
 /// How often output is sent: chunks arriving within this are one frame.
@@ -51,10 +59,19 @@ struct Writer {
 
 impl Writer {
     fn start(mut session: actix_ws::Session) -> Writer {
+        SUBSCRIBERS.fetch_add(1, Ordering::SeqCst);
         let (frames, mut queue) = mpsc::unbounded_channel::<Frame>();
         let unsent = Arc::new(AtomicUsize::new(0));
         let counter = unsent.clone();
         actix::spawn(async move {
+            // One stream fewer once the socket's writer ends, however it ends.
+            struct Open;
+            impl Drop for Open {
+                fn drop(&mut self) {
+                    SUBSCRIBERS.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            let _open = Open;
             while let Some(frame) = queue.recv().await {
                 match frame {
                     Frame::Text { text, weight } => {

@@ -8,12 +8,19 @@
 //! | `hodei_runs_total` | counter | `outcome`: succeeded, failed, cancelled |
 //! | `hodei_jobs_total` | counter | `outcome`: succeeded, failed, timed_out, cancelled, skipped |
 //! | `hodei_steps_total` | counter | `outcome`: as jobs |
+//! | `hodei_job_wait_seconds` | histogram (summary) | — : from queued to started |
+//! | `hodei_job_run_seconds` | histogram (summary) | `outcome`: from started to its end |
+//! | `hodei_log_bytes_total` | counter | — : bytes written to job logs |
 //! | `hodei_queue_jobs` | gauge | `state`: queued, placed (sampled at scrape) |
+//! | `hodei_workers` | gauge | `state`: ready, draining, offline (sampled at scrape) |
+//! | `hodei_websocket_subscribers` | gauge | — : open log and event streams (sampled at scrape) |
+//! | `hodei_provider_up` | gauge | `provider` (sampled at scrape) |
 //! | `hodei_actor_restarts_total` | counter | `actor` (sampled at scrape) |
 //!
 //! The recorder is global (the `metrics` facade has one per process): it is installed once, by
 //! the first server of the process, and shared by later ones (tests start several).
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -22,8 +29,10 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use hodei_actors::contain::{ActorKind, restarts};
-use hodei_actors::messages::Published;
-use hodei_actors::scheduler::GetQueueStats;
+use hodei_actors::messages::{LogChunk, Published};
+use hodei_actors::scheduler::{GetQueueStats, GetWorkers};
+use hodei_domain::ids::{JobId, Timestamp};
+use hodei_domain::schedule::WorkerState;
 use hodei_domain::state::DomainEvent;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -72,6 +81,17 @@ pub async fn sample(state: &ApiState) {
         }
         Err(err) => tracing::warn!(error = %err, "The scheduler did not answer for the metrics."),
     }
+    if let Ok(workers) = state.tree.scheduler.send(GetWorkers).await {
+        for (name, wanted) in [
+            ("ready", WorkerState::Ready),
+            ("draining", WorkerState::Draining),
+            ("offline", WorkerState::Offline),
+        ] {
+            let count = workers.iter().filter(|w| w.worker.state == wanted).count();
+            metrics::gauge!("hodei_workers", "state" => name).set(count as f64);
+        }
+    }
+    metrics::gauge!("hodei_websocket_subscribers").set(crate::stream::subscribers() as f64);
     for (name, health) in &state.providers {
         let up = if health().is_none() { 1.0 } else { 0.0 };
         metrics::gauge!("hodei_provider_up", "provider" => *name).set(up);
@@ -111,12 +131,22 @@ pub fn outcome(event: &DomainEvent) -> Option<(&'static str, &'static str)> {
     })
 }
 
-/// Subscribes to the event bus and counts runs, jobs and steps by outcome.
+/// Subscribes to the event bus and the log hub: counts runs, jobs and steps by outcome, times
+/// how long jobs wait and run, and counts log bytes.
 #[derive(Debug, Default)]
-pub struct OutcomeCounter;
+pub struct OutcomeCounter {
+    /// When each queued job was queued.
+    queued: HashMap<JobId, Timestamp>,
+    /// When each running job started.
+    started: HashMap<JobId, Timestamp>,
+}
 
 impl Actor for OutcomeCounter {
     type Context = Context<Self>;
+}
+
+fn seconds(from: Timestamp, to: Timestamp) -> f64 {
+    to.0.saturating_sub(from.0).max(0) as f64 / 1000.0
 }
 
 impl Handler<Published> for OutcomeCounter {
@@ -126,14 +156,45 @@ impl Handler<Published> for OutcomeCounter {
         for event in msg.events.iter() {
             if let Some((metric, outcome)) = outcome(event) {
                 metrics::counter!(metric, "outcome" => outcome).increment(1);
+                if metric == "hodei_jobs_total"
+                    && let Some(job) = event.job_id()
+                {
+                    self.queued.remove(&job);
+                    if let Some(started) = self.started.remove(&job) {
+                        metrics::histogram!("hodei_job_run_seconds", "outcome" => outcome)
+                            .record(seconds(started, event.at()));
+                    }
+                }
+            }
+            match event {
+                DomainEvent::JobQueued { job, at, .. }
+                | DomainEvent::JobRetrying { job, at, .. }
+                | DomainEvent::JobRequeued { job, at, .. } => {
+                    self.queued.insert(*job, *at);
+                }
+                DomainEvent::JobStarted { job, at, .. } => {
+                    if let Some(queued) = self.queued.remove(job) {
+                        metrics::histogram!("hodei_job_wait_seconds").record(seconds(queued, *at));
+                    }
+                    self.started.insert(*job, *at);
+                }
+                _ => {}
             }
         }
     }
 }
 
+impl Handler<LogChunk> for OutcomeCounter {
+    type Result = ();
+
+    fn handle(&mut self, msg: LogChunk, _: &mut Context<Self>) {
+        metrics::counter!("hodei_log_bytes_total").increment(msg.bytes.len() as u64);
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use hodei_domain::ids::{RunId, Timestamp};
+    use hodei_domain::ids::RunId;
 
     use super::*;
 

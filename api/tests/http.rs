@@ -730,6 +730,11 @@ async fn probes_and_metrics_need_no_token_and_metrics_count_what_happened() {
         "hodei_actor_restarts_total{actor=\"orchestrator\"}",
         "hodei_http_request_duration_seconds",
         "hodei_provider_up{provider=\"docker\"} 0",
+        "hodei_job_wait_seconds",
+        "hodei_job_run_seconds{outcome=\"succeeded\"",
+        "hodei_log_bytes_total",
+        "hodei_workers{state=\"ready\"}",
+        "hodei_websocket_subscribers",
     ] {
         assert!(text.contains(expected), "no `{expected}` in:\n{text}");
     }
