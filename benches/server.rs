@@ -1,0 +1,292 @@
+//! `hodei server` under load: the release binary on a loopback port, driven from this process
+//! (`cargo bench --bench server`; figures in `docs/performance.md`). It prints:
+//!
+//! - the server's resident memory once idle;
+//! - `GET /api/v1/runs/{id}` requests per second, `HODEI_BENCH_CLIENTS` (default 32) at a time;
+//! - run triggers accepted per second (runs whose job waits for a label no worker has, so that
+//!   only accepting is measured), 16 at a time;
+//! - a 1,000,000-line job log (`seq 1 1000000`) followed over a WebSocket: lines per second
+//!   from the trigger to the `end` frame;
+//! - output-to-client latency: a job prints the time every 10 ms (200 lines) and the client
+//!   compares it with the time it receives each line: p50 and p99.
+//!
+//! The client shares the machine's two cores with the server: the request rates are bounded by
+//! both together.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+struct Server {
+    child: Child,
+    url: String,
+    auth: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(data: &std::path::Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hodei"))
+        .args(["server", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .env("HODEI_MAX_QUEUED_JOBS", "10000000")
+        .env("HODEI_SHUTDOWN_GRACE_SECONDS", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("hodei starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("the server prints its URL").unwrap();
+        if let Some(rest) = line.strip_prefix("Hodei server listening on ") {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    Server {
+        child,
+        url,
+        auth: format!("Bearer {}", token.trim()),
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+async fn apply(http: &reqwest::Client, s: &Server, name: &str, yaml: &str) {
+    let answer = http
+        .put(format!("{}/api/v1/pipelines/{name}", s.url))
+        .header("authorization", &s.auth)
+        .header("content-type", "application/yaml")
+        .body(yaml.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        answer.status().is_success(),
+        "{}",
+        answer.text().await.unwrap()
+    );
+}
+
+async fn trigger(http: &reqwest::Client, s: &Server, name: &str) -> Value {
+    http.post(format!("{}/api/v1/pipelines/{name}/runs", s.url))
+        .header("authorization", &s.auth)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Runs `request` from `clients` tasks for `duration`; answers the successes per second.
+async fn hammer<F, Fut>(clients: u64, duration: Duration, request: F) -> f64
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let request = Arc::new(request);
+    let done = Arc::new(AtomicU64::new(0));
+    let began = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (request, done) = (request.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            while began.elapsed() < duration {
+                if request().await {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / began.elapsed().as_secs_f64()
+}
+
+/// Follows a job's log from 0 to its end; calls `frame` with each log frame's text.
+async fn follow(s: &Server, job: u64, mut frame: impl FnMut(&str)) {
+    let url = format!(
+        "{}/api/v1/jobs/{job}/log/stream?from=0",
+        s.url.replacen("http", "ws", 1)
+    );
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", s.auth.parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    while let Some(Ok(message)) = socket.next().await {
+        if let Message::Text(text) = message {
+            let value: Value = serde_json::from_str(&text).unwrap();
+            match value["type"].as_str() {
+                Some("log") => frame(value["data"].as_str().unwrap()),
+                Some("end") => return,
+                Some("lagged") => panic!("the bench client lagged: {value}"),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn main() {
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let seconds = if quick { 0.3 } else { 3.0 };
+    let duration = Duration::from_secs_f64(seconds);
+    let clients = env_or("HODEI_BENCH_CLIENTS", 32);
+    let lines = if quick { 10_000 } else { 1_000_000 };
+    let dir = std::env::temp_dir().join(format!("hodei-bench-server-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let server = Arc::new(start(&dir));
+    std::thread::sleep(Duration::from_secs(1));
+    println!(
+        "idle resident memory of `hodei server`: {:.1} MiB",
+        rss_kib(server.child.id()) as f64 / 1024.0
+    );
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let http = reqwest::Client::new();
+        let s = server.as_ref();
+        apply(&http, s, "noop", "name: noop\njobs:\n  a: {steps: ['true']}\n").await;
+        apply(
+            &http,
+            s,
+            "parked",
+            "name: parked\njobs:\n  a: {runs_on: [nowhere], steps: ['true']}\n",
+        )
+        .await;
+        apply(
+            &http,
+            s,
+            "flood",
+            &format!("name: flood\njobs:\n  a: {{steps: ['seq 1 {lines}']}}\n"),
+        )
+        .await;
+        apply(
+            &http,
+            s,
+            "clock",
+            "name: clock\njobs:\n  a: {steps: ['for i in $(seq 1 200); do date +%s%N; sleep 0.01; done']}\n",
+        )
+        .await;
+
+        // GET a finished run.
+        let run = trigger(&http, s, "noop").await;
+        let run_url = format!("{}/api/v1/runs/{}", s.url, run["id"]);
+        loop {
+            let now: Value = http
+                .get(&run_url)
+                .header("authorization", &s.auth)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if now["state"] == "succeeded" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (client, auth) = (http.clone(), s.auth.clone());
+        let rate = hammer(clients, duration, move || {
+            let request = client.get(&run_url).header("authorization", &auth).send();
+            async move { request.await.is_ok_and(|r| r.status().is_success()) }
+        })
+        .await;
+        println!("GET /api/v1/runs/{{id}}, {clients} clients: {rate:.0} requests/s");
+
+        // Triggers.
+        let (client, auth) = (http.clone(), s.auth.clone());
+        let trigger_url = format!("{}/api/v1/pipelines/parked/runs", s.url);
+        let rate = hammer(16, duration, move || {
+            let request = client
+                .post(&trigger_url)
+                .header("authorization", &auth)
+                .json(&json!({}))
+                .send();
+            async move { request.await.is_ok_and(|r| r.status().as_u16() == 201) }
+        })
+        .await;
+        println!("run triggers accepted, 16 clients: {rate:.0} runs/s");
+
+        // A big log over a WebSocket.
+        let began = Instant::now();
+        let run = trigger(&http, s, "flood").await;
+        let mut received = 0u64;
+        follow(s, run["jobs"][0]["id"].as_u64().unwrap(), |data| {
+            received += data.bytes().filter(|&b| b == b'\n').count() as u64;
+        })
+        .await;
+        let elapsed = began.elapsed().as_secs_f64();
+        assert_eq!(received, lines, "every line arrived");
+        println!(
+            "a {lines}-line log over a WebSocket, trigger to end frame: {:.2} s = {:.0} lines/s",
+            elapsed,
+            lines as f64 / elapsed
+        );
+
+        // Output-to-client latency.
+        let run = trigger(&http, s, "clock").await;
+        let mut latencies = Vec::new();
+        follow(s, run["jobs"][0]["id"].as_u64().unwrap(), |data| {
+            let received = now_ns();
+            for line in data.lines() {
+                if let Ok(printed) = line.trim().parse::<u128>() {
+                    latencies.push((received.saturating_sub(printed)) as f64 / 1e6);
+                }
+            }
+        })
+        .await;
+        latencies.sort_by(f64::total_cmp);
+        let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+        println!(
+            "output-to-client latency over a WebSocket ({} lines, one every 10 ms): p50 {:.1} ms, p99 {:.1} ms",
+            latencies.len(),
+            pct(0.5),
+            pct(0.99)
+        );
+    });
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
