@@ -168,6 +168,9 @@ pub enum SubmitError {
     /// The orchestrator is not running.
     #[error("the orchestrator is not running")]
     Unavailable,
+    /// The run cannot be retried in its state (only a failed or cancelled run can).
+    #[error("the run is {state}: only a failed or cancelled run can be retried")]
+    NotRetryable { state: &'static str },
     /// Hodei failed while accepting the run: a bug, logged with its cause.
     #[error("internal error while accepting the run: {0}")]
     Internal(String),
@@ -179,6 +182,15 @@ pub enum SubmitError {
 #[derive(Debug, Message)]
 #[rtype(result = "Result<RunId, SubmitError>")]
 pub struct RerunRun {
+    pub run: RunId,
+}
+
+/// Retry what failed in a finished run: a new run of the same pinned version and inputs, in
+/// which the jobs that succeeded in the earlier run are carried over (succeeded, not run
+/// again) and the others run. Only a failed or cancelled run can be retried.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<RunId, SubmitError>")]
+pub struct RetryRun {
     pub run: RunId,
 }
 

@@ -17,7 +17,9 @@ use hodei_domain::restart::{RestartDecision, RestartHistory, RestartPolicy};
 use crate::Ports;
 use crate::contain::{ActorKind, guard_future, restarts};
 use crate::fault::Point;
-use crate::messages::{ApproveJob, CancelRun, RerunRun, RunActorStopped, SubmitError, SubmitRun};
+use crate::messages::{
+    ApproveJob, CancelRun, RerunRun, RetryRun, RunActorStopped, SubmitError, SubmitRun,
+};
 use crate::provider::{ProviderActor, ReapOrphans};
 use crate::run::{Approvals, Peers, RunActor};
 use crate::supervise::{Restarts, Supervise, contained};
@@ -267,6 +269,97 @@ impl Handler<RerunRun> for Orchestrator {
                     let run = record.id;
                     tracing::info!(run_id = %run, rerun_of = %earlier_run, "Run created again.");
                     act.start_created(record);
+                    Ok(run)
+                }),
+        )
+    }
+}
+
+impl Handler<RetryRun> for Orchestrator {
+    type Result = ResponseActFuture<Self, Result<RunId, SubmitError>>;
+
+    fn handle(&mut self, msg: RetryRun, _: &mut Context<Self>) -> Self::Result {
+        let (ports, hub, bus) = (self.ports.clone(), self.hub.clone(), self.bus.clone());
+        let now = ports.clock.now();
+        let earlier_run = msg.run;
+        let fut = async move {
+            let store = &ports.store;
+            let earlier = store.run(earlier_run).await?.ok_or_else(|| {
+                hodei_domain::ports::StoreError::NotFound {
+                    what: earlier_run.to_string(),
+                }
+            })?;
+            if !matches!(
+                earlier.state,
+                hodei_domain::state::RunState::Failed | hodei_domain::state::RunState::Cancelled
+            ) {
+                return Err(SubmitError::NotRetryable {
+                    state: earlier.state.name(),
+                });
+            }
+            let record = store
+                .create_run(NewRun {
+                    pipeline: earlier.pipeline.clone(),
+                    version: earlier.version,
+                    inputs: earlier.inputs.clone(),
+                    jobs: earlier.jobs.iter().map(|job| job.name.clone()).collect(),
+                    at: now,
+                })
+                .await?;
+            // What succeeded is carried over before the run starts (the pipeline's own post
+            // hooks run again, for the new run's outcome).
+            let policy = hodei_domain::state::JobPolicy {
+                max_attempts: hodei_domain::state::MaxAttempts::ONE,
+                gate: hodei_domain::state::Gate::Open,
+                continue_on_error: false,
+            };
+            let mut events = Vec::new();
+            let mut carried = Vec::new();
+            for (before, after) in earlier.jobs.iter().zip(&record.jobs) {
+                if before.state != hodei_domain::state::JobState::Succeeded
+                    || before.name == crate::run::POST_JOB
+                {
+                    continue;
+                }
+                let mut machine = hodei_domain::state::JobMachine::restore(
+                    record.id,
+                    after.id,
+                    policy,
+                    after.attempt,
+                    after.state.clone(),
+                    now,
+                );
+                if let Ok(event) = machine.apply(hodei_domain::state::JobEvent::CarryOver, now) {
+                    events.push(event);
+                    carried.push(after.id);
+                }
+            }
+            crate::job::persist(&ports, &bus, events)
+                .await
+                .map_err(|err| SubmitError::Internal(err.to_string()))?;
+            for job in carried {
+                hub.do_send(crate::messages::Note {
+                    job,
+                    text: format!("succeeded in {earlier_run}: carried over, not run again"),
+                });
+            }
+            Ok::<_, SubmitError>(record.id)
+        };
+        Box::pin(
+            guard_future(fut)
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    let run = match result {
+                        Ok(result) => result?,
+                        Err(panicked) => {
+                            act.restarts.failed(panicked.message.clone());
+                            actix::ActorContext::stop(ctx);
+                            return Err(SubmitError::Internal(panicked.message));
+                        }
+                    };
+                    tracing::info!(run_id = %run, retry_of = %earlier_run, "Run retried.");
+                    // The run actor reads the run from the store, with its carried-over jobs.
+                    act.start_run(run);
                     Ok(run)
                 }),
         )

@@ -34,8 +34,10 @@ fn env_or(name: &str, default: usize) -> usize {
 }
 
 fn main() {
-    let rounds = env_or("HODEI_DOCKER_ROUNDS", 20);
-    let parallel = env_or("HODEI_DOCKER_PARALLEL", 8);
+    // `cargo test --benches` runs this without `--bench`: a short pass that checks it works.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let rounds = env_or("HODEI_DOCKER_ROUNDS", if quick { 2 } else { 20 });
+    let parallel = env_or("HODEI_DOCKER_PARALLEL", if quick { 2 } else { 8 });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -21,7 +21,15 @@ use hodei_domain::ports::Provider;
 
 use support::{Fixture, IMAGE, step};
 
-const ROUNDS: usize = 15;
+/// Rounds of each measurement: 15, or 2 in `cargo test --benches` (no `--bench`), which only
+/// checks that the benchmark works.
+fn rounds() -> usize {
+    if std::env::args().any(|a| a == "--bench") {
+        15
+    } else {
+        2
+    }
+}
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -53,7 +61,7 @@ fn report(what: &str, mut times: Vec<Duration>) {
 
 async fn per_step_job(fx: &Fixture) -> Vec<Duration> {
     let mut times = Vec::new();
-    for round in 0..ROUNDS {
+    for round in 0..rounds() {
         let began = Instant::now();
         let ws = fx.set_up(100 + round as u64, |_| {}).await;
         let (_, output) = fx.run(&ws, &step(0, "echo hello")).await;
@@ -67,7 +75,7 @@ async fn per_step_job(fx: &Fixture) -> Vec<Duration> {
 async fn per_step_step(fx: &Fixture) -> Vec<Duration> {
     let ws = fx.set_up(200, |_| {}).await;
     let mut times = Vec::new();
-    for round in 0..ROUNDS {
+    for round in 0..rounds() {
         let began = Instant::now();
         let (_, output) = fx.run(&ws, &step(round as u32, "echo hello")).await;
         assert_eq!(output, "hello\n");
@@ -140,7 +148,7 @@ async fn exec(docker: &Docker, container: &str) {
 async fn exec_job(docker: &Docker) -> Vec<Duration> {
     let base = tempfile::tempdir().expect("a directory");
     let mut times = Vec::new();
-    for round in 0..ROUNDS {
+    for round in 0..rounds() {
         let began = Instant::now();
         let dir = base.path().join(round.to_string());
         tokio::fs::create_dir_all(&dir).await.expect("workspace");
@@ -159,7 +167,7 @@ async fn exec_step(docker: &Docker) -> Vec<Duration> {
     let base = tempfile::tempdir().expect("a directory");
     let id = job_container(docker, base.path()).await;
     let mut times = Vec::new();
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds() {
         let began = Instant::now();
         exec(docker, &id).await;
         times.push(began.elapsed());

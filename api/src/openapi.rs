@@ -57,6 +57,7 @@ api!(
     runs::get_run,
     runs::cancel_run,
     runs::rerun_run,
+    runs::retry_run,
     jobs::get_job,
     jobs::get_job_log,
     jobs::approve_job,

@@ -792,7 +792,7 @@ async fn the_openapi_document_lists_every_route_and_every_route_answers() {
             );
         }
     }
-    assert_eq!(operations, 26, "a route was added: document and test it");
+    assert_eq!(operations, 27, "a route was added: document and test it");
     // Routes come from the document: what it does not list does not exist.
     for undocumented in ["/api/v1/agents", "/api/v1/runs/1/logs", "/"] {
         server.get(undocumented).await.problem(404, "no-route");
@@ -1203,4 +1203,83 @@ async fn a_full_queue_refuses_new_runs_with_429_and_retry_after() {
             .contains("the limit is 1"),
         "{problem}"
     );
+}
+
+#[actix_rt::test]
+async fn a_retry_runs_what_failed_and_carries_over_what_succeeded() {
+    let server = start().await;
+    let mark = std::env::temp_dir().join(format!("hodei-retry-mark-{}", std::process::id()));
+    let _ = std::fs::remove_file(&mark);
+    let pipeline = format!(
+        "name: flaky\njobs:\n  first:\n    steps: ['echo first ran']\n  flaky:\n    steps: ['test -e {m} || {{ touch {m}; exit 1; }}']\n  after:\n    needs: [flaky]\n    steps: ['echo after ran']\n",
+        m = mark.display()
+    );
+    server.apply(&pipeline).await;
+    let id = server.trigger("flaky", json!({})).await.json()["id"]
+        .as_u64()
+        .unwrap();
+    let failed = server.wait_run(id, finished).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    server
+        .call(
+            Method::POST,
+            "/api/v1/runs/999999/retry",
+            Some(&server.admin),
+            None,
+            &[],
+        )
+        .await
+        .problem(404, "not-found");
+
+    let retried = server
+        .call(
+            Method::POST,
+            &format!("/api/v1/runs/{id}/retry"),
+            Some(&server.admin),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(retried.status, StatusCode::CREATED, "{}", retried.text);
+    let second = retried.json()["id"].as_u64().unwrap();
+    assert_ne!(second, id);
+    let run = server.wait_run(second, finished).await;
+    let _ = std::fs::remove_file(&mark);
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let first = &run["jobs"][0];
+    assert_eq!(first["name"], "first");
+    assert_eq!(first["state"], "succeeded");
+    assert_eq!(
+        first["steps"],
+        json!([]),
+        "carried over, not run again: {first}"
+    );
+    let log = server
+        .get(&format!("/api/v1/jobs/{}/log", first["id"]))
+        .await
+        .text;
+    assert!(
+        log.contains(&format!("succeeded in run-{id}: carried over")),
+        "{log}"
+    );
+    assert_eq!(
+        run["jobs"][1]["state"], "succeeded",
+        "the failed job ran again"
+    );
+    assert_eq!(
+        run["jobs"][2]["state"], "succeeded",
+        "its dependent ran too"
+    );
+
+    // A run that succeeded has nothing to retry.
+    server
+        .call(
+            Method::POST,
+            &format!("/api/v1/runs/{second}/retry"),
+            Some(&server.admin),
+            None,
+            &[],
+        )
+        .await
+        .problem(409, "illegal-transition");
 }

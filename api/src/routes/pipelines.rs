@@ -273,19 +273,6 @@ pub async fn trigger_run(
     drop(submitting);
     let run = match submitted {
         Ok(run) => run,
-        Err(SubmitError::InvalidInputs(errors)) => {
-            return Err(ApiError::InvalidParameters {
-                errors: errors.iter().map(ToString::to_string).collect(),
-            });
-        }
-        Err(SubmitError::Store(err)) => return Err(err.into()),
-        Err(SubmitError::Internal(reason)) => return Err(ApiError::Internal { reason }),
-        Err(SubmitError::Unavailable) => {
-            return Err(ApiError::Unavailable {
-                what: "the orchestrator",
-                reason: "it is not running".into(),
-            });
-        }
         // A stored version that no longer loads: this Hodei's rules changed since it was
         // applied. The client can apply it again once fixed.
         Err(err @ SubmitError::InvalidPipeline(_)) => {
@@ -295,6 +282,7 @@ pub async fn trigger_run(
                 reason: stale_pipeline(err),
             });
         }
+        Err(err) => return Err(super::runs::submit_error(err, &name)),
     };
     tracing::info!(run_id = %run, pipeline = %name, by = %caller.name, "Run triggered.");
     let view = super::runs::view(&state, run).await?;

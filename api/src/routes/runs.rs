@@ -1,7 +1,7 @@
 //! Runs: list them by filter, read one with its jobs and steps, cancel one.
 
 use actix_web::{HttpResponse, web};
-use hodei_actors::messages::{CancelRun, RerunRun, SubmitError};
+use hodei_actors::messages::{CancelRun, RerunRun, RetryRun, SubmitError};
 use hodei_domain::ids::RunId;
 use hodei_domain::model::Role;
 use hodei_domain::ports::{RunFilter, RunRecord, StoreError};
@@ -225,40 +225,101 @@ pub async fn rerun_run(
     caller: Caller,
     id: web::Path<u64>,
 ) -> Result<HttpResponse, ApiError> {
+    let earlier = RunId(*id);
+    run_again(&state, &caller, earlier, RerunRun { run: earlier }, "rerun").await
+}
+
+/// Retry what failed in a finished run: a new run of the same pinned version and inputs in
+/// which the jobs that succeeded are carried over (succeeded, not run again, with a note in
+/// their logs) and the others run. Only a failed or cancelled run (409 otherwise). Answers 201
+/// with the new run. Role: operator.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/{id}/retry",
+    tag = "runs",
+    params(("id" = u64, Path, description = "The failed or cancelled run")),
+    responses(
+        (status = 201, description = "The new run", body = RunView),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The run did not fail", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The queue is full (`Retry-After`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The server is shutting down (`Retry-After`)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn retry_run(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    id: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    let earlier = RunId(*id);
+    run_again(
+        &state,
+        &caller,
+        earlier,
+        RetryRun { run: earlier },
+        "retried",
+    )
+    .await
+}
+
+/// Asks the orchestrator for a new run made from `earlier`, and answers it.
+async fn run_again<M>(
+    state: &ApiState,
+    caller: &Caller,
+    earlier: RunId,
+    ask: M,
+    how: &'static str,
+) -> Result<HttpResponse, ApiError>
+where
+    M: actix::Message<Result = Result<RunId, SubmitError>> + Send + 'static,
+    hodei_actors::orchestrator::Orchestrator: actix::Handler<M>,
+{
     caller.require(Role::Operator)?;
     state.accepts_runs().await?;
-    let earlier = RunId(*id);
     let created = state
         .tree
         .orchestrator
-        .send(RerunRun { run: earlier })
+        .send(ask)
         .await
         .map_err(|err| ApiError::actor("the orchestrator", err))?;
-    let run = match created {
-        Ok(run) => run,
-        Err(SubmitError::Store(StoreError::NotFound { .. })) => {
-            return Err(ApiError::NotFound {
-                what: format!("run {}", earlier.0),
-            });
-        }
-        Err(SubmitError::Store(err)) => return Err(err.into()),
-        Err(SubmitError::Unavailable) => {
-            return Err(ApiError::Unavailable {
-                what: "the orchestrator",
-                reason: "it is not running".into(),
-            });
-        }
-        Err(err) => {
-            return Err(ApiError::Internal {
-                reason: err.to_string(),
-            });
-        }
-    };
-    tracing::info!(run_id = %run, rerun_of = %earlier, by = %caller.name, "Run rerun.");
+    let run = created.map_err(|err| submit_error(err, &format!("run {}", earlier.0)))?;
+    tracing::info!(run_id = %run, from = %earlier, how, by = %caller.name, "Run made from another.");
+    created_run(state, run).await
+}
+
+/// `201 Created` with the run and its `Location`.
+async fn created_run(state: &ApiState, run: RunId) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Created()
         .insert_header((
             actix_web::http::header::LOCATION,
             format!("/api/v1/runs/{}", run.0),
         ))
-        .json(view(&state, run).await?))
+        .json(view(state, run).await?))
+}
+
+/// The answer to a run the orchestrator did not accept; `what` names what was asked for.
+pub(crate) fn submit_error(err: SubmitError, what: &str) -> ApiError {
+    match err {
+        SubmitError::InvalidInputs(errors) => ApiError::InvalidParameters {
+            errors: errors.iter().map(ToString::to_string).collect(),
+        },
+        SubmitError::Store(StoreError::NotFound { .. }) => ApiError::NotFound {
+            what: what.to_owned(),
+        },
+        SubmitError::Store(err) => err.into(),
+        SubmitError::Unavailable => ApiError::Unavailable {
+            what: "the orchestrator",
+            reason: "it is not running".into(),
+        },
+        SubmitError::NotRetryable { state } => ApiError::IllegalTransition {
+            what: what.to_owned(),
+            state,
+            reason: "only a failed or cancelled run can be retried",
+        },
+        SubmitError::Internal(reason) => ApiError::Internal { reason },
+        err @ SubmitError::InvalidPipeline(_) => ApiError::Internal {
+            reason: err.to_string(),
+        },
+    }
 }

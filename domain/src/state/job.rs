@@ -163,6 +163,8 @@ pub enum JobEvent {
     },
     /// Cancel the job, whatever it is doing.
     Cancel,
+    /// The job succeeded in an earlier run that this run retries: it is not run again.
+    CarryOver,
 }
 
 impl JobEvent {
@@ -180,6 +182,7 @@ impl JobEvent {
             JobEvent::TimeOut => "time_out",
             JobEvent::WorkerLost { .. } => "worker_lost",
             JobEvent::Cancel => "cancel",
+            JobEvent::CarryOver => "carry_over",
         }
     }
 }
@@ -361,6 +364,7 @@ impl JobMachine {
             (S::WaitingApproval, E::Approve { by }) => {
                 (attempt, S::Queued, emit!(JobApproved { by }))
             }
+            (S::Pending, E::CarryOver) => (attempt, S::Succeeded, emit!(JobSucceeded {})),
             (S::Pending | S::WaitingApproval, E::Skip { reason }) => {
                 (attempt, S::Skipped { reason }, emit!(JobSkipped { reason }))
             }

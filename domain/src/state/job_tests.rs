@@ -276,3 +276,22 @@ fn cancellation_is_never_retried() {
     assert_eq!(machine.attempt(), Attempt::FIRST);
     assert!(machine.is_terminal());
 }
+
+#[test]
+fn a_job_carried_over_from_the_run_it_retries_succeeds_without_running() {
+    let mut machine = once(JobState::Pending);
+    let event = machine.apply(JobEvent::CarryOver, Timestamp(5)).unwrap();
+    assert_eq!(machine.state(), &JobState::Succeeded);
+    assert_eq!(event.kind(), "job_succeeded");
+    // Only a job that has not started can be carried over.
+    assert!(
+        once(JobState::Queued)
+            .on(JobEvent::CarryOver, Timestamp(5))
+            .is_err()
+    );
+    assert!(
+        once(running())
+            .on(JobEvent::CarryOver, Timestamp(5))
+            .is_err()
+    );
+}
