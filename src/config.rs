@@ -33,6 +33,9 @@ pub struct ServerConfig {
     pub shutdown_grace: std::time::Duration,
     /// The most jobs that may wait in the queue before new runs are refused.
     pub max_queued_jobs: usize,
+    /// The certificate chain and private key (PEM files) to serve HTTPS with; plain HTTP
+    /// without.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// One configuration key: its name in the file, its variable, what it takes, its default.
@@ -43,7 +46,7 @@ struct Key {
     default: fn() -> Raw,
 }
 
-const KEYS: [Key; 7] = [
+const KEYS: [Key; 9] = [
     Key {
         name: "listen",
         env: "HODEI_LISTEN",
@@ -85,6 +88,18 @@ const KEYS: [Key; 7] = [
         env: "HODEI_MAX_QUEUED_JOBS",
         expected: "a number of jobs from 1 to 10000000",
         default: || Raw::Int(100_000),
+    },
+    Key {
+        name: "tls_cert",
+        env: "HODEI_TLS_CERT",
+        expected: "the path of a PEM certificate chain, given together with `tls_key`",
+        default: || Raw::Text(String::new()),
+    },
+    Key {
+        name: "tls_key",
+        env: "HODEI_TLS_KEY",
+        expected: "the path of a PEM private key, given together with `tls_cert`",
+        default: || Raw::Text(String::new()),
     },
 ];
 
@@ -268,6 +283,20 @@ pub fn resolve(
         labels: parse_labels(value(4))?,
         shutdown_grace: std::time::Duration::from_secs(parse_number(value(5), 0, 3600)? as u64),
         max_queued_jobs: parse_number(value(6), 1, 10_000_000)?,
+        tls: {
+            let path = |index: usize| match &given[index].0 {
+                Raw::Text(text) if text.trim().is_empty() => Ok(None),
+                Raw::Text(text) => Ok(Some(PathBuf::from(text.trim()))),
+                other => Err(invalid(other, &given[index].1, &KEYS[index])),
+            };
+            match (path(7)?, path(8)?) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) => None,
+                // One without the other: the missing one is what is wrong.
+                (Some(_), None) => return Err(invalid(&given[8].0, &given[8].1, &KEYS[8])),
+                (None, Some(_)) => return Err(invalid(&given[7].0, &given[7].1, &KEYS[7])),
+            }
+        },
     })
 }
 
@@ -435,7 +464,7 @@ mod tests {
         let err = resolve(file("lisen = \"x\"\n"), &no_env, &Flags::default()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "hodei.toml: unknown key `lisen` (did you mean `listen`?); the keys are listen, data, http_workers, max_body_bytes, labels, shutdown_grace_seconds, max_queued_jobs"
+            "hodei.toml: unknown key `lisen` (did you mean `listen`?); the keys are listen, data, http_workers, max_body_bytes, labels, shutdown_grace_seconds, max_queued_jobs, tls_cert, tls_key"
         );
         let err = resolve(file("listen = \n"), &no_env, &Flags::default()).unwrap_err();
         assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");

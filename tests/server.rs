@@ -317,3 +317,95 @@ async fn sigterm_stops_new_runs_lets_jobs_finish_within_the_grace_and_the_rest_r
     );
     assert!(log.ends_with("second try\n"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_speaks_https_with_the_configured_certificate() {
+    let data = scratch("tls");
+    let (cert, key, ca) = (
+        data.join("cert.pem"),
+        data.join("key.pem"),
+        data.join("ca.pem"),
+    );
+    // A test authority, and the server's certificate signed by it for 127.0.0.1.
+    std::fs::write(
+        data.join("leaf.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let openssl = |args: &[&str]| {
+        let made = Command::new("openssl")
+            .args(args)
+            .current_dir(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl makes the test certificates");
+        assert!(made.success(), "openssl {args:?}");
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=hodei-test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "leaf.csr",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-out",
+        "cert.pem",
+        "-extfile",
+        "leaf.cnf",
+    ]);
+    let server = Server::start_with(
+        &data,
+        &[
+            ("HODEI_TLS_CERT", cert.to_str().unwrap()),
+            ("HODEI_TLS_KEY", key.to_str().unwrap()),
+        ],
+    );
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap()])
+        .build()
+        .unwrap();
+    let health = http
+        .get(format!("{}/healthz", server.url))
+        .send()
+        .await
+        .expect("an HTTPS answer");
+    assert_eq!(health.status(), 200);
+    // Plain HTTP on the same port gets no HTTP answer.
+    let plain = reqwest::get(server.url.replacen("https", "http", 1) + "/healthz").await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+}

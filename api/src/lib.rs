@@ -32,6 +32,7 @@ pub mod request;
 mod routes;
 pub mod stream;
 pub mod telemetry;
+pub mod tls;
 pub mod views;
 
 use std::net::TcpListener;
@@ -177,13 +178,18 @@ pub fn configure(state: ApiState) -> impl Fn(&mut web::ServiceConfig) + Clone {
     }
 }
 
-/// Starts serving the API on `listener` with `workers` threads, and counts run, job and step
+/// Starts serving the API on `listener` with `workers` threads (over TLS when `tls` is given), and counts run, job and step
 /// outcomes from the tree's event bus for the metrics. The returned server runs once awaited
 /// (or spawned); stop it with its handle. It does not handle signals: the caller does.
 ///
 /// # Errors
 /// When the listener cannot be used.
-pub fn serve(state: ApiState, listener: TcpListener, workers: usize) -> std::io::Result<Server> {
+pub fn serve(
+    state: ApiState,
+    listener: TcpListener,
+    workers: usize,
+    tls: Option<rustls::ServerConfig>,
+) -> std::io::Result<Server> {
     telemetry::prometheus();
     let counter = telemetry::OutcomeCounter::default().start();
     state.tree.bus.do_send(Subscribe {
@@ -200,8 +206,10 @@ pub fn serve(state: ApiState, listener: TcpListener, workers: usize) -> std::io:
     })
     .workers(workers.max(1))
     .disable_signals()
-    .shutdown_timeout(5)
-    .listen(listener)?
-    .run();
-    Ok(server)
+    .shutdown_timeout(5);
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+        None => server.listen(listener)?,
+    };
+    Ok(server.run())
 }

@@ -113,7 +113,7 @@ async fn start_with(limits: Limits) -> Server {
         "docker",
         std::sync::Arc::new(|| Some("the engine is away (scripted)".into())),
     );
-    let server = hodei_api::serve(state, listener, 1).expect("the server starts");
+    let server = hodei_api::serve(state, listener, 1, None).expect("the server starts");
     let handle = server.handle();
     actix_rt::spawn(server);
     Server {

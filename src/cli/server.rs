@@ -177,7 +177,18 @@ async fn serve(
     let state = ApiState::new(stack.tree, stack.tokens, limits)
         .with_provider("docker", Arc::new(move || router.engine_trouble()));
     let accepting = state.accepting.clone();
-    let server = match hodei_api::serve(state, listener, config.http_workers) {
+    let tls = match &config.tls {
+        Some((cert, key)) => match hodei_api::tls::load(cert, key) {
+            Ok(tls) => Some(tls),
+            Err(err) => {
+                eprintln!("error: tls_cert and tls_key: {err}");
+                return EXIT_USAGE;
+            }
+        },
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let server = match hodei_api::serve(state, listener, config.http_workers, tls) {
         Ok(server) => server,
         Err(err) => {
             eprintln!("error: cannot serve on {url}: {err}");
@@ -187,7 +198,7 @@ async fn serve(
     // Watch for signals before saying we listen: a signal right after that stops us cleanly.
     let signals = StopSignals::watch();
     println!(
-        "Hodei server listening on http://{url} (data in {})",
+        "Hodei server listening on {scheme}://{url} (data in {})",
         config.data.display()
     );
     let _ = std::io::stdout().flush();
