@@ -25,8 +25,8 @@ use futures_util::StreamExt;
 use hodei_actors::loghub::LogHub;
 use hodei_actors::messages::{LogChunk, Published, Subscribe, WatchJob};
 use hodei_domain::ids::{JobId, RunId};
-use hodei_domain::ports::LogStore;
-use hodei_domain::state::DomainEvent;
+use hodei_domain::ports::{LogStore, Store};
+use hodei_domain::state::{DomainEvent, JobState};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -146,9 +146,23 @@ fn job_end(event: &DomainEvent, job: JobId) -> Option<&'static str> {
     }
 }
 
+/// The end state of a job in `state`, if it is over.
+pub fn end_state(state: &JobState) -> Option<&'static str> {
+    match state {
+        JobState::Succeeded => Some("succeeded"),
+        JobState::Failed { .. } => Some("failed"),
+        JobState::TimedOut => Some("timed_out"),
+        JobState::Cancelled => Some("cancelled"),
+        JobState::Skipped { .. } => Some("skipped"),
+        _ => None,
+    }
+}
+
 /// One client following one job's log.
 pub struct LogStream {
     job: JobId,
+    run: RunId,
+    store: Arc<dyn Store>,
     logs: Arc<dyn LogStore>,
     hub: Addr<LogHub>,
     bus: Addr<hodei_actors::bus::EventBus>,
@@ -157,18 +171,16 @@ pub struct LogStream {
     sent: u64,
     /// Bytes from `sent` on, not queued yet.
     pending: Vec<u8>,
-    /// The job's end state when it was already over at the connection.
-    ended: Option<&'static str>,
 }
 
 impl LogStream {
-    /// Starts following `job`'s log from byte `from` on this connection. `ended` is the job's
-    /// end state if it is already over.
+    /// Starts following `job` (of `run`)'s log from byte `from` on this connection.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         job: JobId,
+        run: RunId,
         from: u64,
-        ended: Option<&'static str>,
+        store: Arc<dyn Store>,
         logs: Arc<dyn LogStore>,
         hub: Addr<LogHub>,
         bus: Addr<hodei_actors::bus::EventBus>,
@@ -178,13 +190,14 @@ impl LogStream {
         let writer = Writer::start(session.clone());
         let actor = LogStream {
             job,
+            run,
+            store,
             logs,
             hub,
             bus,
             writer,
             sent: from,
             pending: Vec::new(),
-            ended,
         }
         .start();
         read_client(session, incoming, actor);
@@ -300,24 +313,43 @@ impl Actor for LogStream {
         self.bus.do_send(Subscribe {
             subscriber: ctx.address().recipient(),
         });
-        let (logs, job, from) = (self.logs.clone(), self.job, self.sent);
+        // Then whether the job is already over: if it ended before the subscription, its end
+        // is in the store; if after, its event comes on the bus.
+        let (logs, store, job, run, from) = (
+            self.logs.clone(),
+            self.store.clone(),
+            self.job,
+            self.run,
+            self.sent,
+        );
         ctx.wait(
-            async move { logs.read(job, from, None).await }
-                .into_actor(self)
-                .map(|read, act, ctx| {
-                    match read {
-                        Ok(stored) => {
-                            let from = act.sent;
-                            act.take(ctx, from, &stored);
-                        }
-                        Err(err) => {
-                            tracing::warn!(job_id = %act.job, error = %err, "Cannot read a log for a stream.");
-                        }
+            async move {
+                let read = logs.read(job, from, None).await;
+                let ended = match store.run(run).await {
+                    Ok(Some(record)) => record
+                        .jobs
+                        .iter()
+                        .find(|j| j.id == job)
+                        .and_then(|j| end_state(&j.state)),
+                    _ => None,
+                };
+                (read, ended)
+            }
+            .into_actor(self)
+            .map(|(read, ended), act, ctx| {
+                match read {
+                    Ok(stored) => {
+                        let from = act.sent;
+                        act.take(ctx, from, &stored);
                     }
-                    if let Some(state) = act.ended {
-                        act.end(ctx, state);
+                    Err(err) => {
+                        tracing::warn!(job_id = %act.job, error = %err, "Cannot read a log for a stream.");
                     }
-                }),
+                }
+                if let Some(state) = ended {
+                    act.end(ctx, state);
+                }
+            }),
         );
         ctx.run_interval(BATCH, |act, ctx| {
             act.flush(false);

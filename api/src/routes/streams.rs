@@ -4,7 +4,6 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use hodei_domain::ids::{JobId, RunId};
 use hodei_domain::model::Role;
-use hodei_domain::state::JobState;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -68,26 +67,12 @@ pub async fn stream_job_log(
         what: format!("job {}", job.0),
     };
     let run = store.job_run(job).await?.ok_or_else(not_found)?;
-    let record = store.run(run).await?.ok_or_else(not_found)?;
-    let job_state = record
-        .jobs
-        .iter()
-        .find(|j| j.id == job)
-        .map(|j| j.state.clone())
-        .ok_or_else(not_found)?;
-    let ended = match job_state {
-        JobState::Succeeded => Some("succeeded"),
-        JobState::Failed { .. } => Some("failed"),
-        JobState::TimedOut => Some("timed_out"),
-        JobState::Cancelled => Some("cancelled"),
-        JobState::Skipped { .. } => Some("skipped"),
-        _ => None,
-    };
     let (response, session, incoming) = upgrade(&req, body)?;
     LogStream::start(
         job,
+        run,
         query.from.unwrap_or(0),
-        ended,
+        state.tree.ports.store.clone(),
         state.tree.ports.logs.clone(),
         state.tree.hub.clone(),
         state.tree.bus.clone(),
