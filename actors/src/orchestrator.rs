@@ -11,7 +11,7 @@ use actix::{
 };
 use hodei_domain::ids::RunId;
 use hodei_domain::load::load;
-use hodei_domain::ports::{NewRun, PipelineVersion, RunRecord};
+use hodei_domain::ports::{NewRun, PipelineVersion, RunRecord, Store};
 use hodei_domain::restart::{RestartDecision, RestartHistory, RestartPolicy};
 
 use crate::Ports;
@@ -229,36 +229,48 @@ impl Handler<SubmitRun> for Orchestrator {
     }
 }
 
-impl Handler<RerunRun> for Orchestrator {
-    type Result = ResponseActFuture<Self, Result<RunId, SubmitError>>;
+/// The run `run` as stored, or [`StoreError::NotFound`](hodei_domain::ports::StoreError).
+async fn stored_run(store: &dyn Store, run: RunId) -> Result<RunRecord, SubmitError> {
+    store.run(run).await?.ok_or_else(|| {
+        SubmitError::Store(hodei_domain::ports::StoreError::NotFound {
+            what: run.to_string(),
+        })
+    })
+}
 
-    fn handle(&mut self, msg: RerunRun, _: &mut Context<Self>) -> Self::Result {
-        let store = self.ports.store.clone();
-        let now = self.ports.clock.now();
-        let earlier_run = msg.run;
-        let fut = async move {
-            let earlier = store.run(msg.run).await?.ok_or_else(|| {
-                hodei_domain::ports::StoreError::NotFound {
-                    what: msg.run.to_string(),
-                }
-            })?;
-            // The same pinned definition: its jobs are the earlier run's, in plan order.
-            let record = store
-                .create_run(NewRun {
-                    pipeline: earlier.pipeline,
-                    version: earlier.version,
-                    inputs: earlier.inputs,
-                    jobs: earlier.jobs.into_iter().map(|job| job.name).collect(),
-                    at: now,
-                })
-                .await?;
-            Ok::<_, SubmitError>(record)
-        };
+/// A new run of what `earlier` ran: the same pinned definition, inputs and jobs (in plan
+/// order), all pending.
+async fn create_from(
+    store: &dyn Store,
+    earlier: &RunRecord,
+    at: hodei_domain::ids::Timestamp,
+) -> Result<RunRecord, SubmitError> {
+    Ok(store
+        .create_run(NewRun {
+            pipeline: earlier.pipeline.clone(),
+            version: earlier.version,
+            inputs: earlier.inputs.clone(),
+            jobs: earlier.jobs.iter().map(|job| job.name.clone()).collect(),
+            at,
+        })
+        .await?)
+}
+
+impl Orchestrator {
+    /// Answers with the run that `made` creates from `earlier`, and starts its actor: with the
+    /// record in hand when it is `fresh`, from the store otherwise. A panic in `made` stops the
+    /// orchestrator, which is restarted.
+    fn start_made(
+        &mut self,
+        earlier: RunId,
+        how: &'static str,
+        made: impl std::future::Future<Output = Result<(RunRecord, bool), SubmitError>> + 'static,
+    ) -> ResponseActFuture<Self, Result<RunId, SubmitError>> {
         Box::pin(
-            guard_future(fut)
+            guard_future(made)
                 .into_actor(self)
                 .map(move |result, act, ctx| {
-                    let record = match result {
+                    let (record, fresh) = match result {
                         Ok(result) => result?,
                         Err(panicked) => {
                             act.restarts.failed(panicked.message.clone());
@@ -267,11 +279,28 @@ impl Handler<RerunRun> for Orchestrator {
                         }
                     };
                     let run = record.id;
-                    tracing::info!(run_id = %run, rerun_of = %earlier_run, "Run created again.");
-                    act.start_created(record);
+                    tracing::info!(run_id = %run, from = %earlier, how, "Run made from another.");
+                    if fresh {
+                        act.start_created(record);
+                    } else {
+                        act.start_run(run);
+                    }
                     Ok(run)
                 }),
         )
+    }
+}
+
+impl Handler<RerunRun> for Orchestrator {
+    type Result = ResponseActFuture<Self, Result<RunId, SubmitError>>;
+
+    fn handle(&mut self, msg: RerunRun, _: &mut Context<Self>) -> Self::Result {
+        let (store, now) = (self.ports.store.clone(), self.ports.clock.now());
+        let made = async move {
+            let earlier = stored_run(store.as_ref(), msg.run).await?;
+            Ok((create_from(store.as_ref(), &earlier, now).await?, true))
+        };
+        self.start_made(msg.run, "rerun", made)
     }
 }
 
@@ -282,13 +311,8 @@ impl Handler<RetryRun> for Orchestrator {
         let (ports, hub, bus) = (self.ports.clone(), self.hub.clone(), self.bus.clone());
         let now = ports.clock.now();
         let earlier_run = msg.run;
-        let fut = async move {
-            let store = &ports.store;
-            let earlier = store.run(earlier_run).await?.ok_or_else(|| {
-                hodei_domain::ports::StoreError::NotFound {
-                    what: earlier_run.to_string(),
-                }
-            })?;
+        let made = async move {
+            let earlier = stored_run(ports.store.as_ref(), earlier_run).await?;
             if !matches!(
                 earlier.state,
                 hodei_domain::state::RunState::Failed | hodei_domain::state::RunState::Cancelled
@@ -297,15 +321,7 @@ impl Handler<RetryRun> for Orchestrator {
                     state: earlier.state.name(),
                 });
             }
-            let record = store
-                .create_run(NewRun {
-                    pipeline: earlier.pipeline.clone(),
-                    version: earlier.version,
-                    inputs: earlier.inputs.clone(),
-                    jobs: earlier.jobs.iter().map(|job| job.name.clone()).collect(),
-                    at: now,
-                })
-                .await?;
+            let record = create_from(ports.store.as_ref(), &earlier, now).await?;
             // What succeeded is carried over before the run starts (the pipeline's own post
             // hooks run again, for the new run's outcome).
             let policy = hodei_domain::state::JobPolicy {
@@ -343,26 +359,10 @@ impl Handler<RetryRun> for Orchestrator {
                     text: format!("succeeded in {earlier_run}: carried over, not run again"),
                 });
             }
-            Ok::<_, SubmitError>(record.id)
+            // Not fresh: the run actor reads it back with its carried-over jobs.
+            Ok((record, false))
         };
-        Box::pin(
-            guard_future(fut)
-                .into_actor(self)
-                .map(move |result, act, ctx| {
-                    let run = match result {
-                        Ok(result) => result?,
-                        Err(panicked) => {
-                            act.restarts.failed(panicked.message.clone());
-                            actix::ActorContext::stop(ctx);
-                            return Err(SubmitError::Internal(panicked.message));
-                        }
-                    };
-                    tracing::info!(run_id = %run, retry_of = %earlier_run, "Run retried.");
-                    // The run actor reads the run from the store, with its carried-over jobs.
-                    act.start_run(run);
-                    Ok(run)
-                }),
-        )
+        self.start_made(earlier_run, "retry", made)
     }
 }
 
