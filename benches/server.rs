@@ -185,6 +185,7 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
+        hodei_api::client::install_crypto();
         let http = reqwest::Client::new();
         let s = server.as_ref();
         apply(&http, s, "noop", "name: noop\njobs:\n  a: {steps: ['true']}\n").await;

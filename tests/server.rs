@@ -135,6 +135,7 @@ async fn a_run_followed_live_survives_a_sigkill_of_the_server_and_finishes() {
         .unwrap()
         .trim()
         .to_owned();
+    hodei_api::client::install_crypto();
     let http = reqwest::Client::new();
     let auth = format!("Bearer {token}");
 
@@ -234,6 +235,7 @@ async fn sigterm_stops_new_runs_lets_jobs_finish_within_the_grace_and_the_rest_r
         .unwrap()
         .trim()
         .to_owned();
+    hodei_api::client::install_crypto();
     let http = reqwest::Client::new();
     let auth = format!("Bearer {token}");
     // `short` ends within the grace; `long` does not, the first time.

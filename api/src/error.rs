@@ -10,7 +10,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use hodei_domain::model::Role;
 use hodei_domain::ports::{LogError, StoreError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::views::DiagnosticView;
@@ -175,19 +175,19 @@ impl From<StoreError> for ApiError {
 }
 
 /// The body of every error response (`application/problem+json`, RFC 9457).
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Problem {
     /// `urn:hodei:problem:<code>`.
     #[serde(rename = "type")]
     pub kind: String,
     /// A short summary of the kind of problem.
-    pub title: &'static str,
+    pub title: String,
     /// The HTTP status.
     pub status: u16,
     /// What went wrong this time, where, and what was expected.
     pub detail: String,
     /// The stable name of the problem: match on this.
-    pub code: &'static str,
+    pub code: String,
     /// For `invalid-pipeline`: every problem of the pipeline.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diagnostics: Option<Vec<DiagnosticView>>,
@@ -224,10 +224,10 @@ impl ResponseError for ApiError {
         }
         let problem = Problem {
             kind: format!("urn:hodei:problem:{}", self.code()),
-            title: self.title(),
+            title: self.title().to_owned(),
             status: status.as_u16(),
             detail: self.to_string(),
-            code: self.code(),
+            code: self.code().to_owned(),
             diagnostics: match self {
                 ApiError::InvalidPipeline { diagnostics } => Some(diagnostics.clone()),
                 _ => None,

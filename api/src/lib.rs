@@ -3,7 +3,8 @@
 //! Hodei's HTTP surface on actix-web: the REST API under `/api/v1`, bearer-token
 //! authentication with roles, problem+json errors, the OpenAPI 3.1 document, Prometheus
 //! metrics, the health probes, workers and the queue, and WebSocket streams of job logs and
-//! domain events ([`stream`]). The web console and the typed HTTP client come later.
+//! domain events ([`stream`]), and the typed client of all of it ([`client`]), which the CLI uses.
+//! The web console comes later.
 //!
 //! Where to start reading:
 //! - [`serve`]: how a server is put together from an [`ApiState`] (the supervision tree's
@@ -26,6 +27,7 @@
 //! [`serve`] runs inside an actix `System` whose arbiters run the supervision tree.
 
 pub mod auth;
+pub mod client;
 pub mod error;
 pub mod openapi;
 pub mod request;

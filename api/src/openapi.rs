@@ -55,6 +55,7 @@ api!(
     pipelines::trigger_run,
     runs::list_runs,
     runs::get_run,
+    runs::get_run_definition,
     runs::cancel_run,
     runs::rerun_run,
     runs::retry_run,

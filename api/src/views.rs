@@ -15,12 +15,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// One problem of a pipeline, where it is and what was expected.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DiagnosticView {
     /// `error` or `warning`.
-    pub severity: &'static str,
+    pub severity: String,
     /// The kind of problem, e.g. `unknown-key`.
-    pub code: &'static str,
+    pub code: String,
     pub message: String,
     /// Where in the document, e.g. `jobs.deploy.needs[1]`; empty for the whole file.
     pub path: String,
@@ -38,8 +38,9 @@ impl From<&Diagnostic> for DiagnosticView {
             severity: match d.severity {
                 Severity::Error => "error",
                 Severity::Warning => "warning",
-            },
-            code: d.code.as_str(),
+            }
+            .to_owned(),
+            code: d.code.as_str().to_owned(),
             message: d.message.clone(),
             path: d.path.to_string(),
             line: d.span.map(|s| s.start.line),
@@ -51,7 +52,7 @@ impl From<&Diagnostic> for DiagnosticView {
 }
 
 /// A stored pipeline version, as answered to `PUT /pipelines/{name}`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AppliedPipeline {
     pub name: String,
     pub version: u32,
@@ -63,7 +64,7 @@ pub struct AppliedPipeline {
 }
 
 /// A pipeline as listed.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PipelineListItem {
     pub name: String,
     /// The latest version.
@@ -86,7 +87,7 @@ impl From<PipelineSummary> for PipelineListItem {
 }
 
 /// One page of pipelines, by name.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PipelinePage {
     pub items: Vec<PipelineListItem>,
     /// Pass as `cursor` for the next page; absent on the last page.
@@ -94,7 +95,7 @@ pub struct PipelinePage {
 }
 
 /// One version of a pipeline.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct VersionView {
     pub version: u32,
     pub created: i64,
@@ -110,7 +111,7 @@ impl From<VersionStamp> for VersionView {
 }
 
 /// A pipeline: its latest definition and every version.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PipelineView {
     pub name: String,
     /// The latest version.
@@ -122,7 +123,7 @@ pub struct PipelineView {
 }
 
 /// What starts a run.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TriggerRequest {
     /// Values of the pipeline's parameters; the others take their defaults.
@@ -138,13 +139,13 @@ pub struct TriggerRequest {
 }
 
 /// A run as listed.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RunListItem {
     pub id: u64,
     pub pipeline: String,
     pub version: u32,
     /// `pending`, `running`, `cancelling`, `succeeded`, `failed` or `cancelled`.
-    pub state: &'static str,
+    pub state: String,
     pub branch: String,
     pub event: String,
     pub created: i64,
@@ -158,7 +159,7 @@ impl From<&RunSummary> for RunListItem {
             id: r.id.0,
             pipeline: r.pipeline.clone(),
             version: r.version,
-            state: r.state.name(),
+            state: r.state.name().to_owned(),
             branch: r.inputs.branch.clone(),
             event: r.inputs.event.clone(),
             created: r.created.0,
@@ -168,7 +169,7 @@ impl From<&RunSummary> for RunListItem {
 }
 
 /// One page of runs, newest first.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RunPage {
     pub items: Vec<RunListItem>,
     /// Pass as `cursor` for the next page; absent on the last page.
@@ -176,13 +177,13 @@ pub struct RunPage {
 }
 
 /// A run with its jobs and their steps.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RunView {
     pub id: u64,
     pub pipeline: String,
     /// The pipeline version the run was planned from.
     pub version: u32,
-    pub state: &'static str,
+    pub state: String,
     pub branch: String,
     pub event: String,
     pub tag: String,
@@ -199,7 +200,7 @@ pub struct RunView {
 }
 
 /// A job with its steps.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JobView {
     pub id: u64,
     pub run: u64,
@@ -207,7 +208,7 @@ pub struct JobView {
     pub name: String,
     /// `pending`, `waiting_approval`, `queued`, `placed`, `running`, `succeeded`, `failed`,
     /// `timed_out`, `cancelled` or `skipped`.
-    pub state: &'static str,
+    pub state: String,
     /// Why it failed or was skipped, as in events (`kind` and its fields).
     #[schema(value_type = Option<Object>)]
     pub reason: Option<serde_json::Value>,
@@ -226,7 +227,7 @@ pub struct JobView {
 }
 
 /// One attempt of a step.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct StepView {
     /// The job attempt it belongs to.
     pub job_attempt: u32,
@@ -234,7 +235,7 @@ pub struct StepView {
     pub index: u32,
     /// The step's own attempt, from 1.
     pub attempt: u32,
-    pub state: &'static str,
+    pub state: String,
     #[schema(value_type = Option<Object>)]
     pub reason: Option<serde_json::Value>,
     pub exit_code: Option<i32>,
@@ -305,7 +306,7 @@ impl JobView {
             id: job.id.0,
             run: run.0,
             name: job.name.clone(),
-            state: job.state.name(),
+            state: job.state.name().to_owned(),
             reason,
             worker: job.state.worker().map(ToString::to_string),
             attempt: job.attempt.get(),
@@ -333,7 +334,7 @@ impl StepView {
             job_attempt: step.job_attempt.get(),
             index: step.index,
             attempt: step.attempt.get(),
-            state: step.state.name(),
+            state: step.state.name().to_owned(),
             reason,
             exit_code: step.exit.and_then(|e| e.code),
             signal: step.exit.and_then(|e| e.signal),
@@ -350,7 +351,7 @@ impl RunView {
             id: run.id.0,
             pipeline: run.pipeline.clone(),
             version: run.version,
-            state: run.state.name(),
+            state: run.state.name().to_owned(),
             branch: run.inputs.branch.clone(),
             event: run.inputs.event.clone(),
             tag: run.inputs.tag.clone(),
@@ -369,7 +370,7 @@ impl RunView {
 }
 
 /// A token to create.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     /// What the token is for, e.g. `ci-bot`: 1 to 100 characters.
@@ -380,7 +381,7 @@ pub struct TokenRequest {
 }
 
 /// A token, without its secret.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TokenView {
     pub id: u64,
     pub name: String,
@@ -401,7 +402,7 @@ impl From<&TokenRecord> for TokenView {
 }
 
 /// A new token with its secret, shown this once.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CreatedToken {
     pub id: u64,
     pub name: String,
@@ -413,13 +414,13 @@ pub struct CreatedToken {
 }
 
 /// The tokens not revoked.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TokenList {
     pub items: Vec<TokenView>,
 }
 
 /// One numbered event of the audit trail.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EventView {
     /// Its number: pass the last one seen as `after`.
     pub seq: u64,
@@ -429,7 +430,7 @@ pub struct EventView {
 }
 
 /// One page of events, oldest first.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EventPage {
     pub items: Vec<EventView>,
     /// Pass as `after` for the next page: the last event's number, or `after` itself when the
@@ -438,16 +439,18 @@ pub struct EventPage {
 }
 
 /// Whether the server is up.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Health {
     /// `ok`, `ready` or `not-ready`.
-    pub status: &'static str,
+    pub status: String,
+    /// The server's version.
+    pub version: String,
     /// Each check and what it found (for `/readyz`).
-    pub checks: BTreeMap<&'static str, String>,
+    pub checks: BTreeMap<String, String>,
 }
 
 /// A job waiting in the scheduler's queue, and why.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct QueueItem {
     /// How many queued jobs are ahead of it (0: it is next).
     pub position: usize,
@@ -466,7 +469,7 @@ pub struct QueueItem {
 }
 
 /// The queue, front first.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct QueueView {
     pub items: Vec<QueueItem>,
     /// How many jobs wait in all (the items are the first of them).
@@ -474,19 +477,19 @@ pub struct QueueView {
 }
 
 /// A worker: what it offers and what it runs.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct WorkerItem {
     pub id: String,
     pub labels: Vec<String>,
     pub slots: u32,
     /// `ready`, `draining` (keeps its jobs, takes no new one) or `offline`.
-    pub state: &'static str,
+    pub state: String,
     /// The jobs placed on it, in placement order.
     pub jobs: Vec<u64>,
 }
 
 /// Every worker, by id.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct WorkerList {
     pub items: Vec<WorkerItem>,
 }

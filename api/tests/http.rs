@@ -119,7 +119,10 @@ async fn start_with(limits: Limits) -> Server {
     Server {
         base,
         admin,
-        http: reqwest::Client::new(),
+        http: {
+            hodei_api::client::install_crypto();
+            reqwest::Client::new()
+        },
         handle,
         provider,
         _dir: dir,
@@ -792,7 +795,7 @@ async fn the_openapi_document_lists_every_route_and_every_route_answers() {
             );
         }
     }
-    assert_eq!(operations, 27, "a route was added: document and test it");
+    assert_eq!(operations, 28, "a route was added: document and test it");
     // Routes come from the document: what it does not list does not exist.
     for undocumented in ["/api/v1/agents", "/api/v1/runs/1/logs", "/"] {
         server.get(undocumented).await.problem(404, "no-route");

@@ -2,6 +2,7 @@
 //! and returns its exit code.
 
 mod progress;
+mod remote;
 mod run;
 mod server;
 mod validate;
@@ -16,6 +17,8 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 /// The command line is wrong, or a named file cannot be read.
 pub const EXIT_USAGE: u8 = 2;
+/// A server cannot be reached, or refused the token (admin commands).
+pub const EXIT_SERVER: u8 = 3;
 /// A bug in Hodei.
 pub const EXIT_INTERNAL: u8 = 70;
 
@@ -23,11 +26,13 @@ pub const EXIT_INTERNAL: u8 = 70;
 #[derive(Debug, Parser)]
 #[command(name = "hodei", version, about, propagate_version = true)]
 #[command(
-    after_help = "Examples:\n  hodei server\n  hodei run examples/local.yml\n  hodei validate examples/rust-crate.yml\n  hodei validate --format json .hodei/*.yml"
+    after_help = "Examples:\n  hodei server\n  hodei run examples/local.yml\n  hodei validate examples/rust-crate.yml\n  hodei login http://127.0.0.1:8080 --token \"$(cat hodei-data/admin.token)\"\n  hodei pipelines apply examples/local.yml\n  hodei runs start local --follow\n  hodei runs list --status failed -o json\n\nExit codes: 0 ok, 1 a run failed or was cancelled, 2 usage or validation error,\n3 server unreachable or token refused."
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    global: remote::Global,
 }
 
 #[derive(Debug, Subcommand)]
@@ -35,6 +40,38 @@ enum Command {
     Run(run::Args),
     Server(server::Args),
     Validate(validate::Args),
+    Login(remote::LoginArgs),
+    /// The saved servers (contexts): list, use, remove.
+    #[command(subcommand)]
+    Contexts(remote::ContextsCommand),
+    /// Pipeline definitions on a server: apply, list, show.
+    #[command(subcommand)]
+    Pipelines(remote::PipelinesCommand),
+    /// Runs on a server: start, list, show, cancel, retry, rerun, logs.
+    #[command(subcommand)]
+    Runs(remote::RunsCommand),
+    /// Jobs on a server: show, approve.
+    #[command(subcommand)]
+    Jobs(remote::JobsCommand),
+    /// Workers of a server: list, drain, undrain.
+    #[command(subcommand)]
+    Workers(remote::WorkersCommand),
+    Queue(remote::QueueArgs),
+    /// API tokens of a server (admin): create, list, revoke.
+    #[command(subcommand)]
+    Tokens(remote::TokensCommand),
+    Events(remote::EventsArgs),
+    /// The server's version and health, the queue and the workers.
+    #[command(after_help = "Examples:\n  hodei status\n  hodei status -o json | jq .queued")]
+    Status,
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  hodei completions bash > /etc/bash_completion.d/hodei\n  hodei completions zsh > \"${fpath[1]}/_hodei\"\n  hodei completions fish > ~/.config/fish/completions/hodei.fish"
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Parses the command line and runs the command.
@@ -55,6 +92,21 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Server(args) => server::run(&args),
         Command::Validate(args) => validate::run(&args),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "hodei", &mut std::io::stdout());
+            EXIT_OK
+        }
+        Command::Login(args) => remote::run(remote::Command::Login(args), &cli.global),
+        Command::Contexts(cmd) => remote::run(remote::Command::Contexts(cmd), &cli.global),
+        Command::Pipelines(cmd) => remote::run(remote::Command::Pipelines(cmd), &cli.global),
+        Command::Runs(cmd) => remote::run(remote::Command::Runs(cmd), &cli.global),
+        Command::Jobs(cmd) => remote::run(remote::Command::Jobs(cmd), &cli.global),
+        Command::Workers(cmd) => remote::run(remote::Command::Workers(cmd), &cli.global),
+        Command::Queue(args) => remote::run(remote::Command::Queue(args), &cli.global),
+        Command::Tokens(cmd) => remote::run(remote::Command::Tokens(cmd), &cli.global),
+        Command::Events(args) => remote::run(remote::Command::Events(args), &cli.global),
+        Command::Status => remote::run(remote::Command::Status, &cli.global),
     };
     ExitCode::from(code)
 }

@@ -191,7 +191,7 @@ impl Progress {
     }
 }
 
-fn failure(reason: &JobFailure) -> String {
+pub(crate) fn failure(reason: &JobFailure) -> String {
     match reason {
         JobFailure::Step { step, failure } => {
             format!("step {} {}", step + 1, hodei_actors::job::describe(failure))

@@ -91,10 +91,7 @@ pub fn run(args: &Args) -> u8 {
             .as_ref()
             .map(|p| (p.name.to_string(), plan(p)));
         if args.format == Format::Human {
-            for diagnostic in &loaded.diagnostics {
-                eprint!("{}", diagnostic.render(file, &text, color));
-                eprintln!();
-            }
+            print_diagnostics(file, &text, &loaded.diagnostics, color);
             match &summary {
                 Some((name, plan)) => {
                     let _ = writeln!(
@@ -152,13 +149,21 @@ pub fn run(args: &Args) -> u8 {
     if valid { EXIT_OK } else { EXIT_FAILED }
 }
 
+/// Prints diagnostics of `file` (whose text is `text`) on standard error, rustc-style.
+pub fn print_diagnostics(file: &str, text: &str, diagnostics: &[Diagnostic], color: bool) {
+    for diagnostic in diagnostics {
+        eprint!("{}", diagnostic.render(file, text, color));
+        eprintln!();
+    }
+}
+
 fn plural(n: usize, one: &'static str, many: &'static str) -> &'static str {
     if n == 1 { one } else { many }
 }
 
 /// Reads a file, or standard input for `-`, refusing anything far over the pipeline size limit
 /// without reading it all.
-fn read(file: &str) -> std::io::Result<Vec<u8>> {
+pub fn read(file: &str) -> std::io::Result<Vec<u8>> {
     let limit = hodei_domain::yaml::Limits::default().max_bytes as u64 + 1;
     let mut bytes = Vec::new();
     if file == "-" {

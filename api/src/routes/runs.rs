@@ -159,6 +159,31 @@ pub async fn get_run(
     Ok(HttpResponse::Ok().json(view(&state, RunId(*id)).await?))
 }
 
+/// Read the definition a run was planned from: the YAML text of its pipeline version, with
+/// which a client can draw the run's jobs and their `needs`. Role: viewer.
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{id}/definition",
+    tag = "runs",
+    params(("id" = u64, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "The YAML text", body = String, content_type = "application/yaml"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_run_definition(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    id: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Viewer)?;
+    let record = record(&state, RunId(*id)).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/yaml")
+        .body(record.source))
+}
+
 /// Cancel a run.
 ///
 /// Asks the run to stop: running steps are stopped, pending jobs cancelled, then its

@@ -16,6 +16,9 @@ use crate::openapi::ApiDoc;
 use crate::telemetry;
 use crate::views::Health;
 
+/// The server's version, as `/healthz` and `/readyz` answer it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// How long `/readyz` waits for the store and the actors.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -23,7 +26,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(2);
 #[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, body = Health)))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health {
-        status: "ok",
+        status: "ok".to_owned(),
+        version: VERSION.to_owned(),
         checks: BTreeMap::new(),
     })
 }
@@ -56,7 +60,10 @@ pub async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
     };
     let ready = store.is_ok() && actors.is_ok();
     for (name, result) in [("store", store), ("actors", actors)] {
-        checks.insert(name, result.err().unwrap_or_else(|| "ok".to_owned()));
+        checks.insert(
+            name.to_owned(),
+            result.err().unwrap_or_else(|| "ok".to_owned()),
+        );
     }
     // A provider that is away does not make the server unready: its jobs wait in the queue.
     for (name, health) in &state.providers {
@@ -64,10 +71,11 @@ pub async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
             None => "ok".to_owned(),
             Some(trouble) => format!("unavailable (its jobs wait): {trouble}"),
         };
-        checks.insert(name, found);
+        checks.insert((*name).to_owned(), found);
     }
     let health = Health {
-        status: if ready { "ready" } else { "not-ready" },
+        status: if ready { "ready" } else { "not-ready" }.to_owned(),
+        version: VERSION.to_owned(),
         checks,
     };
     match ready {

@@ -108,7 +108,7 @@ pub async fn list_workers(
             id: view.worker.id.0.clone(),
             labels: view.worker.labels.iter().map(ToString::to_string).collect(),
             slots: view.worker.slots,
-            state: state_name(view.worker.state),
+            state: state_name(view.worker.state).to_owned(),
             jobs: view.jobs.iter().map(|job| job.0).collect(),
         })
         .collect();
