@@ -307,15 +307,7 @@ impl StopSignals {
 
 /// Writes `secret` to `path`, readable by its owner only.
 fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    // An existing file keeps its mode on open: set it.
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    let mut file = super::create_private(path)?;
     writeln!(file, "{secret}")?;
     file.sync_all()
 }

@@ -112,7 +112,7 @@ impl Config {
             std::fs::create_dir_all(dir).map_err(write)?;
         }
         let temp = path.with_extension("toml.tmp");
-        let mut file = open_private(&temp).map_err(write)?;
+        let mut file = crate::cli::create_private(&temp).map_err(write)?;
         file.write_all(text.as_bytes()).map_err(write)?;
         file.sync_all().map_err(write)?;
         std::fs::rename(&temp, path).map_err(write)
@@ -153,25 +153,6 @@ impl Config {
         target.ca_cert = chosen.and_then(|c| c.ca_cert.clone());
         Ok(target)
     }
-}
-
-#[cfg(unix)]
-fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    // An existing file keeps its mode on open: set it.
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    Ok(file)
-}
-
-#[cfg(not(unix))]
-fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::File::create(path)
 }
 
 #[cfg(test)]
