@@ -3,76 +3,17 @@
 //! with SIGKILL in the middle of the run and started again on the same data; the client resumes
 //! its log from the offset it had, and the run finishes with nothing lost.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{Server, scratch};
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-/// A running `hodei server` and where it listens.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    /// Starts the server on a free loopback port with its data in `data`.
-    fn start(data: &Path) -> Server {
-        Server::start_with(data, &[])
-    }
-
-    fn start_with(data: &Path, env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hodei"))
-            .args(["server", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .envs(env.iter().copied())
-            .env_remove("HODEI_FAULT")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("hodei starts");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let url = loop {
-            assert!(
-                Instant::now() < deadline,
-                "the server never said where it listens"
-            );
-            let line = lines.next().expect("the server printed its URL").unwrap();
-            if let Some(rest) = line.strip_prefix("Hodei server listening on ") {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        // Keep reading its output so that it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, url }
-    }
-
-    fn kill(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn scratch(test: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("server-{test}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// Frames of a job's log stream from `from`, until `stop` holds or the stream ends.
 async fn follow(
@@ -410,6 +351,61 @@ async fn the_server_speaks_https_with_the_configured_certificate() {
         String::from_utf8_lossy(&answer.stderr)
     );
     // Plain HTTP on the same port gets no HTTP answer.
+    hodei_api::client::install_crypto();
     let plain = reqwest::get(server.url.replacen("https", "http", 1) + "/healthz").await;
     assert!(plain.is_err() || !plain.unwrap().status().is_success());
+
+    // The CLI: refused without the authority (exit 3), then logged in with it, and a run
+    // followed over a TLS WebSocket.
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_hodei"))
+            .args(args)
+            .env("HODEI_CONFIG", data.join("cli.toml"))
+            .env("NO_COLOR", "1")
+            .env_remove("HODEI_URL")
+            .env_remove("HODEI_TOKEN")
+            .output()
+            .expect("hodei runs")
+    };
+    let refused = cli(&["login", &server.url, "--token", token.trim()]);
+    assert_eq!(refused.status.code(), Some(3));
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("cannot reach the Hodei server"), "{why}");
+    let ca_path = ca.to_str().unwrap();
+    let login = cli(&[
+        "login",
+        &server.url,
+        "--token",
+        token.trim(),
+        "--ca-cert",
+        ca_path,
+    ]);
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    let pipeline = data.join("tls.yml");
+    std::fs::write(
+        &pipeline,
+        "name: tls\njobs:\n  hi:\n    steps: [{ run: echo secure }]\n",
+    )
+    .unwrap();
+    assert!(
+        cli(&["pipelines", "apply", pipeline.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let followed = cli(&["runs", "start", "tls", "--follow"]);
+    let out = String::from_utf8_lossy(&followed.stdout);
+    assert!(
+        followed.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&followed.stderr)
+    );
+    let logged = out
+        .lines()
+        .any(|l| l.starts_with("hi ") && l.ends_with("| secure"));
+    assert!(logged, "{out}");
 }

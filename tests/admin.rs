@@ -1,0 +1,501 @@
+//! The admin CLI end to end: the real `hodei` binary against a real `hodei server` on loopback.
+//! Logging in, applying pipelines, starting and following runs, cancelling, the JSON that
+//! scripts read, the exit codes, and a follow that survives dropped connections (through a
+//! proxy that the test cuts) without losing or repeating a line.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Server, scratch};
+use serde_json::Value;
+
+/// The CLI with its own config file.
+struct Cli {
+    config: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Cli {
+    fn new(dir: &Path) -> Cli {
+        Cli {
+            config: dir.join("cli").join("config.toml"),
+            env: Vec::new(),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hodei"));
+        command
+            .args(args)
+            .env("HODEI_CONFIG", &self.config)
+            .env("NO_COLOR", "1")
+            .env_remove("HODEI_URL")
+            .env_remove("HODEI_TOKEN")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("hodei runs")
+    }
+
+    /// Runs and expects exit code `code`; answers standard output.
+    fn expect(&self, code: i32, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "hodei {args:?}\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs with `-o json` and parses what it prints.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.extend(["-o", "json"]);
+        let text = self.expect(0, &args);
+        serde_json::from_str(&text).unwrap_or_else(|err| panic!("{err}: {text}"))
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A server, and a CLI logged in to it as admin.
+fn setup(test: &str) -> (PathBuf, Server, Cli) {
+    let dir = scratch(&format!("admin-{test}"));
+    let server = Server::start(&dir.join("data"));
+    let token = std::fs::read_to_string(dir.join("data").join("admin.token")).unwrap();
+    let cli = Cli::new(&dir);
+    cli.expect(0, &["login", &server.url, "--token", token.trim()]);
+    (dir, server, cli)
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn login_keeps_a_private_context_and_refusals_exit_3_with_how_to_fix_them() {
+    let dir = scratch("admin-login");
+    let server = Server::start(&dir.join("data"));
+    let token = std::fs::read_to_string(dir.join("data").join("admin.token")).unwrap();
+    let cli = Cli::new(&dir);
+
+    // Nothing configured yet: says how to log in.
+    let out = cli.run(&["status"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("hodei login URL"), "{}", stderr(&out));
+
+    // A wrong token is refused, names the server, and saves nothing.
+    let out = cli.run(&["login", &server.url, "--token", "hodei_wrong"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&server.url), "{}", stderr(&out));
+    assert!(stderr(&out).contains("hodei login"), "{}", stderr(&out));
+    assert!(!cli.config.exists());
+
+    // No server there: unreachable, with the URL tried.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let out = cli.run(&["login", &nowhere, "--token", token.trim()]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).contains(&format!("cannot reach the Hodei server at {nowhere}")),
+        "{}",
+        stderr(&out)
+    );
+
+    // The token on standard input; the file is the owner's only.
+    let mut login = cli
+        .command(&["login", &server.url, "--name", "local"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    login
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(token.as_bytes())
+        .unwrap();
+    assert!(login.wait_with_output().unwrap().status.success());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&cli.config).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let status = cli.json(&["status"]);
+    assert_eq!(status["status"], "ready");
+    assert_eq!(status["workers"][0]["id"], "local");
+
+    // HODEI_TOKEN overrides the context's token; an unknown --context lists the known ones.
+    let mut bad = Cli::new(&dir);
+    bad.env.push(("HODEI_TOKEN".into(), "hodei_revoked".into()));
+    let out = bad.run(&["runs", "list"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let out = cli.run(&["runs", "list", "--context", "prod"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("known: local"), "{}", stderr(&out));
+    let contexts = cli.json(&["contexts", "list"]);
+    assert_eq!(contexts[0]["name"], "local");
+    assert_eq!(contexts[0]["current"], true);
+}
+
+#[test]
+fn apply_validates_first_and_a_followed_run_exits_with_its_outcome() {
+    let (dir, _server, cli) = setup("follow");
+    // An invalid file: diagnostics as `hodei validate` prints them, nothing applied, exit 2.
+    let good = write(
+        &dir,
+        "good.yml",
+        "name: greet\njobs:\n  hello:\n    steps:\n      - run: echo one; echo two\n      - run: printf 'no newline'\n  after:\n    needs: [hello]\n    steps: [{ run: echo after }]\n",
+    );
+    let bad = write(
+        &dir,
+        "bad.yml",
+        "name: broken\njobs:\n  a:\n    needs: [b]\n    steps: [{ run: 'true' }]\n",
+    );
+    let out = cli.run(&["pipelines", "apply", &good, &bad]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("bad.yml:4:"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing was applied"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(cli.json(&["pipelines", "list"]), Value::Array(Vec::new()));
+
+    let applied = cli.json(&["pipelines", "apply", &good]);
+    assert_eq!(applied[0]["name"], "greet");
+    assert_eq!(applied[0]["version"], 1);
+    assert_eq!(applied[0]["changed"], true);
+
+    // Followed: every line of every job, prefixed with its job, in order; exit 0.
+    let out = cli.expect(0, &["runs", "start", "greet", "--follow"]);
+    let lines: Vec<&str> = out.lines().collect();
+    let hello: Vec<&&str> = lines.iter().filter(|l| l.starts_with("hello |")).collect();
+    assert_eq!(
+        hello,
+        ["hello | one", "hello | two", "hello | no newline"]
+            .iter()
+            .collect::<Vec<_>>(),
+        "{out}"
+    );
+    assert!(lines.contains(&"after | after"), "{out}");
+    assert!(out.contains("run 1 succeeded"), "{out}");
+
+    // A failing run: exit 1; scripts read the run from JSON.
+    let failing = write(
+        &dir,
+        "fail.yml",
+        "name: greet\njobs:\n  hello:\n    steps: [{ run: 'echo bad; exit 4' }]\n",
+    );
+    assert_eq!(cli.json(&["pipelines", "apply", &failing])[0]["version"], 2);
+    let out = cli.run(&["runs", "start", "greet", "-f", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(run["state"], "failed");
+    assert_eq!(run["jobs"][0]["steps"][0]["exit_code"], 4);
+    let id = run["id"].as_u64().unwrap();
+
+    let runs = cli.json(&["runs", "list", "--status", "failed"]);
+    assert_eq!(runs.as_array().unwrap().len(), 1);
+    assert_eq!(runs[0]["id"], id);
+    let logs = cli.expect(0, &["runs", "logs", &id.to_string()]);
+    assert!(logs.starts_with("bad\n"), "{logs}");
+    let logs = cli.expect(0, &["runs", "logs", "1", "--job", "hello", "--from", "4"]);
+    assert!(logs.starts_with("two\nno newline"), "{logs}");
+    let out = cli.run(&["runs", "logs", "1", "--job", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("its jobs are: hello, after"),
+        "{}",
+        stderr(&out)
+    );
+    // An unknown run: the server's refusal, exit 2.
+    let out = cli.run(&["runs", "show", "999"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("run 999 not found"),
+        "{}",
+        stderr(&out)
+    );
+    let yaml = cli.expect(0, &["runs", "show", "1", "-o", "yaml"]);
+    assert!(yaml.starts_with("id: 1\npipeline: greet\n"), "{yaml}");
+
+    // Retry keeps what succeeded: follow the new run.
+    let retried = cli.run(&["runs", "retry", &id.to_string(), "-o", "json"]);
+    assert!(retried.status.success(), "{}", stderr(&retried));
+}
+
+#[test]
+fn cancel_from_another_terminal_ends_a_follow_with_exit_1() {
+    let (dir, _server, cli) = setup("cancel");
+    let file = write(
+        &dir,
+        "long.yml",
+        "name: long\njobs:\n  wait:\n    steps: [{ run: 'echo started; sleep 60' }]\n",
+    );
+    cli.expect(0, &["pipelines", "apply", &file]);
+    let mut follow = cli
+        .command(&["runs", "start", "long", "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = read_lines(&mut follow);
+    wait_for(&lines, "wait | started");
+    // A second follower of the one job's log, from the terminal next door: no prefix.
+    let mut logs = cli
+        .command(&["runs", "logs", "1", "--job", "wait", "-f"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log_lines = read_lines(&mut logs);
+    wait_for(&log_lines, "started");
+    cli.expect(0, &["runs", "cancel", "1"]);
+    let status = wait_exit(&mut follow, Duration::from_secs(30));
+    assert_eq!(status, Some(1));
+    assert_eq!(wait_exit(&mut logs, Duration::from_secs(30)), Some(1));
+    assert_eq!(cli.json(&["runs", "show", "1"])["state"], "cancelled");
+}
+
+#[test]
+fn a_follow_survives_dropped_connections_without_losing_or_repeating_a_line() {
+    let (dir, server, cli) = setup("drop");
+    let file = write(
+        &dir,
+        "count.yml",
+        "name: count\njobs:\n  count:\n    steps:\n      - run: i=1; while [ $i -le 400 ]; do echo \"line $i\"; i=$((i+1)); sleep 0.01; done\n",
+    );
+    cli.expect(0, &["pipelines", "apply", &file]);
+    let proxy = Proxy::start(server.url.trim_start_matches("http://"));
+    let mut through = Cli::new(&dir);
+    through
+        .env
+        .push(("HODEI_URL".into(), format!("http://{}", proxy.addr)));
+    let token = std::fs::read_to_string(dir.join("data").join("admin.token")).unwrap();
+    through
+        .env
+        .push(("HODEI_TOKEN".into(), token.trim().to_owned()));
+
+    let mut follow = through
+        .command(&["runs", "start", "count", "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = follow.stderr.take().unwrap();
+    let lines = read_lines(&mut follow);
+    wait_for(&lines, "count | line 60");
+    proxy.cut(Duration::from_millis(500));
+    wait_for(&lines, "count | line 200");
+    proxy.cut(Duration::from_millis(300));
+    let status = wait_exit(&mut follow, Duration::from_secs(60));
+    let mut errors = String::new();
+    err.read_to_string(&mut errors).unwrap();
+    assert_eq!(status, Some(0), "{errors}");
+    assert!(errors.contains("reconnecting"), "{errors}");
+
+    let out = lines.lock().unwrap().clone();
+    let got: Vec<&String> = out.iter().filter(|l| l.starts_with("count | ")).collect();
+    let want: Vec<String> = (1..=400).map(|i| format!("count | line {i}")).collect();
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "every line exactly once:\n{}",
+        out.join("\n")
+    );
+    assert!(got.iter().zip(&want).all(|(g, w)| *g == w), "in order");
+}
+
+#[test]
+fn tokens_workers_queue_events_and_completions_speak_json_and_roles() {
+    let (dir, _server, cli) = setup("admin");
+    let created = cli.json(&["tokens", "create", "--role", "viewer", "--name", "dash"]);
+    let secret = created["token"].as_str().unwrap().to_owned();
+    let id = created["id"].as_u64().unwrap();
+    let tokens = cli.json(&["tokens", "list"]);
+    assert!(
+        tokens
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "dash")
+    );
+
+    // A viewer reads, but cannot start a run: exit 3 with what to ask for.
+    let mut viewer = Cli::new(&dir);
+    viewer.config = dir.join("viewer.toml");
+    viewer.env.push(("HODEI_URL".into(), _server.url.clone()));
+    viewer.env.push(("HODEI_TOKEN".into(), secret));
+    viewer.expect(0, &["runs", "list"]);
+    let out = viewer.run(&["runs", "start", "anything"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("role"), "{}", stderr(&out));
+    cli.expect(0, &["tokens", "revoke", &id.to_string()]);
+    assert_eq!(viewer.run(&["runs", "list"]).status.code(), Some(3));
+
+    let workers = cli.json(&["workers", "list"]);
+    assert_eq!(workers[0]["id"], "local");
+    cli.expect(0, &["workers", "drain", "local"]);
+    assert_eq!(cli.json(&["workers", "list"])[0]["state"], "draining");
+    // Drained: a run's job waits, and the queue says why.
+    let file = write(
+        &dir,
+        "q.yml",
+        "name: q\njobs:\n  j:\n    steps: [{ run: 'true' }]\n",
+    );
+    cli.expect(0, &["pipelines", "apply", &file]);
+    cli.expect(0, &["runs", "start", "q"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let queue = loop {
+        let queue = cli.json(&["queue"]);
+        if queue["total"] == 1 {
+            break queue;
+        }
+        assert!(Instant::now() < deadline, "the job never queued: {queue}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        queue["items"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("drain"),
+        "{queue}"
+    );
+    cli.expect(0, &["workers", "undrain", "local"]);
+    let events = cli.json(&["events", "--limit", "500"]);
+    assert!(
+        events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"]["type"] == "run_created" || e["event"]["type"] == "run_started"),
+        "{events}"
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let script = cli.expect(0, &["completions", shell]);
+        assert!(
+            script.contains("pipelines") && script.contains("undrain"),
+            "{shell}"
+        );
+    }
+    let help = cli.expect(0, &["runs", "start", "--help"]);
+    assert!(help.contains("Examples:"), "{help}");
+}
+
+/// Collects a child's standard output lines as they come.
+fn read_lines(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let out = child.stdout.take().unwrap();
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+fn wait_for(lines: &Mutex<Vec<String>>, line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !lines.lock().unwrap().iter().any(|l| l == line) {
+        assert!(
+            Instant::now() < deadline,
+            "`{line}` never came (likely deadlocked):\n{}",
+            lines.lock().unwrap().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the CLI did not exit within {limit:?}: likely deadlocked");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A TCP proxy to the server that the test can cut: every open connection is shut, and new
+/// ones are refused for a while.
+struct Proxy {
+    addr: String,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+    refusing: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    fn start(upstream: &str) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let refusing = Arc::new(AtomicBool::new(false));
+        let (upstream, conns, refuse) = (upstream.to_owned(), open.clone(), refusing.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().map_while(Result::ok) {
+                if refuse.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let mut list = conns.lock().unwrap();
+                list.push(client.try_clone().unwrap());
+                list.push(server.try_clone().unwrap());
+                drop(list);
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy {
+            addr,
+            open,
+            refusing,
+        }
+    }
+
+    /// Drops every connection, and refuses new ones for `for_how_long`.
+    fn cut(&self, for_how_long: Duration) {
+        self.refusing.store(true, Ordering::SeqCst);
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        let refusing = self.refusing.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(for_how_long);
+            refusing.store(false, Ordering::SeqCst);
+        });
+    }
+}
