@@ -363,7 +363,13 @@ fn tokens_workers_queue_events_and_completions_speak_json_and_roles() {
         "name: q\njobs:\n  j:\n    steps: [{ run: 'true' }]\n",
     );
     cli.expect(0, &["pipelines", "apply", &file]);
-    cli.expect(0, &["runs", "start", "q"]);
+    let mut follow = cli
+        .command(&["runs", "start", "q", "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = read_lines(&mut follow);
     let deadline = Instant::now() + Duration::from_secs(30);
     let queue = loop {
         let queue = cli.json(&["queue"]);
@@ -380,7 +386,25 @@ fn tokens_workers_queue_events_and_completions_speak_json_and_roles() {
             .contains("drain"),
         "{queue}"
     );
+    let only_run = cli.json(&["queue", "--run", "1"]);
+    assert_eq!(only_run["items"].as_array().unwrap().len(), 1, "{only_run}");
+    assert_eq!(
+        cli.json(&["queue", "--run", "2"])["items"],
+        Value::Array(Vec::new())
+    );
+    // The follow view says why the job waits, then goes on once the worker takes jobs again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("queued: ") && l.contains("drain"))
+    {
+        assert!(Instant::now() < deadline, "{:?}", lines.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     cli.expect(0, &["workers", "undrain", "local"]);
+    assert_eq!(wait_exit(&mut follow, Duration::from_secs(30)), Some(0));
     let events = cli.json(&["events", "--limit", "500"]);
     assert!(
         events["items"]

@@ -45,6 +45,8 @@ pub struct Explain {
 pub struct GetQueue {
     /// At most this many, from the front of the queue.
     pub limit: usize,
+    /// Only the jobs of this run (their positions still count every job ahead).
+    pub run: Option<RunId>,
 }
 
 /// A job in the queue.
@@ -363,10 +365,12 @@ impl Handler<GetQueue> for Scheduler {
             cluster
                 .queue_order()
                 .into_iter()
-                .take(msg.limit)
                 .enumerate()
                 .filter_map(|(position, job)| {
                     let queued = cluster.queued(job)?;
+                    if msg.run.is_some_and(|run| run != queued.run) {
+                        return None;
+                    }
                     Some(Waiting {
                         job,
                         run: queued.run,
@@ -382,6 +386,7 @@ impl Handler<GetQueue> for Scheduler {
                             .unwrap_or_default(),
                     })
                 })
+                .take(msg.limit)
                 .collect()
         })
         .unwrap_or_default()

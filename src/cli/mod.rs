@@ -42,23 +42,41 @@ enum Command {
     Validate(validate::Args),
     Login(remote::LoginArgs),
     /// The saved servers (contexts): list, use, remove.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  hodei contexts list\n  hodei contexts use prod"
+    )]
     Contexts(remote::ContextsCommand),
     /// Pipeline definitions on a server: apply, list, show.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  hodei pipelines apply .hodei/*.yml\n  hodei pipelines list\n  hodei pipelines show web"
+    )]
     Pipelines(remote::PipelinesCommand),
     /// Runs on a server: start, list, show, cancel, retry, rerun, logs.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  hodei runs start web --follow\n  hodei runs list --status failed\n  hodei runs logs 42 --job build -f"
+    )]
     Runs(remote::RunsCommand),
     /// Jobs on a server: show, approve.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  hodei jobs show 7\n  hodei jobs approve 9"
+    )]
     Jobs(remote::JobsCommand),
     /// Workers of a server: list, drain, undrain.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  hodei workers list\n  hodei workers drain local"
+    )]
     Workers(remote::WorkersCommand),
     Queue(remote::QueueArgs),
     /// API tokens of a server (admin): create, list, revoke.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  hodei tokens create --role operator --name ci-bot\n  hodei tokens revoke 3"
+    )]
     Tokens(remote::TokensCommand),
     Events(remote::EventsArgs),
     /// The server's version and health, the queue and the workers.
@@ -123,4 +141,32 @@ pub(crate) fn create_private(path: &std::path::Path) -> std::io::Result<std::fs:
     // An existing file keeps its mode on open: set it.
     file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every command and subcommand shows examples in its `--help`.
+    #[test]
+    fn every_command_has_examples_in_its_help() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", command.get_name());
+            let examples = command
+                .get_after_help()
+                .is_some_and(|help| help.to_string().contains("Examples:"));
+            if !examples {
+                missing.push(path.clone());
+            }
+            for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "no examples in the help of: {missing:?}"
+        );
+    }
 }

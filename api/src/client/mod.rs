@@ -329,9 +329,14 @@ impl Client {
         .await
     }
 
-    /// The queue, front first (at most `limit` items), with why each job waits.
-    pub async fn queue(&self, limit: u32) -> Result<QueueView, ClientError> {
-        self.get(&format!("/api/v1/queue?limit={limit}")).await
+    /// The queue, front first (at most `limit` items; only run `run`'s jobs if given), with
+    /// why each job waits.
+    pub async fn queue(&self, limit: u32, run: Option<u64>) -> Result<QueueView, ClientError> {
+        let mut path = format!("/api/v1/queue?limit={limit}");
+        if let Some(run) = run {
+            path.push_str(&format!("&run={run}"));
+        }
+        self.get(&path).await
     }
 
     // --- tokens ---

@@ -3,7 +3,7 @@
 
 use actix_web::{HttpResponse, web};
 use hodei_actors::scheduler::{GetQueue, GetQueueStats, GetWorkers, SetWorkerState};
-use hodei_domain::ids::WorkerId;
+use hodei_domain::ids::{RunId, WorkerId};
 use hodei_domain::model::Role;
 use hodei_domain::schedule::{ScheduleError, WorkerState};
 use serde::Deserialize;
@@ -24,6 +24,8 @@ const MAX_QUEUE_ITEMS: usize = 1_000;
 pub struct QueueQuery {
     /// Items from the front of the queue, 1 to 1000 (default 100).
     limit: Option<usize>,
+    /// Only the jobs of this run; `position` still counts every job ahead.
+    run: Option<u64>,
 }
 
 /// The waiting jobs, in the order the scheduler will consider them, each with its position, the
@@ -63,7 +65,10 @@ pub async fn get_queue(
         .map_err(|err| ApiError::actor("the scheduler", err))?
         .queued;
     let waiting = scheduler
-        .send(GetQueue { limit })
+        .send(GetQueue {
+            limit,
+            run: query.run.map(RunId),
+        })
         .await
         .map_err(|err| ApiError::actor("the scheduler", err))?;
     let items = waiting

@@ -35,10 +35,13 @@ pub struct LoginArgs {
 #[derive(Debug, clap::Subcommand)]
 pub enum ContextsCommand {
     /// List the contexts; `*` marks the current one.
+    #[command(after_help = "Examples:\n  hodei contexts list\n  hodei contexts list -o json")]
     List,
     /// Make a context the current one.
+    #[command(after_help = "Examples:\n  hodei contexts use prod")]
     Use { name: String },
     /// Forget a context and its token.
+    #[command(after_help = "Examples:\n  hodei contexts remove staging")]
     Remove { name: String },
 }
 
@@ -59,23 +62,30 @@ pub enum JobsCommand {
 #[derive(Debug, clap::Subcommand)]
 pub enum WorkersCommand {
     /// List the workers: labels, slots, state and the jobs on each.
+    #[command(
+        after_help = "Examples:\n  hodei workers list\n  hodei workers list -o json | jq '.[] | select(.state == \"ready\") | .id'"
+    )]
     List,
     /// Stop placing jobs on a worker; the jobs it runs go on.
     #[command(after_help = "Examples:\n  hodei workers drain local")]
     Drain { id: String },
     /// Place jobs on a drained worker again.
+    #[command(after_help = "Examples:\n  hodei workers undrain local")]
     Undrain { id: String },
 }
 
 /// Why each job in the queue waits.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  hodei queue\n  hodei queue --limit 500 -o json | jq '.items[] | .reason'"
+    after_help = "Examples:\n  hodei queue\n  hodei queue --run 42\n  hodei queue --limit 500 -o json | jq '.items[] | .reason'"
 )]
 pub struct QueueArgs {
-    /// Show at most this many jobs from the front.
-    #[arg(long, default_value_t = 50)]
+    /// Show at most this many jobs from the front, 1 to 1000.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub limit: u32,
+    /// Only the jobs of this run.
+    #[arg(long, value_name = "ID")]
+    pub run: Option<u64>,
 }
 
 /// API tokens (admin).
@@ -94,8 +104,12 @@ pub enum TokensCommand {
         name: String,
     },
     /// List the tokens (without their secrets).
+    #[command(
+        after_help = "Examples:\n  hodei tokens list\n  hodei tokens list -o json | jq '.[] | select(.role == \"admin\")'"
+    )]
     List,
     /// Revoke a token: it is refused from now on.
+    #[command(after_help = "Examples:\n  hodei tokens revoke 3")]
     Revoke { id: u64 },
 }
 
@@ -142,7 +156,7 @@ pub async fn login(args: LoginArgs, printer: Printer) -> Outcome {
     target.ca_cert = args.ca_cert.clone();
     let client = Client::new(&target)?;
     // A request that needs a token proves both the URL and the token.
-    client.queue(1).await?;
+    client.queue(1, None).await?;
     let health = client.ready().await?;
     let path = context::path();
     let mut config = Config::load(&path)?;
@@ -321,7 +335,7 @@ pub async fn workers(cmd: WorkersCommand, client: &Client, printer: Printer) -> 
 }
 
 pub async fn queue(args: QueueArgs, client: &Client, printer: Printer) -> Outcome {
-    let queue = client.queue(args.limit).await?;
+    let queue = client.queue(args.limit, args.run).await?;
     printer.show(&queue, |p| {
         if queue.items.is_empty() {
             println!("The queue is empty.");
@@ -451,7 +465,7 @@ fn event_line(item: &EventView) -> String {
 
 pub async fn status(client: &Client, printer: Printer) -> Outcome {
     let health = client.ready().await?;
-    let queue = client.queue(1).await?;
+    let queue = client.queue(1, None).await?;
     let workers = client.workers().await?;
     let busy: usize = workers.items.iter().map(|w| w.jobs.len()).sum();
     let slots: u32 = workers.items.iter().map(|w| w.slots).sum();

@@ -139,8 +139,10 @@ struct Live {
     run: RunView,
     /// Each job's `needs`, by plan position, when the run's definition could be planned.
     needs: Vec<Vec<usize>>,
-    /// The state shown last, by job.
-    shown: HashMap<u64, (String, u32)>,
+    /// The state shown last, by job, with why it waited if it was queued.
+    shown: HashMap<u64, (String, u32, Option<String>)>,
+    /// Why each queued job waits, as the scheduler says.
+    waits: HashMap<u64, String>,
     logs: HashMap<u64, Log>,
     width: usize,
     started: Instant,
@@ -171,6 +173,7 @@ impl Live {
             run,
             needs,
             shown: HashMap::new(),
+            waits: HashMap::new(),
             logs: HashMap::new(),
             width,
             started: Instant::now(),
@@ -186,6 +189,13 @@ impl Live {
     /// Reads the run again, shows what changed, and follows the logs of jobs that started.
     async fn resync(&mut self, tx: &mpsc::UnboundedSender<Msg>) -> Result<(), ClientError> {
         self.run = self.client.run(self.follow.run).await?;
+        self.waits.clear();
+        if self.run.jobs.iter().any(|j| j.state == "queued") {
+            let queue = self.client.queue(1000, Some(self.follow.run)).await?;
+            for item in queue.items {
+                self.waits.insert(item.job, item.reason);
+            }
+        }
         let mut lines = Vec::new();
         let jobs = self.run.jobs.clone();
         for job in &jobs {
@@ -231,7 +241,11 @@ impl Live {
                     }
                 });
             }
-            let now = (job.state.clone(), job.attempt);
+            let now = (
+                job.state.clone(),
+                job.attempt,
+                self.waits.get(&job.id).cloned(),
+            );
             if self.shown.get(&job.id) != Some(&now) {
                 self.shown.insert(job.id, now);
                 let line = self.transition(job);
@@ -276,6 +290,9 @@ impl Live {
             text.push_str(&format!(" (attempt {})", job.attempt));
         }
         if let Some(why) = reason(job, &self.run) {
+            text.push_str(&format!(": {why}"));
+        }
+        if let Some(why) = self.waits.get(&job.id).filter(|w| !w.is_empty()) {
             text.push_str(&format!(": {why}"));
         }
         let who = format!("{:<w$}", job.name, w = self.width);
@@ -417,6 +434,9 @@ impl Live {
                 _ => String::new(),
             };
             let waits = match self.needs.get(i) {
+                _ if self.waits.get(&job.id).is_some_and(|w| !w.is_empty()) => {
+                    p.paint("33", &self.waits[&job.id])
+                }
                 Some(needs) if !needs.is_empty() && !over(job) && job.started.is_none() => {
                     let names: Vec<&str> = needs
                         .iter()
