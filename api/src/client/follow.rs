@@ -333,12 +333,13 @@ impl EventFollower {
     }
 
     /// Connects now (the first time), so that no event recorded after this returns is missed.
+    /// Only later connections are retried: a server that cannot be reached now is an error.
     ///
     /// # Errors
-    /// As [`EventFollower::next`].
+    /// When the server cannot be reached or refuses the stream.
     pub async fn connect(&mut self) -> Result<(), ClientError> {
-        while self.connection.socket.is_none() {
-            self.connection.ensure(&self.path).await?;
+        if self.connection.socket.is_none() {
+            self.connection.socket = Some(connect(&self.connection.client, &self.path).await?);
         }
         self.connected_once = true;
         Ok(())
