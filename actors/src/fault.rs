@@ -83,6 +83,8 @@ pub enum Hits {
     Nth(u32),
     /// Every one, from the `n`-th on.
     From(u32),
+    /// The first `n`, then none.
+    UpTo(u32),
 }
 
 #[derive(Debug)]
@@ -123,6 +125,7 @@ impl Faults {
         let due = match plan.hits {
             Hits::Nth(nth) => n == nth,
             Hits::From(first) => n >= first,
+            Hits::UpTo(last) => n <= last,
         };
         if due {
             panic!("fault injection: panic at {} (hit {n})", point.name());

@@ -366,15 +366,50 @@ impl Handler<RetryRun> for Orchestrator {
     }
 }
 
+impl Orchestrator {
+    /// Hands a request to run `run`'s actor. A run that is not finished but has no actor now
+    /// (its actor waits out a restart backoff, or gave up until the next start of Hodei) gets
+    /// one at once, so that a user's cancel or approval is never dropped; a finished or unknown
+    /// run ignores it.
+    fn deliver(
+        &mut self,
+        run: RunId,
+        ctx: &mut Context<Self>,
+        send: impl FnOnce(&Addr<RunActor>) + 'static,
+    ) {
+        if let Some(actor) = self.runs.get(&run) {
+            send(actor);
+            return;
+        }
+        let store = self.ports.store.clone();
+        ctx.spawn(async move { store.run(run).await }.into_actor(self).map(
+            move |found, act, _| match found {
+                Ok(Some(record)) if !record.state.is_terminal() => {
+                    if !act.runs.contains_key(&run) {
+                        tracing::info!(run_id = %run, "Run actor started for a request to a run that had none.");
+                        act.start_run(run);
+                    }
+                    if let Some(actor) = act.runs.get(&run) {
+                        send(actor);
+                    }
+                }
+                Ok(_) => {
+                    tracing::info!(run_id = %run, "A request to a finished or unknown run ignored.")
+                }
+                Err(err) => {
+                    tracing::error!(run_id = %run, error = %err, "Cannot read a run to hand it a request.")
+                }
+            },
+        ));
+    }
+}
+
 impl Handler<CancelRun> for Orchestrator {
     type Result = ();
 
     fn handle(&mut self, msg: CancelRun, ctx: &mut Context<Self>) {
-        contained(self, ctx, |act, _| match act.runs.get(&msg.run) {
-            Some(actor) => actor.do_send(msg),
-            None => {
-                tracing::info!(run_id = %msg.run, "Cancel of a run that is not active ignored.")
-            }
+        contained(self, ctx, |act, ctx| {
+            act.deliver(msg.run, ctx, move |actor| actor.do_send(msg));
         });
     }
 }
@@ -383,10 +418,8 @@ impl Handler<ApproveJob> for Orchestrator {
     type Result = ();
 
     fn handle(&mut self, msg: ApproveJob, ctx: &mut Context<Self>) {
-        contained(self, ctx, |act, _| {
-            if let Some(actor) = act.runs.get(&msg.run) {
-                actor.do_send(msg);
-            }
+        contained(self, ctx, |act, ctx| {
+            act.deliver(msg.run, ctx, move |actor| actor.do_send(msg));
         });
     }
 }

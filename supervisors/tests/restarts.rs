@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use common::{Options, harness_with, quiet_injected_panics, state_of};
 use hodei_actors::contain::{ActorKind, restarts};
 use hodei_actors::fault::{Faults, Hits, Point};
-use hodei_actors::messages::SubmitRun;
+use hodei_actors::messages::{CancelRun, SubmitRun};
 use hodei_adapters::fake::Call;
 use hodei_domain::plan::RunInputs;
 use hodei_domain::state::{JobState, RunState};
@@ -210,4 +210,42 @@ async fn an_actor_that_keeps_failing_is_escalated_to_the_tree() {
         "nothing was placed, nothing was lost: the run waits for the next start"
     );
     assert!(matches!(state_of(&record, "a"), JobState::Queued));
+}
+
+#[actix_rt::test]
+async fn a_run_whose_actor_gave_up_is_still_cancelled_when_asked() {
+    // Its run actor fails three times in a row with a budget of two restarts: the run waits for
+    // the next start of Hodei. A cancel then starts a new actor, which cancels the run.
+    let h = harness_with(
+        "parked-cancel",
+        Options {
+            faults: Faults::panic_at(Point::Reconcile, Hits::UpTo(3)),
+            config: Box::new(|config| {
+                config.restart_policy.max_restarts = 2;
+                config.escalation = Arc::new(|_| {});
+            }),
+            ..Options::default()
+        },
+    )
+    .await;
+    quiet_injected_panics();
+    let pipeline = "name: p\njobs:\n  a: {steps: [sleep 60000]}\n";
+    let run = h.submit(pipeline, RunInputs::default()).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while h.tree.ports.faults.count() < 3 || restarts().get(ActorKind::Run) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run actor never failed: likely deadlocked"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Let the orchestrator see the third failure and give up.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!h.store_run(run).await.state.is_terminal());
+    h.tree.orchestrator.do_send(CancelRun {
+        run,
+        by: "tester".into(),
+    });
+    let record = h.finished(run).await;
+    assert_eq!(record.state, RunState::Cancelled, "{:?}", record.jobs);
 }
