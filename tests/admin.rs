@@ -326,6 +326,60 @@ fn a_follow_survives_dropped_connections_without_losing_or_repeating_a_line() {
 }
 
 #[test]
+fn a_follow_outlives_a_sigkill_of_the_server_and_prints_the_log_exactly() {
+    let (dir, mut server, cli) = setup("sigkill");
+    let file = write(
+        &dir,
+        "count.yml",
+        "name: count\njobs:\n  count:\n    steps:\n      - run: i=1; while [ $i -le 150 ]; do echo \"line $i\"; i=$((i+1)); sleep 0.02; done\n        retry: 1\n",
+    );
+    cli.expect(0, &["pipelines", "apply", &file]);
+    let proxy = Proxy::start(server.url.trim_start_matches("http://"));
+    let mut through = Cli::new(&dir);
+    through
+        .env
+        .push(("HODEI_URL".into(), format!("http://{}", proxy.addr)));
+    let token = std::fs::read_to_string(dir.join("data").join("admin.token")).unwrap();
+    through
+        .env
+        .push(("HODEI_TOKEN".into(), token.trim().to_owned()));
+    let mut follow = through
+        .command(&["runs", "start", "count", "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = follow.stderr.take().unwrap();
+    let lines = read_lines(&mut follow);
+    wait_for(&lines, "count | line 40");
+    // The server dies mid-step; a new one on the same data resumes the run (the lost step is
+    // tried again by its retry), and the CLI, through the same address, goes on.
+    server.kill();
+    proxy.cut(Duration::from_millis(200));
+    let restarted = Server::start(&dir.join("data"));
+    proxy.retarget(restarted.url.trim_start_matches("http://"));
+    let status = wait_exit(&mut follow, Duration::from_secs(60));
+    let mut errors = String::new();
+    err.read_to_string(&mut errors).unwrap();
+    assert_eq!(status, Some(0), "{errors}");
+    assert!(errors.contains("reconnecting"), "{errors}");
+    // What the CLI printed for the job is its stored log, byte for byte: nothing lost, nothing
+    // twice (the retried step's output follows the lost try's, as the log has it).
+    let mut after = Cli::new(&dir);
+    after.env = through.env.clone();
+    after.env[0].1 = restarted.url.clone();
+    let stored = after.expect(0, &["runs", "logs", "1", "--job", "count"]);
+    let printed: Vec<String> = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.strip_prefix("count | ").map(str::to_owned))
+        .collect();
+    assert_eq!(printed, stored.lines().collect::<Vec<_>>());
+    assert!(stored.contains("line 150"), "{stored}");
+}
+
+#[test]
 fn tokens_workers_queue_events_and_completions_speak_json_and_roles() {
     let (dir, _server, cli) = setup("admin");
     let created = cli.json(&["tokens", "create", "--role", "viewer", "--name", "dash"]);
@@ -468,6 +522,7 @@ fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
 /// ones are refused for a while.
 struct Proxy {
     addr: String,
+    upstream: Arc<Mutex<String>>,
     open: Arc<Mutex<Vec<TcpStream>>>,
     refusing: Arc<AtomicBool>,
 }
@@ -478,14 +533,16 @@ impl Proxy {
         let addr = listener.local_addr().unwrap().to_string();
         let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
         let refusing = Arc::new(AtomicBool::new(false));
-        let (upstream, conns, refuse) = (upstream.to_owned(), open.clone(), refusing.clone());
+        let upstream = Arc::new(Mutex::new(upstream.to_owned()));
+        let (target, conns, refuse) = (upstream.clone(), open.clone(), refusing.clone());
         std::thread::spawn(move || {
             for client in listener.incoming().map_while(Result::ok) {
                 if refuse.load(Ordering::SeqCst) {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 }
-                let Ok(server) = TcpStream::connect(&upstream) else {
+                let to = target.lock().unwrap().clone();
+                let Ok(server) = TcpStream::connect(&to) else {
                     continue;
                 };
                 let mut list = conns.lock().unwrap();
@@ -505,9 +562,15 @@ impl Proxy {
         });
         Proxy {
             addr,
+            upstream,
             open,
             refusing,
         }
+    }
+
+    /// Forwards new connections to another address.
+    fn retarget(&self, upstream: &str) {
+        *self.upstream.lock().unwrap() = upstream.to_owned();
     }
 
     /// Drops every connection, and refuses new ones for `for_how_long`.
