@@ -232,17 +232,21 @@ fn nested(out: &mut String, value: &Value, indent: usize) {
             out.push('\n');
             sequence(out, items, indent + 2);
         }
-        Value::String(text) if text.contains('\n') && !text.contains('\r') => {
-            let keep = match (text.ends_with("\n\n"), text.ends_with('\n')) {
-                (true, _) => "+",
-                (false, true) => "",
-                (false, false) => "-",
+        Value::String(text)
+            if text.contains('\n')
+                && text
+                    .chars()
+                    .all(|c| c == '\n' || c == '\t' || !c.is_control())
+                && !text.contains('\u{feff}') =>
+        {
+            let body = text.trim_end_matches('\n');
+            let keep = match text.len() - body.len() {
+                0 => "-",
+                1 if !body.is_empty() => "",
+                _ => "+",
             };
-            let indicator = if text.starts_with([' ', '\t']) {
-                "2"
-            } else {
-                ""
-            };
+            let leading = text.trim_start_matches('\n').starts_with([' ', '\t']);
+            let indicator = if leading { "2" } else { "" };
             out.push_str(&format!(" |{indicator}{keep}\n"));
             for line in text.strip_suffix('\n').unwrap_or(text).split('\n') {
                 if !line.is_empty() {
@@ -341,6 +345,79 @@ mod tests {
              jobs:\n  - name: test (os=bookworm)\n    steps: []\n  - name: b\n    reason: null\n\
              source: |\n  name: web\n  jobs: {}\nempty: {}\n"
         );
+    }
+
+    /// A YAML document read back as JSON: plain scalars typed by the core schema.
+    fn read_back(text: &str) -> Value {
+        use hodei_domain::yaml::{Limits, Style, Value as Y, parse, plain_kind};
+        fn back(node: &hodei_domain::yaml::Node) -> Value {
+            match &node.value {
+                Y::Scalar {
+                    text,
+                    style: Style::Plain,
+                } => match plain_kind(text) {
+                    "null" => Value::Null,
+                    "a boolean" => Value::Bool(text.eq_ignore_ascii_case("true")),
+                    "a number" => serde_json::from_str(text).unwrap(),
+                    _ => Value::String(text.clone()),
+                },
+                Y::Scalar { text, .. } => Value::String(text.clone()),
+                Y::Seq(items) => Value::Array(items.iter().map(back).collect()),
+                Y::Map(entries) => Value::Object(
+                    entries
+                        .iter()
+                        .map(|e| (e.key.clone(), back(&e.value)))
+                        .collect(),
+                ),
+            }
+        }
+        let mut diagnostics = Vec::new();
+        let node = parse(text, &Limits::default(), &mut diagnostics)
+            .unwrap_or_else(|d| panic!("not YAML: {d:?}\n{text}"))
+            .expect("a document");
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        back(&node)
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let text = prop_oneof![
+            "[ -~]{0,12}",
+            "[a-z0-9 ._:#'\"-]{0,12}",
+            Just("true".to_owned()),
+            Just("null".to_owned()),
+            Just("1.5".to_owned()),
+            Just("a\nb\n".to_owned()),
+            Just(" lead\ntrail".to_owned()),
+            Just("x\n\n".to_owned()),
+            Just("- item".to_owned()),
+            "\\PC{0,6}",
+            "[\\x00-\\x1f\\x7f\\u{85}\\u{2028}a\\n]{0,4}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            text.prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::vec(("[a-z_ ]{1,6}", inner), 0..4)
+                    .prop_map(|pairs| Value::Object(pairs.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn yaml_output_reads_back_as_the_json_it_came_from(
+            value in proptest::collection::vec(("[a-z]{1,5}", json_value()), 1..4)
+        ) {
+            // A document is a mapping or a list, as every command prints.
+            let value = Value::Object(value.into_iter().collect());
+            proptest::prop_assert_eq!(read_back(&yaml(&value)), value);
+        }
     }
 
     #[test]
