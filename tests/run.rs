@@ -703,3 +703,6 @@ fn slots_limit_how_many_jobs_run_at_once() {
         "one job at a time"
     );
 }
+
+#[path = "run/docker_crash.rs"]
+mod docker_crash;

@@ -71,10 +71,10 @@ use std::time::Duration;
 
 use bollard::{API_DEFAULT_VERSION, Docker};
 use hodei_domain::ports::{
-    BoxFuture, JobSpec, Orphan, OutputSink, Provider, ProviderError, Reconcile, StepHandle,
-    StepSpec, Workspace,
+    BoxFuture, JobAttempt, JobSpec, Orphan, OutputSink, Provider, ProviderError, Reattached,
+    Reconcile, StepHandle, StepSpec, Workspace,
 };
-use hodei_domain::state::StepExit;
+use hodei_domain::state::{Attempt, StepExit};
 
 pub use convert::{
     INSTANCE_LABEL, JOB_ATTEMPT_LABEL, JOB_LABEL, RUN_LABEL, SERVICE_LABEL, STEP_ATTEMPT_LABEL,
@@ -345,12 +345,25 @@ impl Provider for DockerProvider {
                 .map_err(|err| err.into_provider(Phase::Other))
         })
     }
+
+    fn reattach_step<'a>(
+        &'a self,
+        job: &'a JobSpec,
+        index: u32,
+        attempt: Attempt,
+        output: Arc<dyn OutputSink>,
+    ) -> BoxFuture<'a, Result<Option<Reattached>, ProviderError>> {
+        Box::pin(self.reattach_job_step(job, index, attempt, output))
+    }
 }
 
 impl Reconcile for DockerProvider {
-    fn reap_orphans(&self) -> BoxFuture<'_, Result<Vec<Orphan>, ProviderError>> {
+    fn reap_orphans<'a>(
+        &'a self,
+        spare: &'a [JobAttempt],
+    ) -> BoxFuture<'a, Result<Vec<Orphan>, ProviderError>> {
         Box::pin(async move {
-            self.reap()
+            self.reap(spare)
                 .await
                 .map_err(|err| err.into_provider(Phase::Other))
         })
