@@ -706,3 +706,6 @@ fn slots_limit_how_many_jobs_run_at_once() {
 
 #[path = "run/docker_crash.rs"]
 mod docker_crash;
+
+#[path = "run/postgres.rs"]
+mod postgres;
