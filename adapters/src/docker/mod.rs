@@ -7,7 +7,7 @@
 //! engine's configuration, and the labels), `jobs.rs` (set-up and tear-down of a job's
 //! workspace), `steps.rs` (a step's container, its wait and destroy), `logs.rs` (output),
 //! `images.rs` (pull policy), `services.rs` (services and readiness), `reconcile.rs` (orphans
-//! and re-attach), `engine.rs` (the engine calls), `error.rs`. The tests run a real engine: `adapters/tests/docker.rs`.
+//! and re-attach), `engine.rs` (the engine calls), `error.rs`. The tests run a real engine: `adapters/tests/docker/`.
 //!
 //! ## Design: a container per step
 //! Each step runs in a fresh container of the job's image; the steps of a job share its
@@ -39,8 +39,10 @@
 //!   volumes), its network and its workspace directory; it finds them by label, so it works
 //!   after a failed `set_up` and after a restart of Hodei.
 //! - Containers outlive the provider (dropping it stops only its readers): a later life can
-//!   re-attach to them ([`DockerProvider::live_steps`], [`DockerProvider::reattach`]) or reap
-//!   them ([`Reconcile::reap_orphans`]).
+//!   take a step back ([`Provider::reattach_step`]: the step's container, running or ended,
+//!   followed again from its first byte; or [`DockerProvider::live_steps`] and
+//!   [`DockerProvider::reattach`] from any byte) or reap them ([`Reconcile::reap_orphans`],
+//!   which spares the job attempts it is given).
 //!
 //! ## Assumptions
 //! The engine runs on this machine (the workspace is a host directory it mounts) and speaks
