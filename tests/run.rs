@@ -703,3 +703,9 @@ fn slots_limit_how_many_jobs_run_at_once() {
         "one job at a time"
     );
 }
+
+#[path = "run/docker_crash.rs"]
+mod docker_crash;
+
+#[path = "run/postgres.rs"]
+mod postgres;

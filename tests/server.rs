@@ -409,3 +409,69 @@ async fn the_server_speaks_https_with_the_configured_certificate() {
         .any(|l| l.starts_with("hi ") && l.ends_with("| secure"));
     assert!(logged, "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_with_a_postgres_service_runs_green_through_the_server() {
+    // The images come from Debian's packages: scripts/images keeps those the engine has.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/images");
+    let built = Command::new(script).output().expect("scripts/images runs");
+    assert!(
+        built.status.success(),
+        "{script} failed: this test needs its images\n{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let data = scratch("postgres-example");
+    let server = Server::start(&data);
+    let token = std::fs::read_to_string(data.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let http = reqwest::Client::new();
+    let auth = format!("Bearer {token}");
+    let example = include_str!("../examples/postgres-service.yml");
+    let put = http
+        .put(format!("{}/api/v1/pipelines/postgres-service", server.url))
+        .header("authorization", &auth)
+        .header("content-type", "application/yaml")
+        .body(example)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201, "{}", put.text().await.unwrap());
+    let run: Value = http
+        .post(format!(
+            "{}/api/v1/pipelines/postgres-service/runs",
+            server.url
+        ))
+        .header("authorization", &auth)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = run["id"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let run = loop {
+        let run = get(&http, &format!("{}/api/v1/runs/{id}", server.url), &auth).await;
+        if ["succeeded", "failed", "cancelled"].contains(&run["state"].as_str().unwrap_or("")) {
+            break run;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run did not finish within 120 s, likely deadlocked: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let schema = run["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "schema")
+        .and_then(|j| j["id"].as_u64())
+        .unwrap_or_else(|| panic!("no job `schema` in {run}"));
+    let log = log_of(&http, &server.url, schema, &auth).await;
+    assert!(log.contains("3 users, the first ada\n"), "{log}");
+}

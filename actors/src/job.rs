@@ -21,7 +21,9 @@ use crate::bus::EventBus;
 use crate::contain::guard_future;
 use crate::fault::Point;
 use crate::loghub::{HubSink, LogHub};
-use crate::messages::{AttemptEnded, CancelJob, FlushLog, Note, OpenLog, Publish, Release};
+use crate::messages::{
+    AttemptEnded, BeginStep, CancelJob, FlushLog, Note, OpenLog, Publish, Release, Skip, SkipOutput,
+};
 use crate::run::RunActor;
 use crate::scheduler::Scheduler;
 
@@ -70,13 +72,20 @@ enum Cleanup {
 
 /// Where an attempt found after a crash stopped.
 enum Stopped {
-    /// In a step: its machine as recorded (running when its process was lost, or pending a
-    /// retry).
-    InStep(usize, StepMachine),
+    /// In a step: its machine as recorded (running when Hodei stopped, or pending a retry), and
+    /// where its output began in the job's log, if it started.
+    InStep(usize, StepMachine, Option<u64>),
     /// Between steps: the next one to run (the number of steps: only the hooks are left).
     Before(usize),
     /// It was ending, or cannot be told: it does not go on.
     Ending,
+}
+
+/// The step an attempt found after a crash goes on from: its machine as recorded, and its
+/// process when the provider took it back ([`hodei_domain::ports::Provider::reattach_step`]).
+struct Resumed {
+    machine: StepMachine,
+    attached: Option<StepHandle>,
 }
 
 /// How an attempt's steps ended, which decides the hooks and the job's final event.
@@ -485,26 +494,38 @@ impl Attempt {
         } else {
             Stopped::Ending
         };
+        let mut spec = self.def.spec.clone();
+        spec.attempt = machine.attempt();
         let go_on = match stopped {
-            Stopped::InStep(index, mut sm) => {
-                if sm.state() == &StepState::Running {
-                    self.note(format!(
-                        "step {} ({}) was lost: its process on worker `{worker}` died when Hodei stopped",
-                        index + 1,
-                        step_name(&self.def.steps[index])
-                    ));
-                    let event = sm.apply(StepEvent::Lost, self.ports.clock.now());
-                    persist(&self.ports, &self.bus, event.into_iter().collect()).await?;
+            Stopped::InStep(index, sm, Some(log_offset)) if sm.state() == &StepState::Running => {
+                match self.reattach(&spec, index, &sm, log_offset).await {
+                    Some(reattached) => {
+                        self.live(|live| {
+                            live.workspace = Some(reattached.workspace.clone());
+                            live.step = Some(reattached.step.clone());
+                        });
+                        let deadline = self
+                            .def
+                            .timeout
+                            .map(|t| tokio::time::Instant::now() + t.to_std());
+                        let resumed = Resumed {
+                            machine: sm,
+                            attached: Some(reattached.step),
+                        };
+                        return self
+                            .run_steps(
+                                machine,
+                                reattached.workspace,
+                                deadline,
+                                index,
+                                Some(resumed),
+                            )
+                            .await;
+                    }
+                    None => self.lost_step(index, sm, &worker).await?,
                 }
-                (sm.state() == &StepState::Pending).then(|| {
-                    let note = format!(
-                        "trying step {} again, attempt {}, in the job's workspace",
-                        index + 1,
-                        sm.attempt()
-                    );
-                    (index, Some(sm), note)
-                })
             }
+            Stopped::InStep(index, sm, _) => self.lost_step(index, sm, &worker).await?,
             Stopped::Before(next) => {
                 let note = if next < self.def.steps.len() {
                     format!(
@@ -519,8 +540,6 @@ impl Attempt {
             }
             Stopped::Ending => None,
         };
-        let mut spec = self.def.spec.clone();
-        spec.attempt = machine.attempt();
         if let Some((from, sm, note)) = go_on {
             match self.ports.provider.resume(&spec).await {
                 Ok(Some(workspace)) => {
@@ -554,6 +573,79 @@ impl Attempt {
         let event = machine.apply(JobEvent::WorkerLost { worker }, self.ports.clock.now());
         persist(&self.ports, &self.bus, event.into_iter().collect()).await?;
         Ok(machine)
+    }
+
+    /// Takes back a step that the store shows running, if the provider still has it (a
+    /// container lives on without Hodei). Its output comes again from its first byte: the hub
+    /// masks it afresh and drops what the log already holds since `log_offset`.
+    async fn reattach(
+        &self,
+        spec: &JobSpec,
+        index: usize,
+        sm: &StepMachine,
+        log_offset: u64,
+    ) -> Option<hodei_domain::ports::Reattached> {
+        let job = spec.job;
+        self.hub.do_send(SkipOutput {
+            job,
+            skip: Skip::StoredSince(log_offset),
+        });
+        let sink = Arc::new(HubSink {
+            hub: self.hub.clone(),
+            job,
+        });
+        let found = self
+            .ports
+            .provider
+            .reattach_step(spec, index as u32, sm.attempt(), sink)
+            .await;
+        match found {
+            Ok(Some(reattached)) => {
+                tracing::info!(job_id = %job, step = index, "Took back a step that ran on while Hodei was down.");
+                return Some(reattached);
+            }
+            Ok(None) => {}
+            Err(err) => {
+                tracing::warn!(job_id = %job, step = index, error = %err, "Cannot take back a step after a restart.");
+            }
+        }
+        self.hub.do_send(SkipOutput {
+            job,
+            skip: Skip::Nothing,
+        });
+        None
+    }
+
+    /// A step found running whose process is gone is recorded lost; a step pending (lost, or
+    /// waiting for its retry) goes on with a new try if its retry policy allows: where the
+    /// attempt goes on, and the note that says so.
+    async fn lost_step(
+        &self,
+        index: usize,
+        mut sm: StepMachine,
+        worker: &WorkerId,
+    ) -> Result<Option<(usize, Option<Resumed>, String)>, AttemptError> {
+        if sm.state() == &StepState::Running {
+            self.note(format!(
+                "step {} ({}) was lost: its process on worker `{worker}` died when Hodei stopped",
+                index + 1,
+                step_name(&self.def.steps[index])
+            ));
+            let event = sm.apply(StepEvent::Lost, self.ports.clock.now());
+            persist(&self.ports, &self.bus, event.into_iter().collect()).await?;
+        }
+        Ok((sm.state() == &StepState::Pending).then(|| {
+            let note = format!(
+                "trying step {} again, attempt {}, in the job's workspace",
+                index + 1,
+                sm.attempt()
+            );
+            let resumed = Resumed {
+                machine: sm,
+                attached: None,
+            };
+            (index, Some(resumed), note)
+        }))
     }
 
     /// Where the job's current attempt stopped, from what the store recorded of its steps.
@@ -609,6 +701,7 @@ impl Attempt {
                         last.state.clone(),
                         last.since,
                     ),
+                    last.log_offset,
                 )
             }
             _ => Stopped::Before(index + 1),
@@ -623,7 +716,7 @@ impl Attempt {
         workspace: Workspace,
         deadline: Option<tokio::time::Instant>,
         first: usize,
-        mut resumed: Option<StepMachine>,
+        mut resumed: Option<Resumed>,
     ) -> Result<JobMachine, AttemptError> {
         let provider = self.ports.provider.clone();
         let job = self.def.spec.job;
@@ -775,20 +868,44 @@ impl Attempt {
         env: &Env,
         deadline: Option<tokio::time::Instant>,
         cancellable: bool,
-        resumed: Option<StepMachine>,
+        resumed: Option<Resumed>,
     ) -> Result<StepOutcome, AttemptError> {
         let provider = &self.ports.provider;
         let retries = step.retry.map_or(0, |r| r.max);
-        let delay = step.retry.and_then(|r| r.delay).map(Duration::to_std);
-        let mut sm = resumed.unwrap_or_else(|| {
-            StepMachine::new(
-                step_key(job, index),
-                MaxAttempts::from_retries(retries),
-                self.ports.clock.now(),
-            )
-        });
+        let (mut sm, mut attached) = match resumed {
+            Some(Resumed { machine, attached }) => (machine, attached),
+            None => (
+                StepMachine::new(
+                    step_key(job, index),
+                    MaxAttempts::from_retries(retries),
+                    self.ports.clock.now(),
+                ),
+                None,
+            ),
+        };
         let shell = step.shell.clone().unwrap_or_else(|| self.def.shell.clone());
         loop {
+            if let Some(handle) = attached.take() {
+                // Taken back after a crash of Hodei: it started in the earlier life, and its
+                // timeout counts from then.
+                let elapsed = self.ports.clock.now().0.saturating_sub(sm.since().0);
+                let elapsed = StdDuration::from_millis(u64::try_from(elapsed).unwrap_or(0));
+                let step_deadline = step
+                    .timeout
+                    .map(|t| tokio::time::Instant::now() + t.to_std().saturating_sub(elapsed));
+                let ended = self
+                    .wait(&handle, step_deadline, deadline, cancellable)
+                    .await;
+                self.live(|live| live.step = None);
+                self.note(format!(
+                    "step {} ran on while Hodei was down: it was taken back, its output and its exit collected",
+                    index + 1
+                ));
+                if let Some(outcome) = self.step_ended(index, step, &mut sm, ended).await? {
+                    return Ok(outcome);
+                }
+                continue;
+            }
             if cancellable && *self.cancel.borrow() {
                 let event = sm.apply(StepEvent::Cancel, self.ports.clock.now());
                 persist(&self.ports, &self.bus, event.into_iter().collect()).await?;
@@ -806,6 +923,17 @@ impl Attempt {
                 hub: self.hub.clone(),
                 job: self.def.spec.job,
             });
+            // The step's output begins where the log ends now, masked from a fresh start.
+            let log_offset = self
+                .hub
+                .send(BeginStep {
+                    job: self.def.spec.job,
+                })
+                .await
+                .unwrap_or_else(|err| Err(err.to_string()))
+                .map_err(|err| {
+                    AttemptError(format!("cannot mark the log at a step's start: {err}"))
+                })?;
             let handle = match provider.start_step(workspace, &spec, sink).await {
                 Ok(handle) => {
                     self.live(|live| live.step = Some(handle.clone()));
@@ -830,7 +958,7 @@ impl Attempt {
                     }
                 }
             };
-            let event = sm.apply(StepEvent::Start, self.ports.clock.now());
+            let event = sm.apply(StepEvent::Start { log_offset }, self.ports.clock.now());
             persist(&self.ports, &self.bus, event.into_iter().collect()).await?;
             self.ports.faults.hit(Point::AfterStepStart);
             let step_deadline = step
@@ -841,58 +969,74 @@ impl Attempt {
                 .await;
             self.live(|live| live.step = None);
             self.ports.faults.hit(Point::AfterStepExit);
-            let (event, outcome) = match ended {
-                Waited::Exited(Ok(exit)) => (StepEvent::Exited(exit), exit_outcome(exit)),
-                Waited::Exited(Err(err)) => {
-                    let message = err.to_string();
-                    (
-                        StepEvent::ProviderError {
-                            message: message.clone(),
-                        },
-                        StepOutcome::Failed(StepFailure::Provider { message }),
-                    )
-                }
-                Waited::StepTimedOut => {
-                    self.note(format!("step {} timed out", index + 1));
-                    (
-                        StepEvent::TimeOut,
-                        StepOutcome::Failed(StepFailure::TimedOut),
-                    )
-                }
-                Waited::JobTimedOut => {
-                    self.note("the job timed out".to_owned());
-                    (StepEvent::Cancel, StepOutcome::JobTimedOut)
-                }
-                Waited::Cancelled => {
-                    self.note("the job was cancelled".to_owned());
-                    (StepEvent::Cancel, StepOutcome::Cancelled)
-                }
-            };
-            let event = sm.apply(event, self.ports.clock.now());
-            persist(&self.ports, &self.bus, event.into_iter().collect()).await?;
-            match (sm.state(), outcome) {
-                (StepState::Failed { .. } | StepState::TimedOut, StepOutcome::Failed(failure)) => {
-                    self.note(format!(
-                        "step {} ({}) failed: {}",
-                        index + 1,
-                        step_name(step),
-                        describe(&failure)
-                    ));
-                    return Ok(StepOutcome::Failed(failure));
-                }
-                (StepState::Pending, StepOutcome::Failed(failure)) => {
-                    self.note(format!(
-                        "step {} failed ({}); trying again, attempt {}",
-                        index + 1,
-                        describe(&failure),
-                        sm.attempt()
-                    ));
-                    if let Some(delay) = delay {
-                        tokio::time::sleep(delay).await;
-                    }
-                }
-                (_, outcome) => return Ok(outcome),
+            if let Some(outcome) = self.step_ended(index, step, &mut sm, ended).await? {
+                return Ok(outcome);
             }
+        }
+    }
+
+    /// Records how a step attempt ended and says so in the log: the step's outcome, or `None`
+    /// when it is tried again (after its retry delay).
+    async fn step_ended(
+        &self,
+        index: usize,
+        step: &Step,
+        sm: &mut StepMachine,
+        ended: Waited,
+    ) -> Result<Option<StepOutcome>, AttemptError> {
+        let delay = step.retry.and_then(|r| r.delay).map(Duration::to_std);
+        let (event, outcome) = match ended {
+            Waited::Exited(Ok(exit)) => (StepEvent::Exited(exit), exit_outcome(exit)),
+            Waited::Exited(Err(err)) => {
+                let message = err.to_string();
+                (
+                    StepEvent::ProviderError {
+                        message: message.clone(),
+                    },
+                    StepOutcome::Failed(StepFailure::Provider { message }),
+                )
+            }
+            Waited::StepTimedOut => {
+                self.note(format!("step {} timed out", index + 1));
+                (
+                    StepEvent::TimeOut,
+                    StepOutcome::Failed(StepFailure::TimedOut),
+                )
+            }
+            Waited::JobTimedOut => {
+                self.note("the job timed out".to_owned());
+                (StepEvent::Cancel, StepOutcome::JobTimedOut)
+            }
+            Waited::Cancelled => {
+                self.note("the job was cancelled".to_owned());
+                (StepEvent::Cancel, StepOutcome::Cancelled)
+            }
+        };
+        let event = sm.apply(event, self.ports.clock.now());
+        persist(&self.ports, &self.bus, event.into_iter().collect()).await?;
+        match (sm.state(), outcome) {
+            (StepState::Failed { .. } | StepState::TimedOut, StepOutcome::Failed(failure)) => {
+                self.note(format!(
+                    "step {} ({}) failed: {}",
+                    index + 1,
+                    step_name(step),
+                    describe(&failure)
+                ));
+                Ok(Some(StepOutcome::Failed(failure)))
+            }
+            (StepState::Pending, StepOutcome::Failed(failure)) => {
+                self.note(format!(
+                    "step {} failed ({}); trying again, attempt {}",
+                    index + 1,
+                    describe(&failure),
+                    sm.attempt()
+                ));
+                if let Some(delay) = delay {
+                    tokio::time::sleep(delay).await;
+                }
+                Ok(None)
+            }
+            (_, outcome) => Ok(Some(outcome)),
         }
     }
 

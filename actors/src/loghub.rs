@@ -1,6 +1,11 @@
 //! The log hub: each job's output is masked (secret values become `***`, also when split across
 //! chunks), appended to the job's log, and fanned out to watchers with its byte offset.
 //!
+//! A step's output is masked from a fresh start ([`BeginStep`]: what the masker held back is
+//! emitted first), so that it is a function of the step's raw output and the job's secrets
+//! alone. That is what lets a step taken back after a crash of Hodei send its output again from
+//! the first byte: the hub masks it again and drops what the log already holds ([`SkipOutput`]).
+//!
 //! Maskers live in the actor's fields, which survive a supervised restart, so a restart never
 //! lets a secret through. A handler that panics is contained: the hub restarts (after a backoff,
 //! with the messages sent meanwhile waiting in its mailbox) and the chunk it was handling is
@@ -18,13 +23,18 @@ use hodei_domain::mask::Masker;
 use hodei_domain::ports::{LogStore, OutputSink};
 
 use crate::fault::{Faults, Point};
-use crate::messages::{FlushLog, LogChunk, Note, OpenLog, Output, WatchJob, WatchLogs};
+use crate::messages::{
+    BeginStep, FlushLog, LogChunk, Note, OpenLog, Output, Skip, SkipOutput, WatchJob, WatchLogs,
+};
 use crate::supervise::{Restarts, Supervise, contained};
 
 /// Masks, persists and fans out job output.
 pub struct LogHub {
     logs: Arc<dyn LogStore>,
     maskers: HashMap<JobId, Masker>,
+    /// How many bytes of each job's next masked output its log already holds (a step taken
+    /// back after a crash, whose output comes again from its first byte).
+    skips: HashMap<JobId, u64>,
     watchers: Vec<Recipient<LogChunk>>,
     /// Watchers of one job each (a live log stream).
     job_watchers: HashMap<JobId, Vec<Recipient<LogChunk>>>,
@@ -40,6 +50,7 @@ impl LogHub {
         LogHub {
             logs,
             maskers: HashMap::new(),
+            skips: HashMap::new(),
             watchers: Vec::new(),
             job_watchers: HashMap::new(),
             faults,
@@ -109,6 +120,24 @@ impl LogHub {
         }
     }
 
+    /// Takes a step's raw output: masks it, drops what the log already holds (see
+    /// [`SkipOutput`]), writes the rest.
+    fn take_output(&mut self, job: JobId, bytes: &[u8]) {
+        let Some(skip) = self.skips.get_mut(&job) else {
+            return self.take(job, bytes);
+        };
+        let safe = match self.maskers.get_mut(&job) {
+            Some(masker) => masker.push(bytes),
+            None => bytes.to_vec(),
+        };
+        let dropped = usize::try_from(*skip).unwrap_or(usize::MAX).min(safe.len());
+        *skip -= dropped as u64;
+        if *skip == 0 {
+            self.skips.remove(&job);
+        }
+        self.write(job, &safe[dropped..]);
+    }
+
     /// Emits what the job's masker held back.
     fn drain(&mut self, job: JobId) {
         if let Some(masker) = self.maskers.get_mut(&job) {
@@ -169,7 +198,41 @@ impl Handler<Output> for LogHub {
     type Result = ();
 
     fn handle(&mut self, msg: Output, ctx: &mut Context<Self>) {
-        self.for_job(ctx, msg.job, |act| act.take(msg.job, &msg.bytes));
+        self.for_job(ctx, msg.job, |act| act.take_output(msg.job, &msg.bytes));
+    }
+}
+
+impl Handler<BeginStep> for LogHub {
+    type Result = Result<u64, String>;
+
+    fn handle(&mut self, msg: BeginStep, ctx: &mut Context<Self>) -> Self::Result {
+        self.for_job(ctx, msg.job, |act| {
+            act.drain(msg.job);
+            act.skips.remove(&msg.job);
+            act.logs.len(msg.job).map_err(|err| err.to_string())
+        })
+        .unwrap_or_else(|| Err("the log hub failed".to_owned()))
+    }
+}
+
+impl Handler<SkipOutput> for LogHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: SkipOutput, ctx: &mut Context<Self>) {
+        self.for_job(ctx, msg.job, |act| {
+            let stored = match msg.skip {
+                Skip::StoredSince(from) => act
+                    .logs
+                    .len(msg.job)
+                    .map_or(0, |len| len.saturating_sub(from)),
+                Skip::Nothing => 0,
+            };
+            if stored == 0 {
+                act.skips.remove(&msg.job);
+            } else {
+                act.skips.insert(msg.job, stored);
+            }
+        });
     }
 }
 
@@ -197,6 +260,7 @@ impl Handler<FlushLog> for LogHub {
         self.for_job(ctx, msg.job, |act| {
             act.drain(msg.job);
             act.maskers.remove(&msg.job);
+            act.skips.remove(&msg.job);
         });
         let logs = self.logs.clone();
         Box::pin(

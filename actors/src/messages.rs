@@ -67,6 +67,35 @@ pub struct FlushLog {
     pub job: JobId,
 }
 
+/// A step is about to start: emit what the job's masker holds back, so that the step's output
+/// is masked from a fresh start, and answer the length of the job's log: where the step's output
+/// begins (recorded with `StepStarted`).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<u64, String>")]
+pub struct BeginStep {
+    pub job: JobId,
+}
+
+/// The output of a step taken back after a crash of Hodei comes again from its first byte,
+/// through a fresh masker: the same secrets give the same masked bytes, so the hub drops as
+/// many of them as the job's log already holds of the step. Sent before the step's output.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SkipOutput {
+    pub job: JobId,
+    pub skip: Skip,
+}
+
+/// What [`SkipOutput`] drops of a job's next output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// The masked bytes the log holds from this offset on (where the step's output began) to
+    /// its end.
+    StoredSince(u64),
+    /// Nothing: the step was not taken back after all.
+    Nothing,
+}
+
 /// A piece of a job's log as stored, for watchers.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]

@@ -11,8 +11,9 @@ use actix::{
 };
 use hodei_domain::ids::RunId;
 use hodei_domain::load::load;
-use hodei_domain::ports::{NewRun, PipelineVersion, RunRecord, Store};
+use hodei_domain::ports::{JobAttempt, NewRun, PipelineVersion, RunRecord, Store, StoreError};
 use hodei_domain::restart::{RestartDecision, RestartHistory, RestartPolicy};
+use hodei_domain::state::{JobState, StepState};
 
 use crate::Ports;
 use crate::contain::{ActorKind, guard_future, restarts};
@@ -102,7 +103,16 @@ impl Actor for Orchestrator {
         let (store, provider) = (self.ports.store.clone(), self.provider.clone());
         ctx.wait(
             async move {
-                match provider.send(ReapOrphans).await {
+                // The steps the store shows running may still run (a container outlives
+                // Hodei): their job attempts are spared, for their job actors to take back.
+                let spare = match running_steps(store.as_ref()).await {
+                    Ok(spare) => spare,
+                    Err(err) => {
+                        tracing::error!(error = %err, "Cannot list the running steps; none is taken back.");
+                        Vec::new()
+                    }
+                };
+                match provider.send(ReapOrphans { spare }).await {
                     Ok(Ok(orphans)) => {
                         for orphan in orphans {
                             tracing::warn!(job_id = %orphan.job, step = orphan.step, "Stopped a step left running by an earlier Hodei.");
@@ -129,6 +139,29 @@ impl Actor for Orchestrator {
             }),
         );
     }
+}
+
+/// The job attempts of unfinished runs that the store shows running a step.
+async fn running_steps(store: &dyn Store) -> Result<Vec<JobAttempt>, StoreError> {
+    let mut running = Vec::new();
+    for run in store.unfinished_runs().await? {
+        let Some(record) = store.run(run).await? else {
+            continue;
+        };
+        for job in record.jobs {
+            let in_step = job
+                .steps
+                .iter()
+                .any(|s| s.job_attempt == job.attempt && s.state == StepState::Running);
+            if matches!(job.state, JobState::Running { .. }) && in_step {
+                running.push(JobAttempt {
+                    job: job.id,
+                    attempt: job.attempt,
+                });
+            }
+        }
+    }
+    Ok(running)
 }
 
 impl Supervised for Orchestrator {

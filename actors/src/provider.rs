@@ -1,5 +1,6 @@
 //! The provider actor: owns a provider's housekeeping. At start-up it reaps what an earlier life
-//! of Hodei left running (level-triggered: a second pass finds nothing), and it keeps the count
+//! of Hodei left running (level-triggered: a second pass finds nothing), sparing the job
+//! attempts whose steps the resumed runs will try to take back, and it keeps the count
 //! of what it reaped for the logs and the metrics.
 
 use std::sync::Arc;
@@ -7,15 +8,19 @@ use std::sync::Arc;
 use actix::{
     Actor, ActorFutureExt, Context, Handler, Message, ResponseActFuture, Supervised, WrapFuture,
 };
-use hodei_domain::ports::{Orphan, ProviderError, Reconcile};
+use hodei_domain::ports::{JobAttempt, Orphan, ProviderError, Reconcile};
 
 use crate::contain::guard_future;
 use crate::supervise::{Restarts, Supervise};
 
-/// Stop whatever an earlier life of Hodei left running; answers with what was stopped.
+/// Stop whatever an earlier life of Hodei left running, except what belongs to the job attempts
+/// in `spare` (the store shows them running a step, and their job actors will try to take the
+/// step back); answers with what was stopped.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Vec<Orphan>, ProviderError>")]
-pub struct ReapOrphans;
+pub struct ReapOrphans {
+    pub spare: Vec<JobAttempt>,
+}
 
 /// Owns a provider's reconciliation.
 pub struct ProviderActor {
@@ -63,11 +68,11 @@ impl Supervise for ProviderActor {
 impl Handler<ReapOrphans> for ProviderActor {
     type Result = ResponseActFuture<Self, Result<Vec<Orphan>, ProviderError>>;
 
-    fn handle(&mut self, _: ReapOrphans, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: ReapOrphans, _: &mut Context<Self>) -> Self::Result {
         let reconcile = self.reconcile.clone();
         let name = self.name;
         Box::pin(
-            guard_future(async move { reconcile.reap_orphans().await })
+            guard_future(async move { reconcile.reap_orphans(&msg.spare).await })
                 .into_actor(self)
                 .map(move |result, act, ctx| match result {
                     Ok(Ok(orphans)) => {

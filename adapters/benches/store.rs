@@ -90,6 +90,7 @@ fn lifecycle(run: RunId, job: JobId, at: i64) -> Vec<DomainEvent> {
             job_attempt: attempt,
             step: 0,
             attempt,
+            log_offset: Some(0),
             at: Timestamp(at + 3),
         },
         DomainEvent::StepSucceeded {

@@ -472,7 +472,10 @@ impl FakeProvider {
 }
 
 impl Reconcile for FakeProvider {
-    fn reap_orphans(&self) -> BoxFuture<'_, Result<Vec<Orphan>, ProviderError>> {
+    fn reap_orphans<'a>(
+        &'a self,
+        _spare: &'a [hodei_domain::ports::JobAttempt],
+    ) -> BoxFuture<'a, Result<Vec<Orphan>, ProviderError>> {
         Box::pin(async move {
             self.enter(Call::ReapOrphans)?;
             Ok(std::mem::take(&mut *lock(&self.orphans)))

@@ -210,7 +210,7 @@ async fn an_engine_that_is_down_fails_every_call_until_it_is_back() {
             .is_err_and(|err| err.is_retryable())
     );
     assert!(
-        fake.reap_orphans()
+        fake.reap_orphans(&[])
             .await
             .is_err_and(|err| err.is_retryable())
     );
@@ -293,6 +293,6 @@ async fn scripted_orphans_are_reported_once() {
         id: "c1".into(),
     };
     fake.add_orphan(orphan.clone());
-    assert_eq!(fake.reap_orphans().await, Ok(vec![orphan]));
-    assert_eq!(fake.reap_orphans().await, Ok(vec![]));
+    assert_eq!(fake.reap_orphans(&[]).await, Ok(vec![orphan]));
+    assert_eq!(fake.reap_orphans(&[]).await, Ok(vec![]));
 }

@@ -14,7 +14,8 @@
 //!   usual.
 //! - `tear_down` of a workspace this router does not know (after a failed set-up, after a
 //!   restart) is handed to both providers: both tear-downs are idempotent and safe.
-//! - `reap_orphans` reaps with both and reports what both stopped.
+//! - `reap_orphans` reaps with both and reports what both stopped; `reattach_step` goes to the
+//!   provider the job's `image` calls for (only Docker can re-attach).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -22,9 +23,10 @@ use std::time::Duration;
 
 use hodei_domain::ids::JobId;
 use hodei_domain::ports::{
-    BoxFuture, JobSpec, Orphan, OutputSink, Provider, ProviderError, Reconcile, StepHandle,
-    StepSpec, Workspace,
+    BoxFuture, JobAttempt, JobSpec, Orphan, OutputSink, Provider, ProviderError, Reattached,
+    Reconcile, StepHandle, StepSpec, Workspace,
 };
+use hodei_domain::state::Attempt;
 
 use crate::docker::{DockerConfig, DockerProvider};
 use crate::local::LocalProvider;
@@ -306,15 +308,35 @@ impl Provider for ByImage {
             Ok(resumed)
         })
     }
+
+    fn reattach_step<'a>(
+        &'a self,
+        job: &'a JobSpec,
+        index: u32,
+        attempt: Attempt,
+        output: Arc<dyn OutputSink>,
+    ) -> BoxFuture<'a, Result<Option<Reattached>, ProviderError>> {
+        Box::pin(async move {
+            let (owner, provider) = self.for_job(job)?;
+            let reattached = provider.reattach_step(job, index, attempt, output).await?;
+            if reattached.is_some() {
+                self.own(job.job, Some(owner));
+            }
+            Ok(reattached)
+        })
+    }
 }
 
 impl Reconcile for ByImage {
-    fn reap_orphans(&self) -> BoxFuture<'_, Result<Vec<Orphan>, ProviderError>> {
+    fn reap_orphans<'a>(
+        &'a self,
+        spare: &'a [JobAttempt],
+    ) -> BoxFuture<'a, Result<Vec<Orphan>, ProviderError>> {
         Box::pin(async move {
             // Both reap, even when one of them fails.
-            let local = self.local.reap_orphans().await;
+            let local = self.local.reap_orphans(spare).await;
             let docker = match self.connected() {
-                Some(docker) => Some(docker.reap_orphans().await),
+                Some(docker) => Some(docker.reap_orphans(spare).await),
                 None => None,
             };
             let mut orphans = local?;

@@ -192,6 +192,43 @@ pub trait Provider: Send + Sync {
         let _ = job;
         Box::pin(async { Ok(None) })
     }
+
+    /// Takes back step `index`, attempt `attempt`, of a job attempt, as an earlier life of
+    /// Hodei left it: still running, or ended with its exit not collected yet. Its whole
+    /// output, **from its first byte**, goes to `output` (the caller skips what its log already
+    /// holds), and the handle works with [`wait_step`](Provider::wait_step) (the exit included)
+    /// and [`destroy_step`](Provider::destroy_step); the workspace with the job's next steps
+    /// and [`tear_down`](Provider::tear_down), as after [`set_up`](Provider::set_up).
+    ///
+    /// `Ok(None)` when the provider cannot: the step's process died with Hodei (a local
+    /// process), or its container is gone or was stopped by this life (an abandoned attempt).
+    /// The caller then records the step lost. The default cannot.
+    fn reattach_step<'a>(
+        &'a self,
+        job: &'a JobSpec,
+        index: u32,
+        attempt: Attempt,
+        output: Arc<dyn OutputSink>,
+    ) -> BoxFuture<'a, Result<Option<Reattached>, ProviderError>> {
+        let _ = (job, index, attempt, output);
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// A step of an earlier life taken back by [`Provider::reattach_step`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reattached {
+    /// The job attempt's workspace, for its next steps and its tear-down.
+    pub workspace: Workspace,
+    /// The step, for `wait_step` and `destroy_step`.
+    pub step: StepHandle,
+}
+
+/// A job attempt, as reconciliation names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobAttempt {
+    pub job: JobId,
+    pub attempt: Attempt,
 }
 
 /// Something a provider started in an earlier life of Hodei and stopped on reconciliation.
@@ -210,7 +247,16 @@ pub struct Orphan {
 pub trait Reconcile: Send + Sync {
     /// Stops everything this provider started before the current process and that still runs,
     /// and says what it was. Idempotent: a second call finds nothing.
-    fn reap_orphans(&self) -> BoxFuture<'_, Result<Vec<Orphan>, ProviderError>>;
+    ///
+    /// `spare` names the job attempts that the store shows running a step, which the current
+    /// life means to take back ([`Provider::reattach_step`]): a provider that can re-attach
+    /// leaves what belongs to them as it is (their steps, services, network and workspace);
+    /// one that cannot reaps them like the rest. Whatever is spared and then not taken back is
+    /// removed by the job's `tear_down`.
+    fn reap_orphans<'a>(
+        &'a self,
+        spare: &'a [JobAttempt],
+    ) -> BoxFuture<'a, Result<Vec<Orphan>, ProviderError>>;
 }
 
 /// A version of a pipeline definition, as stored.
@@ -272,6 +318,11 @@ pub struct StepRecord {
     pub state: crate::state::StepState,
     pub exit: Option<StepExit>,
     pub since: Timestamp,
+    /// The length of the job's log when the step attempt started ([`DomainEvent::StepStarted`]):
+    /// its output begins there. `None` for a step that never started.
+    ///
+    /// [`DomainEvent::StepStarted`]: crate::state::DomainEvent::StepStarted
+    pub log_offset: Option<u64>,
 }
 
 /// A pipeline as listed: its name and its latest version.

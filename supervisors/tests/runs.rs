@@ -379,3 +379,60 @@ async fn a_store_refusal_mid_attempt_reloads_the_job_and_the_run_still_finishes(
         "the log says what happened"
     );
 }
+
+#[actix_rt::test]
+async fn a_step_taken_back_after_a_crash_is_logged_once_and_masked_as_if_nothing_happened() {
+    use hodei_actors::messages::{BeginStep, FlushLog, OpenLog, Output, Skip, SkipOutput};
+    use hodei_domain::ids::JobId;
+    use hodei_domain::mask::mask_all;
+    use hodei_domain::ports::LogStore;
+
+    let h = harness("takeback", 1, Vec::new()).await;
+    let hub = &h.tree.hub;
+    let secret = "hunter2-pass";
+    let raw = format!("line 1\nkey={secret}\nline 3 {secret}{secret}\nend\n").into_bytes();
+    let expected_step = mask_all(&[secret.as_bytes()], &raw);
+    let chunks = |bytes: &[u8], size: usize| -> Vec<Vec<u8>> {
+        bytes.chunks(size).map(<[u8]>::to_vec).collect()
+    };
+    // Every point where the first life could have died, in several chunkings of each life.
+    for cut in 0..=raw.len() {
+        for (before, after) in [(1, 5), (3, 2), (7, 64)] {
+            let job = JobId(10_000 + (cut * 10 + before) as u64);
+            let open = || OpenLog {
+                job,
+                secrets: vec![secret.to_owned()],
+            };
+            // The first life: earlier output whose end the masker holds back (a prefix of the
+            // secret), then the step starts and prints up to `cut`, then Hodei dies: what the
+            // masker held is lost.
+            hub.do_send(open());
+            hub.do_send(Output {
+                job,
+                bytes: b"earlier hunt".to_vec(),
+            });
+            let offset = hub.send(BeginStep { job }).await.unwrap().unwrap();
+            for chunk in chunks(&raw[..cut], before) {
+                hub.do_send(Output { job, bytes: chunk });
+            }
+            // The next life: a fresh masker, the step's output again from its first byte.
+            hub.do_send(open());
+            hub.do_send(SkipOutput {
+                job,
+                skip: Skip::StoredSince(offset),
+            });
+            for chunk in chunks(&raw, after) {
+                hub.do_send(Output { job, bytes: chunk });
+            }
+            hub.send(FlushLog { job }).await.unwrap().unwrap();
+            let log = h.logs.read(job, 0, None).await.unwrap();
+            let mut expected = b"earlier hunt".to_vec();
+            expected.extend_from_slice(&expected_step);
+            assert_eq!(
+                String::from_utf8_lossy(&log),
+                String::from_utf8_lossy(&expected),
+                "cut at {cut}, chunks of {before} then {after}"
+            );
+        }
+    }
+}

@@ -7,7 +7,7 @@
 //! engine's configuration, and the labels), `jobs.rs` (set-up and tear-down of a job's
 //! workspace), `steps.rs` (a step's container, its wait and destroy), `logs.rs` (output),
 //! `images.rs` (pull policy), `services.rs` (services and readiness), `reconcile.rs` (orphans
-//! and re-attach), `engine.rs` (the engine calls), `error.rs`. The tests run a real engine: `adapters/tests/docker.rs`.
+//! and re-attach), `engine.rs` (the engine calls), `error.rs`. The tests run a real engine: `adapters/tests/docker/`.
 //!
 //! ## Design: a container per step
 //! Each step runs in a fresh container of the job's image; the steps of a job share its
@@ -39,8 +39,10 @@
 //!   volumes), its network and its workspace directory; it finds them by label, so it works
 //!   after a failed `set_up` and after a restart of Hodei.
 //! - Containers outlive the provider (dropping it stops only its readers): a later life can
-//!   re-attach to them ([`DockerProvider::live_steps`], [`DockerProvider::reattach`]) or reap
-//!   them ([`Reconcile::reap_orphans`]).
+//!   take a step back ([`Provider::reattach_step`]: the step's container, running or ended,
+//!   followed again from its first byte; or [`DockerProvider::live_steps`] and
+//!   [`DockerProvider::reattach`] from any byte) or reap them ([`Reconcile::reap_orphans`],
+//!   which spares the job attempts it is given).
 //!
 //! ## Assumptions
 //! The engine runs on this machine (the workspace is a host directory it mounts) and speaks
@@ -71,10 +73,10 @@ use std::time::Duration;
 
 use bollard::{API_DEFAULT_VERSION, Docker};
 use hodei_domain::ports::{
-    BoxFuture, JobSpec, Orphan, OutputSink, Provider, ProviderError, Reconcile, StepHandle,
-    StepSpec, Workspace,
+    BoxFuture, JobAttempt, JobSpec, Orphan, OutputSink, Provider, ProviderError, Reattached,
+    Reconcile, StepHandle, StepSpec, Workspace,
 };
-use hodei_domain::state::StepExit;
+use hodei_domain::state::{Attempt, StepExit};
 
 pub use convert::{
     INSTANCE_LABEL, JOB_ATTEMPT_LABEL, JOB_LABEL, RUN_LABEL, SERVICE_LABEL, STEP_ATTEMPT_LABEL,
@@ -345,12 +347,25 @@ impl Provider for DockerProvider {
                 .map_err(|err| err.into_provider(Phase::Other))
         })
     }
+
+    fn reattach_step<'a>(
+        &'a self,
+        job: &'a JobSpec,
+        index: u32,
+        attempt: Attempt,
+        output: Arc<dyn OutputSink>,
+    ) -> BoxFuture<'a, Result<Option<Reattached>, ProviderError>> {
+        Box::pin(self.reattach_job_step(job, index, attempt, output))
+    }
 }
 
 impl Reconcile for DockerProvider {
-    fn reap_orphans(&self) -> BoxFuture<'_, Result<Vec<Orphan>, ProviderError>> {
+    fn reap_orphans<'a>(
+        &'a self,
+        spare: &'a [JobAttempt],
+    ) -> BoxFuture<'a, Result<Vec<Orphan>, ProviderError>> {
         Box::pin(async move {
-            self.reap()
+            self.reap(spare)
                 .await
                 .map_err(|err| err.into_provider(Phase::Other))
         })

@@ -1,26 +1,30 @@
 //! After a restart of Hodei: finding the step containers an earlier life left, re-attaching
 //! to those worth keeping, and reaping the rest.
 //!
-//! Order matters: the actors first list the live steps ([`DockerProvider::live_steps`]) and
-//! re-attach to those whose jobs they resume ([`DockerProvider::reattach`]), then call
-//! [`Reconcile::reap_orphans`](hodei_domain::ports::Reconcile::reap_orphans), which spares
-//! the jobs this life set up or re-attached and removes everything else of this instance:
-//! step and service containers (running or not) and networks, and the workspaces of the jobs
-//! it reaped. Each step container removed is reported as an [`Orphan`]; services and
-//! networks are not steps and are removed silently.
+//! The actors first call [`Reconcile::reap_orphans`](hodei_domain::ports::Reconcile::reap_orphans)
+//! with the job attempts that the store shows running a step: it spares those, and the jobs
+//! this life set up or re-attached, and removes everything else of this instance: step and
+//! service containers (running or not) and networks, and the workspaces of the jobs it reaped.
+//! Each step container removed is reported as an [`Orphan`]; services and networks are not
+//! steps and are removed silently. Then each resumed job takes its step back
+//! ([`Provider::reattach_step`](hodei_domain::ports::Provider::reattach_step), or
+//! [`DockerProvider::reattach`] given a [`LiveStep`] of [`DockerProvider::live_steps`]), or,
+//! if it cannot, tears its job attempt down.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use bollard::models::ContainerSummaryStateEnum;
 use hodei_domain::ids::{JobId, RunId};
-use hodei_domain::ports::{Orphan, OutputSink, ProviderError, StepHandle};
+use hodei_domain::ports::{
+    JobAttempt, JobSpec, Orphan, OutputSink, ProviderError, Reattached, StepHandle, Workspace,
+};
 use hodei_domain::state::Attempt;
 
 use super::convert::{self, JobKey, StepKey};
 use super::error::{DockerError, Phase};
 use super::jobs::remove_workspace;
-use super::{DockerProvider, INSTANCE_LABEL, STEP_LABEL, engine};
+use super::{DockerProvider, INSTANCE_LABEL, STEP_ATTEMPT_LABEL, STEP_LABEL, engine};
 
 /// A step container of this instance, as the engine lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,10 +133,76 @@ impl DockerProvider {
         Ok(self.follow(key, step.container.clone(), from, output))
     }
 
-    /// Removes everything of this instance that belongs to no job of this life.
-    pub(super) async fn reap(&self) -> Result<Vec<Orphan>, DockerError> {
+    /// [`Provider::reattach_step`](hodei_domain::ports::Provider::reattach_step): the
+    /// container of that step, if the engine still has it and this life has not followed it
+    /// (a step this life started and then abandoned was stopped by it: it is lost), followed
+    /// again from its first byte.
+    pub(super) async fn reattach_job_step(
+        &self,
+        job: &JobSpec,
+        index: u32,
+        attempt: Attempt,
+        output: Arc<dyn OutputSink>,
+    ) -> Result<Option<Reattached>, ProviderError> {
+        let key = StepKey {
+            job: JobKey {
+                run: job.run,
+                job: job.job,
+                attempt: job.attempt,
+            },
+            index,
+            attempt,
+        };
+        if self.registry().keys().any(|(step, _)| *step == key) {
+            return Ok(None);
+        }
+        let mut labels = convert::job_labels(&self.instance, key.job);
+        labels.insert(STEP_LABEL.to_owned(), index.to_string());
+        labels.insert(STEP_ATTEMPT_LABEL.to_owned(), attempt.to_string());
+        let found = engine::containers(&self.docker, &labels)
+            .await
+            .map_err(|err| err.into_provider(Phase::Wait))?;
+        let Some(container) = found.into_iter().find_map(|summary| summary.id) else {
+            return Ok(None);
+        };
+        let live = LiveStep {
+            run: job.run,
+            job: job.job,
+            job_attempt: job.attempt,
+            index,
+            attempt,
+            container,
+            running: true,
+        };
+        let step = match self.reattach(&live, 0, output).await {
+            Ok(step) => step,
+            // Gone between the listing and the inspection: nothing to take back.
+            Err(ProviderError::Wait { .. }) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        let dir = convert::workspace_dir(&self.base, key.job);
+        Ok(Some(Reattached {
+            workspace: Workspace {
+                run: job.run,
+                job: job.job,
+                attempt: job.attempt,
+                id: dir.to_string_lossy().into_owned(),
+            },
+            step,
+        }))
+    }
+
+    /// Removes everything of this instance that belongs to no job of this life and to none of
+    /// the job attempts in `keep`.
+    pub(super) async fn reap(&self, keep: &[JobAttempt]) -> Result<Vec<Orphan>, DockerError> {
         let mut spare: HashSet<JobKey> = self.jobs().keys().copied().collect();
         spare.extend(self.registry().keys().map(|(step, _)| step.job));
+        let kept = |job: &JobKey| {
+            spare.contains(job)
+                || keep
+                    .iter()
+                    .any(|k| k.job == job.job && k.attempt == job.attempt)
+        };
         let labels = HashMap::from([(INSTANCE_LABEL.to_owned(), self.instance.clone())]);
 
         let mut orphans = Vec::new();
@@ -142,7 +212,7 @@ impl DockerProvider {
                 continue;
             };
             let job = convert::parse_job_labels(&labels);
-            if job.is_some_and(|job| spare.contains(&job)) {
+            if job.is_some_and(|job| kept(&job)) {
                 continue;
             }
             engine::remove(&self.docker, &id).await?;
@@ -163,7 +233,7 @@ impl DockerProvider {
         }
         for network in engine::networks(&self.docker, &labels).await? {
             let job = network.labels.as_ref().and_then(convert::parse_job_labels);
-            if job.is_some_and(|job| spare.contains(&job)) {
+            if job.is_some_and(|job| kept(&job)) {
                 continue;
             }
             let Some(id) = network.id else { continue };

@@ -62,8 +62,8 @@ use std::time::Duration;
 
 use hodei_domain::ids::{JobId, RunId};
 use hodei_domain::ports::{
-    BoxFuture, JobSpec, Orphan, OutputSink, Provider, ProviderError, Reconcile, StepHandle,
-    StepSpec, Workspace,
+    BoxFuture, JobAttempt, JobSpec, Orphan, OutputSink, Provider, ProviderError, Reconcile,
+    StepHandle, StepSpec, Workspace,
 };
 use hodei_domain::state::{Attempt, StepExit};
 use tokio::sync::watch;
@@ -417,7 +417,12 @@ impl Provider for LocalProvider {
 }
 
 impl Reconcile for LocalProvider {
-    fn reap_orphans(&self) -> BoxFuture<'_, Result<Vec<Orphan>, ProviderError>> {
+    /// A local step's process cannot be re-attached (its output pipe died with the earlier
+    /// Hodei): `spare` is not looked at, and every step process of an earlier life is reaped.
+    fn reap_orphans<'a>(
+        &'a self,
+        _spare: &'a [JobAttempt],
+    ) -> BoxFuture<'a, Result<Vec<Orphan>, ProviderError>> {
         Box::pin(async move {
             let mut spare = orphans::Spare::default();
             for step in self.registry().values() {

@@ -57,7 +57,7 @@ async fn reap_orphans_kills_an_earlier_life_and_spares_the_rest() {
     })
     .await;
 
-    let found = within("reap_orphans", ws.provider.reap_orphans())
+    let found = within("reap_orphans", ws.provider.reap_orphans(&[]))
         .await
         .expect("reaped");
     let pgid = orphan.id().expect("a pid").to_string();
@@ -80,7 +80,7 @@ async fn reap_orphans_kills_an_earlier_life_and_spares_the_rest() {
     for member in members {
         gone(member).await;
     }
-    let again = within("reap_orphans again", ws.provider.reap_orphans())
+    let again = within("reap_orphans again", ws.provider.reap_orphans(&[]))
         .await
         .expect("reaped");
     assert_eq!(again, [], "idempotent");

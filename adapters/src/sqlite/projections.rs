@@ -64,6 +64,8 @@ pub(super) struct StepRow<'a> {
     /// `None` when the process has not ended: the three exit columns are then NULL.
     pub oom: Option<bool>,
     pub since: i64,
+    /// Set by `StepStarted` only; the stored offset is kept otherwise.
+    pub log_offset: Option<u64>,
 }
 
 type StepKey = (JobId, Attempt, u32, Attempt);
@@ -161,9 +163,13 @@ impl<'a> Projection<'a> {
                 job_attempt,
                 step,
                 attempt,
+                log_offset,
                 ..
-            }
-            | E::StepTimedOut {
+            } => self.step(StepRow {
+                log_offset: *log_offset,
+                ..step_row(*job, *job_attempt, *step, *attempt, state, since)
+            }),
+            E::StepTimedOut {
                 job,
                 job_attempt,
                 step,
@@ -263,7 +269,11 @@ impl<'a> Projection<'a> {
     fn step(&mut self, row: StepRow<'a>) {
         let key = (row.job, row.job_attempt, row.index, row.attempt);
         match self.step_index.get(&key) {
-            Some(&i) => self.steps[i] = row,
+            Some(&i) => {
+                // A later event of the same step in one batch keeps where its output began.
+                let log_offset = row.log_offset.or(self.steps[i].log_offset);
+                self.steps[i] = StepRow { log_offset, ..row };
+            }
             None => {
                 self.step_index.insert(key, self.steps.len());
                 self.steps.push(row);
@@ -302,6 +312,7 @@ fn step_row<'a>(
         signal: None,
         oom: None,
         since,
+        log_offset: None,
     }
 }
 
@@ -455,6 +466,7 @@ mod tests {
                 job_attempt: a(1),
                 step: 0,
                 attempt: a(1),
+                log_offset: Some(0),
                 at: Timestamp(4),
             },
             DomainEvent::StepSucceeded {
@@ -569,7 +581,7 @@ mod tests {
             serde_json::json!([{
                 "job": 2, "job_attempt": 1, "index": 0, "attempt": 1, "state": "failed",
                 "reason": {"kind": "exit", "code": null, "signal": 9, "oom_killed": false},
-                "code": null, "signal": 9, "oom": false, "since": 3
+                "code": null, "signal": 9, "oom": false, "since": 3, "log_offset": null
             }])
         );
     }

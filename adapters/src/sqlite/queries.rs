@@ -73,16 +73,17 @@ macro_rules! upsert_steps {
         concat!(
             batch!(),
             "INSERT INTO steps (job_id, job_attempt, idx, attempt, state, reason, \
-                 exit_code, exit_signal, oom_killed, since) \
+                 exit_code, exit_signal, oom_killed, since, log_offset) \
              SELECT v.value ->> 'job', v.value ->> 'job_attempt', v.value ->> 'index', \
                  v.value ->> 'attempt', v.value ->> 'state', v.value ->> 'reason', \
                  v.value ->> 'code', v.value ->> 'signal', v.value ->> 'oom', \
-                 v.value ->> 'since' \
+                 v.value ->> 'since', v.value ->> 'log_offset' \
              FROM batch, json_each(batch.steps) AS v WHERE true \
              ON CONFLICT (job_id, job_attempt, idx, attempt) DO UPDATE SET \
                  state = excluded.state, reason = excluded.reason, \
                  exit_code = excluded.exit_code, exit_signal = excluded.exit_signal, \
-                 oom_killed = excluded.oom_killed, since = excluded.since"
+                 oom_killed = excluded.oom_killed, since = excluded.since, \
+                 log_offset = coalesce(excluded.log_offset, steps.log_offset)"
         )
     };
 }
@@ -314,6 +315,7 @@ type StepRow = (
     Option<i32>,
     Option<bool>,
     i64,
+    Option<i64>,
 );
 
 /// A run with its jobs in plan order and their steps; call it in a read transaction so that the
@@ -349,7 +351,7 @@ pub(super) async fn run(
     .map_err(fail)?;
     let steps: Vec<StepRow> = sqlx::query_as(
         "SELECT s.job_id, s.job_attempt, s.idx, s.attempt, s.state, s.reason, \
-                s.exit_code, s.exit_signal, s.oom_killed, s.since \
+                s.exit_code, s.exit_signal, s.oom_killed, s.since, s.log_offset \
          FROM jobs j JOIN steps s ON s.job_id = j.id WHERE j.run_id = ?1 \
          ORDER BY s.job_id, s.job_attempt, s.idx, s.attempt",
     )
@@ -376,7 +378,9 @@ pub(super) async fn run(
             steps: Vec::new(),
         });
     }
-    for (job, job_attempt, index, attempt, state, reason, code, signal, oom, since) in steps {
+    for (job, job_attempt, index, attempt, state, reason, code, signal, oom, since, log_offset) in
+        steps
+    {
         let job_id = JobId(stored_id("job id", job)?);
         let what = format!("step {index} of {job_id}");
         let record = StepRecord {
@@ -386,6 +390,7 @@ pub(super) async fn run(
             state: step_state(&state, reason.as_deref()).map_err(|e| corrupt(&what, e))?,
             exit: step_exit(code, signal, oom),
             since: Timestamp(since),
+            log_offset: log_offset.and_then(|offset| u64::try_from(offset).ok()),
         };
         match position.get(&job_id).and_then(|&i| records.get_mut(i)) {
             Some(job) => job.steps.push(record),

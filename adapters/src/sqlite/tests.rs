@@ -88,6 +88,7 @@ fn lifecycle(run: RunId, job: JobId, attempt: Attempt, at: i64) -> Vec<DomainEve
             job_attempt: attempt,
             step: 0,
             attempt: a(1),
+            log_offset: Some(7),
             at: Timestamp(at + 3),
         },
         DomainEvent::StepSucceeded {
@@ -213,6 +214,22 @@ async fn a_job_lifecycle_is_projected_onto_the_run_its_jobs_and_steps() {
         (step.exit, step.since),
         (Some(StepExit::code(0)), Timestamp(14))
     );
+    // Where the step's output began in the log outlives the step's later events.
+    assert_eq!(step.log_offset, Some(7));
+}
+
+#[tokio::test]
+async fn a_step_keeps_where_its_output_began_when_its_end_comes_in_the_same_batch() {
+    let store = SqliteStore::memory().await.unwrap();
+    let run = new_run(&store, &["build"], 0).await;
+    let mut events = vec![DomainEvent::RunStarted {
+        run: run.id,
+        at: Timestamp(1),
+    }];
+    events.extend(lifecycle(run.id, run.jobs[0].id, a(1), 10));
+    within(store.append(events)).await.unwrap();
+    let record = reload(&store, run.id).await;
+    assert_eq!(record.jobs[0].steps[0].log_offset, Some(7));
 }
 
 #[tokio::test]
@@ -263,6 +280,7 @@ async fn retries_are_recorded_with_their_attempt_numbers() {
             job_attempt: a(1),
             step: 0,
             attempt: a(2),
+            log_offset: Some(7),
             at: Timestamp(6),
         },
         DomainEvent::StepFailed {

@@ -143,6 +143,10 @@ pub enum DomainEvent {
         job_attempt: Attempt,
         step: u32,
         attempt: Attempt,
+        /// The length of the job's log when the step started: its output begins there. Absent
+        /// in events recorded before Hodei kept it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        log_offset: Option<u64>,
         at: Timestamp,
     },
     /// The step exited with code 0. Step state: `succeeded`.

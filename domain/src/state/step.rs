@@ -71,7 +71,11 @@ impl StepState {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum StepEvent {
     /// The provider started the step's process.
-    Start,
+    Start {
+        /// The length of the job's log when the step started: its output begins there. A
+        /// step re-attached after a crash of Hodei finds what of it the log already holds.
+        log_offset: u64,
+    },
     /// The process ended (successfully or not: see [`StepExit::is_success`]).
     Exited(StepExit),
     /// The step's timeout elapsed; the caller stops the process.
@@ -96,7 +100,7 @@ impl StepEvent {
     /// The event's name, for errors and logs.
     pub fn name(&self) -> &'static str {
         match self {
-            StepEvent::Start => "start",
+            StepEvent::Start { .. } => "start",
             StepEvent::Exited(_) => "exited",
             StepEvent::TimeOut => "time_out",
             StepEvent::Lost => "lost",
@@ -265,7 +269,13 @@ impl StepMachine {
             },
         };
         let (attempt, state, emitted) = match (state, event) {
-            (S::Pending, E::Start) => (attempt, S::Running, emit!(StepStarted {})),
+            (S::Pending, E::Start { log_offset }) => (
+                attempt,
+                S::Running,
+                emit!(StepStarted {
+                    log_offset: Some(log_offset)
+                }),
+            ),
             (S::Pending, E::Skip { reason }) => (
                 attempt,
                 S::Skipped { reason },
@@ -284,7 +294,7 @@ impl StepMachine {
                 (attempt, S::Cancelled, emit!(StepCancelled {}))
             }
             (state, event) => {
-                let rejection = if matches!((&state, &event), (S::Running, E::Start)) {
+                let rejection = if matches!((&state, &event), (S::Running, E::Start { .. })) {
                     Rejection::Stale
                 } else {
                     Rejection::OutOfOrder

@@ -50,7 +50,13 @@ fn every_legal_transition() {
     let killed = E::Exited(StepExit::signal(9));
     // (machine, event, state after, event kind, attempt after)
     let table: Vec<(StepMachine, StepEvent, &str, &str, u32)> = vec![
-        (pending(1, 1), E::Start, "running", "step_started", 1),
+        (
+            pending(1, 1),
+            E::Start { log_offset: 0 },
+            "running",
+            "step_started",
+            1,
+        ),
         (pending(1, 1), skip(), "skipped", "step_skipped", 1),
         (pending(1, 1), E::Cancel, "cancelled", "step_cancelled", 1),
         (pending(1, 1), provider(), "failed", "step_failed", 1),
@@ -90,10 +96,14 @@ fn representative_illegal_transitions() {
         (pending(1, 1), exited(0), OutOfOrder),
         (pending(1, 1), E::Lost, OutOfOrder),
         (pending(1, 1), E::TimeOut, OutOfOrder),
-        (running(1, 1), E::Start, Stale),
+        (running(1, 1), E::Start { log_offset: 0 }, Stale),
         (running(1, 1), skip(), OutOfOrder),
         (step(StepState::Succeeded, 1, 1), E::Cancel, Finished),
-        (step(StepState::Cancelled, 1, 3), E::Start, Finished),
+        (
+            step(StepState::Cancelled, 1, 3),
+            E::Start { log_offset: 0 },
+            Finished,
+        ),
         (step(StepState::TimedOut, 1, 1), E::TimeOut, Finished),
     ];
     for (machine, event, rejection) in table {
