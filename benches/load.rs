@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Context, Handler};
 use hodei_actors::Ports;
 use hodei_actors::fault::Faults;
-use hodei_actors::messages::{Published, SubmitRun, Subscribe, WorkerSpec};
+use hodei_actors::messages::{Definition, Published, SubmitRun, Subscribe, WorkerSpec};
 use hodei_actors::run::Approvals;
 use hodei_actors::scheduler::GetQueueStats;
 use hodei_adapters::clock::SystemClock;
@@ -53,6 +53,22 @@ fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// The pipeline stored as its latest version, as the API submits it: runs name the version.
+async fn stored(tree: &Tree, source: String) -> Definition {
+    let name = source
+        .lines()
+        .find_map(|line| line.strip_prefix("name: "))
+        .expect("the pipeline has a name")
+        .to_owned();
+    let version = tree
+        .ports
+        .store
+        .put_pipeline(&name, &source, tree.ports.clock.now())
+        .await
+        .expect("the store keeps the pipeline");
+    Definition::Stored(version)
 }
 
 async fn tree<P: Provider + Reconcile + 'static>(
@@ -154,12 +170,12 @@ async fn throughput(runs: usize, jobs: usize) -> f64 {
     let dir = scratch("throughput");
     let tree = tree(&dir, Arc::new(FakeProvider::quiet()), 256).await;
     let mut rx = tap(&tree);
-    let source = pipeline(jobs, "noop");
+    let source = stored(&tree, pipeline(jobs, "noop")).await;
     let started = Instant::now();
     let mut pending = Vec::new();
     for _ in 0..runs {
         pending.push(tree.orchestrator.send(SubmitRun {
-            source: source.clone(),
+            definition: source.clone(),
             inputs: RunInputs::default(),
         }));
     }
@@ -181,7 +197,7 @@ async fn latency(rate: f64, count: usize) {
     let dir = scratch("latency");
     let tree = tree(&dir, Arc::new(FakeProvider::quiet()), 256).await;
     let mut rx = tap(&tree);
-    let source = pipeline(1, "noop");
+    let source = stored(&tree, pipeline(1, "noop")).await;
     let interval = Duration::from_secs_f64(1.0 / rate);
     let submitted: Arc<Mutex<HashMap<RunId, Instant>>> = Arc::default();
     let mut started: HashMap<RunId, Instant> = HashMap::new();
@@ -193,7 +209,7 @@ async fn latency(rate: f64, count: usize) {
         let run = tree
             .orchestrator
             .send(SubmitRun {
-                source: source.clone(),
+                definition: source.clone(),
                 inputs: RunInputs::default(),
             })
             .await
@@ -258,12 +274,12 @@ async fn local_spawn(jobs: usize, parallel: usize) {
     let tree = tree(&dir, provider, parallel as u32).await;
     let mut rx = tap(&tree);
     let runs = jobs / 10;
-    let source = pipeline(10, "true");
+    let source = stored(&tree, pipeline(10, "true")).await;
     let started = Instant::now();
     for _ in 0..runs {
         tree.orchestrator
             .send(SubmitRun {
-                source: source.clone(),
+                definition: source.clone(),
                 inputs: RunInputs::default(),
             })
             .await
@@ -295,11 +311,11 @@ async fn queued_memory(jobs: usize) {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let idle = rss_kib();
     let per_run = 100;
-    let source = pipeline(per_run, "noop");
+    let source = stored(&tree, pipeline(per_run, "noop")).await;
     for _ in 0..jobs / per_run {
         tree.orchestrator
             .send(SubmitRun {
-                source: source.clone(),
+                definition: source.clone(),
                 inputs: RunInputs::default(),
             })
             .await

@@ -22,7 +22,8 @@ use crate::contain::guard_future;
 use crate::fault::Point;
 use crate::loghub::{HubSink, LogHub};
 use crate::messages::{
-    AttemptEnded, BeginStep, CancelJob, FlushLog, Note, OpenLog, Publish, Release, Skip, SkipOutput,
+    AttemptEnded, BeginStep, CancelJob, FlushLog, Note, OpenLog, Placed, PlacementId, Publish,
+    Release, Skip, SkipOutput,
 };
 use crate::run::RunActor;
 use crate::scheduler::Scheduler;
@@ -113,8 +114,8 @@ pub struct JobActor {
     scheduler: Addr<Scheduler>,
     run: Addr<RunActor>,
     cancel: watch::Sender<bool>,
-    /// The worker the scheduler chose, for a queued job.
-    placement: Option<WorkerId>,
+    /// The worker the scheduler chose.
+    placement: Placed,
     /// Holds a slot of the scheduler, to give back when the attempt ends however it ends.
     placed: Arc<SlotHeld>,
     /// What the attempt has running, to stop if the attempt fails half-way.
@@ -123,19 +124,28 @@ pub struct JobActor {
     attempt: Option<actix::SpawnHandle>,
 }
 
-/// Whether a job actor holds a slot of the scheduler: given back once, by whoever is first —
-/// the attempt as soon as its last process is gone, or the actor when it stops.
-#[derive(Debug, Default)]
-struct SlotHeld(std::sync::atomic::AtomicBool);
+/// The slot of the scheduler a job actor holds: given back once, by whoever is first — the
+/// attempt as soon as its last process is gone, or the actor when it stops.
+#[derive(Debug)]
+struct SlotHeld {
+    held: std::sync::atomic::AtomicBool,
+    placement: PlacementId,
+}
 
 impl SlotHeld {
-    fn hold(&self, held: bool) {
-        self.0.store(held, std::sync::atomic::Ordering::SeqCst);
+    fn new(placement: PlacementId) -> SlotHeld {
+        SlotHeld {
+            held: std::sync::atomic::AtomicBool::new(true),
+            placement,
+        }
     }
 
     fn release(&self, scheduler: &Addr<Scheduler>, job: JobId) {
-        if self.0.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            scheduler.do_send(Release { job });
+        if self.held.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            scheduler.do_send(Release {
+                job,
+                placement: self.placement,
+            });
         }
     }
 }
@@ -148,14 +158,14 @@ struct Live {
 }
 
 impl JobActor {
-    /// An actor for the attempt of `machine`: queued and just placed on `placement`, or found
-    /// placed or running after a restart (`placement` is then `None`).
+    /// An actor for the attempt of `machine`, placed on `placement`: queued, or found placed or
+    /// running after a restart.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         index: usize,
         def: Arc<JobDef>,
         machine: JobMachine,
-        placement: Option<WorkerId>,
+        placement: Placed,
         ports: Ports,
         hub: Addr<LogHub>,
         bus: Addr<EventBus>,
@@ -172,8 +182,8 @@ impl JobActor {
             scheduler,
             run,
             cancel: watch::channel(false).0,
+            placed: Arc::new(SlotHeld::new(placement.placement)),
             placement,
-            placed: Arc::default(),
             live: Arc::default(),
             attempt: None,
         }
@@ -256,15 +266,13 @@ impl Actor for JobActor {
             secrets: self.def.secrets.clone(),
         });
         match machine.state().clone() {
-            JobState::Queued => match self.placement.take() {
-                Some(worker) => self.execute(ctx, machine, worker),
-                None => self.hand_back(ctx, machine),
-            },
+            JobState::Queued => {
+                let worker = self.placement.worker.clone();
+                self.execute(ctx, machine, worker);
+            }
             JobState::Placed { worker } | JobState::Running { worker } => {
                 // Found mid-attempt after a restart: its processes died with the earlier Hodei.
-                let placement = self.placement.take();
-                self.placed.hold(placement.is_some());
-                let same_worker = placement.as_ref() == Some(&worker);
+                let same_worker = self.placement.worker == worker;
                 let attempt = self.attempt();
                 self.drive(ctx, async move {
                     attempt.recover(machine, worker, same_worker).await
@@ -279,7 +287,6 @@ impl JobActor {
     /// Records the placement and runs the attempt.
     fn execute(&mut self, ctx: &mut Context<Self>, machine: JobMachine, worker: WorkerId) {
         let mut machine = machine;
-        self.placed.hold(true);
         let now = self.ports.clock.now();
         let placed = match machine.apply(
             JobEvent::Place {

@@ -7,7 +7,7 @@ use actix::{Message, Recipient};
 use hodei_domain::ids::{JobId, RunId, WorkerId};
 use hodei_domain::model::{Label, Name, Resources};
 use hodei_domain::plan::{InputError, RunInputs};
-use hodei_domain::ports::StoreError;
+use hodei_domain::ports::{PipelineVersion, StoreError};
 use hodei_domain::state::{DomainEvent, JobMachine};
 
 // ---- Event bus --------------------------------------------------------------------------------
@@ -151,7 +151,10 @@ pub struct Enqueue {
     pub resources: Resources,
     pub priority: i32,
     pub concurrency: Option<Name>,
-    pub reply: Recipient<QueueReply>,
+    /// Where the placement goes.
+    pub reply: Recipient<Placed>,
+    /// Where the scheduler asks for the run's requests again after a restart.
+    pub again: Recipient<AskAgain>,
 }
 
 /// Forget a queued job (cancelled before it was placed).
@@ -161,23 +164,46 @@ pub struct Dequeue {
     pub job: JobId,
 }
 
-/// A placed job is done with its worker: free the slot and the concurrency group.
+/// One placement of a job on a worker, numbered by the scheduler: a release names the
+/// placement it ends, so that a late release of an earlier placement never frees a later one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PlacementId(pub u64);
+
+/// A placed job is done with its worker: free the slot and the concurrency group, if that
+/// placement still holds them.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Release {
     pub job: JobId,
+    pub placement: PlacementId,
 }
 
-/// The scheduler's answer to an [`Enqueue`].
+/// The scheduler's answer to an [`Enqueue`]: it chose a worker for the job, which holds one of
+/// its slots from now on. The asker answers whether it took the placement up; one it does not
+/// take up, or never handles (it stopped first), is released by the scheduler itself, so that
+/// no slot outlives the job it was given to.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Taken")]
+pub struct Placed {
+    pub job: JobId,
+    pub worker: WorkerId,
+    pub placement: PlacementId,
+}
+
+/// Whether an asker took a placement up: a job actor now holds it, and releases it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, actix::MessageResponse)]
+pub enum Taken {
+    Yes,
+    /// Not wanted any more (cancelled, or the run reloaded meanwhile): the scheduler frees it.
+    No,
+}
+
+/// The scheduler restarted and may have lost requests of the run: send again every job still
+/// waiting for a placement (a job still queued is not queued twice).
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
-pub enum QueueReply {
-    /// The scheduler chose a worker for the job, which holds one of its slots until
-    /// [`Release`].
-    Placed { job: JobId, worker: WorkerId },
-    /// The scheduler restarted and may have lost requests of the run: send again every job
-    /// still waiting for a placement (a job still queued is not queued twice).
-    AskAgain { run: RunId },
+pub struct AskAgain {
+    pub run: RunId,
 }
 
 // ---- Runs and jobs ----------------------------------------------------------------------------
@@ -223,12 +249,31 @@ pub struct RetryRun {
     pub run: RunId,
 }
 
+/// What a submitted run runs.
+#[derive(Debug, Clone)]
+pub enum Definition {
+    /// A version the store already holds, as the caller read it: the run records this version.
+    Stored(PipelineVersion),
+    /// A pipeline's YAML text (`hodei run FILE`): stored as a new version of its pipeline,
+    /// unless it is the text of the latest stored version, which the run then records.
+    Text(String),
+}
+
+impl Definition {
+    /// The pipeline's YAML text.
+    pub fn source(&self) -> &str {
+        match self {
+            Definition::Stored(version) => &version.source,
+            Definition::Text(source) => source,
+        }
+    }
+}
+
 /// Accept a run of a pipeline; answers with its id once it is durable.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<RunId, SubmitError>")]
 pub struct SubmitRun {
-    /// The pipeline's YAML text.
-    pub source: String,
+    pub definition: Definition,
     pub inputs: RunInputs,
 }
 

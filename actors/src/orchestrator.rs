@@ -11,7 +11,7 @@ use actix::{
 };
 use hodei_domain::ids::RunId;
 use hodei_domain::load::load;
-use hodei_domain::ports::{JobAttempt, NewRun, PipelineVersion, RunRecord, Store, StoreError};
+use hodei_domain::ports::{JobAttempt, NewRun, RunRecord, Store, StoreError};
 use hodei_domain::restart::{RestartDecision, RestartHistory, RestartPolicy};
 use hodei_domain::state::{JobState, StepState};
 
@@ -19,7 +19,7 @@ use crate::Ports;
 use crate::contain::{ActorKind, guard_future, restarts};
 use crate::fault::Point;
 use crate::messages::{
-    ApproveJob, CancelRun, RerunRun, RetryRun, RunActorStopped, SubmitError, SubmitRun,
+    ApproveJob, CancelRun, Definition, RerunRun, RetryRun, RunActorStopped, SubmitError, SubmitRun,
 };
 use crate::provider::{ProviderActor, ReapOrphans};
 use crate::run::{Approvals, Peers, RunActor};
@@ -38,9 +38,6 @@ pub struct Orchestrator {
     runs: HashMap<RunId, Addr<RunActor>>,
     /// The restarts of each run's actor.
     history: HashMap<RunId, RestartHistory>,
-    /// The latest stored version of each pipeline submitted here (Hodei is the store's only
-    /// writer, so it stays true).
-    versions: HashMap<String, (PipelineVersion, std::sync::Arc<crate::run::SharedPlan>)>,
     restarts: Restarts,
 }
 
@@ -65,7 +62,6 @@ impl Orchestrator {
             policy: RestartPolicy::default(),
             runs: HashMap::new(),
             history: HashMap::new(),
-            versions: HashMap::new(),
             restarts,
         }
     }
@@ -190,8 +186,9 @@ impl Handler<SubmitRun> for Orchestrator {
             act.ports.faults.hit(Point::SubmitRun);
             // A definition already planned (the same text as an earlier run's) is not parsed
             // again; one that does not load is parsed for its diagnostics.
-            let Some(plan) = crate::run::shared_plan(&msg.source) else {
-                let loaded = load(&msg.source);
+            let source = msg.definition.source();
+            let Some(plan) = crate::run::shared_plan(source) else {
+                let loaded = load(source);
                 let text: Vec<String> = loaded
                     .diagnostics
                     .iter()
@@ -206,15 +203,9 @@ impl Handler<SubmitRun> for Orchestrator {
             if !plan.post.is_empty() {
                 jobs.push(crate::run::POST_JOB.into());
             }
-            // The same text as the latest stored version is that version: no write needed.
-            let known = act
-                .versions
-                .get(plan.pipeline.as_str())
-                .filter(|(v, _)| v.source == msg.source)
-                .map(|(v, _)| v.clone());
-            Ok((plan.pipeline.to_string(), jobs, known, plan))
+            Ok((plan.pipeline.to_string(), jobs))
         });
-        let (name, jobs, known, plan) = match checked {
+        let (name, jobs) = match checked {
             Ok(Ok(checked)) => checked,
             Ok(Err(err)) => return Box::pin(actix::fut::ready(Err(err))),
             Err(panicked) => {
@@ -228,9 +219,9 @@ impl Handler<SubmitRun> for Orchestrator {
             }
         };
         let fut = async move {
-            let version = match known {
-                Some(version) => version,
-                None => store.put_pipeline(&name, &msg.source, now).await?,
+            let version = match msg.definition {
+                Definition::Stored(version) => version,
+                Definition::Text(source) => store.put_pipeline(&name, &source, now).await?,
             };
             let record = store
                 .create_run(NewRun {
@@ -241,7 +232,7 @@ impl Handler<SubmitRun> for Orchestrator {
                     at: now,
                 })
                 .await?;
-            Ok::<_, SubmitError>((version, record))
+            Ok::<_, SubmitError>(record)
         };
         Box::pin(guard_future(fut).into_actor(self).map(|result, act, ctx| {
             let result = match result {
@@ -252,10 +243,8 @@ impl Handler<SubmitRun> for Orchestrator {
                     return Err(SubmitError::Internal(panicked.message));
                 }
             };
-            let (version, record) = result?;
+            let record = result?;
             let run = record.id;
-            // Kept with its plan: the next run of the same text is neither parsed nor planned.
-            act.versions.insert(version.name.clone(), (version, plan));
             act.start_created(record);
             Ok(run)
         }))

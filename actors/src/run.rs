@@ -25,8 +25,8 @@ use crate::bus::EventBus;
 use crate::job::{Hooks, JobActor, JobDef, persist};
 use crate::loghub::LogHub;
 use crate::messages::{
-    ApproveJob, AttemptEnded, CancelJob, CancelRun, Dequeue, Enqueue, QueueReply, Release,
-    RunActorStopped,
+    ApproveJob, AskAgain, AttemptEnded, CancelJob, CancelRun, Dequeue, Enqueue, Placed,
+    RunActorStopped, Taken,
 };
 use crate::scheduler::Scheduler;
 
@@ -282,7 +282,7 @@ impl RunActor {
             };
             if asks {
                 loaded.not_before.remove(&i);
-                let request = enqueue(loaded, i, me.clone().recipient());
+                let request = enqueue(loaded, i, &me);
                 self.peers.scheduler.do_send(request);
                 loaded.slots[i].enqueued = true;
             }
@@ -315,12 +315,7 @@ impl RunActor {
     }
 
     /// Starts the job actor of slot `i`, handing it the job's machine.
-    fn spawn_job(
-        &mut self,
-        i: usize,
-        placement: Option<hodei_domain::ids::WorkerId>,
-        me: Addr<RunActor>,
-    ) {
+    fn spawn_job(&mut self, i: usize, placement: Placed, me: Addr<RunActor>) {
         let Some(loaded) = self.loaded.as_mut() else {
             return;
         };
@@ -499,28 +494,30 @@ impl Handler<AttemptEnded> for RunActor {
     }
 }
 
-impl Handler<QueueReply> for RunActor {
+impl Handler<AskAgain> for RunActor {
     type Result = ();
 
-    fn handle(&mut self, msg: QueueReply, ctx: &mut Context<Self>) {
-        let (job, worker) = match msg {
-            QueueReply::Placed { job, worker } => (job, worker),
-            QueueReply::AskAgain { .. } => {
-                // The scheduler may have lost requests: every job waiting for a slot asks again.
-                if let Some(loaded) = self.loaded.as_mut() {
-                    for slot in &mut loaded.slots {
-                        if slot.actor.is_none() {
-                            slot.enqueued = false;
-                        }
-                    }
+    fn handle(&mut self, _: AskAgain, ctx: &mut Context<Self>) {
+        // The scheduler may have lost requests: every job waiting for a slot asks again.
+        if let Some(loaded) = self.loaded.as_mut() {
+            for slot in &mut loaded.slots {
+                if slot.actor.is_none() {
+                    slot.enqueued = false;
                 }
-                return self.after_reconcile(ctx);
             }
-        };
+        }
+        self.after_reconcile(ctx);
+    }
+}
+
+impl Handler<Placed> for RunActor {
+    type Result = Taken;
+
+    fn handle(&mut self, msg: Placed, ctx: &mut Context<Self>) -> Taken {
         let slot = self.loaded.as_mut().and_then(|l| {
             l.slots
                 .iter()
-                .position(|s| s.id == job)
+                .position(|s| s.id == msg.job)
                 .map(|i| (i, &mut l.slots[i]))
         });
         match slot {
@@ -532,12 +529,11 @@ impl Handler<QueueReply> for RunActor {
                     ) =>
             {
                 slot.enqueued = false;
-                self.spawn_job(i, Some(worker), ctx.address());
+                self.spawn_job(i, msg, ctx.address());
+                Taken::Yes
             }
-            _ => {
-                // Cancelled or reloaded meanwhile: give the slot back.
-                self.peers.scheduler.do_send(Release { job });
-            }
+            // Cancelled or reloaded meanwhile: the scheduler takes the slot back.
+            _ => Taken::No,
         }
     }
 }
@@ -792,8 +788,9 @@ fn runs_on(planned: &hodei_domain::plan::PlannedJob) -> Vec<hodei_domain::model:
 }
 
 /// The scheduler request for the queued job of slot `i`.
-fn enqueue(loaded: &Loaded, i: usize, reply: Recipient<QueueReply>) -> Enqueue {
+fn enqueue(loaded: &Loaded, i: usize, me: &Addr<RunActor>) -> Enqueue {
     let slot = &loaded.slots[i];
+    let (reply, again) = (me.clone().recipient(), me.clone().recipient());
     match loaded.plan.jobs.get(i) {
         Some(planned) => Enqueue {
             job: slot.id,
@@ -804,6 +801,7 @@ fn enqueue(loaded: &Loaded, i: usize, reply: Recipient<QueueReply>) -> Enqueue {
             priority: planned.priority,
             concurrency: planned.concurrency.clone(),
             reply,
+            again,
         },
         // The pipeline's post hooks go anywhere.
         None => Enqueue {
@@ -815,6 +813,7 @@ fn enqueue(loaded: &Loaded, i: usize, reply: Recipient<QueueReply>) -> Enqueue {
             priority: 0,
             concurrency: None,
             reply,
+            again,
         },
     }
 }

@@ -21,7 +21,7 @@ use hodei_domain::schedule::{
 };
 
 use crate::fault::{Faults, Point};
-use crate::messages::{AddWorker, Dequeue, Enqueue, QueueReply, Release};
+use crate::messages::{AddWorker, AskAgain, Dequeue, Enqueue, Placed, PlacementId, Release, Taken};
 use crate::supervise::{Restarts, Supervise, contained};
 
 /// A worker is gone (its lease ran out): place nothing more on it.
@@ -104,7 +104,8 @@ pub struct QueueStats {
 /// The address that waits for a run's placements. One per run, not per job: a queued job costs
 /// the scheduler its queue entry only.
 struct Asker {
-    reply: Recipient<QueueReply>,
+    reply: Recipient<Placed>,
+    again: Recipient<AskAgain>,
     queued: u32,
 }
 
@@ -114,6 +115,9 @@ pub struct Scheduler {
     clock: Arc<dyn Clock>,
     /// Who waits for the placements of each run's jobs, and how many of them are queued.
     askers: HashMap<RunId, Asker>,
+    /// The placement each placed job holds; a release of any other placement is stale.
+    placements: HashMap<JobId, PlacementId>,
+    /// The last number given to a queued job or a placement.
     seq: u64,
     faults: Faults,
     restarts: Restarts,
@@ -126,6 +130,7 @@ impl Scheduler {
             cluster: Cluster::new(Policy::default()),
             clock,
             askers: HashMap::new(),
+            placements: HashMap::new(),
             seq: 0,
             faults,
             restarts,
@@ -134,29 +139,46 @@ impl Scheduler {
 }
 
 impl Scheduler {
-    /// Places what can be placed and tells each job where it goes.
-    fn place(&mut self) {
+    /// Places what can be placed and tells each job where it goes. A placement that its asker
+    /// does not take up — it refuses it, or stops before it reads it — is released here: a slot
+    /// is held only by a job actor that took it.
+    fn place(&mut self, ctx: &mut Context<Self>) {
         self.faults.hit(Point::Place);
         let now = self.clock.now();
         let placements = self.cluster.place(now, usize::MAX);
         for placement in placements {
-            let taken = match self.askers.get(&placement.run) {
+            let (job, run) = (placement.job, placement.run);
+            match self.askers.get(&run) {
                 Some(asker) if asker.reply.connected() => {
-                    asker.reply.do_send(QueueReply::Placed {
-                        job: placement.job,
+                    self.seq += 1;
+                    let id = PlacementId(self.seq);
+                    self.placements.insert(job, id);
+                    let answer = asker.reply.send(Placed {
+                        job,
                         worker: placement.worker,
+                        placement: id,
                     });
-                    true
+                    let me = ctx.address();
+                    actix::spawn(async move {
+                        if !matches!(answer.await, Ok(Taken::Yes)) {
+                            me.do_send(Release { job, placement: id });
+                        }
+                    });
                 }
-                _ => false,
-            };
-            if !taken {
                 // Nobody waits for it any more (its run actor stopped; the next one asks
                 // again): give the slot back.
-                let _ = self.cluster.finished(placement.job);
+                _ => {
+                    let _ = self.cluster.finished(job);
+                }
             }
-            self.left_queue(placement.run);
+            self.left_queue(run);
         }
+    }
+
+    /// Frees the slot of a placed job, whichever placement holds it.
+    fn free(&mut self, job: JobId) {
+        self.placements.remove(&job);
+        let _ = self.cluster.finished(job);
     }
 
     /// One job of `run` left the queue.
@@ -191,7 +213,7 @@ impl Handler<PlaceQueued> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, _: PlaceQueued, ctx: &mut Context<Self>) {
-        contained(self, ctx, |act, _| act.place());
+        contained(self, ctx, |act, ctx| act.place(ctx));
     }
 }
 
@@ -216,7 +238,7 @@ impl Supervised for Scheduler {
             }
         }
         for (&run, asker) in &self.askers {
-            asker.reply.do_send(QueueReply::AskAgain { run });
+            asker.again.do_send(AskAgain { run });
         }
     }
 }
@@ -231,7 +253,7 @@ impl Handler<AddWorker> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, msg: AddWorker, ctx: &mut Context<Self>) {
-        contained(self, ctx, |act, _| {
+        contained(self, ctx, |act, ctx| {
             let w = msg.worker;
             let mut worker = Worker::ready(w.id, w.labels, w.slots);
             let result = match act.cluster.add_worker(worker.clone()) {
@@ -248,7 +270,7 @@ impl Handler<AddWorker> for Scheduler {
             if let Err(err) = result {
                 tracing::error!(error = %err, "Cannot add a worker.");
             }
-            act.place();
+            act.place(ctx);
         });
     }
 }
@@ -261,6 +283,9 @@ impl Handler<RemoveWorker> for Scheduler {
             match act.cluster.remove_worker(&msg.worker) {
                 Ok(orphaned) if !orphaned.is_empty() => {
                     tracing::warn!(worker = %msg.worker, jobs = orphaned.len(), "Jobs were placed on a lost worker.");
+                    for job in orphaned {
+                        act.placements.remove(&job.job);
+                    }
                 }
                 Ok(_) => {}
                 Err(err) => tracing::warn!(error = %err, "Cannot remove a worker."),
@@ -273,14 +298,18 @@ impl Handler<Enqueue> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
-        contained(self, ctx, |act, _| {
+        contained(self, ctx, |act, ctx| {
             // The asker is known first: if queuing fails half-way, a restart asks it again.
             let run = msg.run;
             act.askers
                 .entry(run)
-                .and_modify(|asker| asker.reply = msg.reply.clone())
+                .and_modify(|asker| {
+                    asker.reply = msg.reply.clone();
+                    asker.again = msg.again.clone();
+                })
                 .or_insert(Asker {
                     reply: msg.reply,
+                    again: msg.again,
                     queued: 0,
                 });
             act.seq += 1;
@@ -301,7 +330,7 @@ impl Handler<Enqueue> for Scheduler {
                 Err(ScheduleError::DuplicateJob { .. }) if act.cluster.is_queued(msg.job) => false,
                 // Placed for an asker that is gone: that placement was never taken up.
                 Err(ScheduleError::DuplicateJob { .. }) => {
-                    let _ = act.cluster.finished(msg.job);
+                    act.free(msg.job);
                     act.cluster.enqueue(queued).is_ok()
                 }
                 Err(err) => {
@@ -315,7 +344,7 @@ impl Handler<Enqueue> for Scheduler {
             if act.askers.get(&run).is_some_and(|asker| asker.queued == 0) {
                 act.askers.remove(&run);
             }
-            act.place();
+            act.place(ctx);
         });
     }
 }
@@ -324,13 +353,13 @@ impl Handler<Dequeue> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, msg: Dequeue, ctx: &mut Context<Self>) {
-        contained(self, ctx, |act, _| {
+        contained(self, ctx, |act, ctx| {
             let run = act.cluster.run_of(msg.job);
             if act.cluster.dequeue(msg.job).is_ok() {
                 if let Some(run) = run {
                     act.left_queue(run);
                 }
-                act.place();
+                act.place(ctx);
             }
         });
     }
@@ -340,10 +369,13 @@ impl Handler<Release> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, msg: Release, ctx: &mut Context<Self>) {
-        contained(self, ctx, |act, _| {
-            if act.cluster.finished(msg.job).is_ok() {
-                act.place();
+        contained(self, ctx, |act, ctx| {
+            // A release of an earlier placement than the job's current one is stale.
+            if act.placements.get(&msg.job) != Some(&msg.placement) {
+                return;
             }
+            act.free(msg.job);
+            act.place(ctx);
         });
     }
 }
@@ -422,11 +454,11 @@ impl Handler<SetWorkerState> for Scheduler {
 
     fn handle(&mut self, msg: SetWorkerState, ctx: &mut Context<Self>) -> Self::Result {
         let worker = msg.worker.clone();
-        contained(self, ctx, |act, _| {
+        contained(self, ctx, |act, ctx| {
             let result = act.cluster.set_worker_state(&msg.worker, msg.state);
             if result.is_ok() {
                 tracing::info!(worker = %msg.worker, state = ?msg.state, "Worker state changed.");
-                act.place();
+                act.place(ctx);
             }
             result
         })

@@ -1006,6 +1006,22 @@ async fn a_rerun_runs_the_same_version_with_the_same_parameters() {
         .problem(404, "not-found");
 }
 
+#[actix_rt::test]
+async fn a_run_records_the_version_the_pipeline_has_when_it_is_triggered() {
+    let server = start().await;
+    let changed = HELLO.replace("second step", "changed step");
+    // A, then B, then A again: the latest version is 3, whose text is A's.
+    for (yaml, version) in [(HELLO, 1), (changed.as_str(), 2), (HELLO, 3)] {
+        assert_eq!(server.apply(yaml).await.json()["version"], version);
+        let run = server.trigger("hello", json!({})).await.json();
+        assert_eq!(run["version"], version, "{run}");
+        let run = server.wait_run(run["id"].as_u64().unwrap(), finished).await;
+        assert_eq!(run["version"], version, "{run}");
+    }
+    let latest = server.get("/api/v1/pipelines/hello").await.json();
+    assert_eq!(latest["version"], 3, "{latest}");
+}
+
 /// A WebSocket client's view of a stream: its frames, in order.
 async fn ws_frames(
     server: &Server,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use actix::{Actor, Handler, Message};
-use hodei_actors::messages::{CancelRun, SubmitRun, Subscribe, WatchLogs};
+use hodei_actors::messages::{CancelRun, Definition, SubmitRun, Subscribe, WatchLogs};
 use hodei_actors::run::Approvals;
 use hodei_domain::ids::RunId;
 use hodei_domain::load::load_bytes;
@@ -250,7 +250,14 @@ async fn session(
     }
     let mut submitted = None;
     if let Some(source) = source {
-        match tree.orchestrator.send(SubmitRun { source, inputs }).await {
+        match tree
+            .orchestrator
+            .send(SubmitRun {
+                definition: Definition::Text(source),
+                inputs,
+            })
+            .await
+        {
             Ok(Ok(run)) => {
                 submitted = Some(run);
                 awaited.push(run);

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use common::{Options, harness_with, quiet_injected_panics, state_of};
 use hodei_actors::contain::{ActorKind, restarts};
 use hodei_actors::fault::{Faults, Hits, Point};
-use hodei_actors::messages::{CancelRun, SubmitRun};
+use hodei_actors::messages::{CancelRun, Definition, SubmitRun};
 use hodei_adapters::fake::Call;
 use hodei_domain::plan::RunInputs;
 use hodei_domain::state::{JobState, RunState};
@@ -112,7 +112,7 @@ async fn the_orchestrator_answers_a_failed_submission_and_accepts_the_next() {
         .tree
         .orchestrator
         .send(SubmitRun {
-            source: PIPELINE.into(),
+            definition: Definition::Text(PIPELINE.into()),
             inputs: RunInputs::default(),
         })
         .await

@@ -436,3 +436,40 @@ async fn a_step_taken_back_after_a_crash_is_logged_once_and_masked_as_if_nothing
         }
     }
 }
+
+#[actix_rt::test]
+async fn no_slot_outlives_its_job_when_cancels_race_placements() {
+    use hodei_actors::scheduler::GetQueueStats;
+    let h = harness("cancel-race", 2, vec![]).await;
+    let pipeline =
+        "name: p\njobs:\n  a: {steps: ['sleep 2']}\n  b: {needs: [a], steps: ['sleep 2']}\n";
+    // Cancels at every moment of a run's first milliseconds: before `a` is placed, while it is
+    // placed, while `b` is being queued, while its placement is on its way.
+    for round in 0..80u64 {
+        let run = h.submit(pipeline, RunInputs::default()).await;
+        let delay = round % 8;
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay / 2)).await;
+        }
+        h.tree.orchestrator.do_send(CancelRun {
+            run,
+            by: "test".into(),
+        });
+        h.finished(run).await;
+    }
+    // Every run is over: no slot may still be held, however its cancel landed.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let stats = h.tree.scheduler.send(GetQueueStats).await.unwrap();
+        if stats.placed == 0 && stats.queued == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slots are still held by finished jobs: {stats:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let run = h.submit(pipeline, RunInputs::default()).await;
+    assert_eq!(h.finished(run).await.state, RunState::Succeeded);
+}

@@ -3,7 +3,7 @@
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use hodei_actors::messages::{SubmitError, SubmitRun};
+use hodei_actors::messages::{Definition, SubmitError, SubmitRun};
 use hodei_domain::load::load_bytes;
 use hodei_domain::model::Role;
 use hodei_domain::model::is_env_name;
@@ -265,7 +265,7 @@ pub async fn trigger_run(
         .tree
         .orchestrator
         .send(SubmitRun {
-            source: pipeline.source,
+            definition: Definition::Stored(pipeline.clone()),
             inputs,
         })
         .await

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hodei_actors::Ports;
 use hodei_actors::fault::Faults;
-use hodei_actors::messages::{SubmitRun, WorkerSpec};
+use hodei_actors::messages::{Definition, SubmitRun, WorkerSpec};
 use hodei_actors::run::Approvals;
 use hodei_adapters::clock::SystemClock;
 use hodei_adapters::fake::FakeProvider;
@@ -130,7 +130,7 @@ impl Harness {
         self.tree
             .orchestrator
             .send(SubmitRun {
-                source: yaml.to_owned(),
+                definition: Definition::Text(yaml.to_owned()),
                 inputs,
             })
             .await
