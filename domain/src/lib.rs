@@ -14,9 +14,13 @@
 //! - [`expr`]: the `when` expression language.
 //! - [`state`]: the state machines of runs, jobs and steps, and the [`state::DomainEvent`]s
 //!   their transitions yield.
+//! - [`engine`]: what a run does next ([`engine::advance`]), what an attempt of a job runs
+//!   ([`engine::job_def`]) and where an attempt goes on after a crash
+//!   ([`engine::resume_point`]): the run actor's decisions, as pure functions.
 
 pub mod builder;
 pub mod diagnostic;
+pub mod engine;
 pub mod expr;
 pub mod ids;
 pub mod load;

@@ -13,6 +13,7 @@ use crate::model::{
     Approval, Cache, Duration, Env, Hooks, Image, Label, Matrix, Name, Parameter, Pipeline,
     PullPolicy, Resources, Retry, Service, Shell, Step, When,
 };
+use crate::state::{Gate, JobPolicy, MaxAttempts};
 use crate::suggest::did_you_mean;
 
 /// The variables of one matrix instance, in the order the axes are written.
@@ -390,27 +391,117 @@ impl Plan {
 }
 
 impl ResolvedRun {
-    /// The environment of a step, from the lowest precedence to the highest: `CI=true`, the
-    /// pipeline's `env`, the parameters, the job's `env`, the matrix variables, the step's `env`,
-    /// the run's `env` inputs, and Hodei's own variables (`HODEI`, `HODEI_PIPELINE`, `HODEI_JOB`,
-    /// `HODEI_BRANCH`, `HODEI_EVENT`, `HODEI_TAG`), which nothing overrides.
-    pub fn step_env(&self, plan: &Plan, job: usize, step: &Step) -> Env {
-        let planned = &plan.jobs[job];
+    /// The environment of a step of `job`, from the lowest precedence to the highest: `CI=true`,
+    /// the pipeline's `env`, the parameters, the job's `env`, the matrix variables, the step's
+    /// `env`, the run's `env` inputs, and Hodei's own variables (`HODEI`, `HODEI_PIPELINE`,
+    /// `HODEI_JOB`, `HODEI_BRANCH`, `HODEI_EVENT`, `HODEI_TAG`), which nothing overrides. The
+    /// pipeline's post hooks ([`JobRef::Post`]) have no job or matrix variables.
+    pub fn step_env(&self, plan: &Plan, job: JobRef, step: &Step) -> Env {
+        let planned = match job {
+            JobRef::Planned(i) => plan.jobs.get(i),
+            JobRef::Post => None,
+        };
         let mut env = Env::new();
         env.insert("CI".into(), "true".into());
-        let layers = [&plan.env, &self.params, &planned.env];
-        for layer in layers {
+        let layers = [&plan.env, &self.params];
+        for layer in layers.into_iter().chain(planned.map(|p| &p.env)) {
             env.extend(layer.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
-        env.extend(planned.matrix.iter().cloned());
+        if let Some(planned) = planned {
+            env.extend(planned.matrix.iter().cloned());
+        }
         env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         env.extend(self.inputs.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         env.insert("HODEI".into(), "true".into());
         env.insert("HODEI_PIPELINE".into(), plan.pipeline.to_string());
-        env.insert("HODEI_JOB".into(), planned.name.clone());
+        env.insert("HODEI_JOB".into(), plan.job_name(job).to_owned());
         env.insert("HODEI_BRANCH".into(), self.inputs.branch.clone());
         env.insert("HODEI_EVENT".into(), self.inputs.event.clone());
         env.insert("HODEI_TAG".into(), self.inputs.tag.clone());
         env
+    }
+}
+
+/// The name of the job that runs the pipeline's `post` hooks: in parentheses, so that it never
+/// clashes with a job of the pipeline.
+pub const POST_JOB: &str = "(post)";
+
+/// A job of a run: one of the plan's, or the job that runs the pipeline's `post` hooks once the
+/// others are done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum JobRef {
+    /// The job at this index of [`Plan::jobs`].
+    Planned(usize),
+    /// The job of the pipeline's `post` hooks (named [`POST_JOB`]).
+    Post,
+}
+
+impl Plan {
+    /// Whether a run of this plan has a [`JobRef::Post`] job.
+    pub fn has_post_job(&self) -> bool {
+        !self.post.is_empty()
+    }
+
+    /// The names of a run's jobs, in the order the store keeps them: the plan's jobs, then
+    /// [`POST_JOB`] if the pipeline has post hooks.
+    pub fn run_jobs(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.jobs.iter().map(|j| j.name.clone()).collect();
+        if self.has_post_job() {
+            names.push(POST_JOB.to_owned());
+        }
+        names
+    }
+
+    /// The job at `position` of a run's jobs as stored ([`Plan::run_jobs`]).
+    pub fn job_at(&self, position: usize) -> Option<JobRef> {
+        match position.cmp(&self.jobs.len()) {
+            std::cmp::Ordering::Less => Some(JobRef::Planned(position)),
+            std::cmp::Ordering::Equal if self.has_post_job() => Some(JobRef::Post),
+            _ => None,
+        }
+    }
+
+    /// The display name of a job.
+    pub fn job_name(&self, job: JobRef) -> &str {
+        match job {
+            JobRef::Planned(i) => self.jobs.get(i).map_or(POST_JOB, |j| j.name.as_str()),
+            JobRef::Post => POST_JOB,
+        }
+    }
+
+    /// The policy a job keeps for its whole life: its retries, its gate, whether its failure
+    /// fails the run. The post-hooks job has one attempt and never fails the run.
+    pub fn policy(&self, job: JobRef) -> JobPolicy {
+        match job {
+            JobRef::Planned(i) if i < self.jobs.len() => {
+                let planned = &self.jobs[i];
+                JobPolicy {
+                    max_attempts: MaxAttempts::from_retries(planned.retry.max),
+                    gate: if planned.approval.is_some() {
+                        Gate::Approval
+                    } else {
+                        Gate::Open
+                    },
+                    continue_on_error: planned.continue_on_error,
+                }
+            }
+            _ => JobPolicy {
+                max_attempts: MaxAttempts::ONE,
+                gate: Gate::Open,
+                continue_on_error: true,
+            },
+        }
+    }
+}
+
+impl PlannedJob {
+    /// The labels its worker must have: its `runs_on`, and `docker` for a job with an `image`.
+    pub fn labels(&self) -> Vec<Label> {
+        let mut labels = self.runs_on.clone();
+        let docker = Label::docker();
+        if self.image.is_some() && !labels.contains(&docker) {
+            labels.push(docker);
+        }
+        labels
     }
 }

@@ -7,7 +7,7 @@ use hodei_domain::builder::{JobBuilder, PipelineBuilder, ServiceBuilder, StepBui
 use hodei_domain::diagnostic::{Code, Diagnostic, Severity};
 use hodei_domain::load::{load, load_bytes};
 use hodei_domain::model::{PullPolicy, Role};
-use hodei_domain::plan::{InputError, RunInputs, Skip, plan};
+use hodei_domain::plan::{InputError, JobRef, RunInputs, Skip, plan};
 use hodei_domain::{job, pipeline, retry, sh, timeout};
 
 fn example(name: &str) -> String {
@@ -600,7 +600,7 @@ fn matrix_instances_are_named_and_get_their_variables() {
     assert_eq!(plan.jobs[5].needs, vec![1, 2, 3, 4]);
     assert_eq!(plan.edges, 4 + 4);
     let resolved = plan.resolve(RunInputs::default()).unwrap();
-    let env = resolved.step_env(&plan, 2, &plan.jobs[2].steps[0]);
+    let env = resolved.step_env(&plan, JobRef::Planned(2), &plan.jobs[2].steps[0]);
     assert_eq!(env.get("os").map(String::as_str), Some("deb"));
     assert_eq!(env.get("ver").map(String::as_str), Some("2"));
     assert_eq!(
@@ -726,7 +726,7 @@ fn parameters_reach_steps_as_environment_never_as_shell_text() {
         step.run, "echo \"$MSG\"",
         "the script text is never rewritten"
     );
-    let env = resolved.step_env(&plan, 0, step);
+    let env = resolved.step_env(&plan, JobRef::Planned(0), step);
     assert_eq!(
         env["MSG"], hostile,
         "parameters override the pipeline's env and arrive verbatim"

@@ -271,6 +271,19 @@ impl DomainEvent {
         }
     }
 
+    /// The job this event ends, if it ends one (succeeded, failed, timed out, cancelled or
+    /// skipped); its final state is [`DomainEvent::state_after`].
+    pub fn ends_job(&self) -> Option<JobId> {
+        match self {
+            DomainEvent::JobSucceeded { job, .. }
+            | DomainEvent::JobFailed { job, .. }
+            | DomainEvent::JobTimedOut { job, .. }
+            | DomainEvent::JobCancelled { job, .. }
+            | DomainEvent::JobSkipped { job, .. } => Some(*job),
+            _ => None,
+        }
+    }
+
     /// The name of the state the event's subject is in afterwards (a run, job or step state).
     pub fn state_after(&self) -> &'static str {
         match self {

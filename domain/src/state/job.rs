@@ -80,6 +80,16 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// The names of the states in which a job is over.
+    pub const TERMINAL: [&'static str; 5] =
+        ["succeeded", "failed", "timed_out", "cancelled", "skipped"];
+
+    /// Whether the state named `name` (as [`JobState::name`] gives it) is one in which a job is
+    /// over.
+    pub fn is_terminal_name(name: &str) -> bool {
+        JobState::TERMINAL.contains(&name)
+    }
+
     /// The state's name as the API shows it.
     pub fn name(&self) -> &'static str {
         match self {
@@ -98,14 +108,7 @@ impl JobState {
 
     /// Whether the job is done: nothing moves it any more.
     pub fn is_terminal(&self) -> bool {
-        matches!(
-            self,
-            JobState::Succeeded
-                | JobState::Failed { .. }
-                | JobState::TimedOut
-                | JobState::Cancelled
-                | JobState::Skipped { .. }
-        )
+        JobState::is_terminal_name(self.name())
     }
 
     /// The worker holding the job, while placed or running.

@@ -62,6 +62,24 @@ pub enum StepFailure {
     },
 }
 
+/// A failure in a few words, as logs, the CLI and the API word it: `exit code 2`, `killed by
+/// signal 9`, `killed for lack of memory`, `timed out`, `lost`, or the provider's message.
+impl std::fmt::Display for StepFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StepFailure::Exit(exit) => match (exit.code, exit.signal) {
+                _ if exit.oom_killed => f.write_str("killed for lack of memory"),
+                (Some(code), _) => write!(f, "exit code {code}"),
+                (None, Some(signal)) => write!(f, "killed by signal {signal}"),
+                (None, None) => f.write_str("no exit status"),
+            },
+            StepFailure::TimedOut => f.write_str("timed out"),
+            StepFailure::Lost => f.write_str("lost"),
+            StepFailure::Provider { message } => f.write_str(message),
+        }
+    }
+}
+
 /// Why a step did not run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -97,6 +115,19 @@ pub enum JobFailure {
         /// The provider's message.
         message: String,
     },
+}
+
+/// A job failure in a few words: `step 2 exit code 1`, `timed out`, `lost with worker w1`, or
+/// the provider's message.
+impl std::fmt::Display for JobFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobFailure::Step { step, failure } => write!(f, "step {} {failure}", step + 1),
+            JobFailure::TimedOut => f.write_str("timed out"),
+            JobFailure::Lost { worker } => write!(f, "lost with worker {worker}"),
+            JobFailure::Provider { message } => f.write_str(message),
+        }
+    }
 }
 
 /// Why a job did not run.
@@ -197,6 +228,25 @@ mod tests {
                 worker: WorkerId("w".into()),
             },
         }
+    }
+
+    #[test]
+    fn a_step_failure_reads_in_a_few_words() {
+        let words = |failure: StepFailure| failure.to_string();
+        assert_eq!(words(StepFailure::Exit(StepExit::code(2))), "exit code 2");
+        assert_eq!(
+            words(StepFailure::Exit(StepExit::signal(9))),
+            "killed by signal 9"
+        );
+        let oom = StepExit {
+            oom_killed: true,
+            ..StepExit::signal(9)
+        };
+        assert_eq!(words(StepFailure::Exit(oom)), "killed for lack of memory");
+        assert_eq!(words(StepFailure::TimedOut), "timed out");
+        assert_eq!(words(StepFailure::Lost), "lost");
+        let message = "no such image".to_owned();
+        assert_eq!(words(StepFailure::Provider { message }), "no such image");
     }
 
     #[test]

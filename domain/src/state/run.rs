@@ -24,6 +24,21 @@ pub enum RunState {
 }
 
 impl RunState {
+    /// Every state, in the order a run goes through them.
+    pub const ALL: [RunState; 6] = [
+        RunState::Pending,
+        RunState::Running,
+        RunState::Cancelling,
+        RunState::Succeeded,
+        RunState::Failed,
+        RunState::Cancelled,
+    ];
+
+    /// The state named `name` (as [`RunState::name`] gives it).
+    pub fn from_name(name: &str) -> Option<RunState> {
+        RunState::ALL.into_iter().find(|state| state.name() == name)
+    }
+
     /// The state's name as the API shows it.
     pub fn name(&self) -> &'static str {
         match self {
@@ -42,6 +57,12 @@ impl RunState {
             self,
             RunState::Succeeded | RunState::Failed | RunState::Cancelled
         )
+    }
+}
+
+impl std::fmt::Display for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

@@ -1,0 +1,152 @@
+//! What one attempt of a job runs: its steps with their complete environments, its hooks, its
+//! limits and what the provider must prepare — made from the plan, the run's inputs and its
+//! secrets, in one place.
+
+use crate::ids::RunId;
+use crate::model::{Duration, Env, PullPolicy, Shell, Step};
+use crate::plan::{JobRef, POST_JOB, Plan, ResolvedRun};
+use crate::ports::JobSpec;
+use crate::state::{Attempt, JobMachine, Verdict};
+
+/// How long a hook without a `timeout` of its own may run: a hook that hangs must not hold its
+/// job, its slot and its run forever.
+pub const HOOK_TIMEOUT: Duration = Duration::parse_const("10m");
+
+/// Everything one attempt of a job runs. Made by [`job_def`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobDef {
+    pub run: RunId,
+    pub job: JobRef,
+    /// The job's steps; its hooks follow them, by outcome.
+    pub steps: Vec<Step>,
+    /// The complete environment of each step, secrets included.
+    pub envs: Vec<Env>,
+    pub hooks: HookSteps,
+    pub shell: Shell,
+    pub timeout: Option<Duration>,
+    /// What the provider prepares.
+    pub spec: JobSpec,
+    /// Secret values to mask in the job's log.
+    pub secrets: Vec<String>,
+}
+
+/// A job's own post hooks, by the attempt's outcome, each with its complete environment and a
+/// timeout ([`HOOK_TIMEOUT`] unless it has one).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HookSteps {
+    pub success: Vec<(Step, Env)>,
+    pub failure: Vec<(Step, Env)>,
+    pub cancelled: Vec<(Step, Env)>,
+    pub always: Vec<(Step, Env)>,
+}
+
+/// What the attempt `attempt` of `job` runs. `secrets` are the run's secrets (name, value):
+/// they reach every step as variables (Hodei's own `HODEI*` variables win) and are masked.
+/// The post-hooks job runs the pipeline's hooks for `verdict` (then `always`), each allowed to
+/// fail; `verdict` is unused for the other jobs.
+pub fn job_def(
+    plan: &Plan,
+    resolved: &ResolvedRun,
+    machine: &JobMachine,
+    job: JobRef,
+    secrets: &[(String, String)],
+    verdict: Option<&Verdict>,
+) -> JobDef {
+    let env_of = |step: &Step| {
+        let mut env = resolved.step_env(plan, job, step);
+        for (name, value) in secrets
+            .iter()
+            .filter(|(name, _)| !name.starts_with("HODEI"))
+        {
+            env.insert(name.clone(), value.clone());
+        }
+        env
+    };
+    let mut spec = JobSpec {
+        run: machine.run(),
+        job: machine.id(),
+        attempt: machine.attempt(),
+        name: plan.job_name(job).to_owned(),
+        image: None,
+        pull: PullPolicy::IfNotPresent,
+        user: None,
+        services: Vec::new(),
+        resources: Default::default(),
+    };
+    let secrets: Vec<String> = secrets.iter().map(|(_, value)| value.clone()).collect();
+    let planned = match job {
+        JobRef::Planned(i) => plan.jobs.get(i),
+        JobRef::Post => None,
+    };
+    let Some(planned) = planned else {
+        let post = &plan.post;
+        let by_verdict = match verdict {
+            Some(Verdict::Succeeded) => &post.success,
+            Some(Verdict::Failed { .. }) => &post.failure,
+            Some(Verdict::Cancelled) | None => &post.cancelled,
+        };
+        let steps: Vec<Step> = by_verdict
+            .iter()
+            .chain(post.always.iter())
+            .map(|step| Step {
+                continue_on_error: true,
+                ..bounded(step)
+            })
+            .collect();
+        spec.name = POST_JOB.to_owned();
+        return JobDef {
+            run: machine.run(),
+            job,
+            envs: steps.iter().map(env_of).collect(),
+            steps,
+            hooks: HookSteps::default(),
+            shell: Shell::sh(),
+            timeout: None,
+            spec,
+            secrets,
+        };
+    };
+    let hooks = |steps: &[Step]| -> Vec<(Step, Env)> {
+        steps.iter().map(|s| (bounded(s), env_of(s))).collect()
+    };
+    spec.image = planned.image.clone();
+    spec.pull = planned.pull;
+    spec.user = planned.user.clone();
+    spec.services = planned
+        .services
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    spec.resources = planned.resources;
+    JobDef {
+        run: machine.run(),
+        job,
+        steps: planned.steps.clone(),
+        envs: planned.steps.iter().map(env_of).collect(),
+        hooks: HookSteps {
+            success: hooks(&planned.post.success),
+            failure: hooks(&planned.post.failure),
+            cancelled: hooks(&planned.post.cancelled),
+            always: hooks(&planned.post.always),
+        },
+        shell: planned.shell.clone(),
+        timeout: planned.timeout,
+        spec,
+        secrets,
+    }
+}
+
+/// A hook with a timeout: its own, or [`HOOK_TIMEOUT`].
+fn bounded(step: &Step) -> Step {
+    Step {
+        timeout: step.timeout.or(Some(HOOK_TIMEOUT)),
+        ..step.clone()
+    }
+}
+
+impl JobDef {
+    /// The attempt this definition was made for.
+    pub fn attempt(&self) -> Attempt {
+        self.spec.attempt
+    }
+}
