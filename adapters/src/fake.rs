@@ -37,6 +37,10 @@
 //! [`FakeProvider::quiet`], for long benchmarks). [`add_orphan`](FakeProvider::add_orphan)
 //! scripts what the next `reap_orphans` finds. `resume` hands back the workspace of an attempt
 //! that was set up and not torn down, as a provider whose workspaces survive a crash does.
+//!
+//! Like a real engine, it refuses a broken lifecycle with [`ProviderError::Start`]: a step
+//! started before its workspace was set up or after it was torn down, or the same try of a
+//! step started twice.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -97,9 +101,13 @@ pub struct FakeProvider {
     steps: Mutex<HashMap<u64, FakeStep>>,
     next_step: AtomicU64,
     orphans: Mutex<Vec<Orphan>>,
-    /// Workspaces set up and not torn down: what `resume` hands back.
-    workspaces: Mutex<std::collections::HashSet<(JobId, Attempt)>>,
+    /// Workspaces set up and not torn down (what `resume` hands back), with the step tries
+    /// started in each (index, step attempt).
+    workspaces: Mutex<HashMap<(JobId, Attempt), StartedSteps>>,
 }
+
+/// The tries of steps started in a workspace: (index, step attempt).
+type StartedSteps = std::collections::HashSet<(u32, Attempt)>;
 
 /// A scripted step, kept until its job's tear down.
 struct FakeStep {
@@ -358,7 +366,9 @@ impl Provider for FakeProvider {
                     reason: "scripted set-up failure".into(),
                 });
             }
-            lock(&self.workspaces).insert((job.job, job.attempt));
+            lock(&self.workspaces)
+                .entry((job.job, job.attempt))
+                .or_default();
             Ok(Workspace {
                 run: job.run,
                 job: job.job,
@@ -380,6 +390,7 @@ impl Provider for FakeProvider {
                 index: step.index,
                 attempt: step.attempt,
             })?;
+            self.check_lifecycle(workspace, step)?;
             self.start(workspace, step, output)
         })
     }
@@ -456,12 +467,35 @@ impl Provider for FakeProvider {
 }
 
 impl FakeProvider {
+    /// Refuses what a real engine refuses: a step started outside a set-up workspace (before
+    /// `set_up` or after `tear_down`), or the same try of a step started twice.
+    fn check_lifecycle(&self, workspace: &Workspace, step: &StepSpec) -> Result<(), ProviderError> {
+        let mut workspaces = lock(&self.workspaces);
+        let Some(started) = workspaces.get_mut(&(workspace.job, workspace.attempt)) else {
+            return Err(ProviderError::Start {
+                reason: format!(
+                    "step {} of {} (attempt {}) started outside a set-up workspace",
+                    step.index, workspace.job, workspace.attempt
+                ),
+            });
+        };
+        if !started.insert((step.index, step.attempt)) {
+            return Err(ProviderError::Start {
+                reason: format!(
+                    "step {} (try {}) of {} started twice",
+                    step.index, step.attempt, workspace.job
+                ),
+            });
+        }
+        Ok(())
+    }
+
     fn resumed(&self, job: &JobSpec) -> Result<Option<Workspace>, ProviderError> {
         self.enter(Call::Resume {
             job: job.job,
             attempt: job.attempt,
         })?;
-        let kept = lock(&self.workspaces).contains(&(job.job, job.attempt));
+        let kept = lock(&self.workspaces).contains_key(&(job.job, job.attempt));
         Ok(kept.then(|| Workspace {
             run: job.run,
             job: job.job,

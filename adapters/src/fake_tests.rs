@@ -296,3 +296,43 @@ async fn scripted_orphans_are_reported_once() {
     assert_eq!(fake.reap_orphans(&[]).await, Ok(vec![orphan]));
     assert_eq!(fake.reap_orphans(&[]).await, Ok(vec![]));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_broken_lifecycle_is_refused_as_a_real_engine_would() {
+    let fake = FakeProvider::new();
+    let spec = job_spec();
+    let unset = Workspace {
+        run: spec.run,
+        job: spec.job,
+        attempt: spec.attempt,
+        id: String::new(),
+    };
+    let sink = Arc::new(Collect::default());
+    let before = fake.start_step(&unset, &step("emit 1"), sink.clone()).await;
+    assert!(
+        matches!(&before, Err(ProviderError::Start { reason }) if reason.contains("outside a set-up workspace")),
+        "{before:?}"
+    );
+    let ws = fake.set_up(&spec).await.expect("set up");
+    fake.start_step(&ws, &step("emit 1"), sink.clone())
+        .await
+        .expect("started once");
+    let twice = fake.start_step(&ws, &step("emit 1"), sink.clone()).await;
+    assert!(
+        matches!(&twice, Err(ProviderError::Start { reason }) if reason.contains("started twice")),
+        "{twice:?}"
+    );
+    let retry = StepSpec {
+        attempt: Attempt::new(2).unwrap(),
+        ..step("emit 1")
+    };
+    fake.start_step(&ws, &retry, sink.clone())
+        .await
+        .expect("a new try of the step starts");
+    fake.tear_down(&ws).await.expect("torn down");
+    let after = fake.start_step(&ws, &step("emit 1"), sink).await;
+    assert!(
+        matches!(after, Err(ProviderError::Start { .. })),
+        "{after:?}"
+    );
+}
