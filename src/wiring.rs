@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use hodei_actors::Ports;
 use hodei_actors::fault::Faults;
-use hodei_actors::messages::{AddWorker, WorkerSpec};
-use hodei_actors::run::Approvals;
+use hodei_actors::messages::{RegisterWorker, WorkerSpec};
 use hodei_actors::supervise::exit_on_escalation;
 use hodei_adapters::clock::SystemClock;
 use hodei_adapters::docker::DockerConfig;
@@ -14,6 +13,7 @@ use hodei_adapters::local::LocalProvider;
 use hodei_adapters::logs::FileLogStore;
 use hodei_adapters::route::ByImage;
 use hodei_adapters::sqlite::SqliteStore;
+use hodei_domain::engine::Approvals;
 use hodei_domain::ids::WorkerId;
 use hodei_domain::model::Label;
 use hodei_domain::ports::{SecretStore, TokenStore};
@@ -203,7 +203,7 @@ async fn start_stack(
     let worker = Arc::new(worker);
     // Past its restart budget, a failing actor stops Hodei; the steps it runs go first, so that
     // nothing is left running (a run with a store resumes at the next start).
-    let exit = exit_on_escalation(i32::from(crate::cli::EXIT_INTERNAL));
+    let exit = exit_on_escalation();
     let steps = provider.clone();
     config.escalation = Arc::new(move |escalated| {
         let (steps, exit) = (steps.clone(), exit.clone());
@@ -214,14 +214,15 @@ async fn start_stack(
     });
     let tree = start_tree(ports, config);
     // The worker offers the `docker` label while the engine answers.
-    let scheduler = tree.scheduler.clone();
+    let workers = tree.workers.clone();
     provider.watch(Arc::new(move |trouble| {
         match &trouble {
             None => tracing::warn!("The Docker engine answers again: jobs with an image go on."),
             Some(trouble) => tracing::warn!(error = %trouble, "The Docker engine does not answer: jobs with an image wait in the queue."),
         }
-        scheduler.do_send(AddWorker {
+        workers.do_send(RegisterWorker {
             worker: worker(trouble.is_none()),
+            lease: None,
         });
     }));
     Ok((tree, provider))

@@ -424,6 +424,47 @@ fn a_step_lost_in_a_crash_is_tried_again_in_its_workspace_by_its_retry_policy() 
 }
 
 #[test]
+fn a_step_lost_in_a_crash_on_its_second_try_goes_on_from_its_latest_try() {
+    // The second step fails its first try, and Hodei is killed once its second try has
+    // started: the job goes on in its workspace with the step's third try, in the same job
+    // attempt, and the step before it does not run again.
+    let dir = scratch("lost-second-try");
+    let flag = dir.join("failed-once");
+    let file = write(
+        &dir,
+        "p.yml",
+        &format!(
+            "name: again\njobs:\n  a:\n    steps:\n      - echo prepared > marker\n      - {{run: 'test -e {0} || {{ touch {0}; exit 1; }}; cat marker', retry: 3}}\n",
+            flag.display()
+        ),
+    );
+    let store = dir.join("runs.db");
+    let store_arg = store.to_string_lossy().into_owned();
+    let crashed = run(hodei()
+        .args(["run", &file, "--store", &store_arg])
+        .env("HODEI_FAULT", "after_step_start:3"));
+    assert!(
+        text(&crashed.stderr).contains("crashing at after_step_start"),
+        "{}",
+        text(&crashed.stderr)
+    );
+    let resumed = run(hodei().args(["run", "--store", &store_arg]));
+    let stdout = text(&resumed.stdout);
+    assert_eq!(resumed.status.code(), Some(0), "{stdout}");
+    let log = &stored_logs(&store)[0];
+    assert!(log.contains("was lost"), "{log}");
+    assert!(
+        log.contains("[hodei] trying step 2 again, attempt 3, in the job's workspace\nprepared\n"),
+        "{log}"
+    );
+    let summary = compact(&resumed.stdout);
+    assert!(
+        summary.contains("a succeeded 1 "),
+        "one job attempt: {summary}"
+    );
+}
+
+#[test]
 fn a_retry_delay_is_kept_across_a_crash() {
     // The first attempt fails, the retry waits 3 s; Hodei is killed during the wait. The
     // resumed run waits for the rest of the delay, not for nothing and not for all of it anew.

@@ -46,8 +46,7 @@ pub async fn guard_future<T>(future: impl Future<Output = T>) -> Result<T, Panic
         })
 }
 
-/// Restarts of supervised actors since the process started, by actor kind; read by metrics and
-/// tests.
+/// Restarts of the actors of one supervision tree, by actor kind; read by metrics and tests.
 #[derive(Debug, Default)]
 pub struct RestartCounter {
     orchestrator: AtomicU64,
@@ -117,12 +116,6 @@ impl RestartCounter {
     pub fn get(&self, kind: ActorKind) -> u64 {
         self.slot(kind).load(Ordering::Relaxed)
     }
-}
-
-/// The process-wide restart counter.
-pub fn restarts() -> &'static RestartCounter {
-    static COUNTER: std::sync::OnceLock<RestartCounter> = std::sync::OnceLock::new();
-    COUNTER.get_or_init(RestartCounter::default)
 }
 
 #[cfg(test)]

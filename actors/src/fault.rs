@@ -6,6 +6,9 @@
 //!   execution reaches that point. Release builds compile the check away.
 //! - [`Faults`], handed to one supervision tree, makes the actor that reaches a point panic: the
 //!   in-process tests use it to prove that every actor is restarted and reloads its state.
+//! - [`Faults::pause_at`] stops a job attempt at a point and hands the test a [`Stepper`]: the
+//!   test waits until the attempt is there, inspects the store and the logs between two
+//!   writes, then lets the attempt go on or crash there.
 
 /// The places where a crash hurts most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,15 +91,85 @@ pub enum Hits {
 }
 
 #[derive(Debug)]
-struct Plan {
+struct FaultPlan {
     point: Point,
     hits: Hits,
     count: std::sync::atomic::AtomicU32,
+    action: Action,
+}
+
+/// What a due hit does.
+#[derive(Debug)]
+enum Action {
+    Panic,
+    /// Wait for the test's word ([`Stepper`]).
+    Pause(tokio::sync::watch::Sender<Step>),
+}
+
+/// Where a paused point stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Not reached yet.
+    Ahead,
+    /// An attempt waits there.
+    Paused,
+    /// The test let it go on.
+    GoOn,
+    /// The test made it crash there.
+    Crash,
+}
+
+/// The points where [`Faults::pause_at`] can hold a job attempt: those its future reaches.
+const PAUSABLE: [Point; 3] = [
+    Point::AfterPlace,
+    Point::AfterStepStart,
+    Point::AfterStepExit,
+];
+
+/// A test's handle on a paused point: wait until an attempt is there, then let it go on or
+/// crash.
+#[derive(Debug, Clone)]
+pub struct Stepper(std::sync::Arc<FaultPlan>);
+
+impl Stepper {
+    fn send(&self, step: Step) {
+        if let Action::Pause(state) = &self.0.action {
+            state.send_replace(step);
+        }
+    }
+
+    /// Waits until an attempt is paused at the point; fails with "likely deadlocked" after 20 s.
+    pub async fn reached(&self) {
+        let Action::Pause(state) = &self.0.action else {
+            return;
+        };
+        let mut state = state.subscribe();
+        let paused = state.wait_for(|step| *step == Step::Paused);
+        if tokio::time::timeout(std::time::Duration::from_secs(20), paused)
+            .await
+            .is_err()
+        {
+            panic!(
+                "no attempt reached {} within 20 s: likely deadlocked",
+                self.0.point.name()
+            );
+        }
+    }
+
+    /// The paused attempt goes on as if nothing happened.
+    pub fn go_on(&self) {
+        self.send(Step::GoOn);
+    }
+
+    /// The paused attempt panics there, between the write before the point and the one after.
+    pub fn crash(&self) {
+        self.send(Step::Crash);
+    }
 }
 
 /// The panics planned for one supervision tree; none by default.
 #[derive(Debug, Clone, Default)]
-pub struct Faults(Option<std::sync::Arc<Plan>>);
+pub struct Faults(Option<std::sync::Arc<FaultPlan>>);
 
 impl Faults {
     /// No panic: what every real tree has.
@@ -106,29 +179,73 @@ impl Faults {
 
     /// The actor that reaches `point` panics on these hits.
     pub fn panic_at(point: Point, hits: Hits) -> Faults {
-        Faults(Some(std::sync::Arc::new(Plan {
+        Faults(Some(std::sync::Arc::new(FaultPlan {
             point,
             hits,
             count: Default::default(),
+            action: Action::Panic,
         })))
     }
 
-    /// Aborts the process ([`maybe_fail`]) or panics the caller, if planned for this hit.
-    #[inline]
-    pub fn hit(&self, point: Point) {
-        maybe_fail(point);
-        let Some(plan) = &self.0 else { return };
-        if plan.point != point {
-            return;
-        }
+    /// The job attempt that reaches `point` on its `nth` hit waits there until the test says
+    /// what happens next through the [`Stepper`]. Only the points an attempt's future reaches
+    /// can pause: `after_place`, `after_step_start` and `after_step_exit`.
+    pub fn pause_at(point: Point, nth: u32) -> (Faults, Stepper) {
+        assert!(
+            PAUSABLE.contains(&point),
+            "{} is not a point a job attempt can pause at",
+            point.name()
+        );
+        let plan = std::sync::Arc::new(FaultPlan {
+            point,
+            hits: Hits::Nth(nth),
+            count: Default::default(),
+            action: Action::Pause(tokio::sync::watch::channel(Step::Ahead).0),
+        });
+        (Faults(Some(plan.clone())), Stepper(plan))
+    }
+
+    /// Counts a hit of `point`: the plan's action, if this hit is due.
+    fn due(&self, point: Point) -> Option<(&Action, u32)> {
+        let plan = self.0.as_ref().filter(|plan| plan.point == point)?;
         let n = plan.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         let due = match plan.hits {
             Hits::Nth(nth) => n == nth,
             Hits::From(first) => n >= first,
             Hits::UpTo(last) => n <= last,
         };
-        if due {
+        due.then_some((&plan.action, n))
+    }
+
+    /// Aborts the process ([`maybe_fail`]) or panics the caller, if planned for this hit.
+    #[inline]
+    pub fn hit(&self, point: Point) {
+        maybe_fail(point);
+        if let Some((Action::Panic, n)) = self.due(point) {
             panic!("fault injection: panic at {} (hit {n})", point.name());
+        }
+    }
+
+    /// [`Faults::hit`] for a job attempt's future, which can also pause there
+    /// ([`Faults::pause_at`]) until the test lets it go on or crash.
+    pub async fn reach(&self, point: Point) {
+        maybe_fail(point);
+        match self.due(point) {
+            Some((Action::Panic, n)) => {
+                panic!("fault injection: panic at {} (hit {n})", point.name())
+            }
+            Some((Action::Pause(state), _)) => {
+                state.send_replace(Step::Paused);
+                let mut word = state.subscribe();
+                let said = word
+                    .wait_for(|step| matches!(step, Step::GoOn | Step::Crash))
+                    .await
+                    .map(|step| *step);
+                if matches!(said, Ok(Step::Crash)) {
+                    panic!("fault injection: crash at {} after a pause", point.name());
+                }
+            }
+            None => {}
         }
     }
 

@@ -14,8 +14,9 @@
 //! ```
 //!
 //! Actors are thin: their handlers call the pure rules of [`hodei_domain`] (state machines,
-//! planning, scheduling, masking) and the ports it defines ([`Ports`]). This crate never imports
-//! `hodei-adapters`; the binary hands concrete adapters in at start-up.
+//! the run engine's decisions, planning, scheduling, masking) and the ports it defines
+//! ([`Ports`]). This crate never imports `hodei-adapters`; the binary hands concrete adapters
+//! in at start-up. Every message is in [`messages`].
 //!
 //! **Durability**: every transition is appended to the store (event and projection in one
 //! transaction) before it is announced on the [`bus::EventBus`]. Actor state is a cache of the
@@ -26,7 +27,8 @@
 //! that the supervisor restarts the actor instead of losing it. Restarts follow a
 //! [`hodei_domain::restart::RestartPolicy`] ([`supervise`]) and are counted.
 //!
-//! Start reading at [`orchestrator`], then [`run`] and [`job`].
+//! Start reading at [`orchestrator`], then [`run`] (and `hodei_domain::engine`, which decides
+//! for it) and [`job`].
 
 pub mod bus;
 pub mod contain;
@@ -36,6 +38,7 @@ pub mod loghub;
 pub mod messages;
 pub mod orchestrator;
 pub mod provider;
+pub mod record;
 pub mod run;
 pub mod scheduler;
 pub mod supervise;

@@ -24,7 +24,8 @@ use hodei_domain::ports::{LogStore, OutputSink};
 
 use crate::fault::{Faults, Point};
 use crate::messages::{
-    BeginStep, FlushLog, LogChunk, Note, OpenLog, Output, Skip, SkipOutput, WatchJob, WatchLogs,
+    BeginStep, FlushLog, HubError, LogChunk, Note, OpenLog, Output, OutputSkip, SkipOutput,
+    WatchJob, WatchLogs,
 };
 use crate::supervise::{Restarts, Supervise, contained};
 
@@ -203,15 +204,15 @@ impl Handler<Output> for LogHub {
 }
 
 impl Handler<BeginStep> for LogHub {
-    type Result = Result<u64, String>;
+    type Result = Result<u64, HubError>;
 
     fn handle(&mut self, msg: BeginStep, ctx: &mut Context<Self>) -> Self::Result {
         self.for_job(ctx, msg.job, |act| {
             act.drain(msg.job);
             act.skips.remove(&msg.job);
-            act.logs.len(msg.job).map_err(|err| err.to_string())
+            Ok(act.logs.len(msg.job)?)
         })
-        .unwrap_or_else(|| Err("the log hub failed".to_owned()))
+        .unwrap_or(Err(HubError::Failed))
     }
 }
 
@@ -221,11 +222,11 @@ impl Handler<SkipOutput> for LogHub {
     fn handle(&mut self, msg: SkipOutput, ctx: &mut Context<Self>) {
         self.for_job(ctx, msg.job, |act| {
             let stored = match msg.skip {
-                Skip::StoredSince(from) => act
+                OutputSkip::StoredSince(from) => act
                     .logs
                     .len(msg.job)
                     .map_or(0, |len| len.saturating_sub(from)),
-                Skip::Nothing => 0,
+                OutputSkip::Nothing => 0,
             };
             if stored == 0 {
                 act.skips.remove(&msg.job);
@@ -253,7 +254,7 @@ impl Handler<Note> for LogHub {
 }
 
 impl Handler<FlushLog> for LogHub {
-    type Result = ResponseActFuture<Self, Result<u64, String>>;
+    type Result = ResponseActFuture<Self, Result<u64, HubError>>;
 
     fn handle(&mut self, msg: FlushLog, ctx: &mut Context<Self>) -> Self::Result {
         // The attempt's output is complete: its masker has nothing more to watch.
@@ -264,7 +265,7 @@ impl Handler<FlushLog> for LogHub {
         });
         let logs = self.logs.clone();
         Box::pin(
-            async move { logs.settle(msg.job).await.map_err(|e| e.to_string()) }
+            async move { Ok(logs.settle(msg.job).await?) }
                 .into_actor(self)
                 .map(|result, _, _| result),
         )

@@ -7,7 +7,10 @@ use actix::{Message, Recipient};
 use hodei_domain::ids::{JobId, RunId, WorkerId};
 use hodei_domain::model::{Label, Name, Resources};
 use hodei_domain::plan::{InputError, RunInputs};
-use hodei_domain::ports::{PipelineVersion, StoreError};
+use hodei_domain::ports::{
+    JobAttempt, LogError, Orphan, PipelineVersion, ProviderError, StoreError,
+};
+use hodei_domain::schedule::{ScheduleError, Worker, WorkerState};
 use hodei_domain::state::{DomainEvent, JobMachine};
 
 // ---- Event bus --------------------------------------------------------------------------------
@@ -62,7 +65,7 @@ pub struct Note {
 /// The attempt's output is complete: emit what the job's masker held back and wait until the log
 /// is written (it survives a crash of Hodei, like the store's transactions); answers its length.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<u64, String>")]
+#[rtype(result = "Result<u64, HubError>")]
 pub struct FlushLog {
     pub job: JobId,
 }
@@ -71,7 +74,7 @@ pub struct FlushLog {
 /// is masked from a fresh start, and answer the length of the job's log: where the step's output
 /// begins (recorded with `StepStarted`).
 #[derive(Debug, Message)]
-#[rtype(result = "Result<u64, String>")]
+#[rtype(result = "Result<u64, HubError>")]
 pub struct BeginStep {
     pub job: JobId,
 }
@@ -83,12 +86,26 @@ pub struct BeginStep {
 #[rtype(result = "()")]
 pub struct SkipOutput {
     pub job: JobId,
-    pub skip: Skip,
+    pub skip: OutputSkip,
+}
+
+/// Why the log hub could not answer a [`FlushLog`] or a [`BeginStep`].
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// The log store refused.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The hub failed while handling the request (it restarts).
+    #[error("the log hub failed while handling the request")]
+    Failed,
+    /// The hub is not running.
+    #[error("the log hub is not running")]
+    Unavailable(#[from] actix::MailboxError),
 }
 
 /// What [`SkipOutput`] drops of a job's next output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Skip {
+pub enum OutputSkip {
     /// The masked bytes the log holds from this offset on (where the step's output began) to
     /// its end.
     StoredSince(u64),
@@ -307,8 +324,16 @@ pub struct RunActorStopped {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct AttemptEnded {
-    pub index: usize,
+    pub job: JobId,
     pub machine: JobMachine,
+}
+
+/// A job attempt failed half-way (a panic, a store refusal) and stopped what it ran, without
+/// handing its machine back: its run reloads the job from the store.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct AttemptCrashed {
+    pub job: JobId,
 }
 
 /// Stop the job: kill the running step, run the `cancelled` and `always` hooks.
@@ -321,3 +346,105 @@ pub struct CancelJob;
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub struct AbandonJob;
+
+// ---- Scheduler queries and workers ------------------------------------------------------------
+
+/// A worker is gone (its lease ran out): place nothing more on it.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RemoveWorker {
+    pub worker: WorkerId,
+}
+
+/// Every waiting job in the order the policy would consider it, with why it waits: the queue
+/// view of the API.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<Waiting>")]
+pub struct GetQueue {
+    /// At most this many, from the front of the queue.
+    pub limit: usize,
+    /// Only the jobs of this run (their positions still count every job ahead).
+    pub run: Option<RunId>,
+}
+
+/// A job in the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    pub job: JobId,
+    pub run: RunId,
+    /// How many queued jobs are ahead of it (0: it is next).
+    pub position: usize,
+    /// Its pipeline (its fair-share project).
+    pub pipeline: String,
+    /// The labels its worker must have.
+    pub runs_on: Vec<Label>,
+    pub priority: i32,
+    pub queued_at: hodei_domain::ids::Timestamp,
+    /// The ready workers that could take it (whether or not they have room now).
+    pub candidates: Vec<WorkerId>,
+    /// Why it waits, in words.
+    pub reason: String,
+}
+
+/// Every worker with what it offers and runs.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<WorkerView>")]
+pub struct GetWorkers;
+
+/// A worker as the scheduler sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerView {
+    pub worker: Worker,
+    /// The jobs placed on it, in placement order.
+    pub jobs: Vec<JobId>,
+}
+
+/// Drain a worker (it keeps its jobs and takes no new one) or make it ready again.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), ScheduleError>")]
+pub struct SetWorkerState {
+    pub worker: WorkerId,
+    pub state: WorkerState,
+}
+
+/// How many jobs wait and how many hold a slot: the queue depth of the metrics.
+#[derive(Debug, Message)]
+#[rtype(result = "QueueStats")]
+pub struct GetQueueStats;
+
+/// The answer to [`GetQueueStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, actix::MessageResponse)]
+pub struct QueueStats {
+    pub queued: usize,
+    pub placed: usize,
+}
+
+/// Register a worker, or offer a known one again with a new spec (its labels or slots
+/// changed); answers when the registry has it. Every change of a worker's spec goes through
+/// the registry, which keeps the spec and hands it to the scheduler.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RegisterWorker {
+    pub worker: WorkerSpec,
+    /// How long the worker may stay silent before it is considered lost; `None` for the local
+    /// machine, which lives and dies with Hodei.
+    pub lease: Option<std::time::Duration>,
+}
+
+/// A worker is alive.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Heartbeat {
+    pub worker: WorkerId,
+}
+
+// ---- Providers --------------------------------------------------------------------------------
+
+/// Stop whatever an earlier life of Hodei left running, except what belongs to the job attempts
+/// in `spare` (the store shows them running a step, and their job actors will try to take the
+/// step back); answers with what was stopped.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<Orphan>, ProviderError>")]
+pub struct ReapOrphans {
+    pub spare: Vec<JobAttempt>,
+}

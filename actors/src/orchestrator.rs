@@ -16,14 +16,34 @@ use hodei_domain::restart::{RestartDecision, RestartHistory, RestartPolicy};
 use hodei_domain::state::{JobState, StepState};
 
 use crate::Ports;
-use crate::contain::{ActorKind, guard_future, restarts};
+use crate::contain::{ActorKind, guard_future};
 use crate::fault::Point;
+use crate::messages::ReapOrphans;
 use crate::messages::{
     ApproveJob, CancelRun, Definition, RerunRun, RetryRun, RunActorStopped, SubmitError, SubmitRun,
 };
-use crate::provider::{ProviderActor, ReapOrphans};
-use crate::run::{Approvals, Peers, RunActor};
+use crate::provider::ProviderActor;
+use crate::run::{Peers, RunActor};
 use crate::supervise::{Restarts, Supervise, contained};
+use hodei_domain::engine::Approvals;
+
+/// The actors an orchestrator and its runs talk to.
+#[derive(Clone)]
+pub struct OrchestratorPeers {
+    pub hub: Addr<crate::loghub::LogHub>,
+    pub bus: Addr<crate::bus::EventBus>,
+    pub scheduler: Addr<crate::scheduler::Scheduler>,
+    pub provider: Addr<ProviderActor>,
+}
+
+/// How the orchestrator runs its runs.
+#[derive(Debug, Clone, Copy)]
+pub struct RunSettings {
+    pub approvals: Approvals,
+    /// How often and how fast a run actor that stops before its run is finished is started
+    /// again; past the limit, the run waits for the next start of Hodei.
+    pub restart_policy: RestartPolicy,
+}
 
 /// Accepts, resumes and supervises runs.
 pub struct Orchestrator {
@@ -44,22 +64,19 @@ pub struct Orchestrator {
 impl Orchestrator {
     pub fn new(
         ports: Ports,
-        hub: Addr<crate::loghub::LogHub>,
-        bus: Addr<crate::bus::EventBus>,
-        scheduler: Addr<crate::scheduler::Scheduler>,
-        provider: Addr<ProviderActor>,
-        approvals: Approvals,
+        peers: OrchestratorPeers,
+        runs: RunSettings,
         restarts: Restarts,
     ) -> Orchestrator {
         Orchestrator {
             ports,
             peers: None,
-            hub,
-            bus,
-            scheduler,
-            provider,
-            approvals,
-            policy: RestartPolicy::default(),
+            hub: peers.hub,
+            bus: peers.bus,
+            scheduler: peers.scheduler,
+            provider: peers.provider,
+            approvals: runs.approvals,
+            policy: runs.restart_policy,
             runs: HashMap::new(),
             history: HashMap::new(),
             restarts,
@@ -94,6 +111,7 @@ impl Actor for Orchestrator {
             bus: self.bus.clone(),
             scheduler: self.scheduler.clone(),
             stopped: ctx.address().recipient(),
+            restarts: self.restarts.counter().clone(),
         });
         // Resume before anything else: the mailbox waits until this is done.
         let (store, provider) = (self.ports.store.clone(), self.provider.clone());
@@ -199,10 +217,7 @@ impl Handler<SubmitRun> for Orchestrator {
             };
             plan.resolve(msg.inputs.clone())
                 .map_err(SubmitError::InvalidInputs)?;
-            let mut jobs: Vec<String> = plan.jobs.iter().map(|j| j.name.clone()).collect();
-            if !plan.post.is_empty() {
-                jobs.push(crate::run::POST_JOB.into());
-            }
+            let jobs = plan.run_jobs();
             Ok((plan.pipeline.to_string(), jobs))
         });
         let (name, jobs) = match checked {
@@ -355,7 +370,7 @@ impl Handler<RetryRun> for Orchestrator {
             let mut carried = Vec::new();
             for (before, after) in earlier.jobs.iter().zip(&record.jobs) {
                 if before.state != hodei_domain::state::JobState::Succeeded
-                    || before.name == crate::run::POST_JOB
+                    || before.name == hodei_domain::plan::POST_JOB
                 {
                     continue;
                 }
@@ -372,9 +387,7 @@ impl Handler<RetryRun> for Orchestrator {
                     carried.push(after.id);
                 }
             }
-            crate::job::persist(&ports, &bus, events)
-                .await
-                .map_err(|err| SubmitError::Internal(err.to_string()))?;
+            crate::record::record(&ports, &bus, events).await?;
             for job in carried {
                 hub.do_send(crate::messages::Note {
                     job,
@@ -463,7 +476,7 @@ impl Handler<RunActorStopped> for Orchestrator {
             let decision = act.history.entry(msg.run).or_default().on_stop(&act.policy, now);
             match decision {
                 RestartDecision::Restart { delay_ms, .. } => {
-                    restarts().record(ActorKind::Run);
+                    act.restarts.counter().record(ActorKind::Run);
                     ctx.run_later(std::time::Duration::from_millis(delay_ms), move |act, _| {
                         if !act.runs.contains_key(&msg.run) {
                             act.start_run(msg.run);

@@ -1,32 +1,20 @@
 //! The provider actor: owns a provider's housekeeping. At start-up it reaps what an earlier life
 //! of Hodei left running (level-triggered: a second pass finds nothing), sparing the job
-//! attempts whose steps the resumed runs will try to take back, and it keeps the count
-//! of what it reaped for the logs and the metrics.
+//! attempts whose steps the resumed runs will try to take back, and logs what it reaped.
 
 use std::sync::Arc;
 
-use actix::{
-    Actor, ActorFutureExt, Context, Handler, Message, ResponseActFuture, Supervised, WrapFuture,
-};
-use hodei_domain::ports::{JobAttempt, Orphan, ProviderError, Reconcile};
+use actix::{Actor, ActorFutureExt, Context, Handler, ResponseActFuture, Supervised, WrapFuture};
+use hodei_domain::ports::{Orphan, ProviderError, Reconcile};
 
 use crate::contain::guard_future;
+use crate::messages::ReapOrphans;
 use crate::supervise::{Restarts, Supervise};
-
-/// Stop whatever an earlier life of Hodei left running, except what belongs to the job attempts
-/// in `spare` (the store shows them running a step, and their job actors will try to take the
-/// step back); answers with what was stopped.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<Vec<Orphan>, ProviderError>")]
-pub struct ReapOrphans {
-    pub spare: Vec<JobAttempt>,
-}
 
 /// Owns a provider's reconciliation.
 pub struct ProviderActor {
     name: &'static str,
     reconcile: Arc<dyn Reconcile>,
-    reaped: u64,
     restarts: Restarts,
 }
 
@@ -39,7 +27,6 @@ impl ProviderActor {
         ProviderActor {
             name,
             reconcile,
-            reaped: 0,
             restarts,
         }
     }
@@ -76,7 +63,6 @@ impl Handler<ReapOrphans> for ProviderActor {
                 .into_actor(self)
                 .map(move |result, act, ctx| match result {
                     Ok(Ok(orphans)) => {
-                        act.reaped += orphans.len() as u64;
                         if !orphans.is_empty() {
                             tracing::warn!(
                                 provider = name,

@@ -11,95 +11,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use actix::{
-    Actor, AsyncContext, Context, Handler, Message, MessageResponse, Recipient, Supervised,
-};
-use hodei_domain::ids::{JobId, RunId, WorkerId};
+use actix::{Actor, AsyncContext, Context, Handler, Message, Recipient, Supervised};
+use hodei_domain::ids::{JobId, RunId};
 use hodei_domain::ports::Clock;
-use hodei_domain::schedule::{
-    Cluster, Policy, QueuedJob, ScheduleError, WaitReason, Worker, WorkerState,
-};
+use hodei_domain::schedule::{Cluster, Policy, QueuedJob, ScheduleError, Worker};
 
 use crate::fault::{Faults, Point};
-use crate::messages::{AddWorker, AskAgain, Dequeue, Enqueue, Placed, PlacementId, Release, Taken};
+use crate::messages::{
+    AddWorker, AskAgain, Dequeue, Enqueue, GetQueue, GetQueueStats, GetWorkers, Placed,
+    PlacementId, QueueStats, Release, RemoveWorker, SetWorkerState, Taken, Waiting, WorkerView,
+};
 use crate::supervise::{Restarts, Supervise, contained};
-
-/// A worker is gone (its lease ran out): place nothing more on it.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct RemoveWorker {
-    pub worker: WorkerId,
-}
-
-/// Why a queued job waits, for the queue view.
-#[derive(Debug, Message)]
-#[rtype(result = "Option<WaitReason>")]
-pub struct Explain {
-    pub job: JobId,
-}
-
-/// Every waiting job in the order the policy would consider it, with why it waits: the queue
-/// view of the API.
-#[derive(Debug, Message)]
-#[rtype(result = "Vec<Waiting>")]
-pub struct GetQueue {
-    /// At most this many, from the front of the queue.
-    pub limit: usize,
-    /// Only the jobs of this run (their positions still count every job ahead).
-    pub run: Option<RunId>,
-}
-
-/// A job in the queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Waiting {
-    pub job: JobId,
-    pub run: RunId,
-    /// How many queued jobs are ahead of it (0: it is next).
-    pub position: usize,
-    /// Its pipeline (its fair-share project).
-    pub pipeline: String,
-    /// The labels its worker must have.
-    pub runs_on: Vec<hodei_domain::model::Label>,
-    pub priority: i32,
-    pub queued_at: hodei_domain::ids::Timestamp,
-    /// The ready workers that could take it (whether or not they have room now).
-    pub candidates: Vec<WorkerId>,
-    /// Why it waits, in words.
-    pub reason: String,
-}
-
-/// Every worker with what it offers and runs.
-#[derive(Debug, Message)]
-#[rtype(result = "Vec<WorkerView>")]
-pub struct GetWorkers;
-
-/// A worker as the scheduler sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkerView {
-    pub worker: Worker,
-    /// The jobs placed on it, in placement order.
-    pub jobs: Vec<JobId>,
-}
-
-/// Drain a worker (it keeps its jobs and takes no new one) or make it ready again.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<(), ScheduleError>")]
-pub struct SetWorkerState {
-    pub worker: WorkerId,
-    pub state: WorkerState,
-}
-
-/// How many jobs wait and how many hold a slot: the queue depth of the metrics.
-#[derive(Debug, Message)]
-#[rtype(result = "QueueStats")]
-pub struct GetQueueStats;
-
-/// The answer to [`GetQueueStats`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, MessageResponse)]
-pub struct QueueStats {
-    pub queued: usize,
-    pub placed: usize,
-}
 
 /// The address that waits for a run's placements. One per run, not per job: a queued job costs
 /// the scheduler its queue entry only.
@@ -377,14 +299,6 @@ impl Handler<Release> for Scheduler {
             act.free(msg.job);
             act.place(ctx);
         });
-    }
-}
-
-impl Handler<Explain> for Scheduler {
-    type Result = Option<WaitReason>;
-
-    fn handle(&mut self, msg: Explain, ctx: &mut Context<Self>) -> Option<WaitReason> {
-        contained(self, ctx, |act, _| act.cluster.explain(msg.job)).flatten()
     }
 }
 

@@ -15,7 +15,10 @@ use actix::{Actor, ActorContext, AsyncContext, Context};
 use hodei_domain::ports::Clock;
 use hodei_domain::restart::{RestartDecision, RestartHistory, RestartPolicy};
 
-use crate::contain::{ActorKind, Panicked, guard, restarts};
+use crate::contain::{ActorKind, Panicked, RestartCounter, guard};
+
+/// The exit code of a process stopped by [`exit_on_escalation`]: an internal error.
+pub const EXIT_INTERNAL: i32 = 70;
 
 /// A supervised actor that failed more often than its policy allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +44,8 @@ pub struct Restarts {
     reason: Option<String>,
     /// The backoff the next life waits out before it reads its mailbox.
     delay: Option<Duration>,
+    /// The tree's restart counts.
+    counter: Arc<RestartCounter>,
 }
 
 impl Restarts {
@@ -49,6 +54,7 @@ impl Restarts {
         policy: RestartPolicy,
         clock: Arc<dyn Clock>,
         escalation: Escalation,
+        counter: Arc<RestartCounter>,
     ) -> Restarts {
         Restarts {
             kind,
@@ -58,7 +64,13 @@ impl Restarts {
             escalation,
             reason: None,
             delay: None,
+            counter,
         }
+    }
+
+    /// The tree's restart counts.
+    pub fn counter(&self) -> &Arc<RestartCounter> {
+        &self.counter
     }
 
     /// Notes why the actor is about to stop.
@@ -70,7 +82,7 @@ impl Restarts {
     /// Call from `Supervised::restarting`: counts the restart and decides on its backoff, or
     /// escalates.
     pub fn restarting(&mut self) {
-        restarts().record(self.kind);
+        self.counter.record(self.kind);
         let reason = self
             .reason
             .take()
@@ -108,9 +120,9 @@ impl Restarts {
     }
 }
 
-/// An escalation that stops the process: the whole of Hodei restarts under its own supervisor
-/// (systemd, a container runtime) and resumes every run from the store.
-pub fn exit_on_escalation(code: i32) -> Escalation {
+/// An escalation that stops the process with [`EXIT_INTERNAL`]: the whole of Hodei restarts
+/// under its own supervisor (systemd, a container runtime) and resumes every run from the store.
+pub fn exit_on_escalation() -> Escalation {
     Arc::new(move |escalated: Escalated| {
         eprintln!(
             "hodei: the {} actor failed {} times in a row ({}); stopping. Unfinished runs resume at the next start.",
@@ -118,7 +130,7 @@ pub fn exit_on_escalation(code: i32) -> Escalation {
             escalated.restarts + 1,
             escalated.reason
         );
-        std::process::exit(code);
+        std::process::exit(EXIT_INTERNAL);
     })
 }
 
@@ -218,6 +230,7 @@ mod tests {
                 policy,
                 Arc::new(Fixed),
                 Arc::new(move |e| seen.lock().unwrap().push(e)),
+                Arc::default(),
             ),
         });
         let quiet = std::panic::take_hook();

@@ -4,30 +4,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Addr, AsyncContext, Context, Handler, Message, Supervised};
+use actix::{Actor, Addr, AsyncContext, Context, Handler, Supervised};
 use hodei_domain::ids::WorkerId;
 
 use crate::fault::{Faults, Point};
-use crate::messages::{AddWorker, WorkerSpec};
-use crate::scheduler::{RemoveWorker, Scheduler};
+use crate::messages::{AddWorker, Heartbeat, RegisterWorker, RemoveWorker, WorkerSpec};
+use crate::scheduler::Scheduler;
 use crate::supervise::{Restarts, Supervise, contained};
-
-/// Register a worker; answers when it is known to the scheduler.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct RegisterWorker {
-    pub worker: WorkerSpec,
-    /// How long the worker may stay silent before it is considered lost; `None` for the local
-    /// machine, which lives and dies with Hodei.
-    pub lease: Option<Duration>,
-}
-
-/// A worker is alive.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Heartbeat {
-    pub worker: WorkerId,
-}
 
 /// Keeps the worker actors.
 pub struct WorkerRegistry {
@@ -108,6 +91,16 @@ impl Handler<RegisterWorker> for WorkerRegistry {
 
     fn handle(&mut self, msg: RegisterWorker, ctx: &mut Context<Self>) {
         contained(self, ctx, |act, _| {
+            // A known worker offered again (its labels or slots changed): the registry keeps
+            // the new spec and hands it to the scheduler; its actor and lease go on.
+            if let Some(known) = act.workers.get_mut(&msg.worker.id)
+                && known.actor.as_ref().is_some_and(|actor| actor.connected())
+            {
+                known.spec = msg.worker.clone();
+                known.lease = msg.lease;
+                act.scheduler.do_send(AddWorker { worker: msg.worker });
+                return;
+            }
             act.workers.insert(
                 msg.worker.id.clone(),
                 Registered {

@@ -117,7 +117,7 @@ impl ApiState {
         let queued = self
             .tree
             .scheduler
-            .send(hodei_actors::scheduler::GetQueueStats)
+            .send(hodei_actors::messages::GetQueueStats)
             .await
             .map_err(|err| ApiError::actor("the scheduler", err))?
             .queued;

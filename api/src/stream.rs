@@ -136,26 +136,12 @@ where
 
 /// The end state of a job, if `event` ends it.
 fn job_end(event: &DomainEvent, job: JobId) -> Option<&'static str> {
-    match event {
-        DomainEvent::JobSucceeded { job: j, .. } if *j == job => Some("succeeded"),
-        DomainEvent::JobFailed { job: j, .. } if *j == job => Some("failed"),
-        DomainEvent::JobTimedOut { job: j, .. } if *j == job => Some("timed_out"),
-        DomainEvent::JobCancelled { job: j, .. } if *j == job => Some("cancelled"),
-        DomainEvent::JobSkipped { job: j, .. } if *j == job => Some("skipped"),
-        _ => None,
-    }
+    (event.ends_job() == Some(job)).then(|| event.state_after())
 }
 
 /// The end state of a job in `state`, if it is over.
 pub fn end_state(state: &JobState) -> Option<&'static str> {
-    match state {
-        JobState::Succeeded => Some("succeeded"),
-        JobState::Failed { .. } => Some("failed"),
-        JobState::TimedOut => Some("timed_out"),
-        JobState::Cancelled => Some("cancelled"),
-        JobState::Skipped { .. } => Some("skipped"),
-        _ => None,
-    }
+    state.is_terminal().then(|| state.name())
 }
 
 /// One client following one job's log.

@@ -28,9 +28,9 @@ use actix::{Actor, Context, Handler};
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use hodei_actors::contain::{ActorKind, restarts};
+use hodei_actors::contain::ActorKind;
+use hodei_actors::messages::{GetQueueStats, GetWorkers};
 use hodei_actors::messages::{LogChunk, Published};
-use hodei_actors::scheduler::{GetQueueStats, GetWorkers};
 use hodei_domain::ids::{JobId, Timestamp};
 use hodei_domain::schedule::WorkerState;
 use hodei_domain::state::DomainEvent;
@@ -107,7 +107,7 @@ pub async fn sample(state: &ApiState) {
         ActorKind::Provider,
     ] {
         metrics::counter!("hodei_actor_restarts_total", "actor" => kind.name())
-            .absolute(restarts().get(kind));
+            .absolute(state.tree.restarts.get(kind));
     }
 }
 

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use hodei_domain::diagnostic::{Diagnostic, Severity};
 use hodei_domain::ids::{JobId, RunId};
 use hodei_domain::model::Role;
+use hodei_domain::plan::JobRef;
 use hodei_domain::ports::{
     JobRecord, PipelineSummary, RunRecord, RunSummary, StepRecord, TokenRecord, VersionStamp,
 };
@@ -212,8 +213,12 @@ pub struct JobView {
     /// Why it failed or was skipped, as in events (`kind` and its fields).
     #[schema(value_type = Option<Object>)]
     pub reason: Option<serde_json::Value>,
-    /// The worker holding it, while placed or running.
+    /// The worker holding it while placed or running; once it ran, the worker of its last
+    /// attempt.
     pub worker: Option<String>,
+    /// The ids of the jobs it waits for (`needs`; for the pipeline's `(post)` job, every other
+    /// job), when the run's definition still plans.
+    pub needs: Vec<u64>,
     /// The current attempt, from 1.
     pub attempt: u32,
     /// When the job entered its state.
@@ -254,12 +259,17 @@ pub struct Times {
     jobs: HashMap<JobId, (Option<i64>, Option<i64>)>,
     /// (job, job attempt, index, attempt) → started.
     steps: HashMap<(JobId, u32, u32, u32), i64>,
+    /// The worker each job was last placed on.
+    workers: HashMap<JobId, String>,
 }
 
 impl Times {
     /// Reads the times off a run's events, in order.
     pub fn add(&mut self, event: &DomainEvent) {
         match event {
+            DomainEvent::JobPlaced { job, worker, .. } => {
+                self.workers.insert(*job, worker.to_string());
+            }
             DomainEvent::JobStarted { job, at, .. } => {
                 self.jobs.entry(*job).or_default().0.get_or_insert(at.0);
                 self.run_started.get_or_insert(at.0);
@@ -295,7 +305,7 @@ fn reason_of<T: Serialize>(reason: Option<&T>) -> Option<serde_json::Value> {
 }
 
 impl JobView {
-    pub fn new(run: RunId, job: &JobRecord, times: &Times) -> JobView {
+    pub fn new(run: RunId, job: &JobRecord, needs: Vec<u64>, times: &Times) -> JobView {
         let (started, finished) = times.jobs.get(&job.id).copied().unwrap_or_default();
         let reason = match &job.state {
             JobState::Failed { reason } => reason_of(Some(reason)),
@@ -308,7 +318,12 @@ impl JobView {
             name: job.name.clone(),
             state: job.state.name().to_owned(),
             reason,
-            worker: job.state.worker().map(ToString::to_string),
+            worker: job
+                .state
+                .worker()
+                .map(ToString::to_string)
+                .or_else(|| times.workers.get(&job.id).cloned()),
+            needs,
             attempt: job.attempt.get(),
             since: job.since.0,
             started,
@@ -363,9 +378,23 @@ impl RunView {
             jobs: run
                 .jobs
                 .iter()
-                .map(|job| JobView::new(run.id, job, times))
+                .enumerate()
+                .map(|(position, job)| JobView::new(run.id, job, needs(run, position), times))
                 .collect(),
         }
+    }
+}
+
+/// The ids of the jobs that the job at `position` of `run` waits for, from the run's plan.
+fn needs(run: &RunRecord, position: usize) -> Vec<u64> {
+    let Some(plan) = hodei_actors::run::shared_plan(&run.source) else {
+        return Vec::new();
+    };
+    let id = |i: usize| run.jobs.get(i).map(|job| job.id.0);
+    match plan.job_at(position) {
+        Some(JobRef::Planned(i)) => plan.jobs[i].needs.iter().filter_map(|&n| id(n)).collect(),
+        Some(JobRef::Post) => (0..plan.jobs.len()).filter_map(id).collect(),
+        None => Vec::new(),
     }
 }
 

@@ -20,7 +20,7 @@ pub const EXIT_USAGE: u8 = 2;
 /// A server cannot be reached, or refused the token (admin commands).
 pub const EXIT_SERVER: u8 = 3;
 /// A bug in Hodei.
-pub const EXIT_INTERNAL: u8 = 70;
+pub const EXIT_INTERNAL: u8 = hodei_actors::supervise::EXIT_INTERNAL as u8;
 
 /// Hodei: a self-hosted CI/CD orchestrator.
 #[derive(Debug, Parser)]

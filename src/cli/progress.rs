@@ -10,7 +10,7 @@ use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, WrapFuture};
 use hodei_actors::messages::{LogChunk, Published};
 use hodei_domain::ids::{JobId, RunId};
 use hodei_domain::ports::Store;
-use hodei_domain::state::{DomainEvent, JobFailure, JobSkipReason};
+use hodei_domain::state::{DomainEvent, JobSkipReason};
 use tokio::sync::oneshot;
 
 /// Prints progress and says when every awaited run is over.
@@ -127,7 +127,7 @@ impl Progress {
             }
             E::JobSucceeded { job, .. } => self.line(Some(*job), "succeeded", "32"),
             E::JobFailed { job, reason, .. } => {
-                self.line(Some(*job), &format!("failed: {}", failure(reason)), "31")
+                self.line(Some(*job), &format!("failed: {reason}"), "31")
             }
             E::JobTimedOut { job, .. } => self.line(Some(*job), "timed out", "31"),
             E::JobCancelled { job, .. } => self.line(Some(*job), "cancelled", "33"),
@@ -188,17 +188,6 @@ impl Progress {
             rest.push(b'\n');
             self.output(job, &rest);
         }
-    }
-}
-
-pub(crate) fn failure(reason: &JobFailure) -> String {
-    match reason {
-        JobFailure::Step { step, failure } => {
-            format!("step {} {}", step + 1, hodei_actors::job::describe(failure))
-        }
-        JobFailure::TimedOut => "timed out".to_owned(),
-        JobFailure::Lost { worker } => format!("lost with worker {worker}"),
-        JobFailure::Provider { message } => message.clone(),
     }
 }
 

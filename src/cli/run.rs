@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use actix::{Actor, Handler, Message};
 use hodei_actors::messages::{CancelRun, Definition, SubmitRun, Subscribe, WatchLogs};
-use hodei_actors::run::Approvals;
+use hodei_domain::engine::Approvals;
 use hodei_domain::ids::RunId;
 use hodei_domain::load::load_bytes;
 use hodei_domain::model::{Label, is_env_name};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hodei_actors::messages::{FlushLog, Note};
-use hodei_actors::scheduler::{GetQueueStats, GetWorkers, SetWorkerState};
+use hodei_actors::messages::{GetQueueStats, GetWorkers, SetWorkerState};
 use hodei_domain::schedule::WorkerState;
 use hodei_supervisors::Tree;
 

@@ -33,15 +33,18 @@
 use actix::{Addr, Supervisor};
 use hodei_actors::Ports;
 use hodei_actors::bus::EventBus;
-use hodei_actors::contain::ActorKind;
+use std::sync::Arc;
+
+use hodei_actors::contain::{ActorKind, RestartCounter};
 use hodei_actors::loghub::LogHub;
+use hodei_actors::messages::RegisterWorker;
 use hodei_actors::messages::WorkerSpec;
-use hodei_actors::orchestrator::Orchestrator;
+use hodei_actors::orchestrator::{Orchestrator, OrchestratorPeers, RunSettings};
 use hodei_actors::provider::ProviderActor;
-use hodei_actors::run::Approvals;
 use hodei_actors::scheduler::Scheduler;
 use hodei_actors::supervise::{Escalation, Restarts, exit_on_escalation};
-use hodei_actors::workers::{RegisterWorker, WorkerRegistry};
+use hodei_actors::workers::WorkerRegistry;
+use hodei_domain::engine::Approvals;
 use hodei_domain::restart::RestartPolicy;
 
 /// What the tree needs beyond the ports.
@@ -58,15 +61,15 @@ pub struct TreeConfig {
 }
 
 impl TreeConfig {
-    /// The local worker and approval mode given; the default restart policy; escalation stops
-    /// the process with exit code 70 (its own supervisor starts it again, and every unfinished
-    /// run resumes).
+    /// The local worker and approval mode given; the default restart policy (for the long-lived
+    /// actors and for run actors alike); escalation stops the process with exit code 70 (its
+    /// own supervisor starts it again, and every unfinished run resumes).
     pub fn new(local_worker: Option<WorkerSpec>, approvals: Approvals) -> TreeConfig {
         TreeConfig {
             local_worker,
             approvals,
             restart_policy: RestartPolicy::default(),
-            escalation: exit_on_escalation(70),
+            escalation: exit_on_escalation(),
         }
     }
 }
@@ -81,17 +84,21 @@ pub struct Tree {
     pub workers: Addr<WorkerRegistry>,
     pub provider: Addr<ProviderActor>,
     pub ports: Ports,
+    /// How often each kind of actor of this tree was restarted.
+    pub restarts: Arc<RestartCounter>,
 }
 
 /// Starts every long-lived actor, supervised, in dependency order. Must be called inside an
 /// actix `System`.
 pub fn start_tree(ports: Ports, config: TreeConfig) -> Tree {
+    let counter = Arc::new(RestartCounter::default());
     let restarts = |kind: ActorKind| {
         Restarts::new(
             kind,
             config.restart_policy,
             ports.clock.clone(),
             config.escalation.clone(),
+            counter.clone(),
         )
     };
     let (faults, r) = (ports.faults.clone(), restarts(ActorKind::EventBus));
@@ -127,19 +134,21 @@ pub fn start_tree(ports: Ports, config: TreeConfig) -> Tree {
     );
     let provider = Supervisor::start(move |_| ProviderActor::new(name, reconcile, r));
     let orchestrator = {
-        let (ports, hub, bus, scheduler, provider) = (
-            ports.clone(),
-            hub.clone(),
-            bus.clone(),
-            scheduler.clone(),
-            provider.clone(),
-        );
-        let (approvals, r) = (config.approvals, restarts(ActorKind::Orchestrator));
-        Supervisor::start(move |_| {
-            Orchestrator::new(ports, hub, bus, scheduler, provider, approvals, r)
-        })
+        let peers = OrchestratorPeers {
+            hub: hub.clone(),
+            bus: bus.clone(),
+            scheduler: scheduler.clone(),
+            provider: provider.clone(),
+        };
+        let runs = RunSettings {
+            approvals: config.approvals,
+            restart_policy: config.restart_policy,
+        };
+        let (ports, r) = (ports.clone(), restarts(ActorKind::Orchestrator));
+        Supervisor::start(move |_| Orchestrator::new(ports, peers, runs, r))
     };
     Tree {
+        restarts: counter,
         orchestrator,
         bus,
         hub,

@@ -7,7 +7,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::{Options, harness_with, quiet_injected_panics, state_of};
-use hodei_actors::contain::{ActorKind, restarts};
+use hodei_actors::contain::ActorKind;
 use hodei_actors::fault::{Faults, Hits, Point};
 use hodei_actors::messages::{CancelRun, Definition, SubmitRun};
 use hodei_adapters::fake::Call;
@@ -23,7 +23,6 @@ async fn survives(name: &str, point: Point, hits: Hits, kind: ActorKind) {
 }
 
 async fn survives_with(pipeline: &str, name: &str, point: Point, hits: Hits, kind: ActorKind) {
-    let before = restarts().get(kind);
     let h = harness_with(
         name,
         Options {
@@ -37,7 +36,7 @@ async fn survives_with(pipeline: &str, name: &str, point: Point, hits: Hits, kin
     let record = h.finished(run).await;
     assert_eq!(record.state, RunState::Succeeded, "{:?}", record.jobs);
     assert!(
-        restarts().get(kind) > before,
+        h.tree.restarts.get(kind) > 0,
         "the {} actor was restarted",
         kind.name()
     );
@@ -98,7 +97,6 @@ async fn the_worker_registry_finishes_a_registration_a_panic_interrupted() {
 
 #[actix_rt::test]
 async fn the_orchestrator_answers_a_failed_submission_and_accepts_the_next() {
-    let before = restarts().get(ActorKind::Orchestrator);
     let h = harness_with(
         "orchestrator",
         Options {
@@ -121,7 +119,7 @@ async fn the_orchestrator_answers_a_failed_submission_and_accepts_the_next() {
     assert!(err.to_string().contains("internal error"), "{err}");
     let run = h.submit(PIPELINE, RunInputs::default()).await;
     assert_eq!(h.finished(run).await.state, RunState::Succeeded);
-    assert!(restarts().get(ActorKind::Orchestrator) > before);
+    assert_eq!(h.tree.restarts.get(ActorKind::Orchestrator), 1);
 }
 
 #[actix_rt::test]
@@ -232,7 +230,7 @@ async fn a_run_whose_actor_gave_up_is_still_cancelled_when_asked() {
     let pipeline = "name: p\njobs:\n  a: {steps: [sleep 60000]}\n";
     let run = h.submit(pipeline, RunInputs::default()).await;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    while h.tree.ports.faults.count() < 3 || restarts().get(ActorKind::Run) == 0 {
+    while h.tree.ports.faults.count() < 3 || h.tree.restarts.get(ActorKind::Run) < 2 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the run actor never failed: likely deadlocked"
@@ -248,4 +246,56 @@ async fn a_run_whose_actor_gave_up_is_still_cancelled_when_asked() {
     });
     let record = h.finished(run).await;
     assert_eq!(record.state, RunState::Cancelled, "{:?}", record.jobs);
+}
+
+/// Pauses the first attempt of a one-step job at `point`, checks what the store says there with
+/// `between`, then makes the attempt crash there: the job's retry runs it again, to success.
+async fn crash_between_writes(point: Point, between: impl Fn(&hodei_domain::ports::JobRecord)) {
+    let (faults, stepper) = Faults::pause_at(point, 1);
+    let h = harness_with(
+        point.name(),
+        Options {
+            faults,
+            ..Options::default()
+        },
+    )
+    .await;
+    quiet_injected_panics();
+    let run = h
+        .submit(
+            "name: p\njobs:\n  a: {retry: 1, steps: [emit 2]}\n",
+            RunInputs::default(),
+        )
+        .await;
+    stepper.reached().await;
+    between(&h.store_run(run).await.jobs[0]);
+    stepper.crash();
+    let record = h.finished(run).await;
+    assert_eq!(record.state, RunState::Succeeded, "{:?}", record.jobs);
+    assert_eq!(record.jobs[0].attempt.get(), 2, "the retry succeeded");
+    assert_eq!(h.tree.restarts.get(ActorKind::Job), 1);
+    let log = h.log(&record, "a").await;
+    assert!(log.ends_with("line 1\nline 2\n"), "{log}");
+}
+
+#[actix_rt::test]
+async fn a_crash_between_the_start_of_a_job_and_its_first_step_retries_the_job() {
+    crash_between_writes(Point::AfterPlace, |job| {
+        assert!(matches!(job.state, JobState::Running { .. }), "{job:?}");
+        assert!(job.steps.is_empty(), "no step started yet: {job:?}");
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn a_crash_between_a_step_s_exit_and_its_record_does_not_invent_the_exit() {
+    crash_between_writes(Point::AfterStepExit, |job| {
+        assert_eq!(job.steps.len(), 1, "{job:?}");
+        assert_eq!(
+            job.steps[0].state,
+            hodei_domain::state::StepState::Running,
+            "the exit is not recorded yet"
+        );
+    })
+    .await;
 }

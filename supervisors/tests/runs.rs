@@ -382,7 +382,7 @@ async fn a_store_refusal_mid_attempt_reloads_the_job_and_the_run_still_finishes(
 
 #[actix_rt::test]
 async fn a_step_taken_back_after_a_crash_is_logged_once_and_masked_as_if_nothing_happened() {
-    use hodei_actors::messages::{BeginStep, FlushLog, OpenLog, Output, Skip, SkipOutput};
+    use hodei_actors::messages::{BeginStep, FlushLog, OpenLog, Output, OutputSkip, SkipOutput};
     use hodei_domain::ids::JobId;
     use hodei_domain::mask::mask_all;
     use hodei_domain::ports::LogStore;
@@ -419,7 +419,7 @@ async fn a_step_taken_back_after_a_crash_is_logged_once_and_masked_as_if_nothing
             hub.do_send(open());
             hub.do_send(SkipOutput {
                 job,
-                skip: Skip::StoredSince(offset),
+                skip: OutputSkip::StoredSince(offset),
             });
             for chunk in chunks(&raw, after) {
                 hub.do_send(Output { job, bytes: chunk });
@@ -439,7 +439,7 @@ async fn a_step_taken_back_after_a_crash_is_logged_once_and_masked_as_if_nothing
 
 #[actix_rt::test]
 async fn no_slot_outlives_its_job_when_cancels_race_placements() {
-    use hodei_actors::scheduler::GetQueueStats;
+    use hodei_actors::messages::GetQueueStats;
     let h = harness("cancel-race", 2, vec![]).await;
     let pipeline =
         "name: p\njobs:\n  a: {steps: ['sleep 2']}\n  b: {needs: [a], steps: ['sleep 2']}\n";

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
-use hodei_actors::scheduler::GetQueueStats;
+use hodei_actors::messages::GetQueueStats;
 use hodei_domain::model::Role;
 use utoipa::OpenApi;
 

@@ -2,7 +2,7 @@
 //! waiting job with why it waits.
 
 use actix_web::{HttpResponse, web};
-use hodei_actors::scheduler::{GetQueue, GetQueueStats, GetWorkers, SetWorkerState};
+use hodei_actors::messages::{GetQueue, GetQueueStats, GetWorkers, SetWorkerState};
 use hodei_domain::ids::{RunId, WorkerId};
 use hodei_domain::model::Role;
 use hodei_domain::schedule::{ScheduleError, WorkerState};

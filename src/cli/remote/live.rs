@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use hodei_api::client::follow::{EventFollower, EventItem, LogFollower, LogItem, Reconnect};
 use hodei_api::client::{Client, ClientError};
 use hodei_api::views::{JobView, RunView};
-use hodei_domain::state::{JobFailure, JobSkipReason};
+use hodei_domain::state::{JobFailure, JobSkipReason, JobState, RunState};
 use tokio::sync::mpsc;
 
 use super::Failure;
@@ -137,8 +137,6 @@ struct Live {
     follow: Follow,
     printer: Printer,
     run: RunView,
-    /// Each job's `needs`, by plan position, when the run's definition could be planned.
-    needs: Vec<Vec<usize>>,
     /// The state shown last, by job, with why it waited if it was queued.
     shown: HashMap<u64, (String, u32, Option<String>)>,
     /// Why each queued job waits, as the scheduler says.
@@ -154,10 +152,6 @@ struct Live {
 impl Live {
     async fn new(client: &Client, follow: Follow, printer: Printer) -> Result<Live, Failure> {
         let run = client.run(follow.run).await?;
-        let needs = match client.run_definition(follow.run).await {
-            Ok(source) => needs_of(&source, run.jobs.len()),
-            Err(_) => Vec::new(),
-        };
         let width = run
             .jobs
             .iter()
@@ -171,7 +165,6 @@ impl Live {
             follow,
             printer,
             run,
-            needs,
             shown: HashMap::new(),
             waits: HashMap::new(),
             logs: HashMap::new(),
@@ -263,10 +256,7 @@ impl Live {
 
     /// Over: the run ended and every followed log reached its end.
     fn done(&self) -> bool {
-        let over = matches!(
-            self.run.state.as_str(),
-            "succeeded" | "failed" | "cancelled"
-        );
+        let over = RunState::from_name(&self.run.state).is_some_and(|s| s.is_terminal());
         over && self.logs.values().all(|log| log.ended)
     }
 
@@ -415,7 +405,7 @@ impl Live {
         // With many jobs, the finished ones give way to those still to come.
         let hide_done = jobs.len() > FOOTER_JOBS;
         let mut shown = 0;
-        for (i, job) in jobs.iter().enumerate() {
+        for job in jobs.iter() {
             if (hide_done && over(job)) || shown == FOOTER_JOBS {
                 continue;
             }
@@ -433,14 +423,16 @@ impl Live {
                 (Some(s), None) => duration(now_ms() - s),
                 _ => String::new(),
             };
-            let waits = match self.needs.get(i) {
+            let waits = match () {
                 _ if self.waits.get(&job.id).is_some_and(|w| !w.is_empty()) => {
                     p.paint("33", &self.waits[&job.id])
                 }
-                Some(needs) if !needs.is_empty() && !over(job) && job.started.is_none() => {
-                    let names: Vec<&str> = needs
+                _ if !job.needs.is_empty() && !over(job) && job.started.is_none() => {
+                    let names: Vec<&str> = job
+                        .needs
                         .iter()
-                        .filter_map(|&n| jobs.get(n).map(|j| j.name.as_str()))
+                        .filter_map(|id| jobs.iter().find(|j| j.id == *id))
+                        .map(|j| j.name.as_str())
                         .collect();
                     p.paint("2", &format!("← {}", names.join(", ")))
                 }
@@ -471,10 +463,7 @@ impl Live {
 
 /// Whether a job in this state is over.
 fn is_over(state: &str) -> bool {
-    matches!(
-        state,
-        "succeeded" | "failed" | "timed_out" | "cancelled" | "skipped"
-    )
+    JobState::is_terminal_name(state)
 }
 
 /// Why a job ended as it did, in words.
@@ -496,19 +485,7 @@ fn reason(job: &JobView, run: &RunView) -> Option<String> {
         });
     }
     let failure: JobFailure = serde_json::from_value(value).ok()?;
-    Some(crate::cli::progress::failure(&failure))
-}
-
-/// Each planned job's `needs`, by position, if the definition plans to `jobs` jobs.
-fn needs_of(source: &str, jobs: usize) -> Vec<Vec<usize>> {
-    let Some(pipeline) = hodei_domain::load::load(source).pipeline else {
-        return Vec::new();
-    };
-    let plan = hodei_domain::plan::plan(&pipeline);
-    if plan.jobs.len() != jobs {
-        return Vec::new();
-    }
-    plan.jobs.into_iter().map(|j| j.needs).collect()
+    Some(failure.to_string())
 }
 
 /// `text` cut to `columns` visible characters (colour codes kept whole).

@@ -1,0 +1,142 @@
+//! A run as its actor holds it, read from the store: its plan, its resolved inputs, its
+//! machines and its secrets.
+
+use std::sync::Arc;
+
+use hodei_domain::engine::JobSlot;
+use hodei_domain::ids::{JobId, RunId};
+use hodei_domain::plan::{InputError, JobRef, ResolvedRun};
+use hodei_domain::ports::{RunRecord, StoreError};
+use hodei_domain::state::{JobMachine, RunMachine};
+
+use super::plans::{SharedPlan, shared_plan};
+use crate::Ports;
+
+/// Why a run cannot be loaded: it resumes at the next start of Hodei.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read the run")]
+    Store(#[from] StoreError),
+    #[error("{run} is not in the store")]
+    NotFound { run: RunId },
+    #[error("the stored definition of pipeline `{pipeline}` no longer loads")]
+    Definition { pipeline: String },
+    #[error("the run's inputs no longer fit its pipeline: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Inputs(Vec<InputError>),
+    #[error("{run} has {stored} jobs, its plan {planned}")]
+    Jobs {
+        run: RunId,
+        stored: usize,
+        planned: usize,
+    },
+    #[error("secret `{name}` is not available")]
+    Secret { name: String },
+}
+
+/// A run as its actor holds it.
+pub(super) struct Loaded {
+    pub plan: Arc<SharedPlan>,
+    pub resolved: Arc<ResolvedRun>,
+    pub machine: RunMachine,
+    /// The plan's jobs, in the plan's order.
+    pub jobs: Vec<JobSlot>,
+    /// The job of the pipeline's post hooks, if it has any.
+    pub post: Option<JobSlot>,
+    /// The run's secrets, by name.
+    pub secrets: Vec<(String, String)>,
+}
+
+impl Loaded {
+    pub fn slot(&self, job: JobRef) -> Option<&JobSlot> {
+        match job {
+            JobRef::Planned(i) => self.jobs.get(i),
+            JobRef::Post => self.post.as_ref(),
+        }
+    }
+
+    pub fn slot_mut(&mut self, job: JobRef) -> Option<&mut JobSlot> {
+        match job {
+            JobRef::Planned(i) => self.jobs.get_mut(i),
+            JobRef::Post => self.post.as_mut(),
+        }
+    }
+
+    /// The job with this id.
+    pub fn find(&self, id: JobId) -> Option<JobRef> {
+        if let Some(i) = self.jobs.iter().position(|s| s.id == id) {
+            return Some(JobRef::Planned(i));
+        }
+        self.post
+            .as_ref()
+            .filter(|p| p.id == id)
+            .map(|_| JobRef::Post)
+    }
+
+    /// Every job, with how it is referred to.
+    pub fn slots_mut(&mut self) -> impl Iterator<Item = &mut JobSlot> {
+        self.jobs.iter_mut().chain(self.post.as_mut())
+    }
+}
+
+/// Reads a run and rebuilds its plan and machines.
+pub(super) async fn load_run(ports: &Ports, run: RunId) -> Result<Loaded, LoadError> {
+    let record = ports
+        .store
+        .run(run)
+        .await?
+        .ok_or(LoadError::NotFound { run })?;
+    loaded_from(ports, record)
+}
+
+/// Rebuilds a run's plan and machines from its record.
+pub(super) fn loaded_from(ports: &Ports, record: RunRecord) -> Result<Loaded, LoadError> {
+    let run = record.id;
+    let plan = shared_plan(&record.source).ok_or_else(|| LoadError::Definition {
+        pipeline: record.pipeline.clone(),
+    })?;
+    let resolved = plan
+        .resolve(record.inputs.clone())
+        .map_err(LoadError::Inputs)?;
+    let planned = plan.run_jobs().len();
+    if record.jobs.len() != planned {
+        return Err(LoadError::Jobs {
+            run,
+            stored: record.jobs.len(),
+            planned,
+        });
+    }
+    let mut secrets = Vec::new();
+    for name in &record.inputs.secrets {
+        match ports.secrets.get(name) {
+            Some(value) => secrets.push((name.clone(), value)),
+            None => return Err(LoadError::Secret { name: name.clone() }),
+        }
+    }
+    let mut jobs = Vec::with_capacity(plan.jobs.len());
+    let mut post = None;
+    for (position, job) in record.jobs.iter().enumerate() {
+        let Some(which) = plan.job_at(position) else {
+            continue;
+        };
+        let machine = JobMachine::restore(
+            run,
+            job.id,
+            plan.policy(which),
+            job.attempt,
+            job.state.clone(),
+            job.since,
+        );
+        match which {
+            JobRef::Planned(_) => jobs.push(JobSlot::home(machine)),
+            JobRef::Post => post = Some(JobSlot::home(machine)),
+        }
+    }
+    Ok(Loaded {
+        resolved: Arc::new(resolved),
+        machine: RunMachine::restore(run, record.state, record.since),
+        plan,
+        jobs,
+        post,
+        secrets,
+    })
+}
