@@ -1,7 +1,7 @@
 //! # hodei-adapters
 //!
-//! The outside world behind the ports of [`hodei_domain`]: the sqlx stores (SQLite, PostgreSQL),
-//! the Docker provider (bollard), the Kubernetes provider (kube), local processes and log files.
+//! The outside world behind the ports of [`hodei_domain`]: the SQLite store (sqlx), the Docker
+//! provider (bollard), local processes, log files and the system clock.
 //! Each adapter keeps its translation to the outside world a pure, table-tested function and the
 //! code that talks to the daemon short.
 //!
@@ -11,8 +11,8 @@
 //! `local/mod.rs`); [`docker::DockerProvider`] runs the steps of jobs with an `image` in
 //! containers on a Docker engine, with services, pull policies and re-attach after a restart
 //! (start with `docker/mod.rs`, user docs in `docs/docker.md`); [`route::ByImage`] puts the
-//! two behind one provider, by the job's `image`; [`fake::FakeProvider`] is the scripted test double for actor tests and
-//! benchmarks (no processes).
+//! two behind one provider, by the job's `image`; [`fake::FakeProvider`] is the scripted test
+//! double for actor tests and benchmarks (no processes).
 //!
 //! Stores: [`sqlite::SqliteStore`] is the durable record (pipelines, runs, jobs, steps, events)
 //! on SQLite, with group commit (start with `sqlite/mod.rs`); [`logs::FileLogStore`] keeps job

@@ -117,7 +117,7 @@ impl ProviderError {
     }
 }
 
-/// Runs the steps of jobs somewhere: local processes, Docker containers, Kubernetes pods.
+/// Runs the steps of jobs somewhere: local processes, Docker containers.
 ///
 /// ## Lifecycle
 /// For each job attempt: [`set_up`](Provider::set_up) once; then for each step, in order,

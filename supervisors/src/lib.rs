@@ -14,9 +14,9 @@
 //!  ├─ WorkerRegistry  supervised; registers the local worker
 //!  ├─ ProviderActor   supervised; reaps what an earlier Hodei left running
 //!  └─ Orchestrator    supervised; reaps, resumes unfinished runs, then accepts new ones
-//!       └─ RunActor   one per active run, restarted by the orchestrator with backoff
-//!            │        (hodei_domain::restart policy); after too many restarts the run is
-//!            │        parked until the next start
+//!       └─ RunActor   one per active run, restarted by the orchestrator with the backoff
+//!            │        of TreeConfig::restart_policy; after too many restarts the run is
+//!            │        parked until the next start (or a cancel or an approval)
 //!            └─ JobActor  one per attempt; a crash stops its step and makes its run actor
 //!                         reload the job from the store
 //! ```
@@ -24,7 +24,7 @@
 //! Every long-lived actor contains the panics of its handlers (`hodei_actors::supervise`): it
 //! stops, and actix's `Supervisor` starts it again after the backoff of
 //! [`TreeConfig::restart_policy`]; past the policy's limit the tree's
-//! [`TreeConfig::escalation`] decides.
+//! [`TreeConfig::escalation`] decides. Restarts are counted per tree ([`Tree::restarts`]).
 //!
 //! The order matters: the bus and the hub exist before anything can publish or print; the
 //! scheduler before workers register; the provider before the orchestrator asks it to reap; and
