@@ -177,6 +177,7 @@ async fn throughput(runs: usize, jobs: usize) -> f64 {
         pending.push(tree.orchestrator.send(SubmitRun {
             definition: source.clone(),
             inputs: RunInputs::default(),
+            limit: None,
         }));
     }
     for submit in pending {
@@ -211,6 +212,7 @@ async fn latency(rate: f64, count: usize) {
             .send(SubmitRun {
                 definition: source.clone(),
                 inputs: RunInputs::default(),
+                limit: None,
             })
             .await
             .unwrap()
@@ -281,6 +283,7 @@ async fn local_spawn(jobs: usize, parallel: usize) {
             .send(SubmitRun {
                 definition: source.clone(),
                 inputs: RunInputs::default(),
+                limit: None,
             })
             .await
             .unwrap()
@@ -317,6 +320,7 @@ async fn queued_memory(jobs: usize) {
             .send(SubmitRun {
                 definition: source.clone(),
                 inputs: RunInputs::default(),
+                limit: None,
             })
             .await
             .unwrap()

@@ -475,3 +475,66 @@ async fn the_example_with_a_postgres_service_runs_green_through_the_server() {
     let log = log_of(&http, &server.url, schema, &auth).await;
     assert!(log.contains("3 users, the first ada\n"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_is_ready_only_once_every_unfinished_run_is_resumed() {
+    let data = scratch("ready-after-resume");
+    let mut server = Server::start(&data);
+    let token = std::fs::read_to_string(data.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let auth = format!("Bearer {token}");
+    hodei_api::client::install_crypto();
+    let http = reqwest::Client::new();
+    // No worker has the label: every run's job waits in the queue.
+    let pipeline = "name: waits\njobs:\n  j: {runs_on: [gpu], steps: [{run: 'true'}]}\n";
+    let put = http
+        .put(format!("{}/api/v1/pipelines/waits", server.url))
+        .header("authorization", &auth)
+        .header("content-type", "application/yaml")
+        .body(pipeline)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    const RUNS: usize = 1_000;
+    for batch in 0..RUNS / 50 {
+        let triggers = (0..50).map(|_| {
+            http.post(format!("{}/api/v1/pipelines/waits/runs", server.url))
+                .header("authorization", &auth)
+                .json(&json!({}))
+                .send()
+        });
+        for answer in futures_util::future::join_all(triggers).await {
+            assert_eq!(answer.unwrap().status(), 201, "batch {batch}");
+        }
+    }
+    server.kill();
+    let server = Server::start(&data);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = http
+            .get(format!("{}/readyz", server.url))
+            .send()
+            .await
+            .unwrap();
+        if ready.status() == 200 {
+            break;
+        }
+        let body: Value = ready.json().await.unwrap();
+        assert!(
+            Instant::now() < deadline,
+            "never ready (likely deadlocked): {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Ready means resumed: every waiting job is back in the queue.
+    let queue = get(
+        &http,
+        &format!("{}/api/v1/queue?limit=1", server.url),
+        &auth,
+    )
+    .await;
+    assert_eq!(queue["total"], RUNS, "{queue}");
+}

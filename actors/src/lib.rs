@@ -30,6 +30,7 @@
 //! Start reading at [`orchestrator`], then [`run`] (and `hodei_domain::engine`, which decides
 //! for it) and [`job`].
 
+pub mod admission;
 pub mod bus;
 pub mod contain;
 pub mod fault;

@@ -243,6 +243,12 @@ pub enum SubmitError {
     /// The run cannot be retried in its state (only a failed or cancelled run can).
     #[error("the run is {state}: only a failed or cancelled run can be retried")]
     NotRetryable { state: &'static str },
+    /// Unfinished runs hold as many jobs as the limit allows: try again later.
+    #[error("unfinished runs hold {holding} jobs: the limit is {limit}")]
+    QueueFull { holding: usize, limit: usize },
+    /// The run has more jobs than unfinished runs may ever hold.
+    #[error("the run has {jobs} jobs, more than unfinished runs may hold: the limit is {limit}")]
+    TooManyJobs { jobs: usize, limit: usize },
     /// Hodei failed while accepting the run: a bug, logged with its cause.
     #[error("internal error while accepting the run: {0}")]
     Internal(String),
@@ -255,6 +261,8 @@ pub enum SubmitError {
 #[rtype(result = "Result<RunId, SubmitError>")]
 pub struct RerunRun {
     pub run: RunId,
+    /// The most jobs unfinished runs may hold with this one ([`SubmitError::QueueFull`]).
+    pub limit: Option<usize>,
 }
 
 /// Retry what failed in a finished run: a new run of the same pinned version and inputs, in
@@ -264,6 +272,8 @@ pub struct RerunRun {
 #[rtype(result = "Result<RunId, SubmitError>")]
 pub struct RetryRun {
     pub run: RunId,
+    /// The most jobs unfinished runs may hold with this one ([`SubmitError::QueueFull`]).
+    pub limit: Option<usize>,
 }
 
 /// What a submitted run runs.
@@ -292,6 +302,10 @@ impl Definition {
 pub struct SubmitRun {
     pub definition: Definition,
     pub inputs: RunInputs,
+    /// The most jobs unfinished runs may hold with this one: a run that would pass it is
+    /// refused whole ([`SubmitError::QueueFull`], or [`SubmitError::TooManyJobs`] for a run
+    /// that never fits); `None` for no limit. Checked and reserved in one step.
+    pub limit: Option<usize>,
 }
 
 /// Cancel a run: running steps are stopped, pending jobs cancelled, `cancelled` and `always`
@@ -318,6 +332,24 @@ pub struct ApproveJob {
 #[rtype(result = "()")]
 pub struct RunActorStopped {
     pub run: RunId,
+}
+
+/// A run actor loaded its run and acted on its first reconcile: its queued jobs are asked for.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RunLoaded {
+    pub run: RunId,
+}
+
+/// How far the orchestrator is with resuming the unfinished runs it found at start-up.
+#[derive(Debug, Message)]
+#[rtype(result = "Resuming")]
+pub struct GetResuming;
+
+/// The answer to [`GetResuming`]: how many runs found at start-up are not loaded yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, actix::MessageResponse)]
+pub struct Resuming {
+    pub runs: usize,
 }
 
 /// A job attempt is over: the machine is terminal, or queued again for its next attempt.

@@ -16,11 +16,13 @@ use hodei_domain::restart::{RestartDecision, RestartHistory, RestartPolicy};
 use hodei_domain::state::{JobState, StepState};
 
 use crate::Ports;
+use crate::admission::Admission;
 use crate::contain::{ActorKind, guard_future};
 use crate::fault::Point;
 use crate::messages::ReapOrphans;
 use crate::messages::{
-    ApproveJob, CancelRun, Definition, RerunRun, RetryRun, RunActorStopped, SubmitError, SubmitRun,
+    ApproveJob, CancelRun, Definition, GetResuming, RerunRun, Resuming, RetryRun, RunActorStopped,
+    RunLoaded, SubmitError, SubmitRun,
 };
 use crate::provider::ProviderActor;
 use crate::run::{Peers, RunActor};
@@ -59,6 +61,10 @@ pub struct Orchestrator {
     /// The restarts of each run's actor.
     history: HashMap<RunId, RestartHistory>,
     restarts: Restarts,
+    /// The jobs unfinished runs hold, for the submissions' limit.
+    admission: Admission,
+    /// The runs found unfinished at start-up whose actor has not loaded them yet.
+    resuming: std::collections::HashSet<RunId>,
 }
 
 impl Orchestrator {
@@ -80,6 +86,8 @@ impl Orchestrator {
             runs: HashMap::new(),
             history: HashMap::new(),
             restarts,
+            admission: Admission::default(),
+            resuming: Default::default(),
         }
     }
 
@@ -111,6 +119,7 @@ impl Actor for Orchestrator {
             bus: self.bus.clone(),
             scheduler: self.scheduler.clone(),
             stopped: ctx.address().recipient(),
+            loaded: ctx.address().recipient(),
             restarts: self.restarts.counter().clone(),
         });
         // Resume before anything else: the mailbox waits until this is done.
@@ -119,11 +128,11 @@ impl Actor for Orchestrator {
             async move {
                 // The steps the store shows running may still run (a container outlives
                 // Hodei): their job attempts are spared, for their job actors to take back.
-                let spare = match running_steps(store.as_ref()).await {
-                    Ok(spare) => spare,
+                let Survey { spare, jobs } = match survey(store.as_ref()).await {
+                    Ok(survey) => survey,
                     Err(err) => {
                         tracing::error!(error = %err, "Cannot list the running steps; none is taken back.");
-                        Vec::new()
+                        Survey::default()
                     }
                 };
                 match provider.send(ReapOrphans { spare }).await {
@@ -135,16 +144,18 @@ impl Actor for Orchestrator {
                     Ok(Err(err)) => tracing::error!(error = %err, "Cannot reap what an earlier Hodei left running."),
                     Err(err) => tracing::error!(error = %err, "The provider actor is not running."),
                 }
-                store.unfinished_runs().await
+                (store.unfinished_runs().await, jobs)
             }
             .into_actor(self)
-            .map(|result, act, _| match result {
+            .map(|(result, jobs), act, _| match result {
                 Ok(runs) => {
+                    act.admission.found(jobs);
                     if !runs.is_empty() {
                         tracing::info!(runs = runs.len(), "Resuming unfinished runs.");
                     }
                     for run in runs {
                         if !act.runs.contains_key(&run) {
+                            act.resuming.insert(run);
                             act.start_run(run);
                         }
                     }
@@ -155,27 +166,37 @@ impl Actor for Orchestrator {
     }
 }
 
-/// The job attempts of unfinished runs that the store shows running a step.
-async fn running_steps(store: &dyn Store) -> Result<Vec<JobAttempt>, StoreError> {
-    let mut running = Vec::new();
+/// What the store holds of unfinished runs at start-up.
+#[derive(Default)]
+struct Survey {
+    /// The job attempts that the store shows running a step.
+    spare: Vec<JobAttempt>,
+    /// Each unfinished run's number of jobs.
+    jobs: Vec<(RunId, usize)>,
+}
+
+/// Reads every unfinished run once: what is running, and how many jobs each run holds.
+async fn survey(store: &dyn Store) -> Result<Survey, StoreError> {
+    let mut survey = Survey::default();
     for run in store.unfinished_runs().await? {
         let Some(record) = store.run(run).await? else {
             continue;
         };
+        survey.jobs.push((run, record.jobs.len()));
         for job in record.jobs {
             let in_step = job
                 .steps
                 .iter()
                 .any(|s| s.job_attempt == job.attempt && s.state == StepState::Running);
             if matches!(job.state, JobState::Running { .. }) && in_step {
-                running.push(JobAttempt {
+                survey.spare.push(JobAttempt {
                     job: job.id,
                     attempt: job.attempt,
                 });
             }
         }
     }
-    Ok(running)
+    Ok(survey)
 }
 
 impl Supervised for Orchestrator {
@@ -218,6 +239,8 @@ impl Handler<SubmitRun> for Orchestrator {
             plan.resolve(msg.inputs.clone())
                 .map_err(SubmitError::InvalidInputs)?;
             let jobs = plan.run_jobs();
+            // Checked and reserved in one step: concurrent submissions never pass the limit.
+            act.admission.reserve(msg.limit, jobs.len())?;
             Ok((plan.pipeline.to_string(), jobs))
         });
         let (name, jobs) = match checked {
@@ -233,6 +256,7 @@ impl Handler<SubmitRun> for Orchestrator {
                 }));
             }
         };
+        let count = jobs.len();
         let fut = async move {
             let version = match msg.definition {
                 Definition::Stored(version) => version,
@@ -249,20 +273,32 @@ impl Handler<SubmitRun> for Orchestrator {
                 .await?;
             Ok::<_, SubmitError>(record)
         };
-        Box::pin(guard_future(fut).into_actor(self).map(|result, act, ctx| {
-            let result = match result {
-                Ok(result) => result,
-                Err(panicked) => {
-                    act.restarts.failed(panicked.message.clone());
-                    actix::ActorContext::stop(ctx);
-                    return Err(SubmitError::Internal(panicked.message));
-                }
-            };
-            let record = result?;
-            let run = record.id;
-            act.start_created(record);
-            Ok(run)
-        }))
+        Box::pin(
+            guard_future(fut)
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    let result = match result {
+                        Ok(result) => result,
+                        Err(panicked) => {
+                            act.admission.settle(count, None);
+                            act.restarts.failed(panicked.message.clone());
+                            actix::ActorContext::stop(ctx);
+                            return Err(SubmitError::Internal(panicked.message));
+                        }
+                    };
+                    let record = match result {
+                        Ok(record) => record,
+                        Err(err) => {
+                            act.admission.settle(count, None);
+                            return Err(err);
+                        }
+                    };
+                    let run = record.id;
+                    act.admission.settle(count, Some(run));
+                    act.start_created(record);
+                    Ok(run)
+                }),
+        )
     }
 }
 
@@ -294,28 +330,62 @@ async fn create_from(
 }
 
 impl Orchestrator {
-    /// Answers with the run that `made` creates from `earlier`, and starts its actor: with the
-    /// record in hand when it is `fresh`, from the store otherwise. A panic in `made` stops the
-    /// orchestrator, which is restarted.
-    fn start_made(
+    /// Reads the run `earlier`, reserves room for a run of as many jobs within `limit`, then
+    /// answers with the run that `make` creates from it, and starts its actor: with the record
+    /// in hand when it is `fresh`, from the store otherwise. A panic stops the orchestrator,
+    /// which is restarted.
+    fn start_made<F>(
         &mut self,
         earlier: RunId,
         how: &'static str,
-        made: impl std::future::Future<Output = Result<(RunRecord, bool), SubmitError>> + 'static,
-    ) -> ResponseActFuture<Self, Result<RunId, SubmitError>> {
+        limit: Option<usize>,
+        make: impl FnOnce(RunRecord) -> F + 'static,
+    ) -> ResponseActFuture<Self, Result<RunId, SubmitError>>
+    where
+        F: std::future::Future<Output = Result<(RunRecord, bool), SubmitError>> + 'static,
+    {
+        let store = self.ports.store.clone();
+        let read = async move { stored_run(store.as_ref(), earlier).await };
         Box::pin(
-            guard_future(made)
+            guard_future(read)
                 .into_actor(self)
-                .map(move |result, act, ctx| {
-                    let (record, fresh) = match result {
-                        Ok(result) => result?,
+                .then(move |read, act, _| {
+                    // Checked and reserved here, in the orchestrator's own context.
+                    let reserved = match read {
+                        Ok(Ok(record)) => {
+                            let jobs = record.jobs.len();
+                            act.admission.reserve(limit, jobs).map(|()| (record, jobs))
+                        }
+                        Ok(Err(err)) => Err(err),
+                        Err(panicked) => Err(SubmitError::Internal(panicked.message)),
+                    };
+                    async move {
+                        match reserved {
+                            Ok((record, jobs)) => (guard_future(make(record)).await, jobs),
+                            Err(err) => (Ok(Err(err)), 0),
+                        }
+                    }
+                    .into_actor(act)
+                })
+                .map(move |(result, jobs), act, ctx| {
+                    let made = match result {
+                        Ok(made) => made,
                         Err(panicked) => {
+                            act.admission.settle(jobs, None);
                             act.restarts.failed(panicked.message.clone());
                             actix::ActorContext::stop(ctx);
                             return Err(SubmitError::Internal(panicked.message));
                         }
                     };
+                    let (record, fresh) = match made {
+                        Ok(made) => made,
+                        Err(err) => {
+                            act.admission.settle(jobs, None);
+                            return Err(err);
+                        }
+                    };
                     let run = record.id;
+                    act.admission.settle(jobs, Some(run));
                     tracing::info!(run_id = %run, from = %earlier, how, "Run made from another.");
                     if fresh {
                         act.start_created(record);
@@ -333,11 +403,9 @@ impl Handler<RerunRun> for Orchestrator {
 
     fn handle(&mut self, msg: RerunRun, _: &mut Context<Self>) -> Self::Result {
         let (store, now) = (self.ports.store.clone(), self.ports.clock.now());
-        let made = async move {
-            let earlier = stored_run(store.as_ref(), msg.run).await?;
+        self.start_made(msg.run, "rerun", msg.limit, move |earlier| async move {
             Ok((create_from(store.as_ref(), &earlier, now).await?, true))
-        };
-        self.start_made(msg.run, "rerun", made)
+        })
     }
 }
 
@@ -348,8 +416,7 @@ impl Handler<RetryRun> for Orchestrator {
         let (ports, hub, bus) = (self.ports.clone(), self.hub.clone(), self.bus.clone());
         let now = ports.clock.now();
         let earlier_run = msg.run;
-        let made = async move {
-            let earlier = stored_run(ports.store.as_ref(), earlier_run).await?;
+        let made = move |earlier: RunRecord| async move {
             if !matches!(
                 earlier.state,
                 hodei_domain::state::RunState::Failed | hodei_domain::state::RunState::Cancelled
@@ -397,7 +464,7 @@ impl Handler<RetryRun> for Orchestrator {
             // Not fresh: the run actor reads it back with its carried-over jobs.
             Ok((record, false))
         };
-        self.start_made(earlier_run, "retry", made)
+        self.start_made(earlier_run, "retry", msg.limit, made)
     }
 }
 
@@ -464,6 +531,7 @@ impl Handler<RunActorStopped> for Orchestrator {
 
     fn handle(&mut self, msg: RunActorStopped, ctx: &mut Context<Self>) {
         self.runs.remove(&msg.run);
+        self.resuming.remove(&msg.run);
         // Did the run finish, or did its actor give up? Ask the store, the source of truth.
         let store = self.ports.store.clone();
         let now = self.ports.clock.now();
@@ -471,6 +539,7 @@ impl Handler<RunActorStopped> for Orchestrator {
             let finished = matches!(&result, Ok(Some(record)) if record.state.is_terminal());
             if finished {
                 act.history.remove(&msg.run);
+                act.admission.finished(msg.run);
                 return;
             }
             let decision = act.history.entry(msg.run).or_default().on_stop(&act.policy, now);
@@ -488,5 +557,23 @@ impl Handler<RunActorStopped> for Orchestrator {
                 }
             }
         }));
+    }
+}
+
+impl Handler<RunLoaded> for Orchestrator {
+    type Result = ();
+
+    fn handle(&mut self, msg: RunLoaded, _: &mut Context<Self>) {
+        self.resuming.remove(&msg.run);
+    }
+}
+
+impl Handler<GetResuming> for Orchestrator {
+    type Result = Resuming;
+
+    fn handle(&mut self, _: GetResuming, _: &mut Context<Self>) -> Resuming {
+        Resuming {
+            runs: self.resuming.len(),
+        }
     }
 }

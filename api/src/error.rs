@@ -69,8 +69,10 @@ pub enum ApiError {
     /// It already exists.
     #[error("{what} already exists")]
     Conflict { what: String },
-    /// The queue holds as many jobs as it may: no new run until it shrinks.
-    #[error("the queue is full: {queued} jobs wait (the limit is {limit}); try again later")]
+    /// Unfinished runs hold as many jobs as they may: no new run until some finish.
+    #[error(
+        "the queue is full: unfinished runs hold {queued} jobs (the limit is {limit}); try again later"
+    )]
     QueueFull { queued: usize, limit: usize },
     /// The store, the log store or the actors cannot serve the request now; retry later.
     #[error("{what} is unavailable: {reason}")]

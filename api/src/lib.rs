@@ -56,7 +56,9 @@ pub struct Limits {
     /// The largest request body, in bytes (a pipeline's YAML, a JSON body); larger ones are
     /// refused with 413.
     pub max_body: usize,
-    /// The most jobs that may wait in the queue; a new run beyond is refused with 429.
+    /// The most jobs that unfinished runs may hold (waiting for their needs, queued or
+    /// running); a run that would pass it is refused whole: 429 with `Retry-After`, or 409 when
+    /// the run alone has more jobs than the limit.
     pub max_queued: usize,
 }
 
@@ -105,8 +107,7 @@ impl ApiState {
 }
 
 impl ApiState {
-    /// Refuses a new run while the server shuts down (503) or while the queue is full (429),
-    /// both with `Retry-After`.
+    /// Refuses a new run while the server shuts down (503, with `Retry-After`).
     pub async fn accepts_runs(&self) -> Result<(), ApiError> {
         if !self.accepting.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(ApiError::Unavailable {
@@ -114,19 +115,8 @@ impl ApiState {
                 reason: "it is shutting down; try again when it is back".into(),
             });
         }
-        let queued = self
-            .tree
-            .scheduler
-            .send(hodei_actors::messages::GetQueueStats)
-            .await
-            .map_err(|err| ApiError::actor("the scheduler", err))?
-            .queued;
-        if queued >= self.limits.max_queued {
-            return Err(ApiError::QueueFull {
-                queued,
-                limit: self.limits.max_queued,
-            });
-        }
+        // The limit on queued jobs is checked by the orchestrator, in the same step that
+        // reserves room for the run (`SubmitRun::limit`).
         Ok(())
     }
 }

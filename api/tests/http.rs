@@ -1225,6 +1225,48 @@ async fn a_full_queue_refuses_new_runs_with_429_and_retry_after() {
 }
 
 #[actix_rt::test]
+async fn the_queue_limit_is_a_hard_bound_under_concurrent_triggers_and_large_runs() {
+    let server = start_with(Limits {
+        max_queued: 50,
+        ..Limits::default()
+    })
+    .await;
+    server.apply(HELLO).await;
+    // A run of more jobs than the limit is refused whole: it could never fit.
+    let mut big = String::from("name: big\njobs:\n");
+    for i in 0..5_000 {
+        big.push_str(&format!("  j{i}: {{steps: [{{run: 'true'}}]}}\n"));
+    }
+    assert_eq!(server.apply(&big).await.status, StatusCode::CREATED);
+    let refused = server.trigger("big", json!({})).await;
+    refused.problem(409, "illegal-transition");
+    assert_eq!(server.get("/api/v1/runs").await.json()["items"], json!([]));
+    // Nothing finishes while the only worker is drained: of 200 concurrent one-job triggers on
+    // an empty queue, exactly 50 are accepted and the others answer 429.
+    let drained = server
+        .call(
+            Method::POST,
+            "/api/v1/workers/local/drain",
+            Some(&server.admin),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(drained.status, StatusCode::NO_CONTENT);
+    let triggers = (0..200).map(|_| server.trigger("hello", json!({})));
+    let answers = futures_util::future::join_all(triggers).await;
+    let created = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::CREATED)
+        .count();
+    let full = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((created, full), (50, 150));
+}
+
+#[actix_rt::test]
 async fn a_retry_runs_what_failed_and_carries_over_what_succeeded() {
     let server = start().await;
     let mark = std::env::temp_dir().join(format!("hodei-retry-mark-{}", std::process::id()));

@@ -255,6 +255,7 @@ async fn session(
             .send(SubmitRun {
                 definition: Definition::Text(source),
                 inputs,
+                limit: None,
             })
             .await
         {

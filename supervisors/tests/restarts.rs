@@ -112,6 +112,7 @@ async fn the_orchestrator_answers_a_failed_submission_and_accepts_the_next() {
         .send(SubmitRun {
             definition: Definition::Text(PIPELINE.into()),
             inputs: RunInputs::default(),
+            limit: None,
         })
         .await
         .expect("the orchestrator answers");

@@ -33,7 +33,7 @@ use crate::job::{JobActor, JobPeers};
 use crate::loghub::LogHub;
 use crate::messages::{
     AbandonJob, ApproveJob, AskAgain, AttemptCrashed, AttemptEnded, CancelJob, CancelRun, Dequeue,
-    Enqueue, Placed, RunActorStopped, Taken,
+    Enqueue, Placed, RunActorStopped, RunLoaded, Taken,
 };
 use crate::record::record;
 use crate::scheduler::Scheduler;
@@ -46,6 +46,8 @@ pub struct Peers {
     pub bus: Addr<EventBus>,
     pub scheduler: Addr<Scheduler>,
     pub stopped: Recipient<RunActorStopped>,
+    /// Told once the run is loaded and its first moves are made.
+    pub loaded: Recipient<RunLoaded>,
     /// The tree's restart counts.
     pub restarts: Arc<RestartCounter>,
 }
@@ -65,6 +67,8 @@ pub struct RunActor {
     fresh: Option<RunRecord>,
     /// The earliest instant a timer is armed for (a retry's delay).
     wake: Option<Timestamp>,
+    /// Whether [`RunLoaded`] was sent.
+    announced: bool,
 }
 
 impl RunActor {
@@ -81,6 +85,7 @@ impl RunActor {
             dirty: false,
             fresh: None,
             wake: None,
+            announced: false,
         }
     }
 
@@ -220,6 +225,9 @@ impl RunActor {
                 }
                 Move::Run(_) | Move::Job(..) => {}
             }
+        }
+        if !std::mem::replace(&mut self.announced, true) {
+            self.peers.loaded.do_send(RunLoaded { run: self.run });
         }
         if std::mem::take(&mut self.dirty) {
             self.reconcile(ctx);

@@ -267,6 +267,7 @@ pub async fn trigger_run(
         .send(SubmitRun {
             definition: Definition::Stored(pipeline.clone()),
             inputs,
+            limit: Some(state.limits.max_queued),
         })
         .await
         .map_err(|err| ApiError::actor("the orchestrator", err))?;

@@ -251,7 +251,17 @@ pub async fn rerun_run(
     id: web::Path<u64>,
 ) -> Result<HttpResponse, ApiError> {
     let earlier = RunId(*id);
-    run_again(&state, &caller, earlier, RerunRun { run: earlier }, "rerun").await
+    run_again(
+        &state,
+        &caller,
+        earlier,
+        RerunRun {
+            run: earlier,
+            limit: Some(state.limits.max_queued),
+        },
+        "rerun",
+    )
+    .await
 }
 
 /// Retry what failed in a finished run: a new run of the same pinned version and inputs in
@@ -282,7 +292,10 @@ pub async fn retry_run(
         &state,
         &caller,
         earlier,
-        RetryRun { run: earlier },
+        RetryRun {
+            run: earlier,
+            limit: Some(state.limits.max_queued),
+        },
         "retried",
     )
     .await
@@ -341,6 +354,15 @@ pub(crate) fn submit_error(err: SubmitError, what: &str) -> ApiError {
             what: what.to_owned(),
             state,
             reason: "only a failed or cancelled run can be retried",
+        },
+        SubmitError::QueueFull { holding, limit } => ApiError::QueueFull {
+            queued: holding,
+            limit,
+        },
+        SubmitError::TooManyJobs { .. } => ApiError::IllegalTransition {
+            what: what.to_owned(),
+            state: "larger than the queue",
+            reason: "it has more jobs than `max_queued_jobs` lets unfinished runs hold; raise the limit",
         },
         SubmitError::Internal(reason) => ApiError::Internal { reason },
         err @ SubmitError::InvalidPipeline(_) => ApiError::Internal {

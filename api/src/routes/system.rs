@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
-use hodei_actors::messages::GetQueueStats;
+use hodei_actors::messages::{GetQueueStats, GetResuming, Resuming};
 use hodei_domain::model::Role;
 use utoipa::OpenApi;
 
@@ -32,8 +32,9 @@ pub async fn healthz() -> HttpResponse {
     })
 }
 
-/// Readiness: the store answers and the supervision tree is up (the orchestrator and the
-/// scheduler answer). 503 with what failed otherwise.
+/// Readiness: the store answers, the supervision tree is up (the orchestrator and the
+/// scheduler answer), and every run found unfinished at start-up is resumed. 503 with what
+/// failed otherwise.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -58,8 +59,17 @@ pub async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
         (true, Ok(Err(err))) => Err(format!("the scheduler: {err}")),
         (true, Err(_)) => Err(format!("the scheduler: no answer within {READY_TIMEOUT:?}")),
     };
-    let ready = store.is_ok() && actors.is_ok();
-    for (name, result) in [("store", store), ("actors", actors)] {
+    // Ready once every run found unfinished at start-up is loaded and has asked for its
+    // workers again (the orchestrator answers after it has listed them).
+    let resuming = tokio::time::timeout(READY_TIMEOUT, state.tree.orchestrator.send(GetResuming));
+    let runs = match resuming.await {
+        Ok(Ok(Resuming { runs: 0 })) => Ok(()),
+        Ok(Ok(Resuming { runs })) => Err(format!("resuming {runs} unfinished run(s)")),
+        Ok(Err(err)) => Err(format!("the orchestrator: {err}")),
+        Err(_) => Err("resuming the unfinished runs".to_owned()),
+    };
+    let ready = store.is_ok() && actors.is_ok() && runs.is_ok();
+    for (name, result) in [("store", store), ("actors", actors), ("runs", runs)] {
         checks.insert(
             name.to_owned(),
             result.err().unwrap_or_else(|| "ok".to_owned()),

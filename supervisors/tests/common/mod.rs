@@ -132,6 +132,7 @@ impl Harness {
             .send(SubmitRun {
                 definition: Definition::Text(yaml.to_owned()),
                 inputs,
+                limit: None,
             })
             .await
             .unwrap()
