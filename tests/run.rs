@@ -222,6 +222,31 @@ fn steps_see_only_the_job_environment_and_secrets_are_masked() {
     );
 }
 
+#[test]
+fn a_secret_split_across_two_steps_is_masked_in_the_live_view_and_the_stored_log() {
+    // One step prints the first bytes of the secret without a newline, the next the rest.
+    let dir = scratch("split-secret");
+    let file = write(
+        &dir,
+        "p.yml",
+        "name: p\njobs:\n  show:\n    steps:\n      - run: 'printf \"key=%s\" \"$(printf %s \"$API_TOKEN\" | cut -c1-6)\"'\n      - run: 'printf \"%s\\n\" \"$(printf %s \"$API_TOKEN\" | cut -c7-)\"'\n",
+    );
+    let store = dir.join("runs.db");
+    let store_arg = store.to_string_lossy().into_owned();
+    let out = run(hodei()
+        .args(["run", &file, "--store", &store_arg, "--secret", "API_TOKEN"])
+        .env("API_TOKEN", "s3cr3t-value-42"));
+    let stdout = compact(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let log = &stored_logs(&store)[0];
+    assert_eq!(log, "key=***\n");
+    assert!(stdout.contains("key=***"), "{stdout}");
+    assert!(
+        !stdout.contains("s3cr3t") && !stdout.contains("value-42"),
+        "{stdout}"
+    );
+}
+
 fn alive(pid: i32) -> bool {
     // A zombie still answers kill(pid, 0); look at its state instead.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

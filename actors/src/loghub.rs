@@ -1,10 +1,13 @@
 //! The log hub: each job's output is masked (secret values become `***`, also when split across
 //! chunks), appended to the job's log, and fanned out to watchers with its byte offset.
 //!
-//! A step's output is masked from a fresh start ([`BeginStep`]: what the masker held back is
-//! emitted first), so that it is a function of the step's raw output and the job's secrets
-//! alone. That is what lets a step taken back after a crash of Hodei send its output again from
-//! the first byte: the hub masks it again and drops what the log already holds ([`SkipOutput`]).
+//! A job's maskers hold back across its steps: a secret that one step begins to print and the
+//! next one finishes is masked all the same. When nothing is held back at a step's start (the
+//! usual case: output ends with a newline), the step's masked output is a function of its raw
+//! output and the job's secrets alone. That is what lets a step taken back after a crash of
+//! Hodei send its output again from the first byte: the hub masks it again and drops what the
+//! log already holds ([`SkipOutput`]). A step that starts while bytes are held back gets no
+//! offset ([`BeginStep`]), and is not taken back.
 //!
 //! Maskers live in the actor's fields, which survive a supervised restart, so a restart never
 //! lets a secret through. A handler that panics is contained: the hub restarts (after a backoff,
@@ -204,13 +207,14 @@ impl Handler<Output> for LogHub {
 }
 
 impl Handler<BeginStep> for LogHub {
-    type Result = Result<u64, HubError>;
+    type Result = Result<Option<u64>, HubError>;
 
     fn handle(&mut self, msg: BeginStep, ctx: &mut Context<Self>) -> Self::Result {
         self.for_job(ctx, msg.job, |act| {
-            act.drain(msg.job);
             act.skips.remove(&msg.job);
-            Ok(act.logs.len(msg.job)?)
+            let held = act.maskers.get(&msg.job).map_or(0, Masker::pending);
+            let len = act.logs.len(msg.job)?;
+            Ok((held == 0).then_some(len))
         })
         .unwrap_or(Err(HubError::Failed))
     }

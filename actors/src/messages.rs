@@ -70,11 +70,13 @@ pub struct FlushLog {
     pub job: JobId,
 }
 
-/// A step is about to start: emit what the job's masker holds back, so that the step's output
-/// is masked from a fresh start, and answer the length of the job's log: where the step's output
-/// begins (recorded with `StepStarted`).
+/// A step is about to start: answer the length of the job's log, where the step's output
+/// begins (recorded with `StepStarted`), or `None` when the masker still holds bytes of the
+/// previous output back (the start of what may be a secret, split across the two steps): they
+/// are masked together with this step's output, which is then not a function of its own raw
+/// output alone and cannot be taken back after a crash.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<u64, HubError>")]
+#[rtype(result = "Result<Option<u64>, HubError>")]
 pub struct BeginStep {
     pub job: JobId,
 }

@@ -381,6 +381,45 @@ async fn a_store_refusal_mid_attempt_reloads_the_job_and_the_run_still_finishes(
 }
 
 #[actix_rt::test]
+async fn a_secret_split_across_two_steps_is_masked() {
+    use hodei_actors::messages::{BeginStep, FlushLog, OpenLog, Output};
+    use hodei_domain::ids::JobId;
+    use hodei_domain::ports::LogStore;
+
+    let h = harness("split-secret", 1, Vec::new()).await;
+    let hub = &h.tree.hub;
+    let secret = "hunter2-pass";
+    let job = JobId(20_000);
+    hub.do_send(OpenLog {
+        job,
+        secrets: vec![secret.to_owned()],
+    });
+    // The first step prints the start of the secret without a newline, the next one the rest.
+    hub.do_send(Output {
+        job,
+        bytes: b"key=hunt".to_vec(),
+    });
+    let second = hub.send(BeginStep { job }).await.unwrap().unwrap();
+    assert_eq!(
+        second, None,
+        "bytes held back: the step cannot be taken back"
+    );
+    hub.do_send(Output {
+        job,
+        bytes: b"er2-pass\n".to_vec(),
+    });
+    let third = hub.send(BeginStep { job }).await.unwrap().unwrap();
+    assert_eq!(
+        third,
+        Some(8),
+        "nothing held back: where the third step's output begins"
+    );
+    hub.send(FlushLog { job }).await.unwrap().unwrap();
+    let log = h.logs.read(job, 0, None).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&log), "key=***\n");
+}
+
+#[actix_rt::test]
 async fn a_step_taken_back_after_a_crash_is_logged_once_and_masked_as_if_nothing_happened() {
     use hodei_actors::messages::{BeginStep, FlushLog, OpenLog, Output, OutputSkip, SkipOutput};
     use hodei_domain::ids::JobId;
@@ -403,15 +442,19 @@ async fn a_step_taken_back_after_a_crash_is_logged_once_and_masked_as_if_nothing
                 job,
                 secrets: vec![secret.to_owned()],
             };
-            // The first life: earlier output whose end the masker holds back (a prefix of the
-            // secret), then the step starts and prints up to `cut`, then Hodei dies: what the
-            // masker held is lost.
+            // The first life: earlier output, then the step starts and prints up to `cut`, then
+            // Hodei dies: what the masker held is lost.
             hub.do_send(open());
             hub.do_send(Output {
                 job,
-                bytes: b"earlier hunt".to_vec(),
+                bytes: b"earlier hunt\n".to_vec(),
             });
-            let offset = hub.send(BeginStep { job }).await.unwrap().unwrap();
+            let offset = hub
+                .send(BeginStep { job })
+                .await
+                .unwrap()
+                .unwrap()
+                .expect("nothing held back: the step can be taken back");
             for chunk in chunks(&raw[..cut], before) {
                 hub.do_send(Output { job, bytes: chunk });
             }
@@ -426,7 +469,7 @@ async fn a_step_taken_back_after_a_crash_is_logged_once_and_masked_as_if_nothing
             }
             hub.send(FlushLog { job }).await.unwrap().unwrap();
             let log = h.logs.read(job, 0, None).await.unwrap();
-            let mut expected = b"earlier hunt".to_vec();
+            let mut expected = b"earlier hunt\n".to_vec();
             expected.extend_from_slice(&expected_step);
             assert_eq!(
                 String::from_utf8_lossy(&log),

@@ -131,7 +131,8 @@ impl AttemptTask {
                 hub: self.hub.clone(),
                 job: self.def.spec.job,
             });
-            // The step's output begins where the log ends now, masked from a fresh start.
+            // The step's output begins where the log ends now (no offset when the masker holds
+            // back the start of a secret that the previous step printed).
             let log_offset = self
                 .hub
                 .send(BeginStep {

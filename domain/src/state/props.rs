@@ -62,7 +62,7 @@ fn job_event() -> impl Strategy<Value = JobEvent> {
 
 fn step_event() -> impl Strategy<Value = StepEvent> {
     prop_oneof![
-        4 => any::<u64>().prop_map(|log_offset| StepEvent::Start { log_offset }),
+        4 => any::<Option<u64>>().prop_map(|log_offset| StepEvent::Start { log_offset }),
         2 => exit().prop_map(StepEvent::Exited),
         1 => Just(StepEvent::Exited(StepExit::code(0))),
         1 => Just(StepEvent::TimeOut),

@@ -74,7 +74,9 @@ pub enum StepEvent {
     Start {
         /// The length of the job's log when the step started: its output begins there. A
         /// step re-attached after a crash of Hodei finds what of it the log already holds.
-        log_offset: u64,
+        /// `None` when the step's output is masked together with bytes the previous step left
+        /// pending (the start of what may be a secret): it cannot be taken back.
+        log_offset: Option<u64>,
     },
     /// The process ended (successfully or not: see [`StepExit::is_success`]).
     Exited(StepExit),
@@ -269,13 +271,9 @@ impl StepMachine {
             },
         };
         let (attempt, state, emitted) = match (state, event) {
-            (S::Pending, E::Start { log_offset }) => (
-                attempt,
-                S::Running,
-                emit!(StepStarted {
-                    log_offset: Some(log_offset)
-                }),
-            ),
+            (S::Pending, E::Start { log_offset }) => {
+                (attempt, S::Running, emit!(StepStarted { log_offset }))
+            }
             (S::Pending, E::Skip { reason }) => (
                 attempt,
                 S::Skipped { reason },

@@ -52,7 +52,9 @@ fn every_legal_transition() {
     let table: Vec<(StepMachine, StepEvent, &str, &str, u32)> = vec![
         (
             pending(1, 1),
-            E::Start { log_offset: 0 },
+            E::Start {
+                log_offset: Some(0),
+            },
             "running",
             "step_started",
             1,
@@ -96,12 +98,20 @@ fn representative_illegal_transitions() {
         (pending(1, 1), exited(0), OutOfOrder),
         (pending(1, 1), E::Lost, OutOfOrder),
         (pending(1, 1), E::TimeOut, OutOfOrder),
-        (running(1, 1), E::Start { log_offset: 0 }, Stale),
+        (
+            running(1, 1),
+            E::Start {
+                log_offset: Some(0),
+            },
+            Stale,
+        ),
         (running(1, 1), skip(), OutOfOrder),
         (step(StepState::Succeeded, 1, 1), E::Cancel, Finished),
         (
             step(StepState::Cancelled, 1, 3),
-            E::Start { log_offset: 0 },
+            E::Start {
+                log_offset: Some(0),
+            },
             Finished,
         ),
         (step(StepState::TimedOut, 1, 1), E::TimeOut, Finished),
