@@ -157,7 +157,7 @@ pub struct AddWorker {
     pub worker: WorkerSpec,
 }
 
-/// Find a worker for a job; the answer comes as a [`QueueReply`] to `reply`. Jobs of one run
+/// Find a worker for a job; the answer comes as a [`Placed`] to `reply`. Jobs of one run
 /// share one reply address in the scheduler: the latest one sent.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]

@@ -6,7 +6,9 @@
 //! the primary facts of its state (workers, queued jobs with their age, placements) and builds
 //! every index anew from them ([`Cluster::rebuilt`]), so that a half-done update cannot outlive
 //! the panic. Every run that waits for placements is asked to send its requests again
-//! ([`QueueReply::AskAgain`]), so that none lost in the failure is forgotten.
+//! ([`AskAgain`]), so that none lost in the failure is forgotten. A placement is answered with
+//! [`Placed`] and acknowledged; one that its asker refuses or never reads is released here, so
+//! that no slot outlives the job it was given to.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -4,9 +4,9 @@
 //! hands the machine back to its run when the attempt is over.
 //!
 //! - `mod.rs` (here): the actor — start, cancel, abandon, clean-up after a failure.
-//! - [`attempt`]: the attempt's future — set-up, the steps in order, the hooks, the outcome.
-//! - [`step`]: one step through its tries, its timeouts and a cancel.
-//! - [`recovery`]: an attempt found running after a crash of Hodei goes on where it stopped.
+//! - `attempt.rs`: the attempt's future — set-up, the steps in order, the hooks, the outcome.
+//! - `step.rs`: one step through its tries, its timeouts and a cancel.
+//! - `recovery.rs`: an attempt found running after a crash of Hodei goes on where it stopped.
 
 mod attempt;
 mod recovery;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hodei_actors::Ports;
 use hodei_actors::fault::Faults;
-use hodei_actors::messages::{Definition, SubmitRun, WorkerSpec};
+use hodei_actors::messages::{Definition, Published, SubmitRun, Subscribe, WorkerSpec};
 use hodei_adapters::clock::SystemClock;
 use hodei_adapters::fake::FakeProvider;
 use hodei_adapters::logs::FileLogStore;
@@ -35,7 +35,25 @@ pub struct Harness {
     pub store: Arc<SqliteStore>,
     pub logs: Arc<FileLogStore>,
     pub provider: Arc<FakeProvider>,
+    /// A wake-up for every batch of events published: waits re-read the store then, instead of
+    /// polling it.
+    published: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<()>>,
     _dir: TempDir,
+}
+
+/// Turns every published batch into a wake-up.
+struct WakeUp(tokio::sync::mpsc::UnboundedSender<()>);
+
+impl actix::Actor for WakeUp {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<Published> for WakeUp {
+    type Result = ();
+
+    fn handle(&mut self, _: Published, _: &mut actix::Context<Self>) {
+        let _ = self.0.send(());
+    }
 }
 
 /// A directory removed when dropped.
@@ -116,11 +134,16 @@ pub async fn harness_with(name: &str, options: Options) -> Harness {
     config.escalation = Arc::new(|escalated| panic!("unexpected escalation: {escalated:?}"));
     (options.config)(&mut config);
     let tree = start_tree(ports, config);
+    let (wake, published) = tokio::sync::mpsc::unbounded_channel();
+    use actix::Actor as _;
+    let subscriber = WakeUp(wake).start().recipient();
+    tree.bus.do_send(Subscribe { subscriber });
     Harness {
         tree,
         store,
         logs,
         provider,
+        published: tokio::sync::Mutex::new(published),
         _dir: dir,
     }
 }
@@ -145,6 +168,9 @@ impl Harness {
             .await
     }
 
+    /// Waits until the run's record passes `test`, reading it again after each batch of
+    /// published events (every transition is published once it is durable); fails with
+    /// "likely deadlocked" after 20 s without it.
     pub async fn until(
         &self,
         run: RunId,
@@ -152,16 +178,18 @@ impl Harness {
         test: impl Fn(&RunRecord) -> bool,
     ) -> RunRecord {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut published = self.published.lock().await;
         loop {
+            while published.try_recv().is_ok() {}
             let record = self.store.run(run).await.unwrap().unwrap();
             if test(&record) {
                 return record;
             }
+            let woken = tokio::time::timeout_at(deadline, published.recv()).await;
             assert!(
-                tokio::time::Instant::now() < deadline,
+                woken.is_ok(),
                 "{run}: {what} never happened: likely deadlocked; {record:?}"
             );
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
