@@ -79,6 +79,7 @@ impl Handler<ReapOrphans> for ProviderActor {
                         Err(ProviderError::Other {
                             provider: name,
                             reason: panicked.to_string(),
+                            cause: None,
                         })
                     }
                 }),

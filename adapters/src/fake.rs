@@ -49,6 +49,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use hodei_domain::ids::{JobId, RunId};
+use hodei_domain::ports::Cause;
 use hodei_domain::ports::{
     BoxFuture, JobSpec, Orphan, OutputSink, Provider, ProviderError, Reconcile, StepHandle,
     StepSpec, Workspace,
@@ -176,6 +177,7 @@ impl FakeProvider {
             return Err(ProviderError::Unavailable {
                 provider: "fake",
                 reason: "scripted outage".into(),
+                cause: None,
             });
         }
         Ok(())
@@ -198,12 +200,14 @@ impl FakeProvider {
         }
         let verbs = parse(&step.script).map_err(|reason| ProviderError::Start {
             reason: format!("fake script {:?}: {reason}", step.script),
+            cause: None,
         })?;
         for verb in &verbs {
             match verb {
                 Verb::FailStart => {
                     return Err(ProviderError::Start {
                         reason: "scripted start failure".into(),
+                        cause: None,
                     });
                 }
                 Verb::Panic => panic!("scripted panic in start_step of {}", workspace.job),
@@ -214,6 +218,7 @@ impl FakeProvider {
             tokio::runtime::Handle::try_current().map_err(|err| ProviderError::Other {
                 provider: "fake",
                 reason: format!("a scripted step needs a tokio runtime: {err}"),
+                cause: Cause::of(err),
             })?;
         let kill = Arc::new(Notify::new());
         let (publish, outcome) = watch::channel(None);
@@ -346,6 +351,7 @@ fn lost(handle: &StepHandle) -> ProviderError {
             "no fake step {:?} of {} (or its job was torn down)",
             handle.id, handle.job
         ),
+        cause: None,
     }
 }
 
@@ -364,6 +370,7 @@ impl Provider for FakeProvider {
             if self.fail_set_up.load(Ordering::SeqCst) {
                 return Err(ProviderError::SetUp {
                     reason: "scripted set-up failure".into(),
+                    cause: None,
                 });
             }
             lock(&self.workspaces)
@@ -477,6 +484,7 @@ impl FakeProvider {
                     "step {} of {} (attempt {}) started outside a set-up workspace",
                     step.index, workspace.job, workspace.attempt
                 ),
+                cause: None,
             });
         };
         if !started.insert((step.index, step.attempt)) {
@@ -485,6 +493,7 @@ impl FakeProvider {
                     "step {} (try {}) of {} started twice",
                     step.index, step.attempt, workspace.job
                 ),
+                cause: None,
             });
         }
         Ok(())

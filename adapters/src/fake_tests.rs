@@ -310,7 +310,7 @@ async fn a_broken_lifecycle_is_refused_as_a_real_engine_would() {
     let sink = Arc::new(Collect::default());
     let before = fake.start_step(&unset, &step("emit 1"), sink.clone()).await;
     assert!(
-        matches!(&before, Err(ProviderError::Start { reason }) if reason.contains("outside a set-up workspace")),
+        matches!(&before, Err(ProviderError::Start { reason, .. }) if reason.contains("outside a set-up workspace")),
         "{before:?}"
     );
     let ws = fake.set_up(&spec).await.expect("set up");
@@ -319,7 +319,7 @@ async fn a_broken_lifecycle_is_refused_as_a_real_engine_would() {
         .expect("started once");
     let twice = fake.start_step(&ws, &step("emit 1"), sink.clone()).await;
     assert!(
-        matches!(&twice, Err(ProviderError::Start { reason }) if reason.contains("started twice")),
+        matches!(&twice, Err(ProviderError::Start { reason, .. }) if reason.contains("started twice")),
         "{twice:?}"
     );
     let retry = StepSpec {

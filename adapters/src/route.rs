@@ -167,6 +167,7 @@ impl ByImage {
         let unavailable = |reason: String| ProviderError::Unavailable {
             provider: "docker",
             reason: format!("the job has an `image`, and {reason}"),
+            cause: None,
         };
         if let Some(trouble) = self.engine_trouble() {
             return Err(unavailable(trouble));
@@ -195,6 +196,7 @@ impl ByImage {
             None => Err(ProviderError::Other {
                 provider: "router",
                 reason: format!("{job} has no workspace set up in this life of Hodei"),
+                cause: None,
             }),
         }
     }
@@ -273,6 +275,7 @@ impl Provider for ByImage {
                     Err(self.docker().err().unwrap_or(ProviderError::Other {
                         provider: "router",
                         reason: "the Docker engine is not connected".into(),
+                        cause: None,
                     }))
                 }
                 (None, docker) => {

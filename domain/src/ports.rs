@@ -83,7 +83,52 @@ pub trait OutputSink: Send + Sync {
     fn output(&self, chunk: &[u8]);
 }
 
+/// The error underneath a port's error (an I/O error, the database's, the engine's), kept for
+/// the error's chain ([`std::error::Error::source`]). Shared, so that errors stay cheap to
+/// clone; two causes are equal when they read the same.
+#[derive(Clone)]
+pub struct Cause(Arc<dyn std::error::Error + Send + Sync>);
+
+impl Cause {
+    /// Keeps `err` as a cause.
+    pub fn new(err: impl std::error::Error + Send + Sync + 'static) -> Cause {
+        Cause(Arc::new(err))
+    }
+
+    /// `Some(Cause::new(err))`, for the `cause` fields of port errors.
+    pub fn of(err: impl std::error::Error + Send + Sync + 'static) -> Option<Cause> {
+        Some(Cause::new(err))
+    }
+}
+
+impl std::fmt::Debug for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Cause) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for Cause {}
+
 /// A provider's failure to do its part. A step's own failure is not one: it is a [`StepExit`].
+/// Each variant keeps the error underneath, when there is one, as its `source()`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProviderError {
@@ -92,21 +137,37 @@ pub enum ProviderError {
     Unavailable {
         provider: &'static str,
         reason: String,
+        #[source]
+        cause: Option<Cause>,
     },
     /// The job's workspace could not be set up.
     #[error("cannot set up the workspace: {reason}")]
-    SetUp { reason: String },
+    SetUp {
+        reason: String,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// The step's process could not be started (shell missing, bad working directory, ...).
     #[error("cannot start the step: {reason}")]
-    Start { reason: String },
+    Start {
+        reason: String,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// The step ran but its outcome could not be collected.
     #[error("lost track of the step: {reason}")]
-    Wait { reason: String },
+    Wait {
+        reason: String,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// Anything else the provider could not do.
     #[error("{provider}: {reason}")]
     Other {
         provider: &'static str,
         reason: String,
+        #[source]
+        cause: Option<Cause>,
     },
 }
 
@@ -370,7 +431,11 @@ pub struct RunSummary {
 pub enum StoreError {
     /// The database cannot be reached or refused the operation; retry later.
     #[error("the store is unavailable: {reason}")]
-    Unavailable { reason: String },
+    Unavailable {
+        reason: String,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// What was asked for does not exist.
     #[error("{what} not found")]
     NotFound { what: String },
@@ -379,7 +444,12 @@ pub enum StoreError {
     Conflict { what: String },
     /// The stored data cannot be read back: a bug or a foreign change to the database.
     #[error("corrupt record {what}: {reason}")]
-    Corrupt { what: String, reason: String },
+    Corrupt {
+        what: String,
+        reason: String,
+        #[source]
+        cause: Option<Cause>,
+    },
 }
 
 impl StoreError {
@@ -557,7 +627,12 @@ pub trait LogStore: Send + Sync {
 #[non_exhaustive]
 pub enum LogError {
     #[error("log of {job}: {reason}")]
-    Io { job: JobId, reason: String },
+    Io {
+        job: JobId,
+        reason: String,
+        #[source]
+        cause: Option<Cause>,
+    },
     #[error("log of {job}: the writer has stopped")]
     Closed { job: JobId },
 }

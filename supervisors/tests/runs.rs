@@ -260,6 +260,7 @@ impl Store for FlakyStore {
             return Box::pin(async {
                 Err(hodei_domain::ports::StoreError::Unavailable {
                     reason: "injected: the disk is full".into(),
+                    cause: None,
                 })
             });
         }

@@ -6,7 +6,7 @@ use std::io;
 use std::path::PathBuf;
 
 use bollard::errors::Error as Bollard;
-use hodei_domain::ports::ProviderError;
+use hodei_domain::ports::{Cause, ProviderError};
 
 /// The provider's name in errors, logs and metrics.
 pub const PROVIDER: &str = "docker";
@@ -143,17 +143,22 @@ impl DockerError {
     /// [`ProviderError::Unavailable`], whatever the phase.
     pub fn into_provider(self, phase: Phase) -> ProviderError {
         let reason = self.to_string();
-        match (self, phase) {
-            (DockerError::Unreachable { .. }, _) => ProviderError::Unavailable {
+        let unreachable = matches!(self, DockerError::Unreachable { .. });
+        // The Docker error stays the port error's cause, with its own chain (bollard's).
+        let cause = Cause::of(self);
+        match (unreachable, phase) {
+            (true, _) => ProviderError::Unavailable {
                 provider: PROVIDER,
                 reason,
+                cause,
             },
-            (_, Phase::SetUp) => ProviderError::SetUp { reason },
-            (_, Phase::Start) => ProviderError::Start { reason },
-            (_, Phase::Wait) => ProviderError::Wait { reason },
-            (_, Phase::Other) => ProviderError::Other {
+            (false, Phase::SetUp) => ProviderError::SetUp { reason, cause },
+            (false, Phase::Start) => ProviderError::Start { reason, cause },
+            (false, Phase::Wait) => ProviderError::Wait { reason, cause },
+            (false, Phase::Other) => ProviderError::Other {
                 provider: PROVIDER,
                 reason,
+                cause,
             },
         }
     }

@@ -143,7 +143,10 @@ pub fn step_exit(si_code: i32, si_status: i32) -> Option<StepExit> {
 }
 
 fn start(reason: String) -> ProviderError {
-    ProviderError::Start { reason }
+    ProviderError::Start {
+        reason,
+        cause: None,
+    }
 }
 
 #[cfg(test)]
@@ -179,7 +182,7 @@ mod tests {
             match expected {
                 Some(path) => assert_eq!(got, Ok(PathBuf::from(path)), "{dir:?}"),
                 None => assert!(
-                    matches!(&got, Err(ProviderError::Start { reason })
+                    matches!(&got, Err(ProviderError::Start { reason, .. })
                         if reason.contains(dir.unwrap_or_default())),
                     "{dir:?} gave {got:?}"
                 ),
@@ -236,7 +239,7 @@ mod tests {
         for (name, value) in [("", "x"), ("A=B", "x"), ("A\0", "x"), ("GOOD_NAME", "a\0b")] {
             let env = Env::from([(name.to_owned(), value.to_owned())]);
             match step_env(&env, "i", "m") {
-                Err(ProviderError::Start { reason }) => {
+                Err(ProviderError::Start { reason, .. }) => {
                     assert!(reason.contains("environment variable"), "{reason}")
                 }
                 other => panic!("{name:?}={value:?} gave {other:?}"),

@@ -61,6 +61,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use hodei_domain::ids::{JobId, RunId};
+use hodei_domain::ports::Cause;
 use hodei_domain::ports::{
     BoxFuture, JobAttempt, JobSpec, Orphan, OutputSink, Provider, ProviderError, Reconcile,
     StepHandle, StepSpec, Workspace,
@@ -131,6 +132,7 @@ impl Step {
                     self.leader.pgid(),
                     KILL_TIMEOUT.as_secs()
                 ),
+                cause: None,
             }),
         }
     }
@@ -183,6 +185,7 @@ impl LocalProvider {
                     step.working_dir.as_deref().unwrap_or("."),
                     dir.display()
                 ),
+                cause: None,
             });
         }
         let (program, args) = convert::shell(step)?;
@@ -271,6 +274,7 @@ impl Provider for LocalProvider {
                 Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
                 Err(err) => Err(ProviderError::SetUp {
                     reason: format!("cannot look for the workspace {}: {err}", dir.display()),
+                    cause: Cause::of(err),
                 }),
             }
         })
@@ -284,6 +288,7 @@ impl Provider for LocalProvider {
                     reason: format!(
                         "the job needs the container image `{image}`, and the local provider runs steps as processes on this machine; run it where the Docker provider is available, or remove `image` to run it here"
                     ),
+                    cause: None,
                 });
             }
             if let Some((name, _)) = job.services.first() {
@@ -291,11 +296,13 @@ impl Provider for LocalProvider {
                     reason: format!(
                         "the job needs the service `{name}`, and the local provider cannot start service containers"
                     ),
+                    cause: None,
                 });
             }
             let dir = convert::workspace_dir(&self.base, job.run, job.job, job.attempt);
             let fail = |what: &str, err: std::io::Error| ProviderError::SetUp {
                 reason: format!("cannot {what} {}: {err}", dir.display()),
+                cause: Cause::of(err),
             };
             match tokio::fs::remove_dir_all(&dir).await {
                 Ok(()) => {
@@ -346,11 +353,13 @@ impl Provider for LocalProvider {
                         "no step {} of {} with pid {:?} was started here (or its job was torn down)",
                         step.index, step.job, step.id
                     ),
+                    cause: None,
                 });
             };
             entry.outcome().await.unwrap_or_else(|| {
                 Err(ProviderError::Wait {
                     reason: "the step's monitor stopped (its runtime shut down)".into(),
+                    cause: None,
                 })
             })
         })
@@ -408,6 +417,7 @@ impl Provider for LocalProvider {
                     return Err(ProviderError::Other {
                         provider: "local",
                         reason: format!("cannot remove the workspace {}: {err}", dir.display()),
+                        cause: Cause::of(err),
                     });
                 }
             }
@@ -437,6 +447,7 @@ impl Reconcile for LocalProvider {
                 .map_err(|err| ProviderError::Other {
                     provider: "local",
                     reason: format!("the /proc scan stopped: {err}"),
+                    cause: Cause::of(err),
                 })??;
             if !found.is_empty() {
                 tracing::info!(

@@ -17,6 +17,7 @@ use std::fs;
 use std::io;
 use std::time::{Duration, Instant};
 
+use hodei_domain::ports::Cause;
 use hodei_domain::ports::{Orphan, ProviderError};
 
 use super::convert::{INSTANCE_VAR, STEP_VAR, StepMarker};
@@ -46,6 +47,7 @@ pub fn reap(instance: &str, spare: &Spare) -> Result<Vec<Orphan>, ProviderError>
     let found = scan(instance, spare).map_err(|err| ProviderError::Other {
         provider: "local",
         reason: format!("cannot list /proc: {err}"),
+        cause: Cause::of(err),
     })?;
     let groups: BTreeSet<i32> = found.iter().map(|f| f.pgid).collect();
     for &pgid in &groups {

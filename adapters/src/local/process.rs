@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hodei_domain::ids::JobId;
+use hodei_domain::ports::Cause;
 use hodei_domain::ports::{OutputSink, ProviderError};
 use hodei_domain::state::StepExit;
 use tokio::io::AsyncReadExt;
@@ -64,9 +65,11 @@ pub fn spawn(launch: &Launch<'_>, output: Arc<dyn OutputSink>) -> Result<Spawned
     let runtime = tokio::runtime::Handle::try_current().map_err(|err| ProviderError::Other {
         provider: "local",
         reason: format!("start_step must run inside a tokio runtime: {err}"),
+        cause: Cause::of(err),
     })?;
     let start = |what: &str, err: io::Error| ProviderError::Start {
         reason: format!("{what}: {err}"),
+        cause: Cause::of(err),
     };
     let (reader, writer) = io::pipe().map_err(|err| start("cannot create the output pipe", err))?;
     let writer_too = writer
@@ -90,6 +93,7 @@ pub fn spawn(launch: &Launch<'_>, output: Arc<dyn OutputSink>) -> Result<Spawned
         spawned.map_err(|err| start(&format!("cannot run the shell `{}`", launch.program), err))?;
     let pid = i32::try_from(child.id()).map_err(|_| ProviderError::Start {
         reason: format!("the kernel gave a pid out of range: {}", child.id()),
+        cause: None,
     })?;
     let leader = Arc::new(Leader::new(pid));
     let pipe = match pipe::Receiver::from_owned_fd(OwnedFd::from(reader)) {
@@ -217,10 +221,12 @@ async fn monitor(
     let outcome = match status {
         Ok(_) if drain.sink_panicked => Err(ProviderError::Wait {
             reason: "the output sink panicked; the step's output is incomplete".into(),
+            cause: None,
         }),
         Ok(exit) => Ok(exit),
         Err(err) => Err(ProviderError::Wait {
             reason: format!("cannot read the exit status of pid {}: {err}", leader.pid),
+            cause: Cause::of(err),
         }),
     };
     drop(drain);

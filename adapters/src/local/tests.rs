@@ -247,7 +247,7 @@ async fn bad_working_directories_are_refused_at_start() {
             .start_step(&ws.workspace, &spec, Arc::new(Collect::default()))
             .await;
         match err {
-            Err(ProviderError::Start { reason }) => assert!(reason.contains(dir), "{reason}"),
+            Err(ProviderError::Start { reason, .. }) => assert!(reason.contains(dir), "{reason}"),
             other => panic!("{dir}: {other:?}"),
         }
     }
@@ -264,7 +264,7 @@ async fn a_missing_shell_is_a_start_error_that_names_it() {
         .start_step(&ws.workspace, &spec, Arc::new(Collect::default()))
         .await
     {
-        Err(ProviderError::Start { reason }) => {
+        Err(ProviderError::Start { reason, .. }) => {
             assert!(reason.contains("/nonexistent/sh"), "{reason}")
         }
         other => panic!("{other:?}"),

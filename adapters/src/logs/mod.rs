@@ -63,6 +63,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use hodei_domain::ids::JobId;
+use hodei_domain::ports::Cause;
 use hodei_domain::ports::{BoxFuture, LogError, LogStore};
 use tokio::sync::oneshot;
 
@@ -228,6 +229,7 @@ impl FileLogStore {
                 files::recover(&files::job_dir(&self.dir, job)).map_err(|err| LogError::Io {
                     job,
                     reason: format!("cannot read the log's files: {err}"),
+                    cause: Cause::of(err),
                 })?;
             let log = JobLog {
                 job,
@@ -245,6 +247,7 @@ impl FileLogStore {
             return Err(LogError::Io {
                 job,
                 reason: reason.to_owned(),
+                cause: None,
             });
         }
         Ok(log)
@@ -266,7 +269,11 @@ impl FileLogStore {
             .map_err(|_| LogError::Closed { job })?;
         match answer.await {
             Ok(Ok(len)) => Ok(len),
-            Ok(Err(reason)) => Err(LogError::Io { job, reason }),
+            Ok(Err(reason)) => Err(LogError::Io {
+                job,
+                reason,
+                cause: None,
+            }),
             Err(_) => Err(LogError::Closed { job }),
         }
     }
@@ -353,10 +360,12 @@ impl LogStore for FileLogStore {
                 Ok(Err(err)) => Err(LogError::Io {
                     job,
                     reason: format!("cannot read: {err}"),
+                    cause: Cause::of(err),
                 }),
                 Err(err) => Err(LogError::Io {
                     job,
                     reason: format!("the read was interrupted: {err}"),
+                    cause: Cause::of(err),
                 }),
             }
         })

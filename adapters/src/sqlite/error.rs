@@ -3,6 +3,7 @@
 //! what it may not ([`StoreError::Corrupt`]: stored data that cannot be read back, a schema from
 //! elsewhere, a broken constraint).
 
+use hodei_domain::ports::Cause;
 use hodei_domain::ports::StoreError;
 use sqlx::error::{DatabaseError, ErrorKind};
 use sqlx::migrate::MigrateError;
@@ -28,11 +29,13 @@ pub(super) fn store_error(what: &str, err: sqlx::Error) -> StoreError {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => StoreError::Unavailable {
             reason: format!("{what}: {err}"),
+            cause: Cause::of(err),
         },
         sqlx::Error::Migrate(err) => migrate_error(what, *err),
         other => StoreError::Corrupt {
             what: what.to_owned(),
             reason: other.to_string(),
+            cause: None,
         },
     }
 }
@@ -59,6 +62,7 @@ fn database_error(what: &str, err: &dyn DatabaseError) -> StoreError {
     if retryable {
         StoreError::Unavailable {
             reason: format!("{what}: {}", err.message()),
+            cause: None,
         }
     } else if err.kind() == ErrorKind::ForeignKeyViolation {
         StoreError::NotFound {
@@ -68,6 +72,7 @@ fn database_error(what: &str, err: &dyn DatabaseError) -> StoreError {
         StoreError::Corrupt {
             what: what.to_owned(),
             reason: err.message().to_owned(),
+            cause: None,
         }
     }
 }
@@ -81,6 +86,7 @@ pub(super) fn migrate_error(what: &str, err: MigrateError) -> StoreError {
         other => StoreError::Corrupt {
             what: what.to_owned(),
             reason: other.to_string(),
+            cause: None,
         },
     }
 }
@@ -90,6 +96,7 @@ pub(super) fn corrupt(what: impl Into<String>, reason: impl ToString) -> StoreEr
     StoreError::Corrupt {
         what: what.into(),
         reason: reason.to_string(),
+        cause: None,
     }
 }
 
@@ -158,7 +165,7 @@ mod tests {
         assert!(matches!(fk, StoreError::NotFound { .. }), "{fk:?}");
         let corrupt = database(11, false);
         assert!(
-            matches!(&corrupt, StoreError::Corrupt { what, reason }
+            matches!(&corrupt, StoreError::Corrupt { what, reason, .. }
                 if what == "writing" && reason == "database says no"),
             "{corrupt:?}"
         );

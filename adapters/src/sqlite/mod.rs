@@ -49,6 +49,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use hodei_domain::ids::{JobId, RunId, Timestamp};
+use hodei_domain::ports::Cause;
 use hodei_domain::ports::{
     BoxFuture, NewRun, NewToken, PipelineSummary, PipelineVersion, RunFilter, RunRecord,
     RunSummary, Store, StoreError, TokenRecord, TokenStore, VersionStamp,
@@ -141,12 +142,14 @@ fn runtime() -> Result<(), StoreError> {
         .map(drop)
         .map_err(|err| StoreError::Unavailable {
             reason: format!("the store needs a Tokio runtime: {err}"),
+            cause: Cause::of(err),
         })
 }
 
 fn writer_stopped() -> StoreError {
     StoreError::Unavailable {
         reason: "the store's writer has stopped".into(),
+        cause: None,
     }
 }
 

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hodei_domain::ports::Cause;
 use hodei_domain::ports::StoreError;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
@@ -43,6 +44,7 @@ pub(super) async fn open_file(path: &Path) -> Result<Pools, StoreError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|err| StoreError::Unavailable {
             reason: format!("cannot create {}: {err}", parent.display()),
+            cause: Cause::of(err),
         })?;
     }
     let what = format!("opening {}", path.display());

@@ -674,3 +674,21 @@ async fn futures_results(
     }
     results
 }
+
+#[tokio::test]
+async fn a_store_that_cannot_open_keeps_the_error_underneath_as_its_source() {
+    // A regular file where the database's folder should be: the folder cannot be made.
+    let dir = std::env::temp_dir().join(format!("hodei-cause-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("not-a-folder");
+    std::fs::write(&file, b"x").unwrap();
+    let err = match SqliteStore::open(&file.join("sub").join("hodei.db")).await {
+        Ok(_) => panic!("a database under a file opened"),
+        Err(err) => err,
+    };
+    let source = std::error::Error::source(&err).expect("the cause is kept");
+    assert!(source.to_string().contains("Not a directory"), "{source}");
+    assert!(err.to_string().contains("cannot create"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

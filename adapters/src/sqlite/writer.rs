@@ -92,6 +92,7 @@ impl<A, T> Request<A, T> {
             (Some(Ok(_)) | None, Err(err)) => Err(copy(err)),
             (None, Ok(())) => Err(StoreError::Unavailable {
                 reason: "the write was not attempted".into(),
+                cause: None,
             }),
         };
         // The caller may have given up waiting: nothing to do then.
@@ -319,17 +320,20 @@ async fn settle<T>(
 /// source).
 fn copy(err: &StoreError) -> StoreError {
     match err {
-        StoreError::Unavailable { reason } => StoreError::Unavailable {
+        StoreError::Unavailable { reason, .. } => StoreError::Unavailable {
             reason: reason.clone(),
+            cause: None,
         },
         StoreError::NotFound { what } => StoreError::NotFound { what: what.clone() },
         StoreError::Conflict { what } => StoreError::Conflict { what: what.clone() },
-        StoreError::Corrupt { what, reason } => StoreError::Corrupt {
+        StoreError::Corrupt { what, reason, .. } => StoreError::Corrupt {
             what: what.clone(),
             reason: reason.clone(),
+            cause: None,
         },
         other => StoreError::Unavailable {
             reason: other.to_string(),
+            cause: None,
         },
     }
 }

@@ -193,7 +193,7 @@ async fn steps_share_the_workspace_and_work_in_their_directory() {
     .await
     .expect_err("a missing working directory");
     assert!(
-        matches!(&err, ProviderError::Start { reason } if reason.contains("`nowhere`")),
+        matches!(&err, ProviderError::Start { reason, .. } if reason.contains("`nowhere`")),
         "{err:?}"
     );
     fx.finish(&ws).await;

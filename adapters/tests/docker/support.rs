@@ -265,7 +265,7 @@ impl Fixture {
         };
         self.finish(&workspace).await;
         match err {
-            ProviderError::SetUp { reason } => reason,
+            ProviderError::SetUp { reason, .. } => reason,
             other => panic!("expected a set-up error, got {other:?}"),
         }
     }
