@@ -262,7 +262,20 @@ fn alive(pid: i32) -> bool {
 
 #[test]
 fn ctrl_c_cancels_the_run_runs_the_hooks_and_leaves_no_process() {
-    let dir = scratch("ctrlc");
+    cancelled_by(libc::SIGINT, "ctrlc");
+}
+
+#[test]
+fn sigterm_and_sighup_cancel_the_run_as_ctrl_c_does() {
+    // How `timeout`, CI runners, systemd and `docker stop` end a process.
+    cancelled_by(libc::SIGTERM, "sigterm");
+    cancelled_by(libc::SIGHUP, "sighup");
+}
+
+/// Runs a job with a long step and hooks, sends `signal` once the step runs: the run is
+/// cancelled, its hooks run, its exit code is 1, and the step's processes are gone.
+fn cancelled_by(signal: i32, name: &str) {
+    let dir = scratch(name);
     let pidfile = dir.join("pid");
     let file = write(
         &dir,
@@ -294,7 +307,7 @@ fn ctrl_c_cancels_the_run_runs_the_hooks_and_leaves_no_process() {
         .parse()
         .unwrap();
     assert!(alive(sleeper));
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    unsafe { libc::kill(child.id() as i32, signal) };
     let out = child.wait_with_output().unwrap();
     let stdout = compact(&out.stdout);
     assert_eq!(

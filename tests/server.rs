@@ -223,6 +223,20 @@ async fn sigterm_stops_new_runs_lets_jobs_finish_within_the_grace_and_the_rest_r
         .unwrap();
     assert_eq!(refused.status(), 503);
     assert!(refused.headers().contains_key("retry-after"));
+    // Not ready while it drains: a load balancer stops sending it work.
+    let ready = http
+        .get(format!("{}/readyz", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: Value = ready.json().await.unwrap();
+    assert!(
+        ready["checks"]["server"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("shutting down")),
+        "{ready}"
+    );
     let status = tokio::task::spawn_blocking(move || {
         let status = server.child.wait();
         (server, status)

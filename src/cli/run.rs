@@ -24,7 +24,7 @@ use crate::wiring::{EnvSecrets, LocalPaths, local_stack};
 /// Run a pipeline on this machine, with live progress.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  hodei run examples/local.yml\n  hodei run ci.yml -p TARGET=release -e RUST_LOG=debug --secret API_TOKEN\n  hodei run ci.yml --store .hodei/runs.db     # durable: resumes after a crash\n  hodei run --store .hodei/runs.db            # only resume unfinished runs\n\nExit codes: 0 succeeded, 1 failed or cancelled, 2 invalid input.\nCtrl-C cancels the run (post hooks run); a second Ctrl-C stops at once."
+    after_help = "Examples:\n  hodei run examples/local.yml\n  hodei run ci.yml -p TARGET=release -e RUST_LOG=debug --secret API_TOKEN\n  hodei run ci.yml --store .hodei/runs.db     # durable: resumes after a crash\n  hodei run --store .hodei/runs.db            # only resume unfinished runs\n\nExit codes: 0 succeeded, 1 failed or cancelled, 2 invalid input.\nCtrl-C, SIGTERM or SIGHUP cancels the run (post hooks run); a second one stops at once."
 )]
 pub struct Args {
     /// The pipeline file to run. May be left out with `--store` to resume unfinished runs only.
@@ -280,13 +280,24 @@ async fn session(
     progress.do_send(AwaitRuns(awaited.clone()));
 
     // Ctrl-C cancels every awaited run; a second one stops at once, leaving nothing running.
+    // SIGTERM and SIGHUP — how `timeout`, CI runners, systemd and `docker stop` end a process —
+    // count as Ctrl-C.
     let (orchestrator, runs) = (tree.orchestrator.clone(), awaited.clone());
+    let mut signals = match Signals::new() {
+        Ok(signals) => signals,
+        Err(err) => {
+            eprintln!("error: cannot listen for signals: {err}");
+            return EXIT_USAGE;
+        }
+    };
     actix::spawn(async move {
         let mut presses = 0;
-        while tokio::signal::ctrl_c().await.is_ok() {
+        while let Some(signal) = signals.next().await {
             presses += 1;
             if presses == 1 {
-                eprintln!("\nCancelling: post hooks run. Press Ctrl-C again to stop at once.");
+                eprintln!(
+                    "\nCancelling ({signal}): post hooks run. Press Ctrl-C again to stop at once."
+                );
                 for run in &runs {
                     orchestrator.do_send(CancelRun {
                         run: *run,
@@ -307,6 +318,33 @@ async fn session(
     let _ = submitted;
     actix::System::current().stop();
     code
+}
+
+/// The signals that cancel a local run: SIGINT (Ctrl-C), SIGTERM and SIGHUP.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The name of the next signal received.
+    async fn next(&mut self) -> Option<&'static str> {
+        tokio::select! {
+            got = self.interrupt.recv() => got.map(|()| "Ctrl-C"),
+            got = self.terminate.recv() => got.map(|()| "SIGTERM"),
+            got = self.hangup.recv() => got.map(|()| "SIGHUP"),
+        }
+    }
 }
 
 /// Prints the summary of each run; the exit code is 0 only if all succeeded.

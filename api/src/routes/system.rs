@@ -68,8 +68,19 @@ pub async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
         Ok(Err(err)) => Err(format!("the orchestrator: {err}")),
         Err(_) => Err("resuming the unfinished runs".to_owned()),
     };
-    let ready = store.is_ok() && actors.is_ok() && runs.is_ok();
-    for (name, result) in [("store", store), ("actors", actors), ("runs", runs)] {
+    // A server that drains after SIGTERM takes no new run: a load balancer must stop sending.
+    let server = match state.accepting.load(std::sync::atomic::Ordering::SeqCst) {
+        true => Ok(()),
+        false => Err("shutting down: running jobs finish, no new run is taken".to_owned()),
+    };
+    let ready = store.is_ok() && actors.is_ok() && runs.is_ok() && server.is_ok();
+    let checks_of = [
+        ("store", store),
+        ("actors", actors),
+        ("runs", runs),
+        ("server", server),
+    ];
+    for (name, result) in checks_of {
         checks.insert(
             name.to_owned(),
             result.err().unwrap_or_else(|| "ok".to_owned()),
