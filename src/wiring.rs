@@ -140,10 +140,54 @@ pub async fn server_stack(
 
 async fn open_store(paths: &LocalPaths) -> Result<SqliteStore, String> {
     match &paths.store {
-        Some(path) => SqliteStore::open(path).await,
+        Some(path) => {
+            lock_store(path)?;
+            SqliteStore::open(path).await
+        }
         None => SqliteStore::memory().await,
     }
     .map_err(|e| format!("cannot open the store: {e}"))
+}
+
+/// Takes the store's lock for the life of this process: one Hodei at a time uses a store (a
+/// second one would reap the first one's running steps as left by an earlier life). The lock
+/// file beside the database (`<store>.lock`) holds the holder's process id; the kernel releases
+/// the lock when the process ends, however it ends.
+fn lock_store(path: &Path) -> Result<(), String> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+    if let Some(parent) = lock_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+    // SAFETY: flock on a file descriptor this function owns; no memory is involved.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    if !locked {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = match holder.trim() {
+            "" => "another process".to_owned(),
+            pid => format!("another Hodei (pid {pid})"),
+        };
+        return Err(format!(
+            "{} is in use by {holder}: stop it first, or give this one another data directory or store",
+            path.display()
+        ));
+    }
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = writeln!(file, "{}", std::process::id());
+    // Held until the process ends.
+    std::mem::forget(file);
+    Ok(())
 }
 
 async fn start_stack(

@@ -552,3 +552,31 @@ async fn the_server_is_ready_only_once_every_unfinished_run_is_resumed() {
     .await;
     assert_eq!(queue["total"], RUNS, "{queue}");
 }
+
+#[test]
+fn a_second_server_on_the_same_data_directory_is_refused_naming_the_first() {
+    let data = scratch("second-server");
+    let first = Server::start(&data);
+    let second = Command::new(env!("CARGO_BIN_EXE_hodei"))
+        .args(["server", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .env_remove("HODEI_FAULT")
+        .stdin(Stdio::null())
+        .output()
+        .expect("hodei runs");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "is in use by another Hodei (pid {})",
+            first.child.id()
+        )),
+        "{stderr}"
+    );
+    // The first one serves on.
+    let health = Command::new("curl")
+        .args(["-sf", &format!("{}/healthz", first.url)])
+        .output()
+        .expect("curl runs");
+    assert!(health.status.success());
+}
