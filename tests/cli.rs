@@ -320,3 +320,25 @@ fn server_prints_its_admin_token_once_writes_it_0600_and_stops_on_sigterm() {
     assert_eq!(std::fs::read_to_string(&token_file).unwrap(), token);
     assert_eq!(stop_server(child), 0);
 }
+
+#[test]
+fn a_command_whose_reader_goes_away_ends_quietly() {
+    // `hodei completions bash | head -3`.
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = hodei()
+        .args(["completions", "bash"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Gone before the first line is written: every write of the script meets a closed pipe.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.is_empty(), "{stderr}");
+    assert!(
+        out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+        "{:?}",
+        out.status
+    );
+}

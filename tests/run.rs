@@ -261,6 +261,52 @@ fn alive(pid: i32) -> bool {
 }
 
 #[test]
+fn a_closed_stdout_cancels_the_run_quietly_and_leaves_no_process() {
+    // `hodei run … | head -1`: the reader goes away after the first line.
+    let dir = scratch("closed-stdout");
+    let pidfile = dir.join("pid");
+    let file = write(
+        &dir,
+        "p.yml",
+        "name: p\njobs:\n  long:\n    steps: [{run: 'sleep 600 & echo $! > \"$PIDFILE\"; while true; do echo tick; sleep 0.05; done'}]\n",
+    );
+    let mut child = hodei()
+        .args([
+            "run",
+            &file,
+            "-e",
+            &format!("PIDFILE={}", pidfile.display()),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pidfile.exists() || std::fs::read_to_string(&pidfile).unwrap().trim().is_empty() {
+        assert!(Instant::now() < deadline, "the step never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sleeper: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "cancelled: {stderr}");
+    assert!(!stderr.contains("internal error"), "{stderr}");
+    assert!(stderr.contains("Cancelling (stdout closed)"), "{stderr}");
+    let gone = Instant::now() + Duration::from_secs(5);
+    while alive(sleeper) {
+        assert!(Instant::now() < gone, "the step's `sleep 600` survived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn ctrl_c_cancels_the_run_runs_the_hooks_and_leaves_no_process() {
     cancelled_by(libc::SIGINT, "ctrlc");
 }

@@ -92,6 +92,36 @@ enum Command {
     },
 }
 
+/// `println!` that never panics: a closed stdout (`hodei run … | head -1`) drops the text, and
+/// is noted ([`stdout_closed`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        $crate::cli::note_stdout(writeln!(std::io::stdout().lock(), $($arg)*));
+    }};
+}
+pub(crate) use outln;
+
+/// Notes the result of a write to stdout: the first failure because the reader went away
+/// wakes whoever waits on [`stdout_closed`]. Other failures are ignored, as `println!` would
+/// not: Hodei's output is never worth a crash.
+pub(crate) fn note_stdout(result: std::io::Result<()>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static NOTED: AtomicBool = AtomicBool::new(false);
+    if let Err(err) = result
+        && err.kind() == std::io::ErrorKind::BrokenPipe
+        && !NOTED.swap(true, Ordering::SeqCst)
+    {
+        stdout_closed().notify_one();
+    }
+}
+
+/// Woken once when stdout is closed by its reader.
+pub(crate) fn stdout_closed() -> &'static tokio::sync::Notify {
+    static CLOSED: std::sync::OnceLock<tokio::sync::Notify> = std::sync::OnceLock::new();
+    CLOSED.get_or_init(tokio::sync::Notify::new)
+}
+
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -106,6 +136,13 @@ pub fn main() -> ExitCode {
             });
         }
     };
+    if !matches!(cli.command, Command::Run(_) | Command::Server(_)) {
+        // A command whose reader went away (`hodei completions bash | head -3`) ends quietly,
+        // as Unix tools do: nothing of it needs cleaning up. `hodei run` cancels its runs
+        // instead ([`stdout_closed`]), and the server writes nothing to stdout that matters.
+        // SAFETY: restoring the default action of a signal, before any thread is started.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let code = match cli.command {
         Command::Run(args) => run::run(&args),
         Command::Server(args) => server::run(&args),

@@ -84,15 +84,15 @@ impl Progress {
         match job {
             Some(job) => {
                 let who = format!("{:<w$}", self.name(job), w = self.width);
-                let _ = writeln!(
+                crate::cli::note_stdout(writeln!(
                     out,
                     "{stamp} {} {}",
                     self.paint("1", &who),
                     self.paint(code, text)
-                );
+                ));
             }
             None => {
-                let _ = writeln!(out, "{stamp} {}", self.paint(code, text));
+                crate::cli::note_stdout(writeln!(out, "{stamp} {}", self.paint(code, text)));
             }
         }
     }
@@ -174,7 +174,7 @@ impl Progress {
         let mut rest: &[u8] = &buffer;
         while let Some(end) = rest.iter().position(|&b| b == b'\n') {
             let line = String::from_utf8_lossy(&rest[..end]);
-            let _ = writeln!(out, "{prefix} {}", line.trim_end_matches('\r'));
+            crate::cli::note_stdout(writeln!(out, "{prefix} {}", line.trim_end_matches('\r')));
             rest = &rest[end + 1..];
         }
         if !rest.is_empty() {
@@ -291,21 +291,21 @@ pub fn summary(rows: &[Row]) {
         .unwrap_or(3)
         .max(3);
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(
+    crate::cli::note_stdout(writeln!(
         out,
         "\n{:<width$}  {:<10}  {:>8}  {:>9}",
         "JOB", "STATE", "ATTEMPTS", "DURATION"
-    );
+    ));
     for row in rows {
         let duration = match row.duration {
             None => "-".to_owned(),
             Some(d) if d < 1.0 => format!("{}ms", (d * 1000.0).round()),
             Some(d) => format!("{d:.1}s"),
         };
-        let _ = writeln!(
+        crate::cli::note_stdout(writeln!(
             out,
             "{:<width$}  {:<10}  {:>8}  {:>9}",
             row.name, row.state, row.attempts, duration
-        );
+        ));
     }
 }

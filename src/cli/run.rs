@@ -18,7 +18,7 @@ use hodei_domain::ports::Store;
 use hodei_domain::state::{DomainEvent, RunState};
 
 use super::progress::{Progress, Row, summary};
-use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, outln};
 use crate::wiring::{EnvSecrets, LocalPaths, local_stack};
 
 /// Run a pipeline on this machine, with live progress.
@@ -243,7 +243,7 @@ async fn session(
         }
     }
     if !awaited.is_empty() {
-        println!(
+        outln!(
             "Resuming {} unfinished run(s) found in the store.",
             awaited.len()
         );
@@ -274,7 +274,7 @@ async fn session(
         }
     }
     if awaited.is_empty() {
-        println!("Nothing to run: the store has no unfinished run.");
+        outln!("Nothing to run: the store has no unfinished run.");
         return EXIT_OK;
     }
     progress.do_send(AwaitRuns(awaited.clone()));
@@ -320,7 +320,8 @@ async fn session(
     code
 }
 
-/// The signals that cancel a local run: SIGINT (Ctrl-C), SIGTERM and SIGHUP.
+/// The signals that cancel a local run: SIGINT (Ctrl-C), SIGTERM and SIGHUP, and a closed
+/// stdout.
 struct Signals {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
@@ -337,12 +338,14 @@ impl Signals {
         })
     }
 
-    /// The name of the next signal received.
+    /// The name of the next signal received (a closed stdout counts as one: its reader, such as
+    /// `| head -1`, went away).
     async fn next(&mut self) -> Option<&'static str> {
         tokio::select! {
             got = self.interrupt.recv() => got.map(|()| "Ctrl-C"),
             got = self.terminate.recv() => got.map(|()| "SIGTERM"),
             got = self.hangup.recv() => got.map(|()| "SIGHUP"),
+            () = super::stdout_closed().notified() => Some("stdout closed"),
         }
     }
 }
@@ -394,7 +397,7 @@ async fn report(store: &dyn Store, runs: &[RunId]) -> u8 {
             .collect();
         summary(&rows);
         let total = (record.since.0 - record.created.0) as f64 / 1000.0;
-        println!(
+        outln!(
             "{run} of `{}`: {} in {total:.1}s",
             record.pipeline,
             record.state.name()
