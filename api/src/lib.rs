@@ -29,8 +29,10 @@
 pub mod auth;
 pub mod client;
 pub mod error;
+pub mod loads;
 pub mod openapi;
 pub mod request;
+pub mod revoke;
 mod routes;
 pub mod stream;
 pub mod telemetry;
@@ -58,6 +60,9 @@ pub struct Limits {
     pub max_body: usize,
     /// The most jobs that may wait in the queue; a new run beyond is refused with 429.
     pub max_queued: usize,
+    /// How long a request's body may take to arrive once its headers have (which must arrive
+    /// within actix-web's 5 s); a slower one is refused with 408 and its connection closed.
+    pub body_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -65,6 +70,7 @@ impl Default for Limits {
         Limits {
             max_body: 1024 * 1024,
             max_queued: 100_000,
+            body_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -83,6 +89,10 @@ pub struct ApiState {
     /// One lock per pipeline name: written while a definition is applied, read while a run of
     /// it is submitted.
     pipelines: Arc<PipelineLocks>,
+    /// The places for pipeline loads ([`loads`]).
+    pub(crate) loads: loads::Loads,
+    /// The open streams of each token ([`revoke`]).
+    pub(crate) streams: revoke::StreamsByToken,
 }
 
 impl ApiState {
@@ -94,6 +104,8 @@ impl ApiState {
             providers: Vec::new(),
             accepting: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             pipelines: Arc::default(),
+            loads: loads::Loads::default(),
+            streams: revoke::StreamsByToken::default(),
         }
     }
 
@@ -200,6 +212,7 @@ pub fn serve(
     state.tree.hub.do_send(hodei_actors::messages::WatchLogs {
         watcher: counter.recipient(),
     });
+    state.streams.sweep(state.tokens.clone());
     let config = configure(state);
     let server = HttpServer::new(move || {
         App::new()

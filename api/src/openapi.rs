@@ -25,7 +25,7 @@ macro_rules! api {
             ),
             paths($(crate::routes::$module::$handler),*),
             components(schemas(Problem)),
-            modifiers(&BearerAuth),
+            modifiers(&BearerAuth, &ProtectedAnswers, &Enums),
             tags(
                 (name = "pipelines", description = "Pipeline definitions and their versions"),
                 (name = "runs", description = "Runs of pipelines"),
@@ -90,6 +90,145 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
     }
+}
+
+/// Documents on every protected operation the answers every protected operation may give: 401
+/// (no token, unknown or revoked) and 400 (a path segment, query or header the handler cannot
+/// use).
+struct ProtectedAnswers;
+
+impl Modify for ProtectedAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, ResponseBuilder};
+        let problem = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new()
+                        .schema(Some(utoipa::openapi::Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for operation in operations_mut(item) {
+                if operation.security.as_ref().is_none_or(Vec::is_empty) {
+                    continue;
+                }
+                let answers = &mut operation.responses.responses;
+                answers.entry("401".into()).or_insert_with(|| {
+                    problem("No token, or an unknown or revoked one (`WWW-Authenticate: Bearer`)")
+                        .into()
+                });
+                answers.entry("400".into()).or_insert_with(|| {
+                    problem("A path segment, query parameter or header with an unusable value")
+                        .into()
+                });
+            }
+        }
+    }
+}
+
+/// The values of the fields and parameters that take one of a few words: the document lists
+/// them as enums, from the same lists the handlers use.
+struct Enums;
+
+/// The names of run states, as `GET /runs?status=` takes them and runs show them.
+pub fn run_states() -> Vec<&'static str> {
+    crate::routes::runs::STATES
+        .iter()
+        .map(|s| s.name())
+        .collect()
+}
+
+/// Job states, as the API shows them (`hodei_domain::state`); a step has those a job has
+/// outside a queue.
+const JOB_STATES: [&str; 10] = [
+    "pending",
+    "waiting_approval",
+    "queued",
+    "placed",
+    "running",
+    "succeeded",
+    "failed",
+    "timed_out",
+    "cancelled",
+    "skipped",
+];
+
+fn step_states() -> Vec<&'static str> {
+    JOB_STATES
+        .into_iter()
+        .filter(|s| !["waiting_approval", "queued", "placed"].contains(s))
+        .collect()
+}
+
+impl Modify for Enums {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::Schema;
+        let runs = run_states();
+        let steps = step_states();
+        let properties: [(&str, &str, &[&str]); 9] = [
+            ("RunListItem", "state", &runs),
+            ("RunView", "state", &runs),
+            ("JobView", "state", &JOB_STATES),
+            ("StepView", "state", &steps),
+            ("DiagnosticView", "severity", &["error", "warning"]),
+            ("TriggerRequest", "event", &crate::routes::pipelines::EVENTS),
+            ("RunListItem", "event", &crate::routes::pipelines::EVENTS),
+            (
+                "WorkerItem",
+                "state",
+                &crate::routes::workers::WORKER_STATES,
+            ),
+            ("Health", "status", &["ok", "ready", "not-ready"]),
+        ];
+        let schemas = &mut openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .schemas;
+        for (schema, property, values) in properties {
+            let Some(RefOr::T(Schema::Object(object))) = schemas.get_mut(schema) else {
+                continue;
+            };
+            if let Some(RefOr::T(Schema::Object(field))) = object.properties.get_mut(property) {
+                field.enum_values = Some(values.iter().map(|v| (*v).into()).collect());
+            }
+        }
+        if let Some(list) = openapi
+            .paths
+            .paths
+            .get_mut("/api/v1/runs")
+            .and_then(|item| item.get.as_mut())
+        {
+            for param in list.parameters.iter_mut().flatten() {
+                let RefOr::T(param) = param else { continue };
+                if param.name == "status"
+                    && let Some(RefOr::T(Schema::Object(field))) = param.schema.as_mut()
+                {
+                    field.enum_values = Some(runs.iter().map(|v| (*v).into()).collect());
+                }
+            }
+        }
+    }
+}
+
+fn operations_mut(
+    item: &mut PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.patch,
+        &mut item.head,
+        &mut item.options,
+    ]
+    .into_iter()
+    .filter_map(Option::as_mut)
 }
 
 /// The operations of a path, with their methods.
