@@ -14,7 +14,8 @@
 //! - [`error`]: every error answer, made in one place (`ResponseError for ApiError`).
 //! - [`auth`]: tokens (random 256-bit, stored as SHA-256 digests) and the [`auth::Caller`]
 //!   extractor; [`views`]: the JSON shapes; [`request`]: bodies, paging and byte ranges;
-//!   [`telemetry`]: metrics.
+//!   [`telemetry`]: metrics; [`loads`]: how pipeline loads are bounded; [`revoke`]: how a
+//!   revoked token's streams end.
 //!
 //! ## Guarantees
 //! - A client's mistake (bad JSON or YAML, bad path or query, oversized body, missing token,

@@ -82,3 +82,32 @@ fn give_back_memory() {
 /// Other allocators return large blocks on their own.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn give_back_memory() {}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[actix_rt::test]
+    async fn no_more_than_parallel_loads_run_at_once() {
+        let loads = Loads::default();
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let tasks = (0..4 * PARALLEL).map(|_| {
+            let (running, most) = (running.clone(), most.clone());
+            loads.run("a test load", move || {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                running.fetch_sub(1, Ordering::SeqCst);
+                ((), Cost::default())
+            })
+        });
+        for done in futures_util::future::join_all(tasks).await {
+            done.unwrap();
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!((1..=PARALLEL).contains(&most), "{most} loads at once");
+    }
+}
