@@ -10,6 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ApiError, Problem};
+use hodei_domain::model::Role;
 
 /// Declares the documented handlers: the OpenAPI derive and the operation-to-handler table.
 macro_rules! api {
@@ -170,7 +171,15 @@ impl Modify for Enums {
         use utoipa::openapi::schema::Schema;
         let runs = run_states();
         let steps = step_states();
-        let properties: [(&str, &str, &[&str]); 9] = [
+        let roles: Vec<String> = [Role::Viewer, Role::Operator, Role::Admin]
+            .iter()
+            .map(Role::to_string)
+            .collect();
+        let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+        let properties: [(&str, &str, &[&str]); 12] = [
+            ("TokenRequest", "role", &roles),
+            ("TokenView", "role", &roles),
+            ("CreatedToken", "role", &roles),
             ("RunListItem", "state", &runs),
             ("RunView", "state", &runs),
             ("JobView", "state", &JOB_STATES),
@@ -194,7 +203,15 @@ impl Modify for Enums {
                 continue;
             };
             if let Some(RefOr::T(Schema::Object(field))) = object.properties.get_mut(property) {
-                field.enum_values = Some(values.iter().map(|v| (*v).into()).collect());
+                let mut words: Vec<serde_json::Value> =
+                    values.iter().map(|v| (*v).into()).collect();
+                // An optional field may also be null.
+                if serde_json::to_value(&field.schema_type)
+                    .is_ok_and(|t| t.as_array().is_some_and(|t| t.contains(&"null".into())))
+                {
+                    words.push(serde_json::Value::Null);
+                }
+                field.enum_values = Some(words);
             }
         }
         if let Some(list) = openapi
@@ -309,6 +326,49 @@ mod tests {
             assert_eq!(param["in"], "query", "{param}");
             assert_ne!(param["required"], true, "{param}");
         }
+    }
+
+    #[test]
+    fn words_are_enums_limits_have_bounds_and_protected_operations_list_401_and_400() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        let event = &schemas["TriggerRequest"]["properties"]["event"]["enum"];
+        assert!(
+            event.as_array().unwrap().contains(&"manual".into()),
+            "{event}"
+        );
+        assert!(
+            event.as_array().unwrap().contains(&serde_json::Value::Null),
+            "{event}"
+        );
+        for schema in ["TokenRequest", "TokenView", "CreatedToken"] {
+            let role = &schemas[schema]["properties"]["role"]["enum"];
+            assert_eq!(
+                role,
+                &serde_json::json!(["viewer", "operator", "admin"]),
+                "{schema}"
+            );
+        }
+        assert_eq!(
+            schemas["JobView"]["properties"]["state"]["enum"][1],
+            "waiting_approval"
+        );
+        let list = &doc["paths"]["/api/v1/runs"]["get"];
+        for param in list["parameters"].as_array().unwrap() {
+            match param["name"].as_str().unwrap() {
+                "limit" => {
+                    assert_eq!(param["schema"]["minimum"], 1, "{param}");
+                    assert_eq!(param["schema"]["maximum"], 500, "{param}");
+                }
+                "status" => assert_eq!(param["schema"]["enum"][2], "cancelling", "{param}"),
+                _ => {}
+            }
+        }
+        for code in ["400", "401"] {
+            assert!(list["responses"][code].is_object(), "{code}");
+        }
+        let trigger = &doc["paths"]["/api/v1/pipelines/{name}/runs"]["post"];
+        assert_ne!(trigger["requestBody"]["required"], true, "{trigger}");
     }
 
     #[test]
