@@ -247,7 +247,8 @@ impl Cost {
         }
     }
 
-    /// What `node` and everything below it cost, as [`Cost::node`] charges each of them.
+    /// What `node` and everything below it cost: each node the size of a mapping entry, plus
+    /// its text and its key.
     pub fn of(node: &Node) -> Cost {
         let mut total = Cost::default();
         let mut todo = vec![(node, 0)];
