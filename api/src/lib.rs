@@ -94,6 +94,8 @@ pub struct ApiState {
     pub(crate) loads: loads::Loads,
     /// The open streams of each token ([`revoke`]).
     pub(crate) streams: revoke::StreamsByToken,
+    /// Held while a token is created, so that names stay distinct.
+    pub(crate) creating_token: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl ApiState {
@@ -107,6 +109,7 @@ impl ApiState {
             pipelines: Arc::default(),
             loads: loads::Loads::default(),
             streams: revoke::StreamsByToken::default(),
+            creating_token: Arc::default(),
         }
     }
 

@@ -836,6 +836,13 @@ async fn token_names_are_visible_and_tell_tokens_apart() {
     }
     assert_eq!(create("ci-bot").await.status, StatusCode::CREATED);
     create("CI-bot").await.problem(409, "conflict");
+    // Requests at once for one name: one token gets it.
+    let racing = futures_util::future::join_all((0..8).map(|_| create("racer"))).await;
+    let created = racing
+        .iter()
+        .filter(|a| a.status == StatusCode::CREATED)
+        .count();
+    assert_eq!(created, 1, "one of the concurrent requests gets the name");
     // A revoked token's name is free again; names in any script are welcome.
     let (id, _) = server.token("kaixo mundua ☀ ñ 日本", "viewer").await;
     let revoke = format!("/api/v1/tokens/{id}");

@@ -82,6 +82,8 @@ pub async fn create_token(
             &expected,
         ));
     }
+    // One creation at a time: two requests for one name cannot both find it free.
+    let _creating = state.creating_token.lock().await;
     let taken = state.tokens.tokens().await?;
     if let Some(same) = taken
         .iter()
