@@ -2,6 +2,9 @@
 //! (`cargo bench --bench server`; figures in `docs/performance.md`). It prints:
 //!
 //! - the server's resident memory once idle;
+//! - 40 alias bombs uploaded at once (`PUT /api/v1/pipelines/{name}`, 600-odd bytes that would
+//!   expand to gigabytes): the peak resident memory while they are refused, beside the idle
+//!   figure measured just before, and the resident memory once they are answered;
 //! - `GET /api/v1/runs/{id}` requests per second, `HODEI_BENCH_CLIENTS` (default 32) at a time;
 //! - run triggers accepted per second (runs whose job waits for a label no worker has, so that
 //!   only accepting is measured), 16 at a time;
@@ -11,7 +14,7 @@
 //!   compares it with the time it receives each line: p50 and p99.
 //!
 //! The client shares the machine's two cores with the server: the request rates are bounded by
-//! both together.
+//! both together. `cargo bench --bench server -- alias-bombs` runs the bomb measurement alone.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -38,7 +41,10 @@ impl Drop for Server {
 }
 
 fn start(data: &std::path::Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hodei"))
+    // `HODEI_BENCH_BIN` measures another build of `hodei` (a copy kept aside, say).
+    let binary =
+        std::env::var_os("HODEI_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_hodei").into());
+    let mut child = Command::new(binary)
         .args(["server", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .env("HODEI_MAX_QUEUED_JOBS", "10000000")
@@ -164,8 +170,72 @@ async fn follow(s: &Server, job: u64, mut frame: impl FnMut(&str)) {
     }
 }
 
+/// Nine levels of ten aliases over a 200-byte text: 10^9 copies when expanded.
+fn alias_bomb() -> String {
+    let mut yaml = format!(
+        "name: bomb\njobs: {{x: {{steps: [echo]}}}}\na0: &a0 [\"{}\"]\n",
+        "x".repeat(200)
+    );
+    for i in 1..9 {
+        let aliases = vec![format!("*a{}", i - 1); 10].join(",");
+        yaml.push_str(&format!("a{i}: &a{i} [{aliases}]\n"));
+    }
+    yaml
+}
+
+/// Uploads `count` alias bombs at once while sampling the server's resident memory every
+/// millisecond; prints the peak beside the idle figure measured just before.
+async fn alias_bombs(http: &reqwest::Client, s: &Server, count: usize) {
+    let pid = s.child.id();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = rss_kib(pid);
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let sampling = sampling.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while sampling.load(Ordering::Relaxed) {
+                peak = peak.max(rss_kib(pid));
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            peak
+        })
+    };
+    let yaml = alias_bomb();
+    let began = Instant::now();
+    let uploads = (0..count).map(|i| {
+        http.put(format!("{}/api/v1/pipelines/bomb{i}", s.url))
+            .header("authorization", &s.auth)
+            .header("content-type", "application/yaml")
+            .body(yaml.clone())
+            .send()
+    });
+    for answer in futures_util::future::join_all(uploads).await {
+        let answer = answer.unwrap();
+        assert_eq!(answer.status().as_u16(), 400, "a bomb is refused");
+        let problem: Value = answer.json().await.unwrap();
+        assert_eq!(problem["diagnostics"][0]["code"], "limit", "{problem}");
+    }
+    let elapsed = began.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sampling.store(false, Ordering::Relaxed);
+    let peak = sampler.join().unwrap().max(idle);
+    let after = rss_kib(pid);
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    println!(
+        "{count} concurrent alias bombs ({} bytes each, refused in {elapsed:.2} s): peak resident \
+         memory {:.1} MiB = {:.1} MiB above idle ({:.1} MiB just before); {:.1} MiB once answered",
+        yaml.len(),
+        mib(peak),
+        mib(peak - idle),
+        mib(idle),
+        mib(after)
+    );
+}
+
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
+    let only_bombs = std::env::args().any(|a| a == "alias-bombs");
     let seconds = if quick { 0.3 } else { 3.0 };
     let duration = Duration::from_secs_f64(seconds);
     let clients = env_or("HODEI_BENCH_CLIENTS", 32);
@@ -188,6 +258,10 @@ fn main() {
         hodei_api::client::install_crypto();
         let http = reqwest::Client::new();
         let s = server.as_ref();
+        alias_bombs(&http, s, 40).await;
+        if only_bombs {
+            return;
+        }
         apply(&http, s, "noop", "name: noop\njobs:\n  a: {steps: ['true']}\n").await;
         apply(
             &http,

@@ -11,6 +11,7 @@
 
 mod cli;
 mod config;
+mod logging;
 mod wiring;
 
 use std::process::ExitCode;
@@ -22,16 +23,7 @@ fn main() -> ExitCode {
         eprintln!("hodei: this is a bug; please report it with the input that caused it.");
     }));
     // Hodei's own logs go to stderr; `HODEI_LOG` (e.g. `info`, `hodei_actors=debug`) sets the level.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HODEI_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    // Colour only on a terminal, and never with `NO_COLOR`: a log file or journal gets plain text.
-    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(colour)
-        .init();
+    logging::init();
     match std::panic::catch_unwind(cli::main) {
         Ok(code) => code,
         Err(_) => ExitCode::from(cli::EXIT_INTERNAL),

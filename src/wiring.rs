@@ -127,6 +127,8 @@ pub async fn server_stack(
     labels: Vec<Label>,
 ) -> Result<ServerStack, String> {
     let paths = LocalPaths::data_dir(data);
+    make_private(data, &paths)
+        .map_err(|err| format!("cannot make the data directory private to this user: {err}"))?;
     let store = Arc::new(open_store(&paths).await?);
     let tokens: Arc<dyn TokenStore> = store.clone();
     let (tree, provider) =
@@ -136,6 +138,41 @@ pub async fn server_stack(
         provider,
         tokens,
     })
+}
+
+/// Makes a server's data directory private to the user Hodei runs as, whatever the umask: the
+/// directory and `logs/` 0700, the database (created empty if new, so that SQLite gives its WAL
+/// files the same mode) and the files beside it 0600. A directory made by an older Hodei is
+/// tightened; the directory's own mode keeps what is deeper from other users.
+fn make_private(data: &Path, paths: &LocalPaths) -> std::io::Result<()> {
+    use std::fs::{DirBuilder, OpenOptions, Permissions, set_permissions};
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    for dir in [data, paths.logs.as_path()] {
+        DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        set_permissions(dir, Permissions::from_mode(0o700))?;
+    }
+    if let Some(db) = &paths.store {
+        OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(db)?;
+        let beside = ["-wal", "-shm"].map(|suffix| {
+            let mut name = db.as_os_str().to_owned();
+            name.push(suffix);
+            PathBuf::from(name)
+        });
+        for file in std::iter::once(db.clone())
+            .chain(beside)
+            .chain([data.join("admin.token")])
+        {
+            match set_permissions(&file, Permissions::from_mode(0o600)) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn open_store(paths: &LocalPaths) -> Result<SqliteStore, String> {
@@ -156,6 +193,7 @@ async fn open_store(paths: &LocalPaths) -> Result<SqliteStore, String> {
 fn lock_store(path: &Path) -> Result<(), String> {
     use std::io::{Read, Seek, Write};
     use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
     let lock_path = PathBuf::from(format!("{}.lock", path.display()));
     if let Some(parent) = lock_path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
@@ -166,6 +204,7 @@ fn lock_store(path: &Path) -> Result<(), String> {
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o600)
         .open(&lock_path)
         .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
     // SAFETY: flock on a file descriptor this function owns; no memory is involved.

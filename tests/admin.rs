@@ -244,6 +244,32 @@ fn apply_validates_first_and_a_followed_run_exits_with_its_outcome() {
 }
 
 #[test]
+fn a_followed_log_that_is_not_text_is_printed_byte_for_byte() {
+    let (dir, _server, cli) = setup("binary");
+    let file = write(
+        &dir,
+        "bin.yml",
+        "name: bin\njobs:\n  bin:\n    steps: [{ run: \"printf 'a\\\\377\\\\376b\\\\n\\\\200 \\\\303\\\\251t\\\\351\\\\n'\" }]\n",
+    );
+    cli.expect(0, &["pipelines", "apply", &file]);
+    let out = cli.run(&["runs", "start", "bin", "--follow"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let expected: &[u8] = b"a\xff\xfeb\n\x80 \xc3\xa9t\xe9\n";
+    let stored = cli.run(&["runs", "logs", "1", "--job", "bin"]);
+    assert_eq!(stored.stdout, expected, "the stored log");
+    let followed = cli.run(&["runs", "logs", "1", "--job", "bin", "-f"]);
+    assert_eq!(followed.status.code(), Some(0), "{}", stderr(&followed));
+    // The log's bytes as they are, then the job's outcome.
+    assert!(
+        followed.stdout.starts_with(expected),
+        "followed: {:?}",
+        followed.stdout
+    );
+    let rest = String::from_utf8(followed.stdout[expected.len()..].to_vec()).unwrap();
+    assert!(rest.ends_with("bin  succeeded\n"), "{rest}");
+}
+
+#[test]
 fn cancel_from_another_terminal_ends_a_follow_with_exit_1() {
     let (dir, _server, cli) = setup("cancel");
     let file = write(

@@ -580,3 +580,117 @@ fn a_second_server_on_the_same_data_directory_is_refused_naming_the_first() {
         .expect("curl runs");
     assert!(health.status.success());
 }
+
+#[test]
+fn the_data_directory_is_private_to_hodei_s_user_whatever_the_umask() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let data = scratch("private").join("data");
+    // A data directory an older Hodei left open to everyone.
+    std::fs::create_dir_all(data.join("logs")).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let server = Server::start(&data);
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let log = runtime.block_on(async {
+        hodei_api::client::install_crypto();
+        let http = reqwest::Client::new();
+        let auth = format!("Bearer {}", token.trim());
+        let applied = http
+            .put(format!("{}/api/v1/pipelines/p", server.url))
+            .header("authorization", &auth)
+            .header("content-type", "application/yaml")
+            .body("name: p\njobs:\n  a: {steps: [echo hi]}\n")
+            .send()
+            .await
+            .unwrap();
+        assert!(applied.status().is_success());
+        let run: Value = http
+            .post(format!("{}/api/v1/pipelines/p/runs", server.url))
+            .header("authorization", &auth)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let job = run["jobs"][0]["id"].as_u64().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = log_of(&http, &server.url, job, &auth).await;
+            if log == "hi\n" {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "the job's log: {log:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    assert_eq!(log, "hi\n");
+    let mut seen = 0;
+    let mut todo = vec![data.clone()];
+    while let Some(path) = todo.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let mode = meta.mode() & 0o777;
+        let relative = path.strip_prefix(&data).unwrap().to_path_buf();
+        let top = relative
+            .components()
+            .next()
+            .map(|c| c.as_os_str().to_owned());
+        // Workspaces hold what steps made, with the modes the steps chose.
+        if top.as_deref() == Some("workspaces".as_ref())
+            || top.as_deref() == Some("docker".as_ref())
+        {
+            continue;
+        }
+        seen += 1;
+        if meta.is_dir() {
+            assert_eq!(mode, 0o700, "{} is {mode:o}", path.display());
+            todo.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            assert_eq!(mode, 0o600, "{} is {mode:o}", path.display());
+        }
+    }
+    for name in ["hodei.db", "hodei.db-wal", "admin.token", "logs"] {
+        assert!(data.join(name).exists(), "{name}");
+    }
+    assert!(
+        seen >= 7,
+        "the data directory, the database and its WAL, the log of the job"
+    );
+}
+
+/// Sends `request` as it is on a new connection; answers what came back until the server
+/// closed it.
+fn raw_request(address: &str, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut socket = std::net::TcpStream::connect(address).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    socket.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    let _ = socket.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn a_nul_byte_in_a_header_is_a_400_not_an_error_in_the_log() {
+    let data = scratch("nul-header");
+    let log_file = data.join("stderr.log");
+    let stderr = std::fs::File::create(&log_file).unwrap();
+    let server = Server::start_logging(&data.join("data"), &[], Stdio::from(stderr));
+    let address = server.url.trim_start_matches("http://");
+    let answer = raw_request(
+        address,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Note: a\x00b\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    // The server still answers, and has logged nothing at ERROR.
+    let answer = raw_request(
+        address,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(server);
+    let log = std::fs::read_to_string(&log_file).unwrap();
+    assert!(!log.contains("ERROR"), "{log}");
+}

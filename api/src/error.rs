@@ -41,6 +41,15 @@ pub enum ApiError {
     /// The body is larger than the configured limit.
     #[error("the request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// The body did not arrive in time.
+    #[error(
+        "the request body did not arrive within {} s ({received} bytes received): expected the whole body in time",
+        .after.as_secs()
+    )]
+    RequestTimeout {
+        after: std::time::Duration,
+        received: usize,
+    },
     /// A byte range outside the log.
     #[error("the range starts at byte {start}, beyond the end of the log ({length} bytes)")]
     RangeNotSatisfiable { start: u64, length: u64 },
@@ -92,6 +101,7 @@ impl ApiError {
             ApiError::InvalidArgument { .. } => "invalid-argument",
             ApiError::UnsupportedMediaType { .. } => "unsupported-media-type",
             ApiError::PayloadTooLarge { .. } => "payload-too-large",
+            ApiError::RequestTimeout { .. } => "request-timeout",
             ApiError::RangeNotSatisfiable { .. } => "range-not-satisfiable",
             ApiError::Unauthenticated { .. } => "unauthenticated",
             ApiError::Forbidden { .. } => "forbidden",
@@ -114,6 +124,7 @@ impl ApiError {
             ApiError::InvalidArgument { .. } => "Invalid argument",
             ApiError::UnsupportedMediaType { .. } => "Unsupported media type",
             ApiError::PayloadTooLarge { .. } => "Request body too large",
+            ApiError::RequestTimeout { .. } => "Request body too slow",
             ApiError::RangeNotSatisfiable { .. } => "Range not satisfiable",
             ApiError::Unauthenticated { .. } => "Authentication required",
             ApiError::Forbidden { .. } => "Forbidden",
@@ -207,6 +218,7 @@ impl ResponseError for ApiError {
             | ApiError::InvalidArgument { .. } => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
@@ -256,6 +268,10 @@ impl ResponseError for ApiError {
             }
             ApiError::QueueFull { .. } => {
                 response.insert_header((header::RETRY_AFTER, "5"));
+            }
+            // The rest of the body is not read: the connection cannot serve another request.
+            ApiError::RequestTimeout { .. } => {
+                response.insert_header((header::CONNECTION, "close"));
             }
             _ => {}
         }

@@ -14,7 +14,8 @@
 //! - [`error`]: every error answer, made in one place (`ResponseError for ApiError`).
 //! - [`auth`]: tokens (random 256-bit, stored as SHA-256 digests) and the [`auth::Caller`]
 //!   extractor; [`views`]: the JSON shapes; [`request`]: bodies, paging and byte ranges;
-//!   [`telemetry`]: metrics.
+//!   [`telemetry`]: metrics; [`loads`]: how pipeline loads are bounded; [`revoke`]: how a
+//!   revoked token's streams end.
 //!
 //! ## Guarantees
 //! - A client's mistake (bad JSON or YAML, bad path or query, oversized body, missing token,
@@ -29,8 +30,10 @@
 pub mod auth;
 pub mod client;
 pub mod error;
+pub mod loads;
 pub mod openapi;
 pub mod request;
+pub mod revoke;
 mod routes;
 pub mod stream;
 pub mod telemetry;
@@ -60,6 +63,9 @@ pub struct Limits {
     /// running); a run that would pass it is refused whole: 429 with `Retry-After`, or 409 when
     /// the run alone has more jobs than the limit.
     pub max_queued: usize,
+    /// How long a request's body may take to arrive once its headers have (which must arrive
+    /// within actix-web's 5 s); a slower one is refused with 408 and its connection closed.
+    pub body_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -67,6 +73,7 @@ impl Default for Limits {
         Limits {
             max_body: 1024 * 1024,
             max_queued: 100_000,
+            body_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -85,6 +92,12 @@ pub struct ApiState {
     /// One lock per pipeline name: written while a definition is applied, read while a run of
     /// it is submitted.
     pipelines: Arc<PipelineLocks>,
+    /// The places for pipeline loads ([`loads`]).
+    pub(crate) loads: loads::Loads,
+    /// The open streams of each token ([`revoke`]).
+    pub(crate) streams: revoke::StreamsByToken,
+    /// Held while a token is created, so that names stay distinct.
+    pub(crate) creating_token: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl ApiState {
@@ -96,6 +109,9 @@ impl ApiState {
             providers: Vec::new(),
             accepting: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             pipelines: Arc::default(),
+            loads: loads::Loads::default(),
+            streams: revoke::StreamsByToken::default(),
+            creating_token: Arc::default(),
         }
     }
 
@@ -190,6 +206,7 @@ pub fn serve(
     state.tree.hub.do_send(hodei_actors::messages::WatchLogs {
         watcher: counter.recipient(),
     });
+    state.streams.sweep(state.tokens.clone());
     let config = configure(state);
     let server = HttpServer::new(move || {
         App::new()

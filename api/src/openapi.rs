@@ -10,6 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ApiError, Problem};
+use hodei_domain::model::Role;
 
 /// Declares the documented handlers: the OpenAPI derive and the operation-to-handler table.
 macro_rules! api {
@@ -25,7 +26,7 @@ macro_rules! api {
             ),
             paths($(crate::routes::$module::$handler),*),
             components(schemas(Problem)),
-            modifiers(&BearerAuth),
+            modifiers(&BearerAuth, &ProtectedAnswers, &Enums),
             tags(
                 (name = "pipelines", description = "Pipeline definitions and their versions"),
                 (name = "runs", description = "Runs of pipelines"),
@@ -90,6 +91,161 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
     }
+}
+
+/// Documents on every protected operation the answers every protected operation may give: 401
+/// (no token, unknown or revoked) and 400 (a path segment, query or header the handler cannot
+/// use).
+struct ProtectedAnswers;
+
+impl Modify for ProtectedAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, ResponseBuilder};
+        let problem = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new()
+                        .schema(Some(utoipa::openapi::Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for operation in operations_mut(item) {
+                if operation.security.as_ref().is_none_or(Vec::is_empty) {
+                    continue;
+                }
+                let answers = &mut operation.responses.responses;
+                answers.entry("401".into()).or_insert_with(|| {
+                    problem("No token, or an unknown or revoked one (`WWW-Authenticate: Bearer`)")
+                        .into()
+                });
+                answers.entry("400".into()).or_insert_with(|| {
+                    problem("A path segment, query parameter or header with an unusable value")
+                        .into()
+                });
+            }
+        }
+    }
+}
+
+/// The values of the fields and parameters that take one of a few words: the document lists
+/// them as enums, from the same lists the handlers use.
+struct Enums;
+
+/// The names of run states, as `GET /runs?status=` takes them and runs show them.
+pub fn run_states() -> Vec<&'static str> {
+    crate::routes::runs::STATES
+        .iter()
+        .map(|s| s.name())
+        .collect()
+}
+
+/// Job states, as the API shows them (`hodei_domain::state`); a step has those a job has
+/// outside a queue.
+const JOB_STATES: [&str; 10] = [
+    "pending",
+    "waiting_approval",
+    "queued",
+    "placed",
+    "running",
+    "succeeded",
+    "failed",
+    "timed_out",
+    "cancelled",
+    "skipped",
+];
+
+fn step_states() -> Vec<&'static str> {
+    JOB_STATES
+        .into_iter()
+        .filter(|s| !["waiting_approval", "queued", "placed"].contains(s))
+        .collect()
+}
+
+impl Modify for Enums {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::Schema;
+        let runs = run_states();
+        let steps = step_states();
+        let roles: Vec<String> = [Role::Viewer, Role::Operator, Role::Admin]
+            .iter()
+            .map(Role::to_string)
+            .collect();
+        let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+        let properties: [(&str, &str, &[&str]); 12] = [
+            ("TokenRequest", "role", &roles),
+            ("TokenView", "role", &roles),
+            ("CreatedToken", "role", &roles),
+            ("RunListItem", "state", &runs),
+            ("RunView", "state", &runs),
+            ("JobView", "state", &JOB_STATES),
+            ("StepView", "state", &steps),
+            ("DiagnosticView", "severity", &["error", "warning"]),
+            ("TriggerRequest", "event", &crate::routes::pipelines::EVENTS),
+            ("RunListItem", "event", &crate::routes::pipelines::EVENTS),
+            (
+                "WorkerItem",
+                "state",
+                &crate::routes::workers::WORKER_STATES,
+            ),
+            ("Health", "status", &["ok", "ready", "not-ready"]),
+        ];
+        let schemas = &mut openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .schemas;
+        for (schema, property, values) in properties {
+            let Some(RefOr::T(Schema::Object(object))) = schemas.get_mut(schema) else {
+                continue;
+            };
+            if let Some(RefOr::T(Schema::Object(field))) = object.properties.get_mut(property) {
+                let mut words: Vec<serde_json::Value> =
+                    values.iter().map(|v| (*v).into()).collect();
+                // An optional field may also be null.
+                if serde_json::to_value(&field.schema_type)
+                    .is_ok_and(|t| t.as_array().is_some_and(|t| t.contains(&"null".into())))
+                {
+                    words.push(serde_json::Value::Null);
+                }
+                field.enum_values = Some(words);
+            }
+        }
+        if let Some(list) = openapi
+            .paths
+            .paths
+            .get_mut("/api/v1/runs")
+            .and_then(|item| item.get.as_mut())
+        {
+            for param in list.parameters.iter_mut().flatten() {
+                let RefOr::T(param) = param else { continue };
+                if param.name == "status"
+                    && let Some(RefOr::T(Schema::Object(field))) = param.schema.as_mut()
+                {
+                    field.enum_values = Some(runs.iter().map(|v| (*v).into()).collect());
+                }
+            }
+        }
+    }
+}
+
+fn operations_mut(
+    item: &mut PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.patch,
+        &mut item.head,
+        &mut item.options,
+    ]
+    .into_iter()
+    .filter_map(Option::as_mut)
 }
 
 /// The operations of a path, with their methods.
@@ -170,6 +326,49 @@ mod tests {
             assert_eq!(param["in"], "query", "{param}");
             assert_ne!(param["required"], true, "{param}");
         }
+    }
+
+    #[test]
+    fn words_are_enums_limits_have_bounds_and_protected_operations_list_401_and_400() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        let event = &schemas["TriggerRequest"]["properties"]["event"]["enum"];
+        assert!(
+            event.as_array().unwrap().contains(&"manual".into()),
+            "{event}"
+        );
+        assert!(
+            event.as_array().unwrap().contains(&serde_json::Value::Null),
+            "{event}"
+        );
+        for schema in ["TokenRequest", "TokenView", "CreatedToken"] {
+            let role = &schemas[schema]["properties"]["role"]["enum"];
+            assert_eq!(
+                role,
+                &serde_json::json!(["viewer", "operator", "admin"]),
+                "{schema}"
+            );
+        }
+        assert_eq!(
+            schemas["JobView"]["properties"]["state"]["enum"][1],
+            "waiting_approval"
+        );
+        let list = &doc["paths"]["/api/v1/runs"]["get"];
+        for param in list["parameters"].as_array().unwrap() {
+            match param["name"].as_str().unwrap() {
+                "limit" => {
+                    assert_eq!(param["schema"]["minimum"], 1, "{param}");
+                    assert_eq!(param["schema"]["maximum"], 500, "{param}");
+                }
+                "status" => assert_eq!(param["schema"]["enum"][2], "cancelling", "{param}"),
+                _ => {}
+            }
+        }
+        for code in ["400", "401"] {
+            assert!(list["responses"][code].is_object(), "{code}");
+        }
+        let trigger = &doc["paths"]["/api/v1/pipelines/{name}/runs"]["post"];
+        assert_ne!(trigger["requestBody"]["required"], true, "{trigger}");
     }
 
     #[test]

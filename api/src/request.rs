@@ -8,6 +8,7 @@ use actix_web::{HttpRequest, web};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
+use crate::Limits;
 use crate::error::ApiError;
 
 /// Items per page when the client does not say.
@@ -15,11 +16,31 @@ pub const DEFAULT_LIMIT: u32 = 50;
 /// The most items a page may hold.
 pub const MAX_LIMIT: u32 = 500;
 
-/// The whole body, refused with 413 as soon as it exceeds `limit` bytes.
+/// The whole body, refused with 413 as soon as it exceeds the body limit, and with 408 when it
+/// has not arrived whole within the body timeout (a client that trickles its body would
+/// otherwise hold a connection and its buffer forever).
 pub async fn body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limits: &Limits,
+) -> Result<web::Bytes, ApiError> {
+    let within = limits.body_timeout;
+    let mut received = 0;
+    let read = read_body(req, payload, limits.max_body, &mut received);
+    match tokio::time::timeout(within, read).await {
+        Ok(read) => read,
+        Err(_) => Err(ApiError::RequestTimeout {
+            after: within,
+            received,
+        }),
+    }
+}
+
+async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
+    received: &mut usize,
 ) -> Result<web::Bytes, ApiError> {
     let declared = req
         .headers()
@@ -40,6 +61,7 @@ pub async fn body(
             return Err(ApiError::PayloadTooLarge { limit });
         }
         body.extend_from_slice(&chunk);
+        *received = body.len();
     }
     Ok(body.freeze())
 }
@@ -61,10 +83,10 @@ pub fn media_type(req: &HttpRequest) -> Option<String> {
 pub async fn json<T: DeserializeOwned>(
     req: &HttpRequest,
     payload: web::Payload,
-    limit: usize,
+    limits: &Limits,
     empty: Option<T>,
 ) -> Result<T, ApiError> {
-    let bytes = body(req, payload, limit).await?;
+    let bytes = body(req, payload, limits).await?;
     if let Some(value) = empty.filter(|_| bytes.is_empty()) {
         return Ok(value);
     }

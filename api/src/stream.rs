@@ -8,11 +8,17 @@
 //! with the offset to resume from, and the connection closes; the job is never slowed.
 //!
 //! Frames (JSON text):
-//! - `{"type": "log", "offset": N, "bytes": B, "data": "..."}`: bytes `N..N+B` of the log
-//!   (`data` is UTF-8; a character split across chunks is held back until it is whole);
+//! - `{"type": "log", "offset": N, "bytes": B, "data": "..."}`: bytes `N..N+B` of the log, when
+//!   they are UTF-8 text (a character split across chunks is held back until it is whole);
+//!   `{"type": "log", "offset": N, "bytes": B, "data_base64": "..."}` when they are not: the
+//!   exact bytes in standard base64 (RFC 4648, padded). A log is followed byte for byte either
+//!   way;
 //! - `{"type": "lagged", "resume_from": N}`: reconnect with `?from=N`;
 //! - `{"type": "end", "state": "succeeded", "offset": N}`: the job is over, its log is `N` bytes;
 //! - `{"type": "event", "event": {...}}`: a domain event, as in `GET /api/v1/events`.
+//!
+//! A stream ends with a close frame of code 1008 when the token that opened it is revoked
+//! ([`crate::revoke`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,6 +27,7 @@ use std::time::Duration;
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, WrapFuture,
 };
+use base64::Engine as _;
 use futures_util::StreamExt;
 use hodei_actors::loghub::LogHub;
 use hodei_actors::messages::{LogChunk, Published, Subscribe, WatchJob};
@@ -29,6 +36,8 @@ use hodei_domain::ports::{LogStore, Store};
 use hodei_domain::state::{DomainEvent, JobState};
 use serde_json::json;
 use tokio::sync::mpsc;
+
+use crate::revoke::{StreamsByToken, TokenRevoked};
 
 /// Open streams, for the metrics.
 static SUBSCRIBERS: AtomicUsize = AtomicUsize::new(0);
@@ -48,7 +57,7 @@ const MAX_FRAME: usize = 256 * 1024;
 /// What the writer task sends.
 enum Frame {
     Text { text: String, weight: usize },
-    Close,
+    Close(Option<actix_ws::CloseReason>),
 }
 
 /// The socket's writing end: a task that sends frames in order, and the weight not yet sent.
@@ -80,8 +89,8 @@ impl Writer {
                         }
                         counter.fetch_sub(weight, Ordering::SeqCst);
                     }
-                    Frame::Close => {
-                        let _ = session.close(None).await;
+                    Frame::Close(reason) => {
+                        let _ = session.close(reason).await;
                         return;
                     }
                 }
@@ -103,7 +112,15 @@ impl Writer {
     }
 
     fn close(&self) {
-        let _ = self.frames.send(Frame::Close);
+        let _ = self.frames.send(Frame::Close(None));
+    }
+
+    /// Closes the socket because its token was revoked.
+    fn revoked(&self) {
+        let _ = self.frames.send(Frame::Close(Some(actix_ws::CloseReason {
+            code: actix_ws::CloseCode::Policy,
+            description: Some("the token was revoked".into()),
+        })));
     }
 }
 
@@ -160,9 +177,10 @@ pub struct LogStream {
 }
 
 impl LogStream {
-    /// Starts following `job` (of `run`)'s log from byte `from` on this connection.
+    /// Starts following `job` (of `run`)'s log from byte `from` on this connection, opened
+    /// with token `token`.
     #[allow(clippy::too_many_arguments)]
-    pub fn start(
+    pub(crate) fn start(
         job: JobId,
         run: RunId,
         from: u64,
@@ -170,6 +188,7 @@ impl LogStream {
         logs: Arc<dyn LogStore>,
         hub: Addr<LogHub>,
         bus: Addr<hodei_actors::bus::EventBus>,
+        opened: (&StreamsByToken, u64),
         session: actix_ws::Session,
         incoming: actix_ws::MessageStream,
     ) {
@@ -186,6 +205,7 @@ impl LogStream {
             pending: Vec::new(),
         }
         .start();
+        opened.0.add(opened.1, actor.clone().recipient());
         read_client(session, incoming, actor);
     }
 
@@ -233,15 +253,16 @@ impl LogStream {
                 }
             }
             let chunk: Vec<u8> = self.pending.drain(..n).collect();
-            self.writer.send(
-                json!({
-                    "type": "log",
-                    "offset": self.sent,
-                    "bytes": n,
-                    "data": String::from_utf8_lossy(&chunk),
-                }),
-                n,
-            );
+            let mut frame = json!({"type": "log", "offset": self.sent, "bytes": n});
+            match String::from_utf8(chunk) {
+                Ok(text) => frame["data"] = text.into(),
+                Err(binary) => {
+                    let encoded =
+                        base64::engine::general_purpose::STANDARD.encode(binary.as_bytes());
+                    frame["data_base64"] = encoded.into();
+                }
+            }
+            self.writer.send(frame, n);
             self.sent += n as u64;
         }
     }
@@ -375,6 +396,16 @@ impl Handler<ClientGone> for LogStream {
     }
 }
 
+impl Handler<TokenRevoked> for LogStream {
+    type Result = ();
+
+    fn handle(&mut self, _: TokenRevoked, ctx: &mut Context<Self>) {
+        self.pending.clear();
+        self.writer.revoked();
+        ctx.stop();
+    }
+}
+
 /// One client following domain events: all of them, or one run's.
 pub struct EventStream {
     run: Option<RunId>,
@@ -382,15 +413,18 @@ pub struct EventStream {
 }
 
 impl EventStream {
-    /// Starts sending the events of `run` (or all) on this connection.
-    pub fn start(
+    /// Starts sending the events of `run` (or all) on this connection, opened with token
+    /// `token`.
+    pub(crate) fn start(
         run: Option<RunId>,
         bus: Addr<hodei_actors::bus::EventBus>,
+        opened: (&StreamsByToken, u64),
         session: actix_ws::Session,
         incoming: actix_ws::MessageStream,
     ) {
         let writer = Writer::start(session.clone());
         let actor = EventStream { run, writer }.start();
+        opened.0.add(opened.1, actor.clone().recipient());
         bus.do_send(Subscribe {
             subscriber: actor.clone().recipient(),
         });
@@ -426,6 +460,15 @@ impl Handler<ClientGone> for EventStream {
     type Result = ();
 
     fn handle(&mut self, _: ClientGone, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<TokenRevoked> for EventStream {
+    type Result = ();
+
+    fn handle(&mut self, _: TokenRevoked, ctx: &mut Context<Self>) {
+        self.writer.revoked();
         ctx.stop();
     }
 }

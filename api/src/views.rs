@@ -402,7 +402,8 @@ fn needs(run: &RunRecord, position: usize) -> Vec<u64> {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
-    /// What the token is for, e.g. `ci-bot`: 1 to 100 characters.
+    /// What the token is for, e.g. `ci-bot`: 1 to 100 visible characters (no control, invisible
+    /// or text-direction ones), not the name of an active token.
     pub name: String,
     /// `viewer`, `operator` or `admin`.
     #[schema(value_type = String)]

@@ -22,6 +22,8 @@ use hodei_supervisors::{TreeConfig, start_tree};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+mod conformance;
+
 const HELLO: &str = "\
 name: hello
 parameters: { WHO: { default: world } }
@@ -66,6 +68,7 @@ struct Server {
     http: reqwest::Client,
     handle: ServerHandle,
     provider: Arc<LocalProvider>,
+    store: Arc<SqliteStore>,
     _dir: tempfile::TempDir,
 }
 
@@ -109,7 +112,7 @@ async fn start_with(limits: Limits) -> Server {
     let base = format!("http://{}", listener.local_addr().unwrap());
     // A provider that is away: shown by the probes and the metrics, without making the server
     // unready.
-    let state = ApiState::new(tree, store, limits).with_provider(
+    let state = ApiState::new(tree, store.clone(), limits).with_provider(
         "docker",
         std::sync::Arc::new(|| Some("the engine is away (scripted)".into())),
     );
@@ -125,6 +128,7 @@ async fn start_with(limits: Limits) -> Server {
         },
         handle,
         provider,
+        store,
         _dir: dir,
     }
 }
@@ -621,6 +625,236 @@ async fn tokens_carry_roles_and_a_revoked_token_is_refused() {
         .problem(404, "not-found");
 }
 
+/// Reads `socket` until the server closes it for a revoked token; fails after `within`.
+async fn closed_for_revocation(socket: &mut Socket, what: &str, within: Duration) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let next = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .unwrap_or_else(|_| panic!("{what}: still open {within:?} after the revocation"));
+        match next {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                assert_eq!(frame.code, CloseCode::Policy, "{what}: {frame:?}");
+                assert!(frame.reason.contains("revoked"), "{what}: {frame:?}");
+                return;
+            }
+            Some(Ok(Message::Close(None))) | None => panic!("{what}: closed without a reason"),
+            Some(Ok(_)) => {}
+            Some(Err(err)) => panic!("{what}: the stream broke: {err}"),
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn revoking_a_token_ends_its_open_streams_within_a_second() {
+    use futures_util::StreamExt;
+    use hodei_domain::ports::TokenStore;
+    use tokio_tungstenite::tungstenite::Message;
+    let server = start().await;
+    server.apply(SLOW).await;
+    let run = server.trigger("slow", json!({})).await.json();
+    let (id, job) = (
+        run["id"].as_u64().unwrap(),
+        run["jobs"][0]["id"].as_u64().unwrap(),
+    );
+    let (viewer_id, viewer) = server.token("wall", "viewer").await;
+    let paths = [
+        "/api/v1/events/stream".to_owned(),
+        format!("/api/v1/runs/{id}/events/stream"),
+        format!("/api/v1/jobs/{job}/log/stream?from=0"),
+    ];
+    let mut sockets = Vec::new();
+    for path in &paths {
+        sockets.push((path, ws_connect(&server, path, &viewer).await));
+    }
+    let mut admin = ws_connect(&server, "/api/v1/events/stream", &server.admin).await;
+
+    let revoke = format!("/api/v1/tokens/{viewer_id}");
+    let revoked = server
+        .call(Method::DELETE, &revoke, Some(&server.admin), None, &[])
+        .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    for (path, socket) in &mut sockets {
+        closed_for_revocation(socket, path, Duration::from_secs(1)).await;
+    }
+
+    // Revoked in the store by someone else (another replica): the sweep notices.
+    let (other_id, other) = server.token("wall 2", "viewer").await;
+    let mut socket = ws_connect(&server, &paths[0], &other).await;
+    assert!(
+        server
+            .store
+            .revoke_token(other_id, Timestamp(1))
+            .await
+            .unwrap()
+    );
+    closed_for_revocation(&mut socket, "revoked in the store", Duration::from_secs(1)).await;
+
+    // The admin's stream is untouched.
+    server.apply(HELLO).await;
+    server.trigger("hello", json!({})).await;
+    let frame = tokio::time::timeout(Duration::from_secs(30), admin.next())
+        .await
+        .expect("no event within 30 s: likely deadlocked");
+    assert!(
+        matches!(frame, Some(Ok(Message::Text(_)))),
+        "the admin's stream still delivers: {frame:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn trigger_values_no_step_could_be_given_are_refused() {
+    let server = start().await;
+    server.apply(HELLO).await;
+    let refused = [
+        (json!({"branch": "ma\u{0}in"}), "`branch`", "NUL"),
+        (json!({"tag": "v1\u{0}"}), "`tag`", "NUL"),
+        (json!({"env": {"A": "x\u{0}y"}}), "`env.A`", "NUL"),
+        (json!({"params": {"WHO": "\u{0}"}}), "`params.WHO`", "NUL"),
+        (
+            json!({"params": {"W\u{0}HO": "x"}}),
+            "`params.W\\0HO`",
+            "name",
+        ),
+        (
+            json!({"params": {"WHO": "w".repeat(128 * 1024 - 4)}}),
+            "`params.WHO`",
+            "131067",
+        ),
+        (
+            json!({"branch": "b".repeat(200_000)}),
+            "`branch`",
+            "200000 bytes",
+        ),
+    ];
+    for (body, field, says) in refused {
+        let problem = server
+            .trigger("hello", body)
+            .await
+            .problem(400, "invalid-argument");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(field) && detail.contains(says), "{detail}");
+        assert!(
+            detail.len() < 1000,
+            "the value is described, not echoed: {detail}"
+        );
+    }
+    // The longest value that fits one environment variable reaches the step whole.
+    let longest = "w".repeat(128 * 1024 - "WHO".len() - 2);
+    let run = server
+        .trigger("hello", json!({"params": {"WHO": longest}}))
+        .await;
+    assert_eq!(run.status, StatusCode::CREATED, "{}", run.text);
+    let run = run.json();
+    let done = server.wait_run(run["id"].as_u64().unwrap(), finished).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let job = run["jobs"][0]["id"].as_u64().unwrap();
+    let log = server.get(&format!("/api/v1/jobs/{job}/log")).await.text;
+    assert!(
+        log.contains(&format!("hello {longest}")),
+        "the value reached the step"
+    );
+}
+
+#[actix_rt::test]
+async fn a_body_that_trickles_in_is_refused_with_408_and_the_connection_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start_with(Limits {
+        body_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    })
+    .await;
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "PUT /api/v1/pipelines/hello HTTP/1.1\r\nHost: {address}\r\n\
+         Authorization: Bearer {}\r\nContent-Type: application/yaml\r\n\
+         Content-Length: {}\r\n\r\n",
+        server.admin,
+        HELLO.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&HELLO.as_bytes()[..10]).await.unwrap();
+    // The rest never comes; the answer does, and then the end of the connection.
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), socket.read_to_end(&mut answer))
+        .await
+        .expect("no answer and no close within 20 s: a slow body is never timed out")
+        .expect("the answer is read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("request-timeout") && answer.contains("10 bytes"),
+        "{answer}"
+    );
+    // Nothing was applied.
+    server
+        .get("/api/v1/pipelines/hello")
+        .await
+        .problem(404, "not-found");
+}
+
+#[actix_rt::test]
+async fn token_names_are_visible_and_tell_tokens_apart() {
+    let server = start().await;
+    let create = |name: &str| {
+        let body = Some((
+            "application/json",
+            json!({"name": name, "role": "admin"}).to_string(),
+        ));
+        server.call(
+            Method::POST,
+            "/api/v1/tokens",
+            Some(&server.admin),
+            body,
+            &[],
+        )
+    };
+    for hidden in [
+        "admin\u{202E}nimda",
+        "ci\u{200B}bot",
+        "\u{2066}ci\u{2069}",
+        "bot\u{FEFF}",
+        "a\u{0007}b",
+        "\u{E0061}dmin",
+    ] {
+        let problem = create(hidden).await.problem(400, "invalid-argument");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("U+"),
+            "{problem}"
+        );
+    }
+    for taken in ["admin (bootstrap)", "  ADMIN (Bootstrap) "] {
+        let problem = create(taken).await.problem(409, "conflict");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("token 1"),
+            "{problem}"
+        );
+    }
+    assert_eq!(create("ci-bot").await.status, StatusCode::CREATED);
+    create("CI-bot").await.problem(409, "conflict");
+    // Requests at once for one name: one token gets it.
+    let racing = futures_util::future::join_all((0..8).map(|_| create("racer"))).await;
+    let created = racing
+        .iter()
+        .filter(|a| a.status == StatusCode::CREATED)
+        .count();
+    assert_eq!(created, 1, "one of the concurrent requests gets the name");
+    // A revoked token's name is free again; names in any script are welcome.
+    let (id, _) = server.token("kaixo mundua ☀ ñ 日本", "viewer").await;
+    let revoke = format!("/api/v1/tokens/{id}");
+    server
+        .call(Method::DELETE, &revoke, Some(&server.admin), None, &[])
+        .await;
+    assert_eq!(
+        create("kaixo mundua ☀ ñ 日本").await.status,
+        StatusCode::CREATED
+    );
+}
+
 #[actix_rt::test]
 async fn client_mistakes_are_4xx_problems_never_5xx() {
     let server = start_with(Limits {
@@ -800,6 +1034,178 @@ async fn the_openapi_document_lists_every_route_and_every_route_answers() {
     for undocumented in ["/api/v1/agents", "/api/v1/runs/1/logs", "/"] {
         server.get(undocumented).await.problem(404, "no-route");
     }
+}
+
+#[actix_rt::test]
+async fn the_live_server_answers_as_its_openapi_document_says() {
+    let server = start().await;
+    server.apply(HELLO).await;
+    server.apply(GATED).await;
+    let hello = server.trigger("hello", json!({})).await.json();
+    let run = hello["id"].as_u64().unwrap();
+    server.wait_run(run, finished).await;
+    let gated = server.trigger("gated", json!({})).await.json();
+    let gated_run = gated["id"].as_u64().unwrap();
+    let gated_run = server
+        .wait_run(gated_run, |r| r["jobs"][1]["state"] == "waiting_approval")
+        .await;
+    let gate = gated_run["jobs"][1]["id"].as_u64().unwrap();
+    let job = hello["jobs"][0]["id"].as_u64().unwrap();
+    let (token, _) = server.token("to revoke", "viewer").await;
+    let doc = server.get("/api/v1/openapi.json").await.json();
+
+    // An answer checked against the document, and its status.
+    let exchange = |method: Method,
+                    template: String,
+                    path: String,
+                    token: Option<String>,
+                    body: Option<(&'static str, String)>| {
+        let server = &server;
+        let doc = &doc;
+        async move {
+            let answer = server
+                .call(method.clone(), &path, token.as_deref(), body, &[])
+                .await;
+            let content_type = answer.header("content-type").to_owned();
+            conformance::check(
+                doc,
+                method.as_str(),
+                &template,
+                answer.status.as_u16(),
+                &content_type,
+                &answer.text,
+            )
+            .unwrap_or_else(|err| panic!("{path}: {err}"));
+            answer.status
+        }
+    };
+    let mut checked = 0;
+    let paths = doc["paths"].as_object().unwrap().clone();
+    for (template, item) in &paths {
+        for (method, operation) in item.as_object().unwrap() {
+            let Ok(method) = Method::from_bytes(method.to_uppercase().as_bytes()) else {
+                continue;
+            };
+            let id = if template.starts_with("/api/v1/runs/") {
+                run.to_string()
+            } else if template == "/api/v1/jobs/{id}/approve" {
+                gate.to_string()
+            } else if template.starts_with("/api/v1/jobs/") {
+                job.to_string()
+            } else if template.starts_with("/api/v1/tokens/") {
+                token.to_string()
+            } else {
+                "local".to_owned()
+            };
+            let path = template.replace("{name}", "hello").replace("{id}", &id);
+            let required = operation["requestBody"]["required"] == true;
+            let body = match (required, method.as_str()) {
+                (false, _) => None,
+                (true, "PUT") => Some(("application/yaml", HELLO.to_owned())),
+                (true, _) => Some((
+                    "application/json",
+                    json!({"name": format!("conformance {checked}"), "role": "viewer"}).to_string(),
+                )),
+            };
+            let secured = operation["security"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty());
+            if secured {
+                let status = exchange(
+                    method.clone(),
+                    template.clone(),
+                    path.clone(),
+                    None,
+                    body.clone(),
+                )
+                .await;
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
+            }
+            // With every query parameter at its bounds and beyond, and each of its words.
+            for param in operation["parameters"].as_array().into_iter().flatten() {
+                if param["in"] != "query" {
+                    continue;
+                }
+                let name = param["name"].as_str().unwrap();
+                let schema = &param["schema"];
+                let mut cases = Vec::new();
+                if let (Some(min), Some(max)) =
+                    (schema["minimum"].as_i64(), schema["maximum"].as_i64())
+                {
+                    cases.extend(
+                        [(min, true), (max, true), (min - 1, false), (max + 1, false)]
+                            .map(|(v, ok)| (v.to_string(), ok)),
+                    );
+                } else if schema["type"]
+                    .as_array()
+                    .is_some_and(|t| t.contains(&json!("integer")))
+                    || schema["type"] == "integer"
+                {
+                    assert!(
+                        name != "limit",
+                        "{method} {path}: `limit` without bounds: {param}"
+                    );
+                }
+                for word in schema["enum"].as_array().into_iter().flatten() {
+                    if let Some(word) = word.as_str() {
+                        cases.push((word.to_owned(), true));
+                    }
+                }
+                if schema["enum"].is_array() {
+                    cases.push(("bogus".to_owned(), false));
+                }
+                for (value, ok) in cases {
+                    let path = format!("{path}?{name}={value}");
+                    let status = exchange(
+                        method.clone(),
+                        template.clone(),
+                        path.clone(),
+                        Some(server.admin.clone()),
+                        body.clone(),
+                    )
+                    .await;
+                    assert_eq!(status.is_success(), ok, "{method} {path}: {status}");
+                    if !ok {
+                        assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {path}");
+                    }
+                }
+            }
+            // A path segment that is not what the document says.
+            if template.contains("{id}")
+                && operation["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|p| p["name"] == "id" && p["schema"]["type"] == "integer")
+            {
+                let bad = template.replace("{id}", "x");
+                let status = exchange(
+                    method.clone(),
+                    template.clone(),
+                    bad.clone(),
+                    Some(server.admin.clone()),
+                    body.clone(),
+                )
+                .await;
+                assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {bad}");
+            }
+            // The call itself, as a client that follows the document would make it.
+            let status = exchange(
+                method.clone(),
+                template.clone(),
+                path.clone(),
+                Some(server.admin.clone()),
+                body,
+            )
+            .await;
+            assert!(!status.is_server_error(), "{method} {path}: {status}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 28, "every operation was held against the document");
+    // The trigger's body is optional, as documented: none takes every default.
+    let trigger = &doc["paths"]["/api/v1/pipelines/{name}/runs"]["post"];
+    assert_ne!(trigger["requestBody"]["required"], true, "{trigger}");
 }
 
 #[actix_rt::test]
@@ -1022,6 +1428,27 @@ async fn a_run_records_the_version_the_pipeline_has_when_it_is_triggered() {
     assert_eq!(latest["version"], 3, "{latest}");
 }
 
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket to `path`, opened with `token`.
+async fn ws_connect(server: &Server, path: &str, token: &str) -> Socket {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("{}{path}", server.base.replacen("http", "ws", 1));
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (socket, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(request),
+    )
+    .await
+    .expect("no handshake within 10 s")
+    .expect("the WebSocket opens");
+    socket
+}
+
 /// A WebSocket client's view of a stream: its frames, in order.
 async fn ws_frames(
     server: &Server,
@@ -1031,20 +1458,7 @@ async fn ws_frames(
 ) -> Vec<Value> {
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let url = format!("{}{path}", server.base.replacen("http", "ws", 1));
-    let mut request = url.into_client_request().unwrap();
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", server.admin).parse().unwrap(),
-    );
-    let (mut socket, _) = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio_tungstenite::connect_async(request),
-    )
-    .await
-    .expect("no handshake within 10 s")
-    .expect("the WebSocket opens");
+    let mut socket = ws_connect(server, path, &server.admin).await;
     if let Some(pause) = pause {
         // A slow client: it reads nothing for a while.
         tokio::time::sleep(pause).await;
@@ -1080,6 +1494,92 @@ fn assembled(frames: &[Value], from: u64) -> String {
         text.push_str(frame["data"].as_str().unwrap());
     }
     text
+}
+
+#[actix_rt::test]
+async fn a_log_that_is_not_text_streams_byte_for_byte() {
+    use base64::Engine as _;
+    use hodei_api::client::follow::{LogFollower, LogItem, Reconnect};
+    let server = start().await;
+    // Invalid UTF-8, then text with a character split across two writes, then more bytes.
+    server
+        .apply(concat!(
+            "name: binary\njobs:\n  bin:\n    steps:\n",
+            "      - run: \"printf 'a\\\\377\\\\376b\\\\n'; printf '\\\\303'; sleep 0.5; ",
+            "printf '\\\\251t\\\\n'; head -c 3000000 /dev/urandom\"\n",
+        ))
+        .await;
+    let run = server.trigger("binary", json!({})).await.json();
+    let job = run["jobs"][0]["id"].as_u64().unwrap();
+    let path = format!("/api/v1/jobs/{job}/log/stream?from=0");
+    let frames = ws_frames(&server, &path, |f| f["type"] == "end", None).await;
+    assert_eq!(frames.last().unwrap()["state"], "succeeded", "{frames:?}");
+    let mut live = Vec::new();
+    for frame in frames.iter().filter(|f| f["type"] == "log") {
+        assert_eq!(frame["offset"], live.len(), "no gap, no duplicate");
+        let bytes = match (frame["data"].as_str(), frame["data_base64"].as_str()) {
+            (Some(text), None) => text.as_bytes().to_vec(),
+            (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .unwrap(),
+            _ => panic!("one of `data` and `data_base64`: {frame}"),
+        };
+        assert_eq!(frame["bytes"], bytes.len());
+        live.extend_from_slice(&bytes);
+    }
+    let stored = server
+        .http
+        .get(format!("{}/api/v1/jobs/{job}/log", server.base))
+        .bearer_auth(&server.admin)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(stored.len() > 3_000_000);
+    assert!(
+        stored.starts_with(b"a\xff\xfeb\n\xc3\xa9t\n"),
+        "{:?}",
+        &stored[..12]
+    );
+    assert!(
+        live == stored,
+        "the stream is the stored log, byte for byte"
+    );
+    // Only bytes that are not text are encoded.
+    for frame in &frames {
+        if let Some(encoded) = frame["data_base64"].as_str() {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .unwrap();
+            assert!(std::str::from_utf8(&bytes).is_err(), "text sent as base64");
+        }
+    }
+
+    // The typed client yields the same bytes.
+    let client = hodei_api::client::Client::new(&hodei_api::client::Target::new(
+        &server.base,
+        Some(server.admin.clone()),
+    ))
+    .unwrap();
+    let mut follower = LogFollower::new(client, job, 0, Reconnect::default());
+    let mut followed = Vec::new();
+    while let Some(item) = tokio::time::timeout(Duration::from_secs(30), follower.next())
+        .await
+        .expect("no item within 30 s: likely deadlocked")
+        .unwrap()
+    {
+        match item {
+            LogItem::Output { offset, bytes } => {
+                assert_eq!(offset, followed.len() as u64);
+                followed.extend_from_slice(&bytes);
+            }
+            LogItem::End { length, .. } => assert_eq!(length, stored.len() as u64),
+            LogItem::Reconnecting { reason, .. } => panic!("reconnected: {reason}"),
+        }
+    }
+    assert!(followed == stored, "the client's bytes are the stored log");
 }
 
 const TICKER: &str = "\

@@ -1,6 +1,14 @@
 //! YAML text to a tree of nodes that remember where they were written, within limits that make
-//! hostile input harmless: a size limit, a nesting limit, and a node budget that alias expansion
-//! ("billion laughs") cannot escape. Anchors, aliases and merge keys (`<<: *defaults`) work.
+//! hostile input harmless: a size limit, a nesting limit, and a budget of nodes and of bytes that
+//! alias expansion ("billion laughs") cannot escape. Anchors, aliases and merge keys
+//! (`<<: *defaults`) work.
+//!
+//! ## Guarantees
+//! - The tree that [`parse`] builds, every copy an alias makes and every anchor it keeps
+//!   included, weighs at most [`Limits::max_tree_bytes`] (as [`Cost::bytes`] estimates it, an
+//!   estimate of its heap use) and holds at most [`Limits::max_nodes`] nodes.
+//! - An alias is charged the cost of its anchor's subtree *before* the subtree is copied: a
+//!   document over the budget is refused without allocating what it would expand to.
 
 use std::collections::HashMap;
 
@@ -23,6 +31,9 @@ pub struct Limits {
     pub max_depth: usize,
     /// Nodes in the tree, counting every copy an alias makes.
     pub max_nodes: usize,
+    /// Estimated bytes of the tree in memory, counting every copy an alias makes and the copy
+    /// each anchor keeps: what parsing may allocate, whatever the text is.
+    pub max_tree_bytes: usize,
 }
 
 impl Default for Limits {
@@ -31,6 +42,7 @@ impl Default for Limits {
             max_bytes: 4 << 20,
             max_depth: 64,
             max_nodes: 1_000_000,
+            max_tree_bytes: 64 << 20,
         }
     }
 }
@@ -134,8 +146,18 @@ pub fn parse(
     limits: &Limits,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Result<Option<Node>, Box<Diagnostic>> {
+    parse_costed(source, limits, diagnostics).0
+}
+
+/// [`parse`], and what the parse spent of the budget (up to where it stopped, when it failed):
+/// a caller that wants to give memory back after a large parse knows when to.
+pub fn parse_costed(
+    source: &str,
+    limits: &Limits,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> (Result<Option<Node>, Box<Diagnostic>>, Cost) {
     if source.len() > limits.max_bytes {
-        return Err(Box::new(
+        let refused = Box::new(
             Diagnostic::error(
                 Code::Limit,
                 Path::root(),
@@ -149,9 +171,12 @@ pub fn parse(
                 limits.max_bytes
             ))
             .at(Span::on_line(1, 1, 1)),
-        ));
+        );
+        return (Err(refused), Cost::default());
     }
-    Builder::new(limits, diagnostics).run(source)
+    let mut builder = Builder::new(limits, diagnostics);
+    let parsed = builder.run(source);
+    (parsed, builder.spent)
 }
 
 /// Converts the source bytes to text, or says where the first byte that is not UTF-8 is.
@@ -203,12 +228,68 @@ enum Frame {
 /// Mappings with more entries than this find duplicate keys through a hash index.
 const INDEX_FROM: usize = 16;
 
+/// What a part of the tree costs: its nodes, and an estimate of the bytes they take in memory
+/// (the nodes themselves, their text and their mapping entries; a parent's list of children is
+/// counted in its children).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cost {
+    pub nodes: usize,
+    pub bytes: usize,
+}
+
+impl Cost {
+    /// A node whose text (a scalar's, or a key it will become) is `text` bytes long, charged as
+    /// a mapping entry: the most a node takes before its children.
+    fn node(text: usize) -> Cost {
+        Cost {
+            nodes: 1,
+            bytes: std::mem::size_of::<Entry>() + text,
+        }
+    }
+
+    /// What `node` and everything below it cost: each node the size of a mapping entry, plus
+    /// its text and its key.
+    pub fn of(node: &Node) -> Cost {
+        let mut total = Cost::default();
+        let mut todo = vec![(node, 0)];
+        while let Some((n, key)) = todo.pop() {
+            let text = match &n.value {
+                Value::Scalar { text, .. } => text.len(),
+                Value::Seq(items) => {
+                    todo.extend(items.iter().map(|item| (item, 0)));
+                    0
+                }
+                Value::Map(entries) => {
+                    todo.extend(entries.iter().map(|e| (&e.value, e.key.len())));
+                    0
+                }
+            };
+            total = total.plus(Cost::node(text + key));
+        }
+        total
+    }
+
+    fn plus(self, other: Cost) -> Cost {
+        Cost {
+            nodes: self.nodes.saturating_add(other.nodes),
+            bytes: self.bytes.saturating_add(other.bytes),
+        }
+    }
+}
+
+/// An anchored node, kept for its aliases, with what one copy of it costs.
+struct Anchored {
+    node: Node,
+    cost: Cost,
+}
+
 struct Builder<'a> {
     limits: &'a Limits,
     diagnostics: &'a mut Vec<Diagnostic>,
     stack: Vec<Frame>,
-    anchors: HashMap<usize, Node>,
-    nodes: usize,
+    anchors: HashMap<usize, Anchored>,
+    /// Everything built so far, every copy included.
+    spent: Cost,
     documents: usize,
     root: Option<Node>,
 }
@@ -220,13 +301,13 @@ impl<'a> Builder<'a> {
             diagnostics,
             stack: Vec::new(),
             anchors: HashMap::new(),
-            nodes: 0,
+            spent: Cost::default(),
             documents: 0,
             root: None,
         }
     }
 
-    fn run(mut self, source: &str) -> Result<Option<Node>, Box<Diagnostic>> {
+    fn run(&mut self, source: &str) -> Result<Option<Node>, Box<Diagnostic>> {
         let mut parser = Parser::new_from_str(source);
         while let Some(next) = parser.next_event() {
             let (event, at) = next.map_err(|err| -> Fatal {
@@ -255,26 +336,32 @@ impl<'a> Builder<'a> {
             })?;
             self.event(event, span(&at))?;
         }
-        Ok(self.root)
+        Ok(self.root.take())
     }
 
-    fn count(&mut self, added: usize, at: Span) -> Result<(), Fatal> {
-        self.nodes += added;
-        if self.nodes > self.limits.max_nodes {
-            return Err(Box::new(
-                Diagnostic::error(
-                    Code::Limit,
-                    Path::root(),
-                    format!(
-                        "the document expands to more than {} nodes (aliases included)",
-                        self.limits.max_nodes
-                    ),
-                )
-                .expected("a pipeline without runaway alias expansion")
-                .at(at),
-            ));
-        }
-        Ok(())
+    /// Charges `added` to the budget, or refuses the document when it goes over.
+    fn charge(&mut self, added: Cost, at: Span) -> Result<(), Fatal> {
+        self.spent = self.spent.plus(added);
+        let limits = self.limits;
+        let over = if self.spent.nodes > limits.max_nodes {
+            format!("more than {} nodes", limits.max_nodes)
+        } else if self.spent.bytes > limits.max_tree_bytes {
+            format!(
+                "more than {} MiB in memory",
+                limits.max_tree_bytes.div_ceil(1 << 20)
+            )
+        } else {
+            return Ok(());
+        };
+        Err(Box::new(
+            Diagnostic::error(
+                Code::Limit,
+                Path::root(),
+                format!("the document expands to {over} (aliases included)"),
+            )
+            .expected("a pipeline without runaway alias expansion")
+            .at(at),
+        ))
     }
 
     fn open(&mut self, frame: Frame, at: Span) -> Result<(), Fatal> {
@@ -295,7 +382,7 @@ impl<'a> Builder<'a> {
                 .at(at),
             ));
         }
-        self.count(1, at)?;
+        self.charge(Cost::node(0), at)?;
         self.stack.push(frame);
         Ok(())
     }
@@ -319,7 +406,7 @@ impl<'a> Builder<'a> {
                 Ok(())
             }
             Event::Alias(id) => {
-                let node = self.anchors.get(&id).cloned().ok_or_else(|| {
+                let cost = self.anchors.get(&id).map(|a| a.cost).ok_or_else(|| {
                     Box::new(
                         Diagnostic::error(
                             Code::Syntax,
@@ -329,14 +416,13 @@ impl<'a> Builder<'a> {
                         .at(at),
                     )
                 })?;
-                self.count(size(&node), at)?;
-                self.finish(Node {
-                    value: node.value,
-                    span: at,
-                })
+                // Charged before the copy is made: a refused copy is never allocated.
+                self.charge(cost, at)?;
+                let value = self.anchors[&id].node.value.clone();
+                self.finish(Node { value, span: at })
             }
             Event::Scalar(text, style, anchor, tag) => {
-                self.count(1, at)?;
+                self.charge(Cost::node(text.len()), at)?;
                 let mut style = match style {
                     ScalarStyle::Plain => Style::Plain,
                     ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted => Style::Quoted,
@@ -352,7 +438,7 @@ impl<'a> Builder<'a> {
                     },
                     span: at,
                 };
-                self.anchor(anchor, &node);
+                self.anchor(anchor, &node, at)?;
                 self.finish(node)
             }
             Event::SequenceStart(anchor, tag) => {
@@ -388,13 +474,15 @@ impl<'a> Builder<'a> {
                 Some(Frame::Seq {
                     anchor,
                     start,
-                    items,
+                    mut items,
                 }) => {
+                    // The budget charged each child as one node, not a list's spare room.
+                    items.shrink_to_fit();
                     let node = Node {
                         value: Value::Seq(items),
                         span: Span { start, end: at.end },
                     };
-                    self.anchor(anchor, &node);
+                    self.anchor(anchor, &node, at)?;
                     self.finish(node)
                 }
                 _ => Err(Box::new(
@@ -410,11 +498,12 @@ impl<'a> Builder<'a> {
                     ..
                 }) => {
                     merge(&mut entries, merges);
+                    entries.shrink_to_fit();
                     let node = Node {
                         value: Value::Map(entries),
                         span: Span { start, end: at.end },
                     };
-                    self.anchor(anchor, &node);
+                    self.anchor(anchor, &node, at)?;
                     self.finish(node)
                 }
                 _ => Err(Box::new(
@@ -459,10 +548,20 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn anchor(&mut self, anchor: usize, node: &Node) {
+    /// Keeps a copy of an anchored node for its aliases; the copy is charged like any other.
+    fn anchor(&mut self, anchor: usize, node: &Node, at: Span) -> Result<(), Fatal> {
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            let cost = Cost::of(node);
+            self.charge(cost, at)?;
+            self.anchors.insert(
+                anchor,
+                Anchored {
+                    node: node.clone(),
+                    cost,
+                },
+            );
         }
+        Ok(())
     }
 
     /// Puts a finished node in its parent, or makes it the root.
@@ -560,8 +659,14 @@ impl<'a> Builder<'a> {
 }
 
 /// Adds the entries of merged mappings (`<<: *base` or `<<: [*a, *b]`) that the mapping does not
-/// set itself; among merged mappings the first one wins.
+/// set itself; among merged mappings the first one wins. Linear in the entries: a merge of a
+/// large mapping costs no more than writing it out.
 fn merge(entries: &mut Vec<Entry>, merges: Vec<Node>) {
+    if merges.is_empty() {
+        return;
+    }
+    let mut present: std::collections::HashSet<String> =
+        entries.iter().map(|e| e.key.clone()).collect();
     for source in merges {
         let maps = match source.value {
             Value::Map(map) => vec![map],
@@ -576,26 +681,12 @@ fn merge(entries: &mut Vec<Entry>, merges: Vec<Node>) {
         };
         for map in maps {
             for entry in map {
-                if !entries.iter().any(|e| e.key == entry.key) {
+                if present.insert(entry.key.clone()) {
                     entries.push(entry);
                 }
             }
         }
     }
-}
-
-fn size(node: &Node) -> usize {
-    let mut total = 0;
-    let mut todo = vec![node];
-    while let Some(n) = todo.pop() {
-        total += 1;
-        match &n.value {
-            Value::Scalar { .. } => {}
-            Value::Seq(items) => todo.extend(items),
-            Value::Map(entries) => todo.extend(entries.iter().map(|e| &e.value)),
-        }
-    }
-    total
 }
 
 #[cfg(test)]
@@ -639,9 +730,49 @@ mod tests {
             let prev = format!("*a{}", i - 1);
             source.push_str(&format!("a{i}: &a{i} [{}]\n", vec![prev; 10].join(", ")));
         }
-        let err = load(&source).0.unwrap_err();
+        let limits = Limits {
+            max_tree_bytes: usize::MAX,
+            ..Limits::default()
+        };
+        let err = parse(&source, &limits, &mut Vec::new()).unwrap_err();
         assert_eq!(err.code, Code::Limit);
         assert!(err.message.contains("nodes"), "{}", err.message);
+    }
+
+    #[test]
+    fn aliases_are_charged_their_bytes_before_they_are_copied() {
+        // 10,000 copies of a 1,000-byte text: few nodes, 10 MB of text.
+        let mut source = format!("a0: &a0 \"{}\"\n", "x".repeat(1000));
+        for i in 1..5 {
+            let prev = format!("*a{}", i - 1);
+            source.push_str(&format!("a{i}: &a{i} [{}]\n", vec![prev; 10].join(", ")));
+        }
+        let limits = Limits {
+            max_tree_bytes: 4 << 20,
+            ..Limits::default()
+        };
+        let (parsed, spent) = parse_costed(&source, &limits, &mut Vec::new());
+        let err = parsed.unwrap_err();
+        assert_eq!(err.code, Code::Limit);
+        assert!(err.message.contains("4 MiB in memory"), "{}", err.message);
+        assert!(spent.nodes < 20_000, "{spent:?}");
+        // The alias that went over was charged, not copied: what was built stays in budget
+        // but for that one charge.
+        assert!(spent.bytes > limits.max_tree_bytes, "{spent:?}");
+        assert!(spent.bytes < limits.max_tree_bytes + 1_100_000, "{spent:?}");
+    }
+
+    #[test]
+    fn a_subtree_costs_its_nodes_keys_and_text() {
+        let (root, _) = load("a: [xy, {b: cde}]\n");
+        let cost = Cost::of(&root.unwrap().unwrap());
+        let entry = std::mem::size_of::<Entry>();
+        // The root, `a` with its list, `xy`, the mapping, `b` with `cde`.
+        assert_eq!(cost.nodes, 5);
+        assert_eq!(
+            cost.bytes,
+            5 * entry + "a".len() + "xy".len() + "b".len() + "cde".len()
+        );
     }
 
     #[test]

@@ -171,6 +171,7 @@ async fn serve(
     let limits = Limits {
         max_body: config.max_body_bytes,
         max_queued: config.max_queued_jobs,
+        ..Limits::default()
     };
     let router = stack.provider.clone();
     let tree = stack.tree.clone();

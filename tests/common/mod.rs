@@ -19,14 +19,20 @@ impl Server {
     }
 
     pub fn start_with(data: &Path, env: &[(&str, &str)]) -> Server {
+        Server::start_logging(data, env, Stdio::null())
+    }
+
+    /// Starts the server with its standard error (its log) going to `stderr`.
+    pub fn start_logging(data: &Path, env: &[(&str, &str)], stderr: Stdio) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hodei"))
             .args(["server", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .envs(env.iter().copied())
             .env_remove("HODEI_FAULT")
+            .env_remove("HODEI_LOG")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("hodei starts");
         let stdout = child.stdout.take().unwrap();

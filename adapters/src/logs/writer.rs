@@ -216,7 +216,11 @@ impl Writer {
             }
             None if offset == 0 => {
                 if !dir.exists() {
-                    fs::create_dir_all(&dir)?;
+                    use std::os::unix::fs::DirBuilderExt;
+                    fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(&dir)?;
                     self.root_dirty = true;
                 }
                 (new_chunk(&dir, 0)?, 0, 0, true)
@@ -319,9 +323,12 @@ impl Writer {
     }
 }
 
+/// A new chunk file, readable by Hodei's user only (a log may hold what a secret mask missed).
 fn new_chunk(dir: &Path, start: u64) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
     OpenOptions::new()
         .append(true)
         .create_new(true)
+        .mode(0o600)
         .open(dir.join(files::chunk_name(start)))
 }

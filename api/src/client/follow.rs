@@ -48,10 +48,14 @@ impl Default for Reconnect {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Frame {
+    /// `data` when the bytes are UTF-8, `data_base64` when they are not.
     Log {
         offset: u64,
         bytes: u64,
-        data: String,
+        #[serde(default)]
+        data: Option<String>,
+        #[serde(default)]
+        data_base64: Option<String>,
     },
     /// Carries `resume_from` for a log: the follower resumes from what it has, which is that.
     Lagged {},
@@ -77,6 +81,25 @@ pub enum LogItem {
         from: u64,
         reason: String,
     },
+}
+
+/// The bytes a log frame carries: its `data` text or its `data_base64`, `bytes` long.
+fn log_bytes(data: Option<String>, base64: Option<String>, bytes: u64) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    let data = match (data, base64) {
+        (Some(text), None) => text.into_bytes(),
+        (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
+            .decode(&encoded)
+            .map_err(|err| format!("a log frame's `data_base64` is not base64: {err}"))?,
+        _ => return Err("a log frame without exactly one of `data` and `data_base64`".into()),
+    };
+    if data.len() as u64 != bytes {
+        return Err(format!(
+            "a log frame says {bytes} bytes and carries {}",
+            data.len()
+        ));
+    }
+    Ok(data)
 }
 
 /// What an event follower yields.
@@ -264,7 +287,15 @@ impl LogFollower {
                     offset,
                     bytes,
                     data,
+                    data_base64,
                 } => {
+                    let data = match log_bytes(data, data_base64, bytes) {
+                        Ok(data) => data,
+                        Err(reason) => {
+                            self.connection.drop_socket(reason);
+                            continue;
+                        }
+                    };
                     let end = offset + bytes;
                     if offset > self.next {
                         // Never sent by a server that keeps its promise; asking again from
@@ -279,7 +310,6 @@ impl LogFollower {
                         continue;
                     }
                     let skip = (self.next - offset) as usize;
-                    let data = data.into_bytes();
                     let from = self.next;
                     self.next = end;
                     return Ok(Some(LogItem::Output {

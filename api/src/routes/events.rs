@@ -19,6 +19,7 @@ pub struct EventQuery {
     /// Events numbered after this one (default 0: from the first).
     after: Option<u64>,
     /// Items per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
 }
 

@@ -152,17 +152,20 @@ pub async fn get_job_log(
 
 /// The role a gated job's `approval` asks for: its position in the plan of the run's
 /// definition is its position in the run.
-async fn gate_role(source: String, position: usize) -> Result<Role, ApiError> {
-    let role = web::block(move || {
-        let pipeline = hodei_domain::load::load(&source).pipeline?;
-        let plan = hodei_domain::plan::plan(&pipeline);
-        let job = plan.jobs.get(position)?;
-        Some(job.approval.map_or(Role::Operator, |a| a.role))
-    })
-    .await
-    .map_err(|err| ApiError::Internal {
-        reason: format!("planning the run's definition stopped: {err}"),
-    })?;
+async fn gate_role(state: &ApiState, source: String, position: usize) -> Result<Role, ApiError> {
+    let role = state
+        .loads
+        .run("planning the run's definition", move || {
+            let loaded = hodei_domain::load::load(&source);
+            let cost = loaded.tree;
+            let role = loaded.pipeline.and_then(|pipeline| {
+                let plan = hodei_domain::plan::plan(&pipeline);
+                let job = plan.jobs.get(position)?;
+                Some(job.approval.map_or(Role::Operator, |a| a.role))
+            });
+            (role, cost)
+        })
+        .await?;
     role.ok_or_else(|| ApiError::Internal {
         reason: "the run's definition no longer plans to its jobs".into(),
     })
@@ -209,7 +212,7 @@ pub async fn approve_job(
             reason: "only a job waiting for approval can be approved",
         });
     }
-    caller.require(gate_role(record.source.clone(), position).await?)?;
+    caller.require(gate_role(&state, record.source.clone(), position).await?)?;
     state
         .tree
         .orchestrator

@@ -30,7 +30,7 @@ const YAML_TYPES: [&str; 5] = [
 ];
 
 /// Events a run may be started by.
-const EVENTS: [&str; 5] = ["manual", "push", "pull_request", "tag", "schedule"];
+pub(crate) const EVENTS: [&str; 5] = ["manual", "push", "pull_request", "tag", "schedule"];
 
 /// Apply a pipeline definition.
 ///
@@ -67,17 +67,15 @@ pub async fn put_pipeline(
             expected: "application/yaml",
         });
     }
-    let bytes = request::body(&req, payload, state.limits.max_body).await?;
-    // Loading is CPU work proportional to the body: off the worker's event loop.
-    let loaded = web::block(move || {
-        let loaded = load_bytes(&bytes);
-        (loaded, bytes)
-    })
-    .await
-    .map_err(|err| ApiError::Internal {
-        reason: format!("loading the pipeline stopped: {err}"),
-    })?;
-    let (loaded, bytes) = loaded;
+    let bytes = request::body(&req, payload, &state.limits).await?;
+    let (loaded, bytes) = state
+        .loads
+        .run("loading the pipeline", move || {
+            let loaded = load_bytes(&bytes);
+            let cost = loaded.tree;
+            ((loaded, bytes), cost)
+        })
+        .await?;
     let diagnostics: Vec<DiagnosticView> = loaded.diagnostics.iter().map(Into::into).collect();
     let Some(pipeline) = loaded.pipeline else {
         return Err(ApiError::InvalidPipeline { diagnostics });
@@ -122,6 +120,7 @@ pub struct PipelineQuery {
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
     /// Items per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
 }
 
@@ -199,7 +198,7 @@ pub async fn get_pipeline(
     path = "/api/v1/pipelines/{name}/runs",
     tag = "runs",
     params(("name" = String, Path, description = "The pipeline's `name`")),
-    request_body(content = TriggerRequest, content_type = "application/json"),
+    request_body(content = Option<TriggerRequest>, content_type = "application/json", description = "Optional: an empty body takes every default"),
     responses(
         (status = 201, description = "The run, accepted and durable", body = RunView),
         (status = 400, description = "Invalid JSON or parameters", body = Problem, content_type = "application/problem+json"),
@@ -221,10 +220,11 @@ pub async fn trigger_run(
     let trigger: TriggerRequest = request::json(
         &req,
         payload,
-        state.limits.max_body,
+        &state.limits,
         Some(TriggerRequest::default()),
     )
     .await?;
+    check_values(&trigger)?;
     let event = trigger.event.unwrap_or_else(|| "manual".to_owned());
     if !EVENTS.contains(&event.as_str()) {
         return Err(ApiError::argument(
@@ -290,6 +290,58 @@ pub async fn trigger_run(
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/runs/{}", run.0)))
         .json(view))
+}
+
+/// The longest environment variable (`NAME=value` and its ending NUL) a process may be given:
+/// Linux's `MAX_ARG_STRLEN`, 128 KiB.
+pub const MAX_VARIABLE: usize = 128 * 1024;
+
+/// Refuses values that can never reach a step, where each is an environment variable (`branch`
+/// as `HODEI_BRANCH`, `tag` as `HODEI_TAG`, a parameter or an `env` entry under its name): a
+/// NUL byte (a variable ends at the first one), or a variable over [`MAX_VARIABLE`].
+fn check_values(trigger: &TriggerRequest) -> Result<(), ApiError> {
+    let fields = [
+        ("`branch`".to_owned(), "HODEI_BRANCH", &trigger.branch),
+        ("`tag`".to_owned(), "HODEI_TAG", &trigger.tag),
+    ];
+    let params = trigger
+        .params
+        .iter()
+        .map(|(k, v)| (format!("`params.{}`", k.escape_debug()), k.as_str(), v));
+    let env = trigger
+        .env
+        .iter()
+        .map(|(k, v)| (format!("`env.{k}`"), k.as_str(), v));
+    for (field, variable, value) in fields.into_iter().chain(params).chain(env) {
+        let room = MAX_VARIABLE.saturating_sub(variable.len() + 2);
+        let expected = format!(
+            "text without NUL bytes, of at most {room} bytes (`{}=` and the value within \
+             128 KiB, the most a process's environment variable may hold)",
+            variable.escape_debug()
+        );
+        if let Some(at) = variable.find('\0') {
+            return Err(ApiError::argument(
+                &field,
+                &format!("a name with a NUL byte at byte {at}"),
+                "a name without NUL bytes",
+            ));
+        }
+        if let Some(at) = value.find('\0') {
+            return Err(ApiError::argument(
+                &field,
+                &format!("a text with a NUL byte at byte {at}"),
+                &expected,
+            ));
+        }
+        if value.len() > room {
+            return Err(ApiError::argument(
+                &field,
+                &format!("a text of {} bytes", value.len()),
+                &expected,
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The reason of an invalid stored pipeline, logged in full; the answer names the fix.

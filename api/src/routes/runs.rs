@@ -18,7 +18,8 @@ use crate::views::{RunListItem, RunPage, RunView, Times};
 /// Events read per page while gathering a run's times.
 const EVENT_PAGE: u32 = 1_000;
 
-const STATES: [RunState; 6] = [
+/// Every run state, in the order of its life.
+pub(crate) const STATES: [RunState; 6] = [
     RunState::Pending,
     RunState::Running,
     RunState::Cancelling,
@@ -42,6 +43,7 @@ pub struct RunQuery {
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
     /// Items per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
 }
 

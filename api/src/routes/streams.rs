@@ -76,6 +76,7 @@ pub async fn stream_job_log(
         state.tree.ports.logs.clone(),
         state.tree.hub.clone(),
         state.tree.bus.clone(),
+        (&state.streams, caller.token),
         session,
         incoming,
     );
@@ -111,7 +112,13 @@ pub async fn stream_run_events(
         });
     }
     let (response, session, incoming) = upgrade(&req, body)?;
-    EventStream::start(Some(run), state.tree.bus.clone(), session, incoming);
+    EventStream::start(
+        Some(run),
+        state.tree.bus.clone(),
+        (&state.streams, caller.token),
+        session,
+        incoming,
+    );
     Ok(response)
 }
 
@@ -135,6 +142,12 @@ pub async fn stream_events(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Viewer)?;
     let (response, session, incoming) = upgrade(&req, body)?;
-    EventStream::start(None, state.tree.bus.clone(), session, incoming);
+    EventStream::start(
+        None,
+        state.tree.bus.clone(),
+        (&state.streams, caller.token),
+        session,
+        incoming,
+    );
     Ok(response)
 }

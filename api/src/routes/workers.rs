@@ -23,6 +23,7 @@ const MAX_QUEUE_ITEMS: usize = 1_000;
 #[serde(deny_unknown_fields)]
 pub struct QueueQuery {
     /// Items from the front of the queue, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// Only the jobs of this run; `position` still counts every job ahead.
     run: Option<u64>,
@@ -188,6 +189,9 @@ async fn set_state(
         Err(err) => Err(ApiError::argument("worker", &worker.0, &err.to_string())),
     }
 }
+
+/// Every worker state's name, as [`state_name`] gives them.
+pub(crate) const WORKER_STATES: [&str; 3] = ["ready", "draining", "offline"];
 
 fn state_name(state: WorkerState) -> &'static str {
     match state {

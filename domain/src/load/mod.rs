@@ -22,6 +22,8 @@ pub struct Loaded {
     pub pipeline: Option<Pipeline>,
     /// Every problem found, in the order of the file.
     pub diagnostics: Vec<Diagnostic>,
+    /// What the YAML tree cost while loading (see [`yaml::Cost`]), up to where parsing stopped.
+    pub tree: yaml::Cost,
 }
 
 impl Loaded {
@@ -38,6 +40,7 @@ pub fn load_bytes(bytes: &[u8]) -> Loaded {
         Err(diagnostic) => Loaded {
             pipeline: None,
             diagnostics: vec![*diagnostic],
+            tree: yaml::Cost::default(),
         },
     }
 }
@@ -50,7 +53,8 @@ pub fn load(source: &str) -> Loaded {
 /// Loads a pipeline from YAML text within `limits`.
 pub fn load_with(source: &str, limits: &Limits) -> Loaded {
     let mut diagnostics = Vec::new();
-    let root = match yaml::parse(source, limits, &mut diagnostics) {
+    let (root, tree) = yaml::parse_costed(source, limits, &mut diagnostics);
+    let root = match root {
         Ok(Some(root)) => root,
         Ok(None) => {
             diagnostics.push(
@@ -61,6 +65,7 @@ pub fn load_with(source: &str, limits: &Limits) -> Loaded {
             return Loaded {
                 pipeline: None,
                 diagnostics,
+                tree,
             };
         }
         Err(fatal) => {
@@ -68,6 +73,7 @@ pub fn load_with(source: &str, limits: &Limits) -> Loaded {
             return Loaded {
                 pipeline: None,
                 diagnostics,
+                tree,
             };
         }
     };
@@ -105,6 +111,7 @@ pub fn load_with(source: &str, limits: &Limits) -> Loaded {
     Loaded {
         pipeline: if has_errors { None } else { pipeline },
         diagnostics,
+        tree,
     }
 }
 

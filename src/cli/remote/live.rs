@@ -313,7 +313,7 @@ impl Live {
                 if !rest.is_empty() {
                     lines.push(self.log_line(job, &rest));
                 }
-                lines.extend(end);
+                lines.extend(end.map(String::into_bytes));
                 self.print(&lines);
             }
             LogItem::Reconnecting {
@@ -329,15 +329,18 @@ impl Live {
         }
     }
 
-    fn log_line(&self, job: u64, bytes: &[u8]) -> String {
-        let text = String::from_utf8_lossy(bytes);
-        let text = text.trim_end_matches('\r');
+    /// A line of a job's log as it is printed: its bytes as the job wrote them (text or not),
+    /// after the job's name when lines are prefixed.
+    fn log_line(&self, job: u64, bytes: &[u8]) -> Vec<u8> {
+        let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+        let mut line = Vec::with_capacity(bytes.len() + self.width + 16);
         if self.follow.prefix {
             let who = format!("{:<w$} |", self.name(job), w = self.width);
-            format!("{} {text}", self.printer.paint("2", &who))
-        } else {
-            text.to_owned()
+            line.extend_from_slice(self.printer.paint("2", &who).as_bytes());
+            line.push(b' ');
         }
+        line.extend_from_slice(bytes);
+        line
     }
 
     /// A note about the connection, on standard error.
@@ -348,14 +351,15 @@ impl Live {
     }
 
     /// Prints lines above the footer.
-    fn print(&mut self, lines: &[String]) {
+    fn print(&mut self, lines: &[impl AsRef<[u8]>]) {
         if lines.is_empty() {
             return;
         }
         self.erase();
         let mut out = std::io::stdout().lock();
         for line in lines {
-            let _ = writeln!(out, "{line}");
+            let _ = out.write_all(line.as_ref());
+            let _ = out.write_all(b"\n");
         }
         drop(out);
         self.draw();
