@@ -3,8 +3,8 @@
 //! Hodei's HTTP surface on actix-web: the REST API under `/api/v1`, bearer-token
 //! authentication with roles, problem+json errors, the OpenAPI 3.1 document, Prometheus
 //! metrics, the health probes, workers and the queue, and WebSocket streams of job logs and
-//! domain events ([`stream`]), and the typed client of all of it ([`client`]), which the CLI uses.
-//! The web console comes later.
+//! domain events ([`stream`]), logs by line and searched ([`lines`]), the typed client of all of
+//! it ([`client`]), which the CLI uses, and the web console at `/` ([`console`]).
 //!
 //! Where to start reading:
 //! - [`serve`]: how a server is put together from an [`ApiState`] (the supervision tree's
@@ -28,7 +28,9 @@
 
 pub mod auth;
 pub mod client;
+pub mod console;
 pub mod error;
+pub mod lines;
 pub mod openapi;
 pub mod request;
 mod routes;
@@ -83,6 +85,10 @@ pub struct ApiState {
     /// One lock per pipeline name: written while a definition is applied, read while a run of
     /// it is submitted.
     pipelines: Arc<PipelineLocks>,
+    /// The line indexes of the logs read by line lately.
+    pub lines: Arc<lines::LineCache>,
+    /// The console's sessions.
+    pub sessions: Arc<console::session::Sessions>,
 }
 
 impl ApiState {
@@ -94,6 +100,8 @@ impl ApiState {
             providers: Vec::new(),
             accepting: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             pipelines: Arc::default(),
+            lines: Arc::default(),
+            sessions: Arc::default(),
         }
     }
 
@@ -176,6 +184,7 @@ pub fn configure(state: ApiState) -> impl Fn(&mut web::ServiceConfig) + Clone {
             .app_data(web::PathConfig::default().error_handler(request::path_error))
             .app_data(web::QueryConfig::default().error_handler(request::query_error))
             .configure(openapi::configure)
+            .configure(console::configure)
             .default_service(web::to(openapi::no_route));
     }
 }

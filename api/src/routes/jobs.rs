@@ -31,6 +31,23 @@ async fn run_of(state: &ApiState, job: JobId) -> Result<RunId, ApiError> {
         })
 }
 
+/// A job's run as stored and the job's position in it, or 404.
+pub(crate) async fn locate(
+    state: &ApiState,
+    job: JobId,
+) -> Result<(hodei_domain::ports::RunRecord, usize), ApiError> {
+    let run = run_of(state, job).await?;
+    let record = super::runs::record(state, run).await?;
+    let position = record
+        .jobs
+        .iter()
+        .position(|j| j.id == job)
+        .ok_or_else(|| ApiError::NotFound {
+            what: format!("job {}", job.0),
+        })?;
+    Ok((record, position))
+}
+
 /// Read a job with every attempt of its steps. Role: viewer.
 #[utoipa::path(
     get,
@@ -192,16 +209,8 @@ pub async fn approve_job(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Operator)?;
     let job = JobId(*id);
-    let run = run_of(&state, job).await?;
-    let record = super::runs::record(&state, run).await?;
-    let (position, current) = record
-        .jobs
-        .iter()
-        .enumerate()
-        .find(|(_, j)| j.id == job)
-        .ok_or_else(|| ApiError::NotFound {
-            what: format!("job {}", job.0),
-        })?;
+    let (record, position) = locate(&state, job).await?;
+    let (run, current) = (record.id, &record.jobs[position]);
     if current.state != JobState::WaitingApproval {
         return Err(ApiError::IllegalTransition {
             what: format!("job {}", job.0),
