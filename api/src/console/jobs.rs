@@ -68,7 +68,8 @@ async fn page(state_: &ApiState, visitor: &Visitor, job: JobId) -> Result<Page, 
             .get(step.index as usize)
             .cloned()
             .unwrap_or_else(|| format!("step {}", step.index + 1));
-        let mut label = format!("{}. {name}", step.index + 1);
+        // The list numbers the steps; a retried one says which try it is.
+        let mut label = name;
         if stored.attempt.get() > 1 || step.attempt.get() > 1 {
             label.push_str(&format!(
                 " (job attempt {}, try {})",
