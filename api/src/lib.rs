@@ -20,8 +20,10 @@
 //! - A client's mistake (bad JSON or YAML, bad path or query, oversized body, missing token,
 //!   wrong role, unknown id, illegal transition) is a 4xx problem+json with a stable `code`;
 //!   a 5xx means the store, the actors or Hodei itself failed.
-//! - Every route is in the OpenAPI document and every documented operation is routed.
-//! - Every endpoint except `/healthz`, `/readyz` and `/metrics` needs a valid token.
+//! - Every API route is in the OpenAPI document and every documented operation is routed; the
+//!   console's pages (`/`, `/runs`, ...) are not API routes.
+//! - Every endpoint except `/healthz`, `/readyz` and `/metrics` needs a valid token, or the
+//!   console's session cookie (and its CSRF header for a change); every console page a session.
 //!
 //! ## Assumptions
 //! [`serve`] runs inside an actix `System` whose arbiters run the supervision tree.
