@@ -48,6 +48,10 @@ async fn page(state_: &ApiState, visitor: &Visitor, job: JobId) -> Result<Page, 
             what: format!("job {}", job.0),
         })?;
     let plan = super::runs::plan_of(record.source.clone()).await;
+    let gate = plan
+        .as_ref()
+        .and_then(|p| p.jobs.get(position))
+        .map_or(Role::Operator, api::approver);
     let names: Vec<String> = plan
         .as_ref()
         .and_then(|p| p.jobs.get(position))
@@ -102,7 +106,7 @@ async fn page(state_: &ApiState, visitor: &Visitor, job: JobId) -> Result<Page, 
         }
         @if shown.state == "waiting_approval" {
             div.actions {
-                (action(visitor, Role::Operator, &format!("/jobs/{}/approve", job.0), "Approve", "primary"))
+                (action(visitor, gate, &format!("/jobs/{}/approve", job.0), "Approve", "primary"))
             }
         }
         @if !steps.is_empty() {

@@ -129,12 +129,27 @@ pub(super) async fn plan_of(source: String) -> Option<hodei_domain::plan::Plan> 
     .flatten()
 }
 
-/// The `needs` of each job of a run (by plan position); none when the definition no longer
-/// plans to the run's jobs.
-async fn needs_of(source: String, jobs: usize) -> Vec<Vec<usize>> {
+/// What the page needs of each job's plan (by plan position): the jobs it needs and the role
+/// its approval gate asks for; nothing when the definition no longer plans to the run's jobs.
+struct Planned {
+    needs: Vec<Vec<usize>>,
+    gates: Vec<Role>,
+}
+
+async fn planned(source: String, jobs: usize) -> Planned {
     match plan_of(source).await {
-        Some(plan) if plan.jobs.len() == jobs => plan.jobs.into_iter().map(|j| j.needs).collect(),
-        _ => vec![Vec::new(); jobs],
+        Some(plan) if plan.jobs.len() == jobs => Planned {
+            gates: plan
+                .jobs
+                .iter()
+                .map(crate::routes::jobs::approver)
+                .collect(),
+            needs: plan.jobs.into_iter().map(|j| j.needs).collect(),
+        },
+        _ => Planned {
+            needs: vec![Vec::new(); jobs],
+            gates: vec![Role::Operator; jobs],
+        },
     }
 }
 
@@ -157,17 +172,17 @@ pub async fn show(
         Ok(found) => found,
         Err(err) => return error_page(Some(&visitor), &err),
     };
-    let needs = needs_of(record.source, view.jobs.len()).await;
+    let planned = planned(record.source, view.jobs.len()).await;
     let live = html! {
         (summary(&view))
         (actions(&visitor, &view))
         section aria-labelledby="graph" {
             h2 #graph { "Graph" }
-            (super::graph::draw(&view.jobs, &needs))
+            (super::graph::draw(&view.jobs, &planned.needs))
         }
         section aria-labelledby="jobs" {
             h2 #jobs { "Jobs" }
-            (jobs_table(&visitor, &view))
+            (jobs_table(&visitor, &view, &planned.gates))
         }
     };
     Page {
@@ -217,8 +232,8 @@ fn actions(visitor: &Visitor, view: &RunView) -> Markup {
     }
 }
 
-/// The jobs, in plan order, with their approve buttons.
-fn jobs_table(visitor: &Visitor, view: &RunView) -> Markup {
+/// The jobs, in plan order, with their approve buttons for who may approve.
+fn jobs_table(visitor: &Visitor, view: &RunView, gates: &[Role]) -> Markup {
     html! {
         table.list {
             thead { tr {
@@ -226,7 +241,7 @@ fn jobs_table(visitor: &Visitor, view: &RunView) -> Markup {
                 th scope="col" { "Worker" } th scope="col" { "Duration" } th scope="col" { span.sr { "Actions" } }
             } }
             tbody {
-                @for job in &view.jobs {
+                @for (job, gate) in view.jobs.iter().zip(gates) {
                     tr data-job=(job.id) {
                         td { a href={ "/jobs/" (job.id) } { (job.name) } }
                         td { (state(&job.state)) }
@@ -235,7 +250,7 @@ fn jobs_table(visitor: &Visitor, view: &RunView) -> Markup {
                         td { (elapsed(job.started, job.finished)) }
                         td {
                             @if job.state == "waiting_approval" {
-                                (action(visitor, Role::Operator, &format!("/jobs/{}/approve", job.id), "Approve", "primary"))
+                                (action(visitor, *gate, &format!("/jobs/{}/approve", job.id), "Approve", "primary"))
                             }
                         }
                     }

@@ -167,6 +167,14 @@ pub async fn get_job_log(
     Ok(response.body(bytes))
 }
 
+/// Who may approve a job at its gate: the role its `approval` names, and at least an operator.
+pub(crate) fn approver(job: &hodei_domain::plan::PlannedJob) -> Role {
+    match job.approval {
+        Some(approval) if approval.role.allows(Role::Operator) => approval.role,
+        _ => Role::Operator,
+    }
+}
+
 /// The role a gated job's `approval` asks for: its position in the plan of the run's
 /// definition is its position in the run.
 async fn gate_role(source: String, position: usize) -> Result<Role, ApiError> {
@@ -174,7 +182,7 @@ async fn gate_role(source: String, position: usize) -> Result<Role, ApiError> {
         let pipeline = hodei_domain::load::load(&source).pipeline?;
         let plan = hodei_domain::plan::plan(&pipeline);
         let job = plan.jobs.get(position)?;
-        Some(job.approval.map_or(Role::Operator, |a| a.role))
+        Some(approver(job))
     })
     .await
     .map_err(|err| ApiError::Internal {

@@ -371,3 +371,31 @@ async fn a_log_is_served_by_line_number_and_searched_on_the_server() {
         .await
         .problem(404, "not-found");
 }
+
+#[actix_rt::test]
+async fn the_approve_button_shows_only_for_the_role_the_gate_names() {
+    let server = start().await;
+    server.apply(GATED).await;
+    let id = server.trigger("gated", json!({})).await.json()["id"]
+        .as_u64()
+        .unwrap();
+    let run = server
+        .wait_run(id, |run| run["jobs"][1]["state"] == "waiting_approval")
+        .await;
+    let deploy = run["jobs"][1]["id"].as_u64().unwrap();
+    let (_, operator) = server.token("release-bot", "operator").await;
+    let mut browser = Browser::new(&server);
+    browser.sign_in(&operator).await;
+    for page in [format!("/runs/{id}"), format!("/jobs/{deploy}")] {
+        let text = browser.get(&page).await.text;
+        assert!(text.contains("waiting approval"), "{text}");
+        assert!(
+            !text.contains("/approve"),
+            "the gate needs an admin: {text}"
+        );
+    }
+    let mut admin = Browser::new(&server);
+    admin.sign_in(&server.admin).await;
+    let text = admin.get(&format!("/jobs/{deploy}")).await.text;
+    assert!(text.contains(&format!("/jobs/{deploy}/approve")), "{text}");
+}
