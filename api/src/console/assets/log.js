@@ -205,10 +205,7 @@
   function draw() {
     drawing = false;
     spacer.style.height = height() + "px";
-    if (following) {
-      programmatic = true;
-      view.scrollTop = maxTop();
-    }
+    if (following) scrollTo(maxTop());
     const first = firstLine();
     const count = visible();
     while (rows.length < count) {
@@ -260,6 +257,13 @@
     }
   }
 
+  /** Scrolls the view itself: the scroll event this causes is not the reader's. */
+  function scrollTo(top) {
+    if (Math.abs(view.scrollTop - top) < 1) return;
+    programmatic = true;
+    view.scrollTop = top;
+  }
+
   function say(text) { if (status && status.textContent !== text) status.textContent = text; }
 
   view.addEventListener("scroll", () => {
@@ -277,9 +281,11 @@
     const page = Math.floor(n / PAGE);
     if (!pages.has(page)) await fetchPage(page);
     spacer.style.height = height() + "px";
-    const top = topFor(n) - view.clientHeight / 2 + ROW / 2;
-    programmatic = true;
-    view.scrollTop = Math.max(0, Math.min(top, maxTop()));
+    // The line in the middle: by pixels, or by lines when positions are proportional.
+    const top = scaled()
+      ? topFor(Math.max(0, n - Math.floor(visible() / 2)))
+      : topFor(n) - view.clientHeight / 2 + ROW / 2;
+    scrollTo(Math.max(0, Math.min(top, maxTop())));
     layout();
   }
   window.hodeiGoTo = (line) => goTo(line - 1, true);
