@@ -31,6 +31,14 @@ jobs:
     steps: [{ run: echo "deployed $WHO" }]
 "#;
 
+/// 500,000 lines: taller than the viewer's scroll limit, so drawn with proportional positions.
+const HUGE: &str = r#"name: huge
+jobs:
+  print:
+    steps:
+      - run: "awk 'BEGIN { for (i = 1; i <= 500000; i++) printf \"huge %d\\n\", i }'"
+"#;
+
 const SLOW: &str = "name: slow\njobs:\n  wait:\n    steps: [{ run: sleep 60 }]\n";
 
 /// 5000 lines, with markers to find.
@@ -431,6 +439,37 @@ async fn a_deep_link_loads_only_its_part_and_search_and_steps_jump_to_lines() {
     log.send_keys("g").await.unwrap();
     browser
         .until("the first line on top", "const r = document.querySelector('#log .row'); return !!r && !r.hidden && r.querySelector('.ln').textContent === '1'")
+        .await;
+
+    // A log taller than the scroll limit: deep links, the last line and the first all reach.
+    api.apply(HUGE).await;
+    let run = api.trigger("huge").await["id"].as_u64().unwrap();
+    let done = api.wait_run(run, |r| r["state"] == "succeeded").await;
+    let job = done["jobs"][0]["id"].as_u64().unwrap();
+    browser
+        .client
+        .goto(&format!("{}/jobs/{job}#L450000", server.url))
+        .await
+        .unwrap();
+    browser
+        .until(
+            "line 450000 of 500000 shown and marked",
+            "const r = document.querySelector('#log .row.target'); return !!r && !r.hidden && r.querySelector('.txt').textContent === 'huge 450000'",
+        )
+        .await;
+    browser.click("#log-bottom").await;
+    browser
+        .until(
+            "the last of 500000 lines on screen",
+            "return [...document.querySelectorAll('#log .row:not([hidden]) .txt')].some(e => e.textContent === 'huge 500000')",
+        )
+        .await;
+    browser.click("#log-top").await;
+    browser
+        .until(
+            "the first line on screen",
+            "const r = document.querySelector('#log .row .txt'); return !!r && r.textContent === 'huge 1'",
+        )
         .await;
     browser.close().await;
 }
