@@ -399,3 +399,77 @@ async fn the_approve_button_shows_only_for_the_role_the_gate_names() {
     let text = admin.get(&format!("/jobs/{deploy}")).await.text;
     assert!(text.contains(&format!("/jobs/{deploy}/approve")), "{text}");
 }
+
+#[actix_rt::test]
+async fn retry_rerun_drain_and_undrain_are_buttons_that_call_the_api() {
+    let server = start().await;
+    server
+        .apply(
+            "name: fails\njobs:\n  ok:\n    steps: ['echo fine']\n  bad:\n    steps: ['exit 3']\n",
+        )
+        .await;
+    let id = server.trigger("fails", json!({})).await.json()["id"]
+        .as_u64()
+        .unwrap();
+    server.wait_run(id, finished).await;
+    let mut browser = Browser::new(&server);
+    let csrf = browser.sign_in(&server.admin).await;
+    let page = browser.get(&format!("/runs/{id}")).await.text;
+    for action in ["retry", "rerun"] {
+        assert!(page.contains(&format!("/runs/{id}/{action}")), "{page}");
+    }
+    assert!(!page.contains("/cancel"), "a finished run has no cancel");
+    for action in ["retry", "rerun"] {
+        let answer = browser
+            .post(&format!("/runs/{id}/{action}"), &[("csrf", &csrf)])
+            .await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text);
+        let new: u64 = answer.header("location")[6..].parse().unwrap();
+        assert!(new > id, "{action} made a new run");
+        let run = server.wait_run(new, finished).await;
+        assert_eq!(run["state"], "failed", "{run}");
+    }
+    let unknown = browser
+        .post(&format!("/runs/{id}/explode"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+
+    // A job no worker can take says why it waits; the worker drains and comes back.
+    server
+        .apply("name: stuck\njobs:\n  gpu:\n    runs_on: [gpu]\n    steps: ['true']\n")
+        .await;
+    let stuck = server.trigger("stuck", json!({})).await.json()["id"]
+        .as_u64()
+        .unwrap();
+    let queue = browser.get("/queue").await.text;
+    assert!(queue.contains("gpu"), "{queue}");
+    assert!(queue.contains("why it waits") || queue.contains("Why it waits"));
+    assert!(queue.contains(&format!("/runs/{stuck}")), "{queue}");
+    let drained = browser
+        .post("/workers/local/drain", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(drained.status, StatusCode::SEE_OTHER, "{}", drained.text);
+    let queue = browser.get("/queue").await.text;
+    assert!(queue.contains("state-draining"), "{queue}");
+    assert!(queue.contains("/workers/local/undrain"), "{queue}");
+    let back = browser
+        .post("/workers/local/undrain", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(back.status, StatusCode::SEE_OTHER);
+    assert!(
+        browser
+            .get("/queue")
+            .await
+            .text
+            .contains("/workers/local/drain")
+    );
+    server
+        .call(
+            Method::POST,
+            &format!("/api/v1/runs/{stuck}/cancel"),
+            Some(&server.admin),
+            None,
+            &[],
+        )
+        .await;
+}
