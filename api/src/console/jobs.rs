@@ -149,6 +149,7 @@ async fn page(state_: &ApiState, visitor: &Visitor, job: JobId) -> Result<Page, 
                 div #log class="log" data-job=(job.0) data-finished=(finished)
                     tabindex="0" role="log" aria-label="Job log" {}
             }
+            script src="/assets/ansi.js" defer {}
             script src="/assets/log.js" defer {}
         },
     })

@@ -14,7 +14,8 @@
 //! - [`pipelines`], [`runs`], [`jobs`], [`queue`]: the pages and their actions.
 //! - [`layout`] and [`graph`]: a run's jobs as an SVG graph, laid out by a pure function.
 //! - `assets/`: `console.js` (live refresh, durations, keyboard), `log.js` (the log viewer)
-//!   and `console.css` (light and dark from the system's preference).
+//!   with `ansi.js` (its colours), and `console.css` (light and dark from the system's
+//!   preference).
 //!
 //! ## Guarantees
 //! - Every page needs a session; every action is a POST with the session's CSRF token, checked
@@ -36,11 +37,16 @@ use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 
 /// The console's script, stylesheet and log viewer, compiled in.
-const ASSETS: [(&str, &str, &str); 3] = [
+const ASSETS: [(&str, &str, &str); 4] = [
     (
         "console.js",
         "text/javascript; charset=utf-8",
         include_str!("assets/console.js"),
+    ),
+    (
+        "ansi.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/ansi.js"),
     ),
     (
         "log.js",
