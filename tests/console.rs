@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use browser::Browser;
+use browser::{Browser, Scheme};
 use common::{Server, scratch};
 use fantoccini::Locator;
 use serde_json::{Value, json};
@@ -471,5 +471,31 @@ async fn a_deep_link_loads_only_its_part_and_search_and_steps_jump_to_lines() {
             "const r = document.querySelector('#log .row .txt'); return !!r && r.textContent === 'huge 1'",
         )
         .await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_is_dark_when_the_system_prefers_dark() {
+    let data = scratch("console-dark");
+    let server = Server::start(&data);
+    let api = Api::new(&server, &data);
+    api.apply(BIG).await;
+    let run = api.trigger("big").await["id"].as_u64().unwrap();
+    api.wait_run(run, |r| r["state"] == "succeeded").await;
+    let browser = Browser::start_in(1280, 900, Scheme::Dark).await;
+    browser.sign_in(&server.url, api.token()).await;
+    let background = browser
+        .js("return getComputedStyle(document.body).backgroundColor")
+        .await;
+    assert_eq!(background, json!("rgb(15, 18, 22)"), "the dark palette");
+    browser
+        .client
+        .goto(&format!("{}/runs/{run}", server.url))
+        .await
+        .unwrap();
+    browser
+        .until("the graph", "return !!document.querySelector('.graph svg')")
+        .await;
+    browser.screenshot("run-dark").await;
     browser.close().await;
 }

@@ -10,6 +10,13 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
+/// The colour scheme the browser says the system prefers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Light,
+    Dark,
+}
+
 /// A chromedriver process and a browser session through it.
 pub struct Browser {
     driver: Child,
@@ -25,9 +32,14 @@ fn free_port() -> u16 {
 }
 
 impl Browser {
-    /// Starts chromedriver and a headless Chromium, `width` × `height` pixels. Fails loudly
-    /// when either is missing.
+    /// Starts chromedriver and a headless Chromium, `width` × `height` pixels, in a light
+    /// system. Fails loudly when either is missing.
     pub async fn start(width: u32, height: u32) -> Browser {
+        Browser::start_in(width, height, Scheme::Light).await
+    }
+
+    /// The same, in a system that prefers `scheme`.
+    pub async fn start_in(width: u32, height: u32, scheme: Scheme) -> Browser {
         for (tool, package) in [
             ("chromedriver", "chromium-driver"),
             ("chromium", "chromium"),
@@ -57,17 +69,23 @@ impl Browser {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        let mut args = vec![
+            "--headless=new".to_owned(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--no-first-run".into(),
+            "--disable-extensions".into(),
+            "--enable-precise-memory-info".into(),
+            format!("--window-size={width},{height}"),
+        ];
+        if scheme == Scheme::Dark {
+            args.push("--force-dark-mode".into());
+        }
         let mut capabilities = serde_json::Map::new();
         capabilities.insert(
             "goog:chromeOptions".into(),
-            json!({
-                "binary": "/usr/bin/chromium",
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--no-first-run", "--disable-extensions", "--enable-precise-memory-info",
-                    format!("--window-size={width},{height}"),
-                ],
-            }),
+            json!({ "binary": "/usr/bin/chromium", "args": args }),
         );
         let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(capabilities)
