@@ -28,7 +28,7 @@ jobs:
   deploy:
     needs: [build]
     approval: { role: operator }
-    steps: [{ run: echo "deployed $WHO" }]
+    steps: [{ run: 'sleep 2; echo "deployed $WHO"' }]
 "#;
 
 /// 500,000 lines: taller than the viewer's scroll limit, so drawn with proportional positions.
@@ -191,8 +191,12 @@ async fn an_operator_triggers_follows_approves_and_cancels_in_the_browser() {
 
     // The graph changes state live, without a reload.
     browser.js("window.sameDocument = true; return true").await;
+    let live = format!(
+        "return window.sameDocument === true && (function () {{ {} }})()",
+        node_is(0, "running")
+    );
     browser
-        .until("the build running in the graph", &node_is(0, "running"))
+        .until("the build running in the graph, live", &live)
         .await;
     browser.screenshot("run").await;
     let shown = browser
@@ -258,9 +262,22 @@ async fn an_operator_triggers_follows_approves_and_cancels_in_the_browser() {
         .await;
     browser.screenshot("run-gate").await;
     browser.click("form.action button.primary").await;
+    // Back on the run page, the deploy (two seconds long) runs and succeeds while it is shown.
     browser
-        .until("the deploy succeeded", &node_is(1, "succeeded"))
+        .until(
+            "the run page after approving, the deploy not finished",
+            &format!(
+                "return location.pathname === '/runs/{id}' && (function () {{ {} }})() === false",
+                node_is(1, "succeeded")
+            ),
+        )
         .await;
+    browser.js("window.approvedHere = true; return true").await;
+    let done = format!(
+        "return window.approvedHere === true && (function () {{ {} }})()",
+        node_is(1, "succeeded")
+    );
+    browser.until("the deploy succeeded, live", &done).await;
     let run = api.wait_run(id, |r| r["state"] == "succeeded").await;
     assert_eq!(run["params"]["WHO"], "browser");
     let pwned = browser.js("return typeof window.pwned").await;
@@ -300,6 +317,21 @@ async fn an_operator_triggers_follows_approves_and_cancels_in_the_browser() {
         .await
         .unwrap();
     browser.screenshot("runs").await;
+    // The list updates live: a run started elsewhere shows up without a reload.
+    browser.js("window.stillHere = true; return true").await;
+    let another = api.trigger("slow").await["id"].as_u64().unwrap();
+    browser
+        .until(
+            "the new run in the list, live",
+            &format!("return window.stillHere === true && !!document.querySelector('tr[data-run=\"{another}\"]')"),
+        )
+        .await;
+    api.call(
+        reqwest::Method::POST,
+        &format!("/api/v1/runs/{another}/cancel"),
+        None,
+    )
+    .await;
     browser.close().await;
 }
 
