@@ -237,6 +237,17 @@ async fn an_operator_triggers_follows_approves_and_cancels_in_the_browser() {
         .await;
     assert_eq!(colour, json!("ok"), "ANSI green is drawn as a span");
     browser.screenshot("log-follow").await;
+    // The running job's duration counts on its own.
+    let counted = browser
+        .js("const d = document.querySelector('dl.summary [data-since]'); return d ? d.textContent : null")
+        .await;
+    assert!(counted.is_string(), "a running job shows its duration");
+    browser
+        .until(
+            "the duration counting",
+            &format!("const d = document.querySelector('dl.summary [data-since]'); return !d || d.textContent !== {counted}"),
+        )
+        .await;
     browser
         .until_within(
             "the last line followed live",
