@@ -7,8 +7,8 @@
 //! time; the lookup's timing depends only on the digest, which tells nothing about a valid
 //! token.
 //!
-//! [`Caller`] is the extractor that authenticates a request; handlers then ask
-//! [`Caller::require`] for the role they need.
+//! [`Caller`] is the extractor that authenticates a request, by its bearer token or by the
+//! console session in its cookie; handlers then ask [`Caller::require`] for the role they need.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -53,7 +53,7 @@ pub fn generate() -> Result<String, ApiError> {
 }
 
 /// URL-safe base64 without padding.
-fn base64url(bytes: &[u8]) -> String {
+pub(crate) fn base64url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
@@ -177,8 +177,11 @@ fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
     Ok(token.to_owned())
 }
 
-async fn authenticate(state: web::Data<ApiState>, token: String) -> Result<Caller, ApiError> {
-    let wanted = digest(&token);
+/// The caller whose token has `wanted` as its digest, unless it is unknown or revoked.
+pub(crate) async fn authenticate_digest(
+    state: &ApiState,
+    wanted: [u8; 32],
+) -> Result<Caller, ApiError> {
     let record = state.tokens.token_by_digest(&wanted).await?;
     match record {
         Some(record) if same_digest(&record.digest, &wanted) && record.revoked.is_none() => {
@@ -197,18 +200,46 @@ async fn authenticate(state: web::Data<ApiState>, token: String) -> Result<Calle
     }
 }
 
+/// How a request authenticates: a bearer token, or else a console session's cookie (see
+/// [`crate::console::session`]).
+enum Credential {
+    Bearer(String),
+    Session { id: String, digest: [u8; 32] },
+}
+
+fn credential(req: &HttpRequest, state: &ApiState) -> Result<Credential, ApiError> {
+    if req.headers().contains_key(header::AUTHORIZATION) {
+        return bearer(req).map(Credential::Bearer);
+    }
+    match crate::console::session::api_session(req, &state.sessions)? {
+        Some((id, digest)) => Ok(Credential::Session { id, digest }),
+        None => bearer(req).map(Credential::Bearer),
+    }
+}
+
 impl FromRequest for Caller {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Caller, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let token = bearer(req);
-        let state = req.app_data::<web::Data<ApiState>>().cloned();
-        Box::pin(async move {
-            let state = state.ok_or_else(|| ApiError::Internal {
+        let prepared = match req.app_data::<web::Data<ApiState>>() {
+            Some(state) => Ok((state.clone(), credential(req, state))),
+            None => Err(ApiError::Internal {
                 reason: "the API state is missing from the app".into(),
-            })?;
-            authenticate(state, token?).await
+            }),
+        };
+        Box::pin(async move {
+            let (state, credential) = prepared?;
+            match credential? {
+                Credential::Bearer(token) => authenticate_digest(&state, digest(&token)).await,
+                Credential::Session { id, digest } => {
+                    let caller = authenticate_digest(&state, digest).await;
+                    if caller.is_err() {
+                        state.sessions.close(&id);
+                    }
+                    caller
+                }
+            }
         })
     }
 }

@@ -3,8 +3,8 @@
 //! Hodei's HTTP surface on actix-web: the REST API under `/api/v1`, bearer-token
 //! authentication with roles, problem+json errors, the OpenAPI 3.1 document, Prometheus
 //! metrics, the health probes, workers and the queue, and WebSocket streams of job logs and
-//! domain events ([`stream`]), and the typed client of all of it ([`client`]), which the CLI uses.
-//! The web console comes later.
+//! domain events ([`stream`]), logs by line and searched ([`lines`]), the typed client of all of
+//! it ([`client`]), which the CLI uses, and the web console at `/` ([`console`]).
 //!
 //! Where to start reading:
 //! - [`serve`]: how a server is put together from an [`ApiState`] (the supervision tree's
@@ -21,15 +21,19 @@
 //! - A client's mistake (bad JSON or YAML, bad path or query, oversized body, missing token,
 //!   wrong role, unknown id, illegal transition) is a 4xx problem+json with a stable `code`;
 //!   a 5xx means the store, the actors or Hodei itself failed.
-//! - Every route is in the OpenAPI document and every documented operation is routed.
-//! - Every endpoint except `/healthz`, `/readyz` and `/metrics` needs a valid token.
+//! - Every API route is in the OpenAPI document and every documented operation is routed; the
+//!   console's pages (`/`, `/runs`, ...) are not API routes.
+//! - Every endpoint except `/healthz`, `/readyz` and `/metrics` needs a valid token, or the
+//!   console's session cookie (and its CSRF header for a change); every console page a session.
 //!
 //! ## Assumptions
 //! [`serve`] runs inside an actix `System` whose arbiters run the supervision tree.
 
 pub mod auth;
 pub mod client;
+pub mod console;
 pub mod error;
+pub mod lines;
 pub mod loads;
 pub mod openapi;
 pub mod request;
@@ -98,6 +102,10 @@ pub struct ApiState {
     pub(crate) streams: revoke::StreamsByToken,
     /// Held while a token is created, so that names stay distinct.
     pub(crate) creating_token: Arc<tokio::sync::Mutex<()>>,
+    /// The line indexes of the logs read by line lately.
+    pub lines: Arc<lines::LineCache>,
+    /// The console's sessions.
+    pub sessions: Arc<console::session::Sessions>,
 }
 
 impl ApiState {
@@ -112,6 +120,8 @@ impl ApiState {
             loads: loads::Loads::default(),
             streams: revoke::StreamsByToken::default(),
             creating_token: Arc::default(),
+            lines: Arc::default(),
+            sessions: Arc::default(),
         }
     }
 
@@ -182,6 +192,7 @@ pub fn configure(state: ApiState) -> impl Fn(&mut web::ServiceConfig) + Clone {
             .app_data(web::PathConfig::default().error_handler(request::path_error))
             .app_data(web::QueryConfig::default().error_handler(request::query_error))
             .configure(openapi::configure)
+            .configure(console::configure)
             .default_service(web::to(openapi::no_route));
     }
 }

@@ -523,3 +523,44 @@ pub struct WorkerItem {
 pub struct WorkerList {
     pub items: Vec<WorkerItem>,
 }
+
+/// A page of a job's log by line.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LogLines {
+    /// The first line's number, from 1.
+    pub from: u64,
+    /// The lines, without their newlines; ANSI escape sequences kept; a line over 16 KiB cut.
+    pub lines: Vec<String>,
+    /// How many lines the log has so far (a last line without its newline counts).
+    pub total: u64,
+    /// The log's length in bytes that `total` counts: follow the log live from there
+    /// (`/log/stream?from=`).
+    pub length: u64,
+    /// Whether the last line has no newline yet: the bytes after `length` continue it.
+    pub open: bool,
+}
+
+/// The lines of a job's log that contain a text.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LogSearch {
+    /// Line numbers, from 1, in order.
+    pub lines: Vec<u64>,
+    /// Whether more lines matched than `limit`.
+    pub truncated: bool,
+    /// The log's length in bytes when it was searched.
+    pub length: u64,
+}
+
+/// A duration in milliseconds, short: `850ms`, `12.3s`, `5m10s`, `3h05m`, `2d04h` (the CLI's
+/// and the console's wording).
+pub fn short_duration(ms: i64) -> String {
+    let ms = ms.max(0);
+    let s = ms / 1000;
+    match s {
+        _ if ms < 1000 => format!("{ms}ms"),
+        0..60 => format!("{:.1}s", ms as f64 / 1000.0),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
+}

@@ -515,6 +515,13 @@ pub trait Store: Send + Sync {
         limit: u32,
     ) -> BoxFuture<'a, Result<Vec<PipelineSummary>, StoreError>>;
 
+    /// One version of a pipeline, with its text.
+    fn pipeline_version<'a>(
+        &'a self,
+        name: &'a str,
+        version: u32,
+    ) -> BoxFuture<'a, Result<Option<PipelineVersion>, StoreError>>;
+
     /// Every version of a pipeline, oldest first; empty if there is no such pipeline.
     fn pipeline_versions<'a>(
         &'a self,

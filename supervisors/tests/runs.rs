@@ -306,6 +306,17 @@ impl Store for FlakyStore {
         self.inner.pipelines(after, limit)
     }
 
+    fn pipeline_version<'a>(
+        &'a self,
+        name: &'a str,
+        version: u32,
+    ) -> hodei_domain::ports::BoxFuture<
+        'a,
+        Result<Option<hodei_domain::ports::PipelineVersion>, hodei_domain::ports::StoreError>,
+    > {
+        self.inner.pipeline_version(name, version)
+    }
+
     fn pipeline_versions<'a>(
         &'a self,
         name: &'a str,

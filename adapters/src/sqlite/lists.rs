@@ -4,7 +4,9 @@
 
 use hodei_domain::ids::{JobId, RunId, Timestamp};
 use hodei_domain::plan::RunInputs;
-use hodei_domain::ports::{PipelineSummary, RunFilter, RunSummary, StoreError, VersionStamp};
+use hodei_domain::ports::{
+    PipelineSummary, PipelineVersion, RunFilter, RunSummary, StoreError, VersionStamp,
+};
 use hodei_domain::state::DomainEvent;
 use sqlx::{AssertSqlSafe, SqliteConnection};
 
@@ -35,6 +37,27 @@ pub(super) async fn pipelines(
             updated: Timestamp(updated),
         })
         .collect())
+}
+
+/// Version `version` of pipeline `name`, with its text.
+pub(super) async fn pipeline_version(
+    conn: &mut SqliteConnection,
+    name: &str,
+    version: u32,
+) -> Result<Option<PipelineVersion>, StoreError> {
+    let row: Option<(String, i64)> =
+        sqlx::query_as("SELECT source, created FROM pipelines WHERE name = ?1 AND version = ?2")
+            .bind(name)
+            .bind(version)
+            .fetch_optional(conn)
+            .await
+            .map_err(|err| store_error(&format!("pipeline `{name}` version {version}"), err))?;
+    Ok(row.map(|(source, created)| PipelineVersion {
+        name: name.to_owned(),
+        version,
+        source,
+        created: Timestamp(created),
+    }))
 }
 
 /// Every version of pipeline `name`, oldest first.

@@ -231,6 +231,17 @@ impl Store for SqliteStore {
         })
     }
 
+    fn pipeline_version<'a>(
+        &'a self,
+        name: &'a str,
+        version: u32,
+    ) -> BoxFuture<'a, Result<Option<PipelineVersion>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.reads.acquire().await.map_err(read_error)?;
+            lists::pipeline_version(&mut conn, name, version).await
+        })
+    }
+
     fn pipeline_versions<'a>(
         &'a self,
         name: &'a str,

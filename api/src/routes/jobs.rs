@@ -31,6 +31,23 @@ async fn run_of(state: &ApiState, job: JobId) -> Result<RunId, ApiError> {
         })
 }
 
+/// A job's run as stored and the job's position in it, or 404.
+pub(crate) async fn locate(
+    state: &ApiState,
+    job: JobId,
+) -> Result<(hodei_domain::ports::RunRecord, usize), ApiError> {
+    let run = run_of(state, job).await?;
+    let record = super::runs::record(state, run).await?;
+    let position = record
+        .jobs
+        .iter()
+        .position(|j| j.id == job)
+        .ok_or_else(|| ApiError::NotFound {
+            what: format!("job {}", job.0),
+        })?;
+    Ok((record, position))
+}
+
 /// Read a job with every attempt of its steps. Role: viewer.
 #[utoipa::path(
     get,
@@ -150,6 +167,14 @@ pub async fn get_job_log(
     Ok(response.body(bytes))
 }
 
+/// Who may approve a job at its gate: the role its `approval` names, and at least an operator.
+pub(crate) fn approver(job: &hodei_domain::plan::PlannedJob) -> Role {
+    match job.approval {
+        Some(approval) if approval.role.allows(Role::Operator) => approval.role,
+        _ => Role::Operator,
+    }
+}
+
 /// The role a gated job's `approval` asks for: its position in the plan of the run's
 /// definition is its position in the run.
 async fn gate_role(state: &ApiState, source: String, position: usize) -> Result<Role, ApiError> {
@@ -161,7 +186,7 @@ async fn gate_role(state: &ApiState, source: String, position: usize) -> Result<
             let role = loaded.pipeline.and_then(|pipeline| {
                 let plan = hodei_domain::plan::plan(&pipeline);
                 let job = plan.jobs.get(position)?;
-                Some(job.approval.map_or(Role::Operator, |a| a.role))
+                Some(approver(job))
             });
             (role, cost)
         })
@@ -195,16 +220,8 @@ pub async fn approve_job(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Operator)?;
     let job = JobId(*id);
-    let run = run_of(&state, job).await?;
-    let record = super::runs::record(&state, run).await?;
-    let (position, current) = record
-        .jobs
-        .iter()
-        .enumerate()
-        .find(|(_, j)| j.id == job)
-        .ok_or_else(|| ApiError::NotFound {
-            what: format!("job {}", job.0),
-        })?;
+    let (record, position) = locate(&state, job).await?;
+    let (run, current) = (record.id, &record.jobs[position]);
     if current.state != JobState::WaitingApproval {
         return Err(ApiError::IllegalTransition {
             what: format!("job {}", job.0),

@@ -4,6 +4,7 @@
 
 pub mod events;
 pub mod jobs;
+pub mod lines;
 pub mod pipelines;
 pub mod runs;
 pub mod streams;

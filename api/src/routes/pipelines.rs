@@ -139,20 +139,24 @@ pub async fn list_pipelines(
     query: web::Query<PipelineQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Viewer)?;
-    let limit = page_limit(query.limit)?;
-    let found = state
-        .tree
-        .ports
-        .store
-        .pipelines(query.cursor.as_deref(), limit)
-        .await?;
+    Ok(HttpResponse::Ok().json(list(&state, query.cursor.as_deref(), query.limit).await?))
+}
+
+/// A page of pipelines by name, after `cursor`.
+pub(crate) async fn list(
+    state: &ApiState,
+    cursor: Option<&str>,
+    limit: Option<u32>,
+) -> Result<PipelinePage, ApiError> {
+    let limit = page_limit(limit)?;
+    let found = state.tree.ports.store.pipelines(cursor, limit).await?;
     let next_cursor = (found.len() == limit as usize)
         .then(|| found.last().map(|p| p.name.clone()))
         .flatten();
-    Ok(HttpResponse::Ok().json(PipelinePage {
+    Ok(PipelinePage {
         items: found.into_iter().map(PipelineListItem::from).collect(),
         next_cursor,
-    }))
+    })
 }
 
 /// Read a pipeline: its latest definition and every version. Role: viewer.
@@ -173,20 +177,70 @@ pub async fn get_pipeline(
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Viewer)?;
+    Ok(HttpResponse::Ok().json(read(&state, &name).await?))
+}
+
+/// A pipeline's latest definition and its versions, or 404.
+pub(crate) async fn read(state: &ApiState, name: &str) -> Result<PipelineView, ApiError> {
     let store = &state.tree.ports.store;
     let latest = store
-        .pipeline(&name)
+        .pipeline(name)
         .await?
         .ok_or_else(|| ApiError::NotFound {
             what: format!("pipeline `{name}`"),
         })?;
-    let versions = store.pipeline_versions(&name).await?;
-    Ok(HttpResponse::Ok().json(PipelineView {
+    let versions = store.pipeline_versions(name).await?;
+    Ok(PipelineView {
         name: latest.name,
         version: latest.version,
         source: latest.source,
         versions: versions.into_iter().map(VersionView::from).collect(),
-    }))
+    })
+}
+
+/// One stored version of a pipeline, or 404.
+pub(crate) async fn version(
+    state: &ApiState,
+    name: &str,
+    version: u32,
+) -> Result<hodei_domain::ports::PipelineVersion, ApiError> {
+    state
+        .tree
+        .ports
+        .store
+        .pipeline_version(name, version)
+        .await?
+        .ok_or_else(|| ApiError::NotFound {
+            what: format!("pipeline `{name}` version {version}"),
+        })
+}
+
+/// Read the YAML text of one version of a pipeline. Role: viewer.
+#[utoipa::path(
+    get,
+    path = "/api/v1/pipelines/{name}/versions/{version}",
+    tag = "pipelines",
+    params(
+        ("name" = String, Path, description = "The pipeline's `name`"),
+        ("version" = u32, Path, description = "The version, from 1"),
+    ),
+    responses(
+        (status = 200, description = "The YAML text", body = String, content_type = "application/yaml"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_pipeline_version(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    path: web::Path<(String, u32)>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Viewer)?;
+    let (name, number) = path.into_inner();
+    let stored = version(&state, &name, number).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/yaml")
+        .body(stored.source))
 }
 
 /// Trigger a run of a pipeline's latest version.
@@ -216,7 +270,6 @@ pub async fn trigger_run(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Operator)?;
-    state.accepts_runs().await?;
     let trigger: TriggerRequest = request::json(
         &req,
         payload,
@@ -224,6 +277,22 @@ pub async fn trigger_run(
         Some(TriggerRequest::default()),
     )
     .await?;
+    let run = submit(&state, &caller, &name, trigger).await?;
+    let view = super::runs::view(&state, run).await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/v1/runs/{}", run.0)))
+        .json(view))
+}
+
+/// Submits a run of pipeline `name`'s latest version, unless the server refuses new runs now;
+/// the caller's role is checked already.
+pub(crate) async fn submit(
+    state: &ApiState,
+    caller: &Caller,
+    name: &str,
+    trigger: TriggerRequest,
+) -> Result<hodei_domain::ids::RunId, ApiError> {
+    state.accepts_runs().await?;
     check_values(&trigger)?;
     let event = trigger.event.unwrap_or_else(|| "manual".to_owned());
     if !EVENTS.contains(&event.as_str()) {
@@ -246,9 +315,9 @@ pub async fn trigger_run(
     }
     let store = &state.tree.ports.store;
     // Held until the run is submitted: no version is applied between reading and submitting.
-    let submitting = state.submitting(&name).await;
+    let submitting = state.submitting(name).await;
     let pipeline = store
-        .pipeline(&name)
+        .pipeline(name)
         .await?
         .ok_or_else(|| ApiError::NotFound {
             what: format!("pipeline `{name}`"),
@@ -283,13 +352,10 @@ pub async fn trigger_run(
                 reason: stale_pipeline(err),
             });
         }
-        Err(err) => return Err(super::runs::submit_error(err, &name)),
+        Err(err) => return Err(super::runs::submit_error(err, name)),
     };
     tracing::info!(run_id = %run, pipeline = %name, by = %caller.name, "Run triggered.");
-    let view = super::runs::view(&state, run).await?;
-    Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, format!("/api/v1/runs/{}", run.0)))
-        .json(view))
+    Ok(run)
 }
 
 /// The longest environment variable (`NAME=value` and its ending NUL) a process may be given:

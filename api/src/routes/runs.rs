@@ -19,14 +19,7 @@ use crate::views::{RunListItem, RunPage, RunView, Times};
 const EVENT_PAGE: u32 = 1_000;
 
 /// Every run state, in the order of its life.
-pub(crate) const STATES: [RunState; 6] = [
-    RunState::Pending,
-    RunState::Running,
-    RunState::Cancelling,
-    RunState::Succeeded,
-    RunState::Failed,
-    RunState::Cancelled,
-];
+pub(crate) const STATES: [RunState; 6] = RunState::ALL;
 
 /// Filters and paging of runs.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -35,16 +28,16 @@ pub(crate) const STATES: [RunState; 6] = [
 pub struct RunQuery {
     /// Only runs in this state: `pending`, `running`, `cancelling`, `succeeded`, `failed`,
     /// `cancelled`.
-    status: Option<String>,
+    pub status: Option<String>,
     /// Only runs of this pipeline.
-    pipeline: Option<String>,
+    pub pipeline: Option<String>,
     /// Only runs for this branch.
-    branch: Option<String>,
+    pub branch: Option<String>,
     /// The `next_cursor` of the previous page.
-    cursor: Option<String>,
+    pub cursor: Option<String>,
     /// Items per page, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
-    limit: Option<u32>,
+    pub limit: Option<u32>,
 }
 
 /// List runs, newest first. Role: viewer.
@@ -65,7 +58,11 @@ pub async fn list_runs(
     query: web::Query<RunQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Viewer)?;
-    let query = query.into_inner();
+    Ok(HttpResponse::Ok().json(list(&state, query.into_inner()).await?))
+}
+
+/// The page of runs `query` asks for.
+pub(crate) async fn list(state: &ApiState, query: RunQuery) -> Result<RunPage, ApiError> {
     let limit = page_limit(query.limit)?;
     let status = match query.status.as_deref() {
         None => None,
@@ -101,10 +98,10 @@ pub async fn list_runs(
     let next_cursor = (runs.len() == limit as usize)
         .then(|| runs.last().map(|r| r.id.0.to_string()))
         .flatten();
-    Ok(HttpResponse::Ok().json(RunPage {
+    Ok(RunPage {
         items: runs.iter().map(RunListItem::from).collect(),
         next_cursor,
-    }))
+    })
 }
 
 /// A run's record, or 404.

@@ -48,7 +48,16 @@ pub async fn get_queue(
     query: web::Query<QueueQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Viewer)?;
-    let limit = match query.limit {
+    Ok(HttpResponse::Ok().json(queue(&state, query.limit, query.run).await?))
+}
+
+/// The first `limit` (default 100) waiting jobs, of run `run` only when given.
+pub(crate) async fn queue(
+    state: &ApiState,
+    limit: Option<usize>,
+    run: Option<u64>,
+) -> Result<QueueView, ApiError> {
+    let limit = match limit {
         None => 100,
         Some(n) if (1..=MAX_QUEUE_ITEMS).contains(&n) => n,
         Some(n) => {
@@ -68,7 +77,7 @@ pub async fn get_queue(
     let waiting = scheduler
         .send(GetQueue {
             limit,
-            run: query.run.map(RunId),
+            run: run.map(RunId),
         })
         .await
         .map_err(|err| ApiError::actor("the scheduler", err))?;
@@ -86,7 +95,7 @@ pub async fn get_queue(
             reason: w.reason,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(QueueView { items, total }))
+    Ok(QueueView { items, total })
 }
 
 /// Every worker: its labels, slots, state and the jobs it runs. Role: viewer.
@@ -102,6 +111,11 @@ pub async fn list_workers(
     caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Viewer)?;
+    Ok(HttpResponse::Ok().json(workers(&state).await?))
+}
+
+/// Every worker, by id.
+pub(crate) async fn workers(state: &ApiState) -> Result<WorkerList, ApiError> {
     let workers = state
         .tree
         .scheduler
@@ -118,7 +132,7 @@ pub async fn list_workers(
             jobs: view.jobs.iter().map(|job| job.0).collect(),
         })
         .collect();
-    Ok(HttpResponse::Ok().json(WorkerList { items }))
+    Ok(WorkerList { items })
 }
 
 /// Drain a worker: it keeps the jobs it runs and takes no new one. Role: admin.

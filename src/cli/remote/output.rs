@@ -167,18 +167,7 @@ pub fn ago(ms: i64) -> String {
     format!("{} ago", duration(now_ms().saturating_sub(ms)))
 }
 
-/// A duration in milliseconds, short: `850ms`, `12.3s`, `5m10s`, `3h05m`, `2d04h`.
-pub fn duration(ms: i64) -> String {
-    let ms = ms.max(0);
-    let s = ms / 1000;
-    match s {
-        _ if ms < 1000 => format!("{ms}ms"),
-        0..60 => format!("{:.1}s", ms as f64 / 1000.0),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
-    }
-}
+pub use hodei_api::views::short_duration as duration;
 
 /// `value` as a YAML document: mappings in their JSON order, strings quoted when plain style
 /// would change their meaning, multi-line strings as literal blocks.
