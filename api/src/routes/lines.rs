@@ -25,8 +25,10 @@ const MAX_QUERY: usize = 1_000;
 #[serde(deny_unknown_fields)]
 pub struct LinesQuery {
     /// The first line, from 1 (default 1).
+    #[param(minimum = 1)]
     from: Option<u64>,
     /// How many lines, 1 to 5000 (default 500).
+    #[param(minimum = 1, maximum = 5000)]
     count: Option<usize>,
 }
 
@@ -106,8 +108,10 @@ pub async fn get_job_log_lines(
 #[serde(deny_unknown_fields)]
 pub struct SearchQuery {
     /// The text, 1 to 1000 bytes; ASCII letters match either case, colour codes are skipped.
+    #[param(min_length = 1, max_length = 1000)]
     q: String,
     /// The most line numbers to answer, 1 to 100000 (default 10000).
+    #[param(minimum = 1, maximum = 100000)]
     limit: Option<usize>,
 }
 

@@ -441,8 +441,19 @@ async fn retry_rerun_drain_and_undrain_are_buttons_that_call_the_api() {
     let stuck = server.trigger("stuck", json!({})).await.json()["id"]
         .as_u64()
         .unwrap();
-    let queue = browser.get("/queue").await.text;
-    assert!(queue.contains("gpu"), "{queue}");
+    // The run is durable when the trigger answers; its job joins the queue a moment later.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let queue = loop {
+        let queue = browser.get("/queue").await.text;
+        if queue.contains("gpu") {
+            break queue;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the job never queued: likely deadlocked: {queue}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(queue.contains("why it waits") || queue.contains("Why it waits"));
     assert!(queue.contains(&format!("/runs/{stuck}")), "{queue}");
     let drained = browser
