@@ -202,6 +202,14 @@ async fn session(
     source: Option<String>,
     inputs: RunInputs,
 ) -> u8 {
+    // Listening before anything runs: a signal that comes early cancels, it never kills.
+    let mut signals = match Signals::new() {
+        Ok(signals) => signals,
+        Err(err) => {
+            eprintln!("error: cannot listen for signals: {err}");
+            return EXIT_USAGE;
+        }
+    };
     let (tree, provider) = match local_stack(&paths, secrets, labels, slots, Approvals::Local).await
     {
         Ok(stack) => stack,
@@ -283,13 +291,6 @@ async fn session(
     // SIGTERM and SIGHUP — how `timeout`, CI runners, systemd and `docker stop` end a process —
     // count as Ctrl-C.
     let (orchestrator, runs) = (tree.orchestrator.clone(), awaited.clone());
-    let mut signals = match Signals::new() {
-        Ok(signals) => signals,
-        Err(err) => {
-            eprintln!("error: cannot listen for signals: {err}");
-            return EXIT_USAGE;
-        }
-    };
     actix::spawn(async move {
         let mut presses = 0;
         while let Some(signal) = signals.next().await {
