@@ -281,9 +281,6 @@ fn a_closed_stdout_cancels_the_run_quietly_and_leaves_no_process() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut first = [0u8; 1];
-    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
-    drop(child.stdout.take());
     let deadline = Instant::now() + Duration::from_secs(30);
     while !pidfile.exists() || std::fs::read_to_string(&pidfile).unwrap().trim().is_empty() {
         assert!(Instant::now() < deadline, "the step never started");
@@ -294,6 +291,8 @@ fn a_closed_stdout_cancels_the_run_quietly_and_leaves_no_process() {
         .trim()
         .parse()
         .unwrap();
+    // The reader goes away while the step prints.
+    drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "cancelled: {stderr}");
