@@ -13,10 +13,13 @@ use hodei_adapters::docker::DockerConfig;
 use hodei_adapters::local::LocalProvider;
 use hodei_adapters::logs::FileLogStore;
 use hodei_adapters::route::ByImage;
+use hodei_adapters::secrets::{SealedSecrets, SecretKey};
 use hodei_adapters::sqlite::SqliteStore;
 use hodei_domain::ids::WorkerId;
 use hodei_domain::model::Label;
-use hodei_domain::ports::{SecretStore, TokenStore};
+use hodei_domain::ports::{
+    BoxFuture, SecretScope, SecretStore, SecretVault, StoreError, TokenStore,
+};
 use hodei_supervisors::{Tree, TreeConfig, start_tree};
 
 /// Secrets taken from the environment of the `hodei` process, by name.
@@ -41,11 +44,18 @@ impl EnvSecrets {
 }
 
 impl SecretStore for EnvSecrets {
-    fn get(&self, name: &str) -> Option<String> {
-        self.values
+    /// The environment has no scopes: a name is the variable's, for every run.
+    fn get<'a>(
+        &'a self,
+        _scopes: &'a [SecretScope],
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        let value = self
+            .values
             .get(name)
             .cloned()
-            .or_else(|| std::env::var(name).ok())
+            .or_else(|| std::env::var(name).ok());
+        Box::pin(async move { Ok(value) })
     }
 }
 
@@ -111,30 +121,43 @@ pub async fn local_stack(
     start_stack(Arc::new(store), paths, secrets, labels, slots, approvals).await
 }
 
-/// What `hodei server` runs on: the tree, the providers, and the store for the API's tokens.
+/// What `hodei server` runs on: the tree, the providers, the store for the API's tokens and
+/// the stored secrets.
 pub struct ServerStack {
     pub tree: Tree,
     pub provider: Arc<ByImage>,
     pub tokens: Arc<dyn TokenStore>,
+    pub secrets: Arc<dyn SecretVault>,
 }
 
+/// The file of a data directory that holds the key of the stored secrets.
+pub const SECRETS_KEY_FILE: &str = "secrets.key";
+
 /// Opens the adapters of a server in its data directory and starts the tree: the local stack,
-/// with approval gates waiting for someone to approve through the API. Must run inside an
-/// actix System.
-pub async fn server_stack(
-    data: &Path,
-    secrets: Arc<dyn SecretStore>,
-    labels: Vec<Label>,
-) -> Result<ServerStack, String> {
+/// with approval gates waiting for someone to approve through the API, and runs' secrets from
+/// the stored secrets, sealed with the key file `DIR/secrets.key` (made on the first start).
+/// Must run inside an actix System.
+pub async fn server_stack(data: &Path, labels: Vec<Label>) -> Result<ServerStack, String> {
     let paths = LocalPaths::data_dir(data);
-    let store = Arc::new(open_store(&paths).await?);
+    let store = open_store(&paths).await?;
+    let key = SecretKey::load_or_create(&data.join(SECRETS_KEY_FILE)).map_err(|e| e.to_string())?;
+    let secrets = Arc::new(SealedSecrets::new(store.clone(), &key));
+    let store = Arc::new(store);
     let tokens: Arc<dyn TokenStore> = store.clone();
-    let (tree, provider) =
-        start_stack(store, &paths, secrets, labels, None, Approvals::Wait).await?;
+    let (tree, provider) = start_stack(
+        store,
+        &paths,
+        secrets.clone(),
+        labels,
+        None,
+        Approvals::Wait,
+    )
+    .await?;
     Ok(ServerStack {
         tree,
         provider,
         tokens,
+        secrets,
     })
 }
 

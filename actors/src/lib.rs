@@ -38,6 +38,7 @@ pub mod orchestrator;
 pub mod provider;
 pub mod run;
 pub mod scheduler;
+pub mod secrets;
 pub mod supervise;
 pub mod workers;
 

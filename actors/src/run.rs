@@ -364,7 +364,7 @@ impl RunActor {
         let load = async move {
             match fresh {
                 // Just created: the record is what the store holds.
-                Some(record) => loaded_from(&ports, record),
+                Some(record) => with_secrets(&ports, record).await,
                 None => load_run(&ports, run).await,
             }
         };
@@ -690,11 +690,21 @@ async fn load_run(ports: &Ports, run: RunId) -> Result<Loaded, String> {
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("{run} not found"))?;
-    loaded_from(ports, record)
+    with_secrets(ports, record).await
+}
+
+/// Rebuilds a run from its record, with the values of its secrets.
+async fn with_secrets(ports: &Ports, record: RunRecord) -> Result<Loaded, String> {
+    let secrets = crate::secrets::run_secrets(ports, &record).await?;
+    loaded_from(ports, record, secrets)
 }
 
 /// Rebuilds a run's plan and machines from its record.
-fn loaded_from(ports: &Ports, record: RunRecord) -> Result<Loaded, String> {
+fn loaded_from(
+    ports: &Ports,
+    record: RunRecord,
+    secrets: Vec<(String, String)>,
+) -> Result<Loaded, String> {
     let run = record.id;
     let plan = shared_plan(&record.source).ok_or_else(|| {
         format!(
@@ -716,13 +726,6 @@ fn loaded_from(ports: &Ports, record: RunRecord) -> Result<Loaded, String> {
             "{run} has {} jobs, its plan {expected}",
             record.jobs.len()
         ));
-    }
-    let mut secrets = Vec::new();
-    for name in &record.inputs.secrets {
-        match ports.secrets.get(name) {
-            Some(value) => secrets.push((name.clone(), value)),
-            None => return Err(format!("secret `{name}` is not available")),
-        }
     }
     let now = ports.clock.now();
     let mut not_before = std::collections::HashMap::new();

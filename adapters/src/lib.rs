@@ -16,7 +16,9 @@
 //!
 //! Stores: [`sqlite::SqliteStore`] is the durable record (pipelines, runs, jobs, steps, events)
 //! on SQLite, with group commit (start with `sqlite/mod.rs`); [`logs::FileLogStore`] keeps job
-//! logs as append-only chunk files written by dedicated threads (start with `logs/mod.rs`).
+//! logs as append-only chunk files written by dedicated threads (start with `logs/mod.rs`);
+//! [`secrets::SealedSecrets`] keeps the secrets of runs in the SQLite store, sealed with a key
+//! file of the data directory.
 
 pub mod clock;
 pub mod docker;
@@ -24,4 +26,5 @@ pub mod fake;
 pub mod local;
 pub mod logs;
 pub mod route;
+pub mod secrets;
 pub mod sqlite;

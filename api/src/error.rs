@@ -69,6 +69,17 @@ pub enum ApiError {
     /// It already exists.
     #[error("{what} already exists")]
     Conflict { what: String },
+    /// The pipeline's `on:` does not let it be started by hand, and no override was asked.
+    #[error(
+        "pipeline `{pipeline}` cannot be started by hand: its `on:` allows {allowed}; add `manual: {{}}` to its `on:`, or ask for an override (`override_triggers: true`, `hodei runs start --override-triggers`), which the run's events record"
+    )]
+    StartNotAllowed { pipeline: String, allowed: String },
+    /// The pipeline uses secrets that are not stored.
+    #[error("pipeline `{pipeline}` uses secret(s) that are not stored: {}; store each, e.g. `hodei secrets set {} --pipeline {pipeline}` (or for the pipeline's repository)", .names.join(", "), .names.first().map_or("NAME", String::as_str))]
+    MissingSecrets {
+        pipeline: String,
+        names: Vec<String>,
+    },
     /// The queue holds as many jobs as it may: no new run until it shrinks.
     #[error("the queue is full: {queued} jobs wait (the limit is {limit}); try again later")]
     QueueFull { queued: usize, limit: usize },
@@ -98,6 +109,8 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method-not-allowed",
             ApiError::IllegalTransition { .. } => "illegal-transition",
             ApiError::Conflict { .. } => "conflict",
+            ApiError::StartNotAllowed { .. } => "start-not-allowed",
+            ApiError::MissingSecrets { .. } => "missing-secret",
             ApiError::QueueFull { .. } => "queue-full",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::Internal { .. } => "internal",
@@ -120,6 +133,8 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "Method not allowed",
             ApiError::IllegalTransition { .. } => "Illegal state transition",
             ApiError::Conflict { .. } => "Conflict",
+            ApiError::StartNotAllowed { .. } => "Start not allowed by the pipeline's triggers",
+            ApiError::MissingSecrets { .. } => "Secrets not stored",
             ApiError::QueueFull { .. } => "Queue full",
             ApiError::Unavailable { .. } => "Service unavailable",
             ApiError::Internal { .. } => "Internal error",
@@ -210,7 +225,10 @@ impl ResponseError for ApiError {
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound { .. } | ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::IllegalTransition { .. } | ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::IllegalTransition { .. }
+            | ApiError::Conflict { .. }
+            | ApiError::StartNotAllowed { .. }
+            | ApiError::MissingSecrets { .. } => StatusCode::CONFLICT,
             ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,

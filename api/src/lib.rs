@@ -45,7 +45,7 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use hodei_actors::messages::Subscribe;
-use hodei_domain::ports::TokenStore;
+use hodei_domain::ports::{SecretVault, TokenStore};
 use hodei_supervisors::Tree;
 
 pub use error::ApiError;
@@ -69,12 +69,14 @@ impl Default for Limits {
     }
 }
 
-/// What the handlers work with: the running tree (its addresses and ports), the token store
-/// and the limits. Cheap to clone.
+/// What the handlers work with: the running tree (its addresses and ports), the token store,
+/// the stored secrets and the limits. Cheap to clone.
 #[derive(Clone)]
 pub struct ApiState {
     pub tree: Tree,
     pub tokens: Arc<dyn TokenStore>,
+    /// The stored secrets, managed through `/api/v1/secrets`.
+    pub secrets: Arc<dyn SecretVault>,
     pub limits: Limits,
     /// The providers whose health `/readyz` and `/metrics` show, by name.
     pub providers: Vec<(&'static str, ProviderHealth)>,
@@ -86,10 +88,16 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    pub fn new(tree: Tree, tokens: Arc<dyn TokenStore>, limits: Limits) -> ApiState {
+    pub fn new(
+        tree: Tree,
+        tokens: Arc<dyn TokenStore>,
+        secrets: Arc<dyn SecretVault>,
+        limits: Limits,
+    ) -> ApiState {
         ApiState {
             tree,
             tokens,
+            secrets,
             limits,
             providers: Vec::new(),
             accepting: Arc::new(std::sync::atomic::AtomicBool::new(true)),

@@ -136,6 +136,9 @@ pub struct TriggerRequest {
     pub tag: String,
     /// Variables for every job, overriding the pipeline's.
     pub env: BTreeMap<String, String>,
+    /// Start the run even though the pipeline's `on:` has no `manual` entry. The override is
+    /// recorded as the run's first event (`run_start_overridden`, with the caller's name).
+    pub override_triggers: bool,
 }
 
 /// A run as listed.
@@ -492,4 +495,43 @@ pub struct WorkerItem {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct WorkerList {
     pub items: Vec<WorkerItem>,
+}
+
+/// A secret's value, to store (`PUT /api/v1/secrets/{scope}/{owner}/{name}`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRequest {
+    /// The value: 1 byte to 64 KiB of UTF-8 without NUL. Never shown again by any endpoint.
+    pub value: String,
+}
+
+/// A stored secret, without its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SecretView {
+    /// `pipeline` or `repository`.
+    pub scope: String,
+    /// The pipeline's or the repository's name.
+    pub owner: String,
+    /// The secret's name: the variable steps get it as.
+    pub name: String,
+    pub created: i64,
+    pub updated: i64,
+}
+
+impl From<&hodei_domain::ports::SecretInfo> for SecretView {
+    fn from(s: &hodei_domain::ports::SecretInfo) -> SecretView {
+        SecretView {
+            scope: s.scope.kind().to_owned(),
+            owner: s.scope.owner().to_owned(),
+            name: s.name.clone(),
+            created: s.created.0,
+            updated: s.updated.0,
+        }
+    }
+}
+
+/// Stored secrets, by scope, owner and name.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SecretList {
+    pub items: Vec<SecretView>,
 }

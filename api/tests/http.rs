@@ -13,14 +13,17 @@ use hodei_actors::run::Approvals;
 use hodei_adapters::clock::SystemClock;
 use hodei_adapters::local::LocalProvider;
 use hodei_adapters::logs::FileLogStore;
+use hodei_adapters::secrets::{SealedSecrets, SecretKey};
 use hodei_adapters::sqlite::SqliteStore;
 use hodei_api::auth::{Bootstrap, bootstrap};
 use hodei_api::{ApiState, Limits};
 use hodei_domain::ids::{Timestamp, WorkerId};
-use hodei_domain::ports::SecretStore;
 use hodei_supervisors::{TreeConfig, start_tree};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+
+#[path = "http/secrets.rs"]
+mod secrets;
 
 const HELLO: &str = "\
 name: hello
@@ -51,14 +54,6 @@ jobs:
     steps: [{ run: echo deployed }]
 ";
 
-struct NoSecrets;
-
-impl SecretStore for NoSecrets {
-    fn get(&self, _: &str) -> Option<String> {
-        None
-    }
-}
-
 /// A running server and a client for it.
 struct Server {
     base: String,
@@ -77,6 +72,8 @@ async fn start_with(limits: Limits) -> Server {
             .expect("the store opens"),
     );
     let logs = Arc::new(FileLogStore::open(&dir.path().join("logs"), 1).expect("the logs open"));
+    let key = SecretKey::load_or_create(&dir.path().join("secrets.key")).expect("a key file");
+    let secrets = Arc::new(SealedSecrets::new(store.as_ref().clone(), &key));
     let provider = Arc::new(LocalProvider::new(
         dir.path().join("workspaces"),
         store.instance_id().to_owned(),
@@ -87,7 +84,7 @@ async fn start_with(limits: Limits) -> Server {
         provider: provider.clone(),
         reconcile: provider.clone(),
         clock: Arc::new(SystemClock),
-        secrets: Arc::new(NoSecrets),
+        secrets: secrets.clone(),
         faults: Faults::none(),
     };
     let tree = start_tree(
@@ -109,7 +106,7 @@ async fn start_with(limits: Limits) -> Server {
     let base = format!("http://{}", listener.local_addr().unwrap());
     // A provider that is away: shown by the probes and the metrics, without making the server
     // unready.
-    let state = ApiState::new(tree, store, limits).with_provider(
+    let state = ApiState::new(tree, store, secrets, limits).with_provider(
         "docker",
         std::sync::Arc::new(|| Some("the engine is away (scripted)".into())),
     );
@@ -795,7 +792,7 @@ async fn the_openapi_document_lists_every_route_and_every_route_answers() {
             );
         }
     }
-    assert_eq!(operations, 28, "a route was added: document and test it");
+    assert_eq!(operations, 31, "a route was added: document and test it");
     // Routes come from the document: what it does not list does not exist.
     for undocumented in ["/api/v1/agents", "/api/v1/runs/1/logs", "/"] {
         server.get(undocumented).await.problem(404, "no-route");

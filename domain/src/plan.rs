@@ -268,6 +268,29 @@ pub struct RunInputs {
     /// stored; the values come from the [`SecretStore`](crate::ports::SecretStore) each time the
     /// run is (re)started, and are masked in every log.
     pub secrets: Vec<String>,
+    /// The registered repository the run's pipeline came from; empty for none. Its secrets
+    /// are the run's too, after the pipeline's own.
+    pub repository: String,
+    /// Who started the run by hand although the pipeline's `on:` does not allow its `event`
+    /// (an explicit override); empty when `on:` allowed it. The store records it as the run's
+    /// first event, `run_start_overridden`.
+    pub overridden_by: String,
+}
+
+impl RunInputs {
+    /// The inputs of a rerun or retry of a run started with these: the same, without the
+    /// override, which belongs to the first start only.
+    pub fn again(&self) -> RunInputs {
+        RunInputs {
+            overridden_by: String::new(),
+            ..self.clone()
+        }
+    }
+
+    /// The registered repository the run came from, if any.
+    pub fn repository(&self) -> Option<&str> {
+        Some(self.repository.as_str()).filter(|r| !r.is_empty())
+    }
 }
 
 /// A parameter given to a run that does not fit the pipeline.

@@ -562,8 +562,104 @@ pub enum LogError {
     Closed { job: JobId },
 }
 
-/// Secret values by name, from wherever the deployment keeps them.
+/// Where a stored secret applies: the runs of one pipeline, or the runs of every pipeline of
+/// one repository.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SecretScope {
+    Pipeline(String),
+    Repository(String),
+}
+
+impl SecretScope {
+    /// `pipeline` or `repository`: the scope's kind as the API and the store spell it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SecretScope::Pipeline(_) => "pipeline",
+            SecretScope::Repository(_) => "repository",
+        }
+    }
+
+    /// The pipeline's or the repository's name.
+    pub fn owner(&self) -> &str {
+        match self {
+            SecretScope::Pipeline(name) | SecretScope::Repository(name) => name,
+        }
+    }
+
+    /// The scope of `kind` (`pipeline` or `repository`) named `owner`; `None` for another kind.
+    pub fn new(kind: &str, owner: &str) -> Option<SecretScope> {
+        match kind {
+            "pipeline" => Some(SecretScope::Pipeline(owner.to_owned())),
+            "repository" => Some(SecretScope::Repository(owner.to_owned())),
+            _ => None,
+        }
+    }
+
+    /// Where a run looks its secrets up, first match first: its pipeline, then its repository.
+    pub fn of_run(pipeline: &str, repository: Option<&str>) -> Vec<SecretScope> {
+        std::iter::once(SecretScope::Pipeline(pipeline.to_owned()))
+            .chain(repository.map(|r| SecretScope::Repository(r.to_owned())))
+            .collect()
+    }
+}
+
+impl std::fmt::Display for SecretScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} `{}`", self.kind(), self.owner())
+    }
+}
+
+/// A stored secret as listed: never its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretInfo {
+    pub scope: SecretScope,
+    pub name: String,
+    pub created: Timestamp,
+    pub updated: Timestamp,
+}
+
+/// Secret values by name, from wherever the deployment keeps them: Hodei's own encrypted store
+/// for a server, the environment of the process for `hodei run`.
 pub trait SecretStore: Send + Sync {
-    /// The value of the secret `name`, if there is one.
-    fn get(&self, name: &str) -> Option<String>;
+    /// The value of the secret `name` for a run, looked up in `scopes` in order (the first that
+    /// has it wins; see [`SecretScope::of_run`]). A store without scopes ignores them.
+    ///
+    /// ## Errors
+    /// [`StoreError`] when the store cannot be read or a stored value cannot be opened.
+    fn get<'a>(
+        &'a self,
+        scopes: &'a [SecretScope],
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
+}
+
+/// Secrets that Hodei keeps itself and that the API manages: set, list, delete.
+///
+/// ## Guarantees
+/// - Values are sealed at rest; nothing here reads one back: only [`SecretStore::get`], for a
+///   run, does.
+/// - [`put_secret`](SecretVault::put_secret) replaces the value of an existing secret, keeping
+///   its creation time.
+pub trait SecretVault: SecretStore {
+    /// Stores `value` as secret `name` of `scope`; the answer says whether it was new.
+    fn put_secret<'a>(
+        &'a self,
+        scope: &'a SecretScope,
+        name: &'a str,
+        value: &'a str,
+        at: Timestamp,
+    ) -> BoxFuture<'a, Result<(SecretInfo, bool), StoreError>>;
+
+    /// The secrets of `scope` (of every scope with `None`), by scope and name.
+    fn secrets<'a>(
+        &'a self,
+        scope: Option<&'a SecretScope>,
+    ) -> BoxFuture<'a, Result<Vec<SecretInfo>, StoreError>>;
+
+    /// Deletes a secret; `false` if there was none.
+    fn delete_secret<'a>(
+        &'a self,
+        scope: &'a SecretScope,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
 }

@@ -23,6 +23,7 @@ pub fn validate(pipeline: &Pipeline) -> Vec<Diagnostic> {
     let root = Path::root();
     env_names(&pipeline.env, &root.key("env"), &mut out);
     parameters(pipeline, &mut out);
+    secret_names(&pipeline.secrets, &root.key("secrets"), &mut out);
     hooks(
         &pipeline.post,
         &root.key("post"),
@@ -116,6 +117,38 @@ fn env_names(env: &Env, path: &Path, out: &mut Vec<Diagnostic>) {
             .expected("a letter or `_`, then letters, digits or `_`"),
         );
     }
+}
+
+/// The names of the secrets a pipeline uses: variable names, each once, none of Hodei's own.
+pub fn secret_names(names: &[String], path: &Path, out: &mut Vec<Diagnostic>) {
+    let mut seen = HashSet::new();
+    for (i, name) in names.iter().enumerate() {
+        let at = path.index(i);
+        if !is_secret_name(name) {
+            out.push(
+                Diagnostic::error(
+                    Code::InvalidValue,
+                    at.clone(),
+                    format!("`{name}` is not a valid secret name"),
+                )
+                .expected("a letter or `_`, then letters, digits or `_`, not starting with `HODEI_` (it becomes an environment variable)"),
+            );
+        } else if !seen.insert(name) {
+            out.push(
+                Diagnostic::warning(
+                    Code::Suspicious,
+                    at,
+                    format!("secret `{name}` is listed twice"),
+                )
+                .expected("each secret once"),
+            );
+        }
+    }
+}
+
+/// Whether `name` may name a secret: a variable name that is not one of Hodei's (`HODEI_*`).
+pub fn is_secret_name(name: &str) -> bool {
+    is_env_name(name) && !name.starts_with("HODEI_")
 }
 
 fn parameters(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {

@@ -825,3 +825,59 @@ fn a_mapping_used_as_a_key_is_one_error() {
     assert_eq!(errs.len(), 1, "{errs:#?}");
     assert_eq!(errs[0].code, Code::Type);
 }
+
+#[test]
+fn secrets_name_variables_each_once_and_none_of_hodeis() {
+    let loaded =
+        load("name: p\nsecrets: [DEPLOY_TOKEN, NPM_TOKEN]\njobs:\n  a: {steps: [{run: x}]}\n");
+    let pipeline = loaded.pipeline.expect("valid");
+    assert_eq!(pipeline.secrets, ["DEPLOY_TOKEN", "NPM_TOKEN"]);
+    let built = PipelineBuilder::new("p")
+        .secret("DEPLOY_TOKEN")
+        .secret("NPM_TOKEN")
+        .job(JobBuilder::new("a").step(StepBuilder::new("x")))
+        .build()
+        .expect("valid");
+    assert_eq!(built.secrets, pipeline.secrets);
+
+    assert_error(
+        "name: p\nsecrets: [OK, 9BAD]\njobs:\n  a: {steps: [{run: x}]}\n",
+        Code::InvalidValue,
+        2,
+        15,
+        "secrets[1]",
+        "`9BAD` is not a valid secret name",
+    );
+    let errs = errors("name: p\nsecrets: [HODEI_TOKEN]\njobs:\n  a: {steps: [{run: x}]}\n");
+    assert!(errs[0].message.contains("HODEI_TOKEN"), "{errs:#?}");
+    let twice = load("name: p\nsecrets: [A, A]\njobs:\n  a: {steps: [{run: x}]}\n");
+    assert!(
+        twice
+            .diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Warning && d.message.contains("listed twice")),
+        "{:#?}",
+        twice.diagnostics
+    );
+    errors("name: p\nsecrets: {A: b}\njobs:\n  a: {steps: [{run: x}]}\n");
+}
+
+#[test]
+fn the_kinds_of_start_on_allows_are_named_in_order() {
+    let kinds = |source: &str| load(source).pipeline.expect("valid").on.kinds();
+    let jobs = "jobs:\n  a: {steps: [{run: x}]}\n";
+    assert_eq!(kinds(&format!("name: p\n{jobs}")), ["manual"]);
+    assert_eq!(
+        kinds(&format!(
+            "name: p\non: {{manual: {{}}, push: {{}}}}\n{jobs}"
+        )),
+        ["push", "manual"]
+    );
+    assert_eq!(
+        kinds(&format!(
+            "name: p\non: {{schedule: ['0 3 * * *'], pull_request: {{}}}}\n{jobs}"
+        )),
+        ["pull_request", "schedule"]
+    );
+    assert!(kinds(&format!("name: p\non: []\n{jobs}")).is_empty());
+}

@@ -37,6 +37,7 @@ mod lists;
 mod projections;
 mod queries;
 mod schema;
+mod secrets;
 mod tokens;
 mod writer;
 
@@ -51,11 +52,13 @@ use std::sync::Arc;
 use hodei_domain::ids::{JobId, RunId, Timestamp};
 use hodei_domain::ports::{
     BoxFuture, NewRun, NewToken, PipelineSummary, PipelineVersion, RunFilter, RunRecord,
-    RunSummary, Store, StoreError, TokenRecord, TokenStore, VersionStamp,
+    RunSummary, SecretInfo, SecretScope, Store, StoreError, TokenRecord, TokenStore, VersionStamp,
 };
 use hodei_domain::state::DomainEvent;
 use sqlx::{Connection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
+
+pub use self::secrets::SealedSecret;
 
 use self::error::store_error;
 use self::writer::{Command, PipelineText, Request};
@@ -301,6 +304,39 @@ impl TokenStore for SqliteStore {
             let mut conn = self.reads.acquire().await.map_err(read_error)?;
             tokens::any_token(&mut conn).await
         })
+    }
+}
+
+/// Stored secrets, as sealed bytes: [`crate::secrets::SealedSecrets`] seals and opens them.
+impl SqliteStore {
+    /// Stores a sealed secret, replacing an existing one; answers it and whether it is new.
+    pub async fn put_sealed(&self, secret: SealedSecret) -> Result<(SecretInfo, bool), StoreError> {
+        self.write(secret, Command::PutSecret).await
+    }
+
+    /// The nonce and sealed value of a secret.
+    pub async fn sealed(
+        &self,
+        scope: &SecretScope,
+        name: &str,
+    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let mut conn = self.reads.acquire().await.map_err(read_error)?;
+        secrets::sealed(&mut conn, scope, name).await
+    }
+
+    /// The secrets of a scope, or of all, without their values.
+    pub async fn secret_list(
+        &self,
+        scope: Option<&SecretScope>,
+    ) -> Result<Vec<SecretInfo>, StoreError> {
+        let mut conn = self.reads.acquire().await.map_err(read_error)?;
+        secrets::secrets(&mut conn, scope).await
+    }
+
+    /// Deletes a secret; `false` if there was none.
+    pub async fn delete_sealed(&self, scope: &SecretScope, name: &str) -> Result<bool, StoreError> {
+        self.write((scope.clone(), name.to_owned()), Command::DeleteSecret)
+            .await
     }
 }
 

@@ -30,7 +30,7 @@ use serde::Serialize;
 use crate::error::Problem;
 use crate::views::{
     AppliedPipeline, CreatedToken, EventPage, Health, JobView, PipelinePage, PipelineView,
-    QueueView, RunPage, RunView, TokenList, TriggerRequest, WorkerList,
+    QueueView, RunPage, RunView, SecretList, SecretView, TokenList, TriggerRequest, WorkerList,
 };
 
 /// Where a server is and how to prove who we are.
@@ -362,6 +362,50 @@ impl Client {
             .await
     }
 
+    // --- secrets ---
+
+    /// Stores a secret's value (creating or replacing it); answers it without the value.
+    pub async fn set_secret(
+        &self,
+        scope: &str,
+        owner: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<SecretView, ClientError> {
+        self.send(
+            reqwest::Method::PUT,
+            &secret_path(scope, owner, name),
+            http::Body::Json(serde_json::json!({ "value": value })),
+        )
+        .await
+    }
+
+    /// The stored secrets of one pipeline or repository (`Some((scope, owner))`), or all.
+    pub async fn secrets(&self, of: Option<(&str, &str)>) -> Result<SecretList, ClientError> {
+        match of {
+            Some((scope, owner)) => {
+                self.get(&format!(
+                    "/api/v1/secrets?scope={}&owner={}",
+                    http::segment(scope),
+                    http::segment(owner)
+                ))
+                .await
+            }
+            None => self.get("/api/v1/secrets").await,
+        }
+    }
+
+    /// Deletes a secret.
+    pub async fn delete_secret(
+        &self,
+        scope: &str,
+        owner: &str,
+        name: &str,
+    ) -> Result<(), ClientError> {
+        self.no_content(reqwest::Method::DELETE, &secret_path(scope, owner, name))
+            .await
+    }
+
     // --- events and the server ---
 
     /// Events after number `after`, oldest first.
@@ -439,6 +483,16 @@ fn tls_config(ca_cert: Option<&std::path::Path>) -> Result<rustls::ClientConfig,
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     Ok(config)
+}
+
+/// The path of one secret.
+fn secret_path(scope: &str, owner: &str, name: &str) -> String {
+    format!(
+        "/api/v1/secrets/{}/{}/{}",
+        http::segment(scope),
+        http::segment(owner),
+        http::segment(name)
+    )
 }
 
 #[cfg(test)]

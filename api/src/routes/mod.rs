@@ -6,6 +6,7 @@ pub mod events;
 pub mod jobs;
 pub mod pipelines;
 pub mod runs;
+pub mod secrets;
 pub mod streams;
 pub mod system;
 pub mod tokens;

@@ -14,6 +14,7 @@ const PIPELINE_KEYS: &[&str] = &[
     "on",
     "parameters",
     "env",
+    "secrets",
     "defaults",
     "jobs",
     "post",
@@ -41,6 +42,7 @@ pub(crate) fn pipeline(cx: &mut Cx, root: &Node) -> Option<Pipeline> {
         on: Triggers::default(),
         parameters: BTreeMap::new(),
         env: Default::default(),
+        secrets: Vec::new(),
         defaults: Defaults::default(),
         jobs: Vec::new(),
         post: Default::default(),
@@ -53,6 +55,9 @@ pub(crate) fn pipeline(cx: &mut Cx, root: &Node) -> Option<Pipeline> {
     }
     if let Some(n) = map.get("env") {
         pipeline.env = cx.env(n, &map.path("env"), key_span(&map, "env"));
+    }
+    if let Some(n) = map.get("secrets") {
+        pipeline.secrets = cx.texts(n, &map.path("secrets"));
     }
     if let Some(n) = map.get("defaults") {
         pipeline.defaults = defaults(cx, n, &map.path("defaults"), key_span(&map, "defaults"));

@@ -49,6 +49,10 @@ pub struct Pipeline {
     /// Run parameters by name; they reach steps as environment variables of the same name.
     pub parameters: BTreeMap<String, Parameter>,
     pub env: Env,
+    /// The stored secrets the pipeline's steps get, by name, as environment variables of the
+    /// same name (masked in every log). Their values come from Hodei's secret store (or, under
+    /// `hodei run`, from the environment of Hodei itself).
+    pub secrets: Vec<String>,
     pub defaults: Defaults,
     /// Jobs in the order they are written.
     pub jobs: Vec<Job>,
@@ -79,6 +83,22 @@ impl Default for Triggers {
             schedule: Vec::new(),
             manual: true,
         }
+    }
+}
+
+impl Triggers {
+    /// The kinds of start that `on:` allows, in a fixed order: `push`, `pull_request`,
+    /// `schedule`, `manual`.
+    pub fn kinds(&self) -> Vec<&'static str> {
+        [
+            (self.push.is_some(), "push"),
+            (self.pull_request.is_some(), "pull_request"),
+            (!self.schedule.is_empty(), "schedule"),
+            (self.manual, "manual"),
+        ]
+        .into_iter()
+        .filter_map(|(on, kind)| on.then_some(kind))
+        .collect()
     }
 }
 
