@@ -10,6 +10,7 @@ use hodei_actors::run::Approvals;
 use hodei_actors::supervise::exit_on_escalation;
 use hodei_adapters::clock::SystemClock;
 use hodei_adapters::docker::DockerConfig;
+use hodei_adapters::git::GitMirrors;
 use hodei_adapters::local::LocalProvider;
 use hodei_adapters::logs::FileLogStore;
 use hodei_adapters::route::ByImage;
@@ -128,6 +129,8 @@ pub struct ServerStack {
     pub provider: Arc<ByImage>,
     pub tokens: Arc<dyn TokenStore>,
     pub secrets: Arc<dyn SecretVault>,
+    /// The registered repositories and their mirrors (`DIR/mirrors/`).
+    pub sources: hodei_api::Sources,
 }
 
 /// The file of a data directory that holds the key of the stored secrets.
@@ -144,6 +147,10 @@ pub async fn server_stack(data: &Path, labels: Vec<Label>) -> Result<ServerStack
     let secrets = Arc::new(SealedSecrets::new(store.clone(), &key));
     let store = Arc::new(store);
     let tokens: Arc<dyn TokenStore> = store.clone();
+    let sources = hodei_api::Sources {
+        repos: store.clone(),
+        mirrors: Arc::new(GitMirrors::new(data.join("mirrors"))),
+    };
     let (tree, provider) = start_stack(
         store,
         &paths,
@@ -158,6 +165,7 @@ pub async fn server_stack(data: &Path, labels: Vec<Label>) -> Result<ServerStack
         provider,
         tokens,
         secrets,
+        sources,
     })
 }
 

@@ -47,6 +47,9 @@ pub enum ApiError {
     /// No bearer token, or one that is unknown or revoked.
     #[error("{reason}")]
     Unauthenticated { reason: &'static str },
+    /// A webhook delivery whose signature does not check out.
+    #[error("the delivery is not signed with the repository's webhook secret: {reason}")]
+    BadSignature { reason: String },
     /// The token's role may not do this.
     #[error("this needs the role `{needed}`; the token has `{has}`")]
     Forbidden { needed: Role, has: Role },
@@ -103,6 +106,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload-too-large",
             ApiError::RangeNotSatisfiable { .. } => "range-not-satisfiable",
             ApiError::Unauthenticated { .. } => "unauthenticated",
+            ApiError::BadSignature { .. } => "bad-signature",
             ApiError::Forbidden { .. } => "forbidden",
             ApiError::NotFound { .. } => "not-found",
             ApiError::NoRoute { .. } => "no-route",
@@ -127,6 +131,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "Request body too large",
             ApiError::RangeNotSatisfiable { .. } => "Range not satisfiable",
             ApiError::Unauthenticated { .. } => "Authentication required",
+            ApiError::BadSignature { .. } => "Bad webhook signature",
             ApiError::Forbidden { .. } => "Forbidden",
             ApiError::NotFound { .. } => "Not found",
             ApiError::NoRoute { .. } => "No such endpoint",
@@ -221,7 +226,9 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-            ApiError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthenticated { .. } | ApiError::BadSignature { .. } => {
+                StatusCode::UNAUTHORIZED
+            }
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound { .. } | ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,

@@ -36,6 +36,7 @@ pub mod stream;
 pub mod telemetry;
 pub mod tls;
 pub mod views;
+pub mod webhook;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -45,7 +46,7 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use hodei_actors::messages::Subscribe;
-use hodei_domain::ports::{SecretVault, TokenStore};
+use hodei_domain::ports::{Mirrors, RepoStore, SecretVault, TokenStore};
 use hodei_supervisors::Tree;
 
 pub use error::ApiError;
@@ -77,6 +78,10 @@ pub struct ApiState {
     pub tokens: Arc<dyn TokenStore>,
     /// The stored secrets, managed through `/api/v1/secrets`.
     pub secrets: Arc<dyn SecretVault>,
+    /// The registered repositories and their webhook deliveries (`/api/v1/repos`).
+    pub repos: Arc<dyn RepoStore>,
+    /// The mirrors of the repositories, from which webhooks read pipelines.
+    pub mirrors: Arc<dyn Mirrors>,
     pub limits: Limits,
     /// The providers whose health `/readyz` and `/metrics` show, by name.
     pub providers: Vec<(&'static str, ProviderHealth)>,
@@ -92,12 +97,15 @@ impl ApiState {
         tree: Tree,
         tokens: Arc<dyn TokenStore>,
         secrets: Arc<dyn SecretVault>,
+        sources: Sources,
         limits: Limits,
     ) -> ApiState {
         ApiState {
             tree,
             tokens,
             secrets,
+            repos: sources.repos,
+            mirrors: sources.mirrors,
             limits,
             providers: Vec::new(),
             accepting: Arc::new(std::sync::atomic::AtomicBool::new(true)),
@@ -137,6 +145,13 @@ impl ApiState {
         }
         Ok(())
     }
+}
+
+/// Where code comes from: the registered repositories and their mirrors.
+#[derive(Clone)]
+pub struct Sources {
+    pub repos: Arc<dyn RepoStore>,
+    pub mirrors: Arc<dyn Mirrors>,
 }
 
 /// Why a provider cannot be used now, or `None` when it can.

@@ -11,17 +11,20 @@ use hodei_actors::fault::Faults;
 use hodei_actors::messages::WorkerSpec;
 use hodei_actors::run::Approvals;
 use hodei_adapters::clock::SystemClock;
+use hodei_adapters::git::GitMirrors;
 use hodei_adapters::local::LocalProvider;
 use hodei_adapters::logs::FileLogStore;
 use hodei_adapters::secrets::{SealedSecrets, SecretKey};
 use hodei_adapters::sqlite::SqliteStore;
 use hodei_api::auth::{Bootstrap, bootstrap};
-use hodei_api::{ApiState, Limits};
+use hodei_api::{ApiState, Limits, Sources};
 use hodei_domain::ids::{Timestamp, WorkerId};
 use hodei_supervisors::{TreeConfig, start_tree};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+#[path = "http/repos.rs"]
+mod repos;
 #[path = "http/secrets.rs"]
 mod secrets;
 
@@ -106,7 +109,11 @@ async fn start_with(limits: Limits) -> Server {
     let base = format!("http://{}", listener.local_addr().unwrap());
     // A provider that is away: shown by the probes and the metrics, without making the server
     // unready.
-    let state = ApiState::new(tree, store, secrets, limits).with_provider(
+    let sources = Sources {
+        repos: store.clone(),
+        mirrors: Arc::new(GitMirrors::new(dir.path().join("mirrors"))),
+    };
+    let state = ApiState::new(tree, store, secrets, sources, limits).with_provider(
         "docker",
         std::sync::Arc::new(|| Some("the engine is away (scripted)".into())),
     );
@@ -792,7 +799,7 @@ async fn the_openapi_document_lists_every_route_and_every_route_answers() {
             );
         }
     }
-    assert_eq!(operations, 31, "a route was added: document and test it");
+    assert_eq!(operations, 36, "a route was added: document and test it");
     // Routes come from the document: what it does not list does not exist.
     for undocumented in ["/api/v1/agents", "/api/v1/runs/1/logs", "/"] {
         server.get(undocumented).await.problem(404, "no-route");

@@ -12,12 +12,14 @@
 //! - [`validate`]: the rules that span the whole pipeline (references, cycles, limits).
 //! - [`plan`]: matrix expansion, the `needs` DAG and the resolution of a run's inputs.
 //! - [`expr`]: the `when` expression language.
+//! - [`forge`]: webhook deliveries of GitHub, GitLab and Gitea, and whether `on:` wants a run.
 //! - [`state`]: the state machines of runs, jobs and steps, and the [`state::DomainEvent`]s
 //!   their transitions yield.
 
 pub mod builder;
 pub mod diagnostic;
 pub mod expr;
+pub mod forge;
 pub mod ids;
 pub mod load;
 pub mod mask;

@@ -261,6 +261,8 @@ pub struct RunInputs {
     /// `push`, `pull_request`, `tag`, `schedule` or `manual`.
     pub event: String,
     pub tag: String,
+    /// The commit the run is for (from a webhook); empty for none.
+    pub commit: String,
     pub params: BTreeMap<String, String>,
     /// Variables for every job and hook (`hodei run -e K=V`); they override the pipeline's.
     pub env: Env,

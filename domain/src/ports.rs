@@ -663,3 +663,139 @@ pub trait SecretVault: SecretStore {
         name: &'a str,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
 }
+
+/// A repository registered with Hodei: where its code is, where its pipeline file is in it,
+/// and the names of the stored secrets (of the repository's scope) that open it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepositoryRecord {
+    /// Its name in Hodei, e.g. `app`.
+    pub name: String,
+    pub forge: crate::forge::Forge,
+    /// What `git clone` takes: `https://…`, `http://…`, `git://…` or a path.
+    pub clone_url: String,
+    /// The pipeline file's path in the repository, e.g. `.hodei.yml`.
+    pub pipeline_path: String,
+    /// The stored secret (repository scope) with the credentials to fetch: `USER:TOKEN`, or
+    /// a bare token. `None` for a public repository.
+    pub credentials: Option<String>,
+    /// The stored secret (repository scope) that signs the forge's webhooks.
+    pub webhook_secret: String,
+    /// The stored secret (repository scope) with a token for reporting commit statuses;
+    /// `None` reports nothing.
+    pub status_token: Option<String>,
+    pub created: Timestamp,
+}
+
+/// What recording a webhook delivery found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The first time this delivery is seen: it is the caller's to act on.
+    New,
+    /// Seen before, and the run it started, if any.
+    Seen { run: Option<RunId> },
+}
+
+/// The registered repositories and the webhook deliveries they received.
+///
+/// ## Guarantees
+/// - [`claim_delivery`](RepoStore::claim_delivery) answers [`Claim::New`] once per repository
+///   and delivery id, also to concurrent callers: a delivery sent twice starts one run.
+pub trait RepoStore: Send + Sync {
+    /// Registers a repository, or replaces the one of the same name; `true` if it is new.
+    fn put_repository<'a>(
+        &'a self,
+        repo: &'a RepositoryRecord,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    fn repository<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<RepositoryRecord>, StoreError>>;
+
+    /// Every repository, by name.
+    fn repositories(&self) -> BoxFuture<'_, Result<Vec<RepositoryRecord>, StoreError>>;
+
+    /// Forgets a repository and its deliveries; `false` if there was none.
+    fn delete_repository<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Records delivery `id` of repository `repo`, unless it was recorded before.
+    fn claim_delivery<'a>(
+        &'a self,
+        repo: &'a str,
+        id: &'a str,
+        at: Timestamp,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>>;
+
+    /// Notes the run that delivery `id` started.
+    fn delivery_started<'a>(
+        &'a self,
+        repo: &'a str,
+        id: &'a str,
+        run: RunId,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+/// A repository to mirror, with the value of its credentials (never logged).
+#[derive(Clone, PartialEq, Eq)]
+pub struct MirrorSource {
+    pub repository: String,
+    pub forge: crate::forge::Forge,
+    pub url: String,
+    /// `USER:TOKEN` or a bare token, sent as HTTP basic authentication.
+    pub credentials: Option<String>,
+}
+
+impl std::fmt::Debug for MirrorSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MirrorSource")
+            .field("repository", &self.repository)
+            .field("url", &self.url)
+            .field("credentials", &self.credentials.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// A mirror could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MirrorError {
+    /// `git` failed: what it was doing and what it said (credentials never in it).
+    #[error("cannot {doing} of repository `{repository}`: {reason}")]
+    Git {
+        repository: String,
+        doing: &'static str,
+        reason: String,
+    },
+}
+
+/// A bare mirror of each repository on this machine, fetched when asked, read at a commit.
+///
+/// ## Guarantees
+/// - Credentials reach `git` through its environment, never its arguments or any log.
+/// - Fetches of one repository are serialised; different repositories fetch in parallel.
+pub trait Mirrors: Send + Sync {
+    /// Fetches `wanted` (commit ids or ref names) into the repository's mirror, creating it on
+    /// first use.
+    fn fetch<'a>(
+        &'a self,
+        source: &'a MirrorSource,
+        wanted: &'a [String],
+    ) -> BoxFuture<'a, Result<(), MirrorError>>;
+
+    /// The file at `path` in `commit`, or `None` if the commit has no such file.
+    fn read_file<'a>(
+        &'a self,
+        repository: &'a str,
+        commit: &'a str,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, MirrorError>>;
+
+    /// The paths that differ between `from` and `to` (from their merge base when `merge_base`).
+    fn changed_paths<'a>(
+        &'a self,
+        repository: &'a str,
+        from: &'a str,
+        to: &'a str,
+        merge_base: bool,
+    ) -> BoxFuture<'a, Result<Vec<String>, MirrorError>>;
+}

@@ -164,6 +164,7 @@ pub fn run(args: &Args) -> u8 {
         branch: args.branch.clone(),
         event: args.event.clone(),
         tag: String::new(),
+        commit: String::new(),
         params,
         env,
         secrets: secret_names,

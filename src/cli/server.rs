@@ -167,8 +167,14 @@ async fn serve(
     };
     let router = stack.provider.clone();
     let tree = stack.tree.clone();
-    let state = ApiState::new(stack.tree, stack.tokens, stack.secrets, limits)
-        .with_provider("docker", Arc::new(move || router.engine_trouble()));
+    let state = ApiState::new(
+        stack.tree,
+        stack.tokens,
+        stack.secrets,
+        stack.sources,
+        limits,
+    )
+    .with_provider("docker", Arc::new(move || router.engine_trouble()));
     let accepting = state.accepting.clone();
     let tls = match &config.tls {
         Some((cert, key)) => match hodei_api::tls::load(cert, key) {

@@ -36,6 +36,7 @@ mod error;
 mod lists;
 mod projections;
 mod queries;
+mod repos;
 mod schema;
 mod secrets;
 mod tokens;
@@ -54,6 +55,7 @@ use hodei_domain::ports::{
     BoxFuture, NewRun, NewToken, PipelineSummary, PipelineVersion, RunFilter, RunRecord,
     RunSummary, SecretInfo, SecretScope, Store, StoreError, TokenRecord, TokenStore, VersionStamp,
 };
+use hodei_domain::ports::{Claim, RepoStore, RepositoryRecord};
 use hodei_domain::state::DomainEvent;
 use sqlx::{Connection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
@@ -61,6 +63,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use self::secrets::SealedSecret;
 
 use self::error::store_error;
+use self::repos::{RepoWrite, RepoWritten};
 use self::writer::{Command, PipelineText, Request};
 
 /// The durable record of Hodei on SQLite. Cheap to clone: clones share the database and its
@@ -337,6 +340,94 @@ impl SqliteStore {
     pub async fn delete_sealed(&self, scope: &SecretScope, name: &str) -> Result<bool, StoreError> {
         self.write((scope.clone(), name.to_owned()), Command::DeleteSecret)
             .await
+    }
+}
+
+impl RepoStore for SqliteStore {
+    fn put_repository<'a>(
+        &'a self,
+        repo: &'a RepositoryRecord,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            match self
+                .write(RepoWrite::Put(repo.clone()), Command::Repo)
+                .await?
+            {
+                RepoWritten::Done(new) => Ok(new),
+                RepoWritten::Claimed(_) => Err(unexpected_answer()),
+            }
+        })
+    }
+
+    fn repository<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<RepositoryRecord>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.reads.acquire().await.map_err(read_error)?;
+            repos::repository(&mut conn, name).await
+        })
+    }
+
+    fn repositories(&self) -> BoxFuture<'_, Result<Vec<RepositoryRecord>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.reads.acquire().await.map_err(read_error)?;
+            repos::repositories(&mut conn).await
+        })
+    }
+
+    fn delete_repository<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            match self
+                .write(RepoWrite::Delete(name.to_owned()), Command::Repo)
+                .await?
+            {
+                RepoWritten::Done(done) => Ok(done),
+                RepoWritten::Claimed(_) => Err(unexpected_answer()),
+            }
+        })
+    }
+
+    fn claim_delivery<'a>(
+        &'a self,
+        repo: &'a str,
+        id: &'a str,
+        at: Timestamp,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        Box::pin(async move {
+            let claim = RepoWrite::Claim {
+                repo: repo.to_owned(),
+                id: id.to_owned(),
+                at,
+            };
+            match self.write(claim, Command::Repo).await? {
+                RepoWritten::Claimed(claim) => Ok(claim),
+                RepoWritten::Done(_) => Err(unexpected_answer()),
+            }
+        })
+    }
+
+    fn delivery_started<'a>(
+        &'a self,
+        repo: &'a str,
+        id: &'a str,
+        run: RunId,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let started = RepoWrite::Started {
+                repo: repo.to_owned(),
+                id: id.to_owned(),
+                run,
+            };
+            self.write(started, Command::Repo).await.map(drop)
+        })
+    }
+}
+
+fn unexpected_answer() -> StoreError {
+    StoreError::Corrupt {
+        what: "a repository write".into(),
+        reason: "the writer answered another kind of write".into(),
     }
 }
 

@@ -24,6 +24,7 @@ use sqlx::{Connection, Sqlite, SqliteConnection, SqlitePool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::store_error;
+use super::repos::{self, RepoWrite, RepoWritten};
 use super::secrets::{self, SealedSecret};
 use super::{queries, tokens};
 
@@ -50,6 +51,7 @@ pub(super) enum Command {
     RevokeToken(Request<(u64, Timestamp), bool>),
     PutSecret(Request<SealedSecret, (SecretInfo, bool)>),
     DeleteSecret(Request<(SecretScope, String), bool>),
+    Repo(Request<RepoWrite, RepoWritten>),
 }
 
 impl Command {
@@ -62,7 +64,8 @@ impl Command {
             | Command::CreateToken(_)
             | Command::RevokeToken(_)
             | Command::PutSecret(_)
-            | Command::DeleteSecret(_) => 1,
+            | Command::DeleteSecret(_)
+            | Command::Repo(_) => 1,
         }
     }
 
@@ -75,6 +78,7 @@ impl Command {
             Command::RevokeToken(request) => request.answer(commit),
             Command::PutSecret(request) => request.answer(commit),
             Command::DeleteSecret(request) => request.answer(commit),
+            Command::Repo(request) => request.answer(commit),
         }
     }
 }
@@ -215,6 +219,10 @@ async fn write_fast(conn: &mut SqliteConnection, batch: &mut [Command]) -> Fast 
                 let result = secrets::delete_secret(&mut tx, scope, name).await;
                 outcome = keep(&mut request.result, result);
             }
+            Command::Repo(request) => {
+                let result = repos::write(&mut tx, &request.args).await;
+                outcome = keep(&mut request.result, result);
+            }
             Command::Append(request) => request.result = Some(Ok(())),
         }
     }
@@ -297,6 +305,10 @@ async fn write_careful(
             Command::DeleteSecret(request) => {
                 let (scope, name) = &request.args;
                 let result = secrets::delete_secret(&mut savepoint, scope, name).await;
+                request.result = Some(settle(savepoint, result).await?);
+            }
+            Command::Repo(request) => {
+                let result = repos::write(&mut savepoint, &request.args).await;
                 request.result = Some(settle(savepoint, result).await?);
             }
         }

@@ -5,6 +5,7 @@
 pub mod events;
 pub mod jobs;
 pub mod pipelines;
+pub mod repos;
 pub mod runs;
 pub mod secrets;
 pub mod streams;

@@ -296,6 +296,7 @@ pub async fn trigger_run(
         branch: trigger.branch,
         event,
         tag: trigger.tag,
+        commit: String::new(),
         params: trigger.params,
         env: trigger.env.into_iter().collect(),
         secrets: loaded.secrets,

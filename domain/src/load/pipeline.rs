@@ -215,7 +215,7 @@ fn ref_filter(cx: &mut Cx, node: Option<&Node>, path: &Path, at: Span) -> RefFil
         path,
         at,
         "a push or pull request filter",
-        &["branches", "tags", "paths"],
+        &["branches", "tags", "paths", "cancel_superseded"],
     ) else {
         return RefFilter::default();
     };
@@ -224,10 +224,16 @@ fn ref_filter(cx: &mut Cx, node: Option<&Node>, path: &Path, at: Span) -> RefFil
             .map(|n| cx.texts(n, &map.path(key)))
             .unwrap_or_default()
     };
+    let (branches, tags, paths) = (get("branches"), get("tags"), get("paths"));
+    let cancel_superseded = map
+        .get("cancel_superseded")
+        .and_then(|n| cx.bool(n, &map.path("cancel_superseded")))
+        .unwrap_or(false);
     RefFilter {
-        branches: get("branches"),
-        tags: get("tags"),
-        paths: get("paths"),
+        branches,
+        tags,
+        paths,
+        cancel_superseded,
     }
 }
 

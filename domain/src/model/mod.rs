@@ -109,6 +109,9 @@ pub struct RefFilter {
     pub branches: Vec<String>,
     pub tags: Vec<String>,
     pub paths: Vec<String>,
+    /// A newer push to a branch (or to a pull request's head) cancels the runs of this
+    /// pipeline that it supersedes: those of the same branch still going.
+    pub cancel_superseded: bool,
 }
 
 /// A run parameter. Without a default it must be given when the run starts.

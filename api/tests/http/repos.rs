@@ -1,0 +1,558 @@
+//! Repositories and webhooks against a real git server (`git daemon` of Debian's git) with real
+//! pushes, and deliveries in the forges' documented shapes signed as the forges sign them.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hodei_api::webhook::sign;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use super::{Answer, Server, finished, start};
+
+const HOOK_SECRET: &str = "hook-secret-value";
+const ZERO: &str = "0000000000000000000000000000000000000000";
+
+/// Runs `git` in `dir`; panics with its output when it fails. Answers its standard output.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=Test",
+            "-c",
+            "user.email=test@example.invalid",
+        ])
+        .args([
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "protocol.file.allow=always",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .expect("git runs: install Debian's git (scripts/test does)");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A `git daemon` on loopback serving bare repositories, with pushes allowed, and a working
+/// clone to push from.
+pub struct GitServer {
+    pub dir: PathBuf,
+    daemon: Child,
+    pub port: u16,
+}
+
+impl GitServer {
+    pub fn start(dir: &Path) -> GitServer {
+        let repos = dir.join("served");
+        std::fs::create_dir_all(&repos).unwrap();
+        git(&repos, &["init", "--bare", "--quiet", "origin.git"]);
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let daemon = Command::new("git")
+            .args([
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                "--enable=receive-pack",
+                "--listen=127.0.0.1",
+                &format!("--port={port}"),
+                &format!("--base-path={}", repos.display()),
+                &repos.display().to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon starts: install Debian's git (scripts/test does)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "git daemon did not listen within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let work = dir.join("work");
+        let server = GitServer {
+            dir: dir.to_owned(),
+            daemon,
+            port,
+        };
+        git(
+            dir,
+            &[
+                "clone",
+                "--quiet",
+                &server.url(),
+                &work.display().to_string(),
+            ],
+        );
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("git://127.0.0.1:{}/origin.git", self.port)
+    }
+
+    fn work(&self) -> PathBuf {
+        self.dir.join("work")
+    }
+
+    /// Commits `files` on `branch` (created from the current commit if new) and pushes it;
+    /// answers the commit before (zeros for a new branch) and the new one.
+    pub fn push(&self, branch: &str, files: &[(&str, &str)]) -> (String, String) {
+        let work = self.work();
+        let before = Command::new("git")
+            .args([
+                "rev-parse",
+                "--verify",
+                "-q",
+                &format!("refs/remotes/origin/{branch}"),
+            ])
+            .current_dir(&work)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_else(|| ZERO.to_owned());
+        git(&work, &["checkout", "--quiet", "-B", branch]);
+        for (path, text) in files {
+            let file = work.join(path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(&file, text).unwrap();
+        }
+        git(&work, &["add", "--all"]);
+        git(
+            &work,
+            &[
+                "commit",
+                "--quiet",
+                "--allow-empty",
+                "-m",
+                &format!("change {branch}"),
+            ],
+        );
+        git(
+            &work,
+            &[
+                "push",
+                "--quiet",
+                "origin",
+                &format!("HEAD:refs/heads/{branch}"),
+            ],
+        );
+        git(&work, &["fetch", "--quiet", "origin"]);
+        (before, git(&work, &["rev-parse", "HEAD"]))
+    }
+
+    /// Tags the current commit and pushes the tag; answers the commit.
+    pub fn tag(&self, tag: &str) -> String {
+        let work = self.work();
+        git(&work, &["tag", tag]);
+        git(
+            &work,
+            &["push", "--quiet", "origin", &format!("refs/tags/{tag}")],
+        );
+        git(&work, &["rev-parse", "HEAD"])
+    }
+}
+
+impl Drop for GitServer {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+/// GitHub's push payload (the fields Hodei reads, and a few more as GitHub sends them).
+pub fn github_push(branch_ref: &str, before: &str, after: &str) -> String {
+    json!({
+        "ref": branch_ref, "before": before, "after": after, "created": before == ZERO,
+        "deleted": false, "forced": false, "base_ref": null,
+        "repository": {"full_name": "acme/app", "default_branch": "main"},
+        "pusher": {"name": "dev"}, "commits": [], "head_commit": {"id": after}
+    })
+    .to_string()
+}
+
+impl Server {
+    async fn setup_repo(&self, name: &str, forge: &str, url: &str) {
+        let body = Some((
+            "application/json",
+            json!({"value": HOOK_SECRET}).to_string(),
+        ));
+        let path = format!("/api/v1/secrets/repository/{name}/HOOK");
+        let stored = self
+            .call(Method::PUT, &path, Some(&self.admin), body, &[])
+            .await;
+        assert_eq!(stored.status, StatusCode::CREATED, "{}", stored.text);
+        let body = Some((
+            "application/json",
+            json!({"forge": forge, "clone_url": url, "webhook_secret": "HOOK"}).to_string(),
+        ));
+        let path = format!("/api/v1/repos/{name}");
+        let made = self
+            .call(Method::PUT, &path, Some(&self.admin), body, &[])
+            .await;
+        assert_eq!(made.status, StatusCode::CREATED, "{}", made.text);
+    }
+
+    /// A delivery as a forge sends it: the body, its event and delivery headers and the
+    /// signature of `forge`, made with `secret`.
+    async fn deliver(
+        &self,
+        repo: &str,
+        forge: &str,
+        event: &str,
+        delivery: &str,
+        body: &str,
+        secret: &str,
+    ) -> Answer {
+        let signature = sign(secret, body.as_bytes());
+        let github = format!("sha256={signature}");
+        let headers: Vec<(&str, &str)> = match forge {
+            "github" => vec![
+                ("x-github-event", event),
+                ("x-github-delivery", delivery),
+                ("x-hub-signature-256", &github),
+            ],
+            "gitlab" => vec![
+                ("x-gitlab-event", event),
+                ("x-gitlab-event-uuid", delivery),
+                ("x-gitlab-token", secret),
+            ],
+            _ => vec![
+                ("x-gitea-event", event),
+                ("x-gitea-delivery", delivery),
+                ("x-gitea-signature", &signature),
+            ],
+        };
+        let path = format!("/api/v1/repos/{repo}/webhook");
+        self.call(
+            Method::POST,
+            &path,
+            None,
+            Some(("application/json", body.to_owned())),
+            &headers,
+        )
+        .await
+    }
+}
+
+const PIPELINE: &str = "\
+name: app-ci
+on: { push: { branches: [main], tags: ['v*'] }, pull_request: { branches: [main] } }
+jobs:
+  build:
+    steps:
+      - run: echo \"built $HODEI_BRANCH\"
+";
+
+#[actix_rt::test]
+async fn a_signed_push_starts_one_run_of_that_commits_pipeline_and_a_bad_signature_starts_nothing()
+{
+    let server = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let origin = GitServer::start(dir.path());
+    server.setup_repo("app", "github", &origin.url()).await;
+    let (before, commit) = origin.push(
+        "main",
+        &[(".hodei.yml", PIPELINE), ("src/lib.rs", "// code\n")],
+    );
+    let body = github_push("refs/heads/main", &before, &commit);
+
+    // A bad signature: 401, nothing started.
+    let refused = server
+        .deliver("app", "github", "push", "d-1", &body, "wrong-secret")
+        .await;
+    refused.problem(401, "bad-signature");
+    let runs = server.get("/api/v1/runs").await.json();
+    assert_eq!(runs["items"].as_array().unwrap().len(), 0, "{runs}");
+
+    // A ping is answered.
+    let ping = server
+        .deliver(
+            "app",
+            "github",
+            "ping",
+            "d-0",
+            r#"{"zen":"hi","hook_id":1}"#,
+            HOOK_SECRET,
+        )
+        .await;
+    assert_eq!(ping.status, StatusCode::OK, "{}", ping.text);
+    assert_eq!(ping.json()["started"], false);
+
+    let started = server
+        .deliver("app", "github", "push", "d-1", &body, HOOK_SECRET)
+        .await;
+    assert_eq!(started.status, StatusCode::CREATED, "{}", started.text);
+    let id = started.json()["run"].as_u64().unwrap();
+    let run = server.wait_run(id, finished).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["pipeline"], "app-ci");
+    assert_eq!(run["branch"], "main");
+    assert_eq!(run["event"], "push");
+    assert_eq!(run["commit"], commit);
+    assert_eq!(run["repository"], "app");
+    let job = run["jobs"][0]["id"].as_u64().unwrap();
+    let log = server.get(&format!("/api/v1/jobs/{job}/log")).await.text;
+    assert!(log.contains("built main"), "{log}");
+
+    // The same delivery again: one run.
+    let again = server
+        .deliver("app", "github", "push", "d-1", &body, HOOK_SECRET)
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+    assert_eq!(again.json()["duplicate"], true);
+    assert_eq!(again.json()["run"], id);
+    let runs = server.get("/api/v1/runs").await.json();
+    assert_eq!(runs["items"].as_array().unwrap().len(), 1, "{runs}");
+
+    // A branch `on:` does not list: nothing, with the reason.
+    let (before, commit) = origin.push("feature", &[("src/lib.rs", "// more\n")]);
+    let other = server
+        .deliver(
+            "app",
+            "github",
+            "push",
+            "d-2",
+            &github_push("refs/heads/feature", &before, &commit),
+            HOOK_SECRET,
+        )
+        .await;
+    assert_eq!(other.status, StatusCode::ACCEPTED, "{}", other.text);
+    assert!(
+        other.json()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("`feature`"),
+        "{}",
+        other.text
+    );
+
+    // A tag `on.push.tags` lists: a run with the tag.
+    let tagged = origin.tag("v1.0");
+    let body = github_push("refs/tags/v1.0", ZERO, &tagged);
+    let answer = server
+        .deliver("app", "github", "push", "d-3", &body, HOOK_SECRET)
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    let run = server
+        .wait_run(answer.json()["run"].as_u64().unwrap(), finished)
+        .await;
+    assert_eq!(
+        (run["event"].as_str(), run["tag"].as_str()),
+        (Some("tag"), Some("v1.0"))
+    );
+
+    // The pipeline is the one at the pushed commit: a commit without it starts nothing.
+    let (before, commit) = origin.push("main", &[]);
+    git(&origin.dir.join("work"), &["rm", "--quiet", ".hodei.yml"]);
+    git(
+        &origin.dir.join("work"),
+        &[
+            "-c",
+            "user.name=T",
+            "-c",
+            "user.email=t@x.invalid",
+            "commit",
+            "--quiet",
+            "-m",
+            "drop ci",
+        ],
+    );
+    git(
+        &origin.dir.join("work"),
+        &["push", "--quiet", "origin", "HEAD:refs/heads/main"],
+    );
+    let without = git(&origin.dir.join("work"), &["rev-parse", "HEAD"]);
+    let answer = server
+        .deliver(
+            "app",
+            "github",
+            "push",
+            "d-4",
+            &github_push("refs/heads/main", &commit, &without),
+            HOOK_SECRET,
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text);
+    assert!(
+        answer.json()["reason"]
+            .as_str()
+            .unwrap()
+            .contains(".hodei.yml")
+    );
+    let _ = before;
+}
+
+#[actix_rt::test]
+async fn gitlab_and_gitea_deliveries_are_checked_their_own_way_and_pull_requests_run() {
+    let server = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let origin = GitServer::start(dir.path());
+    server.setup_repo("lab", "gitlab", &origin.url()).await;
+    server.setup_repo("tea", "gitea", &origin.url()).await;
+    let (before, commit) = origin.push("main", &[(".hodei.yml", PIPELINE)]);
+    let push = json!({"object_kind": "push", "ref": "refs/heads/main", "before": before,
+        "after": commit, "checkout_sha": commit, "commits": [], "total_commits_count": 1,
+        "project": {"path_with_namespace": "acme/app"}})
+    .to_string();
+    server
+        .deliver("lab", "gitlab", "Push Hook", "u-1", &push, "not-the-token")
+        .await
+        .problem(401, "bad-signature");
+    let answer = server
+        .deliver("lab", "gitlab", "Push Hook", "u-1", &push, HOOK_SECRET)
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    let run = server
+        .wait_run(answer.json()["run"].as_u64().unwrap(), finished)
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["repository"], "lab");
+
+    // A pull request from a branch into main, on Gitea.
+    let (_, head) = origin.push("fix", &[("src/fix.rs", "// fix\n")]);
+    let pr = json!({"action": "opened", "number": 4,
+        "pull_request": {"number": 4, "head": {"ref": "fix", "sha": head}, "base": {"ref": "main", "sha": commit}},
+        "repository": {"full_name": "acme/app"}})
+    .to_string();
+    let answer = server
+        .deliver("tea", "gitea", "pull_request", "g-1", &pr, HOOK_SECRET)
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    let run = server
+        .wait_run(answer.json()["run"].as_u64().unwrap(), finished)
+        .await;
+    assert_eq!(run["event"], "pull_request");
+    assert_eq!(run["branch"], "fix");
+    assert_eq!(run["commit"], head);
+    server
+        .deliver("tea", "gitea", "pull_request", "g-2", &pr, "forged")
+        .await
+        .problem(401, "bad-signature");
+}
+
+#[actix_rt::test]
+async fn a_newer_push_cancels_the_run_it_supersedes_when_the_pipeline_asks() {
+    let server = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let origin = GitServer::start(dir.path());
+    server.setup_repo("app", "github", &origin.url()).await;
+    let slow = "name: slow\non: { push: { branches: [main], cancel_superseded: true } }\njobs:\n  wait:\n    steps: [{ run: 'sleep 30' }]\n";
+    let (before, first) = origin.push("main", &[(".hodei.yml", slow)]);
+    let answer = server
+        .deliver(
+            "app",
+            "github",
+            "push",
+            "s-1",
+            &github_push("refs/heads/main", &before, &first),
+            HOOK_SECRET,
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    let old = answer.json()["run"].as_u64().unwrap();
+    server
+        .wait_run(old, |r| r["jobs"][0]["state"] == "running")
+        .await;
+    let (_, second) = origin.push("main", &[("x", "1")]);
+    let answer = server
+        .deliver(
+            "app",
+            "github",
+            "push",
+            "s-2",
+            &github_push("refs/heads/main", &first, &second),
+            HOOK_SECRET,
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    let body: Value = answer.json();
+    assert_eq!(body["superseded"], json!([old]), "{body}");
+    let cancelled = server.wait_run(old, finished).await;
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    let new = body["run"].as_u64().unwrap();
+    let cancel = server
+        .call(
+            Method::POST,
+            &format!("/api/v1/runs/{new}/cancel"),
+            Some(&server.admin),
+            None,
+            &[],
+        )
+        .await;
+    assert!(cancel.status.is_success(), "{}", cancel.text);
+    server.wait_run(new, finished).await;
+}
+
+#[actix_rt::test]
+async fn a_registration_with_credentials_in_its_url_or_a_bad_forge_is_refused() {
+    let server = start().await;
+    let put = |body: Value| {
+        let server = &server;
+        async move {
+            server
+                .call(
+                    Method::PUT,
+                    "/api/v1/repos/app",
+                    Some(&server.admin),
+                    Some(("application/json", body.to_string())),
+                    &[],
+                )
+                .await
+        }
+    };
+    let bad = put(json!({"forge": "github", "clone_url": "https://me:tok@example.invalid/a.git", "webhook_secret": "HOOK"}))
+        .await
+        .problem(400, "invalid-argument");
+    assert!(!bad.to_string().contains("tok@"), "{bad}");
+    put(json!({"forge": "bitbucket", "clone_url": "https://example.invalid/a.git", "webhook_secret": "HOOK"}))
+        .await
+        .problem(400, "invalid-argument");
+    put(json!({"forge": "gitea", "clone_url": "https://example.invalid/a.git", "webhook_secret": "HOOK", "pipeline_path": "../x"}))
+        .await
+        .problem(400, "invalid-argument");
+    let made = put(json!({"forge": "forgejo", "clone_url": "https://example.invalid/a.git", "webhook_secret": "HOOK", "pipeline_path": "ci/p.yml"})).await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.text);
+    let shown = server.get("/api/v1/repos/app").await.json();
+    assert_eq!(shown["forge"], "gitea");
+    assert_eq!(shown["webhook_path"], "/api/v1/repos/app/webhook");
+    assert_eq!(
+        server.get("/api/v1/repos").await.json()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let gone = server
+        .call(
+            Method::DELETE,
+            "/api/v1/repos/app",
+            Some(&server.admin),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT);
+    server
+        .get("/api/v1/repos/app")
+        .await
+        .problem(404, "not-found");
+}
