@@ -30,7 +30,8 @@ use serde::Serialize;
 use crate::error::Problem;
 use crate::views::{
     AppliedPipeline, CreatedToken, EventPage, Health, JobView, PipelinePage, PipelineView,
-    QueueView, RunPage, RunView, SecretList, SecretView, TokenList, TriggerRequest, WorkerList,
+    QueueView, RepositoryList, RepositoryRequest, RepositoryView, RunPage, RunView, SecretList,
+    SecretView, TokenList, TriggerRequest, WorkerList,
 };
 
 /// Where a server is and how to prove who we are.
@@ -360,6 +361,42 @@ impl Client {
     pub async fn revoke_token(&self, id: u64) -> Result<(), ClientError> {
         self.no_content(reqwest::Method::DELETE, &format!("/api/v1/tokens/{id}"))
             .await
+    }
+
+    // --- repositories ---
+
+    /// Registers (or changes) a repository.
+    pub async fn put_repo(
+        &self,
+        name: &str,
+        request: &RepositoryRequest,
+    ) -> Result<RepositoryView, ClientError> {
+        self.send(
+            reqwest::Method::PUT,
+            &format!("/api/v1/repos/{}", http::segment(name)),
+            http::Body::Json(serde_json::to_value(request).unwrap_or_default()),
+        )
+        .await
+    }
+
+    /// The registered repositories.
+    pub async fn repos(&self) -> Result<RepositoryList, ClientError> {
+        self.get("/api/v1/repos").await
+    }
+
+    /// One repository.
+    pub async fn repo(&self, name: &str) -> Result<RepositoryView, ClientError> {
+        self.get(&format!("/api/v1/repos/{}", http::segment(name)))
+            .await
+    }
+
+    /// Removes a repository.
+    pub async fn remove_repo(&self, name: &str) -> Result<(), ClientError> {
+        self.no_content(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/repos/{}", http::segment(name)),
+        )
+        .await
     }
 
     // --- secrets ---

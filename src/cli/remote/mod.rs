@@ -10,6 +10,7 @@ mod context;
 mod live;
 mod output;
 mod pipelines;
+mod repos;
 mod runs;
 mod secrets;
 
@@ -22,6 +23,7 @@ pub use admin::{
 };
 pub use output::Format;
 pub use pipelines::PipelinesCommand;
+pub use repos::ReposCommand;
 pub use runs::RunsCommand;
 pub use secrets::SecretsCommand;
 
@@ -49,6 +51,7 @@ pub enum Command {
     Queue(QueueArgs),
     Tokens(TokensCommand),
     Secrets(SecretsCommand),
+    Repos(ReposCommand),
     Events(EventsArgs),
     Status,
 }
@@ -166,6 +169,7 @@ async fn dispatch(command: Command, client: Client, printer: output::Printer) ->
         Command::Queue(args) => admin::queue(args, &client, printer).await,
         Command::Tokens(cmd) => admin::tokens(cmd, &client, printer).await,
         Command::Secrets(cmd) => secrets::run(cmd, &client, printer).await,
+        Command::Repos(cmd) => repos::run(cmd, &client, printer).await,
         Command::Events(args) => admin::events(args, &client, printer).await,
         Command::Status => admin::status(&client, printer).await,
         Command::Login(_) | Command::Contexts(_) => Ok(EXIT_OK),
