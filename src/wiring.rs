@@ -69,6 +69,8 @@ pub struct LocalPaths {
     pub workspaces: PathBuf,
     /// Workspaces of jobs run in containers (bind-mounted into them).
     pub docker_workspaces: PathBuf,
+    /// The mirrors of registered repositories, which jobs check out from (a server's only).
+    pub mirrors: Option<PathBuf>,
 }
 
 impl LocalPaths {
@@ -84,6 +86,7 @@ impl LocalPaths {
             logs: with(".logs"),
             workspaces: with(".workspaces"),
             docker_workspaces: with(".docker"),
+            mirrors: None,
         }
     }
 
@@ -94,6 +97,7 @@ impl LocalPaths {
             logs: dir.join("logs"),
             workspaces: dir.join("workspaces"),
             docker_workspaces: dir.join("docker"),
+            mirrors: None,
         }
     }
 
@@ -105,6 +109,7 @@ impl LocalPaths {
             logs: dir.join("logs"),
             workspaces: dir.join("workspaces"),
             docker_workspaces: dir.join("docker"),
+            mirrors: Some(dir.join("mirrors")),
         }
     }
 }
@@ -149,7 +154,7 @@ pub async fn server_stack(data: &Path, labels: Vec<Label>) -> Result<ServerStack
     let tokens: Arc<dyn TokenStore> = store.clone();
     let sources = hodei_api::Sources {
         repos: store.clone(),
-        mirrors: Arc::new(GitMirrors::new(data.join("mirrors"))),
+        mirrors: Arc::new(GitMirrors::new(paths.mirrors.clone().unwrap_or_default())),
     };
     let (tree, provider) = start_stack(
         store,
@@ -190,13 +195,15 @@ async fn start_stack(
         FileLogStore::open(&paths.logs, 2)
             .map_err(|e| format!("cannot open the logs in {}: {e}", paths.logs.display()))?,
     );
-    let local = Arc::new(LocalProvider::new(
-        paths.workspaces.clone(),
-        instance.clone(),
-    ));
+    let mut local = LocalProvider::new(paths.workspaces.clone(), instance.clone());
+    if let Some(mirrors) = &paths.mirrors {
+        local = local.with_mirrors(mirrors.clone());
+    }
+    let local = Arc::new(local);
     // Jobs with an `image` run on the Docker engine (`HODEI_DOCKER_HOST`, by default the local
     // socket); while it does not answer, they wait in the queue.
     let mut docker = DockerConfig::new(paths.docker_workspaces.clone(), instance);
+    docker.mirrors = paths.mirrors.clone();
     if let Ok(host) = std::env::var("HODEI_DOCKER_HOST") {
         docker.socket = host;
     }

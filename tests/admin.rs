@@ -695,17 +695,40 @@ fn a_push_only_pipeline_starts_by_hand_only_with_override_triggers() {
 fn repositories_are_added_listed_shown_and_removed() {
     let (_dir, _server, cli) = setup("repos");
     let added = cli.json(&[
-        "repos", "add", "app", "--forge", "github", "--url", "https://example.invalid/acme/app.git",
-        "--webhook-secret", "HOOK", "--credentials", "GIT_TOKEN",
+        "repos",
+        "add",
+        "app",
+        "--forge",
+        "github",
+        "--url",
+        "https://example.invalid/acme/app.git",
+        "--webhook-secret",
+        "HOOK",
+        "--credentials",
+        "GIT_TOKEN",
     ]);
     assert_eq!(added["webhook_path"], "/api/v1/repos/app/webhook");
     assert_eq!(added["pipeline_path"], ".hodei.yml");
     let shown = cli.expect(0, &["repos", "show", "app"]);
     assert!(shown.contains("POST /api/v1/repos/app/webhook"), "{shown}");
     assert_eq!(cli.json(&["repos", "list"])[0]["credentials"], "GIT_TOKEN");
-    let out = cli.run(&["repos", "add", "bad", "--forge", "svn", "--url", "https://x.invalid/r", "--webhook-secret", "H"]);
+    let out = cli.run(&[
+        "repos",
+        "add",
+        "bad",
+        "--forge",
+        "svn",
+        "--url",
+        "https://x.invalid/r",
+        "--webhook-secret",
+        "H",
+    ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("github, gitlab or gitea"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("github, gitlab or gitea"),
+        "{}",
+        stderr(&out)
+    );
     cli.expect(0, &["repos", "remove", "app"]);
     assert_eq!(cli.json(&["repos", "list"]), Value::Array(Vec::new()));
 }

@@ -847,6 +847,7 @@ fn job_def(loaded: &Loaded, i: usize, machine: &JobMachine) -> JobDef {
         user: None,
         services: Vec::new(),
         resources: Default::default(),
+        checkout: plan.checkout_for(&resolved.inputs),
     };
     let secrets: Vec<String> = loaded.secrets.iter().map(|(_, v)| v.clone()).collect();
     let Some(planned) = plan.jobs.get(i) else {

@@ -77,10 +77,13 @@ async fn start_with(limits: Limits) -> Server {
     let logs = Arc::new(FileLogStore::open(&dir.path().join("logs"), 1).expect("the logs open"));
     let key = SecretKey::load_or_create(&dir.path().join("secrets.key")).expect("a key file");
     let secrets = Arc::new(SealedSecrets::new(store.as_ref().clone(), &key));
-    let provider = Arc::new(LocalProvider::new(
-        dir.path().join("workspaces"),
-        store.instance_id().to_owned(),
-    ));
+    let provider = Arc::new(
+        LocalProvider::new(
+            dir.path().join("workspaces"),
+            store.instance_id().to_owned(),
+        )
+        .with_mirrors(dir.path().join("mirrors")),
+    );
     let ports = Ports {
         store: store.clone(),
         logs,

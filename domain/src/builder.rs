@@ -86,6 +86,7 @@ impl PipelineBuilder {
                 parameters: BTreeMap::new(),
                 env: Env::new(),
                 secrets: Vec::new(),
+                checkout: Default::default(),
                 defaults: Default::default(),
                 jobs: Vec::new(),
                 post: Hooks::default(),

@@ -139,6 +139,22 @@ pub struct Plan {
     /// How many `needs` edges join the jobs.
     pub edges: usize,
     pub post: Hooks,
+    /// How runs from a repository fill workspaces.
+    pub checkout: crate::model::CheckoutSettings,
+}
+
+impl Plan {
+    /// What a job of a run with `inputs` checks out into its workspace: the run's repository
+    /// at its commit, unless the run has none or the pipeline says `checkout: false`.
+    pub fn checkout_for(&self, inputs: &RunInputs) -> Option<crate::ports::Checkout> {
+        let repository = inputs.repository()?;
+        (self.checkout.enabled && !inputs.commit.is_empty()).then(|| crate::ports::Checkout {
+            repository: repository.to_owned(),
+            commit: inputs.commit.clone(),
+            depth: self.checkout.depth,
+            submodules: self.checkout.submodules,
+        })
+    }
 }
 
 /// Expands a pipeline that has passed validation. References that do not resolve (which
@@ -222,6 +238,7 @@ pub fn plan(pipeline: &Pipeline) -> Plan {
         order,
         edges,
         post: pipeline.post.clone(),
+        checkout: pipeline.checkout,
     }
 }
 

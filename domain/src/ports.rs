@@ -34,6 +34,20 @@ pub struct JobSpec {
     pub user: Option<String>,
     pub services: Vec<(Name, Service)>,
     pub resources: Resources,
+    /// The code the workspace starts with, for a run from a registered repository.
+    pub checkout: Option<Checkout>,
+}
+
+/// A repository at a commit, for a job's workspace: the provider clones it from the mirror of
+/// the repository on its machine before the first step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkout {
+    /// The registered repository's name: its mirror is found by it.
+    pub repository: String,
+    pub commit: String,
+    /// Commits of history; `None` for all.
+    pub depth: Option<u32>,
+    pub submodules: bool,
 }
 
 /// One step to run in a prepared workspace.

@@ -881,3 +881,45 @@ fn the_kinds_of_start_on_allows_are_named_in_order() {
     );
     assert!(kinds(&format!("name: p\non: []\n{jobs}")).is_empty());
 }
+
+#[test]
+fn checkout_is_shallow_by_default_and_takes_a_depth_submodules_or_false() {
+    use hodei_domain::model::CheckoutSettings;
+    let jobs = "jobs:\n  a: {steps: [{run: x}]}\n";
+    let settings = |checkout: &str| {
+        load(&format!("name: p\n{checkout}{jobs}"))
+            .pipeline
+            .expect("valid")
+            .checkout
+    };
+    assert_eq!(settings(""), CheckoutSettings::default());
+    assert_eq!(settings("").depth, Some(1));
+    assert!(!settings("checkout: false\n").enabled);
+    let deep = settings("checkout: { depth: 0, submodules: true }\n");
+    assert_eq!((deep.depth, deep.submodules), (None, true));
+    assert_eq!(settings("checkout: { depth: 50 }\n").depth, Some(50));
+    assert_error(
+        &format!("name: p\ncheckout: {{ depth: -1 }}\n{jobs}"),
+        Code::InvalidValue,
+        2,
+        20,
+        "checkout.depth",
+        "-1 is out of range",
+    );
+    let errs = errors(&format!("name: p\ncheckout: {{ deep: 1 }}\n{jobs}"));
+    assert_eq!(errs[0].code, Code::UnknownKey, "{errs:#?}");
+    let plan = hodei_domain::plan::plan(&load(&format!("name: p\n{jobs}")).pipeline.unwrap());
+    let from_repo = RunInputs {
+        repository: "app".into(),
+        commit: "abc".into(),
+        ..RunInputs::default()
+    };
+    let checkout = plan
+        .checkout_for(&from_repo)
+        .expect("a run from a repository checks out");
+    assert_eq!(
+        (checkout.repository.as_str(), checkout.commit.as_str()),
+        ("app", "abc")
+    );
+    assert_eq!(plan.checkout_for(&RunInputs::default()), None);
+}

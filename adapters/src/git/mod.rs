@@ -11,6 +11,10 @@
 //! ## Errors
 //! [`MirrorError::Git`] with what was being done and `git`'s own message.
 
+mod checkout;
+
+pub use checkout::{check_out, fill_workspace};
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

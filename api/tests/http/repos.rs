@@ -259,7 +259,7 @@ on: { push: { branches: [main], tags: ['v*'] }, pull_request: { branches: [main]
 jobs:
   build:
     steps:
-      - run: echo \"built $HODEI_BRANCH\"
+      - run: echo \"built $HODEI_BRANCH\"; cat src/lib.rs; echo \"at $(git rev-parse HEAD) with $(git rev-list --count HEAD) commit(s)\"
 ";
 
 #[actix_rt::test]
@@ -312,6 +312,12 @@ async fn a_signed_push_starts_one_run_of_that_commits_pipeline_and_a_bad_signatu
     let job = run["jobs"][0]["id"].as_u64().unwrap();
     let log = server.get(&format!("/api/v1/jobs/{job}/log")).await.text;
     assert!(log.contains("built main"), "{log}");
+    // The workspace held the repository at that commit, shallow.
+    assert!(log.contains("// code"), "{log}");
+    assert!(
+        log.contains(&format!("at {commit} with 1 commit(s)")),
+        "{log}"
+    );
 
     // The same delivery again: one run.
     let again = server
@@ -408,7 +414,10 @@ async fn gitlab_and_gitea_deliveries_are_checked_their_own_way_and_pull_requests
     let origin = GitServer::start(dir.path());
     server.setup_repo("lab", "gitlab", &origin.url()).await;
     server.setup_repo("tea", "gitea", &origin.url()).await;
-    let (before, commit) = origin.push("main", &[(".hodei.yml", PIPELINE)]);
+    let (before, commit) = origin.push(
+        "main",
+        &[(".hodei.yml", PIPELINE), ("src/lib.rs", "// code\n")],
+    );
     let push = json!({"object_kind": "push", "ref": "refs/heads/main", "before": before,
         "after": commit, "checkout_sha": commit, "commits": [], "total_commits_count": 1,
         "project": {"path_with_namespace": "acme/app"}})
@@ -555,4 +564,54 @@ async fn a_registration_with_credentials_in_its_url_or_a_bad_forge_is_refused() 
         .get("/api/v1/repos/app")
         .await
         .problem(404, "not-found");
+}
+
+#[actix_rt::test]
+async fn checkout_takes_the_history_and_can_be_turned_off() {
+    let server = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let origin = GitServer::start(dir.path());
+    server.setup_repo("app", "github", &origin.url()).await;
+    let full = "name: full\ncheckout: { depth: 0 }\non: push\njobs:\n  count:\n    steps: [{ run: 'echo \"history $(git rev-list --count HEAD)\"' }]\n";
+    origin.push("main", &[("a", "1")]);
+    origin.push("main", &[("b", "2")]);
+    let (before, commit) = origin.push("main", &[(".hodei.yml", full)]);
+    let answer = server
+        .deliver(
+            "app",
+            "github",
+            "push",
+            "c-1",
+            &github_push("refs/heads/main", &before, &commit),
+            HOOK_SECRET,
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    let run = server
+        .wait_run(answer.json()["run"].as_u64().unwrap(), finished)
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let job = run["jobs"][0]["id"].as_u64().unwrap();
+    let log = server.get(&format!("/api/v1/jobs/{job}/log")).await.text;
+    assert!(log.contains("history 3"), "{log}");
+
+    let none = "name: none\ncheckout: false\non: push\njobs:\n  look:\n    steps: [{ run: 'echo \"files: $(ls -A | wc -l)\"' }]\n";
+    let (before, commit) = origin.push("main", &[(".hodei.yml", none)]);
+    let answer = server
+        .deliver(
+            "app",
+            "github",
+            "push",
+            "c-2",
+            &github_push("refs/heads/main", &before, &commit),
+            HOOK_SECRET,
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    let run = server
+        .wait_run(answer.json()["run"].as_u64().unwrap(), finished)
+        .await;
+    let job = run["jobs"][0]["id"].as_u64().unwrap();
+    let log = server.get(&format!("/api/v1/jobs/{job}/log")).await.text;
+    assert!(log.contains("files: 0"), "{log}");
 }

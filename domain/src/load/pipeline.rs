@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use super::cx::{Cx, is_null};
 use super::job::{self, key_span};
 use crate::diagnostic::{Code, Diagnostic, Path, Span};
-use crate::model::{Defaults, Name, Parameter, Pipeline, RefFilter, Triggers, is_env_name};
+use crate::model::{
+    CheckoutSettings, Defaults, Name, Parameter, Pipeline, RefFilter, Triggers, is_env_name,
+};
 use crate::yaml::{Node, Value};
 
 const PIPELINE_KEYS: &[&str] = &[
@@ -15,6 +17,7 @@ const PIPELINE_KEYS: &[&str] = &[
     "parameters",
     "env",
     "secrets",
+    "checkout",
     "defaults",
     "jobs",
     "post",
@@ -43,6 +46,7 @@ pub(crate) fn pipeline(cx: &mut Cx, root: &Node) -> Option<Pipeline> {
         parameters: BTreeMap::new(),
         env: Default::default(),
         secrets: Vec::new(),
+        checkout: CheckoutSettings::default(),
         defaults: Defaults::default(),
         jobs: Vec::new(),
         post: Default::default(),
@@ -58,6 +62,9 @@ pub(crate) fn pipeline(cx: &mut Cx, root: &Node) -> Option<Pipeline> {
     }
     if let Some(n) = map.get("secrets") {
         pipeline.secrets = cx.texts(n, &map.path("secrets"));
+    }
+    if let Some(n) = map.get("checkout") {
+        pipeline.checkout = checkout(cx, n, &map.path("checkout"), key_span(&map, "checkout"));
     }
     if let Some(n) = map.get("defaults") {
         pipeline.defaults = defaults(cx, n, &map.path("defaults"), key_span(&map, "defaults"));
@@ -286,6 +293,40 @@ fn parameters(cx: &mut Cx, node: &Node, path: &Path) -> BTreeMap<String, Paramet
         out.insert(entry.key.clone(), parameter);
     }
     out
+}
+
+/// The most history a checkout may ask for, in commits (0 is all of it).
+const MAX_DEPTH: i64 = 1_000_000;
+
+/// `checkout: false`, `checkout: true`, or `checkout: { depth, submodules }`.
+fn checkout(cx: &mut Cx, node: &Node, path: &Path, at: Span) -> CheckoutSettings {
+    let mut settings = CheckoutSettings::default();
+    if !matches!(node.value, Value::Map(_)) {
+        if let Some(enabled) = cx.bool(node, path) {
+            settings.enabled = enabled;
+        }
+        return settings;
+    }
+    let Some(map) = cx.map(
+        node,
+        path,
+        at,
+        "checkout settings",
+        &["depth", "submodules"],
+    ) else {
+        return settings;
+    };
+    if let Some(n) = map.get("depth")
+        && let Some(depth) = cx.integer(n, &map.path("depth"), 0..=MAX_DEPTH)
+    {
+        settings.depth = u32::try_from(depth).ok().filter(|&d| d > 0);
+    }
+    if let Some(n) = map.get("submodules")
+        && let Some(submodules) = cx.bool(n, &map.path("submodules"))
+    {
+        settings.submodules = submodules;
+    }
+    settings
 }
 
 fn defaults(cx: &mut Cx, node: &Node, path: &Path, at: Span) -> Defaults {

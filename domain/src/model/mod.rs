@@ -53,6 +53,8 @@ pub struct Pipeline {
     /// same name (masked in every log). Their values come from Hodei's secret store (or, under
     /// `hodei run`, from the environment of Hodei itself).
     pub secrets: Vec<String>,
+    /// How a run from a repository puts the code in each job's workspace.
+    pub checkout: CheckoutSettings,
     pub defaults: Defaults,
     /// Jobs in the order they are written.
     pub jobs: Vec<Job>,
@@ -82,6 +84,27 @@ impl Default for Triggers {
             pull_request: None,
             schedule: Vec::new(),
             manual: true,
+        }
+    }
+}
+
+/// How a run from a registered repository puts the code in each job's workspace (`checkout:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckoutSettings {
+    /// `checkout: false` leaves workspaces empty.
+    pub enabled: bool,
+    /// Commits of history to fetch; `None` for all of it. Default 1 (shallow).
+    pub depth: Option<u32>,
+    /// Check out the repository's submodules too.
+    pub submodules: bool,
+}
+
+impl Default for CheckoutSettings {
+    fn default() -> Self {
+        CheckoutSettings {
+            enabled: true,
+            depth: Some(1),
+            submodules: false,
         }
     }
 }
