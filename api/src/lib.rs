@@ -21,7 +21,8 @@
 //!   wrong role, unknown id, illegal transition) is a 4xx problem+json with a stable `code`;
 //!   a 5xx means the store, the actors or Hodei itself failed.
 //! - Every route is in the OpenAPI document and every documented operation is routed.
-//! - Every endpoint except `/healthz`, `/readyz` and `/metrics` needs a valid token.
+//! - Every endpoint except `/healthz`, `/readyz`, `/metrics` and the webhooks of repositories
+//!   (authenticated by their signature) needs a valid token.
 //!
 //! ## Assumptions
 //! [`serve`] runs inside an actix `System` whose arbiters run the supervision tree.

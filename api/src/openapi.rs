@@ -20,7 +20,7 @@ macro_rules! api {
             info(
                 title = "Hodei API",
                 description = "Pipelines, runs, jobs, logs, tokens and the audit trail of a Hodei server. \
-                    Every endpoint except /healthz, /readyz and /metrics needs `Authorization: Bearer <token>`. \
+                    Every endpoint except /healthz, /readyz, /metrics and /api/v1/repos/{name}/webhook (signed by the forge) needs `Authorization: Bearer <token>`. \
                     Errors are application/problem+json with a stable `code`.",
             ),
             paths($(crate::routes::$module::$handler),*),
@@ -158,7 +158,13 @@ mod tests {
     #[test]
     fn every_documented_operation_has_a_handler_and_a_bearer_unless_public() {
         let doc = ApiDoc::openapi();
-        let public = ["/healthz", "/readyz", "/metrics"];
+        // Webhook deliveries are authenticated by their signature, not by a bearer token.
+        let public = [
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/api/v1/repos/{name}/webhook",
+        ];
         for (path, item) in &doc.paths.paths {
             for (method, operation) in operations(item) {
                 let id = operation.operation_id.as_deref().unwrap_or_default();

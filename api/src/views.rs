@@ -562,7 +562,7 @@ pub struct RepositoryRequest {
     pub credentials: Option<String>,
     /// The stored secret (scope `repository/{name}`) that the forge signs webhooks with.
     pub webhook_secret: String,
-    /// The stored secret (scope `repository/{name}`) with a token for commit statuses.
+    /// Reserved for commit statuses, which this Hodei does not report yet: refused when given.
     #[serde(default)]
     pub status_token: Option<String>,
 }

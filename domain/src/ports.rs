@@ -789,7 +789,8 @@ pub enum MirrorError {
 /// - Fetches of one repository are serialised; different repositories fetch in parallel.
 pub trait Mirrors: Send + Sync {
     /// Fetches `wanted` (commit ids or ref names) into the repository's mirror, creating it on
-    /// first use.
+    /// first use. When `wanted` names commits and all of them are in the mirror already,
+    /// nothing is fetched (the refs it names may then be older than the forge's).
     fn fetch<'a>(
         &'a self,
         source: &'a MirrorSource,

@@ -30,6 +30,7 @@ pub fn validate(pipeline: &Pipeline) -> Vec<Diagnostic> {
         pipeline.defaults.timeout,
         &mut out,
     );
+    not_supported(pipeline, &mut out);
     let on = &pipeline.on;
     if !on.manual && on.push.is_none() && on.pull_request.is_none() && on.schedule.is_empty() {
         out.push(
@@ -116,6 +117,45 @@ fn env_names(env: &Env, path: &Path, out: &mut Vec<Diagnostic>) {
             )
             .expected("a letter or `_`, then letters, digits or `_`"),
         );
+    }
+}
+
+/// Keys of the format that this Hodei does not act on yet, each refused with what to do
+/// instead: a pipeline that relies on one must not look as if it worked.
+fn not_supported(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
+    let root = Path::root();
+    if !pipeline.on.schedule.is_empty() {
+        out.push(
+            Diagnostic::error(
+                Code::NotSupported,
+                root.key("on").key("schedule"),
+                "schedules are not fired yet: this Hodei would never start the run",
+            )
+            .expected("no `schedule` (start scheduled runs from outside, e.g. cron calling `hodei runs start`)"),
+        );
+    }
+    for job in &pipeline.jobs {
+        let path = root.key("jobs").key(job.name.as_str());
+        if !job.artifacts.is_empty() {
+            out.push(
+                Diagnostic::error(
+                    Code::NotSupported,
+                    path.key("artifacts"),
+                    "artifacts are not collected yet: this Hodei would keep nothing",
+                )
+                .expected("no `artifacts` (upload them from a step for now)"),
+            );
+        }
+        if job.cache.is_some() {
+            out.push(
+                Diagnostic::error(
+                    Code::NotSupported,
+                    path.key("cache"),
+                    "caches are not restored or saved yet: this Hodei would keep nothing",
+                )
+                .expected("no `cache`"),
+            );
+        }
     }
 }
 

@@ -8,8 +8,8 @@ use super::git;
 
 /// Fills the empty directory `dest` with `checkout.commit` of the mirror at `mirror`: a new
 /// repository whose history is the commit's last `depth` commits (all of them without a
-/// depth), checked out detached, with its submodules when asked. `origin` is set to
-/// `origin_url` (without credentials), for steps that want to fetch more themselves.
+/// depth), checked out detached, with its submodules when asked. `origin` is the mirror (for
+/// depths of 1 and all), or `origin_url` (without credentials) when given.
 pub async fn check_out(
     mirror: &Path,
     checkout: &Checkout,
@@ -28,30 +28,68 @@ pub async fn check_out(
         });
     }
     let dest_text = dest.to_string_lossy().into_owned();
-    git(
-        repo,
-        "check out",
-        Some(dest),
-        &["init", "--quiet", &dest_text],
-        &[],
-    )
-    .await?;
-    let source = format!("file://{}", mirror.display());
-    let depth = checkout.depth.map(|d| format!("--depth={d}"));
-    let mut fetch = vec!["fetch", "--quiet", "--no-tags", "--no-write-fetch-head"];
-    if let Some(depth) = &depth {
-        fetch.push(depth);
+    let mirror_text = mirror.to_string_lossy().into_owned();
+    match checkout.depth {
+        // The common cases: a local clone shares the mirror's objects through hard links (no
+        // packing, no copying), and a depth of 1 is then a shallow boundary at the commit.
+        None | Some(1) => {
+            git(
+                repo,
+                "clone the mirror",
+                None,
+                &[
+                    "clone",
+                    "--quiet",
+                    "--local",
+                    "--no-checkout",
+                    &mirror_text,
+                    &dest_text,
+                ],
+                &[],
+            )
+            .await?;
+            if checkout.depth == Some(1) {
+                std::fs::write(
+                    dest.join(".git").join("shallow"),
+                    format!("{}\n", checkout.commit),
+                )
+                .map_err(|err| MirrorError::Git {
+                    repository: repo.to_owned(),
+                    doing: "check out",
+                    reason: format!("cannot mark the clone shallow: {err}"),
+                })?;
+            }
+        }
+        // A deeper history: fetched through git's transport, which cuts it at that depth.
+        Some(depth) => {
+            git(
+                repo,
+                "check out",
+                Some(dest),
+                &["init", "--quiet", &dest_text],
+                &[],
+            )
+            .await?;
+            let source = format!("file://{}", mirror.display());
+            let depth = format!("--depth={depth}");
+            let fetch = [
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                &depth,
+                &source,
+                &checkout.commit,
+            ];
+            git(
+                repo,
+                "fetch the commit from the mirror",
+                Some(dest),
+                &fetch,
+                &[],
+            )
+            .await?;
+        }
     }
-    let refspec = format!("{}:refs/hodei/checkout", checkout.commit);
-    fetch.extend([source.as_str(), refspec.as_str()]);
-    git(
-        repo,
-        "fetch the commit from the mirror",
-        Some(dest),
-        &fetch,
-        &[],
-    )
-    .await?;
     git(
         repo,
         "check out the commit",
@@ -60,15 +98,16 @@ pub async fn check_out(
         &[],
     )
     .await?;
-    git(
-        repo,
-        "check out",
-        Some(dest),
-        &["update-ref", "-d", "refs/hodei/checkout"],
-        &[],
-    )
-    .await?;
     if let Some(url) = origin_url {
+        // A local clone names the mirror `origin`; the given URL replaces it.
+        let _ = git(
+            repo,
+            "check out",
+            Some(dest),
+            &["remote", "remove", "origin"],
+            &[],
+        )
+        .await;
         git(
             repo,
             "check out",
@@ -79,6 +118,7 @@ pub async fn check_out(
         .await?;
     }
     if checkout.submodules {
+        let depth = checkout.depth.map(|d| format!("--depth={d}"));
         let mut update = vec!["submodule", "update", "--init", "--recursive", "--quiet"];
         if let Some(depth) = &depth {
             update.push(depth);

@@ -158,9 +158,11 @@ impl Mirrors for GitMirrors {
                 .await?;
             }
             let env = credential_env(source.forge, source.credentials.as_deref());
-            // Refs are fetched to the same name; a commit by its id (the forge's server must
-            // allow it) only when it is not here yet.
+            // Nothing is fetched when every commit asked for is here already (a delivery sent
+            // again, a second pipeline of one push). Otherwise refs are fetched to the same
+            // name, and a commit by its id (the forge's server must allow it) when missing.
             let mut specs: Vec<String> = Vec::new();
+            let mut missing = false;
             for want in wanted {
                 if is_object_id(want) {
                     let have = git(
@@ -172,13 +174,14 @@ impl Mirrors for GitMirrors {
                     )
                     .await;
                     if have.is_err() {
+                        missing = true;
                         specs.push(want.clone());
                     }
                 } else {
                     specs.push(format!("+{want}:{want}"));
                 }
             }
-            if specs.is_empty() {
+            if specs.is_empty() || (!missing && wanted.iter().any(|w| is_object_id(w))) {
                 return Ok(());
             }
             let mut args = vec![
@@ -202,19 +205,8 @@ impl Mirrors for GitMirrors {
         Box::pin(async move {
             let mirror = self.path(repository);
             let object = format!("{commit}:{path}");
-            let kind = git(
-                repository,
-                "find the pipeline file",
-                Some(&mirror),
-                &["cat-file", "-t", &object],
-                &[],
-            )
-            .await;
-            match kind {
-                Ok(kind) if kind.starts_with(b"blob") => {}
-                _ => return Ok(None),
-            }
-            git(
+            // One process in the usual case: the file is there.
+            match git(
                 repository,
                 "read the pipeline file",
                 Some(&mirror),
@@ -222,7 +214,23 @@ impl Mirrors for GitMirrors {
                 &[],
             )
             .await
-            .map(Some)
+            {
+                Ok(text) => Ok(Some(text)),
+                // No such file, or no such commit: the commit tells which.
+                Err(err) => {
+                    let commit_object = format!("{commit}^{{commit}}");
+                    git(
+                        repository,
+                        "find the commit",
+                        Some(&mirror),
+                        &["cat-file", "-e", &commit_object],
+                        &[],
+                    )
+                    .await
+                    .map_err(|_| err)?;
+                    Ok(None)
+                }
+            }
         })
     }
 

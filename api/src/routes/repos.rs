@@ -89,6 +89,13 @@ fn record(name: &str, wanted: RepositoryRequest, now: i64) -> Result<RepositoryR
             "a relative path in the repository, e.g. `.hodei.yml` or `ci/pipeline.yml`",
         ));
     }
+    if wanted.status_token.is_some() {
+        return Err(ApiError::argument(
+            "`status_token`",
+            "(given)",
+            "none: this Hodei does not report commit statuses to forges yet",
+        ));
+    }
     secret_ref("webhook_secret", &wanted.webhook_secret)?;
     for (field, value) in [
         ("credentials", &wanted.credentials),
@@ -339,23 +346,32 @@ pub async fn receive_webhook(
         _ => Vec::new(),
     };
     wanted.push(commit.clone());
-    state
-        .mirrors
-        .fetch(&source, &wanted)
-        .await
-        .map_err(|err| ApiError::Unavailable {
-            what: "the repository",
-            reason: err.to_string(),
-        })?;
-    let Some(text) = state
+    let unavailable = |err: hodei_domain::ports::MirrorError| ApiError::Unavailable {
+        what: "the repository",
+        reason: err.to_string(),
+    };
+    // A commit the mirror has already (a delivery sent again, a second hook of one push) is
+    // read without fetching; otherwise the mirror fetches it first.
+    let read = state
         .mirrors
         .read_file(&repo.name, &commit, &repo.pipeline_path)
-        .await
-        .map_err(|err| ApiError::Unavailable {
-            what: "the repository",
-            reason: err.to_string(),
-        })?
-    else {
+        .await;
+    let text = match read {
+        Ok(text) => text,
+        Err(_) => {
+            state
+                .mirrors
+                .fetch(&source, &wanted)
+                .await
+                .map_err(unavailable)?;
+            state
+                .mirrors
+                .read_file(&repo.name, &commit, &repo.pipeline_path)
+                .await
+                .map_err(unavailable)?
+        }
+    };
+    let Some(text) = text else {
         let reason = format!("commit {commit} has no `{}`", repo.pipeline_path);
         return Ok(HttpResponse::Accepted().json(answer(false, None, Some(reason))));
     };
@@ -374,7 +390,14 @@ pub async fn receive_webhook(
                 .collect(),
         });
     };
+    // Changed paths cost a diff: only when a `paths` filter asks for them.
+    let filter = match &delivery.event {
+        Event::PullRequest { .. } => pipeline.on.pull_request.as_ref(),
+        _ => pipeline.on.push.as_ref(),
+    };
+    let wants_paths = filter.is_some_and(|f| !f.paths.is_empty());
     let changed = match &delivery.event {
+        _ if !wants_paths => None,
         Event::Push {
             before: Some(before),
             ..

@@ -34,9 +34,6 @@ pub enum ReposCommand {
         /// The stored secret with credentials to fetch (`USER:TOKEN` or a token).
         #[arg(long, value_name = "SECRET")]
         credentials: Option<String>,
-        /// The stored secret with a token for commit statuses.
-        #[arg(long, value_name = "SECRET")]
-        status_token: Option<String>,
     },
     /// List the registered repositories.
     #[command(after_help = "Examples:\n  hodei repos list\n  hodei repos list -o json")]
@@ -58,7 +55,6 @@ pub async fn run(cmd: ReposCommand, client: &Client, printer: Printer) -> Outcom
             pipeline_path,
             webhook_secret,
             credentials,
-            status_token,
         } => {
             let request = RepositoryRequest {
                 forge,
@@ -66,7 +62,7 @@ pub async fn run(cmd: ReposCommand, client: &Client, printer: Printer) -> Outcom
                 pipeline_path: Some(pipeline_path),
                 credentials,
                 webhook_secret,
-                status_token,
+                status_token: None,
             };
             let repo = client.put_repo(&name, &request).await?;
             printer.show(&repo, |_| show(&repo));
