@@ -5,7 +5,7 @@ use hodei_api::webhook::sign;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::git_support::{GitServer, ZERO, git, github_push};
+use super::git_support::{GitServer, HttpGitServer, ZERO, git, github_push};
 use super::{Answer, Server, finished, start};
 
 const HOOK_SECRET: &str = "hook-secret-value";
@@ -435,4 +435,87 @@ async fn checkout_takes_the_history_and_can_be_turned_off() {
     let job = run["jobs"][0]["id"].as_u64().unwrap();
     let log = server.get(&format!("/api/v1/jobs/{job}/log")).await.text;
     assert!(log.contains("files: 0"), "{log}");
+}
+
+#[actix_rt::test]
+async fn a_private_repository_is_fetched_with_its_stored_credentials_which_nothing_shows() {
+    let server = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let origin = GitServer::start(dir.path());
+    let token = "tok-3f9a1c-very-private";
+    let forge = HttpGitServer::start(&dir.path().join("served"), "ci-bot", token);
+    let put_secret = |name: &'static str, repo: &'static str, value: String| {
+        let server = &server;
+        async move {
+            let body = Some(("application/json", json!({ "value": value }).to_string()));
+            let path = format!("/api/v1/secrets/repository/{repo}/{name}");
+            let stored = server
+                .call(Method::PUT, &path, Some(&server.admin), body, &[])
+                .await;
+            assert!(stored.status.is_success(), "{}", stored.text);
+        }
+    };
+    for (repo, credentials) in [
+        ("private", format!("ci-bot:{token}")),
+        ("wrong", "ci-bot:nope-nope".to_owned()),
+    ] {
+        put_secret("HOOK", repo, HOOK_SECRET.to_owned()).await;
+        put_secret("GIT_CREDS", repo, credentials).await;
+        let body = json!({"forge": "github", "clone_url": forge.url("origin.git"),
+            "webhook_secret": "HOOK", "credentials": "GIT_CREDS"});
+        let made = server
+            .call(
+                Method::PUT,
+                &format!("/api/v1/repos/{repo}"),
+                Some(&server.admin),
+                Some(("application/json", body.to_string())),
+                &[],
+            )
+            .await;
+        assert_eq!(made.status, StatusCode::CREATED, "{}", made.text);
+    }
+    let (before, commit) = origin.push(
+        "main",
+        &[
+            (".hodei.yml", PIPELINE),
+            ("src/lib.rs", "// private code\n"),
+        ],
+    );
+    let body = github_push("refs/heads/main", &before, &commit);
+
+    let answer = server
+        .deliver("private", "github", "push", "p-1", &body, HOOK_SECRET)
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    let run = server
+        .wait_run(answer.json()["run"].as_u64().unwrap(), finished)
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let job = run["jobs"][0]["id"].as_u64().unwrap();
+    let log = server.get(&format!("/api/v1/jobs/{job}/log")).await.text;
+    assert!(log.contains("// private code"), "{log}");
+    // The credentials went to the forge in a header, the only way they left Hodei.
+    let seen = forge.seen.lock().unwrap().join("\n");
+    assert!(
+        seen.to_lowercase().contains("authorization: basic"),
+        "{seen}"
+    );
+    assert!(
+        !seen.contains(token),
+        "a header carries them encoded, never a URL: {seen}"
+    );
+
+    // Wrong credentials: the forge refuses, Hodei answers 503 (the forge delivers again), and
+    // its answer holds neither the secret nor its encoding.
+    let refused = server
+        .deliver("wrong", "github", "push", "w-1", &body, HOOK_SECRET)
+        .await;
+    let problem = refused.problem(503, "unavailable");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("fetch"), "{detail}");
+    assert!(
+        !refused.text.contains("nope-nope") && !refused.text.contains("Y2ktYm90Om5vcGUtbm9wZQ"),
+        "{}",
+        refused.text
+    );
 }
