@@ -33,6 +33,7 @@ pub mod error;
 pub mod openapi;
 pub mod request;
 mod routes;
+pub mod status;
 pub mod stream;
 pub mod telemetry;
 pub mod tls;

@@ -562,9 +562,14 @@ pub struct RepositoryRequest {
     pub credentials: Option<String>,
     /// The stored secret (scope `repository/{name}`) that the forge signs webhooks with.
     pub webhook_secret: String,
-    /// Reserved for commit statuses, which this Hodei does not report yet: refused when given.
+    /// The stored secret (scope `repository/{name}`) with a token that may set commit
+    /// statuses; without one, no status is reported.
     #[serde(default)]
     pub status_token: Option<String>,
+    /// The forge's API base URL for commit statuses, e.g. `https://api.github.com`; by default
+    /// derived from `clone_url`.
+    #[serde(default)]
+    pub status_api: Option<String>,
 }
 
 /// A registered repository: the names of its secrets, never their values.
@@ -577,6 +582,7 @@ pub struct RepositoryView {
     pub credentials: Option<String>,
     pub webhook_secret: String,
     pub status_token: Option<String>,
+    pub status_api: Option<String>,
     /// Where the forge sends webhooks: `/api/v1/repos/{name}/webhook` on this server.
     pub webhook_path: String,
     pub created: i64,
@@ -592,6 +598,7 @@ impl From<&hodei_domain::ports::RepositoryRecord> for RepositoryView {
             credentials: r.credentials.clone(),
             webhook_secret: r.webhook_secret.clone(),
             status_token: r.status_token.clone(),
+            status_api: r.status_api.clone(),
             webhook_path: format!("/api/v1/repos/{}/webhook", r.name),
             created: r.created.0,
         }

@@ -697,6 +697,8 @@ pub struct RepositoryRecord {
     /// The stored secret (repository scope) with a token for reporting commit statuses;
     /// `None` reports nothing.
     pub status_token: Option<String>,
+    /// The forge's API base URL for commit statuses; `None` derives it from the clone URL.
+    pub status_api: Option<String>,
     pub created: Timestamp,
 }
 

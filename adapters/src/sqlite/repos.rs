@@ -40,12 +40,13 @@ type Row = (
     String,
     Option<String>,
     i64,
+    Option<String>,
 );
 
 macro_rules! select_repositories {
     ($rest:literal) => {
         concat!(
-            "SELECT name, forge, clone_url, pipeline_path, credentials, webhook_secret, status_token, created FROM repositories ",
+            "SELECT name, forge, clone_url, pipeline_path, credentials, webhook_secret, status_token, created, status_api FROM repositories ",
             $rest
         )
     };
@@ -65,10 +66,10 @@ pub(super) async fn write(
                     .await
                     .map_err(|err| store_error(what, err))?;
             sqlx::query(
-                "INSERT INTO repositories (name, forge, clone_url, pipeline_path, credentials, webhook_secret, status_token, created) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (name) DO UPDATE SET \
+                "INSERT INTO repositories (name, forge, clone_url, pipeline_path, credentials, webhook_secret, status_token, created, status_api) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (name) DO UPDATE SET \
                  forge = excluded.forge, clone_url = excluded.clone_url, pipeline_path = excluded.pipeline_path, \
-                 credentials = excluded.credentials, webhook_secret = excluded.webhook_secret, status_token = excluded.status_token",
+                 credentials = excluded.credentials, webhook_secret = excluded.webhook_secret, status_token = excluded.status_token, status_api = excluded.status_api",
             )
             .bind(&repo.name)
             .bind(repo.forge.name())
@@ -78,6 +79,7 @@ pub(super) async fn write(
             .bind(&repo.webhook_secret)
             .bind(&repo.status_token)
             .bind(repo.created.0)
+            .bind(&repo.status_api)
             .execute(conn)
             .await
             .map_err(|err| store_error(what, err))?;
@@ -154,7 +156,17 @@ pub(super) async fn repositories(
 }
 
 fn record(
-    (name, forge, clone_url, pipeline_path, credentials, webhook_secret, status_token, created): Row,
+    (
+        name,
+        forge,
+        clone_url,
+        pipeline_path,
+        credentials,
+        webhook_secret,
+        status_token,
+        created,
+        status_api,
+    ): Row,
 ) -> Result<RepositoryRecord, StoreError> {
     let forge = forge
         .parse()
@@ -167,6 +179,7 @@ fn record(
         credentials,
         webhook_secret,
         status_token,
+        status_api,
         created: Timestamp(created),
     })
 }

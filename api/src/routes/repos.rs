@@ -89,11 +89,13 @@ fn record(name: &str, wanted: RepositoryRequest, now: i64) -> Result<RepositoryR
             "a relative path in the repository, e.g. `.hodei.yml` or `ci/pipeline.yml`",
         ));
     }
-    if wanted.status_token.is_some() {
+    if let Some(api) = &wanted.status_api
+        && !(api.starts_with("https://") || api.starts_with("http://"))
+    {
         return Err(ApiError::argument(
-            "`status_token`",
-            "(given)",
-            "none: this Hodei does not report commit statuses to forges yet",
+            "`status_api`",
+            api,
+            "the forge's API base URL, e.g. https://api.github.com",
         ));
     }
     secret_ref("webhook_secret", &wanted.webhook_secret)?;
@@ -113,6 +115,7 @@ fn record(name: &str, wanted: RepositoryRequest, now: i64) -> Result<RepositoryR
         credentials: wanted.credentials,
         webhook_secret: wanted.webhook_secret,
         status_token: wanted.status_token,
+        status_api: wanted.status_api,
         created: hodei_domain::ids::Timestamp(now),
     })
 }
@@ -491,6 +494,13 @@ pub async fn receive_webhook(
         }
         _ => Vec::new(),
     };
+    crate::status::report(
+        &state,
+        &repo,
+        &commit,
+        run,
+        crate::status::run_link(&req, run),
+    );
     let mut started = answer(true, Some(run), None);
     started.superseded = superseded.iter().map(|r| r.0).collect();
     Ok(HttpResponse::Created()

@@ -519,3 +519,149 @@ async fn a_private_repository_is_fetched_with_its_stored_credentials_which_nothi
         refused.text
     );
 }
+
+/// A forge's status API on loopback that records every call; its first answer is a 500, to
+/// prove that a failed report is tried again.
+struct StatusReceiver {
+    port: u16,
+    calls: std::sync::Arc<std::sync::Mutex<Vec<(String, String, Value)>>>,
+}
+
+impl StatusReceiver {
+    fn start() -> StatusReceiver {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorded = calls.clone();
+        std::thread::spawn(move || {
+            for (n, stream) in listener.incoming().enumerate() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let (mut length, mut authorization) = (0usize, String::new());
+                loop {
+                    let mut header = String::new();
+                    reader.read_line(&mut header).unwrap();
+                    let header = header.trim_end();
+                    if header.is_empty() {
+                        break;
+                    }
+                    let (name, value) = header.split_once(':').unwrap_or((header, ""));
+                    match name.to_ascii_lowercase().as_str() {
+                        "content-length" => length = value.trim().parse().unwrap_or(0),
+                        "authorization" => authorization = value.trim().to_owned(),
+                        _ => {}
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let status = if n == 0 {
+                    "500 Internal Server Error"
+                } else {
+                    "201 Created"
+                };
+                if n > 0 {
+                    recorded.lock().unwrap().push((
+                        line.trim().to_owned(),
+                        authorization,
+                        serde_json::from_slice(&body).unwrap_or(Value::Null),
+                    ));
+                }
+                let _ = stream.write_all(
+                    format!(
+                        "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+        StatusReceiver { port, calls }
+    }
+}
+
+#[actix_rt::test]
+async fn the_runs_status_reaches_the_forge_with_a_link_and_a_failed_report_is_tried_again() {
+    let server = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let origin = GitServer::start(dir.path());
+    let receiver = StatusReceiver::start();
+    for (name, value) in [("HOOK", HOOK_SECRET), ("STATUS", "status-token-1")] {
+        let body = Some(("application/json", json!({ "value": value }).to_string()));
+        let path = format!("/api/v1/secrets/repository/app/{name}");
+        server
+            .call(Method::PUT, &path, Some(&server.admin), body, &[])
+            .await;
+    }
+    // The clone URL names owner/name as a forge's does (`acme/origin`, the same repository);
+    // the status API is the receiver.
+    let served = dir.path().join("served");
+    std::fs::create_dir_all(served.join("acme")).unwrap();
+    std::os::unix::fs::symlink(
+        served.join("origin.git"),
+        served.join("acme").join("origin.git"),
+    )
+    .unwrap();
+    let url = format!("git://127.0.0.1:{}/acme/origin.git", origin.port);
+    let body = json!({"forge": "github", "clone_url": url, "webhook_secret": "HOOK",
+        "status_token": "STATUS", "status_api": format!("http://127.0.0.1:{}/api", receiver.port)});
+    let made = server
+        .call(
+            Method::PUT,
+            "/api/v1/repos/app",
+            Some(&server.admin),
+            Some(("application/json", body.to_string())),
+            &[],
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.text);
+    let (before, commit) = origin.push(
+        "main",
+        &[(".hodei.yml", PIPELINE), ("src/lib.rs", "// c\n")],
+    );
+    let answer = server
+        .deliver(
+            "app",
+            "github",
+            "push",
+            "st-1",
+            &github_push("refs/heads/main", &before, &commit),
+            HOOK_SECRET,
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    let id = answer.json()["run"].as_u64().unwrap();
+    let run = server.wait_run(id, finished).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while receiver.calls.lock().unwrap().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no final status within 20 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let calls = receiver.calls.lock().unwrap().clone();
+    let states: Vec<&str> = calls
+        .iter()
+        .map(|(_, _, b)| b["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["pending", "success"], "{calls:#?}");
+    for (line, authorization, body) in &calls {
+        assert_eq!(
+            line,
+            &format!("POST /api/repos/acme/origin/statuses/{commit} HTTP/1.1"),
+            "{calls:#?}"
+        );
+        assert_eq!(authorization, "Bearer status-token-1");
+        assert!(
+            body["target_url"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("/api/v1/runs/{id}")),
+            "{body}"
+        );
+        assert_eq!(body["context"], "hodei");
+    }
+}

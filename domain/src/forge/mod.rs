@@ -10,6 +10,7 @@
 //! (the same shapes as GitHub's, near enough).
 
 mod glob;
+pub mod status;
 
 pub use glob::glob_match;
 

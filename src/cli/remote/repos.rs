@@ -34,6 +34,12 @@ pub enum ReposCommand {
         /// The stored secret with credentials to fetch (`USER:TOKEN` or a token).
         #[arg(long, value_name = "SECRET")]
         credentials: Option<String>,
+        /// The stored secret with a token that may set commit statuses (none: no statuses).
+        #[arg(long, value_name = "SECRET")]
+        status_token: Option<String>,
+        /// The forge's API base URL for statuses (default: from the clone URL).
+        #[arg(long, value_name = "URL")]
+        status_api: Option<String>,
     },
     /// List the registered repositories.
     #[command(after_help = "Examples:\n  hodei repos list\n  hodei repos list -o json")]
@@ -55,6 +61,8 @@ pub async fn run(cmd: ReposCommand, client: &Client, printer: Printer) -> Outcom
             pipeline_path,
             webhook_secret,
             credentials,
+            status_token,
+            status_api,
         } => {
             let request = RepositoryRequest {
                 forge,
@@ -62,7 +70,8 @@ pub async fn run(cmd: ReposCommand, client: &Client, printer: Printer) -> Outcom
                 pipeline_path: Some(pipeline_path),
                 credentials,
                 webhook_secret,
-                status_token: None,
+                status_token,
+                status_api,
             };
             let repo = client.put_repo(&name, &request).await?;
             printer.show(&repo, |_| show(&repo));
