@@ -11,25 +11,31 @@ use super::{Answer, Server, finished, start};
 const HOOK_SECRET: &str = "hook-secret-value";
 
 impl Server {
-    async fn setup_repo(&self, name: &str, forge: &str, url: &str) {
-        let body = Some((
-            "application/json",
-            json!({"value": HOOK_SECRET}).to_string(),
-        ));
-        let path = format!("/api/v1/secrets/repository/{name}/HOOK");
+    /// Stores secret `name` of repository `repo`.
+    async fn repo_secret(&self, repo: &str, name: &str, value: &str) {
+        let body = Some(("application/json", json!({ "value": value }).to_string()));
+        let path = format!("/api/v1/secrets/repository/{repo}/{name}");
         let stored = self
             .call(Method::PUT, &path, Some(&self.admin), body, &[])
             .await;
-        assert_eq!(stored.status, StatusCode::CREATED, "{}", stored.text);
-        let body = Some((
-            "application/json",
-            json!({"forge": forge, "clone_url": url, "webhook_secret": "HOOK"}).to_string(),
-        ));
+        assert!(stored.status.is_success(), "{}", stored.text);
+    }
+
+    /// Registers repository `name` with `registration`, its webhook secret stored as `HOOK`.
+    async fn register(&self, name: &str, mut registration: Value) {
+        self.repo_secret(name, "HOOK", HOOK_SECRET).await;
+        registration["webhook_secret"] = json!("HOOK");
+        let body = Some(("application/json", registration.to_string()));
         let path = format!("/api/v1/repos/{name}");
         let made = self
             .call(Method::PUT, &path, Some(&self.admin), body, &[])
             .await;
         assert_eq!(made.status, StatusCode::CREATED, "{}", made.text);
+    }
+
+    async fn setup_repo(&self, name: &str, forge: &str, url: &str) {
+        self.register(name, json!({"forge": forge, "clone_url": url}))
+            .await;
     }
 
     /// A delivery as a forge sends it: the body, its event and delivery headers and the
@@ -444,35 +450,14 @@ async fn a_private_repository_is_fetched_with_its_stored_credentials_which_nothi
     let origin = GitServer::start(dir.path());
     let token = "tok-3f9a1c-very-private";
     let forge = HttpGitServer::start(&dir.path().join("served"), "ci-bot", token);
-    let put_secret = |name: &'static str, repo: &'static str, value: String| {
-        let server = &server;
-        async move {
-            let body = Some(("application/json", json!({ "value": value }).to_string()));
-            let path = format!("/api/v1/secrets/repository/{repo}/{name}");
-            let stored = server
-                .call(Method::PUT, &path, Some(&server.admin), body, &[])
-                .await;
-            assert!(stored.status.is_success(), "{}", stored.text);
-        }
-    };
     for (repo, credentials) in [
         ("private", format!("ci-bot:{token}")),
         ("wrong", "ci-bot:nope-nope".to_owned()),
     ] {
-        put_secret("HOOK", repo, HOOK_SECRET.to_owned()).await;
-        put_secret("GIT_CREDS", repo, credentials).await;
-        let body = json!({"forge": "github", "clone_url": forge.url("origin.git"),
-            "webhook_secret": "HOOK", "credentials": "GIT_CREDS"});
-        let made = server
-            .call(
-                Method::PUT,
-                &format!("/api/v1/repos/{repo}"),
-                Some(&server.admin),
-                Some(("application/json", body.to_string())),
-                &[],
-            )
-            .await;
-        assert_eq!(made.status, StatusCode::CREATED, "{}", made.text);
+        server.repo_secret(repo, "GIT_CREDS", &credentials).await;
+        let registration = json!({"forge": "github", "clone_url": forge.url("origin.git"),
+            "credentials": "GIT_CREDS"});
+        server.register(repo, registration).await;
     }
     let (before, commit) = origin.push(
         "main",
@@ -587,13 +572,7 @@ async fn the_runs_status_reaches_the_forge_with_a_link_and_a_failed_report_is_tr
     let dir = tempfile::tempdir().unwrap();
     let origin = GitServer::start(dir.path());
     let receiver = StatusReceiver::start();
-    for (name, value) in [("HOOK", HOOK_SECRET), ("STATUS", "status-token-1")] {
-        let body = Some(("application/json", json!({ "value": value }).to_string()));
-        let path = format!("/api/v1/secrets/repository/app/{name}");
-        server
-            .call(Method::PUT, &path, Some(&server.admin), body, &[])
-            .await;
-    }
+    server.repo_secret("app", "STATUS", "status-token-1").await;
     // The clone URL names owner/name as a forge's does (`acme/origin`, the same repository);
     // the status API is the receiver.
     let served = dir.path().join("served");
@@ -604,18 +583,9 @@ async fn the_runs_status_reaches_the_forge_with_a_link_and_a_failed_report_is_tr
     )
     .unwrap();
     let url = format!("git://127.0.0.1:{}/acme/origin.git", origin.port);
-    let body = json!({"forge": "github", "clone_url": url, "webhook_secret": "HOOK",
-        "status_token": "STATUS", "status_api": format!("http://127.0.0.1:{}/api", receiver.port)});
-    let made = server
-        .call(
-            Method::PUT,
-            "/api/v1/repos/app",
-            Some(&server.admin),
-            Some(("application/json", body.to_string())),
-            &[],
-        )
-        .await;
-    assert_eq!(made.status, StatusCode::CREATED, "{}", made.text);
+    let registration = json!({"forge": "github", "clone_url": url, "status_token": "STATUS",
+        "status_api": format!("http://127.0.0.1:{}/api", receiver.port)});
+    server.register("app", registration).await;
     let (before, commit) = origin.push(
         "main",
         &[(".hodei.yml", PIPELINE), ("src/lib.rs", "// c\n")],
