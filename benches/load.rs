@@ -28,7 +28,7 @@ use hodei_adapters::sqlite::SqliteStore;
 use hodei_domain::engine::Approvals;
 use hodei_domain::ids::{RunId, WorkerId};
 use hodei_domain::plan::RunInputs;
-use hodei_domain::ports::{Provider, Reconcile, SecretStore};
+use hodei_domain::ports::{BoxFuture, Provider, Reconcile, SecretScope, SecretStore, StoreError};
 use hodei_domain::state::DomainEvent;
 use hodei_supervisors::{Tree, TreeConfig, start_tree};
 use tokio::sync::mpsc;
@@ -36,8 +36,12 @@ use tokio::sync::mpsc;
 struct NoSecrets;
 
 impl SecretStore for NoSecrets {
-    fn get(&self, _: &str) -> Option<String> {
-        None
+    fn get<'a>(
+        &'a self,
+        _: &'a [SecretScope],
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        Box::pin(async { Ok(None) })
     }
 }
 

@@ -9,14 +9,18 @@ use hodei_actors::messages::{RegisterWorker, WorkerSpec};
 use hodei_actors::supervise::exit_on_escalation;
 use hodei_adapters::clock::SystemClock;
 use hodei_adapters::docker::DockerConfig;
+use hodei_adapters::git::GitMirrors;
 use hodei_adapters::local::LocalProvider;
 use hodei_adapters::logs::FileLogStore;
 use hodei_adapters::route::ByImage;
+use hodei_adapters::secrets::{SealedSecrets, SecretKey};
 use hodei_adapters::sqlite::SqliteStore;
 use hodei_domain::engine::Approvals;
 use hodei_domain::ids::WorkerId;
 use hodei_domain::model::Label;
-use hodei_domain::ports::{SecretStore, TokenStore};
+use hodei_domain::ports::{
+    BoxFuture, SecretScope, SecretStore, SecretVault, StoreError, TokenStore,
+};
 use hodei_supervisors::{Tree, TreeConfig, start_tree};
 
 /// Secrets taken from the environment of the `hodei` process, by name.
@@ -41,11 +45,18 @@ impl EnvSecrets {
 }
 
 impl SecretStore for EnvSecrets {
-    fn get(&self, name: &str) -> Option<String> {
-        self.values
+    /// The environment has no scopes: a name is the variable's, for every run.
+    fn get<'a>(
+        &'a self,
+        _scopes: &'a [SecretScope],
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        let value = self
+            .values
             .get(name)
             .cloned()
-            .or_else(|| std::env::var(name).ok())
+            .or_else(|| std::env::var(name).ok());
+        Box::pin(async move { Ok(value) })
     }
 }
 
@@ -58,6 +69,8 @@ pub struct LocalPaths {
     pub workspaces: PathBuf,
     /// Workspaces of jobs run in containers (bind-mounted into them).
     pub docker_workspaces: PathBuf,
+    /// The mirrors of registered repositories, which jobs check out from (a server's only).
+    pub mirrors: Option<PathBuf>,
 }
 
 impl LocalPaths {
@@ -73,6 +86,7 @@ impl LocalPaths {
             logs: with(".logs"),
             workspaces: with(".workspaces"),
             docker_workspaces: with(".docker"),
+            mirrors: None,
         }
     }
 
@@ -83,6 +97,7 @@ impl LocalPaths {
             logs: dir.join("logs"),
             workspaces: dir.join("workspaces"),
             docker_workspaces: dir.join("docker"),
+            mirrors: None,
         }
     }
 
@@ -94,6 +109,7 @@ impl LocalPaths {
             logs: dir.join("logs"),
             workspaces: dir.join("workspaces"),
             docker_workspaces: dir.join("docker"),
+            mirrors: Some(dir.join("mirrors")),
         }
     }
 }
@@ -111,32 +127,52 @@ pub async fn local_stack(
     start_stack(Arc::new(store), paths, secrets, labels, slots, approvals).await
 }
 
-/// What `hodei server` runs on: the tree, the providers, and the store for the API's tokens.
+/// What `hodei server` runs on: the tree, the providers, the store for the API's tokens and
+/// the stored secrets.
 pub struct ServerStack {
     pub tree: Tree,
     pub provider: Arc<ByImage>,
     pub tokens: Arc<dyn TokenStore>,
+    pub secrets: Arc<dyn SecretVault>,
+    /// The registered repositories and their mirrors (`DIR/mirrors/`).
+    pub sources: hodei_api::Sources,
 }
 
+/// The file of a data directory that holds the key of the stored secrets.
+pub const SECRETS_KEY_FILE: &str = "secrets.key";
+
 /// Opens the adapters of a server in its data directory and starts the tree: the local stack,
-/// with approval gates waiting for someone to approve through the API. Must run inside an
-/// actix System.
-pub async fn server_stack(
-    data: &Path,
-    secrets: Arc<dyn SecretStore>,
-    labels: Vec<Label>,
-) -> Result<ServerStack, String> {
+/// with approval gates waiting for someone to approve through the API, and runs' secrets from
+/// the stored secrets, sealed with the key file `DIR/secrets.key` (made on the first start).
+/// Must run inside an actix System.
+pub async fn server_stack(data: &Path, labels: Vec<Label>) -> Result<ServerStack, String> {
     let paths = LocalPaths::data_dir(data);
     make_private(data, &paths)
         .map_err(|err| format!("cannot make the data directory private to this user: {err}"))?;
-    let store = Arc::new(open_store(&paths).await?);
+    let store = open_store(&paths).await?;
+    let key = SecretKey::load_or_create(&data.join(SECRETS_KEY_FILE)).map_err(|e| e.to_string())?;
+    let secrets = Arc::new(SealedSecrets::new(store.clone(), &key));
+    let store = Arc::new(store);
     let tokens: Arc<dyn TokenStore> = store.clone();
-    let (tree, provider) =
-        start_stack(store, &paths, secrets, labels, None, Approvals::Wait).await?;
+    let sources = hodei_api::Sources {
+        repos: store.clone(),
+        mirrors: Arc::new(GitMirrors::new(paths.mirrors.clone().unwrap_or_default())),
+    };
+    let (tree, provider) = start_stack(
+        store,
+        &paths,
+        secrets.clone(),
+        labels,
+        None,
+        Approvals::Wait,
+    )
+    .await?;
     Ok(ServerStack {
         tree,
         provider,
         tokens,
+        secrets,
+        sources,
     })
 }
 
@@ -242,13 +278,15 @@ async fn start_stack(
         FileLogStore::open(&paths.logs, 2)
             .map_err(|e| format!("cannot open the logs in {}: {e}", paths.logs.display()))?,
     );
-    let local = Arc::new(LocalProvider::new(
-        paths.workspaces.clone(),
-        instance.clone(),
-    ));
+    let mut local = LocalProvider::new(paths.workspaces.clone(), instance.clone());
+    if let Some(mirrors) = &paths.mirrors {
+        local = local.with_mirrors(mirrors.clone());
+    }
+    let local = Arc::new(local);
     // Jobs with an `image` run on the Docker engine (`HODEI_DOCKER_HOST`, by default the local
     // socket); while it does not answer, they wait in the queue.
     let mut docker = DockerConfig::new(paths.docker_workspaces.clone(), instance);
+    docker.mirrors = paths.mirrors.clone();
     if let Ok(host) = std::env::var("HODEI_DOCKER_HOST") {
         docker.socket = host;
     }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -611,4 +611,150 @@ impl Proxy {
             refusing.store(false, Ordering::SeqCst);
         });
     }
+}
+
+#[test]
+fn secrets_are_set_from_standard_input_never_shown_and_reach_the_run_masked() {
+    let (dir, server, cli) = setup("secrets");
+    let value = "piped-secret-value-42";
+    // The value comes from standard input: never an argument of the process.
+    let mut set = cli
+        .command(&["secrets", "set", "DEPLOY_TOKEN", "--pipeline", "ship"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    set.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{value}\n").as_bytes())
+        .unwrap();
+    let out = set.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("DEPLOY_TOKEN") && !printed.contains(value),
+        "{printed}"
+    );
+
+    // A scope is required; an empty value is refused with how to give one.
+    let out = cli.run(&["secrets", "set", "DEPLOY_TOKEN"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--pipeline NAME or --repository NAME"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cli.run(&["secrets", "set", "EMPTY", "--pipeline", "ship"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("is empty"), "{}", stderr(&out));
+
+    let listed = cli.json(&["secrets", "list"]);
+    assert_eq!(listed[0]["name"], "DEPLOY_TOKEN");
+    assert_eq!(listed[0]["owner"], "ship");
+    let table = cli.expect(0, &["secrets", "list", "--pipeline", "ship"]);
+    assert!(
+        table.contains("DEPLOY_TOKEN") && !table.contains(value),
+        "{table}"
+    );
+
+    // The pipeline names it; its run gets it, masked; the trailing newline was dropped.
+    let pipeline = write(
+        &dir,
+        "ship.yml",
+        "name: ship\nsecrets: [DEPLOY_TOKEN]\njobs:\n  go:\n    steps: [{ run: 'echo \"t=$DEPLOY_TOKEN n=${#DEPLOY_TOKEN}\"' }]\n",
+    );
+    cli.expect(0, &["pipelines", "apply", &pipeline]);
+    let out = cli.expect(0, &["runs", "start", "ship", "--follow"]);
+    assert!(out.contains("t=*** n=21"), "{out}");
+    assert!(!out.contains(value), "{out}");
+
+    cli.expect(
+        0,
+        &["secrets", "delete", "DEPLOY_TOKEN", "--pipeline", "ship"],
+    );
+    let out = cli.run(&["runs", "start", "ship"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("hodei secrets set DEPLOY_TOKEN --pipeline ship"),
+        "{}",
+        stderr(&out)
+    );
+    drop(server);
+}
+
+#[test]
+fn a_push_only_pipeline_starts_by_hand_only_with_override_triggers() {
+    let (dir, _server, cli) = setup("override");
+    let pipeline = write(
+        &dir,
+        "pushed.yml",
+        "name: pushed\non: { push: { branches: [main] } }\njobs:\n  a: { steps: [{ run: 'echo ran' }] }\n",
+    );
+    cli.expect(0, &["pipelines", "apply", &pipeline]);
+    let out = cli.run(&["runs", "start", "pushed"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--override-triggers"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cli.expect(
+        0,
+        &["runs", "start", "pushed", "--override-triggers", "--follow"],
+    );
+    assert!(out.contains("a    | ran"), "{out}");
+    let events = cli.json(&["events", "--limit", "500"]);
+    let overridden: Vec<&Value> = events
+        .as_array()
+        .or_else(|| events["items"].as_array())
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"]["type"] == "run_start_overridden")
+        .collect();
+    assert_eq!(overridden.len(), 1, "{events}");
+    assert_eq!(overridden[0]["event"]["by"], "admin (bootstrap)");
+}
+
+#[test]
+fn repositories_are_added_listed_shown_and_removed() {
+    let (_dir, _server, cli) = setup("repos");
+    let added = cli.json(&[
+        "repos",
+        "add",
+        "app",
+        "--forge",
+        "github",
+        "--url",
+        "https://example.invalid/acme/app.git",
+        "--webhook-secret",
+        "HOOK",
+        "--credentials",
+        "GIT_TOKEN",
+    ]);
+    assert_eq!(added["webhook_path"], "/api/v1/repos/app/webhook");
+    assert_eq!(added["pipeline_path"], ".hodei.yml");
+    let shown = cli.expect(0, &["repos", "show", "app"]);
+    assert!(shown.contains("POST /api/v1/repos/app/webhook"), "{shown}");
+    assert_eq!(cli.json(&["repos", "list"])[0]["credentials"], "GIT_TOKEN");
+    let out = cli.run(&[
+        "repos",
+        "add",
+        "bad",
+        "--forge",
+        "svn",
+        "--url",
+        "https://x.invalid/r",
+        "--webhook-secret",
+        "H",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("github, gitlab or gitea"),
+        "{}",
+        stderr(&out)
+    );
+    cli.expect(0, &["repos", "remove", "app"]);
+    assert_eq!(cli.json(&["repos", "list"]), Value::Array(Vec::new()));
 }

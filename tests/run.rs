@@ -833,3 +833,34 @@ mod docker_crash;
 
 #[path = "run/postgres.rs"]
 mod postgres;
+
+#[test]
+fn the_secrets_a_pipeline_names_come_from_the_environment_under_hodei_run() {
+    let dir = scratch("named-secrets");
+    let file = write(
+        &dir,
+        "p.yml",
+        "name: p\nsecrets: [NAMED_TOKEN]\njobs:\n  show:\n    steps:\n      - run: 'echo \"token is $NAMED_TOKEN\"'\n",
+    );
+    let out = run(hodei()
+        .args(["run", &file])
+        .env("NAMED_TOKEN", "named-s3cr3t"));
+    let stdout = compact(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("show | token is ***"), "{stdout}");
+    assert!(!stdout.contains("named-s3cr3t"), "{stdout}");
+
+    let out = run(hodei().args(["run", &file]).env_remove("NAMED_TOKEN"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr)
+            .contains("secret `NAMED_TOKEN`: the environment variable `NAMED_TOKEN` is not set"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -42,6 +42,7 @@ pub mod provider;
 pub mod record;
 pub mod run;
 pub mod scheduler;
+pub mod secrets;
 pub mod supervise;
 pub mod workers;
 

@@ -322,7 +322,7 @@ async fn create_from(
         .create_run(NewRun {
             pipeline: earlier.pipeline.clone(),
             version: earlier.version,
-            inputs: earlier.inputs.clone(),
+            inputs: earlier.inputs.again(),
             jobs: earlier.jobs.iter().map(|job| job.name.clone()).collect(),
             at,
         })

@@ -34,6 +34,7 @@ fn job_spec() -> JobSpec {
         user: None,
         services: Vec::new(),
         resources: Resources::default(),
+        checkout: None,
     }
 }
 

@@ -16,12 +16,19 @@
 //!
 //! Stores: [`sqlite::SqliteStore`] is the durable record (pipelines, runs, jobs, steps, events)
 //! on SQLite, with group commit (start with `sqlite/mod.rs`); [`logs::FileLogStore`] keeps job
-//! logs as append-only chunk files written by dedicated threads (start with `logs/mod.rs`).
+//! logs as append-only chunk files written by dedicated threads (start with `logs/mod.rs`);
+//! [`secrets::SealedSecrets`] keeps the secrets of runs in the SQLite store, sealed with a key
+//! file of the data directory.
+//!
+//! Sources: [`git::GitMirrors`] keeps a bare mirror of each registered repository, fetched and
+//! read with the `git` command (credentials through its environment, never its arguments).
 
 pub mod clock;
 pub mod docker;
 pub mod fake;
+pub mod git;
 pub mod local;
 pub mod logs;
 pub mod route;
+pub mod secrets;
 pub mod sqlite;

@@ -56,6 +56,9 @@ pub enum ApiError {
     /// No bearer token, or one that is unknown or revoked.
     #[error("{reason}")]
     Unauthenticated { reason: &'static str },
+    /// A webhook delivery whose signature does not check out.
+    #[error("the delivery is not signed with the repository's webhook secret: {reason}")]
+    BadSignature { reason: String },
     /// The token's role may not do this.
     #[error("this needs the role `{needed}`; the token has `{has}`")]
     Forbidden { needed: Role, has: Role },
@@ -78,6 +81,17 @@ pub enum ApiError {
     /// It already exists.
     #[error("{what} already exists")]
     Conflict { what: String },
+    /// The pipeline's `on:` does not let it be started by hand, and no override was asked.
+    #[error(
+        "pipeline `{pipeline}` cannot be started by hand: its `on:` allows {allowed}; add `manual: {{}}` to its `on:`, or ask for an override (`override_triggers: true`, `hodei runs start --override-triggers`), which the run's events record"
+    )]
+    StartNotAllowed { pipeline: String, allowed: String },
+    /// The pipeline uses secrets that are not stored.
+    #[error("pipeline `{pipeline}` uses secret(s) that are not stored: {}; store each, e.g. `hodei secrets set {} --pipeline {pipeline}` (or for the pipeline's repository)", .names.join(", "), .names.first().map_or("NAME", String::as_str))]
+    MissingSecrets {
+        pipeline: String,
+        names: Vec<String>,
+    },
     /// Unfinished runs hold as many jobs as they may: no new run until some finish.
     #[error(
         "the queue is full: unfinished runs hold {queued} jobs (the limit is {limit}); try again later"
@@ -104,12 +118,15 @@ impl ApiError {
             ApiError::RequestTimeout { .. } => "request-timeout",
             ApiError::RangeNotSatisfiable { .. } => "range-not-satisfiable",
             ApiError::Unauthenticated { .. } => "unauthenticated",
+            ApiError::BadSignature { .. } => "bad-signature",
             ApiError::Forbidden { .. } => "forbidden",
             ApiError::NotFound { .. } => "not-found",
             ApiError::NoRoute { .. } => "no-route",
             ApiError::MethodNotAllowed { .. } => "method-not-allowed",
             ApiError::IllegalTransition { .. } => "illegal-transition",
             ApiError::Conflict { .. } => "conflict",
+            ApiError::StartNotAllowed { .. } => "start-not-allowed",
+            ApiError::MissingSecrets { .. } => "missing-secret",
             ApiError::QueueFull { .. } => "queue-full",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::Internal { .. } => "internal",
@@ -127,12 +144,15 @@ impl ApiError {
             ApiError::RequestTimeout { .. } => "Request body too slow",
             ApiError::RangeNotSatisfiable { .. } => "Range not satisfiable",
             ApiError::Unauthenticated { .. } => "Authentication required",
+            ApiError::BadSignature { .. } => "Bad webhook signature",
             ApiError::Forbidden { .. } => "Forbidden",
             ApiError::NotFound { .. } => "Not found",
             ApiError::NoRoute { .. } => "No such endpoint",
             ApiError::MethodNotAllowed { .. } => "Method not allowed",
             ApiError::IllegalTransition { .. } => "Illegal state transition",
             ApiError::Conflict { .. } => "Conflict",
+            ApiError::StartNotAllowed { .. } => "Start not allowed by the pipeline's triggers",
+            ApiError::MissingSecrets { .. } => "Secrets not stored",
             ApiError::QueueFull { .. } => "Queue full",
             ApiError::Unavailable { .. } => "Service unavailable",
             ApiError::Internal { .. } => "Internal error",
@@ -220,11 +240,16 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-            ApiError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthenticated { .. } | ApiError::BadSignature { .. } => {
+                StatusCode::UNAUTHORIZED
+            }
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound { .. } | ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::IllegalTransition { .. } | ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::IllegalTransition { .. }
+            | ApiError::Conflict { .. }
+            | ApiError::StartNotAllowed { .. }
+            | ApiError::MissingSecrets { .. } => StatusCode::CONFLICT,
             ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,

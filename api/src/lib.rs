@@ -23,8 +23,9 @@
 //!   a 5xx means the store, the actors or Hodei itself failed.
 //! - Every API route is in the OpenAPI document and every documented operation is routed; the
 //!   console's pages (`/`, `/runs`, ...) are not API routes.
-//! - Every endpoint except `/healthz`, `/readyz` and `/metrics` needs a valid token, or the
-//!   console's session cookie (and its CSRF header for a change); every console page a session.
+//! - Every endpoint except `/healthz`, `/readyz`, `/metrics` and the webhooks of repositories
+//!   (authenticated by their signature) needs a valid token, or the console's session cookie
+//!   (and its CSRF header for a change); every console page a session.
 //!
 //! ## Assumptions
 //! [`serve`] runs inside an actix `System` whose arbiters run the supervision tree.
@@ -39,10 +40,12 @@ pub mod openapi;
 pub mod request;
 pub mod revoke;
 mod routes;
+pub mod status;
 pub mod stream;
 pub mod telemetry;
 pub mod tls;
 pub mod views;
+pub mod webhook;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -52,7 +55,7 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use hodei_actors::messages::Subscribe;
-use hodei_domain::ports::TokenStore;
+use hodei_domain::ports::{Mirrors, RepoStore, SecretVault, TokenStore};
 use hodei_supervisors::Tree;
 
 pub use error::ApiError;
@@ -82,12 +85,18 @@ impl Default for Limits {
     }
 }
 
-/// What the handlers work with: the running tree (its addresses and ports), the token store
-/// and the limits. Cheap to clone.
+/// What the handlers work with: the running tree (its addresses and ports), the token store,
+/// the stored secrets and the limits. Cheap to clone.
 #[derive(Clone)]
 pub struct ApiState {
     pub tree: Tree,
     pub tokens: Arc<dyn TokenStore>,
+    /// The stored secrets, managed through `/api/v1/secrets`.
+    pub secrets: Arc<dyn SecretVault>,
+    /// The registered repositories and their webhook deliveries (`/api/v1/repos`).
+    pub repos: Arc<dyn RepoStore>,
+    /// The mirrors of the repositories, from which webhooks read pipelines.
+    pub mirrors: Arc<dyn Mirrors>,
     pub limits: Limits,
     /// The providers whose health `/readyz` and `/metrics` show, by name.
     pub providers: Vec<(&'static str, ProviderHealth)>,
@@ -109,10 +118,19 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    pub fn new(tree: Tree, tokens: Arc<dyn TokenStore>, limits: Limits) -> ApiState {
+    pub fn new(
+        tree: Tree,
+        tokens: Arc<dyn TokenStore>,
+        secrets: Arc<dyn SecretVault>,
+        sources: Sources,
+        limits: Limits,
+    ) -> ApiState {
         ApiState {
             tree,
             tokens,
+            secrets,
+            repos: sources.repos,
+            mirrors: sources.mirrors,
             limits,
             providers: Vec::new(),
             accepting: Arc::new(std::sync::atomic::AtomicBool::new(true)),
@@ -145,6 +163,13 @@ impl ApiState {
         // reserves room for the run (`SubmitRun::limit`).
         Ok(())
     }
+}
+
+/// Where code comes from: the registered repositories and their mirrors.
+#[derive(Clone)]
+pub struct Sources {
+    pub repos: Arc<dyn RepoStore>,
+    pub mirrors: Arc<dyn Mirrors>,
 }
 
 /// Why a provider cannot be used now, or `None` when it can.

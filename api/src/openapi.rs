@@ -21,7 +21,7 @@ macro_rules! api {
             info(
                 title = "Hodei API",
                 description = "Pipelines, runs, jobs, logs, tokens and the audit trail of a Hodei server. \
-                    Every endpoint except /healthz, /readyz and /metrics needs `Authorization: Bearer <token>`. \
+                    Every endpoint except /healthz, /readyz, /metrics and /api/v1/repos/{name}/webhook (signed by the forge) needs `Authorization: Bearer <token>`. \
                     Errors are application/problem+json with a stable `code`.",
             ),
             paths($(crate::routes::$module::$handler),*),
@@ -32,6 +32,8 @@ macro_rules! api {
                 (name = "runs", description = "Runs of pipelines"),
                 (name = "jobs", description = "Jobs of runs and their logs"),
                 (name = "tokens", description = "API tokens (admin)"),
+                (name = "repos", description = "Repositories and the webhooks of their forges"),
+                (name = "secrets", description = "Stored secrets for runs: set, list, delete; values never answered"),
                 (name = "events", description = "The audit trail"),
                 (name = "workers", description = "Workers and the queue"),
                 (name = "system", description = "Health, metrics and this document"),
@@ -69,6 +71,14 @@ api!(
     tokens::create_token,
     tokens::list_tokens,
     tokens::revoke_token,
+    secrets::put_secret,
+    secrets::list_secrets,
+    secrets::delete_secret,
+    repos::put_repo,
+    repos::list_repos,
+    repos::get_repo,
+    repos::delete_repo,
+    repos::receive_webhook,
     events::list_events,
     streams::stream_job_log,
     streams::stream_run_events,
@@ -307,7 +317,13 @@ mod tests {
     #[test]
     fn every_documented_operation_has_a_handler_and_a_bearer_unless_public() {
         let doc = ApiDoc::openapi();
-        let public = ["/healthz", "/readyz", "/metrics"];
+        // Webhook deliveries are authenticated by their signature, not by a bearer token.
+        let public = [
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/api/v1/repos/{name}/webhook",
+        ];
         for (path, item) in &doc.paths.paths {
             for (method, operation) in operations(item) {
                 let id = operation.operation_id.as_deref().unwrap_or_default();

@@ -137,6 +137,9 @@ pub struct TriggerRequest {
     pub tag: String,
     /// Variables for every job, overriding the pipeline's.
     pub env: BTreeMap<String, String>,
+    /// Start the run even though the pipeline's `on:` has no `manual` entry. The override is
+    /// recorded as the run's first event (`run_start_overridden`, with the caller's name).
+    pub override_triggers: bool,
 }
 
 /// A run as listed.
@@ -188,6 +191,12 @@ pub struct RunView {
     pub branch: String,
     pub event: String,
     pub tag: String,
+    /// The commit the run is for (a run started by a webhook); empty otherwise.
+    #[serde(default)]
+    pub commit: String,
+    /// The registered repository it came from; empty otherwise.
+    #[serde(default)]
+    pub repository: String,
     pub params: BTreeMap<String, String>,
     pub created: i64,
     /// When the run entered its state.
@@ -370,6 +379,8 @@ impl RunView {
             branch: run.inputs.branch.clone(),
             event: run.inputs.event.clone(),
             tag: run.inputs.tag.clone(),
+            commit: run.inputs.commit.clone(),
+            repository: run.inputs.repository.clone(),
             params: run.inputs.params.clone(),
             created: run.created.0,
             since: run.since.0,
@@ -563,4 +574,127 @@ pub fn short_duration(ms: i64) -> String {
         3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
         _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
     }
+}
+
+/// A secret's value, to store (`PUT /api/v1/secrets/{scope}/{owner}/{name}`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRequest {
+    /// The value: 1 byte to 64 KiB of UTF-8 without NUL. Never shown again by any endpoint.
+    pub value: String,
+}
+
+/// A stored secret, without its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SecretView {
+    /// `pipeline` or `repository`.
+    pub scope: String,
+    /// The pipeline's or the repository's name.
+    pub owner: String,
+    /// The secret's name: the variable steps get it as.
+    pub name: String,
+    pub created: i64,
+    pub updated: i64,
+}
+
+impl From<&hodei_domain::ports::SecretInfo> for SecretView {
+    fn from(s: &hodei_domain::ports::SecretInfo) -> SecretView {
+        SecretView {
+            scope: s.scope.kind().to_owned(),
+            owner: s.scope.owner().to_owned(),
+            name: s.name.clone(),
+            created: s.created.0,
+            updated: s.updated.0,
+        }
+    }
+}
+
+/// Stored secrets, by scope, owner and name.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SecretList {
+    pub items: Vec<SecretView>,
+}
+
+/// A repository to register (`PUT /api/v1/repos/{name}`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryRequest {
+    /// `github`, `gitlab` or `gitea` (also for Forgejo).
+    pub forge: String,
+    /// What `git clone` takes (`https://…`, `http://…`, `git://…`, `ssh://…` or a path), without
+    /// credentials in it.
+    pub clone_url: String,
+    /// The pipeline file's path in the repository (default `.hodei.yml`).
+    #[serde(default)]
+    pub pipeline_path: Option<String>,
+    /// The stored secret (scope `repository/{name}`) with the credentials to fetch:
+    /// `USER:TOKEN` or a bare token.
+    #[serde(default)]
+    pub credentials: Option<String>,
+    /// The stored secret (scope `repository/{name}`) that the forge signs webhooks with.
+    pub webhook_secret: String,
+    /// The stored secret (scope `repository/{name}`) with a token that may set commit
+    /// statuses; without one, no status is reported.
+    #[serde(default)]
+    pub status_token: Option<String>,
+    /// The forge's API base URL for commit statuses, e.g. `https://api.github.com`; by default
+    /// derived from `clone_url`.
+    #[serde(default)]
+    pub status_api: Option<String>,
+}
+
+/// A registered repository: the names of its secrets, never their values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RepositoryView {
+    pub name: String,
+    pub forge: String,
+    pub clone_url: String,
+    pub pipeline_path: String,
+    pub credentials: Option<String>,
+    pub webhook_secret: String,
+    pub status_token: Option<String>,
+    pub status_api: Option<String>,
+    /// Where the forge sends webhooks: `/api/v1/repos/{name}/webhook` on this server.
+    pub webhook_path: String,
+    pub created: i64,
+}
+
+impl From<&hodei_domain::ports::RepositoryRecord> for RepositoryView {
+    fn from(r: &hodei_domain::ports::RepositoryRecord) -> RepositoryView {
+        RepositoryView {
+            name: r.name.clone(),
+            forge: r.forge.name().to_owned(),
+            clone_url: r.clone_url.clone(),
+            pipeline_path: r.pipeline_path.clone(),
+            credentials: r.credentials.clone(),
+            webhook_secret: r.webhook_secret.clone(),
+            status_token: r.status_token.clone(),
+            status_api: r.status_api.clone(),
+            webhook_path: format!("/api/v1/repos/{}/webhook", r.name),
+            created: r.created.0,
+        }
+    }
+}
+
+/// The registered repositories, by name.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RepositoryList {
+    pub items: Vec<RepositoryView>,
+}
+
+/// What a webhook delivery did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryView {
+    /// The delivery's id, as the forge named it.
+    pub delivery: String,
+    /// Whether this delivery started a run.
+    pub started: bool,
+    /// The run it started (or, for a delivery seen before, the run that one started).
+    pub run: Option<u64>,
+    /// The delivery was received before: nothing new was started.
+    pub duplicate: bool,
+    /// Why no run was started: a ping, an event `on:` does not want, no pipeline file.
+    pub reason: Option<String>,
+    /// Runs of the same pipeline and branch cancelled because this push supersedes them.
+    pub superseded: Vec<u64>,
 }

@@ -1,30 +1,26 @@
 //! The API over real HTTP: a server on a loopback port, a real SQLite store and log store in a
 //! temporary directory, the local provider running real shell steps, and reqwest as the client.
 
-use std::net::TcpListener;
-use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
-use hodei_actors::Ports;
-use hodei_actors::fault::Faults;
-use hodei_actors::messages::WorkerSpec;
-use hodei_adapters::clock::SystemClock;
-use hodei_adapters::local::LocalProvider;
-use hodei_adapters::logs::FileLogStore;
-use hodei_adapters::sqlite::SqliteStore;
-use hodei_api::auth::{Bootstrap, bootstrap};
-use hodei_api::{ApiState, Limits};
-use hodei_domain::engine::Approvals;
-use hodei_domain::ids::{Timestamp, WorkerId};
-use hodei_domain::ports::SecretStore;
-use hodei_supervisors::{TreeConfig, start_tree};
+use hodei_api::Limits;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+
+#[path = "support/git.rs"]
+mod git_support;
+#[path = "support/server.rs"]
+mod support;
+
+use support::{Server, start, start_with};
 
 mod conformance;
 #[path = "http/console.rs"]
 mod console;
+#[path = "http/repos.rs"]
+mod repos;
+#[path = "http/secrets.rs"]
+mod secrets;
 
 const HELLO: &str = "\
 name: hello
@@ -54,90 +50,6 @@ jobs:
     approval: { role: admin }
     steps: [{ run: echo deployed }]
 ";
-
-struct NoSecrets;
-
-impl SecretStore for NoSecrets {
-    fn get(&self, _: &str) -> Option<String> {
-        None
-    }
-}
-
-/// A running server and a client for it.
-struct Server {
-    base: String,
-    admin: String,
-    http: reqwest::Client,
-    handle: ServerHandle,
-    provider: Arc<LocalProvider>,
-    store: Arc<SqliteStore>,
-    _dir: tempfile::TempDir,
-}
-
-async fn start_with(limits: Limits) -> Server {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = Arc::new(
-        SqliteStore::open(&dir.path().join("hodei.db"))
-            .await
-            .expect("the store opens"),
-    );
-    let logs = Arc::new(FileLogStore::open(&dir.path().join("logs"), 1).expect("the logs open"));
-    let provider = Arc::new(LocalProvider::new(
-        dir.path().join("workspaces"),
-        store.instance_id().to_owned(),
-    ));
-    let ports = Ports {
-        store: store.clone(),
-        logs,
-        provider: provider.clone(),
-        reconcile: provider.clone(),
-        clock: Arc::new(SystemClock),
-        secrets: Arc::new(NoSecrets),
-        faults: Faults::none(),
-    };
-    let tree = start_tree(
-        ports,
-        TreeConfig::new(
-            Some(WorkerSpec {
-                id: WorkerId("local".into()),
-                labels: vec![],
-                slots: 4,
-            }),
-            Approvals::Wait,
-        ),
-    );
-    let admin = match bootstrap(store.as_ref(), None, Timestamp(0)).await {
-        Ok(Bootstrap::Generated { token }) => token,
-        other => panic!("the first start generates an admin token: {other:?}"),
-    };
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    // A provider that is away: shown by the probes and the metrics, without making the server
-    // unready.
-    let state = ApiState::new(tree, store.clone(), limits).with_provider(
-        "docker",
-        std::sync::Arc::new(|| Some("the engine is away (scripted)".into())),
-    );
-    let server = hodei_api::serve(state, listener, 1, None).expect("the server starts");
-    let handle = server.handle();
-    actix_rt::spawn(server);
-    Server {
-        base,
-        admin,
-        http: {
-            hodei_api::client::install_crypto();
-            reqwest::Client::new()
-        },
-        handle,
-        provider,
-        store,
-        _dir: dir,
-    }
-}
-
-async fn start() -> Server {
-    start_with(Limits::default()).await
-}
 
 /// A response's status, headers and body.
 struct Answer {
@@ -258,13 +170,6 @@ impl Server {
             created["id"].as_u64().unwrap(),
             created["token"].as_str().unwrap().to_owned(),
         )
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.provider.stop_all();
-        drop(self.handle.stop(false));
     }
 }
 
@@ -689,7 +594,7 @@ async fn revoking_a_token_ends_its_open_streams_within_a_second() {
     assert!(
         server
             .store
-            .revoke_token(other_id, Timestamp(1))
+            .revoke_token(other_id, hodei_domain::ids::Timestamp(1))
             .await
             .unwrap()
     );
@@ -1034,7 +939,7 @@ async fn the_openapi_document_lists_every_route_and_every_route_answers() {
             );
         }
     }
-    assert_eq!(operations, 31, "a route was added: document and test it");
+    assert_eq!(operations, 39, "a route was added: document and test it");
     // Routes come from the document: what it does not list does not exist.
     for undocumented in ["/api/v1/agents", "/api/v1/runs/1/logs", "/api/v1"] {
         server.get(undocumented).await.problem(404, "no-route");
@@ -1224,7 +1129,7 @@ async fn the_live_server_answers_as_its_openapi_document_says() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 31, "every operation was held against the document");
+    assert_eq!(checked, 39, "every operation was held against the document");
     // The trigger's body is optional, as documented: none takes every default.
     let trigger = &doc["paths"]["/api/v1/pipelines/{name}/runs"]["post"];
     assert_ne!(trigger["requestBody"]["required"], true, "{trigger}");

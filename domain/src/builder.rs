@@ -85,12 +85,20 @@ impl PipelineBuilder {
                 on: Triggers::default(),
                 parameters: BTreeMap::new(),
                 env: Env::new(),
+                secrets: Vec::new(),
+                checkout: Default::default(),
                 defaults: Default::default(),
                 jobs: Vec::new(),
                 post: Hooks::default(),
             },
             problems,
         }
+    }
+
+    /// A stored secret the pipeline's steps get as the environment variable `name`.
+    pub fn secret(mut self, name: &str) -> Self {
+        self.pipeline.secrets.push(name.to_owned());
+        self
     }
 
     /// A description shown with the pipeline.

@@ -12,6 +12,7 @@
 //! - [`validate`]: the rules that span the whole pipeline (references, cycles, limits).
 //! - [`plan`]: matrix expansion, the `needs` DAG and the resolution of a run's inputs.
 //! - [`expr`]: the `when` expression language.
+//! - [`forge`]: webhook deliveries of GitHub, GitLab and Gitea, and whether `on:` wants a run.
 //! - [`state`]: the state machines of runs, jobs and steps, and the [`state::DomainEvent`]s
 //!   their transitions yield.
 //! - [`engine`]: what a run does next ([`engine::advance`]), what an attempt of a job runs
@@ -22,6 +23,7 @@ pub mod builder;
 pub mod diagnostic;
 pub mod engine;
 pub mod expr;
+pub mod forge;
 pub mod ids;
 pub mod load;
 pub mod mask;

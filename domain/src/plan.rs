@@ -140,6 +140,22 @@ pub struct Plan {
     /// How many `needs` edges join the jobs.
     pub edges: usize,
     pub post: Hooks,
+    /// How runs from a repository fill workspaces.
+    pub checkout: crate::model::CheckoutSettings,
+}
+
+impl Plan {
+    /// What a job of a run with `inputs` checks out into its workspace: the run's repository
+    /// at its commit, unless the run has none or the pipeline says `checkout: false`.
+    pub fn checkout_for(&self, inputs: &RunInputs) -> Option<crate::ports::Checkout> {
+        let repository = inputs.repository()?;
+        (self.checkout.enabled && !inputs.commit.is_empty()).then(|| crate::ports::Checkout {
+            repository: repository.to_owned(),
+            commit: inputs.commit.clone(),
+            depth: self.checkout.depth,
+            submodules: self.checkout.submodules,
+        })
+    }
 }
 
 /// Expands a pipeline that has passed validation. References that do not resolve (which
@@ -223,6 +239,7 @@ pub fn plan(pipeline: &Pipeline) -> Plan {
         order,
         edges,
         post: pipeline.post.clone(),
+        checkout: pipeline.checkout,
     }
 }
 
@@ -262,6 +279,8 @@ pub struct RunInputs {
     /// `push`, `pull_request`, `tag`, `schedule` or `manual`.
     pub event: String,
     pub tag: String,
+    /// The commit the run is for (from a webhook); empty for none.
+    pub commit: String,
     pub params: BTreeMap<String, String>,
     /// Variables for every job and hook (`hodei run -e K=V`); they override the pipeline's.
     pub env: Env,
@@ -269,6 +288,29 @@ pub struct RunInputs {
     /// stored; the values come from the [`SecretStore`](crate::ports::SecretStore) each time the
     /// run is (re)started, and are masked in every log.
     pub secrets: Vec<String>,
+    /// The registered repository the run's pipeline came from; empty for none. Its secrets
+    /// are the run's too, after the pipeline's own.
+    pub repository: String,
+    /// Who started the run by hand although the pipeline's `on:` does not allow its `event`
+    /// (an explicit override); empty when `on:` allowed it. The store records it as the run's
+    /// first event, `run_start_overridden`.
+    pub overridden_by: String,
+}
+
+impl RunInputs {
+    /// The inputs of a rerun or retry of a run started with these: the same, without the
+    /// override, which belongs to the first start only.
+    pub fn again(&self) -> RunInputs {
+        RunInputs {
+            overridden_by: String::new(),
+            ..self.clone()
+        }
+    }
+
+    /// The registered repository the run came from, if any.
+    pub fn repository(&self) -> Option<&str> {
+        Some(self.repository.as_str()).filter(|r| !r.is_empty())
+    }
 }
 
 /// A parameter given to a run that does not fit the pipeline.

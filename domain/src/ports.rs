@@ -34,6 +34,20 @@ pub struct JobSpec {
     pub user: Option<String>,
     pub services: Vec<(Name, Service)>,
     pub resources: Resources,
+    /// The code the workspace starts with, for a run from a registered repository.
+    pub checkout: Option<Checkout>,
+}
+
+/// A repository at a commit, for a job's workspace: the provider clones it from the mirror of
+/// the repository on its machine before the first step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkout {
+    /// The registered repository's name: its mirror is found by it.
+    pub repository: String,
+    pub commit: String,
+    /// Commits of history; `None` for all.
+    pub depth: Option<u32>,
+    pub submodules: bool,
 }
 
 /// One step to run in a prepared workspace.
@@ -644,8 +658,243 @@ pub enum LogError {
     Closed { job: JobId },
 }
 
-/// Secret values by name, from wherever the deployment keeps them.
+/// Where a stored secret applies: the runs of one pipeline, or the runs of every pipeline of
+/// one repository.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SecretScope {
+    Pipeline(String),
+    Repository(String),
+}
+
+impl SecretScope {
+    /// `pipeline` or `repository`: the scope's kind as the API and the store spell it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SecretScope::Pipeline(_) => "pipeline",
+            SecretScope::Repository(_) => "repository",
+        }
+    }
+
+    /// The pipeline's or the repository's name.
+    pub fn owner(&self) -> &str {
+        match self {
+            SecretScope::Pipeline(name) | SecretScope::Repository(name) => name,
+        }
+    }
+
+    /// The scope of `kind` (`pipeline` or `repository`) named `owner`; `None` for another kind.
+    pub fn new(kind: &str, owner: &str) -> Option<SecretScope> {
+        match kind {
+            "pipeline" => Some(SecretScope::Pipeline(owner.to_owned())),
+            "repository" => Some(SecretScope::Repository(owner.to_owned())),
+            _ => None,
+        }
+    }
+
+    /// Where a run looks its secrets up, first match first: its pipeline, then its repository.
+    pub fn of_run(pipeline: &str, repository: Option<&str>) -> Vec<SecretScope> {
+        std::iter::once(SecretScope::Pipeline(pipeline.to_owned()))
+            .chain(repository.map(|r| SecretScope::Repository(r.to_owned())))
+            .collect()
+    }
+}
+
+impl std::fmt::Display for SecretScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} `{}`", self.kind(), self.owner())
+    }
+}
+
+/// A stored secret as listed: never its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretInfo {
+    pub scope: SecretScope,
+    pub name: String,
+    pub created: Timestamp,
+    pub updated: Timestamp,
+}
+
+/// Secret values by name, from wherever the deployment keeps them: Hodei's own encrypted store
+/// for a server, the environment of the process for `hodei run`.
 pub trait SecretStore: Send + Sync {
-    /// The value of the secret `name`, if there is one.
-    fn get(&self, name: &str) -> Option<String>;
+    /// The value of the secret `name` for a run, looked up in `scopes` in order (the first that
+    /// has it wins; see [`SecretScope::of_run`]). A store without scopes ignores them.
+    ///
+    /// ## Errors
+    /// [`StoreError`] when the store cannot be read or a stored value cannot be opened.
+    fn get<'a>(
+        &'a self,
+        scopes: &'a [SecretScope],
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
+}
+
+/// Secrets that Hodei keeps itself and that the API manages: set, list, delete.
+///
+/// ## Guarantees
+/// - Values are sealed at rest; nothing here reads one back: only [`SecretStore::get`], for a
+///   run, does.
+/// - [`put_secret`](SecretVault::put_secret) replaces the value of an existing secret, keeping
+///   its creation time.
+pub trait SecretVault: SecretStore {
+    /// Stores `value` as secret `name` of `scope`; the answer says whether it was new.
+    fn put_secret<'a>(
+        &'a self,
+        scope: &'a SecretScope,
+        name: &'a str,
+        value: &'a str,
+        at: Timestamp,
+    ) -> BoxFuture<'a, Result<(SecretInfo, bool), StoreError>>;
+
+    /// The secrets of `scope` (of every scope with `None`), by scope and name.
+    fn secrets<'a>(
+        &'a self,
+        scope: Option<&'a SecretScope>,
+    ) -> BoxFuture<'a, Result<Vec<SecretInfo>, StoreError>>;
+
+    /// Deletes a secret; `false` if there was none.
+    fn delete_secret<'a>(
+        &'a self,
+        scope: &'a SecretScope,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+}
+
+/// A repository registered with Hodei: where its code is, where its pipeline file is in it,
+/// and the names of the stored secrets (of the repository's scope) that open it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepositoryRecord {
+    /// Its name in Hodei, e.g. `app`.
+    pub name: String,
+    pub forge: crate::forge::Forge,
+    /// What `git clone` takes: `https://…`, `http://…`, `git://…` or a path.
+    pub clone_url: String,
+    /// The pipeline file's path in the repository, e.g. `.hodei.yml`.
+    pub pipeline_path: String,
+    /// The stored secret (repository scope) with the credentials to fetch: `USER:TOKEN`, or
+    /// a bare token. `None` for a public repository.
+    pub credentials: Option<String>,
+    /// The stored secret (repository scope) that signs the forge's webhooks.
+    pub webhook_secret: String,
+    /// The stored secret (repository scope) with a token for reporting commit statuses;
+    /// `None` reports nothing.
+    pub status_token: Option<String>,
+    /// The forge's API base URL for commit statuses; `None` derives it from the clone URL.
+    pub status_api: Option<String>,
+    pub created: Timestamp,
+}
+
+/// What recording a webhook delivery found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The first time this delivery is seen: it is the caller's to act on.
+    New,
+    /// Seen before, and the run it started, if any.
+    Seen { run: Option<RunId> },
+}
+
+/// The registered repositories and the webhook deliveries they received.
+///
+/// ## Guarantees
+/// - [`claim_delivery`](RepoStore::claim_delivery) answers [`Claim::New`] once per repository
+///   and delivery id, also to concurrent callers: a delivery sent twice starts one run.
+pub trait RepoStore: Send + Sync {
+    /// Registers a repository, or replaces the one of the same name; `true` if it is new.
+    fn put_repository<'a>(
+        &'a self,
+        repo: &'a RepositoryRecord,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    fn repository<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<RepositoryRecord>, StoreError>>;
+
+    /// Every repository, by name.
+    fn repositories(&self) -> BoxFuture<'_, Result<Vec<RepositoryRecord>, StoreError>>;
+
+    /// Forgets a repository and its deliveries; `false` if there was none.
+    fn delete_repository<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Records delivery `id` of repository `repo`, unless it was recorded before.
+    fn claim_delivery<'a>(
+        &'a self,
+        repo: &'a str,
+        id: &'a str,
+        at: Timestamp,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>>;
+
+    /// Notes the run that delivery `id` started.
+    fn delivery_started<'a>(
+        &'a self,
+        repo: &'a str,
+        id: &'a str,
+        run: RunId,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+/// A repository to mirror, with the value of its credentials (never logged).
+#[derive(Clone, PartialEq, Eq)]
+pub struct MirrorSource {
+    pub repository: String,
+    pub forge: crate::forge::Forge,
+    pub url: String,
+    /// `USER:TOKEN` or a bare token, sent as HTTP basic authentication.
+    pub credentials: Option<String>,
+}
+
+impl std::fmt::Debug for MirrorSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MirrorSource")
+            .field("repository", &self.repository)
+            .field("url", &self.url)
+            .field("credentials", &self.credentials.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// A mirror could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MirrorError {
+    /// `git` failed: what it was doing and what it said (credentials never in it).
+    #[error("cannot {doing} of repository `{repository}`: {reason}")]
+    Git {
+        repository: String,
+        doing: &'static str,
+        reason: String,
+    },
+}
+
+/// A bare mirror of each repository on this machine, fetched when asked, read at a commit.
+///
+/// ## Guarantees
+/// - Credentials reach `git` through its environment, never its arguments or any log.
+/// - Fetches of one repository are serialised; different repositories fetch in parallel.
+pub trait Mirrors: Send + Sync {
+    /// Fetches `wanted` (commit ids or ref names) into the repository's mirror, creating it on
+    /// first use. When `wanted` names commits and all of them are in the mirror already,
+    /// nothing is fetched (the refs it names may then be older than the forge's).
+    fn fetch<'a>(
+        &'a self,
+        source: &'a MirrorSource,
+        wanted: &'a [String],
+    ) -> BoxFuture<'a, Result<(), MirrorError>>;
+
+    /// The file at `path` in `commit`, or `None` if the commit has no such file.
+    fn read_file<'a>(
+        &'a self,
+        repository: &'a str,
+        commit: &'a str,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, MirrorError>>;
+
+    /// The paths that differ between `from` and `to` (from their merge base when `merge_base`).
+    fn changed_paths<'a>(
+        &'a self,
+        repository: &'a str,
+        from: &'a str,
+        to: &'a str,
+        merge_base: bool,
+    ) -> BoxFuture<'a, Result<Vec<String>, MirrorError>>;
 }

@@ -23,12 +23,14 @@ pub fn validate(pipeline: &Pipeline) -> Vec<Diagnostic> {
     let root = Path::root();
     env_names(&pipeline.env, &root.key("env"), &mut out);
     parameters(pipeline, &mut out);
+    secret_names(&pipeline.secrets, &root.key("secrets"), &mut out);
     hooks(
         &pipeline.post,
         &root.key("post"),
         pipeline.defaults.timeout,
         &mut out,
     );
+    not_supported(pipeline, &mut out);
     let on = &pipeline.on;
     if !on.manual && on.push.is_none() && on.pull_request.is_none() && on.schedule.is_empty() {
         out.push(
@@ -116,6 +118,77 @@ fn env_names(env: &Env, path: &Path, out: &mut Vec<Diagnostic>) {
             .expected("a letter or `_`, then letters, digits or `_`"),
         );
     }
+}
+
+/// Keys of the format that this Hodei does not act on yet, each refused with what to do
+/// instead: a pipeline that relies on one must not look as if it worked.
+fn not_supported(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
+    let root = Path::root();
+    if !pipeline.on.schedule.is_empty() {
+        out.push(
+            Diagnostic::error(
+                Code::NotSupported,
+                root.key("on").key("schedule"),
+                "schedules are not fired yet: this Hodei would never start the run",
+            )
+            .expected("no `schedule` (start scheduled runs from outside, e.g. cron calling `hodei runs start`)"),
+        );
+    }
+    for job in &pipeline.jobs {
+        let path = root.key("jobs").key(job.name.as_str());
+        if !job.artifacts.is_empty() {
+            out.push(
+                Diagnostic::error(
+                    Code::NotSupported,
+                    path.key("artifacts"),
+                    "artifacts are not collected yet: this Hodei would keep nothing",
+                )
+                .expected("no `artifacts` (upload them from a step for now)"),
+            );
+        }
+        if job.cache.is_some() {
+            out.push(
+                Diagnostic::error(
+                    Code::NotSupported,
+                    path.key("cache"),
+                    "caches are not restored or saved yet: this Hodei would keep nothing",
+                )
+                .expected("no `cache`"),
+            );
+        }
+    }
+}
+
+/// The names of the secrets a pipeline uses: variable names, each once, none of Hodei's own.
+pub fn secret_names(names: &[String], path: &Path, out: &mut Vec<Diagnostic>) {
+    let mut seen = HashSet::new();
+    for (i, name) in names.iter().enumerate() {
+        let at = path.index(i);
+        if !is_secret_name(name) {
+            out.push(
+                Diagnostic::error(
+                    Code::InvalidValue,
+                    at.clone(),
+                    format!("`{name}` is not a valid secret name"),
+                )
+                .expected("a letter or `_`, then letters, digits or `_`, not starting with `HODEI_` (it becomes an environment variable)"),
+            );
+        } else if !seen.insert(name) {
+            out.push(
+                Diagnostic::warning(
+                    Code::Suspicious,
+                    at,
+                    format!("secret `{name}` is listed twice"),
+                )
+                .expected("each secret once"),
+            );
+        }
+    }
+}
+
+/// Whether `name` may name a secret: a variable name that is not one of Hodei's (`HODEI_*`).
+pub fn is_secret_name(name: &str) -> bool {
+    is_env_name(name) && !name.starts_with("HODEI_")
 }
 
 fn parameters(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {

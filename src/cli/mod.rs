@@ -78,6 +78,18 @@ enum Command {
         after_help = "Examples:\n  hodei tokens create --role operator --name ci-bot\n  hodei tokens revoke 3"
     )]
     Tokens(remote::TokensCommand),
+    /// Secrets a server keeps for runs: set (value from stdin or a prompt), list, delete.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  hodei secrets set DEPLOY_TOKEN --pipeline web\n  hodei secrets list\n  hodei secrets delete DEPLOY_TOKEN --pipeline web"
+    )]
+    Secrets(remote::SecretsCommand),
+    /// Repositories whose forges' webhooks start runs: add, list, show, remove.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  hodei repos add app --forge github --url https://github.com/acme/app.git --webhook-secret HOOK\n  hodei repos list"
+    )]
+    Repos(remote::ReposCommand),
     Events(remote::EventsArgs),
     /// The server's version and health, the queue and the workers.
     #[command(after_help = "Examples:\n  hodei status\n  hodei status -o json | jq .queued")]
@@ -160,6 +172,8 @@ pub fn main() -> ExitCode {
         Command::Workers(cmd) => remote::run(remote::Command::Workers(cmd), &cli.global),
         Command::Queue(args) => remote::run(remote::Command::Queue(args), &cli.global),
         Command::Tokens(cmd) => remote::run(remote::Command::Tokens(cmd), &cli.global),
+        Command::Secrets(cmd) => remote::run(remote::Command::Secrets(cmd), &cli.global),
+        Command::Repos(cmd) => remote::run(remote::Command::Repos(cmd), &cli.global),
         Command::Events(args) => remote::run(remote::Command::Events(args), &cli.global),
         Command::Status => remote::run(remote::Command::Status, &cli.global),
     };

@@ -107,6 +107,11 @@ impl Progress {
             E::RunSucceeded { run, .. } => self.run_over(*run, "succeeded", "32"),
             E::RunFailed { run, .. } => self.run_over(*run, "failed", "31"),
             E::RunCancelled { run, .. } => self.run_over(*run, "cancelled", "33"),
+            E::RunStartOverridden { run, by, event, .. } => self.line(
+                None,
+                &format!("{run}: started by {by} although `on:` does not allow `{event}`"),
+                "33",
+            ),
             E::JobAwaitingApproval { job, .. } => {
                 self.line(Some(*job), "waiting for approval", "33")
             }

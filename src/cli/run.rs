@@ -95,13 +95,8 @@ pub fn run(args: &Args) -> u8 {
             return EXIT_USAGE;
         }
     }
-    let secrets = match EnvSecrets::from_env(&args.secrets) {
-        Ok(secrets) => secrets,
-        Err(name) => {
-            eprintln!("error: secret `{name}`: the environment variable `{name}` is not set");
-            return EXIT_USAGE;
-        }
-    };
+    // The secrets named with `--secret`, then those the pipeline names (`secrets:`).
+    let mut secret_names = args.secrets.clone();
     let mut labels: BTreeSet<String> = BTreeSet::from(["local".to_owned()]);
     let source = match &args.file {
         Some(path) => {
@@ -137,6 +132,11 @@ pub fn run(args: &Args) -> u8 {
                 }
                 return EXIT_USAGE;
             }
+            for name in &pipeline.secrets {
+                if !secret_names.contains(name) {
+                    secret_names.push(name.clone());
+                }
+            }
             // `hodei run` runs every job on this machine: it takes every label the pipeline asks for.
             labels.extend(pipeline.defaults.runs_on.iter().map(ToString::to_string));
             for job in &pipeline.jobs {
@@ -152,14 +152,24 @@ pub fn run(args: &Args) -> u8 {
             return EXIT_USAGE;
         }
     };
+    let secrets = match EnvSecrets::from_env(&secret_names) {
+        Ok(secrets) => secrets,
+        Err(name) => {
+            eprintln!("error: secret `{name}`: the environment variable `{name}` is not set");
+            return EXIT_USAGE;
+        }
+    };
     let labels: Vec<Label> = labels.iter().filter_map(|l| l.parse().ok()).collect();
     let inputs = RunInputs {
         branch: args.branch.clone(),
         event: args.event.clone(),
         tag: String::new(),
+        commit: String::new(),
         params,
         env,
-        secrets: args.secrets.clone(),
+        secrets: secret_names,
+        repository: String::new(),
+        overridden_by: String::new(),
     };
     let scratch = std::env::temp_dir().join(format!("hodei-run-{}", std::process::id()));
     let paths = match &args.store {

@@ -20,7 +20,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::{EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
 use crate::config::{self, Flags, ServerConfig};
-use crate::wiring::{EnvSecrets, server_stack};
+use crate::wiring::server_stack;
 
 /// Run the Hodei server: REST API, metrics, and the actors that run pipelines.
 #[derive(Debug, clap::Args)]
@@ -115,14 +115,7 @@ async fn serve(
     given: Option<String>,
     providers: Arc<std::sync::Mutex<Option<Arc<hodei_adapters::route::ByImage>>>>,
 ) -> u8 {
-    let secrets = match EnvSecrets::from_env(&[]) {
-        Ok(secrets) => Arc::new(secrets),
-        Err(name) => {
-            eprintln!("error: secret `{name}` is not set");
-            return EXIT_USAGE;
-        }
-    };
-    let stack = match server_stack(&config.data, secrets, config.labels.clone()).await {
+    let stack = match server_stack(&config.data, config.labels.clone()).await {
         Ok(stack) => stack,
         Err(err) => {
             eprintln!("error: {err} (data directory {})", config.data.display());
@@ -175,8 +168,14 @@ async fn serve(
     };
     let router = stack.provider.clone();
     let tree = stack.tree.clone();
-    let state = ApiState::new(stack.tree, stack.tokens, limits)
-        .with_provider("docker", Arc::new(move || router.engine_trouble()));
+    let state = ApiState::new(
+        stack.tree,
+        stack.tokens,
+        stack.secrets,
+        stack.sources,
+        limits,
+    )
+    .with_provider("docker", Arc::new(move || router.engine_trouble()));
     let accepting = state.accepting.clone();
     let tls = match &config.tls {
         Some((cert, key)) => match hodei_api::tls::load(cert, key) {

@@ -29,8 +29,8 @@ pub enum LoadError {
         stored: usize,
         planned: usize,
     },
-    #[error("secret `{name}` is not available")]
-    Secret { name: String },
+    #[error("{reason}")]
+    Secret { reason: String },
 }
 
 /// A run as its actor holds it.
@@ -85,11 +85,19 @@ pub(super) async fn load_run(ports: &Ports, run: RunId) -> Result<Loaded, LoadEr
         .run(run)
         .await?
         .ok_or(LoadError::NotFound { run })?;
-    loaded_from(ports, record)
+    with_secrets(ports, record).await
 }
 
-/// Rebuilds a run's plan and machines from its record.
-pub(super) fn loaded_from(ports: &Ports, record: RunRecord) -> Result<Loaded, LoadError> {
+/// Rebuilds a run from its record, with the values of its secrets.
+pub(super) async fn with_secrets(ports: &Ports, record: RunRecord) -> Result<Loaded, LoadError> {
+    let secrets = crate::secrets::run_secrets(ports, &record)
+        .await
+        .map_err(|reason| LoadError::Secret { reason })?;
+    loaded_from(record, secrets)
+}
+
+/// Rebuilds a run's plan and machines from its record and its secrets' values.
+fn loaded_from(record: RunRecord, secrets: Vec<(String, String)>) -> Result<Loaded, LoadError> {
     let run = record.id;
     let plan = shared_plan(&record.source).ok_or_else(|| LoadError::Definition {
         pipeline: record.pipeline.clone(),
@@ -104,13 +112,6 @@ pub(super) fn loaded_from(ports: &Ports, record: RunRecord) -> Result<Loaded, Lo
             stored: record.jobs.len(),
             planned,
         });
-    }
-    let mut secrets = Vec::new();
-    for name in &record.inputs.secrets {
-        match ports.secrets.get(name) {
-            Some(value) => secrets.push((name.clone(), value)),
-            None => return Err(LoadError::Secret { name: name.clone() }),
-        }
     }
     let mut jobs = Vec::with_capacity(plan.jobs.len());
     let mut post = None;

@@ -37,7 +37,7 @@ use crate::messages::{
 };
 use crate::record::record;
 use crate::scheduler::Scheduler;
-use load::{Loaded, load_run, loaded_from};
+use load::{Loaded, load_run, with_secrets};
 
 /// Where a run's actor sends what it needs to others.
 #[derive(Clone)]
@@ -266,7 +266,7 @@ impl RunActor {
         self.busy = true;
         let load = async move {
             match fresh {
-                Some(record) => loaded_from(&ports, record),
+                Some(record) => with_secrets(&ports, record).await,
                 None => load_run(&ports, run).await,
             }
         };

@@ -198,6 +198,7 @@ fn a_job_without_image_is_refused() {
         user: None,
         services: Vec::new(),
         resources: Resources::default(),
+        checkout: None,
     };
     let err = JobSettings::of(&job, "/ws".into(), None).expect_err("no image");
     assert!(

@@ -69,6 +69,9 @@ pub enum DockerError {
         #[source]
         source: io::Error,
     },
+    /// The job's code could not be checked out into its workspace.
+    #[error(transparent)]
+    Checkout(#[from] hodei_domain::ports::MirrorError),
     /// A job or step the provider cannot run as given.
     #[error("{what}: expected {expected}")]
     Invalid {

@@ -38,6 +38,7 @@ impl DockerProvider {
             images::ensure(&self.docker, service.image.as_str(), job.pull).await?;
         }
         make_workspace(&dir, job.user.is_some()).await?;
+        crate::git::fill_workspace(self.mirrors.as_deref(), job, &dir).await?;
         let network = if job.services.is_empty() {
             None
         } else {

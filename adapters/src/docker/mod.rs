@@ -103,6 +103,8 @@ pub struct DockerConfig {
     /// How long one engine request may take to answer (a long-running step's wait is not
     /// bounded by it): 120 s by default.
     pub request_timeout: Duration,
+    /// Where the repositories' mirrors are, for jobs that check one out.
+    pub mirrors: Option<PathBuf>,
 }
 
 impl DockerConfig {
@@ -114,6 +116,7 @@ impl DockerConfig {
             instance,
             service_ready_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(120),
+            mirrors: None,
         }
     }
 }
@@ -124,6 +127,7 @@ pub struct DockerProvider {
     base: PathBuf,
     instance: String,
     ready_timeout: Duration,
+    mirrors: Option<PathBuf>,
     /// The jobs set up (or re-attached) in this life, with what their steps need.
     jobs: Mutex<HashMap<JobKey, Arc<JobSettings>>>,
     /// Started (or re-attached) steps by key and container id, until their job's tear-down.
@@ -162,6 +166,7 @@ impl DockerProvider {
             base,
             instance: config.instance,
             ready_timeout: config.service_ready_timeout,
+            mirrors: config.mirrors.clone(),
             jobs: Mutex::new(HashMap::new()),
             steps: Mutex::new(HashMap::new()),
         })

@@ -82,6 +82,8 @@ pub struct LocalProvider {
     base: PathBuf,
     instance: String,
     steps: Mutex<HashMap<StepKey, Arc<Step>>>,
+    /// Where the repositories' mirrors are, for jobs that check one out.
+    mirrors: Option<PathBuf>,
 }
 
 /// A step by its handle: the pid tells apart two starts of the same step attempt.
@@ -147,7 +149,14 @@ impl LocalProvider {
             base: workspaces,
             instance,
             steps: Mutex::new(HashMap::new()),
+            mirrors: None,
         }
+    }
+
+    /// Checks out the jobs' repositories from the mirrors under `dir` (`<repository>.git`).
+    pub fn with_mirrors(mut self, dir: PathBuf) -> LocalProvider {
+        self.mirrors = Some(dir);
+        self
     }
 
     /// The directory under which job attempts get their workspaces.
@@ -317,6 +326,12 @@ impl Provider for LocalProvider {
             tokio::fs::create_dir_all(&dir)
                 .await
                 .map_err(|err| fail("create the workspace", err))?;
+            crate::git::fill_workspace(self.mirrors.as_deref(), job, &dir)
+                .await
+                .map_err(|err| ProviderError::SetUp {
+                    reason: err.to_string(),
+                    cause: None,
+                })?;
             Ok(Workspace {
                 run: job.run,
                 job: job.job,

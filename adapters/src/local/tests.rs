@@ -106,6 +106,7 @@ pub(super) fn job(id: u64) -> JobSpec {
         user: None,
         services: Vec::new(),
         resources: Resources::default(),
+        checkout: None,
     }
 }
 

@@ -36,7 +36,9 @@ mod error;
 mod lists;
 mod projections;
 mod queries;
+mod repos;
 mod schema;
+mod secrets;
 mod tokens;
 mod writer;
 
@@ -52,13 +54,17 @@ use hodei_domain::ids::{JobId, RunId, Timestamp};
 use hodei_domain::ports::Cause;
 use hodei_domain::ports::{
     BoxFuture, NewRun, NewToken, PipelineSummary, PipelineVersion, RunFilter, RunRecord,
-    RunSummary, Store, StoreError, TokenRecord, TokenStore, VersionStamp,
+    RunSummary, SecretInfo, SecretScope, Store, StoreError, TokenRecord, TokenStore, VersionStamp,
 };
+use hodei_domain::ports::{Claim, RepoStore, RepositoryRecord};
 use hodei_domain::state::DomainEvent;
 use sqlx::{Connection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
+pub use self::secrets::SealedSecret;
+
 use self::error::store_error;
+use self::repos::{RepoWrite, RepoWritten};
 use self::writer::{Command, PipelineText, Request};
 
 /// The durable record of Hodei on SQLite. Cheap to clone: clones share the database and its
@@ -315,6 +321,128 @@ impl TokenStore for SqliteStore {
             let mut conn = self.reads.acquire().await.map_err(read_error)?;
             tokens::any_token(&mut conn).await
         })
+    }
+}
+
+/// Stored secrets, as sealed bytes: [`crate::secrets::SealedSecrets`] seals and opens them.
+impl SqliteStore {
+    /// Stores a sealed secret, replacing an existing one; answers it and whether it is new.
+    pub async fn put_sealed(&self, secret: SealedSecret) -> Result<(SecretInfo, bool), StoreError> {
+        self.write(secret, Command::PutSecret).await
+    }
+
+    /// The nonce and sealed value of a secret.
+    pub async fn sealed(
+        &self,
+        scope: &SecretScope,
+        name: &str,
+    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let mut conn = self.reads.acquire().await.map_err(read_error)?;
+        secrets::sealed(&mut conn, scope, name).await
+    }
+
+    /// The secrets of a scope, or of all, without their values.
+    pub async fn secret_list(
+        &self,
+        scope: Option<&SecretScope>,
+    ) -> Result<Vec<SecretInfo>, StoreError> {
+        let mut conn = self.reads.acquire().await.map_err(read_error)?;
+        secrets::secrets(&mut conn, scope).await
+    }
+
+    /// Deletes a secret; `false` if there was none.
+    pub async fn delete_sealed(&self, scope: &SecretScope, name: &str) -> Result<bool, StoreError> {
+        self.write((scope.clone(), name.to_owned()), Command::DeleteSecret)
+            .await
+    }
+}
+
+impl RepoStore for SqliteStore {
+    fn put_repository<'a>(
+        &'a self,
+        repo: &'a RepositoryRecord,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            match self
+                .write(RepoWrite::Put(repo.clone()), Command::Repo)
+                .await?
+            {
+                RepoWritten::Done(new) => Ok(new),
+                RepoWritten::Claimed(_) => Err(unexpected_answer()),
+            }
+        })
+    }
+
+    fn repository<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<RepositoryRecord>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.reads.acquire().await.map_err(read_error)?;
+            repos::repository(&mut conn, name).await
+        })
+    }
+
+    fn repositories(&self) -> BoxFuture<'_, Result<Vec<RepositoryRecord>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.reads.acquire().await.map_err(read_error)?;
+            repos::repositories(&mut conn).await
+        })
+    }
+
+    fn delete_repository<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            match self
+                .write(RepoWrite::Delete(name.to_owned()), Command::Repo)
+                .await?
+            {
+                RepoWritten::Done(done) => Ok(done),
+                RepoWritten::Claimed(_) => Err(unexpected_answer()),
+            }
+        })
+    }
+
+    fn claim_delivery<'a>(
+        &'a self,
+        repo: &'a str,
+        id: &'a str,
+        at: Timestamp,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        Box::pin(async move {
+            let claim = RepoWrite::Claim {
+                repo: repo.to_owned(),
+                id: id.to_owned(),
+                at,
+            };
+            match self.write(claim, Command::Repo).await? {
+                RepoWritten::Claimed(claim) => Ok(claim),
+                RepoWritten::Done(_) => Err(unexpected_answer()),
+            }
+        })
+    }
+
+    fn delivery_started<'a>(
+        &'a self,
+        repo: &'a str,
+        id: &'a str,
+        run: RunId,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let started = RepoWrite::Started {
+                repo: repo.to_owned(),
+                id: id.to_owned(),
+                run,
+            };
+            self.write(started, Command::Repo).await.map(drop)
+        })
+    }
+}
+
+fn unexpected_answer() -> StoreError {
+    StoreError::Corrupt {
+        what: "a repository write".into(),
+        reason: "the writer answered another kind of write".into(),
+        cause: None,
     }
 }
 

@@ -101,7 +101,8 @@ impl<'a> Projection<'a> {
             | E::RunCancelRequested { run, .. }
             | E::RunSucceeded { run, .. }
             | E::RunFailed { run, .. }
-            | E::RunCancelled { run, .. } => self.run(RunRow {
+            | E::RunCancelled { run, .. }
+            | E::RunStartOverridden { run, .. } => self.run(RunRow {
                 id: *run,
                 state,
                 since,

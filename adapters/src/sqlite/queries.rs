@@ -203,6 +203,17 @@ pub(super) async fn create_run(
     .fetch_one(&mut *conn)
     .await
     .map_err(|err| store_error(what, err))?;
+    let run_id = RunId(stored_id("run id", id)?);
+    if !run.inputs.overridden_by.is_empty() {
+        // The override is the run's first event, in the transaction that creates it.
+        let event = DomainEvent::RunStartOverridden {
+            run: run_id,
+            by: run.inputs.overridden_by.clone(),
+            event: run.inputs.event.clone(),
+            at: run.at,
+        };
+        append_events(conn, &[&event]).await?;
+    }
     // RETURNING gives rows in no particular order: sort by position.
     let mut jobs: Vec<(i64, i64)> = sqlx::query_as(
         "INSERT INTO jobs (run_id, position, name, state, attempt, since) \
@@ -236,7 +247,7 @@ pub(super) async fn create_run(
         })
         .collect::<Result<_, StoreError>>()?;
     Ok(RunRecord {
-        id: RunId(stored_id("run id", id)?),
+        id: run_id,
         pipeline: run.pipeline.clone(),
         version: run.version,
         source,

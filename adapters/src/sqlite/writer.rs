@@ -16,12 +16,16 @@
 //! One writer also means no two connections ever compete for SQLite's write lock.
 
 use hodei_domain::ids::Timestamp;
-use hodei_domain::ports::{NewRun, NewToken, PipelineVersion, RunRecord, StoreError, TokenRecord};
+use hodei_domain::ports::{
+    NewRun, NewToken, PipelineVersion, RunRecord, SecretInfo, SecretScope, StoreError, TokenRecord,
+};
 use hodei_domain::state::DomainEvent;
 use sqlx::{Connection, Sqlite, SqliteConnection, SqlitePool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::store_error;
+use super::repos::{self, RepoWrite, RepoWritten};
+use super::secrets::{self, SealedSecret};
 use super::{queries, tokens};
 
 /// The most events (or jobs of new runs) written in one transaction.
@@ -45,6 +49,9 @@ pub(super) enum Command {
     CreateToken(Request<NewToken, TokenRecord>),
     /// A token's id and the instant of its revocation.
     RevokeToken(Request<(u64, Timestamp), bool>),
+    PutSecret(Request<SealedSecret, (SecretInfo, bool)>),
+    DeleteSecret(Request<(SecretScope, String), bool>),
+    Repo(Request<RepoWrite, RepoWritten>),
 }
 
 impl Command {
@@ -53,7 +60,12 @@ impl Command {
         match self {
             Command::Append(request) => request.args.len(),
             Command::CreateRun(request) => 1 + request.args.jobs.len(),
-            Command::PutPipeline(_) | Command::CreateToken(_) | Command::RevokeToken(_) => 1,
+            Command::PutPipeline(_)
+            | Command::CreateToken(_)
+            | Command::RevokeToken(_)
+            | Command::PutSecret(_)
+            | Command::DeleteSecret(_)
+            | Command::Repo(_) => 1,
         }
     }
 
@@ -64,6 +76,9 @@ impl Command {
             Command::PutPipeline(request) => request.answer(commit),
             Command::CreateToken(request) => request.answer(commit),
             Command::RevokeToken(request) => request.answer(commit),
+            Command::PutSecret(request) => request.answer(commit),
+            Command::DeleteSecret(request) => request.answer(commit),
+            Command::Repo(request) => request.answer(commit),
         }
     }
 }
@@ -196,6 +211,19 @@ async fn write_fast(conn: &mut SqliteConnection, batch: &mut [Command]) -> Fast 
                 let result = tokens::revoke_token(&mut tx, id, at).await;
                 outcome = keep(&mut request.result, result);
             }
+            Command::PutSecret(request) => {
+                let result = secrets::put_secret(&mut tx, &request.args).await;
+                outcome = keep(&mut request.result, result);
+            }
+            Command::DeleteSecret(request) => {
+                let (scope, name) = &request.args;
+                let result = secrets::delete_secret(&mut tx, scope, name).await;
+                outcome = keep(&mut request.result, result);
+            }
+            Command::Repo(request) => {
+                let result = repos::write(&mut tx, &request.args).await;
+                outcome = keep(&mut request.result, result);
+            }
             Command::Append(request) => request.result = Some(Ok(())),
         }
     }
@@ -269,6 +297,19 @@ async fn write_careful(
             Command::RevokeToken(request) => {
                 let (id, at) = request.args;
                 let result = tokens::revoke_token(&mut savepoint, id, at).await;
+                request.result = Some(settle(savepoint, result).await?);
+            }
+            Command::PutSecret(request) => {
+                let result = secrets::put_secret(&mut savepoint, &request.args).await;
+                request.result = Some(settle(savepoint, result).await?);
+            }
+            Command::DeleteSecret(request) => {
+                let (scope, name) = &request.args;
+                let result = secrets::delete_secret(&mut savepoint, scope, name).await;
+                request.result = Some(settle(savepoint, result).await?);
+            }
+            Command::Repo(request) => {
+                let result = repos::write(&mut savepoint, &request.args).await;
                 request.result = Some(settle(savepoint, result).await?);
             }
         }

@@ -340,6 +340,7 @@ pub fn job_spec(job: u64) -> JobSpec {
         user: None,
         services: Vec::new(),
         resources: Resources::default(),
+        checkout: None,
     }
 }
 

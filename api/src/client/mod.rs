@@ -30,7 +30,8 @@ use serde::Serialize;
 use crate::error::Problem;
 use crate::views::{
     AppliedPipeline, CreatedToken, EventPage, Health, JobView, PipelinePage, PipelineView,
-    QueueView, RunPage, RunView, TokenList, TriggerRequest, WorkerList,
+    QueueView, RepositoryList, RepositoryRequest, RepositoryView, RunPage, RunView, SecretList,
+    SecretView, TokenList, TriggerRequest, WorkerList,
 };
 
 /// Where a server is and how to prove who we are.
@@ -362,6 +363,86 @@ impl Client {
             .await
     }
 
+    // --- repositories ---
+
+    /// Registers (or changes) a repository.
+    pub async fn put_repo(
+        &self,
+        name: &str,
+        request: &RepositoryRequest,
+    ) -> Result<RepositoryView, ClientError> {
+        self.send(
+            reqwest::Method::PUT,
+            &format!("/api/v1/repos/{}", http::segment(name)),
+            http::Body::Json(serde_json::to_value(request).unwrap_or_default()),
+        )
+        .await
+    }
+
+    /// The registered repositories.
+    pub async fn repos(&self) -> Result<RepositoryList, ClientError> {
+        self.get("/api/v1/repos").await
+    }
+
+    /// One repository.
+    pub async fn repo(&self, name: &str) -> Result<RepositoryView, ClientError> {
+        self.get(&format!("/api/v1/repos/{}", http::segment(name)))
+            .await
+    }
+
+    /// Removes a repository.
+    pub async fn remove_repo(&self, name: &str) -> Result<(), ClientError> {
+        self.no_content(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/repos/{}", http::segment(name)),
+        )
+        .await
+    }
+
+    // --- secrets ---
+
+    /// Stores a secret's value (creating or replacing it); answers it without the value.
+    pub async fn set_secret(
+        &self,
+        scope: &str,
+        owner: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<SecretView, ClientError> {
+        self.send(
+            reqwest::Method::PUT,
+            &secret_path(scope, owner, name),
+            http::Body::Json(serde_json::json!({ "value": value })),
+        )
+        .await
+    }
+
+    /// The stored secrets of one pipeline or repository (`Some((scope, owner))`), or all.
+    pub async fn secrets(&self, of: Option<(&str, &str)>) -> Result<SecretList, ClientError> {
+        match of {
+            Some((scope, owner)) => {
+                self.get(&format!(
+                    "/api/v1/secrets?scope={}&owner={}",
+                    http::segment(scope),
+                    http::segment(owner)
+                ))
+                .await
+            }
+            None => self.get("/api/v1/secrets").await,
+        }
+    }
+
+    /// Deletes a secret.
+    pub async fn delete_secret(
+        &self,
+        scope: &str,
+        owner: &str,
+        name: &str,
+    ) -> Result<(), ClientError> {
+        self.no_content(reqwest::Method::DELETE, &secret_path(scope, owner, name))
+            .await
+    }
+
     // --- events and the server ---
 
     /// Events after number `after`, oldest first.
@@ -439,6 +520,16 @@ fn tls_config(ca_cert: Option<&std::path::Path>) -> Result<rustls::ClientConfig,
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     Ok(config)
+}
+
+/// The path of one secret.
+fn secret_path(scope: &str, owner: &str, name: &str) -> String {
+    format!(
+        "/api/v1/secrets/{}/{}/{}",
+        http::segment(scope),
+        http::segment(owner),
+        http::segment(name)
+    )
 }
 
 #[cfg(test)]

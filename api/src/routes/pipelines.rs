@@ -4,7 +4,7 @@
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use hodei_actors::messages::{Definition, SubmitError, SubmitRun};
-use hodei_domain::load::load_bytes;
+use hodei_domain::load::{load, load_bytes};
 use hodei_domain::model::Role;
 use hodei_domain::model::is_env_name;
 use hodei_domain::plan::RunInputs;
@@ -246,7 +246,10 @@ pub async fn get_pipeline_version(
 /// Trigger a run of a pipeline's latest version.
 ///
 /// The body may be empty: the run then takes every parameter's default, no branch, event
-/// `manual`. Answers 201 with the run once it is durable. Role: operator.
+/// `manual`. A pipeline whose `on:` has no `manual` entry is refused (409 `start-not-allowed`)
+/// unless the body sets `override_triggers`, which the run's first event records. The run gets
+/// the stored secrets its pipeline names (`secrets:`); one that is not stored is refused (409
+/// `missing-secret`). Answers 201 with the run once it is durable. Role: operator.
 #[utoipa::path(
     post,
     path = "/api/v1/pipelines/{name}/runs",
@@ -257,6 +260,7 @@ pub async fn get_pipeline_version(
         (status = 201, description = "The run, accepted and durable", body = RunView),
         (status = 400, description = "Invalid JSON or parameters", body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`start-not-allowed`: `on:` has no `manual`; `missing-secret`: a secret the pipeline names is not stored", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "The queue is full (`Retry-After`)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The server is shutting down (`Retry-After`)", body = Problem, content_type = "application/problem+json"),
     ),
@@ -322,13 +326,51 @@ pub(crate) async fn submit(
         .ok_or_else(|| ApiError::NotFound {
             what: format!("pipeline `{name}`"),
         })?;
+    // What the definition allows and needs: who may start it, which secrets it takes.
+    let source = pipeline.source.clone();
+    let loaded = web::block(move || load(&source).pipeline)
+        .await
+        .map_err(|err| ApiError::Internal {
+            reason: format!("loading the pipeline stopped: {err}"),
+        })?;
+    let Some(loaded) = loaded else {
+        return Err(ApiError::IllegalTransition {
+            what: format!("pipeline `{name}` version {}", pipeline.version),
+            state: "no longer valid",
+            reason: "apply a corrected definition with PUT /api/v1/pipelines/{name}",
+        });
+    };
+    let overridden_by = match (loaded.on.manual, trigger.override_triggers) {
+        (true, _) => String::new(),
+        (false, true) => caller.name.clone(),
+        (false, false) => {
+            let kinds = loaded.on.kinds();
+            return Err(ApiError::StartNotAllowed {
+                pipeline: name.to_owned(),
+                allowed: match kinds.is_empty() {
+                    true => "nothing".into(),
+                    false => format!("{} only", kinds.join(", ")),
+                },
+            });
+        }
+    };
+    let missing = super::secrets::missing(state, name, None, &loaded.secrets).await?;
+    if !missing.is_empty() {
+        return Err(ApiError::MissingSecrets {
+            pipeline: name.to_owned(),
+            names: missing,
+        });
+    }
     let inputs = RunInputs {
         branch: trigger.branch,
         event,
         tag: trigger.tag,
+        commit: String::new(),
         params: trigger.params,
         env: trigger.env.into_iter().collect(),
-        secrets: Vec::new(),
+        secrets: loaded.secrets,
+        repository: String::new(),
+        overridden_by,
     };
     let submitted = state
         .tree

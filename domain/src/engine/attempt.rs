@@ -72,6 +72,7 @@ pub fn job_def(
         user: None,
         services: Vec::new(),
         resources: Default::default(),
+        checkout: plan.checkout_for(&resolved.inputs),
     };
     let secrets: Vec<String> = secrets.iter().map(|(_, value)| value.clone()).collect();
     let planned = match job {

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use super::cx::{Cx, is_null};
 use super::job::{self, key_span};
 use crate::diagnostic::{Code, Diagnostic, Path, Span};
-use crate::model::{Defaults, Name, Parameter, Pipeline, RefFilter, Triggers, is_env_name};
+use crate::model::{
+    CheckoutSettings, Defaults, Name, Parameter, Pipeline, RefFilter, Triggers, is_env_name,
+};
 use crate::yaml::{Node, Value};
 
 const PIPELINE_KEYS: &[&str] = &[
@@ -14,6 +16,8 @@ const PIPELINE_KEYS: &[&str] = &[
     "on",
     "parameters",
     "env",
+    "secrets",
+    "checkout",
     "defaults",
     "jobs",
     "post",
@@ -41,6 +45,8 @@ pub(crate) fn pipeline(cx: &mut Cx, root: &Node) -> Option<Pipeline> {
         on: Triggers::default(),
         parameters: BTreeMap::new(),
         env: Default::default(),
+        secrets: Vec::new(),
+        checkout: CheckoutSettings::default(),
         defaults: Defaults::default(),
         jobs: Vec::new(),
         post: Default::default(),
@@ -53,6 +59,12 @@ pub(crate) fn pipeline(cx: &mut Cx, root: &Node) -> Option<Pipeline> {
     }
     if let Some(n) = map.get("env") {
         pipeline.env = cx.env(n, &map.path("env"), key_span(&map, "env"));
+    }
+    if let Some(n) = map.get("secrets") {
+        pipeline.secrets = cx.texts(n, &map.path("secrets"));
+    }
+    if let Some(n) = map.get("checkout") {
+        pipeline.checkout = checkout(cx, n, &map.path("checkout"), key_span(&map, "checkout"));
     }
     if let Some(n) = map.get("defaults") {
         pipeline.defaults = defaults(cx, n, &map.path("defaults"), key_span(&map, "defaults"));
@@ -210,7 +222,7 @@ fn ref_filter(cx: &mut Cx, node: Option<&Node>, path: &Path, at: Span) -> RefFil
         path,
         at,
         "a push or pull request filter",
-        &["branches", "tags", "paths"],
+        &["branches", "tags", "paths", "cancel_superseded"],
     ) else {
         return RefFilter::default();
     };
@@ -219,10 +231,16 @@ fn ref_filter(cx: &mut Cx, node: Option<&Node>, path: &Path, at: Span) -> RefFil
             .map(|n| cx.texts(n, &map.path(key)))
             .unwrap_or_default()
     };
+    let (branches, tags, paths) = (get("branches"), get("tags"), get("paths"));
+    let cancel_superseded = map
+        .get("cancel_superseded")
+        .and_then(|n| cx.bool(n, &map.path("cancel_superseded")))
+        .unwrap_or(false);
     RefFilter {
-        branches: get("branches"),
-        tags: get("tags"),
-        paths: get("paths"),
+        branches,
+        tags,
+        paths,
+        cancel_superseded,
     }
 }
 
@@ -275,6 +293,40 @@ fn parameters(cx: &mut Cx, node: &Node, path: &Path) -> BTreeMap<String, Paramet
         out.insert(entry.key.clone(), parameter);
     }
     out
+}
+
+/// The most history a checkout may ask for, in commits (0 is all of it).
+const MAX_DEPTH: i64 = 1_000_000;
+
+/// `checkout: false`, `checkout: true`, or `checkout: { depth, submodules }`.
+fn checkout(cx: &mut Cx, node: &Node, path: &Path, at: Span) -> CheckoutSettings {
+    let mut settings = CheckoutSettings::default();
+    if !matches!(node.value, Value::Map(_)) {
+        if let Some(enabled) = cx.bool(node, path) {
+            settings.enabled = enabled;
+        }
+        return settings;
+    }
+    let Some(map) = cx.map(
+        node,
+        path,
+        at,
+        "checkout settings",
+        &["depth", "submodules"],
+    ) else {
+        return settings;
+    };
+    if let Some(n) = map.get("depth")
+        && let Some(depth) = cx.integer(n, &map.path("depth"), 0..=MAX_DEPTH)
+    {
+        settings.depth = u32::try_from(depth).ok().filter(|&d| d > 0);
+    }
+    if let Some(n) = map.get("submodules")
+        && let Some(submodules) = cx.bool(n, &map.path("submodules"))
+    {
+        settings.submodules = submodules;
+    }
+    settings
 }
 
 fn defaults(cx: &mut Cx, node: &Node, path: &Path, at: Span) -> Defaults {

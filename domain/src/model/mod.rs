@@ -49,6 +49,12 @@ pub struct Pipeline {
     /// Run parameters by name; they reach steps as environment variables of the same name.
     pub parameters: BTreeMap<String, Parameter>,
     pub env: Env,
+    /// The stored secrets the pipeline's steps get, by name, as environment variables of the
+    /// same name (masked in every log). Their values come from Hodei's secret store (or, under
+    /// `hodei run`, from the environment of Hodei itself).
+    pub secrets: Vec<String>,
+    /// How a run from a repository puts the code in each job's workspace.
+    pub checkout: CheckoutSettings,
     pub defaults: Defaults,
     /// Jobs in the order they are written.
     pub jobs: Vec<Job>,
@@ -82,6 +88,43 @@ impl Default for Triggers {
     }
 }
 
+/// How a run from a registered repository puts the code in each job's workspace (`checkout:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckoutSettings {
+    /// `checkout: false` leaves workspaces empty.
+    pub enabled: bool,
+    /// Commits of history to fetch; `None` for all of it. Default 1 (shallow).
+    pub depth: Option<u32>,
+    /// Check out the repository's submodules too.
+    pub submodules: bool,
+}
+
+impl Default for CheckoutSettings {
+    fn default() -> Self {
+        CheckoutSettings {
+            enabled: true,
+            depth: Some(1),
+            submodules: false,
+        }
+    }
+}
+
+impl Triggers {
+    /// The kinds of start that `on:` allows, in a fixed order: `push`, `pull_request`,
+    /// `schedule`, `manual`.
+    pub fn kinds(&self) -> Vec<&'static str> {
+        [
+            (self.push.is_some(), "push"),
+            (self.pull_request.is_some(), "pull_request"),
+            (!self.schedule.is_empty(), "schedule"),
+            (self.manual, "manual"),
+        ]
+        .into_iter()
+        .filter_map(|(on, kind)| on.then_some(kind))
+        .collect()
+    }
+}
+
 /// Which pushes or pull requests start a run: glob patterns (`main`, `release/*`, `**`).
 /// An empty list matches everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -89,6 +132,9 @@ pub struct RefFilter {
     pub branches: Vec<String>,
     pub tags: Vec<String>,
     pub paths: Vec<String>,
+    /// A newer push to a branch (or to a pull request's head) cancels the runs of this
+    /// pipeline that it supersedes: those of the same branch still going.
+    pub cancel_superseded: bool,
 }
 
 /// A run parameter. Without a default it must be given when the run starts.

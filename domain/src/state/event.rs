@@ -36,6 +36,17 @@ pub enum DomainEvent {
     },
     /// The run is done, cancelled. Run state: `cancelled`.
     RunCancelled { run: RunId, at: Timestamp },
+    /// Someone started the run by hand although the pipeline's `on:` does not allow `event`
+    /// (an explicit override). Written with the run, before any other of its events: an audit
+    /// record, not a move. Run state: `pending`.
+    RunStartOverridden {
+        run: RunId,
+        /// Who overrode: a user name.
+        by: String,
+        /// The start that `on:` does not allow, e.g. `manual`.
+        event: String,
+        at: Timestamp,
+    },
 
     /// The job's needs are met; it waits for approval. Job state: `waiting_approval`.
     JobAwaitingApproval {
@@ -214,12 +225,13 @@ pub enum DomainEvent {
 
 impl DomainEvent {
     /// Every [`kind`](DomainEvent::kind), in declaration order.
-    pub const KINDS: [&'static str; 24] = [
+    pub const KINDS: [&'static str; 25] = [
         "run_started",
         "run_cancel_requested",
         "run_succeeded",
         "run_failed",
         "run_cancelled",
+        "run_start_overridden",
         "job_awaiting_approval",
         "job_approved",
         "job_queued",
@@ -249,6 +261,7 @@ impl DomainEvent {
             DomainEvent::RunSucceeded { .. } => "run_succeeded",
             DomainEvent::RunFailed { .. } => "run_failed",
             DomainEvent::RunCancelled { .. } => "run_cancelled",
+            DomainEvent::RunStartOverridden { .. } => "run_start_overridden",
             DomainEvent::JobAwaitingApproval { .. } => "job_awaiting_approval",
             DomainEvent::JobApproved { .. } => "job_approved",
             DomainEvent::JobQueued { .. } => "job_queued",
@@ -297,7 +310,7 @@ impl DomainEvent {
             DomainEvent::RunStarted { .. }
             | DomainEvent::JobStarted { .. }
             | DomainEvent::StepStarted { .. } => "running",
-            DomainEvent::StepRetrying { .. } => "pending",
+            DomainEvent::StepRetrying { .. } | DomainEvent::RunStartOverridden { .. } => "pending",
             DomainEvent::RunSucceeded { .. }
             | DomainEvent::JobSucceeded { .. }
             | DomainEvent::StepSucceeded { .. } => "succeeded",
@@ -333,7 +346,8 @@ impl DomainEvent {
             | DomainEvent::RunCancelRequested { run, at, .. }
             | DomainEvent::RunSucceeded { run, at }
             | DomainEvent::RunFailed { run, at, .. }
-            | DomainEvent::RunCancelled { run, at } => (*run, None, *at),
+            | DomainEvent::RunCancelled { run, at }
+            | DomainEvent::RunStartOverridden { run, at, .. } => (*run, None, *at),
             DomainEvent::JobAwaitingApproval { run, job, at, .. }
             | DomainEvent::JobApproved { run, job, at, .. }
             | DomainEvent::JobQueued { run, job, at, .. }

@@ -10,7 +10,9 @@ mod context;
 mod live;
 mod output;
 mod pipelines;
+mod repos;
 mod runs;
+mod secrets;
 
 use std::future::Future;
 
@@ -21,7 +23,9 @@ pub use admin::{
 };
 pub use output::Format;
 pub use pipelines::PipelinesCommand;
+pub use repos::ReposCommand;
 pub use runs::RunsCommand;
+pub use secrets::SecretsCommand;
 
 use super::{EXIT_FAILED, EXIT_OK, EXIT_SERVER, EXIT_USAGE};
 
@@ -46,6 +50,8 @@ pub enum Command {
     Workers(WorkersCommand),
     Queue(QueueArgs),
     Tokens(TokensCommand),
+    Secrets(SecretsCommand),
+    Repos(ReposCommand),
     Events(EventsArgs),
     Status,
 }
@@ -162,6 +168,8 @@ async fn dispatch(command: Command, client: Client, printer: output::Printer) ->
         Command::Workers(cmd) => admin::workers(cmd, &client, printer).await,
         Command::Queue(args) => admin::queue(args, &client, printer).await,
         Command::Tokens(cmd) => admin::tokens(cmd, &client, printer).await,
+        Command::Secrets(cmd) => secrets::run(cmd, &client, printer).await,
+        Command::Repos(cmd) => repos::run(cmd, &client, printer).await,
         Command::Events(args) => admin::events(args, &client, printer).await,
         Command::Status => admin::status(&client, printer).await,
         Command::Login(_) | Command::Contexts(_) => Ok(EXIT_OK),

@@ -36,6 +36,10 @@ pub enum RunsCommand {
         /// Follow the run live until it ends; exit with its outcome.
         #[arg(long, short = 'f')]
         follow: bool,
+        /// Start it even though the pipeline's `on:` has no `manual` entry; the run's events
+        /// record who did.
+        #[arg(long)]
+        override_triggers: bool,
     },
     /// List runs, newest first.
     #[command(
@@ -105,6 +109,7 @@ pub async fn run(cmd: RunsCommand, client: &Client, printer: Printer) -> Outcome
             tag,
             env,
             follow,
+            override_triggers,
         } => {
             let request = TriggerRequest {
                 params: params.into_iter().collect(),
@@ -112,6 +117,7 @@ pub async fn run(cmd: RunsCommand, client: &Client, printer: Printer) -> Outcome
                 event,
                 tag,
                 env: env.into_iter().collect(),
+                override_triggers,
             };
             let run = client.trigger(&pipeline, &request).await?;
             started(client, run, follow, printer).await

@@ -15,18 +15,24 @@ use hodei_adapters::sqlite::SqliteStore;
 use hodei_domain::engine::Approvals;
 use hodei_domain::ids::{RunId, WorkerId};
 use hodei_domain::plan::RunInputs;
-use hodei_domain::ports::{RunRecord, SecretStore, Store};
+use hodei_domain::ports::{BoxFuture, RunRecord, SecretScope, SecretStore, Store, StoreError};
 use hodei_domain::state::{DomainEvent, JobState};
 use hodei_supervisors::{Tree, TreeConfig, start_tree};
 
 pub struct Secrets(pub Vec<(String, String)>);
 
 impl SecretStore for Secrets {
-    fn get(&self, name: &str) -> Option<String> {
-        self.0
+    fn get<'a>(
+        &'a self,
+        _: &'a [SecretScope],
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        let value = self
+            .0
             .iter()
             .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| v.clone());
+        Box::pin(async move { Ok(value) })
     }
 }
 

@@ -1,0 +1,185 @@
+//! The SQL of registered repositories and their webhook deliveries (migration 0005).
+
+use hodei_domain::ids::{RunId, Timestamp};
+use hodei_domain::ports::{Claim, RepositoryRecord, StoreError};
+use sqlx::SqliteConnection;
+
+use super::error::{corrupt, store_error, stored_id};
+
+/// A write about repositories, through the store's writer.
+#[derive(Debug, Clone)]
+pub enum RepoWrite {
+    Put(RepositoryRecord),
+    Delete(String),
+    Claim {
+        repo: String,
+        id: String,
+        at: Timestamp,
+    },
+    Started {
+        repo: String,
+        id: String,
+        run: RunId,
+    },
+}
+
+/// What a [`RepoWrite`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepoWritten {
+    /// Put: new; Delete: there was one.
+    Done(bool),
+    Claimed(Claim),
+}
+
+type Row = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    i64,
+    Option<String>,
+);
+
+macro_rules! select_repositories {
+    ($rest:literal) => {
+        concat!(
+            "SELECT name, forge, clone_url, pipeline_path, credentials, webhook_secret, status_token, created, status_api FROM repositories ",
+            $rest
+        )
+    };
+}
+
+pub(super) async fn write(
+    conn: &mut SqliteConnection,
+    write: &RepoWrite,
+) -> Result<RepoWritten, StoreError> {
+    match write {
+        RepoWrite::Put(repo) => {
+            let what = "registering a repository";
+            let existed: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM repositories WHERE name = ?1)")
+                    .bind(&repo.name)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(|err| store_error(what, err))?;
+            sqlx::query(
+                "INSERT INTO repositories (name, forge, clone_url, pipeline_path, credentials, webhook_secret, status_token, created, status_api) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (name) DO UPDATE SET \
+                 forge = excluded.forge, clone_url = excluded.clone_url, pipeline_path = excluded.pipeline_path, \
+                 credentials = excluded.credentials, webhook_secret = excluded.webhook_secret, status_token = excluded.status_token, status_api = excluded.status_api",
+            )
+            .bind(&repo.name)
+            .bind(repo.forge.name())
+            .bind(&repo.clone_url)
+            .bind(&repo.pipeline_path)
+            .bind(&repo.credentials)
+            .bind(&repo.webhook_secret)
+            .bind(&repo.status_token)
+            .bind(repo.created.0)
+            .bind(&repo.status_api)
+            .execute(conn)
+            .await
+            .map_err(|err| store_error(what, err))?;
+            Ok(RepoWritten::Done(!existed))
+        }
+        RepoWrite::Delete(name) => {
+            let done = sqlx::query("DELETE FROM repositories WHERE name = ?1")
+                .bind(name)
+                .execute(conn)
+                .await
+                .map_err(|err| store_error("removing a repository", err))?;
+            Ok(RepoWritten::Done(done.rows_affected() == 1))
+        }
+        RepoWrite::Claim { repo, id, at } => {
+            let what = "recording a delivery";
+            let inserted = sqlx::query(
+                "INSERT INTO deliveries (repository, id, received) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+            )
+            .bind(repo)
+            .bind(id)
+            .bind(at.0)
+            .execute(&mut *conn)
+            .await
+            .map_err(|err| store_error(what, err))?;
+            if inserted.rows_affected() == 1 {
+                return Ok(RepoWritten::Claimed(Claim::New));
+            }
+            let run: Option<i64> = sqlx::query_scalar(
+                "SELECT run_id FROM deliveries WHERE repository = ?1 AND id = ?2",
+            )
+            .bind(repo)
+            .bind(id)
+            .fetch_one(conn)
+            .await
+            .map_err(|err| store_error(what, err))?;
+            let run = run
+                .map(|id| stored_id("run id", id).map(RunId))
+                .transpose()?;
+            Ok(RepoWritten::Claimed(Claim::Seen { run }))
+        }
+        RepoWrite::Started { repo, id, run } => {
+            sqlx::query("UPDATE deliveries SET run_id = ?3 WHERE repository = ?1 AND id = ?2")
+                .bind(repo)
+                .bind(id)
+                .bind(i64::try_from(run.0).unwrap_or(i64::MAX))
+                .execute(conn)
+                .await
+                .map_err(|err| store_error("recording a delivery's run", err))?;
+            Ok(RepoWritten::Done(true))
+        }
+    }
+}
+
+pub(super) async fn repository(
+    conn: &mut SqliteConnection,
+    name: &str,
+) -> Result<Option<RepositoryRecord>, StoreError> {
+    let row: Option<Row> = sqlx::query_as(select_repositories!("WHERE name = ?1"))
+        .bind(name)
+        .fetch_optional(conn)
+        .await
+        .map_err(|err| store_error("reading a repository", err))?;
+    row.map(record).transpose()
+}
+
+pub(super) async fn repositories(
+    conn: &mut SqliteConnection,
+) -> Result<Vec<RepositoryRecord>, StoreError> {
+    let rows: Vec<Row> = sqlx::query_as(select_repositories!("ORDER BY name"))
+        .fetch_all(conn)
+        .await
+        .map_err(|err| store_error("listing repositories", err))?;
+    rows.into_iter().map(record).collect()
+}
+
+fn record(
+    (
+        name,
+        forge,
+        clone_url,
+        pipeline_path,
+        credentials,
+        webhook_secret,
+        status_token,
+        created,
+        status_api,
+    ): Row,
+) -> Result<RepositoryRecord, StoreError> {
+    let forge = forge
+        .parse()
+        .map_err(|err: String| corrupt(format!("repository {name}"), err))?;
+    Ok(RepositoryRecord {
+        name,
+        forge,
+        clone_url,
+        pipeline_path,
+        credentials,
+        webhook_secret,
+        status_token,
+        status_api,
+        created: Timestamp(created),
+    })
+}
