@@ -1007,15 +1007,31 @@ async fn the_live_server_answers_as_its_openapi_document_says() {
             } else {
                 "local".to_owned()
             };
-            let path = template.replace("{name}", "hello").replace("{id}", &id);
+            let path = template
+                .replace("{name}", "hello")
+                .replace("{id}", &id)
+                .replace("{scope}", "pipeline")
+                .replace("{owner}", "hello");
             let required = operation["requestBody"]["required"] == true;
-            let body = match (required, method.as_str()) {
+            let yaml = operation["requestBody"]["content"]["application/yaml"].is_object();
+            // A body of the media type the document names, with what the operation takes.
+            let body = match (required, yaml) {
                 (false, _) => None,
-                (true, "PUT") => Some(("application/yaml", HELLO.to_owned())),
-                (true, _) => Some((
-                    "application/json",
-                    json!({"name": format!("conformance {checked}"), "role": "viewer"}).to_string(),
-                )),
+                (true, true) => Some(("application/yaml", HELLO.to_owned())),
+                (true, false) => {
+                    let value = if template.starts_with("/api/v1/repos/") {
+                        json!({
+                            "forge": "gitea",
+                            "clone_url": "http://127.0.0.1:9/conformance.git",
+                            "webhook_secret": "hook"
+                        })
+                    } else if template.starts_with("/api/v1/secrets/") {
+                        json!({"value": "s3cret-conformance"})
+                    } else {
+                        json!({"name": format!("conformance {checked}"), "role": "viewer"})
+                    };
+                    Some(("application/json", value.to_string()))
+                }
             };
             let secured = operation["security"]
                 .as_array()
