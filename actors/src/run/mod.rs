@@ -331,10 +331,6 @@ impl Actor for RunActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // The scheduler's placements are sent with an answer awaited (`Placed` → `Taken`):
-        // a bounded mailbox would park each sender while a busy run's placements pile up.
-        // What the mailbox holds is bounded by the run's jobs anyway.
-        ctx.set_mailbox_capacity(usize::MAX);
         self.load(ctx);
     }
 }
