@@ -150,26 +150,14 @@ struct Enums;
 
 /// The names of run states, as `GET /runs?status=` takes them and runs show them.
 pub fn run_states() -> Vec<&'static str> {
-    crate::routes::runs::STATES
+    hodei_domain::state::RunState::ALL
         .iter()
         .map(|s| s.name())
         .collect()
 }
 
-/// Job states, as the API shows them (`hodei_domain::state`); a step has those a job has
-/// outside a queue.
-const JOB_STATES: [&str; 10] = [
-    "pending",
-    "waiting_approval",
-    "queued",
-    "placed",
-    "running",
-    "succeeded",
-    "failed",
-    "timed_out",
-    "cancelled",
-    "skipped",
-];
+/// Job states, as the API shows them; a step has those a job has outside a queue.
+const JOB_STATES: [&str; 10] = hodei_domain::state::JobState::NAMES;
 
 fn step_states() -> Vec<&'static str> {
     JOB_STATES

@@ -72,7 +72,7 @@ impl Loaded {
             .map(|_| JobRef::Post)
     }
 
-    /// Every job, with how it is referred to.
+    /// Every job of the run: the plan's, then the post-hooks job.
     pub fn slots_mut(&mut self) -> impl Iterator<Item = &mut JobSlot> {
         self.jobs.iter_mut().chain(self.post.as_mut())
     }

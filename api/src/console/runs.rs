@@ -5,6 +5,7 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use hodei_domain::ids::RunId;
 use hodei_domain::model::Role;
+use hodei_domain::state::RunState;
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -100,7 +101,7 @@ pub async fn list(
                 label for="f-state" { "State" }
                 select #f-state name="state" {
                     option value="" { "any" }
-                    @for s in api::STATES {
+                    @for s in RunState::ALL {
                         option value=(s.name()) selected[chosen.as_deref() == Some(s.name())] { (s.name()) }
                     }
                 }

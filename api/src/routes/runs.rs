@@ -18,9 +18,6 @@ use crate::views::{RunListItem, RunPage, RunView, Times};
 /// Events read per page while gathering a run's times.
 const EVENT_PAGE: u32 = 1_000;
 
-/// Every run state, in the order of its life.
-pub(crate) const STATES: [RunState; 6] = RunState::ALL;
-
 /// Filters and paging of runs.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -67,7 +64,7 @@ pub(crate) async fn list(state: &ApiState, query: RunQuery) -> Result<RunPage, A
     let status = match query.status.as_deref() {
         None => None,
         Some(name) => Some(
-            STATES
+            RunState::ALL
                 .into_iter()
                 .find(|s| s.name() == name)
                 .ok_or_else(|| {

@@ -6,7 +6,7 @@ use crate::ids::RunId;
 use crate::model::{Duration, Env, PullPolicy, Shell, Step};
 use crate::plan::{JobRef, POST_JOB, Plan, ResolvedRun};
 use crate::ports::JobSpec;
-use crate::state::{Attempt, JobMachine, Verdict};
+use crate::state::{JobMachine, Verdict};
 
 /// How long a hook without a `timeout` of its own may run: a hook that hangs must not hold its
 /// job, its slot and its run forever.
@@ -142,12 +142,5 @@ fn bounded(step: &Step) -> Step {
     Step {
         timeout: step.timeout.or(Some(HOOK_TIMEOUT)),
         ..step.clone()
-    }
-}
-
-impl JobDef {
-    /// The attempt this definition was made for.
-    pub fn attempt(&self) -> Attempt {
-        self.spec.attempt
     }
 }

@@ -80,6 +80,20 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// The name of every state, in the order a job goes through them.
+    pub const NAMES: [&'static str; 10] = [
+        "pending",
+        "waiting_approval",
+        "queued",
+        "placed",
+        "running",
+        "succeeded",
+        "failed",
+        "timed_out",
+        "cancelled",
+        "skipped",
+    ];
+
     /// The names of the states in which a job is over.
     pub const TERMINAL: [&'static str; 5] =
         ["succeeded", "failed", "timed_out", "cancelled", "skipped"];

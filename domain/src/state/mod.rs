@@ -275,6 +275,38 @@ mod tests {
     }
 
     #[test]
+    fn the_lists_of_state_names_are_every_state_s_name() {
+        use crate::ids::WorkerId;
+        let worker = || WorkerId("w".into());
+        let jobs = [
+            JobState::Pending,
+            JobState::WaitingApproval,
+            JobState::Queued,
+            JobState::Placed { worker: worker() },
+            JobState::Running { worker: worker() },
+            JobState::Succeeded,
+            JobState::Failed {
+                reason: JobFailure::TimedOut,
+            },
+            JobState::TimedOut,
+            JobState::Cancelled,
+            JobState::Skipped {
+                reason: JobSkipReason::WhenFalse,
+            },
+        ];
+        let names: Vec<&str> = jobs.iter().map(JobState::name).collect();
+        assert_eq!(names, JobState::NAMES);
+        // From `succeeded` on, a job is over.
+        for (i, state) in jobs.iter().enumerate() {
+            assert_eq!(state.is_terminal(), i >= 5, "{state:?}");
+        }
+        for state in RunState::ALL {
+            assert_eq!(RunState::from_name(state.name()), Some(state));
+        }
+        assert_eq!(RunState::from_name("bogus"), None);
+    }
+
+    #[test]
     fn illegal_transition_says_what_where_and_why() {
         let err = IllegalTransition {
             subject: Subject::Job {
