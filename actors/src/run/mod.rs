@@ -35,7 +35,7 @@ use crate::messages::{
     AbandonJob, ApproveJob, AskAgain, AttemptCrashed, AttemptEnded, CancelJob, CancelRun, Dequeue,
     Enqueue, Placed, RunActorStopped, RunLoaded, Taken,
 };
-use crate::record::record;
+use crate::record::{StoreLedger, record};
 use crate::scheduler::Scheduler;
 use load::{Loaded, load_run, with_secrets};
 
@@ -316,8 +316,11 @@ impl RunActor {
         let id = machine.id();
         let peers = JobPeers {
             hub: self.peers.hub.clone(),
-            bus: self.peers.bus.clone(),
-            scheduler: self.peers.scheduler.clone(),
+            ledger: Arc::new(StoreLedger {
+                store: self.ports.store.clone(),
+                bus: self.peers.bus.clone(),
+            }),
+            slots: self.peers.scheduler.clone().recipient(),
             ended: me.clone().recipient(),
             crashed: me.recipient(),
         };
