@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::{Actor, AsyncContext, Context, Handler, Message, Recipient, Supervised};
-use hodei_domain::ids::{JobId, RunId};
+use hodei_domain::ids::{JobId, RunId, WorkerId};
 use hodei_domain::ports::Clock;
 use hodei_domain::schedule::{Cluster, Policy, QueuedJob, ScheduleError, Worker};
 
@@ -43,6 +43,8 @@ pub struct Scheduler {
     placements: HashMap<JobId, PlacementId>,
     /// The last number given to a queued job or a placement.
     seq: u64,
+    /// The workers that are agents.
+    agents: std::collections::HashSet<WorkerId>,
     faults: Faults,
     restarts: Restarts,
 }
@@ -56,6 +58,7 @@ impl Scheduler {
             askers: HashMap::new(),
             placements: HashMap::new(),
             seq: 0,
+            agents: Default::default(),
             faults,
             restarts,
         }
@@ -77,10 +80,12 @@ impl Scheduler {
                     self.seq += 1;
                     let id = PlacementId(self.seq);
                     self.placements.insert(job, id);
+                    let agent = self.agents.contains(&placement.worker);
                     let answer = asker.reply.send(Placed {
                         job,
                         worker: placement.worker,
                         placement: id,
+                        agent,
                     });
                     let me = ctx.address();
                     actix::spawn(async move {
@@ -179,6 +184,9 @@ impl Handler<AddWorker> for Scheduler {
     fn handle(&mut self, msg: AddWorker, ctx: &mut Context<Self>) {
         contained(self, ctx, |act, ctx| {
             let w = msg.worker;
+            if w.agent {
+                act.agents.insert(w.id.clone());
+            }
             let mut worker = Worker::ready(w.id, w.labels, w.slots);
             let result = match act.cluster.add_worker(worker.clone()) {
                 // A new offer of a known worker (its labels changed): a drained worker stays

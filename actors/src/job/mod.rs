@@ -25,7 +25,8 @@ use crate::Ports;
 use crate::contain::guard_future;
 use crate::loghub::LogHub;
 use crate::messages::{
-    AbandonJob, AttemptCrashed, AttemptEnded, CancelJob, OpenLog, Placed, PlacementId, Release,
+    AbandonJob, AttemptCrashed, AttemptEnded, CancelJob, LoseJob, OpenLog, Placed, PlacementId,
+    Release,
 };
 use crate::record::Ledger;
 
@@ -271,6 +272,14 @@ impl Handler<AbandonJob> for JobActor {
 
     fn handle(&mut self, _: AbandonJob, ctx: &mut Context<Self>) {
         self.clean_up(ctx, Cleanup::Abandon);
+    }
+}
+
+impl Handler<LoseJob> for JobActor {
+    type Result = ();
+
+    fn handle(&mut self, _: LoseJob, ctx: &mut Context<Self>) {
+        self.clean_up(ctx, Cleanup::TellRun);
     }
 }
 

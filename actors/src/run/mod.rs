@@ -19,13 +19,14 @@ use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Recipie
 use hodei_domain::engine::{Approvals, Move, RunSnapshot, advance, job_def};
 use hodei_domain::ids::{JobId, RunId, Timestamp};
 use hodei_domain::plan::JobRef;
-use hodei_domain::ports::RunRecord;
+use hodei_domain::ports::{AgentStore, RunRecord};
 use hodei_domain::state::{DomainEvent, JobEvent, JobMachine, JobState, RunEvent, verdict};
 
 pub use load::LoadError;
 pub use plans::{SharedPlan, shared_plan};
 
 use crate::Ports;
+use crate::agents::{AgentDesk, RemoteJob, RemotePeers};
 use crate::bus::EventBus;
 use crate::contain::{ActorKind, RestartCounter, guard};
 use crate::fault::Point;
@@ -50,6 +51,27 @@ pub struct Peers {
     pub loaded: Recipient<RunLoaded>,
     /// The tree's restart counts.
     pub restarts: Arc<RestartCounter>,
+    /// Where jobs placed on agents go; `None` where there are no agents (`hodei run`).
+    pub agents: Option<AgentPeers>,
+}
+
+/// The agent desk and the store of leases, for jobs placed on agents.
+#[derive(Clone)]
+pub struct AgentPeers {
+    pub desk: Addr<AgentDesk>,
+    pub store: Arc<dyn AgentStore>,
+}
+
+/// A job actor at work: on this machine, or the server's side of an attempt on an agent.
+struct AttemptAddr {
+    cancel: Recipient<CancelJob>,
+    abandon: Recipient<AbandonJob>,
+}
+
+impl AttemptAddr {
+    fn connected(&self) -> bool {
+        self.cancel.connected()
+    }
 }
 
 /// Walks the DAG of one run.
@@ -60,7 +82,7 @@ pub struct RunActor {
     approvals: Approvals,
     loaded: Option<Loaded>,
     /// The job actors at work, by job: they keep their jobs across a reload of the run.
-    attempts: HashMap<JobId, Addr<JobActor>>,
+    attempts: HashMap<JobId, AttemptAddr>,
     busy: bool,
     dirty: bool,
     /// The record of a run just created, read instead of the store at the first load.
@@ -112,7 +134,7 @@ impl RunActor {
             tracing::error!(run_id = %self.run, error = %panicked, "Reconciling a run panicked; restarting its actor.");
             // The next run actor finds their jobs placed or running and takes them over.
             for (_, actor) in self.attempts.drain() {
-                actor.do_send(AbandonJob);
+                actor.abandon.do_send(AbandonJob);
             }
             self.loaded = None;
             self.peers
@@ -207,7 +229,7 @@ impl RunActor {
                 Move::StopAttempt(job) => {
                     let actor = loaded.slot(job).and_then(|s| self.attempts.get(&s.id));
                     if let Some(actor) = actor {
-                        actor.do_send(CancelJob);
+                        actor.cancel.do_send(CancelJob);
                     }
                 }
                 Move::WakeAt(at) => {
@@ -324,8 +346,41 @@ impl RunActor {
             ended: me.clone().recipient(),
             crashed: me.recipient(),
         };
-        let actor = JobActor::new(Arc::new(def), machine, placement, self.ports.clone(), peers);
-        self.attempts.insert(id, actor.start());
+        let attempt = match (&self.peers.agents, placement.agent) {
+            (Some(agents), true) => {
+                let remote = RemotePeers {
+                    desk: agents.desk.clone(),
+                    hub: self.peers.hub.clone(),
+                    bus: self.peers.bus.clone(),
+                    slots: self.peers.scheduler.clone().recipient(),
+                    ended: peers.ended,
+                };
+                let actor = RemoteJob::new(
+                    Arc::new(def),
+                    machine,
+                    placement.worker,
+                    placement.placement,
+                    self.ports.clone(),
+                    agents.store.clone(),
+                    remote,
+                )
+                .start();
+                AttemptAddr {
+                    cancel: actor.clone().recipient(),
+                    abandon: actor.recipient(),
+                }
+            }
+            _ => {
+                let actor =
+                    JobActor::new(Arc::new(def), machine, placement, self.ports.clone(), peers)
+                        .start();
+                AttemptAddr {
+                    cancel: actor.clone().recipient(),
+                    abandon: actor.recipient(),
+                }
+            }
+        };
+        self.attempts.insert(id, attempt);
         Taken::Yes
     }
 }

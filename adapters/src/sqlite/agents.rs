@@ -295,7 +295,7 @@ fn lease_of(row: LeaseRow) -> Result<Lease, StoreError> {
     let what = "a lease";
     let attempt = u32::try_from(attempt)
         .ok()
-        .and_then(|a| Attempt::new(a))
+        .and_then(Attempt::new)
         .ok_or_else(|| corrupt(what, format!("attempt {attempt}")))?;
     Ok(Lease {
         job: JobId(stored_id(what, job)?),

@@ -220,7 +220,7 @@ impl JobEvent {
 ///   finish the job: a job of a cancelling run that is retried or re-queued is cancelled next.
 /// - `skip` is accepted while `pending` or `waiting_approval`. When a run is cancelled, the run
 ///   actor skips those jobs (`run_cancelled`) and cancels the queued, placed and running ones.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobMachine {
     run: RunId,
     id: JobId,
