@@ -521,6 +521,16 @@ impl Handler<CancelRun> for Orchestrator {
     }
 }
 
+impl Handler<crate::agents::LeaseExpired> for Orchestrator {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::agents::LeaseExpired, ctx: &mut Context<Self>) {
+        contained(self, ctx, |act, ctx| {
+            act.deliver(msg.run, ctx, move |actor| actor.do_send(msg));
+        });
+    }
+}
+
 impl Handler<ApproveJob> for Orchestrator {
     type Result = ();
 

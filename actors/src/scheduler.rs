@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use actix::{Actor, AsyncContext, Context, Handler, Message, Recipient, Supervised};
 use hodei_domain::ids::{JobId, RunId, WorkerId};
+use hodei_domain::model::Label;
 use hodei_domain::ports::Clock;
 use hodei_domain::schedule::{Cluster, Policy, QueuedJob, ScheduleError, Worker};
 
@@ -24,6 +25,12 @@ use crate::messages::{
     PlacementId, QueueStats, Release, RemoveWorker, SetWorkerState, Taken, Waiting, WorkerView,
 };
 use crate::supervise::{Restarts, Supervise, contained};
+
+/// The label every worker offers besides its own: `worker=<id>`, which a job found running
+/// on that worker after a restart asks for. `None` for an id a label cannot spell.
+pub fn worker_label(worker: &WorkerId) -> Option<Label> {
+    format!("worker={}", worker.0).parse().ok()
+}
 
 /// The address that waits for a run's placements. One per run, not per job: a queued job costs
 /// the scheduler its queue entry only.
@@ -183,7 +190,8 @@ impl Handler<AddWorker> for Scheduler {
 
     fn handle(&mut self, msg: AddWorker, ctx: &mut Context<Self>) {
         contained(self, ctx, |act, ctx| {
-            let w = msg.worker;
+            let mut w = msg.worker;
+            w.labels.extend(worker_label(&w.id));
             if w.agent {
                 act.agents.insert(w.id.clone());
             }

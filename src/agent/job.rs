@@ -248,8 +248,9 @@ pub async fn upload(
                     length,
                     sha256: Sha256::digest(&whole).into(),
                 };
+                // Sent again as it is until the server takes it: a batch keeps its number.
                 client
-                    .report(job, epoch, seq, std::mem::take(&mut batch), Some(seal))
+                    .report(job, epoch, seq, batch.clone(), Some(seal))
                     .await?;
                 return Ok(true);
             }

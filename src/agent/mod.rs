@@ -336,12 +336,23 @@ fn with_docker(labels: &[String], engine: bool) -> Vec<String> {
 
 /// Starts the job a poll brought, and passes on cancels.
 fn take(work: Work, setting: &Setting, jobs: &Arc<Mutex<HashMap<JobId, Held>>>) {
+    // The job first: a job cancelled while it was being claimed comes with its cancel.
+    if let Some(claimed) = work.job {
+        start_job(*claimed, setting, jobs);
+    }
     for job in work.cancel {
         if let Some(held) = jobs.lock().unwrap_or_else(|e| e.into_inner()).get(&job) {
             held.actor.do_send(CancelJob);
         }
     }
-    let Some(claimed) = work.job else { return };
+}
+
+/// Starts a claimed job and the upload of its output and transitions.
+fn start_job(
+    claimed: hodei_actors::agents::ClaimedJob,
+    setting: &Setting,
+    jobs: &Arc<Mutex<HashMap<JobId, Held>>>,
+) {
     let (job, epoch, base) = (claimed.job, claimed.epoch, claimed.log_base);
     let job::Started { held, outbox, logs } = match job::start(&claimed, setting) {
         Ok(started) => started,

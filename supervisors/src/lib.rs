@@ -33,7 +33,7 @@
 
 use actix::{Actor, Addr, Supervisor};
 use hodei_actors::Ports;
-use hodei_actors::agents::{AgentDesk, AgentSettings};
+use hodei_actors::agents::{AgentDesk, AgentSettings, Wire};
 use hodei_actors::bus::EventBus;
 use hodei_actors::run::AgentPeers;
 use hodei_domain::ports::AgentStore;
@@ -171,6 +171,11 @@ pub fn start_tree(ports: Ports, config: TreeConfig) -> Tree {
         let (ports, r) = (ports.clone(), restarts(ActorKind::Orchestrator));
         Supervisor::start(move |_| Orchestrator::new(ports, peers, runs, r))
     };
+    if let Some(agents) = &agents {
+        agents.desk.do_send(Wire {
+            expired: orchestrator.clone().recipient(),
+        });
+    }
     Tree {
         restarts: counter,
         orchestrator,

@@ -9,15 +9,15 @@ use std::time::{Duration, Instant};
 use actix::{
     Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, ResponseActFuture, WrapFuture,
 };
-use hodei_domain::ids::{JobId, WorkerId};
+use hodei_domain::ids::{JobId, RunId, WorkerId};
 use hodei_domain::model::Label;
 use hodei_domain::ports::{AgentStore, Fenced, LogStore};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use super::{
-    AgentBeat, AgentLog, AgentReport, AgentSeen, Beat, CancelLeased, ClaimedJob, Lost, Offer,
-    RemoteJob, ReportError, Reported, TryClaim, Unclaimed, Withdraw, Work,
+    AgentBeat, AgentLog, AgentReport, AgentSeen, Beat, CancelLeased, ClaimedJob, LeaseExpired,
+    Lost, Offer, RemoteJob, ReportError, Reported, TryClaim, Unclaimed, Wire, Withdraw, Work,
 };
 use crate::loghub::LogHub;
 use crate::messages::{AppendAt, AppendedAt, HubError, LogLength, RegisterWorker, WorkerSpec};
@@ -53,9 +53,13 @@ struct Held {
 
 struct Route {
     agent: String,
-    actor: Addr<RemoteJob>,
+    run: RunId,
+    /// `None` for a lease found in the store at start, until the job's actor offers it again.
+    actor: Option<Addr<RemoteJob>>,
     offer: Option<Offer>,
     claiming: bool,
+    /// Cancelled while an agent was claiming it: the agent hears of it with the claim.
+    cancel_on_claim: bool,
     lease: Option<Held>,
 }
 
@@ -68,6 +72,8 @@ pub struct AgentDesk {
     settings: AgentSettings,
     agents: HashMap<String, Connected>,
     jobs: HashMap<JobId, Route>,
+    /// Told of leases that ran out with no actor to hold them.
+    expired: Option<actix::Recipient<LeaseExpired>>,
 }
 
 impl AgentDesk {
@@ -86,6 +92,7 @@ impl AgentDesk {
             settings,
             agents: HashMap::new(),
             jobs: HashMap::new(),
+            expired: None,
         }
     }
 
@@ -127,7 +134,16 @@ impl AgentDesk {
                 && held.expires <= now
             {
                 tracing::warn!(job_id = %job, agent = %route.agent, epoch = held.epoch, "An agent's lease ran out.");
-                route.actor.do_send(Lost { epoch: held.epoch });
+                match (&route.actor, &self.expired) {
+                    (Some(actor), _) => actor.do_send(Lost { epoch: held.epoch }),
+                    (None, Some(expired)) => expired.do_send(LeaseExpired {
+                        run: route.run,
+                        job: *job,
+                        agent: route.agent.clone(),
+                        epoch: held.epoch,
+                    }),
+                    (None, None) => {}
+                }
                 route.lease = None;
                 route.offer = None;
             } else if route.lease.is_none()
@@ -136,9 +152,14 @@ impl AgentDesk {
                 && !self.agents.contains_key(&route.agent)
             {
                 route.offer = None;
-                route.actor.do_send(Unclaimed);
+                if let Some(actor) = &route.actor {
+                    actor.do_send(Unclaimed);
+                }
             }
         }
+        // Routes with nothing left: no offer, no lease.
+        self.jobs
+            .retain(|_, r| r.offer.is_some() || r.lease.is_some() || r.claiming);
     }
 }
 
@@ -146,6 +167,38 @@ impl Actor for AgentDesk {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // The leases agents held when the server stopped go on: their agents have a lease's
+        // time to come back; the jobs' actors take them over as their runs resume.
+        let store = self.store.clone();
+        ctx.wait(async move { store.leases().await }.into_actor(self).map(
+            |leases, act, _| match leases {
+                Ok(leases) => {
+                    let expires = Instant::now() + act.settings.lease;
+                    for lease in leases {
+                        act.jobs.insert(
+                            lease.job,
+                            Route {
+                                agent: lease.agent,
+                                run: lease.run,
+                                actor: None,
+                                offer: None,
+                                claiming: false,
+                                cancel_on_claim: false,
+                                lease: Some(Held {
+                                    epoch: lease.epoch,
+                                    log_base: lease.log_base,
+                                    expires,
+                                    cancel: false,
+                                }),
+                            },
+                        );
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "Cannot read the agents' leases; their jobs are lost when the agents report.");
+                }
+            },
+        ));
         let every =
             (self.settings.lease / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         ctx.run_interval(every, |act, _| act.reap());
@@ -197,22 +250,33 @@ impl Handler<Offer> for AgentDesk {
     fn handle(&mut self, msg: Offer, _: &mut Context<Self>) {
         let agent = msg.agent.clone();
         match self.jobs.get_mut(&msg.job) {
-            // A new actor for a job an agent holds (its run reloaded): it takes the route.
-            Some(route) if route.lease.is_some() => route.actor = msg.actor,
+            // A new actor for a job an agent holds (its run reloaded, the server restarted):
+            // it takes the route.
+            Some(route) if route.lease.is_some() => route.actor = Some(msg.actor),
             _ => {
                 self.jobs.insert(
                     msg.job,
                     Route {
                         agent: agent.clone(),
-                        actor: msg.actor.clone(),
+                        run: msg.run,
+                        actor: Some(msg.actor.clone()),
                         offer: Some(msg),
                         claiming: false,
+                        cancel_on_claim: false,
                         lease: None,
                     },
                 );
                 self.ring(&agent);
             }
         }
+    }
+}
+
+impl Handler<Wire> for AgentDesk {
+    type Result = ();
+
+    fn handle(&mut self, msg: Wire, _: &mut Context<Self>) {
+        self.expired = Some(msg.expired);
     }
 }
 
@@ -232,8 +296,9 @@ impl Handler<CancelLeased> for AgentDesk {
             return false;
         };
         if route.claiming {
-            // Claimed this very moment: the agent hears of the cancel with its next poll.
-            route.offer = None;
+            // Claimed this very moment: the agent hears of the cancel with the claim.
+            route.cancel_on_claim = true;
+            return true;
         }
         match &mut route.lease {
             Some(held) => {
@@ -242,7 +307,6 @@ impl Handler<CancelLeased> for AgentDesk {
                 self.ring(&agent);
                 true
             }
-            None if route.claiming => true,
             None => {
                 route.offer = None;
                 false
@@ -311,8 +375,12 @@ impl Handler<TryClaim> for AgentDesk {
                 epoch: lease_record.epoch,
                 log_base: lease_record.log_base,
                 expires: Instant::now() + lease,
-                cancel: false,
+                cancel: route.cancel_on_claim,
             });
+            let mut cancel = cancel;
+            if route.cancel_on_claim {
+                cancel.push(job);
+            }
             tracing::info!(job_id = %job, agent = %route.agent, epoch = lease_record.epoch, "An agent claimed a job.");
             Ok(Work {
                 job: Some(Box::new(ClaimedJob {
@@ -391,10 +459,13 @@ impl Handler<AgentReport> for AgentDesk {
 
     fn handle(&mut self, msg: AgentReport, _: &mut Context<Self>) -> Self::Result {
         let (actor, base) = match self.held(&msg.agent, msg.job, msg.epoch) {
-            Ok(route) => (
-                route.actor.clone(),
-                route.lease.as_ref().map_or(0, |l| l.log_base),
-            ),
+            Ok(Route {
+                actor: Some(actor),
+                lease,
+                ..
+            }) => (actor.clone(), lease.as_ref().map_or(0, |l| l.log_base)),
+            // Its run has not taken the job back yet: the agent sends again.
+            Ok(_) => return Box::pin(actix::fut::ready(Err(ReportError::NotReady))),
             Err(err) => return Box::pin(actix::fut::ready(Err(err))),
         };
         let logs = self.logs.clone();

@@ -62,6 +62,24 @@ pub struct Lost {
     pub epoch: u64,
 }
 
+/// A lease ran out that no actor of the server held (the server restarted, and the agent
+/// never came back): the job's run records the attempt as lost with its worker.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct LeaseExpired {
+    pub run: RunId,
+    pub job: JobId,
+    pub agent: String,
+    pub epoch: u64,
+}
+
+/// Where the desk sends [`LeaseExpired`]: the orchestrator, started after the desk.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Wire {
+    pub expired: actix::Recipient<LeaseExpired>,
+}
+
 /// The agent went away before it claimed the job.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Recipient, WrapFuture};
 use hodei_domain::engine::{Approvals, Move, RunSnapshot, advance, job_def};
 use hodei_domain::ids::{JobId, RunId, Timestamp};
+use hodei_domain::model::Label;
 use hodei_domain::plan::JobRef;
 use hodei_domain::ports::{AgentStore, RunRecord};
 use hodei_domain::state::{DomainEvent, JobEvent, JobMachine, JobState, RunEvent, verdict};
@@ -26,7 +27,7 @@ pub use load::LoadError;
 pub use plans::{SharedPlan, shared_plan};
 
 use crate::Ports;
-use crate::agents::{AgentDesk, RemoteJob, RemotePeers};
+use crate::agents::{AgentDesk, LeaseExpired, RemoteJob, RemotePeers};
 use crate::bus::EventBus;
 use crate::contain::{ActorKind, RestartCounter, guard};
 use crate::fault::Point;
@@ -459,6 +460,85 @@ impl Handler<AttemptCrashed> for RunActor {
     }
 }
 
+impl Handler<LeaseExpired> for RunActor {
+    type Result = ();
+
+    /// An agent held one of the run's jobs when the server stopped, and did not come back
+    /// within its lease: the attempt is lost with its worker, and the job goes by its retry
+    /// policy (to another worker).
+    fn handle(&mut self, msg: LeaseExpired, ctx: &mut Context<Self>) {
+        let Some(agents) = self.peers.agents.clone() else {
+            return;
+        };
+        if self.attempts.contains_key(&msg.job) {
+            return;
+        }
+        let now = self.ports.clock.now();
+        let Some(loaded) = self.loaded.as_mut() else {
+            return;
+        };
+        let Some(slot) = loaded.find(msg.job).and_then(|job| loaded.slot_mut(job)) else {
+            return;
+        };
+        let Some(machine) = slot.machine.as_ref() else {
+            return;
+        };
+        let mut next = machine.clone();
+        let events: Vec<DomainEvent> = match machine.state() {
+            JobState::Placed { worker } | JobState::Running { worker } if worker.0 == msg.agent => {
+                next.apply(
+                    JobEvent::WorkerLost {
+                        worker: worker.clone(),
+                    },
+                    now,
+                )
+                .into_iter()
+                .collect()
+            }
+            _ => Vec::new(),
+        };
+        if slot.enqueued {
+            slot.enqueued = false;
+            self.peers.scheduler.do_send(Dequeue { job: slot.id });
+        }
+        let (store, bus) = (agents.store, self.peers.bus.clone());
+        let job = msg.job;
+        self.busy = true;
+        ctx.wait(
+            async move {
+                let ended = store.end_lease(job, msg.epoch, events.clone()).await;
+                if matches!(ended, Ok(true)) && !events.is_empty() {
+                    bus.do_send(crate::messages::Publish {
+                        events: events.clone(),
+                    });
+                }
+                (ended, events.is_empty())
+            }
+            .into_actor(self)
+            .map(move |(ended, nothing), act, ctx| {
+                act.busy = false;
+                match ended {
+                    Ok(true) if !nothing => {
+                        if let Some(slot) = act
+                            .loaded
+                            .as_mut()
+                            .and_then(|l| l.find(job).and_then(|j| l.slot_mut(j)))
+                        {
+                            slot.machine = Some(next);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::error!(job_id = %job, error = %err, "Cannot record a lost lease; reloading the run.");
+                        return act.load(ctx);
+                    }
+                }
+                act.reconcile(ctx);
+            }),
+        );
+    }
+}
+
 impl Handler<AskAgain> for RunActor {
     type Result = ();
 
@@ -540,11 +620,22 @@ impl Handler<ApproveJob> for RunActor {
 fn enqueue(loaded: &Loaded, job: JobRef, me: &Addr<RunActor>) -> Option<Enqueue> {
     let slot = loaded.slot(job)?;
     let plan = &loaded.plan;
-    let request = |runs_on, resources, priority, concurrency| Enqueue {
+    // Found placed or running after a restart: it goes back to the worker that has it (an
+    // agent that ran on while the server was down); if that worker is lost, so is the attempt.
+    let pinned = match slot.machine.as_ref().map(JobMachine::state) {
+        Some(JobState::Placed { worker } | JobState::Running { worker }) => {
+            crate::scheduler::worker_label(worker)
+        }
+        _ => None,
+    };
+    let request = |mut runs_on: Vec<Label>, resources, priority, concurrency| Enqueue {
         job: slot.id,
         run: loaded.machine.id(),
         pipeline: plan.pipeline.clone(),
-        runs_on,
+        runs_on: {
+            runs_on.extend(pinned.clone());
+            runs_on
+        },
         resources,
         priority,
         concurrency,
