@@ -213,6 +213,7 @@ pub async fn upload(
     let mut sent = 0u64;
     let mut seq = 0u64;
     let mut batch: Vec<DomainEvent> = Vec::new();
+    let mut sealing = false;
     let mut backoff = Backoff::default();
     loop {
         let now = *phase.borrow_and_update();
@@ -235,11 +236,13 @@ pub async fn upload(
                     .map_err(|e| Fail::Local(e.to_string()))?;
                 sent = client.append_log(job, epoch, sent, bytes).await?;
             }
-            if batch.is_empty() {
+            if batch.is_empty() && !sealing {
                 batch = outbox.drain();
                 rebase(&mut batch, base);
+                // Once the attempt is over, what the outbox holds is the last of it.
+                sealing = ended;
             }
-            if ended {
+            if sealing {
                 let whole = logs
                     .read(job, 0, Some(length))
                     .await
@@ -248,7 +251,8 @@ pub async fn upload(
                     length,
                     sha256: Sha256::digest(&whole).into(),
                 };
-                // Sent again as it is until the server takes it: a batch keeps its number.
+                // Sent again as it is until the server takes it: a batch keeps its number
+                // and its events.
                 client
                     .report(job, epoch, seq, batch.clone(), Some(seal))
                     .await?;

@@ -89,6 +89,9 @@ struct Identity {
     server: String,
     name: String,
     credential: String,
+    /// Marks what this agent starts (processes, containers), so that a restart on this data
+    /// directory reaps its own leftovers and nothing of another agent on the same machine.
+    instance: String,
 }
 
 /// Runs the command; returns the exit code.
@@ -157,10 +160,18 @@ async fn identity(args: &Args, target: &Target) -> Result<Identity, (u8, String)
             Err(err) => return Err((EXIT_REFUSED, format!("cannot register: {err}"))),
         }
     };
+    let instance = hodei_api::auth::generate()
+        .map_err(|err| (EXIT_INTERNAL, err.to_string()))?
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .skip(5)
+        .take(16)
+        .collect::<String>();
     let identity = Identity {
         server: target.url.clone(),
         name: registered.name,
         credential: registered.credential,
+        instance: format!("agent-{instance}"),
     };
     std::fs::create_dir_all(&args.data).map_err(|err| {
         (
