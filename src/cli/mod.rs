@@ -79,6 +79,12 @@ enum Command {
         after_help = "Examples:\n  hodei tokens create --role operator --name ci-bot\n  hodei tokens revoke 3"
     )]
     Tokens(remote::TokensCommand),
+    /// Agents on other machines (admin): registration tokens, list, delete.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  hodei agents tokens create --name builders --labels linux\n  hodei agents list"
+    )]
+    Agents(remote::AgentsCommand),
     /// Secrets a server keeps for runs: set (value from stdin or a prompt), list, delete.
     #[command(
         subcommand,
@@ -177,6 +183,7 @@ pub fn main() -> ExitCode {
         Command::Workers(cmd) => remote::run(remote::Command::Workers(cmd), &cli.global),
         Command::Queue(args) => remote::run(remote::Command::Queue(args), &cli.global),
         Command::Tokens(cmd) => remote::run(remote::Command::Tokens(cmd), &cli.global),
+        Command::Agents(cmd) => remote::run(remote::Command::Agents(cmd), &cli.global),
         Command::Secrets(cmd) => remote::run(remote::Command::Secrets(cmd), &cli.global),
         Command::Repos(cmd) => remote::run(remote::Command::Repos(cmd), &cli.global),
         Command::Events(args) => remote::run(remote::Command::Events(args), &cli.global),

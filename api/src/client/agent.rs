@@ -9,8 +9,8 @@ use reqwest::Method;
 use super::http::Body;
 use super::{Client, ClientError};
 use crate::routes::agents::{
-    Committed, HeartbeatRequest, HeldLease, PollRequest, RegisterRequest, Registered, ReportAnswer,
-    ReportRequest,
+    AgentList, AgentTokenList, AgentTokenView, Committed, HeartbeatRequest, HeldLease, PollRequest,
+    RegisterRequest, Registered, ReportAnswer, ReportRequest,
 };
 
 impl Client {
@@ -91,4 +91,46 @@ impl Client {
 
 fn json(value: &impl serde::Serialize) -> Body {
     Body::Json(serde_json::to_value(value).unwrap_or_default())
+}
+
+// --- administration of agents ---
+
+impl Client {
+    /// Creates a registration token; its secret is in the answer, once.
+    pub async fn create_agent_token(
+        &self,
+        name: &str,
+        labels: Option<&[String]>,
+        expires_in: Option<u64>,
+    ) -> Result<AgentTokenView, ClientError> {
+        let body = serde_json::json!({
+            "name": name,
+            "labels": labels,
+            "expires_in": expires_in,
+        });
+        self.send(Method::POST, "/api/v1/agent-tokens", Body::Json(body))
+            .await
+    }
+
+    /// The registration tokens not revoked.
+    pub async fn agent_tokens(&self) -> Result<AgentTokenList, ClientError> {
+        self.get("/api/v1/agent-tokens").await
+    }
+
+    /// Revokes a registration token.
+    pub async fn revoke_agent_token(&self, id: u64) -> Result<(), ClientError> {
+        self.no_content(Method::DELETE, &format!("/api/v1/agent-tokens/{id}"))
+            .await
+    }
+
+    /// The registered agents.
+    pub async fn agents(&self) -> Result<AgentList, ClientError> {
+        self.get("/api/v1/agents").await
+    }
+
+    /// Deletes an agent: its credential stops working at once.
+    pub async fn delete_agent(&self, name: &str) -> Result<(), ClientError> {
+        self.no_content(Method::DELETE, &format!("/api/v1/agents/{name}"))
+            .await
+    }
 }
