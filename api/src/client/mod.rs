@@ -164,7 +164,8 @@ impl Client {
         };
         check_url(&target.url)?;
         install_crypto();
-        let tls = Arc::new(tls_config(target.ca_cert.as_deref())?);
+        let https = target.url.starts_with("https://");
+        let tls = Arc::new(tls_config(target.ca_cert.as_deref(), https)?);
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured((*tls).clone())
             .connect_timeout(CONNECT_TIMEOUT)
@@ -488,7 +489,12 @@ fn check_url(url: &str) -> Result<(), ClientError> {
 }
 
 /// The one TLS configuration of a client: the system's roots, plus `ca_cert`'s.
-fn tls_config(ca_cert: Option<&std::path::Path>) -> Result<rustls::ClientConfig, ClientError> {
+/// The TLS configuration of a client. A plain-HTTP server needs no trust store: a machine (or
+/// a container) without CA certificates still talks to it.
+fn tls_config(
+    ca_cert: Option<&std::path::Path>,
+    https: bool,
+) -> Result<rustls::ClientConfig, ClientError> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
 
@@ -505,6 +511,18 @@ fn tls_config(ca_cert: Option<&std::path::Path>) -> Result<rustls::ClientConfig,
         if extra.is_empty() {
             return Err(tls("it holds no PEM certificate".into()));
         }
+    }
+    if !https && extra.is_empty() {
+        return rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map(|config| {
+                config
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth()
+            })
+            .map_err(|err| ClientError::Tls {
+                reason: err.to_string(),
+            });
     }
     let verifier =
         rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone()).map_err(
