@@ -720,6 +720,9 @@ struct Deployment {
 }
 
 impl Deployment {
+    // The turn is held for the test's life, across its awaits, on purpose: tests run on
+    // runtimes of their own, and the holder goes on while the others wait.
+    #[allow(clippy::await_holding_lock)]
     async fn start(test: &str, lease: u64) -> Deployment {
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         hodei_api::client::install_crypto();
