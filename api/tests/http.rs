@@ -17,6 +17,8 @@ use support::{Server, start, start_with};
 mod conformance;
 #[path = "http/console.rs"]
 mod console;
+#[path = "http/logs.rs"]
+mod logs;
 #[path = "http/repos.rs"]
 mod repos;
 #[path = "http/secrets.rs"]

@@ -149,6 +149,8 @@ pub struct Client {
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most bytes of a log [`Client::log`] asks for at once: what the client holds in memory.
+pub const LOG_PART: u64 = 8 * 1024 * 1024;
 
 impl Client {
     /// A client of the server at `target`. Nothing is sent yet.
@@ -299,9 +301,10 @@ impl Client {
         self.post(&format!("/api/v1/jobs/{id}/approve")).await
     }
 
-    /// Bytes of a job's log from `from` on (at most 8 MiB per answer), and the log's length.
+    /// Bytes of a job's log from `from` on, at most [`LOG_PART`] of them, and the log's length.
     pub async fn log(&self, job: u64, from: u64) -> Result<(Vec<u8>, u64), ClientError> {
-        self.bytes(&format!("/api/v1/jobs/{job}/log?from={from}"))
+        let to = from.saturating_add(LOG_PART);
+        self.bytes(&format!("/api/v1/jobs/{job}/log?from={from}&to={to}"))
             .await
     }
 
