@@ -186,7 +186,7 @@ pub fn run(args: &Args) -> u8 {
         inputs,
     ));
     // The actors and the log writers go first, then their scratch directory.
-    drop(system);
+    super::end_system(system);
     let _ = std::fs::remove_dir_all(&scratch);
     code
 }

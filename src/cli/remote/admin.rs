@@ -29,6 +29,8 @@ pub struct LoginArgs {
     /// A PEM file of CA certificates to trust besides the system's (a server with its own CA).
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub output: super::Output,
 }
 
 /// The contexts saved by `hodei login`.
@@ -86,6 +88,8 @@ pub struct QueueArgs {
     /// Only the jobs of this run.
     #[arg(long, value_name = "ID")]
     pub run: Option<u64>,
+    #[command(flatten)]
+    pub global: super::Global,
 }
 
 /// API tokens (admin).
@@ -128,6 +132,8 @@ pub struct EventsArgs {
     /// Keep printing new events as they are recorded (nothing missed across reconnects).
     #[arg(long, short = 'f')]
     pub follow: bool,
+    #[command(flatten)]
+    pub global: super::Global,
 }
 
 pub async fn login(args: LoginArgs, printer: Printer) -> Outcome {

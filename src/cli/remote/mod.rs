@@ -29,7 +29,8 @@ pub use secrets::SecretsCommand;
 
 use super::{EXIT_FAILED, EXIT_OK, EXIT_SERVER, EXIT_USAGE};
 
-/// Options every admin command takes.
+/// Options every command that asks a server takes, after the command's name
+/// (`hodei runs list -o json`). `hodei run`, `validate` and `server` do not take them.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Global {
     /// The context (server and token) to use instead of the current one; see `hodei login`.
@@ -38,6 +39,24 @@ pub struct Global {
     /// How to print results: tables for people, JSON or YAML for scripts.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
+}
+
+/// The output option alone, for the commands that ask no server (`login`, `contexts`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Output {
+    /// How to print results: tables for people, JSON or YAML for scripts.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+}
+
+impl Output {
+    /// The options of a command that asks no server: no context to choose.
+    pub fn global(&self) -> Global {
+        Global {
+            context: None,
+            output: self.output,
+        }
+    }
 }
 
 /// An admin command, ready to run.
