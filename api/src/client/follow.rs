@@ -475,6 +475,12 @@ async fn connect(client: &Client, path: &str) -> Result<Socket, ClientError> {
                 },
             })
         }
-        Ok(Err(err)) => Err(unreachable(super::http::chain(&err))),
+        Ok(Err(err)) => Err(match super::CertificateProblem::of(&err) {
+            Some(problem) => ClientError::Certificate {
+                url: url.to_owned(),
+                problem,
+            },
+            None => unreachable(super::http::chain(&err)),
+        }),
     }
 }

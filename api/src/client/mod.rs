@@ -19,8 +19,11 @@
 //! - TLS uses the system's trust store plus the certificates of [`Target::ca_cert`], with ring as
 //!   the only crypto provider; the HTTP requests and the WebSockets share one configuration.
 
+mod certificate;
 pub mod follow;
 mod http;
+
+pub use certificate::CertificateProblem;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +71,14 @@ pub enum ClientError {
     /// No answer: the connection was refused, timed out, broke, or TLS failed.
     #[error("cannot reach the Hodei server at {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    /// The server answered with a certificate the client does not trust.
+    #[error(
+        "the Hodei server at {url} presents a certificate this client does not trust: {problem}"
+    )]
+    Certificate {
+        url: String,
+        problem: CertificateProblem,
+    },
     /// 401 or 403: the token is missing, unknown, revoked, or its role is too low.
     #[error("the server at {url} refused the request {method} {path} ({status}): {detail}")]
     Unauthorized {

@@ -92,7 +92,9 @@ impl Failure {
     /// A client error, with how to fix it.
     pub fn client(err: ClientError) -> Failure {
         let code = match &err {
-            ClientError::Unreachable { .. } | ClientError::Unauthorized { .. } => EXIT_SERVER,
+            ClientError::Unreachable { .. }
+            | ClientError::Certificate { .. }
+            | ClientError::Unauthorized { .. } => EXIT_SERVER,
             ClientError::BadUrl { .. } | ClientError::Tls { .. } => EXIT_SERVER,
             err if err.is_retryable() => EXIT_FAILED,
             ClientError::Rejected { .. } => EXIT_USAGE,
@@ -102,6 +104,7 @@ impl Failure {
             ClientError::Unreachable { url, .. } => format!(
                 "\n  hint: is `hodei server` running at {url}? Choose another server with `hodei login URL --token TOKEN`, `--context NAME` or HODEI_URL"
             ),
+            ClientError::Certificate { problem, .. } => format!("\n  hint: {}", problem.fix()),
             ClientError::Unauthorized { status: 401, url, .. } => format!(
                 "\n  hint: log in with a valid token: `hodei login {url} --token TOKEN` (or set HODEI_TOKEN); an admin can make one with `hodei tokens create`"
             ),
