@@ -505,6 +505,51 @@ fn tokens_workers_queue_events_and_completions_speak_json_and_roles() {
     assert!(help.contains("Examples:"), "{help}");
 }
 
+#[test]
+fn the_queue_shows_the_jobs_waiting_for_an_approval_and_who_may_approve_them() {
+    let (dir, _server, cli) = setup("approval-queue");
+    let file = write(
+        &dir,
+        "gated.yml",
+        "name: gated\njobs:\n  deploy:\n    approval: { role: operator }\n    steps: [{ run: 'true' }]\n",
+    );
+    cli.expect(0, &["pipelines", "apply", &file]);
+    cli.expect(0, &["runs", "start", "gated"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let queue = loop {
+        let queue = cli.json(&["queue"]);
+        if !queue["awaiting_approval"].as_array().unwrap().is_empty() {
+            break queue;
+        }
+        assert!(Instant::now() < deadline, "the job never waited: {queue}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(queue["awaiting_approval"][0]["name"], "deploy", "{queue}");
+    assert_eq!(queue["awaiting_approval"][0]["approver"], "operator");
+    let job = queue["awaiting_approval"][0]["job"].as_u64().unwrap();
+    let table = cli.expect(0, &["queue"]);
+    assert!(table.contains("Waiting for approval"), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&format!("{job} ")))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        row.contains("gated") && row.contains("deploy") && row.contains("operator or admin"),
+        "{row}"
+    );
+    assert!(table.contains("hodei jobs approve JOB"), "{table}");
+    cli.expect(0, &["jobs", "approve", &job.to_string()]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cli.json(&["queue"])["awaiting_approval"]
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the approval did not take");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Collects a child's standard output lines as they come.
 fn read_lines(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
     let lines = Arc::new(Mutex::new(Vec::new()));

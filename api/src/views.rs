@@ -509,12 +509,31 @@ pub struct QueueItem {
     pub reason: String,
 }
 
-/// The queue, front first.
+/// A job waiting at its approval gate: it enters the scheduler's queue once approved.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApprovalItem {
+    pub job: u64,
+    pub run: u64,
+    pub pipeline: String,
+    /// The job's name in its run.
+    pub name: String,
+    /// When it began to wait for its approval.
+    pub waiting_since: i64,
+    /// The least role that may approve it (`POST /api/v1/jobs/{id}/approve`): the role its
+    /// `approval` names, and at least `operator`.
+    #[schema(value_type = String)]
+    pub approver: Role,
+}
+
+/// The queue, front first, and the jobs that wait for an approval before they may queue.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct QueueView {
     pub items: Vec<QueueItem>,
     /// How many jobs wait in all (the items are the first of them).
     pub total: usize,
+    /// The jobs waiting for an approval, oldest run first (of the run asked for only, when one
+    /// is), at most as many as `limit`.
+    pub awaiting_approval: Vec<ApprovalItem>,
 }
 
 /// A worker: what it offers and what it runs.

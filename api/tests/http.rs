@@ -1167,6 +1167,21 @@ async fn a_gated_job_waits_for_an_approval_by_the_role_its_gate_names() {
     assert_eq!(run["jobs"][0]["state"], "succeeded", "{run}");
     let build = run["jobs"][0]["id"].as_u64().unwrap();
     let deploy = run["jobs"][1]["id"].as_u64().unwrap();
+    // Not in the scheduler's queue, but in the queue's view, with who may approve it.
+    let queue = server.get("/api/v1/queue").await.json();
+    assert_eq!(queue["total"], 0, "{queue}");
+    let waiting = &queue["awaiting_approval"];
+    assert_eq!(waiting.as_array().unwrap().len(), 1, "{queue}");
+    assert_eq!(waiting[0]["job"], deploy);
+    assert_eq!(waiting[0]["run"], id);
+    assert_eq!(waiting[0]["pipeline"], "gated");
+    assert_eq!(waiting[0]["name"], "deploy");
+    assert_eq!(waiting[0]["approver"], "admin");
+    let other = server
+        .get(&format!("/api/v1/queue?run={}", id + 1))
+        .await
+        .json();
+    assert_eq!(other["awaiting_approval"], json!([]), "{other}");
 
     let (_, operator) = server.token("release-bot", "operator").await;
     let path = format!("/api/v1/jobs/{deploy}/approve");
@@ -1190,6 +1205,8 @@ async fn a_gated_job_waits_for_an_approval_by_the_role_its_gate_names() {
     assert_eq!(approved.status, StatusCode::ACCEPTED, "{}", approved.text);
     let run = server.wait_run(id, finished).await;
     assert_eq!(run["state"], "succeeded", "{run}");
+    let queue = server.get("/api/v1/queue").await.json();
+    assert_eq!(queue["awaiting_approval"], json!([]), "{queue}");
     let events = server.get("/api/v1/events?limit=500").await.json();
     let approval = events["items"]
         .as_array()

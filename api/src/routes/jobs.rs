@@ -217,7 +217,11 @@ pub(crate) fn approver(job: &hodei_domain::plan::PlannedJob) -> Role {
 
 /// The role a gated job's `approval` asks for: its position in the plan of the run's
 /// definition is its position in the run.
-async fn gate_role(state: &ApiState, source: String, position: usize) -> Result<Role, ApiError> {
+pub(crate) async fn gate_role(
+    state: &ApiState,
+    source: String,
+    position: usize,
+) -> Result<Role, ApiError> {
     let role = state
         .loads
         .run("planning the run's definition", move || {
