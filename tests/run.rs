@@ -837,6 +837,9 @@ mod postgres;
 #[path = "run/shutdown.rs"]
 mod shutdown;
 
+#[path = "run/approval.rs"]
+mod approval;
+
 #[test]
 fn the_secrets_a_pipeline_names_come_from_the_environment_under_hodei_run() {
     let dir = scratch("named-secrets");

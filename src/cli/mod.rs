@@ -1,6 +1,7 @@
 //! The command line: `hodei <command>`, parsed with clap. Each command lives in a file of its own
 //! and returns its exit code.
 
+mod approve;
 mod progress;
 mod remote;
 mod run;
