@@ -216,6 +216,18 @@ fn apply_validates_first_and_a_followed_run_exits_with_its_outcome() {
     let runs = cli.json(&["runs", "list", "--status", "failed"]);
     assert_eq!(runs.as_array().unwrap().len(), 1);
     assert_eq!(runs[0]["id"], id);
+    // Instants as RFC 3339 in UTC with milliseconds; durations stay numbers.
+    let rfc3339 = |value: &Value| {
+        let text = value.as_str().unwrap_or_default();
+        let b = text.as_bytes();
+        assert!(
+            b.len() == 24 && b[4] == b'-' && b[10] == b'T' && b[19] == b'.' && b[23] == b'Z',
+            "not `2026-12-06T21:03:20.123Z`: {value}"
+        );
+    };
+    rfc3339(&runs[0]["created"]);
+    rfc3339(&run["finished"]);
+    rfc3339(&run["jobs"][0]["steps"][0]["started"]);
     let logs = cli.expect(0, &["runs", "logs", &id.to_string()]);
     assert!(logs.starts_with("bad\n"), "{logs}");
     let logs = cli.expect(0, &["runs", "logs", "1", "--job", "hello", "--from", "4"]);
@@ -237,6 +249,13 @@ fn apply_validates_first_and_a_followed_run_exits_with_its_outcome() {
     );
     let yaml = cli.expect(0, &["runs", "show", "1", "-o", "yaml"]);
     assert!(yaml.starts_with("id: 1\npipeline: greet\n"), "{yaml}");
+    let created = yaml
+        .lines()
+        .find_map(|l| l.strip_prefix("created: "))
+        .unwrap_or_else(|| panic!("{yaml}"));
+    rfc3339(&Value::from(
+        created.trim_matches(|c| c == '"' || c == '\''),
+    ));
 
     // Retry keeps what succeeded: follow the new run.
     let retried = cli.run(&["runs", "retry", &id.to_string(), "-o", "json"]);

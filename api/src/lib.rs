@@ -43,6 +43,7 @@ mod routes;
 pub mod status;
 pub mod stream;
 pub mod telemetry;
+pub mod time;
 pub mod tls;
 pub mod views;
 pub mod webhook;

@@ -92,7 +92,7 @@ pub(crate) async fn queue(
             pipeline: w.pipeline,
             runs_on: w.runs_on.iter().map(ToString::to_string).collect(),
             priority: w.priority,
-            queued_at: w.queued_at.0,
+            queued_at: w.queued_at.into(),
             candidates: w.candidates.iter().map(|c| c.0.clone()).collect(),
             reason: w.reason,
         })
@@ -134,7 +134,7 @@ async fn awaiting_approval(
                 run: run.0,
                 pipeline: record.pipeline.clone(),
                 name: job.name.clone(),
-                waiting_since: job.since.0,
+                waiting_since: job.since.into(),
                 approver,
             });
         }

@@ -489,7 +489,7 @@ fn event_line(item: &EventView) -> String {
             subject.push(format!("{key}={v}"));
         }
     }
-    let at = value["at"].as_i64().map(ago).unwrap_or_default();
+    let at = ago(item.event.0.at().into());
     format!(
         "{:>8}  {:<10}  {kind:<22} {}",
         item.seq,
