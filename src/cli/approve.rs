@@ -101,11 +101,16 @@ impl Handler<Published> for Gatekeeper {
 }
 
 impl Gatekeeper {
-    /// Also keep the gates of these runs' jobs that already wait (a run resumed from the store
-    /// was waiting before Hodei stopped: no event says so again).
-    pub fn resume(&self, store: Arc<dyn Store>, runs: Vec<RunId>) {
+    /// Also keeps the gates of these runs' jobs that already wait (a run resumed from the
+    /// store was waiting before Hodei stopped: no event says so again), once the returned
+    /// future is awaited.
+    pub fn resume_for(
+        &self,
+        store: Arc<dyn Store>,
+        runs: Vec<RunId>,
+    ) -> impl std::future::Future<Output = ()> + use<> {
         let gates = self.gates.clone();
-        actix::spawn(async move {
+        async move {
             for run in runs {
                 if let Ok(Some(record)) = store.run(run).await {
                     for job in record.jobs {
@@ -115,7 +120,7 @@ impl Gatekeeper {
                     }
                 }
             }
-        });
+        }
     }
 }
 

@@ -310,10 +310,17 @@ async fn session(
         );
     }
     if let Some(gatekeeper) = gatekeeper {
-        gatekeeper.resume(store.clone(), awaited.clone());
-        tree.bus.do_send(Subscribe {
+        // Subscribed first, then the gates already waiting looked for: none is missed (one
+        // found both ways is kept once).
+        let resumed = gatekeeper.resume_for(store.clone(), awaited.clone());
+        let subscribed = tree.bus.send(Subscribe {
             subscriber: gatekeeper.start().recipient(),
         });
+        if subscribed.await.is_err() {
+            eprintln!("error: the event bus is not running");
+            return EXIT_USAGE;
+        }
+        resumed.await;
     }
     let mut submitted = None;
     if let Some(source) = source {
