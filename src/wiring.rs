@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hodei_actors::Ports;
+use hodei_actors::agents::AgentSettings;
 use hodei_actors::fault::Faults;
 use hodei_actors::messages::{RegisterWorker, WorkerSpec};
 use hodei_actors::supervise::exit_on_escalation;
@@ -18,12 +19,14 @@ use hodei_adapters::sqlite::SqliteStore;
 use hodei_domain::engine::Approvals;
 use hodei_domain::ids::WorkerId;
 use hodei_domain::model::Label;
+use hodei_domain::ports::AgentStore;
 use hodei_domain::ports::{
     BoxFuture, SecretScope, SecretStore, SecretVault, StoreError, TokenStore,
 };
 use hodei_supervisors::{Tree, TreeConfig, start_tree};
 
 /// Secrets taken from the environment of the `hodei` process, by name.
+#[derive(Default)]
 pub struct EnvSecrets {
     values: std::collections::BTreeMap<String, String>,
 }
@@ -124,7 +127,20 @@ pub async fn local_stack(
     approvals: Approvals,
 ) -> Result<(Tree, Arc<ByImage>), String> {
     let store = open_store(paths).await?;
-    start_stack(Arc::new(store), paths, secrets, labels, slots, approvals).await
+    let local = Local {
+        labels,
+        slots,
+        approvals,
+    };
+    start_stack(Arc::new(store), paths, secrets, local, None).await
+}
+
+/// What the machine Hodei runs on does: its worker's labels and slots (0: no local worker),
+/// and how approval gates are handled.
+struct Local {
+    labels: Vec<Label>,
+    slots: Option<u32>,
+    approvals: Approvals,
 }
 
 /// What `hodei server` runs on: the tree, the providers, the store for the API's tokens and
@@ -136,6 +152,8 @@ pub struct ServerStack {
     pub secrets: Arc<dyn SecretVault>,
     /// The registered repositories and their mirrors (`DIR/mirrors/`).
     pub sources: hodei_api::Sources,
+    /// Agents' registrations and leases.
+    pub agents: Arc<dyn AgentStore>,
 }
 
 /// The file of a data directory that holds the key of the stored secrets.
@@ -145,7 +163,12 @@ pub const SECRETS_KEY_FILE: &str = "secrets.key";
 /// with approval gates waiting for someone to approve through the API, and runs' secrets from
 /// the stored secrets, sealed with the key file `DIR/secrets.key` (made on the first start).
 /// Must run inside an actix System.
-pub async fn server_stack(data: &Path, labels: Vec<Label>) -> Result<ServerStack, String> {
+pub async fn server_stack(
+    data: &Path,
+    labels: Vec<Label>,
+    local_slots: u32,
+    agents: AgentSettings,
+) -> Result<ServerStack, String> {
     let paths = LocalPaths::data_dir(data);
     make_private(data, &paths)
         .map_err(|err| format!("cannot make the data directory private to this user: {err}"))?;
@@ -158,13 +181,18 @@ pub async fn server_stack(data: &Path, labels: Vec<Label>) -> Result<ServerStack
         repos: store.clone(),
         mirrors: Arc::new(GitMirrors::new(paths.mirrors.clone().unwrap_or_default())),
     };
+    let agent_store: Arc<dyn AgentStore> = store.clone();
+    let local = Local {
+        labels,
+        slots: Some(local_slots),
+        approvals: Approvals::Wait,
+    };
     let (tree, provider) = start_stack(
         store,
         &paths,
         secrets.clone(),
-        labels,
-        None,
-        Approvals::Wait,
+        local,
+        Some((agent_store.clone(), agents)),
     )
     .await?;
     Ok(ServerStack {
@@ -173,6 +201,7 @@ pub async fn server_stack(data: &Path, labels: Vec<Label>) -> Result<ServerStack
         tokens,
         secrets,
         sources,
+        agents: agent_store,
     })
 }
 
@@ -269,10 +298,14 @@ async fn start_stack(
     store: Arc<SqliteStore>,
     paths: &LocalPaths,
     secrets: Arc<dyn SecretStore>,
-    labels: Vec<Label>,
-    slots: Option<u32>,
-    approvals: Approvals,
+    local: Local,
+    agents: Option<(Arc<dyn AgentStore>, AgentSettings)>,
 ) -> Result<(Tree, Arc<ByImage>), String> {
+    let Local {
+        labels,
+        slots,
+        approvals,
+    } = local;
     let instance = store.instance_id().to_owned();
     let logs = Arc::new(
         FileLogStore::open(&paths.logs, 2)
@@ -312,6 +345,7 @@ async fn start_stack(
             .chain(engine.then(Label::docker))
             .collect(),
         slots,
+        agent: false,
     };
     let engine = match provider.engine_trouble() {
         None => true,
@@ -320,7 +354,11 @@ async fn start_stack(
             false
         }
     };
-    let mut config = TreeConfig::new(Some(worker(engine)), approvals);
+    let mut config = TreeConfig::new((slots > 0).then(|| worker(engine)), approvals);
+    config.agents = agents;
+    if slots == 0 {
+        tracing::info!("The local worker is off: every job runs on an agent.");
+    }
     let worker = Arc::new(worker);
     // Past its restart budget, a failing actor stops Hodei; the steps it runs go first, so that
     // nothing is left running (a run with a store resumes at the next start).
@@ -341,10 +379,12 @@ async fn start_stack(
             None => tracing::warn!("The Docker engine answers again: jobs with an image go on."),
             Some(trouble) => tracing::warn!(error = %trouble, "The Docker engine does not answer: jobs with an image wait in the queue."),
         }
-        workers.do_send(RegisterWorker {
-            worker: worker(trouble.is_none()),
-            lease: None,
-        });
+        if slots > 0 {
+            workers.do_send(RegisterWorker {
+                worker: worker(trouble.is_none()),
+                lease: None,
+            });
+        }
     }));
     Ok((tree, provider))
 }

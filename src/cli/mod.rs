@@ -36,6 +36,7 @@ struct Cli {
 enum Command {
     Run(run::Args),
     Server(server::Args),
+    Agent(crate::agent::Args),
     Validate(validate::Args),
     Login(remote::LoginArgs),
     /// The saved servers (contexts): list, use, remove.
@@ -174,7 +175,10 @@ pub fn main() -> u8 {
             };
         }
     };
-    if !matches!(cli.command, Command::Run(_) | Command::Server(_)) {
+    if !matches!(
+        cli.command,
+        Command::Run(_) | Command::Server(_) | Command::Agent(_)
+    ) {
         // A command whose reader went away (`hodei completions bash | head -3`) ends quietly,
         // as Unix tools do: nothing of it needs cleaning up. `hodei run` cancels its runs
         // instead ([`stdout_closed`]), and the server writes nothing to stdout that matters.
@@ -184,6 +188,7 @@ pub fn main() -> u8 {
     match cli.command {
         Command::Run(args) => run::run(&args),
         Command::Server(args) => server::run(&args),
+        Command::Agent(args) => crate::agent::run(&args),
         Command::Validate(args) => validate::run(&args),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

@@ -13,7 +13,7 @@ use crate::state::{JobMachine, Verdict};
 pub const HOOK_TIMEOUT: Duration = Duration::parse_const("10m");
 
 /// Everything one attempt of a job runs. Made by [`job_def`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct JobDef {
     pub run: RunId,
     pub job: JobRef,
@@ -32,7 +32,7 @@ pub struct JobDef {
 
 /// A job's own post hooks, by the attempt's outcome, each with its complete environment and a
 /// timeout ([`HOOK_TIMEOUT`] unless it has one).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HookSteps {
     pub success: Vec<(Step, Env)>,
     pub failure: Vec<(Step, Env)>,
