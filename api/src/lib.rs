@@ -45,6 +45,7 @@ pub use routes::agents as agent_protocol;
 pub mod status;
 pub mod stream;
 pub mod telemetry;
+pub mod time;
 pub mod tls;
 pub mod views;
 pub mod webhook;

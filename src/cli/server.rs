@@ -70,7 +70,7 @@ pub fn run(args: &Args) -> u8 {
     let code = system.block_on(serve(config, given, providers.clone()));
     // The actors are gone first, so that nothing records the stopped steps as their failure;
     // then every step this process started is stopped, and resumes at the next start.
-    drop(system);
+    super::end_system(system);
     let provider = providers
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

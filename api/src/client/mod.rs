@@ -20,8 +20,11 @@
 //!   the only crypto provider; the HTTP requests and the WebSockets share one configuration.
 
 mod agent;
+mod certificate;
 pub mod follow;
 mod http;
+
+pub use certificate::CertificateProblem;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,6 +72,14 @@ pub enum ClientError {
     /// No answer: the connection was refused, timed out, broke, or TLS failed.
     #[error("cannot reach the Hodei server at {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    /// The server answered with a certificate the client does not trust.
+    #[error(
+        "the Hodei server at {url} presents a certificate this client does not trust: {problem}"
+    )]
+    Certificate {
+        url: String,
+        problem: CertificateProblem,
+    },
     /// 401 or 403: the token is missing, unknown, revoked, or its role is too low.
     #[error("the server at {url} refused the request {method} {path} ({status}): {detail}")]
     Unauthorized {
@@ -150,6 +161,8 @@ pub struct Client {
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most bytes of a log [`Client::log`] asks for at once: what the client holds in memory.
+pub const LOG_PART: u64 = 8 * 1024 * 1024;
 
 impl Client {
     /// A client of the server at `target`. Nothing is sent yet.
@@ -301,9 +314,10 @@ impl Client {
         self.post(&format!("/api/v1/jobs/{id}/approve")).await
     }
 
-    /// Bytes of a job's log from `from` on (at most 8 MiB per answer), and the log's length.
+    /// Bytes of a job's log from `from` on, at most [`LOG_PART`] of them, and the log's length.
     pub async fn log(&self, job: u64, from: u64) -> Result<(Vec<u8>, u64), ClientError> {
-        self.bytes(&format!("/api/v1/jobs/{job}/log?from={from}"))
+        let to = from.saturating_add(LOG_PART);
+        self.bytes(&format!("/api/v1/jobs/{job}/log?from={from}&to={to}"))
             .await
     }
 

@@ -6,13 +6,14 @@ use hodei_actors::messages::{GetQueue, GetQueueStats, GetWorkers, SetWorkerState
 use hodei_domain::ids::{RunId, WorkerId};
 use hodei_domain::model::Role;
 use hodei_domain::schedule::{ScheduleError, WorkerState};
+use hodei_domain::state::JobState;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::ApiState;
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
-use crate::views::{QueueItem, QueueView, WorkerItem, WorkerList};
+use crate::views::{ApprovalItem, QueueItem, QueueView, WorkerItem, WorkerList};
 
 /// The most queue items one answer holds.
 const MAX_QUEUE_ITEMS: usize = 1_000;
@@ -30,7 +31,8 @@ pub struct QueueQuery {
 }
 
 /// The waiting jobs, in the order the scheduler will consider them, each with its position, the
-/// workers that could take it and why it waits. Role: viewer.
+/// workers that could take it and why it waits; then the jobs waiting for an approval before
+/// they may queue, with the role that may approve each. Role: viewer.
 #[utoipa::path(
     get,
     path = "/api/v1/queue",
@@ -90,12 +92,54 @@ pub(crate) async fn queue(
             pipeline: w.pipeline,
             runs_on: w.runs_on.iter().map(ToString::to_string).collect(),
             priority: w.priority,
-            queued_at: w.queued_at.0,
+            queued_at: w.queued_at.into(),
             candidates: w.candidates.iter().map(|c| c.0.clone()).collect(),
             reason: w.reason,
         })
         .collect();
-    Ok(QueueView { items, total })
+    let awaiting_approval = awaiting_approval(state, limit, run.map(RunId)).await?;
+    Ok(QueueView {
+        items,
+        total,
+        awaiting_approval,
+    })
+}
+
+/// The jobs of unfinished runs (of `only` when given) that wait at their approval gate, at most
+/// `limit`, read from the store with who may approve each.
+async fn awaiting_approval(
+    state: &ApiState,
+    limit: usize,
+    only: Option<RunId>,
+) -> Result<Vec<ApprovalItem>, ApiError> {
+    let runs = match only {
+        Some(run) => vec![run],
+        None => state.tree.ports.store.unfinished_runs().await?,
+    };
+    let mut items = Vec::new();
+    for run in runs {
+        let record = match super::runs::record(state, run).await {
+            Ok(record) => record,
+            // A run asked for that does not exist has no job waiting.
+            Err(ApiError::NotFound { .. }) => continue,
+            Err(err) => return Err(err),
+        };
+        for (position, job) in record.jobs.iter().enumerate() {
+            if job.state != JobState::WaitingApproval || items.len() >= limit {
+                continue;
+            }
+            let approver = super::jobs::gate_role(state, record.source.clone(), position).await?;
+            items.push(ApprovalItem {
+                job: job.id.0,
+                run: run.0,
+                pipeline: record.pipeline.clone(),
+                name: job.name.clone(),
+                waiting_since: job.since.into(),
+                approver,
+            });
+        }
+    }
+    Ok(items)
 }
 
 /// Every worker: its labels, slots, state and the jobs it runs. Role: viewer.
