@@ -332,6 +332,46 @@ async fn a_job_on_an_agent_runs_there_and_its_log_arrives_byte_for_byte() {
         .iter()
         .find(|w| w["id"] == "builder-1")
         .expect("the agent is listed");
+    assert_eq!(
+        agent["agent"]["version"],
+        env!("CARGO_PKG_VERSION"),
+        "{agent}"
+    );
+    assert!(agent["agent"]["last_heartbeat"].is_string(), "{agent}");
+    // The metrics count the agent and what it sent; /readyz says the server runs no job itself.
+    let metrics = cluster
+        .http
+        .get(format!("{}/metrics", cluster.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("hodei_agents{state=\"connected\"} 1"),
+        "{metrics}"
+    );
+    let sent = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hodei_agent_log_bytes_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .expect("the log bytes from agents are counted");
+    assert!(sent >= expected.len() as f64, "{sent}");
+    assert!(metrics.contains("hodei_agent_claim_seconds"), "{metrics}");
+    let ready: Value = cluster
+        .http
+        .get(format!("{}/readyz", cluster.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready["checks"]["local_steps"],
+        "off: every job runs on an agent"
+    );
     let labels: Vec<&str> = agent["labels"]
         .as_array()
         .unwrap()

@@ -572,6 +572,19 @@ pub struct WorkerItem {
     pub state: String,
     /// The jobs placed on it, in placement order.
     pub jobs: Vec<u64>,
+    /// For an agent: its version and when it was last heard of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentDetail>,
+}
+
+/// What a worker that is an agent says of itself.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AgentDetail {
+    pub version: String,
+    /// Its last poll or heartbeat; absent for an agent not heard of since the server started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_heartbeat: Option<crate::time::Time>,
 }
 
 /// Every worker, by id.

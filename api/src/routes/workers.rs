@@ -2,6 +2,7 @@
 //! waiting job with why it waits.
 
 use actix_web::{HttpResponse, web};
+use hodei_actors::agents::GetAgentStats;
 use hodei_actors::messages::{GetQueue, GetQueueStats, GetWorkers, SetWorkerState};
 use hodei_domain::ids::{RunId, WorkerId};
 use hodei_domain::model::Role;
@@ -13,7 +14,7 @@ use utoipa::IntoParams;
 use crate::ApiState;
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
-use crate::views::{ApprovalItem, QueueItem, QueueView, WorkerItem, WorkerList};
+use crate::views::{AgentDetail, ApprovalItem, QueueItem, QueueView, WorkerItem, WorkerList};
 
 /// The most queue items one answer holds.
 const MAX_QUEUE_ITEMS: usize = 1_000;
@@ -166,16 +167,54 @@ pub(crate) async fn workers(state: &ApiState) -> Result<WorkerList, ApiError> {
         .send(GetWorkers)
         .await
         .map_err(|err| ApiError::actor("the scheduler", err))?;
-    let items = workers
+    let live = match &state.tree.desk {
+        Some(desk) => {
+            desk.send(GetAgentStats { take_claims: false })
+                .await
+                .map_err(|err| ApiError::actor("the agent desk", err))?
+                .connected
+        }
+        None => Vec::new(),
+    };
+    let mut items: Vec<WorkerItem> = workers
         .into_iter()
-        .map(|view| WorkerItem {
-            id: view.worker.id.0.clone(),
-            labels: view.worker.labels.iter().map(ToString::to_string).collect(),
-            slots: view.worker.slots,
-            state: state_name(view.worker.state).to_owned(),
-            jobs: view.jobs.iter().map(|job| job.0).collect(),
+        .map(|view| {
+            let agent = live
+                .iter()
+                .find(|a| a.name == view.worker.id.0)
+                .map(|a| AgentDetail {
+                    version: a.version.clone(),
+                    last_heartbeat: Some(a.last_seen.into()),
+                });
+            WorkerItem {
+                id: view.worker.id.0.clone(),
+                labels: view.worker.labels.iter().map(ToString::to_string).collect(),
+                slots: view.worker.slots,
+                state: state_name(view.worker.state).to_owned(),
+                jobs: view.jobs.iter().map(|job| job.0).collect(),
+                agent,
+            }
         })
         .collect();
+    // Registered agents that are not connected (or whose lease ran out) are offline.
+    if let Some(store) = &state.agents {
+        for agent in store.agents().await? {
+            if items.iter().any(|w| w.id == agent.name) {
+                continue;
+            }
+            items.push(WorkerItem {
+                id: agent.name,
+                labels: agent.labels.iter().map(ToString::to_string).collect(),
+                slots: 0,
+                state: "offline".to_owned(),
+                jobs: Vec::new(),
+                agent: Some(AgentDetail {
+                    version: String::new(),
+                    last_heartbeat: None,
+                }),
+            });
+        }
+    }
     Ok(WorkerList { items })
 }
 

@@ -311,14 +311,24 @@ pub async fn workers(cmd: WorkersCommand, client: &Client, printer: Printer) -> 
         WorkersCommand::List => {
             let list = client.workers().await?;
             printer.show(&list.items, |p| {
-                let mut table = Table::new(vec!["ID", "STATE", "SLOTS", "JOBS", "LABELS"]);
+                let mut table =
+                    Table::new(vec!["ID", "STATE", "SLOTS", "JOBS", "LABELS", "AGENT", "SEEN"]);
                 for w in &list.items {
+                    let (agent, seen) = match &w.agent {
+                        Some(a) => (
+                            format!("yes {}", a.version).trim().to_owned(),
+                            a.last_heartbeat.map_or("-".into(), ago),
+                        ),
+                        None => ("-".into(), "-".into()),
+                    };
                     table.row(vec![
                         p.bold(&w.id),
                         p.state(&w.state),
                         w.slots.to_string(),
                         format!("{}/{}", w.jobs.len(), w.slots),
                         w.labels.join(","),
+                        agent,
+                        seen,
                     ]);
                 }
                 table.print();
