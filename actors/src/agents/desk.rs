@@ -17,8 +17,8 @@ use tokio::sync::Notify;
 
 use super::{
     AgentBeat, AgentLive, AgentLog, AgentReport, AgentSeen, AgentStats, Beat, CancelLeased,
-    ClaimedJob, GetAgentStats, LeaseExpired, Lost, Offer, RemoteJob, ReportError, Reported,
-    TryClaim, Unclaimed, Wire, Withdraw, Work,
+    ClaimedJob, GetAgentStats, LeaseExpired, LeaseOf, Lost, Offer, RemoteJob, ReportError,
+    Reported, TryClaim, Unclaimed, Wire, Withdraw, Work,
 };
 use crate::loghub::LogHub;
 use crate::messages::{AppendAt, AppendedAt, HubError, LogLength, RegisterWorker, WorkerSpec};
@@ -322,6 +322,17 @@ impl Handler<GetAgentStats> for AgentDesk {
                 false => Vec::new(),
             },
         })
+    }
+}
+
+impl Handler<LeaseOf> for AgentDesk {
+    type Result = Option<u64>;
+
+    fn handle(&mut self, msg: LeaseOf, _: &mut Context<Self>) -> Option<u64> {
+        self.jobs
+            .get(&msg.job)
+            .and_then(|r| r.lease.as_ref())
+            .map(|l| l.epoch)
     }
 }
 

@@ -55,6 +55,13 @@ pub struct CancelLeased {
     pub job: JobId,
 }
 
+/// The epoch of the lease an agent holds on `job`, if one does.
+#[derive(Message)]
+#[rtype(result = "Option<u64>")]
+pub struct LeaseOf {
+    pub job: JobId,
+}
+
 /// The lease of the attempt ran out.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -311,8 +311,9 @@ pub async fn workers(cmd: WorkersCommand, client: &Client, printer: Printer) -> 
         WorkersCommand::List => {
             let list = client.workers().await?;
             printer.show(&list.items, |p| {
-                let mut table =
-                    Table::new(vec!["ID", "STATE", "SLOTS", "JOBS", "LABELS", "AGENT", "SEEN"]);
+                let mut table = Table::new(vec![
+                    "ID", "STATE", "SLOTS", "JOBS", "LABELS", "AGENT", "SEEN",
+                ]);
                 for w in &list.items {
                     let (agent, seen) = match &w.agent {
                         Some(a) => (
