@@ -15,6 +15,7 @@
 //!   resident memory.
 //!
 //! Everything shares the machine's cores: the agents, their steps, the server and this client.
+//! Under `cargo test` (no `--bench` argument) it runs small, as a smoke test of itself.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -244,10 +245,13 @@ async fn fan_out(server: &Server, jobs: usize) -> f64 {
     began.elapsed().as_secs_f64()
 }
 
-/// MB/s of a 1,000,000-line log from the trigger to the run's end, the log checked whole.
-async fn big_log(server: &Server) -> f64 {
+/// MB/s of a `lines`-line log from the trigger to the run's end, the log checked whole.
+async fn big_log(server: &Server, lines: u64) -> f64 {
     server
-        .apply("big", "name: big\non: { manual: {} }\njobs:\n  job:\n    steps:\n      - run: seq 1 1000000\n")
+        .apply(
+            "big",
+            &format!("name: big\non: {{ manual: {{}} }}\njobs:\n  job:\n    steps:\n      - run: seq 1 {lines}\n"),
+        )
         .await;
     let began = Instant::now();
     let run = server.run("big").await;
@@ -276,15 +280,18 @@ async fn big_log(server: &Server) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     hodei_api::client::install_crypto();
-    let claims = env_or("HODEI_BENCH_CLAIMS", 200);
-    let simulated = env_or("HODEI_BENCH_AGENTS", 1000);
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let claims = env_or("HODEI_BENCH_CLAIMS", if quick { 5 } else { 200 });
+    let simulated = env_or("HODEI_BENCH_AGENTS", if quick { 20 } else { 1000 });
+    let lines = if quick { 10_000 } else { 1_000_000 };
+    let fan = if quick { 12 } else { 120 };
 
     // Baselines: the server's own worker.
     let data = scratch("local");
     let local = start_server(&data, 6);
     let local_claims = claim_latencies(&local, claims).await;
-    let local_fan = fan_out(&local, 120).await;
-    let local_log = big_log(&local).await;
+    let local_fan = fan_out(&local, fan).await;
+    let local_log = big_log(&local, lines).await;
     drop(local);
 
     let data = scratch("agents");
@@ -293,11 +300,11 @@ async fn main() {
     let one = server.agent(&data, "bench-1", &token, 2);
     server.wait_agents(1).await;
     let agent_claims = claim_latencies(&server, claims).await;
-    let agent_log = big_log(&server).await;
+    let agent_log = big_log(&server, lines).await;
     let _two = server.agent(&data, "bench-2", &token, 2);
     let _three = server.agent(&data, "bench-3", &token, 2);
     server.wait_agents(3).await;
-    let agent_fan = fan_out(&server, 120).await;
+    let agent_fan = fan_out(&server, fan).await;
     drop(one);
 
     println!(
@@ -308,13 +315,13 @@ async fn main() {
         percentile(&local_claims, 0.99),
     );
     println!(
-        "no-op jobs, 120 in one run: 3 agents x 2 slots {:.0} jobs/s; local worker x 6 slots (baseline) {:.0} jobs/s: {:.0} %",
-        120.0 / agent_fan,
-        120.0 / local_fan,
+        "no-op jobs, {fan} in one run: 3 agents x 2 slots {:.0} jobs/s; local worker x 6 slots (baseline) {:.0} jobs/s: {:.0} %",
+        fan as f64 / agent_fan,
+        fan as f64 / local_fan,
         100.0 * local_fan / agent_fan
     );
     println!(
-        "1,000,000-line log (6.9 MB): through an agent {agent_log:.1} MB/s, identical; local worker (baseline) {local_log:.1} MB/s"
+        "{lines}-line log: through an agent {agent_log:.1} MB/s, identical; local worker (baseline) {local_log:.1} MB/s"
     );
     drop(server);
 
