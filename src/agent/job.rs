@@ -114,6 +114,8 @@ pub struct Setting {
     pub client: Client,
     pub name: String,
     pub spool: PathBuf,
+    /// Rung when a job is over: a poll without room is asked again, with room.
+    pub freed: Arc<tokio::sync::Notify>,
 }
 
 /// An attempt just started: what the agent holds, and what its upload reads.
