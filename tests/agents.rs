@@ -1109,3 +1109,89 @@ async fn containers_an_agent_paused_past_its_lease_is_refused_when_back() {
 async fn containers_an_agent_killed_loses_its_job_to_another() {
     an_agent_cut_off_past_its_lease("kill", CutOff::Kill).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_times_out_a_job_an_agent_holds_but_never_ends() {
+    hodei_api::client::install_crypto();
+    let cluster = Cluster::start("backstop", 2);
+    let token = cluster.registration_token().await;
+    // An agent that speaks the protocol, starts the job, keeps its lease, and says no more.
+    let registered: Value = cluster
+        .http
+        .post(format!("{}/api/v1/agent/register", cluster.url()))
+        .json(&json!({"token": token, "name": "silent"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let credential = registered["credential"].as_str().unwrap().to_owned();
+    let agent = |method: reqwest::Method, path: String| {
+        cluster
+            .http
+            .request(method, format!("{}{path}", cluster.url()))
+            .bearer_auth(&credential)
+    };
+    cluster
+        .apply(
+            "stuck",
+            "name: stuck\non: { manual: {} }\njobs:\n  work:\n    timeout: 1s\n    steps:\n      - run: sleep 600\n",
+        )
+        .await;
+    let run = cluster.trigger("stuck").await;
+    let work: Value = agent(reqwest::Method::POST, "/api/v1/agent/poll".into())
+        .json(&json!({"slots": 1, "room": true, "wait_ms": 10_000}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let job = work["job"]["job"]
+        .as_u64()
+        .expect("the job is given to the agent");
+    let epoch = work["job"]["epoch"].as_u64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let started_events = json!([
+        {"type": "job_placed", "run": run, "job": job, "attempt": 1, "worker": "silent", "at": now},
+        {"type": "job_started", "run": run, "job": job, "attempt": 1, "worker": "silent", "at": now},
+    ]);
+    let events_path = format!("/api/v1/agent/jobs/{job}/events");
+    let answer = agent(reqwest::Method::POST, events_path.clone())
+        .json(&json!({"epoch": epoch, "seq": 0, "events": started_events}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
+    let started = Instant::now();
+    let run = loop {
+        agent(reqwest::Method::POST, "/api/v1/agent/heartbeat".into())
+            .json(&json!({"jobs": [{"job": job, "epoch": epoch}]}))
+            .send()
+            .await
+            .unwrap();
+        let run = cluster.run(run).await;
+        if finished(&run) {
+            break run;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{run:#}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(run["jobs"][0]["state"], "timed_out", "{run:#}");
+    // Its writes are refused from now on.
+    let answer = agent(reqwest::Method::POST, events_path)
+        .json(&json!({"epoch": epoch, "seq": 1, "events": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 409);
+    let log = String::from_utf8_lossy(&cluster.log(job).await).into_owned();
+    assert!(
+        log.contains("did not end the job within its timeout"),
+        "{log}"
+    );
+}

@@ -155,6 +155,7 @@ pub fn start_tree(ports: Ports, config: TreeConfig) -> Tree {
         AgentPeers {
             desk,
             store: store.clone(),
+            lease: settings.lease,
         }
     });
     let orchestrator = {

@@ -30,6 +30,9 @@ pub struct RemotePeers {
     pub bus: Addr<EventBus>,
     pub slots: Recipient<Release>,
     pub ended: Recipient<AttemptEnded>,
+    /// How long past a job's timeout the server waits for the agent to end it (the agents'
+    /// lease: an agent that cannot say it ended the job within that has lost it anyway).
+    pub grace: std::time::Duration,
 }
 
 /// One job attempt placed on an agent.
@@ -97,9 +100,6 @@ impl RemoteJob {
     }
 }
 
-/// How long past a job's timeout the server waits for the agent to end it.
-const TIMEOUT_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
-
 impl RemoteJob {
     /// The job's timeout and its grace are over and the agent has not ended it: the attempt
     /// times out here, its lease ends (the agent's next write is refused and it stops the job).
@@ -114,6 +114,12 @@ impl RemoteJob {
             .into_iter()
             .collect();
         if events.is_empty() {
+            // Not started yet: its time has not begun; look again a whole timeout later.
+            if let Some(timeout) = self.def.timeout {
+                ctx.run_later(timeout.to_std() + self.peers.grace, |act, ctx| {
+                    act.backstop(ctx)
+                });
+            }
             return;
         }
         let fut = async move {
@@ -158,7 +164,7 @@ impl Actor for RemoteJob {
                 }
                 _ => std::time::Duration::ZERO,
             };
-            let after = timeout.to_std().saturating_sub(ran) + TIMEOUT_GRACE;
+            let after = timeout.to_std().saturating_sub(ran) + self.peers.grace;
             ctx.run_later(after, |act, ctx| act.backstop(ctx));
         }
         self.peers.desk.do_send(Offer {

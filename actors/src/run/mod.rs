@@ -61,6 +61,8 @@ pub struct Peers {
 pub struct AgentPeers {
     pub desk: Addr<AgentDesk>,
     pub store: Arc<dyn AgentStore>,
+    /// The agents' lease.
+    pub lease: std::time::Duration,
 }
 
 /// A job actor at work: on this machine, or the server's side of an attempt on an agent.
@@ -355,6 +357,7 @@ impl RunActor {
                     bus: self.peers.bus.clone(),
                     slots: self.peers.scheduler.clone().recipient(),
                     ended: peers.ended,
+                    grace: agents.lease,
                 };
                 let actor = RemoteJob::new(
                     Arc::new(def),
