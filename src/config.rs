@@ -36,6 +36,8 @@ pub struct ServerConfig {
     /// The certificate chain and private key (PEM files) to serve HTTPS with; plain HTTP
     /// without.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// The size limits and retention of artifacts and caches.
+    pub files: hodei_adapters::files::FileLimits,
 }
 
 /// One configuration key: its name in the file, its variable, what it takes, its default.
@@ -46,7 +48,7 @@ struct Key {
     default: fn() -> Raw,
 }
 
-const KEYS: [Key; 9] = [
+const KEYS: [Key; 13] = [
     Key {
         name: "listen",
         env: "HODEI_LISTEN",
@@ -100,6 +102,30 @@ const KEYS: [Key; 9] = [
         env: "HODEI_TLS_KEY",
         expected: "the path of a PEM private key, given together with `tls_cert`",
         default: || Raw::Text(String::new()),
+    },
+    Key {
+        name: "artifacts_max_job_mib",
+        env: "HODEI_ARTIFACTS_MAX_JOB_MIB",
+        expected: "a number of MiB from 1 to 1048576 (1 TiB)",
+        default: || Raw::Int(1024),
+    },
+    Key {
+        name: "artifacts_retention_days",
+        env: "HODEI_ARTIFACTS_RETENTION_DAYS",
+        expected: "a number of days from 1 to 3650",
+        default: || Raw::Int(30),
+    },
+    Key {
+        name: "caches_max_entry_mib",
+        env: "HODEI_CACHES_MAX_ENTRY_MIB",
+        expected: "a number of MiB from 1 to 1048576 (1 TiB)",
+        default: || Raw::Int(2048),
+    },
+    Key {
+        name: "caches_retention_days",
+        env: "HODEI_CACHES_RETENTION_DAYS",
+        expected: "a number of days from 1 to 3650",
+        default: || Raw::Int(7),
     },
 ];
 
@@ -297,6 +323,16 @@ pub fn resolve(
                 (None, Some(_)) => return Err(invalid(&given[7].0, &given[7].1, &KEYS[7])),
             }
         },
+        files: {
+            const MIB: u64 = 1 << 20;
+            let days = |n: usize| std::time::Duration::from_secs(n as u64 * 24 * 3600);
+            hodei_adapters::files::FileLimits {
+                artifacts_per_job: parse_number(value(9), 1, 1 << 20)? as u64 * MIB,
+                artifact_retention: days(parse_number(value(10), 1, 3650)?),
+                cache_entry: parse_number(value(11), 1, 1 << 20)? as u64 * MIB,
+                cache_retention: days(parse_number(value(12), 1, 3650)?),
+            }
+        },
     })
 }
 
@@ -464,7 +500,7 @@ mod tests {
         let err = resolve(file("lisen = \"x\"\n"), &no_env, &Flags::default()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "hodei.toml: unknown key `lisen` (did you mean `listen`?); the keys are listen, data, http_workers, max_body_bytes, labels, shutdown_grace_seconds, max_queued_jobs, tls_cert, tls_key"
+            "hodei.toml: unknown key `lisen` (did you mean `listen`?); the keys are listen, data, http_workers, max_body_bytes, labels, shutdown_grace_seconds, max_queued_jobs, tls_cert, tls_key, artifacts_max_job_mib, artifacts_retention_days, caches_max_entry_mib, caches_retention_days"
         );
         let err = resolve(file("listen = \n"), &no_env, &Flags::default()).unwrap_err();
         assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");

@@ -9,6 +9,7 @@ use hodei_actors::messages::{RegisterWorker, WorkerSpec};
 use hodei_actors::supervise::exit_on_escalation;
 use hodei_adapters::clock::SystemClock;
 use hodei_adapters::docker::DockerConfig;
+use hodei_adapters::files::{DiskFiles, FileLimits};
 use hodei_adapters::git::GitMirrors;
 use hodei_adapters::local::LocalProvider;
 use hodei_adapters::logs::FileLogStore;
@@ -19,7 +20,7 @@ use hodei_domain::engine::Approvals;
 use hodei_domain::ids::WorkerId;
 use hodei_domain::model::Label;
 use hodei_domain::ports::{
-    BoxFuture, SecretScope, SecretStore, SecretVault, StoreError, TokenStore,
+    BoxFuture, SecretScope, SecretStore, SecretVault, StoreError, TickStore, TokenStore,
 };
 use hodei_supervisors::{Tree, TreeConfig, start_tree};
 
@@ -71,6 +72,8 @@ pub struct LocalPaths {
     pub docker_workspaces: PathBuf,
     /// The mirrors of registered repositories, which jobs check out from (a server's only).
     pub mirrors: Option<PathBuf>,
+    /// Artifacts of runs and caches of pipelines.
+    pub files: PathBuf,
 }
 
 impl LocalPaths {
@@ -87,6 +90,7 @@ impl LocalPaths {
             workspaces: with(".workspaces"),
             docker_workspaces: with(".docker"),
             mirrors: None,
+            files: with(".files"),
         }
     }
 
@@ -98,11 +102,12 @@ impl LocalPaths {
             workspaces: dir.join("workspaces"),
             docker_workspaces: dir.join("docker"),
             mirrors: None,
+            files: dir.join("files"),
         }
     }
 
     /// In a server's data directory: `DIR/hodei.db`, `DIR/logs/`, `DIR/workspaces/`,
-    /// `DIR/docker/`.
+    /// `DIR/docker/`, `DIR/mirrors/`, `DIR/files/`.
     pub fn data_dir(dir: &Path) -> LocalPaths {
         LocalPaths {
             store: Some(dir.join("hodei.db")),
@@ -110,6 +115,7 @@ impl LocalPaths {
             workspaces: dir.join("workspaces"),
             docker_workspaces: dir.join("docker"),
             mirrors: Some(dir.join("mirrors")),
+            files: dir.join("files"),
         }
     }
 }
@@ -124,7 +130,42 @@ pub async fn local_stack(
     approvals: Approvals,
 ) -> Result<(Tree, Arc<ByImage>), String> {
     let store = open_store(paths).await?;
-    start_stack(Arc::new(store), paths, secrets, labels, slots, approvals).await
+    let files = open_files(paths, FileLimits::default())?;
+    let stack = Stack {
+        secrets,
+        files,
+        labels,
+        slots,
+        approvals,
+        ticks: None,
+    };
+    start_stack(Arc::new(store), paths, stack).await
+}
+
+/// Opens the files directory of a stack.
+fn open_files(paths: &LocalPaths, limits: FileLimits) -> Result<Arc<DiskFiles>, String> {
+    DiskFiles::open(paths.files.clone(), limits, DEFAULT_BRANCH.to_owned())
+        .map(Arc::new)
+        .map_err(|err| {
+            format!(
+                "cannot open the files directory {}: {err}",
+                paths.files.display()
+            )
+        })
+}
+
+/// The branch whose caches jobs of other branches fall back to.
+pub const DEFAULT_BRANCH: &str = "main";
+
+/// What a stack runs with beyond its paths and store.
+struct Stack {
+    secrets: Arc<dyn SecretStore>,
+    files: Arc<DiskFiles>,
+    labels: Vec<Label>,
+    slots: Option<u32>,
+    approvals: Approvals,
+    /// Where schedules' ticks are claimed; `None` fires no schedule.
+    ticks: Option<Arc<dyn TickStore>>,
 }
 
 /// What `hodei server` runs on: the tree, the providers, the store for the API's tokens and
@@ -145,7 +186,11 @@ pub const SECRETS_KEY_FILE: &str = "secrets.key";
 /// with approval gates waiting for someone to approve through the API, and runs' secrets from
 /// the stored secrets, sealed with the key file `DIR/secrets.key` (made on the first start).
 /// Must run inside an actix System.
-pub async fn server_stack(data: &Path, labels: Vec<Label>) -> Result<ServerStack, String> {
+pub async fn server_stack(
+    data: &Path,
+    labels: Vec<Label>,
+    limits: FileLimits,
+) -> Result<ServerStack, String> {
     let paths = LocalPaths::data_dir(data);
     make_private(data, &paths)
         .map_err(|err| format!("cannot make the data directory private to this user: {err}"))?;
@@ -158,15 +203,17 @@ pub async fn server_stack(data: &Path, labels: Vec<Label>) -> Result<ServerStack
         repos: store.clone(),
         mirrors: Arc::new(GitMirrors::new(paths.mirrors.clone().unwrap_or_default())),
     };
-    let (tree, provider) = start_stack(
-        store,
-        &paths,
-        secrets.clone(),
+    let files = open_files(&paths, limits)?;
+    prune_files(files.clone());
+    let stack = Stack {
+        secrets: secrets.clone(),
+        files,
         labels,
-        None,
-        Approvals::Wait,
-    )
-    .await?;
+        slots: None,
+        approvals: Approvals::Wait,
+        ticks: Some(store.clone()),
+    };
+    let (tree, provider) = start_stack(store, &paths, stack).await?;
     Ok(ServerStack {
         tree,
         provider,
@@ -265,14 +312,42 @@ fn lock_store(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Removes the artifacts and caches past their retention now, and then every hour.
+fn prune_files(files: Arc<DiskFiles>) {
+    actix::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            every.tick().await;
+            let files = files.clone();
+            let pruned =
+                tokio::task::spawn_blocking(move || files.prune(std::time::SystemTime::now()))
+                    .await;
+            if let Ok((runs, caches)) = pruned
+                && runs + caches > 0
+            {
+                tracing::info!(
+                    runs,
+                    caches,
+                    "Removed artifacts and caches past their retention."
+                );
+            }
+        }
+    });
+}
+
 async fn start_stack(
     store: Arc<SqliteStore>,
     paths: &LocalPaths,
-    secrets: Arc<dyn SecretStore>,
-    labels: Vec<Label>,
-    slots: Option<u32>,
-    approvals: Approvals,
+    stack: Stack,
 ) -> Result<(Tree, Arc<ByImage>), String> {
+    let Stack {
+        secrets,
+        files,
+        labels,
+        slots,
+        approvals,
+        ticks,
+    } = stack;
     let instance = store.instance_id().to_owned();
     let logs = Arc::new(
         FileLogStore::open(&paths.logs, 2)
@@ -298,6 +373,7 @@ async fn start_stack(
         reconcile: provider.clone(),
         clock: Arc::new(SystemClock),
         secrets,
+        files,
         faults: Faults::none(),
     };
     // One job per core unless told otherwise.
@@ -321,6 +397,7 @@ async fn start_stack(
         }
     };
     let mut config = TreeConfig::new(Some(worker(engine)), approvals);
+    config.ticks = ticks;
     let worker = Arc::new(worker);
     // Past its restart budget, a failing actor stops Hodei; the steps it runs go first, so that
     // nothing is left running (a run with a store resumes at the next start).

@@ -115,7 +115,7 @@ async fn serve(
     given: Option<String>,
     providers: Arc<std::sync::Mutex<Option<Arc<hodei_adapters::route::ByImage>>>>,
 ) -> u8 {
-    let stack = match server_stack(&config.data, config.labels.clone()).await {
+    let stack = match server_stack(&config.data, config.labels.clone(), config.files).await {
         Ok(stack) => stack,
         Err(err) => {
             eprintln!("error: {err} (data directory {})", config.data.display());

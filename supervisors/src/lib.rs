@@ -13,12 +13,14 @@
 //!  │                  asks again for requests a failure lost
 //!  ├─ WorkerRegistry  supervised; registers the local worker
 //!  ├─ ProviderActor   supervised; reaps what an earlier Hodei left running
-//!  └─ Orchestrator    supervised; reaps, resumes unfinished runs, then accepts new ones
-//!       └─ RunActor   one per active run, restarted by the orchestrator with the backoff
-//!            │        of TreeConfig::restart_policy; after too many restarts the run is
-//!            │        parked until the next start (or a cancel or an approval)
-//!            └─ JobActor  one per attempt; a crash stops its step and makes its run actor
-//!                         reload the job from the store
+//!  ├─ Orchestrator    supervised; reaps, resumes unfinished runs, then accepts new ones
+//!  │    └─ RunActor   one per active run, restarted by the orchestrator with the backoff
+//!  │         │        of TreeConfig::restart_policy; after too many restarts the run is
+//!  │         │        parked until the next start (or a cancel or an approval)
+//!  │         └─ JobActor  one per attempt; a crash stops its step and makes its run actor
+//!  │                      reload the job from the store
+//!  └─ Timer           supervised, when TreeConfig::ticks is set (the server): fires the
+//!                     pipelines' `on.schedule` entries, each tick claimed once in the store
 //! ```
 //!
 //! Every long-lived actor contains the panics of its handlers (`hodei_actors::supervise`): it
@@ -43,8 +45,10 @@ use hodei_actors::orchestrator::{Orchestrator, OrchestratorPeers, RunSettings};
 use hodei_actors::provider::ProviderActor;
 use hodei_actors::scheduler::Scheduler;
 use hodei_actors::supervise::{Escalation, Restarts, exit_on_escalation};
+use hodei_actors::timer::{Timer, TimerSettings};
 use hodei_actors::workers::WorkerRegistry;
 use hodei_domain::engine::Approvals;
+use hodei_domain::ports::TickStore;
 use hodei_domain::restart::RestartPolicy;
 
 /// What the tree needs beyond the ports.
@@ -58,6 +62,11 @@ pub struct TreeConfig {
     pub restart_policy: RestartPolicy,
     /// What happens when a long-lived actor fails more often than the policy allows.
     pub escalation: Escalation,
+    /// Where the ticks of schedules are claimed: with it, the tree runs a [`Timer`] that fires
+    /// the pipelines' `on.schedule` entries (`hodei server`); without, none fire (`hodei run`).
+    pub ticks: Option<Arc<dyn TickStore>>,
+    /// How the timer looks for due ticks.
+    pub timer: TimerSettings,
 }
 
 impl TreeConfig {
@@ -70,6 +79,8 @@ impl TreeConfig {
             approvals,
             restart_policy: RestartPolicy::default(),
             escalation: exit_on_escalation(),
+            ticks: None,
+            timer: TimerSettings::default(),
         }
     }
 }
@@ -83,6 +94,8 @@ pub struct Tree {
     pub scheduler: Addr<Scheduler>,
     pub workers: Addr<WorkerRegistry>,
     pub provider: Addr<ProviderActor>,
+    /// The timer of schedules, when [`TreeConfig::ticks`] was given.
+    pub timer: Option<Addr<Timer>>,
     pub ports: Ports,
     /// How often each kind of actor of this tree was restarted.
     pub restarts: Arc<RestartCounter>,
@@ -147,8 +160,19 @@ pub fn start_tree(ports: Ports, config: TreeConfig) -> Tree {
         let (ports, r) = (ports.clone(), restarts(ActorKind::Orchestrator));
         Supervisor::start(move |_| Orchestrator::new(ports, peers, runs, r))
     };
+    let timer = config.ticks.map(|ticks| {
+        let (store, clock, orchestrator, settings, r) = (
+            ports.store.clone(),
+            ports.clock.clone(),
+            orchestrator.clone(),
+            config.timer,
+            restarts(ActorKind::Timer),
+        );
+        Supervisor::start(move |_| Timer::new(store, ticks, clock, orchestrator, settings, r))
+    });
     Tree {
         restarts: counter,
+        timer,
         orchestrator,
         bus,
         hub,

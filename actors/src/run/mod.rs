@@ -305,7 +305,7 @@ impl RunActor {
             JobRef::Post => verdict(loaded.jobs.iter().filter_map(|s| s.machine.as_ref())),
             JobRef::Planned(_) => None,
         };
-        let def = job_def(
+        let mut def = job_def(
             &loaded.plan,
             &loaded.resolved,
             &machine,
@@ -313,6 +313,16 @@ impl RunActor {
             &loaded.secrets,
             verdict.as_ref(),
         );
+        // The jobs whose artifacts the attempt is given, by id.
+        if let JobRef::Planned(i) = job
+            && let Some(planned) = loaded.plan.jobs.get(i)
+        {
+            def.files.needs = planned
+                .needs
+                .iter()
+                .filter_map(|&n| loaded.jobs.get(n).map(|slot| slot.id))
+                .collect();
+        }
         let id = machine.id();
         let peers = JobPeers {
             hub: self.peers.hub.clone(),
