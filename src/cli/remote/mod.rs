@@ -6,6 +6,7 @@
 //! illegal move); 3 the server is unreachable or refused the token.
 
 mod admin;
+mod artifacts;
 mod context;
 mod live;
 mod output;
