@@ -5,7 +5,8 @@
 //! clock's `now`, claims each due tick in the store ([`TickStore::claim_tick`]: one claimer
 //! wins, however many replicas run a timer) and submits a run of the pipeline's latest version
 //! with the event `schedule`. Then it sleeps until the next tick of any entry, or
-//! [`TimerSettings::rescan`] at most, to see new pipelines.
+//! [`TimerSettings::rescan`] at most, to see new pipelines; [`PipelinesChanged`] (sent when a
+//! pipeline is applied) is a doorbell that starts a pass at once.
 //!
 //! A tick missed while Hodei was down fires once at the first pass (the latest missed tick);
 //! the ticks before it are only counted, in a warning. A claimed tick whose run cannot be
@@ -72,6 +73,10 @@ pub struct Timer {
     orchestrator: Addr<Orchestrator>,
     settings: TimerSettings,
     state: Option<State>,
+    /// A doorbell rang during a pass: another pass follows it at once.
+    again: bool,
+    /// The next pass, as scheduled: one at a time.
+    next: Option<actix::SpawnHandle>,
     restarts: Restarts,
 }
 
@@ -91,6 +96,8 @@ impl Timer {
             orchestrator,
             settings,
             state: None,
+            again: false,
+            next: None,
             restarts,
         }
     }
@@ -100,6 +107,23 @@ impl Timer {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 struct Wake;
+
+/// A pipeline was applied: its schedules may have changed. A doorbell: without it, the timer
+/// sees the change within [`TimerSettings::rescan`].
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct PipelinesChanged;
+
+impl Handler<PipelinesChanged> for Timer {
+    type Result = ();
+
+    fn handle(&mut self, _: PipelinesChanged, ctx: &mut Context<Self>) {
+        match self.state {
+            Some(_) => ctx.notify(Wake),
+            None => self.again = true,
+        }
+    }
+}
 
 impl Actor for Timer {
     type Context = Context<Self>;
@@ -145,11 +169,18 @@ impl Handler<Wake> for Timer {
                 .map(move |result, act, ctx| match result {
                     Ok((state, next)) => {
                         act.state = Some(state);
+                        if let Some(next) = act.next.take() {
+                            ctx.cancel_future(next);
+                        }
+                        if std::mem::take(&mut act.again) {
+                            ctx.notify(Wake);
+                            return;
+                        }
                         let now = act.clock.now();
                         let delay = next
                             .map(|at| Duration::from_millis(at.millis_since(now)))
                             .map_or(rescan, |d| d.min(rescan));
-                        ctx.run_later(delay, |_, ctx| ctx.notify(Wake));
+                        act.next = Some(ctx.run_later(delay, |_, ctx| ctx.notify(Wake)));
                     }
                     Err(panicked) => {
                         act.restarts.failed(panicked.message.clone());

@@ -114,8 +114,8 @@ pub enum RunsCommand {
         #[arg(long, value_name = "NAME")]
         job: Option<String>,
         /// Where to write it (`-` for standard output); by default its file name here.
-        #[arg(long = "to", value_name = "FILE")]
-        output: Option<std::path::PathBuf>,
+        #[arg(long, value_name = "FILE")]
+        to: Option<std::path::PathBuf>,
     },
 }
 
@@ -210,12 +210,9 @@ pub async fn run(cmd: RunsCommand, client: &Client, printer: Printer) -> Outcome
             from,
         } => logs(client, id, job, follow, from, printer).await,
         RunsCommand::Artifacts { id } => super::artifacts::list(client, id, printer).await,
-        RunsCommand::Download {
-            id,
-            name,
-            job,
-            output,
-        } => super::artifacts::download(client, id, &name, job.as_deref(), output).await,
+        RunsCommand::Download { id, name, job, to } => {
+            super::artifacts::download(client, id, &name, job.as_deref(), to).await
+        }
     }
 }
 
