@@ -145,6 +145,10 @@ mod tests {
             "*/10 * * * * *",
             "TZ=Europe/Paris 0 3 * * *",
             "TZ=UTC @hourly",
+            "0 0 L * *",
+            "0 0 15W * *",
+            "0 0 * * mon#2",
+            "0 0 ? * mon",
         ] {
             assert!(text.parse::<Cron>().is_ok(), "{text}");
         }
