@@ -92,6 +92,28 @@ fn io_error(what: impl Into<String>, err: io::Error) -> FileError {
     }
 }
 
+/// Makes a directory and its missing parents, private to Hodei's user (0700).
+fn make_dir(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
+/// Writes a file of Hodei's own, private to its user (0600).
+fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(bytes)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -135,7 +157,7 @@ impl DiskFiles {
         default_branch: String,
     ) -> Result<DiskFiles, FileError> {
         for dir in ["scratch", "artifacts", "caches"] {
-            fs::create_dir_all(root.join(dir))
+            make_dir(&root.join(dir))
                 .map_err(|err| io_error(format!("creating {}", root.join(dir).display()), err))?;
         }
         // Scratch directories of an earlier life are left-overs of interrupted work.
@@ -259,10 +281,10 @@ impl DiskFiles {
         // The scratch directory becomes the job's: files/ plus the manifest, renamed in whole.
         let staged = self.scratch()?;
         fs::rename(dir, staged.join("files")).map_err(|err| io_error(&what, err))?;
-        fs::write(staged.join("manifest.json"), text).map_err(|err| io_error(&what, err))?;
+        write_private(&staged.join("manifest.json"), &text).map_err(|err| io_error(&what, err))?;
         let target = self.job_dir(run, job);
         if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).map_err(|err| io_error(&what, err))?;
+            make_dir(parent).map_err(|err| io_error(&what, err))?;
         }
         // An earlier attempt of the job kept its own: the latest attempt's replace them.
         if target.exists() {
@@ -408,7 +430,15 @@ impl DiskFiles {
             }
             let staged = self.scratch()?;
             let tar_path = staged.join("entry.tar");
-            let file = fs::File::create(&tar_path).map_err(|err| io_error(&what, err))?;
+            let file = {
+                use std::os::unix::fs::OpenOptionsExt;
+                fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&tar_path)
+                    .map_err(|err| io_error(&what, err))?
+            };
             let mut builder = tar::Builder::new(io::BufWriter::new(file));
             builder.follow_symlinks(false);
             builder
@@ -418,11 +448,11 @@ impl DiskFiles {
                 .and_then(|f| f.sync_all())
                 .map_err(|err| io_error(&what, err))?;
             let target = self.cache_dir(&scope.pipeline, &scope.branch);
-            fs::create_dir_all(&target).map_err(|err| io_error(&what, err))?;
+            make_dir(&target).map_err(|err| io_error(&what, err))?;
             let name = hex(&Sha256::digest(key.as_bytes()));
             // The key first: a tar without its key file is found by exact key only.
             let key_tmp = staged.join("entry.key");
-            fs::write(&key_tmp, key).map_err(|err| io_error(&what, err))?;
+            write_private(&key_tmp, key.as_bytes()).map_err(|err| io_error(&what, err))?;
             fs::rename(&key_tmp, target.join(format!("{name}.key")))
                 .map_err(|err| io_error(&what, err))?;
             fs::rename(&tar_path, target.join(format!("{name}.tar")))
@@ -444,8 +474,7 @@ impl FileStore for DiskFiles {
             .join("scratch")
             .join(format!("{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir)
-            .map_err(|err| io_error(format!("creating {}", dir.display()), err))?;
+        make_dir(&dir).map_err(|err| io_error(format!("creating {}", dir.display()), err))?;
         Ok(dir)
     }
 
