@@ -224,8 +224,9 @@ impl Pass {
                     },
                 };
                 let baseline = ticks::baseline(last, known.version.created);
-                if let Some(due) = ticks::due(cron, baseline, now) {
-                    self.fire(known, cron, due, now).await;
+                if let Some(due) = ticks::due(cron, baseline, now)
+                    && self.fire(known, cron, due, now).await
+                {
                     state.last.insert(key, Some(due.tick));
                 }
                 if let Some(at) = ticks::next_wake(cron, now) {
@@ -274,8 +275,9 @@ impl Pass {
         Ok(())
     }
 
-    /// Claims the tick and, if this timer won it, submits the run.
-    async fn fire(&self, known: &Known, cron: &Cron, due: ticks::Due, now: Timestamp) {
+    /// Claims the tick and, if this timer won it, submits the run. `false` when the claim
+    /// could not be made (the store failed): the next pass tries again.
+    async fn fire(&self, known: &Known, cron: &Cron, due: ticks::Due, now: Timestamp) -> bool {
         let pipeline = &known.version.name;
         match self
             .ticks
@@ -283,10 +285,10 @@ impl Pass {
             .await
         {
             Ok(true) => {}
-            Ok(false) => return,
+            Ok(false) => return true,
             Err(err) => {
                 tracing::warn!(pipeline = %pipeline, schedule = %cron, error = %err, "Cannot claim a schedule's tick; trying again at the next pass.");
-                return;
+                return false;
             }
         }
         if due.late || due.missed > 0 {
@@ -328,5 +330,6 @@ impl Pass {
                 tracing::error!(pipeline = %pipeline, schedule = %cron, error = %err, "The orchestrator did not take a scheduled run; the tick is skipped.");
             }
         }
+        true
     }
 }

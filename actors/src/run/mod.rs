@@ -313,13 +313,20 @@ impl RunActor {
             &loaded.secrets,
             verdict.as_ref(),
         );
-        // The jobs whose artifacts the attempt is given, by id.
+        // The jobs whose artifacts the attempt is given, by id: those it needs that keep any.
         if let JobRef::Planned(i) = job
             && let Some(planned) = loaded.plan.jobs.get(i)
         {
             def.files.needs = planned
                 .needs
                 .iter()
+                .filter(|&&n| {
+                    loaded
+                        .plan
+                        .jobs
+                        .get(n)
+                        .is_some_and(|j| !j.artifacts.is_empty())
+                })
                 .filter_map(|&n| loaded.jobs.get(n).map(|slot| slot.id))
                 .collect();
         }

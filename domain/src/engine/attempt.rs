@@ -38,8 +38,8 @@ pub struct JobDef {
 pub struct JobFiles {
     /// The job's `artifacts` patterns, kept when the job succeeds.
     pub artifacts: Vec<String>,
-    /// The jobs it needs, by id, whose artifacts are restored before its steps. Left empty
-    /// by [`job_def`] (the plan knows no ids): the run actor fills it.
+    /// The jobs it needs that keep artifacts, by id: their artifacts are restored before its
+    /// steps. Left empty by [`job_def`] (the plan knows no ids): the run actor fills it.
     pub needs: Vec<crate::ids::JobId>,
     pub cache: Option<CacheDef>,
 }
