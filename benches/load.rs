@@ -103,6 +103,7 @@ async fn tree<P: Provider + Reconcile + 'static>(
         id: WorkerId("local".into()),
         labels: vec![],
         slots,
+        agent: false,
     };
     start_tree(ports, TreeConfig::new(Some(worker), Approvals::Wait))
 }

@@ -36,6 +36,11 @@ pub struct ServerConfig {
     /// The certificate chain and private key (PEM files) to serve HTTPS with; plain HTTP
     /// without.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// How long an agent's lease on a job (and its place as a worker) lasts without a
+    /// heartbeat.
+    pub agent_lease: std::time::Duration,
+    /// Jobs run at once on the server's own machine; 0: none (every job on agents).
+    pub local_slots: u32,
     /// The size limits and retention of artifacts and caches.
     pub files: hodei_adapters::files::FileLimits,
 }
@@ -48,7 +53,7 @@ struct Key {
     default: fn() -> Raw,
 }
 
-const KEYS: [Key; 13] = [
+const KEYS: [Key; 15] = [
     Key {
         name: "listen",
         env: "HODEI_LISTEN",
@@ -102,6 +107,18 @@ const KEYS: [Key; 13] = [
         env: "HODEI_TLS_KEY",
         expected: "the path of a PEM private key, given together with `tls_cert`",
         default: || Raw::Text(String::new()),
+    },
+    Key {
+        name: "agent_lease_seconds",
+        env: "HODEI_AGENT_LEASE_SECONDS",
+        expected: "a number of seconds from 1 to 3600",
+        default: || Raw::Int(60),
+    },
+    Key {
+        name: "local_slots",
+        env: "HODEI_LOCAL_SLOTS",
+        expected: "a number of jobs from 0 (the server runs none itself: every job on agents) to 1024",
+        default: || Raw::Int(std::thread::available_parallelism().map_or(2, |n| n.get() as i64)),
     },
     Key {
         name: "artifacts_max_job_mib",
@@ -323,14 +340,16 @@ pub fn resolve(
                 (None, Some(_)) => return Err(invalid(&given[7].0, &given[7].1, &KEYS[7])),
             }
         },
+        agent_lease: std::time::Duration::from_secs(parse_number(value(9), 1, 3600)? as u64),
+        local_slots: parse_number(value(10), 0, 1024)? as u32,
         files: {
             const MIB: u64 = 1 << 20;
             let days = |n: usize| std::time::Duration::from_secs(n as u64 * 24 * 3600);
             hodei_adapters::files::FileLimits {
-                artifacts_per_job: parse_number(value(9), 1, 1 << 20)? as u64 * MIB,
-                artifact_retention: days(parse_number(value(10), 1, 3650)?),
-                cache_entry: parse_number(value(11), 1, 1 << 20)? as u64 * MIB,
-                cache_retention: days(parse_number(value(12), 1, 3650)?),
+                artifacts_per_job: parse_number(value(11), 1, 1 << 20)? as u64 * MIB,
+                artifact_retention: days(parse_number(value(12), 1, 3650)?),
+                cache_entry: parse_number(value(13), 1, 1 << 20)? as u64 * MIB,
+                cache_retention: days(parse_number(value(14), 1, 3650)?),
             }
         },
     })
@@ -500,7 +519,7 @@ mod tests {
         let err = resolve(file("lisen = \"x\"\n"), &no_env, &Flags::default()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "hodei.toml: unknown key `lisen` (did you mean `listen`?); the keys are listen, data, http_workers, max_body_bytes, labels, shutdown_grace_seconds, max_queued_jobs, tls_cert, tls_key, artifacts_max_job_mib, artifacts_retention_days, caches_max_entry_mib, caches_retention_days"
+            "hodei.toml: unknown key `lisen` (did you mean `listen`?); the keys are listen, data, http_workers, max_body_bytes, labels, shutdown_grace_seconds, max_queued_jobs, tls_cert, tls_key, agent_lease_seconds, local_slots, artifacts_max_job_mib, artifacts_retention_days, caches_max_entry_mib, caches_retention_days"
         );
         let err = resolve(file("listen = \n"), &no_env, &Flags::default()).unwrap_err();
         assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");

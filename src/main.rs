@@ -9,6 +9,7 @@
 //! Exit codes are part of the interface: 0 success, 1 a pipeline (or later, a run) failed,
 //! 2 a usage error, 70 an internal error. Hodei never exits with Rust's panic code 101.
 
+mod agent;
 mod cli;
 mod config;
 mod logging;

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hodei_actors::Ports;
+use hodei_actors::agents::AgentSettings;
 use hodei_actors::fault::Faults;
 use hodei_actors::messages::{RegisterWorker, WorkerSpec};
 use hodei_actors::supervise::exit_on_escalation;
@@ -19,12 +20,14 @@ use hodei_adapters::sqlite::SqliteStore;
 use hodei_domain::engine::Approvals;
 use hodei_domain::ids::WorkerId;
 use hodei_domain::model::Label;
+use hodei_domain::ports::AgentStore;
 use hodei_domain::ports::{
     BoxFuture, SecretScope, SecretStore, SecretVault, StoreError, TickStore, TokenStore,
 };
 use hodei_supervisors::{Tree, TreeConfig, start_tree};
 
 /// Secrets taken from the environment of the `hodei` process, by name.
+#[derive(Default)]
 pub struct EnvSecrets {
     values: std::collections::BTreeMap<String, String>,
 }
@@ -130,16 +133,13 @@ pub async fn local_stack(
     approvals: Approvals,
 ) -> Result<(Tree, Arc<ByImage>), String> {
     let store = open_store(paths).await?;
-    let files = open_files(paths, FileLimits::default())?;
-    let stack = Stack {
-        secrets,
-        files,
+    let local = Local {
         labels,
         slots,
         approvals,
-        ticks: None,
     };
-    start_stack(Arc::new(store), paths, stack).await
+    let files = open_files(paths, FileLimits::default())?;
+    start_stack(Arc::new(store), paths, secrets, local, None, files, None).await
 }
 
 /// Opens the files directory of a stack.
@@ -157,15 +157,12 @@ fn open_files(paths: &LocalPaths, limits: FileLimits) -> Result<Arc<DiskFiles>, 
 /// The branch whose caches jobs of other branches fall back to.
 pub const DEFAULT_BRANCH: &str = "main";
 
-/// What a stack runs with beyond its paths and store.
-struct Stack {
-    secrets: Arc<dyn SecretStore>,
-    files: Arc<DiskFiles>,
+/// What the machine Hodei runs on does: its worker's labels and slots (0: no local worker),
+/// and how approval gates are handled.
+struct Local {
     labels: Vec<Label>,
     slots: Option<u32>,
     approvals: Approvals,
-    /// Where schedules' ticks are claimed; `None` fires no schedule.
-    ticks: Option<Arc<dyn TickStore>>,
 }
 
 /// What `hodei server` runs on: the tree, the providers, the store for the API's tokens and
@@ -177,6 +174,8 @@ pub struct ServerStack {
     pub secrets: Arc<dyn SecretVault>,
     /// The registered repositories and their mirrors (`DIR/mirrors/`).
     pub sources: hodei_api::Sources,
+    /// Agents' registrations and leases.
+    pub agents: Arc<dyn AgentStore>,
 }
 
 /// The file of a data directory that holds the key of the stored secrets.
@@ -189,6 +188,8 @@ pub const SECRETS_KEY_FILE: &str = "secrets.key";
 pub async fn server_stack(
     data: &Path,
     labels: Vec<Label>,
+    local_slots: u32,
+    agents: AgentSettings,
     limits: FileLimits,
 ) -> Result<ServerStack, String> {
     let paths = LocalPaths::data_dir(data);
@@ -203,23 +204,32 @@ pub async fn server_stack(
         repos: store.clone(),
         mirrors: Arc::new(GitMirrors::new(paths.mirrors.clone().unwrap_or_default())),
     };
+    let agent_store: Arc<dyn AgentStore> = store.clone();
+    let local = Local {
+        labels,
+        slots: Some(local_slots),
+        approvals: Approvals::Wait,
+    };
     let files = open_files(&paths, limits)?;
     prune_files(files.clone());
-    let stack = Stack {
-        secrets: secrets.clone(),
+    let ticks: Arc<dyn TickStore> = store.clone();
+    let (tree, provider) = start_stack(
+        store,
+        &paths,
+        secrets.clone(),
+        local,
+        Some((agent_store.clone(), agents)),
         files,
-        labels,
-        slots: None,
-        approvals: Approvals::Wait,
-        ticks: Some(store.clone()),
-    };
-    let (tree, provider) = start_stack(store, &paths, stack).await?;
+        Some(ticks),
+    )
+    .await?;
     Ok(ServerStack {
         tree,
         provider,
         tokens,
         secrets,
         sources,
+        agents: agent_store,
     })
 }
 
@@ -338,16 +348,17 @@ fn prune_files(files: Arc<DiskFiles>) {
 async fn start_stack(
     store: Arc<SqliteStore>,
     paths: &LocalPaths,
-    stack: Stack,
+    secrets: Arc<dyn SecretStore>,
+    local: Local,
+    agents: Option<(Arc<dyn AgentStore>, AgentSettings)>,
+    files: Arc<DiskFiles>,
+    ticks: Option<Arc<dyn TickStore>>,
 ) -> Result<(Tree, Arc<ByImage>), String> {
-    let Stack {
-        secrets,
-        files,
+    let Local {
         labels,
         slots,
         approvals,
-        ticks,
-    } = stack;
+    } = local;
     let instance = store.instance_id().to_owned();
     let logs = Arc::new(
         FileLogStore::open(&paths.logs, 2)
@@ -388,6 +399,7 @@ async fn start_stack(
             .chain(engine.then(Label::docker))
             .collect(),
         slots,
+        agent: false,
     };
     let engine = match provider.engine_trouble() {
         None => true,
@@ -396,7 +408,11 @@ async fn start_stack(
             false
         }
     };
-    let mut config = TreeConfig::new(Some(worker(engine)), approvals);
+    let mut config = TreeConfig::new((slots > 0).then(|| worker(engine)), approvals);
+    config.agents = agents;
+    if slots == 0 {
+        tracing::info!("The local worker is off: every job runs on an agent.");
+    }
     config.ticks = ticks;
     let worker = Arc::new(worker);
     // Past its restart budget, a failing actor stops Hodei; the steps it runs go first, so that
@@ -418,10 +434,12 @@ async fn start_stack(
             None => tracing::warn!("The Docker engine answers again: jobs with an image go on."),
             Some(trouble) => tracing::warn!(error = %trouble, "The Docker engine does not answer: jobs with an image wait in the queue."),
         }
-        workers.do_send(RegisterWorker {
-            worker: worker(trouble.is_none()),
-            lease: None,
-        });
+        if slots > 0 {
+            workers.do_send(RegisterWorker {
+                worker: worker(trouble.is_none()),
+                lease: None,
+            });
+        }
     }));
     Ok((tree, provider))
 }

@@ -31,6 +31,7 @@
 //! for it) and [`job`].
 
 pub mod admission;
+pub mod agents;
 pub mod bus;
 pub mod contain;
 pub mod fault;

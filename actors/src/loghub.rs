@@ -27,8 +27,8 @@ use hodei_domain::ports::{LogStore, OutputSink};
 
 use crate::fault::{Faults, Point};
 use crate::messages::{
-    BeginStep, FlushLog, HubError, LogChunk, Note, OpenLog, Output, OutputSkip, SkipOutput,
-    WatchJob, WatchLogs,
+    AppendAt, AppendedAt, BeginStep, FlushLog, HubError, LogChunk, LogLength, Note, OpenLog,
+    Output, OutputSkip, SkipOutput, WatchJob, WatchLogs,
 };
 use crate::supervise::{Restarts, Supervise, contained};
 
@@ -273,6 +273,33 @@ impl Handler<FlushLog> for LogHub {
                 .into_actor(self)
                 .map(|result, _, _| result),
         )
+    }
+}
+
+impl Handler<AppendAt> for LogHub {
+    type Result = Result<AppendedAt, HubError>;
+
+    fn handle(&mut self, msg: AppendAt, _: &mut Context<Self>) -> Self::Result {
+        let AppendAt { job, offset, bytes } = msg;
+        let length = self.logs.len(job)?;
+        if offset > length {
+            return Ok(AppendedAt::Gap { length });
+        }
+        let held = usize::try_from(length - offset).unwrap_or(usize::MAX);
+        if held < bytes.len() {
+            self.write(job, &bytes[held..]);
+        }
+        Ok(AppendedAt::Taken {
+            length: self.logs.len(job)?,
+        })
+    }
+}
+
+impl Handler<LogLength> for LogHub {
+    type Result = Result<u64, HubError>;
+
+    fn handle(&mut self, msg: LogLength, _: &mut Context<Self>) -> Self::Result {
+        Ok(self.logs.len(msg.job)?)
     }
 }
 

@@ -70,6 +70,33 @@ pub struct FlushLog {
     pub job: JobId,
 }
 
+/// Bytes of a job's log written elsewhere (by an agent, which masked them), to go at `offset`.
+/// The hub appends only what begins at the log's length: bytes it already holds are dropped,
+/// and bytes that would leave a gap are refused, with the length the log has.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<AppendedAt, HubError>")]
+pub struct AppendAt {
+    pub job: JobId,
+    pub offset: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// What became of an [`AppendAt`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendedAt {
+    /// Taken (all of it, or the part the log did not hold yet): the log's length now.
+    Taken { length: u64 },
+    /// The bytes begin past the log's end: send from `length`.
+    Gap { length: u64 },
+}
+
+/// The length of a job's log as appended so far.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<u64, HubError>")]
+pub struct LogLength {
+    pub job: JobId,
+}
+
 /// A step is about to start: answer the length of the job's log, where the step's output
 /// begins (recorded with `StepStarted`), or `None` when the masker still holds bytes of the
 /// previous output back (the start of what may be a secret, split across the two steps): they
@@ -148,6 +175,8 @@ pub struct WorkerSpec {
     pub id: WorkerId,
     pub labels: Vec<Label>,
     pub slots: u32,
+    /// An agent on another machine: its jobs run there, through the agent desk.
+    pub agent: bool,
 }
 
 /// Make a worker available to the scheduler.
@@ -207,6 +236,8 @@ pub struct Placed {
     pub job: JobId,
     pub worker: WorkerId,
     pub placement: PlacementId,
+    /// The worker is an agent.
+    pub agent: bool,
 }
 
 /// Whether an asker took a placement up: a job actor now holds it, and releases it.
@@ -374,6 +405,12 @@ pub struct AttemptCrashed {
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub struct CancelJob;
+
+/// The attempt's lease is lost (an agent's job that its server gave to another worker): stop
+/// its step and tear its workspace down, recording nothing more.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct LoseJob;
 
 /// The job's run actor failed: stop the attempt where it is — its step killed, nothing
 /// recorded — for the run's next actor to take it over from there.

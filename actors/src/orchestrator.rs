@@ -36,6 +36,8 @@ pub struct OrchestratorPeers {
     pub bus: Addr<crate::bus::EventBus>,
     pub scheduler: Addr<crate::scheduler::Scheduler>,
     pub provider: Addr<ProviderActor>,
+    /// The agent desk, where a server takes agents.
+    pub agents: Option<crate::run::AgentPeers>,
 }
 
 /// How the orchestrator runs its runs.
@@ -52,6 +54,7 @@ pub struct Orchestrator {
     ports: Ports,
     peers: Option<Peers>,
     hub: Addr<crate::loghub::LogHub>,
+    agents: Option<crate::run::AgentPeers>,
     bus: Addr<crate::bus::EventBus>,
     scheduler: Addr<crate::scheduler::Scheduler>,
     provider: Addr<ProviderActor>,
@@ -78,6 +81,7 @@ impl Orchestrator {
             ports,
             peers: None,
             hub: peers.hub,
+            agents: peers.agents,
             bus: peers.bus,
             scheduler: peers.scheduler,
             provider: peers.provider,
@@ -121,6 +125,7 @@ impl Actor for Orchestrator {
             stopped: ctx.address().recipient(),
             loaded: ctx.address().recipient(),
             restarts: self.restarts.counter().clone(),
+            agents: self.agents.clone(),
         });
         // Resume before anything else: the mailbox waits until this is done.
         let (store, provider) = (self.ports.store.clone(), self.provider.clone());
@@ -510,6 +515,16 @@ impl Handler<CancelRun> for Orchestrator {
     type Result = ();
 
     fn handle(&mut self, msg: CancelRun, ctx: &mut Context<Self>) {
+        contained(self, ctx, |act, ctx| {
+            act.deliver(msg.run, ctx, move |actor| actor.do_send(msg));
+        });
+    }
+}
+
+impl Handler<crate::agents::LeaseExpired> for Orchestrator {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::agents::LeaseExpired, ctx: &mut Context<Self>) {
         contained(self, ctx, |act, ctx| {
             act.deliver(msg.run, ctx, move |actor| actor.do_send(msg));
         });

@@ -14,7 +14,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::{Actor, AsyncContext, Context, Handler, Message, Recipient, Supervised};
-use hodei_domain::ids::{JobId, RunId};
+use hodei_domain::ids::{JobId, RunId, WorkerId};
+use hodei_domain::model::Label;
 use hodei_domain::ports::Clock;
 use hodei_domain::schedule::{Cluster, Policy, QueuedJob, ScheduleError, Worker};
 
@@ -24,6 +25,12 @@ use crate::messages::{
     PlacementId, QueueStats, Release, RemoveWorker, SetWorkerState, Taken, Waiting, WorkerView,
 };
 use crate::supervise::{Restarts, Supervise, contained};
+
+/// The label every worker offers besides its own: `worker=<id>`, which a job found running
+/// on that worker after a restart asks for. `None` for an id a label cannot spell.
+pub fn worker_label(worker: &WorkerId) -> Option<Label> {
+    format!("worker={}", worker.0).parse().ok()
+}
 
 /// The address that waits for a run's placements. One per run, not per job: a queued job costs
 /// the scheduler its queue entry only.
@@ -43,6 +50,8 @@ pub struct Scheduler {
     placements: HashMap<JobId, PlacementId>,
     /// The last number given to a queued job or a placement.
     seq: u64,
+    /// The workers that are agents.
+    agents: std::collections::HashSet<WorkerId>,
     faults: Faults,
     restarts: Restarts,
 }
@@ -56,6 +65,7 @@ impl Scheduler {
             askers: HashMap::new(),
             placements: HashMap::new(),
             seq: 0,
+            agents: Default::default(),
             faults,
             restarts,
         }
@@ -77,10 +87,12 @@ impl Scheduler {
                     self.seq += 1;
                     let id = PlacementId(self.seq);
                     self.placements.insert(job, id);
+                    let agent = self.agents.contains(&placement.worker);
                     let answer = asker.reply.send(Placed {
                         job,
                         worker: placement.worker,
                         placement: id,
+                        agent,
                     });
                     let me = ctx.address();
                     actix::spawn(async move {
@@ -178,7 +190,11 @@ impl Handler<AddWorker> for Scheduler {
 
     fn handle(&mut self, msg: AddWorker, ctx: &mut Context<Self>) {
         contained(self, ctx, |act, ctx| {
-            let w = msg.worker;
+            let mut w = msg.worker;
+            w.labels.extend(worker_label(&w.id));
+            if w.agent {
+                act.agents.insert(w.id.clone());
+            }
             let mut worker = Worker::ready(w.id, w.labels, w.slots);
             let result = match act.cluster.add_worker(worker.clone()) {
                 // A new offer of a known worker (its labels changed): a drained worker stays

@@ -93,6 +93,13 @@ pub enum ApiError {
         names: Vec<String>,
     },
     /// Unfinished runs hold as many jobs as they may: no new run until some finish.
+    /// An agent's write about a job it does not hold any more, or that does not follow what
+    /// the server has (`lease-lost`, `sequence-gap`, `log-incomplete`, `log-checksum`).
+    #[error("{detail}")]
+    Lease { code: &'static str, detail: String },
+    /// An agent reported a transition the job's machine does not allow.
+    #[error("{detail}")]
+    RefusedReport { detail: String },
     #[error(
         "the queue is full: unfinished runs hold {queued} jobs (the limit is {limit}); try again later"
     )]
@@ -127,6 +134,8 @@ impl ApiError {
             ApiError::Conflict { .. } => "conflict",
             ApiError::StartNotAllowed { .. } => "start-not-allowed",
             ApiError::MissingSecrets { .. } => "missing-secret",
+            ApiError::Lease { code, .. } => code,
+            ApiError::RefusedReport { .. } => "refused-transition",
             ApiError::QueueFull { .. } => "queue-full",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::Internal { .. } => "internal",
@@ -153,6 +162,8 @@ impl ApiError {
             ApiError::Conflict { .. } => "Conflict",
             ApiError::StartNotAllowed { .. } => "Start not allowed by the pipeline's triggers",
             ApiError::MissingSecrets { .. } => "Secrets not stored",
+            ApiError::Lease { .. } => "Lease conflict",
+            ApiError::RefusedReport { .. } => "Transition refused",
             ApiError::QueueFull { .. } => "Queue full",
             ApiError::Unavailable { .. } => "Service unavailable",
             ApiError::Internal { .. } => "Internal error",
@@ -201,6 +212,37 @@ impl ApiError {
     }
 }
 
+impl From<hodei_actors::agents::ReportError> for ApiError {
+    fn from(err: hodei_actors::agents::ReportError) -> ApiError {
+        use hodei_actors::agents::ReportError as R;
+        let detail = err.to_string();
+        match err {
+            R::Refused(_) | R::NotOver => ApiError::RefusedReport { detail },
+            R::Stale => ApiError::Lease {
+                code: "lease-lost",
+                detail,
+            },
+            R::LogIncomplete { .. } => ApiError::Lease {
+                code: "log-incomplete",
+                detail,
+            },
+            R::Checksum => ApiError::Lease {
+                code: "log-checksum",
+                detail,
+            },
+            R::NotReady | R::Unavailable => ApiError::Unavailable {
+                what: "the agent desk",
+                reason: detail,
+            },
+            R::Store(err) => ApiError::store(err),
+            R::Log(err) => ApiError::Unavailable {
+                what: "the log store",
+                reason: err.to_string(),
+            },
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> ApiError {
         ApiError::store(err)
@@ -235,7 +277,8 @@ impl ResponseError for ApiError {
             ApiError::InvalidJson { .. }
             | ApiError::InvalidPipeline { .. }
             | ApiError::InvalidParameters { .. }
-            | ApiError::InvalidArgument { .. } => StatusCode::BAD_REQUEST,
+            | ApiError::InvalidArgument { .. }
+            | ApiError::RefusedReport { .. } => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -249,7 +292,8 @@ impl ResponseError for ApiError {
             ApiError::IllegalTransition { .. }
             | ApiError::Conflict { .. }
             | ApiError::StartNotAllowed { .. }
-            | ApiError::MissingSecrets { .. } => StatusCode::CONFLICT,
+            | ApiError::MissingSecrets { .. }
+            | ApiError::Lease { .. } => StatusCode::CONFLICT,
             ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,

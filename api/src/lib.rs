@@ -40,6 +40,8 @@ pub mod openapi;
 pub mod request;
 pub mod revoke;
 mod routes;
+/// The agent protocol's bodies, for agents.
+pub use routes::agents as agent_protocol;
 pub mod status;
 pub mod stream;
 pub mod telemetry;
@@ -115,6 +117,8 @@ pub struct ApiState {
     pub lines: Arc<lines::LineCache>,
     /// The console's sessions.
     pub sessions: Arc<console::session::Sessions>,
+    /// Agents' registrations and leases, when this server takes agents.
+    pub agents: Option<Arc<dyn hodei_domain::ports::AgentStore>>,
 }
 
 impl ApiState {
@@ -140,7 +144,15 @@ impl ApiState {
             creating_token: Arc::default(),
             lines: Arc::default(),
             sessions: Arc::default(),
+            agents: None,
         }
+    }
+
+    /// Takes agents: their registrations and leases are in `store` (the tree's agent desk
+    /// holds them live).
+    pub fn with_agents(mut self, store: Arc<dyn hodei_domain::ports::AgentStore>) -> ApiState {
+        self.agents = Some(store);
+        self
     }
 
     /// Shows the health of a provider (`docker`) in `/readyz` and `/metrics`.

@@ -21,7 +21,7 @@ macro_rules! api {
             info(
                 title = "Hodei API",
                 description = "Pipelines, runs, jobs, logs, tokens and the audit trail of a Hodei server. \
-                    Every endpoint except /healthz, /readyz, /metrics and /api/v1/repos/{name}/webhook (signed by the forge) needs `Authorization: Bearer <token>`. \
+                    Every endpoint except /healthz, /readyz, /metrics, /api/v1/repos/{name}/webhook (signed by the forge) and /api/v1/agent/register (a registration token in the body) needs `Authorization: Bearer <token>` (for /api/v1/agent/*: the agent's credential). \
                     Errors are application/problem+json with a stable `code`.",
             ),
             paths($(crate::routes::$module::$handler),*),
@@ -36,6 +36,7 @@ macro_rules! api {
                 (name = "secrets", description = "Stored secrets for runs: set, list, delete; values never answered"),
                 (name = "events", description = "The audit trail"),
                 (name = "workers", description = "Workers and the queue"),
+                (name = "agents", description = "Agents on other machines: registration, and the protocol they speak (see docs/agents.md)"),
                 (name = "system", description = "Health, metrics and this document"),
             )
         )]
@@ -89,6 +90,16 @@ api!(
     workers::list_workers,
     workers::drain_worker,
     workers::undrain_worker,
+    agents::create_agent_token,
+    agents::list_agent_tokens,
+    agents::revoke_agent_token,
+    agents::list_agents,
+    agents::delete_agent,
+    agents::register_agent,
+    agents::poll_agent,
+    agents::agent_heartbeat,
+    agents::append_agent_log,
+    agents::report_agent_events,
     system::healthz,
     system::readyz,
     system::metrics,
@@ -313,6 +324,7 @@ mod tests {
             "/readyz",
             "/metrics",
             "/api/v1/repos/{name}/webhook",
+            "/api/v1/agent/register",
         ];
         for (path, item) in &doc.paths.paths {
             for (method, operation) in operations(item) {

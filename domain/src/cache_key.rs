@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 /// One part of a template.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Part {
     Text(String),
     Hash(String),
@@ -90,7 +90,7 @@ pub fn hashed_files(parts: &[Part]) -> Vec<String> {
 }
 
 /// What a template's parts stand for in one job of one run.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeyContext {
     pub branch: String,
     pub job: String,

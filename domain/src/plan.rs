@@ -470,7 +470,9 @@ pub const POST_JOB: &str = "(post)";
 
 /// A job of a run: one of the plan's, or the job that runs the pipeline's `post` hooks once the
 /// others are done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum JobRef {
     /// The job at this index of [`Plan::jobs`].
     Planned(usize),

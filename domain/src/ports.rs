@@ -22,7 +22,7 @@ pub trait Clock: Send + Sync {
 }
 
 /// What a provider needs to know to prepare a job attempt.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct JobSpec {
     pub run: RunId,
     pub job: JobId,
@@ -40,7 +40,7 @@ pub struct JobSpec {
 
 /// A repository at a commit, for a job's workspace: the provider clones it from the mirror of
 /// the repository on its machine before the first step.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Checkout {
     /// The registered repository's name: its mirror is found by it.
     pub repository: String,
@@ -977,7 +977,7 @@ pub struct Artifact {
 
 /// Where a cache entry belongs: a pipeline and a branch. A job restores from its branch, then
 /// from the store's default branch, and saves to its branch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CacheScope {
     pub pipeline: String,
     /// Empty for a run without a branch.
@@ -1007,6 +1007,9 @@ pub enum FileError {
         /// The setting that raises it.
         setting: &'static str,
     },
+    /// Where this attempt runs, the files cannot go (an agent keeps no artifacts yet).
+    #[error("{what}")]
+    Unsupported { what: String },
     /// The disk or the data directory failed.
     #[error("{what}: {reason}")]
     Io {
@@ -1075,4 +1078,170 @@ pub trait FileStore: Send + Sync {
         key: &'a str,
         dir: &'a std::path::Path,
     ) -> BoxFuture<'a, Result<u64, FileError>>;
+}
+
+/// A token that lets an agent register once: only the SHA-256 digest of its secret is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAgentToken {
+    /// What the token is for, e.g. `arm-builders`.
+    pub name: String,
+    pub digest: [u8; 32],
+    /// The labels every agent registered with it gets, whatever it asks; `None`: its own.
+    pub labels: Option<Vec<crate::model::Label>>,
+    /// After this instant it registers no one.
+    pub expires: Option<Timestamp>,
+    pub at: Timestamp,
+}
+
+/// A registration token as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentTokenRecord {
+    pub id: u64,
+    pub name: String,
+    pub labels: Option<Vec<crate::model::Label>>,
+    pub created: Timestamp,
+    pub expires: Option<Timestamp>,
+    pub revoked: Option<Timestamp>,
+}
+
+/// An agent to register, in exchange for a registration token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAgent {
+    pub name: String,
+    /// The digest of the agent's own credential.
+    pub digest: [u8; 32],
+    /// The labels it offers (the token's, when the token fixes them).
+    pub labels: Vec<crate::model::Label>,
+    /// The digest of the registration token it presents.
+    pub token: [u8; 32],
+    pub at: Timestamp,
+}
+
+/// A registered agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRecord {
+    pub id: u64,
+    pub name: String,
+    pub digest: [u8; 32],
+    pub labels: Vec<crate::model::Label>,
+    /// The registration token fixed the labels: the agent's own are ignored.
+    pub fixed_labels: bool,
+    pub registered: Timestamp,
+}
+
+/// Why a registration was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    Registered,
+    /// No such token, or it was revoked.
+    UnknownToken,
+    /// The token's time is over.
+    ExpiredToken,
+    /// Another agent has the name.
+    NameTaken,
+}
+
+/// The lease of a job attempt that an agent holds: every write about the attempt names the
+/// lease's epoch, and a write with another epoch is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub job: JobId,
+    pub run: RunId,
+    pub attempt: crate::state::Attempt,
+    /// The agent's name.
+    pub agent: String,
+    /// Bumped at each claim of the job: a higher epoch deposes every lower one.
+    pub epoch: u64,
+    /// The sequence number of the next batch of events the store takes from the agent.
+    pub next_seq: u64,
+    /// Where the attempt's output begins in the job's log.
+    pub log_base: u64,
+}
+
+/// The answer to a fenced report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fenced {
+    /// Appended.
+    Done,
+    /// This batch was taken before (a retry): nothing appended again.
+    Duplicate,
+    /// The lease has another epoch, or is over: nothing appended.
+    Stale,
+    /// A batch before this one is missing: send from `expected`.
+    Gap { expected: u64 },
+}
+
+/// Agents, their registration tokens and the leases of the attempts they hold.
+///
+/// ## Guarantees
+/// - A registration consumes nothing: a token registers agents until it expires or is revoked,
+///   and revoking it leaves registered agents working. It is checked and the agent stored in
+///   one transaction.
+/// - Epochs of a job only grow, across restarts: [`claim`](AgentStore::claim) bumps it in the
+///   same transaction that records the holder.
+/// - A report's events are appended, and the lease's sequence moved, in one transaction, and
+///   only when the report names the lease's current epoch and next sequence number.
+pub trait AgentStore: Send + Sync {
+    fn create_agent_token(
+        &self,
+        token: NewAgentToken,
+    ) -> BoxFuture<'_, Result<AgentTokenRecord, StoreError>>;
+
+    /// The registration tokens not revoked, oldest first.
+    fn agent_tokens(&self) -> BoxFuture<'_, Result<Vec<AgentTokenRecord>, StoreError>>;
+
+    /// Revokes a registration token; `false` if there is none or it was revoked.
+    fn revoke_agent_token(&self, id: u64, at: Timestamp)
+    -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Registers an agent if its token is valid at `agent.at`.
+    fn register_agent(
+        &self,
+        agent: NewAgent,
+    ) -> BoxFuture<'_, Result<(Registration, Option<AgentRecord>), StoreError>>;
+
+    /// The agent whose credential has this digest (deleted agents have none).
+    fn agent_by_digest<'a>(
+        &'a self,
+        digest: &'a [u8; 32],
+    ) -> BoxFuture<'a, Result<Option<AgentRecord>, StoreError>>;
+
+    /// The registered agents, oldest first.
+    fn agents(&self) -> BoxFuture<'_, Result<Vec<AgentRecord>, StoreError>>;
+
+    /// Deletes an agent: its credential stops working at once. `false` if there is none.
+    fn delete_agent<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Gives `job`'s attempt `attempt` to `agent` under a new epoch.
+    fn claim(
+        &self,
+        job: JobId,
+        run: RunId,
+        attempt: crate::state::Attempt,
+        agent: String,
+        log_base: u64,
+    ) -> BoxFuture<'_, Result<Lease, StoreError>>;
+
+    /// The leases not over.
+    fn leases(&self) -> BoxFuture<'_, Result<Vec<Lease>, StoreError>>;
+
+    /// Appends `events` of the lease's attempt when `epoch` and `seq` are the lease's; `end`
+    /// closes the lease in the same transaction.
+    fn report(
+        &self,
+        job: JobId,
+        epoch: u64,
+        seq: u64,
+        events: Vec<crate::state::DomainEvent>,
+        end: bool,
+    ) -> BoxFuture<'_, Result<Fenced, StoreError>>;
+
+    /// Closes the lease of `job` if it still has `epoch`, recording `events` (what became of
+    /// the attempt) in the same transaction; `false` if the lease had moved on.
+    fn end_lease(
+        &self,
+        job: JobId,
+        epoch: u64,
+        events: Vec<crate::state::DomainEvent>,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
 }

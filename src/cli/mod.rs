@@ -39,6 +39,7 @@ struct Cli {
 enum Command {
     Run(run::Args),
     Server(server::Args),
+    Agent(crate::agent::Args),
     Validate(validate::Args),
     Login(remote::LoginArgs),
     /// The saved servers (contexts): list, use, remove.
@@ -78,6 +79,12 @@ enum Command {
         after_help = "Examples:\n  hodei tokens create --role operator --name ci-bot\n  hodei tokens revoke 3"
     )]
     Tokens(remote::TokensCommand),
+    /// Agents on other machines (admin): registration tokens, list, delete.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  hodei agents tokens create --name builders --labels linux\n  hodei agents list"
+    )]
+    Agents(remote::AgentsCommand),
     /// Secrets a server keeps for runs: set (value from stdin or a prompt), list, delete.
     #[command(
         subcommand,
@@ -148,7 +155,10 @@ pub fn main() -> ExitCode {
             });
         }
     };
-    if !matches!(cli.command, Command::Run(_) | Command::Server(_)) {
+    if !matches!(
+        cli.command,
+        Command::Run(_) | Command::Server(_) | Command::Agent(_)
+    ) {
         // A command whose reader went away (`hodei completions bash | head -3`) ends quietly,
         // as Unix tools do: nothing of it needs cleaning up. `hodei run` cancels its runs
         // instead ([`stdout_closed`]), and the server writes nothing to stdout that matters.
@@ -158,6 +168,7 @@ pub fn main() -> ExitCode {
     let code = match cli.command {
         Command::Run(args) => run::run(&args),
         Command::Server(args) => server::run(&args),
+        Command::Agent(args) => crate::agent::run(&args),
         Command::Validate(args) => validate::run(&args),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
@@ -172,6 +183,7 @@ pub fn main() -> ExitCode {
         Command::Workers(cmd) => remote::run(remote::Command::Workers(cmd), &cli.global),
         Command::Queue(args) => remote::run(remote::Command::Queue(args), &cli.global),
         Command::Tokens(cmd) => remote::run(remote::Command::Tokens(cmd), &cli.global),
+        Command::Agents(cmd) => remote::run(remote::Command::Agents(cmd), &cli.global),
         Command::Secrets(cmd) => remote::run(remote::Command::Secrets(cmd), &cli.global),
         Command::Repos(cmd) => remote::run(remote::Command::Repos(cmd), &cli.global),
         Command::Events(args) => remote::run(remote::Command::Events(args), &cli.global),

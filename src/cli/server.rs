@@ -115,7 +115,18 @@ async fn serve(
     given: Option<String>,
     providers: Arc<std::sync::Mutex<Option<Arc<hodei_adapters::route::ByImage>>>>,
 ) -> u8 {
-    let stack = match server_stack(&config.data, config.labels.clone(), config.files).await {
+    let agents = hodei_actors::agents::AgentSettings {
+        lease: config.agent_lease,
+    };
+    let stack = match server_stack(
+        &config.data,
+        config.labels.clone(),
+        config.local_slots,
+        agents,
+        config.files,
+    )
+    .await
+    {
         Ok(stack) => stack,
         Err(err) => {
             eprintln!("error: {err} (data directory {})", config.data.display());
@@ -175,6 +186,7 @@ async fn serve(
         stack.sources,
         limits,
     )
+    .with_agents(stack.agents)
     .with_provider("docker", Arc::new(move || router.engine_trouble()));
     let accepting = state.accepting.clone();
     let tls = match &config.tls {

@@ -13,6 +13,7 @@
 //!  │                  asks again for requests a failure lost
 //!  ├─ WorkerRegistry  supervised; registers the local worker
 //!  ├─ ProviderActor   supervised; reaps what an earlier Hodei left running
+//!  ├─ AgentDesk       (a server with agents) connected agents, offers, leases
 //!  ├─ Orchestrator    supervised; reaps, resumes unfinished runs, then accepts new ones
 //!  │    └─ RunActor   one per active run, restarted by the orchestrator with the backoff
 //!  │         │        of TreeConfig::restart_policy; after too many restarts the run is
@@ -32,9 +33,12 @@
 //! scheduler before workers register; the provider before the orchestrator asks it to reap; and
 //! the orchestrator resumes every unfinished run before it accepts a new one.
 
-use actix::{Addr, Supervisor};
+use actix::{Actor, Addr, Supervisor};
 use hodei_actors::Ports;
+use hodei_actors::agents::{AgentDesk, AgentSettings, Wire};
 use hodei_actors::bus::EventBus;
+use hodei_actors::run::AgentPeers;
+use hodei_domain::ports::AgentStore;
 use std::sync::Arc;
 
 use hodei_actors::contain::{ActorKind, RestartCounter};
@@ -62,6 +66,8 @@ pub struct TreeConfig {
     pub restart_policy: RestartPolicy,
     /// What happens when a long-lived actor fails more often than the policy allows.
     pub escalation: Escalation,
+    /// Agents on other machines take jobs: their store and how they are held.
+    pub agents: Option<(Arc<dyn AgentStore>, AgentSettings)>,
     /// Where the ticks of schedules are claimed: with it, the tree runs a [`Timer`] that fires
     /// the pipelines' `on.schedule` entries (`hodei server`); without, none fire (`hodei run`).
     pub ticks: Option<Arc<dyn TickStore>>,
@@ -79,6 +85,7 @@ impl TreeConfig {
             approvals,
             restart_policy: RestartPolicy::default(),
             escalation: exit_on_escalation(),
+            agents: None,
             ticks: None,
             timer: TimerSettings::default(),
         }
@@ -94,6 +101,8 @@ pub struct Tree {
     pub scheduler: Addr<Scheduler>,
     pub workers: Addr<WorkerRegistry>,
     pub provider: Addr<ProviderActor>,
+    /// The agent desk, when agents take jobs.
+    pub desk: Option<Addr<AgentDesk>>,
     /// The timer of schedules, when [`TreeConfig::ticks`] was given.
     pub timer: Option<Addr<Timer>>,
     pub ports: Ports,
@@ -146,12 +155,27 @@ pub fn start_tree(ports: Ports, config: TreeConfig) -> Tree {
         restarts(ActorKind::Provider),
     );
     let provider = Supervisor::start(move |_| ProviderActor::new(name, reconcile, r));
+    let agents = config.agents.as_ref().map(|(store, settings)| {
+        let desk = AgentDesk::new(
+            store.clone(),
+            ports.logs.clone(),
+            hub.clone(),
+            workers.clone(),
+            *settings,
+        )
+        .start();
+        AgentPeers {
+            desk,
+            store: store.clone(),
+        }
+    });
     let orchestrator = {
         let peers = OrchestratorPeers {
             hub: hub.clone(),
             bus: bus.clone(),
             scheduler: scheduler.clone(),
             provider: provider.clone(),
+            agents: agents.clone(),
         };
         let runs = RunSettings {
             approvals: config.approvals,
@@ -160,6 +184,11 @@ pub fn start_tree(ports: Ports, config: TreeConfig) -> Tree {
         let (ports, r) = (ports.clone(), restarts(ActorKind::Orchestrator));
         Supervisor::start(move |_| Orchestrator::new(ports, peers, runs, r))
     };
+    if let Some(agents) = &agents {
+        agents.desk.do_send(Wire {
+            expired: orchestrator.clone().recipient(),
+        });
+    }
     let timer = config.ticks.map(|ticks| {
         let (store, clock, orchestrator, settings, r) = (
             ports.store.clone(),
@@ -179,6 +208,7 @@ pub fn start_tree(ports: Ports, config: TreeConfig) -> Tree {
         scheduler,
         workers,
         provider,
+        desk: agents.map(|a| a.desk),
         ports,
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use actix::Addr;
+use actix::{Addr, Recipient};
 use hodei_domain::engine::JobDef;
 use hodei_domain::model::Step;
 use hodei_domain::ports::{StoreError, Workspace};
@@ -15,12 +15,10 @@ use tokio::sync::watch;
 use super::step::{Outcome, StepRun, Stop, step_key};
 use super::{Live, SlotHeld};
 use crate::Ports;
-use crate::bus::EventBus;
 use crate::fault::Point;
 use crate::loghub::LogHub;
-use crate::messages::{FlushLog, HubError, Note, Output};
-use crate::record::record;
-use crate::scheduler::Scheduler;
+use crate::messages::{FlushLog, HubError, Note, Output, Release};
+use crate::record::Ledger;
 
 /// Why an attempt could not go on: the store refused a transition, or the log hub failed. The
 /// run actor reloads the job from the store.
@@ -37,11 +35,11 @@ pub(super) struct AttemptTask {
     pub def: Arc<JobDef>,
     pub ports: Ports,
     pub hub: Addr<LogHub>,
-    pub bus: Addr<EventBus>,
+    pub ledger: Arc<dyn Ledger>,
     pub cancel: watch::Receiver<bool>,
     pub live: Arc<Mutex<Live>>,
     pub slot: Arc<SlotHeld>,
-    pub scheduler: Addr<Scheduler>,
+    pub slots: Recipient<Release>,
 }
 
 /// How an attempt's steps ended, which decides the hooks and the job's final event.
@@ -68,7 +66,7 @@ impl AttemptTask {
 
     /// Records transitions, then announces them.
     pub async fn record(&self, events: Vec<DomainEvent>) -> Result<(), AttemptError> {
-        Ok(record(&self.ports, &self.bus, events).await?)
+        Ok(self.ledger.record(events).await?)
     }
 
     /// The job's deadline, from now.
@@ -200,7 +198,7 @@ impl AttemptTask {
         self.live(|live| live.workspace = None);
         // Nothing of the job runs any more: its slot can take the next job while the outcome
         // is recorded.
-        self.slot.release(&self.scheduler, job);
+        self.slot.release(&self.slots, job);
         let event = match ending.outcome {
             Outcome::Succeeded => match kept {
                 Ok(()) => JobEvent::Succeed,

@@ -24,13 +24,13 @@ use hodei_domain::state::{JobEvent, JobMachine, JobState};
 use tokio::sync::watch;
 
 use crate::Ports;
-use crate::bus::EventBus;
 use crate::contain::guard_future;
 use crate::loghub::LogHub;
 use crate::messages::{
-    AbandonJob, AttemptCrashed, AttemptEnded, CancelJob, OpenLog, Placed, PlacementId, Release,
+    AbandonJob, AttemptCrashed, AttemptEnded, CancelJob, LoseJob, OpenLog, Placed, PlacementId,
+    Release,
 };
-use crate::scheduler::Scheduler;
+use crate::record::Ledger;
 
 use attempt::{AttemptError, AttemptTask};
 
@@ -38,8 +38,10 @@ use attempt::{AttemptError, AttemptTask};
 #[derive(Clone)]
 pub struct JobPeers {
     pub hub: Addr<LogHub>,
-    pub bus: Addr<EventBus>,
-    pub scheduler: Addr<Scheduler>,
+    /// Where the attempt's transitions are recorded.
+    pub ledger: Arc<dyn Ledger>,
+    /// Who takes the attempt's slot back: the scheduler, or an agent's own count.
+    pub slots: Recipient<Release>,
     /// Where the machine goes back when the attempt is over.
     pub ended: Recipient<AttemptEnded>,
     /// Who reloads the job when the attempt fails half-way.
@@ -88,9 +90,9 @@ impl SlotHeld {
         }
     }
 
-    fn release(&self, scheduler: &Addr<Scheduler>, job: JobId) {
+    fn release(&self, slots: &Recipient<Release>, job: JobId) {
         if self.held.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            scheduler.do_send(Release {
+            slots.do_send(Release {
                 job,
                 placement: self.placement,
             });
@@ -133,7 +135,7 @@ impl JobActor {
     }
 
     fn release(&mut self) {
-        self.slot.release(&self.peers.scheduler, self.job());
+        self.slot.release(&self.peers.slots, self.job());
     }
 
     /// Stops what the attempt left running, then stops the actor. After a failure
@@ -188,11 +190,11 @@ impl JobActor {
             def: self.def.clone(),
             ports: self.ports.clone(),
             hub: self.peers.hub.clone(),
-            bus: self.peers.bus.clone(),
+            ledger: self.peers.ledger.clone(),
             cancel: self.cancel.subscribe(),
             live: self.live.clone(),
             slot: self.slot.clone(),
-            scheduler: self.peers.scheduler.clone(),
+            slots: self.peers.slots.clone(),
         }
     }
 
@@ -272,6 +274,14 @@ impl Handler<AbandonJob> for JobActor {
 
     fn handle(&mut self, _: AbandonJob, ctx: &mut Context<Self>) {
         self.clean_up(ctx, Cleanup::Abandon);
+    }
+}
+
+impl Handler<LoseJob> for JobActor {
+    type Result = ();
+
+    fn handle(&mut self, _: LoseJob, ctx: &mut Context<Self>) {
+        self.clean_up(ctx, Cleanup::TellRun);
     }
 }
 

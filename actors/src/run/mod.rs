@@ -18,14 +18,16 @@ use std::sync::Arc;
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Recipient, WrapFuture};
 use hodei_domain::engine::{Approvals, Move, RunSnapshot, advance, job_def};
 use hodei_domain::ids::{JobId, RunId, Timestamp};
+use hodei_domain::model::Label;
 use hodei_domain::plan::JobRef;
-use hodei_domain::ports::RunRecord;
+use hodei_domain::ports::{AgentStore, RunRecord};
 use hodei_domain::state::{DomainEvent, JobEvent, JobMachine, JobState, RunEvent, verdict};
 
 pub use load::LoadError;
 pub use plans::{SharedPlan, shared_plan};
 
 use crate::Ports;
+use crate::agents::{AgentDesk, LeaseExpired, RemoteJob, RemotePeers};
 use crate::bus::EventBus;
 use crate::contain::{ActorKind, RestartCounter, guard};
 use crate::fault::Point;
@@ -35,7 +37,7 @@ use crate::messages::{
     AbandonJob, ApproveJob, AskAgain, AttemptCrashed, AttemptEnded, CancelJob, CancelRun, Dequeue,
     Enqueue, Placed, RunActorStopped, RunLoaded, Taken,
 };
-use crate::record::record;
+use crate::record::{StoreLedger, record};
 use crate::scheduler::Scheduler;
 use load::{Loaded, load_run, with_secrets};
 
@@ -50,6 +52,27 @@ pub struct Peers {
     pub loaded: Recipient<RunLoaded>,
     /// The tree's restart counts.
     pub restarts: Arc<RestartCounter>,
+    /// Where jobs placed on agents go; `None` where there are no agents (`hodei run`).
+    pub agents: Option<AgentPeers>,
+}
+
+/// The agent desk and the store of leases, for jobs placed on agents.
+#[derive(Clone)]
+pub struct AgentPeers {
+    pub desk: Addr<AgentDesk>,
+    pub store: Arc<dyn AgentStore>,
+}
+
+/// A job actor at work: on this machine, or the server's side of an attempt on an agent.
+struct AttemptAddr {
+    cancel: Recipient<CancelJob>,
+    abandon: Recipient<AbandonJob>,
+}
+
+impl AttemptAddr {
+    fn connected(&self) -> bool {
+        self.cancel.connected()
+    }
 }
 
 /// Walks the DAG of one run.
@@ -60,7 +83,7 @@ pub struct RunActor {
     approvals: Approvals,
     loaded: Option<Loaded>,
     /// The job actors at work, by job: they keep their jobs across a reload of the run.
-    attempts: HashMap<JobId, Addr<JobActor>>,
+    attempts: HashMap<JobId, AttemptAddr>,
     busy: bool,
     dirty: bool,
     /// The record of a run just created, read instead of the store at the first load.
@@ -112,7 +135,7 @@ impl RunActor {
             tracing::error!(run_id = %self.run, error = %panicked, "Reconciling a run panicked; restarting its actor.");
             // The next run actor finds their jobs placed or running and takes them over.
             for (_, actor) in self.attempts.drain() {
-                actor.do_send(AbandonJob);
+                actor.abandon.do_send(AbandonJob);
             }
             self.loaded = None;
             self.peers
@@ -207,7 +230,7 @@ impl RunActor {
                 Move::StopAttempt(job) => {
                     let actor = loaded.slot(job).and_then(|s| self.attempts.get(&s.id));
                     if let Some(actor) = actor {
-                        actor.do_send(CancelJob);
+                        actor.cancel.do_send(CancelJob);
                     }
                 }
                 Move::WakeAt(at) => {
@@ -333,13 +356,49 @@ impl RunActor {
         let id = machine.id();
         let peers = JobPeers {
             hub: self.peers.hub.clone(),
-            bus: self.peers.bus.clone(),
-            scheduler: self.peers.scheduler.clone(),
+            ledger: Arc::new(StoreLedger {
+                store: self.ports.store.clone(),
+                bus: self.peers.bus.clone(),
+            }),
+            slots: self.peers.scheduler.clone().recipient(),
             ended: me.clone().recipient(),
             crashed: me.recipient(),
         };
-        let actor = JobActor::new(Arc::new(def), machine, placement, self.ports.clone(), peers);
-        self.attempts.insert(id, actor.start());
+        let attempt = match (&self.peers.agents, placement.agent) {
+            (Some(agents), true) => {
+                let remote = RemotePeers {
+                    desk: agents.desk.clone(),
+                    hub: self.peers.hub.clone(),
+                    bus: self.peers.bus.clone(),
+                    slots: self.peers.scheduler.clone().recipient(),
+                    ended: peers.ended,
+                };
+                let actor = RemoteJob::new(
+                    Arc::new(def),
+                    machine,
+                    placement.worker,
+                    placement.placement,
+                    self.ports.clone(),
+                    agents.store.clone(),
+                    remote,
+                )
+                .start();
+                AttemptAddr {
+                    cancel: actor.clone().recipient(),
+                    abandon: actor.recipient(),
+                }
+            }
+            _ => {
+                let actor =
+                    JobActor::new(Arc::new(def), machine, placement, self.ports.clone(), peers)
+                        .start();
+                AttemptAddr {
+                    cancel: actor.clone().recipient(),
+                    abandon: actor.recipient(),
+                }
+            }
+        };
+        self.attempts.insert(id, attempt);
         Taken::Yes
     }
 }
@@ -415,6 +474,85 @@ impl Handler<AttemptCrashed> for RunActor {
                 act.reconcile(ctx);
             },
         ));
+    }
+}
+
+impl Handler<LeaseExpired> for RunActor {
+    type Result = ();
+
+    /// An agent held one of the run's jobs when the server stopped, and did not come back
+    /// within its lease: the attempt is lost with its worker, and the job goes by its retry
+    /// policy (to another worker).
+    fn handle(&mut self, msg: LeaseExpired, ctx: &mut Context<Self>) {
+        let Some(agents) = self.peers.agents.clone() else {
+            return;
+        };
+        if self.attempts.contains_key(&msg.job) {
+            return;
+        }
+        let now = self.ports.clock.now();
+        let Some(loaded) = self.loaded.as_mut() else {
+            return;
+        };
+        let Some(slot) = loaded.find(msg.job).and_then(|job| loaded.slot_mut(job)) else {
+            return;
+        };
+        let Some(machine) = slot.machine.as_ref() else {
+            return;
+        };
+        let mut next = machine.clone();
+        let events: Vec<DomainEvent> = match machine.state() {
+            JobState::Placed { worker } | JobState::Running { worker } if worker.0 == msg.agent => {
+                next.apply(
+                    JobEvent::WorkerLost {
+                        worker: worker.clone(),
+                    },
+                    now,
+                )
+                .into_iter()
+                .collect()
+            }
+            _ => Vec::new(),
+        };
+        if slot.enqueued {
+            slot.enqueued = false;
+            self.peers.scheduler.do_send(Dequeue { job: slot.id });
+        }
+        let (store, bus) = (agents.store, self.peers.bus.clone());
+        let job = msg.job;
+        self.busy = true;
+        ctx.wait(
+            async move {
+                let ended = store.end_lease(job, msg.epoch, events.clone()).await;
+                if matches!(ended, Ok(true)) && !events.is_empty() {
+                    bus.do_send(crate::messages::Publish {
+                        events: events.clone(),
+                    });
+                }
+                (ended, events.is_empty())
+            }
+            .into_actor(self)
+            .map(move |(ended, nothing), act, ctx| {
+                act.busy = false;
+                match ended {
+                    Ok(true) if !nothing => {
+                        if let Some(slot) = act
+                            .loaded
+                            .as_mut()
+                            .and_then(|l| l.find(job).and_then(|j| l.slot_mut(j)))
+                        {
+                            slot.machine = Some(next);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::error!(job_id = %job, error = %err, "Cannot record a lost lease; reloading the run.");
+                        return act.load(ctx);
+                    }
+                }
+                act.reconcile(ctx);
+            }),
+        );
     }
 }
 
@@ -499,11 +637,22 @@ impl Handler<ApproveJob> for RunActor {
 fn enqueue(loaded: &Loaded, job: JobRef, me: &Addr<RunActor>) -> Option<Enqueue> {
     let slot = loaded.slot(job)?;
     let plan = &loaded.plan;
-    let request = |runs_on, resources, priority, concurrency| Enqueue {
+    // Found placed or running after a restart: it goes back to the worker that has it (an
+    // agent that ran on while the server was down); if that worker is lost, so is the attempt.
+    let pinned = match slot.machine.as_ref().map(JobMachine::state) {
+        Some(JobState::Placed { worker } | JobState::Running { worker }) => {
+            crate::scheduler::worker_label(worker)
+        }
+        _ => None,
+    };
+    let request = |mut runs_on: Vec<Label>, resources, priority, concurrency| Enqueue {
         job: slot.id,
         run: loaded.machine.id(),
         pipeline: plan.pipeline.clone(),
-        runs_on,
+        runs_on: {
+            runs_on.extend(pinned.clone());
+            runs_on
+        },
         resources,
         priority,
         concurrency,

@@ -32,6 +32,7 @@
 //! that does not exist, or a run of an unknown pipeline version. [`StoreError::Corrupt`] when a
 //! stored row cannot be read back as the domain's types (what and why).
 
+mod agents;
 mod error;
 mod lists;
 mod projections;
@@ -53,16 +54,20 @@ use std::sync::Arc;
 use hodei_domain::ids::{JobId, RunId, Timestamp};
 use hodei_domain::ports::Cause;
 use hodei_domain::ports::{
+    AgentRecord, AgentStore, AgentTokenRecord, Fenced, Lease, NewAgent, NewAgentToken, Registration,
+};
+use hodei_domain::ports::{
     BoxFuture, NewRun, NewToken, PipelineSummary, PipelineVersion, RunFilter, RunRecord,
     RunSummary, SecretInfo, SecretScope, Store, StoreError, TokenRecord, TokenStore, VersionStamp,
 };
 use hodei_domain::ports::{Claim, RepoStore, RepositoryRecord, TickStore};
-use hodei_domain::state::DomainEvent;
+use hodei_domain::state::{Attempt, DomainEvent};
 use sqlx::{Connection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::secrets::SealedSecret;
 
+use self::agents::{AgentWrite, AgentWritten};
 use self::error::store_error;
 use self::repos::{RepoWrite, RepoWritten};
 use self::writer::{Command, PipelineText, Request};
@@ -482,4 +487,155 @@ fn unexpected_answer() -> StoreError {
 
 fn read_error(err: sqlx::Error) -> StoreError {
     store_error("reading", err)
+}
+
+impl SqliteStore {
+    async fn agent_write(&self, write: AgentWrite) -> Result<AgentWritten, StoreError> {
+        self.write(write, Command::Agent).await
+    }
+}
+
+impl AgentStore for SqliteStore {
+    fn create_agent_token(
+        &self,
+        token: NewAgentToken,
+    ) -> BoxFuture<'_, Result<AgentTokenRecord, StoreError>> {
+        Box::pin(async move {
+            match self.agent_write(AgentWrite::CreateToken(token)).await? {
+                AgentWritten::Token(token) => Ok(token),
+                _ => Err(unexpected_answer()),
+            }
+        })
+    }
+
+    fn agent_tokens(&self) -> BoxFuture<'_, Result<Vec<AgentTokenRecord>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.reads.acquire().await.map_err(read_error)?;
+            agents::agent_tokens(&mut conn).await
+        })
+    }
+
+    fn revoke_agent_token(
+        &self,
+        id: u64,
+        at: Timestamp,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            match self.agent_write(AgentWrite::RevokeToken(id, at)).await? {
+                AgentWritten::Done(done) => Ok(done),
+                _ => Err(unexpected_answer()),
+            }
+        })
+    }
+
+    fn register_agent(
+        &self,
+        agent: NewAgent,
+    ) -> BoxFuture<'_, Result<(Registration, Option<AgentRecord>), StoreError>> {
+        Box::pin(async move {
+            match self.agent_write(AgentWrite::Register(agent)).await? {
+                AgentWritten::Registered(registration, agent) => Ok((registration, agent)),
+                _ => Err(unexpected_answer()),
+            }
+        })
+    }
+
+    fn agent_by_digest<'a>(
+        &'a self,
+        digest: &'a [u8; 32],
+    ) -> BoxFuture<'a, Result<Option<AgentRecord>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.reads.acquire().await.map_err(read_error)?;
+            agents::agent_by_digest(&mut conn, digest).await
+        })
+    }
+
+    fn agents(&self) -> BoxFuture<'_, Result<Vec<AgentRecord>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.reads.acquire().await.map_err(read_error)?;
+            agents::agents(&mut conn).await
+        })
+    }
+
+    fn delete_agent<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            match self
+                .agent_write(AgentWrite::Delete(name.to_owned()))
+                .await?
+            {
+                AgentWritten::Done(done) => Ok(done),
+                _ => Err(unexpected_answer()),
+            }
+        })
+    }
+
+    fn claim(
+        &self,
+        job: JobId,
+        run: RunId,
+        attempt: Attempt,
+        agent: String,
+        log_base: u64,
+    ) -> BoxFuture<'_, Result<Lease, StoreError>> {
+        Box::pin(async move {
+            let claim = AgentWrite::Claim {
+                job,
+                run,
+                attempt,
+                agent,
+                log_base,
+            };
+            match self.agent_write(claim).await? {
+                AgentWritten::Claimed(lease) => Ok(lease),
+                _ => Err(unexpected_answer()),
+            }
+        })
+    }
+
+    fn leases(&self) -> BoxFuture<'_, Result<Vec<Lease>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.reads.acquire().await.map_err(read_error)?;
+            agents::leases(&mut conn).await
+        })
+    }
+
+    fn report(
+        &self,
+        job: JobId,
+        epoch: u64,
+        seq: u64,
+        events: Vec<DomainEvent>,
+        end: bool,
+    ) -> BoxFuture<'_, Result<Fenced, StoreError>> {
+        Box::pin(async move {
+            let report = AgentWrite::Report {
+                job,
+                epoch,
+                seq,
+                events,
+                end,
+            };
+            match self.agent_write(report).await? {
+                AgentWritten::Reported(fenced) => Ok(fenced),
+                _ => Err(unexpected_answer()),
+            }
+        })
+    }
+
+    fn end_lease(
+        &self,
+        job: JobId,
+        epoch: u64,
+        events: Vec<DomainEvent>,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            match self
+                .agent_write(AgentWrite::EndLease { job, epoch, events })
+                .await?
+            {
+                AgentWritten::Done(done) => Ok(done),
+                _ => Err(unexpected_answer()),
+            }
+        })
+    }
 }

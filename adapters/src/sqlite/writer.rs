@@ -23,6 +23,7 @@ use hodei_domain::state::DomainEvent;
 use sqlx::{Connection, Sqlite, SqliteConnection, SqlitePool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
+use super::agents::{self, AgentWrite, AgentWritten};
 use super::error::store_error;
 use super::repos::{self, RepoWrite, RepoWritten};
 use super::secrets::{self, SealedSecret};
@@ -52,6 +53,7 @@ pub(super) enum Command {
     PutSecret(Request<SealedSecret, (SecretInfo, bool)>),
     DeleteSecret(Request<(SecretScope, String), bool>),
     Repo(Request<RepoWrite, RepoWritten>),
+    Agent(Request<AgentWrite, AgentWritten>),
 }
 
 impl Command {
@@ -66,6 +68,12 @@ impl Command {
             | Command::PutSecret(_)
             | Command::DeleteSecret(_)
             | Command::Repo(_) => 1,
+            Command::Agent(request) => match &request.args {
+                AgentWrite::Report { events, .. } | AgentWrite::EndLease { events, .. } => {
+                    1 + events.len()
+                }
+                _ => 1,
+            },
         }
     }
 
@@ -79,6 +87,7 @@ impl Command {
             Command::PutSecret(request) => request.answer(commit),
             Command::DeleteSecret(request) => request.answer(commit),
             Command::Repo(request) => request.answer(commit),
+            Command::Agent(request) => request.answer(commit),
         }
     }
 }
@@ -224,6 +233,10 @@ async fn write_fast(conn: &mut SqliteConnection, batch: &mut [Command]) -> Fast 
                 let result = repos::write(&mut tx, &request.args).await;
                 outcome = keep(&mut request.result, result);
             }
+            Command::Agent(request) => {
+                let result = agents::write(&mut tx, &request.args).await;
+                outcome = keep(&mut request.result, result);
+            }
             Command::Append(request) => request.result = Some(Ok(())),
         }
     }
@@ -310,6 +323,10 @@ async fn write_careful(
             }
             Command::Repo(request) => {
                 let result = repos::write(&mut savepoint, &request.args).await;
+                request.result = Some(settle(savepoint, result).await?);
+            }
+            Command::Agent(request) => {
+                let result = agents::write(&mut savepoint, &request.args).await;
                 request.result = Some(settle(savepoint, result).await?);
             }
         }

@@ -13,6 +13,7 @@ pub(super) enum Body {
     Empty,
     Json(serde_json::Value),
     Yaml(String),
+    Bytes(Vec<u8>),
 }
 
 fn method_name(method: &Method) -> &'static str {
@@ -163,6 +164,9 @@ impl Client {
             Body::Yaml(text) => request
                 .header(reqwest::header::CONTENT_TYPE, "application/yaml")
                 .body(text),
+            Body::Bytes(bytes) => request
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .body(bytes),
         };
         let response = request.send().await.map_err(|err| self.unreachable(&err))?;
         let status = response.status();

@@ -19,6 +19,7 @@
 //! - TLS uses the system's trust store plus the certificates of [`Target::ca_cert`], with ring as
 //!   the only crypto provider; the HTTP requests and the WebSockets share one configuration.
 
+mod agent;
 pub mod follow;
 mod http;
 

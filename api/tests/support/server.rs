@@ -70,17 +70,18 @@ pub async fn start_with(limits: Limits) -> Server {
         ),
         faults: Faults::none(),
     };
-    let tree = start_tree(
-        ports,
-        TreeConfig::new(
-            Some(WorkerSpec {
-                id: WorkerId("local".into()),
-                labels: vec![],
-                slots: 4,
-            }),
-            Approvals::Wait,
-        ),
+    let mut config = TreeConfig::new(
+        Some(WorkerSpec {
+            id: WorkerId("local".into()),
+            labels: vec![],
+            slots: 4,
+            agent: false,
+        }),
+        Approvals::Wait,
     );
+    let agents: Arc<dyn hodei_domain::ports::AgentStore> = store.clone();
+    config.agents = Some((agents.clone(), Default::default()));
+    let tree = start_tree(ports, config);
     let admin = match bootstrap(store.as_ref(), None, Timestamp(0)).await {
         Ok(Bootstrap::Generated { token }) => token,
         other => panic!("the first start generates an admin token: {other:?}"),
@@ -93,10 +94,12 @@ pub async fn start_with(limits: Limits) -> Server {
         repos: store.clone(),
         mirrors: Arc::new(GitMirrors::new(dir.path().join("mirrors"))),
     };
-    let state = ApiState::new(tree.clone(), store.clone(), secrets, sources, limits).with_provider(
-        "docker",
-        std::sync::Arc::new(|| Some("the engine is away (scripted)".into())),
-    );
+    let state = ApiState::new(tree.clone(), store.clone(), secrets, sources, limits)
+        .with_agents(agents)
+        .with_provider(
+            "docker",
+            std::sync::Arc::new(|| Some("the engine is away (scripted)".into())),
+        );
     let server = hodei_api::serve(state, listener, 1, None).expect("the server starts");
     let handle = server.handle();
     actix_rt::spawn(server);

@@ -13,7 +13,7 @@ use crate::state::{JobMachine, Verdict};
 pub const HOOK_TIMEOUT: Duration = Duration::parse_const("10m");
 
 /// Everything one attempt of a job runs. Made by [`job_def`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct JobDef {
     pub run: RunId,
     pub job: JobRef,
@@ -34,7 +34,7 @@ pub struct JobDef {
 
 /// The files of an attempt beyond its steps: the artifacts it keeps, the artifacts of its
 /// needs it is given, its cache.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct JobFiles {
     /// The job's `artifacts` patterns, kept when the job succeeds.
     pub artifacts: Vec<String>,
@@ -45,7 +45,7 @@ pub struct JobFiles {
 }
 
 /// A job's `cache`, ready to render once the workspace's files are hashed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CacheDef {
     pub key: Vec<crate::cache_key::Part>,
     pub fallback: Vec<Vec<crate::cache_key::Part>>,
@@ -57,7 +57,7 @@ pub struct CacheDef {
 
 /// A job's own post hooks, by the attempt's outcome, each with its complete environment and a
 /// timeout ([`HOOK_TIMEOUT`] unless it has one).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HookSteps {
     pub success: Vec<(Step, Env)>,
     pub failure: Vec<(Step, Env)>,

@@ -158,7 +158,7 @@ pub struct Defaults {
 }
 
 /// When a container image is pulled from its registry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PullPolicy {
     Never,
     IfNotPresent,
@@ -175,7 +175,7 @@ impl PullPolicy {
 }
 
 /// How often a failed step or job is tried again, and how long to wait in between.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Retry {
     /// Attempts after the first one: `retry: 2` means at most three attempts.
     pub max: u32,
@@ -188,7 +188,7 @@ impl Retry {
 }
 
 /// The program a step's `run` text is handed to, as its last argument.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Shell {
     argv: Vec<String>,
 }
@@ -299,7 +299,7 @@ impl Job {
 }
 
 /// One command of a job.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Step {
     pub name: Option<String>,
     /// The script, handed to the shell as one argument: never spliced with parameters or secrets.
@@ -349,7 +349,7 @@ impl Hooks {
 }
 
 /// A container started beside a job, reachable by its name.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Service {
     pub image: Image,
     pub env: Env,
@@ -359,7 +359,7 @@ pub struct Service {
 }
 
 /// CPU and memory a job needs on its worker.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Resources {
     pub cpu: Option<Cpu>,
     pub memory: Option<Memory>,

@@ -16,7 +16,10 @@ fn valid(text: &str, max: usize, first: fn(u8) -> bool, rest: fn(u8) -> bool) ->
 macro_rules! text_newtype {
     ($(#[$doc:meta])* $name:ident, $expected:expr, $check:expr) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[derive(
+            Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+        )]
+        #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
 
         impl $name {
@@ -53,6 +56,20 @@ macro_rules! text_newtype {
 
             fn try_from(text: &str) -> Result<Self, Self::Error> {
                 text.parse()
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = ValueError;
+
+            fn try_from(text: String) -> Result<Self, Self::Error> {
+                text.parse()
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(name: $name) -> String {
+                name.0
             }
         }
 

@@ -340,7 +340,7 @@ impl DomainEvent {
         self.header().2
     }
 
-    fn header(&self) -> (RunId, Option<JobId>, Timestamp) {
+    pub(crate) fn header(&self) -> (RunId, Option<JobId>, Timestamp) {
         match self {
             DomainEvent::RunStarted { run, at }
             | DomainEvent::RunCancelRequested { run, at, .. }

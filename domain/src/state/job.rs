@@ -220,7 +220,7 @@ impl JobEvent {
 ///   finish the job: a job of a cancelling run that is retried or re-queued is cancelled next.
 /// - `skip` is accepted while `pending` or `waiting_approval`. When a run is cancelled, the run
 ///   actor skips those jobs (`run_cancelled`) and cancels the queued, placed and running ones.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobMachine {
     run: RunId,
     id: JobId,
@@ -443,5 +443,87 @@ fn is_stale(state: &JobState, event: &JobEvent, policy: JobPolicy) -> bool {
         E::Start => matches!(state, S::Running { .. }),
         E::WorkerLost { worker } => state.worker() != Some(worker),
         _ => false,
+    }
+}
+
+/// Why a transition recorded elsewhere (by an agent) was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotFollowed {
+    #[error("the event `{kind}` is not about {subject}")]
+    OtherSubject {
+        kind: &'static str,
+        subject: Subject,
+    },
+    #[error("the event `{kind}` is not one a worker records")]
+    NotAWorkers { kind: &'static str },
+    #[error("a step event while the job is not running")]
+    NotRunning,
+    #[error(transparent)]
+    Illegal(#[from] IllegalTransition),
+    #[error("the event `{kind}` does not match the transition it claims")]
+    Mismatch { kind: &'static str },
+}
+
+impl JobMachine {
+    /// Takes a transition that a worker elsewhere made and recorded (an agent runs the attempt
+    /// and reports its events): the machine moves as if it had made the move itself, and an
+    /// event that is not a legal move of this machine, with exactly these fields, is refused.
+    /// Step events are taken while the job runs, for its current attempt.
+    ///
+    /// # Errors
+    ///
+    /// [`NotFollowed`] says why; the machine is then left unchanged.
+    pub fn follow(&mut self, event: &DomainEvent) -> Result<(), NotFollowed> {
+        use DomainEvent as D;
+        let kind = event.kind();
+        let (run, job, at) = event.header();
+        if run != self.run || job != Some(self.id) {
+            return Err(NotFollowed::OtherSubject {
+                kind,
+                subject: self.subject(),
+            });
+        }
+        let of_failure = |failure: &JobFailure| match failure.clone() {
+            JobFailure::Step { step, failure } => JobEvent::StepFailed { step, failure },
+            JobFailure::TimedOut => JobEvent::TimeOut,
+            JobFailure::Lost { worker } => JobEvent::WorkerLost { worker },
+            JobFailure::Provider { message } => JobEvent::ProviderError { message },
+        };
+        let job_event = match event {
+            D::JobPlaced { worker, .. } => JobEvent::Place {
+                worker: worker.clone(),
+            },
+            D::JobStarted { .. } => JobEvent::Start,
+            D::JobSucceeded { .. } => JobEvent::Succeed,
+            D::JobFailed { reason, .. } => of_failure(reason),
+            D::JobRetrying { cause, .. } => of_failure(cause),
+            D::JobTimedOut { .. } => JobEvent::TimeOut,
+            D::JobCancelled { .. } => JobEvent::Cancel,
+            D::StepStarted { job_attempt, .. }
+            | D::StepSucceeded { job_attempt, .. }
+            | D::StepFailed { job_attempt, .. }
+            | D::StepTimedOut { job_attempt, .. }
+            | D::StepCancelled { job_attempt, .. }
+            | D::StepSkipped { job_attempt, .. }
+            | D::StepRetrying { job_attempt, .. } => {
+                if *job_attempt != self.attempt {
+                    return Err(NotFollowed::OtherSubject {
+                        kind,
+                        subject: self.subject(),
+                    });
+                }
+                return match self.state {
+                    JobState::Running { .. } => Ok(()),
+                    _ => Err(NotFollowed::NotRunning),
+                };
+            }
+            _ => return Err(NotFollowed::NotAWorkers { kind }),
+        };
+        let (next, emitted) = self.clone().on(job_event, at)?;
+        if &emitted != event {
+            return Err(NotFollowed::Mismatch { kind });
+        }
+        *self = next;
+        Ok(())
     }
 }

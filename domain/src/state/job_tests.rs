@@ -295,3 +295,85 @@ fn a_job_carried_over_from_the_run_it_retries_succeeds_without_running() {
             .is_err()
     );
 }
+
+mod follow {
+    use super::*;
+    use crate::state::{JobFailure, NotFollowed, StepFailure};
+
+    fn queued() -> JobMachine {
+        let mut m = JobMachine::new(RunId(1), JobId(2), JobPolicy::default(), Timestamp(0));
+        m.apply(JobEvent::NeedsMet, Timestamp(1)).unwrap();
+        m
+    }
+
+    #[test]
+    fn a_worker_recorded_attempt_moves_a_mirror_machine_the_same_way() {
+        let mut here = queued();
+        let mut there = queued();
+        let worker = WorkerId("agent-1".into());
+        let mut events = Vec::new();
+        for (event, at) in [
+            (
+                JobEvent::Place {
+                    worker: worker.clone(),
+                },
+                2,
+            ),
+            (JobEvent::Start, 3),
+            (
+                JobEvent::StepFailed {
+                    step: 0,
+                    failure: StepFailure::Exit(StepExit::code(3)),
+                },
+                4,
+            ),
+        ] {
+            events.push(there.apply(event, Timestamp(at)).unwrap());
+        }
+        for event in &events {
+            here.follow(event).unwrap();
+        }
+        assert_eq!(here, there);
+        assert!(matches!(
+            here.state(),
+            JobState::Failed {
+                reason: JobFailure::Step { step: 0, .. }
+            }
+        ));
+    }
+
+    #[test]
+    fn an_illegal_or_foreign_event_is_refused_and_changes_nothing() {
+        let mut m = queued();
+        let before = m.clone();
+        let succeeded = DomainEvent::JobSucceeded {
+            run: RunId(1),
+            job: JobId(2),
+            attempt: Attempt::FIRST,
+            at: Timestamp(5),
+        };
+        assert!(matches!(m.follow(&succeeded), Err(NotFollowed::Illegal(_))));
+        let other = DomainEvent::JobStarted {
+            run: RunId(1),
+            job: JobId(9),
+            attempt: Attempt::FIRST,
+            worker: WorkerId("a".into()),
+            at: Timestamp(5),
+        };
+        assert!(matches!(
+            m.follow(&other),
+            Err(NotFollowed::OtherSubject { .. })
+        ));
+        let queued_again = DomainEvent::JobQueued {
+            run: RunId(1),
+            job: JobId(2),
+            attempt: Attempt::FIRST,
+            at: Timestamp(5),
+        };
+        assert!(matches!(
+            m.follow(&queued_again),
+            Err(NotFollowed::NotAWorkers { .. })
+        ));
+        assert_eq!(m, before);
+    }
+}

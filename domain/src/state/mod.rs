@@ -98,7 +98,7 @@ mod step;
 mod step_tests;
 
 pub use event::DomainEvent;
-pub use job::{Gate, JobEvent, JobMachine, JobPolicy, JobState};
+pub use job::{Gate, JobEvent, JobMachine, JobPolicy, JobState, NotFollowed};
 pub use outcome::{
     JobFailure, JobSkipReason, StepExit, StepFailure, StepSkipReason, Verdict, verdict,
 };

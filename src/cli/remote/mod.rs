@@ -6,6 +6,7 @@
 //! illegal move); 3 the server is unreachable or refused the token.
 
 mod admin;
+mod agents;
 mod artifacts;
 mod context;
 mod live;
@@ -22,6 +23,7 @@ use hodei_api::client::{Client, ClientError};
 pub use admin::{
     ContextsCommand, EventsArgs, JobsCommand, LoginArgs, QueueArgs, TokensCommand, WorkersCommand,
 };
+pub use agents::AgentsCommand;
 pub use output::Format;
 pub use pipelines::PipelinesCommand;
 pub use repos::ReposCommand;
@@ -51,6 +53,7 @@ pub enum Command {
     Workers(WorkersCommand),
     Queue(QueueArgs),
     Tokens(TokensCommand),
+    Agents(AgentsCommand),
     Secrets(SecretsCommand),
     Repos(ReposCommand),
     Events(EventsArgs),
@@ -169,6 +172,7 @@ async fn dispatch(command: Command, client: Client, printer: output::Printer) ->
         Command::Workers(cmd) => admin::workers(cmd, &client, printer).await,
         Command::Queue(args) => admin::queue(args, &client, printer).await,
         Command::Tokens(cmd) => admin::tokens(cmd, &client, printer).await,
+        Command::Agents(cmd) => agents::run(cmd, &client, printer).await,
         Command::Secrets(cmd) => secrets::run(cmd, &client, printer).await,
         Command::Repos(cmd) => repos::run(cmd, &client, printer).await,
         Command::Events(args) => admin::events(args, &client, printer).await,

@@ -147,6 +147,7 @@ pub async fn harness_with(name: &str, options: Options) -> Harness {
         id: WorkerId("local".into()),
         labels: vec!["linux".parse().unwrap()],
         slots: options.slots,
+        agent: false,
     };
     let mut config = TreeConfig::new(Some(worker), Approvals::Local);
     // Tests restart fast; escalation is for the tests that ask for it.

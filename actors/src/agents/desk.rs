@@ -1,0 +1,507 @@
+//! The agent desk: the server's one place for agents. It keeps which agents are connected,
+//! which jobs are offered to each, the lease of each claimed job (epoch, expiry), and checks
+//! every write of an agent against that lease before it reaches the log or the store.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{
+    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, ResponseActFuture, WrapFuture,
+};
+use hodei_domain::ids::{JobId, RunId, WorkerId};
+use hodei_domain::model::Label;
+use hodei_domain::ports::{AgentStore, Fenced, LogStore};
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+
+use super::{
+    AgentBeat, AgentLog, AgentReport, AgentSeen, Beat, CancelLeased, ClaimedJob, LeaseExpired,
+    Lost, Offer, RemoteJob, ReportError, Reported, TryClaim, Unclaimed, Wire, Withdraw, Work,
+};
+use crate::loghub::LogHub;
+use crate::messages::{AppendAt, AppendedAt, HubError, LogLength, RegisterWorker, WorkerSpec};
+use crate::workers::WorkerRegistry;
+
+/// How agents are held.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentSettings {
+    /// How long an agent's lease on a job (and its place as a worker) lasts without a heartbeat.
+    pub lease: Duration,
+}
+
+impl Default for AgentSettings {
+    fn default() -> AgentSettings {
+        AgentSettings {
+            lease: Duration::from_secs(60),
+        }
+    }
+}
+
+struct Connected {
+    last_seen: Instant,
+    /// Wakes the agent's long-poll.
+    bell: Arc<Notify>,
+}
+
+struct Held {
+    epoch: u64,
+    log_base: u64,
+    expires: Instant,
+    cancel: bool,
+}
+
+struct Route {
+    agent: String,
+    run: RunId,
+    /// `None` for a lease found in the store at start, until the job's actor offers it again.
+    actor: Option<Addr<RemoteJob>>,
+    offer: Option<Offer>,
+    claiming: bool,
+    /// Cancelled while an agent was claiming it: the agent hears of it with the claim.
+    cancel_on_claim: bool,
+    lease: Option<Held>,
+}
+
+/// Holds the agents and the leases of their jobs.
+pub struct AgentDesk {
+    store: Arc<dyn AgentStore>,
+    logs: Arc<dyn LogStore>,
+    hub: Addr<LogHub>,
+    registry: Addr<WorkerRegistry>,
+    settings: AgentSettings,
+    agents: HashMap<String, Connected>,
+    jobs: HashMap<JobId, Route>,
+    /// Told of leases that ran out with no actor to hold them.
+    expired: Option<actix::Recipient<LeaseExpired>>,
+}
+
+impl AgentDesk {
+    pub fn new(
+        store: Arc<dyn AgentStore>,
+        logs: Arc<dyn LogStore>,
+        hub: Addr<LogHub>,
+        registry: Addr<WorkerRegistry>,
+        settings: AgentSettings,
+    ) -> AgentDesk {
+        AgentDesk {
+            store,
+            logs,
+            hub,
+            registry,
+            settings,
+            agents: HashMap::new(),
+            jobs: HashMap::new(),
+            expired: None,
+        }
+    }
+
+    fn ring(&self, agent: &str) {
+        if let Some(connected) = self.agents.get(agent) {
+            connected.bell.notify_one();
+        }
+    }
+
+    fn cancels_of(&self, agent: &str) -> Vec<JobId> {
+        self.jobs
+            .iter()
+            .filter(|(_, r)| r.agent == agent && r.lease.as_ref().is_some_and(|l| l.cancel))
+            .map(|(job, _)| *job)
+            .collect()
+    }
+
+    /// The lease `agent` holds on `job` with `epoch`, if it holds it.
+    fn held(&self, agent: &str, job: JobId, epoch: u64) -> Result<&Route, ReportError> {
+        match self.jobs.get(&job) {
+            Some(route)
+                if route.agent == agent
+                    && route.lease.as_ref().is_some_and(|l| l.epoch == epoch) =>
+            {
+                Ok(route)
+            }
+            _ => Err(ReportError::Stale),
+        }
+    }
+
+    /// Leases that ran out, and offers to agents that went away.
+    fn reap(&mut self) {
+        let now = Instant::now();
+        let lease = self.settings.lease;
+        self.agents
+            .retain(|_, agent| now.duration_since(agent.last_seen) <= lease);
+        for (job, route) in &mut self.jobs {
+            if let Some(held) = &route.lease
+                && held.expires <= now
+            {
+                tracing::warn!(job_id = %job, agent = %route.agent, epoch = held.epoch, "An agent's lease ran out.");
+                match (&route.actor, &self.expired) {
+                    (Some(actor), _) => actor.do_send(Lost { epoch: held.epoch }),
+                    (None, Some(expired)) => expired.do_send(LeaseExpired {
+                        run: route.run,
+                        job: *job,
+                        agent: route.agent.clone(),
+                        epoch: held.epoch,
+                    }),
+                    (None, None) => {}
+                }
+                route.lease = None;
+                route.offer = None;
+            } else if route.lease.is_none()
+                && !route.claiming
+                && route.offer.is_some()
+                && !self.agents.contains_key(&route.agent)
+            {
+                route.offer = None;
+                if let Some(actor) = &route.actor {
+                    actor.do_send(Unclaimed);
+                }
+            }
+        }
+        // Routes with nothing left: no offer, no lease.
+        self.jobs
+            .retain(|_, r| r.offer.is_some() || r.lease.is_some() || r.claiming);
+    }
+}
+
+impl Actor for AgentDesk {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // The leases agents held when the server stopped go on: their agents have a lease's
+        // time to come back; the jobs' actors take them over as their runs resume.
+        let store = self.store.clone();
+        ctx.wait(async move { store.leases().await }.into_actor(self).map(
+            |leases, act, _| match leases {
+                Ok(leases) => {
+                    let expires = Instant::now() + act.settings.lease;
+                    for lease in leases {
+                        act.jobs.insert(
+                            lease.job,
+                            Route {
+                                agent: lease.agent,
+                                run: lease.run,
+                                actor: None,
+                                offer: None,
+                                claiming: false,
+                                cancel_on_claim: false,
+                                lease: Some(Held {
+                                    epoch: lease.epoch,
+                                    log_base: lease.log_base,
+                                    expires,
+                                    cancel: false,
+                                }),
+                            },
+                        );
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "Cannot read the agents' leases; their jobs are lost when the agents report.");
+                }
+            },
+        ));
+        let every =
+            (self.settings.lease / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        ctx.run_interval(every, |act, _| act.reap());
+    }
+}
+
+impl Handler<AgentSeen> for AgentDesk {
+    type Result = actix::MessageResult<AgentSeen>;
+
+    fn handle(&mut self, msg: AgentSeen, _: &mut Context<Self>) -> Self::Result {
+        let connected = self.agents.entry(msg.agent.clone()).or_insert_with(|| {
+            tracing::info!(agent = %msg.agent, version = %msg.version, "Agent connected.");
+            Connected {
+                last_seen: Instant::now(),
+                bell: Arc::new(Notify::new()),
+            }
+        });
+        connected.last_seen = Instant::now();
+        let bell = connected.bell.clone();
+        self.registry.do_send(RegisterWorker {
+            worker: WorkerSpec {
+                id: WorkerId(msg.agent.clone()),
+                labels: agent_labels(&msg.agent, msg.labels),
+                slots: msg.slots,
+                agent: true,
+            },
+            lease: Some(self.settings.lease),
+        });
+        self.registry.do_send(crate::messages::Heartbeat {
+            worker: WorkerId(msg.agent),
+        });
+        actix::MessageResult(bell)
+    }
+}
+
+/// The labels an agent offers: its own, and `agent` (so that a pipeline can ask for any agent).
+fn agent_labels(_agent: &str, mut labels: Vec<Label>) -> Vec<Label> {
+    if let Ok(label) = "agent".parse::<Label>()
+        && !labels.contains(&label)
+    {
+        labels.push(label);
+    }
+    labels
+}
+
+impl Handler<Offer> for AgentDesk {
+    type Result = ();
+
+    fn handle(&mut self, msg: Offer, _: &mut Context<Self>) {
+        let agent = msg.agent.clone();
+        match self.jobs.get_mut(&msg.job) {
+            // A new actor for a job an agent holds (its run reloaded, the server restarted):
+            // it takes the route.
+            Some(route) if route.lease.is_some() => route.actor = Some(msg.actor),
+            _ => {
+                self.jobs.insert(
+                    msg.job,
+                    Route {
+                        agent: agent.clone(),
+                        run: msg.run,
+                        actor: Some(msg.actor.clone()),
+                        offer: Some(msg),
+                        claiming: false,
+                        cancel_on_claim: false,
+                        lease: None,
+                    },
+                );
+                self.ring(&agent);
+            }
+        }
+    }
+}
+
+impl Handler<Wire> for AgentDesk {
+    type Result = ();
+
+    fn handle(&mut self, msg: Wire, _: &mut Context<Self>) {
+        self.expired = Some(msg.expired);
+    }
+}
+
+impl Handler<Withdraw> for AgentDesk {
+    type Result = ();
+
+    fn handle(&mut self, msg: Withdraw, _: &mut Context<Self>) {
+        self.jobs.remove(&msg.job);
+    }
+}
+
+impl Handler<CancelLeased> for AgentDesk {
+    type Result = bool;
+
+    fn handle(&mut self, msg: CancelLeased, _: &mut Context<Self>) -> bool {
+        let Some(route) = self.jobs.get_mut(&msg.job) else {
+            return false;
+        };
+        if route.claiming {
+            // Claimed this very moment: the agent hears of the cancel with the claim.
+            route.cancel_on_claim = true;
+            return true;
+        }
+        match &mut route.lease {
+            Some(held) => {
+                held.cancel = true;
+                let agent = route.agent.clone();
+                self.ring(&agent);
+                true
+            }
+            None => {
+                route.offer = None;
+                false
+            }
+        }
+    }
+}
+
+impl Handler<TryClaim> for AgentDesk {
+    type Result = ResponseActFuture<Self, Result<Work, ReportError>>;
+
+    fn handle(&mut self, msg: TryClaim, _: &mut Context<Self>) -> Self::Result {
+        if let Some(connected) = self.agents.get_mut(&msg.agent) {
+            connected.last_seen = Instant::now();
+        }
+        let cancel = self.cancels_of(&msg.agent);
+        let offered = match msg.room {
+            true => self
+                .jobs
+                .iter_mut()
+                .filter(|(_, r)| r.agent == msg.agent && r.lease.is_none() && !r.claiming)
+                .find_map(|(job, r)| r.offer.as_ref().map(|_| *job)),
+            false => None,
+        };
+        let Some(job) = offered else {
+            return Box::pin(actix::fut::ready(Ok(Work { job: None, cancel })));
+        };
+        let route = self.jobs.get_mut(&job).expect("the route was just found");
+        route.claiming = true;
+        let offer = route.offer.as_ref().expect("an offered job has its offer");
+        let (def, machine, run) = (offer.def.clone(), offer.machine.clone(), offer.run);
+        let (store, hub, agent) = (self.store.clone(), self.hub.clone(), msg.agent.clone());
+        let attempt = machine.attempt();
+        let lease_ms = u64::try_from(self.settings.lease.as_millis()).unwrap_or(u64::MAX);
+        let claim = async move {
+            let base = hub
+                .send(LogLength { job })
+                .await
+                .map_err(HubError::from)
+                .and_then(|r| r)
+                .map_err(ReportError::Log)?;
+            store
+                .claim(job, run, attempt, agent, base)
+                .await
+                .map_err(ReportError::Store)
+        };
+        Box::pin(claim.into_actor(self).map(move |result, act, _| {
+            let lease = act.settings.lease;
+            let route = act.jobs.get_mut(&job);
+            let lease_record = match result {
+                Ok(lease) => lease,
+                Err(err) => {
+                    if let Some(route) = route {
+                        route.claiming = false;
+                    }
+                    return Err(err);
+                }
+            };
+            let Some(route) = route.filter(|r| r.offer.is_some()) else {
+                // Withdrawn or cancelled meanwhile: the lease is left to expire unused.
+                return Ok(Work { job: None, cancel });
+            };
+            route.claiming = false;
+            route.offer = None;
+            route.lease = Some(Held {
+                epoch: lease_record.epoch,
+                log_base: lease_record.log_base,
+                expires: Instant::now() + lease,
+                cancel: route.cancel_on_claim,
+            });
+            let mut cancel = cancel;
+            if route.cancel_on_claim {
+                cancel.push(job);
+            }
+            tracing::info!(job_id = %job, agent = %route.agent, epoch = lease_record.epoch, "An agent claimed a job.");
+            Ok(Work {
+                job: Some(Box::new(ClaimedJob {
+                    job,
+                    run,
+                    epoch: lease_record.epoch,
+                    log_base: lease_record.log_base,
+                    lease_ms,
+                    def: (*def).clone(),
+                    machine,
+                })),
+                cancel,
+            })
+        }))
+    }
+}
+
+impl Handler<AgentBeat> for AgentDesk {
+    type Result = actix::MessageResult<AgentBeat>;
+
+    fn handle(&mut self, msg: AgentBeat, _: &mut Context<Self>) -> Self::Result {
+        let now = Instant::now();
+        if let Some(connected) = self.agents.get_mut(&msg.agent) {
+            connected.last_seen = now;
+        }
+        self.registry.do_send(crate::messages::Heartbeat {
+            worker: WorkerId(msg.agent.clone()),
+        });
+        let mut lost = Vec::new();
+        for (job, epoch) in msg.jobs {
+            match self.jobs.get_mut(&job) {
+                Some(route) if route.agent == msg.agent => match &mut route.lease {
+                    Some(held) if held.epoch == epoch => held.expires = now + self.settings.lease,
+                    _ => lost.push(job),
+                },
+                _ => lost.push(job),
+            }
+        }
+        actix::MessageResult(Beat {
+            lost,
+            cancel: self.cancels_of(&msg.agent),
+        })
+    }
+}
+
+impl Handler<AgentLog> for AgentDesk {
+    type Result = ResponseActFuture<Self, Result<u64, ReportError>>;
+
+    fn handle(&mut self, msg: AgentLog, _: &mut Context<Self>) -> Self::Result {
+        let base = match self.held(&msg.agent, msg.job, msg.epoch) {
+            Ok(route) => route.lease.as_ref().map_or(0, |l| l.log_base),
+            Err(err) => return Box::pin(actix::fut::ready(Err(err))),
+        };
+        // Sent from the desk's handler: the hub takes it before any later claim's length.
+        let appended = self.hub.send(AppendAt {
+            job: msg.job,
+            offset: base + msg.offset,
+            bytes: msg.bytes,
+        });
+        Box::pin(
+            async move {
+                match appended.await.map_err(HubError::from).and_then(|r| r) {
+                    Ok(AppendedAt::Taken { length } | AppendedAt::Gap { length }) => {
+                        Ok(length.saturating_sub(base))
+                    }
+                    Err(err) => Err(ReportError::Log(err)),
+                }
+            }
+            .into_actor(self),
+        )
+    }
+}
+
+impl Handler<AgentReport> for AgentDesk {
+    type Result = ResponseActFuture<Self, Result<Fenced, ReportError>>;
+
+    fn handle(&mut self, msg: AgentReport, _: &mut Context<Self>) -> Self::Result {
+        let (actor, base) = match self.held(&msg.agent, msg.job, msg.epoch) {
+            Ok(Route {
+                actor: Some(actor),
+                lease,
+                ..
+            }) => (actor.clone(), lease.as_ref().map_or(0, |l| l.log_base)),
+            // Its run has not taken the job back yet: the agent sends again.
+            Ok(_) => return Box::pin(actix::fut::ready(Err(ReportError::NotReady))),
+            Err(err) => return Box::pin(actix::fut::ready(Err(err))),
+        };
+        let logs = self.logs.clone();
+        let job = msg.job;
+        let report = async move {
+            if let Some(seal) = msg.end {
+                // The attempt's output must be whole before its lease closes.
+                let length = logs
+                    .settle(job)
+                    .await
+                    .map_err(|e| ReportError::Log(e.into()))?;
+                let committed = length.saturating_sub(base);
+                if committed != seal.length {
+                    return Err(ReportError::LogIncomplete {
+                        committed,
+                        expected: seal.length,
+                    });
+                }
+                let bytes = logs
+                    .read(job, base, Some(length))
+                    .await
+                    .map_err(|e| ReportError::Log(e.into()))?;
+                if Sha256::digest(&bytes)[..] != seal.sha256[..] {
+                    return Err(ReportError::Checksum);
+                }
+            }
+            actor
+                .send(Reported {
+                    epoch: msg.epoch,
+                    seq: msg.seq,
+                    events: msg.events,
+                    end: msg.end.is_some(),
+                })
+                .await
+                .map_err(|_| ReportError::NotReady)?
+        };
+        Box::pin(report.into_actor(self))
+    }
+}

@@ -1,0 +1,136 @@
+//! The agent protocol, from the agent's side: register, poll for work, heartbeat, append a
+//! job's output at an offset, report its transitions. Every call is safe to repeat.
+
+use hodei_actors::agents::{Beat, LogSeal, Work};
+use hodei_domain::ids::JobId;
+use hodei_domain::state::DomainEvent;
+use reqwest::Method;
+
+use super::http::Body;
+use super::{Client, ClientError};
+use crate::routes::agents::{
+    AgentList, AgentTokenList, AgentTokenView, Committed, HeartbeatRequest, HeldLease, PollRequest,
+    RegisterRequest, Registered, ReportAnswer, ReportRequest,
+};
+
+impl Client {
+    /// Exchanges a registration token for the agent's own credential.
+    pub async fn register_agent(
+        &self,
+        token: &str,
+        name: &str,
+        labels: &[String],
+    ) -> Result<Registered, ClientError> {
+        let body = RegisterRequest {
+            token: token.to_owned(),
+            name: name.to_owned(),
+            labels: labels.to_vec(),
+        };
+        self.send(Method::POST, "/api/v1/agent/register", json(&body))
+            .await
+    }
+
+    /// Waits up to `wait_ms` for a job or a cancel.
+    pub async fn poll(&self, request: &PollRequest) -> Result<Work, ClientError> {
+        self.send(Method::POST, "/api/v1/agent/poll", json(request))
+            .await
+    }
+
+    /// Extends the leases held; answers those lost and those cancelled.
+    pub async fn heartbeat(&self, jobs: &[(JobId, u64)]) -> Result<Beat, ClientError> {
+        let body = HeartbeatRequest {
+            jobs: jobs
+                .iter()
+                .map(|(job, epoch)| HeldLease {
+                    job: job.0,
+                    epoch: *epoch,
+                })
+                .collect(),
+        };
+        self.send(Method::POST, "/api/v1/agent/heartbeat", json(&body))
+            .await
+    }
+
+    /// Appends a job's output at `offset` of the attempt's output; answers how much of it the
+    /// server holds.
+    pub async fn append_log(
+        &self,
+        job: JobId,
+        epoch: u64,
+        offset: u64,
+        bytes: Vec<u8>,
+    ) -> Result<u64, ClientError> {
+        let path = format!(
+            "/api/v1/agent/jobs/{}/log?epoch={epoch}&offset={offset}",
+            job.0
+        );
+        let committed: Committed = self.send(Method::PUT, &path, Body::Bytes(bytes)).await?;
+        Ok(committed.committed)
+    }
+
+    /// Reports a batch of transitions; with `end`, the last one, sealed with the output's
+    /// length and SHA-256.
+    pub async fn report(
+        &self,
+        job: JobId,
+        epoch: u64,
+        seq: u64,
+        events: Vec<DomainEvent>,
+        end: Option<LogSeal>,
+    ) -> Result<ReportAnswer, ClientError> {
+        let body = ReportRequest {
+            epoch,
+            seq,
+            events,
+            end,
+        };
+        let path = format!("/api/v1/agent/jobs/{}/events", job.0);
+        self.send(Method::POST, &path, json(&body)).await
+    }
+}
+
+fn json(value: &impl serde::Serialize) -> Body {
+    Body::Json(serde_json::to_value(value).unwrap_or_default())
+}
+
+// --- administration of agents ---
+
+impl Client {
+    /// Creates a registration token; its secret is in the answer, once.
+    pub async fn create_agent_token(
+        &self,
+        name: &str,
+        labels: Option<&[String]>,
+        expires_in: Option<u64>,
+    ) -> Result<AgentTokenView, ClientError> {
+        let body = serde_json::json!({
+            "name": name,
+            "labels": labels,
+            "expires_in": expires_in,
+        });
+        self.send(Method::POST, "/api/v1/agent-tokens", Body::Json(body))
+            .await
+    }
+
+    /// The registration tokens not revoked.
+    pub async fn agent_tokens(&self) -> Result<AgentTokenList, ClientError> {
+        self.get("/api/v1/agent-tokens").await
+    }
+
+    /// Revokes a registration token.
+    pub async fn revoke_agent_token(&self, id: u64) -> Result<(), ClientError> {
+        self.no_content(Method::DELETE, &format!("/api/v1/agent-tokens/{id}"))
+            .await
+    }
+
+    /// The registered agents.
+    pub async fn agents(&self) -> Result<AgentList, ClientError> {
+        self.get("/api/v1/agents").await
+    }
+
+    /// Deletes an agent: its credential stops working at once.
+    pub async fn delete_agent(&self, name: &str) -> Result<(), ClientError> {
+        self.no_content(Method::DELETE, &format!("/api/v1/agents/{name}"))
+            .await
+    }
+}

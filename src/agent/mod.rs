@@ -1,0 +1,467 @@
+//! `hodei agent`: a worker on another machine. It registers once with a registration token
+//! (its own credential is kept in its data directory, mode 0600), then polls its server for
+//! jobs, runs each with the same job actor and providers as `hodei run` and the server (local
+//! processes, Docker for jobs with an `image`), spools their output to its disk, and sends it
+//! and the jobs' transitions back under each job's lease. See `docs/agents.md`.
+//!
+//! - `mod.rs` (here): the command, registration, the poll and heartbeat loops, stopping.
+//! - `job.rs`: one job — its spool, its job actor, the upload of its output and transitions.
+//! - `outbox.rs`: the ledger where a job's transitions wait for the server.
+//! - `files.rs`: caches on the agent's disk; artifacts refused (the server cannot reach them).
+
+mod files;
+mod job;
+mod outbox;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hodei_actors::agents::Work;
+use hodei_actors::messages::{CancelJob, LoseJob};
+use hodei_adapters::docker::DockerConfig;
+use hodei_adapters::local::LocalProvider;
+use hodei_adapters::route::ByImage;
+use hodei_adapters::sqlite::SqliteStore;
+use hodei_api::agent_protocol::PollRequest;
+use hodei_api::client::{Client, ClientError, Target};
+use hodei_domain::ids::JobId;
+use hodei_domain::model::Label;
+use hodei_domain::ports::Reconcile;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
+use job::{Held, Phase, Setting, Upload};
+
+/// The exit code when the server refuses the agent's credential or registration token.
+pub const EXIT_REFUSED: u8 = 3;
+
+/// Run jobs of a Hodei server on this machine.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  hodei agent --server https://ci.example:8080 --token hodei_… --labels linux,arm64\n  HODEI_SERVER=http://10.0.0.2:8080 HODEI_AGENT_TOKEN=hodei_… hodei agent --data /var/lib/hodei-agent\n\nThe registration token is needed once: the agent keeps its own credential in DATA/agent.json.\nExit codes: 0 stopped, 2 bad usage, 3 the server refused the token or credential."
+)]
+pub struct Args {
+    /// The server's URL (or HODEI_SERVER).
+    #[arg(long, value_name = "URL", env = "HODEI_SERVER")]
+    server: String,
+    /// A registration token an admin created (`hodei agents tokens create`), or
+    /// HODEI_AGENT_TOKEN; needed at the first start only.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "HODEI_AGENT_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// The agent's name, unique on the server (default: the host's name).
+    #[arg(long, value_name = "NAME", env = "HODEI_AGENT_NAME")]
+    name: Option<String>,
+    /// Labels jobs can ask for (`runs_on`), comma-separated.
+    #[arg(
+        long,
+        value_name = "LABELS",
+        env = "HODEI_LABELS",
+        value_delimiter = ','
+    )]
+    labels: Vec<String>,
+    /// Jobs at once (default: one per CPU core).
+    #[arg(long, value_name = "N", env = "HODEI_SLOTS")]
+    slots: Option<u32>,
+    /// Where the agent keeps its credential, spool and workspaces.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "HODEI_DATA",
+        default_value = "hodei-agent"
+    )]
+    data: PathBuf,
+    /// A PEM certificate to trust for the server, besides the system's.
+    #[arg(long, value_name = "FILE", env = "HODEI_CA")]
+    ca: Option<PathBuf>,
+    /// How long running jobs may go on after SIGTERM before they are stopped, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    grace: u64,
+}
+
+/// What the agent keeps in `DATA/agent.json` (mode 0600).
+#[derive(Debug, Serialize, Deserialize)]
+struct Identity {
+    server: String,
+    name: String,
+    credential: String,
+    /// Marks what this agent starts (processes, containers), so that a restart on this data
+    /// directory reaps its own leftovers and nothing of another agent on the same machine.
+    instance: String,
+}
+
+/// Runs the command; returns the exit code.
+pub fn run(args: &Args) -> u8 {
+    let system = actix::System::new();
+    let providers = Arc::new(Mutex::new(None));
+    let code = system.block_on(serve(args, providers.clone()));
+    drop(system);
+    let provider: Option<Arc<ByImage>> = providers.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(provider) = provider
+        && let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    {
+        runtime.block_on(provider.stop_all());
+    }
+    code
+}
+
+fn identity_file(data: &Path) -> PathBuf {
+    data.join("agent.json")
+}
+
+/// The agent's identity: read from its data directory, or made by registering.
+async fn identity(args: &Args, target: &Target) -> Result<Identity, (u8, String)> {
+    let file = identity_file(&args.data);
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        let identity: Identity = serde_json::from_str(&text).map_err(|err| {
+            (
+                EXIT_USAGE,
+                format!(
+                    "{} is not an agent identity ({err}): remove it to register again",
+                    file.display()
+                ),
+            )
+        })?;
+        return Ok(identity);
+    }
+    let Some(token) = &args.token else {
+        return Err((
+            EXIT_USAGE,
+            format!(
+                "this agent is not registered ({} does not exist): give a registration token with --token or HODEI_AGENT_TOKEN",
+                file.display()
+            ),
+        ));
+    };
+    let name = match &args.name {
+        Some(name) => name.clone(),
+        None => hostname(),
+    };
+    let client = Client::new(target).map_err(|err| (EXIT_USAGE, err.to_string()))?;
+    let registered = loop {
+        match client.register_agent(token, &name, &args.labels).await {
+            Ok(registered) => break registered,
+            Err(err) if err.is_retryable() => {
+                eprintln!("warning: cannot register yet: {err}; trying again in 2 s");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(err @ ClientError::Unauthorized { .. }) => {
+                return Err((
+                    EXIT_REFUSED,
+                    format!("the server refused the registration token: {err}"),
+                ));
+            }
+            Err(err) => return Err((EXIT_REFUSED, format!("cannot register: {err}"))),
+        }
+    };
+    let instance = hodei_api::auth::generate()
+        .map_err(|err| (EXIT_INTERNAL, err.to_string()))?
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .skip(5)
+        .take(16)
+        .collect::<String>();
+    let identity = Identity {
+        server: target.url.clone(),
+        name: registered.name,
+        credential: registered.credential,
+        instance: format!("agent-{instance}"),
+    };
+    std::fs::create_dir_all(&args.data).map_err(|err| {
+        (
+            EXIT_USAGE,
+            format!("cannot create {}: {err}", args.data.display()),
+        )
+    })?;
+    let mut out = crate::cli::create_private(&file).map_err(|err| {
+        (
+            EXIT_INTERNAL,
+            format!("cannot write {}: {err}", file.display()),
+        )
+    })?;
+    use std::io::Write as _;
+    out.write_all(
+        serde_json::to_string_pretty(&identity)
+            .unwrap_or_default()
+            .as_bytes(),
+    )
+    .map_err(|err| {
+        (
+            EXIT_INTERNAL,
+            format!("cannot write {}: {err}", file.display()),
+        )
+    })?;
+    println!(
+        "Registered as agent `{}` (credential kept in {}).",
+        identity.name,
+        file.display()
+    );
+    Ok(identity)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| h.parse::<hodei_domain::model::Name>().is_ok())
+        .unwrap_or_else(|| "agent".to_owned())
+}
+
+async fn serve(args: &Args, providers: Arc<Mutex<Option<Arc<ByImage>>>>) -> u8 {
+    hodei_api::client::install_crypto();
+    let labels: Vec<String> = args
+        .labels
+        .iter()
+        .filter(|l| !l.is_empty())
+        .cloned()
+        .collect();
+    for label in &labels {
+        if label.parse::<Label>().is_err() {
+            eprintln!("error: --labels: `{label}` is not {}", Label::EXPECTED);
+            return EXIT_USAGE;
+        }
+    }
+    let slots = args
+        .slots
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() as u32));
+    if !(1..=1024).contains(&slots) {
+        eprintln!("error: --slots: {slots} is not a number of jobs from 1 to 1024");
+        return EXIT_USAGE;
+    }
+    let mut target = Target::new(&args.server, None);
+    target.ca_cert = args.ca.clone();
+    let identity = match identity(args, &target).await {
+        Ok(identity) => identity,
+        Err((code, message)) => {
+            eprintln!("error: {message}");
+            return code;
+        }
+    };
+    target.token = Some(identity.credential.clone());
+    let client = match Client::new(&target) {
+        Ok(client) => client,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return EXIT_USAGE;
+        }
+    };
+    // The same providers as the server's: processes here, Docker for jobs with an image.
+    let instance = format!("agent-{}", identity.name);
+    let local = Arc::new(LocalProvider::new(
+        args.data.join("workspaces"),
+        instance.clone(),
+    ));
+    let docker = DockerConfig::new(args.data.join("docker"), instance);
+    let provider = Arc::new(ByImage::new(local, docker).await);
+    *providers.lock().unwrap_or_else(|e| e.into_inner()) = Some(provider.clone());
+    // What an earlier life of this agent left running is stopped: its leases are gone.
+    match provider.reap_orphans(&[]).await {
+        Ok(reaped) if !reaped.is_empty() => println!(
+            "Stopped {} step(s) or container(s) an earlier run of this agent left behind.",
+            reaped.len()
+        ),
+        Ok(_) => {}
+        Err(err) => eprintln!("warning: cannot look for what an earlier run left behind: {err}"),
+    }
+    let spool = args.data.join("spool");
+    let _ = std::fs::remove_dir_all(&spool);
+    // The job actor's ports: the store is never read on an agent (a job's transitions go to
+    // the server through the outbox), so an empty in-memory one stands for it.
+    let store = match SqliteStore::memory().await {
+        Ok(store) => Arc::new(store),
+        Err(err) => {
+            eprintln!("error: {err}");
+            return EXIT_INTERNAL;
+        }
+    };
+    let files = match hodei_adapters::files::DiskFiles::open(
+        args.data.join("files"),
+        hodei_adapters::files::FileLimits::default(),
+        crate::wiring::DEFAULT_BRANCH.to_owned(),
+    ) {
+        Ok(files) => Arc::new(files::AgentFiles(files)),
+        Err(err) => {
+            eprintln!("hodei agent: cannot open its files directory: {err}");
+            return EXIT_INTERNAL;
+        }
+    };
+    let setting = Setting {
+        store,
+        provider: provider.clone(),
+        client: client.clone(),
+        name: identity.name.clone(),
+        spool,
+        files,
+    };
+    println!(
+        "Agent `{}` of {} runs {slots} job(s) at once.",
+        identity.name, identity.server
+    );
+    let jobs: Arc<Mutex<HashMap<JobId, Held>>> = Arc::default();
+    let refused = Arc::new(tokio::sync::Notify::new());
+    let heartbeat = actix::spawn(heartbeats(client.clone(), jobs.clone(), refused.clone()));
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(err) => {
+            eprintln!("error: cannot watch for SIGTERM: {err}");
+            return EXIT_INTERNAL;
+        }
+    };
+    let code = loop {
+        let room = jobs.lock().unwrap_or_else(|e| e.into_inner()).len() < slots as usize;
+        let labels = with_docker(&labels, provider.engine_trouble().is_none());
+        let request = PollRequest {
+            labels,
+            slots,
+            room,
+            wait_ms: 20_000,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        let polled = tokio::select! {
+            polled = client.poll(&request) => polled,
+            _ = term.recv() => break drain(&jobs, args.grace).await,
+            _ = tokio::signal::ctrl_c() => break drain(&jobs, args.grace).await,
+            _ = refused.notified() => break EXIT_REFUSED,
+        };
+        match polled {
+            Ok(work) => take(work, &setting, &jobs),
+            Err(err @ ClientError::Unauthorized { .. }) => {
+                eprintln!(
+                    "error: the server refused this agent's credential ({err}): the agent was deleted; remove {} and register again",
+                    identity_file(&args.data).display()
+                );
+                break EXIT_REFUSED;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "Cannot reach the server; trying again.");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    heartbeat.abort();
+    code
+}
+
+/// The labels offered: the agent's own, and `docker` while its engine answers.
+fn with_docker(labels: &[String], engine: bool) -> Vec<String> {
+    let mut labels: Vec<String> = labels.iter().filter(|l| *l != "docker").cloned().collect();
+    if engine {
+        labels.push("docker".into());
+    }
+    labels
+}
+
+/// Starts the job a poll brought, and passes on cancels.
+fn take(work: Work, setting: &Setting, jobs: &Arc<Mutex<HashMap<JobId, Held>>>) {
+    // The job first: a job cancelled while it was being claimed comes with its cancel.
+    if let Some(claimed) = work.job {
+        start_job(*claimed, setting, jobs);
+    }
+    for job in work.cancel {
+        if let Some(held) = jobs.lock().unwrap_or_else(|e| e.into_inner()).get(&job) {
+            held.actor.do_send(CancelJob);
+        }
+    }
+}
+
+/// Starts a claimed job and the upload of its output and transitions.
+fn start_job(
+    claimed: hodei_actors::agents::ClaimedJob,
+    setting: &Setting,
+    jobs: &Arc<Mutex<HashMap<JobId, Held>>>,
+) {
+    let (job, epoch, base) = (claimed.job, claimed.epoch, claimed.log_base);
+    let job::Started { held, outbox, logs } = match job::start(&claimed, setting) {
+        Ok(started) => started,
+        Err(err) => {
+            // Its lease runs out and the server gives it to another worker.
+            tracing::error!(job_id = %job, error = %err, "Cannot start a job.");
+            return;
+        }
+    };
+    tracing::info!(job_id = %job, epoch, "Job claimed.");
+    let phase = held.phase.clone();
+    jobs.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(job, held);
+    let (client, jobs, spool) = (setting.client.clone(), jobs.clone(), setting.spool.clone());
+    actix::spawn(async move {
+        let outcome = job::upload(client, job, epoch, base, outbox, logs, phase).await;
+        let held = jobs.lock().unwrap_or_else(|e| e.into_inner()).remove(&job);
+        match outcome {
+            Upload::Sealed => tracing::info!(job_id = %job, "Job done; the server has all of it."),
+            Upload::Lost(reason) => {
+                tracing::warn!(job_id = %job, reason = %reason, "The server gave this job to another worker: stopping it.");
+                if let Some(held) = held {
+                    held.actor.do_send(LoseJob);
+                }
+            }
+            Upload::Crashed => {
+                tracing::error!(job_id = %job, "The job failed on this agent; its lease runs out.")
+            }
+        }
+        let _ = std::fs::remove_dir_all(spool.join(format!("job-{}-epoch-{epoch}", job.0)));
+    });
+}
+
+/// Keeps the leases of the jobs held; stops those the server gave to another worker.
+async fn heartbeats(
+    client: Client,
+    jobs: Arc<Mutex<HashMap<JobId, Held>>>,
+    refused: Arc<tokio::sync::Notify>,
+) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let held: Vec<(JobId, u64)> = jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, h)| *h.phase.borrow() != Phase::Crashed)
+            .map(|(job, h)| (*job, h.epoch))
+            .collect();
+        match client.heartbeat(&held).await {
+            Ok(beat) => {
+                let jobs = jobs.lock().unwrap_or_else(|e| e.into_inner());
+                for job in beat.lost {
+                    if let Some(held) = jobs.get(&job) {
+                        tracing::warn!(job_id = %job, "The server no longer counts this agent's lease on the job: stopping it.");
+                        held.actor.do_send(LoseJob);
+                    }
+                }
+                for job in beat.cancel {
+                    if let Some(held) = jobs.get(&job) {
+                        held.actor.do_send(CancelJob);
+                    }
+                }
+            }
+            Err(ClientError::Unauthorized { .. }) => refused.notify_one(),
+            Err(err) => tracing::warn!(error = %err, "Heartbeat failed; the jobs go on."),
+        }
+    }
+}
+
+/// SIGTERM: no new job; those running may finish within the grace period, then they stop.
+async fn drain(jobs: &Arc<Mutex<HashMap<JobId, Held>>>, grace: u64) -> u8 {
+    println!("Stopping: no new job; waiting up to {grace} s for the running ones.");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(grace);
+    while tokio::time::Instant::now() < deadline {
+        if jobs.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+            return EXIT_OK;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for held in jobs.lock().unwrap_or_else(|e| e.into_inner()).values() {
+        held.actor.do_send(LoseJob);
+    }
+    // Their leases run out on the server, which gives the jobs to other workers.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    EXIT_OK
+}

@@ -1,0 +1,674 @@
+//! `hodei agent` end to end, with real processes: a server whose own worker is off, agents
+//! that register with a token and run its jobs, and the failures of `docs/agents.md`: an agent
+//! killed or frozen past its lease, the server killed in the middle of a job, SIGTERM, and bad
+//! credentials and writes. Each check is on what a user sees: the run's outcome, its log byte
+//! for byte, and side effects counted once.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use common::scratch;
+use serde_json::{Value, json};
+
+/// A free loopback port for a test's server, which must come back on the same address after
+/// a restart: below the ephemeral range (where every other socket of the machine gets its
+/// port), one per test, so that no other server takes it while this one is down.
+fn server_port(test: &str) -> u16 {
+    let spread = test
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    (0..100)
+        .map(|i| 20_000 + ((spread + i * 101) % 10_000) as u16)
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("a free port below the ephemeral range")
+}
+
+struct Process {
+    child: Child,
+}
+
+impl Process {
+    fn signal(&self, signal: i32) {
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    fn kill(&mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit; its exit code.
+    fn exit_code(&mut self, within: Duration) -> i32 {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the process did not exit: likely deadlocked"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A server on a fixed port with no local worker, and its admin token.
+struct Cluster {
+    data: PathBuf,
+    port: u16,
+    lease: u64,
+    server: Option<Process>,
+    token: String,
+    http: reqwest::Client,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+/// One cluster at a time: each test counts processes and side effects of its own, and its
+/// agents' timing is part of what it checks.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl Cluster {
+    fn start(test: &str, lease: u64) -> Cluster {
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let data = scratch(&format!("agents-{test}"));
+        let mut cluster = Cluster {
+            data,
+            port: server_port(test),
+            lease,
+            server: None,
+            token: String::new(),
+            http: reqwest::Client::new(),
+            _turn: turn,
+        };
+        cluster.start_server();
+        cluster.token = std::fs::read_to_string(cluster.data.join("srv/admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        cluster
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn start_server(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.join("server.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_hodei"))
+            .args([
+                "server",
+                "--listen",
+                &format!("127.0.0.1:{}", self.port),
+                "--data",
+            ])
+            .arg(self.data.join("srv"))
+            .env("HODEI_LOCAL_SLOTS", "0")
+            .env("HODEI_AGENT_LEASE_SECONDS", self.lease.to_string())
+            .env_remove("HODEI_LOG")
+            .env("NO_COLOR", "1")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("hodei server starts");
+        self.server = Some(Process { child });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "the server never listened");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill_server(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            server.kill();
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.url()))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("the server answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// A registration token.
+    async fn registration_token(&self) -> String {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/agent-tokens",
+                Some(json!({"name": "test agents"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Starts an agent named `name` with its data in `DATA/<name>`.
+    fn agent(&self, name: &str, token: &str, extra: &[&str]) -> Process {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.join(format!("{name}.log")))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_hodei"))
+            .args([
+                "agent",
+                "--server",
+                &self.url(),
+                "--token",
+                token,
+                "--name",
+                name,
+            ])
+            .args(["--slots", "2", "--data"])
+            .arg(self.data.join(name))
+            .args(extra)
+            .env_remove("HODEI_LOG")
+            .env("NO_COLOR", "1")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("hodei agent starts");
+        Process { child }
+    }
+
+    fn agent_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.data.join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    async fn apply(&self, name: &str, yaml: &str) {
+        let response = self
+            .http
+            .put(format!("{}/api/v1/pipelines/{name}", self.url()))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/yaml")
+            .body(yaml.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{}",
+            response.text().await.unwrap()
+        );
+    }
+
+    async fn trigger(&self, name: &str) -> u64 {
+        let (status, run) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/pipelines/{name}/runs"),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(status, 201, "{run}");
+        run["id"].as_u64().unwrap()
+    }
+
+    async fn run(&self, id: u64) -> Value {
+        self.call(reqwest::Method::GET, &format!("/api/v1/runs/{id}"), None)
+            .await
+            .1
+    }
+
+    /// Waits until the run is in a state where `until` holds.
+    async fn wait_run(&self, id: u64, within: Duration, until: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let run = self.run(id).await;
+            if until(&run) {
+                return run;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the run never got there: {run:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn log(&self, job: u64) -> Vec<u8> {
+        self.http
+            .get(format!("{}/api/v1/jobs/{job}/log", self.url()))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .to_vec()
+    }
+}
+
+fn finished(run: &Value) -> bool {
+    matches!(
+        run["state"].as_str(),
+        Some("succeeded" | "failed" | "cancelled")
+    )
+}
+
+fn wait_for_file(path: &Path, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn lines_of(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_on_an_agent_runs_there_and_its_log_arrives_byte_for_byte() {
+    hodei_api::client::install_crypto();
+    let cluster = Cluster::start("log", 30);
+    let token = cluster.registration_token().await;
+    let _agent = cluster.agent("builder-1", &token, &["--labels", "linux,arm64"]);
+    cluster
+        .apply(
+            "big",
+            "name: big\non: { manual: {} }\njobs:\n  build:\n    runs_on: [arm64]\n    steps:\n      - run: seq 1 300000\n      - run: printf 'no newline at the end'\n",
+        )
+        .await;
+    let run = cluster.trigger("big").await;
+    let run = cluster
+        .wait_run(run, Duration::from_secs(120), finished)
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    assert_eq!(run["jobs"][0]["worker"], "builder-1");
+    let mut expected: Vec<u8> = (1..=300_000)
+        .flat_map(|n| format!("{n}\n").into_bytes())
+        .collect();
+    expected.extend_from_slice(b"no newline at the end");
+    let log = cluster.log(run["jobs"][0]["id"].as_u64().unwrap()).await;
+    assert_eq!(log.len(), expected.len());
+    assert!(
+        log == expected,
+        "the log is the steps' output, byte for byte"
+    );
+    // The agent is a worker of the server, with its labels.
+    let (_, workers) = cluster
+        .call(reqwest::Method::GET, "/api/v1/workers", None)
+        .await;
+    let agent = workers["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == "builder-1")
+        .expect("the agent is listed");
+    let labels: Vec<&str> = agent["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        labels.contains(&"arm64") && labels.contains(&"agent"),
+        "{labels:?}"
+    );
+    // Its credential is kept private in its data directory.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(cluster.data.join("builder-1/agent.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_stops_the_step_on_the_agent_and_runs_its_hooks() {
+    hodei_api::client::install_crypto();
+    let cluster = Cluster::start("cancel", 30);
+    let token = cluster.registration_token().await;
+    let _agent = cluster.agent("a1", &token, &[]);
+    let marks = cluster.data.join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    cluster
+        .apply(
+            "slow",
+            &format!(
+                "name: slow\non: {{ manual: {{}} }}\njobs:\n  wait:\n    steps:\n      - run: touch {m}/started; sleep 120; touch {m}/finished\n    post:\n      cancelled: [{{ run: echo hook ran }}]\n",
+                m = marks.display()
+            ),
+        )
+        .await;
+    let run = cluster.trigger("slow").await;
+    wait_for_file(&marks.join("started"), Duration::from_secs(30));
+    let (status, _) = cluster
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/runs/{run}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202);
+    let run = cluster
+        .wait_run(run, Duration::from_secs(30), finished)
+        .await;
+    assert_eq!(run["state"], "cancelled", "{run:#}");
+    assert!(!marks.join("finished").exists(), "the step was stopped");
+    let log = cluster.log(run["jobs"][0]["id"].as_u64().unwrap()).await;
+    let log = String::from_utf8_lossy(&log);
+    assert!(log.contains("hook ran"), "{log}");
+}
+
+/// A job that counts its attempts and its one side effect in `marks`: the first attempt
+/// takes `long` seconds (it is cut off long before), the next ones a second.
+fn counted_job(marks: &Path, long: u32) -> String {
+    format!(
+        "name: counted\non: {{ manual: {{}} }}\njobs:\n  work:\n    retry: 1\n    steps:\n      - run: |\n          if [ -e {m}/starts ]; then d=1; else d={long}; fi\n          echo start >> {m}/starts\n          echo working\n          sleep $d\n          echo done >> {m}/effects\n          echo finished\n",
+        m = marks.display(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_with_sigkill_loses_its_job_to_another_and_reaps_what_it_left() {
+    hodei_api::client::install_crypto();
+    let cluster = Cluster::start("sigkill", 3);
+    let token = cluster.registration_token().await;
+    let mut first = cluster.agent("first", &token, &[]);
+    let marks = cluster.data.join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    cluster.apply("counted", &counted_job(&marks, 30)).await;
+    let run = cluster.trigger("counted").await;
+    wait_for_file(&marks.join("starts"), Duration::from_secs(30));
+    first.kill();
+    let _second = cluster.agent("second", &token, &[]);
+    let run = cluster
+        .wait_run(run, Duration::from_secs(60), finished)
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    assert_eq!(run["jobs"][0]["worker"], "second");
+    assert_eq!(run["jobs"][0]["attempt"], 2);
+    // The step the killed agent left behind is stopped when it starts again on its data.
+    let _again = cluster.agent("first", &token, &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cluster
+        .agent_log("first")
+        .contains("an earlier run of this agent left behind")
+    {
+        assert!(Instant::now() < deadline, "{}", cluster.agent_log("first"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let left = step_processes("sleep 30");
+    assert!(
+        left.is_empty(),
+        "the orphaned step is gone: {}",
+        describe(&left)
+    );
+    assert_eq!(
+        lines_of(&marks.join("effects")),
+        ["done"],
+        "one attempt counted"
+    );
+    let log = String::from_utf8_lossy(&cluster.log(run["jobs"][0]["id"].as_u64().unwrap()).await)
+        .into_owned();
+    assert!(log.contains("stopped answering"), "{log}");
+    assert!(log.ends_with("working\nfinished\n"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_agent_past_its_lease_is_refused_when_it_wakes_and_stops_its_job() {
+    hodei_api::client::install_crypto();
+    let cluster = Cluster::start("frozen", 3);
+    let token = cluster.registration_token().await;
+    let first = cluster.agent("first", &token, &[]);
+    let marks = cluster.data.join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    cluster.apply("counted", &counted_job(&marks, 31)).await;
+    let run = cluster.trigger("counted").await;
+    wait_for_file(&marks.join("starts"), Duration::from_secs(30));
+    // Frozen (as `docker pause` does), its step frozen with it: the lease runs out.
+    first.signal(libc::SIGSTOP);
+    let step = step_processes("sleep 31");
+    assert!(!step.is_empty());
+    for pid in &step {
+        unsafe { libc::kill(*pid, libc::SIGSTOP) };
+    }
+    let _second = cluster.agent("second", &token, &[]);
+    let run = cluster
+        .wait_run(run, Duration::from_secs(60), finished)
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    assert_eq!(run["jobs"][0]["worker"], "second");
+    // It wakes: the server refuses it, and it stops what it ran.
+    first.signal(libc::SIGCONT);
+    for pid in &step {
+        unsafe { libc::kill(*pid, libc::SIGCONT) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cluster.agent_log("first").contains("stopping it") {
+        assert!(Instant::now() < deadline, "{}", cluster.agent_log("first"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        step_processes("sleep 31").is_empty(),
+        "the stale attempt's step is stopped"
+    );
+    assert_eq!(
+        lines_of(&marks.join("effects")),
+        ["done"],
+        "one attempt counted"
+    );
+    let run = cluster.run(run["id"].as_u64().unwrap()).await;
+    assert_eq!(run["state"], "succeeded");
+}
+
+/// What the processes are, for a failure's message.
+fn describe(pids: &[i32]) -> String {
+    pids.iter()
+        .map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            format!(
+                "{stat} [{}]",
+                String::from_utf8_lossy(&cmdline).replace('\0', " ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The processes whose command line is `text`.
+fn step_processes(text: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.trim_end() == text {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_killed_in_the_middle_of_a_job_comes_back_and_the_job_finishes_whole() {
+    hodei_api::client::install_crypto();
+    let mut cluster = Cluster::start("server-sigkill", 10);
+    let token = cluster.registration_token().await;
+    let _agent = cluster.agent("a1", &token, &[]);
+    cluster
+        .apply(
+            "ticks",
+            "name: ticks\non: { manual: {} }\njobs:\n  work:\n    steps:\n      - run: for i in $(seq 1 20); do echo \"tick $i\"; sleep 0.25; done\n      - run: echo second step\n",
+        )
+        .await;
+    let run = cluster.trigger("ticks").await;
+    cluster
+        .wait_run(run, Duration::from_secs(30), |r| {
+            r["jobs"][0]["state"] == "running"
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.kill_server();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.start_server();
+    let run = cluster
+        .wait_run(run, Duration::from_secs(60), finished)
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    assert_eq!(run["jobs"][0]["attempt"], 1, "the same attempt went on");
+    let mut expected: String = (1..=20).map(|i| format!("tick {i}\n")).collect();
+    expected.push_str("second step\n");
+    let log = cluster.log(run["jobs"][0]["id"].as_u64().unwrap()).await;
+    assert_eq!(String::from_utf8_lossy(&log), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_running_jobs_finish_and_takes_no_new_one() {
+    hodei_api::client::install_crypto();
+    let cluster = Cluster::start("sigterm", 30);
+    let token = cluster.registration_token().await;
+    let mut agent = cluster.agent("a1", &token, &[]);
+    let marks = cluster.data.join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    cluster
+        .apply(
+            "short",
+            &format!(
+                "name: short\non: {{ manual: {{}} }}\njobs:\n  work:\n    steps:\n      - run: touch {m}/started; sleep 2; echo ok\n",
+                m = marks.display()
+            ),
+        )
+        .await;
+    let run = cluster.trigger("short").await;
+    wait_for_file(&marks.join("started"), Duration::from_secs(30));
+    agent.signal(libc::SIGTERM);
+    assert_eq!(agent.exit_code(Duration::from_secs(30)), 0);
+    let run = cluster
+        .wait_run(run, Duration::from_secs(30), finished)
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    // A job triggered now waits: no agent takes it.
+    let waiting = cluster.trigger("short").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(cluster.run(waiting).await["jobs"][0]["state"], "queued");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_credentials_and_bad_writes_are_refused_clearly() {
+    hodei_api::client::install_crypto();
+    let cluster = Cluster::start("refused", 30);
+    // A wrong registration token: exit code 3, with what to do.
+    let mut agent = cluster.agent("nobody", "hodei_not-a-token", &[]);
+    assert_eq!(agent.exit_code(Duration::from_secs(30)), 3);
+    assert!(
+        cluster
+            .agent_log("nobody")
+            .contains("refused the registration token"),
+        "{}",
+        cluster.agent_log("nobody")
+    );
+    // A registered agent whose credential is then deleted: exit code 3.
+    let token = cluster.registration_token().await;
+    let registered: Value = cluster
+        .http
+        .post(format!("{}/api/v1/agent/register", cluster.url()))
+        .json(&json!({"token": token, "name": "raw"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let credential = registered["credential"].as_str().unwrap().to_owned();
+    let agent_call = |method: reqwest::Method, path: &str| {
+        cluster
+            .http
+            .request(method, format!("{}{path}", cluster.url()))
+            .bearer_auth(&credential)
+    };
+    // A malformed request: 400 problem+json.
+    let answer = agent_call(reqwest::Method::POST, "/api/v1/agent/poll")
+        .header("content-type", "application/json")
+        .body("{\"slots\": \"many\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    assert_eq!(answer.headers()["content-type"], "application/problem+json");
+    // A write for a job the agent does not hold: 409.
+    let answer = agent_call(
+        reqwest::Method::PUT,
+        "/api/v1/agent/jobs/1/log?epoch=1&offset=0",
+    )
+    .body("hello")
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(answer.status(), 409);
+    let problem: Value = answer.json().await.unwrap();
+    assert_eq!(problem["code"], "lease-lost");
+    // An oversized append: 413.
+    let answer = agent_call(
+        reqwest::Method::PUT,
+        "/api/v1/agent/jobs/1/log?epoch=1&offset=0",
+    )
+    .body(vec![b'x'; 5 * 1024 * 1024])
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(answer.status(), 413);
+    // Deleted: its credential stops working at once, and the agent exits with code 3.
+    let mut raw = cluster.agent("raw", "unused", &[]);
+    std::fs::create_dir_all(cluster.data.join("raw")).unwrap();
+    drop(raw);
+    std::fs::write(
+        cluster.data.join("raw/agent.json"),
+        json!({"server": cluster.url(), "name": "raw", "credential": credential, "instance": "agent-raw-test"}).to_string(),
+    )
+    .unwrap();
+    let (status, _) = cluster
+        .call(reqwest::Method::DELETE, "/api/v1/agents/raw", None)
+        .await;
+    assert_eq!(status, 204);
+    raw = cluster.agent("raw", "unused", &[]);
+    assert_eq!(raw.exit_code(Duration::from_secs(30)), 3);
+    assert!(
+        cluster.agent_log("raw").contains("register again"),
+        "{}",
+        cluster.agent_log("raw")
+    );
+}
