@@ -1,5 +1,5 @@
 //! The SQL of what starts runs: registered repositories and their webhook deliveries
-//! (migration 0005), and the ticks of schedules (0007).
+//! (migration 0005), and the ticks of schedules (0008).
 
 use hodei_domain::ids::{RunId, Timestamp};
 use hodei_domain::ports::{Claim, RepositoryRecord, StoreError};
