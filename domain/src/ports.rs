@@ -1050,6 +1050,14 @@ pub trait FileStore: Send + Sync {
     /// The file of one artifact on the store's disk, if the run's job kept that path.
     fn artifact_file(&self, run: RunId, job: JobId, path: &str) -> Option<std::path::PathBuf>;
 
+    /// Gives job `to` the artifacts that job `from` kept (a retry's job carried over from the
+    /// run it retries); nothing when `from` kept none.
+    fn carry_artifacts<'a>(
+        &'a self,
+        from: (RunId, JobId),
+        to: (RunId, JobId),
+    ) -> BoxFuture<'a, Result<(), FileError>>;
+
     /// Copies the artifacts of `jobs` of `run` into `into` (a scratch directory) at their
     /// paths; answers how many files.
     fn stage_artifacts<'a>(

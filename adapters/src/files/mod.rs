@@ -336,6 +336,36 @@ impl DiskFiles {
         Ok(out)
     }
 
+    fn carry(&self, from: (RunId, JobId), to: (RunId, JobId)) -> Result<(), FileError> {
+        let source = self.job_dir(from.0, from.1);
+        if !source.join("manifest.json").is_file() {
+            return Ok(());
+        }
+        let what = format!(
+            "carrying the artifacts of job {} over to job {}",
+            from.1, to.1
+        );
+        // Hard links where the file system allows (the files never change), copies elsewhere.
+        let staged = self.scratch()?;
+        for file in workspace::files_in(&source).map_err(|err| io_error(&what, err))? {
+            let target = staged.join(&file.rel);
+            if let Some(parent) = target.parent() {
+                make_dir(parent).map_err(|err| io_error(&what, err))?;
+            }
+            fs::hard_link(&file.path, &target)
+                .or_else(|_| fs::copy(&file.path, &target).map(drop))
+                .map_err(|err| io_error(&what, err))?;
+        }
+        let target = self.job_dir(to.0, to.1);
+        if let Some(parent) = target.parent() {
+            make_dir(parent).map_err(|err| io_error(&what, err))?;
+        }
+        if target.exists() {
+            fs::remove_dir_all(&target).map_err(|err| io_error(&what, err))?;
+        }
+        fs::rename(&staged, &target).map_err(|err| io_error(&what, err))
+    }
+
     fn stage(&self, run: RunId, jobs: &[JobId], into: &Path) -> Result<usize, FileError> {
         let mut count = 0;
         for job in jobs {
@@ -512,6 +542,17 @@ impl FileStore for DiskFiles {
             .iter()
             .any(|f| f.path == path)
             .then(|| dir.join("files").join(path))
+    }
+
+    fn carry_artifacts<'a>(
+        &'a self,
+        from: (RunId, JobId),
+        to: (RunId, JobId),
+    ) -> BoxFuture<'a, Result<(), FileError>> {
+        let me = self.clone();
+        Box::pin(blocking("carrying artifacts over", move || {
+            me.carry(from, to)
+        }))
     }
 
     fn stage_artifacts<'a>(

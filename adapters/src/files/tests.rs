@@ -225,3 +225,34 @@ async fn prune_removes_what_is_older_than_its_retention() {
     assert_eq!(files.prune(later), (1, 1));
     assert!(files.artifacts(RunId(1)).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn carried_artifacts_belong_to_the_new_job_and_survive_the_old_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let files = open(tmp.path(), FileLimits::default());
+    let dir = fill(&files, &[("dist/app.js", "js")]);
+    files
+        .keep_artifacts(RunId(1), JobId(1), "build", &dir)
+        .await
+        .unwrap();
+    files
+        .carry_artifacts((RunId(1), JobId(1)), (RunId(2), JobId(5)))
+        .await
+        .unwrap();
+    // Nothing kept, nothing carried.
+    files
+        .carry_artifacts((RunId(1), JobId(9)), (RunId(2), JobId(6)))
+        .await
+        .unwrap();
+    let listed = files.artifacts(RunId(2)).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].job, listed[0].path.as_str()),
+        (JobId(5), "dist/app.js")
+    );
+    fs::remove_dir_all(tmp.path().join("files/artifacts/run-1")).unwrap();
+    let file = files
+        .artifact_file(RunId(2), JobId(5), "dist/app.js")
+        .unwrap();
+    assert_eq!(fs::read_to_string(file).unwrap(), "js");
+}

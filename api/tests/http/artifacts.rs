@@ -57,3 +57,40 @@ async fn artifacts_pass_between_jobs_and_are_listed_and_downloaded() {
         .await
         .problem(404, "not-found");
 }
+
+#[actix_rt::test]
+async fn a_retry_gives_the_artifacts_of_carried_over_jobs_to_the_jobs_that_need_them() {
+    let server = start().await;
+    let marker = server._dir.path().join("tried-once");
+    let yaml = format!(
+        "name: flaky\njobs:\n  build:\n    steps:\n      - run: mkdir -p dist && echo built > dist/app.js\n    artifacts: [dist]\n  test:\n    needs: [build]\n    steps:\n      - run: cat dist/app.js && if [ ! -e '{marker}' ]; then touch '{marker}'; exit 1; fi\n",
+        marker = marker.display()
+    );
+    server.apply(&yaml).await;
+    let first = server.trigger("flaky", json!({})).await.json()["id"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(server.wait_run(first, finished).await["state"], "failed");
+    let retried = server
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/runs/{first}/retry"),
+            Some(&server.admin),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(retried.status, StatusCode::CREATED, "{}", retried.text);
+    let retry = retried.json()["id"].as_u64().unwrap();
+    let record = server.wait_run(retry, finished).await;
+    assert_eq!(record["state"], "succeeded", "{record:#}");
+    let listed = server
+        .get(&format!("/api/v1/runs/{retry}/artifacts"))
+        .await
+        .json();
+    assert_eq!(listed["artifacts"][0]["path"], "dist/app.js", "{listed:#}");
+    let file = server
+        .get(listed["artifacts"][0]["url"].as_str().unwrap())
+        .await;
+    assert_eq!(file.text, "built\n");
+}

@@ -10,7 +10,10 @@ use super::{EXIT_OK, Outcome};
 #[derive(Debug, clap::Subcommand)]
 pub enum AgentsCommand {
     /// Registration tokens, with which agents register once.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  hodei agents tokens create --name arm-builders --labels linux,arm64\n  hodei agents tokens list\n  hodei agents tokens revoke 3"
+    )]
     Tokens(TokensCommand),
     /// List the registered agents.
     #[command(
@@ -41,8 +44,12 @@ pub enum TokensCommand {
         expires_in: Option<u64>,
     },
     /// List the registration tokens (without their secrets).
+    #[command(
+        after_help = "Examples:\n  hodei agents tokens list\n  hodei agents tokens list -o json"
+    )]
     List,
     /// Revoke a registration token; the agents it registered keep working.
+    #[command(after_help = "Examples:\n  hodei agents tokens revoke 3")]
     Revoke { id: u64 },
 }
 
