@@ -30,6 +30,7 @@ use hodei_domain::ports::{Clock, PipelineVersion, Store, StoreError, TickStore};
 use hodei_domain::ticks;
 
 use crate::contain::guard_future;
+use crate::fault::{Faults, Point};
 use crate::messages::{Definition, SubmitRun};
 use crate::orchestrator::Orchestrator;
 use crate::supervise::{Restarts, Supervise};
@@ -67,6 +68,7 @@ struct State {
 
 /// Fires scheduled runs. See the [module documentation](self).
 pub struct Timer {
+    faults: Faults,
     store: Arc<dyn Store>,
     ticks: Arc<dyn TickStore>,
     clock: Arc<dyn Clock>,
@@ -81,15 +83,16 @@ pub struct Timer {
 }
 
 impl Timer {
+    /// A timer on these ports (`faults`, `store` and `clock` are the tree's).
     pub fn new(
-        store: Arc<dyn Store>,
+        (faults, store, clock): (Faults, Arc<dyn Store>, Arc<dyn Clock>),
         ticks: Arc<dyn TickStore>,
-        clock: Arc<dyn Clock>,
         orchestrator: Addr<Orchestrator>,
         settings: TimerSettings,
         restarts: Restarts,
     ) -> Timer {
         Timer {
+            faults,
             store,
             ticks,
             clock,
@@ -157,6 +160,7 @@ impl Handler<Wake> for Timer {
             return Box::pin(actix::fut::ready(()));
         };
         let pass = Pass {
+            faults: self.faults.clone(),
             store: self.store.clone(),
             ticks: self.ticks.clone(),
             clock: self.clock.clone(),
@@ -193,6 +197,7 @@ impl Handler<Wake> for Timer {
 
 /// One pass, off the actor's state.
 struct Pass {
+    faults: Faults,
     store: Arc<dyn Store>,
     ticks: Arc<dyn TickStore>,
     clock: Arc<dyn Clock>,
@@ -202,6 +207,7 @@ struct Pass {
 impl Pass {
     /// Fires what is due; answers the state and when the next tick of any entry comes.
     async fn run(&self, mut state: State) -> (State, Option<Timestamp>) {
+        self.faults.hit(Point::TimerPass);
         if let Err(err) = self.refresh(&mut state).await {
             tracing::warn!(error = %err, "Cannot read the pipelines' schedules; trying again later.");
         }

@@ -190,14 +190,17 @@ pub fn start_tree(ports: Ports, config: TreeConfig) -> Tree {
         });
     }
     let timer = config.ticks.map(|ticks| {
-        let (store, clock, orchestrator, settings, r) = (
-            ports.store.clone(),
-            ports.clock.clone(),
+        let (own, orchestrator, settings, r) = (
+            (
+                ports.faults.clone(),
+                ports.store.clone(),
+                ports.clock.clone(),
+            ),
             orchestrator.clone(),
             config.timer,
             restarts(ActorKind::Timer),
         );
-        Supervisor::start(move |_| Timer::new(store, ticks, clock, orchestrator, settings, r))
+        Supervisor::start(move |_| Timer::new(own, ticks, orchestrator, settings, r))
     });
     Tree {
         restarts: counter,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use actix::Supervisor;
 use hodei_actors::contain::ActorKind;
+use hodei_actors::fault::{Faults, Hits, Point};
 use hodei_actors::supervise::Restarts;
 use hodei_actors::timer::{Timer, TimerSettings};
 use hodei_adapters::clock::SystemClock;
@@ -142,11 +143,12 @@ impl Shifted {
 /// 2026-03-02T02:59:59.700Z: 300 ms before a tick of `0 3 * * *`.
 const BEFORE_THREE: Timestamp = Timestamp(1_772_420_400_000 - 300);
 
-async fn timer_harness(name: &str, clock: Arc<Shifted>) -> Harness {
+async fn timer_harness(name: &str, clock: Arc<Shifted>, faults: Faults) -> Harness {
     harness_with(
         name,
         Options {
             clock,
+            faults,
             schedules: true,
             config: Box::new(|config| config.timer.rescan = Duration::from_millis(50)),
             ..Options::default()
@@ -182,7 +184,7 @@ const SCHEDULED: &str =
 #[actix_rt::test]
 async fn a_schedule_fires_on_its_tick_once_with_the_event_schedule() {
     let clock = Shifted::at(BEFORE_THREE);
-    let h = timer_harness("timer-tick", clock.clone()).await;
+    let h = timer_harness("timer-tick", clock.clone(), Faults::none()).await;
     h.store
         .put_pipeline("sched", SCHEDULED, Timestamp(BEFORE_THREE.0 - 60_000))
         .await
@@ -233,9 +235,8 @@ async fn ticks_missed_while_down_fire_once_at_start_up() {
         let settings = TimerSettings {
             rescan: Duration::from_millis(50),
         };
-        Supervisor::start(move |_| {
-            Timer::new(store, ticks, clock, orchestrator, settings, restarts)
-        })
+        let own = (Faults::none(), store, clock as Arc<dyn Clock>);
+        Supervisor::start(move |_| Timer::new(own, ticks, orchestrator, settings, restarts))
     };
     let _first = start(Shifted::at(now));
     let runs = runs_of(&h, 1).await;
@@ -251,4 +252,24 @@ async fn ticks_missed_while_down_fire_once_at_start_up() {
     let last = h.store.last_tick("sched", "0 3 * * *").await.unwrap();
     assert_eq!(last, Some(Timestamp(1_772_420_400_000 + 3 * 86_400_000)));
     assert_eq!(h.finished(runs[0].id).await.state, RunState::Succeeded);
+}
+
+#[actix_rt::test]
+async fn a_timer_that_panics_is_restarted_and_fires_the_tick_all_the_same() {
+    super::common::quiet_injected_panics();
+    let clock = Shifted::at(BEFORE_THREE);
+    let faults = Faults::panic_at(Point::TimerPass, Hits::UpTo(2));
+    let h = timer_harness("timer-panic", clock, faults).await;
+    h.store
+        .put_pipeline("sched", SCHEDULED, Timestamp(BEFORE_THREE.0 - 60_000))
+        .await
+        .unwrap();
+    let runs = runs_of(&h, 1).await;
+    assert_eq!(runs[0].inputs.event, "schedule");
+    assert!(
+        h.tree.restarts.get(ActorKind::Timer) >= 2,
+        "the timer was restarted"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(runs_of(&h, 1).await.len(), 1, "the tick fired twice");
 }
