@@ -327,10 +327,13 @@ pub fn resolve(
         shutdown_grace: std::time::Duration::from_secs(parse_number(value(5), 0, 3600)? as u64),
         max_queued_jobs: parse_number(value(6), 1, 10_000_000)?,
         tls: {
-            let path = |index: usize| match &given[index].0 {
-                Raw::Text(text) if text.trim().is_empty() => Ok(None),
-                Raw::Text(text) => Ok(Some(PathBuf::from(text.trim()))),
-                other => Err(invalid(other, &given[index].1, &KEYS[index])),
+            // A relative path in the file is relative to the file's directory (where the
+            // certificates usually sit beside it); one from a variable, to the working directory.
+            let path = |index: usize| match (&given[index].0, &given[index].1) {
+                (Raw::Text(text), _) if text.trim().is_empty() => Ok(None),
+                (Raw::Text(text), Origin::File(file)) => Ok(Some(beside(file, text.trim()))),
+                (Raw::Text(text), _) => Ok(Some(PathBuf::from(text.trim()))),
+                (other, origin) => Err(invalid(other, origin, &KEYS[index])),
             };
             match (path(7)?, path(8)?) {
                 (Some(cert), Some(key)) => Some((cert, key)),
@@ -353,6 +356,16 @@ pub fn resolve(
             }
         },
     })
+}
+
+/// `path` as written in the configuration file `file`: a relative one is taken from the file's
+/// directory.
+fn beside(file: &Path, path: &str) -> PathBuf {
+    let path = Path::new(path);
+    match file.parent() {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path.to_owned(),
+    }
 }
 
 fn from_toml(value: toml::Value) -> Raw {
@@ -433,6 +446,30 @@ mod tests {
 
     fn file(text: &str) -> Option<(&'static Path, &str)> {
         Some((Path::new("hodei.toml"), text))
+    }
+
+    #[test]
+    fn relative_certificate_paths_in_the_file_are_taken_from_its_directory() {
+        let text = "tls_cert = \"certs/server.pem\"\ntls_key = \"/etc/hodei/server.key\"\n";
+        let path = Path::new("/etc/hodei/hodei.toml");
+        let config = resolve(Some((path, text)), &no_env, &Flags::default()).unwrap();
+        assert_eq!(
+            config.tls,
+            Some((
+                PathBuf::from("/etc/hodei/certs/server.pem"),
+                PathBuf::from("/etc/hodei/server.key")
+            ))
+        );
+        // A file named without a directory: its directory is the working directory.
+        let config = resolve(file(text), &no_env, &Flags::default()).unwrap();
+        assert_eq!(config.tls.unwrap().0, PathBuf::from("certs/server.pem"));
+        // A variable's relative path stays relative to the working directory.
+        let env = |name: &str| match name {
+            "HODEI_TLS_CERT" => Some("server.pem".to_owned()),
+            _ => None,
+        };
+        let config = resolve(Some((path, text)), &env, &Flags::default()).unwrap();
+        assert_eq!(config.tls.unwrap().0, PathBuf::from("server.pem"));
     }
 
     #[test]

@@ -16,17 +16,44 @@ mod logging;
 mod wiring;
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set by the first panic on any thread, contained or not.
+static PANICKED: AtomicBool = AtomicBool::new(false);
 
 fn main() -> ExitCode {
     // A panic is a bug in Hodei, not the user's input: say so, and keep the exit code documented.
     std::panic::set_hook(Box::new(|info| {
+        PANICKED.store(true, Ordering::SeqCst);
         eprintln!("hodei: internal error: {info}");
         eprintln!("hodei: this is a bug; please report it with the input that caused it.");
     }));
     // Hodei's own logs go to stderr; `HODEI_LOG` (e.g. `info`, `hodei_actors=debug`) sets the level.
     logging::init();
-    match std::panic::catch_unwind(cli::main) {
-        Ok(code) => code,
-        Err(_) => ExitCode::from(cli::EXIT_INTERNAL),
+    let code = std::panic::catch_unwind(cli::main).ok();
+    ExitCode::from(exit_code(code, PANICKED.load(Ordering::SeqCst)))
+}
+
+/// The exit code of a command that ended with `code` (`None`: it panicked): an internal error
+/// reported on any thread, even one Hodei went on after, makes it [`cli::EXIT_INTERNAL`], so
+/// that a process that said "internal error" never exits with success.
+fn exit_code(code: Option<u8>, panicked: bool) -> u8 {
+    match code {
+        Some(code) if !panicked => code,
+        _ => cli::EXIT_INTERNAL,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_internal_error_on_any_thread_never_exits_with_success() {
+        assert_eq!(exit_code(Some(0), false), 0);
+        assert_eq!(exit_code(Some(1), false), 1);
+        assert_eq!(exit_code(None, true), cli::EXIT_INTERNAL);
+        assert_eq!(exit_code(Some(0), true), cli::EXIT_INTERNAL);
+        assert_eq!(exit_code(Some(1), true), cli::EXIT_INTERNAL);
     }
 }

@@ -216,6 +216,18 @@ fn apply_validates_first_and_a_followed_run_exits_with_its_outcome() {
     let runs = cli.json(&["runs", "list", "--status", "failed"]);
     assert_eq!(runs.as_array().unwrap().len(), 1);
     assert_eq!(runs[0]["id"], id);
+    // Instants as RFC 3339 in UTC with milliseconds; durations stay numbers.
+    let rfc3339 = |value: &Value| {
+        let text = value.as_str().unwrap_or_default();
+        let b = text.as_bytes();
+        assert!(
+            b.len() == 24 && b[4] == b'-' && b[10] == b'T' && b[19] == b'.' && b[23] == b'Z',
+            "not `2026-12-06T21:03:20.123Z`: {value}"
+        );
+    };
+    rfc3339(&runs[0]["created"]);
+    rfc3339(&run["finished"]);
+    rfc3339(&run["jobs"][0]["steps"][0]["started"]);
     let logs = cli.expect(0, &["runs", "logs", &id.to_string()]);
     assert!(logs.starts_with("bad\n"), "{logs}");
     let logs = cli.expect(0, &["runs", "logs", "1", "--job", "hello", "--from", "4"]);
@@ -237,6 +249,13 @@ fn apply_validates_first_and_a_followed_run_exits_with_its_outcome() {
     );
     let yaml = cli.expect(0, &["runs", "show", "1", "-o", "yaml"]);
     assert!(yaml.starts_with("id: 1\npipeline: greet\n"), "{yaml}");
+    let created = yaml
+        .lines()
+        .find_map(|l| l.strip_prefix("created: "))
+        .unwrap_or_else(|| panic!("{yaml}"));
+    rfc3339(&Value::from(
+        created.trim_matches(|c| c == '"' || c == '\''),
+    ));
 
     // Retry keeps what succeeded: follow the new run.
     let retried = cli.run(&["runs", "retry", &id.to_string(), "-o", "json"]);
@@ -503,6 +522,51 @@ fn tokens_workers_queue_events_and_completions_speak_json_and_roles() {
     }
     let help = cli.expect(0, &["runs", "start", "--help"]);
     assert!(help.contains("Examples:"), "{help}");
+}
+
+#[test]
+fn the_queue_shows_the_jobs_waiting_for_an_approval_and_who_may_approve_them() {
+    let (dir, _server, cli) = setup("approval-queue");
+    let file = write(
+        &dir,
+        "gated.yml",
+        "name: gated\njobs:\n  deploy:\n    approval: { role: operator }\n    steps: [{ run: 'true' }]\n",
+    );
+    cli.expect(0, &["pipelines", "apply", &file]);
+    cli.expect(0, &["runs", "start", "gated"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let queue = loop {
+        let queue = cli.json(&["queue"]);
+        if !queue["awaiting_approval"].as_array().unwrap().is_empty() {
+            break queue;
+        }
+        assert!(Instant::now() < deadline, "the job never waited: {queue}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(queue["awaiting_approval"][0]["name"], "deploy", "{queue}");
+    assert_eq!(queue["awaiting_approval"][0]["approver"], "operator");
+    let job = queue["awaiting_approval"][0]["job"].as_u64().unwrap();
+    let table = cli.expect(0, &["queue"]);
+    assert!(table.contains("Waiting for approval"), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&format!("{job} ")))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        row.contains("gated") && row.contains("deploy") && row.contains("operator or admin"),
+        "{row}"
+    );
+    assert!(table.contains("hodei jobs approve JOB"), "{table}");
+    cli.expect(0, &["jobs", "approve", &job.to_string()]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cli.json(&["queue"])["awaiting_approval"]
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the approval did not take");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Collects a child's standard output lines as they come.

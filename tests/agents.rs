@@ -332,6 +332,46 @@ async fn a_job_on_an_agent_runs_there_and_its_log_arrives_byte_for_byte() {
         .iter()
         .find(|w| w["id"] == "builder-1")
         .expect("the agent is listed");
+    assert_eq!(
+        agent["agent"]["version"],
+        env!("CARGO_PKG_VERSION"),
+        "{agent}"
+    );
+    assert!(agent["agent"]["last_heartbeat"].is_string(), "{agent}");
+    // The metrics count the agent and what it sent; /readyz says the server runs no job itself.
+    let metrics = cluster
+        .http
+        .get(format!("{}/metrics", cluster.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("hodei_agents{state=\"connected\"} 1"),
+        "{metrics}"
+    );
+    let sent = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hodei_agent_log_bytes_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .expect("the log bytes from agents are counted");
+    assert!(sent >= expected.len() as f64, "{sent}");
+    assert!(metrics.contains("hodei_agent_claim_seconds"), "{metrics}");
+    let ready: Value = cluster
+        .http
+        .get(format!("{}/readyz", cluster.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready["checks"]["local_steps"],
+        "off: every job runs on an agent"
+    );
     let labels: Vec<&str> = agent["labels"]
         .as_array()
         .unwrap()
@@ -722,4 +762,387 @@ async fn on_an_agent_a_cache_is_kept_on_its_disk_and_artifacts_fail_the_job_clea
         log.contains("cannot keep the job's artifacts: cannot keep artifacts on an agent"),
         "{log}"
     );
+}
+
+// ---- Servers and agents as containers on a private network --------------------------------
+
+/// Hodei's image, built once per test run from this test's binary (`scripts/hodei-image`).
+fn hodei_image() -> &'static str {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    const TAG: &str = "hodei-test/hodei:dev";
+    BUILT.get_or_init(|| {
+        let status = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/hodei-image"))
+            .args(["--binary", env!("CARGO_BIN_EXE_hodei"), "--tag", TAG])
+            .status()
+            .expect("scripts/hodei-image runs (it needs the Docker engine)");
+        assert!(
+            status.success(),
+            "cannot build Hodei's image: is the Docker engine running?"
+        );
+    });
+    TAG
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("the docker command runs: the container tests need the Docker engine");
+    assert!(
+        out.status.success(),
+        "docker {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A server container and its agents on a network of their own; all removed when dropped.
+struct Deployment {
+    net: String,
+    server: String,
+    url: String,
+    token: String,
+    registration: String,
+    marks: PathBuf,
+    containers: Vec<String>,
+    http: reqwest::Client,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Deployment {
+    // The turn is held for the test's life, across its awaits, on purpose: tests run on
+    // runtimes of their own, and the holder goes on while the others wait.
+    #[allow(clippy::await_holding_lock)]
+    async fn start(test: &str, lease: u64) -> Deployment {
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        hodei_api::client::install_crypto();
+        let image = hodei_image();
+        let net = format!("hodei-test-{test}-{}", std::process::id());
+        let _ = Command::new("docker")
+            .args(["network", "rm", &net])
+            .output();
+        docker(&["network", "create", &net]);
+        let marks = scratch(&format!("containers-{test}"));
+        // The steps run as the image's unprivileged user: the marks are theirs to write.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&marks, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let token = format!("hodei_containers{}", "x".repeat(40));
+        let server = format!("{net}-server");
+        let lease = lease.to_string();
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &server,
+            "--network",
+            &net,
+            "--network-alias",
+            "server",
+            "-p",
+            "127.0.0.1::8080",
+            "-e",
+            "HODEI_LOCAL_SLOTS=0",
+            "-e",
+            &format!("HODEI_AGENT_LEASE_SECONDS={lease}"),
+            "-e",
+            &format!("HODEI_BOOTSTRAP_TOKEN={token}"),
+            image,
+            "server",
+            "--listen",
+            "0.0.0.0:8080",
+        ]);
+        let port = docker(&["port", &server, "8080/tcp"]);
+        let url = format!("http://{}", port.lines().next().unwrap());
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while http.get(format!("{url}/readyz")).send().await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the server container never answered"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut deployment = Deployment {
+            net,
+            server: server.clone(),
+            url,
+            token,
+            registration: String::new(),
+            marks,
+            containers: vec![server],
+            http,
+            _turn: turn,
+        };
+        let (status, body) = deployment
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/agent-tokens",
+                Some(json!({"name": "containers"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        deployment.registration = body["token"].as_str().unwrap().to_owned();
+        deployment
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("the server answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Starts an agent container named `name`; answers the container's name.
+    fn agent(&mut self, name: &str) -> String {
+        let container = format!("{}-{name}", self.net);
+        let marks = format!("{}:/marks", self.marks.display());
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &container,
+            "--network",
+            &self.net,
+            "-v",
+            &marks,
+            hodei_image(),
+            "agent",
+            "--server",
+            "http://server:8080",
+            "--token",
+            &self.registration,
+            "--name",
+            name,
+            "--slots",
+            "1",
+        ]);
+        self.containers.push(container.clone());
+        container
+    }
+
+    fn logs(&self, container: &str) -> String {
+        let out = Command::new("docker")
+            .args(["logs", container])
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    async fn apply_and_trigger(&self, name: &str, yaml: &str) -> u64 {
+        let response = self
+            .http
+            .put(format!("{}/api/v1/pipelines/{name}", self.url))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/yaml")
+            .body(yaml.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{}",
+            response.text().await.unwrap()
+        );
+        let (status, run) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/pipelines/{name}/runs"),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(status, 201, "{run}");
+        run["id"].as_u64().unwrap()
+    }
+
+    async fn wait_run(&self, id: u64, within: Duration, until: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (_, run) = self
+                .call(reqwest::Method::GET, &format!("/api/v1/runs/{id}"), None)
+                .await;
+            if until(&run) {
+                return run;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the run never got there: {run:#}\nserver: {}",
+                self.logs(&self.server)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn log(&self, job: u64) -> String {
+        let bytes = self
+            .http
+            .get(format!("{}/api/v1/jobs/{job}/log", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        for container in &self.containers {
+            let _ = Command::new("docker")
+                .args(["rm", "-f", container])
+                .output();
+        }
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.net])
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_a_network_cut_shorter_than_the_lease_loses_no_byte() {
+    let mut deployment = Deployment::start("short-cut", 30).await;
+    let agent = deployment.agent("a1");
+    let run = deployment
+        .apply_and_trigger(
+            "ticks",
+            "name: ticks\non: { manual: {} }\njobs:\n  work:\n    steps:\n      - run: for i in $(seq 1 24); do echo \"tick $i\"; sleep 0.5; done\n",
+        )
+        .await;
+    deployment
+        .wait_run(run, Duration::from_secs(60), |r| {
+            r["jobs"][0]["state"] == "running"
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    docker(&["network", "disconnect", &deployment.net, &agent]);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    docker(&["network", "connect", &deployment.net, &agent]);
+    let run = deployment
+        .wait_run(run, Duration::from_secs(60), finished)
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    assert_eq!(run["jobs"][0]["attempt"], 1, "the same attempt went on");
+    let expected: String = (1..=24).map(|i| format!("tick {i}\n")).collect();
+    assert_eq!(
+        deployment.log(run["jobs"][0]["id"].as_u64().unwrap()).await,
+        expected
+    );
+}
+
+/// How an agent is cut off from its server for longer than its lease.
+#[derive(Debug, Clone, Copy)]
+enum CutOff {
+    Disconnect,
+    Pause,
+    Kill,
+}
+
+async fn an_agent_cut_off_past_its_lease(test: &str, how: CutOff) {
+    let mut deployment = Deployment::start(test, 4).await;
+    let first = deployment.agent("first");
+    let run = deployment
+        .apply_and_trigger(
+            "counted",
+            "name: counted\non: { manual: {} }\njobs:\n  work:\n    retry: 1\n    steps:\n      - run: |\n          if [ -e /marks/starts ]; then d=1; else d=60; fi\n          echo start >> /marks/starts\n          echo working\n          sleep $d\n          echo done >> /marks/effects\n          echo finished\n",
+        )
+        .await;
+    wait_for_file(&deployment.marks.join("starts"), Duration::from_secs(60));
+    // Once the server holds the first attempt's output, the agent is cut off.
+    let job = deployment
+        .wait_run(run, Duration::from_secs(30), |r| {
+            r["jobs"][0]["id"].is_u64()
+        })
+        .await["jobs"][0]["id"]
+        .as_u64()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while deployment.log(job).await != "working\n" {
+        assert!(
+            Instant::now() < deadline,
+            "the first attempt's output never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    match how {
+        CutOff::Disconnect => docker(&["network", "disconnect", &deployment.net, &first]),
+        CutOff::Pause => docker(&["pause", &first]),
+        CutOff::Kill => docker(&["kill", &first]),
+    };
+    let _second = deployment.agent("second");
+    let run = deployment
+        .wait_run(run, Duration::from_secs(90), finished)
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    assert_eq!(run["jobs"][0]["worker"], "second");
+    assert_eq!(run["jobs"][0]["attempt"], 2);
+    // The first agent comes back: its writes are refused and it stops what it ran.
+    match how {
+        CutOff::Disconnect => {
+            docker(&["network", "connect", &deployment.net, &first]);
+        }
+        CutOff::Pause => {
+            docker(&["unpause", &first]);
+        }
+        CutOff::Kill => {
+            docker(&["start", &first]);
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Killed, its step died with its container: it comes back with nothing to stop.
+    let back = |logs: &str| match how {
+        CutOff::Kill => logs.matches("Agent `first`").count() == 2,
+        _ => logs.contains("stopping it"),
+    };
+    while !back(&deployment.logs(&first)) {
+        assert!(
+            Instant::now() < deadline,
+            "the first agent never stopped its job: {}",
+            deployment.logs(&first)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        lines_of(&deployment.marks.join("effects")),
+        ["done"],
+        "one attempt counted"
+    );
+    let log = deployment.log(run["jobs"][0]["id"].as_u64().unwrap()).await;
+    assert!(
+        log.starts_with("working\n"),
+        "the first attempt's output is kept: {log}"
+    );
+    assert!(log.ends_with("working\nfinished\n"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_an_agent_disconnected_past_its_lease_is_refused_when_back() {
+    an_agent_cut_off_past_its_lease("disconnect", CutOff::Disconnect).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_an_agent_paused_past_its_lease_is_refused_when_back() {
+    an_agent_cut_off_past_its_lease("pause", CutOff::Pause).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_an_agent_killed_loses_its_job_to_another() {
+    an_agent_cut_off_past_its_lease("kill", CutOff::Kill).await;
 }

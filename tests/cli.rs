@@ -199,6 +199,63 @@ fn help_and_version_succeed() {
 }
 
 #[test]
+fn commands_offer_only_the_options_they_use() {
+    let dir = scratch("options");
+    let file = write(
+        &dir,
+        "p.yml",
+        "name: p\njobs:\n  a:\n    steps: [{ run: \"true\" }]\n",
+    );
+    // `run`, `validate` and `server` ask no server: no `-o` or `--context` in their help, and
+    // either one is a usage error naming it, before anything runs.
+    for command in ["run", "validate", "server"] {
+        let out = run(&[command, "--help"]);
+        assert_eq!(code(&out), 0);
+        let help = text(&out.stdout);
+        assert!(
+            !help.contains("--output") && !help.contains("--context"),
+            "hodei {command} --help: {help}"
+        );
+    }
+    for (args, flag) in [
+        (vec!["run", file.as_str(), "-o", "json"], "'-o'"),
+        (
+            vec!["run", file.as_str(), "--context", "prod"],
+            "'--context'",
+        ),
+        (vec!["validate", file.as_str(), "-o", "yaml"], "'-o'"),
+        (vec!["server", "--context", "prod"], "'--context'"),
+        (vec!["-o", "json", "status"], "'-o'"),
+    ] {
+        let out = run(&args);
+        assert_eq!(code(&out), 2, "{args:?}: {}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains(&format!("unexpected argument {flag}")),
+            "{args:?}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}: nothing ran");
+    }
+    // The commands that ask a server take both, also after a subcommand.
+    for args in [
+        vec!["runs", "list", "--help"],
+        vec!["queue", "--help"],
+        vec!["status", "--help"],
+    ] {
+        let help = text(&run(&args).stdout);
+        assert!(
+            help.contains("--output") && help.contains("--context"),
+            "{args:?}: {help}"
+        );
+    }
+    let help = text(&run(&["contexts", "list", "--help"]).stdout);
+    assert!(
+        help.contains("--output") && !help.contains("--context"),
+        "{help}"
+    );
+}
+
+#[test]
 fn hostile_files_exit_1_with_a_positioned_diagnostic_never_101() {
     let dir = scratch("hostile");
     let mut bomb = String::from("name: w\nl0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");

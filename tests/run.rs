@@ -834,6 +834,12 @@ mod docker_crash;
 #[path = "run/postgres.rs"]
 mod postgres;
 
+#[path = "run/shutdown.rs"]
+mod shutdown;
+
+#[path = "run/approval.rs"]
+mod approval;
+
 #[test]
 fn the_secrets_a_pipeline_names_come_from_the_environment_under_hodei_run() {
     let dir = scratch("named-secrets");

@@ -385,7 +385,17 @@ async fn the_server_speaks_https_with_the_configured_certificate() {
     let refused = cli(&["login", &server.url, "--token", token.trim()]);
     assert_eq!(refused.status.code(), Some(3));
     let why = String::from_utf8_lossy(&refused.stderr);
-    assert!(why.contains("cannot reach the Hodei server"), "{why}");
+    // What is wrong with the certificate and how to fix it, not "is the server running?".
+    assert!(
+        why.contains("presents a certificate this client does not trust: it is not signed by an authority this client trusts"),
+        "{why}"
+    );
+    assert!(
+        why.contains("hint: give the client the certificate of the CA"),
+        "{why}"
+    );
+    assert!(why.contains("--ca-cert ca.pem"), "{why}");
+    assert!(!why.contains("running"), "{why}");
     let ca_path = ca.to_str().unwrap();
     let login = cli(&[
         "login",
@@ -422,6 +432,42 @@ async fn the_server_speaks_https_with_the_configured_certificate() {
         .lines()
         .any(|l| l.starts_with("hi ") && l.ends_with("| secure"));
     assert!(logged, "{out}");
+
+    // The CA's own certificate served as the server's, named in a configuration file by
+    // paths relative to that file (the server runs elsewhere): the server starts with it, and
+    // the CLI, even given the CA, says what is wrong with it.
+    let conf = scratch("tls-ca-as-server");
+    std::fs::copy(&ca, conf.join("ca.pem")).unwrap();
+    std::fs::copy(data.join("ca.key"), conf.join("ca.key")).unwrap();
+    std::fs::write(
+        conf.join("hodei.toml"),
+        "tls_cert = \"ca.pem\"\ntls_key = \"ca.key\"\n",
+    )
+    .unwrap();
+    let config = conf.join("hodei.toml");
+    let wrong = Server::start_with(
+        &conf.join("data"),
+        &[("HODEI_CONFIG", config.to_str().unwrap())],
+    );
+    assert!(wrong.url.starts_with("https://"), "{}", wrong.url);
+    let refused = cli(&[
+        "login",
+        &wrong.url,
+        "--token",
+        token.trim(),
+        "--ca-cert",
+        ca_path,
+    ]);
+    assert_eq!(refused.status.code(), Some(3));
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        why.contains("it is a CA certificate (basicConstraints CA:TRUE"),
+        "{why}"
+    );
+    assert!(
+        why.contains("hint: the server must present a certificate signed by a CA"),
+        "{why}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,6 +45,7 @@ pub use routes::agents as agent_protocol;
 pub mod status;
 pub mod stream;
 pub mod telemetry;
+pub mod time;
 pub mod tls;
 pub mod views;
 pub mod webhook;
@@ -119,6 +120,9 @@ pub struct ApiState {
     pub sessions: Arc<console::session::Sessions>,
     /// Agents' registrations and leases, when this server takes agents.
     pub agents: Option<Arc<dyn hodei_domain::ports::AgentStore>>,
+    /// Facts `/readyz` shows beside its checks without making the server unready (how local
+    /// steps run: as which user, or not at all).
+    pub notices: Vec<(&'static str, String)>,
 }
 
 impl ApiState {
@@ -145,7 +149,14 @@ impl ApiState {
             lines: Arc::default(),
             sessions: Arc::default(),
             agents: None,
+            notices: Vec::new(),
         }
+    }
+
+    /// Shows `text` as the check `name` of `/readyz`, without making the server unready.
+    pub fn with_notice(mut self, name: &'static str, text: String) -> ApiState {
+        self.notices.push((name, text));
+        self
     }
 
     /// Takes agents: their registrations and leases are in `store` (the tree's agent desk

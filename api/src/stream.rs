@@ -444,7 +444,7 @@ impl Handler<Published> for EventStream {
             if self.run.is_some_and(|run| event.run_id() != run) {
                 continue;
             }
-            let frame = json!({"type": "event", "event": event});
+            let frame = json!({"type": "event", "event": crate::time::ApiEvent(event.clone())});
             let weight = frame.to_string().len();
             self.writer.send(frame, weight);
         }

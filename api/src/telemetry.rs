@@ -92,6 +92,27 @@ pub async fn sample(state: &ApiState) {
         }
     }
     metrics::gauge!("hodei_websocket_subscribers").set(crate::stream::subscribers() as f64);
+    if let Some(desk) = &state.tree.desk
+        && let Ok(stats) = desk
+            .send(hodei_actors::agents::GetAgentStats { take_claims: true })
+            .await
+    {
+        metrics::gauge!("hodei_agents", "state" => "connected").set(stats.connected.len() as f64);
+        if let Some(store) = &state.agents
+            && let Ok(registered) = store.agents().await
+        {
+            let offline = registered
+                .iter()
+                .filter(|a| !stats.connected.iter().any(|c| c.name == a.name))
+                .count();
+            metrics::gauge!("hodei_agents", "state" => "offline").set(offline as f64);
+        }
+        metrics::counter!("hodei_agent_lease_expiries_total").absolute(stats.lease_expiries);
+        metrics::counter!("hodei_agent_log_bytes_total").absolute(stats.log_bytes);
+        for seconds in stats.claim_seconds {
+            metrics::histogram!("hodei_agent_claim_seconds").record(seconds);
+        }
+    }
     for (name, health) in &state.providers {
         let up = if health().is_none() { 1.0 } else { 0.0 };
         metrics::gauge!("hodei_provider_up", "provider" => *name).set(up);

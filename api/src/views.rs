@@ -15,6 +15,8 @@ use hodei_domain::state::{DomainEvent, JobState, StepState};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub use crate::time::{ApiEvent, Time};
+
 /// One problem of a pipeline, where it is and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DiagnosticView {
@@ -57,7 +59,8 @@ impl From<&Diagnostic> for DiagnosticView {
 pub struct AppliedPipeline {
     pub name: String,
     pub version: u32,
-    pub created: i64,
+    #[schema(value_type = String, format = DateTime)]
+    pub created: Time,
     /// Whether this request stored a new version (`false`: the text equals the latest's).
     pub changed: bool,
     /// Warnings: the pipeline is valid, but these look unintended.
@@ -71,9 +74,11 @@ pub struct PipelineListItem {
     /// The latest version.
     pub latest: u32,
     /// When the first version was stored.
-    pub created: i64,
+    #[schema(value_type = String, format = DateTime)]
+    pub created: Time,
     /// When the latest version was stored.
-    pub updated: i64,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated: Time,
 }
 
 impl From<PipelineSummary> for PipelineListItem {
@@ -81,8 +86,8 @@ impl From<PipelineSummary> for PipelineListItem {
         PipelineListItem {
             name: p.name,
             latest: p.latest,
-            created: p.created.0,
-            updated: p.updated.0,
+            created: p.created.into(),
+            updated: p.updated.into(),
         }
     }
 }
@@ -99,14 +104,15 @@ pub struct PipelinePage {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct VersionView {
     pub version: u32,
-    pub created: i64,
+    #[schema(value_type = String, format = DateTime)]
+    pub created: Time,
 }
 
 impl From<VersionStamp> for VersionView {
     fn from(v: VersionStamp) -> VersionView {
         VersionView {
             version: v.version,
-            created: v.created.0,
+            created: v.created.into(),
         }
     }
 }
@@ -152,9 +158,11 @@ pub struct RunListItem {
     pub state: String,
     pub branch: String,
     pub event: String,
-    pub created: i64,
+    #[schema(value_type = String, format = DateTime)]
+    pub created: Time,
     /// When the run entered its state.
-    pub since: i64,
+    #[schema(value_type = String, format = DateTime)]
+    pub since: Time,
 }
 
 impl From<&RunSummary> for RunListItem {
@@ -166,8 +174,8 @@ impl From<&RunSummary> for RunListItem {
             state: r.state.name().to_owned(),
             branch: r.inputs.branch.clone(),
             event: r.inputs.event.clone(),
-            created: r.created.0,
-            since: r.since.0,
+            created: r.created.into(),
+            since: r.since.into(),
         }
     }
 }
@@ -198,13 +206,17 @@ pub struct RunView {
     #[serde(default)]
     pub repository: String,
     pub params: BTreeMap<String, String>,
-    pub created: i64,
+    #[schema(value_type = String, format = DateTime)]
+    pub created: Time,
     /// When the run entered its state.
-    pub since: i64,
+    #[schema(value_type = String, format = DateTime)]
+    pub since: Time,
     /// When its first job started, if one did.
-    pub started: Option<i64>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub started: Option<Time>,
     /// When it finished, if it did.
-    pub finished: Option<i64>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub finished: Option<Time>,
     /// In plan order.
     pub jobs: Vec<JobView>,
 }
@@ -231,11 +243,14 @@ pub struct JobView {
     /// The current attempt, from 1.
     pub attempt: u32,
     /// When the job entered its state.
-    pub since: i64,
+    #[schema(value_type = String, format = DateTime)]
+    pub since: Time,
     /// When its first attempt started, if one did.
-    pub started: Option<i64>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub started: Option<Time>,
     /// When it finished, if it did.
-    pub finished: Option<i64>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub finished: Option<Time>,
     /// Every attempt of every step, by job attempt, index, step attempt.
     pub steps: Vec<StepView>,
 }
@@ -255,19 +270,21 @@ pub struct StepView {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub oom_killed: bool,
-    pub started: Option<i64>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub started: Option<Time>,
     /// When the step entered its state.
-    pub since: i64,
+    #[schema(value_type = String, format = DateTime)]
+    pub since: Time,
 }
 
 /// When jobs and steps started and ended, gathered from a run's events.
 #[derive(Debug, Default)]
 pub struct Times {
-    run_started: Option<i64>,
-    run_finished: Option<i64>,
-    jobs: HashMap<JobId, (Option<i64>, Option<i64>)>,
+    run_started: Option<Time>,
+    run_finished: Option<Time>,
+    jobs: HashMap<JobId, (Option<Time>, Option<Time>)>,
     /// (job, job attempt, index, attempt) → started.
-    steps: HashMap<(JobId, u32, u32, u32), i64>,
+    steps: HashMap<(JobId, u32, u32, u32), Time>,
     /// The worker each job was last placed on.
     workers: HashMap<JobId, String>,
 }
@@ -280,15 +297,19 @@ impl Times {
                 self.workers.insert(*job, worker.to_string());
             }
             DomainEvent::JobStarted { job, at, .. } => {
-                self.jobs.entry(*job).or_default().0.get_or_insert(at.0);
-                self.run_started.get_or_insert(at.0);
+                self.jobs
+                    .entry(*job)
+                    .or_default()
+                    .0
+                    .get_or_insert(Time(*at));
+                self.run_started.get_or_insert(Time(*at));
             }
             DomainEvent::JobSucceeded { job, at, .. }
             | DomainEvent::JobFailed { job, at, .. }
             | DomainEvent::JobTimedOut { job, at, .. }
             | DomainEvent::JobCancelled { job, at, .. }
             | DomainEvent::JobSkipped { job, at, .. } => {
-                self.jobs.entry(*job).or_default().1 = Some(at.0);
+                self.jobs.entry(*job).or_default().1 = Some(Time(*at));
             }
             DomainEvent::StepStarted {
                 job,
@@ -299,11 +320,11 @@ impl Times {
                 ..
             } => {
                 self.steps
-                    .insert((*job, job_attempt.get(), *step, attempt.get()), at.0);
+                    .insert((*job, job_attempt.get(), *step, attempt.get()), Time(*at));
             }
             DomainEvent::RunSucceeded { at, .. }
             | DomainEvent::RunFailed { at, .. }
-            | DomainEvent::RunCancelled { at, .. } => self.run_finished = Some(at.0),
+            | DomainEvent::RunCancelled { at, .. } => self.run_finished = Some(Time(*at)),
             _ => {}
         }
     }
@@ -334,7 +355,7 @@ impl JobView {
                 .or_else(|| times.workers.get(&job.id).cloned()),
             needs,
             attempt: job.attempt.get(),
-            since: job.since.0,
+            since: job.since.into(),
             started,
             finished,
             steps: job
@@ -364,7 +385,7 @@ impl StepView {
             signal: step.exit.and_then(|e| e.signal),
             oom_killed: step.exit.is_some_and(|e| e.oom_killed),
             started: times.steps.get(&key).copied(),
-            since: step.since.0,
+            since: step.since.into(),
         }
     }
 }
@@ -382,8 +403,8 @@ impl RunView {
             commit: run.inputs.commit.clone(),
             repository: run.inputs.repository.clone(),
             params: run.inputs.params.clone(),
-            created: run.created.0,
-            since: run.since.0,
+            created: run.created.into(),
+            since: run.since.into(),
             started: times.run_started,
             finished: times.run_finished,
             jobs: run
@@ -428,7 +449,8 @@ pub struct TokenView {
     pub name: String,
     #[schema(value_type = String)]
     pub role: Role,
-    pub created: i64,
+    #[schema(value_type = String, format = DateTime)]
+    pub created: Time,
 }
 
 impl From<&TokenRecord> for TokenView {
@@ -437,7 +459,7 @@ impl From<&TokenRecord> for TokenView {
             id: t.id,
             name: t.name.clone(),
             role: t.role,
-            created: t.created.0,
+            created: t.created.into(),
         }
     }
 }
@@ -449,7 +471,8 @@ pub struct CreatedToken {
     pub name: String,
     #[schema(value_type = String)]
     pub role: Role,
-    pub created: i64,
+    #[schema(value_type = String, format = DateTime)]
+    pub created: Time,
     /// The bearer token: `Authorization: Bearer <token>`. Not stored; shown only now.
     pub token: String,
 }
@@ -465,9 +488,10 @@ pub struct TokenList {
 pub struct EventView {
     /// Its number: pass the last one seen as `after`.
     pub seq: u64,
-    /// The domain event: `type`, the subject's ids, its payload and `at` (docs/states.md).
+    /// The domain event: `type`, the subject's ids, its payload and `at`, an RFC 3339 time
+    /// (docs/states.md).
     #[schema(value_type = Object)]
-    pub event: DomainEvent,
+    pub event: ApiEvent,
 }
 
 /// One page of events, oldest first.
@@ -501,7 +525,8 @@ pub struct QueueItem {
     /// The labels its worker must have (`docker` for a job with an `image`).
     pub runs_on: Vec<String>,
     pub priority: i32,
-    pub queued_at: i64,
+    #[schema(value_type = String, format = DateTime)]
+    pub queued_at: Time,
     /// The ready workers that could take it, whether or not they have room now.
     pub candidates: Vec<String>,
     /// Why it waits, e.g. ``all 2 eligible worker(s) are busy`` or ``no worker has the
@@ -509,12 +534,32 @@ pub struct QueueItem {
     pub reason: String,
 }
 
-/// The queue, front first.
+/// A job waiting at its approval gate: it enters the scheduler's queue once approved.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApprovalItem {
+    pub job: u64,
+    pub run: u64,
+    pub pipeline: String,
+    /// The job's name in its run.
+    pub name: String,
+    /// When it began to wait for its approval.
+    #[schema(value_type = String, format = DateTime)]
+    pub waiting_since: Time,
+    /// The least role that may approve it (`POST /api/v1/jobs/{id}/approve`): the role its
+    /// `approval` names, and at least `operator`.
+    #[schema(value_type = String)]
+    pub approver: Role,
+}
+
+/// The queue, front first, and the jobs that wait for an approval before they may queue.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct QueueView {
     pub items: Vec<QueueItem>,
     /// How many jobs wait in all (the items are the first of them).
     pub total: usize,
+    /// The jobs waiting for an approval, oldest run first (of the run asked for only, when one
+    /// is), at most as many as `limit`.
+    pub awaiting_approval: Vec<ApprovalItem>,
 }
 
 /// A worker: what it offers and what it runs.
@@ -527,6 +572,19 @@ pub struct WorkerItem {
     pub state: String,
     /// The jobs placed on it, in placement order.
     pub jobs: Vec<u64>,
+    /// For an agent: its version and when it was last heard of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentDetail>,
+}
+
+/// What a worker that is an agent says of itself.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AgentDetail {
+    pub version: String,
+    /// Its last poll or heartbeat; absent for an agent not heard of since the server started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_heartbeat: Option<crate::time::Time>,
 }
 
 /// Every worker, by id.
@@ -593,8 +651,10 @@ pub struct SecretView {
     pub owner: String,
     /// The secret's name: the variable steps get it as.
     pub name: String,
-    pub created: i64,
-    pub updated: i64,
+    #[schema(value_type = String, format = DateTime)]
+    pub created: Time,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated: Time,
 }
 
 impl From<&hodei_domain::ports::SecretInfo> for SecretView {
@@ -603,8 +663,8 @@ impl From<&hodei_domain::ports::SecretInfo> for SecretView {
             scope: s.scope.kind().to_owned(),
             owner: s.scope.owner().to_owned(),
             name: s.name.clone(),
-            created: s.created.0,
-            updated: s.updated.0,
+            created: s.created.into(),
+            updated: s.updated.into(),
         }
     }
 }
@@ -656,7 +716,8 @@ pub struct RepositoryView {
     pub status_api: Option<String>,
     /// Where the forge sends webhooks: `/api/v1/repos/{name}/webhook` on this server.
     pub webhook_path: String,
-    pub created: i64,
+    #[schema(value_type = String, format = DateTime)]
+    pub created: Time,
 }
 
 impl From<&hodei_domain::ports::RepositoryRecord> for RepositoryView {
@@ -671,7 +732,7 @@ impl From<&hodei_domain::ports::RepositoryRecord> for RepositoryView {
             status_token: r.status_token.clone(),
             status_api: r.status_api.clone(),
             webhook_path: format!("/api/v1/repos/{}/webhook", r.name),
-            created: r.created.0,
+            created: r.created.into(),
         }
     }
 }

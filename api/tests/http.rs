@@ -19,6 +19,8 @@ mod artifacts;
 mod conformance;
 #[path = "http/console.rs"]
 mod console;
+#[path = "http/logs.rs"]
+mod logs;
 #[path = "http/repos.rs"]
 mod repos;
 #[path = "http/secrets.rs"]
@@ -257,17 +259,28 @@ async fn a_triggered_run_finishes_and_its_log_reads_by_range() {
 
     let run = server.wait_run(id, finished).await;
     assert_eq!(run["state"], "succeeded", "{run}");
-    assert!(run["finished"].as_i64().unwrap() >= run["created"].as_i64().unwrap());
+    // Times are RFC 3339 in UTC with milliseconds: `2026-12-06T21:03:20.123Z`.
+    let time = |value: &Value| -> hodei_domain::ids::Timestamp {
+        let text = value.as_str().unwrap_or_else(|| panic!("a time: {value}"));
+        assert!(
+            text.len() == 24 && text.ends_with('Z') && text.as_bytes()[19] == b'.',
+            "{text}"
+        );
+        hodei_domain::ids::Timestamp::parse_rfc3339(text).unwrap()
+    };
+    assert!(time(&run["finished"]) >= time(&run["created"]), "{run}");
+    assert!(time(&run["started"]) <= time(&run["finished"]), "{run}");
     let job = &run["jobs"][0];
     assert_eq!(job["state"], "succeeded");
     assert_eq!(job["attempt"], 1);
-    assert!(job["started"].is_i64() && job["finished"].is_i64(), "{job}");
+    assert!(time(&job["started"]) <= time(&job["finished"]), "{job}");
+    time(&job["since"]);
     let steps = job["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 2);
     for step in steps {
         assert_eq!(step["exit_code"], 0, "{step}");
         assert_eq!(step["state"], "succeeded");
-        assert!(step["started"].is_i64(), "{step}");
+        time(&step["started"]);
     }
 
     let job_id = job["id"].as_u64().unwrap();
@@ -331,6 +344,9 @@ async fn a_triggered_run_finishes_and_its_log_reads_by_range() {
         .collect();
     assert_eq!(kinds.first(), Some(&"run_started"));
     assert_eq!(kinds.last(), Some(&"run_succeeded"));
+    for item in events["items"].as_array().unwrap() {
+        time(&item["event"]["at"]);
+    }
     let last = events["next_after"].as_u64().unwrap();
     let after = server
         .get(&format!("/api/v1/events?after={last}"))
@@ -895,6 +911,25 @@ async fn the_openapi_document_lists_every_route_and_every_route_answers() {
         .problem(401, "unauthenticated");
     let doc = server.get("/api/v1/openapi.json").await.json();
     assert_eq!(doc["openapi"], "3.1.0");
+    // Instants are date-time strings; durations stay numbers.
+    let schemas = &doc["components"]["schemas"];
+    for (schema, field) in [
+        ("RunView", "created"),
+        ("RunView", "started"),
+        ("JobView", "finished"),
+        ("StepView", "since"),
+        ("QueueItem", "queued_at"),
+        ("ApprovalItem", "waiting_since"),
+        ("TokenView", "created"),
+    ] {
+        let property = &schemas[schema]["properties"][field];
+        assert_eq!(
+            property["format"], "date-time",
+            "{schema}.{field}: {property}"
+        );
+        let types = property["type"].to_string();
+        assert!(types.contains("string"), "{schema}.{field}: {property}");
+    }
     let paths = doc["paths"].as_object().unwrap();
     let mut operations = 0;
     for (path, item) in paths {
@@ -1183,6 +1218,21 @@ async fn a_gated_job_waits_for_an_approval_by_the_role_its_gate_names() {
     assert_eq!(run["jobs"][0]["state"], "succeeded", "{run}");
     let build = run["jobs"][0]["id"].as_u64().unwrap();
     let deploy = run["jobs"][1]["id"].as_u64().unwrap();
+    // Not in the scheduler's queue, but in the queue's view, with who may approve it.
+    let queue = server.get("/api/v1/queue").await.json();
+    assert_eq!(queue["total"], 0, "{queue}");
+    let waiting = &queue["awaiting_approval"];
+    assert_eq!(waiting.as_array().unwrap().len(), 1, "{queue}");
+    assert_eq!(waiting[0]["job"], deploy);
+    assert_eq!(waiting[0]["run"], id);
+    assert_eq!(waiting[0]["pipeline"], "gated");
+    assert_eq!(waiting[0]["name"], "deploy");
+    assert_eq!(waiting[0]["approver"], "admin");
+    let other = server
+        .get(&format!("/api/v1/queue?run={}", id + 1))
+        .await
+        .json();
+    assert_eq!(other["awaiting_approval"], json!([]), "{other}");
 
     let (_, operator) = server.token("release-bot", "operator").await;
     let path = format!("/api/v1/jobs/{deploy}/approve");
@@ -1206,6 +1256,8 @@ async fn a_gated_job_waits_for_an_approval_by_the_role_its_gate_names() {
     assert_eq!(approved.status, StatusCode::ACCEPTED, "{}", approved.text);
     let run = server.wait_run(id, finished).await;
     assert_eq!(run["state"], "succeeded", "{run}");
+    let queue = server.get("/api/v1/queue").await.json();
+    assert_eq!(queue["awaiting_approval"], json!([]), "{queue}");
     let events = server.get("/api/v1/events?limit=500").await.json();
     let approval = events["items"]
         .as_array()
@@ -1636,6 +1688,14 @@ async fn a_run_s_events_stream_live() {
     assert!(kinds.contains(&"job_succeeded"), "{kinds:?}");
     assert_eq!(kinds.last(), Some(&"run_succeeded"));
     assert!(frames.iter().all(|f| f["event"]["run"] == id), "{frames:?}");
+    // Their times as RFC 3339, as in `GET /api/v1/events`.
+    for frame in frames.iter().filter(|f| f["type"] == "event") {
+        let at = frame["event"]["at"].as_str().unwrap_or_default();
+        assert!(
+            hodei_domain::ids::Timestamp::parse_rfc3339(at).is_some() && at.ends_with('Z'),
+            "{frame}"
+        );
+    }
 }
 
 #[actix_rt::test]

@@ -1,13 +1,12 @@
 //! The command line: `hodei <command>`, parsed with clap. Each command lives in a file of its own
 //! and returns its exit code.
 
+mod approve;
 mod progress;
 mod remote;
 mod run;
 mod server;
 mod validate;
-
-use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -31,8 +30,6 @@ pub const EXIT_INTERNAL: u8 = hodei_actors::supervise::EXIT_INTERNAL as u8;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    #[command(flatten)]
-    global: remote::Global,
 }
 
 #[derive(Debug, Subcommand)]
@@ -43,64 +40,97 @@ enum Command {
     Validate(validate::Args),
     Login(remote::LoginArgs),
     /// The saved servers (contexts): list, use, remove.
-    #[command(
-        subcommand,
-        after_help = "Examples:\n  hodei contexts list\n  hodei contexts use prod"
-    )]
-    Contexts(remote::ContextsCommand),
+    #[command(after_help = "Examples:\n  hodei contexts list\n  hodei contexts use prod")]
+    Contexts {
+        #[command(subcommand)]
+        command: remote::ContextsCommand,
+        #[command(flatten)]
+        output: remote::Output,
+    },
     /// Pipeline definitions on a server: apply, list, show.
     #[command(
-        subcommand,
         after_help = "Examples:\n  hodei pipelines apply .hodei/*.yml\n  hodei pipelines list\n  hodei pipelines show web"
     )]
-    Pipelines(remote::PipelinesCommand),
+    Pipelines {
+        #[command(subcommand)]
+        command: remote::PipelinesCommand,
+        #[command(flatten)]
+        global: remote::Global,
+    },
     /// Runs on a server: start, list, show, cancel, retry, rerun, logs.
     #[command(
-        subcommand,
         after_help = "Examples:\n  hodei runs start web --follow\n  hodei runs list --status failed\n  hodei runs logs 42 --job build -f"
     )]
-    Runs(remote::RunsCommand),
+    Runs {
+        #[command(subcommand)]
+        command: remote::RunsCommand,
+        #[command(flatten)]
+        global: remote::Global,
+    },
     /// Jobs on a server: show, approve.
-    #[command(
-        subcommand,
-        after_help = "Examples:\n  hodei jobs show 7\n  hodei jobs approve 9"
-    )]
-    Jobs(remote::JobsCommand),
+    #[command(after_help = "Examples:\n  hodei jobs show 7\n  hodei jobs approve 9")]
+    Jobs {
+        #[command(subcommand)]
+        command: remote::JobsCommand,
+        #[command(flatten)]
+        global: remote::Global,
+    },
     /// Workers of a server: list, drain, undrain.
-    #[command(
-        subcommand,
-        after_help = "Examples:\n  hodei workers list\n  hodei workers drain local"
-    )]
-    Workers(remote::WorkersCommand),
+    #[command(after_help = "Examples:\n  hodei workers list\n  hodei workers drain local")]
+    Workers {
+        #[command(subcommand)]
+        command: remote::WorkersCommand,
+        #[command(flatten)]
+        global: remote::Global,
+    },
     Queue(remote::QueueArgs),
     /// API tokens of a server (admin): create, list, revoke.
     #[command(
-        subcommand,
         after_help = "Examples:\n  hodei tokens create --role operator --name ci-bot\n  hodei tokens revoke 3"
     )]
-    Tokens(remote::TokensCommand),
+    Tokens {
+        #[command(subcommand)]
+        command: remote::TokensCommand,
+        #[command(flatten)]
+        global: remote::Global,
+    },
     /// Agents on other machines (admin): registration tokens, list, delete.
     #[command(
-        subcommand,
         after_help = "Examples:\n  hodei agents tokens create --name builders --labels linux\n  hodei agents list"
     )]
-    Agents(remote::AgentsCommand),
+    Agents {
+        #[command(subcommand)]
+        command: remote::AgentsCommand,
+        #[command(flatten)]
+        global: remote::Global,
+    },
     /// Secrets a server keeps for runs: set (value from stdin or a prompt), list, delete.
     #[command(
-        subcommand,
         after_help = "Examples:\n  hodei secrets set DEPLOY_TOKEN --pipeline web\n  hodei secrets list\n  hodei secrets delete DEPLOY_TOKEN --pipeline web"
     )]
-    Secrets(remote::SecretsCommand),
+    Secrets {
+        #[command(subcommand)]
+        command: remote::SecretsCommand,
+        #[command(flatten)]
+        global: remote::Global,
+    },
     /// Repositories whose forges' webhooks start runs: add, list, show, remove.
     #[command(
-        subcommand,
         after_help = "Examples:\n  hodei repos add app --forge github --url https://github.com/acme/app.git --webhook-secret HOOK\n  hodei repos list"
     )]
-    Repos(remote::ReposCommand),
+    Repos {
+        #[command(subcommand)]
+        command: remote::ReposCommand,
+        #[command(flatten)]
+        global: remote::Global,
+    },
     Events(remote::EventsArgs),
     /// The server's version and health, the queue and the workers.
     #[command(after_help = "Examples:\n  hodei status\n  hodei status -o json | jq .queued")]
-    Status,
+    Status {
+        #[command(flatten)]
+        global: remote::Global,
+    },
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  hodei completions bash > /etc/bash_completion.d/hodei\n  hodei completions zsh > \"${fpath[1]}/_hodei\"\n  hodei completions fish > ~/.config/fish/completions/hodei.fish"
@@ -142,17 +172,17 @@ pub(crate) fn stdout_closed() -> &'static tokio::sync::Notify {
 }
 
 /// Parses the command line and runs the command.
-pub fn main() -> ExitCode {
+pub fn main() -> u8 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
             // Help and version go to stdout with success; everything else is a usage error.
             let _ = err.print();
-            return ExitCode::from(if err.use_stderr() {
+            return if err.use_stderr() {
                 EXIT_USAGE
             } else {
                 EXIT_OK
-            });
+            };
         }
     };
     if !matches!(
@@ -165,7 +195,7 @@ pub fn main() -> ExitCode {
         // SAFETY: restoring the default action of a signal, before any thread is started.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
-    let code = match cli.command {
+    match cli.command {
         Command::Run(args) => run::run(&args),
         Command::Server(args) => server::run(&args),
         Command::Agent(args) => crate::agent::run(&args),
@@ -175,21 +205,53 @@ pub fn main() -> ExitCode {
             clap_complete::generate(shell, &mut command, "hodei", &mut std::io::stdout());
             EXIT_OK
         }
-        Command::Login(args) => remote::run(remote::Command::Login(args), &cli.global),
-        Command::Contexts(cmd) => remote::run(remote::Command::Contexts(cmd), &cli.global),
-        Command::Pipelines(cmd) => remote::run(remote::Command::Pipelines(cmd), &cli.global),
-        Command::Runs(cmd) => remote::run(remote::Command::Runs(cmd), &cli.global),
-        Command::Jobs(cmd) => remote::run(remote::Command::Jobs(cmd), &cli.global),
-        Command::Workers(cmd) => remote::run(remote::Command::Workers(cmd), &cli.global),
-        Command::Queue(args) => remote::run(remote::Command::Queue(args), &cli.global),
-        Command::Tokens(cmd) => remote::run(remote::Command::Tokens(cmd), &cli.global),
-        Command::Agents(cmd) => remote::run(remote::Command::Agents(cmd), &cli.global),
-        Command::Secrets(cmd) => remote::run(remote::Command::Secrets(cmd), &cli.global),
-        Command::Repos(cmd) => remote::run(remote::Command::Repos(cmd), &cli.global),
-        Command::Events(args) => remote::run(remote::Command::Events(args), &cli.global),
-        Command::Status => remote::run(remote::Command::Status, &cli.global),
-    };
-    ExitCode::from(code)
+        Command::Login(args) => {
+            let global = args.output.global();
+            remote::run(remote::Command::Login(args), &global)
+        }
+        Command::Contexts { command, output } => {
+            remote::run(remote::Command::Contexts(command), &output.global())
+        }
+        Command::Pipelines { command, global } => {
+            remote::run(remote::Command::Pipelines(command), &global)
+        }
+        Command::Runs { command, global } => remote::run(remote::Command::Runs(command), &global),
+        Command::Jobs { command, global } => remote::run(remote::Command::Jobs(command), &global),
+        Command::Workers { command, global } => {
+            remote::run(remote::Command::Workers(command), &global)
+        }
+        Command::Queue(args) => {
+            let global = args.global.clone();
+            remote::run(remote::Command::Queue(args), &global)
+        }
+        Command::Tokens { command, global } => {
+            remote::run(remote::Command::Tokens(command), &global)
+        }
+        Command::Agents { command, global } => {
+            remote::run(remote::Command::Agents(command), &global)
+        }
+        Command::Secrets { command, global } => {
+            remote::run(remote::Command::Secrets(command), &global)
+        }
+        Command::Repos { command, global } => remote::run(remote::Command::Repos(command), &global),
+        Command::Events(args) => {
+            let global = args.global.clone();
+            remote::run(remote::Command::Events(args), &global)
+        }
+        Command::Status { global } => remote::run(remote::Command::Status, &global),
+    }
+}
+
+/// Ends an actix System inside the context of its Tokio runtime. The actors' tasks are dropped
+/// with the System, and with them what they hold, such as a store read in flight with a pooled
+/// connection: sqlx returns such a connection to its pool (and closes the pool) on a task of the
+/// current runtime, and panics when there is none. actix drops its local tasks before its
+/// runtime, outside the runtime's context; entered here, they are released while the runtime is
+/// still there.
+pub(crate) fn end_system(system: actix::SystemRunner) {
+    let runtime = system.runtime().tokio_runtime().handle().clone();
+    let _inside = runtime.enter();
+    drop(system);
 }
 
 /// Creates (or truncates) a file readable and writable by its owner only: for secrets.

@@ -17,6 +17,7 @@ use hodei_domain::plan::RunInputs;
 use hodei_domain::ports::Store;
 use hodei_domain::state::{DomainEvent, RunState};
 
+use super::approve::{Granted, keep_gates};
 use super::progress::{Progress, Row, summary};
 use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, outln};
 use crate::wiring::{EnvSecrets, LocalPaths, local_stack};
@@ -24,7 +25,7 @@ use crate::wiring::{EnvSecrets, LocalPaths, local_stack};
 /// Run a pipeline on this machine, with live progress.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  hodei run examples/local.yml\n  hodei run ci.yml -p TARGET=release -e RUST_LOG=debug --secret API_TOKEN\n  hodei run ci.yml --store .hodei/runs.db     # durable: resumes after a crash\n  hodei run --store .hodei/runs.db            # only resume unfinished runs\n\nExit codes: 0 succeeded, 1 failed or cancelled, 2 invalid input.\nCtrl-C, SIGTERM or SIGHUP cancels the run (post hooks run); a second one stops at once."
+    after_help = "Examples:\n  hodei run examples/local.yml\n  hodei run ci.yml -p TARGET=release -e RUST_LOG=debug --secret API_TOKEN\n  hodei run ci.yml --store .hodei/runs.db     # durable: resumes after a crash\n  hodei run --store .hodei/runs.db            # only resume unfinished runs\n  hodei run deploy.yml --approve deploy       # approve a gated job beforehand\n\nExit codes: 0 succeeded, 1 failed or cancelled, 2 invalid input.\nCtrl-C, SIGTERM or SIGHUP cancels the run (post hooks run); a second one stops at once."
 )]
 pub struct Args {
     /// The pipeline file to run. May be left out with `--store` to resume unfinished runs only.
@@ -53,6 +54,11 @@ pub struct Args {
     /// How many jobs run at once on this machine (1 to 1024). Default: one per CPU core.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     slots: Option<u32>,
+    /// Approve the job JOB (one with `approval:`) beforehand; `all` approves every gated job.
+    /// Without it a gated job is asked about on a terminal, and refused (its run cancelled)
+    /// where there is no terminal.
+    #[arg(long = "approve", value_name = "JOB")]
+    approve: Vec<String>,
 }
 
 fn pairs(
@@ -132,6 +138,10 @@ pub fn run(args: &Args) -> u8 {
                 }
                 return EXIT_USAGE;
             }
+            if let Err(err) = check_approvals(&args.approve, &pipeline) {
+                eprintln!("error: {err}");
+                return EXIT_USAGE;
+            }
             for name in &pipeline.secrets {
                 if !secret_names.contains(name) {
                     secret_names.push(name.clone());
@@ -182,13 +192,39 @@ pub fn run(args: &Args) -> u8 {
         Arc::new(secrets),
         labels,
         args.slots,
+        Granted::from_args(&args.approve),
         source,
         inputs,
     ));
     // The actors and the log writers go first, then their scratch directory.
-    drop(system);
+    super::end_system(system);
     let _ = std::fs::remove_dir_all(&scratch);
     code
+}
+
+/// Checks that every `--approve JOB` names a job of `pipeline` with an approval gate.
+fn check_approvals(
+    names: &[String],
+    pipeline: &hodei_domain::model::Pipeline,
+) -> Result<(), String> {
+    let gated: Vec<String> = pipeline
+        .jobs
+        .iter()
+        .filter(|job| job.approval.is_some())
+        .map(|job| job.name.to_string())
+        .collect();
+    for name in names.iter().filter(|name| *name != "all") {
+        if !gated.contains(name) {
+            let known = match gated.as_slice() {
+                [] => "it has no job with an approval gate".to_owned(),
+                jobs => format!("its jobs with an approval gate: {}", jobs.join(", ")),
+            };
+            return Err(format!(
+                "--approve `{name}`: the pipeline has no job `{name}` with `approval:` ({known}; or `all`)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Wait for these runs too.
@@ -209,6 +245,7 @@ async fn session(
     secrets: Arc<EnvSecrets>,
     labels: Vec<Label>,
     slots: Option<u32>,
+    granted: Granted,
     source: Option<String>,
     inputs: RunInputs,
 ) -> u8 {
@@ -220,8 +257,12 @@ async fn session(
             return EXIT_USAGE;
         }
     };
-    let (tree, provider) = match local_stack(&paths, secrets, labels, slots, Approvals::Local).await
-    {
+    // `--approve all` approves every gate as it is reached; otherwise the gatekeeper decides.
+    let approvals = match granted {
+        Granted::All => Approvals::Local,
+        Granted::Jobs(_) => Approvals::Wait,
+    };
+    let (tree, provider) = match local_stack(&paths, secrets, labels, slots, approvals).await {
         Ok(stack) => stack,
         Err(err) => {
             eprintln!("error: {err}");
@@ -239,6 +280,8 @@ async fn session(
     tree.hub.do_send(WatchLogs {
         watcher: progress.clone().recipient(),
     });
+    let gatekeeper = (approvals == Approvals::Wait)
+        .then(|| keep_gates(store.clone(), tree.orchestrator.clone(), granted.clone()));
 
     let mut awaited = match store.unfinished_runs().await {
         Ok(runs) => runs,
@@ -265,6 +308,19 @@ async fn session(
             "Resuming {} unfinished run(s) found in the store.",
             awaited.len()
         );
+    }
+    if let Some(gatekeeper) = gatekeeper {
+        // Subscribed first, then the gates already waiting looked for: none is missed (one
+        // found both ways is kept once).
+        let resumed = gatekeeper.resume_for(store.clone(), awaited.clone());
+        let subscribed = tree.bus.send(Subscribe {
+            subscriber: gatekeeper.start().recipient(),
+        });
+        if subscribed.await.is_err() {
+            eprintln!("error: the event bus is not running");
+            return EXIT_USAGE;
+        }
+        resumed.await;
     }
     let mut submitted = None;
     if let Some(source) = source {

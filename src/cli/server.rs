@@ -70,7 +70,7 @@ pub fn run(args: &Args) -> u8 {
     let code = system.block_on(serve(config, given, providers.clone()));
     // The actors are gone first, so that nothing records the stopped steps as their failure;
     // then every step this process started is stopped, and resumes at the next start.
-    drop(system);
+    super::end_system(system);
     let provider = providers
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -85,6 +85,21 @@ pub fn run(args: &Args) -> u8 {
         }
     }
     code
+}
+
+/// How the server's own machine runs steps, said loudly at start when it is as root.
+fn local_steps(slots: u32) -> String {
+    if slots == 0 {
+        return "off: every job runs on an agent".to_owned();
+    }
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let uid = unsafe { libc::geteuid() };
+    if uid == 0 {
+        let warning = "local steps run as root: every job on this machine has root's rights; set local_slots = 0 (jobs on agents only) or run the server as an unprivileged user (docs/operations.md, Security)";
+        eprintln!("WARNING: {warning}");
+        return format!("as root (uid 0): {warning}");
+    }
+    format!("as uid {uid}, {slots} at once")
 }
 
 fn load_config(args: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<ServerConfig, String> {
@@ -187,6 +202,7 @@ async fn serve(
         limits,
     )
     .with_agents(stack.agents)
+    .with_notice("local_steps", local_steps(config.local_slots))
     .with_provider("docker", Arc::new(move || router.engine_trouble()));
     let accepting = state.accepting.clone();
     let tls = match &config.tls {

@@ -161,6 +161,7 @@ pub fn start_tree(ports: Ports, config: TreeConfig) -> Tree {
             ports.logs.clone(),
             hub.clone(),
             workers.clone(),
+            ports.clock.clone(),
             *settings,
         )
         .start();

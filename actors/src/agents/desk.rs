@@ -9,15 +9,16 @@ use std::time::{Duration, Instant};
 use actix::{
     Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, ResponseActFuture, WrapFuture,
 };
-use hodei_domain::ids::{JobId, RunId, WorkerId};
+use hodei_domain::ids::{JobId, RunId, Timestamp, WorkerId};
 use hodei_domain::model::Label;
-use hodei_domain::ports::{AgentStore, Fenced, LogStore};
+use hodei_domain::ports::{AgentStore, Clock, Fenced, LogStore};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use super::{
-    AgentBeat, AgentLog, AgentReport, AgentSeen, Beat, CancelLeased, ClaimedJob, LeaseExpired,
-    Lost, Offer, RemoteJob, ReportError, Reported, TryClaim, Unclaimed, Wire, Withdraw, Work,
+    AgentBeat, AgentLive, AgentLog, AgentReport, AgentSeen, AgentStats, Beat, CancelLeased,
+    ClaimedJob, GetAgentStats, LeaseExpired, LeaseOf, Lost, Offer, RemoteJob, ReportError,
+    Reported, TryClaim, Unclaimed, Wire, Withdraw, Work,
 };
 use crate::loghub::LogHub;
 use crate::messages::{AppendAt, AppendedAt, HubError, LogLength, RegisterWorker, WorkerSpec};
@@ -40,6 +41,9 @@ impl Default for AgentSettings {
 
 struct Connected {
     last_seen: Instant,
+    /// The same, by the clock, for people.
+    seen_at: Timestamp,
+    version: String,
     /// Wakes the agent's long-poll.
     bell: Arc<Notify>,
 }
@@ -60,6 +64,8 @@ struct Route {
     claiming: bool,
     /// Cancelled while an agent was claiming it: the agent hears of it with the claim.
     cancel_on_claim: bool,
+    /// When the job was offered.
+    offered: Instant,
     lease: Option<Held>,
 }
 
@@ -74,6 +80,10 @@ pub struct AgentDesk {
     jobs: HashMap<JobId, Route>,
     /// Told of leases that ran out with no actor to hold them.
     expired: Option<actix::Recipient<LeaseExpired>>,
+    clock: Arc<dyn Clock>,
+    lease_expiries: u64,
+    log_bytes: u64,
+    claim_seconds: Vec<f64>,
 }
 
 impl AgentDesk {
@@ -82,6 +92,7 @@ impl AgentDesk {
         logs: Arc<dyn LogStore>,
         hub: Addr<LogHub>,
         registry: Addr<WorkerRegistry>,
+        clock: Arc<dyn Clock>,
         settings: AgentSettings,
     ) -> AgentDesk {
         AgentDesk {
@@ -93,6 +104,10 @@ impl AgentDesk {
             agents: HashMap::new(),
             jobs: HashMap::new(),
             expired: None,
+            clock,
+            lease_expiries: 0,
+            log_bytes: 0,
+            claim_seconds: Vec::new(),
         }
     }
 
@@ -134,6 +149,7 @@ impl AgentDesk {
                 && held.expires <= now
             {
                 tracing::warn!(job_id = %job, agent = %route.agent, epoch = held.epoch, "An agent's lease ran out.");
+                self.lease_expiries += 1;
                 match (&route.actor, &self.expired) {
                     (Some(actor), _) => actor.do_send(Lost { epoch: held.epoch }),
                     (None, Some(expired)) => expired.do_send(LeaseExpired {
@@ -184,6 +200,7 @@ impl Actor for AgentDesk {
                                 offer: None,
                                 claiming: false,
                                 cancel_on_claim: false,
+                                offered: Instant::now(),
                                 lease: Some(Held {
                                     epoch: lease.epoch,
                                     log_base: lease.log_base,
@@ -209,14 +226,19 @@ impl Handler<AgentSeen> for AgentDesk {
     type Result = actix::MessageResult<AgentSeen>;
 
     fn handle(&mut self, msg: AgentSeen, _: &mut Context<Self>) -> Self::Result {
+        let now = self.clock.now();
         let connected = self.agents.entry(msg.agent.clone()).or_insert_with(|| {
             tracing::info!(agent = %msg.agent, version = %msg.version, "Agent connected.");
             Connected {
                 last_seen: Instant::now(),
+                seen_at: now,
+                version: msg.version.clone(),
                 bell: Arc::new(Notify::new()),
             }
         });
         connected.last_seen = Instant::now();
+        connected.seen_at = now;
+        connected.version = msg.version;
         let bell = connected.bell.clone();
         self.registry.do_send(RegisterWorker {
             worker: WorkerSpec {
@@ -263,12 +285,54 @@ impl Handler<Offer> for AgentDesk {
                         offer: Some(msg),
                         claiming: false,
                         cancel_on_claim: false,
+                        offered: Instant::now(),
                         lease: None,
                     },
                 );
                 self.ring(&agent);
             }
         }
+    }
+}
+
+impl Handler<GetAgentStats> for AgentDesk {
+    type Result = actix::MessageResult<GetAgentStats>;
+
+    fn handle(&mut self, msg: GetAgentStats, _: &mut Context<Self>) -> Self::Result {
+        let connected = self
+            .agents
+            .iter()
+            .map(|(name, agent)| AgentLive {
+                name: name.clone(),
+                version: agent.version.clone(),
+                last_seen: agent.seen_at,
+                leases: self
+                    .jobs
+                    .values()
+                    .filter(|r| &r.agent == name && r.lease.is_some())
+                    .count(),
+            })
+            .collect();
+        actix::MessageResult(AgentStats {
+            connected,
+            lease_expiries: self.lease_expiries,
+            log_bytes: self.log_bytes,
+            claim_seconds: match msg.take_claims {
+                true => std::mem::take(&mut self.claim_seconds),
+                false => Vec::new(),
+            },
+        })
+    }
+}
+
+impl Handler<LeaseOf> for AgentDesk {
+    type Result = Option<u64>;
+
+    fn handle(&mut self, msg: LeaseOf, _: &mut Context<Self>) -> Option<u64> {
+        self.jobs
+            .get(&msg.job)
+            .and_then(|r| r.lease.as_ref())
+            .map(|l| l.epoch)
     }
 }
 
@@ -371,6 +435,7 @@ impl Handler<TryClaim> for AgentDesk {
             };
             route.claiming = false;
             route.offer = None;
+            let waited = route.offered.elapsed().as_secs_f64();
             route.lease = Some(Held {
                 epoch: lease_record.epoch,
                 log_base: lease_record.log_base,
@@ -380,6 +445,10 @@ impl Handler<TryClaim> for AgentDesk {
             let mut cancel = cancel;
             if route.cancel_on_claim {
                 cancel.push(job);
+            }
+            act.claim_seconds.push(waited);
+            if act.claim_seconds.len() > 10_000 {
+                act.claim_seconds.remove(0);
             }
             tracing::info!(job_id = %job, agent = %route.agent, epoch = lease_record.epoch, "An agent claimed a job.");
             Ok(Work {
@@ -403,8 +472,10 @@ impl Handler<AgentBeat> for AgentDesk {
 
     fn handle(&mut self, msg: AgentBeat, _: &mut Context<Self>) -> Self::Result {
         let now = Instant::now();
+        let seen_at = self.clock.now();
         if let Some(connected) = self.agents.get_mut(&msg.agent) {
             connected.last_seen = now;
+            connected.seen_at = seen_at;
         }
         self.registry.do_send(crate::messages::Heartbeat {
             worker: WorkerId(msg.agent.clone()),
@@ -434,6 +505,7 @@ impl Handler<AgentLog> for AgentDesk {
             Ok(route) => route.lease.as_ref().map_or(0, |l| l.log_base),
             Err(err) => return Box::pin(actix::fut::ready(Err(err))),
         };
+        self.log_bytes += msg.bytes.len() as u64;
         // Sent from the desk's handler: the hub takes it before any later claim's length.
         let appended = self.hub.send(AppendAt {
             job: msg.job,

@@ -55,6 +55,13 @@ pub struct CancelLeased {
     pub job: JobId,
 }
 
+/// The epoch of the lease an agent holds on `job`, if one does.
+#[derive(Message)]
+#[rtype(result = "Option<u64>")]
+pub struct LeaseOf {
+    pub job: JobId,
+}
+
 /// The lease of the attempt ran out.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -163,6 +170,38 @@ pub struct AgentSeen {
     pub labels: Vec<hodei_domain::model::Label>,
     pub slots: u32,
     pub version: String,
+}
+
+/// What the desk knows of the agents now, for `/api/v1/workers` and the metrics.
+#[derive(Message)]
+#[rtype(result = "AgentStats")]
+pub struct GetAgentStats {
+    /// Hand over the claim latencies measured since the last such ask, and forget them (the
+    /// metrics' scrape); otherwise none are answered.
+    pub take_claims: bool,
+}
+
+/// The agents now, and the desk's counts since the server started.
+#[derive(Debug, Clone, Default)]
+pub struct AgentStats {
+    pub connected: Vec<AgentLive>,
+    /// Leases that ran out.
+    pub lease_expiries: u64,
+    /// Bytes of job output taken from agents.
+    pub log_bytes: u64,
+    /// Seconds from a job's offer to an agent to its claim, since the last `take_claims`.
+    pub claim_seconds: Vec<f64>,
+}
+
+/// A connected agent.
+#[derive(Debug, Clone)]
+pub struct AgentLive {
+    pub name: String,
+    pub version: String,
+    /// When it was last heard of (a poll or a heartbeat).
+    pub last_seen: hodei_domain::ids::Timestamp,
+    /// The jobs it holds a lease on.
+    pub leases: usize,
 }
 
 /// An agent's heartbeat: the leases it holds; answers those it does not hold any more.

@@ -97,10 +97,70 @@ impl RemoteJob {
     }
 }
 
+/// How long past a job's timeout the server waits for the agent to end it.
+const TIMEOUT_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl RemoteJob {
+    /// The job's timeout and its grace are over and the agent has not ended it: the attempt
+    /// times out here, its lease ends (the agent's next write is refused and it stops the job).
+    fn backstop(&mut self, ctx: &mut Context<Self>) {
+        if self.done {
+            return;
+        }
+        let (desk, store, job) = (self.peers.desk.clone(), self.agents.clone(), self.job());
+        let mut next = self.machine.clone();
+        let events: Vec<DomainEvent> = next
+            .apply(JobEvent::TimeOut, self.ports.clock.now())
+            .into_iter()
+            .collect();
+        if events.is_empty() {
+            return;
+        }
+        let fut = async move {
+            match desk.send(super::LeaseOf { job }).await {
+                Ok(Some(epoch)) => store
+                    .end_lease(job, epoch, events.clone())
+                    .await
+                    .map(|ended| ended.then_some(events)),
+                _ => Ok(None),
+            }
+        };
+        ctx.wait(fut.into_actor(self).map(move |result, act, ctx| match result {
+            Ok(Some(events)) => {
+                act.peers.hub.do_send(Note {
+                    job,
+                    text: "the agent did not end the job within its timeout: the server stopped it"
+                        .to_owned(),
+                });
+                act.machine = next;
+                act.peers.bus.do_send(Publish { events });
+                act.hand_back(ctx);
+            }
+            Ok(None) => {}
+            Err(err) => {
+                tracing::error!(job_id = %job, error = %err, "Cannot record a job's timeout.");
+            }
+        }));
+    }
+}
+
 impl Actor for RemoteJob {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // The agent enforces the job's timeout; the server stops the attempt itself if the
+        // agent has not ended it a grace period later (a stuck or lying agent).
+        if let Some(timeout) = self.def.timeout {
+            let ran = match self.machine.state() {
+                JobState::Running { .. } => {
+                    let millis = self.ports.clock.now().millis_since(self.machine.since());
+                    std::time::Duration::from_millis(millis)
+                }
+                _ => std::time::Duration::ZERO,
+            };
+            let after = timeout.to_std().saturating_sub(ran) + TIMEOUT_GRACE;
+            ctx.run_later(after, |act, ctx| act.backstop(ctx));
+        }
         self.peers.desk.do_send(Offer {
             job: self.job(),
             run: self.machine.run(),

@@ -64,7 +64,7 @@ enum Frame {
         offset: u64,
     },
     Event {
-        event: Box<DomainEvent>,
+        event: Box<crate::time::ApiEvent>,
     },
 }
 
@@ -396,7 +396,9 @@ impl EventFollower {
                 }
             }
             match self.connection.read().await {
-                Read::Frame(Frame::Event { event }) => return Ok(EventItem::Event(event)),
+                Read::Frame(Frame::Event { event }) => {
+                    return Ok(EventItem::Event(Box::new(event.0)));
+                }
                 Read::Frame(Frame::Lagged {}) => {
                     self.connection.socket = None;
                 }
@@ -475,6 +477,12 @@ async fn connect(client: &Client, path: &str) -> Result<Socket, ClientError> {
                 },
             })
         }
-        Ok(Err(err)) => Err(unreachable(super::http::chain(&err))),
+        Ok(Err(err)) => Err(match super::CertificateProblem::of(&err) {
+            Some(problem) => ClientError::Certificate {
+                url: url.to_owned(),
+                problem,
+            },
+            None => unreachable(super::http::chain(&err)),
+        }),
     }
 }

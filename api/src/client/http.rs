@@ -214,6 +214,12 @@ impl Client {
     }
 
     pub(super) fn unreachable(&self, err: &reqwest::Error) -> ClientError {
+        if let Some(problem) = super::CertificateProblem::of(err) {
+            return ClientError::Certificate {
+                url: self.target.url.clone(),
+                problem,
+            };
+        }
         let reason = if err.is_timeout() {
             format!("no answer in time ({})", chain(err))
         } else {

@@ -20,8 +20,11 @@
 //!   the only crypto provider; the HTTP requests and the WebSockets share one configuration.
 
 mod agent;
+mod certificate;
 pub mod follow;
 mod http;
+
+pub use certificate::CertificateProblem;
 
 pub(crate) use http::segment;
 
@@ -71,6 +74,14 @@ pub enum ClientError {
     /// No answer: the connection was refused, timed out, broke, or TLS failed.
     #[error("cannot reach the Hodei server at {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    /// The server answered with a certificate the client does not trust.
+    #[error(
+        "the Hodei server at {url} presents a certificate this client does not trust: {problem}"
+    )]
+    Certificate {
+        url: String,
+        problem: CertificateProblem,
+    },
     /// 401 or 403: the token is missing, unknown, revoked, or its role is too low.
     #[error("the server at {url} refused the request {method} {path} ({status}): {detail}")]
     Unauthorized {
@@ -152,6 +163,8 @@ pub struct Client {
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most bytes of a log [`Client::log`] asks for at once: what the client holds in memory.
+pub const LOG_PART: u64 = 8 * 1024 * 1024;
 
 impl Client {
     /// A client of the server at `target`. Nothing is sent yet.
@@ -166,7 +179,8 @@ impl Client {
         };
         check_url(&target.url)?;
         install_crypto();
-        let tls = Arc::new(tls_config(target.ca_cert.as_deref())?);
+        let https = target.url.starts_with("https://");
+        let tls = Arc::new(tls_config(target.ca_cert.as_deref(), https)?);
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured((*tls).clone())
             .connect_timeout(CONNECT_TIMEOUT)
@@ -320,9 +334,10 @@ impl Client {
         self.post(&format!("/api/v1/jobs/{id}/approve")).await
     }
 
-    /// Bytes of a job's log from `from` on (at most 8 MiB per answer), and the log's length.
+    /// Bytes of a job's log from `from` on, at most [`LOG_PART`] of them, and the log's length.
     pub async fn log(&self, job: u64, from: u64) -> Result<(Vec<u8>, u64), ClientError> {
-        self.bytes(&format!("/api/v1/jobs/{job}/log?from={from}"))
+        let to = from.saturating_add(LOG_PART);
+        self.bytes(&format!("/api/v1/jobs/{job}/log?from={from}&to={to}"))
             .await
     }
 
@@ -508,7 +523,12 @@ fn check_url(url: &str) -> Result<(), ClientError> {
 }
 
 /// The one TLS configuration of a client: the system's roots, plus `ca_cert`'s.
-fn tls_config(ca_cert: Option<&std::path::Path>) -> Result<rustls::ClientConfig, ClientError> {
+/// The TLS configuration of a client. A plain-HTTP server needs no trust store: a machine (or
+/// a container) without CA certificates still talks to it.
+fn tls_config(
+    ca_cert: Option<&std::path::Path>,
+    https: bool,
+) -> Result<rustls::ClientConfig, ClientError> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
 
@@ -525,6 +545,18 @@ fn tls_config(ca_cert: Option<&std::path::Path>) -> Result<rustls::ClientConfig,
         if extra.is_empty() {
             return Err(tls("it holds no PEM certificate".into()));
         }
+    }
+    if !https && extra.is_empty() {
+        return rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map(|config| {
+                config
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth()
+            })
+            .map_err(|err| ClientError::Tls {
+                reason: err.to_string(),
+            });
     }
     let verifier =
         rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone()).map_err(

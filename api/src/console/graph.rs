@@ -35,8 +35,8 @@ pub fn draw(jobs: &[JobView], needs: &[Vec<usize>]) -> Markup {
                         text x=(place.x + 10) y=(place.y + 35) class="meta" {
                             (job.state.replace('_', " "))
                             @match (job.started, job.finished) {
-                                (Some(s), Some(f)) => { " · " (short_duration(f - s)) }
-                                (Some(s), None) => { " · " tspan data-since=(s) { (short_duration(now - s)) } }
+                                (Some(s), Some(f)) => { " · " (short_duration(f.millis() - s.millis())) }
+                                (Some(s), None) => { " · " tspan data-since=(s.millis()) { (short_duration(now - s.millis())) } }
                                 _ => {}
                             }
                         }
@@ -58,6 +58,8 @@ fn short_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::views::Time;
+    use hodei_domain::ids::Timestamp;
 
     fn job(id: u64, name: &str, state: &str) -> JobView {
         JobView {
@@ -69,9 +71,9 @@ mod tests {
             worker: None,
             needs: Vec::new(),
             attempt: 1,
-            since: 0,
-            started: Some(0),
-            finished: Some(1_500),
+            since: Time(Timestamp(0)),
+            started: Some(Time(Timestamp(0))),
+            finished: Some(Time(Timestamp(1_500))),
             steps: Vec::new(),
         }
     }

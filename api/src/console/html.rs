@@ -5,6 +5,8 @@
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse};
 use hodei_domain::model::Role;
+
+use crate::views::Time;
 use maud::{DOCTYPE, Markup, html};
 
 use super::session::Visitor;
@@ -190,19 +192,19 @@ pub fn state(name: &str) -> Markup {
 }
 
 /// A time, machine-readable and in UTC for people (the script shows it in local time).
-pub fn time(ms: i64) -> Markup {
-    let text = utc(ms);
-    let iso = format!("{}Z", text.trim_end_matches(" UTC").replacen(' ', "T", 1));
-    html! { time datetime=(iso) { (text) } }
+pub fn time(at: Time) -> Markup {
+    html! { time datetime=(at) { (utc(at.millis())) } }
 }
 
 /// How long from `start` to `end`, or until now (kept current by the script) when running.
-pub fn elapsed(start: Option<i64>, end: Option<i64>) -> Markup {
+pub fn elapsed(start: Option<Time>, end: Option<Time>) -> Markup {
     match (start, end) {
-        (Some(s), Some(e)) => html! { span.duration { (crate::views::short_duration(e - s)) } },
-        (Some(s), None) => {
-            html! { span.duration data-since=(s) { (crate::views::short_duration(now_ms() - s)) } }
+        (Some(s), Some(e)) => {
+            html! { span.duration { (crate::views::short_duration(e.millis() - s.millis())) } }
         }
+        (Some(s), None) => html! {
+            span.duration data-since=(s.millis()) { (crate::views::short_duration(now_ms() - s.millis())) }
+        },
         _ => html! { span.duration { "–" } },
     }
 }
@@ -228,24 +230,8 @@ pub fn now_ms() -> i64 {
 
 /// `ms` since the epoch as `YYYY-MM-DD HH:MM:SS UTC`.
 pub fn utc(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
+    let iso = hodei_domain::ids::Timestamp(ms).rfc3339();
+    format!("{} {} UTC", &iso[..10], &iso[11..19])
 }
 
 #[cfg(test)]

@@ -150,7 +150,7 @@ pub async fn version(
         title: format!("{name} v{number}"),
         section: Section::Pipelines,
         before: html! {
-            p { a href={ "/pipelines/" (encode(&name)) } { "All versions of " (name) } " · stored " (time(stored.created.0)) }
+            p { a href={ "/pipelines/" (encode(&name)) } { "All versions of " (name) } " · stored " (time(stored.created.into())) }
             pre.yaml { code { (stored.source) } }
         },
         live: None,

@@ -20,6 +20,7 @@ use crate::ApiState;
 use crate::auth::{Caller, digest, generate, same_digest};
 use crate::error::{ApiError, Problem};
 use crate::request;
+use crate::time::Time;
 
 /// The largest log append an agent may send at once.
 pub const MAX_LOG_APPEND: usize = 4 * 1024 * 1024;
@@ -60,10 +61,12 @@ pub struct AgentTokenView {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub labels: Option<Vec<String>>,
-    /// Milliseconds since the Unix epoch.
-    pub created: i64,
+    #[schema(value_type = String, format = DateTime)]
+    pub created: Time,
+    /// When it stops registering agents; absent: never.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub expires: Option<i64>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires: Option<Time>,
     /// The secret, shown once.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
@@ -145,8 +148,8 @@ fn token_view(
         labels: record
             .labels
             .map(|l| l.iter().map(ToString::to_string).collect()),
-        created: record.created.0,
-        expires: record.expires.map(|t| t.0),
+        created: record.created.into(),
+        expires: record.expires.map(Time),
         token,
     }
 }
@@ -183,8 +186,8 @@ pub async fn list_agent_tokens(
             labels: t
                 .labels
                 .map(|l| l.iter().map(ToString::to_string).collect()),
-            created: t.created.0,
-            expires: t.expires.map(|t| t.0),
+            created: t.created.into(),
+            expires: t.expires.map(Time),
             token: None,
         })
         .collect();
@@ -224,8 +227,8 @@ pub struct AgentView {
     pub labels: Vec<String>,
     /// The registration token fixed its labels.
     pub fixed_labels: bool,
-    /// Milliseconds since the Unix epoch.
-    pub registered: i64,
+    #[schema(value_type = String, format = DateTime)]
+    pub registered: Time,
 }
 
 /// The registered agents.
@@ -257,7 +260,7 @@ pub async fn list_agents(
             name: a.name,
             labels: a.labels.iter().map(ToString::to_string).collect(),
             fixed_labels: a.fixed_labels,
-            registered: a.registered.0,
+            registered: a.registered.into(),
         })
         .collect();
     Ok(HttpResponse::Ok().json(AgentList { items }))

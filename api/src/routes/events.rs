@@ -9,7 +9,7 @@ use crate::ApiState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::request::page_limit;
-use crate::views::{EventPage, EventView};
+use crate::views::{ApiEvent, EventPage, EventView};
 
 /// Paging of events.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -45,7 +45,10 @@ pub async fn list_events(
     Ok(HttpResponse::Ok().json(EventPage {
         items: events
             .into_iter()
-            .map(|(seq, event)| EventView { seq, event })
+            .map(|(seq, event)| EventView {
+                seq,
+                event: ApiEvent(event),
+            })
             .collect(),
         next_after,
     }))

@@ -12,11 +12,14 @@ use utoipa::IntoParams;
 use crate::ApiState;
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
-use crate::request::{parse_range, query_range};
+use crate::request::{ByteRange, parse_range, query_range};
 use crate::views::JobView;
 
-/// The most bytes of a log one answer holds.
-const MAX_READ: u64 = 8 * 1024 * 1024;
+/// The most bytes of a log one answer to a `Range` request holds.
+const MAX_RANGE: u64 = 8 * 1024 * 1024;
+/// The bytes read from storage at a time while a log is streamed: what an answer without a
+/// `Range` holds in memory, whatever the log's size.
+const STREAM_CHUNK: u64 = 256 * 1024;
 
 /// The run a job belongs to, or 404.
 async fn run_of(state: &ApiState, job: JobId) -> Result<RunId, ApiError> {
@@ -95,11 +98,13 @@ pub struct LogQuery {
 
 /// Read a job's log, as written so far.
 ///
-/// Plain text, the output of every step and Hodei's own notes, secrets masked. A part is
-/// chosen by `Range: bytes=START-END` (206 with `Content-Range`) or by `?from=&to=` byte
-/// offsets (200). An answer holds at most 8 MiB: a larger part is cut, and answered as 206 with
-/// the `Content-Range` it holds. `Hodei-Log-Length` gives the log's length, to resume from.
-/// Role: viewer.
+/// Plain text, the output of every step and Hodei's own notes, secrets masked. Without a
+/// `Range` header the answer is 200 with the whole log as written when the request came (or the
+/// part from `?from=` to `?to=`, byte offsets), whatever its size: it is streamed from storage
+/// with a `Content-Length`, so `curl URL > file` keeps all of it. With `Range: bytes=START-END`
+/// it is 206 with `Content-Range`; a range answer holds at most 8 MiB (a longer range is cut, and
+/// `Content-Range` says what the answer holds). `Hodei-Log-Length` gives the log's length, to
+/// resume from. Role: viewer.
 #[utoipa::path(
     get,
     path = "/api/v1/jobs/{id}/log",
@@ -110,8 +115,8 @@ pub struct LogQuery {
         LogQuery
     ),
     responses(
-        (status = 200, description = "The log, or the part from `from` to `to`", body = String, content_type = "text/plain"),
-        (status = 206, description = "The requested range", body = String, content_type = "text/plain"),
+        (status = 200, description = "The whole log, or the part from `from` to `to`", body = String, content_type = "text/plain"),
+        (status = 206, description = "The requested range, at most 8 MiB of it", body = String, content_type = "text/plain"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 416, description = "The range starts beyond the log", body = Problem, content_type = "application/problem+json"),
     ),
@@ -127,7 +132,7 @@ pub async fn get_job_log(
     caller.require(Role::Viewer)?;
     let job = JobId(*id);
     run_of(&state, job).await?;
-    let logs = &state.tree.ports.logs;
+    let logs = state.tree.ports.logs.clone();
     let length = logs.len(job).map_err(ApiError::logs)?;
     let range_header = match req.headers().get(header::RANGE) {
         Some(value) => Some(value.to_str().map_err(|_| {
@@ -135,29 +140,29 @@ pub async fn get_job_log(
         })?),
         None => None,
     };
-    let (mut range, mut partial) = match range_header {
-        Some(text) => (parse_range(text, length)?, true),
-        None => (query_range(query.from, query.to, length)?, false),
-    };
-    // One answer holds at most MAX_READ bytes: a longer log is read in parts, each answer
-    // saying with `Content-Range` which part it is.
-    if range.end - range.start > MAX_READ {
-        range.end = range.start + MAX_READ;
-        partial = true;
-    }
-    let bytes = logs
-        .read(job, range.start, Some(range.end))
-        .await
-        .map_err(ApiError::logs)?;
-    let mut response = match partial {
-        true => HttpResponse::PartialContent(),
-        false => HttpResponse::Ok(),
+    let mut response = match range_header {
+        Some(_) => HttpResponse::PartialContent(),
+        None => HttpResponse::Ok(),
     };
     response
         .content_type("text/plain; charset=utf-8")
         .insert_header((header::ACCEPT_RANGES, "bytes"))
         .insert_header(("Hodei-Log-Length", length.to_string()));
-    if partial && !bytes.is_empty() {
+    let Some(text) = range_header else {
+        let range = query_range(query.from, query.to, length)?;
+        return Ok(response
+            .no_chunking(range.end - range.start)
+            .streaming(stream_log(logs, job, range)));
+    };
+    let mut range = parse_range(text, length)?;
+    // One range answer holds at most MAX_RANGE bytes: a longer range is read in parts, each
+    // answer saying with `Content-Range` which part it is.
+    range.end = range.end.min(range.start.saturating_add(MAX_RANGE));
+    let bytes = logs
+        .read(job, range.start, Some(range.end))
+        .await
+        .map_err(ApiError::logs)?;
+    if !bytes.is_empty() {
         let last = range.start + bytes.len() as u64 - 1;
         response.insert_header((
             header::CONTENT_RANGE,
@@ -165,6 +170,41 @@ pub async fn get_job_log(
         ));
     }
     Ok(response.body(bytes))
+}
+
+/// The bytes `range` of a job's log, read from storage [`STREAM_CHUNK`] bytes at a time as the
+/// client takes them. The range was within the log when it was measured, and a log only grows,
+/// so every read is whole; a read that comes back short (storage lost bytes) ends the stream
+/// with an error rather than with an answer shorter than its `Content-Length`.
+fn stream_log(
+    logs: std::sync::Arc<dyn hodei_domain::ports::LogStore>,
+    job: JobId,
+    range: ByteRange,
+) -> impl futures_util::Stream<Item = Result<web::Bytes, ApiError>> {
+    futures_util::stream::try_unfold(range.start, move |offset| {
+        let logs = logs.clone();
+        async move {
+            if offset >= range.end {
+                return Ok(None);
+            }
+            let to = range.end.min(offset + STREAM_CHUNK);
+            let bytes = logs
+                .read(job, offset, Some(to))
+                .await
+                .map_err(ApiError::logs)?;
+            if bytes.len() as u64 != to - offset {
+                return Err(ApiError::Internal {
+                    reason: format!(
+                        "the log of job {} has {} bytes from offset {offset}, {} expected",
+                        job.0,
+                        bytes.len(),
+                        to - offset
+                    ),
+                });
+            }
+            Ok(Some((web::Bytes::from(bytes), to)))
+        }
+    })
 }
 
 /// Who may approve a job at its gate: the role its `approval` names, and at least an operator.
@@ -177,7 +217,11 @@ pub(crate) fn approver(job: &hodei_domain::plan::PlannedJob) -> Role {
 
 /// The role a gated job's `approval` asks for: its position in the plan of the run's
 /// definition is its position in the run.
-async fn gate_role(state: &ApiState, source: String, position: usize) -> Result<Role, ApiError> {
+pub(crate) async fn gate_role(
+    state: &ApiState,
+    source: String,
+    position: usize,
+) -> Result<Role, ApiError> {
     let role = state
         .loads
         .run("planning the run's definition", move || {

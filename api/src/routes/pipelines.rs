@@ -103,7 +103,7 @@ pub async fn put_pipeline(
     let body = AppliedPipeline {
         name: stored.name,
         version: stored.version,
-        created: stored.created.0,
+        created: stored.created.into(),
         changed,
         warnings: diagnostics,
     };

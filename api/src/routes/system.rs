@@ -94,6 +94,9 @@ pub async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
         };
         checks.insert((*name).to_owned(), found);
     }
+    for (name, text) in &state.notices {
+        checks.insert((*name).to_owned(), text.clone());
+    }
     let health = Health {
         status: if ready { "ready" } else { "not-ready" }.to_owned(),
         version: VERSION.to_owned(),

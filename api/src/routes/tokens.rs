@@ -104,7 +104,7 @@ pub async fn create_token(
         id: record.id,
         name: record.name,
         role: record.role,
-        created: record.created.0,
+        created: record.created.into(),
         token: secret,
     }))
 }

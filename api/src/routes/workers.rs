@@ -2,17 +2,19 @@
 //! waiting job with why it waits.
 
 use actix_web::{HttpResponse, web};
+use hodei_actors::agents::GetAgentStats;
 use hodei_actors::messages::{GetQueue, GetQueueStats, GetWorkers, SetWorkerState};
 use hodei_domain::ids::{RunId, WorkerId};
 use hodei_domain::model::Role;
 use hodei_domain::schedule::{ScheduleError, WorkerState};
+use hodei_domain::state::JobState;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::ApiState;
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
-use crate::views::{QueueItem, QueueView, WorkerItem, WorkerList};
+use crate::views::{AgentDetail, ApprovalItem, QueueItem, QueueView, WorkerItem, WorkerList};
 
 /// The most queue items one answer holds.
 const MAX_QUEUE_ITEMS: usize = 1_000;
@@ -30,7 +32,8 @@ pub struct QueueQuery {
 }
 
 /// The waiting jobs, in the order the scheduler will consider them, each with its position, the
-/// workers that could take it and why it waits. Role: viewer.
+/// workers that could take it and why it waits; then the jobs waiting for an approval before
+/// they may queue, with the role that may approve each. Role: viewer.
 #[utoipa::path(
     get,
     path = "/api/v1/queue",
@@ -90,12 +93,54 @@ pub(crate) async fn queue(
             pipeline: w.pipeline,
             runs_on: w.runs_on.iter().map(ToString::to_string).collect(),
             priority: w.priority,
-            queued_at: w.queued_at.0,
+            queued_at: w.queued_at.into(),
             candidates: w.candidates.iter().map(|c| c.0.clone()).collect(),
             reason: w.reason,
         })
         .collect();
-    Ok(QueueView { items, total })
+    let awaiting_approval = awaiting_approval(state, limit, run.map(RunId)).await?;
+    Ok(QueueView {
+        items,
+        total,
+        awaiting_approval,
+    })
+}
+
+/// The jobs of unfinished runs (of `only` when given) that wait at their approval gate, at most
+/// `limit`, read from the store with who may approve each.
+async fn awaiting_approval(
+    state: &ApiState,
+    limit: usize,
+    only: Option<RunId>,
+) -> Result<Vec<ApprovalItem>, ApiError> {
+    let runs = match only {
+        Some(run) => vec![run],
+        None => state.tree.ports.store.unfinished_runs().await?,
+    };
+    let mut items = Vec::new();
+    for run in runs {
+        let record = match super::runs::record(state, run).await {
+            Ok(record) => record,
+            // A run asked for that does not exist has no job waiting.
+            Err(ApiError::NotFound { .. }) => continue,
+            Err(err) => return Err(err),
+        };
+        for (position, job) in record.jobs.iter().enumerate() {
+            if job.state != JobState::WaitingApproval || items.len() >= limit {
+                continue;
+            }
+            let approver = super::jobs::gate_role(state, record.source.clone(), position).await?;
+            items.push(ApprovalItem {
+                job: job.id.0,
+                run: run.0,
+                pipeline: record.pipeline.clone(),
+                name: job.name.clone(),
+                waiting_since: job.since.into(),
+                approver,
+            });
+        }
+    }
+    Ok(items)
 }
 
 /// Every worker: its labels, slots, state and the jobs it runs. Role: viewer.
@@ -122,16 +167,54 @@ pub(crate) async fn workers(state: &ApiState) -> Result<WorkerList, ApiError> {
         .send(GetWorkers)
         .await
         .map_err(|err| ApiError::actor("the scheduler", err))?;
-    let items = workers
+    let live = match &state.tree.desk {
+        Some(desk) => {
+            desk.send(GetAgentStats { take_claims: false })
+                .await
+                .map_err(|err| ApiError::actor("the agent desk", err))?
+                .connected
+        }
+        None => Vec::new(),
+    };
+    let mut items: Vec<WorkerItem> = workers
         .into_iter()
-        .map(|view| WorkerItem {
-            id: view.worker.id.0.clone(),
-            labels: view.worker.labels.iter().map(ToString::to_string).collect(),
-            slots: view.worker.slots,
-            state: state_name(view.worker.state).to_owned(),
-            jobs: view.jobs.iter().map(|job| job.0).collect(),
+        .map(|view| {
+            let agent = live
+                .iter()
+                .find(|a| a.name == view.worker.id.0)
+                .map(|a| AgentDetail {
+                    version: a.version.clone(),
+                    last_heartbeat: Some(a.last_seen.into()),
+                });
+            WorkerItem {
+                id: view.worker.id.0.clone(),
+                labels: view.worker.labels.iter().map(ToString::to_string).collect(),
+                slots: view.worker.slots,
+                state: state_name(view.worker.state).to_owned(),
+                jobs: view.jobs.iter().map(|job| job.0).collect(),
+                agent,
+            }
         })
         .collect();
+    // Registered agents that are not connected (or whose lease ran out) are offline.
+    if let Some(store) = &state.agents {
+        for agent in store.agents().await? {
+            if items.iter().any(|w| w.id == agent.name) {
+                continue;
+            }
+            items.push(WorkerItem {
+                id: agent.name,
+                labels: agent.labels.iter().map(ToString::to_string).collect(),
+                slots: 0,
+                state: "offline".to_owned(),
+                jobs: Vec::new(),
+                agent: Some(AgentDetail {
+                    version: String::new(),
+                    last_heartbeat: None,
+                }),
+            });
+        }
+    }
     Ok(WorkerList { items })
 }
 

@@ -10,7 +10,8 @@ use crate::ids::{JobId, RunId, Timestamp, WorkerId};
 /// Something that happened to a run, a job or a step. One per accepted transition.
 ///
 /// JSON: an object with `"type"` (the [`kind`](DomainEvent::kind)), the subject's ids, the
-/// payload and `"at"` (milliseconds since the Unix epoch). Job events carry the job's `attempt`;
+/// payload and `"at"` (milliseconds since the Unix epoch, as stored; the API writes it as an RFC
+/// 3339 string, see `hodei_api::time`). Job events carry the job's `attempt`;
 /// step events carry `job_attempt`, the step's position `step` (from 0) and the step's own
 /// `attempt`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -29,6 +29,8 @@ pub struct LoginArgs {
     /// A PEM file of CA certificates to trust besides the system's (a server with its own CA).
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub output: super::Output,
 }
 
 /// The contexts saved by `hodei login`.
@@ -86,6 +88,8 @@ pub struct QueueArgs {
     /// Only the jobs of this run.
     #[arg(long, value_name = "ID")]
     pub run: Option<u64>,
+    #[command(flatten)]
+    pub global: super::Global,
 }
 
 /// API tokens (admin).
@@ -128,6 +132,8 @@ pub struct EventsArgs {
     /// Keep printing new events as they are recorded (nothing missed across reconnects).
     #[arg(long, short = 'f')]
     pub follow: bool,
+    #[command(flatten)]
+    pub global: super::Global,
 }
 
 pub async fn login(args: LoginArgs, printer: Printer) -> Outcome {
@@ -305,14 +311,25 @@ pub async fn workers(cmd: WorkersCommand, client: &Client, printer: Printer) -> 
         WorkersCommand::List => {
             let list = client.workers().await?;
             printer.show(&list.items, |p| {
-                let mut table = Table::new(vec!["ID", "STATE", "SLOTS", "JOBS", "LABELS"]);
+                let mut table = Table::new(vec![
+                    "ID", "STATE", "SLOTS", "JOBS", "LABELS", "AGENT", "SEEN",
+                ]);
                 for w in &list.items {
+                    let (agent, seen) = match &w.agent {
+                        Some(a) => (
+                            format!("yes {}", a.version).trim().to_owned(),
+                            a.last_heartbeat.map_or("-".into(), ago),
+                        ),
+                        None => ("-".into(), "-".into()),
+                    };
                     table.row(vec![
                         p.bold(&w.id),
                         p.state(&w.state),
                         w.slots.to_string(),
                         format!("{}/{}", w.jobs.len(), w.slots),
                         w.labels.join(","),
+                        agent,
+                        seen,
                     ]);
                 }
                 table.print();
@@ -337,31 +354,60 @@ pub async fn workers(cmd: WorkersCommand, client: &Client, printer: Printer) -> 
 pub async fn queue(args: QueueArgs, client: &Client, printer: Printer) -> Outcome {
     let queue = client.queue(args.limit, args.run).await?;
     printer.show(&queue, |p| {
-        if queue.items.is_empty() {
+        if queue.items.is_empty() && queue.awaiting_approval.is_empty() {
             println!("The queue is empty.");
             return;
         }
-        let mut table = Table::new(vec![
-            "POS", "JOB", "RUN", "PIPELINE", "WAITING", "LABELS", "WHY",
-        ]);
-        for item in &queue.items {
-            table.row(vec![
-                item.position.to_string(),
-                item.job.to_string(),
-                item.run.to_string(),
-                item.pipeline.clone(),
-                ago(item.queued_at).trim_end_matches(" ago").to_owned(),
-                item.runs_on.join(","),
-                p.paint("33", &item.reason),
+        if queue.items.is_empty() {
+            println!("No job is queued.");
+        } else {
+            let mut table = Table::new(vec![
+                "POS", "JOB", "RUN", "PIPELINE", "WAITING", "LABELS", "WHY",
             ]);
+            for item in &queue.items {
+                table.row(vec![
+                    item.position.to_string(),
+                    item.job.to_string(),
+                    item.run.to_string(),
+                    item.pipeline.clone(),
+                    ago(item.queued_at).trim_end_matches(" ago").to_owned(),
+                    item.runs_on.join(","),
+                    p.paint("33", &item.reason),
+                ]);
+            }
+            table.print();
+            if queue.total > queue.items.len() {
+                println!(
+                    "… {} more ({} in all)",
+                    queue.total - queue.items.len(),
+                    queue.total
+                );
+            }
         }
-        table.print();
-        if queue.total > queue.items.len() {
-            println!(
-                "… {} more ({} in all)",
-                queue.total - queue.items.len(),
-                queue.total
-            );
+        if !queue.awaiting_approval.is_empty() {
+            println!();
+            println!("Waiting for approval (they queue once approved):");
+            let mut table = Table::new(vec![
+                "JOB", "RUN", "PIPELINE", "NAME", "WAITING", "APPROVER",
+            ]);
+            for item in &queue.awaiting_approval {
+                table.row(vec![
+                    item.job.to_string(),
+                    item.run.to_string(),
+                    item.pipeline.clone(),
+                    item.name.clone(),
+                    ago(item.waiting_since).trim_end_matches(" ago").to_owned(),
+                    p.paint(
+                        "33",
+                        &match item.approver {
+                            hodei_domain::model::Role::Admin => "admin".to_owned(),
+                            role => format!("{role} or admin"),
+                        },
+                    ),
+                ]);
+            }
+            table.print();
+            println!("Approve one with `hodei jobs approve JOB` (a token of the APPROVER role).");
         }
     });
     Ok(EXIT_OK)
@@ -454,7 +500,7 @@ fn event_line(item: &EventView) -> String {
             subject.push(format!("{key}={v}"));
         }
     }
-    let at = value["at"].as_i64().map(ago).unwrap_or_default();
+    let at = ago(item.event.0.at().into());
     format!(
         "{:>8}  {:<10}  {kind:<22} {}",
         item.seq,

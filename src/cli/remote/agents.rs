@@ -12,7 +12,7 @@ pub enum AgentsCommand {
     /// Registration tokens, with which agents register once.
     #[command(
         subcommand,
-        after_help = "Examples:\n  hodei agents tokens create --name arm-builders --labels linux,arm64\n  hodei agents tokens list\n  hodei agents tokens revoke 3"
+        after_help = "Examples:\n  hodei agents tokens create --name builders --labels linux\n  hodei agents tokens list\n  hodei agents tokens revoke 2"
     )]
     Tokens(TokensCommand),
     /// List the registered agents.
@@ -45,11 +45,11 @@ pub enum TokensCommand {
     },
     /// List the registration tokens (without their secrets).
     #[command(
-        after_help = "Examples:\n  hodei agents tokens list\n  hodei agents tokens list -o json"
+        after_help = "Examples:\n  hodei agents tokens list\n  hodei agents tokens list -o json | jq '.[].expires'"
     )]
     List,
     /// Revoke a registration token; the agents it registered keep working.
-    #[command(after_help = "Examples:\n  hodei agents tokens revoke 3")]
+    #[command(after_help = "Examples:\n  hodei agents tokens revoke 2")]
     Revoke { id: u64 },
 }
 

@@ -424,7 +424,7 @@ impl Live {
             };
             let time = match (job.started, job.finished) {
                 (Some(s), Some(f)) => duration(f - s),
-                (Some(s), None) => duration(now_ms() - s),
+                (Some(s), None) => duration(now_ms() - s.millis()),
                 _ => String::new(),
             };
             let waits = match () {

@@ -32,7 +32,8 @@ pub use secrets::SecretsCommand;
 
 use super::{EXIT_FAILED, EXIT_OK, EXIT_SERVER, EXIT_USAGE};
 
-/// Options every admin command takes.
+/// Options every command that asks a server takes, after the command's name
+/// (`hodei runs list -o json`). `hodei run`, `validate` and `server` do not take them.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Global {
     /// The context (server and token) to use instead of the current one; see `hodei login`.
@@ -41,6 +42,24 @@ pub struct Global {
     /// How to print results: tables for people, JSON or YAML for scripts.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
+}
+
+/// The output option alone, for the commands that ask no server (`login`, `contexts`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Output {
+    /// How to print results: tables for people, JSON or YAML for scripts.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+}
+
+impl Output {
+    /// The options of a command that asks no server: no context to choose.
+    pub fn global(&self) -> Global {
+        Global {
+            context: None,
+            output: self.output,
+        }
+    }
 }
 
 /// An admin command, ready to run.
@@ -77,7 +96,9 @@ impl Failure {
     /// A client error, with how to fix it.
     pub fn client(err: ClientError) -> Failure {
         let code = match &err {
-            ClientError::Unreachable { .. } | ClientError::Unauthorized { .. } => EXIT_SERVER,
+            ClientError::Unreachable { .. }
+            | ClientError::Certificate { .. }
+            | ClientError::Unauthorized { .. } => EXIT_SERVER,
             ClientError::BadUrl { .. } | ClientError::Tls { .. } => EXIT_SERVER,
             err if err.is_retryable() => EXIT_FAILED,
             ClientError::Rejected { .. } => EXIT_USAGE,
@@ -87,6 +108,7 @@ impl Failure {
             ClientError::Unreachable { url, .. } => format!(
                 "\n  hint: is `hodei server` running at {url}? Choose another server with `hodei login URL --token TOKEN`, `--context NAME` or HODEI_URL"
             ),
+            ClientError::Certificate { problem, .. } => format!("\n  hint: {}", problem.fix()),
             ClientError::Unauthorized { status: 401, url, .. } => format!(
                 "\n  hint: log in with a valid token: `hodei login {url} --token TOKEN` (or set HODEI_TOKEN); an admin can make one with `hodei tokens create`"
             ),

@@ -162,9 +162,9 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// How long ago `ms` was: `12s ago`, `5m ago`, `3h ago`, `2d ago`.
-pub fn ago(ms: i64) -> String {
-    format!("{} ago", duration(now_ms().saturating_sub(ms)))
+/// How long ago `at` was: `12s ago`, `5m ago`, `3h ago`, `2d ago`.
+pub fn ago(at: hodei_api::views::Time) -> String {
+    format!("{} ago", duration(now_ms().saturating_sub(at.millis())))
 }
 
 pub use hodei_api::views::short_duration as duration;

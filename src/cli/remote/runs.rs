@@ -277,7 +277,7 @@ fn show_run(run: &RunView, p: &Printer) {
     );
     let took = match (run.started, run.finished) {
         (Some(s), Some(f)) => duration(f - s),
-        (Some(s), None) => format!("{} so far", duration(now_ms() - s)),
+        (Some(s), None) => format!("{} so far", duration(now_ms() - s.millis())),
         _ => "-".to_owned(),
     };
     println!(
@@ -304,7 +304,7 @@ pub fn jobs_table(jobs: &[JobView], p: &Printer) {
     for job in jobs {
         let took = match (job.started, job.finished) {
             (Some(s), Some(f)) => duration(f - s),
-            (Some(s), None) => duration(now_ms() - s),
+            (Some(s), None) => duration(now_ms() - s.millis()),
             _ => "-".to_owned(),
         };
         let attempt = job.attempt;

@@ -181,16 +181,23 @@ async fn runs_of(h: &Harness, n: usize) -> Vec<RunSummary> {
 const SCHEDULED: &str =
     "name: sched\non: { schedule: ['0 3 * * *'] }\njobs:\n  a: { steps: [emit 1] }\n";
 
-#[actix_rt::test]
-async fn a_schedule_fires_on_its_tick_once_with_the_event_schedule() {
-    let clock = Shifted::at(BEFORE_THREE);
-    let h = timer_harness("timer-tick", clock.clone(), Faults::none()).await;
+/// Stores the scheduled pipeline a minute before the tick; answers its runs once the tick made
+/// one, checked to be a scheduled run.
+async fn scheduled_once(h: &Harness) -> Vec<RunSummary> {
     h.store
         .put_pipeline("sched", SCHEDULED, Timestamp(BEFORE_THREE.0 - 60_000))
         .await
         .unwrap();
-    let runs = runs_of(&h, 1).await;
+    let runs = runs_of(h, 1).await;
     assert_eq!(runs[0].inputs.event, "schedule");
+    runs
+}
+
+#[actix_rt::test]
+async fn a_schedule_fires_on_its_tick_once_with_the_event_schedule() {
+    let clock = Shifted::at(BEFORE_THREE);
+    let h = timer_harness("timer-tick", clock.clone(), Faults::none()).await;
+    let runs = scheduled_once(&h).await;
     assert_eq!(h.finished(runs[0].id).await.state, RunState::Succeeded);
     // Later passes, on this timer and on another replica's, find the tick claimed.
     let other = h.store.clone();
@@ -260,12 +267,7 @@ async fn a_timer_that_panics_is_restarted_and_fires_the_tick_all_the_same() {
     let clock = Shifted::at(BEFORE_THREE);
     let faults = Faults::panic_at(Point::TimerPass, Hits::UpTo(2));
     let h = timer_harness("timer-panic", clock, faults).await;
-    h.store
-        .put_pipeline("sched", SCHEDULED, Timestamp(BEFORE_THREE.0 - 60_000))
-        .await
-        .unwrap();
-    let runs = runs_of(&h, 1).await;
-    assert_eq!(runs[0].inputs.event, "schedule");
+    scheduled_once(&h).await;
     assert!(
         h.tree.restarts.get(ActorKind::Timer) >= 2,
         "the timer was restarted"

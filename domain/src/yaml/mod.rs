@@ -16,6 +16,8 @@ use saphyr_parser::{Event, Marker, Parser, ScalarStyle, Span as YamlSpan};
 
 use crate::diagnostic::{Code, Diagnostic, Path, Pos, Span};
 
+mod syntax;
+
 /// Stands for a mapping key that is not a scalar (already reported); its value is dropped.
 const COMPLEX_KEY: &str = "\u{0}complex key";
 
@@ -326,13 +328,7 @@ impl<'a> Builder<'a> {
                     .at(at)
                     .into();
                 }
-                Diagnostic::error(
-                    Code::Syntax,
-                    Path::root(),
-                    format!("invalid YAML: {}", err.info()),
-                )
-                .at(at)
-                .into()
+                Box::new(syntax::explain(err.info(), p, source))
             })?;
             self.event(event, span(&at))?;
         }
