@@ -267,7 +267,7 @@ async fn big_log(server: &Server, lines: u64) -> f64 {
         .bytes()
         .await
         .unwrap();
-    let expected: Vec<u8> = (1..=1_000_000)
+    let expected: Vec<u8> = (1..=lines)
         .flat_map(|n| format!("{n}\n").into_bytes())
         .collect();
     assert!(
