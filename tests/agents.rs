@@ -428,9 +428,16 @@ async fn a_cancel_stops_the_step_on_the_agent_and_runs_its_hooks() {
     assert!(log.contains("hook ran"), "{log}");
 }
 
+/// How long the first attempt of a counted job sleeps: `base` seconds and a fraction that
+/// differs between test processes, so that its `sleep` is told apart from any other on the
+/// machine (another run of these tests, say).
+fn long_sleep(base: u32) -> String {
+    format!("{base}.{:03}", std::process::id() % 1000)
+}
+
 /// A job that counts its attempts and its one side effect in `marks`: the first attempt
 /// takes `long` seconds (it is cut off long before), the next ones a second.
-fn counted_job(marks: &Path, long: u32) -> String {
+fn counted_job(marks: &Path, long: &str) -> String {
     format!(
         "name: counted\non: {{ manual: {{}} }}\njobs:\n  work:\n    retry: 1\n    steps:\n      - run: |\n          if [ -e {m}/starts ]; then d=1; else d={long}; fi\n          echo start >> {m}/starts\n          echo working\n          sleep $d\n          echo done >> {m}/effects\n          echo finished\n",
         m = marks.display(),
@@ -445,7 +452,9 @@ async fn an_agent_killed_with_sigkill_loses_its_job_to_another_and_reaps_what_it
     let mut first = cluster.agent("first", &token, &[]);
     let marks = cluster.data.join("marks");
     std::fs::create_dir_all(&marks).unwrap();
-    cluster.apply("counted", &counted_job(&marks, 30)).await;
+    cluster
+        .apply("counted", &counted_job(&marks, &long_sleep(30)))
+        .await;
     let run = cluster.trigger("counted").await;
     wait_for_file(&marks.join("starts"), Duration::from_secs(30));
     first.kill();
@@ -467,7 +476,7 @@ async fn an_agent_killed_with_sigkill_loses_its_job_to_another_and_reaps_what_it
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let left = step_processes("sleep 30");
+    let left = step_processes(&format!("sleep {}", long_sleep(30)));
     assert!(
         left.is_empty(),
         "the orphaned step is gone: {}",
@@ -492,12 +501,14 @@ async fn a_frozen_agent_past_its_lease_is_refused_when_it_wakes_and_stops_its_jo
     let first = cluster.agent("first", &token, &[]);
     let marks = cluster.data.join("marks");
     std::fs::create_dir_all(&marks).unwrap();
-    cluster.apply("counted", &counted_job(&marks, 31)).await;
+    cluster
+        .apply("counted", &counted_job(&marks, &long_sleep(31)))
+        .await;
     let run = cluster.trigger("counted").await;
     wait_for_file(&marks.join("starts"), Duration::from_secs(30));
     // Frozen (as `docker pause` does), its step frozen with it: the lease runs out.
     first.signal(libc::SIGSTOP);
-    let step = step_processes("sleep 31");
+    let step = step_processes(&format!("sleep {}", long_sleep(31)));
     assert!(!step.is_empty());
     for pid in &step {
         unsafe { libc::kill(*pid, libc::SIGSTOP) };
@@ -518,11 +529,14 @@ async fn a_frozen_agent_past_its_lease_is_refused_when_it_wakes_and_stops_its_jo
         assert!(Instant::now() < deadline, "{}", cluster.agent_log("first"));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(
-        step_processes("sleep 31").is_empty(),
-        "the stale attempt's step is stopped"
-    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !step_processes(&format!("sleep {}", long_sleep(31))).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the stale attempt's step is stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
         lines_of(&marks.join("effects")),
         ["done"],

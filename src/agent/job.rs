@@ -116,6 +116,8 @@ pub struct Setting {
     pub spool: PathBuf,
     /// Caches on the agent's disk; artifacts refused (`files.rs`).
     pub files: Arc<dyn hodei_domain::ports::FileStore>,
+    /// Rung when a job is over: a poll without room is asked again, with room.
+    pub freed: Arc<tokio::sync::Notify>,
 }
 
 /// An attempt just started: what the agent holds, and what its upload reads.

@@ -300,6 +300,7 @@ async fn serve(args: &Args, providers: Arc<Mutex<Option<Arc<ByImage>>>>) -> u8 {
         name: identity.name.clone(),
         spool,
         files,
+        freed: Arc::default(),
     };
     println!(
         "Agent `{}` of {} runs {slots} job(s) at once.",
@@ -327,6 +328,9 @@ async fn serve(args: &Args, providers: Arc<Mutex<Option<Arc<ByImage>>>>) -> u8 {
         };
         let polled = tokio::select! {
             polled = client.poll(&request) => polled,
+            // A slot is free again: poll again with room (a poll without room takes nothing,
+            // so leaving it is safe).
+            _ = setting.freed.notified(), if !room => continue,
             _ = term.recv() => break drain(&jobs, args.grace).await,
             _ = tokio::signal::ctrl_c() => break drain(&jobs, args.grace).await,
             _ = refused.notified() => break EXIT_REFUSED,
@@ -393,6 +397,7 @@ fn start_job(
         .unwrap_or_else(|e| e.into_inner())
         .insert(job, held);
     let (client, jobs, spool) = (setting.client.clone(), jobs.clone(), setting.spool.clone());
+    let freed = setting.freed.clone();
     actix::spawn(async move {
         let outcome = job::upload(client, job, epoch, base, outbox, logs, phase).await;
         let held = jobs.lock().unwrap_or_else(|e| e.into_inner()).remove(&job);
@@ -409,6 +414,7 @@ fn start_job(
             }
         }
         let _ = std::fs::remove_dir_all(spool.join(format!("job-{}-epoch-{epoch}", job.0)));
+        freed.notify_one();
     });
 }
 
