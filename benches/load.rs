@@ -89,6 +89,14 @@ async fn tree<P: Provider + Reconcile + 'static>(
         reconcile: provider,
         clock: Arc::new(SystemClock),
         secrets: Arc::new(NoSecrets),
+        files: Arc::new(
+            hodei_adapters::files::DiskFiles::open(
+                dir.join("files"),
+                hodei_adapters::files::FileLimits::default(),
+                "main".into(),
+            )
+            .unwrap(),
+        ),
         faults: Faults::none(),
     };
     let worker = WorkerSpec {

@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub agent_lease: std::time::Duration,
     /// Jobs run at once on the server's own machine; 0: none (every job on agents).
     pub local_slots: u32,
+    /// The size limits and retention of artifacts and caches.
+    pub files: hodei_adapters::files::FileLimits,
 }
 
 /// One configuration key: its name in the file, its variable, what it takes, its default.
@@ -51,7 +53,7 @@ struct Key {
     default: fn() -> Raw,
 }
 
-const KEYS: [Key; 11] = [
+const KEYS: [Key; 15] = [
     Key {
         name: "listen",
         env: "HODEI_LISTEN",
@@ -117,6 +119,30 @@ const KEYS: [Key; 11] = [
         env: "HODEI_LOCAL_SLOTS",
         expected: "a number of jobs from 0 (the server runs none itself: every job on agents) to 1024",
         default: || Raw::Int(std::thread::available_parallelism().map_or(2, |n| n.get() as i64)),
+    },
+    Key {
+        name: "artifacts_max_job_mib",
+        env: "HODEI_ARTIFACTS_MAX_JOB_MIB",
+        expected: "a number of MiB from 1 to 1048576 (1 TiB)",
+        default: || Raw::Int(1024),
+    },
+    Key {
+        name: "artifacts_retention_days",
+        env: "HODEI_ARTIFACTS_RETENTION_DAYS",
+        expected: "a number of days from 1 to 3650",
+        default: || Raw::Int(30),
+    },
+    Key {
+        name: "caches_max_entry_mib",
+        env: "HODEI_CACHES_MAX_ENTRY_MIB",
+        expected: "a number of MiB from 1 to 1048576 (1 TiB)",
+        default: || Raw::Int(2048),
+    },
+    Key {
+        name: "caches_retention_days",
+        env: "HODEI_CACHES_RETENTION_DAYS",
+        expected: "a number of days from 1 to 3650",
+        default: || Raw::Int(7),
     },
 ];
 
@@ -319,6 +345,16 @@ pub fn resolve(
         },
         agent_lease: std::time::Duration::from_secs(parse_number(value(9), 1, 3600)? as u64),
         local_slots: parse_number(value(10), 0, 1024)? as u32,
+        files: {
+            const MIB: u64 = 1 << 20;
+            let days = |n: usize| std::time::Duration::from_secs(n as u64 * 24 * 3600);
+            hodei_adapters::files::FileLimits {
+                artifacts_per_job: parse_number(value(11), 1, 1 << 20)? as u64 * MIB,
+                artifact_retention: days(parse_number(value(12), 1, 3650)?),
+                cache_entry: parse_number(value(13), 1, 1 << 20)? as u64 * MIB,
+                cache_retention: days(parse_number(value(14), 1, 3650)?),
+            }
+        },
     })
 }
 
@@ -520,7 +556,7 @@ mod tests {
         let err = resolve(file("lisen = \"x\"\n"), &no_env, &Flags::default()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "hodei.toml: unknown key `lisen` (did you mean `listen`?); the keys are listen, data, http_workers, max_body_bytes, labels, shutdown_grace_seconds, max_queued_jobs, tls_cert, tls_key, agent_lease_seconds, local_slots"
+            "hodei.toml: unknown key `lisen` (did you mean `listen`?); the keys are listen, data, http_workers, max_body_bytes, labels, shutdown_grace_seconds, max_queued_jobs, tls_cert, tls_key, agent_lease_seconds, local_slots, artifacts_max_job_mib, artifacts_retention_days, caches_max_entry_mib, caches_retention_days"
         );
         let err = resolve(file("listen = \n"), &no_env, &Flags::default()).unwrap_err();
         assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");

@@ -10,6 +10,7 @@ use hodei_actors::messages::{RegisterWorker, WorkerSpec};
 use hodei_actors::supervise::exit_on_escalation;
 use hodei_adapters::clock::SystemClock;
 use hodei_adapters::docker::DockerConfig;
+use hodei_adapters::files::{DiskFiles, FileLimits};
 use hodei_adapters::git::GitMirrors;
 use hodei_adapters::local::LocalProvider;
 use hodei_adapters::logs::FileLogStore;
@@ -21,7 +22,7 @@ use hodei_domain::ids::WorkerId;
 use hodei_domain::model::Label;
 use hodei_domain::ports::AgentStore;
 use hodei_domain::ports::{
-    BoxFuture, SecretScope, SecretStore, SecretVault, StoreError, TokenStore,
+    BoxFuture, SecretScope, SecretStore, SecretVault, StoreError, TickStore, TokenStore,
 };
 use hodei_supervisors::{Tree, TreeConfig, start_tree};
 
@@ -74,6 +75,8 @@ pub struct LocalPaths {
     pub docker_workspaces: PathBuf,
     /// The mirrors of registered repositories, which jobs check out from (a server's only).
     pub mirrors: Option<PathBuf>,
+    /// Artifacts of runs and caches of pipelines.
+    pub files: PathBuf,
 }
 
 impl LocalPaths {
@@ -90,6 +93,7 @@ impl LocalPaths {
             workspaces: with(".workspaces"),
             docker_workspaces: with(".docker"),
             mirrors: None,
+            files: with(".files"),
         }
     }
 
@@ -101,11 +105,12 @@ impl LocalPaths {
             workspaces: dir.join("workspaces"),
             docker_workspaces: dir.join("docker"),
             mirrors: None,
+            files: dir.join("files"),
         }
     }
 
     /// In a server's data directory: `DIR/hodei.db`, `DIR/logs/`, `DIR/workspaces/`,
-    /// `DIR/docker/`.
+    /// `DIR/docker/`, `DIR/mirrors/`, `DIR/files/`.
     pub fn data_dir(dir: &Path) -> LocalPaths {
         LocalPaths {
             store: Some(dir.join("hodei.db")),
@@ -113,6 +118,7 @@ impl LocalPaths {
             workspaces: dir.join("workspaces"),
             docker_workspaces: dir.join("docker"),
             mirrors: Some(dir.join("mirrors")),
+            files: dir.join("files"),
         }
     }
 }
@@ -132,8 +138,24 @@ pub async fn local_stack(
         slots,
         approvals,
     };
-    start_stack(Arc::new(store), paths, secrets, local, None).await
+    let files = open_files(paths, FileLimits::default())?;
+    start_stack(Arc::new(store), paths, secrets, local, None, files, None).await
 }
+
+/// Opens the files directory of a stack.
+fn open_files(paths: &LocalPaths, limits: FileLimits) -> Result<Arc<DiskFiles>, String> {
+    DiskFiles::open(paths.files.clone(), limits, DEFAULT_BRANCH.to_owned())
+        .map(Arc::new)
+        .map_err(|err| {
+            format!(
+                "cannot open the files directory {}: {err}",
+                paths.files.display()
+            )
+        })
+}
+
+/// The branch whose caches jobs of other branches fall back to.
+pub const DEFAULT_BRANCH: &str = "main";
 
 /// What the machine Hodei runs on does: its worker's labels and slots (0: no local worker),
 /// and how approval gates are handled.
@@ -168,6 +190,7 @@ pub async fn server_stack(
     labels: Vec<Label>,
     local_slots: u32,
     agents: AgentSettings,
+    limits: FileLimits,
 ) -> Result<ServerStack, String> {
     let paths = LocalPaths::data_dir(data);
     make_private(data, &paths)
@@ -187,12 +210,17 @@ pub async fn server_stack(
         slots: Some(local_slots),
         approvals: Approvals::Wait,
     };
+    let files = open_files(&paths, limits)?;
+    prune_files(files.clone());
+    let ticks: Arc<dyn TickStore> = store.clone();
     let (tree, provider) = start_stack(
         store,
         &paths,
         secrets.clone(),
         local,
         Some((agent_store.clone(), agents)),
+        files,
+        Some(ticks),
     )
     .await?;
     Ok(ServerStack {
@@ -294,12 +322,37 @@ fn lock_store(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Removes the artifacts and caches past their retention now, and then every hour.
+fn prune_files(files: Arc<DiskFiles>) {
+    actix::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            every.tick().await;
+            let files = files.clone();
+            let pruned =
+                tokio::task::spawn_blocking(move || files.prune(std::time::SystemTime::now()))
+                    .await;
+            if let Ok((runs, caches)) = pruned
+                && runs + caches > 0
+            {
+                tracing::info!(
+                    runs,
+                    caches,
+                    "Removed artifacts and caches past their retention."
+                );
+            }
+        }
+    });
+}
+
 async fn start_stack(
     store: Arc<SqliteStore>,
     paths: &LocalPaths,
     secrets: Arc<dyn SecretStore>,
     local: Local,
     agents: Option<(Arc<dyn AgentStore>, AgentSettings)>,
+    files: Arc<DiskFiles>,
+    ticks: Option<Arc<dyn TickStore>>,
 ) -> Result<(Tree, Arc<ByImage>), String> {
     let Local {
         labels,
@@ -331,6 +384,7 @@ async fn start_stack(
         reconcile: provider.clone(),
         clock: Arc::new(SystemClock),
         secrets,
+        files,
         faults: Faults::none(),
     };
     // One job per core unless told otherwise.
@@ -359,6 +413,7 @@ async fn start_stack(
     if slots == 0 {
         tracing::info!("The local worker is off: every job runs on an agent.");
     }
+    config.ticks = ticks;
     let worker = Arc::new(worker);
     // Past its restart budget, a failing actor stops Hodei; the steps it runs go first, so that
     // nothing is left running (a run with a store resumes at the next start).

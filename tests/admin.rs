@@ -822,3 +822,62 @@ fn repositories_are_added_listed_shown_and_removed() {
     cli.expect(0, &["repos", "remove", "app"]);
     assert_eq!(cli.json(&["repos", "list"]), Value::Array(Vec::new()));
 }
+
+#[test]
+fn a_schedule_fires_on_the_real_clock_and_its_run_s_artifacts_download() {
+    let (dir, _server, cli) = setup("schedule");
+    // Every second: the first tick comes within a second of the apply.
+    let file = write(
+        &dir,
+        "tick.yml",
+        "name: tick\non: { schedule: ['* * * * * *'] }\njobs:\n  report:\n    steps: [{ run: 'mkdir -p out && echo \"tick $HODEI_EVENT\" > out/report.txt' }]\n    artifacts: [out/report.txt]\n",
+    );
+    cli.expect(0, &["pipelines", "apply", &file]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let run = loop {
+        let runs = cli.json(&["runs", "list", "--pipeline", "tick"]);
+        let done = runs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["state"] == "succeeded")
+            .cloned();
+        if let Some(run) = done {
+            break run;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled run succeeded: {runs:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(run["event"], "schedule", "{run:#}");
+    let id = run["id"].as_u64().unwrap().to_string();
+    let listed = cli.json(&["runs", "artifacts", &id]);
+    assert_eq!(listed[0]["path"], "out/report.txt", "{listed:#}");
+    assert_eq!(listed[0]["job"], "report");
+    let table = cli.expect(0, &["runs", "artifacts", &id, "-o", "table"]);
+    assert!(table.contains("out/report.txt"), "{table}");
+    let to = dir.join("report.txt");
+    cli.expect(
+        0,
+        &[
+            "runs",
+            "download",
+            &id,
+            "out/report.txt",
+            "--to",
+            to.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(std::fs::read_to_string(&to).unwrap(), "tick schedule\n");
+    let printed = cli.expect(0, &["runs", "download", &id, "out/report.txt", "--to", "-"]);
+    assert_eq!(printed, "tick schedule\n");
+    let out = cli.run(&["runs", "download", &id, "nope.txt"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("has no artifact `nope.txt`; its artifacts are: out/report.txt"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -727,6 +727,57 @@ async fn bad_credentials_and_bad_writes_are_refused_clearly() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_an_agent_a_cache_is_kept_on_its_disk_and_artifacts_fail_the_job_clearly() {
+    hodei_api::client::install_crypto();
+    let cluster = Cluster::start("files", 30);
+    let token = cluster.registration_token().await;
+    let _agent = cluster.agent("cacher", &token, &["--labels", "linux,arm64"]);
+    cluster
+        .apply(
+            "cached",
+            "name: cached\non: { manual: {} }\njobs:\n  build:\n    runs_on: [arm64]\n    cache: { key: deps, paths: [deps] }\n    steps:\n      - run: 'if [ -f deps/made ]; then echo restored; else mkdir -p deps && echo x > deps/made && echo made; fi'\n",
+        )
+        .await;
+    let mut logs = Vec::new();
+    for _ in 0..2 {
+        let run = cluster.trigger("cached").await;
+        let run = cluster
+            .wait_run(run, Duration::from_secs(60), finished)
+            .await;
+        assert_eq!(run["state"], "succeeded", "{run:#}");
+        let log = cluster.log(run["jobs"][0]["id"].as_u64().unwrap()).await;
+        logs.push(String::from_utf8_lossy(&log).into_owned());
+    }
+    assert!(
+        logs[0].contains("made\n") && logs[0].contains("cache `deps` saved"),
+        "{}",
+        logs[0]
+    );
+    assert!(
+        logs[1].contains("restored\n") && logs[1].contains("cache `deps` restored"),
+        "{}",
+        logs[1]
+    );
+    cluster
+        .apply(
+            "kept",
+            "name: kept\non: { manual: {} }\njobs:\n  build:\n    runs_on: [arm64]\n    artifacts: [out]\n    steps:\n      - run: mkdir -p out && echo a > out/a\n",
+        )
+        .await;
+    let run = cluster.trigger("kept").await;
+    let run = cluster
+        .wait_run(run, Duration::from_secs(60), finished)
+        .await;
+    assert_eq!(run["state"], "failed", "{run:#}");
+    let log = cluster.log(run["jobs"][0]["id"].as_u64().unwrap()).await;
+    let log = String::from_utf8_lossy(&log);
+    assert!(
+        log.contains("cannot keep the job's artifacts: cannot keep artifacts on an agent"),
+        "{log}"
+    );
+}
+
 // ---- Servers and agents as containers on a private network --------------------------------
 
 /// Hodei's image, built once per test run from this test's binary (`scripts/hodei-image`).

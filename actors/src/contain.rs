@@ -57,6 +57,7 @@ pub struct RestartCounter {
     bus: AtomicU64,
     workers: AtomicU64,
     provider: AtomicU64,
+    timer: AtomicU64,
 }
 
 /// The kinds of actors whose restarts are counted.
@@ -70,6 +71,7 @@ pub enum ActorKind {
     EventBus,
     WorkerRegistry,
     Provider,
+    Timer,
 }
 
 impl ActorKind {
@@ -84,6 +86,7 @@ impl ActorKind {
             ActorKind::EventBus => "event_bus",
             ActorKind::WorkerRegistry => "worker_registry",
             ActorKind::Provider => "provider",
+            ActorKind::Timer => "timer",
         }
     }
 }
@@ -99,6 +102,7 @@ impl RestartCounter {
             ActorKind::EventBus => &self.bus,
             ActorKind::WorkerRegistry => &self.workers,
             ActorKind::Provider => &self.provider,
+            ActorKind::Timer => &self.timer,
         }
     }
 

@@ -33,6 +33,8 @@ pub enum Point {
     SubmitRun,
     /// A run actor is about to decide its run's next moves.
     Reconcile,
+    /// The timer is about to look for due ticks of schedules.
+    TimerPass,
 }
 
 impl Point {
@@ -49,6 +51,7 @@ impl Point {
             Point::RegisterWorker => "register_worker",
             Point::SubmitRun => "submit_run",
             Point::Reconcile => "reconcile",
+            Point::TimerPass => "timer_pass",
         }
     }
 }

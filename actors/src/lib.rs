@@ -45,11 +45,12 @@ pub mod run;
 pub mod scheduler;
 pub mod secrets;
 pub mod supervise;
+pub mod timer;
 pub mod workers;
 
 use std::sync::Arc;
 
-use hodei_domain::ports::{Clock, LogStore, Provider, Reconcile, SecretStore, Store};
+use hodei_domain::ports::{Clock, FileStore, LogStore, Provider, Reconcile, SecretStore, Store};
 
 /// The outside world, as the actors see it: the ports of the domain with the adapters the binary
 /// chose behind them.
@@ -61,6 +62,8 @@ pub struct Ports {
     pub reconcile: Arc<dyn Reconcile>,
     pub clock: Arc<dyn Clock>,
     pub secrets: Arc<dyn SecretStore>,
+    /// Where jobs keep their artifacts and caches.
+    pub files: Arc<dyn FileStore>,
     /// Panics planned by a test; [`fault::Faults::none`] otherwise.
     pub faults: fault::Faults,
 }

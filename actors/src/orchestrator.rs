@@ -457,6 +457,11 @@ impl Handler<RetryRun> for Orchestrator {
                 if let Ok(event) = machine.apply(hodei_domain::state::JobEvent::CarryOver, now) {
                     events.push(event);
                     carried.push(after.id);
+                    // Its artifacts too, for the jobs of the retry that need it.
+                    let (from, to) = ((earlier.id, before.id), (record.id, after.id));
+                    if let Err(err) = ports.files.carry_artifacts(from, to).await {
+                        tracing::warn!(job_id = %after.id, error = %err, "Cannot carry a job's artifacts over to its retry.");
+                    }
                 }
             }
             crate::record::record(&ports, &bus, events).await?;

@@ -20,6 +20,13 @@
 //! | `fail-start` | `start_step` returns [`ProviderError::Start`] |
 //! | `panic` | `start_step` panics (to test panic containment in actors) |
 //!
+//! | `touch PATH` | creates the file `PATH` in the workspace (its content is its path) |
+//! | `expect PATH` | the step exits 1 at once unless the workspace has the file `PATH` |
+//!
+//! The workspace is a map of files in memory: `copy_out` and `copy_in` move them to and from
+//! directories of this machine, as the real providers do. `touch` and `expect` act when the
+//! step starts, before the other commands.
+//!
 //! A program that reaches its end exits 0 (`emit 3; exit 2` emits three lines, then exits 2).
 //! `fail-start` and `panic` act at start wherever they appear. A destroyed step ends as killed
 //! by `SIGKILL`. A program runs on a tokio task from `start_step` on. Any other script
@@ -105,7 +112,12 @@ pub struct FakeProvider {
     /// Workspaces set up and not torn down (what `resume` hands back), with the step tries
     /// started in each (index, step attempt).
     workspaces: Mutex<HashMap<(JobId, Attempt), StartedSteps>>,
+    /// The files of each workspace, by path.
+    files: Mutex<HashMap<(JobId, Attempt), WorkspaceFiles>>,
 }
+
+/// A workspace's files: path to content.
+type WorkspaceFiles = std::collections::BTreeMap<String, Vec<u8>>;
 
 /// The tries of steps started in a workspace: (index, step attempt).
 type StartedSteps = std::collections::HashSet<(u32, Attempt)>;
@@ -198,7 +210,8 @@ impl FakeProvider {
         if !is_program(&step.script) {
             return Ok(handle);
         }
-        let verbs = parse(&step.script).map_err(|reason| ProviderError::Start {
+        let script = self.file_commands(workspace, &step.script);
+        let verbs = parse(&script).map_err(|reason| ProviderError::Start {
             reason: format!("fake script {:?}: {reason}", step.script),
             cause: None,
         })?;
@@ -242,6 +255,28 @@ impl FakeProvider {
         Ok(handle)
     }
 
+    /// Carries out the `touch` and `expect` commands of a script on the workspace's files, and
+    /// answers the rest (with `exit 1` first when a file was missing).
+    fn file_commands(&self, workspace: &Workspace, script: &str) -> String {
+        let mut files = lock(&self.files);
+        let files = files.entry((workspace.job, workspace.attempt)).or_default();
+        let mut rest = Vec::new();
+        let mut missing = false;
+        for command in script.split(';').map(str::trim) {
+            if let Some(path) = command.strip_prefix("touch ") {
+                files.insert(path.trim().to_owned(), path.trim().as_bytes().to_vec());
+            } else if let Some(path) = command.strip_prefix("expect ") {
+                missing |= !files.contains_key(path.trim());
+            } else {
+                rest.push(command);
+            }
+        }
+        if missing {
+            rest.insert(0, "exit 1");
+        }
+        rest.join(";")
+    }
+
     /// The step's kill switch and outcome; `None` for the no-op (empty id) or an unknown id.
     fn step(
         &self,
@@ -282,7 +317,9 @@ async fn run(verbs: &[Verb], output: &dyn OutputSink) -> StepExit {
     StepExit::code(0)
 }
 
-const VERBS: [&str; 8] = [
+const VERBS: [&str; 10] = [
+    "touch",
+    "expect",
     "exit",
     "signal",
     "oom",
@@ -450,6 +487,65 @@ impl Provider for FakeProvider {
         Box::pin(async move { self.resumed(job) })
     }
 
+    fn copy_out<'a>(
+        &'a self,
+        workspace: &'a Workspace,
+        patterns: &'a [String],
+        into: &'a std::path::Path,
+    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>> {
+        Box::pin(async move {
+            let taken: Vec<(String, Vec<u8>)> = lock(&self.files)
+                .get(&(workspace.job, workspace.attempt))
+                .into_iter()
+                .flatten()
+                .filter(|(path, _)| {
+                    patterns
+                        .iter()
+                        .any(|p| crate::files::workspace::is_taken(p, path))
+                })
+                .map(|(path, bytes)| (path.clone(), bytes.clone()))
+                .collect();
+            for (path, bytes) in &taken {
+                let to = into.join(path);
+                let written = to
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| std::fs::write(&to, bytes));
+                written.map_err(|err| ProviderError::Other {
+                    provider: "fake",
+                    reason: format!("cannot write {}: {err}", to.display()),
+                    cause: Cause::of(err),
+                })?;
+            }
+            Ok(taken.into_iter().map(|(path, _)| path).collect())
+        })
+    }
+
+    fn copy_in<'a>(
+        &'a self,
+        workspace: &'a Workspace,
+        from: &'a std::path::Path,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async move {
+            let read = crate::files::workspace::files_in(from).and_then(|files| {
+                files
+                    .into_iter()
+                    .map(|f| Ok((f.rel, std::fs::read(&f.path)?)))
+                    .collect::<std::io::Result<Vec<_>>>()
+            });
+            let found = read.map_err(|err| ProviderError::Other {
+                provider: "fake",
+                reason: format!("cannot read {}: {err}", from.display()),
+                cause: Cause::of(err),
+            })?;
+            lock(&self.files)
+                .entry((workspace.job, workspace.attempt))
+                .or_default()
+                .extend(found);
+            Ok(())
+        })
+    }
+
     fn tear_down<'a>(
         &'a self,
         workspace: &'a Workspace,
@@ -462,6 +558,7 @@ impl Provider for FakeProvider {
             })?;
             let job = (workspace.job, workspace.attempt);
             lock(&self.workspaces).remove(&job);
+            lock(&self.files).remove(&job);
             lock(&self.steps).retain(|_, step| {
                 if step.job == job {
                     step.kill.notify_one();

@@ -20,12 +20,17 @@
 //! [`secrets::SealedSecrets`] keeps the secrets of runs in the SQLite store, sealed with a key
 //! file of the data directory.
 //!
+//! Files: [`files::DiskFiles`] keeps the artifacts of runs and the caches of pipelines in the
+//! data directory (start with `files/mod.rs`); `files::workspace` copies files out of and into
+//! workspaces that are directories of this machine.
+//!
 //! Sources: [`git::GitMirrors`] keeps a bare mirror of each registered repository, fetched and
 //! read with the `git` command (credentials through its environment, never its arguments).
 
 pub mod clock;
 pub mod docker;
 pub mod fake;
+pub mod files;
 pub mod git;
 pub mod local;
 pub mod logs;

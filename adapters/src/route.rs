@@ -291,6 +291,27 @@ impl Provider for ByImage {
         })
     }
 
+    fn copy_out<'a>(
+        &'a self,
+        workspace: &'a Workspace,
+        patterns: &'a [String],
+        into: &'a std::path::Path,
+    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>> {
+        Box::pin(async move {
+            self.of(workspace.job)?
+                .copy_out(workspace, patterns, into)
+                .await
+        })
+    }
+
+    fn copy_in<'a>(
+        &'a self,
+        workspace: &'a Workspace,
+        from: &'a std::path::Path,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async move { self.of(workspace.job)?.copy_in(workspace, from).await })
+    }
+
     fn service_logs<'a>(
         &'a self,
         workspace: &'a Workspace,

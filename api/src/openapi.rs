@@ -64,6 +64,8 @@ api!(
     runs::cancel_run,
     runs::rerun_run,
     runs::retry_run,
+    artifacts::list_run_artifacts,
+    artifacts::download_artifact,
     jobs::get_job,
     jobs::get_job_log,
     lines::get_job_log_lines,

@@ -126,6 +126,7 @@ pub async fn sample(state: &ApiState) {
         ActorKind::EventBus,
         ActorKind::WorkerRegistry,
         ActorKind::Provider,
+        ActorKind::Timer,
     ] {
         metrics::counter!("hodei_actor_restarts_total", "actor" => kind.name())
             .absolute(state.tree.restarts.get(kind));

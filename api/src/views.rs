@@ -759,3 +759,26 @@ pub struct DeliveryView {
     /// Runs of the same pipeline and branch cancelled because this push supersedes them.
     pub superseded: Vec<u64>,
 }
+
+/// A file a job kept.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ArtifactView {
+    /// The id of the job that kept it.
+    pub job_id: u64,
+    /// The job's name, e.g. `build`.
+    pub job: String,
+    /// Its path in the job's workspace.
+    pub path: String,
+    pub size: u64,
+    /// SHA-256 of the content, in hex.
+    pub sha256: String,
+    /// Where to download it.
+    pub url: String,
+}
+
+/// A run's artifacts.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ArtifactList {
+    /// By job, then path.
+    pub artifacts: Vec<ArtifactView>,
+}

@@ -14,6 +14,8 @@ mod support;
 
 use support::{Server, start, start_with};
 
+#[path = "http/artifacts.rs"]
+mod artifacts;
 mod conformance;
 #[path = "http/console.rs"]
 mod console;
@@ -939,6 +941,7 @@ async fn the_openapi_document_lists_every_route_and_every_route_answers() {
             let concrete = path
                 .replace("{name}", "nope")
                 .replace("{id}", "999999")
+                .replace("{job}", "999999")
                 .replace("{version}", "1");
             let answer = server
                 .call(method.clone(), &concrete, Some(&server.admin), None, &[])
@@ -974,7 +977,7 @@ async fn the_openapi_document_lists_every_route_and_every_route_answers() {
             );
         }
     }
-    assert_eq!(operations, 49, "a route was added: document and test it");
+    assert_eq!(operations, 51, "a route was added: document and test it");
     // Routes come from the document: what it does not list does not exist.
     for undocumented in ["/api/v1/agentz", "/api/v1/runs/1/logs", "/api/v1"] {
         server.get(undocumented).await.problem(404, "no-route");
@@ -1049,6 +1052,7 @@ async fn the_live_server_answers_as_its_openapi_document_says() {
             let path = template
                 .replace("{name}", "hello")
                 .replace("{id}", &id)
+                .replace("{job}", &job.to_string())
                 .replace("{scope}", "pipeline")
                 .replace("{owner}", "hello");
             let required = operation["requestBody"]["required"] == true;
@@ -1194,7 +1198,7 @@ async fn the_live_server_answers_as_its_openapi_document_says() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 49, "every operation was held against the document");
+    assert_eq!(checked, 51, "every operation was held against the document");
     // The trigger's body is optional, as documented: none takes every default.
     let trigger = &doc["paths"]["/api/v1/pipelines/{name}/runs"]["post"];
     assert_ne!(trigger["requestBody"]["required"], true, "{trigger}");

@@ -518,6 +518,7 @@ impl JobBuilder {
     pub fn cache<'a>(mut self, key: &str, paths: impl IntoIterator<Item = &'a str>) -> Self {
         self.job.cache = Some(Cache {
             key: key.to_owned(),
+            fallback: Vec::new(),
             paths: paths.into_iter().map(str::to_owned).collect(),
         });
         self

@@ -191,8 +191,6 @@ pub enum Code {
     Expression,
     /// Something legal but probably not meant.
     Suspicious,
-    /// A key of the format that this Hodei does not act on yet: refused rather than ignored.
-    NotSupported,
 }
 
 impl Code {
@@ -210,7 +208,6 @@ impl Code {
             Code::Cycle => "cycle",
             Code::Expression => "expression",
             Code::Suspicious => "suspicious",
-            Code::NotSupported => "not-supported",
         }
     }
 }

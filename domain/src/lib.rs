@@ -13,6 +13,7 @@
 //! - [`plan`]: matrix expansion, the `needs` DAG and the resolution of a run's inputs.
 //! - [`expr`]: the `when` expression language.
 //! - [`forge`]: webhook deliveries of GitHub, GitLab and Gitea, and whether `on:` wants a run.
+//! - [`ticks`]: when `on.schedule` entries fire (due and missed ticks), over explicit times.
 //! - [`state`]: the state machines of runs, jobs and steps, and the [`state::DomainEvent`]s
 //!   their transitions yield.
 //! - [`engine`]: what a run does next ([`engine::advance`]), what an attempt of a job runs
@@ -20,6 +21,7 @@
 //!   ([`engine::resume_point`]): the run actor's decisions, as pure functions.
 
 pub mod builder;
+pub mod cache_key;
 pub mod diagnostic;
 pub mod engine;
 pub mod expr;
@@ -34,5 +36,6 @@ pub mod restart;
 pub mod schedule;
 pub mod state;
 pub mod suggest;
+pub mod ticks;
 pub mod validate;
 pub mod yaml;

@@ -256,6 +256,44 @@ pub trait Provider: Send + Sync {
         Box::pin(async { Ok(Vec::new()) })
     }
 
+    /// Copies the files of the workspace whose paths match one of `patterns` (globs relative to
+    /// the workspace: `*` and `?` within a path segment, `**` across; a pattern that names a
+    /// directory takes everything under it) into the host directory `into`, at the same
+    /// relative paths; answers those paths, sorted. Symbolic links are not followed: a link is
+    /// skipped. The default has no workspace on this machine to copy from.
+    fn copy_out<'a>(
+        &'a self,
+        workspace: &'a Workspace,
+        patterns: &'a [String],
+        into: &'a std::path::Path,
+    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>> {
+        let _ = (workspace, patterns, into);
+        Box::pin(async move {
+            Err(ProviderError::Other {
+                provider: self.name(),
+                reason: "this provider cannot copy files out of a workspace".into(),
+                cause: None,
+            })
+        })
+    }
+
+    /// Copies everything under the host directory `from` into the workspace, at the same
+    /// relative paths, replacing files of the same path.
+    fn copy_in<'a>(
+        &'a self,
+        workspace: &'a Workspace,
+        from: &'a std::path::Path,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        let _ = (workspace, from);
+        Box::pin(async move {
+            Err(ProviderError::Other {
+                provider: self.name(),
+                reason: "this provider cannot copy files into a workspace".into(),
+                cause: None,
+            })
+        })
+    }
+
     /// The workspace that an earlier life of Hodei set up for this job attempt, as it was left,
     /// for the attempt to go on where it stopped (a lost step tried again by its retry policy).
     /// `Ok(None)` when the provider no longer has it or cannot hand it over: the job then starts
@@ -897,6 +935,157 @@ pub trait Mirrors: Send + Sync {
         to: &'a str,
         merge_base: bool,
     ) -> BoxFuture<'a, Result<Vec<String>, MirrorError>>;
+}
+
+/// The ticks of `on.schedule` entries that fired, so that each fires once across restarts and
+/// replicas.
+///
+/// ## Guarantees
+/// - [`claim_tick`](TickStore::claim_tick) answers `true` once per pipeline, entry and tick,
+///   also to concurrent callers and to other replicas on the same database (one unique row,
+///   written in one transaction): the loser of a race answers `false`.
+pub trait TickStore: Send + Sync {
+    /// Claims the tick `tick` of the entry `entry` (its text) of `pipeline`.
+    fn claim_tick<'a>(
+        &'a self,
+        pipeline: &'a str,
+        entry: &'a str,
+        tick: Timestamp,
+        at: Timestamp,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// The latest tick claimed for the entry, if any.
+    fn last_tick<'a>(
+        &'a self,
+        pipeline: &'a str,
+        entry: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Timestamp>, StoreError>>;
+}
+
+/// A file that a job kept as an artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artifact {
+    pub job: JobId,
+    /// The job's display name.
+    pub job_name: String,
+    /// Its path in the job's workspace, with `/` between segments.
+    pub path: String,
+    pub size: u64,
+    /// SHA-256 of the content, in hex.
+    pub sha256: String,
+}
+
+/// Where a cache entry belongs: a pipeline and a branch. A job restores from its branch, then
+/// from the store's default branch, and saves to its branch.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CacheScope {
+    pub pipeline: String,
+    /// Empty for a run without a branch.
+    pub branch: String,
+}
+
+/// The cache entry that a restore found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheHit {
+    /// The key it was saved under.
+    pub key: String,
+    /// The branch it was saved on.
+    pub branch: String,
+    pub size: u64,
+}
+
+/// Why artifacts or caches could not be kept or given back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileError {
+    /// More than a limit of the server allows.
+    #[error("{what} is {size} bytes, over the limit of {limit} bytes (`{setting}`)")]
+    TooLarge {
+        what: String,
+        size: u64,
+        limit: u64,
+        /// The setting that raises it.
+        setting: &'static str,
+    },
+    /// Where this attempt runs, the files cannot go (an agent keeps no artifacts yet).
+    #[error("{what}")]
+    Unsupported { what: String },
+    /// The disk or the data directory failed.
+    #[error("{what}: {reason}")]
+    Io {
+        what: String,
+        reason: String,
+        #[source]
+        cause: Option<Cause>,
+    },
+}
+
+/// The artifacts of runs and the caches of pipelines, kept on the server's disk.
+///
+/// ## Guarantees
+/// - A job's artifacts are all kept or none: a limit hit keeps nothing of the job.
+/// - Saving a cache entry writes it whole under a temporary name and renames it into place:
+///   two jobs saving one key at once leave one whole entry (the later rename wins), and a
+///   reader never sees half of one.
+pub trait FileStore: Send + Sync {
+    /// A new empty directory on the store's disk, for the caller to fill and pass back (or
+    /// remove with [`discard`](FileStore::discard)).
+    fn scratch(&self) -> Result<std::path::PathBuf, FileError>;
+
+    /// Removes a scratch directory. Never fails: what cannot be removed is logged.
+    fn discard(&self, dir: &std::path::Path);
+
+    /// Keeps the files under `dir` (a scratch directory, consumed) as the artifacts of `job`.
+    fn keep_artifacts<'a>(
+        &'a self,
+        run: RunId,
+        job: JobId,
+        job_name: &'a str,
+        dir: &'a std::path::Path,
+    ) -> BoxFuture<'a, Result<Vec<Artifact>, FileError>>;
+
+    /// The artifacts of a run, by job id then path.
+    fn artifacts(&self, run: RunId) -> BoxFuture<'_, Result<Vec<Artifact>, FileError>>;
+
+    /// The file of one artifact on the store's disk, if the run's job kept that path.
+    fn artifact_file(&self, run: RunId, job: JobId, path: &str) -> Option<std::path::PathBuf>;
+
+    /// Gives job `to` the artifacts that job `from` kept (a retry's job carried over from the
+    /// run it retries); nothing when `from` kept none.
+    fn carry_artifacts<'a>(
+        &'a self,
+        from: (RunId, JobId),
+        to: (RunId, JobId),
+    ) -> BoxFuture<'a, Result<(), FileError>>;
+
+    /// Copies the artifacts of `jobs` of `run` into `into` (a scratch directory) at their
+    /// paths; answers how many files.
+    fn stage_artifacts<'a>(
+        &'a self,
+        run: RunId,
+        jobs: &'a [JobId],
+        into: &'a std::path::Path,
+    ) -> BoxFuture<'a, Result<usize, FileError>>;
+
+    /// Restores into `into` (a scratch directory) the entry saved under `key`, else the newest
+    /// one whose key starts with one of `prefixes` (in order), looking in the scope's branch,
+    /// then in the default branch. `None` when nothing matches.
+    fn restore_cache<'a>(
+        &'a self,
+        scope: &'a CacheScope,
+        key: &'a str,
+        prefixes: &'a [String],
+        into: &'a std::path::Path,
+    ) -> BoxFuture<'a, Result<Option<CacheHit>, FileError>>;
+
+    /// Saves the files under `dir` (a scratch directory, consumed) as the entry `key` of the
+    /// scope's branch; answers its size in bytes.
+    fn save_cache<'a>(
+        &'a self,
+        scope: &'a CacheScope,
+        key: &'a str,
+        dir: &'a std::path::Path,
+    ) -> BoxFuture<'a, Result<u64, FileError>>;
 }
 
 /// A token that lets an agent register once: only the SHA-256 digest of its secret is stored.

@@ -30,7 +30,6 @@ pub fn validate(pipeline: &Pipeline) -> Vec<Diagnostic> {
         pipeline.defaults.timeout,
         &mut out,
     );
-    not_supported(pipeline, &mut out);
     let on = &pipeline.on;
     if !on.manual && on.push.is_none() && on.pull_request.is_none() && on.schedule.is_empty() {
         out.push(
@@ -117,45 +116,6 @@ fn env_names(env: &Env, path: &Path, out: &mut Vec<Diagnostic>) {
             )
             .expected("a letter or `_`, then letters, digits or `_`"),
         );
-    }
-}
-
-/// Keys of the format that this Hodei does not act on yet, each refused with what to do
-/// instead: a pipeline that relies on one must not look as if it worked.
-fn not_supported(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
-    let root = Path::root();
-    if !pipeline.on.schedule.is_empty() {
-        out.push(
-            Diagnostic::error(
-                Code::NotSupported,
-                root.key("on").key("schedule"),
-                "schedules are not fired yet: this Hodei would never start the run",
-            )
-            .expected("no `schedule` (start scheduled runs from outside, e.g. cron calling `hodei runs start`)"),
-        );
-    }
-    for job in &pipeline.jobs {
-        let path = root.key("jobs").key(job.name.as_str());
-        if !job.artifacts.is_empty() {
-            out.push(
-                Diagnostic::error(
-                    Code::NotSupported,
-                    path.key("artifacts"),
-                    "artifacts are not collected yet: this Hodei would keep nothing",
-                )
-                .expected("no `artifacts` (upload them from a step for now)"),
-            );
-        }
-        if job.cache.is_some() {
-            out.push(
-                Diagnostic::error(
-                    Code::NotSupported,
-                    path.key("cache"),
-                    "caches are not restored or saved yet: this Hodei would keep nothing",
-                )
-                .expected("no `cache`"),
-            );
-        }
     }
 }
 
@@ -320,6 +280,9 @@ fn job_rules(
             workspace_path(p, &path.key("cache").key("paths").index(i), out);
         }
         cache_key(&cache.key, job, &path.key("cache").key("key"), out);
+        for (i, key) in cache.fallback.iter().enumerate() {
+            cache_key(key, job, &path.key("cache").key("fallback").index(i), out);
+        }
     }
 }
 
@@ -398,44 +361,38 @@ fn workspace_path(text: &str, path: &Path, out: &mut Vec<Diagnostic>) {
 }
 
 fn cache_key(key: &str, job: &Job, path: &Path, out: &mut Vec<Diagnostic>) {
-    let mut rest = key;
-    while let Some(open) = rest.find("{{") {
-        let Some(close) = rest[open..].find("}}") else {
+    let parts = match crate::cache_key::parse(key) {
+        Ok(parts) => parts,
+        Err(err) => {
+            let expected = err.expected();
             out.push(
-                Diagnostic::error(
-                    Code::InvalidValue,
-                    path.clone(),
-                    "`{{` without a closing `}}` in the cache key",
-                )
-                .expected("`{{ ... }}`"),
+                Diagnostic::error(Code::InvalidValue, path.clone(), err.to_string())
+                    .expected(expected),
             );
             return;
-        };
-        let inner = rest[open + 2..open + close].trim();
-        let known = inner == "branch"
-            || inner == "job"
-            || inner == "pipeline"
-            || inner.strip_prefix("matrix.").is_some_and(|axis| {
-                job.matrix
-                    .as_ref()
-                    .is_some_and(|m| m.axes.iter().any(|(name, _)| name == axis))
-            })
-            || inner
-                .strip_prefix("hash(")
-                .and_then(|s| s.strip_suffix(')'))
-                .map(str::trim)
-                .is_some_and(|arg| {
-                    arg.len() >= 3
-                        && ((arg.starts_with('\'') && arg.ends_with('\''))
-                            || (arg.starts_with('"') && arg.ends_with('"')))
-                });
-        if !known {
-            out.push(
-                Diagnostic::error(Code::InvalidValue, path.clone(), format!("unknown cache key template `{{{{ {inner} }}}}`"))
-                    .expected("`{{ hash('FILE') }}`, `{{ branch }}`, `{{ job }}`, `{{ pipeline }}` or `{{ matrix.AXIS }}`"),
-            );
         }
-        rest = &rest[open + close + 2..];
+    };
+    for part in parts {
+        match part {
+            crate::cache_key::Part::Matrix(axis)
+                if !job
+                    .matrix
+                    .as_ref()
+                    .is_some_and(|m| m.axes.iter().any(|(name, _)| *name == axis)) =>
+            {
+                let err = crate::cache_key::TemplateError::Unknown(format!("matrix.{axis}"));
+                out.push(
+                    Diagnostic::error(Code::InvalidValue, path.clone(), err.to_string()).expected(
+                        format!(
+                            "an axis of this job's matrix after `matrix.` ({})",
+                            err.expected()
+                        ),
+                    ),
+                );
+            }
+            crate::cache_key::Part::Hash(file) => workspace_path(&file, path, out),
+            _ => {}
+        }
     }
 }
 

@@ -15,8 +15,7 @@ fn example(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{path}: {err}"))
 }
 
-/// The errors of `source`, but for the refusal of keys not acted on yet (`not-supported`),
-/// which has its own test.
+/// The errors of `source`.
 fn errors(source: &str) -> Vec<Diagnostic> {
     let loaded = load(source);
     assert!(
@@ -26,7 +25,7 @@ fn errors(source: &str) -> Vec<Diagnostic> {
     loaded
         .diagnostics
         .into_iter()
-        .filter(|d| d.severity == Severity::Error && d.code != Code::NotSupported)
+        .filter(|d| d.severity == Severity::Error)
         .collect()
 }
 
@@ -917,27 +916,27 @@ fn checkout_is_shallow_by_default_and_takes_a_depth_submodules_or_false() {
 }
 
 #[test]
-fn keys_not_acted_on_yet_are_refused_not_ignored() {
+fn schedules_artifacts_and_caches_are_accepted_and_bad_cache_templates_refused() {
     let loaded = load(
-        "name: p\non: {schedule: ['0 3 * * *'], manual: {}}\njobs:\n  a:\n    steps: [{run: x}]\n    artifacts: [dist]\n    cache: {key: k, paths: [target]}\n",
+        "name: p\non: {schedule: ['TZ=Europe/Paris 0 3 * * *', '*/10 * * * * *'], manual: {}}\njobs:\n  a:\n    steps: [{run: x}]\n    artifacts: [dist]\n    cache: {key: \"k-{{ hash('Cargo.lock') }}\", fallback: [k-], paths: [target]}\n",
     );
-    assert!(loaded.pipeline.is_none());
-    let refused: Vec<(String, String)> = loaded
-        .diagnostics
-        .iter()
-        .filter(|d| d.code == Code::NotSupported)
-        .map(|d| (d.path.to_string(), d.message.clone()))
-        .collect();
-    let paths: Vec<&str> = refused.iter().map(|(p, _)| p.as_str()).collect();
+    let pipeline = loaded.pipeline.expect("a valid pipeline");
+    assert_eq!(pipeline.on.schedule.len(), 2);
+    assert_eq!(pipeline.jobs[0].cache.as_ref().unwrap().fallback, ["k-"]);
+    let errors = errors(
+        "name: p\njobs:\n  a:\n    steps: [{run: x}]\n    cache: {key: k, fallback: [\"{{ commit }}\", \"{{ hash('../x') }}\"], paths: [target]}\n",
+    );
+    let paths: Vec<String> = errors.iter().map(|d| d.path.to_string()).collect();
     assert_eq!(
         paths,
-        ["on.schedule", "jobs.a.artifacts", "jobs.a.cache"],
-        "{refused:#?}"
+        ["jobs.a.cache.fallback[0]", "jobs.a.cache.fallback[1]"],
+        "{errors:#?}"
     );
-    assert!(refused[0].1.contains("not fired yet"), "{refused:#?}");
     assert!(
-        loaded.diagnostics.iter().all(|d| d.span.is_some()),
-        "each refusal points at its key: {:#?}",
-        loaded.diagnostics
+        errors[0]
+            .message
+            .contains("unknown cache key template `{{ commit }}`")
     );
+    assert!(errors[1].message.contains("leaves the job's workspace"));
+    assert!(errors.iter().all(|d| d.span.is_some()), "{errors:#?}");
 }

@@ -114,6 +114,8 @@ pub struct Setting {
     pub client: Client,
     pub name: String,
     pub spool: PathBuf,
+    /// Caches on the agent's disk; artifacts refused (`files.rs`).
+    pub files: Arc<dyn hodei_domain::ports::FileStore>,
     /// Rung when a job is over: a poll without room is asked again, with room.
     pub freed: Arc<tokio::sync::Notify>,
 }
@@ -141,6 +143,7 @@ pub fn start(claimed: &ClaimedJob, setting: &Setting) -> Result<Started, String>
         reconcile: setting.provider.clone(),
         clock: Arc::new(SystemClock),
         secrets: Arc::new(EnvSecrets::default()),
+        files: setting.files.clone(),
         faults: Faults::none(),
     };
     let restarts = Restarts::new(

@@ -7,7 +7,9 @@
 //! - `mod.rs` (here): the command, registration, the poll and heartbeat loops, stopping.
 //! - `job.rs`: one job — its spool, its job actor, the upload of its output and transitions.
 //! - `outbox.rs`: the ledger where a job's transitions wait for the server.
+//! - `files.rs`: caches on the agent's disk; artifacts refused (the server cannot reach them).
 
+mod files;
 mod job;
 mod outbox;
 
@@ -280,12 +282,24 @@ async fn serve(args: &Args, providers: Arc<Mutex<Option<Arc<ByImage>>>>) -> u8 {
             return EXIT_INTERNAL;
         }
     };
+    let files = match hodei_adapters::files::DiskFiles::open(
+        args.data.join("files"),
+        hodei_adapters::files::FileLimits::default(),
+        crate::wiring::DEFAULT_BRANCH.to_owned(),
+    ) {
+        Ok(files) => Arc::new(files::AgentFiles(files)),
+        Err(err) => {
+            eprintln!("hodei agent: cannot open its files directory: {err}");
+            return EXIT_INTERNAL;
+        }
+    };
     let setting = Setting {
         store,
         provider: provider.clone(),
         client: client.clone(),
         name: identity.name.clone(),
         spool,
+        files,
         freed: Arc::default(),
     };
     println!(

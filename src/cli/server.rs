@@ -138,6 +138,7 @@ async fn serve(
         config.labels.clone(),
         config.local_slots,
         agents,
+        config.files,
     )
     .await
     {

@@ -14,12 +14,14 @@
 //!  ├─ WorkerRegistry  supervised; registers the local worker
 //!  ├─ ProviderActor   supervised; reaps what an earlier Hodei left running
 //!  ├─ AgentDesk       (a server with agents) connected agents, offers, leases
-//!  └─ Orchestrator    supervised; reaps, resumes unfinished runs, then accepts new ones
-//!       └─ RunActor   one per active run, restarted by the orchestrator with the backoff
-//!            │        of TreeConfig::restart_policy; after too many restarts the run is
-//!            │        parked until the next start (or a cancel or an approval)
-//!            └─ JobActor  one per attempt; a crash stops its step and makes its run actor
-//!                         reload the job from the store
+//!  ├─ Orchestrator    supervised; reaps, resumes unfinished runs, then accepts new ones
+//!  │    └─ RunActor   one per active run, restarted by the orchestrator with the backoff
+//!  │         │        of TreeConfig::restart_policy; after too many restarts the run is
+//!  │         │        parked until the next start (or a cancel or an approval)
+//!  │         └─ JobActor  one per attempt; a crash stops its step and makes its run actor
+//!  │                      reload the job from the store
+//!  └─ Timer           supervised, when TreeConfig::ticks is set (the server): fires the
+//!                     pipelines' `on.schedule` entries, each tick claimed once in the store
 //! ```
 //!
 //! Every long-lived actor contains the panics of its handlers (`hodei_actors::supervise`): it
@@ -47,8 +49,10 @@ use hodei_actors::orchestrator::{Orchestrator, OrchestratorPeers, RunSettings};
 use hodei_actors::provider::ProviderActor;
 use hodei_actors::scheduler::Scheduler;
 use hodei_actors::supervise::{Escalation, Restarts, exit_on_escalation};
+use hodei_actors::timer::{Timer, TimerSettings};
 use hodei_actors::workers::WorkerRegistry;
 use hodei_domain::engine::Approvals;
+use hodei_domain::ports::TickStore;
 use hodei_domain::restart::RestartPolicy;
 
 /// What the tree needs beyond the ports.
@@ -64,6 +68,11 @@ pub struct TreeConfig {
     pub escalation: Escalation,
     /// Agents on other machines take jobs: their store and how they are held.
     pub agents: Option<(Arc<dyn AgentStore>, AgentSettings)>,
+    /// Where the ticks of schedules are claimed: with it, the tree runs a [`Timer`] that fires
+    /// the pipelines' `on.schedule` entries (`hodei server`); without, none fire (`hodei run`).
+    pub ticks: Option<Arc<dyn TickStore>>,
+    /// How the timer looks for due ticks.
+    pub timer: TimerSettings,
 }
 
 impl TreeConfig {
@@ -77,6 +86,8 @@ impl TreeConfig {
             restart_policy: RestartPolicy::default(),
             escalation: exit_on_escalation(),
             agents: None,
+            ticks: None,
+            timer: TimerSettings::default(),
         }
     }
 }
@@ -92,6 +103,8 @@ pub struct Tree {
     pub provider: Addr<ProviderActor>,
     /// The agent desk, when agents take jobs.
     pub desk: Option<Addr<AgentDesk>>,
+    /// The timer of schedules, when [`TreeConfig::ticks`] was given.
+    pub timer: Option<Addr<Timer>>,
     pub ports: Ports,
     /// How often each kind of actor of this tree was restarted.
     pub restarts: Arc<RestartCounter>,
@@ -178,8 +191,22 @@ pub fn start_tree(ports: Ports, config: TreeConfig) -> Tree {
             expired: orchestrator.clone().recipient(),
         });
     }
+    let timer = config.ticks.map(|ticks| {
+        let (own, orchestrator, settings, r) = (
+            (
+                ports.faults.clone(),
+                ports.store.clone(),
+                ports.clock.clone(),
+            ),
+            orchestrator.clone(),
+            config.timer,
+            restarts(ActorKind::Timer),
+        );
+        Supervisor::start(move |_| Timer::new(own, ticks, orchestrator, settings, r))
+    });
     Tree {
         restarts: counter,
+        timer,
         orchestrator,
         bus,
         hub,

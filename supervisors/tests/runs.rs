@@ -2,6 +2,8 @@
 //! scripted `FakeProvider`. Each test submits a pipeline and checks what the store recorded.
 
 mod common;
+#[path = "runs/files.rs"]
+mod files;
 
 use std::sync::Arc;
 

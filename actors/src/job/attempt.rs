@@ -139,6 +139,10 @@ impl AttemptTask {
             outcome: Outcome::Succeeded,
             step: 0,
         };
+        let restored = match (first, &resumed) {
+            (0, None) => super::files::before_steps(self, &workspace).await,
+            _ => Default::default(),
+        };
         let steps = self.def.steps.len();
         let mut next = first;
         while next < steps {
@@ -175,6 +179,7 @@ impl AttemptTask {
             }
         }
         self.skip_rest(&machine, next).await?;
+        let kept = super::files::after_steps(self, &workspace, &ending.outcome, restored).await;
         self.run_hooks(&workspace, &machine, &ending.outcome)
             .await?;
         self.collect_services(&workspace).await;
@@ -195,7 +200,10 @@ impl AttemptTask {
         // is recorded.
         self.slot.release(&self.slots, job);
         let event = match ending.outcome {
-            Outcome::Succeeded => JobEvent::Succeed,
+            Outcome::Succeeded => match kept {
+                Ok(()) => JobEvent::Succeed,
+                Err(message) => JobEvent::ProviderError { message },
+            },
             Outcome::Failed(failure) => JobEvent::StepFailed {
                 step: ending.step,
                 failure,

@@ -7,8 +7,10 @@
 //! - `attempt.rs`: the attempt's future — set-up, the steps in order, the hooks, the outcome.
 //! - `step.rs`: one step through its tries, its timeouts and a cancel.
 //! - `recovery.rs`: an attempt found running after a crash of Hodei goes on where it stopped.
+//! - `files.rs`: artifacts and caches restored before the steps, kept and saved after them.
 
 mod attempt;
+mod files;
 mod recovery;
 mod step;
 

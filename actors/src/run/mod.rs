@@ -330,7 +330,7 @@ impl RunActor {
             JobRef::Post => verdict(loaded.jobs.iter().filter_map(|s| s.machine.as_ref())),
             JobRef::Planned(_) => None,
         };
-        let def = job_def(
+        let mut def = job_def(
             &loaded.plan,
             &loaded.resolved,
             &machine,
@@ -338,6 +338,23 @@ impl RunActor {
             &loaded.secrets,
             verdict.as_ref(),
         );
+        // The jobs whose artifacts the attempt is given, by id: those it needs that keep any.
+        if let JobRef::Planned(i) = job
+            && let Some(planned) = loaded.plan.jobs.get(i)
+        {
+            def.files.needs = planned
+                .needs
+                .iter()
+                .filter(|&&n| {
+                    loaded
+                        .plan
+                        .jobs
+                        .get(n)
+                        .is_some_and(|j| !j.artifacts.is_empty())
+                })
+                .filter_map(|&n| loaded.jobs.get(n).map(|slot| slot.id))
+                .collect();
+        }
         let id = machine.id();
         let peers = JobPeers {
             hub: self.peers.hub.clone(),

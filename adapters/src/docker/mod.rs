@@ -291,6 +291,35 @@ impl Provider for DockerProvider {
         Box::pin(self.all_service_logs(workspace))
     }
 
+    fn copy_out<'a>(
+        &'a self,
+        workspace: &'a Workspace,
+        patterns: &'a [String],
+        into: &'a Path,
+    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>> {
+        // The workspace is a host directory that the job's containers mount.
+        let dir = convert::workspace_dir(&self.base, job_key(workspace));
+        Box::pin(crate::files::workspace::copy_out_of(
+            dir,
+            patterns.to_vec(),
+            into.to_owned(),
+            "docker",
+        ))
+    }
+
+    fn copy_in<'a>(
+        &'a self,
+        workspace: &'a Workspace,
+        from: &'a Path,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        let dir = convert::workspace_dir(&self.base, job_key(workspace));
+        Box::pin(crate::files::workspace::copy_into(
+            from.to_owned(),
+            dir,
+            "docker",
+        ))
+    }
+
     fn set_up<'a>(&'a self, job: &'a JobSpec) -> BoxFuture<'a, Result<Workspace, ProviderError>> {
         Box::pin(async move {
             match self.set_up_job(job).await {

@@ -289,6 +289,36 @@ impl Provider for LocalProvider {
         })
     }
 
+    fn copy_out<'a>(
+        &'a self,
+        workspace: &'a Workspace,
+        patterns: &'a [String],
+        into: &'a Path,
+    ) -> BoxFuture<'a, Result<Vec<String>, ProviderError>> {
+        let dir =
+            convert::workspace_dir(&self.base, workspace.run, workspace.job, workspace.attempt);
+        Box::pin(crate::files::workspace::copy_out_of(
+            dir,
+            patterns.to_vec(),
+            into.to_owned(),
+            "local",
+        ))
+    }
+
+    fn copy_in<'a>(
+        &'a self,
+        workspace: &'a Workspace,
+        from: &'a Path,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        let dir =
+            convert::workspace_dir(&self.base, workspace.run, workspace.job, workspace.attempt);
+        Box::pin(crate::files::workspace::copy_into(
+            from.to_owned(),
+            dir,
+            "local",
+        ))
+    }
+
     fn set_up<'a>(&'a self, job: &'a JobSpec) -> BoxFuture<'a, Result<Workspace, ProviderError>> {
         Box::pin(async move {
             // Running such a job on the host would report a success the job never had.

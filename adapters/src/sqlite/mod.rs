@@ -60,7 +60,7 @@ use hodei_domain::ports::{
     BoxFuture, NewRun, NewToken, PipelineSummary, PipelineVersion, RunFilter, RunRecord,
     RunSummary, SecretInfo, SecretScope, Store, StoreError, TokenRecord, TokenStore, VersionStamp,
 };
-use hodei_domain::ports::{Claim, RepoStore, RepositoryRecord};
+use hodei_domain::ports::{Claim, RepoStore, RepositoryRecord, TickStore};
 use hodei_domain::state::{Attempt, DomainEvent};
 use sqlx::{Connection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
@@ -439,6 +439,40 @@ impl RepoStore for SqliteStore {
                 run,
             };
             self.write(started, Command::Repo).await.map(drop)
+        })
+    }
+}
+
+impl TickStore for SqliteStore {
+    fn claim_tick<'a>(
+        &'a self,
+        pipeline: &'a str,
+        entry: &'a str,
+        tick: Timestamp,
+        at: Timestamp,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let claim = RepoWrite::ClaimTick {
+                pipeline: pipeline.to_owned(),
+                entry: entry.to_owned(),
+                tick,
+                at,
+            };
+            match self.write(claim, Command::Repo).await? {
+                RepoWritten::Done(new) => Ok(new),
+                RepoWritten::Claimed(_) => Err(unexpected_answer()),
+            }
+        })
+    }
+
+    fn last_tick<'a>(
+        &'a self,
+        pipeline: &'a str,
+        entry: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Timestamp>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.reads.acquire().await.map_err(read_error)?;
+            repos::last_tick(&mut conn, pipeline, entry).await
         })
     }
 }

@@ -1,4 +1,5 @@
-//! The SQL of registered repositories and their webhook deliveries (migration 0005).
+//! The SQL of what starts runs: registered repositories and their webhook deliveries
+//! (migration 0005), and the ticks of schedules (0008).
 
 use hodei_domain::ids::{RunId, Timestamp};
 use hodei_domain::ports::{Claim, RepositoryRecord, StoreError};
@@ -20,6 +21,13 @@ pub enum RepoWrite {
         repo: String,
         id: String,
         run: RunId,
+    },
+    /// A schedule's tick: `Done(true)` for the one claimer that inserted it.
+    ClaimTick {
+        pipeline: String,
+        entry: String,
+        tick: Timestamp,
+        at: Timestamp,
     },
 }
 
@@ -130,7 +138,41 @@ pub(super) async fn write(
                 .map_err(|err| store_error("recording a delivery's run", err))?;
             Ok(RepoWritten::Done(true))
         }
+        RepoWrite::ClaimTick {
+            pipeline,
+            entry,
+            tick,
+            at,
+        } => {
+            let inserted = sqlx::query(
+                "INSERT INTO schedule_ticks (pipeline, entry, tick, claimed) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+            )
+            .bind(pipeline)
+            .bind(entry)
+            .bind(tick.0)
+            .bind(at.0)
+            .execute(conn)
+            .await
+            .map_err(|err| store_error("claiming a schedule's tick", err))?;
+            Ok(RepoWritten::Done(inserted.rows_affected() == 1))
+        }
     }
+}
+
+pub(super) async fn last_tick(
+    conn: &mut SqliteConnection,
+    pipeline: &str,
+    entry: &str,
+) -> Result<Option<Timestamp>, StoreError> {
+    let tick: Option<i64> = sqlx::query_scalar(
+        "SELECT MAX(tick) FROM schedule_ticks WHERE pipeline = ?1 AND entry = ?2",
+    )
+    .bind(pipeline)
+    .bind(entry)
+    .fetch_one(conn)
+    .await
+    .map_err(|err| store_error("reading a schedule's last tick", err))?;
+    Ok(tick.map(Timestamp))
 }
 
 pub(super) async fn repository(

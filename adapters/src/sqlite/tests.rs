@@ -692,3 +692,48 @@ async fn a_store_that_cannot_open_keeps_the_error_underneath_as_its_source() {
     assert!(err.to_string().contains("cannot create"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_schedule_tick_is_claimed_once_by_two_stores_on_one_database() {
+    use hodei_domain::ports::TickStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hodei.db");
+    let one = SqliteStore::open(&path).await.unwrap();
+    let two = SqliteStore::open(&path).await.unwrap();
+    let entry = "TZ=Europe/Paris 0 3 * * *";
+    let tick = Timestamp(1_772_420_400_000);
+    assert_eq!(within(one.last_tick("web", entry)).await.unwrap(), None);
+    let (a, b) = within(async {
+        tokio::join!(
+            one.claim_tick("web", entry, tick, Timestamp(1)),
+            two.claim_tick("web", entry, tick, Timestamp(2))
+        )
+    })
+    .await;
+    assert_eq!(
+        [a.unwrap(), b.unwrap()].iter().filter(|won| **won).count(),
+        1,
+        "exactly one replica claims the tick"
+    );
+    assert!(
+        !within(one.claim_tick("web", entry, tick, Timestamp(3)))
+            .await
+            .unwrap()
+    );
+    // Another entry, or another tick, is another claim.
+    assert!(
+        within(one.claim_tick("web", "@daily", tick, Timestamp(3)))
+            .await
+            .unwrap()
+    );
+    let later = Timestamp(tick.0 + 86_400_000);
+    assert!(
+        within(two.claim_tick("web", entry, later, Timestamp(4)))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        within(one.last_tick("web", entry)).await.unwrap(),
+        Some(later)
+    );
+}

@@ -2,6 +2,7 @@
 //! scenario has its own provider instance and ends by checking that no container, network or
 //! volume of that instance is left. Without a reachable engine every test fails, loudly.
 
+mod files;
 mod images;
 mod reconcile;
 mod services;

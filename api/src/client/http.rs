@@ -83,6 +83,31 @@ impl Client {
         Ok((bytes.to_vec(), status))
     }
 
+    /// A body, chunk by chunk into `out` as it arrives; answers how many bytes.
+    pub(super) async fn download(
+        &self,
+        path: &str,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<u64, ClientError> {
+        let mut response = self.answer(Method::GET, path, Body::Empty).await?;
+        let mut written = 0;
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|err| self.unreachable(&err))?
+        {
+            out.write_all(&chunk)
+                .map_err(|err| ClientError::Unexpected {
+                    method: "GET",
+                    path: path.to_owned(),
+                    status: 200,
+                    reason: format!("cannot write what it answers: {err}"),
+                })?;
+            written += chunk.len() as u64;
+        }
+        Ok(written)
+    }
+
     /// A log's bytes from an offset, and its whole length (`Hodei-Log-Length`).
     pub(super) async fn bytes(&self, path: &str) -> Result<(Vec<u8>, u64), ClientError> {
         let response = self.answer(Method::GET, path, Body::Empty).await?;
@@ -224,7 +249,7 @@ pub(super) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
 
 /// `text` as one path segment or query value: everything but unreserved characters
 /// percent-encoded.
-pub(super) fn segment(text: &str) -> String {
+pub(crate) fn segment(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         match byte {

@@ -26,6 +26,8 @@ mod http;
 
 pub use certificate::CertificateProblem;
 
+pub(crate) use http::segment;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -300,6 +302,24 @@ impl Client {
     /// A new run of run `id` that keeps the jobs that succeeded and runs the rest.
     pub async fn retry(&self, id: u64) -> Result<RunView, ClientError> {
         self.post(&format!("/api/v1/runs/{id}/retry")).await
+    }
+
+    /// The files the run's jobs kept as artifacts.
+    pub async fn artifacts(&self, run: u64) -> Result<crate::views::ArtifactList, ClientError> {
+        self.get(&format!("/api/v1/runs/{run}/artifacts")).await
+    }
+
+    /// Writes artifact `path` of job `job` of run `run` into `out`; answers its size.
+    pub async fn download_artifact(
+        &self,
+        run: u64,
+        job: u64,
+        path: &str,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<u64, ClientError> {
+        let query = http::query(&[("path", path.to_owned())]);
+        self.download(&format!("/api/v1/runs/{run}/artifacts/{job}?{query}"), out)
+            .await
     }
 
     // --- jobs ---

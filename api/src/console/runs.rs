@@ -1,5 +1,5 @@
-//! Runs: the list with its filters, and one run with its graph, its jobs and its actions, both
-//! refreshed live from the API's event streams.
+//! Runs: the list with its filters, and one run with its graph, its jobs, its artifacts (with
+//! download links) and its actions, both refreshed live from the API's event streams.
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -166,10 +166,11 @@ pub async fn show(
     id: web::Path<u64>,
 ) -> HttpResponse {
     let run = RunId(*id);
-    let (record, view) = match async {
+    let (record, view, artifacts) = match async {
         Ok::<_, ApiError>((
             api::record(&state_, run).await?,
             api::view(&state_, run).await?,
+            crate::routes::artifacts::list(&state_, run).await?,
         ))
     }
     .await
@@ -189,6 +190,12 @@ pub async fn show(
         section aria-labelledby="jobs" {
             h2 #jobs { "Jobs" }
             (jobs_table(&visitor, &view, &gates))
+        }
+        @if !artifacts.is_empty() {
+            section aria-labelledby="artifacts" {
+                h2 #artifacts { "Artifacts" }
+                (artifacts_table(&artifacts))
+            }
         }
     };
     Page {
@@ -233,6 +240,26 @@ fn actions(visitor: &Visitor, view: &RunView) -> Markup {
             }
             @if finished {
                 (action(visitor, Role::Operator, &format!("{base}/rerun"), "Run again", ""))
+            }
+        }
+    }
+}
+
+/// The files the jobs kept, each a download link.
+fn artifacts_table(artifacts: &[crate::views::ArtifactView]) -> Markup {
+    html! {
+        table.list {
+            thead { tr {
+                th scope="col" { "Job" } th scope="col" { "File" } th scope="col" { "Size" }
+            } }
+            tbody {
+                @for artifact in artifacts {
+                    tr {
+                        td { a href={ "/jobs/" (artifact.job_id) } { (artifact.job) } }
+                        td { a href=(artifact.url) download { code { (artifact.path) } } }
+                        td { (artifact.size) " bytes" }
+                    }
+                }
             }
         }
     }

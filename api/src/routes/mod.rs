@@ -3,6 +3,7 @@
 //! route cannot exist undocumented.
 
 pub mod agents;
+pub mod artifacts;
 pub mod events;
 pub mod jobs;
 pub mod lines;

@@ -96,6 +96,9 @@ pub async fn put_pipeline(
     let now = state.tree.ports.clock.now();
     let stored = store.put_pipeline(&name, &source, now).await?;
     let changed = before != Some(stored.version);
+    if changed && let Some(timer) = &state.tree.timer {
+        timer.do_send(hodei_actors::timer::PipelinesChanged);
+    }
     tracing::info!(pipeline = %name, version = stored.version, changed, by = %caller.name, "Pipeline applied.");
     let body = AppliedPipeline {
         name: stored.name,

@@ -60,6 +60,14 @@ pub async fn start_with(limits: Limits) -> Server {
         reconcile: provider.clone(),
         clock: Arc::new(SystemClock),
         secrets: secrets.clone(),
+        files: Arc::new(
+            hodei_adapters::files::DiskFiles::open(
+                dir.path().join("files"),
+                hodei_adapters::files::FileLimits::default(),
+                "main".into(),
+            )
+            .expect("the files directory opens"),
+        ),
         faults: Faults::none(),
     };
     let mut config = TreeConfig::new(

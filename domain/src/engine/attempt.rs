@@ -28,6 +28,31 @@ pub struct JobDef {
     pub spec: JobSpec,
     /// Secret values to mask in the job's log.
     pub secrets: Vec<String>,
+    /// The files the attempt keeps and is given: artifacts and cache.
+    pub files: JobFiles,
+}
+
+/// The files of an attempt beyond its steps: the artifacts it keeps, the artifacts of its
+/// needs it is given, its cache.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct JobFiles {
+    /// The job's `artifacts` patterns, kept when the job succeeds.
+    pub artifacts: Vec<String>,
+    /// The jobs it needs that keep artifacts, by id: their artifacts are restored before its
+    /// steps. Left empty by [`job_def`] (the plan knows no ids): the run actor fills it.
+    pub needs: Vec<crate::ids::JobId>,
+    pub cache: Option<CacheDef>,
+}
+
+/// A job's `cache`, ready to render once the workspace's files are hashed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CacheDef {
+    pub key: Vec<crate::cache_key::Part>,
+    pub fallback: Vec<Vec<crate::cache_key::Part>>,
+    pub paths: Vec<String>,
+    /// What the templates stand for, but the hashes.
+    pub context: crate::cache_key::KeyContext,
+    pub scope: crate::ports::CacheScope,
 }
 
 /// A job's own post hooks, by the attempt's outcome, each with its complete environment and a
@@ -105,6 +130,7 @@ pub fn job_def(
             timeout: None,
             spec,
             secrets,
+            files: JobFiles::default(),
         };
     };
     let hooks = |steps: &[Step]| -> Vec<(Step, Env)> {
@@ -134,7 +160,46 @@ pub fn job_def(
         timeout: planned.timeout,
         spec,
         secrets,
+        files: JobFiles {
+            artifacts: planned.artifacts.clone(),
+            needs: Vec::new(),
+            cache: planned
+                .cache
+                .as_ref()
+                .and_then(|cache| cache_def(plan, planned, &resolved.inputs.branch, cache)),
+        },
     }
+}
+
+/// A job's cache with its templates parsed; `None` for templates that do not parse (validation
+/// refuses those, so only a definition stored under older rules can have them).
+fn cache_def(
+    plan: &Plan,
+    planned: &crate::plan::PlannedJob,
+    branch: &str,
+    cache: &crate::model::Cache,
+) -> Option<CacheDef> {
+    use crate::cache_key::{KeyContext, parse};
+    Some(CacheDef {
+        key: parse(&cache.key).ok()?,
+        fallback: cache
+            .fallback
+            .iter()
+            .map(|key| parse(key).ok())
+            .collect::<Option<_>>()?,
+        paths: cache.paths.clone(),
+        context: KeyContext {
+            branch: branch.to_owned(),
+            job: planned.template.as_str().to_owned(),
+            pipeline: plan.pipeline.as_str().to_owned(),
+            matrix: planned.matrix.iter().cloned().collect(),
+            hashes: Default::default(),
+        },
+        scope: crate::ports::CacheScope {
+            pipeline: plan.pipeline.as_str().to_owned(),
+            branch: branch.to_owned(),
+        },
+    })
 }
 
 /// A hook with a timeout: its own, or [`HOOK_TIMEOUT`].

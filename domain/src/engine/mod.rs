@@ -27,7 +27,7 @@ mod tests;
 
 use std::collections::HashMap;
 
-pub use attempt::{HOOK_TIMEOUT, HookSteps, JobDef, job_def};
+pub use attempt::{CacheDef, HOOK_TIMEOUT, HookSteps, JobDef, JobFiles, job_def};
 pub use resume::{ResumePoint, resume_point};
 
 use crate::ids::{JobId, Timestamp};

@@ -499,7 +499,7 @@ fn approval(cx: &mut Cx, node: &Node, path: &Path, at: Span) -> Option<Approval>
 }
 
 fn cache(cx: &mut Cx, node: &Node, path: &Path, at: Span) -> Option<Cache> {
-    let map = cx.map(node, path, at, "a cache", &["key", "paths"])?;
+    let map = cx.map(node, path, at, "a cache", &["key", "fallback", "paths"])?;
     let key = cx
         .required(
             &map,
@@ -510,8 +510,13 @@ fn cache(cx: &mut Cx, node: &Node, path: &Path, at: Span) -> Option<Cache> {
     let paths = cx
         .required(&map, "paths", "the paths to keep, e.g. `paths: [target]`")
         .map(|n| cx.texts(n, &map.path("paths")));
+    let fallback = map
+        .get("fallback")
+        .map(|n| cx.texts(n, &map.path("fallback")))
+        .unwrap_or_default();
     Some(Cache {
         key: key?,
+        fallback,
         paths: paths?,
     })
 }

@@ -470,6 +470,9 @@ pub struct Cache {
     /// May use `{{ hash('FILE') }}`, `{{ branch }}`, `{{ job }}`, `{{ pipeline }}` and
     /// `{{ matrix.AXIS }}`.
     pub key: String,
+    /// Keys to restore from when nothing is saved under `key` (templates too), in order; each
+    /// matches the newest entry whose key starts with it.
+    pub fallback: Vec<String>,
     pub paths: Vec<String>,
 }
 

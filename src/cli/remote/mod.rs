@@ -7,6 +7,7 @@
 
 mod admin;
 mod agents;
+mod artifacts;
 mod context;
 mod live;
 mod output;

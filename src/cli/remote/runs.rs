@@ -1,4 +1,4 @@
-//! `hodei runs start | list | show | cancel | retry | rerun | logs`.
+//! `hodei runs start | list | show | cancel | retry | rerun | logs | artifacts | download`.
 
 use std::collections::BTreeSet;
 
@@ -97,6 +97,26 @@ pub enum RunsCommand {
         #[arg(long, value_name = "OFFSET", requires = "job", default_value_t = 0)]
         from: u64,
     },
+    /// List the files a run's jobs kept as artifacts.
+    #[command(
+        after_help = "Examples:\n  hodei runs artifacts 42\n  hodei runs artifacts 42 -o json"
+    )]
+    Artifacts { id: u64 },
+    /// Download one artifact of a run, by its path in the job's workspace.
+    #[command(
+        after_help = "Examples:\n  hodei runs download 42 dist/app.tar.gz\n  hodei runs download 42 report.xml --job test --to test-report.xml\n  hodei runs download 42 dist/app.js --to - | head"
+    )]
+    Download {
+        id: u64,
+        /// The artifact's path, as `hodei runs artifacts` lists it.
+        name: String,
+        /// The job that kept it, when several did.
+        #[arg(long, value_name = "NAME")]
+        job: Option<String>,
+        /// Where to write it (`-` for standard output); by default its file name here.
+        #[arg(long, value_name = "FILE")]
+        to: Option<std::path::PathBuf>,
+    },
 }
 
 pub async fn run(cmd: RunsCommand, client: &Client, printer: Printer) -> Outcome {
@@ -189,6 +209,10 @@ pub async fn run(cmd: RunsCommand, client: &Client, printer: Printer) -> Outcome
             follow,
             from,
         } => logs(client, id, job, follow, from, printer).await,
+        RunsCommand::Artifacts { id } => super::artifacts::list(client, id, printer).await,
+        RunsCommand::Download { id, name, job, to } => {
+            super::artifacts::download(client, id, &name, job.as_deref(), to).await
+        }
     }
 }
 

@@ -10,12 +10,15 @@ use hodei_actors::fault::Faults;
 use hodei_actors::messages::{Definition, Published, SubmitRun, Subscribe, WorkerSpec};
 use hodei_adapters::clock::SystemClock;
 use hodei_adapters::fake::FakeProvider;
+use hodei_adapters::files::{DiskFiles, FileLimits};
 use hodei_adapters::logs::FileLogStore;
 use hodei_adapters::sqlite::SqliteStore;
 use hodei_domain::engine::Approvals;
 use hodei_domain::ids::{RunId, WorkerId};
 use hodei_domain::plan::RunInputs;
-use hodei_domain::ports::{BoxFuture, RunRecord, SecretScope, SecretStore, Store, StoreError};
+use hodei_domain::ports::{
+    BoxFuture, Clock, RunRecord, SecretScope, SecretStore, Store, StoreError,
+};
 use hodei_domain::state::{DomainEvent, JobState};
 use hodei_supervisors::{Tree, TreeConfig, start_tree};
 
@@ -41,6 +44,8 @@ pub struct Harness {
     pub store: Arc<SqliteStore>,
     pub logs: Arc<FileLogStore>,
     pub provider: Arc<FakeProvider>,
+    /// Artifacts and caches, in the scratch directory.
+    pub files: Arc<DiskFiles>,
     /// A wake-up for every batch of events published: waits re-read the store then, instead of
     /// polling it.
     published: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<()>>,
@@ -88,6 +93,10 @@ pub struct Options {
     /// Wraps the store the actors see (the harness reads the real one).
     pub store: fn(Arc<SqliteStore>) -> Arc<dyn Store>,
     pub config: Box<dyn FnOnce(&mut TreeConfig)>,
+    /// The clock the actors read; the system's by default.
+    pub clock: Arc<dyn Clock>,
+    /// Whether the tree runs a timer of schedules (on the harness's store).
+    pub schedules: bool,
 }
 
 impl Default for Options {
@@ -98,6 +107,8 @@ impl Default for Options {
             faults: Faults::none(),
             store: |store| store,
             config: Box::new(|_| {}),
+            clock: Arc::new(SystemClock),
+            schedules: false,
         }
     }
 }
@@ -119,13 +130,17 @@ pub async fn harness_with(name: &str, options: Options) -> Harness {
     let store = Arc::new(SqliteStore::open(&dir.0.join("hodei.db")).await.unwrap());
     let logs = Arc::new(FileLogStore::open(&dir.0.join("logs"), 1).unwrap());
     let provider = Arc::new(FakeProvider::new());
+    let files = Arc::new(
+        DiskFiles::open(dir.0.join("files"), FileLimits::default(), "main".into()).unwrap(),
+    );
     let ports = Ports {
         store: (options.store)(store.clone()),
         logs: logs.clone(),
         provider: provider.clone(),
         reconcile: provider.clone(),
-        clock: Arc::new(SystemClock),
+        clock: options.clock,
         secrets: Arc::new(Secrets(options.secrets)),
+        files: files.clone(),
         faults: options.faults,
     };
     let worker = WorkerSpec {
@@ -139,6 +154,9 @@ pub async fn harness_with(name: &str, options: Options) -> Harness {
     config.restart_policy.backoff_base_ms = 1;
     config.restart_policy.backoff_max_ms = 20;
     config.escalation = Arc::new(|escalated| panic!("unexpected escalation: {escalated:?}"));
+    if options.schedules {
+        config.ticks = Some(store.clone());
+    }
     (options.config)(&mut config);
     let tree = start_tree(ports, config);
     let (wake, published) = tokio::sync::mpsc::unbounded_channel();
@@ -150,6 +168,7 @@ pub async fn harness_with(name: &str, options: Options) -> Harness {
         store,
         logs,
         provider,
+        files,
         published: tokio::sync::Mutex::new(published),
         _dir: dir,
     }
