@@ -63,86 +63,22 @@ impl Drop for Process {
     }
 }
 
-/// A server on a fixed port with no local worker, and its admin token.
-struct Cluster {
-    data: PathBuf,
-    port: u16,
-    lease: u64,
-    server: Option<Process>,
+/// A server's API, with its admin token: what the tests of both kinds ask of it.
+struct Api {
+    base: String,
     token: String,
     http: reqwest::Client,
-    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
-/// One cluster at a time: each test counts processes and side effects of its own, and its
-/// agents' timing is part of what it checks.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-impl Cluster {
-    fn start(test: &str, lease: u64) -> Cluster {
-        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-        let data = scratch(&format!("agents-{test}"));
-        let mut cluster = Cluster {
-            data,
-            port: server_port(test),
-            lease,
-            server: None,
-            token: String::new(),
-            http: reqwest::Client::new(),
-            _turn: turn,
-        };
-        cluster.start_server();
-        cluster.token = std::fs::read_to_string(cluster.data.join("srv/admin.token"))
-            .unwrap()
-            .trim()
-            .to_owned();
-        cluster
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn start_server(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.data.join("server.log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_hodei"))
-            .args([
-                "server",
-                "--listen",
-                &format!("127.0.0.1:{}", self.port),
-                "--data",
-            ])
-            .arg(self.data.join("srv"))
-            .env("HODEI_LOCAL_SLOTS", "0")
-            .env("HODEI_AGENT_LEASE_SECONDS", self.lease.to_string())
-            .env_remove("HODEI_LOG")
-            .env("NO_COLOR", "1")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("hodei server starts");
-        self.server = Some(Process { child });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "the server never listened");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill_server(&mut self) {
-        if let Some(mut server) = self.server.take() {
-            server.kill();
-        }
+impl Api {
+    fn url(&self) -> &str {
+        &self.base
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut request = self
             .http
-            .request(method, format!("{}{path}", self.url()))
+            .request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.token);
         if let Some(body) = body {
             request = request.json(&body);
@@ -169,43 +105,10 @@ impl Cluster {
         body["token"].as_str().unwrap().to_owned()
     }
 
-    /// Starts an agent named `name` with its data in `DATA/<name>`.
-    fn agent(&self, name: &str, token: &str, extra: &[&str]) -> Process {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.data.join(format!("{name}.log")))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_hodei"))
-            .args([
-                "agent",
-                "--server",
-                &self.url(),
-                "--token",
-                token,
-                "--name",
-                name,
-            ])
-            .args(["--slots", "2", "--data"])
-            .arg(self.data.join(name))
-            .args(extra)
-            .env_remove("HODEI_LOG")
-            .env("NO_COLOR", "1")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("hodei agent starts");
-        Process { child }
-    }
-
-    fn agent_log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.data.join(format!("{name}.log"))).unwrap_or_default()
-    }
-
     async fn apply(&self, name: &str, yaml: &str) {
         let response = self
             .http
-            .put(format!("{}/api/v1/pipelines/{name}", self.url()))
+            .put(format!("{}/api/v1/pipelines/{name}", self.base))
             .bearer_auth(&self.token)
             .header("content-type", "application/yaml")
             .body(yaml.to_owned())
@@ -255,7 +158,7 @@ impl Cluster {
 
     async fn log(&self, job: u64) -> Vec<u8> {
         self.http
-            .get(format!("{}/api/v1/jobs/{job}/log", self.url()))
+            .get(format!("{}/api/v1/jobs/{job}/log", self.base))
             .bearer_auth(&self.token)
             .send()
             .await
@@ -264,6 +167,123 @@ impl Cluster {
             .await
             .unwrap()
             .to_vec()
+    }
+}
+
+/// A server on a fixed port with no local worker, and its admin token.
+struct Cluster {
+    api: Api,
+    data: PathBuf,
+    port: u16,
+    lease: u64,
+    server: Option<Process>,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+/// One cluster at a time: each test counts processes and side effects of its own, and its
+/// agents' timing is part of what it checks.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl Cluster {
+    fn start(test: &str, lease: u64) -> Cluster {
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let data = scratch(&format!("agents-{test}"));
+        let port = server_port(test);
+        let mut cluster = Cluster {
+            api: Api {
+                base: format!("http://127.0.0.1:{port}"),
+                token: String::new(),
+                http: reqwest::Client::new(),
+            },
+            data,
+            port,
+            lease,
+            server: None,
+            _turn: turn,
+        };
+        cluster.start_server();
+        cluster.api.token = std::fs::read_to_string(cluster.data.join("srv/admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        cluster
+    }
+
+    fn start_server(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.join("server.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_hodei"))
+            .args([
+                "server",
+                "--listen",
+                &format!("127.0.0.1:{}", self.port),
+                "--data",
+            ])
+            .arg(self.data.join("srv"))
+            .env("HODEI_LOCAL_SLOTS", "0")
+            .env("HODEI_AGENT_LEASE_SECONDS", self.lease.to_string())
+            .env_remove("HODEI_LOG")
+            .env("NO_COLOR", "1")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("hodei server starts");
+        self.server = Some(Process { child });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "the server never listened");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill_server(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            server.kill();
+        }
+    }
+
+    /// Starts an agent named `name` with its data in `DATA/<name>`.
+    fn agent(&self, name: &str, token: &str, extra: &[&str]) -> Process {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.join(format!("{name}.log")))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_hodei"))
+            .args([
+                "agent",
+                "--server",
+                self.url(),
+                "--token",
+                token,
+                "--name",
+                name,
+            ])
+            .args(["--slots", "2", "--data"])
+            .arg(self.data.join(name))
+            .args(extra)
+            .env_remove("HODEI_LOG")
+            .env("NO_COLOR", "1")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("hodei agent starts");
+        Process { child }
+    }
+
+    fn agent_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.data.join(format!("{name}.log"))).unwrap_or_default()
     }
 }
 
@@ -813,15 +833,21 @@ fn docker(args: &[&str]) -> String {
 
 /// A server container and its agents on a network of their own; all removed when dropped.
 struct Deployment {
+    api: Api,
     net: String,
     server: String,
-    url: String,
-    token: String,
     registration: String,
     marks: PathBuf,
     containers: Vec<String>,
-    http: reqwest::Client,
     _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for Deployment {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 impl Deployment {
@@ -878,43 +904,20 @@ impl Deployment {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let mut deployment = Deployment {
+            api: Api {
+                base: url,
+                token,
+                http,
+            },
             net,
             server: server.clone(),
-            url,
-            token,
             registration: String::new(),
             marks,
             containers: vec![server],
-            http,
             _turn: turn,
         };
-        let (status, body) = deployment
-            .call(
-                reqwest::Method::POST,
-                "/api/v1/agent-tokens",
-                Some(json!({"name": "containers"})),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        deployment.registration = body["token"].as_str().unwrap().to_owned();
+        deployment.registration = deployment.registration_token().await;
         deployment
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("the server answers");
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
     }
 
     /// Starts an agent container named `name`; answers the container's name.
@@ -956,68 +959,14 @@ impl Deployment {
             String::from_utf8_lossy(&out.stderr)
         )
     }
-
-    async fn apply_and_trigger(&self, name: &str, yaml: &str) -> u64 {
-        let response = self
-            .http
-            .put(format!("{}/api/v1/pipelines/{name}", self.url))
-            .bearer_auth(&self.token)
-            .header("content-type", "application/yaml")
-            .body(yaml.to_owned())
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            response.status().is_success(),
-            "{}",
-            response.text().await.unwrap()
-        );
-        let (status, run) = self
-            .call(
-                reqwest::Method::POST,
-                &format!("/api/v1/pipelines/{name}/runs"),
-                Some(json!({})),
-            )
-            .await;
-        assert_eq!(status, 201, "{run}");
-        run["id"].as_u64().unwrap()
-    }
-
-    async fn wait_run(&self, id: u64, within: Duration, until: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
-            let (_, run) = self
-                .call(reqwest::Method::GET, &format!("/api/v1/runs/{id}"), None)
-                .await;
-            if until(&run) {
-                return run;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the run never got there: {run:#}\nserver: {}",
-                self.logs(&self.server)
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    async fn log(&self, job: u64) -> String {
-        let bytes = self
-            .http
-            .get(format!("{}/api/v1/jobs/{job}/log", self.url))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        String::from_utf8_lossy(&bytes).into_owned()
-    }
 }
 
 impl Drop for Deployment {
     fn drop(&mut self) {
+        // A failed test says what the server said.
+        if std::thread::panicking() {
+            eprintln!("server container's output:\n{}", self.logs(&self.server));
+        }
         for container in &self.containers {
             let _ = Command::new("docker")
                 .args(["rm", "-f", container])
@@ -1033,12 +982,8 @@ impl Drop for Deployment {
 async fn containers_a_network_cut_shorter_than_the_lease_loses_no_byte() {
     let mut deployment = Deployment::start("short-cut", 30).await;
     let agent = deployment.agent("a1");
-    let run = deployment
-        .apply_and_trigger(
-            "ticks",
-            "name: ticks\non: { manual: {} }\njobs:\n  work:\n    steps:\n      - run: for i in $(seq 1 24); do echo \"tick $i\"; sleep 0.5; done\n",
-        )
-        .await;
+    deployment.apply("ticks", "name: ticks\non: { manual: {} }\njobs:\n  work:\n    steps:\n      - run: for i in $(seq 1 24); do echo \"tick $i\"; sleep 0.5; done\n").await;
+    let run = deployment.trigger("ticks").await;
     deployment
         .wait_run(run, Duration::from_secs(60), |r| {
             r["jobs"][0]["state"] == "running"
@@ -1054,10 +999,8 @@ async fn containers_a_network_cut_shorter_than_the_lease_loses_no_byte() {
     assert_eq!(run["state"], "succeeded", "{run:#}");
     assert_eq!(run["jobs"][0]["attempt"], 1, "the same attempt went on");
     let expected: String = (1..=24).map(|i| format!("tick {i}\n")).collect();
-    assert_eq!(
-        deployment.log(run["jobs"][0]["id"].as_u64().unwrap()).await,
-        expected
-    );
+    let log = deployment.log(run["jobs"][0]["id"].as_u64().unwrap()).await;
+    assert_eq!(String::from_utf8_lossy(&log), expected);
 }
 
 /// How an agent is cut off from its server for longer than its lease.
@@ -1071,12 +1014,8 @@ enum CutOff {
 async fn an_agent_cut_off_past_its_lease(test: &str, how: CutOff) {
     let mut deployment = Deployment::start(test, 4).await;
     let first = deployment.agent("first");
-    let run = deployment
-        .apply_and_trigger(
-            "counted",
-            "name: counted\non: { manual: {} }\njobs:\n  work:\n    retry: 1\n    steps:\n      - run: |\n          if [ -e /marks/starts ]; then d=1; else d=60; fi\n          echo start >> /marks/starts\n          echo working\n          sleep $d\n          echo done >> /marks/effects\n          echo finished\n",
-        )
-        .await;
+    deployment.apply("counted", "name: counted\non: { manual: {} }\njobs:\n  work:\n    retry: 1\n    steps:\n      - run: |\n          if [ -e /marks/starts ]; then d=1; else d=60; fi\n          echo start >> /marks/starts\n          echo working\n          sleep $d\n          echo done >> /marks/effects\n          echo finished\n").await;
+    let run = deployment.trigger("counted").await;
     wait_for_file(&deployment.marks.join("starts"), Duration::from_secs(60));
     // Once the server holds the first attempt's output, the agent is cut off.
     let job = deployment
@@ -1087,7 +1026,7 @@ async fn an_agent_cut_off_past_its_lease(test: &str, how: CutOff) {
         .as_u64()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while deployment.log(job).await != "working\n" {
+    while deployment.log(job).await != b"working\n" {
         assert!(
             Instant::now() < deadline,
             "the first attempt's output never arrived"
@@ -1139,6 +1078,7 @@ async fn an_agent_cut_off_past_its_lease(test: &str, how: CutOff) {
         "one attempt counted"
     );
     let log = deployment.log(run["jobs"][0]["id"].as_u64().unwrap()).await;
+    let log = String::from_utf8_lossy(&log);
     assert!(
         log.starts_with("working\n"),
         "the first attempt's output is kept: {log}"

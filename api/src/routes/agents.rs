@@ -180,16 +180,7 @@ pub async fn list_agent_tokens(
         .agent_tokens()
         .await?
         .into_iter()
-        .map(|t| AgentTokenView {
-            id: t.id,
-            name: t.name,
-            labels: t
-                .labels
-                .map(|l| l.iter().map(ToString::to_string).collect()),
-            created: t.created.into(),
-            expires: t.expires.map(Time),
-            token: None,
-        })
+        .map(|t| token_view(t, None))
         .collect();
     Ok(HttpResponse::Ok().json(AgentTokenList { items }))
 }
