@@ -148,26 +148,35 @@ where
 
 /// Follows a job's log from 0 to its end; calls `frame` with each log frame's text.
 async fn follow(s: &Server, job: u64, mut frame: impl FnMut(&str)) {
-    let url = format!(
-        "{}/api/v1/jobs/{job}/log/stream?from=0",
-        s.url.replacen("http", "ws", 1)
-    );
-    let mut request = url.into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", s.auth.parse().unwrap());
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    while let Some(Ok(message)) = socket.next().await {
-        if let Message::Text(text) = message {
-            let value: Value = serde_json::from_str(&text).unwrap();
-            match value["type"].as_str() {
-                Some("log") => frame(value["data"].as_str().unwrap()),
-                Some("end") => return,
-                Some("lagged") => panic!("the bench client lagged: {value}"),
-                _ => {}
+    // As a client does: a stream that drops before its `end` frame is opened again from the
+    // offset reached, so nothing is missed or counted twice.
+    let mut from = 0u64;
+    for _ in 0..5 {
+        let url = format!(
+            "{}/api/v1/jobs/{job}/log/stream?from={from}",
+            s.url.replacen("http", "ws", 1)
+        );
+        let mut request = url.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", s.auth.parse().unwrap());
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        while let Some(Ok(message)) = socket.next().await {
+            if let Message::Text(text) = message {
+                let value: Value = serde_json::from_str(&text).unwrap();
+                match value["type"].as_str() {
+                    Some("log") => {
+                        frame(value["data"].as_str().unwrap());
+                        from = value["offset"].as_u64().unwrap() + value["bytes"].as_u64().unwrap();
+                    }
+                    Some("end") => return,
+                    Some("lagged") => panic!("the bench client lagged: {value}"),
+                    _ => {}
+                }
             }
         }
     }
+    panic!("the log stream of job {job} dropped five times before its end");
 }
 
 /// Nine levels of ten aliases over a 200-byte text: 10^9 copies when expanded.
