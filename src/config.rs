@@ -43,6 +43,9 @@ pub struct ServerConfig {
     pub local_slots: u32,
     /// The size limits and retention of artifacts and caches.
     pub files: hodei_adapters::files::FileLimits,
+    /// The unprivileged user local steps run as (the server then runs as root); `None`: as
+    /// the server's own user.
+    pub run_as: Option<String>,
 }
 
 /// One configuration key: its name in the file, its variable, what it takes, its default.
@@ -53,7 +56,7 @@ struct Key {
     default: fn() -> Raw,
 }
 
-const KEYS: [Key; 15] = [
+const KEYS: [Key; 16] = [
     Key {
         name: "listen",
         env: "HODEI_LISTEN",
@@ -143,6 +146,12 @@ const KEYS: [Key; 15] = [
         env: "HODEI_CACHES_RETENTION_DAYS",
         expected: "a number of days from 1 to 3650",
         default: || Raw::Int(7),
+    },
+    Key {
+        name: "run_as",
+        env: "HODEI_RUN_AS",
+        expected: "the name or uid of an unprivileged user of this machine, or \"\" (steps run as the server's user)",
+        default: || Raw::Text(String::new()),
     },
 ];
 
@@ -355,6 +364,12 @@ pub fn resolve(
                 cache_retention: days(parse_number(value(14), 1, 3650)?),
             }
         },
+        run_as: match value(15) {
+            (Raw::Text(text), _, _) if text.trim().is_empty() => None,
+            (Raw::Text(text), _, _) => Some(text.trim().to_owned()),
+            (Raw::Int(n), _, _) if *n > 0 => Some(n.to_string()),
+            (raw, origin, key) => return Err(invalid(raw, origin, key)),
+        },
     })
 }
 
@@ -556,7 +571,7 @@ mod tests {
         let err = resolve(file("lisen = \"x\"\n"), &no_env, &Flags::default()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "hodei.toml: unknown key `lisen` (did you mean `listen`?); the keys are listen, data, http_workers, max_body_bytes, labels, shutdown_grace_seconds, max_queued_jobs, tls_cert, tls_key, agent_lease_seconds, local_slots, artifacts_max_job_mib, artifacts_retention_days, caches_max_entry_mib, caches_retention_days"
+            "hodei.toml: unknown key `lisen` (did you mean `listen`?); the keys are listen, data, http_workers, max_body_bytes, labels, shutdown_grace_seconds, max_queued_jobs, tls_cert, tls_key, agent_lease_seconds, local_slots, artifacts_max_job_mib, artifacts_retention_days, caches_max_entry_mib, caches_retention_days, run_as"
         );
         let err = resolve(file("listen = \n"), &no_env, &Flags::default()).unwrap_err();
         assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");

@@ -97,6 +97,7 @@ api!(
     agents::delete_agent,
     agents::register_agent,
     agents::poll_agent,
+    agents::agent_doorbell,
     agents::agent_heartbeat,
     agents::append_agent_log,
     agents::report_agent_events,

@@ -17,8 +17,8 @@ use tokio::sync::Notify;
 
 use super::{
     AgentBeat, AgentLive, AgentLog, AgentReport, AgentSeen, AgentStats, Beat, CancelLeased,
-    ClaimedJob, GetAgentStats, LeaseExpired, LeaseOf, Lost, Offer, RemoteJob, ReportError,
-    Reported, TryClaim, Unclaimed, Wire, Withdraw, Work,
+    ClaimedJob, CloseDoorbell, GetAgentStats, LeaseExpired, LeaseOf, Lost, Offer, OpenDoorbell,
+    RemoteJob, ReportError, Reported, TryClaim, Unclaimed, Wire, Withdraw, Work,
 };
 use crate::loghub::LogHub;
 use crate::messages::{AppendAt, AppendedAt, HubError, LogLength, RegisterWorker, WorkerSpec};
@@ -44,12 +44,12 @@ struct Connected {
     /// The same, by the clock, for people.
     seen_at: Timestamp,
     version: String,
-    /// Wakes the agent's long-poll.
-    bell: Arc<Notify>,
 }
 
 struct Held {
     epoch: u64,
+    /// The digest of the lease's job token.
+    token: [u8; 32],
     log_base: u64,
     expires: Instant,
     cancel: bool,
@@ -77,6 +77,10 @@ pub struct AgentDesk {
     registry: Addr<WorkerRegistry>,
     settings: AgentSettings,
     agents: HashMap<String, Connected>,
+    /// Rung when work or a cancel is there for an agent: wakes its long-poll, or its doorbell.
+    bells: HashMap<String, Arc<Notify>>,
+    /// How many doorbells each agent holds open.
+    doorbells: HashMap<String, usize>,
     jobs: HashMap<JobId, Route>,
     /// Told of leases that ran out with no actor to hold them.
     expired: Option<actix::Recipient<LeaseExpired>>,
@@ -102,6 +106,8 @@ impl AgentDesk {
             registry,
             settings,
             agents: HashMap::new(),
+            bells: HashMap::new(),
+            doorbells: HashMap::new(),
             jobs: HashMap::new(),
             expired: None,
             clock,
@@ -111,10 +117,18 @@ impl AgentDesk {
         }
     }
 
+    /// Wakes whatever waits for the agent — its doorbell and a long-poll alike — and leaves a
+    /// permit for the next wait, so that a ring between two waits is not missed (at worst it
+    /// wakes one wait for nothing).
     fn ring(&self, agent: &str) {
-        if let Some(connected) = self.agents.get(agent) {
-            connected.bell.notify_one();
+        if let Some(bell) = self.bells.get(agent) {
+            bell.notify_waiters();
+            bell.notify_one();
         }
+    }
+
+    fn bell(&mut self, agent: &str) -> Arc<Notify> {
+        self.bells.entry(agent.to_owned()).or_default().clone()
     }
 
     fn cancels_of(&self, agent: &str) -> Vec<JobId> {
@@ -125,12 +139,15 @@ impl AgentDesk {
             .collect()
     }
 
-    /// The lease `agent` holds on `job` with `epoch`, if it holds it.
-    fn held(&self, agent: &str, job: JobId, epoch: u64) -> Result<&Route, ReportError> {
+    /// The lease on `job` with `epoch` that the job token (by its digest) opens, if it is
+    /// still held.
+    fn held(&self, token: &[u8; 32], job: JobId, epoch: u64) -> Result<&Route, ReportError> {
         match self.jobs.get(&job) {
             Some(route)
-                if route.agent == agent
-                    && route.lease.as_ref().is_some_and(|l| l.epoch == epoch) =>
+                if route
+                    .lease
+                    .as_ref()
+                    .is_some_and(|l| l.epoch == epoch && same_digest(&l.token, token)) =>
             {
                 Ok(route)
             }
@@ -203,6 +220,7 @@ impl Actor for AgentDesk {
                                 offered: Instant::now(),
                                 lease: Some(Held {
                                     epoch: lease.epoch,
+                                    token: lease.token,
                                     log_base: lease.log_base,
                                     expires,
                                     cancel: false,
@@ -233,13 +251,12 @@ impl Handler<AgentSeen> for AgentDesk {
                 last_seen: Instant::now(),
                 seen_at: now,
                 version: msg.version.clone(),
-                bell: Arc::new(Notify::new()),
             }
         });
         connected.last_seen = Instant::now();
         connected.seen_at = now;
         connected.version = msg.version;
-        let bell = connected.bell.clone();
+        let bell = self.bell(&msg.agent);
         self.registry.do_send(RegisterWorker {
             worker: WorkerSpec {
                 id: WorkerId(msg.agent.clone()),
@@ -311,6 +328,7 @@ impl Handler<GetAgentStats> for AgentDesk {
                     .values()
                     .filter(|r| &r.agent == name && r.lease.is_some())
                     .count(),
+                doorbell: self.doorbells.get(name).is_some_and(|n| *n > 0),
             })
             .collect();
         actix::MessageResult(AgentStats {
@@ -322,6 +340,28 @@ impl Handler<GetAgentStats> for AgentDesk {
                 false => Vec::new(),
             },
         })
+    }
+}
+
+impl Handler<OpenDoorbell> for AgentDesk {
+    type Result = actix::MessageResult<OpenDoorbell>;
+
+    fn handle(&mut self, msg: OpenDoorbell, _: &mut Context<Self>) -> Self::Result {
+        *self.doorbells.entry(msg.agent.clone()).or_default() += 1;
+        actix::MessageResult(self.bell(&msg.agent))
+    }
+}
+
+impl Handler<CloseDoorbell> for AgentDesk {
+    type Result = ();
+
+    fn handle(&mut self, msg: CloseDoorbell, _: &mut Context<Self>) {
+        if let Some(open) = self.doorbells.get_mut(&msg.agent) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                self.doorbells.remove(&msg.agent);
+            }
+        }
     }
 }
 
@@ -403,6 +443,7 @@ impl Handler<TryClaim> for AgentDesk {
         let offer = route.offer.as_ref().expect("an offered job has its offer");
         let (def, machine, run) = (offer.def.clone(), offer.machine.clone(), offer.run);
         let (store, hub, agent) = (self.store.clone(), self.hub.clone(), msg.agent.clone());
+        let token = msg.token;
         let attempt = machine.attempt();
         let lease_ms = u64::try_from(self.settings.lease.as_millis()).unwrap_or(u64::MAX);
         let claim = async move {
@@ -413,7 +454,7 @@ impl Handler<TryClaim> for AgentDesk {
                 .and_then(|r| r)
                 .map_err(ReportError::Log)?;
             store
-                .claim(job, run, attempt, agent, base)
+                .claim(job, run, attempt, agent, base, token.digest)
                 .await
                 .map_err(ReportError::Store)
         };
@@ -438,6 +479,7 @@ impl Handler<TryClaim> for AgentDesk {
             let waited = route.offered.elapsed().as_secs_f64();
             route.lease = Some(Held {
                 epoch: lease_record.epoch,
+                token: lease_record.token,
                 log_base: lease_record.log_base,
                 expires: Instant::now() + lease,
                 cancel: route.cancel_on_claim,
@@ -458,6 +500,7 @@ impl Handler<TryClaim> for AgentDesk {
                     epoch: lease_record.epoch,
                     log_base: lease_record.log_base,
                     lease_ms,
+                    token: token.secret,
                     def: (*def).clone(),
                     machine,
                 })),
@@ -501,7 +544,7 @@ impl Handler<AgentLog> for AgentDesk {
     type Result = ResponseActFuture<Self, Result<u64, ReportError>>;
 
     fn handle(&mut self, msg: AgentLog, _: &mut Context<Self>) -> Self::Result {
-        let base = match self.held(&msg.agent, msg.job, msg.epoch) {
+        let base = match self.held(&msg.token, msg.job, msg.epoch) {
             Ok(route) => route.lease.as_ref().map_or(0, |l| l.log_base),
             Err(err) => return Box::pin(actix::fut::ready(Err(err))),
         };
@@ -530,7 +573,7 @@ impl Handler<AgentReport> for AgentDesk {
     type Result = ResponseActFuture<Self, Result<Fenced, ReportError>>;
 
     fn handle(&mut self, msg: AgentReport, _: &mut Context<Self>) -> Self::Result {
-        let (actor, base) = match self.held(&msg.agent, msg.job, msg.epoch) {
+        let (actor, base) = match self.held(&msg.token, msg.job, msg.epoch) {
             Ok(Route {
                 actor: Some(actor),
                 lease,
@@ -576,4 +619,10 @@ impl Handler<AgentReport> for AgentDesk {
         };
         Box::pin(report.into_actor(self))
     }
+}
+
+/// Whether two digests are equal, in a time that does not depend on where they differ.
+fn same_digest(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
 }

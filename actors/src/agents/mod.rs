@@ -138,6 +138,9 @@ pub struct ClaimedJob {
     pub log_base: u64,
     /// How long the lease lasts without a heartbeat, in milliseconds.
     pub lease_ms: u64,
+    /// The job token: the bearer of the attempt's own calls (its log, its transitions), valid
+    /// for this job under this lease only.
+    pub token: String,
     pub def: JobDef,
     pub machine: JobMachine,
 }
@@ -160,6 +163,16 @@ pub struct TryClaim {
     pub agent: String,
     /// It has room for another job.
     pub room: bool,
+    /// The job token for the job claimed, if one is: the secret goes to the agent, the
+    /// digest into the lease.
+    pub token: JobToken,
+}
+
+/// A job token: the secret and its SHA-256 digest.
+#[derive(Clone)]
+pub struct JobToken {
+    pub secret: String,
+    pub digest: [u8; 32],
 }
 
 /// An agent is connected: its worker is offered to the scheduler.
@@ -170,6 +183,21 @@ pub struct AgentSeen {
     pub labels: Vec<hodei_domain::model::Label>,
     pub slots: u32,
     pub version: String,
+}
+
+/// An agent opened its doorbell (a WebSocket): the answer is the bell that rings when work or
+/// a cancel is there for it.
+#[derive(Message)]
+#[rtype(result = "Arc<tokio::sync::Notify>")]
+pub struct OpenDoorbell {
+    pub agent: String,
+}
+
+/// An agent's doorbell closed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseDoorbell {
+    pub agent: String,
 }
 
 /// What the desk knows of the agents now, for `/api/v1/workers` and the metrics.
@@ -202,6 +230,8 @@ pub struct AgentLive {
     pub last_seen: hodei_domain::ids::Timestamp,
     /// The jobs it holds a lease on.
     pub leases: usize,
+    /// Its doorbell (a WebSocket) is open; otherwise it long-polls.
+    pub doorbell: bool,
 }
 
 /// An agent's heartbeat: the leases it holds; answers those it does not hold any more.
@@ -225,7 +255,8 @@ pub struct Beat {
 #[derive(Message)]
 #[rtype(result = "Result<u64, ReportError>")]
 pub struct AgentLog {
-    pub agent: String,
+    /// The digest of the job token presented.
+    pub token: [u8; 32],
     pub job: JobId,
     pub epoch: u64,
     pub offset: u64,
@@ -237,7 +268,8 @@ pub struct AgentLog {
 #[derive(Message)]
 #[rtype(result = "Result<Fenced, ReportError>")]
 pub struct AgentReport {
-    pub agent: String,
+    /// The digest of the job token presented.
+    pub token: [u8; 32],
     pub job: JobId,
     pub epoch: u64,
     pub seq: u64,
