@@ -920,6 +920,47 @@ async fn sigterm_lets_running_jobs_finish_and_takes_no_new_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_past_the_grace_hands_the_job_back_and_another_agent_retries_it_at_once() {
+    hodei_api::client::install_crypto();
+    // A lease far longer than the test waits: the job moves on because it is handed back.
+    let cluster = Cluster::start("hand-back", 600);
+    let token = cluster.registration_token().await;
+    let mut first = cluster.agent("a1", &token, &["--grace", "1"]);
+    let marks = cluster.data.join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    cluster
+        .apply("counted", &counted_job(&marks, &long_sleep(300)))
+        .await;
+    let run = cluster.trigger("counted").await;
+    wait_for_file(&marks.join("starts"), Duration::from_secs(30));
+    let _second = cluster.agent("a2", &token, &[]);
+    first.signal(libc::SIGTERM);
+    assert_eq!(first.exit_code(Duration::from_secs(30)), 0);
+    assert!(
+        cluster.agent_log("a1").contains("back to the server"),
+        "{}",
+        cluster.agent_log("a1")
+    );
+    let run = cluster
+        .wait_run(run, Duration::from_secs(60), finished)
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    assert_eq!(run["jobs"][0]["attempt"], 2, "{run:#}");
+    assert_eq!(run["jobs"][0]["worker"], "a2", "{run:#}");
+    assert_eq!(
+        lines_of(&marks.join("effects")),
+        ["done"],
+        "one side effect"
+    );
+    let log = cluster.log(run["jobs"][0]["id"].as_u64().unwrap()).await;
+    let log = String::from_utf8_lossy(&log);
+    assert!(
+        log.contains("the agent `a1` was stopped and handed this job back"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_credentials_and_bad_writes_are_refused_clearly() {
     hodei_api::client::install_crypto();
     let cluster = Cluster::start("refused", 30);

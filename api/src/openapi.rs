@@ -101,6 +101,8 @@ api!(
     agents::agent_heartbeat,
     agents::append_agent_log,
     agents::report_agent_events,
+    agents::hand_back_job,
+    agents::agent_leaving,
     system::healthz,
     system::readyz,
     system::metrics,

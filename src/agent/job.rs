@@ -89,6 +89,8 @@ impl Handler<AttemptCrashed> for Watch {
 /// A job the agent holds.
 pub struct Held {
     pub epoch: u64,
+    /// The job token of the claim.
+    pub token: String,
     pub actor: Addr<JobActor>,
     pub phase: watch::Receiver<Phase>,
 }
@@ -182,6 +184,7 @@ pub fn start(claimed: &ClaimedJob, setting: &Setting) -> Result<Started, String>
     Ok(Started {
         held: Held {
             epoch: claimed.epoch,
+            token: claimed.token.clone(),
             actor,
             phase: watching,
         },

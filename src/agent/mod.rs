@@ -369,8 +369,8 @@ async fn serve(args: &Settings, providers: Arc<Mutex<Option<Arc<ByImage>>>>) -> 
             // A slot is free again: poll again with room (a poll without room takes nothing,
             // so leaving it is safe).
             _ = setting.freed.notified(), if !room => continue,
-            _ = term.recv() => break drain(&jobs, args.grace).await,
-            _ = tokio::signal::ctrl_c() => break drain(&jobs, args.grace).await,
+            _ = term.recv() => break drain(&client, &jobs, args.grace).await,
+            _ = tokio::signal::ctrl_c() => break drain(&client, &jobs, args.grace).await,
             _ = refused.notified() => break EXIT_REFUSED,
         };
         match polled {
@@ -386,8 +386,8 @@ async fn serve(args: &Settings, providers: Arc<Mutex<Option<Arc<ByImage>>>>) -> 
                     _ = rung.notified() => {}
                     _ = setting.freed.notified(), if !room => {}
                     _ = tokio::time::sleep(Duration::from_secs(15)) => {}
-                    _ = term.recv() => break drain(&jobs, args.grace).await,
-                    _ = tokio::signal::ctrl_c() => break drain(&jobs, args.grace).await,
+                    _ = term.recv() => break drain(&client, &jobs, args.grace).await,
+                    _ = tokio::signal::ctrl_c() => break drain(&client, &jobs, args.grace).await,
                     _ = refused.notified() => break EXIT_REFUSED,
                 }
             }
@@ -564,20 +564,39 @@ async fn heartbeats(
     }
 }
 
-/// SIGTERM: no new job; those running may finish within the grace period, then they stop.
-async fn drain(jobs: &Arc<Mutex<HashMap<JobId, Held>>>, grace: u64) -> u8 {
+/// SIGTERM: no new job; those running may finish within the grace period; then they stop and
+/// are handed back, so that the server gives them to other workers at once.
+async fn drain(client: &Client, jobs: &Arc<Mutex<HashMap<JobId, Held>>>, grace: u64) -> u8 {
     println!("Stopping: no new job; waiting up to {grace} s for the running ones.");
+    if let Err(err) = client.leaving(false).await {
+        eprintln!("warning: cannot tell the server that this agent stops: {err}");
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(grace);
     while tokio::time::Instant::now() < deadline {
         if jobs.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+            let _ = client.leaving(true).await;
             return EXIT_OK;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    for held in jobs.lock().unwrap_or_else(|e| e.into_inner()).values() {
-        held.actor.do_send(LoseJob);
+    let left: Vec<(JobId, u64, String)> = jobs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|(job, held)| {
+            held.actor.do_send(LoseJob);
+            (*job, held.epoch, held.token.clone())
+        })
+        .collect();
+    for (job, epoch, token) in left {
+        match client.with_token(&token).hand_back(job, epoch).await {
+            Ok(()) => println!("Handed job-{} back to the server.", job.0),
+            // Its lease runs out on the server all the same, which then gives it away.
+            Err(err) => eprintln!("warning: cannot hand job-{} back: {err}", job.0),
+        }
     }
-    // Their leases run out on the server, which gives the jobs to other workers.
+    // The stopped jobs' processes and containers end before the agent does.
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let _ = client.leaving(true).await;
     EXIT_OK
 }

@@ -17,12 +17,13 @@ use tokio::sync::Notify;
 
 use super::{
     AgentBeat, AgentLive, AgentLog, AgentReport, AgentSeen, AgentStats, Beat, CancelLeased,
-    ClaimedJob, CloseDoorbell, GetAgentStats, LeaseExpired, LeaseOf, Lost, Offer, OpenDoorbell,
-    RemoteJob, ReportError, Reported, TryClaim, Unclaimed, Wire, Withdraw, Work,
+    ClaimedJob, CloseDoorbell, GetAgentStats, HandBack, LeaseExpired, LeaseOf, Leaving, Lost,
+    Offer, OpenDoorbell, RemoteJob, ReportError, Reported, TryClaim, Unclaimed, Wire, Withdraw,
+    Work,
 };
 use crate::loghub::LogHub;
 use crate::messages::{AppendAt, AppendedAt, HubError, LogLength, RegisterWorker, WorkerSpec};
-use crate::workers::WorkerRegistry;
+use crate::workers::{LeaveWorker, WorkerRegistry};
 
 /// How agents are held.
 #[derive(Debug, Clone, Copy)]
@@ -81,6 +82,8 @@ pub struct AgentDesk {
     bells: HashMap<String, Arc<Notify>>,
     /// How many doorbells each agent holds open.
     doorbells: HashMap<String, usize>,
+    /// Agents that said they stop and have not said they are gone.
+    leaving: std::collections::HashSet<String>,
     jobs: HashMap<JobId, Route>,
     /// Told of leases that ran out with no actor to hold them.
     expired: Option<actix::Recipient<LeaseExpired>>,
@@ -108,6 +111,7 @@ impl AgentDesk {
             agents: HashMap::new(),
             bells: HashMap::new(),
             doorbells: HashMap::new(),
+            leaving: Default::default(),
             jobs: HashMap::new(),
             expired: None,
             clock,
@@ -155,31 +159,52 @@ impl AgentDesk {
         }
     }
 
+    /// Ends the lease on `job`: its attempt is lost with its agent, through the job's actor
+    /// (or its run, when no actor holds it).
+    fn lose(&mut self, job: JobId, handed_back: bool) {
+        let Some(route) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        let Some(held) = route.lease.take() else {
+            return;
+        };
+        route.offer = None;
+        match (&route.actor, &self.expired) {
+            (Some(actor), _) => actor.do_send(Lost {
+                epoch: held.epoch,
+                handed_back,
+            }),
+            (None, Some(expired)) => expired.do_send(LeaseExpired {
+                run: route.run,
+                job,
+                agent: route.agent.clone(),
+                epoch: held.epoch,
+            }),
+            (None, None) => {}
+        }
+    }
+
     /// Leases that ran out, and offers to agents that went away.
     fn reap(&mut self) {
         let now = Instant::now();
         let lease = self.settings.lease;
         self.agents
             .retain(|_, agent| now.duration_since(agent.last_seen) <= lease);
-        for (job, route) in &mut self.jobs {
-            if let Some(held) = &route.lease
-                && held.expires <= now
-            {
-                tracing::warn!(job_id = %job, agent = %route.agent, epoch = held.epoch, "An agent's lease ran out.");
-                self.lease_expiries += 1;
-                match (&route.actor, &self.expired) {
-                    (Some(actor), _) => actor.do_send(Lost { epoch: held.epoch }),
-                    (None, Some(expired)) => expired.do_send(LeaseExpired {
-                        run: route.run,
-                        job: *job,
-                        agent: route.agent.clone(),
-                        epoch: held.epoch,
-                    }),
-                    (None, None) => {}
-                }
-                route.lease = None;
-                route.offer = None;
-            } else if route.lease.is_none()
+        let expired: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, r)| r.lease.as_ref().is_some_and(|l| l.expires <= now))
+            .map(|(job, _)| *job)
+            .collect();
+        for job in expired {
+            if let Some(route) = self.jobs.get(&job) {
+                tracing::warn!(job_id = %job, agent = %route.agent, "An agent's lease ran out.");
+            }
+            self.lease_expiries += 1;
+            self.lose(job, false);
+        }
+        for route in self.jobs.values_mut() {
+            if route.lease.is_none()
                 && !route.claiming
                 && route.offer.is_some()
                 && !self.agents.contains_key(&route.agent)
@@ -257,6 +282,13 @@ impl Handler<AgentSeen> for AgentDesk {
         connected.seen_at = now;
         connected.version = msg.version;
         let bell = self.bell(&msg.agent);
+        if self.leaving.remove(&msg.agent) {
+            // Back after it said it stops (and died before it was gone): a fresh worker.
+            self.registry.do_send(LeaveWorker {
+                worker: WorkerId(msg.agent.clone()),
+                gone: true,
+            });
+        }
         self.registry.do_send(RegisterWorker {
             worker: WorkerSpec {
                 id: WorkerId(msg.agent.clone()),
@@ -340,6 +372,48 @@ impl Handler<GetAgentStats> for AgentDesk {
                 false => Vec::new(),
             },
         })
+    }
+}
+
+impl Handler<Leaving> for AgentDesk {
+    type Result = ();
+
+    fn handle(&mut self, msg: Leaving, _: &mut Context<Self>) {
+        let worker = WorkerId(msg.agent.clone());
+        if msg.gone {
+            tracing::info!(agent = %msg.agent, "Agent gone.");
+            self.leaving.remove(&msg.agent);
+            self.agents.remove(&msg.agent);
+        } else {
+            tracing::info!(agent = %msg.agent, "Agent stopping: no new job for it.");
+            self.leaving.insert(msg.agent.clone());
+        }
+        self.registry.do_send(LeaveWorker {
+            worker,
+            gone: msg.gone,
+        });
+        // What it was offered and has not claimed goes to other workers.
+        for route in self.jobs.values_mut() {
+            if route.agent == msg.agent
+                && route.lease.is_none()
+                && !route.claiming
+                && route.offer.take().is_some()
+                && let Some(actor) = &route.actor
+            {
+                actor.do_send(Unclaimed);
+            }
+        }
+    }
+}
+
+impl Handler<HandBack> for AgentDesk {
+    type Result = Result<(), ReportError>;
+
+    fn handle(&mut self, msg: HandBack, _: &mut Context<Self>) -> Result<(), ReportError> {
+        let agent = self.held(&msg.token, msg.job, msg.epoch)?.agent.clone();
+        tracing::info!(job_id = %msg.job, agent = %agent, "An agent that stops handed a job back.");
+        self.lose(msg.job, true);
+        Ok(())
     }
 }
 
@@ -427,7 +501,7 @@ impl Handler<TryClaim> for AgentDesk {
             connected.last_seen = Instant::now();
         }
         let cancel = self.cancels_of(&msg.agent);
-        let offered = match msg.room {
+        let offered = match msg.room && !self.leaving.contains(&msg.agent) {
             true => self
                 .jobs
                 .iter_mut()

@@ -62,10 +62,23 @@ pub struct LeaseOf {
     pub job: JobId,
 }
 
-/// The lease of the attempt ran out.
+/// The lease of the attempt ran out, or its agent handed the job back.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Lost {
+    pub epoch: u64,
+    /// The agent handed it back (it was stopped); otherwise it stopped answering.
+    pub handed_back: bool,
+}
+
+/// An agent that stops hands back a job it holds: the attempt is lost with it at once,
+/// rather than when the lease runs out.
+#[derive(Message)]
+#[rtype(result = "Result<(), ReportError>")]
+pub struct HandBack {
+    /// The digest of the job token presented.
+    pub token: [u8; 32],
+    pub job: JobId,
     pub epoch: u64,
 }
 
@@ -183,6 +196,16 @@ pub struct AgentSeen {
     pub labels: Vec<hodei_domain::model::Label>,
     pub slots: u32,
     pub version: String,
+}
+
+/// An agent stops: it takes no new job, and what was offered to it and not claimed goes to
+/// other workers; once `gone` (its running jobs ended or handed back), it is no longer a
+/// worker.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leaving {
+    pub agent: String,
+    pub gone: bool,
 }
 
 /// An agent opened its doorbell (a WebSocket): the answer is the bell that rings when work or

@@ -89,6 +89,25 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Says that the agent stops (`gone`: it is gone).
+    pub async fn leaving(&self, gone: bool) -> Result<(), ClientError> {
+        let body = crate::routes::agents::LeavingRequest { gone };
+        self.answer(Method::POST, "/api/v1/agent/leaving", json(&body))
+            .await
+            .map(drop)
+    }
+
+    /// Hands a job back (the agent stops): the server loses the attempt at once.
+    pub async fn hand_back(&self, job: JobId, epoch: u64) -> Result<(), ClientError> {
+        let body = crate::routes::agents::HandBackRequest { epoch };
+        let path = format!("/api/v1/agent/jobs/{}/hand-back", job.0);
+        self.answer(Method::POST, &path, json(&body))
+            .await
+            .map(drop)
+    }
+}
+
 /// An agent's open doorbell: rings when work or a cancel is there for it.
 pub struct Doorbell {
     socket: super::follow::Socket,

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use hodei_actors::agents::{
-    AgentBeat, AgentDesk, AgentLog, AgentReport, AgentSeen, Beat, CloseDoorbell, JobToken, LogSeal,
-    OpenDoorbell, TryClaim, Work,
+    AgentBeat, AgentDesk, AgentLog, AgentReport, AgentSeen, Beat, CloseDoorbell, HandBack,
+    JobToken, Leaving, LogSeal, OpenDoorbell, TryClaim, Work,
 };
 use hodei_domain::ids::{JobId, Timestamp};
 use hodei_domain::model::{Label, Role};
@@ -754,4 +754,83 @@ pub async fn report_agent_events(
             ),
         }),
     }
+}
+
+/// A job handed back.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HandBackRequest {
+    /// The lease's epoch.
+    pub epoch: u64,
+}
+
+/// Hands a job back: an agent that stops (SIGTERM, its grace period over) has stopped the
+/// job's processes; the attempt is lost with it at once, and the job goes on by its retry
+/// policy elsewhere, without waiting for the lease to run out. Job token of the claim.
+#[utoipa::path(
+    post,
+    path = "/api/v1/agent/jobs/{id}/hand-back",
+    tag = "agents",
+    params(("id" = u64, Path, description = "The job")),
+    request_body = HandBackRequest,
+    responses(
+        (status = 204, description = "Handed back"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn hand_back_job(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    job: web::Path<u64>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let token = job_token(&req)?;
+    let (_, desk) = agents(&state)?;
+    let request: HandBackRequest = request::json(&req, payload, &state.limits, None).await?;
+    desk.send(HandBack {
+        token,
+        job: JobId(*job),
+        epoch: request.epoch,
+    })
+    .await
+    .map_err(|err| ApiError::actor("the agent desk", err))??;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// An agent that stops.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeavingRequest {
+    /// `false` when it starts to stop (its running jobs may end), `true` when it is gone.
+    #[serde(default)]
+    pub gone: bool,
+}
+
+/// Says that the agent stops: from now on it is draining (no new job; what was offered to it
+/// and not claimed goes to other workers); with `gone`, it is no longer a worker (until it
+/// polls again). Agent credential.
+#[utoipa::path(
+    post,
+    path = "/api/v1/agent/leaving",
+    tag = "agents",
+    request_body = LeavingRequest,
+    responses((status = 204, description = "Taken")),
+    security(("bearer" = []))
+)]
+pub async fn agent_leaving(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let agent = agent_of(&req, &state).await?;
+    let (_, desk) = agents(&state)?;
+    let request: LeavingRequest = request::json(&req, payload, &state.limits, None).await?;
+    desk.send(Leaving {
+        agent: agent.name,
+        gone: request.gone,
+    })
+    .await
+    .map_err(|err| ApiError::actor("the agent desk", err))?;
+    Ok(HttpResponse::NoContent().finish())
 }
