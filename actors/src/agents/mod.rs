@@ -22,7 +22,7 @@ use hodei_domain::ports::{Fenced, StoreError};
 use hodei_domain::state::{DomainEvent, JobMachine, NotFollowed};
 use serde::{Deserialize, Serialize};
 
-pub use desk::{AgentDesk, AgentSettings};
+pub use desk::{AgentDesk, AgentSettings, DeskOwn};
 pub use remote::{RemoteJob, RemotePeers};
 
 use crate::messages::HubError;
