@@ -583,6 +583,7 @@ async fn a_job_token_opens_its_own_job_only_and_the_doorbell_rings_for_work_and_
         labels: Vec::new(),
         slots: 2,
         room: true,
+        free: None,
         wait_ms: 0,
         version: "test".into(),
     };
@@ -602,14 +603,21 @@ async fn a_job_token_opens_its_own_job_only_and_the_doorbell_rings_for_work_and_
         .await
         .expect("the doorbell rang for the work")
         .unwrap();
+    // A poll with room for two brings both, once both are offered.
+    let two = hodei_api::agent_protocol::PollRequest {
+        free: Some(2),
+        ..poll.clone()
+    };
     let mut claimed = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while claimed.len() < 2 {
+    while claimed.is_empty() {
         assert!(Instant::now() < deadline, "the jobs were never claimed");
-        if let Some(job) = client.poll(&poll).await.unwrap().job {
-            claimed.push(*job);
-        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let work = client.poll(&two).await.unwrap();
+        claimed.extend(work.job.map(|job| *job));
+        claimed.extend(work.more);
     }
+    assert_eq!(claimed.len(), 2, "one poll brought both jobs");
     let (a, b) = (&claimed[0], &claimed[1]);
     assert_ne!(a.token, b.token);
     assert!(!a.token.contains(&credential) && a.token != credential);

@@ -353,7 +353,8 @@ async fn serve(args: &Settings, providers: Arc<Mutex<Option<Arc<ByImage>>>>) -> 
         }
     };
     let code = loop {
-        let room = jobs.lock().unwrap_or_else(|e| e.into_inner()).len() < slots as usize;
+        let held = jobs.lock().unwrap_or_else(|e| e.into_inner()).len() as u32;
+        let room = held < slots;
         let labels = with_docker(&labels, provider.engine_trouble().is_none());
         // With the doorbell open, a poll only takes what is there; otherwise it waits for it.
         let rings = doorbell_up.load(Ordering::SeqCst);
@@ -361,6 +362,7 @@ async fn serve(args: &Settings, providers: Arc<Mutex<Option<Arc<ByImage>>>>) -> 
             labels,
             slots,
             room,
+            free: Some(slots.saturating_sub(held)),
             wait_ms: if rings { 0 } else { 20_000 },
             version: env!("CARGO_PKG_VERSION").to_owned(),
         };
@@ -476,6 +478,9 @@ fn take(work: Work, setting: &Setting, jobs: &Arc<Mutex<HashMap<JobId, Held>>>) 
     // The job first: a job cancelled while it was being claimed comes with its cancel.
     if let Some(claimed) = work.job {
         start_job(*claimed, setting, jobs);
+    }
+    for claimed in work.more {
+        start_job(claimed, setting, jobs);
     }
     for job in work.cancel {
         if let Some(held) = jobs.lock().unwrap_or_else(|e| e.into_inner()).get(&job) {

@@ -47,7 +47,13 @@ struct Connected {
     /// The same, by the clock, for people.
     seen_at: Timestamp,
     version: String,
+    /// What its worker was last registered with, and when.
+    registered: Option<(Vec<Label>, u32, Instant)>,
 }
+
+/// How often an agent that offers the same labels and slots is registered again (each poll
+/// says it; registering is the scheduler's work, so it is not done at every poll).
+const REGISTER_AGAIN: Duration = Duration::from_secs(1);
 
 struct Held {
     epoch: u64,
@@ -307,28 +313,44 @@ impl Handler<AgentSeen> for AgentDesk {
                     last_seen: Instant::now(),
                     seen_at: now,
                     version: msg.version.clone(),
+                    registered: None,
                 }
             });
             connected.last_seen = Instant::now();
             connected.seen_at = now;
             connected.version = msg.version;
             let bell = act.bell(&msg.agent);
-            if act.leaving.remove(&msg.agent) {
+            let rejoins = act.leaving.remove(&msg.agent);
+            if rejoins {
                 // Back after it said it stops (and died before it was gone): a fresh worker.
                 act.registry.do_send(LeaveWorker {
                     worker: WorkerId(msg.agent.clone()),
                     gone: true,
                 });
             }
-            act.registry.do_send(RegisterWorker {
-                worker: WorkerSpec {
-                    id: WorkerId(msg.agent.clone()),
-                    labels: agent_labels(&msg.agent, msg.labels),
-                    slots: msg.slots,
-                    agent: true,
-                },
-                lease: Some(act.settings.lease),
+            let labels = agent_labels(&msg.agent, msg.labels);
+            let connected = act
+                .agents
+                .get_mut(&msg.agent)
+                .expect("the agent was just inserted");
+            if rejoins {
+                connected.registered = None;
+            }
+            let fresh = connected.registered.as_ref().is_some_and(|(l, s, at)| {
+                *l == labels && *s == msg.slots && at.elapsed() < REGISTER_AGAIN
             });
+            if !fresh {
+                connected.registered = Some((labels.clone(), msg.slots, Instant::now()));
+                act.registry.do_send(RegisterWorker {
+                    worker: WorkerSpec {
+                        id: WorkerId(msg.agent.clone()),
+                        labels,
+                        slots: msg.slots,
+                        agent: true,
+                    },
+                    lease: Some(act.settings.lease),
+                });
+            }
             act.registry.do_send(crate::messages::Heartbeat {
                 worker: WorkerId(msg.agent),
             });
@@ -557,7 +579,11 @@ impl Handler<TryClaim> for AgentDesk {
                 false => None,
             };
             let Some(job) = offered else {
-                return Box::pin(actix::fut::ready(Ok(Work { job: None, cancel })));
+                return Box::pin(actix::fut::ready(Ok(Work {
+                    job: None,
+                    more: Vec::new(),
+                    cancel,
+                })));
             };
             let route = act.jobs.get_mut(&job).expect("the route was just found");
             route.claiming = true;
@@ -593,7 +619,11 @@ impl Handler<TryClaim> for AgentDesk {
             };
             let Some(route) = route.filter(|r| r.offer.is_some()) else {
                 // Withdrawn or cancelled meanwhile: the lease is left to expire unused.
-                return Ok(Work { job: None, cancel });
+                return Ok(Work {
+                    job: None,
+                    more: Vec::new(),
+                    cancel,
+                });
             };
             route.claiming = false;
             route.offer = None;
@@ -625,6 +655,7 @@ impl Handler<TryClaim> for AgentDesk {
                     def: (*def).clone(),
                     machine,
                 })),
+                more: Vec::new(),
                 cancel,
             })
         }))

@@ -164,6 +164,9 @@ pub struct Work {
     /// A job to run, if one waited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<Box<ClaimedJob>>,
+    /// More jobs, when the poll said it has room for more than one (`free`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more: Vec<ClaimedJob>,
     /// Jobs the agent holds that are cancelled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cancel: Vec<JobId>,

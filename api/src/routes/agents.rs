@@ -404,7 +404,7 @@ pub async fn register_agent(
 }
 
 /// An agent asks for work.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PollRequest {
     /// The labels it offers (ignored when its registration token fixed them).
@@ -414,6 +414,10 @@ pub struct PollRequest {
     pub slots: u32,
     /// Whether it has room for another job now.
     pub room: bool,
+    /// How many more jobs it can take now (default: one, when it has room): a poll brings at
+    /// most that many.
+    #[serde(default)]
+    pub free: Option<u32>,
     /// How long to wait for work, in milliseconds (at most 30 s).
     #[serde(default)]
     pub wait_ms: u64,
@@ -478,7 +482,7 @@ pub async fn poll_agent(
         secret,
     };
     loop {
-        let work: Work = desk
+        let mut work: Work = desk
             .send(TryClaim {
                 agent: agent.name.clone(),
                 room: request.room,
@@ -486,6 +490,29 @@ pub async fn poll_agent(
             })
             .await
             .map_err(|err| ApiError::actor("the agent desk", err))??;
+        if work.job.is_some() {
+            // As many more as it has room for, while jobs wait for it.
+            let free = request.free.unwrap_or(1).min(request.slots);
+            while (work.more.len() as u32) + 1 < free {
+                let secret = generate()?;
+                let token = JobToken {
+                    digest: digest(&secret),
+                    secret,
+                };
+                let next: Work = desk
+                    .send(TryClaim {
+                        agent: agent.name.clone(),
+                        room: true,
+                        token,
+                    })
+                    .await
+                    .map_err(|err| ApiError::actor("the agent desk", err))??;
+                match next.job {
+                    Some(job) => work.more.push(*job),
+                    None => break,
+                }
+            }
+        }
         if work.job.is_some() || !work.cancel.is_empty() {
             return Ok(HttpResponse::Ok().json(work));
         }
