@@ -356,8 +356,11 @@ async fn serve(args: &Settings, providers: Arc<Mutex<Option<Arc<ByImage>>>>) -> 
         let held = jobs.lock().unwrap_or_else(|e| e.into_inner()).len() as u32;
         let room = held < slots;
         let labels = with_docker(&labels, provider.engine_trouble().is_none());
-        // With the doorbell open, a poll only takes what is there; otherwise it waits for it.
-        let rings = doorbell_up.load(Ordering::SeqCst);
+        // With room, a poll waits for work (and answers as soon as the server has some: one
+        // exchange, no ring first). Without room, with the doorbell open, a poll only takes
+        // the cancels that are there, and the doorbell says when more come; without the
+        // doorbell, the poll waits for them.
+        let rings = doorbell_up.load(Ordering::SeqCst) && !room;
         let request = PollRequest {
             labels,
             slots,
@@ -382,8 +385,8 @@ async fn serve(args: &Settings, providers: Arc<Mutex<Option<Arc<ByImage>>>>) -> 
                 if claimed || !rings {
                     continue;
                 }
-                // Nothing more for now: the doorbell rings when there is (a poll every 15 s
-                // all the same keeps the agent's offer fresh).
+                // Full: the doorbell rings for a cancel, a slot frees when a job ends (a poll
+                // every 15 s all the same keeps the agent's offer fresh).
                 tokio::select! {
                     _ = rung.notified() => {}
                     _ = setting.freed.notified(), if !room => {}
