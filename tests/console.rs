@@ -274,7 +274,9 @@ async fn an_operator_triggers_follows_approves_and_cancels_in_the_browser() {
     browser.screenshot("run-gate").await;
     // The form posts from the run page and comes back to it: a mark on this document tells
     // the page before the post from the one after it.
-    browser.js("window.beforeApproving = true; return true").await;
+    browser
+        .js("window.beforeApproving = true; return true")
+        .await;
     browser.click("form.action button.primary").await;
     // Back on the run page, the deploy (two seconds long) runs and succeeds while it is shown.
     browser

@@ -34,6 +34,7 @@ pub mod files;
 pub mod git;
 pub mod local;
 pub mod logs;
+pub mod postgres;
 pub mod route;
 pub mod secrets;
 pub mod sqlite;

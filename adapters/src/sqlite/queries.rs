@@ -456,7 +456,7 @@ pub(super) async fn events(
 }
 
 /// Event rows (`seq`, `body`) read back as numbered domain events.
-pub(super) fn decode_events(
+pub(crate) fn decode_events(
     rows: Vec<(i64, String)>,
 ) -> Result<Vec<(u64, DomainEvent)>, StoreError> {
     rows.into_iter()

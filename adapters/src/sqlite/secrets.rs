@@ -6,16 +6,7 @@ use hodei_domain::ports::{SecretInfo, SecretScope, StoreError};
 use sqlx::SqliteConnection;
 
 use super::error::{corrupt, store_error};
-
-/// A sealed value to store as secret `name` of `scope`.
-#[derive(Debug, Clone)]
-pub struct SealedSecret {
-    pub scope: SecretScope,
-    pub name: String,
-    pub nonce: Vec<u8>,
-    pub sealed: Vec<u8>,
-    pub at: Timestamp,
-}
+use crate::secrets::SealedSecret;
 
 type InfoRow = (String, String, String, i64, i64);
 
