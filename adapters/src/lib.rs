@@ -28,6 +28,8 @@
 //! read with the `git` command (credentials through its environment, never its arguments).
 
 pub mod clock;
+#[cfg(test)]
+mod conformance;
 pub mod docker;
 pub mod fake;
 pub mod files;

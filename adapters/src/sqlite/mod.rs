@@ -44,8 +44,6 @@ mod tokens;
 mod writer;
 
 #[cfg(test)]
-mod lists_tests;
-#[cfg(test)]
 mod tests;
 
 use std::path::Path;
