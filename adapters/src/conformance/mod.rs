@@ -25,35 +25,16 @@ use std::time::Duration;
 
 use hodei_domain::ids::{JobId, RunId, Timestamp, WorkerId};
 use hodei_domain::plan::RunInputs;
-use hodei_domain::ports::{
-    AgentStore, LogStore, NewRun, RepoStore, RunRecord, Store, TickStore, TokenStore,
-};
+use hodei_domain::ports::{LogStore, NewRun, RunRecord};
 use hodei_domain::state::{Attempt, DomainEvent};
 
 use crate::logs::{FileLogStore, LogOptions};
 use crate::postgres::PgStore;
 use crate::postgres::cluster::TestCluster;
-use crate::secrets::SealedRows;
 use crate::sqlite::SqliteStore;
 
 /// Every port a store implements, as one object.
-pub(crate) trait AnyStore:
-    Store + TokenStore + AgentStore + RepoStore + TickStore + SealedRows
-{
-    fn instance_id(&self) -> &str;
-}
-
-impl AnyStore for SqliteStore {
-    fn instance_id(&self) -> &str {
-        SqliteStore::instance_id(self)
-    }
-}
-
-impl AnyStore for PgStore {
-    fn instance_id(&self) -> &str {
-        PgStore::instance_id(self)
-    }
-}
+pub(crate) use crate::ServerStore as AnyStore;
 
 /// A kind of store under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -179,6 +179,16 @@ impl TestCluster {
         self.url(&name)
     }
 
+    /// Runs `sql` with `psql` on the database at `url`; answers what it printed (unaligned,
+    /// tuples only).
+    ///
+    /// # Errors
+    /// What `psql` said when it failed.
+    pub fn psql(&self, url: &str, sql: &str) -> Result<String, String> {
+        let output = self.run("psql", &[url, "-v", "ON_ERROR_STOP=1", "-tA", "-c", sql])?;
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    }
+
     /// Stops the server at once and removes its directory. Idempotent.
     pub fn stop(&self) {
         if self.port != 0 {

@@ -165,3 +165,32 @@ async fn a_store_that_cannot_open_keeps_the_error_underneath_as_its_source() {
     assert!(err.to_string().contains("cannot create"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_database_of_a_newer_hodei_is_refused_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hodei.db");
+    drop(SqliteStore::open(&path).await.unwrap());
+    {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display()))
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, \
+             execution_time) VALUES (99990101000000, 'from the future', 1, x'00', 0)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    }
+    let before = std::fs::read(&path).unwrap();
+    let err = SqliteStore::open(&path).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("migration 99990101000000, newer than this Hodei knows"),
+        "{text}"
+    );
+    assert!(text.contains("hodei.db"), "names the database: {text}");
+    assert_eq!(std::fs::read(&path).unwrap(), before, "nothing was changed");
+}
