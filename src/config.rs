@@ -642,7 +642,7 @@ mod tests {
         assert!(err.contains("expected a list of worker labels"), "{err}");
         let flags = Flags {
             listen: Some("nowhere".into()),
-            data: None,
+            ..Flags::default()
         };
         let err = resolve(None, &no_env, &flags).unwrap_err().to_string();
         assert!(

@@ -339,7 +339,7 @@ async fn open_store(paths: &LocalPaths) -> Result<SqliteStore, String> {
 /// second one would reap the first one's running steps as left by an earlier life). The lock
 /// file beside the database (`<store>.lock`) holds the holder's process id; the kernel releases
 /// the lock when the process ends, however it ends.
-fn lock_store(path: &Path) -> Result<(), String> {
+pub fn lock_store(path: &Path) -> Result<(), String> {
     use std::io::{Read, Seek, Write};
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;

@@ -138,7 +138,10 @@ async fn leases_fence_reports_by_epoch_and_sequence(backend: Backend) {
         .await
         .unwrap();
     assert_eq!((first.epoch, first.next_seq, first.log_base), (1, 0, 0));
-    assert_eq!(within(store.leases()).await.unwrap(), [first.clone()]);
+    assert_eq!(
+        within(store.leases()).await.unwrap(),
+        std::slice::from_ref(&first)
+    );
     let report =
         |epoch, seq, events: &[_], end| store.report(job, epoch, seq, events.to_vec(), end);
     assert_eq!(

@@ -33,6 +33,9 @@
 
 mod access;
 pub mod cluster;
+pub mod copy;
+#[cfg(test)]
+mod copy_tests;
 mod error;
 mod logs;
 mod queries;
@@ -55,7 +58,7 @@ pub use self::logs::PgLogStore;
 pub use self::schema::{is_postgres_url, redact};
 
 use self::error::store_error;
-use crate::secrets::{SealedRows, SealedSecret};
+use crate::secrets::{Sealed, SealedRows, SealedSecret};
 
 /// The durable record of Hodei on PostgreSQL. Cheap to clone: clones share the pool and the
 /// store's runtime, which stops when the last clone (and the last [`PgLogStore`]) is dropped.
@@ -485,7 +488,7 @@ impl SealedRows for PgStore {
         &'a self,
         scope: &'a SecretScope,
         name: &'a str,
-    ) -> BoxFuture<'a, Result<Option<(Vec<u8>, Vec<u8>)>, StoreError>> {
+    ) -> BoxFuture<'a, Result<Option<Sealed>, StoreError>> {
         let (scope, name) = (scope.clone(), name.to_owned());
         self.with_conn(move |c| Box::pin(async move { access::sealed(c, &scope, &name).await }))
     }

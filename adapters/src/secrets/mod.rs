@@ -36,6 +36,9 @@ pub struct SealedSecret {
     pub at: Timestamp,
 }
 
+/// A secret as stored: its nonce and its sealed value.
+pub type Sealed = (Vec<u8>, Vec<u8>);
+
 /// Where the sealed values live: the rows of a store. Nothing here seals or opens.
 ///
 /// ## Guarantees
@@ -53,7 +56,7 @@ pub trait SealedRows: Send + Sync {
         &'a self,
         scope: &'a SecretScope,
         name: &'a str,
-    ) -> BoxFuture<'a, Result<Option<(Vec<u8>, Vec<u8>)>, StoreError>>;
+    ) -> BoxFuture<'a, Result<Option<Sealed>, StoreError>>;
 
     /// The secrets of a scope, or of all, by scope, owner and name, without their values.
     fn secret_list<'a>(

@@ -67,7 +67,7 @@ use self::agents::{AgentWrite, AgentWritten};
 use self::error::store_error;
 use self::repos::{RepoWrite, RepoWritten};
 use self::writer::{Command, PipelineText, Request};
-use crate::secrets::{SealedRows, SealedSecret};
+use crate::secrets::{Sealed, SealedRows, SealedSecret};
 
 /// The durable record of Hodei on SQLite. Cheap to clone: clones share the database and its
 /// writer, which stops when the last clone is dropped (after writing what was queued).
@@ -339,7 +339,7 @@ impl SealedRows for SqliteStore {
         &'a self,
         scope: &'a SecretScope,
         name: &'a str,
-    ) -> BoxFuture<'a, Result<Option<(Vec<u8>, Vec<u8>)>, StoreError>> {
+    ) -> BoxFuture<'a, Result<Option<Sealed>, StoreError>> {
         Box::pin(async move {
             let mut conn = self.reads.acquire().await.map_err(read_error)?;
             secrets::sealed(&mut conn, scope, name).await
