@@ -11,7 +11,7 @@ use super::common::{Server, scratch};
 use super::{end_of, follow, get, log_of};
 
 fn start(data: &std::path::Path, url: &str) -> Server {
-    Server::start_args(data, &["--database", url], &[], Stdio::inherit())
+    Server::start_args(data, &["--database", url], &[], Stdio::null())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,4 +223,90 @@ fn databases_that_cannot_be_used_are_refused_at_start_naming_the_url_without_its
         .output()
         .expect("curl runs");
     assert!(health.status.success(), "the first one serves on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_moved_from_sqlite_with_copy_store_finds_its_runs_logs_and_token() {
+    let cluster = TestCluster::shared();
+    let data = scratch("copy-store");
+    let server = Server::start(&data);
+    let token = std::fs::read_to_string(data.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    hodei_api::client::install_crypto();
+    let http = reqwest::Client::new();
+    let auth = format!("Bearer {token}");
+    let put = http
+        .put(format!("{}/api/v1/pipelines/hello", server.url))
+        .header("authorization", &auth)
+        .header("content-type", "application/yaml")
+        .body("name: hello\njobs:\n  greet: {steps: [{run: 'echo moved along'}]}\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    let run: Value = http
+        .post(format!("{}/api/v1/pipelines/hello/runs", server.url))
+        .header("authorization", &auth)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (id, job) = (
+        run["id"].as_u64().unwrap(),
+        run["jobs"][0]["id"].as_u64().unwrap(),
+    );
+    let (frames, _) = follow(&server.url, &token, job, 0, |_, f| f["type"] == "end").await;
+    assert_eq!(frames.last().unwrap()["state"], "succeeded", "{frames:?}");
+    let log = log_of(&http, &server.url, job, &auth).await;
+    // Stopped with SIGTERM, as an operator would before moving the store.
+    let mut server = server;
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    let _ = server.child.wait();
+
+    let url = cluster.database();
+    let db = format!("sqlite:{}", data.join("hodei.db").display());
+    let out = Command::new(env!("CARGO_BIN_EXE_hodei"))
+        .args(["admin", "copy-store", "--from", &db, "--to", &url])
+        .output()
+        .expect("hodei runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Copied and verified"), "{stdout}");
+    assert!(
+        !stdout.contains(hodei_adapters::postgres::cluster::PASSWORD),
+        "{stdout}"
+    );
+
+    // The same data directory (its key and token file), now with the record in PostgreSQL.
+    let moved = start(&data, &url);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let run = get(&http, &format!("{}/api/v1/runs/{id}", moved.url), &auth).await;
+        if run["state"] == "succeeded" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{run}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(log_of(&http, &moved.url, job, &auth).await, log);
+    assert!(log.contains("moved along"), "{log}");
+    drop(moved);
+
+    // Copying again into the same database is refused, and says so.
+    let again = Command::new(env!("CARGO_BIN_EXE_hodei"))
+        .args(["admin", "copy-store", "--from", &db, "--to", &url])
+        .output()
+        .expect("hodei runs");
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("is not empty"), "{stderr}");
 }
