@@ -33,6 +33,7 @@
 pub mod clock;
 #[cfg(test)]
 mod conformance;
+mod decode;
 pub mod docker;
 pub mod fake;
 pub mod files;

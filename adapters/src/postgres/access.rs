@@ -3,7 +3,6 @@
 //! leases and fenced reports). Each function runs on the caller's transaction.
 
 use hodei_domain::ids::{JobId, RunId, Timestamp};
-use hodei_domain::model::{Label, Role};
 use hodei_domain::ports::{
     AgentRecord, AgentTokenRecord, Claim, Fenced, Lease, NewAgent, NewAgentToken, NewToken,
     Registration, RepositoryRecord, SecretInfo, SecretScope, StoreError, TokenRecord,
@@ -13,12 +12,15 @@ use sqlx::PgConnection;
 
 use super::error::{id_of, store_error};
 use super::queries::append_events;
+use crate::decode::{
+    AgentRow, AgentTokenRow, LeaseRow, RepoRow, SecretRow, TokenRow, agent_record,
+    agent_token_record, labels_json, labels_of, lease_record, repository_record, secret_info,
+    token_record,
+};
 use crate::secrets::SealedSecret;
-use crate::sqlite::error::{corrupt, stored_id};
+use crate::sqlite::error::stored_id;
 
 // --- API tokens ---
-
-type TokenRow = (i64, String, String, Vec<u8>, i64, Option<i64>);
 
 const SELECT_TOKENS: &str = "SELECT id, name, role, digest, created, revoked FROM tokens ";
 
@@ -99,27 +101,6 @@ pub(super) async fn any_token(conn: &mut PgConnection) -> Result<bool, StoreErro
         .map_err(|err| store_error("counting tokens", err))
 }
 
-fn token_record(
-    (id, name, role, digest, created, revoked): TokenRow,
-) -> Result<TokenRecord, StoreError> {
-    let what = format!("token {id}");
-    let role: Role = role.parse().map_err(|err| corrupt(&what, err))?;
-    Ok(TokenRecord {
-        id: stored_id("token id", id)?,
-        name,
-        role,
-        digest: digest_of(&what, &digest)?,
-        created: Timestamp(created),
-        revoked: revoked.map(Timestamp),
-    })
-}
-
-fn digest_of(what: &str, bytes: &[u8]) -> Result<[u8; 32], StoreError> {
-    bytes
-        .try_into()
-        .map_err(|_| corrupt(what, format!("a digest of {} bytes", bytes.len())))
-}
-
 // --- Sealed secrets ---
 
 pub(super) async fn put_secret(
@@ -188,7 +169,7 @@ pub(super) async fn secrets(
     conn: &mut PgConnection,
     scope: Option<&SecretScope>,
 ) -> Result<Vec<SecretInfo>, StoreError> {
-    let rows: Vec<(String, String, String, i64, i64)> = sqlx::query_as(
+    let rows: Vec<SecretRow> = sqlx::query_as(
         "SELECT scope, owner, name, created, updated FROM secrets \
          WHERE $1::text IS NULL OR (scope = $1 AND owner = $2) ORDER BY scope, owner, name",
     )
@@ -197,33 +178,10 @@ pub(super) async fn secrets(
     .fetch_all(conn)
     .await
     .map_err(|err| store_error("listing secrets", err))?;
-    rows.into_iter()
-        .map(|(kind, owner, name, created, updated)| {
-            let scope = SecretScope::new(&kind, &owner)
-                .ok_or_else(|| corrupt(format!("secret {name}"), format!("scope `{kind}`")))?;
-            Ok(SecretInfo {
-                scope,
-                name,
-                created: Timestamp(created),
-                updated: Timestamp(updated),
-            })
-        })
-        .collect()
+    rows.into_iter().map(secret_info).collect()
 }
 
 // --- Repositories, deliveries, schedule ticks ---
-
-type RepoRow = (
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    String,
-    Option<String>,
-    i64,
-    Option<String>,
-);
 
 const SELECT_REPOSITORIES: &str = "SELECT name, forge, clone_url, pipeline_path, credentials, \
     webhook_secret, status_token, created, status_api FROM repositories ";
@@ -345,25 +303,6 @@ pub(super) async fn repositories(
     rows.into_iter().map(repository_record).collect()
 }
 
-fn repository_record(row: RepoRow) -> Result<RepositoryRecord, StoreError> {
-    let (name, forge, clone_url, pipeline_path, credentials, webhook_secret, status_token) =
-        (row.0, row.1, row.2, row.3, row.4, row.5, row.6);
-    let forge = forge
-        .parse()
-        .map_err(|err: String| corrupt(format!("repository {name}"), err))?;
-    Ok(RepositoryRecord {
-        name,
-        forge,
-        clone_url,
-        pipeline_path,
-        credentials,
-        webhook_secret,
-        status_token,
-        status_api: row.8,
-        created: Timestamp(row.7),
-    })
-}
-
 pub(super) async fn claim_tick(
     conn: &mut PgConnection,
     pipeline: &str,
@@ -402,15 +341,6 @@ pub(super) async fn last_tick(
 }
 
 // --- Agents ---
-
-fn labels_json(labels: &[Label]) -> String {
-    let names: Vec<&str> = labels.iter().map(Label::as_str).collect();
-    serde_json::to_string(&names).unwrap_or_else(|_| "[]".into())
-}
-
-fn labels_of(what: &str, json: &str) -> Result<Vec<Label>, StoreError> {
-    serde_json::from_str::<Vec<Label>>(json).map_err(|err| corrupt(what, err))
-}
 
 pub(super) async fn create_agent_token(
     conn: &mut PgConnection,
@@ -456,8 +386,6 @@ pub(super) async fn revoke_agent_token(
     Ok(done.rows_affected() == 1)
 }
 
-type AgentTokenRow = (i64, String, Option<String>, i64, Option<i64>, Option<i64>);
-
 pub(super) async fn agent_tokens(
     conn: &mut PgConnection,
 ) -> Result<Vec<AgentTokenRecord>, StoreError> {
@@ -468,19 +396,7 @@ pub(super) async fn agent_tokens(
     .fetch_all(conn)
     .await
     .map_err(|err| store_error("listing registration tokens", err))?;
-    let what = "a registration token";
-    rows.into_iter()
-        .map(|(id, name, labels, created, expires, revoked)| {
-            Ok(AgentTokenRecord {
-                id: stored_id(what, id)?,
-                name,
-                labels: labels.map(|l| labels_of(what, &l)).transpose()?,
-                created: Timestamp(created),
-                expires: expires.map(Timestamp),
-                revoked: revoked.map(Timestamp),
-            })
-        })
-        .collect()
+    rows.into_iter().map(agent_token_record).collect()
 }
 
 pub(super) async fn register_agent(
@@ -536,23 +452,8 @@ pub(super) async fn register_agent(
     ))
 }
 
-type AgentRow = (i64, String, Vec<u8>, String, bool, i64);
-
 const SELECT_AGENTS: &str =
     "SELECT id, name, digest, labels, fixed_labels, registered FROM agents ";
-
-fn agent_record(row: AgentRow) -> Result<AgentRecord, StoreError> {
-    let (id, name, digest, labels, fixed_labels, registered) = row;
-    let what = "an agent";
-    Ok(AgentRecord {
-        id: stored_id(what, id)?,
-        name,
-        digest: digest_of(what, &digest)?,
-        labels: labels_of(what, &labels)?,
-        fixed_labels,
-        registered: Timestamp(registered),
-    })
-}
 
 pub(super) async fn agent_by_digest(
     conn: &mut PgConnection,
@@ -586,26 +487,6 @@ pub(super) async fn delete_agent(conn: &mut PgConnection, name: &str) -> Result<
     Ok(done.rows_affected() == 1)
 }
 
-type LeaseRow = (i64, i64, i32, String, i64, i64, i64);
-
-fn lease_of(row: LeaseRow) -> Result<Lease, StoreError> {
-    let (job, run, attempt, agent, epoch, next_seq, log_base) = row;
-    let what = "a lease";
-    let attempt = u32::try_from(attempt)
-        .ok()
-        .and_then(Attempt::new)
-        .ok_or_else(|| corrupt(what, format!("attempt {attempt}")))?;
-    Ok(Lease {
-        job: JobId(stored_id(what, job)?),
-        run: RunId(stored_id(what, run)?),
-        attempt,
-        agent,
-        epoch: stored_id(what, epoch)?,
-        next_seq: stored_id(what, next_seq)?,
-        log_base: stored_id(what, log_base)?,
-    })
-}
-
 pub(super) async fn claim(
     conn: &mut PgConnection,
     job: JobId,
@@ -624,13 +505,13 @@ pub(super) async fn claim(
     )
     .bind(id_of(job.0)?)
     .bind(id_of(run.0)?)
-    .bind(i32::try_from(attempt.get()).unwrap_or(i32::MAX))
+    .bind(i64::from(attempt.get()))
     .bind(agent)
     .bind(id_of(log_base)?)
     .fetch_one(conn)
     .await
     .map_err(|err| store_error("claiming a job", err))?;
-    lease_of(row)
+    lease_record(row)
 }
 
 pub(super) async fn leases(conn: &mut PgConnection) -> Result<Vec<Lease>, StoreError> {
@@ -641,7 +522,7 @@ pub(super) async fn leases(conn: &mut PgConnection) -> Result<Vec<Lease>, StoreE
     .fetch_all(conn)
     .await
     .map_err(|err| store_error("listing leases", err))?;
-    rows.into_iter().map(lease_of).collect()
+    rows.into_iter().map(lease_record).collect()
 }
 
 pub(super) async fn report(

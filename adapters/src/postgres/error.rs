@@ -66,19 +66,6 @@ pub(super) fn id_of(value: u64) -> Result<i64, StoreError> {
     })
 }
 
-/// A small unsigned number (a version, an attempt, a step index) as PostgreSQL's INTEGER.
-pub(super) fn int_of(value: u32) -> Result<i32, StoreError> {
-    i32::try_from(value).map_err(|_| {
-        crate::sqlite::error::corrupt("a number to store", format!("{value} is too large"))
-    })
-}
-
-/// An INTEGER column read back as the domain's unsigned number.
-pub(super) fn stored_int(what: &str, value: i32) -> Result<u32, StoreError> {
-    u32::try_from(value)
-        .map_err(|_| crate::sqlite::error::corrupt(what, format!("negative number {value}")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,7 +81,5 @@ mod tests {
         let io = store_error("reading", sqlx::Error::Io(std::io::Error::other("reset")));
         assert!(io.is_retryable(), "{io}");
         assert!(id_of(u64::MAX).is_err());
-        assert_eq!(stored_int("v", 3).ok(), Some(3));
-        assert!(stored_int("v", -1).is_err());
     }
 }

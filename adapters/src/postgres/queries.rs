@@ -5,21 +5,19 @@
 //! field names of the shared projections, `sqlite/projections.rs`), so that a batch of any size
 //! is one statement per table.
 
-use std::collections::HashMap;
-
 use hodei_domain::ids::{JobId, RunId, Timestamp};
-use hodei_domain::plan::RunInputs;
 use hodei_domain::ports::{
     JobRecord, NewRun, PipelineSummary, PipelineVersion, RunFilter, RunRecord, RunSummary,
-    StepRecord, StoreError, VersionStamp,
+    StoreError, VersionStamp,
 };
 use hodei_domain::state::{Attempt, DomainEvent, JobState, RunState};
 use serde::Serialize;
 use sqlx::{AssertSqlSafe, PgConnection};
 
-use super::error::{id_of, int_of, store_error, stored_int};
+use super::error::{id_of, store_error};
+use crate::decode::{JobRow, RunRow, StepRow, SummaryRow, number, run_record, run_summary};
 use crate::sqlite::error::{corrupt, stored_id};
-use crate::sqlite::projections::{Projection, job_state, run_state, step_exit, step_state};
+use crate::sqlite::projections::Projection;
 
 /// The advisory lock that numbers events: held by each appending transaction until it ends,
 /// so that `seq` follows commit order with no gap. ("HODEI" + 1 in ASCII, as a key.)
@@ -40,7 +38,7 @@ const UPDATE_JOBS: &str = "\
     UPDATE jobs SET state = v.state, worker = coalesce(v.worker, jobs.worker), \
         reason = v.reason::text, attempt = v.attempt, since = v.since \
     FROM json_to_recordset($1::json) \
-        AS v(id bigint, state text, worker text, reason json, attempt integer, since bigint) \
+        AS v(id bigint, state text, worker text, reason json, attempt bigint, since bigint) \
     WHERE jobs.id = v.id";
 
 const UPSERT_STEPS: &str = "\
@@ -48,8 +46,8 @@ const UPSERT_STEPS: &str = "\
         oom_killed, since, log_offset) \
     SELECT v.job, v.job_attempt, v.index, v.attempt, v.state, v.reason::text, v.code, v.signal, \
         v.oom, v.since, v.log_offset \
-    FROM json_to_recordset($1::json) AS v(job bigint, job_attempt integer, index integer, \
-        attempt integer, state text, reason json, code integer, signal integer, oom boolean, \
+    FROM json_to_recordset($1::json) AS v(job bigint, job_attempt bigint, index bigint, \
+        attempt bigint, state text, reason json, code integer, signal integer, oom boolean, \
         since bigint, log_offset bigint) \
     ON CONFLICT (job_id, job_attempt, idx, attempt) DO UPDATE SET \
         state = excluded.state, reason = excluded.reason, exit_code = excluded.exit_code, \
@@ -168,7 +166,7 @@ pub(super) async fn create_run(
     run: &NewRun,
 ) -> Result<RunRecord, StoreError> {
     let what = "creating a run";
-    let version = int_of(run.version)?;
+    let version = i64::from(run.version);
     let source: Option<String> =
         sqlx::query_scalar("SELECT source FROM pipelines WHERE name = $1 AND version = $2")
             .bind(&run.pipeline)
@@ -201,13 +199,13 @@ pub(super) async fn create_run(
         };
         append_events(conn, &[&event]).await?;
     }
-    let positions: Vec<i32> = (0..run.jobs.len())
-        .map(|i| i32::try_from(i).unwrap_or(i32::MAX))
+    let positions: Vec<i64> = (0..run.jobs.len())
+        .map(|i| i64::try_from(i).unwrap_or(i64::MAX))
         .collect();
-    let mut jobs: Vec<(i32, i64)> = sqlx::query_as(
+    let mut jobs: Vec<(i64, i64)> = sqlx::query_as(
         "INSERT INTO jobs (run_id, position, name, state, attempt, since) \
          SELECT $1, j.position, j.name, 'pending', 1, $2 \
-         FROM UNNEST($3::integer[], $4::text[]) AS j(position, name) RETURNING position, id",
+         FROM UNNEST($3::bigint[], $4::text[]) AS j(position, name) RETURNING position, id",
     )
     .bind(id)
     .bind(run.at.0)
@@ -272,7 +270,7 @@ pub(super) async fn put_pipeline(
     let version = latest.map_or(1, |p| p.version.saturating_add(1));
     sqlx::query("INSERT INTO pipelines (name, version, source, created) VALUES ($1, $2, $3, $4)")
         .bind(name)
-        .bind(int_of(version)?)
+        .bind(i64::from(version))
         .bind(source)
         .bind(at.0)
         .execute(conn)
@@ -292,7 +290,7 @@ pub(super) async fn pipeline(
     name: &str,
 ) -> Result<Option<PipelineVersion>, StoreError> {
     let what = format!("pipeline `{name}`");
-    let row: Option<(i32, String, i64)> = sqlx::query_as(
+    let row: Option<(i64, String, i64)> = sqlx::query_as(
         "SELECT version, source, created FROM pipelines WHERE name = $1 \
          ORDER BY version DESC LIMIT 1",
     )
@@ -303,37 +301,13 @@ pub(super) async fn pipeline(
     row.map(|(version, source, created)| {
         Ok(PipelineVersion {
             name: name.to_owned(),
-            version: stored_int(&what, version)?,
+            version: number(&what, version)?,
             source,
             created: Timestamp(created),
         })
     })
     .transpose()
 }
-
-type RunRow = (String, i32, String, String, String, i64, i64);
-type JobRow = (
-    i64,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    i32,
-    i64,
-);
-type StepRow = (
-    i64,
-    i32,
-    i32,
-    i32,
-    String,
-    Option<String>,
-    Option<i32>,
-    Option<i32>,
-    Option<bool>,
-    i64,
-    Option<i64>,
-);
 
 /// A run with its jobs in plan order and their steps; call it in a repeatable-read
 /// transaction so that the three reads see one state.
@@ -355,7 +329,7 @@ pub(super) async fn run(
     .fetch_optional(&mut *conn)
     .await
     .map_err(fail)?;
-    let Some((pipeline, version, source, inputs, state, since, created)) = row else {
+    let Some(row) = row else {
         return Ok(None);
     };
     let jobs: Vec<JobRow> = sqlx::query_as(
@@ -377,54 +351,7 @@ pub(super) async fn run(
     .await
     .map_err(fail)?;
 
-    let inputs: RunInputs =
-        serde_json::from_str(&inputs).map_err(|err| corrupt(format!("{id} inputs"), err))?;
-    let state = run_state(&state).map_err(|err| corrupt(&what, err))?;
-    let mut records = Vec::with_capacity(jobs.len());
-    let mut position = HashMap::with_capacity(jobs.len());
-    for (job, name, state, worker, reason, attempt, since) in jobs {
-        let job_id = JobId(stored_id("job id", job)?);
-        let what = job_id.to_string();
-        position.insert(job_id, records.len());
-        records.push(JobRecord {
-            id: job_id,
-            name,
-            state: job_state(&state, worker, reason.as_deref()).map_err(|e| corrupt(&what, e))?,
-            attempt: attempt_of(&what, attempt)?,
-            since: Timestamp(since),
-            steps: Vec::new(),
-        });
-    }
-    for (job, job_attempt, index, attempt, state, reason, code, signal, oom, since, log_offset) in
-        steps
-    {
-        let job_id = JobId(stored_id("job id", job)?);
-        let what = format!("step {index} of {job_id}");
-        let record = StepRecord {
-            job_attempt: attempt_of(&what, job_attempt)?,
-            index: stored_int(&what, index)?,
-            attempt: attempt_of(&what, attempt)?,
-            state: step_state(&state, reason.as_deref()).map_err(|e| corrupt(&what, e))?,
-            exit: step_exit(code, signal, oom),
-            since: Timestamp(since),
-            log_offset: log_offset.and_then(|offset| u64::try_from(offset).ok()),
-        };
-        match position.get(&job_id).and_then(|&i| records.get_mut(i)) {
-            Some(job) => job.steps.push(record),
-            None => return Err(corrupt(what, "its job is not in the run")),
-        }
-    }
-    Ok(Some(RunRecord {
-        id,
-        pipeline,
-        version: stored_int(&what, version)?,
-        source,
-        inputs,
-        state,
-        since: Timestamp(since),
-        created: Timestamp(created),
-        jobs: records,
-    }))
+    run_record(id, row, jobs, steps).map(Some)
 }
 
 /// The runs not in a terminal state, oldest first.
@@ -476,7 +403,7 @@ pub(super) async fn pipelines(
     limit: u32,
 ) -> Result<Vec<PipelineSummary>, StoreError> {
     let what = "listing pipelines";
-    let rows: Vec<(String, i32, i64, i64)> = sqlx::query_as(
+    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
         "SELECT name, max(version), min(created), max(created) FROM pipelines \
          WHERE $1::text IS NULL OR name > $1 GROUP BY name ORDER BY name LIMIT $2",
     )
@@ -488,7 +415,7 @@ pub(super) async fn pipelines(
     rows.into_iter()
         .map(|(name, latest, created, updated)| {
             Ok(PipelineSummary {
-                latest: stored_int(what, latest)?,
+                latest: number(what, latest)?,
                 name,
                 created: Timestamp(created),
                 updated: Timestamp(updated),
@@ -503,9 +430,7 @@ pub(super) async fn pipeline_version(
     name: &str,
     version: u32,
 ) -> Result<Option<PipelineVersion>, StoreError> {
-    let Ok(key) = i32::try_from(version) else {
-        return Ok(None);
-    };
+    let key = i64::from(version);
     let row: Option<(String, i64)> =
         sqlx::query_as("SELECT source, created FROM pipelines WHERE name = $1 AND version = $2")
             .bind(name)
@@ -527,7 +452,7 @@ pub(super) async fn pipeline_versions(
     name: &str,
 ) -> Result<Vec<VersionStamp>, StoreError> {
     let what = format!("versions of pipeline `{name}`");
-    let rows: Vec<(i32, i64)> =
+    let rows: Vec<(i64, i64)> =
         sqlx::query_as("SELECT version, created FROM pipelines WHERE name = $1 ORDER BY version")
             .bind(name)
             .fetch_all(conn)
@@ -536,14 +461,12 @@ pub(super) async fn pipeline_versions(
     rows.into_iter()
         .map(|(version, created)| {
             Ok(VersionStamp {
-                version: stored_int(&what, version)?,
+                version: number(&what, version)?,
                 created: Timestamp(created),
             })
         })
         .collect()
 }
-
-type SummaryRow = (i64, String, i32, String, String, i64, i64);
 
 /// Runs matching `filter`, newest first, with an id below `before`, at most `limit`.
 pub(super) async fn runs(
@@ -593,22 +516,7 @@ pub(super) async fn runs(
         .fetch_all(conn)
         .await
         .map_err(|err| store_error("listing runs", err))?;
-    rows.into_iter()
-        .map(|(id, pipeline, version, inputs, state, since, created)| {
-            let id = RunId(stored_id("run id", id)?);
-            let inputs: RunInputs = serde_json::from_str(&inputs)
-                .map_err(|err| corrupt(format!("{id} inputs"), err))?;
-            Ok(RunSummary {
-                id,
-                pipeline,
-                version: stored_int("run version", version)?,
-                inputs,
-                state: run_state(&state).map_err(|err| corrupt(id.to_string(), err))?,
-                since: Timestamp(since),
-                created: Timestamp(created),
-            })
-        })
-        .collect()
+    rows.into_iter().map(run_summary).collect()
 }
 
 /// The run job `job` belongs to.
@@ -625,13 +533,6 @@ pub(super) async fn job_run(
         .await
         .map_err(|err| store_error(&job.to_string(), err))?;
     run.map(|id| stored_id("run id", id).map(RunId)).transpose()
-}
-
-fn attempt_of(what: &str, n: i32) -> Result<Attempt, StoreError> {
-    u32::try_from(n)
-        .ok()
-        .and_then(Attempt::new)
-        .ok_or_else(|| corrupt(what, format!("attempt {n}")))
 }
 
 pub(super) fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
