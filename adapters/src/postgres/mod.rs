@@ -40,6 +40,8 @@ mod error;
 mod logs;
 mod queries;
 pub(crate) mod schema;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -54,7 +56,7 @@ use hodei_domain::ports::{
 use hodei_domain::state::{Attempt, DomainEvent};
 use sqlx::{Connection, PgConnection, PgPool};
 
-pub use self::logs::PgLogStore;
+pub use self::logs::{NOTIFY_CHANNEL, PgLogStore};
 pub use self::schema::{is_postgres_url, redact};
 
 use self::error::store_error;
