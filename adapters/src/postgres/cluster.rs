@@ -61,11 +61,24 @@ impl TestCluster {
         }
     }
 
-    /// Starts a new cluster in a temporary directory.
+    /// Starts a new cluster in a temporary directory, tuned for tests (no fsync).
     ///
     /// # Errors
     /// What failed, with PostgreSQL's own words.
     pub fn start() -> Result<TestCluster, String> {
+        TestCluster::start_with(false)
+    }
+
+    /// Starts a new cluster with PostgreSQL's durable defaults (fsync, synchronous commit,
+    /// full-page writes): for benchmarks whose figures must mean durable writes.
+    ///
+    /// # Errors
+    /// What failed, with PostgreSQL's own words.
+    pub fn start_durable() -> Result<TestCluster, String> {
+        TestCluster::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Result<TestCluster, String> {
         let bin = find_bin()?;
         let run_as = run_as()?;
         static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -105,9 +118,12 @@ impl TestCluster {
                 "--no-sync",
             ],
         )?;
+        let tuning = match durable {
+            true => "",
+            false => " -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+        };
         let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
-             -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300{tuning}",
             cluster.dir.display()
         );
         let started = cluster.run(
@@ -240,6 +256,48 @@ impl Drop for TestCluster {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The raw commit rate of the database at `url`: `transactions` one-row INSERTs, each its own
+/// transaction, from `parallel` connections at once; answers commits per second. The baseline
+/// that benchmarks print beside the figures of the PostgreSQL store.
+///
+/// # Errors
+/// What the database said.
+pub async fn commit_rate(url: &str, transactions: usize, parallel: usize) -> Result<f64, String> {
+    use sqlx::postgres::PgPoolOptions;
+    let pool = PgPoolOptions::new()
+        .max_connections(u32::try_from(parallel.max(1)).unwrap_or(1))
+        .connect(url)
+        .await
+        .map_err(|e| e.to_string())?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS commit_baseline (id BIGSERIAL PRIMARY KEY, at BIGINT)")
+        .execute(&pool)
+        .await
+        .map_err(|e| e.to_string())?;
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..parallel.max(1) {
+        let pool = pool.clone();
+        let each = transactions / parallel.max(1);
+        tasks.push(tokio::spawn(async move {
+            for i in 0..each {
+                sqlx::query("INSERT INTO commit_baseline (at) VALUES ($1)")
+                    .bind(i as i64)
+                    .execute(&pool)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(each)
+        }));
+    }
+    let mut done = 0;
+    for task in tasks {
+        done += task.await.map_err(|e| e.to_string())??;
+    }
+    let rate = done as f64 / started.elapsed().as_secs_f64();
+    pool.close().await;
+    Ok(rate)
 }
 
 /// The directory of `initdb` and `pg_ctl`.
