@@ -8,7 +8,10 @@
 //! - resident memory with 100,000 queued jobs, above idle.
 //!
 //! Sizes can be changed with `HODEI_LOAD_RUNS`, `HODEI_LOAD_JOBS` (jobs per run) and
-//! `HODEI_LOAD_QUEUED`. The figures are in `docs/performance.md`.
+//! `HODEI_LOAD_QUEUED`. `HODEI_LOAD_STORE=postgres` runs the same on the PostgreSQL store (and its
+//! logs), in a throwaway cluster with PostgreSQL's durable defaults that the benchmark starts,
+//! and prints the raw commit rate of that cluster beside the figures. The figures are in
+//! `docs/performance.md`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -24,11 +27,15 @@ use hodei_adapters::clock::SystemClock;
 use hodei_adapters::fake::FakeProvider;
 use hodei_adapters::local::LocalProvider;
 use hodei_adapters::logs::FileLogStore;
+use hodei_adapters::postgres::PgStore;
+use hodei_adapters::postgres::cluster::TestCluster;
 use hodei_adapters::sqlite::SqliteStore;
 use hodei_domain::engine::Approvals;
 use hodei_domain::ids::{RunId, WorkerId};
 use hodei_domain::plan::RunInputs;
-use hodei_domain::ports::{BoxFuture, Provider, Reconcile, SecretScope, SecretStore, StoreError};
+use hodei_domain::ports::{
+    BoxFuture, LogStore, Provider, Reconcile, SecretScope, SecretStore, StoreError,
+};
 use hodei_domain::state::DomainEvent;
 use hodei_supervisors::{Tree, TreeConfig, start_tree};
 use tokio::sync::mpsc;
@@ -43,6 +50,13 @@ impl SecretStore for NoSecrets {
     ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
         Box::pin(async { Ok(None) })
     }
+}
+
+/// The durable PostgreSQL cluster of `HODEI_LOAD_STORE=postgres`, stopped when `main` ends.
+static POSTGRES: std::sync::OnceLock<Option<TestCluster>> = std::sync::OnceLock::new();
+
+fn postgres() -> Option<&'static TestCluster> {
+    POSTGRES.get().and_then(Option::as_ref)
 }
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -80,8 +94,17 @@ async fn tree<P: Provider + Reconcile + 'static>(
     provider: Arc<P>,
     slots: u32,
 ) -> Tree {
-    let store = Arc::new(SqliteStore::open(&dir.join("hodei.db")).await.unwrap());
-    let logs = Arc::new(FileLogStore::open(&dir.join("logs"), 2).unwrap());
+    let (store, logs): (Arc<dyn hodei_domain::ports::Store>, Arc<dyn LogStore>) = match postgres() {
+        Some(cluster) => {
+            let store = PgStore::open(&cluster.database()).await.unwrap();
+            let logs = Arc::new(store.logs());
+            (Arc::new(store), logs)
+        }
+        None => (
+            Arc::new(SqliteStore::open(&dir.join("hodei.db")).await.unwrap()),
+            Arc::new(FileLogStore::open(&dir.join("logs"), 2).unwrap()),
+        ),
+    };
     let ports = Ports {
         store,
         logs,
@@ -370,8 +393,23 @@ fn main() {
     let runs = env_or("HODEI_LOAD_RUNS", if quick { 4 } else { 400 });
     let jobs = env_or("HODEI_LOAD_JOBS", if quick { 5 } else { 50 });
     let queued = env_or("HODEI_LOAD_QUEUED", if quick { 200 } else { 100_000 });
+    let on_postgres = std::env::var("HODEI_LOAD_STORE").is_ok_and(|s| s == "postgres");
+    let cluster = on_postgres.then(|| TestCluster::start_durable().expect("a PostgreSQL cluster"));
+    let _ = POSTGRES.set(cluster);
     let system = actix::System::new();
     system.block_on(async move {
+        if let Some(cluster) = postgres() {
+            let url = cluster.database();
+            let count = if quick { 200 } else { 20_000 };
+            for parallel in [1, 16] {
+                let rate = hodei_adapters::postgres::cluster::commit_rate(&url, count, parallel)
+                    .await
+                    .unwrap();
+                println!(
+                    "raw PostgreSQL commits (a one-row INSERT per transaction, durable defaults), {parallel} at a time: {rate:.0}/s"
+                );
+            }
+        }
         let rate = throughput(runs, jobs).await;
         latency((rate / 2.0).max(1.0), if quick { 20 } else { 2_000 }).await;
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -379,4 +417,7 @@ fn main() {
         local_spawn(if quick { 20 } else { 2_000 }, cores * 4).await;
         queued_memory(queued).await;
     });
+    if let Some(cluster) = postgres() {
+        cluster.stop();
+    }
 }

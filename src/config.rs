@@ -43,9 +43,33 @@ pub struct ServerConfig {
     pub local_slots: u32,
     /// The size limits and retention of artifacts and caches.
     pub files: hodei_adapters::files::FileLimits,
+    /// Where the record (runs, events, tokens, agents, secrets) and the logs are kept.
+    pub database: Database,
     /// The unprivileged user local steps run as (the server then runs as root); `None`: as
     /// the server's own user.
     pub run_as: Option<String>,
+}
+
+/// Where a server keeps its record and logs.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Database {
+    /// The embedded SQLite database of the data directory (`DIR/hodei.db`) and log files
+    /// (`DIR/logs/`): the default.
+    Sqlite,
+    /// A PostgreSQL database, by URL: the record and the logs.
+    Postgres(String),
+}
+
+impl fmt::Debug for Database {
+    /// Never the password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Database::Sqlite => f.write_str("Sqlite"),
+            Database::Postgres(url) => {
+                write!(f, "Postgres({})", hodei_adapters::postgres::redact(url))
+            }
+        }
+    }
 }
 
 /// One configuration key: its name in the file, its variable, what it takes, its default.
@@ -56,7 +80,7 @@ struct Key {
     default: fn() -> Raw,
 }
 
-const KEYS: [Key; 16] = [
+const KEYS: [Key; 17] = [
     Key {
         name: "listen",
         env: "HODEI_LISTEN",
@@ -146,6 +170,12 @@ const KEYS: [Key; 16] = [
         env: "HODEI_CACHES_RETENTION_DAYS",
         expected: "a number of days from 1 to 3650",
         default: || Raw::Int(7),
+    },
+    Key {
+        name: "database_url",
+        env: "HODEI_DATABASE_URL",
+        expected: "a PostgreSQL URL such as postgres://hodei:PASSWORD@db.example:5432/hodei, or empty for the SQLite database of the data directory",
+        default: || Raw::Text(String::new()),
     },
     Key {
         name: "run_as",
@@ -243,6 +273,7 @@ fn key_names() -> String {
 pub struct Flags {
     pub listen: Option<String>,
     pub data: Option<PathBuf>,
+    pub database: Option<String>,
 }
 
 /// The configuration file to read: `--config`, else `HODEI_CONFIG`, else `hodei.toml` if it
@@ -326,6 +357,9 @@ pub fn resolve(
         let data = Raw::Text(data.to_string_lossy().into_owned());
         given[1] = (data, Origin::Flag("--data"));
     }
+    if let Some(url) = &flags.database {
+        given[15] = (Raw::Text(url.clone()), Origin::Flag("--database"));
+    }
     let value = |index: usize| (&given[index].0, &given[index].1, &KEYS[index]);
     Ok(ServerConfig {
         listen: parse_text(value(0), |t| t.parse::<SocketAddr>().ok())?,
@@ -364,13 +398,32 @@ pub fn resolve(
                 cache_retention: days(parse_number(value(14), 1, 3650)?),
             }
         },
-        run_as: match value(15) {
+        database: parse_database(value(15))?,
+        run_as: match value(16) {
             (Raw::Text(text), _, _) if text.trim().is_empty() => None,
             (Raw::Text(text), _, _) => Some(text.trim().to_owned()),
             (Raw::Int(n), _, _) if *n > 0 => Some(n.to_string()),
             (raw, origin, key) => return Err(invalid(raw, origin, key)),
         },
     })
+}
+
+/// `database_url`: empty for SQLite, or a PostgreSQL URL. A refused value is shown without
+/// its password.
+fn parse_database((raw, origin, key): (&Raw, &Origin, &Key)) -> Result<Database, ConfigError> {
+    match raw {
+        Raw::Text(text) if text.trim().is_empty() => Ok(Database::Sqlite),
+        Raw::Text(text) if hodei_adapters::postgres::is_postgres_url(text) => {
+            Ok(Database::Postgres(text.trim().to_owned()))
+        }
+        Raw::Text(text) => Err(ConfigError::Invalid {
+            origin: origin.clone(),
+            key: key.name,
+            value: format!("{:?}", hodei_adapters::postgres::redact(text)),
+            expected: key.expected,
+        }),
+        other => Err(invalid(other, origin, key)),
+    }
 }
 
 /// `path` as written in the configuration file `file`: a relative one is taken from the file's
@@ -509,6 +562,7 @@ mod tests {
         let flags = Flags {
             listen: Some("127.0.0.1:9002".into()),
             data: None,
+            database: None,
         };
         let config = resolve(file(text), &env, &flags).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:9002");
@@ -516,6 +570,52 @@ mod tests {
         assert_eq!(config.http_workers, 4);
         let labels: Vec<String> = config.labels.iter().map(ToString::to_string).collect();
         assert_eq!(labels, ["linux", "gpu"]);
+    }
+
+    #[test]
+    fn the_database_is_sqlite_by_default_and_postgres_by_url_from_file_variable_or_flag() {
+        let config = resolve(None, &no_env, &Flags::default()).unwrap();
+        assert_eq!(config.database, Database::Sqlite);
+        let text = "database_url = \"postgres://hodei:s3cret@db/hodei\"\n";
+        let config = resolve(file(text), &no_env, &Flags::default()).unwrap();
+        assert_eq!(
+            config.database,
+            Database::Postgres("postgres://hodei:s3cret@db/hodei".into())
+        );
+        assert_eq!(
+            format!("{:?}", config.database),
+            "Postgres(postgres://hodei:***@db/hodei)",
+            "never the password"
+        );
+        let env = |name: &str| {
+            (name == "HODEI_DATABASE_URL").then(|| "postgresql://other/hodei".to_owned())
+        };
+        let config = resolve(file(text), &env, &Flags::default()).unwrap();
+        assert_eq!(
+            config.database,
+            Database::Postgres("postgresql://other/hodei".into())
+        );
+        let flags = Flags {
+            database: Some("postgres://flag/hodei".into()),
+            ..Flags::default()
+        };
+        let config = resolve(file(text), &env, &flags).unwrap();
+        assert_eq!(
+            config.database,
+            Database::Postgres("postgres://flag/hodei".into())
+        );
+        let err = resolve(
+            file("database_url = \"mysql://root:hunter2@db/hodei\"\n"),
+            &no_env,
+            &Flags::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`database_url`") && err.contains("PostgreSQL URL"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "the password is not shown: {err}");
     }
 
     #[test]
@@ -557,7 +657,7 @@ mod tests {
         assert!(err.contains("expected a list of worker labels"), "{err}");
         let flags = Flags {
             listen: Some("nowhere".into()),
-            data: None,
+            ..Flags::default()
         };
         let err = resolve(None, &no_env, &flags).unwrap_err().to_string();
         assert!(
@@ -571,7 +671,7 @@ mod tests {
         let err = resolve(file("lisen = \"x\"\n"), &no_env, &Flags::default()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "hodei.toml: unknown key `lisen` (did you mean `listen`?); the keys are listen, data, http_workers, max_body_bytes, labels, shutdown_grace_seconds, max_queued_jobs, tls_cert, tls_key, agent_lease_seconds, local_slots, artifacts_max_job_mib, artifacts_retention_days, caches_max_entry_mib, caches_retention_days, run_as"
+            "hodei.toml: unknown key `lisen` (did you mean `listen`?); the keys are listen, data, http_workers, max_body_bytes, labels, shutdown_grace_seconds, max_queued_jobs, tls_cert, tls_key, agent_lease_seconds, local_slots, artifacts_max_job_mib, artifacts_retention_days, caches_max_entry_mib, caches_retention_days, database_url, run_as"
         );
         let err = resolve(file("listen = \n"), &no_env, &Flags::default()).unwrap_err();
         assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");

@@ -8,12 +8,14 @@ use hodei_actors::agents::AgentSettings;
 use hodei_actors::fault::Faults;
 use hodei_actors::messages::{RegisterWorker, WorkerSpec};
 use hodei_actors::supervise::exit_on_escalation;
+use hodei_adapters::ServerStore;
 use hodei_adapters::clock::SystemClock;
 use hodei_adapters::docker::DockerConfig;
 use hodei_adapters::files::{DiskFiles, FileLimits};
 use hodei_adapters::git::GitMirrors;
 use hodei_adapters::local::{LocalProvider, RunAs};
 use hodei_adapters::logs::FileLogStore;
+use hodei_adapters::postgres::PgStore;
 use hodei_adapters::route::ByImage;
 use hodei_adapters::secrets::{SealedSecrets, SecretKey};
 use hodei_adapters::sqlite::SqliteStore;
@@ -22,8 +24,10 @@ use hodei_domain::ids::WorkerId;
 use hodei_domain::model::Label;
 use hodei_domain::ports::AgentStore;
 use hodei_domain::ports::{
-    BoxFuture, SecretScope, SecretStore, SecretVault, StoreError, TickStore, TokenStore,
+    BoxFuture, LogStore, SecretScope, SecretStore, SecretVault, StoreError, TickStore, TokenStore,
 };
+
+use crate::config::Database;
 use hodei_supervisors::{Tree, TreeConfig, start_tree};
 
 /// Secrets taken from the environment of the `hodei` process, by name.
@@ -132,7 +136,7 @@ pub async fn local_stack(
     slots: Option<u32>,
     approvals: Approvals,
 ) -> Result<(Tree, Arc<ByImage>), String> {
-    let store = open_store(paths).await?;
+    let store = Arc::new(open_store(paths).await?);
     let local = Local {
         labels,
         slots,
@@ -140,7 +144,50 @@ pub async fn local_stack(
         run_as: None,
     };
     let files = open_files(paths, FileLimits::default())?;
-    start_stack(Arc::new(store), paths, secrets, local, None, files, None).await
+    let instance = store.instance_id().to_owned();
+    let record = Record {
+        store,
+        instance,
+        logs: open_logs(paths)?,
+    };
+    start_stack(record, paths, secrets, local, None, files, None).await
+}
+
+/// Opens the log files of a stack.
+fn open_logs(paths: &LocalPaths) -> Result<Arc<dyn LogStore>, String> {
+    let logs = FileLogStore::open(&paths.logs, 2)
+        .map_err(|e| format!("cannot open the logs in {}: {e}", paths.logs.display()))?;
+    Ok(Arc::new(logs))
+}
+
+/// What a stack keeps its record and logs in.
+struct Record {
+    store: Arc<dyn hodei_domain::ports::Store>,
+    /// The store's instance id.
+    instance: String,
+    logs: Arc<dyn LogStore>,
+}
+
+/// Opens a server's store: the SQLite database of the data directory with log files beside
+/// it, or a PostgreSQL database (its server lock taken) with the logs in it.
+async fn open_server_store(
+    paths: &LocalPaths,
+    database: &Database,
+) -> Result<(Arc<dyn ServerStore>, Arc<dyn LogStore>), String> {
+    match database {
+        Database::Sqlite => Ok((Arc::new(open_store(paths).await?), open_logs(paths)?)),
+        Database::Postgres(url) => {
+            let store = PgStore::open(url)
+                .await
+                .map_err(|e| format!("cannot open the store: {e}"))?;
+            store
+                .lock_for_server()
+                .await
+                .map_err(|e| format!("cannot open the store: {e}"))?;
+            let logs: Arc<dyn LogStore> = Arc::new(store.logs());
+            Ok((Arc::new(store), logs))
+        }
+    }
 }
 
 /// Opens the files directory of a stack.
@@ -190,19 +237,23 @@ pub const SECRETS_KEY_FILE: &str = "secrets.key";
 /// Must run inside an actix System.
 pub async fn server_stack(
     data: &Path,
+    database: &Database,
     labels: Vec<Label>,
     local_slots: u32,
     agents: AgentSettings,
     limits: FileLimits,
     run_as: Option<RunAs>,
 ) -> Result<ServerStack, String> {
-    let paths = LocalPaths::data_dir(data);
+    let mut paths = LocalPaths::data_dir(data);
+    if let Database::Postgres(_) = database {
+        // The record and the logs are in PostgreSQL: no database file in the directory.
+        paths.store = None;
+    }
     make_private(data, &paths, run_as.is_some())
         .map_err(|err| format!("cannot make the data directory private to this user: {err}"))?;
-    let store = open_store(&paths).await?;
+    let (store, logs) = open_server_store(&paths, database).await?;
     let key = SecretKey::load_or_create(&data.join(SECRETS_KEY_FILE)).map_err(|e| e.to_string())?;
     let secrets = Arc::new(SealedSecrets::new(store.clone(), &key));
-    let store = Arc::new(store);
     let tokens: Arc<dyn TokenStore> = store.clone();
     let sources = hodei_api::Sources {
         repos: store.clone(),
@@ -218,8 +269,13 @@ pub async fn server_stack(
     let files = open_files(&paths, limits)?;
     prune_files(files.clone());
     let ticks: Arc<dyn TickStore> = store.clone();
-    let (tree, provider) = start_stack(
+    let record = Record {
+        instance: store.instance_id().to_owned(),
         store,
+        logs,
+    };
+    let (tree, provider) = start_stack(
+        record,
         &paths,
         secrets.clone(),
         local,
@@ -304,7 +360,7 @@ async fn open_store(paths: &LocalPaths) -> Result<SqliteStore, String> {
 /// second one would reap the first one's running steps as left by an earlier life). The lock
 /// file beside the database (`<store>.lock`) holds the holder's process id; the kernel releases
 /// the lock when the process ends, however it ends.
-fn lock_store(path: &Path) -> Result<(), String> {
+pub fn lock_store(path: &Path) -> Result<(), String> {
     use std::io::{Read, Seek, Write};
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
@@ -367,7 +423,7 @@ fn prune_files(files: Arc<DiskFiles>) {
 }
 
 async fn start_stack(
-    store: Arc<SqliteStore>,
+    record: Record,
     paths: &LocalPaths,
     secrets: Arc<dyn SecretStore>,
     local: Local,
@@ -381,11 +437,11 @@ async fn start_stack(
         approvals,
         run_as,
     } = local;
-    let instance = store.instance_id().to_owned();
-    let logs = Arc::new(
-        FileLogStore::open(&paths.logs, 2)
-            .map_err(|e| format!("cannot open the logs in {}: {e}", paths.logs.display()))?,
-    );
+    let Record {
+        store,
+        instance,
+        logs,
+    } = record;
     let mut local = LocalProvider::new(paths.workspaces.clone(), instance.clone());
     if let Some(mirrors) = &paths.mirrors {
         local = local.with_mirrors(mirrors.clone());

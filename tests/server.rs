@@ -4,6 +4,8 @@
 //! its log from the offset it had, and the run finishes with nothing lost.
 
 mod common;
+#[path = "server/postgres.rs"]
+mod postgres;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

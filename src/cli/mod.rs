@@ -1,6 +1,7 @@
 //! The command line: `hodei <command>`, parsed with clap. Each command lives in a file of its own
 //! and returns its exit code.
 
+mod admin;
 mod approve;
 mod progress;
 mod remote;
@@ -131,6 +132,14 @@ enum Command {
         #[command(flatten)]
         global: remote::Global,
     },
+    /// Operations on a server's store, on its machine: copy-store (SQLite to PostgreSQL).
+    #[command(
+        after_help = "Examples:\n  hodei admin copy-store --from sqlite:hodei-data/hodei.db --to postgres://hodei:PASSWORD@db.example/hodei"
+    )]
+    Admin {
+        #[command(subcommand)]
+        command: admin::AdminCommand,
+    },
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  hodei completions bash > /etc/bash_completion.d/hodei\n  hodei completions zsh > \"${fpath[1]}/_hodei\"\n  hodei completions fish > ~/.config/fish/completions/hodei.fish"
@@ -200,6 +209,7 @@ pub fn main() -> u8 {
         Command::Server(args) => server::run(&args),
         Command::Agent(args) => crate::agent::run(&args),
         Command::Validate(args) => validate::run(&args),
+        Command::Admin { command } => admin::run(&command),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "hodei", &mut std::io::stdout());

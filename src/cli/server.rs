@@ -26,7 +26,7 @@ use crate::wiring::server_stack;
 /// Run the Hodei server: REST API, metrics, and the actors that run pipelines.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  hodei server\n  hodei server --listen 0.0.0.0:8080 --data /var/lib/hodei\n  hodei server --config /etc/hodei/hodei.toml\n\nSettings come from hodei.toml, then HODEI_* variables, then flags (see docs/operations.md).\nAt the first start an admin token is printed once and written to DATA/admin.token;\nHODEI_BOOTSTRAP_TOKEN sets it instead."
+    after_help = "Examples:\n  hodei server\n  hodei server --listen 0.0.0.0:8080 --data /var/lib/hodei\n  hodei server --config /etc/hodei/hodei.toml\n  hodei server --database postgres://hodei:PASSWORD@db.example:5432/hodei\n\nSettings come from hodei.toml, then HODEI_* variables, then flags (see docs/operations.md).\nAt the first start an admin token is printed once and written to DATA/admin.token;\nHODEI_BOOTSTRAP_TOKEN sets it instead."
 )]
 pub struct Args {
     /// The configuration file (default: hodei.toml if it exists, or HODEI_CONFIG).
@@ -38,6 +38,10 @@ pub struct Args {
     /// The data directory: database, logs, workspaces, admin token.
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
+    /// A PostgreSQL database for the record and the logs, e.g.
+    /// postgres://hodei:PASSWORD@db.example:5432/hodei (default: SQLite in the data directory).
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
 }
 
 /// The environment variable that sets the first admin token.
@@ -124,6 +128,7 @@ fn load_config(args: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Serv
     let flags = Flags {
         listen: args.listen.clone(),
         data: args.data.clone(),
+        database: args.database.clone(),
     };
     let file = file
         .as_ref()
@@ -150,6 +155,7 @@ async fn serve(
     let notice = local_steps(config.local_slots, run_as.as_ref());
     let stack = match server_stack(
         &config.data,
+        &config.database,
         config.labels.clone(),
         config.local_slots,
         agents,
@@ -241,8 +247,14 @@ async fn serve(
     };
     // Watch for signals before saying we listen: a signal right after that stops us cleanly.
     let signals = StopSignals::watch();
+    let database = match &config.database {
+        config::Database::Sqlite => String::new(),
+        config::Database::Postgres(url) => {
+            format!(", database {}", hodei_adapters::postgres::redact(url))
+        }
+    };
     println!(
-        "Hodei server listening on {scheme}://{url} (data in {})",
+        "Hodei server listening on {scheme}://{url} (data in {}{database})",
         config.data.display()
     );
     let _ = std::io::stdout().flush();

@@ -24,8 +24,15 @@ impl Server {
 
     /// Starts the server with its standard error (its log) going to `stderr`.
     pub fn start_logging(data: &Path, env: &[(&str, &str)], stderr: Stdio) -> Server {
+        Server::start_args(data, &[], env, stderr)
+    }
+
+    /// Starts the server with more flags (`--database URL`).
+    pub fn start_args(data: &Path, args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hodei"))
-            .args(["server", "--listen", "127.0.0.1:0", "--data"])
+            .args(["server", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .arg("--data")
             .arg(data)
             .envs(env.iter().copied())
             .env_remove("HODEI_FAULT")

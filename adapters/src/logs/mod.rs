@@ -203,6 +203,23 @@ impl FileLogStore {
         &self.dir
     }
 
+    /// The jobs that have a log in the directory, by id.
+    ///
+    /// # Errors
+    /// When the directory cannot be listed.
+    pub fn jobs(&self) -> io::Result<Vec<JobId>> {
+        let mut jobs: Vec<JobId> = std::fs::read_dir(&self.dir)?
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name();
+                let id = name.to_str()?.strip_prefix("job-")?.parse().ok()?;
+                entry.path().is_dir().then_some(JobId(id))
+            })
+            .collect();
+        jobs.sort_unstable();
+        Ok(jobs)
+    }
+
     fn slot(&self, job: JobId, n: usize) -> usize {
         // Job ids are sequential: spread them with a multiplicative hash.
         let mixed = job.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;

@@ -1,5 +1,6 @@
 //! Stored secrets, sealed at rest: [`SealedSecrets`] implements the [`SecretStore`] and
-//! [`SecretVault`] ports on the SQLite store with a key file of the data directory.
+//! [`SecretVault`] ports on the rows of a store ([`SealedRows`]: SQLite's or PostgreSQL's) with
+//! a key file of the data directory.
 //!
 //! ## Guarantees
 //! - A value is stored only sealed with XChaCha20-Poly1305 under the key of [`SecretKey`], with
@@ -23,7 +24,53 @@ use hodei_domain::ports::{
     BoxFuture, SecretInfo, SecretScope, SecretStore, SecretVault, StoreError,
 };
 
-use crate::sqlite::{SealedSecret, SqliteStore};
+use std::sync::Arc;
+
+/// A sealed value to store as secret `name` of `scope`.
+#[derive(Debug, Clone)]
+pub struct SealedSecret {
+    pub scope: SecretScope,
+    pub name: String,
+    pub nonce: Vec<u8>,
+    pub sealed: Vec<u8>,
+    pub at: Timestamp,
+}
+
+/// A secret as stored: its nonce and its sealed value.
+pub type Sealed = (Vec<u8>, Vec<u8>);
+
+/// Where the sealed values live: the rows of a store. Nothing here seals or opens.
+///
+/// ## Guarantees
+/// - [`put_sealed`](SealedRows::put_sealed) replaces the value of an existing secret and keeps
+///   its creation time; the answer says whether the secret is new.
+pub trait SealedRows: Send + Sync {
+    /// Stores a sealed secret, replacing an existing one; answers it and whether it is new.
+    fn put_sealed(
+        &self,
+        secret: SealedSecret,
+    ) -> BoxFuture<'_, Result<(SecretInfo, bool), StoreError>>;
+
+    /// The nonce and sealed value of a secret.
+    fn sealed<'a>(
+        &'a self,
+        scope: &'a SecretScope,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Sealed>, StoreError>>;
+
+    /// The secrets of a scope, or of all, by scope, owner and name, without their values.
+    fn secret_list<'a>(
+        &'a self,
+        scope: Option<&'a SecretScope>,
+    ) -> BoxFuture<'a, Result<Vec<SecretInfo>, StoreError>>;
+
+    /// Deletes a secret; `false` if there was none.
+    fn delete_sealed<'a>(
+        &'a self,
+        scope: &'a SecretScope,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+}
 
 /// The length of a key, in bytes.
 const KEY_LEN: usize = 32;
@@ -114,14 +161,14 @@ impl SecretKey {
     }
 }
 
-/// Secrets in the SQLite store, sealed with a [`SecretKey`].
+/// Secrets in a store, sealed with a [`SecretKey`].
 pub struct SealedSecrets {
-    store: SqliteStore,
+    store: Arc<dyn SealedRows>,
     cipher: XChaCha20Poly1305,
 }
 
 impl SealedSecrets {
-    pub fn new(store: SqliteStore, key: &SecretKey) -> SealedSecrets {
+    pub fn new(store: Arc<dyn SealedRows>, key: &SecretKey) -> SealedSecrets {
         SealedSecrets {
             store,
             cipher: XChaCha20Poly1305::new(&key.0.into()),
@@ -239,7 +286,7 @@ impl SecretVault for SealedSecrets {
         &'a self,
         scope: Option<&'a SecretScope>,
     ) -> BoxFuture<'a, Result<Vec<SecretInfo>, StoreError>> {
-        Box::pin(self.store.secret_list(scope))
+        self.store.secret_list(scope)
     }
 
     fn delete_secret<'a>(
@@ -247,7 +294,7 @@ impl SecretVault for SealedSecrets {
         scope: &'a SecretScope,
         name: &'a str,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(self.store.delete_sealed(scope, name))
+        self.store.delete_sealed(scope, name)
     }
 }
 

@@ -1,19 +1,18 @@
-//! Sealed secrets against a real SQLite file and real key files.
+//! Sealed secrets against a real SQLite file and real key files: the key files, and that no
+//! file of the data directory holds a value. The rest runs against every store in the
+//! conformance suite (`crate::conformance::secrets`).
 
 use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
 
 use hodei_domain::ids::Timestamp;
 use hodei_domain::ports::{SecretScope, SecretStore, SecretVault, StoreError};
 
-use super::{SealedSecrets, SecretKey, SecretKeyError};
+use super::{SealedRows, SealedSecrets, SecretKey, SecretKeyError};
 use crate::sqlite::SqliteStore;
 
 fn pipeline(name: &str) -> SecretScope {
     SecretScope::Pipeline(name.into())
-}
-
-fn repository(name: &str) -> SecretScope {
-    SecretScope::Repository(name.into())
 }
 
 #[test]
@@ -56,7 +55,7 @@ async fn values_are_sealed_at_rest_and_open_only_for_their_own_row() {
     let db = dir.path().join("hodei.db");
     let store = SqliteStore::open(&db).await.unwrap();
     let key = SecretKey::load_or_create(&dir.path().join("secrets.key")).unwrap();
-    let secrets = SealedSecrets::new(store.clone(), &key);
+    let secrets = SealedSecrets::new(Arc::new(store.clone()), &key);
     let value = "hunter2-very-recognisable-value";
     let (info, new) = secrets
         .put_secret(&pipeline("web"), "TOKEN", value, Timestamp(5))
@@ -92,98 +91,10 @@ async fn values_are_sealed_at_rest_and_open_only_for_their_own_row() {
     ));
     // Nor with another key.
     let other = SecretKey::load_or_create(&dir.path().join("other.key")).unwrap();
-    let stranger = SealedSecrets::new(store.clone(), &other);
+    let stranger = SealedSecrets::new(Arc::new(store.clone()), &other);
     let err = stranger.get(&[pipeline("web")], "TOKEN").await.unwrap_err();
     assert!(
         err.to_string().contains("secret `TOKEN` of pipeline `web`"),
         "{err}"
     );
-}
-
-#[tokio::test]
-async fn a_run_finds_its_pipelines_secret_before_its_repositorys() {
-    let store = SqliteStore::memory().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let key = SecretKey::load_or_create(&dir.path().join("secrets.key")).unwrap();
-    let secrets = SealedSecrets::new(store, &key);
-    secrets
-        .put_secret(&repository("app"), "TOKEN", "from-repo", Timestamp(1))
-        .await
-        .unwrap();
-    secrets
-        .put_secret(&repository("app"), "ONLY_REPO", "repo-only", Timestamp(1))
-        .await
-        .unwrap();
-    secrets
-        .put_secret(&pipeline("web"), "TOKEN", "from-pipeline", Timestamp(2))
-        .await
-        .unwrap();
-    let scopes = SecretScope::of_run("web", Some("app"));
-    assert_eq!(
-        secrets.get(&scopes, "TOKEN").await.unwrap().as_deref(),
-        Some("from-pipeline")
-    );
-    assert_eq!(
-        secrets.get(&scopes, "ONLY_REPO").await.unwrap().as_deref(),
-        Some("repo-only")
-    );
-    assert_eq!(secrets.get(&scopes, "MISSING").await.unwrap(), None);
-    // Another pipeline of no repository sees none of them.
-    assert_eq!(
-        secrets
-            .get(&SecretScope::of_run("api", None), "TOKEN")
-            .await
-            .unwrap(),
-        None
-    );
-}
-
-#[tokio::test]
-async fn a_replaced_secret_keeps_its_creation_and_a_deleted_one_is_gone() {
-    let store = SqliteStore::memory().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let key = SecretKey::load_or_create(&dir.path().join("secrets.key")).unwrap();
-    let secrets = SealedSecrets::new(store, &key);
-    secrets
-        .put_secret(&pipeline("web"), "B", "1", Timestamp(1))
-        .await
-        .unwrap();
-    secrets
-        .put_secret(&pipeline("web"), "A", "1", Timestamp(2))
-        .await
-        .unwrap();
-    let (info, new) = secrets
-        .put_secret(&pipeline("web"), "B", "2", Timestamp(3))
-        .await
-        .unwrap();
-    assert!(!new);
-    assert_eq!((info.created, info.updated), (Timestamp(1), Timestamp(3)));
-    assert_eq!(
-        secrets
-            .get(&[pipeline("web")], "B")
-            .await
-            .unwrap()
-            .as_deref(),
-        Some("2")
-    );
-    secrets
-        .put_secret(&repository("app"), "C", "x", Timestamp(4))
-        .await
-        .unwrap();
-    let names = |list: Vec<hodei_domain::ports::SecretInfo>| {
-        list.into_iter()
-            .map(|s| format!("{}/{}", s.scope.owner(), s.name))
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(
-        names(secrets.secrets(Some(&pipeline("web"))).await.unwrap()),
-        ["web/A", "web/B"]
-    );
-    assert_eq!(
-        names(secrets.secrets(None).await.unwrap()),
-        ["web/A", "web/B", "app/C"]
-    );
-    assert!(secrets.delete_secret(&pipeline("web"), "A").await.unwrap());
-    assert!(!secrets.delete_secret(&pipeline("web"), "A").await.unwrap());
-    assert_eq!(secrets.get(&[pipeline("web")], "A").await.unwrap(), None);
 }

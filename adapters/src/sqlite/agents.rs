@@ -2,7 +2,6 @@
 //! attempts they hold, with the fenced append of what an agent reports.
 
 use hodei_domain::ids::{JobId, RunId, Timestamp};
-use hodei_domain::model::Label;
 use hodei_domain::ports::{
     AgentRecord, AgentTokenRecord, Fenced, Lease, NewAgent, NewAgentToken, Registration, StoreError,
 };
@@ -11,6 +10,10 @@ use sqlx::SqliteConnection;
 
 use super::error::{corrupt, store_error, stored_id};
 use super::queries;
+use crate::decode::{
+    AgentRow, AgentTokenRow, LeaseRow, agent_record, agent_token_record, labels_json, labels_of,
+    lease_record,
+};
 
 /// A write about agents, through the store's writer.
 #[derive(Debug, Clone)]
@@ -126,21 +129,6 @@ fn id_of(value: u64) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| corrupt("an id to store", format!("{value} is too large")))
 }
 
-fn labels_json(labels: &[Label]) -> String {
-    let names: Vec<&str> = labels.iter().map(Label::as_str).collect();
-    serde_json::to_string(&names).unwrap_or_else(|_| "[]".into())
-}
-
-fn labels_of(what: &str, json: &str) -> Result<Vec<Label>, StoreError> {
-    serde_json::from_str::<Vec<Label>>(json).map_err(|err| corrupt(what, err))
-}
-
-fn digest_of(what: &str, bytes: &[u8]) -> Result<[u8; 32], StoreError> {
-    bytes
-        .try_into()
-        .map_err(|_| corrupt(what, format!("a digest of {} bytes", bytes.len())))
-}
-
 async fn create_token(
     conn: &mut SqliteConnection,
     token: &NewAgentToken,
@@ -167,31 +155,16 @@ async fn create_token(
     })
 }
 
-type TokenRow = (i64, String, Option<String>, i64, Option<i64>, Option<i64>);
-
-fn token_record(row: TokenRow) -> Result<AgentTokenRecord, StoreError> {
-    let (id, name, labels, created, expires, revoked) = row;
-    let what = "a registration token";
-    Ok(AgentTokenRecord {
-        id: stored_id(what, id)?,
-        name,
-        labels: labels.map(|l| labels_of(what, &l)).transpose()?,
-        created: Timestamp(created),
-        expires: expires.map(Timestamp),
-        revoked: revoked.map(Timestamp),
-    })
-}
-
 pub(super) async fn agent_tokens(
     conn: &mut SqliteConnection,
 ) -> Result<Vec<AgentTokenRecord>, StoreError> {
-    let rows: Vec<TokenRow> = sqlx::query_as(
+    let rows: Vec<AgentTokenRow> = sqlx::query_as(
         "SELECT id, name, labels, created, expires, revoked FROM agent_tokens WHERE revoked IS NULL ORDER BY id",
     )
     .fetch_all(conn)
     .await
     .map_err(|err| store_error("listing registration tokens", err))?;
-    rows.into_iter().map(token_record).collect()
+    rows.into_iter().map(agent_token_record).collect()
 }
 
 async fn register(
@@ -249,23 +222,8 @@ async fn register(
     ))
 }
 
-type AgentRow = (i64, String, Vec<u8>, String, bool, i64);
-
 const SELECT_AGENTS: &str =
     "SELECT id, name, digest, labels, fixed_labels, registered FROM agents ";
-
-fn agent_record(row: AgentRow) -> Result<AgentRecord, StoreError> {
-    let (id, name, digest, labels, fixed_labels, registered) = row;
-    let what = "an agent";
-    Ok(AgentRecord {
-        id: stored_id(what, id)?,
-        name,
-        digest: digest_of(what, &digest)?,
-        labels: labels_of(what, &labels)?,
-        fixed_labels,
-        registered: Timestamp(registered),
-    })
-}
 
 pub(super) async fn agent_by_digest(
     conn: &mut SqliteConnection,
@@ -288,31 +246,6 @@ pub(super) async fn agents(conn: &mut SqliteConnection) -> Result<Vec<AgentRecor
             .await
             .map_err(|err| store_error("listing agents", err))?;
     rows.into_iter().map(agent_record).collect()
-}
-
-type LeaseRow = (i64, i64, i64, String, i64, i64, i64, Option<Vec<u8>>);
-
-fn lease_of(row: LeaseRow) -> Result<Lease, StoreError> {
-    let (job, run, attempt, agent, epoch, next_seq, log_base, token) = row;
-    let what = "a lease";
-    let attempt = u32::try_from(attempt)
-        .ok()
-        .and_then(Attempt::new)
-        .ok_or_else(|| corrupt(what, format!("attempt {attempt}")))?;
-    Ok(Lease {
-        job: JobId(stored_id(what, job)?),
-        run: RunId(stored_id(what, run)?),
-        attempt,
-        agent,
-        epoch: stored_id(what, epoch)?,
-        next_seq: stored_id(what, next_seq)?,
-        log_base: stored_id(what, log_base)?,
-        // A lease claimed before job tokens existed has none: no token opens it.
-        token: match token {
-            Some(token) => digest_of(what, &token)?,
-            None => [0; 32],
-        },
-    })
 }
 
 async fn claim(
@@ -341,7 +274,7 @@ async fn claim(
     .fetch_one(conn)
     .await
     .map_err(|err| store_error("claiming a job", err))?;
-    lease_of(row)
+    lease_record(row)
 }
 
 pub(super) async fn leases(conn: &mut SqliteConnection) -> Result<Vec<Lease>, StoreError> {
@@ -351,7 +284,7 @@ pub(super) async fn leases(conn: &mut SqliteConnection) -> Result<Vec<Lease>, St
     .fetch_all(conn)
     .await
     .map_err(|err| store_error("listing leases", err))?;
-    rows.into_iter().map(lease_of).collect()
+    rows.into_iter().map(lease_record).collect()
 }
 
 async fn report(

@@ -92,7 +92,7 @@ pub(super) fn migrate_error(what: &str, err: MigrateError) -> StoreError {
 }
 
 /// A column that cannot be read back as the domain's type.
-pub(super) fn corrupt(what: impl Into<String>, reason: impl ToString) -> StoreError {
+pub(crate) fn corrupt(what: impl Into<String>, reason: impl ToString) -> StoreError {
     StoreError::Corrupt {
         what: what.into(),
         reason: reason.to_string(),
@@ -101,7 +101,7 @@ pub(super) fn corrupt(what: impl Into<String>, reason: impl ToString) -> StoreEr
 }
 
 /// An id read from the database, which stores them as signed integers.
-pub(super) fn stored_id(what: &str, id: i64) -> Result<u64, StoreError> {
+pub(crate) fn stored_id(what: &str, id: i64) -> Result<u64, StoreError> {
     u64::try_from(id).map_err(|_| corrupt(what, format!("negative id {id}")))
 }
 

@@ -3,15 +3,14 @@
 //! so that a page costs the same at any depth and a concurrent insert never shifts it.
 
 use hodei_domain::ids::{JobId, RunId, Timestamp};
-use hodei_domain::plan::RunInputs;
 use hodei_domain::ports::{
     PipelineSummary, PipelineVersion, RunFilter, RunSummary, StoreError, VersionStamp,
 };
 use hodei_domain::state::DomainEvent;
 use sqlx::{AssertSqlSafe, SqliteConnection};
 
-use super::error::{corrupt, store_error, stored_id};
-use super::projections::run_state;
+use super::error::{store_error, stored_id};
+use crate::decode::{SummaryRow, run_summary};
 
 /// Pipelines in name order after `after`, at most `limit`, each with its latest version.
 pub(super) async fn pipelines(
@@ -80,8 +79,6 @@ pub(super) async fn pipeline_versions(
         .collect())
 }
 
-type RunRow = (i64, String, u32, String, String, i64, i64);
-
 /// Runs matching `filter`, newest first, with an id below `before`, at most `limit`.
 pub(super) async fn runs(
     conn: &mut SqliteConnection,
@@ -107,7 +104,7 @@ pub(super) async fn runs(
         sql.push_str(" AND id < ?");
     }
     sql.push_str(" ORDER BY id DESC LIMIT ?");
-    let mut query = sqlx::query_as::<_, RunRow>(AssertSqlSafe(sql));
+    let mut query = sqlx::query_as::<_, SummaryRow>(AssertSqlSafe(sql));
     if let Some(state) = filter.state {
         query = query.bind(state.name());
     }
@@ -125,22 +122,7 @@ pub(super) async fn runs(
         .fetch_all(conn)
         .await
         .map_err(|err| store_error("listing runs", err))?;
-    rows.into_iter()
-        .map(|(id, pipeline, version, inputs, state, since, created)| {
-            let id = RunId(stored_id("run id", id)?);
-            let inputs: RunInputs = serde_json::from_str(&inputs)
-                .map_err(|err| corrupt(format!("{id} inputs"), err))?;
-            Ok(RunSummary {
-                id,
-                pipeline,
-                version,
-                inputs,
-                state: run_state(&state).map_err(|err| corrupt(id.to_string(), err))?,
-                since: Timestamp(since),
-                created: Timestamp(created),
-            })
-        })
-        .collect()
+    rows.into_iter().map(run_summary).collect()
 }
 
 /// The run job `job` belongs to.

@@ -33,18 +33,16 @@
 //! stored row cannot be read back as the domain's types (what and why).
 
 mod agents;
-mod error;
+pub(crate) mod error;
 mod lists;
-mod projections;
-mod queries;
+pub(crate) mod projections;
+pub(crate) mod queries;
 mod repos;
 mod schema;
 mod secrets;
 mod tokens;
 mod writer;
 
-#[cfg(test)]
-mod lists_tests;
 #[cfg(test)]
 mod tests;
 
@@ -65,12 +63,11 @@ use hodei_domain::state::{Attempt, DomainEvent};
 use sqlx::{Connection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-pub use self::secrets::SealedSecret;
-
 use self::agents::{AgentWrite, AgentWritten};
 use self::error::store_error;
 use self::repos::{RepoWrite, RepoWritten};
 use self::writer::{Command, PipelineText, Request};
+use crate::secrets::{Sealed, SealedRows, SealedSecret};
 
 /// The durable record of Hodei on SQLite. Cheap to clone: clones share the database and its
 /// writer, which stops when the last clone is dropped (after writing what was queued).
@@ -330,35 +327,41 @@ impl TokenStore for SqliteStore {
 }
 
 /// Stored secrets, as sealed bytes: [`crate::secrets::SealedSecrets`] seals and opens them.
-impl SqliteStore {
-    /// Stores a sealed secret, replacing an existing one; answers it and whether it is new.
-    pub async fn put_sealed(&self, secret: SealedSecret) -> Result<(SecretInfo, bool), StoreError> {
-        self.write(secret, Command::PutSecret).await
-    }
-
-    /// The nonce and sealed value of a secret.
-    pub async fn sealed(
+impl SealedRows for SqliteStore {
+    fn put_sealed(
         &self,
-        scope: &SecretScope,
-        name: &str,
-    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
-        let mut conn = self.reads.acquire().await.map_err(read_error)?;
-        secrets::sealed(&mut conn, scope, name).await
+        secret: SealedSecret,
+    ) -> BoxFuture<'_, Result<(SecretInfo, bool), StoreError>> {
+        Box::pin(self.write(secret, Command::PutSecret))
     }
 
-    /// The secrets of a scope, or of all, without their values.
-    pub async fn secret_list(
-        &self,
-        scope: Option<&SecretScope>,
-    ) -> Result<Vec<SecretInfo>, StoreError> {
-        let mut conn = self.reads.acquire().await.map_err(read_error)?;
-        secrets::secrets(&mut conn, scope).await
+    fn sealed<'a>(
+        &'a self,
+        scope: &'a SecretScope,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Sealed>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.reads.acquire().await.map_err(read_error)?;
+            secrets::sealed(&mut conn, scope, name).await
+        })
     }
 
-    /// Deletes a secret; `false` if there was none.
-    pub async fn delete_sealed(&self, scope: &SecretScope, name: &str) -> Result<bool, StoreError> {
-        self.write((scope.clone(), name.to_owned()), Command::DeleteSecret)
-            .await
+    fn secret_list<'a>(
+        &'a self,
+        scope: Option<&'a SecretScope>,
+    ) -> BoxFuture<'a, Result<Vec<SecretInfo>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.reads.acquire().await.map_err(read_error)?;
+            secrets::secrets(&mut conn, scope).await
+        })
+    }
+
+    fn delete_sealed<'a>(
+        &'a self,
+        scope: &'a SecretScope,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(self.write((scope.clone(), name.to_owned()), Command::DeleteSecret))
     }
 }
 

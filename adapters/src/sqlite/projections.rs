@@ -22,7 +22,7 @@ use serde::Serialize;
 
 /// The new state of a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(super) struct RunRow {
+pub(crate) struct RunRow {
     pub id: RunId,
     pub state: &'static str,
     pub since: i64,
@@ -31,7 +31,7 @@ pub(super) struct RunRow {
 /// The data a job or step state carries, stored as JSON in the `reason` column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
-pub(super) enum Reason<'a> {
+pub(crate) enum Reason<'a> {
     JobFailure(&'a JobFailure),
     JobSkip(&'a JobSkipReason),
     StepFailure(&'a StepFailure),
@@ -40,7 +40,7 @@ pub(super) enum Reason<'a> {
 
 /// The new state of a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(super) struct JobRow<'a> {
+pub(crate) struct JobRow<'a> {
     pub id: JobId,
     pub state: &'static str,
     /// The worker the event names, if any; the stored worker is kept otherwise.
@@ -52,7 +52,7 @@ pub(super) struct JobRow<'a> {
 
 /// The new state of a step attempt (inserted on its first event).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(super) struct StepRow<'a> {
+pub(crate) struct StepRow<'a> {
     pub job: JobId,
     pub job_attempt: Attempt,
     pub index: u32,
@@ -72,7 +72,7 @@ type StepKey = (JobId, Attempt, u32, Attempt);
 
 /// The rows a batch of events leaves behind, one per subject, in order of first appearance.
 #[derive(Debug, Default)]
-pub(super) struct Projection<'a> {
+pub(crate) struct Projection<'a> {
     pub runs: Vec<RunRow>,
     pub jobs: Vec<JobRow<'a>>,
     pub steps: Vec<StepRow<'a>>,
@@ -344,7 +344,7 @@ impl StepRow<'_> {
 }
 
 /// A run state from its stored name.
-pub(super) fn run_state(name: &str) -> Result<RunState, String> {
+pub(crate) fn run_state(name: &str) -> Result<RunState, String> {
     Ok(match name {
         "pending" => RunState::Pending,
         "running" => RunState::Running,
@@ -357,7 +357,7 @@ pub(super) fn run_state(name: &str) -> Result<RunState, String> {
 }
 
 /// A job state from its stored name, worker and reason.
-pub(super) fn job_state(
+pub(crate) fn job_state(
     name: &str,
     worker: Option<String>,
     reason: Option<&str>,
@@ -388,7 +388,7 @@ pub(super) fn job_state(
 }
 
 /// A step state from its stored name and reason.
-pub(super) fn step_state(name: &str, reason: Option<&str>) -> Result<StepState, String> {
+pub(crate) fn step_state(name: &str, reason: Option<&str>) -> Result<StepState, String> {
     Ok(match name {
         "pending" => StepState::Pending,
         "running" => StepState::Running,
@@ -406,7 +406,7 @@ pub(super) fn step_state(name: &str, reason: Option<&str>) -> Result<StepState, 
 }
 
 /// A step's exit from its three columns: `oom_killed` is NULL when the process has not ended.
-pub(super) fn step_exit(
+pub(crate) fn step_exit(
     code: Option<i32>,
     signal: Option<i32>,
     oom_killed: Option<bool>,

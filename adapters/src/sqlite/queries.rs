@@ -5,17 +5,15 @@
 //! batch of any size is one prepared statement per table: the SQL text never varies, sqlx keeps
 //! it prepared, and SQLite does the per-row work in C.
 
-use std::collections::HashMap;
-
 use hodei_domain::ids::{JobId, RunId, Timestamp};
-use hodei_domain::plan::RunInputs;
-use hodei_domain::ports::{JobRecord, NewRun, PipelineVersion, RunRecord, StepRecord, StoreError};
+use hodei_domain::ports::{JobRecord, NewRun, PipelineVersion, RunRecord, StoreError};
 use hodei_domain::state::{Attempt, DomainEvent};
 use serde::Serialize;
 use sqlx::SqliteConnection;
 
 use super::error::{corrupt, store_error, stored_id};
-use super::projections::{Projection, job_state, run_state, step_exit, step_state};
+use super::projections::Projection;
+use crate::decode::{JobRow, RunRow, StepRow};
 
 // The statements of an append, as macros so that they can be joined into one query (one
 // round trip to SQLite's thread) and still be examined one by one in the tests.
@@ -305,30 +303,6 @@ pub(super) async fn pipeline(
     }))
 }
 
-type RunRow = (String, u32, String, String, String, i64, i64);
-type JobRow = (
-    i64,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    u32,
-    i64,
-);
-type StepRow = (
-    i64,
-    u32,
-    u32,
-    u32,
-    String,
-    Option<String>,
-    Option<i32>,
-    Option<i32>,
-    Option<bool>,
-    i64,
-    Option<i64>,
-);
-
 /// A run with its jobs in plan order and their steps; call it in a read transaction so that the
 /// three reads see one state.
 pub(super) async fn run(
@@ -349,7 +323,7 @@ pub(super) async fn run(
     .fetch_optional(&mut *conn)
     .await
     .map_err(fail)?;
-    let Some((pipeline, version, source, inputs, state, since, created)) = row else {
+    let Some(row) = row else {
         return Ok(None);
     };
     let jobs: Vec<JobRow> = sqlx::query_as(
@@ -371,54 +345,7 @@ pub(super) async fn run(
     .await
     .map_err(fail)?;
 
-    let inputs: RunInputs =
-        serde_json::from_str(&inputs).map_err(|err| corrupt(format!("{id} inputs"), err))?;
-    let state = run_state(&state).map_err(|err| corrupt(&what, err))?;
-    let mut records = Vec::with_capacity(jobs.len());
-    let mut position = HashMap::with_capacity(jobs.len());
-    for (job, name, state, worker, reason, attempt, since) in jobs {
-        let job_id = JobId(stored_id("job id", job)?);
-        let what = job_id.to_string();
-        position.insert(job_id, records.len());
-        records.push(JobRecord {
-            id: job_id,
-            name,
-            state: job_state(&state, worker, reason.as_deref()).map_err(|e| corrupt(&what, e))?,
-            attempt: attempt_of(&what, attempt)?,
-            since: Timestamp(since),
-            steps: Vec::new(),
-        });
-    }
-    for (job, job_attempt, index, attempt, state, reason, code, signal, oom, since, log_offset) in
-        steps
-    {
-        let job_id = JobId(stored_id("job id", job)?);
-        let what = format!("step {index} of {job_id}");
-        let record = StepRecord {
-            job_attempt: attempt_of(&what, job_attempt)?,
-            index,
-            attempt: attempt_of(&what, attempt)?,
-            state: step_state(&state, reason.as_deref()).map_err(|e| corrupt(&what, e))?,
-            exit: step_exit(code, signal, oom),
-            since: Timestamp(since),
-            log_offset: log_offset.and_then(|offset| u64::try_from(offset).ok()),
-        };
-        match position.get(&job_id).and_then(|&i| records.get_mut(i)) {
-            Some(job) => job.steps.push(record),
-            None => return Err(corrupt(what, "its job is not in the run")),
-        }
-    }
-    Ok(Some(RunRecord {
-        id,
-        pipeline,
-        version,
-        source,
-        inputs,
-        state,
-        since: Timestamp(since),
-        created: Timestamp(created),
-        jobs: records,
-    }))
+    crate::decode::run_record(id, row, jobs, steps).map(Some)
 }
 
 /// The runs not in a terminal state, oldest first.
@@ -456,7 +383,7 @@ pub(super) async fn events(
 }
 
 /// Event rows (`seq`, `body`) read back as numbered domain events.
-pub(super) fn decode_events(
+pub(crate) fn decode_events(
     rows: Vec<(i64, String)>,
 ) -> Result<Vec<(u64, DomainEvent)>, StoreError> {
     rows.into_iter()
@@ -466,10 +393,6 @@ pub(super) fn decode_events(
             Ok((stored_id(&what, seq)?, event))
         })
         .collect()
-}
-
-fn attempt_of(what: &str, n: u32) -> Result<Attempt, StoreError> {
-    Attempt::new(n).ok_or_else(|| corrupt(what, "attempt 0"))
 }
 
 fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {

@@ -5,7 +5,8 @@ use hodei_domain::ids::{RunId, Timestamp};
 use hodei_domain::ports::{Claim, RepositoryRecord, StoreError};
 use sqlx::SqliteConnection;
 
-use super::error::{corrupt, store_error, stored_id};
+use super::error::{store_error, stored_id};
+use crate::decode::{RepoRow, repository_record};
 
 /// A write about repositories, through the store's writer.
 #[derive(Debug, Clone)]
@@ -38,18 +39,6 @@ pub enum RepoWritten {
     Done(bool),
     Claimed(Claim),
 }
-
-type Row = (
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    String,
-    Option<String>,
-    i64,
-    Option<String>,
-);
 
 macro_rules! select_repositories {
     ($rest:literal) => {
@@ -179,49 +168,20 @@ pub(super) async fn repository(
     conn: &mut SqliteConnection,
     name: &str,
 ) -> Result<Option<RepositoryRecord>, StoreError> {
-    let row: Option<Row> = sqlx::query_as(select_repositories!("WHERE name = ?1"))
+    let row: Option<RepoRow> = sqlx::query_as(select_repositories!("WHERE name = ?1"))
         .bind(name)
         .fetch_optional(conn)
         .await
         .map_err(|err| store_error("reading a repository", err))?;
-    row.map(record).transpose()
+    row.map(repository_record).transpose()
 }
 
 pub(super) async fn repositories(
     conn: &mut SqliteConnection,
 ) -> Result<Vec<RepositoryRecord>, StoreError> {
-    let rows: Vec<Row> = sqlx::query_as(select_repositories!("ORDER BY name"))
+    let rows: Vec<RepoRow> = sqlx::query_as(select_repositories!("ORDER BY name"))
         .fetch_all(conn)
         .await
         .map_err(|err| store_error("listing repositories", err))?;
-    rows.into_iter().map(record).collect()
-}
-
-fn record(
-    (
-        name,
-        forge,
-        clone_url,
-        pipeline_path,
-        credentials,
-        webhook_secret,
-        status_token,
-        created,
-        status_api,
-    ): Row,
-) -> Result<RepositoryRecord, StoreError> {
-    let forge = forge
-        .parse()
-        .map_err(|err: String| corrupt(format!("repository {name}"), err))?;
-    Ok(RepositoryRecord {
-        name,
-        forge,
-        clone_url,
-        pipeline_path,
-        credentials,
-        webhook_secret,
-        status_token,
-        status_api,
-        created: Timestamp(created),
-    })
+    rows.into_iter().map(repository_record).collect()
 }

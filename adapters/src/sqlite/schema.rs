@@ -62,6 +62,7 @@ pub(super) async fn open_file(path: &Path) -> Result<Pools, StoreError> {
         .connect_with(write_options)
         .await
         .map_err(|err| store_error(&what, err))?;
+    check_version(&write, &path.display().to_string()).await?;
     MIGRATOR
         .run(&write)
         .await
@@ -73,6 +74,28 @@ pub(super) async fn open_file(path: &Path) -> Result<Pools, StoreError> {
         .await
         .map_err(|err| store_error(&what, err))?;
     Ok(Pools { write, read })
+}
+
+/// Refuses a database migrated by a newer Hodei, before anything is written to it.
+async fn check_version(pool: &SqlitePool, shown: &str) -> Result<(), StoreError> {
+    let what = format!("reading the schema version of {shown}");
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' \
+         AND name = '_sqlx_migrations')",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(|err| store_error(&what, err))?;
+    if !exists {
+        return Ok(());
+    }
+    let applied: Option<i64> =
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await
+            .map_err(|err| store_error(&what, err))?;
+    let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    crate::postgres::schema::newer_schema(shown, applied, known)
 }
 
 /// Opens a new, empty in-memory database.

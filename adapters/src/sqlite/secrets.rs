@@ -5,19 +5,9 @@ use hodei_domain::ids::Timestamp;
 use hodei_domain::ports::{SecretInfo, SecretScope, StoreError};
 use sqlx::SqliteConnection;
 
-use super::error::{corrupt, store_error};
-
-/// A sealed value to store as secret `name` of `scope`.
-#[derive(Debug, Clone)]
-pub struct SealedSecret {
-    pub scope: SecretScope,
-    pub name: String,
-    pub nonce: Vec<u8>,
-    pub sealed: Vec<u8>,
-    pub at: Timestamp,
-}
-
-type InfoRow = (String, String, String, i64, i64);
+use super::error::store_error;
+use crate::decode::{SecretRow, secret_info};
+use crate::secrets::SealedSecret;
 
 /// Stores a sealed value, replacing the one of an existing secret (which keeps its creation
 /// time); answers the secret and whether it is new.
@@ -98,7 +88,7 @@ pub(super) async fn secrets(
     scope: Option<&SecretScope>,
 ) -> Result<Vec<SecretInfo>, StoreError> {
     let what = "listing secrets";
-    let rows: Vec<InfoRow> = match scope {
+    let rows: Vec<SecretRow> = match scope {
         Some(scope) => {
             sqlx::query_as(
                 "SELECT scope, owner, name, created, updated FROM secrets \
@@ -116,16 +106,5 @@ pub(super) async fn secrets(
         .await,
     }
     .map_err(|err| store_error(what, err))?;
-    rows.into_iter()
-        .map(|(kind, owner, name, created, updated)| {
-            let scope = SecretScope::new(&kind, &owner)
-                .ok_or_else(|| corrupt(format!("secret {name}"), format!("scope `{kind}`")))?;
-            Ok(SecretInfo {
-                scope,
-                name,
-                created: Timestamp(created),
-                updated: Timestamp(updated),
-            })
-        })
-        .collect()
+    rows.into_iter().map(secret_info).collect()
 }

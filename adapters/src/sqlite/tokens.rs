@@ -2,13 +2,11 @@
 //! secret, never the secret; revoked tokens stay so that an id is never reused.
 
 use hodei_domain::ids::Timestamp;
-use hodei_domain::model::Role;
 use hodei_domain::ports::{NewToken, StoreError, TokenRecord};
 use sqlx::SqliteConnection;
 
-use super::error::{corrupt, store_error, stored_id};
-
-type TokenRow = (i64, String, String, Vec<u8>, i64, Option<i64>);
+use super::error::{store_error, stored_id};
+use crate::decode::{TokenRow, token_record};
 
 macro_rules! select_tokens {
     ($rest:literal) => {
@@ -86,7 +84,7 @@ pub(super) async fn token_by_digest(
         .fetch_optional(conn)
         .await
         .map_err(|err| store_error("looking up a token", err))?;
-    row.map(record).transpose()
+    row.map(token_record).transpose()
 }
 
 /// The tokens not revoked, oldest first.
@@ -95,7 +93,7 @@ pub(super) async fn tokens(conn: &mut SqliteConnection) -> Result<Vec<TokenRecor
         .fetch_all(conn)
         .await
         .map_err(|err| store_error("listing tokens", err))?;
-    rows.into_iter().map(record).collect()
+    rows.into_iter().map(token_record).collect()
 }
 
 /// Whether any token was ever created.
@@ -104,20 +102,4 @@ pub(super) async fn any_token(conn: &mut SqliteConnection) -> Result<bool, Store
         .fetch_one(conn)
         .await
         .map_err(|err| store_error("counting tokens", err))
-}
-
-fn record((id, name, role, digest, created, revoked): TokenRow) -> Result<TokenRecord, StoreError> {
-    let what = format!("token {id}");
-    let role: Role = role.parse().map_err(|err| corrupt(&what, err))?;
-    let digest: [u8; 32] = digest
-        .try_into()
-        .map_err(|bytes: Vec<u8>| corrupt(&what, format!("a digest of {} bytes", bytes.len())))?;
-    Ok(TokenRecord {
-        id: stored_id("token id", id)?,
-        name,
-        role,
-        digest,
-        created: Timestamp(created),
-        revoked: revoked.map(Timestamp),
-    })
 }

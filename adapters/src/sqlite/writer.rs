@@ -26,8 +26,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::agents::{self, AgentWrite, AgentWritten};
 use super::error::store_error;
 use super::repos::{self, RepoWrite, RepoWritten};
-use super::secrets::{self, SealedSecret};
+use super::secrets;
 use super::{queries, tokens};
+use crate::secrets::SealedSecret;
 
 /// The most events (or jobs of new runs) written in one transaction.
 pub(super) const MAX_BATCH: usize = 1_000;

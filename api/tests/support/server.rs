@@ -45,7 +45,7 @@ pub async fn start_with(limits: Limits) -> Server {
     );
     let logs = Arc::new(FileLogStore::open(&dir.path().join("logs"), 1).expect("the logs open"));
     let key = SecretKey::load_or_create(&dir.path().join("secrets.key")).expect("a key file");
-    let secrets = Arc::new(SealedSecrets::new(store.as_ref().clone(), &key));
+    let secrets = Arc::new(SealedSecrets::new(store.clone(), &key));
     let provider = Arc::new(
         LocalProvider::new(
             dir.path().join("workspaces"),

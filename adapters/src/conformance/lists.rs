@@ -1,16 +1,24 @@
-//! The API's lists and tokens against a real in-memory SQLite database.
+//! The API's lists (keyset pages of pipelines, runs and events) and its tokens, for every
+//! store.
 
 use hodei_domain::ids::{JobId, RunId, Timestamp};
 use hodei_domain::model::Role;
 use hodei_domain::plan::RunInputs;
-use hodei_domain::ports::{NewRun, NewToken, RunFilter, Store, StoreError, TokenStore};
+use hodei_domain::ports::{NewRun, NewToken, RunFilter, StoreError};
 use hodei_domain::state::{DomainEvent, RunState};
 
-use super::SqliteStore;
+use super::{AnyStore, Backend, conformance};
 
-const WEB: &str = "name: web\njobs:\n  build:\n    steps: [{ run: make }]\n";
+conformance!(
+    pipelines_page_by_name_with_their_latest_version,
+    runs_list_newest_first_by_keyset_and_filter,
+    a_job_knows_its_run_and_a_run_its_events,
+    tokens_are_found_by_digest_listed_until_revoked_and_unique,
+);
 
-async fn run_of(store: &SqliteStore, pipeline: &str, branch: &str, at: i64) -> RunId {
+use super::WEB;
+
+async fn run_of(store: &dyn AnyStore, pipeline: &str, branch: &str, at: i64) -> RunId {
     let version = store
         .put_pipeline(pipeline, WEB, Timestamp(0))
         .await
@@ -31,9 +39,8 @@ async fn run_of(store: &SqliteStore, pipeline: &str, branch: &str, at: i64) -> R
     record.id
 }
 
-#[tokio::test]
-async fn pipelines_page_by_name_with_their_latest_version() {
-    let store = SqliteStore::memory().await.unwrap();
+async fn pipelines_page_by_name_with_their_latest_version(backend: Backend) {
+    let store = backend.store().await;
     for (name, at) in [("web", 1), ("api", 2), ("docs", 3)] {
         store.put_pipeline(name, WEB, Timestamp(at)).await.unwrap();
     }
@@ -61,12 +68,11 @@ async fn pipelines_page_by_name_with_their_latest_version() {
     assert!(store.pipeline_versions("nope").await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn runs_list_newest_first_by_keyset_and_filter() {
-    let store = SqliteStore::memory().await.unwrap();
-    let a = run_of(&store, "web", "main", 1).await;
-    let b = run_of(&store, "api", "main", 2).await;
-    let c = run_of(&store, "web", "dev", 3).await;
+async fn runs_list_newest_first_by_keyset_and_filter(backend: Backend) {
+    let store = backend.store().await;
+    let a = run_of(&*store, "web", "main", 1).await;
+    let b = run_of(&*store, "api", "main", 2).await;
+    let c = run_of(&*store, "web", "dev", 3).await;
     store
         .append(vec![DomainEvent::RunStarted {
             run: c,
@@ -115,11 +121,10 @@ async fn runs_list_newest_first_by_keyset_and_filter() {
     assert_eq!(found[0].inputs.branch, "dev");
 }
 
-#[tokio::test]
-async fn a_job_knows_its_run_and_a_run_its_events() {
-    let store = SqliteStore::memory().await.unwrap();
-    let run = run_of(&store, "web", "main", 1).await;
-    let other = run_of(&store, "web", "main", 2).await;
+async fn a_job_knows_its_run_and_a_run_its_events(backend: Backend) {
+    let store = backend.store().await;
+    let run = run_of(&*store, "web", "main", 1).await;
+    let other = run_of(&*store, "web", "main", 2).await;
     let record = store.run(run).await.unwrap().unwrap();
     let job = record.jobs[0].id;
     assert_eq!(store.job_run(job).await.unwrap(), Some(run));
@@ -148,9 +153,8 @@ async fn a_job_knows_its_run_and_a_run_its_events() {
     assert_eq!(after_first.len(), 1);
 }
 
-#[tokio::test]
-async fn tokens_are_found_by_digest_listed_until_revoked_and_unique() {
-    let store = SqliteStore::memory().await.unwrap();
+async fn tokens_are_found_by_digest_listed_until_revoked_and_unique(backend: Backend) {
+    let store = backend.store().await;
     assert!(!store.any_token().await.unwrap());
     let new = |name: &str, byte: u8| NewToken {
         name: name.into(),
