@@ -13,7 +13,7 @@ use hodei_adapters::clock::SystemClock;
 use hodei_adapters::docker::DockerConfig;
 use hodei_adapters::files::{DiskFiles, FileLimits};
 use hodei_adapters::git::GitMirrors;
-use hodei_adapters::local::LocalProvider;
+use hodei_adapters::local::{LocalProvider, RunAs};
 use hodei_adapters::logs::FileLogStore;
 use hodei_adapters::postgres::PgStore;
 use hodei_adapters::route::ByImage;
@@ -141,6 +141,7 @@ pub async fn local_stack(
         labels,
         slots,
         approvals,
+        run_as: None,
     };
     let files = open_files(paths, FileLimits::default())?;
     let instance = store.instance_id().to_owned();
@@ -210,6 +211,8 @@ struct Local {
     labels: Vec<Label>,
     slots: Option<u32>,
     approvals: Approvals,
+    /// The user local steps run as, if not Hodei's own.
+    run_as: Option<RunAs>,
 }
 
 /// What `hodei server` runs on: the tree, the providers, the store for the API's tokens and
@@ -239,13 +242,14 @@ pub async fn server_stack(
     local_slots: u32,
     agents: AgentSettings,
     limits: FileLimits,
+    run_as: Option<RunAs>,
 ) -> Result<ServerStack, String> {
     let mut paths = LocalPaths::data_dir(data);
     if let Database::Postgres(_) = database {
         // The record and the logs are in PostgreSQL: no database file in the directory.
         paths.store = None;
     }
-    make_private(data, &paths)
+    make_private(data, &paths, run_as.is_some())
         .map_err(|err| format!("cannot make the data directory private to this user: {err}"))?;
     let (store, logs) = open_server_store(&paths, database).await?;
     let key = SecretKey::load_or_create(&data.join(SECRETS_KEY_FILE)).map_err(|e| e.to_string())?;
@@ -260,6 +264,7 @@ pub async fn server_stack(
         labels,
         slots: Some(local_slots),
         approvals: Approvals::Wait,
+        run_as,
     };
     let files = open_files(&paths, limits)?;
     prune_files(files.clone());
@@ -293,12 +298,28 @@ pub async fn server_stack(
 /// directory and `logs/` 0700, the database (created empty if new, so that SQLite gives its WAL
 /// files the same mode) and the files beside it 0600. A directory made by an older Hodei is
 /// tightened; the directory's own mode keeps what is deeper from other users.
-fn make_private(data: &Path, paths: &LocalPaths) -> std::io::Result<()> {
+/// Makes the data directory and what is in it the server's user's alone. With `run_as`, the
+/// steps' user may pass through the data directory (mode 0711: not list it) to the workspaces
+/// (0711 too), and reaches nothing else.
+fn make_private(data: &Path, paths: &LocalPaths, run_as: bool) -> std::io::Result<()> {
     use std::fs::{DirBuilder, OpenOptions, Permissions, set_permissions};
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-    for dir in [data, paths.logs.as_path()] {
-        DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-        set_permissions(dir, Permissions::from_mode(0o700))?;
+    let passable = if run_as { 0o711 } else { 0o700 };
+    let mut dirs = vec![
+        (data, passable),
+        (paths.logs.as_path(), 0o700),
+        (paths.files.as_path(), 0o700),
+        (paths.docker_workspaces.as_path(), 0o700),
+    ];
+    if run_as {
+        dirs.push((paths.workspaces.as_path(), 0o711));
+    }
+    if let Some(mirrors) = &paths.mirrors {
+        dirs.push((mirrors.as_path(), 0o700));
+    }
+    for (dir, mode) in dirs {
+        DirBuilder::new().recursive(true).mode(mode).create(dir)?;
+        set_permissions(dir, Permissions::from_mode(mode))?;
     }
     if let Some(db) = &paths.store {
         OpenOptions::new()
@@ -414,6 +435,7 @@ async fn start_stack(
         labels,
         slots,
         approvals,
+        run_as,
     } = local;
     let Record {
         store,
@@ -423,6 +445,9 @@ async fn start_stack(
     let mut local = LocalProvider::new(paths.workspaces.clone(), instance.clone());
     if let Some(mirrors) = &paths.mirrors {
         local = local.with_mirrors(mirrors.clone());
+    }
+    if let Some(user) = run_as {
+        local = local.with_run_as(user);
     }
     let local = Arc::new(local);
     // Jobs with an `image` run on the Docker engine (`HODEI_DOCKER_HOST`, by default the local

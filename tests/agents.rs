@@ -8,6 +8,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::scratch;
@@ -156,6 +158,19 @@ impl Api {
         }
     }
 
+    /// Cancels a run and waits for its end.
+    async fn cancel(&self, run: u64) -> Value {
+        let (status, _) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/runs/{run}/cancel"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 202);
+        self.wait_run(run, Duration::from_secs(30), finished).await
+    }
+
     async fn log(&self, job: u64) -> Vec<u8> {
         self.http
             .get(format!("{}/api/v1/jobs/{job}/log", self.base))
@@ -255,6 +270,11 @@ impl Cluster {
 
     /// Starts an agent named `name` with its data in `DATA/<name>`.
     fn agent(&self, name: &str, token: &str, extra: &[&str]) -> Process {
+        self.agent_via(self.url(), name, token, extra)
+    }
+
+    /// Starts an agent that reaches the server at `server` (a proxy, say).
+    fn agent_via(&self, server: &str, name: &str, token: &str, extra: &[&str]) -> Process {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -262,13 +282,7 @@ impl Cluster {
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_hodei"))
             .args([
-                "agent",
-                "--server",
-                self.url(),
-                "--token",
-                token,
-                "--name",
-                name,
+                "agent", "--server", server, "--token", token, "--name", name,
             ])
             .args(["--slots", "2", "--data"])
             .arg(self.data.join(name))
@@ -430,6 +444,219 @@ async fn a_cancel_stops_the_step_on_the_agent_and_runs_its_hooks() {
         .await;
     let run = cluster.trigger("slow").await;
     wait_for_file(&marks.join("started"), Duration::from_secs(30));
+    let run = cluster.cancel(run).await;
+    assert_eq!(run["state"], "cancelled", "{run:#}");
+    assert!(!marks.join("finished").exists(), "the step was stopped");
+    let log = cluster.log(run["jobs"][0]["id"].as_u64().unwrap()).await;
+    let log = String::from_utf8_lossy(&log);
+    assert!(log.contains("hook ran"), "{log}");
+}
+
+/// A proxy in front of the server that cuts WebSockets, as some proxies do: it forwards plain
+/// HTTP, and answers `502` to a connection whose first request asks for an upgrade. Its port,
+/// and how many upgrades it refused.
+async fn proxy_without_websockets(target: u16) -> (u16, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let counter = refused.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match client.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                if text.contains("upgrade: websocket") {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let _ = client
+                        .write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .await;
+                    return;
+                }
+                let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                else {
+                    return;
+                };
+                if server.write_all(&head).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    (port, refused)
+}
+
+/// The agent's doorbell as the workers' list shows it.
+async fn doorbell_of(api: &Api, agent: &str) -> Option<bool> {
+    let (_, workers) = api
+        .call(reqwest::Method::GET, "/api/v1/workers", None)
+        .await;
+    workers["items"]
+        .as_array()?
+        .iter()
+        .find(|w| w["id"] == agent)
+        .and_then(|w| w["agent"]["doorbell"].as_bool())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_proxy_that_cuts_websockets_an_agent_long_polls_and_still_takes_cancels() {
+    hodei_api::client::install_crypto();
+    let cluster = Cluster::start("no-websockets", 30);
+    let (proxy, refused) = proxy_without_websockets(cluster.port).await;
+    let token = cluster.registration_token().await;
+    let _direct = cluster.agent("direct", &token, &["--labels", "direct"]);
+    let _proxied = cluster.agent_via(&format!("http://127.0.0.1:{proxy}"), "proxied", &token, &[]);
+    // The direct agent holds its doorbell; the proxied one cannot and long-polls.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while doorbell_of(&cluster, "direct").await != Some(true)
+        || doorbell_of(&cluster, "proxied").await != Some(false)
+    {
+        assert!(Instant::now() < deadline, "the agents never connected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        refused.load(Ordering::SeqCst) >= 1,
+        "the proxy refused the upgrade"
+    );
+    let marks = cluster.data.join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    // One job for each: each runs where its labels send it, and each is cancelled.
+    cluster
+        .apply(
+            "both",
+            &format!(
+                "name: both\non: {{ manual: {{}} }}\njobs:\n  near:\n    runs_on: [direct]\n    steps:\n      - run: touch {m}/near; sleep 120; touch {m}/near-finished\n  far:\n    runs_on: [worker=proxied]\n    steps:\n      - run: touch {m}/far; sleep 120; touch {m}/far-finished\n",
+                m = marks.display()
+            ),
+        )
+        .await;
+    let run = cluster.trigger("both").await;
+    wait_for_file(&marks.join("near"), Duration::from_secs(30));
+    wait_for_file(&marks.join("far"), Duration::from_secs(30));
+    let run = cluster.cancel(run).await;
+    assert_eq!(run["state"], "cancelled", "{run:#}");
+    for job in run["jobs"].as_array().unwrap() {
+        assert_eq!(job["state"], "cancelled", "{run:#}");
+        assert_eq!(
+            job["worker"],
+            if job["name"] == "near" {
+                "direct"
+            } else {
+                "proxied"
+            }
+        );
+    }
+    assert!(
+        !marks.join("near-finished").exists(),
+        "the step was stopped"
+    );
+    assert!(!marks.join("far-finished").exists(), "the step was stopped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_token_opens_its_own_job_only_and_the_doorbell_rings_for_work_and_cancels() {
+    hodei_api::client::install_crypto();
+    let cluster = Cluster::start("job-token", 30);
+    let token = cluster.registration_token().await;
+    let registered: Value = cluster
+        .http
+        .post(format!("{}/api/v1/agent/register", cluster.url()))
+        .json(&json!({"token": token, "name": "raw", "labels": ["raw"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let credential = registered["credential"].as_str().unwrap().to_owned();
+    let target = hodei_api::client::Target::new(cluster.url(), Some(credential.clone()));
+    let client = hodei_api::client::Client::new(&target).unwrap();
+    let poll = hodei_api::agent_protocol::PollRequest {
+        labels: Vec::new(),
+        slots: 2,
+        room: true,
+        free: None,
+        wait_ms: 0,
+        version: "test".into(),
+    };
+    // Seen by the server, nothing to do yet; the doorbell open.
+    let work = client.poll(&poll).await.unwrap();
+    assert!(work.job.is_none() && work.cancel.is_empty());
+    let mut bell = client.doorbell().await.unwrap();
+    cluster
+        .apply(
+            "two",
+            "name: two\non: { manual: {} }\njobs:\n  a:\n    runs_on: [raw]\n    steps: [{ run: 'true' }]\n  b:\n    runs_on: [raw]\n    steps: [{ run: 'true' }]\n",
+        )
+        .await;
+    let run = cluster.trigger("two").await;
+    // The doorbell rings for the work; polls take the two jobs, each with its own token.
+    tokio::time::timeout(Duration::from_secs(30), bell.ring())
+        .await
+        .expect("the doorbell rang for the work")
+        .unwrap();
+    // A poll with room for two brings both, once both are offered.
+    let two = hodei_api::agent_protocol::PollRequest {
+        free: Some(2),
+        ..poll.clone()
+    };
+    let mut claimed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while claimed.is_empty() {
+        assert!(Instant::now() < deadline, "the jobs were never claimed");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let work = client.poll(&two).await.unwrap();
+        claimed.extend(work.job.map(|job| *job));
+        claimed.extend(work.more);
+    }
+    assert_eq!(claimed.len(), 2, "one poll brought both jobs");
+    let (a, b) = (&claimed[0], &claimed[1]);
+    assert_ne!(a.token, b.token);
+    assert!(!a.token.contains(&credential) && a.token != credential);
+    let append = |job: u64, bearer: Option<&str>, epoch: u64| {
+        let request = cluster
+            .http
+            .put(format!(
+                "{}/api/v1/agent/jobs/{job}/log?epoch={epoch}&offset=0",
+                cluster.url()
+            ))
+            .body("hello");
+        match bearer {
+            Some(bearer) => request.bearer_auth(bearer),
+            None => request,
+        }
+    };
+    // Its own job's token opens its job.
+    let answer = append(a.job.0, Some(&a.token), a.epoch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let committed: Value = answer.json().await.unwrap();
+    assert_eq!(committed["committed"], 5);
+    // Not another job, not the agent's credential, not without a token.
+    for (job, bearer, epoch) in [
+        (b.job.0, Some(a.token.as_str()), b.epoch),
+        (a.job.0, Some(b.token.as_str()), a.epoch),
+        (a.job.0, Some(credential.as_str()), a.epoch),
+    ] {
+        let answer = append(job, bearer, epoch).send().await.unwrap();
+        assert_eq!(answer.status(), 409);
+        let problem: Value = answer.json().await.unwrap();
+        assert_eq!(problem["code"], "lease-lost", "{problem}");
+    }
+    let answer = append(a.job.0, None, a.epoch).send().await.unwrap();
+    assert_eq!(answer.status(), 401);
+    assert_eq!(doorbell_of(&cluster, "raw").await, Some(true));
+    // A cancel rings too, and the next poll brings it.
     let (status, _) = cluster
         .call(
             reqwest::Method::POST,
@@ -438,14 +665,53 @@ async fn a_cancel_stops_the_step_on_the_agent_and_runs_its_hooks() {
         )
         .await;
     assert_eq!(status, 202);
+    tokio::time::timeout(Duration::from_secs(30), bell.ring())
+        .await
+        .expect("the doorbell rang for the cancel")
+        .unwrap();
+    let mut cancelled = client.poll(&poll).await.unwrap().cancel;
+    cancelled.sort();
+    let mut jobs = vec![a.job, b.job];
+    jobs.sort();
+    assert_eq!(cancelled, jobs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_with_run_as_runs_its_local_steps_as_that_user() {
+    hodei_api::client::install_crypto();
+    let out = Command::new("id")
+        .args(["-u", "hodei-step"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the user hodei-step is missing: ./scripts/test creates it"
+    );
+    let uid = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let cluster = Cluster::start("run-as", 30);
+    let token = cluster.registration_token().await;
+    let _agent = cluster.agent("a1", &token, &["--run-as", "hodei-step"]);
+    cluster
+        .apply(
+            "who",
+            "name: who\non: { manual: {} }\njobs:\n  who:\n    steps:\n      - run: id -u; if ls ../.. >/dev/null 2>&1; then echo DATA-LISTED; else echo data unlisted; fi\n",
+        )
+        .await;
+    let run = cluster.trigger("who").await;
     let run = cluster
         .wait_run(run, Duration::from_secs(30), finished)
         .await;
-    assert_eq!(run["state"], "cancelled", "{run:#}");
-    assert!(!marks.join("finished").exists(), "the step was stopped");
     let log = cluster.log(run["jobs"][0]["id"].as_u64().unwrap()).await;
-    let log = String::from_utf8_lossy(&log);
-    assert!(log.contains("hook ran"), "{log}");
+    assert_eq!(
+        run["state"],
+        "succeeded",
+        "{}",
+        String::from_utf8_lossy(&log)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&log),
+        format!("{uid}\ndata unlisted\n")
+    );
 }
 
 /// How long the first attempt of a counted job sleeps: `base` seconds and a fraction that
@@ -659,6 +925,47 @@ async fn sigterm_lets_running_jobs_finish_and_takes_no_new_one() {
     let waiting = cluster.trigger("short").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(cluster.run(waiting).await["jobs"][0]["state"], "queued");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_past_the_grace_hands_the_job_back_and_another_agent_retries_it_at_once() {
+    hodei_api::client::install_crypto();
+    // A lease far longer than the test waits: the job moves on because it is handed back.
+    let cluster = Cluster::start("hand-back", 600);
+    let token = cluster.registration_token().await;
+    let mut first = cluster.agent("a1", &token, &["--grace", "1"]);
+    let marks = cluster.data.join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    cluster
+        .apply("counted", &counted_job(&marks, &long_sleep(300)))
+        .await;
+    let run = cluster.trigger("counted").await;
+    wait_for_file(&marks.join("starts"), Duration::from_secs(30));
+    let _second = cluster.agent("a2", &token, &[]);
+    first.signal(libc::SIGTERM);
+    assert_eq!(first.exit_code(Duration::from_secs(30)), 0);
+    assert!(
+        cluster.agent_log("a1").contains("back to the server"),
+        "{}",
+        cluster.agent_log("a1")
+    );
+    let run = cluster
+        .wait_run(run, Duration::from_secs(60), finished)
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    assert_eq!(run["jobs"][0]["attempt"], 2, "{run:#}");
+    assert_eq!(run["jobs"][0]["worker"], "a2", "{run:#}");
+    assert_eq!(
+        lines_of(&marks.join("effects")),
+        ["done"],
+        "one side effect"
+    );
+    let log = cluster.log(run["jobs"][0]["id"].as_u64().unwrap()).await;
+    let log = String::from_utf8_lossy(&log);
+    assert!(
+        log.contains("the agent `a1` was stopped and handed this job back"),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1143,6 +1450,8 @@ async fn the_server_times_out_a_job_an_agent_holds_but_never_ends() {
         .as_u64()
         .expect("the job is given to the agent");
     let epoch = work["job"]["epoch"].as_u64().unwrap();
+    // The job's own calls present its job token.
+    let job_token = work["job"]["token"].as_str().unwrap().to_owned();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -1152,7 +1461,10 @@ async fn the_server_times_out_a_job_an_agent_holds_but_never_ends() {
         {"type": "job_started", "run": run, "job": job, "attempt": 1, "worker": "silent", "at": now},
     ]);
     let events_path = format!("/api/v1/agent/jobs/{job}/events");
-    let answer = agent(reqwest::Method::POST, events_path.clone())
+    let answer = cluster
+        .http
+        .post(format!("{}{events_path}", cluster.url()))
+        .bearer_auth(&job_token)
         .json(&json!({"epoch": epoch, "seq": 0, "events": started_events}))
         .send()
         .await
@@ -1173,8 +1485,11 @@ async fn the_server_times_out_a_job_an_agent_holds_but_never_ends() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     assert_eq!(run["jobs"][0]["state"], "timed_out", "{run:#}");
-    // Its writes are refused from now on.
-    let answer = agent(reqwest::Method::POST, events_path)
+    // Its writes are refused from now on: the job token ended with the job.
+    let answer = cluster
+        .http
+        .post(format!("{}{events_path}", cluster.url()))
+        .bearer_auth(&job_token)
         .json(&json!({"epoch": epoch, "seq": 1, "events": []}))
         .send()
         .await

@@ -158,6 +158,49 @@ async fn log_of(http: &reqwest::Client, base: &str, job: u64, auth: &str) -> Str
         .unwrap()
 }
 
+/// Applies `pipeline` as `p`, starts a run of it and waits for its end: the run and the log of
+/// its first job.
+async fn run_to_the_end(
+    http: &reqwest::Client,
+    base: &str,
+    auth: &str,
+    pipeline: &str,
+) -> (Value, String) {
+    let applied = http
+        .put(format!("{base}/api/v1/pipelines/p"))
+        .header("authorization", auth)
+        .header("content-type", "application/yaml")
+        .body(pipeline.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert!(applied.status().is_success());
+    let run: Value = http
+        .post(format!("{base}/api/v1/pipelines/p/runs"))
+        .header("authorization", auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = run["id"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let run = get(http, &format!("{base}/api/v1/runs/{id}"), auth).await;
+        if matches!(
+            run["state"].as_str(),
+            Some("succeeded" | "failed" | "cancelled")
+        ) {
+            let job = run["jobs"][0]["id"].as_u64().unwrap();
+            let log = log_of(http, base, job, auth).await;
+            return (run, log);
+        }
+        assert!(Instant::now() < deadline, "{run}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn get(http: &reqwest::Client, url: &str, auth: &str) -> Value {
     http.get(url)
         .header("authorization", auth)
@@ -643,34 +686,8 @@ fn the_data_directory_is_private_to_hodei_s_user_whatever_the_umask() {
         hodei_api::client::install_crypto();
         let http = reqwest::Client::new();
         let auth = format!("Bearer {}", token.trim());
-        let applied = http
-            .put(format!("{}/api/v1/pipelines/p", server.url))
-            .header("authorization", &auth)
-            .header("content-type", "application/yaml")
-            .body("name: p\njobs:\n  a: {steps: [echo hi]}\n")
-            .send()
-            .await
-            .unwrap();
-        assert!(applied.status().is_success());
-        let run: Value = http
-            .post(format!("{}/api/v1/pipelines/p/runs", server.url))
-            .header("authorization", &auth)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let job = run["jobs"][0]["id"].as_u64().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let log = log_of(&http, &server.url, job, &auth).await;
-            if log == "hi\n" {
-                return log;
-            }
-            assert!(Instant::now() < deadline, "the job's log: {log:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let pipeline = "name: p\njobs:\n  a: {steps: [echo hi]}\n";
+        run_to_the_end(&http, &server.url, &auth, pipeline).await.1
     });
     assert_eq!(log, "hi\n");
     let mut seen = 0;
@@ -741,4 +758,76 @@ fn a_nul_byte_in_a_header_is_a_400_not_an_error_in_the_log() {
     drop(server);
     let log = std::fs::read_to_string(&log_file).unwrap();
     assert!(!log.contains("ERROR"), "{log}");
+}
+
+/// The unprivileged user the `run_as` tests' steps run as (`./scripts/test` creates it).
+const STEP_USER: &str = "hodei-step";
+
+/// The uid of [`STEP_USER`]; fails loudly when the test cannot switch users.
+fn step_user_uid() -> String {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "run_as switches users: run the tests as root (as CI does)"
+    );
+    let out = Command::new("id").args(["-u", STEP_USER]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "the user {STEP_USER} is missing: ./scripts/test creates it (useradd --system --create-home --home-dir /var/lib/{STEP_USER} {STEP_USER})"
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn with_run_as_local_steps_run_as_that_user_who_reaches_nothing_else_of_hodei() {
+    let uid = step_user_uid();
+    let data = scratch("run-as").join("data");
+    let server = Server::start_with(&data, &[("HODEI_RUN_AS", STEP_USER)]);
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (log, ready) = runtime.block_on(async {
+        hodei_api::client::install_crypto();
+        let http = reqwest::Client::new();
+        let auth = format!("Bearer {}", token.trim());
+        let pipeline = "name: p\njobs:\n  a:\n    steps:\n      - run: id -un; echo \"home=$HOME\"; echo made > mine; stat -c 'owner=%u' mine .\n      - run: |\n          if cat ../../admin.token >/dev/null 2>&1; then echo TOKEN-READ; else echo token unreadable; fi\n          if ls .. >/dev/null 2>&1; then echo WORKSPACES-LISTED; else echo workspaces unlisted; fi\n          if ls ../../logs >/dev/null 2>&1; then echo LOGS-LISTED; else echo logs unlisted; fi\n";
+        let (run, log) = run_to_the_end(&http, &server.url, &auth, pipeline).await;
+        assert_eq!(run["state"], "succeeded", "{log}");
+        let ready = http
+            .get(format!("{}/readyz", server.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        (log, ready)
+    });
+    assert_eq!(
+        log,
+        format!(
+            "{STEP_USER}\nhome=/var/lib/{STEP_USER}\nowner={uid}\nowner={uid}\ntoken unreadable\nworkspaces unlisted\nlogs unlisted\n"
+        )
+    );
+    assert!(
+        ready.contains(&format!("as the user `{STEP_USER}` (uid {uid})")),
+        "{ready}"
+    );
+}
+
+#[test]
+fn a_run_as_user_that_does_not_exist_stops_the_start_with_what_to_do() {
+    let data = scratch("run-as-missing").join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_hodei"))
+        .args(["server", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .env("HODEI_RUN_AS", "no-such-user-of-hodei")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("run_as: there is no user `no-such-user-of-hodei` on this machine"),
+        "{err}"
+    );
 }

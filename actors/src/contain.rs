@@ -58,6 +58,7 @@ pub struct RestartCounter {
     workers: AtomicU64,
     provider: AtomicU64,
     timer: AtomicU64,
+    agent_desk: AtomicU64,
 }
 
 /// The kinds of actors whose restarts are counted.
@@ -72,6 +73,7 @@ pub enum ActorKind {
     WorkerRegistry,
     Provider,
     Timer,
+    AgentDesk,
 }
 
 impl ActorKind {
@@ -87,6 +89,7 @@ impl ActorKind {
             ActorKind::WorkerRegistry => "worker_registry",
             ActorKind::Provider => "provider",
             ActorKind::Timer => "timer",
+            ActorKind::AgentDesk => "agent_desk",
         }
     }
 }
@@ -103,6 +106,7 @@ impl RestartCounter {
             ActorKind::WorkerRegistry => &self.workers,
             ActorKind::Provider => &self.provider,
             ActorKind::Timer => &self.timer,
+            ActorKind::AgentDesk => &self.agent_desk,
         }
     }
 

@@ -35,6 +35,8 @@ pub enum Point {
     Reconcile,
     /// The timer is about to look for due ticks of schedules.
     TimerPass,
+    /// The agent desk is about to answer an agent's claim.
+    AgentClaim,
 }
 
 impl Point {
@@ -52,6 +54,7 @@ impl Point {
             Point::SubmitRun => "submit_run",
             Point::Reconcile => "reconcile",
             Point::TimerPass => "timer_pass",
+            Point::AgentClaim => "agent_claim",
         }
     }
 }

@@ -8,7 +8,9 @@ use actix::{Actor, Addr, AsyncContext, Context, Handler, Supervised};
 use hodei_domain::ids::WorkerId;
 
 use crate::fault::{Faults, Point};
-use crate::messages::{AddWorker, Heartbeat, RegisterWorker, RemoveWorker, WorkerSpec};
+use crate::messages::{
+    AddWorker, Heartbeat, RegisterWorker, RemoveWorker, SetWorkerState, WorkerSpec,
+};
 use crate::scheduler::Scheduler;
 use crate::supervise::{Restarts, Supervise, contained};
 
@@ -112,6 +114,49 @@ impl Handler<RegisterWorker> for WorkerRegistry {
             act.faults.hit(Point::RegisterWorker);
             act.start_workers();
         });
+    }
+}
+
+/// A worker that stops (an agent that got SIGTERM): it takes no new job (draining) while its
+/// running ones end; once `gone`, it is forgotten, and comes back ready if it registers again.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct LeaveWorker {
+    pub worker: WorkerId,
+    pub gone: bool,
+}
+
+impl Handler<LeaveWorker> for WorkerRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: LeaveWorker, _: &mut Context<Self>) {
+        if !msg.gone {
+            self.scheduler.do_send(SetWorkerState {
+                worker: msg.worker,
+                state: hodei_domain::schedule::WorkerState::Draining,
+            });
+            return;
+        }
+        if let Some(registered) = self.workers.remove(&msg.worker) {
+            if let Some(actor) = registered.actor {
+                actor.do_send(Retire);
+            }
+            tracing::info!(worker = %msg.worker, "Worker left.");
+            self.scheduler.do_send(RemoveWorker { worker: msg.worker });
+        }
+    }
+}
+
+/// The worker left: its actor stops.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+struct Retire;
+
+impl Handler<Retire> for WorkerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        actix::ActorContext::stop(ctx);
     }
 }
 

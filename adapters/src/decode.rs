@@ -215,11 +215,11 @@ pub(crate) fn agent_record(row: AgentRow) -> Result<AgentRecord, StoreError> {
     })
 }
 
-/// `job, run, attempt, agent, epoch, next_seq, log_base` of a lease.
-pub(crate) type LeaseRow = (i64, i64, i64, String, i64, i64, i64);
+/// `job, run, attempt, agent, epoch, next_seq, log_base, token` of a lease.
+pub(crate) type LeaseRow = (i64, i64, i64, String, i64, i64, i64, Option<Vec<u8>>);
 
 pub(crate) fn lease_record(row: LeaseRow) -> Result<Lease, StoreError> {
-    let (job, run, job_attempt, agent, epoch, next_seq, log_base) = row;
+    let (job, run, job_attempt, agent, epoch, next_seq, log_base, token) = row;
     let what = "a lease";
     Ok(Lease {
         job: JobId(stored_id(what, job)?),
@@ -229,6 +229,11 @@ pub(crate) fn lease_record(row: LeaseRow) -> Result<Lease, StoreError> {
         epoch: stored_id(what, epoch)?,
         next_seq: stored_id(what, next_seq)?,
         log_base: stored_id(what, log_base)?,
+        // A lease claimed before job tokens existed has none: no token opens it.
+        token: match token {
+            Some(token) => digest_of(what, &token)?,
+            None => [0; 32],
+        },
     })
 }
 

@@ -127,6 +127,7 @@ pub async fn sample(state: &ApiState) {
         ActorKind::WorkerRegistry,
         ActorKind::Provider,
         ActorKind::Timer,
+        ActorKind::AgentDesk,
     ] {
         metrics::counter!("hodei_actor_restarts_total", "actor" => kind.name())
             .absolute(state.tree.restarts.get(kind));

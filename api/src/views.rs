@@ -585,6 +585,10 @@ pub struct AgentDetail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub last_heartbeat: Option<crate::time::Time>,
+    /// Its doorbell (a WebSocket) is open: work and cancels reach it at once. Otherwise it
+    /// long-polls.
+    #[serde(default)]
+    pub doorbell: bool,
 }
 
 /// Every worker, by id.

@@ -977,7 +977,7 @@ async fn the_openapi_document_lists_every_route_and_every_route_answers() {
             );
         }
     }
-    assert_eq!(operations, 51, "a route was added: document and test it");
+    assert_eq!(operations, 54, "a route was added: document and test it");
     // Routes come from the document: what it does not list does not exist.
     for undocumented in ["/api/v1/agentz", "/api/v1/runs/1/logs", "/api/v1"] {
         server.get(undocumented).await.problem(404, "no-route");
@@ -1076,8 +1076,12 @@ async fn the_live_server_answers_as_its_openapi_document_says() {
                         json!({"token": "hodei_unknown", "name": "conformance"})
                     } else if template == "/api/v1/agent/poll" {
                         json!({"slots": 1, "room": false})
+                    } else if template == "/api/v1/agent/leaving" {
+                        json!({"gone": false})
                     } else if template == "/api/v1/agent/heartbeat" {
                         json!({"jobs": []})
+                    } else if template.ends_with("/hand-back") {
+                        json!({"epoch": 1})
                     } else if template.starts_with("/api/v1/agent/jobs/") {
                         json!({"epoch": 1, "seq": 0, "events": []})
                     } else {
@@ -1198,7 +1202,7 @@ async fn the_live_server_answers_as_its_openapi_document_says() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 51, "every operation was held against the document");
+    assert_eq!(checked, 54, "every operation was held against the document");
     // The trigger's body is optional, as documented: none takes every default.
     let trigger = &doc["paths"]["/api/v1/pipelines/{name}/runs"]["post"];
     assert_ne!(trigger["requestBody"]["required"], true, "{trigger}");

@@ -1164,6 +1164,9 @@ pub struct Lease {
     pub next_seq: u64,
     /// Where the attempt's output begins in the job's log.
     pub log_base: u64,
+    /// The digest of the job token given with the claim: the attempt's own calls present the
+    /// token, valid for this job and this lease only.
+    pub token: [u8; 32],
 }
 
 /// The answer to a fenced report.
@@ -1220,7 +1223,8 @@ pub trait AgentStore: Send + Sync {
     /// Deletes an agent: its credential stops working at once. `false` if there is none.
     fn delete_agent<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
 
-    /// Gives `job`'s attempt `attempt` to `agent` under a new epoch.
+    /// Gives `job`'s attempt `attempt` to `agent` under a new epoch, with the digest of its
+    /// job token.
     fn claim(
         &self,
         job: JobId,
@@ -1228,6 +1232,7 @@ pub trait AgentStore: Send + Sync {
         attempt: crate::state::Attempt,
         agent: String,
         log_base: u64,
+        token: [u8; 32],
     ) -> BoxFuture<'_, Result<Lease, StoreError>>;
 
     /// The leases not over.

@@ -9,12 +9,14 @@
 //! - `outbox.rs`: the ledger where a job's transitions wait for the server.
 //! - `files.rs`: caches on the agent's disk; artifacts refused (the server cannot reach them).
 
+mod config;
 mod files;
 mod job;
 mod outbox;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,14 +40,17 @@ use job::{Held, Phase, Setting, Upload};
 pub const EXIT_REFUSED: u8 = 3;
 
 /// Run jobs of a Hodei server on this machine.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 #[command(
-    after_help = "Examples:\n  hodei agent --server https://ci.example:8080 --token hodei_… --labels linux,arm64\n  HODEI_SERVER=http://10.0.0.2:8080 HODEI_AGENT_TOKEN=hodei_… hodei agent --data /var/lib/hodei-agent\n\nThe registration token is needed once: the agent keeps its own credential in DATA/agent.json.\nExit codes: 0 stopped, 2 bad usage, 3 the server refused the token or credential."
+    after_help = "Examples:\n  hodei agent --server https://ci.example:8080 --token hodei_… --labels linux,arm64\n  HODEI_SERVER=http://10.0.0.2:8080 HODEI_AGENT_TOKEN=hodei_… hodei agent --data /var/lib/hodei-agent\n  hodei agent --config /etc/hodei/agent.toml\n\nSettings come from flags, then HODEI_* variables, then the configuration file (--config,\nHODEI_CONFIG, or hodei-agent.toml in the working directory if it exists), then defaults.\nThe registration token is needed once: the agent keeps its own credential in DATA/agent.json.\nExit codes: 0 stopped, 2 bad usage, 3 the server refused the token or credential."
 )]
 pub struct Args {
+    /// A configuration file (TOML; keys as in docs/agents.md).
+    #[arg(long, value_name = "FILE", env = "HODEI_CONFIG")]
+    config: Option<PathBuf>,
     /// The server's URL (or HODEI_SERVER).
     #[arg(long, value_name = "URL", env = "HODEI_SERVER")]
-    server: String,
+    server: Option<String>,
     /// A registration token an admin created (`hodei agents tokens create`), or
     /// HODEI_AGENT_TOKEN; needed at the first start only.
     #[arg(
@@ -69,20 +74,32 @@ pub struct Args {
     /// Jobs at once (default: one per CPU core).
     #[arg(long, value_name = "N", env = "HODEI_SLOTS")]
     slots: Option<u32>,
-    /// Where the agent keeps its credential, spool and workspaces.
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "HODEI_DATA",
-        default_value = "hodei-agent"
-    )]
-    data: PathBuf,
+    /// Where the agent keeps its credential, spool and workspaces (default: hodei-agent).
+    #[arg(long, value_name = "DIR", env = "HODEI_DATA")]
+    data: Option<PathBuf>,
     /// A PEM certificate to trust for the server, besides the system's.
     #[arg(long, value_name = "FILE", env = "HODEI_CA")]
     ca: Option<PathBuf>,
-    /// How long running jobs may go on after SIGTERM before they are stopped, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    /// How long running jobs may go on after SIGTERM before they are stopped, in seconds
+    /// (default: 30).
+    #[arg(long, value_name = "SECONDS", env = "HODEI_GRACE_SECONDS")]
+    grace: Option<u64>,
+    /// Run local steps as this unprivileged user (the agent then runs as root).
+    #[arg(long, value_name = "USER", env = "HODEI_RUN_AS")]
+    run_as: Option<String>,
+}
+
+/// The agent's settings, from flags, variables, the configuration file and defaults.
+struct Settings {
+    server: String,
+    token: Option<String>,
+    name: Option<String>,
+    labels: Vec<String>,
+    slots: Option<u32>,
+    data: PathBuf,
+    ca: Option<PathBuf>,
     grace: u64,
+    run_as: Option<hodei_adapters::local::RunAs>,
 }
 
 /// What the agent keeps in `DATA/agent.json` (mode 0600).
@@ -98,9 +115,16 @@ struct Identity {
 
 /// Runs the command; returns the exit code.
 pub fn run(args: &Args) -> u8 {
+    let settings = match config::settings(args.clone()) {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return EXIT_USAGE;
+        }
+    };
     let system = actix::System::new();
     let providers = Arc::new(Mutex::new(None));
-    let code = system.block_on(serve(args, providers.clone()));
+    let code = system.block_on(serve(&settings, providers.clone()));
     drop(system);
     let provider: Option<Arc<ByImage>> = providers.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(provider) = provider
@@ -118,7 +142,7 @@ fn identity_file(data: &Path) -> PathBuf {
 }
 
 /// The agent's identity: read from its data directory, or made by registering.
-async fn identity(args: &Args, target: &Target) -> Result<Identity, (u8, String)> {
+async fn identity(args: &Settings, target: &Target) -> Result<Identity, (u8, String)> {
     let file = identity_file(&args.data);
     if let Ok(text) = std::fs::read_to_string(&file) {
         let identity: Identity = serde_json::from_str(&text).map_err(|err| {
@@ -215,7 +239,7 @@ fn hostname() -> String {
         .unwrap_or_else(|| "agent".to_owned())
 }
 
-async fn serve(args: &Args, providers: Arc<Mutex<Option<Arc<ByImage>>>>) -> u8 {
+async fn serve(args: &Settings, providers: Arc<Mutex<Option<Arc<ByImage>>>>) -> u8 {
     hodei_api::client::install_crypto();
     let labels: Vec<String> = args
         .labels
@@ -255,10 +279,19 @@ async fn serve(args: &Args, providers: Arc<Mutex<Option<Arc<ByImage>>>>) -> u8 {
     };
     // The same providers as the server's: processes here, Docker for jobs with an image.
     let instance = format!("agent-{}", identity.name);
-    let local = Arc::new(LocalProvider::new(
-        args.data.join("workspaces"),
-        instance.clone(),
-    ));
+    let mut local = LocalProvider::new(args.data.join("workspaces"), instance.clone());
+    if let Some(user) = &args.run_as {
+        local = local.with_run_as(user.clone());
+        if let Err(err) = make_passable(&args.data) {
+            eprintln!(
+                "error: cannot let the user `{}` reach the workspaces in {}: {err}",
+                user.name,
+                args.data.display()
+            );
+            return EXIT_USAGE;
+        }
+    }
+    let local = Arc::new(local);
     let docker = DockerConfig::new(args.data.join("docker"), instance);
     let provider = Arc::new(ByImage::new(local, docker).await);
     *providers.lock().unwrap_or_else(|e| e.into_inner()) = Some(provider.clone());
@@ -309,6 +342,9 @@ async fn serve(args: &Args, providers: Arc<Mutex<Option<Arc<ByImage>>>>) -> u8 {
     let jobs: Arc<Mutex<HashMap<JobId, Held>>> = Arc::default();
     let refused = Arc::new(tokio::sync::Notify::new());
     let heartbeat = actix::spawn(heartbeats(client.clone(), jobs.clone(), refused.clone()));
+    let rung = Arc::new(tokio::sync::Notify::new());
+    let doorbell_up = Arc::new(AtomicBool::new(false));
+    let bell = actix::spawn(doorbell(client.clone(), rung.clone(), doorbell_up.clone()));
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(term) => term,
         Err(err) => {
@@ -317,13 +353,19 @@ async fn serve(args: &Args, providers: Arc<Mutex<Option<Arc<ByImage>>>>) -> u8 {
         }
     };
     let code = loop {
-        let room = jobs.lock().unwrap_or_else(|e| e.into_inner()).len() < slots as usize;
+        let held = jobs.lock().unwrap_or_else(|e| e.into_inner()).len() as u32;
+        let room = held < slots;
         let labels = with_docker(&labels, provider.engine_trouble().is_none());
+        // With the doorbell open, a poll only takes what is there, and the doorbell says when
+        // more comes; otherwise the poll waits for it. (Measured: rings and short polls keep
+        // up with more jobs per second than long polls held open while the doorbell is too.)
+        let rings = doorbell_up.load(Ordering::SeqCst);
         let request = PollRequest {
             labels,
             slots,
             room,
-            wait_ms: 20_000,
+            free: Some(slots.saturating_sub(held)),
+            wait_ms: if rings { 0 } else { 20_000 },
             version: env!("CARGO_PKG_VERSION").to_owned(),
         };
         let polled = tokio::select! {
@@ -331,12 +373,28 @@ async fn serve(args: &Args, providers: Arc<Mutex<Option<Arc<ByImage>>>>) -> u8 {
             // A slot is free again: poll again with room (a poll without room takes nothing,
             // so leaving it is safe).
             _ = setting.freed.notified(), if !room => continue,
-            _ = term.recv() => break drain(&jobs, args.grace).await,
-            _ = tokio::signal::ctrl_c() => break drain(&jobs, args.grace).await,
+            _ = term.recv() => break drain(&client, &jobs, args.grace).await,
+            _ = tokio::signal::ctrl_c() => break drain(&client, &jobs, args.grace).await,
             _ = refused.notified() => break EXIT_REFUSED,
         };
         match polled {
-            Ok(work) => take(work, &setting, &jobs),
+            Ok(work) => {
+                let claimed = work.job.is_some();
+                take(work, &setting, &jobs);
+                if claimed || !rings {
+                    continue;
+                }
+                // Nothing more for now: the doorbell rings when there is (a poll every 15 s
+                // all the same keeps the agent's offer fresh).
+                tokio::select! {
+                    _ = rung.notified() => {}
+                    _ = setting.freed.notified(), if !room => {}
+                    _ = tokio::time::sleep(Duration::from_secs(15)) => {}
+                    _ = term.recv() => break drain(&client, &jobs, args.grace).await,
+                    _ = tokio::signal::ctrl_c() => break drain(&client, &jobs, args.grace).await,
+                    _ = refused.notified() => break EXIT_REFUSED,
+                }
+            }
             Err(err @ ClientError::Unauthorized { .. }) => {
                 eprintln!(
                     "error: the server refused this agent's credential ({err}): the agent was deleted; remove {} and register again",
@@ -351,7 +409,61 @@ async fn serve(args: &Args, providers: Arc<Mutex<Option<Arc<ByImage>>>>) -> u8 {
         }
     };
     heartbeat.abort();
+    bell.abort();
     code
+}
+
+/// Holds the agent's doorbell open: each ring, and each opening and closing, wakes the poll
+/// loop. When it cannot be held (a proxy that cuts WebSockets, a server away), the agent
+/// long-polls, and tries the doorbell again later.
+async fn doorbell(client: Client, rung: Arc<tokio::sync::Notify>, up: Arc<AtomicBool>) {
+    let mut backoff = Duration::from_secs(1);
+    let mut told = false;
+    loop {
+        match client.doorbell().await {
+            Ok(mut bell) => {
+                tracing::info!("Doorbell open: work and cancels reach this agent at once.");
+                up.store(true, Ordering::SeqCst);
+                rung.notify_one();
+                backoff = Duration::from_secs(1);
+                told = false;
+                let reason = loop {
+                    match bell.ring().await {
+                        Ok(()) => rung.notify_one(),
+                        Err(reason) => break reason,
+                    }
+                };
+                up.store(false, Ordering::SeqCst);
+                rung.notify_one();
+                tracing::warn!(reason = %reason, "The doorbell closed; long-polling meanwhile.");
+            }
+            Err(err) if !told => {
+                told = true;
+                tracing::warn!(error = %err, "Cannot open the doorbell (a WebSocket); long-polling instead.");
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// With `run_as`, the steps' user passes through the data directory to the workspaces (mode
+/// 0711: it cannot list them); the credential, spool and files stay the agent's alone.
+fn make_passable(data: &Path) -> std::io::Result<()> {
+    use std::fs::{DirBuilder, Permissions, set_permissions};
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    for (dir, mode) in [
+        (data.to_owned(), 0o711),
+        (data.join("workspaces"), 0o711),
+        (data.join("spool"), 0o700),
+        (data.join("files"), 0o700),
+        (data.join("docker"), 0o700),
+    ] {
+        DirBuilder::new().recursive(true).mode(mode).create(&dir)?;
+        set_permissions(&dir, Permissions::from_mode(mode))?;
+    }
+    Ok(())
 }
 
 /// The labels offered: the agent's own, and `docker` while its engine answers.
@@ -368,6 +480,9 @@ fn take(work: Work, setting: &Setting, jobs: &Arc<Mutex<HashMap<JobId, Held>>>) 
     // The job first: a job cancelled while it was being claimed comes with its cancel.
     if let Some(claimed) = work.job {
         start_job(*claimed, setting, jobs);
+    }
+    for claimed in work.more {
+        start_job(claimed, setting, jobs);
     }
     for job in work.cancel {
         if let Some(held) = jobs.lock().unwrap_or_else(|e| e.into_inner()).get(&job) {
@@ -396,7 +511,9 @@ fn start_job(
     jobs.lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(job, held);
-    let (client, jobs, spool) = (setting.client.clone(), jobs.clone(), setting.spool.clone());
+    // The job's own calls present its job token, not the agent's credential.
+    let client = setting.client.with_token(&claimed.token);
+    let (jobs, spool) = (jobs.clone(), setting.spool.clone());
     let freed = setting.freed.clone();
     actix::spawn(async move {
         let outcome = job::upload(client, job, epoch, base, outbox, logs, phase).await;
@@ -454,20 +571,39 @@ async fn heartbeats(
     }
 }
 
-/// SIGTERM: no new job; those running may finish within the grace period, then they stop.
-async fn drain(jobs: &Arc<Mutex<HashMap<JobId, Held>>>, grace: u64) -> u8 {
+/// SIGTERM: no new job; those running may finish within the grace period; then they stop and
+/// are handed back, so that the server gives them to other workers at once.
+async fn drain(client: &Client, jobs: &Arc<Mutex<HashMap<JobId, Held>>>, grace: u64) -> u8 {
     println!("Stopping: no new job; waiting up to {grace} s for the running ones.");
+    if let Err(err) = client.leaving(false).await {
+        eprintln!("warning: cannot tell the server that this agent stops: {err}");
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(grace);
     while tokio::time::Instant::now() < deadline {
         if jobs.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+            let _ = client.leaving(true).await;
             return EXIT_OK;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    for held in jobs.lock().unwrap_or_else(|e| e.into_inner()).values() {
-        held.actor.do_send(LoseJob);
+    let left: Vec<(JobId, u64, String)> = jobs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|(job, held)| {
+            held.actor.do_send(LoseJob);
+            (*job, held.epoch, held.token.clone())
+        })
+        .collect();
+    for (job, epoch, token) in left {
+        match client.with_token(&token).hand_back(job, epoch).await {
+            Ok(()) => println!("Handed job-{} back to the server.", job.0),
+            // Its lease runs out on the server all the same, which then gives it away.
+            Err(err) => eprintln!("warning: cannot hand job-{} back: {err}", job.0),
+        }
     }
-    // Their leases run out on the server, which gives the jobs to other workers.
+    // The stopped jobs' processes and containers end before the agent does.
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let _ = client.leaving(true).await;
     EXIT_OK
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use hodei_actors::messages::{FlushLog, Note};
 use hodei_actors::messages::{GetQueueStats, GetWorkers, SetWorkerState};
+use hodei_adapters::local::RunAs;
 use hodei_domain::schedule::WorkerState;
 use hodei_supervisors::Tree;
 
@@ -92,14 +93,20 @@ pub fn run(args: &Args) -> u8 {
 }
 
 /// How the server's own machine runs steps, said loudly at start when it is as root.
-fn local_steps(slots: u32) -> String {
+fn local_steps(slots: u32, run_as: Option<&RunAs>) -> String {
     if slots == 0 {
         return "off: every job runs on an agent".to_owned();
+    }
+    if let Some(user) = run_as {
+        return format!(
+            "as the user `{}` (uid {}), {slots} at once",
+            user.name, user.uid
+        );
     }
     // SAFETY: geteuid cannot fail and touches no memory.
     let uid = unsafe { libc::geteuid() };
     if uid == 0 {
-        let warning = "local steps run as root: every job on this machine has root's rights; set local_slots = 0 (jobs on agents only) or run the server as an unprivileged user (docs/operations.md, Security)";
+        let warning = "local steps run as root: every job on this machine has root's rights; set run_as to an unprivileged user, set local_slots = 0 (jobs on agents only), or run the server as an unprivileged user (docs/operations.md, Security)";
         eprintln!("WARNING: {warning}");
         return format!("as root (uid 0): {warning}");
     }
@@ -138,6 +145,14 @@ async fn serve(
     let agents = hodei_actors::agents::AgentSettings {
         lease: config.agent_lease,
     };
+    let run_as = match config.run_as.as_deref().map(RunAs::checked).transpose() {
+        Ok(run_as) => run_as,
+        Err(err) => {
+            eprintln!("error: run_as: {err}");
+            return EXIT_USAGE;
+        }
+    };
+    let notice = local_steps(config.local_slots, run_as.as_ref());
     let stack = match server_stack(
         &config.data,
         &config.database,
@@ -145,6 +160,7 @@ async fn serve(
         config.local_slots,
         agents,
         config.files,
+        run_as,
     )
     .await
     {
@@ -208,7 +224,7 @@ async fn serve(
         limits,
     )
     .with_agents(stack.agents)
-    .with_notice("local_steps", local_steps(config.local_slots))
+    .with_notice("local_steps", notice)
     .with_provider("docker", Arc::new(move || router.engine_trouble()));
     let accepting = state.accepting.clone();
     let tls = match &config.tls {

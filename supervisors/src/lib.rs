@@ -33,9 +33,9 @@
 //! scheduler before workers register; the provider before the orchestrator asks it to reap; and
 //! the orchestrator resumes every unfinished run before it accepts a new one.
 
-use actix::{Actor, Addr, Supervisor};
+use actix::{Addr, Supervisor};
 use hodei_actors::Ports;
-use hodei_actors::agents::{AgentDesk, AgentSettings, Wire};
+use hodei_actors::agents::{AgentDesk, AgentSettings, DeskOwn, Wire};
 use hodei_actors::bus::EventBus;
 use hodei_actors::run::AgentPeers;
 use hodei_domain::ports::AgentStore;
@@ -156,15 +156,21 @@ pub fn start_tree(ports: Ports, config: TreeConfig) -> Tree {
     );
     let provider = Supervisor::start(move |_| ProviderActor::new(name, reconcile, r));
     let agents = config.agents.as_ref().map(|(store, settings)| {
-        let desk = AgentDesk::new(
+        let (store, logs, hub, workers, settings) = (
             store.clone(),
             ports.logs.clone(),
             hub.clone(),
             workers.clone(),
-            ports.clock.clone(),
             *settings,
-        )
-        .start();
+        );
+        let own = DeskOwn {
+            clock: ports.clock.clone(),
+            faults: ports.faults.clone(),
+            restarts: restarts(ActorKind::AgentDesk),
+        };
+        let for_desk = store.clone();
+        let desk =
+            Supervisor::start(move |_| AgentDesk::new(for_desk, logs, hub, workers, own, settings));
         AgentPeers {
             desk,
             store: store.clone(),

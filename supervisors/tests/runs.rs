@@ -1,6 +1,8 @@
 //! The actor core end to end, in-process: the supervision tree on a SQLite store with the
 //! scripted `FakeProvider`. Each test submits a pipeline and checks what the store recorded.
 
+#[path = "runs/agents.rs"]
+mod agents;
 mod common;
 #[path = "runs/files.rs"]
 mod files;

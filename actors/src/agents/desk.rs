@@ -17,12 +17,15 @@ use tokio::sync::Notify;
 
 use super::{
     AgentBeat, AgentLive, AgentLog, AgentReport, AgentSeen, AgentStats, Beat, CancelLeased,
-    ClaimedJob, GetAgentStats, LeaseExpired, LeaseOf, Lost, Offer, RemoteJob, ReportError,
-    Reported, TryClaim, Unclaimed, Wire, Withdraw, Work,
+    ClaimedJob, CloseDoorbell, GetAgentStats, HandBack, LeaseExpired, LeaseOf, Leaving, Lost,
+    Offer, OpenDoorbell, RemoteJob, ReportError, Reported, TryClaim, Unclaimed, Wire, Withdraw,
+    Work,
 };
+use crate::fault::{Faults, Point};
 use crate::loghub::LogHub;
 use crate::messages::{AppendAt, AppendedAt, HubError, LogLength, RegisterWorker, WorkerSpec};
-use crate::workers::WorkerRegistry;
+use crate::supervise::{Restarts, Supervise, contained};
+use crate::workers::{LeaveWorker, WorkerRegistry};
 
 /// How agents are held.
 #[derive(Debug, Clone, Copy)]
@@ -44,12 +47,18 @@ struct Connected {
     /// The same, by the clock, for people.
     seen_at: Timestamp,
     version: String,
-    /// Wakes the agent's long-poll.
-    bell: Arc<Notify>,
+    /// What its worker was last registered with, and when.
+    registered: Option<(Vec<Label>, u32, Instant)>,
 }
+
+/// How often an agent that offers the same labels and slots is registered again (each poll
+/// says it; registering is the scheduler's work, so it is not done at every poll).
+const REGISTER_AGAIN: Duration = Duration::from_secs(1);
 
 struct Held {
     epoch: u64,
+    /// The digest of the lease's job token.
+    token: [u8; 32],
     log_base: u64,
     expires: Instant,
     cancel: bool,
@@ -77,6 +86,12 @@ pub struct AgentDesk {
     registry: Addr<WorkerRegistry>,
     settings: AgentSettings,
     agents: HashMap<String, Connected>,
+    /// Rung when work or a cancel is there for an agent: wakes its long-poll, or its doorbell.
+    bells: HashMap<String, Arc<Notify>>,
+    /// How many doorbells each agent holds open.
+    doorbells: HashMap<String, usize>,
+    /// Agents that said they stop and have not said they are gone.
+    leaving: std::collections::HashSet<String>,
     jobs: HashMap<JobId, Route>,
     /// Told of leases that ran out with no actor to hold them.
     expired: Option<actix::Recipient<LeaseExpired>>,
@@ -84,6 +99,15 @@ pub struct AgentDesk {
     lease_expiries: u64,
     log_bytes: u64,
     claim_seconds: Vec<f64>,
+    faults: Faults,
+    restarts: Restarts,
+}
+
+/// What the desk is given besides its peers: its clock, faults to inject, restarts.
+pub struct DeskOwn {
+    pub clock: Arc<dyn Clock>,
+    pub faults: Faults,
+    pub restarts: Restarts,
 }
 
 impl AgentDesk {
@@ -92,9 +116,14 @@ impl AgentDesk {
         logs: Arc<dyn LogStore>,
         hub: Addr<LogHub>,
         registry: Addr<WorkerRegistry>,
-        clock: Arc<dyn Clock>,
+        own: DeskOwn,
         settings: AgentSettings,
     ) -> AgentDesk {
+        let DeskOwn {
+            clock,
+            faults,
+            restarts,
+        } = own;
         AgentDesk {
             store,
             logs,
@@ -102,19 +131,32 @@ impl AgentDesk {
             registry,
             settings,
             agents: HashMap::new(),
+            bells: HashMap::new(),
+            doorbells: HashMap::new(),
+            leaving: Default::default(),
             jobs: HashMap::new(),
             expired: None,
             clock,
             lease_expiries: 0,
             log_bytes: 0,
             claim_seconds: Vec::new(),
+            faults,
+            restarts,
         }
     }
 
+    /// Wakes whatever waits for the agent — its doorbell and a long-poll alike — and leaves a
+    /// permit for the next wait, so that a ring between two waits is not missed (at worst it
+    /// wakes one wait for nothing).
     fn ring(&self, agent: &str) {
-        if let Some(connected) = self.agents.get(agent) {
-            connected.bell.notify_one();
+        if let Some(bell) = self.bells.get(agent) {
+            bell.notify_waiters();
+            bell.notify_one();
         }
+    }
+
+    fn bell(&mut self, agent: &str) -> Arc<Notify> {
+        self.bells.entry(agent.to_owned()).or_default().clone()
     }
 
     fn cancels_of(&self, agent: &str) -> Vec<JobId> {
@@ -125,16 +167,44 @@ impl AgentDesk {
             .collect()
     }
 
-    /// The lease `agent` holds on `job` with `epoch`, if it holds it.
-    fn held(&self, agent: &str, job: JobId, epoch: u64) -> Result<&Route, ReportError> {
+    /// The lease on `job` with `epoch` that the job token (by its digest) opens, if it is
+    /// still held.
+    fn held(&self, token: &[u8; 32], job: JobId, epoch: u64) -> Result<&Route, ReportError> {
         match self.jobs.get(&job) {
             Some(route)
-                if route.agent == agent
-                    && route.lease.as_ref().is_some_and(|l| l.epoch == epoch) =>
+                if route
+                    .lease
+                    .as_ref()
+                    .is_some_and(|l| l.epoch == epoch && same_digest(&l.token, token)) =>
             {
                 Ok(route)
             }
             _ => Err(ReportError::Stale),
+        }
+    }
+
+    /// Ends the lease on `job`: its attempt is lost with its agent, through the job's actor
+    /// (or its run, when no actor holds it).
+    fn lose(&mut self, job: JobId, handed_back: bool) {
+        let Some(route) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        let Some(held) = route.lease.take() else {
+            return;
+        };
+        route.offer = None;
+        match (&route.actor, &self.expired) {
+            (Some(actor), _) => actor.do_send(Lost {
+                epoch: held.epoch,
+                handed_back,
+            }),
+            (None, Some(expired)) => expired.do_send(LeaseExpired {
+                run: route.run,
+                job,
+                agent: route.agent.clone(),
+                epoch: held.epoch,
+            }),
+            (None, None) => {}
         }
     }
 
@@ -144,25 +214,21 @@ impl AgentDesk {
         let lease = self.settings.lease;
         self.agents
             .retain(|_, agent| now.duration_since(agent.last_seen) <= lease);
-        for (job, route) in &mut self.jobs {
-            if let Some(held) = &route.lease
-                && held.expires <= now
-            {
-                tracing::warn!(job_id = %job, agent = %route.agent, epoch = held.epoch, "An agent's lease ran out.");
-                self.lease_expiries += 1;
-                match (&route.actor, &self.expired) {
-                    (Some(actor), _) => actor.do_send(Lost { epoch: held.epoch }),
-                    (None, Some(expired)) => expired.do_send(LeaseExpired {
-                        run: route.run,
-                        job: *job,
-                        agent: route.agent.clone(),
-                        epoch: held.epoch,
-                    }),
-                    (None, None) => {}
-                }
-                route.lease = None;
-                route.offer = None;
-            } else if route.lease.is_none()
+        let expired: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, r)| r.lease.as_ref().is_some_and(|l| l.expires <= now))
+            .map(|(job, _)| *job)
+            .collect();
+        for job in expired {
+            if let Some(route) = self.jobs.get(&job) {
+                tracing::warn!(job_id = %job, agent = %route.agent, "An agent's lease ran out.");
+            }
+            self.lease_expiries += 1;
+            self.lose(job, false);
+        }
+        for route in self.jobs.values_mut() {
+            if route.lease.is_none()
                 && !route.claiming
                 && route.offer.is_some()
                 && !self.agents.contains_key(&route.agent)
@@ -183,17 +249,18 @@ impl Actor for AgentDesk {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.restarts.hold(ctx);
         // The leases agents held when the server stopped go on: their agents have a lease's
-        // time to come back; the jobs' actors take them over as their runs resume.
+        // time to come back; the jobs' actors take them over as their runs resume. After a
+        // restart of the desk, what it knew in memory stays (a supervisor restarts the same
+        // desk): only leases it does not know are added.
         let store = self.store.clone();
         ctx.wait(async move { store.leases().await }.into_actor(self).map(
             |leases, act, _| match leases {
                 Ok(leases) => {
                     let expires = Instant::now() + act.settings.lease;
                     for lease in leases {
-                        act.jobs.insert(
-                            lease.job,
-                            Route {
+                        act.jobs.entry(lease.job).or_insert_with(|| Route {
                                 agent: lease.agent,
                                 run: lease.run,
                                 actor: None,
@@ -203,12 +270,12 @@ impl Actor for AgentDesk {
                                 offered: Instant::now(),
                                 lease: Some(Held {
                                     epoch: lease.epoch,
+                                    token: lease.token,
                                     log_base: lease.log_base,
                                     expires,
                                     cancel: false,
                                 }),
-                            },
-                        );
+                            });
                     }
                 }
                 Err(err) => {
@@ -222,37 +289,74 @@ impl Actor for AgentDesk {
     }
 }
 
+impl actix::Supervised for AgentDesk {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.restarts.restarting();
+    }
+}
+
+impl Supervise for AgentDesk {
+    fn restarts(&mut self) -> &mut Restarts {
+        &mut self.restarts
+    }
+}
+
 impl Handler<AgentSeen> for AgentDesk {
     type Result = actix::MessageResult<AgentSeen>;
 
-    fn handle(&mut self, msg: AgentSeen, _: &mut Context<Self>) -> Self::Result {
-        let now = self.clock.now();
-        let connected = self.agents.entry(msg.agent.clone()).or_insert_with(|| {
-            tracing::info!(agent = %msg.agent, version = %msg.version, "Agent connected.");
-            Connected {
-                last_seen: Instant::now(),
-                seen_at: now,
-                version: msg.version.clone(),
-                bell: Arc::new(Notify::new()),
+    fn handle(&mut self, msg: AgentSeen, ctx: &mut Context<Self>) -> Self::Result {
+        let answer = contained(self, ctx, |act, _| {
+            let now = act.clock.now();
+            let connected = act.agents.entry(msg.agent.clone()).or_insert_with(|| {
+                tracing::info!(agent = %msg.agent, version = %msg.version, "Agent connected.");
+                Connected {
+                    last_seen: Instant::now(),
+                    seen_at: now,
+                    version: msg.version.clone(),
+                    registered: None,
+                }
+            });
+            connected.last_seen = Instant::now();
+            connected.seen_at = now;
+            connected.version = msg.version;
+            let bell = act.bell(&msg.agent);
+            let rejoins = act.leaving.remove(&msg.agent);
+            if rejoins {
+                // Back after it said it stops (and died before it was gone): a fresh worker.
+                act.registry.do_send(LeaveWorker {
+                    worker: WorkerId(msg.agent.clone()),
+                    gone: true,
+                });
             }
+            let labels = agent_labels(&msg.agent, msg.labels);
+            let connected = act
+                .agents
+                .get_mut(&msg.agent)
+                .expect("the agent was just inserted");
+            if rejoins {
+                connected.registered = None;
+            }
+            let fresh = connected.registered.as_ref().is_some_and(|(l, s, at)| {
+                *l == labels && *s == msg.slots && at.elapsed() < REGISTER_AGAIN
+            });
+            if !fresh {
+                connected.registered = Some((labels.clone(), msg.slots, Instant::now()));
+                act.registry.do_send(RegisterWorker {
+                    worker: WorkerSpec {
+                        id: WorkerId(msg.agent.clone()),
+                        labels,
+                        slots: msg.slots,
+                        agent: true,
+                    },
+                    lease: Some(act.settings.lease),
+                });
+            }
+            act.registry.do_send(crate::messages::Heartbeat {
+                worker: WorkerId(msg.agent),
+            });
+            actix::MessageResult(bell)
         });
-        connected.last_seen = Instant::now();
-        connected.seen_at = now;
-        connected.version = msg.version;
-        let bell = connected.bell.clone();
-        self.registry.do_send(RegisterWorker {
-            worker: WorkerSpec {
-                id: WorkerId(msg.agent.clone()),
-                labels: agent_labels(&msg.agent, msg.labels),
-                slots: msg.slots,
-                agent: true,
-            },
-            lease: Some(self.settings.lease),
-        });
-        self.registry.do_send(crate::messages::Heartbeat {
-            worker: WorkerId(msg.agent),
-        });
-        actix::MessageResult(bell)
+        answer.unwrap_or_else(|| actix::MessageResult(Arc::new(Notify::new())))
     }
 }
 
@@ -269,29 +373,32 @@ fn agent_labels(_agent: &str, mut labels: Vec<Label>) -> Vec<Label> {
 impl Handler<Offer> for AgentDesk {
     type Result = ();
 
-    fn handle(&mut self, msg: Offer, _: &mut Context<Self>) {
-        let agent = msg.agent.clone();
-        match self.jobs.get_mut(&msg.job) {
-            // A new actor for a job an agent holds (its run reloaded, the server restarted):
-            // it takes the route.
-            Some(route) if route.lease.is_some() => route.actor = Some(msg.actor),
-            _ => {
-                self.jobs.insert(
-                    msg.job,
-                    Route {
-                        agent: agent.clone(),
-                        run: msg.run,
-                        actor: Some(msg.actor.clone()),
-                        offer: Some(msg),
-                        claiming: false,
-                        cancel_on_claim: false,
-                        offered: Instant::now(),
-                        lease: None,
-                    },
-                );
-                self.ring(&agent);
+    fn handle(&mut self, msg: Offer, ctx: &mut Context<Self>) {
+        let answer = contained(self, ctx, |act, _| {
+            let agent = msg.agent.clone();
+            match act.jobs.get_mut(&msg.job) {
+                // A new actor for a job an agent holds (its run reloaded, the server restarted):
+                // it takes the route.
+                Some(route) if route.lease.is_some() => route.actor = Some(msg.actor),
+                _ => {
+                    act.jobs.insert(
+                        msg.job,
+                        Route {
+                            agent: agent.clone(),
+                            run: msg.run,
+                            actor: Some(msg.actor.clone()),
+                            offer: Some(msg),
+                            claiming: false,
+                            cancel_on_claim: false,
+                            offered: Instant::now(),
+                            lease: None,
+                        },
+                    );
+                    act.ring(&agent);
+                }
             }
-        }
+        });
+        answer.unwrap_or(())
     }
 }
 
@@ -311,6 +418,7 @@ impl Handler<GetAgentStats> for AgentDesk {
                     .values()
                     .filter(|r| &r.agent == name && r.lease.is_some())
                     .count(),
+                doorbell: self.doorbells.get(name).is_some_and(|n| *n > 0),
             })
             .collect();
         actix::MessageResult(AgentStats {
@@ -322,6 +430,76 @@ impl Handler<GetAgentStats> for AgentDesk {
                 false => Vec::new(),
             },
         })
+    }
+}
+
+impl Handler<Leaving> for AgentDesk {
+    type Result = ();
+
+    fn handle(&mut self, msg: Leaving, ctx: &mut Context<Self>) {
+        let answer = contained(self, ctx, |act, _| {
+            let worker = WorkerId(msg.agent.clone());
+            if msg.gone {
+                tracing::info!(agent = %msg.agent, "Agent gone.");
+                act.leaving.remove(&msg.agent);
+                act.agents.remove(&msg.agent);
+            } else {
+                tracing::info!(agent = %msg.agent, "Agent stopping: no new job for it.");
+                act.leaving.insert(msg.agent.clone());
+            }
+            act.registry.do_send(LeaveWorker {
+                worker,
+                gone: msg.gone,
+            });
+            // What it was offered and has not claimed goes to other workers.
+            for route in act.jobs.values_mut() {
+                if route.agent == msg.agent
+                    && route.lease.is_none()
+                    && !route.claiming
+                    && route.offer.take().is_some()
+                    && let Some(actor) = &route.actor
+                {
+                    actor.do_send(Unclaimed);
+                }
+            }
+        });
+        answer.unwrap_or(())
+    }
+}
+
+impl Handler<HandBack> for AgentDesk {
+    type Result = Result<(), ReportError>;
+
+    fn handle(&mut self, msg: HandBack, ctx: &mut Context<Self>) -> Result<(), ReportError> {
+        let answer = contained(self, ctx, |act, _| {
+            let agent = act.held(&msg.token, msg.job, msg.epoch)?.agent.clone();
+            tracing::info!(job_id = %msg.job, agent = %agent, "An agent that stops handed a job back.");
+            act.lose(msg.job, true);
+            Ok(())
+        });
+        answer.unwrap_or_else(|| Err(ReportError::Unavailable))
+    }
+}
+
+impl Handler<OpenDoorbell> for AgentDesk {
+    type Result = actix::MessageResult<OpenDoorbell>;
+
+    fn handle(&mut self, msg: OpenDoorbell, _: &mut Context<Self>) -> Self::Result {
+        *self.doorbells.entry(msg.agent.clone()).or_default() += 1;
+        actix::MessageResult(self.bell(&msg.agent))
+    }
+}
+
+impl Handler<CloseDoorbell> for AgentDesk {
+    type Result = ();
+
+    fn handle(&mut self, msg: CloseDoorbell, _: &mut Context<Self>) {
+        if let Some(open) = self.doorbells.get_mut(&msg.agent) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                self.doorbells.remove(&msg.agent);
+            }
+        }
     }
 }
 
@@ -355,69 +533,79 @@ impl Handler<Withdraw> for AgentDesk {
 impl Handler<CancelLeased> for AgentDesk {
     type Result = bool;
 
-    fn handle(&mut self, msg: CancelLeased, _: &mut Context<Self>) -> bool {
-        let Some(route) = self.jobs.get_mut(&msg.job) else {
-            return false;
-        };
-        if route.claiming {
-            // Claimed this very moment: the agent hears of the cancel with the claim.
-            route.cancel_on_claim = true;
-            return true;
-        }
-        match &mut route.lease {
-            Some(held) => {
-                held.cancel = true;
-                let agent = route.agent.clone();
-                self.ring(&agent);
-                true
+    fn handle(&mut self, msg: CancelLeased, ctx: &mut Context<Self>) -> bool {
+        let answer = contained(self, ctx, |act, _| {
+            let Some(route) = act.jobs.get_mut(&msg.job) else {
+                return false;
+            };
+            if route.claiming {
+                // Claimed this very moment: the agent hears of the cancel with the claim.
+                route.cancel_on_claim = true;
+                return true;
             }
-            None => {
-                route.offer = None;
-                false
+            match &mut route.lease {
+                Some(held) => {
+                    held.cancel = true;
+                    let agent = route.agent.clone();
+                    act.ring(&agent);
+                    true
+                }
+                None => {
+                    route.offer = None;
+                    false
+                }
             }
-        }
+        });
+        answer.unwrap_or(false)
     }
 }
 
 impl Handler<TryClaim> for AgentDesk {
     type Result = ResponseActFuture<Self, Result<Work, ReportError>>;
 
-    fn handle(&mut self, msg: TryClaim, _: &mut Context<Self>) -> Self::Result {
-        if let Some(connected) = self.agents.get_mut(&msg.agent) {
-            connected.last_seen = Instant::now();
-        }
-        let cancel = self.cancels_of(&msg.agent);
-        let offered = match msg.room {
-            true => self
-                .jobs
-                .iter_mut()
-                .filter(|(_, r)| r.agent == msg.agent && r.lease.is_none() && !r.claiming)
-                .find_map(|(job, r)| r.offer.as_ref().map(|_| *job)),
-            false => None,
-        };
-        let Some(job) = offered else {
-            return Box::pin(actix::fut::ready(Ok(Work { job: None, cancel })));
-        };
-        let route = self.jobs.get_mut(&job).expect("the route was just found");
-        route.claiming = true;
-        let offer = route.offer.as_ref().expect("an offered job has its offer");
-        let (def, machine, run) = (offer.def.clone(), offer.machine.clone(), offer.run);
-        let (store, hub, agent) = (self.store.clone(), self.hub.clone(), msg.agent.clone());
-        let attempt = machine.attempt();
-        let lease_ms = u64::try_from(self.settings.lease.as_millis()).unwrap_or(u64::MAX);
-        let claim = async move {
-            let base = hub
-                .send(LogLength { job })
-                .await
-                .map_err(HubError::from)
-                .and_then(|r| r)
-                .map_err(ReportError::Log)?;
-            store
-                .claim(job, run, attempt, agent, base)
-                .await
-                .map_err(ReportError::Store)
-        };
-        Box::pin(claim.into_actor(self).map(move |result, act, _| {
+    fn handle(&mut self, msg: TryClaim, ctx: &mut Context<Self>) -> Self::Result {
+        let answer = contained(self, ctx, |act, _| -> Self::Result {
+            act.faults.hit(Point::AgentClaim);
+            if let Some(connected) = act.agents.get_mut(&msg.agent) {
+                connected.last_seen = Instant::now();
+            }
+            let cancel = act.cancels_of(&msg.agent);
+            let offered = match msg.room && !act.leaving.contains(&msg.agent) {
+                true => act
+                    .jobs
+                    .iter_mut()
+                    .filter(|(_, r)| r.agent == msg.agent && r.lease.is_none() && !r.claiming)
+                    .find_map(|(job, r)| r.offer.as_ref().map(|_| *job)),
+                false => None,
+            };
+            let Some(job) = offered else {
+                return Box::pin(actix::fut::ready(Ok(Work {
+                    job: None,
+                    more: Vec::new(),
+                    cancel,
+                })));
+            };
+            let route = act.jobs.get_mut(&job).expect("the route was just found");
+            route.claiming = true;
+            let offer = route.offer.as_ref().expect("an offered job has its offer");
+            let (def, machine, run) = (offer.def.clone(), offer.machine.clone(), offer.run);
+            let (store, hub, agent) = (act.store.clone(), act.hub.clone(), msg.agent.clone());
+            let token = msg.token;
+            let attempt = machine.attempt();
+            let lease_ms = u64::try_from(act.settings.lease.as_millis()).unwrap_or(u64::MAX);
+            let claim = async move {
+                let base = hub
+                    .send(LogLength { job })
+                    .await
+                    .map_err(HubError::from)
+                    .and_then(|r| r)
+                    .map_err(ReportError::Log)?;
+                store
+                    .claim(job, run, attempt, agent, base, token.digest)
+                    .await
+                    .map_err(ReportError::Store)
+            };
+            Box::pin(claim.into_actor(act).map(move |result, act, _| {
             let lease = act.settings.lease;
             let route = act.jobs.get_mut(&job);
             let lease_record = match result {
@@ -431,13 +619,18 @@ impl Handler<TryClaim> for AgentDesk {
             };
             let Some(route) = route.filter(|r| r.offer.is_some()) else {
                 // Withdrawn or cancelled meanwhile: the lease is left to expire unused.
-                return Ok(Work { job: None, cancel });
+                return Ok(Work {
+                    job: None,
+                    more: Vec::new(),
+                    cancel,
+                });
             };
             route.claiming = false;
             route.offer = None;
             let waited = route.offered.elapsed().as_secs_f64();
             route.lease = Some(Held {
                 epoch: lease_record.epoch,
+                token: lease_record.token,
                 log_base: lease_record.log_base,
                 expires: Instant::now() + lease,
                 cancel: route.cancel_on_claim,
@@ -458,122 +651,143 @@ impl Handler<TryClaim> for AgentDesk {
                     epoch: lease_record.epoch,
                     log_base: lease_record.log_base,
                     lease_ms,
+                    token: token.secret,
                     def: (*def).clone(),
                     machine,
                 })),
+                more: Vec::new(),
                 cancel,
             })
         }))
+        });
+        answer.unwrap_or_else(|| Box::pin(actix::fut::ready(Err(ReportError::Unavailable))))
     }
 }
 
 impl Handler<AgentBeat> for AgentDesk {
     type Result = actix::MessageResult<AgentBeat>;
 
-    fn handle(&mut self, msg: AgentBeat, _: &mut Context<Self>) -> Self::Result {
-        let now = Instant::now();
-        let seen_at = self.clock.now();
-        if let Some(connected) = self.agents.get_mut(&msg.agent) {
-            connected.last_seen = now;
-            connected.seen_at = seen_at;
-        }
-        self.registry.do_send(crate::messages::Heartbeat {
-            worker: WorkerId(msg.agent.clone()),
-        });
-        let mut lost = Vec::new();
-        for (job, epoch) in msg.jobs {
-            match self.jobs.get_mut(&job) {
-                Some(route) if route.agent == msg.agent => match &mut route.lease {
-                    Some(held) if held.epoch == epoch => held.expires = now + self.settings.lease,
-                    _ => lost.push(job),
-                },
-                _ => lost.push(job),
+    fn handle(&mut self, msg: AgentBeat, ctx: &mut Context<Self>) -> Self::Result {
+        let answer = contained(self, ctx, |act, _| {
+            let now = Instant::now();
+            let seen_at = act.clock.now();
+            if let Some(connected) = act.agents.get_mut(&msg.agent) {
+                connected.last_seen = now;
+                connected.seen_at = seen_at;
             }
-        }
-        actix::MessageResult(Beat {
-            lost,
-            cancel: self.cancels_of(&msg.agent),
-        })
+            act.registry.do_send(crate::messages::Heartbeat {
+                worker: WorkerId(msg.agent.clone()),
+            });
+            let mut lost = Vec::new();
+            for (job, epoch) in msg.jobs {
+                match act.jobs.get_mut(&job) {
+                    Some(route) if route.agent == msg.agent => match &mut route.lease {
+                        Some(held) if held.epoch == epoch => {
+                            held.expires = now + act.settings.lease
+                        }
+                        _ => lost.push(job),
+                    },
+                    _ => lost.push(job),
+                }
+            }
+            actix::MessageResult(Beat {
+                lost,
+                cancel: act.cancels_of(&msg.agent),
+            })
+        });
+        answer.unwrap_or_else(|| actix::MessageResult(Beat::default()))
     }
 }
 
 impl Handler<AgentLog> for AgentDesk {
     type Result = ResponseActFuture<Self, Result<u64, ReportError>>;
 
-    fn handle(&mut self, msg: AgentLog, _: &mut Context<Self>) -> Self::Result {
-        let base = match self.held(&msg.agent, msg.job, msg.epoch) {
-            Ok(route) => route.lease.as_ref().map_or(0, |l| l.log_base),
-            Err(err) => return Box::pin(actix::fut::ready(Err(err))),
-        };
-        self.log_bytes += msg.bytes.len() as u64;
-        // Sent from the desk's handler: the hub takes it before any later claim's length.
-        let appended = self.hub.send(AppendAt {
-            job: msg.job,
-            offset: base + msg.offset,
-            bytes: msg.bytes,
-        });
-        Box::pin(
-            async move {
-                match appended.await.map_err(HubError::from).and_then(|r| r) {
-                    Ok(AppendedAt::Taken { length } | AppendedAt::Gap { length }) => {
-                        Ok(length.saturating_sub(base))
+    fn handle(&mut self, msg: AgentLog, ctx: &mut Context<Self>) -> Self::Result {
+        let answer = contained(self, ctx, |act, _| -> Self::Result {
+            let base = match act.held(&msg.token, msg.job, msg.epoch) {
+                Ok(route) => route.lease.as_ref().map_or(0, |l| l.log_base),
+                Err(err) => return Box::pin(actix::fut::ready(Err(err))),
+            };
+            act.log_bytes += msg.bytes.len() as u64;
+            // Sent from the desk's handler: the hub takes it before any later claim's length.
+            let appended = act.hub.send(AppendAt {
+                job: msg.job,
+                offset: base + msg.offset,
+                bytes: msg.bytes,
+            });
+            Box::pin(
+                async move {
+                    match appended.await.map_err(HubError::from).and_then(|r| r) {
+                        Ok(AppendedAt::Taken { length } | AppendedAt::Gap { length }) => {
+                            Ok(length.saturating_sub(base))
+                        }
+                        Err(err) => Err(ReportError::Log(err)),
                     }
-                    Err(err) => Err(ReportError::Log(err)),
                 }
-            }
-            .into_actor(self),
-        )
+                .into_actor(act),
+            )
+        });
+        answer.unwrap_or_else(|| Box::pin(actix::fut::ready(Err(ReportError::Unavailable))))
     }
 }
 
 impl Handler<AgentReport> for AgentDesk {
     type Result = ResponseActFuture<Self, Result<Fenced, ReportError>>;
 
-    fn handle(&mut self, msg: AgentReport, _: &mut Context<Self>) -> Self::Result {
-        let (actor, base) = match self.held(&msg.agent, msg.job, msg.epoch) {
-            Ok(Route {
-                actor: Some(actor),
-                lease,
-                ..
-            }) => (actor.clone(), lease.as_ref().map_or(0, |l| l.log_base)),
-            // Its run has not taken the job back yet: the agent sends again.
-            Ok(_) => return Box::pin(actix::fut::ready(Err(ReportError::NotReady))),
-            Err(err) => return Box::pin(actix::fut::ready(Err(err))),
-        };
-        let logs = self.logs.clone();
-        let job = msg.job;
-        let report = async move {
-            if let Some(seal) = msg.end {
-                // The attempt's output must be whole before its lease closes.
-                let length = logs
-                    .settle(job)
-                    .await
-                    .map_err(|e| ReportError::Log(e.into()))?;
-                let committed = length.saturating_sub(base);
-                if committed != seal.length {
-                    return Err(ReportError::LogIncomplete {
-                        committed,
-                        expected: seal.length,
-                    });
+    fn handle(&mut self, msg: AgentReport, ctx: &mut Context<Self>) -> Self::Result {
+        let answer = contained(self, ctx, |act, _| -> Self::Result {
+            let (actor, base) = match act.held(&msg.token, msg.job, msg.epoch) {
+                Ok(Route {
+                    actor: Some(actor),
+                    lease,
+                    ..
+                }) => (actor.clone(), lease.as_ref().map_or(0, |l| l.log_base)),
+                // Its run has not taken the job back yet: the agent sends again.
+                Ok(_) => return Box::pin(actix::fut::ready(Err(ReportError::NotReady))),
+                Err(err) => return Box::pin(actix::fut::ready(Err(err))),
+            };
+            let logs = act.logs.clone();
+            let job = msg.job;
+            let report = async move {
+                if let Some(seal) = msg.end {
+                    // The attempt's output must be whole before its lease closes.
+                    let length = logs
+                        .settle(job)
+                        .await
+                        .map_err(|e| ReportError::Log(e.into()))?;
+                    let committed = length.saturating_sub(base);
+                    if committed != seal.length {
+                        return Err(ReportError::LogIncomplete {
+                            committed,
+                            expected: seal.length,
+                        });
+                    }
+                    let bytes = logs
+                        .read(job, base, Some(length))
+                        .await
+                        .map_err(|e| ReportError::Log(e.into()))?;
+                    if Sha256::digest(&bytes)[..] != seal.sha256[..] {
+                        return Err(ReportError::Checksum);
+                    }
                 }
-                let bytes = logs
-                    .read(job, base, Some(length))
+                actor
+                    .send(Reported {
+                        epoch: msg.epoch,
+                        seq: msg.seq,
+                        events: msg.events,
+                        end: msg.end.is_some(),
+                    })
                     .await
-                    .map_err(|e| ReportError::Log(e.into()))?;
-                if Sha256::digest(&bytes)[..] != seal.sha256[..] {
-                    return Err(ReportError::Checksum);
-                }
-            }
-            actor
-                .send(Reported {
-                    epoch: msg.epoch,
-                    seq: msg.seq,
-                    events: msg.events,
-                    end: msg.end.is_some(),
-                })
-                .await
-                .map_err(|_| ReportError::NotReady)?
-        };
-        Box::pin(report.into_actor(self))
+                    .map_err(|_| ReportError::NotReady)?
+            };
+            Box::pin(report.into_actor(act))
+        });
+        answer.unwrap_or_else(|| Box::pin(actix::fut::ready(Err(ReportError::Unavailable))))
     }
+}
+
+/// Whether two digests are equal, in a time that does not depend on where they differ.
+fn same_digest(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
 }

@@ -22,7 +22,7 @@ use hodei_domain::ports::{Fenced, StoreError};
 use hodei_domain::state::{DomainEvent, JobMachine, NotFollowed};
 use serde::{Deserialize, Serialize};
 
-pub use desk::{AgentDesk, AgentSettings};
+pub use desk::{AgentDesk, AgentSettings, DeskOwn};
 pub use remote::{RemoteJob, RemotePeers};
 
 use crate::messages::HubError;
@@ -62,10 +62,23 @@ pub struct LeaseOf {
     pub job: JobId,
 }
 
-/// The lease of the attempt ran out.
+/// The lease of the attempt ran out, or its agent handed the job back.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Lost {
+    pub epoch: u64,
+    /// The agent handed it back (it was stopped); otherwise it stopped answering.
+    pub handed_back: bool,
+}
+
+/// An agent that stops hands back a job it holds: the attempt is lost with it at once,
+/// rather than when the lease runs out.
+#[derive(Message)]
+#[rtype(result = "Result<(), ReportError>")]
+pub struct HandBack {
+    /// The digest of the job token presented.
+    pub token: [u8; 32],
+    pub job: JobId,
     pub epoch: u64,
 }
 
@@ -138,6 +151,9 @@ pub struct ClaimedJob {
     pub log_base: u64,
     /// How long the lease lasts without a heartbeat, in milliseconds.
     pub lease_ms: u64,
+    /// The job token: the bearer of the attempt's own calls (its log, its transitions), valid
+    /// for this job under this lease only.
+    pub token: String,
     pub def: JobDef,
     pub machine: JobMachine,
 }
@@ -148,6 +164,9 @@ pub struct Work {
     /// A job to run, if one waited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<Box<ClaimedJob>>,
+    /// More jobs, when the poll said it has room for more than one (`free`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more: Vec<ClaimedJob>,
     /// Jobs the agent holds that are cancelled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cancel: Vec<JobId>,
@@ -160,6 +179,16 @@ pub struct TryClaim {
     pub agent: String,
     /// It has room for another job.
     pub room: bool,
+    /// The job token for the job claimed, if one is: the secret goes to the agent, the
+    /// digest into the lease.
+    pub token: JobToken,
+}
+
+/// A job token: the secret and its SHA-256 digest.
+#[derive(Clone)]
+pub struct JobToken {
+    pub secret: String,
+    pub digest: [u8; 32],
 }
 
 /// An agent is connected: its worker is offered to the scheduler.
@@ -170,6 +199,31 @@ pub struct AgentSeen {
     pub labels: Vec<hodei_domain::model::Label>,
     pub slots: u32,
     pub version: String,
+}
+
+/// An agent stops: it takes no new job, and what was offered to it and not claimed goes to
+/// other workers; once `gone` (its running jobs ended or handed back), it is no longer a
+/// worker.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leaving {
+    pub agent: String,
+    pub gone: bool,
+}
+
+/// An agent opened its doorbell (a WebSocket): the answer is the bell that rings when work or
+/// a cancel is there for it.
+#[derive(Message)]
+#[rtype(result = "Arc<tokio::sync::Notify>")]
+pub struct OpenDoorbell {
+    pub agent: String,
+}
+
+/// An agent's doorbell closed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseDoorbell {
+    pub agent: String,
 }
 
 /// What the desk knows of the agents now, for `/api/v1/workers` and the metrics.
@@ -202,6 +256,8 @@ pub struct AgentLive {
     pub last_seen: hodei_domain::ids::Timestamp,
     /// The jobs it holds a lease on.
     pub leases: usize,
+    /// Its doorbell (a WebSocket) is open; otherwise it long-polls.
+    pub doorbell: bool,
 }
 
 /// An agent's heartbeat: the leases it holds; answers those it does not hold any more.
@@ -225,7 +281,8 @@ pub struct Beat {
 #[derive(Message)]
 #[rtype(result = "Result<u64, ReportError>")]
 pub struct AgentLog {
-    pub agent: String,
+    /// The digest of the job token presented.
+    pub token: [u8; 32],
     pub job: JobId,
     pub epoch: u64,
     pub offset: u64,
@@ -237,7 +294,8 @@ pub struct AgentLog {
 #[derive(Message)]
 #[rtype(result = "Result<Fenced, ReportError>")]
 pub struct AgentReport {
-    pub agent: String,
+    /// The digest of the job token presented.
+    pub token: [u8; 32],
     pub job: JobId,
     pub epoch: u64,
     pub seq: u64,

@@ -242,10 +242,16 @@ impl Handler<Lost> for RemoteJob {
         };
         let store = self.agents.clone();
         let job = self.job();
-        let note = format!(
-            "the agent `{}` stopped answering: its lease on this job ran out",
-            self.agent
-        );
+        let note = match msg.handed_back {
+            true => format!(
+                "the agent `{}` was stopped and handed this job back",
+                self.agent
+            ),
+            false => format!(
+                "the agent `{}` stopped answering: its lease on this job ran out",
+                self.agent
+            ),
+        };
         let fut = async move {
             store
                 .end_lease(job, msg.epoch, events.clone())

@@ -51,6 +51,7 @@ mod orphans;
 mod process;
 #[cfg(test)]
 mod reap_tests;
+mod run_as;
 #[cfg(test)]
 mod tests;
 
@@ -73,6 +74,7 @@ use convert::StepMarker;
 pub use convert::{DEFAULT_PATH, INSTANCE_VAR, STEP_VAR};
 use group::Leader;
 use process::{Launch, Outcome};
+pub use run_as::RunAs;
 
 /// How long `destroy_step` and `tear_down` wait for a killed step's shell to be gone.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -84,6 +86,10 @@ pub struct LocalProvider {
     steps: Mutex<HashMap<StepKey, Arc<Step>>>,
     /// Where the repositories' mirrors are, for jobs that check one out.
     mirrors: Option<PathBuf>,
+    /// The user steps run as, if not this process's.
+    run_as: Option<RunAs>,
+    /// The workspaces handed over to [`LocalProvider::run_as`] (before their first step).
+    handed_over: Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 /// A step by its handle: the pid tells apart two starts of the same step attempt.
@@ -150,7 +156,20 @@ impl LocalProvider {
             instance,
             steps: Mutex::new(HashMap::new()),
             mirrors: None,
+            run_as: None,
+            handed_over: Mutex::default(),
         }
+    }
+
+    /// Runs the steps as `user` (see `run_as.rs`).
+    pub fn with_run_as(mut self, user: RunAs) -> LocalProvider {
+        self.run_as = Some(user);
+        self
+    }
+
+    /// The user steps run as, if not this process's.
+    pub fn run_as(&self) -> Option<&RunAs> {
+        self.run_as.as_ref()
     }
 
     /// Checks out the jobs' repositories from the mirrors under `dir` (`<repository>.git`).
@@ -205,8 +224,41 @@ impl LocalProvider {
             step_attempt: step.attempt,
         };
         let marker_text = marker.to_string();
-        let env = convert::step_env(&step.env, &self.instance, &marker_text)?;
+        let mut env = convert::step_env(&step.env, &self.instance, &marker_text)?;
+        if let Some(user) = &self.run_as {
+            // What Hodei and the job's set-up put in the workspace (a checkout, restored
+            // caches and artifacts) becomes the user's before its first step.
+            let fresh = self
+                .handed_over
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(dir.clone());
+            if fresh && let Err(err) = user.hand_over(&dir) {
+                self.handed_over
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&dir);
+                return Err(ProviderError::Start {
+                    reason: format!(
+                        "cannot give the workspace {} to the user `{}`: {err}",
+                        dir.display(),
+                        user.name
+                    ),
+                    cause: Cause::of(err),
+                });
+            }
+            for (name, value) in [
+                ("HOME", &user.home),
+                ("USER", &user.name),
+                ("LOGNAME", &user.name),
+            ] {
+                if !step.env.contains_key(name) {
+                    env.push((name, value.as_str()));
+                }
+            }
+        }
         let launch = Launch {
+            user: self.run_as.as_ref().map(|u| (u.uid, u.gid)),
             job: workspace.job,
             step: step.index,
             program,
@@ -453,6 +505,10 @@ impl Provider for LocalProvider {
                 }
             }
             let dir = convert::workspace_dir(&self.base, key.0, key.1, key.2);
+            self.handed_over
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&dir);
             match tokio::fs::remove_dir_all(&dir).await {
                 Ok(()) => {}
                 // Never made, or its base is not even a directory: nothing to remove.

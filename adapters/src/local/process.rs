@@ -51,6 +51,8 @@ pub struct Launch<'a> {
     pub script: &'a str,
     pub cwd: &'a Path,
     pub env: &'a [(&'a str, &'a str)],
+    /// The uid and gid to run as, if not this process's.
+    pub user: Option<(u32, u32)>,
 }
 
 /// A started step: its group's leader and the outcome its monitor task will publish.
@@ -86,6 +88,11 @@ pub fn spawn(launch: &Launch<'_>, output: Arc<dyn OutputSink>) -> Result<Spawned
         .stdout(writer)
         .stderr(writer_too)
         .process_group(0);
+    if let Some((uid, gid)) = launch.user {
+        // Started as root, the step drops to the user: its gid, its uid and (by the standard
+        // library, when it drops root) no supplementary groups.
+        command.uid(uid).gid(gid);
+    }
     let spawned = command.spawn();
     // The command owns our copies of the pipe's write end: drop them, or EOF never comes.
     drop(command);

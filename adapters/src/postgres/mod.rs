@@ -651,9 +651,12 @@ impl AgentStore for PgStore {
         attempt: Attempt,
         agent: String,
         log_base: u64,
+        token: [u8; 32],
     ) -> BoxFuture<'_, Result<Lease, StoreError>> {
         self.in_transaction(move |c| {
-            Box::pin(async move { access::claim(c, job, run, attempt, &agent, log_base).await })
+            Box::pin(
+                async move { access::claim(c, job, run, attempt, &agent, log_base, &token).await },
+            )
         })
     }
 

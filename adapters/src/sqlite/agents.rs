@@ -28,6 +28,7 @@ pub enum AgentWrite {
         attempt: Attempt,
         agent: String,
         log_base: u64,
+        token: [u8; 32],
     },
     Report {
         job: JobId,
@@ -91,7 +92,8 @@ pub(super) async fn write(
             attempt,
             agent,
             log_base,
-        } => claim(conn, *job, *run, *attempt, agent, *log_base)
+            token,
+        } => claim(conn, *job, *run, *attempt, agent, *log_base, token)
             .await
             .map(AgentWritten::Claimed),
         AgentWrite::Report {
@@ -253,20 +255,22 @@ async fn claim(
     attempt: Attempt,
     agent: &str,
     log_base: u64,
+    token: &[u8; 32],
 ) -> Result<Lease, StoreError> {
     let row: LeaseRow = sqlx::query_as(
-        "INSERT INTO leases (job, run, attempt, agent, epoch, next_seq, log_base, ended) \
-         VALUES (?1, ?2, ?3, ?4, 1, 0, ?5, 0) \
+        "INSERT INTO leases (job, run, attempt, agent, epoch, next_seq, log_base, ended, token) \
+         VALUES (?1, ?2, ?3, ?4, 1, 0, ?5, 0, ?6) \
          ON CONFLICT (job) DO UPDATE SET run = excluded.run, attempt = excluded.attempt, \
          agent = excluded.agent, epoch = leases.epoch + 1, next_seq = 0, \
-         log_base = excluded.log_base, ended = 0 \
-         RETURNING job, run, attempt, agent, epoch, next_seq, log_base",
+         log_base = excluded.log_base, ended = 0, token = excluded.token \
+         RETURNING job, run, attempt, agent, epoch, next_seq, log_base, token",
     )
     .bind(id_of(job.0)?)
     .bind(id_of(run.0)?)
     .bind(i64::from(attempt.get()))
     .bind(agent)
     .bind(id_of(log_base)?)
+    .bind(&token[..])
     .fetch_one(conn)
     .await
     .map_err(|err| store_error("claiming a job", err))?;
@@ -275,7 +279,7 @@ async fn claim(
 
 pub(super) async fn leases(conn: &mut SqliteConnection) -> Result<Vec<Lease>, StoreError> {
     let rows: Vec<LeaseRow> = sqlx::query_as(
-        "SELECT job, run, attempt, agent, epoch, next_seq, log_base FROM leases WHERE ended = 0 ORDER BY job",
+        "SELECT job, run, attempt, agent, epoch, next_seq, log_base, token FROM leases WHERE ended = 0 ORDER BY job",
     )
     .fetch_all(conn)
     .await

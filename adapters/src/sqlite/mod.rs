@@ -579,6 +579,7 @@ impl AgentStore for SqliteStore {
         attempt: Attempt,
         agent: String,
         log_base: u64,
+        token: [u8; 32],
     ) -> BoxFuture<'_, Result<Lease, StoreError>> {
         Box::pin(async move {
             let claim = AgentWrite::Claim {
@@ -587,6 +588,7 @@ impl AgentStore for SqliteStore {
                 attempt,
                 agent,
                 log_base,
+                token,
             };
             match self.agent_write(claim).await? {
                 AgentWritten::Claimed(lease) => Ok(lease),

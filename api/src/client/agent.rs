@@ -10,7 +10,7 @@ use super::http::Body;
 use super::{Client, ClientError};
 use crate::routes::agents::{
     AgentList, AgentTokenList, AgentTokenView, Committed, HeartbeatRequest, HeldLease, PollRequest,
-    RegisterRequest, Registered, ReportAnswer, ReportRequest,
+    RING, RegisterRequest, Registered, ReportAnswer, ReportRequest,
 };
 
 impl Client {
@@ -86,6 +86,64 @@ impl Client {
         };
         let path = format!("/api/v1/agent/jobs/{}/events", job.0);
         self.send(Method::POST, &path, json(&body)).await
+    }
+}
+
+impl Client {
+    /// Says that the agent stops (`gone`: it is gone).
+    pub async fn leaving(&self, gone: bool) -> Result<(), ClientError> {
+        let body = crate::routes::agents::LeavingRequest { gone };
+        self.answer(Method::POST, "/api/v1/agent/leaving", json(&body))
+            .await
+            .map(drop)
+    }
+
+    /// Hands a job back (the agent stops): the server loses the attempt at once.
+    pub async fn hand_back(&self, job: JobId, epoch: u64) -> Result<(), ClientError> {
+        let body = crate::routes::agents::HandBackRequest { epoch };
+        let path = format!("/api/v1/agent/jobs/{}/hand-back", job.0);
+        self.answer(Method::POST, &path, json(&body))
+            .await
+            .map(drop)
+    }
+}
+
+/// An agent's open doorbell: rings when work or a cancel is there for it.
+pub struct Doorbell {
+    socket: super::follow::Socket,
+}
+
+impl Doorbell {
+    /// Waits for the next ring; `Err` when the doorbell closed (the agent then long-polls,
+    /// and opens it again later).
+    pub async fn ring(&mut self) -> Result<(), String> {
+        use futures_util::{SinkExt as _, StreamExt as _};
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            match self.socket.next().await {
+                Some(Ok(Message::Text(text))) if text.as_str() == RING => return Ok(()),
+                Some(Ok(Message::Ping(bytes))) => {
+                    let _ = self.socket.send(Message::Pong(bytes)).await;
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(frame.map_or_else(
+                        || "the server closed it".to_owned(),
+                        |f| format!("the server closed it: {}", f.reason),
+                    ));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(err)) => return Err(err.to_string()),
+                None => return Err("the connection ended".into()),
+            }
+        }
+    }
+}
+
+impl Client {
+    /// Opens the agent's doorbell (a WebSocket).
+    pub async fn doorbell(&self) -> Result<Doorbell, ClientError> {
+        let socket = super::follow::connect(self, "/api/v1/agent/doorbell").await?;
+        Ok(Doorbell { socket })
     }
 }
 

@@ -19,7 +19,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use super::{Client, ClientError};
 use crate::error::Problem;
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(super) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// How a follower tries again after a dropped connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -410,7 +410,7 @@ impl EventFollower {
 }
 
 /// Opens a WebSocket to `path` with the client's token and TLS configuration.
-async fn connect(client: &Client, path: &str) -> Result<Socket, ClientError> {
+pub(super) async fn connect(client: &Client, path: &str) -> Result<Socket, ClientError> {
     let url = client.target.url.as_str();
     let ws_url = match url.strip_prefix("https://") {
         Some(rest) => format!("wss://{rest}{path}"),

@@ -143,7 +143,7 @@ impl Client {
     }
 
     /// Sends a request; a success, or the error its answer means.
-    async fn answer(
+    pub(super) async fn answer(
         &self,
         method: Method,
         path: &str,

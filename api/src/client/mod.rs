@@ -24,6 +24,7 @@ mod certificate;
 pub mod follow;
 mod http;
 
+pub use agent::Doorbell;
 pub use certificate::CertificateProblem;
 
 pub(crate) use http::segment;
@@ -191,6 +192,14 @@ impl Client {
                 reason: http::chain(&err),
             })?;
         Ok(Client { target, http, tls })
+    }
+
+    /// The same client (its connections shared) with another bearer token: an agent's calls
+    /// about one job present that job's token.
+    pub fn with_token(&self, token: &str) -> Client {
+        let mut client = self.clone();
+        client.target.token = Some(token.to_owned());
+        client
     }
 
     /// The server's URL.

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use hodei_actors::agents::{
-    AgentBeat, AgentDesk, AgentLog, AgentReport, AgentSeen, Beat, LogSeal, TryClaim, Work,
+    AgentBeat, AgentDesk, AgentLog, AgentReport, AgentSeen, Beat, CloseDoorbell, HandBack,
+    JobToken, Leaving, LogSeal, OpenDoorbell, TryClaim, Work,
 };
 use hodei_domain::ids::{JobId, Timestamp};
 use hodei_domain::model::{Label, Role};
@@ -284,17 +285,28 @@ pub async fn delete_agent(
 
 // ---- The agent protocol -----------------------------------------------------------------------
 
-/// The agent a request comes from, by its credential.
-async fn agent_of(req: &HttpRequest, state: &ApiState) -> Result<AgentRecord, ApiError> {
-    let token = req
-        .headers()
+/// The bearer token of a request.
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    req.headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
-        .ok_or(ApiError::Unauthenticated {
-            reason: "no agent credential: send `Authorization: Bearer <credential>`",
-        })?;
+}
+
+/// The digest of the job token a call about one job presents. Which lease it opens is the
+/// desk's to check: a token that opens no lease of the job is answered `409 lease-lost`.
+fn job_token(req: &HttpRequest) -> Result<[u8; 32], ApiError> {
+    bearer(req).map(digest).ok_or(ApiError::Unauthenticated {
+        reason: "no job token: send `Authorization: Bearer <the job token of the claim>`",
+    })
+}
+
+/// The agent a request comes from, by its credential.
+async fn agent_of(req: &HttpRequest, state: &ApiState) -> Result<AgentRecord, ApiError> {
+    let token = bearer(req).ok_or(ApiError::Unauthenticated {
+        reason: "no agent credential: send `Authorization: Bearer <credential>`",
+    })?;
     let wanted = digest(token);
     let (store, _) = agents(state)?;
     match store.agent_by_digest(&wanted).await? {
@@ -392,7 +404,7 @@ pub async fn register_agent(
 }
 
 /// An agent asks for work.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PollRequest {
     /// The labels it offers (ignored when its registration token fixed them).
@@ -402,6 +414,10 @@ pub struct PollRequest {
     pub slots: u32,
     /// Whether it has room for another job now.
     pub room: bool,
+    /// How many more jobs it can take now (default: one, when it has room): a poll brings at
+    /// most that many.
+    #[serde(default)]
+    pub free: Option<u32>,
     /// How long to wait for work, in milliseconds (at most 30 s).
     #[serde(default)]
     pub wait_ms: u64,
@@ -458,14 +474,45 @@ pub async fn poll_agent(
         .map_err(|err| ApiError::actor("the agent desk", err))?;
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(request.wait_ms).min(MAX_POLL_WAIT);
+    // The job token of the job this poll may claim: its secret goes to the agent with the
+    // job, its digest into the lease.
+    let secret = generate()?;
+    let token = JobToken {
+        digest: digest(&secret),
+        secret,
+    };
     loop {
-        let work: Work = desk
+        let mut work: Work = desk
             .send(TryClaim {
                 agent: agent.name.clone(),
                 room: request.room,
+                token: token.clone(),
             })
             .await
             .map_err(|err| ApiError::actor("the agent desk", err))??;
+        if work.job.is_some() {
+            // As many more as it has room for, while jobs wait for it.
+            let free = request.free.unwrap_or(1).min(request.slots);
+            while (work.more.len() as u32) + 1 < free {
+                let secret = generate()?;
+                let token = JobToken {
+                    digest: digest(&secret),
+                    secret,
+                };
+                let next: Work = desk
+                    .send(TryClaim {
+                        agent: agent.name.clone(),
+                        room: true,
+                        token,
+                    })
+                    .await
+                    .map_err(|err| ApiError::actor("the agent desk", err))??;
+                match next.job {
+                    Some(job) => work.more.push(*job),
+                    None => break,
+                }
+            }
+        }
         if work.job.is_some() || !work.cancel.is_empty() {
             return Ok(HttpResponse::Ok().json(work));
         }
@@ -476,6 +523,79 @@ pub async fn poll_agent(
             return Ok(HttpResponse::Ok().json(work));
         }
     }
+}
+
+/// What the server sends on an agent's doorbell when work or a cancel is there for it: the
+/// agent then polls (with `wait_ms` 0) to take it.
+pub const RING: &str = "ring";
+
+/// Opens the agent's doorbell: a WebSocket on which the server sends a text frame `ring` as
+/// soon as a job or a cancel is there for the agent, which then polls to take it. It carries
+/// nothing else: the work itself always comes from the poll, so an agent whose doorbell cannot
+/// be held (a proxy that cuts WebSockets) long-polls instead and loses nothing. The server
+/// pings every 15 s. Agent credential.
+#[utoipa::path(
+    get,
+    path = "/api/v1/agent/doorbell",
+    tag = "agents",
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn agent_doorbell(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    use futures_util::StreamExt as _;
+    let agent = agent_of(&req, &state).await?;
+    let (_, desk) = agents(&state)?;
+    let (response, mut session, mut incoming) = super::streams::upgrade(&req, payload)?;
+    let bell = desk
+        .send(OpenDoorbell {
+            agent: agent.name.clone(),
+        })
+        .await
+        .map_err(|err| ApiError::actor("the agent desk", err))?;
+    let (desk, accepting) = (desk.clone(), state.accepting.clone());
+    actix::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut ticks = 0u32;
+        loop {
+            tokio::select! {
+                _ = bell.notified() => {
+                    if session.text(RING).await.is_err() {
+                        break;
+                    }
+                }
+                _ = tick.tick() => {
+                    // The server drains: the agent long-polls until it is back.
+                    if !accepting.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    ticks += 1;
+                    if ticks.is_multiple_of(15) && session.ping(b"").await.is_err() {
+                        break;
+                    }
+                }
+                message = incoming.next() => match message {
+                    Some(Ok(actix_ws::Message::Ping(bytes))) => {
+                        if session.pong(&bytes).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Ok(actix_ws::Message::Close(_)) | Err(_)) | None => break,
+                    Some(Ok(_)) => {}
+                },
+            }
+        }
+        let _ = session.close(None).await;
+        desk.do_send(CloseDoorbell { agent: agent.name });
+    });
+    Ok(response)
 }
 
 /// The leases an agent holds.
@@ -541,7 +661,7 @@ pub struct Committed {
 
 /// Appends the attempt's output at `offset` (`application/octet-stream`, at most 4 MiB): taken
 /// when it begins at or before the end of what the server holds, which the answer gives (send
-/// again from there after a gap). Agent credential.
+/// again from there after a gap). Job token of the claim.
 #[utoipa::path(
     put,
     path = "/api/v1/agent/jobs/{id}/log",
@@ -561,7 +681,7 @@ pub async fn append_agent_log(
     job: web::Path<u64>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let agent = agent_of(&req, &state).await?;
+    let token = job_token(&req)?;
     let (_, desk) = agents(&state)?;
     let query = web::Query::<AppendQuery>::from_query(req.query_string()).map_err(|err| {
         ApiError::argument(
@@ -577,7 +697,7 @@ pub async fn append_agent_log(
     let bytes = request::body(&req, payload, &limits).await?.to_vec();
     let committed = desk
         .send(AgentLog {
-            agent: agent.name,
+            token,
             job: JobId(*job),
             epoch: query.epoch,
             offset: query.offset,
@@ -612,7 +732,7 @@ pub struct ReportAnswer {
 }
 
 /// Records transitions of the attempt the agent holds, checked against the job's state and
-/// fenced by the lease's epoch. Agent credential.
+/// fenced by the lease's epoch. Job token of the claim.
 #[utoipa::path(
     post,
     path = "/api/v1/agent/jobs/{id}/events",
@@ -632,12 +752,12 @@ pub async fn report_agent_events(
     job: web::Path<u64>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let agent = agent_of(&req, &state).await?;
+    let token = job_token(&req)?;
     let (_, desk) = agents(&state)?;
     let request: ReportRequest = request::json(&req, payload, &state.limits, None).await?;
     let fenced = desk
         .send(AgentReport {
-            agent: agent.name,
+            token,
             job: JobId(*job),
             epoch: request.epoch,
             seq: request.seq,
@@ -661,4 +781,83 @@ pub async fn report_agent_events(
             ),
         }),
     }
+}
+
+/// A job handed back.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HandBackRequest {
+    /// The lease's epoch.
+    pub epoch: u64,
+}
+
+/// Hands a job back: an agent that stops (SIGTERM, its grace period over) has stopped the
+/// job's processes; the attempt is lost with it at once, and the job goes on by its retry
+/// policy elsewhere, without waiting for the lease to run out. Job token of the claim.
+#[utoipa::path(
+    post,
+    path = "/api/v1/agent/jobs/{id}/hand-back",
+    tag = "agents",
+    params(("id" = u64, Path, description = "The job")),
+    request_body = HandBackRequest,
+    responses(
+        (status = 204, description = "Handed back"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn hand_back_job(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    job: web::Path<u64>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let token = job_token(&req)?;
+    let (_, desk) = agents(&state)?;
+    let request: HandBackRequest = request::json(&req, payload, &state.limits, None).await?;
+    desk.send(HandBack {
+        token,
+        job: JobId(*job),
+        epoch: request.epoch,
+    })
+    .await
+    .map_err(|err| ApiError::actor("the agent desk", err))??;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// An agent that stops.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeavingRequest {
+    /// `false` when it starts to stop (its running jobs may end), `true` when it is gone.
+    #[serde(default)]
+    pub gone: bool,
+}
+
+/// Says that the agent stops: from now on it is draining (no new job; what was offered to it
+/// and not claimed goes to other workers); with `gone`, it is no longer a worker (until it
+/// polls again). Agent credential.
+#[utoipa::path(
+    post,
+    path = "/api/v1/agent/leaving",
+    tag = "agents",
+    request_body = LeavingRequest,
+    responses((status = 204, description = "Taken")),
+    security(("bearer" = []))
+)]
+pub async fn agent_leaving(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let agent = agent_of(&req, &state).await?;
+    let (_, desk) = agents(&state)?;
+    let request: LeavingRequest = request::json(&req, payload, &state.limits, None).await?;
+    desk.send(Leaving {
+        agent: agent.name,
+        gone: request.gone,
+    })
+    .await
+    .map_err(|err| ApiError::actor("the agent desk", err))?;
+    Ok(HttpResponse::NoContent().finish())
 }

@@ -23,7 +23,7 @@ pub struct StreamQuery {
 }
 
 /// The upgrade to a WebSocket, or a 400 that says what is missing.
-fn upgrade(
+pub(crate) fn upgrade(
     req: &HttpRequest,
     body: web::Payload,
 ) -> Result<(HttpResponse, actix_ws::Session, actix_ws::MessageStream), ApiError> {

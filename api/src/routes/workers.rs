@@ -185,6 +185,7 @@ pub(crate) async fn workers(state: &ApiState) -> Result<WorkerList, ApiError> {
                 .map(|a| AgentDetail {
                     version: a.version.clone(),
                     last_heartbeat: Some(a.last_seen.into()),
+                    doorbell: a.doorbell,
                 });
             WorkerItem {
                 id: view.worker.id.0.clone(),
@@ -211,6 +212,7 @@ pub(crate) async fn workers(state: &ApiState) -> Result<WorkerList, ApiError> {
                 agent: Some(AgentDetail {
                     version: String::new(),
                     last_heartbeat: None,
+                    doorbell: false,
                 }),
             });
         }

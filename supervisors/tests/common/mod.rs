@@ -97,6 +97,8 @@ pub struct Options {
     pub clock: Arc<dyn Clock>,
     /// Whether the tree runs a timer of schedules (on the harness's store).
     pub schedules: bool,
+    /// Whether the tree takes agents (an agent desk on the harness's store, with this lease).
+    pub agents: Option<Duration>,
 }
 
 impl Default for Options {
@@ -109,6 +111,7 @@ impl Default for Options {
             config: Box::new(|_| {}),
             clock: Arc::new(SystemClock),
             schedules: false,
+            agents: None,
         }
     }
 }
@@ -156,6 +159,10 @@ pub async fn harness_with(name: &str, options: Options) -> Harness {
     config.escalation = Arc::new(|escalated| panic!("unexpected escalation: {escalated:?}"));
     if options.schedules {
         config.ticks = Some(store.clone());
+    }
+    if let Some(lease) = options.agents {
+        let agents: Arc<dyn hodei_domain::ports::AgentStore> = store.clone();
+        config.agents = Some((agents, hodei_actors::agents::AgentSettings { lease }));
     }
     (options.config)(&mut config);
     let tree = start_tree(ports, config);
