@@ -43,11 +43,11 @@ pub struct ServerConfig {
     pub local_slots: u32,
     /// The size limits and retention of artifacts and caches.
     pub files: hodei_adapters::files::FileLimits,
-    /// Where the record (runs, events, tokens, agents, secrets) and the logs are kept.
-    pub database: Database,
     /// The unprivileged user local steps run as (the server then runs as root); `None`: as
     /// the server's own user.
     pub run_as: Option<String>,
+    /// Where the record (runs, events, tokens, agents, secrets) and the logs are kept.
+    pub database: Database,
 }
 
 /// Where a server keeps its record and logs.
@@ -172,15 +172,15 @@ const KEYS: [Key; 17] = [
         default: || Raw::Int(7),
     },
     Key {
-        name: "database_url",
-        env: "HODEI_DATABASE_URL",
-        expected: "a PostgreSQL URL such as postgres://hodei:PASSWORD@db.example:5432/hodei, or empty for the SQLite database of the data directory",
-        default: || Raw::Text(String::new()),
-    },
-    Key {
         name: "run_as",
         env: "HODEI_RUN_AS",
         expected: "the name or uid of an unprivileged user of this machine, or \"\" (steps run as the server's user)",
+        default: || Raw::Text(String::new()),
+    },
+    Key {
+        name: "database_url",
+        env: "HODEI_DATABASE_URL",
+        expected: "a PostgreSQL URL such as postgres://hodei:PASSWORD@db.example:5432/hodei, or empty for the SQLite database of the data directory",
         default: || Raw::Text(String::new()),
     },
 ];
@@ -358,7 +358,7 @@ pub fn resolve(
         given[1] = (data, Origin::Flag("--data"));
     }
     if let Some(url) = &flags.database {
-        given[15] = (Raw::Text(url.clone()), Origin::Flag("--database"));
+        given[16] = (Raw::Text(url.clone()), Origin::Flag("--database"));
     }
     let value = |index: usize| (&given[index].0, &given[index].1, &KEYS[index]);
     Ok(ServerConfig {
@@ -398,13 +398,13 @@ pub fn resolve(
                 cache_retention: days(parse_number(value(14), 1, 3650)?),
             }
         },
-        database: parse_database(value(15))?,
-        run_as: match value(16) {
+        run_as: match value(15) {
             (Raw::Text(text), _, _) if text.trim().is_empty() => None,
             (Raw::Text(text), _, _) => Some(text.trim().to_owned()),
             (Raw::Int(n), _, _) if *n > 0 => Some(n.to_string()),
             (raw, origin, key) => return Err(invalid(raw, origin, key)),
         },
+        database: parse_database(value(16))?,
     })
 }
 
@@ -671,7 +671,7 @@ mod tests {
         let err = resolve(file("lisen = \"x\"\n"), &no_env, &Flags::default()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "hodei.toml: unknown key `lisen` (did you mean `listen`?); the keys are listen, data, http_workers, max_body_bytes, labels, shutdown_grace_seconds, max_queued_jobs, tls_cert, tls_key, agent_lease_seconds, local_slots, artifacts_max_job_mib, artifacts_retention_days, caches_max_entry_mib, caches_retention_days, database_url, run_as"
+            "hodei.toml: unknown key `lisen` (did you mean `listen`?); the keys are listen, data, http_workers, max_body_bytes, labels, shutdown_grace_seconds, max_queued_jobs, tls_cert, tls_key, agent_lease_seconds, local_slots, artifacts_max_job_mib, artifacts_retention_days, caches_max_entry_mib, caches_retention_days, run_as, database_url"
         );
         let err = resolve(file("listen = \n"), &no_env, &Flags::default()).unwrap_err();
         assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");

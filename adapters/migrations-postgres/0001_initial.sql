@@ -1,5 +1,5 @@
 -- Hodei's durable record on PostgreSQL: the same tables as the SQLite store's (adapters/migrations/,
--- all of its migrations up to 0008), plus the logs of jobs. Embedded in the binary by
+-- all of its migrations up to 0009), plus the logs of jobs. Embedded in the binary by
 -- `sqlx::migrate!`; never edit a migration that has shipped: add the next one. Each migration runs
 -- in one transaction (PostgreSQL's DDL is transactional): a failed one leaves nothing behind.
 --
@@ -174,7 +174,8 @@ CREATE TABLE leases (
     epoch    BIGINT  NOT NULL,
     next_seq BIGINT  NOT NULL,
     log_base BIGINT  NOT NULL,
-    ended    BOOLEAN NOT NULL
+    ended    BOOLEAN NOT NULL,
+    token    BYTEA             -- the digest of the job token given with the claim
 );
 
 -- The ticks of `on.schedule` entries that fired, claimed once across replicas.

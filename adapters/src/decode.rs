@@ -215,7 +215,7 @@ pub(crate) fn agent_record(row: AgentRow) -> Result<AgentRecord, StoreError> {
     })
 }
 
-/// `job, run, attempt, agent, epoch, next_seq, log_base` of a lease.
+/// `job, run, attempt, agent, epoch, next_seq, log_base, token` of a lease.
 pub(crate) type LeaseRow = (i64, i64, i64, String, i64, i64, i64, Option<Vec<u8>>);
 
 pub(crate) fn lease_record(row: LeaseRow) -> Result<Lease, StoreError> {

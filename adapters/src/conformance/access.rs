@@ -134,14 +134,11 @@ async fn leases_fence_reports_by_epoch_and_sequence(backend: Backend) {
     let run = new_run(&*store, &["build"], 0).await;
     let job = run.jobs[0].id;
     let events = lifecycle(run.id, job, a(1), 10);
-    let first = within(store.claim(job, run.id, a(1), "one".into(), 0, [1; 32]))
+    let first = within(store.claim(job, run.id, a(1), "one".into(), 0, digest(31)))
         .await
         .unwrap();
     assert_eq!((first.epoch, first.next_seq, first.log_base), (1, 0, 0));
-    assert_eq!(
-        first.token, [1; 32],
-        "the job token's digest is kept with the lease"
-    );
+    assert_eq!(first.token, digest(31), "the job token's digest is kept");
     assert_eq!(
         within(store.leases()).await.unwrap(),
         std::slice::from_ref(&first)
@@ -161,11 +158,11 @@ async fn leases_fence_reports_by_epoch_and_sequence(backend: Backend) {
         Fenced::Gap { expected: 1 }
     );
     // Claimed again (the agent was lost): the old epoch is deposed.
-    let second = within(store.claim(job, run.id, a(1), "two".into(), 40, [2; 32]))
+    let second = within(store.claim(job, run.id, a(1), "two".into(), 40, digest(32)))
         .await
         .unwrap();
     assert_eq!((second.epoch, second.next_seq, second.log_base), (2, 0, 40));
-    assert_eq!(second.token, [2; 32], "a new claim, a new job token");
+    assert_eq!(second.token, digest(32), "a new claim, a new token");
     assert_eq!(
         within(report(1, 1, &events[1..2], false)).await.unwrap(),
         Fenced::Stale
@@ -187,7 +184,7 @@ async fn leases_fence_reports_by_epoch_and_sequence(backend: Backend) {
     assert_eq!(stored.len(), events.len(), "each event once");
 
     // A third claim and the server ending it (the agent gave up).
-    let third = within(store.claim(job, run.id, a(2), "one".into(), 80, [3; 32]))
+    let third = within(store.claim(job, run.id, a(2), "one".into(), 80, digest(33)))
         .await
         .unwrap();
     assert_eq!(third.epoch, 3, "epochs only grow");
@@ -216,7 +213,7 @@ async fn a_report_that_fails_changes_neither_the_lease_nor_the_events(backend: B
     let store = backend.store().await;
     let run = new_run(&*store, &["build"], 0).await;
     let job = run.jobs[0].id;
-    within(store.claim(job, run.id, a(1), "one".into(), 0, [1; 32]))
+    within(store.claim(job, run.id, a(1), "one".into(), 0, digest(31)))
         .await
         .unwrap();
     let mut events = lifecycle(run.id, job, a(1), 10);
@@ -244,7 +241,7 @@ async fn concurrent_reports_of_one_batch_are_taken_once(backend: Backend) {
     let store = backend.store().await;
     let run = new_run(&*store, &["build"], 0).await;
     let job = run.jobs[0].id;
-    within(store.claim(job, run.id, a(1), "one".into(), 0, [1; 32]))
+    within(store.claim(job, run.id, a(1), "one".into(), 0, digest(31)))
         .await
         .unwrap();
     let events = lifecycle(run.id, job, a(1), 10);

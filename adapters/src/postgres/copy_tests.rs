@@ -72,7 +72,7 @@ async fn an_embedded_database_moves_to_postgres_whole_and_an_occupied_target_is_
         .await
         .unwrap();
     source
-        .claim(run.jobs[1].id, run.id, a(1), "one".into(), 0, [9; 32])
+        .claim(run.jobs[1].id, run.id, a(1), "one".into(), 0, [5; 32])
         .await
         .unwrap();
     let scope = SecretScope::Pipeline("web".into());

@@ -21,7 +21,7 @@
 //!   appended before them is committed (durable, with PostgreSQL's default settings).
 //! - [`read`](LogStore::read) never shows a gap: it waits for queued bytes to be committed,
 //!   and reads them back from the database, never from a copy in memory.
-//! - A failure of the database is retried with backoff for about a minute before the job's
+//! - A failure of the database is retried with backoff for about 45 s before the job's
 //!   log is failed: a restart of PostgreSQL pauses logs, it does not cut them.
 //!
 //! ## Doorbell
@@ -50,7 +50,7 @@ const MAX_CHUNK: usize = 1024 * 1024;
 /// The most bytes the writer takes into one transaction.
 const MAX_BATCH: usize = 8 * 1024 * 1024;
 /// How many times a batch is tried when the database is unavailable, with growing pauses
-/// (about a minute in all).
+/// (about 45 s in all).
 const TRIES: u32 = 12;
 /// Logs known in memory before idle, fully written ones are forgotten.
 const FORGET_AT: usize = 4_096;
