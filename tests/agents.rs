@@ -743,6 +743,12 @@ async fn an_agent_killed_with_sigkill_loses_its_job_to_another_and_reaps_what_it
         .await;
     let run = cluster.trigger("counted").await;
     wait_for_file(&marks.join("starts"), Duration::from_secs(30));
+    // Killed once the server knows the job runs there.
+    cluster
+        .wait_run(run, Duration::from_secs(30), |r| {
+            r["jobs"][0]["state"] == "running"
+        })
+        .await;
     first.kill();
     let _second = cluster.agent("second", &token, &[]);
     let run = cluster
@@ -792,6 +798,11 @@ async fn a_frozen_agent_past_its_lease_is_refused_when_it_wakes_and_stops_its_jo
         .await;
     let run = cluster.trigger("counted").await;
     wait_for_file(&marks.join("starts"), Duration::from_secs(30));
+    cluster
+        .wait_run(run, Duration::from_secs(30), |r| {
+            r["jobs"][0]["state"] == "running"
+        })
+        .await;
     // Frozen (as `docker pause` does), its step frozen with it: the lease runs out.
     first.signal(libc::SIGSTOP);
     let step = step_processes(&format!("sleep {}", long_sleep(31)));
@@ -1324,6 +1335,11 @@ async fn an_agent_cut_off_past_its_lease(test: &str, how: CutOff) {
     deployment.apply("counted", "name: counted\non: { manual: {} }\njobs:\n  work:\n    retry: 1\n    steps:\n      - run: |\n          if [ -e /marks/starts ]; then d=1; else d=60; fi\n          echo start >> /marks/starts\n          echo working\n          sleep $d\n          echo done >> /marks/effects\n          echo finished\n").await;
     let run = deployment.trigger("counted").await;
     wait_for_file(&deployment.marks.join("starts"), Duration::from_secs(60));
+    deployment
+        .wait_run(run, Duration::from_secs(30), |r| {
+            r["jobs"][0]["state"] == "running"
+        })
+        .await;
     // Once the server holds the first attempt's output, the agent is cut off.
     let job = deployment
         .wait_run(run, Duration::from_secs(30), |r| {

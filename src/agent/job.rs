@@ -225,11 +225,8 @@ pub async fn upload(
     let mut batch: Vec<DomainEvent> = Vec::new();
     let mut sealing = false;
     let mut backoff = Backoff::default();
-    // A job that ends at once is sent in one exchange.
-    tokio::select! {
-        _ = phase.wait_for(|p| matches!(p, Phase::Ended | Phase::Crashed)) => {}
-        _ = tokio::time::sleep(GATHER) => {}
-    }
+    // The start goes at once (the server then knows that steps may have run: an attempt lost
+    // after it is a new attempt); what follows is gathered.
     loop {
         let now = *phase.borrow_and_update();
         if now == Phase::Crashed {
@@ -313,8 +310,8 @@ pub async fn upload(
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
             // What follows closely goes with it (a short step's end, the attempt's end): one
-            // exchange for a whole short job, at the price of 20 ms more before the server
-            // sees a step start.
+            // exchange for the rest of a short job, at the price of 20 ms more before the
+            // server sees a later step start.
             tokio::select! {
                 _ = phase.wait_for(|p| matches!(p, Phase::Ended | Phase::Crashed)) => {}
                 _ = tokio::time::sleep(GATHER) => {}
