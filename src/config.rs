@@ -428,7 +428,7 @@ fn parse_database((raw, origin, key): (&Raw, &Origin, &Key)) -> Result<Database,
 
 /// `path` as written in the configuration file `file`: a relative one is taken from the file's
 /// directory.
-fn beside(file: &Path, path: &str) -> PathBuf {
+pub(crate) fn beside(file: &Path, path: &str) -> PathBuf {
     let path = Path::new(path);
     match file.parent() {
         Some(dir) if path.is_relative() => dir.join(path),

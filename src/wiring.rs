@@ -298,12 +298,23 @@ pub async fn server_stack(
 /// directory and `logs/` 0700, the database (created empty if new, so that SQLite gives its WAL
 /// files the same mode) and the files beside it 0600. A directory made by an older Hodei is
 /// tightened; the directory's own mode keeps what is deeper from other users.
+/// Creates each directory if missing, and gives it its mode whatever the umask.
+pub(crate) fn set_dir_modes(dirs: &[(&Path, u32)]) -> std::io::Result<()> {
+    use std::fs::{DirBuilder, Permissions, set_permissions};
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    for (dir, mode) in dirs {
+        DirBuilder::new().recursive(true).mode(*mode).create(dir)?;
+        set_permissions(dir, Permissions::from_mode(*mode))?;
+    }
+    Ok(())
+}
+
 /// Makes the data directory and what is in it the server's user's alone. With `run_as`, the
 /// steps' user may pass through the data directory (mode 0711: not list it) to the workspaces
 /// (0711 too), and reaches nothing else.
 fn make_private(data: &Path, paths: &LocalPaths, run_as: bool) -> std::io::Result<()> {
-    use std::fs::{DirBuilder, OpenOptions, Permissions, set_permissions};
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    use std::fs::{OpenOptions, Permissions, set_permissions};
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let passable = if run_as { 0o711 } else { 0o700 };
     let mut dirs = vec![
         (data, passable),
@@ -317,10 +328,7 @@ fn make_private(data: &Path, paths: &LocalPaths, run_as: bool) -> std::io::Resul
     if let Some(mirrors) = &paths.mirrors {
         dirs.push((mirrors.as_path(), 0o700));
     }
-    for (dir, mode) in dirs {
-        DirBuilder::new().recursive(true).mode(mode).create(dir)?;
-        set_permissions(dir, Permissions::from_mode(mode))?;
-    }
+    set_dir_modes(&dirs)?;
     if let Some(db) = &paths.store {
         OpenOptions::new()
             .append(true)

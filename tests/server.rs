@@ -70,10 +70,28 @@ fn end_of(frames: &[Value], from: u64) -> u64 {
     next
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_followed_live_survives_a_sigkill_of_the_server_and_finishes() {
-    let data = scratch("sigkill");
-    let mut server = Server::start(&data);
+/// A run followed live through a SIGKILL of its server: the server's next life and what the
+/// client knows.
+pub(crate) struct Followed {
+    pub server: Server,
+    pub http: reqwest::Client,
+    pub token: String,
+    pub auth: String,
+    pub run: u64,
+    pub job: u64,
+    /// The job's whole log, as the client has it.
+    pub log: String,
+}
+
+/// Pushes a pipeline that prints 30 lines and triggers it (as the README says), follows its log
+/// live until a few lines are there, kills the server with SIGKILL, starts it again with
+/// `start` (on the same data) and follows on from the offset it had: the run succeeds and the
+/// client has the whole log, nothing lost.
+pub(crate) async fn followed_through_a_sigkill(
+    data: &std::path::Path,
+    start: impl Fn() -> Server,
+) -> Followed {
+    let mut server = start();
     let token = std::fs::read_to_string(data.join("admin.token"))
         .unwrap()
         .trim()
@@ -81,8 +99,6 @@ async fn a_run_followed_live_survives_a_sigkill_of_the_server_and_finishes() {
     hodei_api::client::install_crypto();
     let http = reqwest::Client::new();
     let auth = format!("Bearer {token}");
-
-    // Push the pipeline and trigger it, as the README says.
     let pipeline = "name: count\njobs:\n  count:\n    steps:\n      - run: 'for i in $(seq 1 30); do echo \"line $i\"; sleep 0.1; done'\n        retry: 1\n";
     let put = http
         .put(format!("{}/api/v1/pipelines/count", server.url))
@@ -117,7 +133,7 @@ async fn a_run_followed_live_survives_a_sigkill_of_the_server_and_finishes() {
     server.kill();
 
     // Start it again on the same data: the run resumes; the client resumes where it was.
-    let server = Server::start(&data);
+    let server = start();
     let (frames, _) = follow(&server.url, &token, job, resume_from, |_, f| {
         f["type"] == "end"
     })
@@ -131,19 +147,33 @@ async fn a_run_followed_live_survives_a_sigkill_of_the_server_and_finishes() {
     let log = log_of(&http, &server.url, job, &auth).await;
     assert_eq!(log.len() as u64, total, "the client has the whole log");
     assert!(log.ends_with("line 29\nline 30\n"), "{log}");
+    Followed {
+        server,
+        http,
+        token,
+        auth,
+        run: id,
+        job,
+        log,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_followed_live_survives_a_sigkill_of_the_server_and_finishes() {
+    let data = scratch("sigkill");
+    let Followed {
+        server,
+        http,
+        auth,
+        run,
+        log,
+        ..
+    } = followed_through_a_sigkill(&data, || Server::start(&data)).await;
     assert!(
         log.contains("was lost"),
         "the log says what happened: {log}"
     );
-    let run: Value = http
-        .get(format!("{}/api/v1/runs/{id}", server.url))
-        .header("authorization", &auth)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let run = get(&http, &format!("{}/api/v1/runs/{run}", server.url), &auth).await;
     assert_eq!(run["state"], "succeeded", "{run}");
 }
 

@@ -1125,6 +1125,14 @@ pub struct NewAgent {
     pub at: Timestamp,
 }
 
+/// Whether two digests (of tokens, credentials) are equal, in a time that does not depend on
+/// where they differ.
+pub fn same_digest(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    // Keep the compiler from turning the fold into an early exit.
+    std::hint::black_box(diff) == 0
+}
+
 /// A registered agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentRecord {

@@ -107,10 +107,7 @@ fn fill(args: &mut Args, path: &Path, text: &str) -> Result<(), String> {
             )
         };
         let text = || value.as_str().map(str::to_owned).ok_or_else(bad);
-        let beside = |p: String| match path.parent() {
-            Some(dir) if Path::new(&p).is_relative() => dir.join(p),
-            _ => PathBuf::from(p),
-        };
+        let beside = |p: String| crate::config::beside(path, &p);
         match key.as_str() {
             "server" => set(&mut args.server, text()?),
             "token" => set(&mut args.token, text()?),

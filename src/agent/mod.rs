@@ -451,19 +451,19 @@ async fn doorbell(client: Client, rung: Arc<tokio::sync::Notify>, up: Arc<Atomic
 /// With `run_as`, the steps' user passes through the data directory to the workspaces (mode
 /// 0711: it cannot list them); the credential, spool and files stay the agent's alone.
 fn make_passable(data: &Path) -> std::io::Result<()> {
-    use std::fs::{DirBuilder, Permissions, set_permissions};
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    for (dir, mode) in [
-        (data.to_owned(), 0o711),
-        (data.join("workspaces"), 0o711),
-        (data.join("spool"), 0o700),
-        (data.join("files"), 0o700),
-        (data.join("docker"), 0o700),
-    ] {
-        DirBuilder::new().recursive(true).mode(mode).create(&dir)?;
-        set_permissions(&dir, Permissions::from_mode(mode))?;
-    }
-    Ok(())
+    let (workspaces, spool, files, docker) = (
+        data.join("workspaces"),
+        data.join("spool"),
+        data.join("files"),
+        data.join("docker"),
+    );
+    crate::wiring::set_dir_modes(&[
+        (data, 0o711),
+        (&workspaces, 0o711),
+        (&spool, 0o700),
+        (&files, 0o700),
+        (&docker, 0o700),
+    ])
 }
 
 /// The labels offered: the agent's own, and `docker` while its engine answers.

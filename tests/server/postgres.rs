@@ -8,7 +8,7 @@ use hodei_adapters::postgres::cluster::TestCluster;
 use serde_json::{Value, json};
 
 use super::common::{Server, scratch};
-use super::{end_of, follow, get, log_of};
+use super::{follow, get, log_of};
 
 fn start(data: &std::path::Path, url: &str) -> Server {
     Server::start_args(data, &["--database", url], &[], Stdio::null())
@@ -19,67 +19,20 @@ async fn a_server_on_postgres_runs_follows_and_finds_everything_after_a_kill_and
     let cluster = TestCluster::shared();
     let url = cluster.database();
     let data = scratch("postgres-e2e");
-    let mut server = start(&data, &url);
+    // The same run through a SIGKILL as on SQLite: the log followed live from PostgreSQL.
+    let super::Followed {
+        server,
+        http,
+        token,
+        auth,
+        run: id,
+        job,
+        log,
+    } = super::followed_through_a_sigkill(&data, || start(&data, &url)).await;
     assert!(
         !data.join("hodei.db").exists(),
         "on PostgreSQL there is no database file in the data directory"
     );
-    let token = std::fs::read_to_string(data.join("admin.token"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    hodei_api::client::install_crypto();
-    let http = reqwest::Client::new();
-    let auth = format!("Bearer {token}");
-
-    let pipeline = "name: count\njobs:\n  count:\n    steps:\n      - run: 'for i in $(seq 1 30); do echo \"line $i\"; sleep 0.1; done'\n        retry: 1\n";
-    let put = http
-        .put(format!("{}/api/v1/pipelines/count", server.url))
-        .header("authorization", &auth)
-        .header("content-type", "application/yaml")
-        .body(pipeline)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 201, "{}", put.text().await.unwrap());
-    let trigger = || async {
-        let run: Value = http
-            .post(format!("{}/api/v1/pipelines/count/runs", server.url))
-            .header("authorization", &auth)
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        (
-            run["id"].as_u64().unwrap(),
-            run["jobs"][0]["id"].as_u64().unwrap(),
-        )
-    };
-    let (id, job) = trigger().await;
-
-    // Follow the log live from PostgreSQL until a few lines are there, then SIGKILL the server.
-    let (frames, _) = follow(&server.url, &token, job, 0, |text, _| {
-        text.contains("line 3\n")
-    })
-    .await;
-    let resume_from = end_of(&frames, 0);
-    server.kill();
-
-    // The next life resumes the run from the database; the follower resumes at its offset.
-    let server = start(&data, &url);
-    let (frames, _) = follow(&server.url, &token, job, resume_from, |_, f| {
-        f["type"] == "end"
-    })
-    .await;
-    let end = frames.last().expect("frames after the restart");
-    assert_eq!(end["state"], "succeeded", "{frames:?}");
-    let total = end_of(&frames, resume_from);
-    let log = log_of(&http, &server.url, job, &auth).await;
-    assert_eq!(log.len() as u64, total, "the client has the whole log");
-    assert!(log.ends_with("line 29\nline 30\n"), "{log}");
 
     // Another kill, and the next life finds everything: the run (its verdict recorded, or
     // recorded now by the resumed run), its events, its log, the token; runs go on.
