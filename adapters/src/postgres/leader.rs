@@ -58,8 +58,11 @@ pub(super) struct Fence {
     /// The epoch this store writes under; 0: not fenced (a single server, a follower, tools).
     epoch: AtomicU64,
     deposed: AtomicBool,
-    on_deposed: Mutex<Option<Box<dyn FnOnce(u64) + Send>>>,
+    on_deposed: Mutex<Option<OnDeposed>>,
 }
+
+/// Told once, with the epoch of the leader that took over.
+type OnDeposed = Box<dyn FnOnce(u64) + Send>;
 
 impl Fence {
     /// In the transaction `conn`, before its writes: `Err` once the leadership moved on.
