@@ -226,6 +226,16 @@ async fn followers_forward_serve_logs_from_the_database_and_a_killed_leader_is_r
     for id in [run, second] {
         wait_for_state(&http, &b.url, id, "succeeded").await;
     }
+
+    // A client given every replica's address (the CLI's and the agent's `--server a,b,c`)
+    // moves past the dead one, for plain requests and for a log followed over a WebSocket.
+    let every = format!("{},{},{}", a.url, b.url, c.url);
+    let client =
+        hodei_api::client::Client::new(&hodei_api::client::Target::new(&every, Some(TOKEN.into())))
+            .unwrap();
+    let listed = client.run(third).await.expect("the next replica answers");
+    assert_eq!(listed.state, "succeeded");
+    assert_ne!(client.url(), a.url, "it moved on from the dead replica");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
