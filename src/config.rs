@@ -227,9 +227,10 @@ const KEYS: [Key; 21] = [
 ];
 
 /// Variables that start with `HODEI_` but are not configuration keys.
-const OTHER_VARIABLES: [&str; 5] = [
+const OTHER_VARIABLES: [&str; 6] = [
     "HODEI_CONFIG",
     "HODEI_BOOTSTRAP_TOKEN",
+    "HODEI_BOOTSTRAP_AGENT_TOKEN",
     "HODEI_LOG",
     "HODEI_DOCKER_HOST",
     "HODEI_FAULT",

@@ -3,6 +3,8 @@
 //! with SIGKILL in the middle of the run and started again on the same data; the client resumes
 //! its log from the offset it had, and the run finishes with nothing lost.
 
+#[path = "server/cluster.rs"]
+mod cluster;
 mod common;
 #[path = "server/postgres.rs"]
 mod postgres;

@@ -129,6 +129,34 @@ pub async fn bootstrap(
     Ok(outcome)
 }
 
+/// The name of the agent registration token that [`bootstrap_agents`] stores.
+pub const BOOTSTRAP_AGENT_TOKEN: &str = "bootstrap";
+
+/// Stores `given` (it must pass [`check_external`]) as the agent registration token named
+/// [`BOOTSTRAP_AGENT_TOKEN`], unless a token of that name was ever stored: a deployment's
+/// agents can then register with a token set before the first start (Compose, Kubernetes).
+/// Whether it was stored now.
+pub async fn bootstrap_agents(
+    agents: &dyn hodei_domain::ports::AgentStore,
+    given: &str,
+    at: hodei_domain::ids::Timestamp,
+) -> Result<bool, ApiError> {
+    let known = agents.agent_tokens().await?;
+    if known.iter().any(|t| t.name == BOOTSTRAP_AGENT_TOKEN) {
+        return Ok(false);
+    }
+    agents
+        .create_agent_token(hodei_domain::ports::NewAgentToken {
+            name: BOOTSTRAP_AGENT_TOKEN.to_owned(),
+            digest: digest(given),
+            labels: None,
+            expires: None,
+            at,
+        })
+        .await?;
+    Ok(true)
+}
+
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
 pub struct Caller {

@@ -15,7 +15,9 @@ use hodei_adapters::local::RunAs;
 use hodei_domain::schedule::WorkerState;
 use hodei_supervisors::Tree;
 
-use hodei_api::auth::{Bootstrap, bootstrap, check_external};
+use hodei_api::auth::{
+    BOOTSTRAP_AGENT_TOKEN, Bootstrap, bootstrap, bootstrap_agents, check_external,
+};
 use hodei_api::{ApiState, Limits};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -32,7 +34,7 @@ pub const EXIT_DEPOSED: u8 = 75;
 /// Run the Hodei server: REST API, metrics, and the actors that run pipelines.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  hodei server\n  hodei server --listen 0.0.0.0:8080 --data /var/lib/hodei\n  hodei server --config /etc/hodei/hodei.toml\n  hodei server --database postgres://hodei:PASSWORD@db.example:5432/hodei\n\nSettings come from hodei.toml, then HODEI_* variables, then flags (see docs/operations.md).\nAt the first start an admin token is printed once and written to DATA/admin.token;\nHODEI_BOOTSTRAP_TOKEN sets it instead."
+    after_help = "Examples:\n  hodei server\n  hodei server --listen 0.0.0.0:8080 --data /var/lib/hodei\n  hodei server --config /etc/hodei/hodei.toml\n  hodei server --database postgres://hodei:PASSWORD@db.example:5432/hodei\n\nSettings come from hodei.toml, then HODEI_* variables, then flags (see docs/operations.md).\nAt the first start an admin token is printed once and written to DATA/admin.token;\nHODEI_BOOTSTRAP_TOKEN sets it instead; HODEI_BOOTSTRAP_AGENT_TOKEN sets an agent\nregistration token named `bootstrap` at the first start."
 )]
 pub struct Args {
     /// The configuration file (default: hodei.toml if it exists, or HODEI_CONFIG).
@@ -52,6 +54,8 @@ pub struct Args {
 
 /// The environment variable that sets the first admin token.
 const BOOTSTRAP_VARIABLE: &str = "HODEI_BOOTSTRAP_TOKEN";
+/// The environment variable that sets an agent registration token at the first start.
+const BOOTSTRAP_AGENT_VARIABLE: &str = "HODEI_BOOTSTRAP_AGENT_TOKEN";
 
 /// Runs the command; returns the exit code.
 pub fn run(args: &Args) -> u8 {
@@ -70,11 +74,16 @@ pub fn run(args: &Args) -> u8 {
         eprintln!("warning: environment variable {name} is not a Hodei setting{hint}");
     }
     let given = env(BOOTSTRAP_VARIABLE);
-    if let Some(token) = &given
-        && let Err(reason) = check_external(token)
-    {
-        eprintln!("error: environment variable {BOOTSTRAP_VARIABLE}: {reason}");
-        return EXIT_USAGE;
+    for (name, token) in [
+        (BOOTSTRAP_VARIABLE, &given),
+        (BOOTSTRAP_AGENT_VARIABLE, &env(BOOTSTRAP_AGENT_VARIABLE)),
+    ] {
+        if let Some(token) = token
+            && let Err(reason) = check_external(token)
+        {
+            eprintln!("error: environment variable {name}: {reason}");
+            return EXIT_USAGE;
+        }
     }
     let system = actix::System::new();
     let providers = Arc::new(std::sync::Mutex::new(None));
@@ -271,6 +280,18 @@ async fn serve(
         Err(err) => {
             eprintln!("error: cannot create the admin token: {err}");
             return EXIT_INTERNAL;
+        }
+    }
+    if let Ok(token) = std::env::var(BOOTSTRAP_AGENT_VARIABLE) {
+        match bootstrap_agents(stack.agents.as_ref(), &token, now).await {
+            Ok(true) => println!(
+                "Agent registration token `{BOOTSTRAP_AGENT_TOKEN}` set from {BOOTSTRAP_AGENT_VARIABLE}."
+            ),
+            Ok(false) => {}
+            Err(err) => {
+                eprintln!("error: cannot store the agent registration token: {err}");
+                return EXIT_INTERNAL;
+            }
         }
     }
     let limits = Limits {

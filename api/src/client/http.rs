@@ -260,7 +260,7 @@ impl Client {
 
 /// An error and its causes, innermost last, without repeats: `connection refused` rather than
 /// `error sending request`.
-pub(super) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut next = Some(err);
     while let Some(err) = next {

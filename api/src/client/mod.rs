@@ -23,6 +23,7 @@ mod agent;
 mod certificate;
 pub mod follow;
 mod http;
+pub(crate) use http::chain as error_chain;
 
 pub use agent::Doorbell;
 pub use certificate::CertificateProblem;
@@ -581,7 +582,7 @@ fn check_url(url: &str) -> Result<(), ClientError> {
 /// The one TLS configuration of a client: the system's roots, plus `ca_cert`'s.
 /// The TLS configuration of a client. A plain-HTTP server needs no trust store: a machine (or
 /// a container) without CA certificates still talks to it.
-fn tls_config(
+pub(crate) fn tls_config(
     ca_cert: Option<&std::path::Path>,
     https: bool,
 ) -> Result<rustls::ClientConfig, ClientError> {

@@ -85,12 +85,23 @@ impl Follower {
         doorbell: tokio::sync::broadcast::Sender<JobId>,
     ) -> Result<Follower, String> {
         crate::client::install_crypto();
+        // The system's trust store for a leader at https://, where the machine has one; a
+        // container without CA certificates still forwards over plain HTTP.
+        let tls = crate::client::tls_config(None, true)
+            .or_else(|_| crate::client::tls_config(None, false))
+            .map_err(|err| format!("cannot set up TLS to forward to the leader: {err}"))?;
         let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
             .connect_timeout(Duration::from_secs(2))
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .build()
-            .map_err(|err| format!("cannot build the client that forwards to the leader: {err}"))?;
+            .map_err(|err| {
+                format!(
+                    "cannot build the client that forwards to the leader: {}",
+                    crate::client::error_chain(&err)
+                )
+            })?;
         Ok(Follower {
             cluster,
             store,
