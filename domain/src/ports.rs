@@ -1007,9 +1007,16 @@ pub enum FileError {
         /// The setting that raises it.
         setting: &'static str,
     },
-    /// Where this attempt runs, the files cannot go (an agent keeps no artifacts yet).
+    /// Where this attempt runs, the files cannot go.
     #[error("{what}")]
     Unsupported { what: String },
+    /// An archive of artifacts that an agent sent is not one of plain files: a link, a path
+    /// outside, a damaged archive.
+    #[error("{what}")]
+    Malformed { what: String },
+    /// The server that keeps the artifacts of an agent's jobs refused them, or is away.
+    #[error("{what}")]
+    Remote { what: String },
     /// The disk or the data directory failed.
     #[error("{what}: {reason}")]
     Io {
@@ -1065,6 +1072,28 @@ pub trait FileStore: Send + Sync {
         run: RunId,
         jobs: &'a [JobId],
         into: &'a std::path::Path,
+    ) -> BoxFuture<'a, Result<usize, FileError>>;
+
+    /// Keeps the files of the tar archive `archive` (a file in a scratch directory that an
+    /// agent uploaded, consumed) as the artifacts of `job`, as
+    /// [`keep_artifacts`](FileStore::keep_artifacts) does: regular files and directories only,
+    /// within the same limit, all or nothing.
+    fn receive_artifacts<'a>(
+        &'a self,
+        run: RunId,
+        job: JobId,
+        job_name: &'a str,
+        archive: &'a std::path::Path,
+    ) -> BoxFuture<'a, Result<Vec<Artifact>, FileError>>;
+
+    /// Writes to the new file `out` a tar archive of the artifacts of `jobs` of `run` at their
+    /// paths (what [`stage_artifacts`](FileStore::stage_artifacts) copies), for an agent;
+    /// answers how many files.
+    fn pack_artifacts<'a>(
+        &'a self,
+        run: RunId,
+        jobs: &'a [JobId],
+        out: &'a std::path::Path,
     ) -> BoxFuture<'a, Result<usize, FileError>>;
 
     /// Restores into `into` (a scratch directory) the entry saved under `key`, else the newest

@@ -212,6 +212,7 @@ async fn serve(
     let limits = Limits {
         max_body: config.max_body_bytes,
         max_queued: config.max_queued_jobs,
+        max_artifacts: config.files.artifacts_per_job,
         ..Limits::default()
     };
     let router = stack.provider.clone();

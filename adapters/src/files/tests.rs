@@ -87,7 +87,7 @@ async fn a_job_over_the_artifact_limit_keeps_nothing_and_says_which_setting_to_r
         ),
         "{err:?}"
     );
-    assert!(err.to_string().contains("artifacts.max_job_size"), "{err}");
+    assert!(err.to_string().contains("artifacts_max_job_mib"), "{err}");
     assert!(files.artifacts(RunId(1)).await.unwrap().is_empty());
 }
 
@@ -201,7 +201,7 @@ async fn a_cache_entry_over_its_limit_is_refused() {
     };
     let dir = fill(&files, &[("x", "four")]);
     let err = files.save_cache(&scope, "k", &dir).await.unwrap_err();
-    assert!(err.to_string().contains("caches.max_entry_size"), "{err}");
+    assert!(err.to_string().contains("caches_max_entry_mib"), "{err}");
 }
 
 #[tokio::test]

@@ -14,6 +14,8 @@ pub(super) enum Body {
     Json(serde_json::Value),
     Yaml(String),
     Bytes(Vec<u8>),
+    /// A tar file of this many bytes, streamed from the disk.
+    Tar(tokio::fs::File, u64),
 }
 
 fn method_name(method: &Method) -> &'static str {
@@ -89,7 +91,9 @@ impl Client {
         path: &str,
         out: &mut (dyn std::io::Write + Send),
     ) -> Result<u64, ClientError> {
-        let mut response = self.answer(Method::GET, path, Body::Empty).await?;
+        let mut response = self
+            .answer_within(Method::GET, path, Body::Empty, super::TRANSFER_TIMEOUT)
+            .await?;
         let mut written = 0;
         while let Some(chunk) = response
             .chunk()
@@ -149,10 +153,27 @@ impl Client {
         path: &str,
         body: Body,
     ) -> Result<reqwest::Response, ClientError> {
+        let within = match body {
+            Body::Tar(..) => super::TRANSFER_TIMEOUT,
+            _ => super::REQUEST_TIMEOUT,
+        };
+        self.answer_within(method, path, body, within).await
+    }
+
+    /// [`answer`](Client::answer), given `within` to be done (a transfer of files takes
+    /// longer than a call).
+    pub(super) async fn answer_within(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+        within: std::time::Duration,
+    ) -> Result<reqwest::Response, ClientError> {
         let name = method_name(&method);
         let mut request = self
             .http
-            .request(method, format!("{}{path}", self.target.url));
+            .request(method, format!("{}{path}", self.target.url))
+            .timeout(within);
         if let Some(token) = &self.target.token {
             request = request.bearer_auth(token);
         }
@@ -167,6 +188,13 @@ impl Client {
             Body::Bytes(bytes) => request
                 .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
                 .body(bytes),
+            Body::Tar(file, length) => request
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    crate::routes::agent_files::TAR,
+                )
+                .header(reqwest::header::CONTENT_LENGTH, length)
+                .body(reqwest::Body::from(file)),
         };
         let response = request.send().await.map_err(|err| self.unreachable(&err))?;
         let status = response.status();
