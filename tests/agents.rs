@@ -1334,6 +1334,65 @@ async fn on_an_agent_a_job_checks_out_the_runs_commit_from_its_own_mirror() {
     assert!(!refused.to_string().contains(secret));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_an_agent_jobs_in_containers_check_out_and_pass_artifacts() {
+    use git_support::{GitServer, github_push};
+    hodei_api::client::install_crypto();
+    let engine = Command::new("docker").args(["version"]).output();
+    assert!(
+        engine.is_ok_and(|o| o.status.success()),
+        "this test needs the Docker engine"
+    );
+    let cluster = Cluster::start("checkout-docker", 30);
+    let token = cluster.registration_token().await;
+    let _agent = cluster.agent("agentfiles-docker", &token, &["--labels", "linux"]);
+    let origin = GitServer::start(&cluster.data.join("git"));
+    let (status, body) = cluster
+        .call(
+            reqwest::Method::PUT,
+            "/api/v1/secrets/repository/boxed/HOOK",
+            Some(json!({ "value": HOOK_SECRET })),
+        )
+        .await;
+    assert!(status < 300, "{body}");
+    let (status, body) = cluster
+        .call(
+            reqwest::Method::PUT,
+            "/api/v1/repos/boxed",
+            Some(json!({"forge": "github", "clone_url": origin.url(), "webhook_secret": "HOOK"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let pipeline = "name: boxed-ci\non: { push: {} }\ndefaults: { image: hodei-test/busybox-run:1, pull: never }\njobs:\n  build:\n    runs_on: [docker]\n    artifacts: [out]\n    steps:\n      - run: mkdir -p out && cat src/lib.rs > out/copy && echo built in a container\n  use:\n    runs_on: [docker]\n    needs: [build]\n    steps:\n      - run: test ! -e /etc/os-release && cat out/copy\n";
+    let (before, commit) = origin.push(
+        "main",
+        &[(".hodei.yml", pipeline), ("src/lib.rs", "// boxed code\n")],
+    );
+    let body = github_push("refs/heads/main", &before, &commit);
+    let answer = deliver_push(&cluster, "boxed", "b-1", &body).await;
+    let run = cluster
+        .wait_run(
+            answer["run"].as_u64().unwrap(),
+            Duration::from_secs(120),
+            finished,
+        )
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let use_job = run["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "use")
+        .unwrap();
+    assert_eq!(use_job["worker"], "agentfiles-docker");
+    let log = cluster.log(use_job["id"].as_u64().unwrap()).await;
+    let log = String::from_utf8_lossy(&log);
+    assert!(
+        log.contains("restored 1 artifact file(s)") && log.contains("// boxed code"),
+        "{log}"
+    );
+}
+
 // ---- Servers and agents as containers on a private network --------------------------------
 
 /// Hodei's image, built once per test run from this test's binary (`scripts/hodei-image`).
