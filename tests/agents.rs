@@ -1205,6 +1205,29 @@ async fn on_an_agent_a_cache_is_kept_on_its_disk_and_artifacts_go_through_the_se
 
 const HOOK_SECRET: &str = "hook-secret-value";
 
+/// Registers repository `name`, its webhook secret stored as `HOOK` and `secrets` beside it.
+async fn register_repo(cluster: &Cluster, name: &str, secrets: &[(&str, &str)], mut repo: Value) {
+    for (secret, value) in [("HOOK", HOOK_SECRET)].iter().chain(secrets) {
+        let (status, body) = cluster
+            .call(
+                reqwest::Method::PUT,
+                &format!("/api/v1/secrets/repository/{name}/{secret}"),
+                Some(json!({ "value": value })),
+            )
+            .await;
+        assert!(status < 300, "{body}");
+    }
+    repo["webhook_secret"] = json!("HOOK");
+    let (status, body) = cluster
+        .call(
+            reqwest::Method::PUT,
+            &format!("/api/v1/repos/{name}"),
+            Some(repo),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
+
 /// A push delivery of GitHub, signed with [`HOOK_SECRET`].
 async fn deliver_push(cluster: &Cluster, repo: &str, delivery: &str, body: &str) -> Value {
     let signature = hodei_api::webhook::sign(HOOK_SECRET, body.as_bytes());
@@ -1235,30 +1258,10 @@ async fn on_an_agent_a_job_checks_out_the_runs_commit_from_its_own_mirror() {
     let origin = GitServer::start(&cluster.data.join("git"));
     let secret = "tok-5e7b2d-very-private";
     let forge = HttpGitServer::start(&cluster.data.join("git/served"), "ci-bot", secret);
-    for (path, value) in [
-        ("repository/private/HOOK", HOOK_SECRET.to_owned()),
-        ("repository/private/GIT_CREDS", format!("ci-bot:{secret}")),
-    ] {
-        let (status, body) = cluster
-            .call(
-                reqwest::Method::PUT,
-                &format!("/api/v1/secrets/{path}"),
-                Some(json!({ "value": value })),
-            )
-            .await;
-        assert!(status < 300, "{body}");
-    }
-    let (status, body) = cluster
-        .call(
-            reqwest::Method::PUT,
-            "/api/v1/repos/private",
-            Some(
-                json!({"forge": "github", "clone_url": forge.url("origin.git"),
-                "credentials": "GIT_CREDS", "webhook_secret": "HOOK"}),
-            ),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    let registration = json!({"forge": "github", "clone_url": forge.url("origin.git"),
+        "credentials": "GIT_CREDS"});
+    let creds = format!("ci-bot:{secret}");
+    register_repo(&cluster, "private", &[("GIT_CREDS", &creds)], registration).await;
     let pipeline = "name: private-ci\non: { push: { branches: [main] } }\ncheckout: { depth: 2 }\njobs:\n  build:\n    runs_on: [arm64]\n    steps:\n      - run: cat src/lib.rs; echo \"at $(git rev-parse HEAD) with $(git rev-list --count HEAD) commit(s)\"\n";
     origin.push("main", &[("src/lib.rs", "// first\n")]);
     origin.push("main", &[("src/lib.rs", "// second\n")]);
@@ -1347,22 +1350,8 @@ async fn on_an_agent_jobs_in_containers_check_out_and_pass_artifacts() {
     let token = cluster.registration_token().await;
     let _agent = cluster.agent("agentfiles-docker", &token, &["--labels", "linux"]);
     let origin = GitServer::start(&cluster.data.join("git"));
-    let (status, body) = cluster
-        .call(
-            reqwest::Method::PUT,
-            "/api/v1/secrets/repository/boxed/HOOK",
-            Some(json!({ "value": HOOK_SECRET })),
-        )
-        .await;
-    assert!(status < 300, "{body}");
-    let (status, body) = cluster
-        .call(
-            reqwest::Method::PUT,
-            "/api/v1/repos/boxed",
-            Some(json!({"forge": "github", "clone_url": origin.url(), "webhook_secret": "HOOK"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    let registration = json!({"forge": "github", "clone_url": origin.url()});
+    register_repo(&cluster, "boxed", &[], registration).await;
     let pipeline = "name: boxed-ci\non: { push: {} }\ndefaults: { image: hodei-test/busybox-run:1, pull: never }\njobs:\n  build:\n    runs_on: [docker]\n    artifacts: [out]\n    steps:\n      - run: mkdir -p out && cat src/lib.rs > out/copy && echo built in a container\n  use:\n    runs_on: [docker]\n    needs: [build]\n    steps:\n      - run: test ! -e /etc/os-release && cat out/copy\n";
     let (before, commit) = origin.push(
         "main",
@@ -1391,6 +1380,72 @@ async fn on_an_agent_jobs_in_containers_check_out_and_pass_artifacts() {
         log.contains("restored 1 artifact file(s)") && log.contains("// boxed code"),
         "{log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_going_when_the_server_stopped_still_reports_its_final_commit_status() {
+    use git_support::{GitServer, StatusReceiver, github_push};
+    hodei_api::client::install_crypto();
+    let mut cluster = Cluster::start("status-restart", 30);
+    let token = cluster.registration_token().await;
+    let _agent = cluster.agent("reporter", &token, &["--labels", "linux,arm64"]);
+    let origin = GitServer::start(&cluster.data.join("git"));
+    let receiver = StatusReceiver::start();
+    // The clone URL names owner/name as a forge's does; the status API is the receiver.
+    let served = cluster.data.join("git/served");
+    std::fs::create_dir_all(served.join("acme")).unwrap();
+    std::os::unix::fs::symlink(served.join("origin.git"), served.join("acme/origin.git")).unwrap();
+    let registration = json!({"forge": "github",
+        "clone_url": format!("git://127.0.0.1:{}/acme/origin.git", origin.port),
+        "status_token": "STATUS",
+        "status_api": format!("http://127.0.0.1:{}/api", receiver.port)});
+    register_repo(
+        &cluster,
+        "app",
+        &[("STATUS", "status-token-2")],
+        registration,
+    )
+    .await;
+    let pipeline = "name: app-ci\non: { push: {} }\njobs:\n  build:\n    runs_on: [arm64]\n    steps:\n      - run: sleep 4\n";
+    let (before, commit) = origin.push("main", &[(".hodei.yml", pipeline)]);
+    let body = github_push("refs/heads/main", &before, &commit);
+    let answer = deliver_push(&cluster, "app", "s-1", &body).await;
+    let id = answer["run"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while receiver.calls.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no pending status within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.kill_server();
+    cluster.start_server();
+    let run = cluster
+        .wait_run(id, Duration::from_secs(90), finished)
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let calls = receiver.calls.lock().unwrap().clone();
+        if let Some((line, authorization, body)) = calls.last()
+            && body["state"] == "success"
+        {
+            assert_eq!(
+                line,
+                &format!("POST /api/repos/acme/origin/statuses/{commit} HTTP/1.1")
+            );
+            assert_eq!(authorization, "Bearer status-token-2");
+            assert_eq!(
+                body["target_url"],
+                format!("{}/api/v1/runs/{id}", cluster.url()),
+                "{calls:#?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no final status after the restart: {calls:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 // ---- Servers and agents as containers on a private network --------------------------------

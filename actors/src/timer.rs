@@ -315,6 +315,7 @@ impl Pass {
             env: Default::default(),
             secrets: known.secrets.clone(),
             repository: String::new(),
+            server_url: String::new(),
             overridden_by: String::new(),
         };
         let submitted = self

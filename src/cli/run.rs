@@ -179,6 +179,7 @@ pub fn run(args: &Args) -> u8 {
         env,
         secrets: secret_names,
         repository: String::new(),
+        server_url: String::new(),
         overridden_by: String::new(),
     };
     let scratch = std::env::temp_dir().join(format!("hodei-run-{}", std::process::id()));

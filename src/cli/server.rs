@@ -227,6 +227,9 @@ async fn serve(
     .with_agents(stack.agents)
     .with_notice("local_steps", notice)
     .with_provider("docker", Arc::new(move || router.engine_trouble()));
+    // The runs that were going when the server stopped report their commit statuses again.
+    let resuming = state.clone();
+    actix::spawn(async move { hodei_api::status::resume(&resuming).await });
     let accepting = state.accepting.clone();
     let tls = match &config.tls {
         Some((cert, key)) => match hodei_api::tls::load(cert, key) {

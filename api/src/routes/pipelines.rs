@@ -373,6 +373,7 @@ pub(crate) async fn submit(
         env: trigger.env.into_iter().collect(),
         secrets: loaded.secrets,
         repository: String::new(),
+        server_url: String::new(),
         overridden_by,
     };
     let submitted = state

@@ -467,6 +467,7 @@ pub async fn receive_webhook(
         commit: commit.clone(),
         secrets: pipeline.secrets.clone(),
         repository: repo.name.clone(),
+        server_url: crate::status::server_url(&req),
         ..RunInputs::default()
     };
     let submitting = state.submitting(&pipeline_name).await;
@@ -513,7 +514,7 @@ pub async fn receive_webhook(
         &repo,
         &commit,
         run,
-        crate::status::run_link(&req, run),
+        &crate::status::server_url(&req),
     );
     let mut started = answer(true, Some(run), None);
     started.superseded = superseded.iter().map(|r| r.0).collect();
