@@ -316,6 +316,7 @@ impl Pass {
             secrets: known.secrets.clone(),
             repository: String::new(),
             server_url: String::new(),
+            default_branch: String::new(),
             overridden_by: String::new(),
         };
         let submitted = self

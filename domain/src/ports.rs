@@ -976,12 +976,16 @@ pub struct Artifact {
 }
 
 /// Where a cache entry belongs: a pipeline and a branch. A job restores from its branch, then
-/// from the store's default branch, and saves to its branch.
+/// from the default branch (its repository's, else the store's), and saves to its branch.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CacheScope {
     pub pipeline: String,
     /// Empty for a run without a branch.
     pub branch: String,
+    /// The branch to fall back to: the repository's default branch; empty for the store's
+    /// own default.
+    #[serde(default)]
+    pub default_branch: String,
 }
 
 /// The cache entry that a restore found.

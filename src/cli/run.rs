@@ -180,6 +180,7 @@ pub fn run(args: &Args) -> u8 {
         secrets: secret_names,
         repository: String::new(),
         server_url: String::new(),
+        default_branch: String::new(),
         overridden_by: String::new(),
     };
     let scratch = std::env::temp_dir().join(format!("hodei-run-{}", std::process::id()));

@@ -435,9 +435,13 @@ impl DiskFiles {
         prefixes: &[String],
         into: &Path,
     ) -> Result<Option<CacheHit>, FileError> {
+        let default = match scope.default_branch.as_str() {
+            "" => self.inner.default_branch.as_str(),
+            theirs => theirs,
+        };
         let mut branches = vec![scope.branch.as_str()];
-        if scope.branch != self.inner.default_branch {
-            branches.push(&self.inner.default_branch);
+        if scope.branch != default {
+            branches.push(default);
         }
         let hit = branches.iter().find_map(|branch| {
             let dir = self.cache_dir(&scope.pipeline, branch);

@@ -374,6 +374,7 @@ pub(crate) async fn submit(
         secrets: loaded.secrets,
         repository: String::new(),
         server_url: String::new(),
+        default_branch: String::new(),
         overridden_by,
     };
     let submitted = state

@@ -468,6 +468,7 @@ pub async fn receive_webhook(
         secrets: pipeline.secrets.clone(),
         repository: repo.name.clone(),
         server_url: crate::status::server_url(&req),
+        default_branch: delivery.default_branch.clone(),
         ..RunInputs::default()
     };
     let submitting = state.submitting(&pipeline_name).await;
