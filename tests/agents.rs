@@ -1297,6 +1297,12 @@ async fn on_an_agent_a_job_checks_out_the_runs_commit_from_its_own_mirror() {
             .join("fetcher/mirrors/private.git/HEAD")
             .is_file()
     );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(cluster.data.join("fetcher/mirrors"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "the mirrors are the agent's alone");
     let seen = forge.seen.lock().unwrap().join("\n");
     assert!(
         seen.to_lowercase().contains("authorization: basic"),

@@ -282,7 +282,12 @@ async fn serve(args: &Settings, providers: Arc<Mutex<Option<Arc<ByImage>>>>) -> 
     };
     // The same providers as the server's: processes here, Docker for jobs with an image.
     let instance = format!("agent-{}", identity.name);
+    // The code of the repositories it checks out is the agent's alone.
     let mirrors = args.data.join("mirrors");
+    if let Err(err) = crate::wiring::set_dir_modes(&[(&mirrors, 0o700)]) {
+        eprintln!("error: cannot create {}: {err}", mirrors.display());
+        return EXIT_USAGE;
+    }
     let mut local = LocalProvider::new(args.data.join("workspaces"), instance.clone())
         .with_mirrors(mirrors.clone());
     if let Some(user) = &args.run_as {
