@@ -13,7 +13,7 @@
 
 mod checkout;
 
-pub use checkout::{check_out, fill_workspace};
+pub use checkout::{Objects, check_out, fill_workspace};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -416,7 +416,12 @@ impl Provider for LocalProvider {
             tokio::fs::create_dir_all(&dir)
                 .await
                 .map_err(|err| fail("create the workspace", err))?;
-            crate::git::fill_workspace(self.mirrors.as_deref(), job, &dir)
+            // Steps of another user must not reach the mirror through hard-linked objects.
+            let objects = match self.run_as {
+                Some(_) => crate::git::Objects::Copied,
+                None => crate::git::Objects::Linked,
+            };
+            crate::git::fill_workspace(self.mirrors.as_deref(), job, &dir, objects)
                 .await
                 .map_err(|err| ProviderError::SetUp {
                     reason: err.to_string(),
