@@ -61,6 +61,16 @@ pub fn validate(pipeline: &Pipeline) -> Vec<Diagnostic> {
         let path = root.key("jobs").key(job.name.as_str());
         let timeout = job.timeout.or(pipeline.defaults.timeout);
         job_rules(job, &path, timeout, &index, &param_names, &mut out);
+        if job.user.is_some() && job.image.is_none() && pipeline.defaults.image.is_none() {
+            out.push(
+                Diagnostic::warning(
+                    Code::Suspicious,
+                    path.key("user"),
+                    "`user` is the user of the job's processes inside its container, and the job has no `image`: on the host its set-up fails",
+                )
+                .expected("an `image` with it, or no `user`"),
+            );
+        }
         total_jobs = total_jobs.saturating_add(matrix_rules(job, &path, &mut out));
     }
     if total_jobs > MAX_JOBS {
