@@ -1454,6 +1454,83 @@ async fn a_run_going_when_the_server_stopped_still_reports_its_final_commit_stat
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_run_of_a_repositorys_pipeline_checks_out_the_head_of_its_default_branch() {
+    use git_support::{GitServer, github_push};
+    hodei_api::client::install_crypto();
+    let cluster = Cluster::start("scheduled-head", 30);
+    let token = cluster.registration_token().await;
+    let _agent = cluster.agent("nightly", &token, &["--labels", "linux,arm64"]);
+    let origin = GitServer::start(&cluster.data.join("git"));
+    let registration = json!({"forge": "github", "clone_url": origin.url()});
+    register_repo(&cluster, "sched", &[], registration).await;
+    // A secret of the repository: a scheduled run of its pipeline gets it too.
+    let (status, body) = cluster
+        .call(
+            reqwest::Method::PUT,
+            "/api/v1/secrets/repository/sched/REPO_TOKEN",
+            Some(json!({ "value": "repo-secret-value" })),
+        )
+        .await;
+    assert!(status < 300, "{body}");
+    let pipeline = "name: nightly\non: { push: { branches: [trunk] }, schedule: ['* * * * * *'] }\nsecrets: [REPO_TOKEN]\njobs:\n  build:\n    runs_on: [arm64]\n    steps:\n      - run: cat src/lib.rs; test -n \"$REPO_TOKEN\" && echo \"on $HODEI_EVENT\"\n";
+    let (before, first) = origin.push(
+        "trunk",
+        &[(".hodei.yml", pipeline), ("src/lib.rs", "// first\n")],
+    );
+    let mut body: Value =
+        serde_json::from_str(&github_push("refs/heads/trunk", &before, &first)).unwrap();
+    body["repository"]["default_branch"] = json!("trunk");
+    deliver_push(&cluster, "sched", "h-1", &body.to_string()).await;
+    // A later push that no webhook announces: the next tick fetches it.
+    let (_, second) = origin.push("trunk", &[("src/lib.rs", "// second\n")]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        let (_, runs) = cluster
+            .call(
+                reqwest::Method::GET,
+                "/api/v1/runs?pipeline=nightly&limit=50",
+                None,
+            )
+            .await;
+        let mut found = None;
+        for item in runs["items"].as_array().into_iter().flatten() {
+            if item["event"] != "schedule" {
+                continue;
+            }
+            let run = cluster.run(item["id"].as_u64().unwrap()).await;
+            if run["commit"] == second.as_str() {
+                found = Some(run);
+                break;
+            }
+        }
+        if let Some(run) = found {
+            break run;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled run of {second}: {runs:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let run = cluster
+        .wait_run(
+            run["id"].as_u64().unwrap(),
+            Duration::from_secs(60),
+            finished,
+        )
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    assert_eq!(run["repository"], "sched", "{run:#}");
+    assert_eq!(run["branch"], "trunk", "{run:#}");
+    let log = cluster.log(run["jobs"][0]["id"].as_u64().unwrap()).await;
+    let log = String::from_utf8_lossy(&log);
+    assert!(
+        log.contains("// second") && log.contains("on schedule"),
+        "{log}"
+    );
+}
+
 // ---- Servers and agents as containers on a private network --------------------------------
 
 /// Hodei's image, built once per test run from this test's binary (`scripts/hodei-image`).

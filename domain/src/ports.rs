@@ -937,6 +937,38 @@ pub trait Mirrors: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<String>, MirrorError>>;
 }
 
+/// Where a scheduled run of a pipeline from a registered repository takes its code: the head
+/// of the repository's default branch when the tick fires.
+pub trait Heads: Send + Sync {
+    /// The repository that pipeline `pipeline` comes from (the one its latest webhook run came
+    /// from) at the head of its default branch, fetched into this machine's mirror now; `None`
+    /// for a pipeline that no webhook ever started.
+    fn head<'a>(&'a self, pipeline: &'a str) -> BoxFuture<'a, Result<Option<Head>, HeadError>>;
+}
+
+/// A repository at the head of a branch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Head {
+    pub repository: String,
+    pub branch: String,
+    pub commit: String,
+    /// The server's address as the repository's webhook reached it (for links), if known.
+    pub server_url: String,
+}
+
+/// Why the head of a repository's branch could not be had.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeadError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
+    /// The repository's credentials are a secret that is not stored.
+    #[error("the credentials of repository `{repository}` (secret `{secret}`) are not stored")]
+    MissingCredentials { repository: String, secret: String },
+}
+
 /// The ticks of `on.schedule` entries that fired, so that each fires once across restarts and
 /// replicas.
 ///
