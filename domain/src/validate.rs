@@ -61,7 +61,18 @@ pub fn validate(pipeline: &Pipeline) -> Vec<Diagnostic> {
         let path = root.key("jobs").key(job.name.as_str());
         let timeout = job.timeout.or(pipeline.defaults.timeout);
         job_rules(job, &path, timeout, &index, &param_names, &mut out);
-        if job.user.is_some() && job.image.is_none() && pipeline.defaults.image.is_none() {
+        let no_image = job.image.is_none() && pipeline.defaults.image.is_none();
+        if job.pull.is_some() && no_image && job.services.is_empty() {
+            out.push(
+                Diagnostic::warning(
+                    Code::Suspicious,
+                    path.key("pull"),
+                    "`pull` says when the job's images are pulled, and the job has no `image` and no `services`: it has no effect",
+                )
+                .expected("an `image` or `services` with it, or no `pull`"),
+            );
+        }
+        if job.user.is_some() && no_image {
             out.push(
                 Diagnostic::warning(
                     Code::Suspicious,

@@ -788,7 +788,7 @@ fn a_key_without_its_value_is_reported_at_the_key() {
 #[test]
 fn suspicious_but_legal_things_are_warnings() {
     let loaded = load(
-        "name: w\non: []\nenv: {HODEI_JOB: x}\njobs: {a: {steps: [x]}, b: {user: '1000', steps: [x]}}\n",
+        "name: w\non: []\nenv: {HODEI_JOB: x}\njobs: {a: {steps: [x]}, b: {user: '1000', pull: always, steps: [x]}}\n",
     );
     assert!(
         loaded.pipeline.is_some(),
@@ -804,7 +804,8 @@ fn suspicious_but_legal_things_are_warnings() {
         [
             (Code::Suspicious, "on".to_owned()),
             (Code::Suspicious, "env.HODEI_JOB".to_owned()),
-            (Code::Suspicious, "jobs.b.user".to_owned())
+            (Code::Suspicious, "jobs.b.user".to_owned()),
+            (Code::Suspicious, "jobs.b.pull".to_owned())
         ]
     );
     assert!(
