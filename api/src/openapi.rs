@@ -108,6 +108,7 @@ api!(
     agent_files::download_needed_artifacts,
     system::healthz,
     system::readyz,
+    system::cluster,
     system::metrics,
     system::openapi,
 );

@@ -5,6 +5,7 @@ mod admin;
 mod approve;
 mod progress;
 mod remote;
+mod replica;
 mod run;
 mod server;
 mod validate;

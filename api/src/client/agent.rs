@@ -112,19 +112,12 @@ impl Client {
         files: u64,
         bytes: u64,
     ) -> Result<ArtifactList, ClientError> {
-        let unreadable = |err: std::io::Error| ClientError::Unexpected {
-            method: "PUT",
-            path: archive.display().to_string(),
-            status: 0,
-            reason: format!("cannot read the archive to send: {err}"),
-        };
-        let file = tokio::fs::File::open(archive).await.map_err(unreadable)?;
-        let length = file.metadata().await.map_err(unreadable)?.len();
         let path = format!(
             "/api/v1/agent/jobs/{}/artifacts?epoch={epoch}&files={files}&bytes={bytes}",
             job.0
         );
-        self.send(Method::PUT, &path, Body::Tar(file, length)).await
+        self.send(Method::PUT, &path, Body::Tar(archive.to_owned()))
+            .await
     }
 
     /// Writes into `out` the tar of the artifacts of the jobs `needs` of the same run; answers

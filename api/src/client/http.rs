@@ -9,13 +9,14 @@ use crate::error::Problem;
 use crate::views::Health;
 
 /// What a request carries.
+#[derive(Clone)]
 pub(super) enum Body {
     Empty,
     Json(serde_json::Value),
     Yaml(String),
     Bytes(Vec<u8>),
-    /// A tar file of this many bytes, streamed from the disk.
-    Tar(tokio::fs::File, u64),
+    /// A tar file, streamed from the disk.
+    Tar(std::path::PathBuf),
 }
 
 fn method_name(method: &Method) -> &'static str {
@@ -136,7 +137,7 @@ impl Client {
 
     /// A health document, which the server also sends with 503.
     pub(super) async fn health_of(&self, path: &str) -> Result<Health, ClientError> {
-        let url = format!("{}{path}", self.target.url);
+        let url = format!("{}{path}", self.url());
         let response = self
             .http
             .get(&url)
@@ -146,7 +147,9 @@ impl Client {
         self.decode(response, "GET", path).await
     }
 
-    /// Sends a request; a success, or the error its answer means.
+    /// Sends a request; a success, or the error its answer means. With several replicas, a
+    /// request that cannot reach one, or that one cannot forward (`503 no-leader`), is sent to
+    /// the next, each tried once.
     pub(super) async fn answer(
         &self,
         method: Method,
@@ -154,7 +157,7 @@ impl Client {
         body: Body,
     ) -> Result<reqwest::Response, ClientError> {
         let within = match body {
-            Body::Tar(..) => super::TRANSFER_TIMEOUT,
+            Body::Tar(_) => super::TRANSFER_TIMEOUT,
             _ => super::REQUEST_TIMEOUT,
         };
         self.answer_within(method, path, body, within).await
@@ -169,10 +172,35 @@ impl Client {
         body: Body,
         within: std::time::Duration,
     ) -> Result<reqwest::Response, ClientError> {
+        let mut tries = self.urls.len();
+        loop {
+            let url = self.url().to_owned();
+            let answer = self
+                .answer_from(&url, (method.clone(), path), body.clone(), within)
+                .await;
+            tries -= 1;
+            let moves_on = match &answer {
+                Err(ClientError::Unreachable { .. }) => true,
+                Err(err) => err.code() == Some("no-leader"),
+                Ok(_) => false,
+            };
+            if !moves_on || tries == 0 || !self.next_replica(&url) {
+                return answer;
+            }
+        }
+    }
+
+    async fn answer_from(
+        &self,
+        base: &str,
+        (method, path): (Method, &str),
+        body: Body,
+        within: std::time::Duration,
+    ) -> Result<reqwest::Response, ClientError> {
         let name = method_name(&method);
         let mut request = self
             .http
-            .request(method, format!("{}{path}", self.target.url))
+            .request(method, format!("{base}{path}"))
             .timeout(within);
         if let Some(token) = &self.target.token {
             request = request.bearer_auth(token);
@@ -188,13 +216,23 @@ impl Client {
             Body::Bytes(bytes) => request
                 .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
                 .body(bytes),
-            Body::Tar(file, length) => request
-                .header(
-                    reqwest::header::CONTENT_TYPE,
-                    crate::routes::agent_files::TAR,
-                )
-                .header(reqwest::header::CONTENT_LENGTH, length)
-                .body(reqwest::Body::from(file)),
+            Body::Tar(file) => {
+                let unreadable = |err: std::io::Error| ClientError::Unexpected {
+                    method: name,
+                    path: file.display().to_string(),
+                    status: 0,
+                    reason: format!("cannot read the archive to send: {err}"),
+                };
+                let opened = tokio::fs::File::open(&file).await.map_err(unreadable)?;
+                let length = opened.metadata().await.map_err(unreadable)?.len();
+                request
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        crate::routes::agent_files::TAR,
+                    )
+                    .header(reqwest::header::CONTENT_LENGTH, length)
+                    .body(reqwest::Body::from(opened))
+            }
         };
         let response = request.send().await.map_err(|err| self.unreachable(&err))?;
         let status = response.status();
@@ -215,7 +253,7 @@ impl Client {
                 (None, Some(_)) => "the token was refused".to_owned(),
             };
             return Err(ClientError::Unauthorized {
-                url: self.target.url.clone(),
+                url: self.url().to_owned(),
                 method: name,
                 path: path.to_owned(),
                 status: status.as_u16(),
@@ -244,7 +282,7 @@ impl Client {
     pub(super) fn unreachable(&self, err: &reqwest::Error) -> ClientError {
         if let Some(problem) = super::CertificateProblem::of(err) {
             return ClientError::Certificate {
-                url: self.target.url.clone(),
+                url: self.url().to_owned(),
                 problem,
             };
         }
@@ -254,7 +292,7 @@ impl Client {
             chain(err)
         };
         ClientError::Unreachable {
-            url: self.target.url.clone(),
+            url: self.url().to_owned(),
             reason,
         }
     }
