@@ -3,6 +3,7 @@
 //! pushes allowed, a working clone to push from, and the push payload GitHub sends.
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -73,6 +74,8 @@ impl GitServer {
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // `git` runs the daemon as a child of its own: the group is stopped at the end.
+            .process_group(0)
             .spawn()
             .expect("git daemon starts: install Debian's git (scripts/test does)");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -170,7 +173,8 @@ impl GitServer {
 
 impl Drop for GitServer {
     fn drop(&mut self) {
-        let _ = self.daemon.kill();
+        // SAFETY: a plain signal to the process group this server started.
+        unsafe { libc::kill(-(self.daemon.id() as i32), libc::SIGKILL) };
         let _ = self.daemon.wait();
     }
 }
