@@ -12,7 +12,7 @@ use hodei_adapters::ServerStore;
 use hodei_adapters::clock::SystemClock;
 use hodei_adapters::docker::DockerConfig;
 use hodei_adapters::files::{DiskFiles, FileLimits};
-use hodei_adapters::git::GitMirrors;
+use hodei_adapters::git::{GitMirrors, RepoHeads};
 use hodei_adapters::local::{LocalProvider, RunAs};
 use hodei_adapters::logs::FileLogStore;
 use hodei_adapters::postgres::PgStore;
@@ -24,7 +24,8 @@ use hodei_domain::ids::WorkerId;
 use hodei_domain::model::Label;
 use hodei_domain::ports::AgentStore;
 use hodei_domain::ports::{
-    BoxFuture, LogStore, SecretScope, SecretStore, SecretVault, StoreError, TickStore, TokenStore,
+    BoxFuture, Heads, LogStore, SecretScope, SecretStore, SecretVault, StoreError, TickStore,
+    TokenStore,
 };
 
 use hodei_supervisors::{Tree, TreeConfig, start_tree};
@@ -255,10 +256,18 @@ pub async fn server_stack(
     let key = SecretKey::load_or_create(&data.join(SECRETS_KEY_FILE)).map_err(|e| e.to_string())?;
     let secrets = Arc::new(SealedSecrets::new(store.clone(), &key));
     let tokens: Arc<dyn TokenStore> = store.clone();
+    // One set of mirrors, with its locks: webhooks and the timer fetch into the same ones.
+    let mirrors = Arc::new(GitMirrors::new(paths.mirrors.clone().unwrap_or_default()));
     let sources = hodei_api::Sources {
         repos: store.clone(),
-        mirrors: Arc::new(GitMirrors::new(paths.mirrors.clone().unwrap_or_default())),
+        mirrors: mirrors.clone(),
     };
+    let heads: Arc<dyn Heads> = Arc::new(RepoHeads {
+        store: store.clone(),
+        repos: store.clone(),
+        secrets: secrets.clone(),
+        mirrors,
+    });
     let agent_store: Arc<dyn AgentStore> = store.clone();
     let local = Local {
         labels,
@@ -281,7 +290,7 @@ pub async fn server_stack(
         local,
         Some((agent_store.clone(), agents)),
         files,
-        Some(ticks),
+        Some((ticks, heads)),
     )
     .await?;
     Ok(ServerStack {
@@ -437,7 +446,7 @@ async fn start_stack(
     local: Local,
     agents: Option<(Arc<dyn AgentStore>, AgentSettings)>,
     files: Arc<DiskFiles>,
-    ticks: Option<Arc<dyn TickStore>>,
+    ticks: Option<(Arc<dyn TickStore>, Arc<dyn Heads>)>,
 ) -> Result<(Tree, Arc<ByImage>), String> {
     let Local {
         labels,
@@ -502,7 +511,10 @@ async fn start_stack(
     if slots == 0 {
         tracing::info!("The local worker is off: every job runs on an agent.");
     }
-    config.ticks = ticks;
+    (config.ticks, config.heads) = match ticks {
+        Some((ticks, heads)) => (Some(ticks), Some(heads)),
+        None => (None, None),
+    };
     let worker = Arc::new(worker);
     // Past its restart budget, a failing actor stops Hodei; the steps it runs go first, so that
     // nothing is left running (a run with a store resumes at the next start).

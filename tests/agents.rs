@@ -5,6 +5,8 @@
 //! for byte, and side effects counted once.
 
 mod common;
+#[path = "../api/tests/support/git.rs"]
+mod git_support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -248,6 +250,7 @@ impl Cluster {
             .arg(self.data.join("srv"))
             .env("HODEI_LOCAL_SLOTS", "0")
             .env("HODEI_AGENT_LEASE_SECONDS", self.lease.to_string())
+            .env("HODEI_ARTIFACTS_MAX_JOB_MIB", "1")
             .env_remove("HODEI_LOG")
             .env("NO_COLOR", "1")
             .stdout(log.try_clone().unwrap())
@@ -1066,7 +1069,7 @@ async fn bad_credentials_and_bad_writes_are_refused_clearly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_an_agent_a_cache_is_kept_on_its_disk_and_artifacts_fail_the_job_clearly() {
+async fn on_an_agent_a_cache_is_kept_on_its_disk_and_artifacts_go_through_the_server() {
     hodei_api::client::install_crypto();
     let cluster = Cluster::start("files", 30);
     let token = cluster.registration_token().await;
@@ -1097,13 +1100,89 @@ async fn on_an_agent_a_cache_is_kept_on_its_disk_and_artifacts_fail_the_job_clea
         "{}",
         logs[1]
     );
+
+    // Artifacts: kept by the server, listed and downloaded as any run's, given to the job
+    // that needs them on the agent.
     cluster
         .apply(
             "kept",
-            "name: kept\non: { manual: {} }\njobs:\n  build:\n    runs_on: [arm64]\n    artifacts: [out]\n    steps:\n      - run: mkdir -p out && echo a > out/a\n",
+            "name: kept\non: { manual: {} }\njobs:\n  build:\n    runs_on: [arm64]\n    artifacts: [out]\n    steps:\n      - run: mkdir -p out/sub && printf 'alpha\\n' > out/a && printf 'beta' > out/sub/b && ln -s /etc/passwd out/link\n  use:\n    runs_on: [arm64]\n    needs: [build]\n    steps:\n      - run: cat out/a out/sub/b && test ! -e out/link\n",
         )
         .await;
     let run = cluster.trigger("kept").await;
+    let run = cluster
+        .wait_run(run, Duration::from_secs(60), finished)
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let id = run["id"].as_u64().unwrap();
+    let job_of = |name: &str| {
+        run["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["name"] == name)
+            .unwrap()["id"]
+            .as_u64()
+            .unwrap()
+    };
+    let build_log = String::from_utf8_lossy(&cluster.log(job_of("build")).await).into_owned();
+    assert!(
+        build_log.contains("kept 2 artifact file(s), 10 bytes"),
+        "{build_log}"
+    );
+    let use_log = String::from_utf8_lossy(&cluster.log(job_of("use")).await).into_owned();
+    assert!(
+        use_log.contains("restored 2 artifact file(s) of the jobs this one needs")
+            && use_log.contains("alpha\nbeta"),
+        "{use_log}"
+    );
+    let (status, listed) = cluster
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/runs/{id}/artifacts"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{listed}");
+    let listed = listed["artifacts"].as_array().unwrap().clone();
+    let paths: Vec<&str> = listed.iter().filter_map(|a| a["path"].as_str()).collect();
+    assert_eq!(paths, ["out/a", "out/sub/b"], "{listed:?}");
+    assert_eq!(listed[0]["job"], "build");
+    assert_eq!(listed[0]["size"], 6);
+    let downloaded = cluster
+        .http
+        .get(format!(
+            "{}{}",
+            cluster.url(),
+            listed[1]["url"].as_str().unwrap()
+        ))
+        .bearer_auth(&cluster.token)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&downloaded[..], b"beta");
+    // Kept on the server's disk, as those of jobs on its own worker.
+    assert!(
+        cluster
+            .data
+            .join(format!(
+                "srv/files/artifacts/run-{id}/job-{}/files/out/sub/b",
+                job_of("build")
+            ))
+            .is_file()
+    );
+
+    // Over the server's limit (1 MiB here): the job fails, says why, and keeps nothing.
+    cluster
+        .apply(
+            "huge",
+            "name: huge\non: { manual: {} }\njobs:\n  build:\n    runs_on: [arm64]\n    artifacts: [big]\n    steps:\n      - run: head -c 2097152 /dev/zero > big\n",
+        )
+        .await;
+    let run = cluster.trigger("huge").await;
     let run = cluster
         .wait_run(run, Duration::from_secs(60), finished)
         .await;
@@ -1111,7 +1190,343 @@ async fn on_an_agent_a_cache_is_kept_on_its_disk_and_artifacts_fail_the_job_clea
     let log = cluster.log(run["jobs"][0]["id"].as_u64().unwrap()).await;
     let log = String::from_utf8_lossy(&log);
     assert!(
-        log.contains("cannot keep the job's artifacts: cannot keep artifacts on an agent"),
+        log.contains("cannot keep the job's artifacts: cannot send the artifacts to the server: the job's artifacts (1 files) is 2097152 bytes, over the limit of 1048576 bytes (`artifacts_max_job_mib`)"),
+        "{log}"
+    );
+    let (_, listed) = cluster
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/runs/{}/artifacts", run["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(listed["artifacts"], json!([]), "{listed}");
+}
+
+const HOOK_SECRET: &str = "hook-secret-value";
+
+/// Registers repository `name`, its webhook secret stored as `HOOK` and `secrets` beside it.
+async fn register_repo(cluster: &Cluster, name: &str, secrets: &[(&str, &str)], mut repo: Value) {
+    for (secret, value) in [("HOOK", HOOK_SECRET)].iter().chain(secrets) {
+        let (status, body) = cluster
+            .call(
+                reqwest::Method::PUT,
+                &format!("/api/v1/secrets/repository/{name}/{secret}"),
+                Some(json!({ "value": value })),
+            )
+            .await;
+        assert!(status < 300, "{body}");
+    }
+    repo["webhook_secret"] = json!("HOOK");
+    let (status, body) = cluster
+        .call(
+            reqwest::Method::PUT,
+            &format!("/api/v1/repos/{name}"),
+            Some(repo),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// A push delivery of GitHub, signed with [`HOOK_SECRET`].
+async fn deliver_push(cluster: &Cluster, repo: &str, delivery: &str, body: &str) -> Value {
+    let signature = hodei_api::webhook::sign(HOOK_SECRET, body.as_bytes());
+    let response = cluster
+        .http
+        .post(format!("{}/api/v1/repos/{repo}/webhook", cluster.url()))
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", delivery)
+        .header("x-hub-signature-256", format!("sha256={signature}"))
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(status, 201, "{answer}");
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_an_agent_a_job_checks_out_the_runs_commit_from_its_own_mirror() {
+    use git_support::{GitServer, HttpGitServer, github_push};
+    hodei_api::client::install_crypto();
+    let cluster = Cluster::start("checkout", 30);
+    let token = cluster.registration_token().await;
+    let _agent = cluster.agent("fetcher", &token, &["--labels", "linux,arm64"]);
+    let origin = GitServer::start(&cluster.data.join("git"));
+    let secret = "tok-5e7b2d-very-private";
+    let forge = HttpGitServer::start(&cluster.data.join("git/served"), "ci-bot", secret);
+    let registration = json!({"forge": "github", "clone_url": forge.url("origin.git"),
+        "credentials": "GIT_CREDS"});
+    let creds = format!("ci-bot:{secret}");
+    register_repo(&cluster, "private", &[("GIT_CREDS", &creds)], registration).await;
+    let pipeline = "name: private-ci\non: { push: { branches: [main] } }\ncheckout: { depth: 2 }\njobs:\n  build:\n    runs_on: [arm64]\n    steps:\n      - run: cat src/lib.rs; echo \"at $(git rev-parse HEAD) with $(git rev-list --count HEAD) commit(s)\"\n";
+    origin.push("main", &[("src/lib.rs", "// first\n")]);
+    origin.push("main", &[("src/lib.rs", "// second\n")]);
+    let (before, commit) = origin.push(
+        "main",
+        &[
+            (".hodei.yml", pipeline),
+            ("src/lib.rs", "// private code\n"),
+        ],
+    );
+    let body = github_push("refs/heads/main", &before, &commit);
+    let answer = deliver_push(&cluster, "private", "d-1", &body).await;
+    let run = cluster
+        .wait_run(
+            answer["run"].as_u64().unwrap(),
+            Duration::from_secs(60),
+            finished,
+        )
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    assert_eq!(run["jobs"][0]["worker"], "fetcher");
+    let log = cluster.log(run["jobs"][0]["id"].as_u64().unwrap()).await;
+    let log = String::from_utf8_lossy(&log);
+    assert!(
+        log.contains("// private code") && log.contains(&format!("at {commit} with 2 commit(s)")),
+        "{log}"
+    );
+    // The agent fetched into its own mirror, with the credentials in a header only; they are
+    // in no log of the agent or the server, and in no answer but the job's checkout call.
+    assert!(
+        cluster
+            .data
+            .join("fetcher/mirrors/private.git/HEAD")
+            .is_file()
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(cluster.data.join("fetcher/mirrors"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "the mirrors are the agent's alone");
+    let seen = forge.seen.lock().unwrap().join("\n");
+    assert!(
+        seen.to_lowercase().contains("authorization: basic"),
+        "{seen}"
+    );
+    assert!(!seen.contains(secret), "{seen}");
+    let server_log = std::fs::read_to_string(cluster.data.join("server.log")).unwrap();
+    assert!(!cluster.agent_log("fetcher").contains(secret));
+    assert!(!server_log.contains(secret));
+    assert!(!log.contains(secret));
+
+    // The same commit again (a second delivery): nothing is fetched, from the mirrors.
+    let asked = forge.seen.lock().unwrap().len();
+    let answer = deliver_push(&cluster, "private", "d-2", &body).await;
+    let run = cluster
+        .wait_run(
+            answer["run"].as_u64().unwrap(),
+            Duration::from_secs(60),
+            finished,
+        )
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    assert_eq!(forge.seen.lock().unwrap().len(), asked);
+
+    // The job token opens the checkout of its own job only, under its lease: another
+    // bearer is refused.
+    let (status, refused) = cluster
+        .call(
+            reqwest::Method::GET,
+            &format!(
+                "/api/v1/agent/jobs/{}/checkout?epoch=1",
+                run["jobs"][0]["id"]
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(!refused.to_string().contains(secret));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_an_agent_jobs_in_containers_check_out_and_pass_artifacts() {
+    use git_support::{GitServer, github_push};
+    hodei_api::client::install_crypto();
+    let engine = Command::new("docker").args(["version"]).output();
+    assert!(
+        engine.is_ok_and(|o| o.status.success()),
+        "this test needs the Docker engine"
+    );
+    let cluster = Cluster::start("checkout-docker", 30);
+    let token = cluster.registration_token().await;
+    let _agent = cluster.agent("agentfiles-docker", &token, &["--labels", "linux"]);
+    let origin = GitServer::start(&cluster.data.join("git"));
+    let registration = json!({"forge": "github", "clone_url": origin.url()});
+    register_repo(&cluster, "boxed", &[], registration).await;
+    let pipeline = "name: boxed-ci\non: { push: {} }\ndefaults: { image: hodei-test/busybox-run:1, pull: never }\njobs:\n  build:\n    runs_on: [docker]\n    artifacts: [out]\n    steps:\n      - run: mkdir -p out && cat src/lib.rs > out/copy && echo built in a container\n  use:\n    runs_on: [docker]\n    needs: [build]\n    steps:\n      - run: test ! -e /etc/os-release && cat out/copy\n";
+    let (before, commit) = origin.push(
+        "main",
+        &[(".hodei.yml", pipeline), ("src/lib.rs", "// boxed code\n")],
+    );
+    let body = github_push("refs/heads/main", &before, &commit);
+    let answer = deliver_push(&cluster, "boxed", "b-1", &body).await;
+    let run = cluster
+        .wait_run(
+            answer["run"].as_u64().unwrap(),
+            Duration::from_secs(120),
+            finished,
+        )
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let use_job = run["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "use")
+        .unwrap();
+    assert_eq!(use_job["worker"], "agentfiles-docker");
+    let log = cluster.log(use_job["id"].as_u64().unwrap()).await;
+    let log = String::from_utf8_lossy(&log);
+    assert!(
+        log.contains("restored 1 artifact file(s)") && log.contains("// boxed code"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_going_when_the_server_stopped_still_reports_its_final_commit_status() {
+    use git_support::{GitServer, StatusReceiver, github_push};
+    hodei_api::client::install_crypto();
+    let mut cluster = Cluster::start("status-restart", 30);
+    let token = cluster.registration_token().await;
+    let _agent = cluster.agent("reporter", &token, &["--labels", "linux,arm64"]);
+    let origin = GitServer::start(&cluster.data.join("git"));
+    let receiver = StatusReceiver::start();
+    // The clone URL names owner/name as a forge's does; the status API is the receiver.
+    let served = cluster.data.join("git/served");
+    std::fs::create_dir_all(served.join("acme")).unwrap();
+    std::os::unix::fs::symlink(served.join("origin.git"), served.join("acme/origin.git")).unwrap();
+    let registration = json!({"forge": "github",
+        "clone_url": format!("git://127.0.0.1:{}/acme/origin.git", origin.port),
+        "status_token": "STATUS",
+        "status_api": format!("http://127.0.0.1:{}/api", receiver.port)});
+    register_repo(
+        &cluster,
+        "app",
+        &[("STATUS", "status-token-2")],
+        registration,
+    )
+    .await;
+    let pipeline = "name: app-ci\non: { push: {} }\njobs:\n  build:\n    runs_on: [arm64]\n    steps:\n      - run: sleep 4\n";
+    let (before, commit) = origin.push("main", &[(".hodei.yml", pipeline)]);
+    let body = github_push("refs/heads/main", &before, &commit);
+    let answer = deliver_push(&cluster, "app", "s-1", &body).await;
+    let id = answer["run"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while receiver.calls.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no pending status within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.kill_server();
+    cluster.start_server();
+    let run = cluster
+        .wait_run(id, Duration::from_secs(90), finished)
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let calls = receiver.calls.lock().unwrap().clone();
+        if let Some((line, authorization, body)) = calls.last()
+            && body["state"] == "success"
+        {
+            assert_eq!(
+                line,
+                &format!("POST /api/repos/acme/origin/statuses/{commit} HTTP/1.1")
+            );
+            assert_eq!(authorization, "Bearer status-token-2");
+            assert_eq!(
+                body["target_url"],
+                format!("{}/api/v1/runs/{id}", cluster.url()),
+                "{calls:#?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no final status after the restart: {calls:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_run_of_a_repositorys_pipeline_checks_out_the_head_of_its_default_branch() {
+    use git_support::{GitServer, github_push};
+    hodei_api::client::install_crypto();
+    let cluster = Cluster::start("scheduled-head", 30);
+    let token = cluster.registration_token().await;
+    let _agent = cluster.agent("nightly", &token, &["--labels", "linux,arm64"]);
+    let origin = GitServer::start(&cluster.data.join("git"));
+    let registration = json!({"forge": "github", "clone_url": origin.url()});
+    register_repo(&cluster, "sched", &[], registration).await;
+    // A secret of the repository: a scheduled run of its pipeline gets it too.
+    let (status, body) = cluster
+        .call(
+            reqwest::Method::PUT,
+            "/api/v1/secrets/repository/sched/REPO_TOKEN",
+            Some(json!({ "value": "repo-secret-value" })),
+        )
+        .await;
+    assert!(status < 300, "{body}");
+    let pipeline = "name: nightly\non: { push: { branches: [trunk] }, schedule: ['* * * * * *'] }\nsecrets: [REPO_TOKEN]\njobs:\n  build:\n    runs_on: [arm64]\n    steps:\n      - run: cat src/lib.rs; test -n \"$REPO_TOKEN\" && echo \"on $HODEI_EVENT\"\n";
+    let (before, first) = origin.push(
+        "trunk",
+        &[(".hodei.yml", pipeline), ("src/lib.rs", "// first\n")],
+    );
+    let mut body: Value =
+        serde_json::from_str(&github_push("refs/heads/trunk", &before, &first)).unwrap();
+    body["repository"]["default_branch"] = json!("trunk");
+    deliver_push(&cluster, "sched", "h-1", &body.to_string()).await;
+    // A later push that no webhook announces: the next tick fetches it.
+    let (_, second) = origin.push("trunk", &[("src/lib.rs", "// second\n")]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        let (_, runs) = cluster
+            .call(
+                reqwest::Method::GET,
+                "/api/v1/runs?pipeline=nightly&limit=50",
+                None,
+            )
+            .await;
+        let mut found = None;
+        for item in runs["items"].as_array().into_iter().flatten() {
+            if item["event"] != "schedule" {
+                continue;
+            }
+            let run = cluster.run(item["id"].as_u64().unwrap()).await;
+            if run["commit"] == second.as_str() {
+                found = Some(run);
+                break;
+            }
+        }
+        if let Some(run) = found {
+            break run;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled run of {second}: {runs:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let run = cluster
+        .wait_run(
+            run["id"].as_u64().unwrap(),
+            Duration::from_secs(60),
+            finished,
+        )
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    assert_eq!(run["repository"], "sched", "{run:#}");
+    assert_eq!(run["branch"], "trunk", "{run:#}");
+    let log = cluster.log(run["jobs"][0]["id"].as_u64().unwrap()).await;
+    let log = String::from_utf8_lossy(&log);
+    assert!(
+        log.contains("// second") && log.contains("on schedule"),
         "{log}"
     );
 }

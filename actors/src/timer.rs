@@ -4,7 +4,9 @@
 //! changes), asks the pure rules of [`hodei_domain::ticks`] which entries are due at the
 //! clock's `now`, claims each due tick in the store ([`TickStore::claim_tick`]: one claimer
 //! wins, however many replicas run a timer) and submits a run of the pipeline's latest version
-//! with the event `schedule`. Then it sleeps until the next tick of any entry, or
+//! with the event `schedule`. A pipeline that a repository's webhook started runs, with
+//! [`Heads`], at the head of that repository's default branch (fetched when the tick fires):
+//! its jobs check it out, and the repository's secrets are its. Then it sleeps until the next tick of any entry, or
 //! [`TimerSettings::rescan`] at most, to see new pipelines; [`PipelinesChanged`] (sent when a
 //! pipeline is applied) is a doorbell that starts a pass at once.
 //!
@@ -26,7 +28,7 @@ use actix::{
 use hodei_domain::ids::Timestamp;
 use hodei_domain::model::Cron;
 use hodei_domain::plan::RunInputs;
-use hodei_domain::ports::{Clock, PipelineVersion, Store, StoreError, TickStore};
+use hodei_domain::ports::{Clock, Heads, PipelineVersion, Store, StoreError, TickStore};
 use hodei_domain::ticks;
 
 use crate::contain::guard_future;
@@ -71,6 +73,7 @@ pub struct Timer {
     faults: Faults,
     store: Arc<dyn Store>,
     ticks: Arc<dyn TickStore>,
+    heads: Option<Arc<dyn Heads>>,
     clock: Arc<dyn Clock>,
     orchestrator: Addr<Orchestrator>,
     settings: TimerSettings,
@@ -86,7 +89,7 @@ impl Timer {
     /// A timer on these ports (`faults`, `store` and `clock` are the tree's).
     pub fn new(
         (faults, store, clock): (Faults, Arc<dyn Store>, Arc<dyn Clock>),
-        ticks: Arc<dyn TickStore>,
+        (ticks, heads): (Arc<dyn TickStore>, Option<Arc<dyn Heads>>),
         orchestrator: Addr<Orchestrator>,
         settings: TimerSettings,
         restarts: Restarts,
@@ -95,6 +98,7 @@ impl Timer {
             faults,
             store,
             ticks,
+            heads,
             clock,
             orchestrator,
             settings,
@@ -163,6 +167,7 @@ impl Handler<Wake> for Timer {
             faults: self.faults.clone(),
             store: self.store.clone(),
             ticks: self.ticks.clone(),
+            heads: self.heads.clone(),
             clock: self.clock.clone(),
             orchestrator: self.orchestrator.clone(),
         };
@@ -200,6 +205,7 @@ struct Pass {
     faults: Faults,
     store: Arc<dyn Store>,
     ticks: Arc<dyn TickStore>,
+    heads: Option<Arc<dyn Heads>>,
     clock: Arc<dyn Clock>,
     orchestrator: Addr<Orchestrator>,
 }
@@ -306,15 +312,29 @@ impl Pass {
                 "A scheduled tick fires late, once; the ticks missed before it do not fire."
             );
         }
+        let head = match &self.heads {
+            Some(heads) => match heads.head(pipeline).await {
+                Ok(head) => head,
+                Err(err) => {
+                    // The run goes on without the code: its steps say what they miss.
+                    tracing::warn!(pipeline = %pipeline, error = %err, "Cannot fetch the head of the repository's default branch for a scheduled run; it runs without a checkout.");
+                    None
+                }
+            },
+            None => None,
+        };
+        let head = head.unwrap_or_default();
         let inputs = RunInputs {
-            branch: String::new(),
+            branch: head.branch.clone(),
             event: "schedule".into(),
             tag: String::new(),
-            commit: String::new(),
+            commit: head.commit,
             params: Default::default(),
             env: Default::default(),
             secrets: known.secrets.clone(),
-            repository: String::new(),
+            repository: head.repository,
+            server_url: head.server_url,
+            default_branch: head.branch,
             overridden_by: String::new(),
         };
         let submitted = self

@@ -41,6 +41,9 @@ pub enum ApiError {
     /// The body is larger than the configured limit.
     #[error("the request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// A job's artifacts are over the server's limit (`artifacts_max_job_mib`).
+    #[error("{detail}")]
+    ArtifactsTooLarge { detail: String },
     /// The body did not arrive in time.
     #[error(
         "the request body did not arrive within {} s ({received} bytes received): expected the whole body in time",
@@ -126,6 +129,7 @@ impl ApiError {
             ApiError::InvalidArgument { .. } => "invalid-argument",
             ApiError::UnsupportedMediaType { .. } => "unsupported-media-type",
             ApiError::PayloadTooLarge { .. } => "payload-too-large",
+            ApiError::ArtifactsTooLarge { .. } => "artifacts-too-large",
             ApiError::RequestTimeout { .. } => "request-timeout",
             ApiError::RangeNotSatisfiable { .. } => "range-not-satisfiable",
             ApiError::Unauthenticated { .. } => "unauthenticated",
@@ -155,6 +159,7 @@ impl ApiError {
             ApiError::InvalidArgument { .. } => "Invalid argument",
             ApiError::UnsupportedMediaType { .. } => "Unsupported media type",
             ApiError::PayloadTooLarge { .. } => "Request body too large",
+            ApiError::ArtifactsTooLarge { .. } => "Artifacts too large",
             ApiError::RequestTimeout { .. } => "Request body too slow",
             ApiError::RangeNotSatisfiable { .. } => "Range not satisfiable",
             ApiError::Unauthenticated { .. } => "Authentication required",
@@ -185,6 +190,25 @@ impl ApiError {
             err if err.is_retryable() => ApiError::Unavailable {
                 what: "the store",
                 reason: err.to_string(),
+            },
+            err => ApiError::Internal {
+                reason: err.to_string(),
+            },
+        }
+    }
+
+    /// A failure of the file store (artifacts, caches): a limit is 413, what an agent sent
+    /// that is not plain files 400, the disk 500.
+    pub fn files(err: hodei_domain::ports::FileError) -> ApiError {
+        use hodei_domain::ports::FileError as F;
+        match err {
+            err @ F::TooLarge { .. } => ApiError::ArtifactsTooLarge {
+                detail: err.to_string(),
+            },
+            F::Malformed { what } => ApiError::InvalidArgument {
+                name: "the archive".into(),
+                value: "(the body)".into(),
+                expected: format!("a tar of regular files and directories ({what})"),
             },
             err => ApiError::Internal {
                 reason: err.to_string(),
@@ -286,7 +310,9 @@ impl ResponseError for ApiError {
             | ApiError::InvalidArgument { .. }
             | ApiError::RefusedReport { .. } => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge { .. } | ApiError::ArtifactsTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::Unauthenticated { .. } | ApiError::BadSignature { .. } => {

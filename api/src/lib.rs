@@ -79,6 +79,9 @@ pub struct Limits {
     /// How long a request's body may take to arrive once its headers have (which must arrive
     /// within actix-web's 5 s); a slower one is refused with 408 and its connection closed.
     pub body_timeout: std::time::Duration,
+    /// The most bytes of artifacts one job attempt may keep (`artifacts_max_job_mib`): an
+    /// agent's upload that declares more is refused at once with 413.
+    pub max_artifacts: u64,
 }
 
 impl Default for Limits {
@@ -87,6 +90,7 @@ impl Default for Limits {
             max_body: 1024 * 1024,
             max_queued: 100_000,
             body_timeout: std::time::Duration::from_secs(30),
+            max_artifacts: 1 << 30,
         }
     }
 }

@@ -1,12 +1,13 @@
-//! Commit statuses reported back to the forge for runs started by a webhook: `pending` when the
-//! run is accepted, then `success`, `failure` or an error state when it ends, each with a link
-//! to the run. Reporting never touches the run: a status that cannot be sent is tried again
-//! (three times, 1 s then 2 s apart), then given up with a warning in Hodei's log and a note in
-//! the log of the run's first job.
+//! Commit statuses reported back to the forge for runs started by a webhook, and for their
+//! reruns and retries: `pending` when the run is accepted, then `success`, `failure` or an
+//! error state when it ends, each with a link to the run. Reporting never touches the run: a
+//! status that cannot be sent is tried again (three times, 1 s then 2 s apart), then given up
+//! with a warning in Hodei's log and a note in the log of the run's first job.
 //!
-//! ## Assumptions
-//! The reporter of a run lives in this process: after a restart of Hodei, a run that was going
-//! gets no final status.
+//! The reporter of a run lives in the process; at start-up, [`resume`] starts one again for
+//! every unfinished run of a repository, so a run that was going when Hodei stopped still gets
+//! its final status (and `pending` once more). The link's address is the one the webhook
+//! reached, kept with the run's inputs (`server_url`).
 
 use std::time::Duration;
 
@@ -21,18 +22,26 @@ use hodei_domain::state::RunState;
 
 use crate::ApiState;
 
-/// The run's address on this server, as the webhook's request reached it.
-pub fn run_link(req: &HttpRequest, run: RunId) -> String {
+/// This server's address, as the webhook's request reached it.
+pub fn server_url(req: &HttpRequest) -> String {
     let info = req.connection_info();
-    format!("{}://{}/api/v1/runs/{}", info.scheme(), info.host(), run.0)
+    format!("{}://{}", info.scheme(), info.host())
 }
 
 /// Reports run `run` of `repo` at `commit` to the forge, now and when it ends, in the
-/// background; does nothing for a repository without a status token.
-pub fn report(state: &ApiState, repo: &RepositoryRecord, commit: &str, run: RunId, link: String) {
+/// background, with a link to the run at `server_url`; does nothing for a repository without
+/// a status token.
+pub fn report(
+    state: &ApiState,
+    repo: &RepositoryRecord,
+    commit: &str,
+    run: RunId,
+    server_url: &str,
+) {
     let Some(token_name) = repo.status_token.clone() else {
         return;
     };
+    let link = format!("{server_url}/api/v1/runs/{}", run.0);
     let (state, repo, commit) = (state.clone(), repo.clone(), commit.to_owned());
     actix_web::rt::spawn(async move {
         let scope = [SecretScope::Repository(repo.name.clone())];
@@ -82,6 +91,41 @@ pub fn report(state: &ApiState, repo: &RepositoryRecord, commit: &str, run: RunI
         };
         send(&state, run, request(status, description)).await;
     });
+}
+
+/// Reports run `run` as [`report`] does, when it is a run of a registered repository at a
+/// commit that a webhook started (or a rerun or retry of one).
+pub async fn follow(state: &ApiState, run: RunId) {
+    let Ok(Some(record)) = state.tree.ports.store.run(run).await else {
+        return;
+    };
+    let inputs = &record.inputs;
+    let Some(name) = inputs.repository() else {
+        return;
+    };
+    if inputs.commit.is_empty() || inputs.server_url.is_empty() {
+        return;
+    }
+    match state.repos.repository(name).await {
+        Ok(Some(repo)) => report(state, &repo, &inputs.commit, run, &inputs.server_url),
+        Ok(None) => {}
+        Err(err) => give_up(state, run, &format!("cannot read the repository: {err}")).await,
+    }
+}
+
+/// Reports again every unfinished run of a repository: at start-up, their reporters of the
+/// earlier life are gone.
+pub async fn resume(state: &ApiState) {
+    match state.tree.ports.store.unfinished_runs().await {
+        Ok(runs) => {
+            for run in runs {
+                follow(state, run).await;
+            }
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "Cannot read the unfinished runs to report their commit statuses.")
+        }
+    }
 }
 
 /// Sends one status, tried again on failure; a status that cannot be sent is shown, not fatal.

@@ -291,6 +291,12 @@ pub struct RunInputs {
     /// The registered repository the run's pipeline came from; empty for none. Its secrets
     /// are the run's too, after the pipeline's own.
     pub repository: String,
+    /// The default branch of the run's repository (from the webhook), whose caches a run of
+    /// another branch falls back to; empty: the file store's own (`main`).
+    pub default_branch: String,
+    /// The server's address as the forge reached it (`https://ci.example`), for the links of
+    /// the run's commit statuses; empty for a run no webhook started.
+    pub server_url: String,
     /// Who started the run by hand although the pipeline's `on:` does not allow its `event`
     /// (an explicit override); empty when `on:` allowed it. The store records it as the run's
     /// first event, `run_start_overridden`.

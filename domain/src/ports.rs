@@ -937,6 +937,38 @@ pub trait Mirrors: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<String>, MirrorError>>;
 }
 
+/// Where a scheduled run of a pipeline from a registered repository takes its code: the head
+/// of the repository's default branch when the tick fires.
+pub trait Heads: Send + Sync {
+    /// The repository that pipeline `pipeline` comes from (the one its latest webhook run came
+    /// from) at the head of its default branch, fetched into this machine's mirror now; `None`
+    /// for a pipeline that no webhook ever started.
+    fn head<'a>(&'a self, pipeline: &'a str) -> BoxFuture<'a, Result<Option<Head>, HeadError>>;
+}
+
+/// A repository at the head of a branch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Head {
+    pub repository: String,
+    pub branch: String,
+    pub commit: String,
+    /// The server's address as the repository's webhook reached it (for links), if known.
+    pub server_url: String,
+}
+
+/// Why the head of a repository's branch could not be had.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeadError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
+    /// The repository's credentials are a secret that is not stored.
+    #[error("the credentials of repository `{repository}` (secret `{secret}`) are not stored")]
+    MissingCredentials { repository: String, secret: String },
+}
+
 /// The ticks of `on.schedule` entries that fired, so that each fires once across restarts and
 /// replicas.
 ///
@@ -976,12 +1008,16 @@ pub struct Artifact {
 }
 
 /// Where a cache entry belongs: a pipeline and a branch. A job restores from its branch, then
-/// from the store's default branch, and saves to its branch.
+/// from the default branch (its repository's, else the store's), and saves to its branch.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CacheScope {
     pub pipeline: String,
     /// Empty for a run without a branch.
     pub branch: String,
+    /// The branch to fall back to: the repository's default branch; empty for the store's
+    /// own default.
+    #[serde(default)]
+    pub default_branch: String,
 }
 
 /// The cache entry that a restore found.
@@ -1007,9 +1043,16 @@ pub enum FileError {
         /// The setting that raises it.
         setting: &'static str,
     },
-    /// Where this attempt runs, the files cannot go (an agent keeps no artifacts yet).
+    /// Where this attempt runs, the files cannot go.
     #[error("{what}")]
     Unsupported { what: String },
+    /// An archive of artifacts that an agent sent is not one of plain files: a link, a path
+    /// outside, a damaged archive.
+    #[error("{what}")]
+    Malformed { what: String },
+    /// The server that keeps the artifacts of an agent's jobs refused them, or is away.
+    #[error("{what}")]
+    Remote { what: String },
     /// The disk or the data directory failed.
     #[error("{what}: {reason}")]
     Io {
@@ -1065,6 +1108,28 @@ pub trait FileStore: Send + Sync {
         run: RunId,
         jobs: &'a [JobId],
         into: &'a std::path::Path,
+    ) -> BoxFuture<'a, Result<usize, FileError>>;
+
+    /// Keeps the files of the tar archive `archive` (a file in a scratch directory that an
+    /// agent uploaded, consumed) as the artifacts of `job`, as
+    /// [`keep_artifacts`](FileStore::keep_artifacts) does: regular files and directories only,
+    /// within the same limit, all or nothing.
+    fn receive_artifacts<'a>(
+        &'a self,
+        run: RunId,
+        job: JobId,
+        job_name: &'a str,
+        archive: &'a std::path::Path,
+    ) -> BoxFuture<'a, Result<Vec<Artifact>, FileError>>;
+
+    /// Writes to the new file `out` a tar archive of the artifacts of `jobs` of `run` at their
+    /// paths (what [`stage_artifacts`](FileStore::stage_artifacts) copies), for an agent;
+    /// answers how many files.
+    fn pack_artifacts<'a>(
+        &'a self,
+        run: RunId,
+        jobs: &'a [JobId],
+        out: &'a std::path::Path,
     ) -> BoxFuture<'a, Result<usize, FileError>>;
 
     /// Restores into `into` (a scratch directory) the entry saved under `key`, else the newest

@@ -61,6 +61,27 @@ pub fn validate(pipeline: &Pipeline) -> Vec<Diagnostic> {
         let path = root.key("jobs").key(job.name.as_str());
         let timeout = job.timeout.or(pipeline.defaults.timeout);
         job_rules(job, &path, timeout, &index, &param_names, &mut out);
+        let no_image = job.image.is_none() && pipeline.defaults.image.is_none();
+        if job.pull.is_some() && no_image && job.services.is_empty() {
+            out.push(
+                Diagnostic::warning(
+                    Code::Suspicious,
+                    path.key("pull"),
+                    "`pull` says when the job's images are pulled, and the job has no `image` and no `services`: it has no effect",
+                )
+                .expected("an `image` or `services` with it, or no `pull`"),
+            );
+        }
+        if job.user.is_some() && no_image {
+            out.push(
+                Diagnostic::warning(
+                    Code::Suspicious,
+                    path.key("user"),
+                    "`user` is the user of the job's processes inside its container, and the job has no `image`: on the host its set-up fails",
+                )
+                .expected("an `image` with it, or no `user`"),
+            );
+        }
         total_jobs = total_jobs.saturating_add(matrix_rules(job, &path, &mut out));
     }
     if total_jobs > MAX_JOBS {

@@ -787,7 +787,9 @@ fn a_key_without_its_value_is_reported_at_the_key() {
 
 #[test]
 fn suspicious_but_legal_things_are_warnings() {
-    let loaded = load("name: w\non: []\nenv: {HODEI_JOB: x}\njobs: {a: {steps: [x]}}\n");
+    let loaded = load(
+        "name: w\non: []\nenv: {HODEI_JOB: x}\njobs: {a: {steps: [x]}, b: {user: '1000', pull: always, steps: [x]}}\n",
+    );
     assert!(
         loaded.pipeline.is_some(),
         "warnings keep the pipeline valid"
@@ -801,7 +803,9 @@ fn suspicious_but_legal_things_are_warnings() {
         warnings,
         [
             (Code::Suspicious, "on".to_owned()),
-            (Code::Suspicious, "env.HODEI_JOB".to_owned())
+            (Code::Suspicious, "env.HODEI_JOB".to_owned()),
+            (Code::Suspicious, "jobs.b.user".to_owned()),
+            (Code::Suspicious, "jobs.b.pull".to_owned())
         ]
     );
     assert!(

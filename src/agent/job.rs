@@ -29,6 +29,8 @@ use hodei_domain::state::DomainEvent;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
+use super::checkout::FetchFirst;
+use super::files::AgentFiles;
 use super::outbox::Outbox;
 use crate::wiring::EnvSecrets;
 
@@ -118,8 +120,10 @@ pub struct Setting {
     pub client: Client,
     pub name: String,
     pub spool: PathBuf,
-    /// Caches on the agent's disk; artifacts refused (`files.rs`).
-    pub files: Arc<dyn hodei_domain::ports::FileStore>,
+    /// Caches and scratch directories on the agent's disk (`files.rs`).
+    pub files: hodei_adapters::files::DiskFiles,
+    /// The agent's mirrors of repositories, which jobs check out from (`checkout.rs`).
+    pub mirrors: Arc<hodei_adapters::git::GitMirrors>,
     /// Rung when a job is over: a poll without room is asked again, with room.
     pub freed: Arc<tokio::sync::Notify>,
 }
@@ -140,14 +144,28 @@ pub fn start(claimed: &ClaimedJob, setting: &Setting) -> Result<Started, String>
         FileLogStore::open(&dir, 1)
             .map_err(|err| format!("cannot open the spool {}: {err}", dir.display()))?,
     );
+    // The attempt's own calls (its checkout, its files) present its job token.
+    let client = setting.client.with_token(&claimed.token);
+    let provider = FetchFirst {
+        inner: setting.provider.clone(),
+        mirrors: setting.mirrors.clone(),
+        client: client.clone(),
+        epoch: claimed.epoch,
+    };
+    let files = AgentFiles {
+        disk: setting.files.clone(),
+        client,
+        job: claimed.job,
+        epoch: claimed.epoch,
+    };
     let ports = Ports {
         store: setting.store.clone(),
         logs: logs.clone(),
-        provider: setting.provider.clone(),
+        provider: Arc::new(provider),
         reconcile: setting.provider.clone(),
         clock: Arc::new(SystemClock),
         secrets: Arc::new(EnvSecrets::default()),
-        files: setting.files.clone(),
+        files: Arc::new(files),
         faults: Faults::none(),
     };
     let restarts = Restarts::new(

@@ -7,8 +7,11 @@
 //! - `mod.rs` (here): the command, registration, the poll and heartbeat loops, stopping.
 //! - `job.rs`: one job — its spool, its job actor, the upload of its output and transitions.
 //! - `outbox.rs`: the ledger where a job's transitions wait for the server.
-//! - `files.rs`: caches on the agent's disk; artifacts refused (the server cannot reach them).
+//! - `files.rs`: caches on the agent's disk; artifacts sent to and fetched from the server.
+//! - `checkout.rs`: the run's repository fetched into the agent's own mirror before a job's
+//!   workspace is set up.
 
+mod checkout;
 mod config;
 mod files;
 mod job;
@@ -280,7 +283,14 @@ async fn serve(args: &Settings, providers: Arc<Mutex<Option<Arc<ByImage>>>>) -> 
     };
     // The same providers as the server's: processes here, Docker for jobs with an image.
     let instance = format!("agent-{}", identity.name);
-    let mut local = LocalProvider::new(args.data.join("workspaces"), instance.clone());
+    // The code of the repositories it checks out is the agent's alone.
+    let mirrors = args.data.join("mirrors");
+    if let Err(err) = crate::wiring::set_dir_modes(&[(&mirrors, 0o700)]) {
+        eprintln!("error: cannot create {}: {err}", mirrors.display());
+        return EXIT_USAGE;
+    }
+    let mut local = LocalProvider::new(args.data.join("workspaces"), instance.clone())
+        .with_mirrors(mirrors.clone());
     if let Some(user) = &args.run_as {
         local = local.with_run_as(user.clone());
         if let Err(err) = make_passable(&args.data) {
@@ -293,7 +303,8 @@ async fn serve(args: &Settings, providers: Arc<Mutex<Option<Arc<ByImage>>>>) -> 
         }
     }
     let local = Arc::new(local);
-    let docker = DockerConfig::new(args.data.join("docker"), instance);
+    let mut docker = DockerConfig::new(args.data.join("docker"), instance);
+    docker.mirrors = Some(mirrors.clone());
     let provider = Arc::new(ByImage::new(local, docker).await);
     *providers.lock().unwrap_or_else(|e| e.into_inner()) = Some(provider.clone());
     // What an earlier life of this agent left running is stopped: its leases are gone.
@@ -321,7 +332,7 @@ async fn serve(args: &Settings, providers: Arc<Mutex<Option<Arc<ByImage>>>>) -> 
         hodei_adapters::files::FileLimits::default(),
         crate::wiring::DEFAULT_BRANCH.to_owned(),
     ) {
-        Ok(files) => Arc::new(files::AgentFiles(files)),
+        Ok(files) => files,
         Err(err) => {
             eprintln!("hodei agent: cannot open its files directory: {err}");
             return EXIT_INTERNAL;
@@ -334,6 +345,7 @@ async fn serve(args: &Settings, providers: Arc<Mutex<Option<Arc<ByImage>>>>) -> 
         name: identity.name.clone(),
         spool,
         files,
+        mirrors: Arc::new(hodei_adapters::git::GitMirrors::new(mirrors)),
         freed: Arc::default(),
     };
     println!(
@@ -450,13 +462,15 @@ async fn doorbell(client: Client, rung: Arc<tokio::sync::Notify>, up: Arc<Atomic
 }
 
 /// With `run_as`, the steps' user passes through the data directory to the workspaces (mode
-/// 0711: it cannot list them); the credential, spool and files stay the agent's alone.
+/// 0711: it cannot list them); the credential, spool, files and mirrors stay the agent's
+/// alone.
 fn make_passable(data: &Path) -> std::io::Result<()> {
-    let (workspaces, spool, files, docker) = (
+    let (workspaces, spool, files, docker, mirrors) = (
         data.join("workspaces"),
         data.join("spool"),
         data.join("files"),
         data.join("docker"),
+        data.join("mirrors"),
     );
     crate::wiring::set_dir_modes(&[
         (data, 0o711),
@@ -464,6 +478,7 @@ fn make_passable(data: &Path) -> std::io::Result<()> {
         (&spool, 0o700),
         (&files, 0o700),
         (&docker, 0o700),
+        (&mirrors, 0o700),
     ])
 }
 

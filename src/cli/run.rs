@@ -179,6 +179,8 @@ pub fn run(args: &Args) -> u8 {
         env,
         secrets: secret_names,
         repository: String::new(),
+        server_url: String::new(),
+        default_branch: String::new(),
         overridden_by: String::new(),
     };
     let scratch = std::env::temp_dir().join(format!("hodei-run-{}", std::process::id()));

@@ -297,6 +297,7 @@ async fn serve(
     let limits = Limits {
         max_body: config.max_body_bytes,
         max_queued: config.max_queued_jobs,
+        max_artifacts: config.files.artifacts_per_job,
         ..Limits::default()
     };
     let router = stack.provider.clone();
@@ -321,6 +322,9 @@ async fn serve(
             leadership.holder, leadership.epoch
         );
     }
+    // The runs that were going when the server stopped report their commit statuses again.
+    let resuming = state.clone();
+    actix::spawn(async move { hodei_api::status::resume(&resuming).await });
     let accepting = state.accepting.clone();
     let scheme = if tls.is_some() { "https" } else { "http" };
     let server = match hodei_api::serve(state, listener, config.http_workers, tls) {

@@ -52,7 +52,7 @@ use hodei_actors::supervise::{Escalation, Restarts, exit_on_escalation};
 use hodei_actors::timer::{Timer, TimerSettings};
 use hodei_actors::workers::WorkerRegistry;
 use hodei_domain::engine::Approvals;
-use hodei_domain::ports::TickStore;
+use hodei_domain::ports::{Heads, TickStore};
 use hodei_domain::restart::RestartPolicy;
 
 /// What the tree needs beyond the ports.
@@ -71,6 +71,9 @@ pub struct TreeConfig {
     /// Where the ticks of schedules are claimed: with it, the tree runs a [`Timer`] that fires
     /// the pipelines' `on.schedule` entries (`hodei server`); without, none fire (`hodei run`).
     pub ticks: Option<Arc<dyn TickStore>>,
+    /// Where the timer takes the code of scheduled runs of repositories' pipelines; without,
+    /// they run without a checkout.
+    pub heads: Option<Arc<dyn Heads>>,
     /// How the timer looks for due ticks.
     pub timer: TimerSettings,
 }
@@ -87,6 +90,7 @@ impl TreeConfig {
             escalation: exit_on_escalation(),
             agents: None,
             ticks: None,
+            heads: None,
             timer: TimerSettings::default(),
         }
     }
@@ -197,6 +201,7 @@ pub fn start_tree(ports: Ports, config: TreeConfig) -> Tree {
             expired: orchestrator.clone().recipient(),
         });
     }
+    let heads = config.heads;
     let timer = config.ticks.map(|ticks| {
         let (own, orchestrator, settings, r) = (
             (
@@ -208,7 +213,7 @@ pub fn start_tree(ports: Ports, config: TreeConfig) -> Tree {
             config.timer,
             restarts(ActorKind::Timer),
         );
-        Supervisor::start(move |_| Timer::new(own, ticks, orchestrator, settings, r))
+        Supervisor::start(move |_| Timer::new(own, (ticks, heads), orchestrator, settings, r))
     });
     Tree {
         restarts: counter,

@@ -17,9 +17,9 @@ use tokio::sync::Notify;
 
 use super::{
     AgentBeat, AgentLive, AgentLog, AgentReport, AgentSeen, AgentStats, Beat, CancelLeased,
-    ClaimedJob, CloseDoorbell, GetAgentStats, HandBack, LeaseExpired, LeaseOf, Leaving, Lost,
-    Offer, OpenDoorbell, RemoteJob, ReportError, Reported, TryClaim, Unclaimed, Wire, Withdraw,
-    Work,
+    ClaimedJob, CloseDoorbell, GetAgentStats, HandBack, LeaseExpired, LeaseOf, LeaseRun, Leaving,
+    Lost, Offer, OpenDoorbell, RemoteJob, ReportError, Reported, TryClaim, Unclaimed, Wire,
+    Withdraw, Work,
 };
 use crate::fault::{Faults, Point};
 use crate::loghub::LogHub;
@@ -511,6 +511,15 @@ impl Handler<LeaseOf> for AgentDesk {
             .get(&msg.job)
             .and_then(|r| r.lease.as_ref())
             .map(|l| l.epoch)
+    }
+}
+
+impl Handler<LeaseRun> for AgentDesk {
+    type Result = Result<RunId, ReportError>;
+
+    fn handle(&mut self, msg: LeaseRun, _: &mut Context<Self>) -> Self::Result {
+        self.held(&msg.token, msg.job, msg.epoch)
+            .map(|route| route.run)
     }
 }
 

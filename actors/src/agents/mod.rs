@@ -62,6 +62,16 @@ pub struct LeaseOf {
     pub job: JobId,
 }
 
+/// The run of the job whose lease with `epoch` the job token (by its digest) opens: the calls
+/// of an agent about an attempt's checkout and files are checked with it.
+#[derive(Message)]
+#[rtype(result = "Result<RunId, ReportError>")]
+pub struct LeaseRun {
+    pub token: [u8; 32],
+    pub job: JobId,
+    pub epoch: u64,
+}
+
 /// The lease of the attempt ran out, or its agent handed the job back.
 #[derive(Message)]
 #[rtype(result = "()")]

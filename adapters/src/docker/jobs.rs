@@ -38,7 +38,10 @@ impl DockerProvider {
             images::ensure(&self.docker, service.image.as_str(), job.pull).await?;
         }
         make_workspace(&dir, job.user.is_some()).await?;
-        crate::git::fill_workspace(self.mirrors.as_deref(), job, &dir).await?;
+        // The workspace is mounted into containers: the mirror's files are never shared with
+        // them.
+        let objects = crate::git::Objects::Copied;
+        crate::git::fill_workspace(self.mirrors.as_deref(), job, &dir, objects).await?;
         let network = if job.services.is_empty() {
             None
         } else {

@@ -14,10 +14,15 @@
 //! place from `scratch/` (the same file system): a job's artifacts appear whole or not at all,
 //! and two saves of one cache key leave one whole entry (the later rename wins).
 //!
+//! Artifacts of jobs on agents travel as tar archives ([`archive`]): the server unpacks an
+//! agent's upload into `scratch/` and keeps it as above, and packs the artifacts a job on an
+//! agent needs.
+//!
 //! ## Limits
 //! [`FileLimits`]: the bytes one job may keep as artifacts, the bytes of one cache entry, and
 //! how long artifacts and caches are kept ([`DiskFiles::prune`]).
 
+pub mod archive;
 pub mod workspace;
 
 use std::fs;
@@ -35,9 +40,9 @@ use sha2::{Digest, Sha256};
 /// What the files directory may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileLimits {
-    /// The most bytes one job attempt may keep as artifacts (`artifacts.max_job_size`).
+    /// The most bytes one job attempt may keep as artifacts (`artifacts_max_job_mib`).
     pub artifacts_per_job: u64,
-    /// The most bytes one cache entry may hold (`caches.max_entry_size`).
+    /// The most bytes one cache entry may hold (`caches_max_entry_mib`).
     pub cache_entry: u64,
     /// How long a run's artifacts are kept (`artifacts.retention`).
     pub artifact_retention: Duration,
@@ -261,7 +266,7 @@ impl DiskFiles {
                 what: format!("the job's artifacts ({} files)", files.len()),
                 size,
                 limit,
-                setting: "artifacts.max_job_size",
+                setting: "artifacts_max_job_mib",
             });
         }
         let mut kept = Vec::with_capacity(files.len());
@@ -380,6 +385,49 @@ impl DiskFiles {
         Ok(count)
     }
 
+    fn receive(
+        &self,
+        run: RunId,
+        job: JobId,
+        job_name: &str,
+        archive: &Path,
+    ) -> Result<Vec<Artifact>, FileError> {
+        let dir = self.scratch()?;
+        let limit = self.inner.limits.artifacts_per_job;
+        let unpacked = archive::unpack(archive, &dir, limit);
+        let _ = fs::remove_file(archive);
+        match unpacked {
+            Ok(_) => self.keep(run, job, job_name, &dir),
+            Err(err) => {
+                self.discard(&dir);
+                Err(match err {
+                    archive::Refused::TooLarge { bytes, .. } => FileError::TooLarge {
+                        what: "the job's artifacts (at least)".into(),
+                        size: bytes,
+                        limit,
+                        setting: "artifacts_max_job_mib",
+                    },
+                    archive::Refused::Entry { .. } => FileError::Malformed {
+                        what: format!("the artifacts of job {job}: {err}"),
+                    },
+                    archive::Refused::Io(err) => {
+                        io_error(format!("unpacking the artifacts of job {job}"), err)
+                    }
+                })
+            }
+        }
+    }
+
+    fn pack_staged(&self, run: RunId, jobs: &[JobId], out: &Path) -> Result<usize, FileError> {
+        let dir = self.scratch()?;
+        let packed = self.stage(run, jobs, &dir).and_then(|_| {
+            archive::pack(&dir, out)
+                .map_err(|err| io_error(format!("packing the artifacts of run {run}"), err))
+        });
+        self.discard(&dir);
+        Ok(packed?.files)
+    }
+
     fn restore(
         &self,
         scope: &CacheScope,
@@ -387,9 +435,13 @@ impl DiskFiles {
         prefixes: &[String],
         into: &Path,
     ) -> Result<Option<CacheHit>, FileError> {
+        let default = match scope.default_branch.as_str() {
+            "" => self.inner.default_branch.as_str(),
+            theirs => theirs,
+        };
         let mut branches = vec![scope.branch.as_str()];
-        if scope.branch != self.inner.default_branch {
-            branches.push(&self.inner.default_branch);
+        if scope.branch != default {
+            branches.push(default);
         }
         let hit = branches.iter().find_map(|branch| {
             let dir = self.cache_dir(&scope.pipeline, branch);
@@ -455,7 +507,7 @@ impl DiskFiles {
                     what: format!("the cache entry `{key}` ({} files)", files.len()),
                     size,
                     limit,
-                    setting: "caches.max_entry_size",
+                    setting: "caches_max_entry_mib",
                 });
             }
             let staged = self.scratch()?;
@@ -564,6 +616,31 @@ impl FileStore for DiskFiles {
         let (me, jobs, into) = (self.clone(), jobs.to_vec(), into.to_owned());
         Box::pin(blocking("giving out artifacts", move || {
             me.stage(run, &jobs, &into)
+        }))
+    }
+
+    fn receive_artifacts<'a>(
+        &'a self,
+        run: RunId,
+        job: JobId,
+        job_name: &'a str,
+        archive: &'a Path,
+    ) -> BoxFuture<'a, Result<Vec<Artifact>, FileError>> {
+        let (me, name, archive) = (self.clone(), job_name.to_owned(), archive.to_owned());
+        Box::pin(blocking("receiving artifacts", move || {
+            me.receive(run, job, &name, &archive)
+        }))
+    }
+
+    fn pack_artifacts<'a>(
+        &'a self,
+        run: RunId,
+        jobs: &'a [JobId],
+        out: &'a Path,
+    ) -> BoxFuture<'a, Result<usize, FileError>> {
+        let (me, jobs, out) = (self.clone(), jobs.to_vec(), out.to_owned());
+        Box::pin(blocking("packing artifacts", move || {
+            me.pack_staged(run, &jobs, &out)
         }))
     }
 

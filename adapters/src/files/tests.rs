@@ -87,7 +87,7 @@ async fn a_job_over_the_artifact_limit_keeps_nothing_and_says_which_setting_to_r
         ),
         "{err:?}"
     );
-    assert!(err.to_string().contains("artifacts.max_job_size"), "{err}");
+    assert!(err.to_string().contains("artifacts_max_job_mib"), "{err}");
     assert!(files.artifacts(RunId(1)).await.unwrap().is_empty());
 }
 
@@ -98,6 +98,7 @@ async fn caches_hit_by_key_by_prefix_and_on_the_default_branch_or_miss() {
     let main = CacheScope {
         pipeline: "web".into(),
         branch: "main".into(),
+        default_branch: String::new(),
     };
     let feature = CacheScope {
         branch: "feature/x".into(),
@@ -143,6 +144,29 @@ async fn caches_hit_by_key_by_prefix_and_on_the_default_branch_or_miss() {
         .unwrap();
     assert_eq!(own.branch, "feature/x");
     assert_eq!(fs::read_to_string(into.join("target/a")).unwrap(), "2");
+    // A repository whose default branch is `trunk`: its feature branches fall back to it.
+    let dir = fill(&files, &[("target/a", "trunk")]);
+    let trunk = CacheScope {
+        branch: "trunk".into(),
+        default_branch: "trunk".into(),
+        ..main.clone()
+    };
+    files.save_cache(&trunk, "cargo-t", &dir).await.unwrap();
+    let into = files.scratch().unwrap();
+    let from_trunk = files
+        .restore_cache(
+            &CacheScope {
+                branch: "topic".into(),
+                ..trunk.clone()
+            },
+            "cargo-t",
+            &[],
+            &into,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(from_trunk.branch, "trunk");
     let other = CacheScope {
         pipeline: "api".into(),
         ..main
@@ -164,6 +188,7 @@ async fn two_saves_of_one_key_at_once_leave_one_whole_entry() {
     let scope = CacheScope {
         pipeline: "web".into(),
         branch: "main".into(),
+        default_branch: String::new(),
     };
     let big_a = "a".repeat(4 << 20);
     let big_b = "b".repeat(4 << 20);
@@ -198,10 +223,11 @@ async fn a_cache_entry_over_its_limit_is_refused() {
     let scope = CacheScope {
         pipeline: "web".into(),
         branch: "main".into(),
+        default_branch: String::new(),
     };
     let dir = fill(&files, &[("x", "four")]);
     let err = files.save_cache(&scope, "k", &dir).await.unwrap_err();
-    assert!(err.to_string().contains("caches.max_entry_size"), "{err}");
+    assert!(err.to_string().contains("caches_max_entry_mib"), "{err}");
 }
 
 #[tokio::test]
@@ -216,6 +242,7 @@ async fn prune_removes_what_is_older_than_its_retention() {
     let scope = CacheScope {
         pipeline: "web".into(),
         branch: "main".into(),
+        default_branch: String::new(),
     };
     let dir = fill(&files, &[("a", "1")]);
     files.save_cache(&scope, "k", &dir).await.unwrap();

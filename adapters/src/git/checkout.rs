@@ -6,6 +6,17 @@ use hodei_domain::ports::{Checkout, MirrorError};
 
 use super::git;
 
+/// How a workspace's clone holds the objects of the mirror it comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Objects {
+    /// Hard links to the mirror's files: nothing is copied. Only for a workspace whose steps
+    /// run as Hodei's own user, who could write to the mirror anyway.
+    Linked,
+    /// Copies: what runs in the workspace as another user or in a container cannot change the
+    /// mirror (and so the checkouts of later jobs) through a shared file.
+    Copied,
+}
+
 /// Fills the empty directory `dest` with `checkout.commit` of the mirror at `mirror`: a new
 /// repository whose history is the commit's last `depth` commits (all of them without a
 /// depth), checked out detached, with its submodules when asked. `origin` is the mirror (for
@@ -15,6 +26,7 @@ pub async fn check_out(
     checkout: &Checkout,
     dest: &Path,
     origin_url: Option<&str>,
+    objects: Objects,
 ) -> Result<(), MirrorError> {
     let repo = checkout.repository.as_str();
     if !mirror.join("HEAD").exists() {
@@ -31,23 +43,15 @@ pub async fn check_out(
     let mirror_text = mirror.to_string_lossy().into_owned();
     match checkout.depth {
         // The common cases: a local clone shares the mirror's objects through hard links (no
-        // packing, no copying), and a depth of 1 is then a shallow boundary at the commit.
+        // packing, no copying) or copies them as files, and a depth of 1 is then a shallow
+        // boundary at the commit.
         None | Some(1) => {
-            git(
-                repo,
-                "clone the mirror",
-                None,
-                &[
-                    "clone",
-                    "--quiet",
-                    "--local",
-                    "--no-checkout",
-                    &mirror_text,
-                    &dest_text,
-                ],
-                &[],
-            )
-            .await?;
+            let mut args = vec!["clone", "--quiet", "--local", "--no-checkout"];
+            if objects == Objects::Copied {
+                args.push("--no-hardlinks");
+            }
+            args.extend([mirror_text.as_str(), dest_text.as_str()]);
+            git(repo, "clone the mirror", None, &args, &[]).await?;
             if checkout.depth == Some(1) {
                 std::fs::write(
                     dest.join(".git").join("shallow"),
@@ -134,6 +138,7 @@ pub async fn fill_workspace(
     mirrors: Option<&Path>,
     job: &hodei_domain::ports::JobSpec,
     dir: &Path,
+    objects: Objects,
 ) -> Result<(), MirrorError> {
     let Some(checkout) = &job.checkout else {
         return Ok(());
@@ -146,5 +151,69 @@ pub async fn fill_workspace(
         });
     };
     let mirror = mirrors.join(format!("{}.git", checkout.repository));
-    check_out(&mirror, checkout, dir, None).await
+    check_out(&mirror, checkout, dir, None, objects).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
+
+    use super::*;
+
+    fn run_git(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=T", "-c", "user.email=t@example.invalid"])
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .expect("git runs: install Debian's git");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// The most links any file under `.git/objects` of `repo` has.
+    fn most_links(repo: &Path) -> u64 {
+        crate::files::workspace::files_in(&repo.join(".git/objects"))
+            .unwrap()
+            .iter()
+            .map(|f| std::fs::metadata(&f.path).unwrap().nlink())
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn a_workspace_for_another_user_or_a_container_shares_no_file_with_the_mirror() {
+        let tmp = tempfile::tempdir().unwrap();
+        let work = tmp.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        run_git(&work, &["init", "--quiet"]);
+        std::fs::write(work.join("a.txt"), "a\n").unwrap();
+        run_git(&work, &["add", "a.txt"]);
+        run_git(&work, &["commit", "--quiet", "-m", "a"]);
+        let commit = run_git(&work, &["rev-parse", "HEAD"]);
+        let mirror = tmp.path().join("app.git");
+        run_git(
+            tmp.path(),
+            &["clone", "--quiet", "--bare", "work", "app.git"],
+        );
+        let checkout = Checkout {
+            repository: "app".into(),
+            commit: commit.clone(),
+            depth: Some(1),
+            submodules: false,
+        };
+        for (objects, shared) in [(Objects::Linked, true), (Objects::Copied, false)] {
+            let dest = tmp.path().join(format!("{objects:?}"));
+            std::fs::create_dir_all(&dest).unwrap();
+            check_out(&mirror, &checkout, &dest, None, objects)
+                .await
+                .unwrap();
+            assert_eq!(run_git(&dest, &["rev-parse", "HEAD"]), commit);
+            assert_eq!(std::fs::read_to_string(dest.join("a.txt")).unwrap(), "a\n");
+            assert_eq!(most_links(&dest) > 1, shared, "{objects:?}");
+        }
+    }
 }

@@ -12,8 +12,10 @@
 //! [`MirrorError::Git`] with what was being done and `git`'s own message.
 
 mod checkout;
+mod heads;
 
-pub use checkout::{check_out, fill_workspace};
+pub use checkout::{Objects, check_out, fill_workspace};
+pub use heads::RepoHeads;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -32,9 +32,9 @@
 //! Linux with `/proc` (pidfd since 5.3 avoids a thread per running step; older kernels fall back
 //! to tokio's blocking pool). Futures run on a tokio runtime with I/O and time enabled (actix's
 //! arbiters, `#[tokio::test]`). The local provider runs on the host, as the host's user: a job
-//! with an [`JobSpec::image`] or `services` is refused at `set_up` (a provider error that fails
-//! the job with the reason), never run on the host instead; `user` and `resources` are not
-//! applied. A step's processes that leave its process group
+//! with an [`JobSpec::image`], `services` or a `user` (which is the user inside a container) is
+//! refused at `set_up` (a provider error that fails the job with the reason), never run on the
+//! host instead; `resources` are the scheduler's, not limits on the processes. A step's processes that leave its process group
 //! (`setsid`) or clear their environment escape `destroy_step`; the first are reaped in the next
 //! life.
 //!
@@ -390,6 +390,14 @@ impl Provider for LocalProvider {
                     cause: None,
                 });
             }
+            if let Some(user) = &job.user {
+                return Err(ProviderError::SetUp {
+                    reason: format!(
+                        "the job sets `user: {user}`, the user of its processes inside its container, and has no `image`; the local provider runs steps as this machine's user (or the `run_as` of the server or agent): give the job an `image`, or remove `user`"
+                    ),
+                    cause: None,
+                });
+            }
             let dir = convert::workspace_dir(&self.base, job.run, job.job, job.attempt);
             let fail = |what: &str, err: std::io::Error| ProviderError::SetUp {
                 reason: format!("cannot {what} {}: {err}", dir.display()),
@@ -408,7 +416,12 @@ impl Provider for LocalProvider {
             tokio::fs::create_dir_all(&dir)
                 .await
                 .map_err(|err| fail("create the workspace", err))?;
-            crate::git::fill_workspace(self.mirrors.as_deref(), job, &dir)
+            // Steps of another user must not reach the mirror through hard-linked objects.
+            let objects = match self.run_as {
+                Some(_) => crate::git::Objects::Copied,
+                None => crate::git::Objects::Linked,
+            };
+            crate::git::fill_workspace(self.mirrors.as_deref(), job, &dir, objects)
                 .await
                 .map_err(|err| ProviderError::SetUp {
                     reason: err.to_string(),

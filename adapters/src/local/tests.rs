@@ -238,6 +238,27 @@ async fn a_step_runs_in_its_working_directory_inside_the_workspace() {
 }
 
 #[tokio::test]
+async fn a_job_that_needs_a_container_is_refused_rather_than_run_on_the_host() {
+    let base = std::env::temp_dir().join(format!("hodei-local-{}-refused", std::process::id()));
+    let provider = LocalProvider::new(base, instance("refused"));
+    let image = JobSpec {
+        image: Some("alpine:3".parse().unwrap()),
+        ..job(1)
+    };
+    let user = JobSpec {
+        user: Some("1000:1000".into()),
+        ..job(2)
+    };
+    for (job, says) in [(image, "`alpine:3`"), (user, "`user: 1000:1000`")] {
+        let err = within("set_up", provider.set_up(&job)).await.unwrap_err();
+        assert!(
+            matches!(&err, ProviderError::SetUp { reason, .. } if reason.contains(says)),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn bad_working_directories_are_refused_at_start() {
     let ws = Fixture::new("bad-workdir").await;
     for dir in ["../escape", "/tmp", "missing"] {

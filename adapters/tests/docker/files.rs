@@ -51,6 +51,7 @@ async fn artifacts_and_caches_pass_between_jobs_in_containers() {
     let scope = CacheScope {
         pipeline: "web".into(),
         branch: "main".into(),
+        default_branch: String::new(),
     };
     files.save_cache(&scope, "deps-1", &cache).await.unwrap();
     fx.finish(&build).await;

@@ -8,10 +8,12 @@ use reqwest::Method;
 
 use super::http::Body;
 use super::{Client, ClientError};
+use crate::routes::agent_files::CheckoutSource;
 use crate::routes::agents::{
     AgentList, AgentTokenList, AgentTokenView, Committed, HeartbeatRequest, HeldLease, PollRequest,
     RING, RegisterRequest, Registered, ReportAnswer, ReportRequest,
 };
+use crate::views::ArtifactList;
 
 impl Client {
     /// Exchanges a registration token for the agent's own credential.
@@ -90,6 +92,52 @@ impl Client {
 }
 
 impl Client {
+    /// Where the repository of the job's run is fetched from, with its credentials.
+    pub async fn job_checkout(
+        &self,
+        job: JobId,
+        epoch: u64,
+    ) -> Result<CheckoutSource, ClientError> {
+        let path = format!("/api/v1/agent/jobs/{}/checkout?epoch={epoch}", job.0);
+        self.get(&path).await
+    }
+
+    /// Uploads the tar file `archive` of the job's artifacts, which holds `files` files of
+    /// `bytes` bytes together; answers what the server kept.
+    pub async fn upload_artifacts(
+        &self,
+        job: JobId,
+        epoch: u64,
+        archive: &std::path::Path,
+        files: u64,
+        bytes: u64,
+    ) -> Result<ArtifactList, ClientError> {
+        let path = format!(
+            "/api/v1/agent/jobs/{}/artifacts?epoch={epoch}&files={files}&bytes={bytes}",
+            job.0
+        );
+        self.send(Method::PUT, &path, Body::Tar(archive.to_owned()))
+            .await
+    }
+
+    /// Writes into `out` the tar of the artifacts of the jobs `needs` of the same run; answers
+    /// its bytes.
+    pub async fn needed_artifacts(
+        &self,
+        job: JobId,
+        epoch: u64,
+        needs: &[JobId],
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<u64, ClientError> {
+        let jobs: Vec<String> = needs.iter().map(|j| j.0.to_string()).collect();
+        let path = format!(
+            "/api/v1/agent/jobs/{}/needed-artifacts?epoch={epoch}&jobs={}",
+            job.0,
+            jobs.join(",")
+        );
+        self.download(&path, out).await
+    }
+
     /// Says that the agent stops (`gone`: it is gone).
     pub async fn leaving(&self, gone: bool) -> Result<(), ClientError> {
         let body = crate::routes::agents::LeavingRequest { gone };

@@ -15,6 +15,8 @@ pub(super) enum Body {
     Json(serde_json::Value),
     Yaml(String),
     Bytes(Vec<u8>),
+    /// A tar file, streamed from the disk.
+    Tar(std::path::PathBuf),
 }
 
 fn method_name(method: &Method) -> &'static str {
@@ -90,7 +92,9 @@ impl Client {
         path: &str,
         out: &mut (dyn std::io::Write + Send),
     ) -> Result<u64, ClientError> {
-        let mut response = self.answer(Method::GET, path, Body::Empty).await?;
+        let mut response = self
+            .answer_within(Method::GET, path, Body::Empty, super::TRANSFER_TIMEOUT)
+            .await?;
         let mut written = 0;
         while let Some(chunk) = response
             .chunk()
@@ -152,11 +156,27 @@ impl Client {
         path: &str,
         body: Body,
     ) -> Result<reqwest::Response, ClientError> {
+        let within = match body {
+            Body::Tar(_) => super::TRANSFER_TIMEOUT,
+            _ => super::REQUEST_TIMEOUT,
+        };
+        self.answer_within(method, path, body, within).await
+    }
+
+    /// [`answer`](Client::answer), given `within` to be done (a transfer of files takes
+    /// longer than a call).
+    pub(super) async fn answer_within(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+        within: std::time::Duration,
+    ) -> Result<reqwest::Response, ClientError> {
         let mut tries = self.urls.len();
         loop {
             let url = self.url().to_owned();
             let answer = self
-                .answer_from(&url, method.clone(), path, body.clone())
+                .answer_from(&url, (method.clone(), path), body.clone(), within)
                 .await;
             tries -= 1;
             let moves_on = match &answer {
@@ -173,12 +193,15 @@ impl Client {
     async fn answer_from(
         &self,
         base: &str,
-        method: Method,
-        path: &str,
+        (method, path): (Method, &str),
         body: Body,
+        within: std::time::Duration,
     ) -> Result<reqwest::Response, ClientError> {
         let name = method_name(&method);
-        let mut request = self.http.request(method, format!("{base}{path}"));
+        let mut request = self
+            .http
+            .request(method, format!("{base}{path}"))
+            .timeout(within);
         if let Some(token) = &self.target.token {
             request = request.bearer_auth(token);
         }
@@ -193,6 +216,23 @@ impl Client {
             Body::Bytes(bytes) => request
                 .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
                 .body(bytes),
+            Body::Tar(file) => {
+                let unreadable = |err: std::io::Error| ClientError::Unexpected {
+                    method: name,
+                    path: file.display().to_string(),
+                    status: 0,
+                    reason: format!("cannot read the archive to send: {err}"),
+                };
+                let opened = tokio::fs::File::open(&file).await.map_err(unreadable)?;
+                let length = opened.metadata().await.map_err(unreadable)?.len();
+                request
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        crate::routes::agent_files::TAR,
+                    )
+                    .header(reqwest::header::CONTENT_LENGTH, length)
+                    .body(reqwest::Body::from(opened))
+            }
         };
         let response = request.send().await.map_err(|err| self.unreachable(&err))?;
         let status = response.status();

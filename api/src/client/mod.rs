@@ -178,6 +178,8 @@ pub struct Client {
 
 /// How long a request may take before the server counts as unreachable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a transfer of files (artifacts) may take.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most bytes of a log [`Client::log`] asks for at once: what the client holds in memory.

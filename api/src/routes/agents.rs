@@ -30,7 +30,9 @@ const MAX_POLL_WAIT: Duration = Duration::from_secs(30);
 /// The version of the agent protocol this server speaks.
 pub const PROTOCOL: u32 = 1;
 
-fn agents(state: &ApiState) -> Result<(&Arc<dyn AgentStore>, &actix::Addr<AgentDesk>), ApiError> {
+pub(crate) fn agents(
+    state: &ApiState,
+) -> Result<(&Arc<dyn AgentStore>, &actix::Addr<AgentDesk>), ApiError> {
     match (&state.agents, &state.tree.desk) {
         (Some(store), Some(desk)) => Ok((store, desk)),
         _ => Err(ApiError::NotFound {
@@ -296,7 +298,7 @@ fn bearer(req: &HttpRequest) -> Option<&str> {
 
 /// The digest of the job token a call about one job presents. Which lease it opens is the
 /// desk's to check: a token that opens no lease of the job is answered `409 lease-lost`.
-fn job_token(req: &HttpRequest) -> Result<[u8; 32], ApiError> {
+pub(crate) fn job_token(req: &HttpRequest) -> Result<[u8; 32], ApiError> {
     bearer(req).map(digest).ok_or(ApiError::Unauthenticated {
         reason: "no job token: send `Authorization: Bearer <the job token of the claim>`",
     })

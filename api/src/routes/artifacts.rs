@@ -49,17 +49,19 @@ pub(crate) async fn list(state: &ApiState, run: RunId) -> Result<Vec<ArtifactVie
         .artifacts(run)
         .await
         .map_err(file_error)?;
-    Ok(artifacts
-        .into_iter()
-        .map(|a| ArtifactView {
-            url: download_url(run, &a),
-            job_id: a.job.0,
-            job: a.job_name,
-            path: a.path,
-            size: a.size,
-            sha256: a.sha256,
-        })
-        .collect())
+    Ok(artifacts.into_iter().map(|a| view(run, a)).collect())
+}
+
+/// An artifact of a run, as the API shows it.
+pub(crate) fn view(run: RunId, artifact: Artifact) -> ArtifactView {
+    ArtifactView {
+        url: download_url(run, &artifact),
+        job_id: artifact.job.0,
+        job: artifact.job_name,
+        path: artifact.path,
+        size: artifact.size,
+        sha256: artifact.sha256,
+    }
 }
 
 /// List the files the run's jobs kept as artifacts. Role: viewer.
@@ -136,6 +138,22 @@ pub async fn download_artifact(
         .next()
         .unwrap_or("artifact")
         .replace(['"', '\\'], "_");
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{name}\""),
+        ))
+        .body(file_body(file, size)))
+}
+
+/// A file of `size` bytes as a response body, read in chunks as the client takes them.
+pub(crate) fn file_body(
+    file: tokio::fs::File,
+    size: u64,
+) -> actix_web::body::SizedStream<
+    futures_util::stream::LocalBoxStream<'static, Result<web::Bytes, std::io::Error>>,
+> {
     let chunks = futures_util::stream::unfold(file, |mut file| async move {
         use tokio::io::AsyncReadExt as _;
         let mut buffer = vec![0; 64 * 1024];
@@ -149,11 +167,5 @@ pub async fn download_artifact(
         }
     })
     .boxed_local();
-    Ok(HttpResponse::Ok()
-        .content_type("application/octet-stream")
-        .insert_header((
-            header::CONTENT_DISPOSITION,
-            format!("attachment; filename=\"{name}\""),
-        ))
-        .body(actix_web::body::SizedStream::new(size, chunks)))
+    actix_web::body::SizedStream::new(size, chunks)
 }

@@ -2,6 +2,7 @@
 //! [`crate::openapi`] builds both the OpenAPI document and the router from that one list, so a
 //! route cannot exist undocumented.
 
+pub mod agent_files;
 pub mod agents;
 pub mod artifacts;
 pub mod events;

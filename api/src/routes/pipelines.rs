@@ -373,6 +373,8 @@ pub(crate) async fn submit(
         env: trigger.env.into_iter().collect(),
         secrets: loaded.secrets,
         repository: String::new(),
+        server_url: String::new(),
+        default_branch: String::new(),
         overridden_by,
     };
     let submitted = state

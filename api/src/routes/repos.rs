@@ -228,7 +228,36 @@ pub async fn delete_repo(
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn find(state: &ApiState, name: &str) -> Result<RepositoryRecord, ApiError> {
+/// Where the repository is fetched from, with the value of its credentials (never logged).
+pub(crate) async fn mirror_source(
+    state: &ApiState,
+    repo: &RepositoryRecord,
+) -> Result<MirrorSource, ApiError> {
+    let scope = [SecretScope::Repository(repo.name.clone())];
+    let credentials = match &repo.credentials {
+        Some(secret) => Some(
+            state
+                .tree
+                .ports
+                .secrets
+                .get(&scope, secret)
+                .await?
+                .ok_or_else(|| ApiError::MissingSecrets {
+                    pipeline: format!("(repository {})", repo.name),
+                    names: vec![secret.clone()],
+                })?,
+        ),
+        None => None,
+    };
+    Ok(MirrorSource {
+        repository: repo.name.clone(),
+        forge: repo.forge,
+        url: repo.clone_url.clone(),
+        credentials,
+    })
+}
+
+pub(crate) async fn find(state: &ApiState, name: &str) -> Result<RepositoryRecord, ApiError> {
     state
         .repos
         .repository(name)
@@ -325,27 +354,7 @@ pub async fn receive_webhook(
         return Ok(HttpResponse::build(status).json(answer(false, None, Some(reason))));
     };
     // Fetch what the event names (and, for a pull request, its base) into the mirror.
-    let credentials = match &repo.credentials {
-        Some(secret) => Some(
-            state
-                .tree
-                .ports
-                .secrets
-                .get(&scope, secret)
-                .await?
-                .ok_or_else(|| ApiError::MissingSecrets {
-                    pipeline: format!("(repository {})", repo.name),
-                    names: vec![secret.clone()],
-                })?,
-        ),
-        None => None,
-    };
-    let source = MirrorSource {
-        repository: repo.name.clone(),
-        forge: repo.forge,
-        url: repo.clone_url.clone(),
-        credentials,
-    };
+    let source = mirror_source(&state, &repo).await?;
     let mut wanted = match &delivery.event {
         Event::Push { branch, .. } => vec![format!("refs/heads/{branch}")],
         Event::Tag { tag, .. } => vec![format!("refs/tags/{tag}")],
@@ -458,6 +467,8 @@ pub async fn receive_webhook(
         commit: commit.clone(),
         secrets: pipeline.secrets.clone(),
         repository: repo.name.clone(),
+        server_url: crate::status::server_url(&req),
+        default_branch: delivery.default_branch.clone(),
         ..RunInputs::default()
     };
     let submitting = state.submitting(&pipeline_name).await;
@@ -504,7 +515,7 @@ pub async fn receive_webhook(
         &repo,
         &commit,
         run,
-        crate::status::run_link(&req, run),
+        &crate::status::server_url(&req),
     );
     let mut started = answer(true, Some(run), None);
     started.superseded = superseded.iter().map(|r| r.0).collect();

@@ -319,6 +319,8 @@ where
         .map_err(|err| ApiError::actor("the orchestrator", err))?;
     let run = created.map_err(|err| submit_error(err, &format!("run {}", earlier.0)))?;
     tracing::info!(run_id = %run, from = %earlier, how, by = %caller.name, "Run made from another.");
+    // A run of a repository's commit reports its status again.
+    crate::status::follow(state, run).await;
     created_run(state, run).await
 }
 

@@ -5,7 +5,7 @@ use hodei_api::webhook::sign;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::git_support::{GitServer, HttpGitServer, ZERO, git, github_push};
+use super::git_support::{GitServer, HttpGitServer, StatusReceiver, ZERO, git, github_push};
 use super::{Answer, Server, finished, start};
 
 const HOOK_SECRET: &str = "hook-secret-value";
@@ -505,67 +505,6 @@ async fn a_private_repository_is_fetched_with_its_stored_credentials_which_nothi
     );
 }
 
-/// A forge's status API on loopback that records every call; its first answer is a 500, to
-/// prove that a failed report is tried again.
-struct StatusReceiver {
-    port: u16,
-    calls: std::sync::Arc<std::sync::Mutex<Vec<(String, String, Value)>>>,
-}
-
-impl StatusReceiver {
-    fn start() -> StatusReceiver {
-        use std::io::{BufRead, BufReader, Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let recorded = calls.clone();
-        std::thread::spawn(move || {
-            for (n, stream) in listener.incoming().enumerate() {
-                let Ok(mut stream) = stream else { continue };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                reader.read_line(&mut line).unwrap();
-                let (mut length, mut authorization) = (0usize, String::new());
-                loop {
-                    let mut header = String::new();
-                    reader.read_line(&mut header).unwrap();
-                    let header = header.trim_end();
-                    if header.is_empty() {
-                        break;
-                    }
-                    let (name, value) = header.split_once(':').unwrap_or((header, ""));
-                    match name.to_ascii_lowercase().as_str() {
-                        "content-length" => length = value.trim().parse().unwrap_or(0),
-                        "authorization" => authorization = value.trim().to_owned(),
-                        _ => {}
-                    }
-                }
-                let mut body = vec![0; length];
-                reader.read_exact(&mut body).unwrap();
-                let status = if n == 0 {
-                    "500 Internal Server Error"
-                } else {
-                    "201 Created"
-                };
-                if n > 0 {
-                    recorded.lock().unwrap().push((
-                        line.trim().to_owned(),
-                        authorization,
-                        serde_json::from_slice(&body).unwrap_or(Value::Null),
-                    ));
-                }
-                let _ = stream.write_all(
-                    format!(
-                        "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
-                    )
-                    .as_bytes(),
-                );
-            }
-        });
-        StatusReceiver { port, calls }
-    }
-}
-
 #[actix_rt::test]
 async fn the_runs_status_reaches_the_forge_with_a_link_and_a_failed_report_is_tried_again() {
     let server = start().await;
@@ -634,4 +573,36 @@ async fn the_runs_status_reaches_the_forge_with_a_link_and_a_failed_report_is_tr
         );
         assert_eq!(body["context"], "hodei");
     }
+
+    // A rerun of the run is a run of the same commit: it reports its own status, linked to it.
+    let rerun = server
+        .call(
+            Method::POST,
+            &format!("/api/v1/runs/{id}/rerun"),
+            Some(&server.admin),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(rerun.status, StatusCode::CREATED, "{}", rerun.text);
+    let again = rerun.json()["id"].as_u64().unwrap();
+    server.wait_run(again, finished).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while receiver.calls.lock().unwrap().len() < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no final status of the rerun within 20 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let calls = receiver.calls.lock().unwrap().clone();
+    let (_, _, last) = &calls[3];
+    assert_eq!(last["state"], "success", "{calls:#?}");
+    assert!(
+        last["target_url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/api/v1/runs/{again}")),
+        "{last}"
+    );
 }

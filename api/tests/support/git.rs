@@ -3,6 +3,7 @@
 //! pushes allowed, a working clone to push from, and the push payload GitHub sends.
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -73,6 +74,8 @@ impl GitServer {
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // `git` runs the daemon as a child of its own: the group is stopped at the end.
+            .process_group(0)
             .spawn()
             .expect("git daemon starts: install Debian's git (scripts/test does)");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -170,7 +173,8 @@ impl GitServer {
 
 impl Drop for GitServer {
     fn drop(&mut self) {
-        let _ = self.daemon.kill();
+        // SAFETY: a plain signal to the process group this server started.
+        unsafe { libc::kill(-(self.daemon.id() as i32), libc::SIGKILL) };
         let _ = self.daemon.wait();
     }
 }
@@ -314,5 +318,66 @@ impl HttpGitServer {
 impl Drop for HttpGitServer {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A forge's status API on loopback that records every call; its first answer is a 500, to
+/// prove that a failed report is tried again.
+pub struct StatusReceiver {
+    pub port: u16,
+    pub calls: std::sync::Arc<std::sync::Mutex<Vec<(String, String, serde_json::Value)>>>,
+}
+
+impl StatusReceiver {
+    pub fn start() -> StatusReceiver {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorded = calls.clone();
+        std::thread::spawn(move || {
+            for (n, stream) in listener.incoming().enumerate() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let (mut length, mut authorization) = (0usize, String::new());
+                loop {
+                    let mut header = String::new();
+                    reader.read_line(&mut header).unwrap();
+                    let header = header.trim_end();
+                    if header.is_empty() {
+                        break;
+                    }
+                    let (name, value) = header.split_once(':').unwrap_or((header, ""));
+                    match name.to_ascii_lowercase().as_str() {
+                        "content-length" => length = value.trim().parse().unwrap_or(0),
+                        "authorization" => authorization = value.trim().to_owned(),
+                        _ => {}
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let status = if n == 0 {
+                    "500 Internal Server Error"
+                } else {
+                    "201 Created"
+                };
+                if n > 0 {
+                    recorded.lock().unwrap().push((
+                        line.trim().to_owned(),
+                        authorization,
+                        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+                    ));
+                }
+                let _ = stream.write_all(
+                    format!(
+                        "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+        StatusReceiver { port, calls }
     }
 }

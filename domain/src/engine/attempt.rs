@@ -171,7 +171,7 @@ pub fn job_def(
             cache: planned
                 .cache
                 .as_ref()
-                .and_then(|cache| cache_def(plan, planned, &resolved.inputs.branch, cache)),
+                .and_then(|cache| cache_def(plan, planned, &resolved.inputs, cache)),
         },
     }
 }
@@ -181,10 +181,11 @@ pub fn job_def(
 fn cache_def(
     plan: &Plan,
     planned: &crate::plan::PlannedJob,
-    branch: &str,
+    inputs: &crate::plan::RunInputs,
     cache: &crate::model::Cache,
 ) -> Option<CacheDef> {
     use crate::cache_key::{KeyContext, parse};
+    let branch = inputs.branch.as_str();
     Some(CacheDef {
         key: parse(&cache.key).ok()?,
         fallback: cache
@@ -203,6 +204,7 @@ fn cache_def(
         scope: crate::ports::CacheScope {
             pipeline: plan.pipeline.as_str().to_owned(),
             branch: branch.to_owned(),
+            default_branch: inputs.default_branch.clone(),
         },
     })
 }

@@ -440,6 +440,33 @@ post: {success: [{run: ok, timeout: 1m}]}
     assert_eq!(def.envs[0]["HODEI_JOB"], POST_JOB);
 }
 
+#[test]
+fn a_jobs_cache_is_scoped_to_its_branch_and_falls_back_to_its_repositorys_default_branch() {
+    let yaml =
+        "name: p\njobs:\n  a:\n    cache: {key: deps, paths: [deps]}\n    steps: [{run: a}]\n";
+    let inputs = RunInputs {
+        branch: "topic".into(),
+        default_branch: "trunk".into(),
+        ..RunInputs::default()
+    };
+    let sim = Sim::new(yaml, inputs);
+    let machine = sim.jobs[0].machine.clone().unwrap();
+    let def = job_def(
+        &sim.plan,
+        &sim.resolved,
+        &machine,
+        JobRef::Planned(0),
+        &[],
+        None,
+    );
+    let scope = &def.files.cache.as_ref().unwrap().scope;
+    assert_eq!(
+        (scope.pipeline.as_str(), scope.branch.as_str()),
+        ("p", "topic")
+    );
+    assert_eq!(scope.default_branch, "trunk");
+}
+
 fn record(index: u32, attempt: u32, state: StepState) -> StepRecord {
     StepRecord {
         job_attempt: Attempt::FIRST,

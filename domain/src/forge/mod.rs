@@ -164,6 +164,8 @@ impl Headers for [(&str, &str)] {
 pub struct Delivery {
     pub id: String,
     pub event: Event,
+    /// The repository's default branch, as the payload names it; empty when it does not.
+    pub default_branch: String,
 }
 
 /// The header that names a delivery of `forge`, and the one that names its event.
@@ -204,6 +206,7 @@ pub fn parse_delivery(
         return Ok(Delivery {
             id,
             event: Event::Ping,
+            default_branch: String::new(),
         });
     }
     let json: Value = serde_json::from_slice(body).map_err(|err| PayloadError::NotJson {
@@ -219,7 +222,16 @@ pub fn parse_delivery(
             what: format!("a `{other}` event"),
         },
     };
-    Ok(Delivery { id, event })
+    // GitHub and Gitea name it in `repository`, GitLab in `project`.
+    let default_branch = text(&json, "/repository/default_branch")
+        .or_else(|| text(&json, "/project/default_branch"))
+        .unwrap_or_default()
+        .to_owned();
+    Ok(Delivery {
+        id,
+        event,
+        default_branch,
+    })
 }
 
 fn text<'a>(json: &'a Value, pointer: &str) -> Option<&'a str> {

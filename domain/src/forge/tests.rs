@@ -14,7 +14,7 @@ fn headers<'a>(pairs: &'a [(&'a str, &'a str)]) -> &'a [(&'a str, &'a str)] {
 #[test]
 fn github_push_tag_pull_request_and_ping_are_read() {
     let body = format!(
-        r#"{{"ref":"refs/heads/main","before":"{OLD}","after":"{SHA}","deleted":false,"commits":[]}}"#
+        r#"{{"ref":"refs/heads/main","before":"{OLD}","after":"{SHA}","deleted":false,"commits":[],"repository":{{"default_branch":"trunk"}}}}"#
     );
     let d = parse_delivery(
         Forge::GitHub,
@@ -23,6 +23,7 @@ fn github_push_tag_pull_request_and_ping_are_read() {
     )
     .unwrap();
     assert_eq!(d.id, "d-1");
+    assert_eq!(d.default_branch, "trunk");
     assert_eq!(
         d.event,
         Event::Push {
@@ -98,7 +99,7 @@ fn github_push_tag_pull_request_and_ping_are_read() {
 #[test]
 fn gitlab_and_gitea_shapes_are_read() {
     let body = format!(
-        r#"{{"object_kind":"tag_push","ref":"refs/tags/v2","before":"{ZERO}","after":"ffff{}","checkout_sha":"{SHA}"}}"#,
+        r#"{{"object_kind":"tag_push","ref":"refs/tags/v2","before":"{ZERO}","after":"ffff{}","checkout_sha":"{SHA}","project":{{"default_branch":"develop"}}}}"#,
         &SHA[4..]
     );
     let d = parse_delivery(
@@ -117,6 +118,7 @@ fn gitlab_and_gitea_shapes_are_read() {
             commit: SHA.into()
         }
     );
+    assert_eq!(d.default_branch, "develop");
     let mr = format!(
         r#"{{"object_kind":"merge_request","object_attributes":{{"iid":3,"action":"update","source_branch":"fix","target_branch":"main","last_commit":{{"id":"{SHA}"}}}}}}"#
     );

@@ -243,7 +243,7 @@ async fn ticks_missed_while_down_fire_once_at_start_up() {
             rescan: Duration::from_millis(50),
         };
         let own = (Faults::none(), store, clock as Arc<dyn Clock>);
-        Supervisor::start(move |_| Timer::new(own, ticks, orchestrator, settings, restarts))
+        Supervisor::start(move |_| Timer::new(own, (ticks, None), orchestrator, settings, restarts))
     };
     let _first = start(Shifted::at(now));
     let runs = runs_of(&h, 1).await;
