@@ -4,7 +4,10 @@
 //! pod and its Secret (`pod.rs`, with golden files in `golden/`), the names and labels of what
 //! an attempt creates (`names.rs`), and the small protocol between Hodei and the entrypoint
 //! that runs the steps inside the pod (`protocol.rs`), with the entrypoint itself
-//! (`entrypoint.rs`, the hidden command `hodei pod-steps`). Where to start reading: `pod.rs`.
+//! (`entrypoint.rs`, the hidden command `hodei pod-steps`). The decisions of following a pod
+//! are pure too: what its status means for the job, with bounded graces so that a pod that
+//! will never run ends the job instead of hanging it (`status.rs`), and which pods and Secrets
+//! of an earlier life to adopt or delete (`reconcile.rs`). Where to start reading: `pod.rs`.
 //!
 //! The provider that creates these objects on a cluster through its API and follows them is
 //! not part of Hodei yet; `docs/kubernetes.md` says what is and what is not.
@@ -37,6 +40,8 @@ mod error;
 mod names;
 mod pod;
 mod protocol;
+mod reconcile;
+mod status;
 
 pub use entrypoint::{EntrypointConfig, EntrypointError, install, run as run_entrypoint};
 pub use error::{KubeError, PROVIDER};
@@ -49,3 +54,5 @@ pub use pod::{
     SERVICE_READY_TIMEOUT, STEPS_CONTAINER, WORKSPACE_MOUNT, pod, secret,
 };
 pub use protocol::{Decoder, EnvValue, Frame, Marker, Request, RunStep, TOKEN_KEY, run_request};
+pub use reconcile::{Found, Kind, Move, reconcile};
+pub use status::{Graces, PodFailure, PodVerdict, PodWatch};
