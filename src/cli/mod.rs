@@ -10,6 +10,9 @@ mod run;
 mod server;
 mod validate;
 
+#[cfg(test)]
+mod deploy_tests;
+
 use clap::{Parser, Subcommand};
 
 /// Everything went as asked.
