@@ -7,7 +7,9 @@
 //! (`entrypoint.rs`, the hidden command `hodei pod-steps`). The decisions of following a pod
 //! are pure too: what its status means for the job, with bounded graces so that a pod that
 //! will never run ends the job instead of hanging it (`status.rs`), and which pods and Secrets
-//! of an earlier life to adopt or delete (`reconcile.rs`). Where to start reading: `pod.rs`.
+//! of an earlier life to adopt or delete (`reconcile.rs`), and how a pod's log is followed
+//! across dropped streams without a gap or a duplicate (`logs.rs`). Where to start reading:
+//! `pod.rs`.
 //!
 //! The provider that creates these objects on a cluster through its API and follows them is
 //! not part of Hodei yet; `docs/kubernetes.md` says what is and what is not.
@@ -37,6 +39,7 @@
 
 mod entrypoint;
 mod error;
+mod logs;
 mod names;
 mod pod;
 mod protocol;
@@ -45,6 +48,7 @@ mod status;
 
 pub use entrypoint::{EntrypointConfig, EntrypointError, install, run as run_entrypoint};
 pub use error::{KubeError, PROVIDER};
+pub use logs::{LogCursor, NoTimestamp};
 pub use names::{
     ATTEMPT_LABEL, EPOCH_LABEL, INSTANCE_LABEL, JOB_LABEL, JOB_NAME_ANNOTATION, PodKey, RUN_LABEL,
     instance_selector, label_value, labels, parse_labels, pod_name,
