@@ -8,11 +8,14 @@
 //! are pure too: what its status means for the job, with bounded graces so that a pod that
 //! will never run ends the job instead of hanging it (`status.rs`), and which pods and Secrets
 //! of an earlier life to adopt or delete (`reconcile.rs`), and how a pod's log is followed
-//! across dropped streams without a gap or a duplicate (`logs.rs`). Where to start reading:
-//! `pod.rs`.
+//! across dropped streams without a gap or a duplicate (`logs.rs`). [`Cluster`]
+//! (`cluster.rs`) makes the calls to the API server (kube client): it creates a pod and its
+//! Secret, waits for the pod to run or fail, follows its log to its end, deletes it, and reaps
+//! what an earlier life left. Where to start reading: `pod.rs`, then `cluster.rs`.
 //!
-//! The provider that creates these objects on a cluster through its API and follows them is
-//! not part of Hodei yet; `docs/kubernetes.md` says what is and what is not.
+//! What is not here yet: the [`Provider`](hodei_domain::ports::Provider) that runs jobs with
+//! these parts (its steps go to the entrypoint over `pods/attach`), its configuration and its
+//! routing; `docs/kubernetes.md` says what is and what is not.
 //!
 //! ## Design: one pod per job attempt, steps sequenced inside it
 //! A job's steps share a workspace and its services; in Kubernetes the unit that shares
@@ -37,6 +40,7 @@
 //! The job's image can run Hodei's binary (Hodei is linked against glibc: images based on
 //! musl, such as Alpine's, cannot) and the job's `user`, if any, is numeric.
 
+mod cluster;
 mod entrypoint;
 mod error;
 mod logs;
@@ -46,6 +50,7 @@ mod protocol;
 mod reconcile;
 mod status;
 
+pub use cluster::{Cluster, Created, new_token};
 pub use entrypoint::{EntrypointConfig, EntrypointError, install, run as run_entrypoint};
 pub use error::{KubeError, PROVIDER};
 pub use logs::{LogCursor, NoTimestamp};

@@ -396,4 +396,4 @@ fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
 
 #[cfg(test)]
 #[path = "pod_tests.rs"]
-mod tests;
+pub(super) mod tests;

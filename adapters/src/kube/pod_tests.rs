@@ -47,7 +47,7 @@ fn attempt(n: u32) -> Attempt {
     Attempt::new(n).expect("attempts start at 1")
 }
 
-fn settings() -> PodSettings {
+pub(crate) fn settings() -> PodSettings {
     PodSettings {
         namespace: "ci".into(),
         instance: "store-1".into(),
@@ -56,7 +56,7 @@ fn settings() -> PodSettings {
     }
 }
 
-fn plain_job() -> JobSpec {
+pub(crate) fn plain_job() -> JobSpec {
     JobSpec {
         run: RunId(3),
         job: JobId(7),
