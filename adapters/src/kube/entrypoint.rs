@@ -17,7 +17,8 @@
 //! - A request for a step that already ran (same index and attempt) is not run again.
 //! - When a step's shell ends, whatever it left running in its process group is killed, so the
 //!   step's output is whole when the end marker is written. Long-lived processes belong in
-//!   `services`.
+//!   `services`. A process that left the group (`setsid`) does not hold the step's end: its
+//!   output is taken until the pipe is empty, then the pipe is closed on it.
 //! - A kill request kills the step's whole process group (`SIGKILL`); one for a step that does
 //!   not run does nothing.
 //!
@@ -29,9 +30,11 @@
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io::{self, BufRead, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
@@ -294,23 +297,11 @@ fn run_step(
     let child = child.map_err(|err| format!("cannot run the shell `{shell}`: {err}"))?;
     let pid =
         i32::try_from(child.id()).map_err(|_| "the kernel gave a pid out of range".to_owned())?;
+    let ended = Arc::new(AtomicBool::new(false));
     let copier = {
         let log = Arc::clone(log);
-        thread::spawn(move || {
-            let mut buf = vec![0; 64 * 1024];
-            loop {
-                match reader.read(&mut buf) {
-                    Ok(0) => return,
-                    Ok(n) => {
-                        if write_log(&log, &buf[..n]).is_err() {
-                            return;
-                        }
-                    }
-                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => return,
-                }
-            }
-        })
+        let ended = Arc::clone(&ended);
+        thread::spawn(move || copy_output(&mut reader, &log, &ended))
     };
     loop {
         if exited(pid) {
@@ -333,6 +324,7 @@ fn run_step(
     // SAFETY: a plain signal to our own child's group, pinned by its unreaped leader.
     unsafe { libc::kill(-pid, libc::SIGKILL) };
     let status = reap(pid).map_err(|err| format!("lost track of the step's shell: {err}"))?;
+    ended.store(true, Ordering::SeqCst);
     let _ = copier.join();
     let oom_killed = oom_kills()
         .zip(oom_before)
@@ -343,6 +335,45 @@ fn run_step(
         StepExit::code(libc::WEXITSTATUS(status))
     };
     Ok(StepExit { oom_killed, ..exit })
+}
+
+/// Copies a step's output to the log until the pipe closes, or, once the step has `ended`,
+/// until nothing more is waiting in it: a process that left the step's group (`setsid`) and
+/// holds the pipe open must not hold the step's end. What it writes later is lost (the pipe is
+/// closed on it).
+fn copy_output(reader: &mut io::PipeReader, log: &Log, ended: &AtomicBool) {
+    let mut buf = vec![0; 64 * 1024];
+    loop {
+        let mut poll = libc::pollfd {
+            fd: reader.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let ready = unsafe { libc::poll(&mut poll, 1, 50) };
+        if ready == 0 {
+            if ended.load(Ordering::SeqCst) {
+                return;
+            }
+            continue;
+        }
+        if ready < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        match reader.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if write_log(log, &buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
 }
 
 /// Whether the process `pid` (our child) has ended, leaving it a zombie (not reaped).

@@ -235,6 +235,34 @@ fn a_kill_stops_the_step_and_everything_it_started() {
     pod.finish().expect("ends");
 }
 
+#[test]
+fn a_process_that_left_the_step_does_not_hold_its_end() {
+    let mut pod = Pod::start(Vec::new(), Duration::from_secs(1));
+    let started = Instant::now();
+    pod.send(&Request::Run(step(
+        0,
+        "setsid sleep 30 & echo $! > escaped; echo done",
+    )));
+    pod.send(&Request::Run(step(1, "echo next")));
+    let markers = pod.markers(5);
+    assert_eq!(markers[2], end(0, 0));
+    assert_eq!(markers[4], end(1, 0));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the step waited for a process that left it"
+    );
+    assert_eq!(pod.output_of(0), b"done\n");
+    assert_eq!(pod.output_of(1), b"next\n");
+    let escaped: i32 = std::fs::read_to_string(pod.workspace.join("escaped"))
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    // SAFETY: a plain signal to the process the step started.
+    unsafe { libc::kill(escaped, libc::SIGKILL) };
+    pod.finish().expect("ends");
+}
+
 fn is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|stat| {
