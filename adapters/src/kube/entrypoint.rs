@@ -389,8 +389,13 @@ fn exited(pid: i32) -> bool {
             libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
         )
     };
+    if rc == -1 {
+        // Not our child any more (someone reaped it): it has ended, and `reap` says so.
+        return io::Error::last_os_error().kind() != io::ErrorKind::Interrupted;
+    }
     // SAFETY: filled by waitid (zeroed when no child changed state).
-    rc == 0 && unsafe { info.si_pid() } == pid
+    let ended = unsafe { info.si_pid() };
+    ended == pid
 }
 
 /// Reaps `pid` and answers its wait status.
@@ -410,8 +415,12 @@ fn reap(pid: i32) -> io::Result<i32> {
 }
 
 /// As the first process of its container, the entrypoint inherits every orphan: reap those
-/// that ended, between steps.
+/// that ended, between steps. Elsewhere (a test) orphans are not ours, and the children of
+/// other threads must be left to them.
 fn reap_strays() {
+    if std::process::id() != 1 {
+        return;
+    }
     let mut status = 0;
     // SAFETY: `status` is a valid int to fill.
     while unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } > 0 {}
