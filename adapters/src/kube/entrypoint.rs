@@ -303,9 +303,11 @@ fn run_step(
         let ended = Arc::clone(&ended);
         thread::spawn(move || copy_output(&mut reader, &log, &ended))
     };
-    loop {
-        if exited(pid) {
-            break;
+    let lost = loop {
+        match leader(pid) {
+            Leader::Running => {}
+            Leader::Ended => break false,
+            Leader::Lost => break true,
         }
         match requests.recv_timeout(Duration::from_millis(20)) {
             Ok(Request::Kill { index, attempt }) if (index, attempt) == this => {
@@ -319,6 +321,12 @@ fn run_step(
             Ok(Request::Run(step)) => pending.queue.push_back(step),
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
         }
+    };
+    if lost {
+        // Its group id is no longer pinned by it: never signal it again.
+        ended.store(true, Ordering::SeqCst);
+        let _ = copier.join();
+        return Err("lost track of the step's shell: another process reaped it".to_owned());
     }
     // What the step left in its group goes with it; then the leader is reaped.
     // SAFETY: a plain signal to our own child's group, pinned by its unreaped leader.
@@ -376,8 +384,18 @@ fn copy_output(reader: &mut io::PipeReader, log: &Log, ended: &AtomicBool) {
     }
 }
 
-/// Whether the process `pid` (our child) has ended, leaving it a zombie (not reaped).
-fn exited(pid: i32) -> bool {
+/// Where a step's shell stands.
+enum Leader {
+    Running,
+    /// Ended and not reaped: its pid still pins its group id.
+    Ended,
+    /// Not our child any more (someone else reaped it).
+    Lost,
+}
+
+/// Where the process `pid` (our child) stands, leaving it a zombie if it ended.
+fn leader(pid: i32) -> Leader {
+    // SAFETY: an all-zero siginfo_t is a valid value to be filled.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     let pid_t = libc::id_t::try_from(pid).unwrap_or_default();
     // SAFETY: `info` is a valid siginfo_t to fill.
@@ -390,12 +408,18 @@ fn exited(pid: i32) -> bool {
         )
     };
     if rc == -1 {
-        // Not our child any more (someone reaped it): it has ended, and `reap` says so.
-        return io::Error::last_os_error().kind() != io::ErrorKind::Interrupted;
+        return match io::Error::last_os_error().kind() {
+            io::ErrorKind::Interrupted => Leader::Running,
+            _ => Leader::Lost,
+        };
     }
     // SAFETY: filled by waitid (zeroed when no child changed state).
-    let ended = unsafe { info.si_pid() };
-    ended == pid
+    let changed = unsafe { info.si_pid() };
+    if changed == pid {
+        Leader::Ended
+    } else {
+        Leader::Running
+    }
 }
 
 /// Reaps `pid` and answers its wait status.

@@ -104,7 +104,8 @@ pub enum Marker {
         /// Whether the kernel killed a process of the step for memory while it ran.
         oom_killed: bool,
     },
-    /// The step could not be started (no such shell, no such working directory).
+    /// The step could not be started (no such shell, no such working directory), or the
+    /// entrypoint lost track of it (its exit cannot be told).
     Refused {
         index: u32,
         attempt: u32,
