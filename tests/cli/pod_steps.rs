@@ -7,7 +7,9 @@ use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hodei_adapters::kube::{Decoder, EnvValue, Frame, Marker, Request, RunStep, TOKEN_KEY};
+use hodei_adapters::kube::{
+    Decoder, EnvValue, Frame, Marker, Request, RunStep, TOKEN_KEY, step_outputs,
+};
 
 use super::*;
 
@@ -191,19 +193,10 @@ fn the_pod_entrypoint_runs_steps_in_a_container_and_tells_an_out_of_memory_kill(
         ),
         "{ends:?}"
     );
-    let mut outputs: Vec<Vec<u8>> = Vec::new();
-    let mut inside = false;
-    for frame in frames(&log) {
-        match frame {
-            Frame::Marker(Marker::Start { .. }) => {
-                inside = true;
-                outputs.push(Vec::new());
-            }
-            Frame::Marker(_) => inside = false,
-            Frame::Output(bytes) if inside => outputs.last_mut().expect("a step").extend(bytes),
-            Frame::Output(_) => {}
-        }
-    }
+    let outputs: Vec<Vec<u8>> = step_outputs(frames(&log))
+        .into_iter()
+        .map(|(_, output)| output)
+        .collect();
     assert_eq!(text(&outputs[0]), "1000\ntoken=s3cr3t\n");
     assert_eq!(text(&outputs[2]), "kept\n");
 }

@@ -4,7 +4,7 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use super::*;
-use crate::kube::protocol::{Decoder, Frame};
+use crate::kube::protocol::{Decoder, Frame, step_outputs};
 
 const TOKEN: &str = "b6f1e0c2d9a84f7e8c3b5a2d1e0f9c8b";
 
@@ -98,19 +98,13 @@ impl Pod {
         }
     }
 
-    /// The output of step `index`, attempt 1, once it ended.
+    /// The output of step `index`, attempt 1, so far.
     fn output_of(&self, index: u32) -> Vec<u8> {
-        let mut inside = false;
-        let mut output = Vec::new();
-        for frame in self.frames() {
-            match frame {
-                Frame::Marker(Marker::Start { index: i, .. }) => inside = i == index,
-                Frame::Marker(_) => inside = false,
-                Frame::Output(bytes) if inside => output.extend(bytes),
-                Frame::Output(_) => {}
-            }
-        }
-        output
+        step_outputs(self.frames())
+            .into_iter()
+            .find(|(step, _)| *step == (index, 1))
+            .map(|(_, output)| output)
+            .unwrap_or_default()
     }
 
     /// Closes the requests and waits for the entrypoint to end.

@@ -62,6 +62,8 @@ pub use pod::{
     BIN_MOUNT, DEADLINE_GRACE, HODEI_IN_IMAGE, INIT_CONTAINER, PodJob, PodSettings, SECRETS_MOUNT,
     SERVICE_READY_TIMEOUT, STEPS_CONTAINER, WORKSPACE_MOUNT, pod, secret,
 };
-pub use protocol::{Decoder, EnvValue, Frame, Marker, Request, RunStep, TOKEN_KEY, run_request};
+pub use protocol::{
+    Decoder, EnvValue, Frame, Marker, Request, RunStep, TOKEN_KEY, run_request, step_outputs,
+};
 pub use reconcile::{Found, Kind, Move, reconcile};
 pub use status::{Graces, PodFailure, PodVerdict, PodWatch};

@@ -149,6 +149,28 @@ pub enum Frame {
     Marker(Marker),
 }
 
+/// The output of each step that `frames` show, in the order the steps started, by index and
+/// attempt: what came between a step's start marker and the next marker.
+pub fn step_outputs(frames: impl IntoIterator<Item = Frame>) -> Vec<((u32, u32), Vec<u8>)> {
+    let mut outputs: Vec<((u32, u32), Vec<u8>)> = Vec::new();
+    let mut inside = false;
+    for frame in frames {
+        match frame {
+            Frame::Marker(Marker::Start { index, attempt }) => {
+                inside = true;
+                outputs.push(((index, attempt), Vec::new()));
+            }
+            Frame::Marker(_) => inside = false,
+            Frame::Output(bytes) => {
+                if let (true, Some((_, output))) = (inside, outputs.last_mut()) {
+                    output.extend(bytes);
+                }
+            }
+        }
+    }
+    outputs
+}
+
 /// Splits the entrypoint's output back into [`Frame`]s, fed chunks cut anywhere. A line that
 /// starts with the token but does not hold a marker is kept as output.
 #[derive(Debug, Clone)]

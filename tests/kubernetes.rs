@@ -1,0 +1,244 @@
+//! Jobs' pods, as `hodei_adapters::kube` makes them, run on the real Docker engine by the
+//! Docker half of a fake cluster (`kubernetes/docker_pod.rs`): Hodei's image copies the
+//! entrypoint in, the job's image runs it as the job's user under its limits, a service is
+//! reached on `localhost`, a secret reaches a step through the pod's Secret, and the pod's
+//! status reads as a cluster's would.
+
+mod common;
+#[path = "kubernetes/docker_pod.rs"]
+mod docker_pod;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{hodei_image, scratch};
+use docker_pod::{DockerPod, docker};
+use hodei_adapters::kube::{
+    Decoder, EnvValue, Frame, Graces, LogCursor, Marker, PodFailure, PodJob, PodSettings,
+    PodVerdict, PodWatch, Request, RunStep, pod, secret, step_outputs,
+};
+use hodei_domain::ids::{JobId, RunId, Timestamp};
+use hodei_domain::model::{PullPolicy, Resources, Service};
+use hodei_domain::ports::JobSpec;
+use hodei_domain::state::Attempt;
+
+const JOB_IMAGE: &str = "debian:bookworm";
+const TOKEN: &str = "7a6b5c4d3e2f10fedcba98765432100a";
+
+fn settings() -> PodSettings {
+    PodSettings {
+        namespace: "ci".into(),
+        instance: "kube-test".into(),
+        entrypoint_image: hodei_image().into(),
+        ..PodSettings::default()
+    }
+}
+
+fn job(image: &str, pull: PullPolicy) -> JobSpec {
+    JobSpec {
+        run: RunId(1),
+        job: JobId(1),
+        attempt: Attempt::new(1).expect("attempt"),
+        name: "build".into(),
+        image: Some(image.parse().expect("image")),
+        pull,
+        user: None,
+        services: Vec::new(),
+        resources: Resources::default(),
+        checkout: None,
+    }
+}
+
+/// Runs the pod of `job` on the engine, under the name prefix `prefix`.
+fn run_pod(job: &JobSpec, dir: &Path, prefix: &str) -> DockerPod {
+    let settings = settings();
+    let pod_job = PodJob {
+        spec: job,
+        epoch: 0,
+        timeout: Some(Duration::from_secs(600)),
+    };
+    let pod = pod(&settings, pod_job).expect("a pod");
+    let secrets = BTreeMap::from([("API_TOKEN".to_owned(), "s3cr3t".to_owned())]);
+    let secret = secret(&settings, pod_job.key(), "uid-of-the-fake", &secrets, TOKEN);
+    DockerPod::run(&pod, &secret, dir, prefix)
+}
+
+/// Reads the pod's status (every 100 ms) until it is no longer starting; fails after 120 s.
+fn verdict(pod: &DockerPod) -> PodVerdict {
+    let start = Instant::now();
+    let mut watch = PodWatch::new(Graces::default());
+    loop {
+        let status = k8s_openapi::api::core::v1::Pod {
+            status: Some(pod.status()),
+            ..Default::default()
+        };
+        let now = Timestamp(i64::try_from(start.elapsed().as_millis()).expect("ms"));
+        let (next, verdict) = watch.on_status(&status, now);
+        watch = next;
+        if verdict != PodVerdict::Starting {
+            return verdict;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "likely deadlocked: the pod never ran"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The frames of a container's log so far (`docker logs --timestamps`, read as `pods/log`).
+fn frames(container: &str) -> Vec<Frame> {
+    let out = Command::new("docker")
+        .args(["logs", "--timestamps", container])
+        .output()
+        .expect("docker logs");
+    let mut cursor = LogCursor::new();
+    let lines = cursor.feed(&out.stdout).expect("a timestamped log");
+    let mut decoder = Decoder::new(TOKEN);
+    let mut frames = decoder.feed(&lines);
+    frames.extend(decoder.finish());
+    frames
+}
+
+fn request(step: RunStep) -> Vec<u8> {
+    let mut line = serde_json::to_vec(&Request::Run(step)).expect("json");
+    line.push(b'\n');
+    line
+}
+
+#[test]
+fn a_jobs_pod_runs_its_steps_as_its_user_with_its_service_and_its_secret() {
+    let dir = scratch("runs");
+    let service = Service {
+        image: hodei_image().parse().expect("image"),
+        env: Default::default(),
+        command: vec![
+            "server".into(),
+            "--listen".into(),
+            "127.0.0.1:7001".into(),
+            "--data".into(),
+            "/tmp/hodei-service".into(),
+        ],
+        ports: vec![7001],
+    };
+    let spec = JobSpec {
+        user: Some("1000:1000".into()),
+        services: vec![("api".parse().expect("name"), service)],
+        resources: Resources {
+            cpu: Some("1".parse().expect("cpu")),
+            memory: Some("256Mi".parse().expect("memory")),
+        },
+        ..job(JOB_IMAGE, PullPolicy::Never)
+    };
+    let prefix = format!("hodei-kube-test-{}-runs", std::process::id());
+    let pod = run_pod(&spec, &dir, &prefix);
+    assert_eq!(verdict(&pod), PodVerdict::Running);
+    let steps = pod
+        .container("steps")
+        .expect("the steps container runs")
+        .to_owned();
+
+    let mut attach = Command::new("docker")
+        .args(["attach", "--sig-proxy=false", &steps])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("docker attach");
+    let mut stdin = attach.stdin.take().expect("stdin");
+    let first = RunStep {
+        index: 0,
+        attempt: 1,
+        shell: vec!["/bin/bash".into(), "-c".into()],
+        script: "id -u; echo \"token=$API_TOKEN\"; exec 3<>/dev/tcp/127.0.0.1/7001 && echo \"service reached\"; echo kept > file".into(),
+        working_dir: None,
+        env: BTreeMap::from([("API_TOKEN".into(), EnvValue::Secret("API_TOKEN".into()))]),
+    };
+    stdin.write_all(&request(first)).expect("send");
+    let second = RunStep {
+        index: 1,
+        attempt: 1,
+        shell: vec!["/bin/sh".into(), "-c".into()],
+        script: "cat file; exit 3".into(),
+        working_dir: None,
+        env: BTreeMap::new(),
+    };
+    stdin.write_all(&request(second)).expect("send");
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let ends = loop {
+        let ends: Vec<Marker> = frames(&steps)
+            .into_iter()
+            .filter_map(|frame| match frame {
+                Frame::Marker(marker @ Marker::End { .. }) => Some(marker),
+                _ => None,
+            })
+            .collect();
+        if ends.len() == 2 {
+            break ends;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "likely deadlocked: {:?}",
+            frames(&steps)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    drop(stdin);
+    let _ = attach.kill();
+    let _ = attach.wait();
+    assert!(
+        matches!(
+            ends[0],
+            Marker::End {
+                index: 0,
+                code: Some(0),
+                ..
+            }
+        ),
+        "{ends:?}"
+    );
+    assert!(
+        matches!(
+            ends[1],
+            Marker::End {
+                index: 1,
+                code: Some(3),
+                ..
+            }
+        ),
+        "{ends:?}"
+    );
+    let outputs: Vec<Vec<u8>> = step_outputs(frames(&steps))
+        .into_iter()
+        .map(|(_, output)| output)
+        .collect();
+    assert_eq!(
+        String::from_utf8_lossy(&outputs[0]),
+        "1000\ntoken=s3cr3t\nservice reached\n"
+    );
+    assert_eq!(String::from_utf8_lossy(&outputs[1]), "kept\n");
+    drop(pod);
+    let left = docker(&["ps", "-aq", "--filter", &format!("name={prefix}")]).expect("ps");
+    assert_eq!(left, "", "containers of the pod are left");
+}
+
+#[test]
+fn an_image_that_may_not_be_pulled_ends_the_job_at_once() {
+    let dir = scratch("absent");
+    let prefix = format!("hodei-kube-test-{}-absent", std::process::id());
+    let pod = run_pod(
+        &job("hodei-test/absent:1", PullPolicy::Never),
+        &dir,
+        &prefix,
+    );
+    let verdict = verdict(&pod);
+    assert!(
+        matches!(&verdict, PodVerdict::Failed(PodFailure::ImagePull { image, reason, .. })
+            if image == "hodei-test/absent:1" && reason == "ErrImageNeverPull"),
+        "{verdict:?}"
+    );
+}
