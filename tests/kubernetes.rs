@@ -2,8 +2,13 @@
 //! Docker half of a fake cluster (`kubernetes/docker_pod.rs`): Hodei's image copies the
 //! entrypoint in, the job's image runs it as the job's user under its limits, a service is
 //! reached on `localhost`, a secret reaches a step through the pod's Secret, and the pod's
-//! status reads as a cluster's would.
+//! status reads as a cluster's would. Then the same through the fake's HTTP half
+//! (`kubernetes/api_server.rs`) with Hodei's real kube client (`Cluster`): a pod and its Secret
+//! created, waited for, its log followed across a dropped stream, deleted from outside, and the
+//! pods of an earlier life reaped.
 
+#[path = "kubernetes/api_server.rs"]
+mod api_server;
 mod common;
 #[path = "kubernetes/docker_pod.rs"]
 mod docker_pod;
@@ -103,6 +108,19 @@ fn frames(container: &str) -> Vec<Frame> {
     frames
 }
 
+/// The standard input of a running container (`docker attach`), and the attaching process.
+fn attach(container: &str) -> (std::process::Child, std::process::ChildStdin) {
+    let mut attach = Command::new("docker")
+        .args(["attach", "--sig-proxy=false", container])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("docker attach");
+    let stdin = attach.stdin.take().expect("stdin");
+    (attach, stdin)
+}
+
 fn request(step: RunStep) -> Vec<u8> {
     let mut line = serde_json::to_vec(&Request::Run(step)).expect("json");
     line.push(b'\n');
@@ -141,14 +159,7 @@ fn a_jobs_pod_runs_its_steps_as_its_user_with_its_service_and_its_secret() {
         .expect("the steps container runs")
         .to_owned();
 
-    let mut attach = Command::new("docker")
-        .args(["attach", "--sig-proxy=false", &steps])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("docker attach");
-    let mut stdin = attach.stdin.take().expect("stdin");
+    let (mut attach, mut stdin) = attach(&steps);
     let first = RunStep {
         index: 0,
         attempt: 1,
@@ -241,4 +252,194 @@ fn an_image_that_may_not_be_pulled_ends_the_job_at_once() {
             if image == "hodei-test/absent:1" && reason == "ErrImageNeverPull"),
         "{verdict:?}"
     );
+}
+
+// ---- Through the API, with Hodei's kube client ---------------------------------------------
+
+use std::sync::{Arc, Mutex};
+
+use api_server::FakeApi;
+use hodei_adapters::kube::{Cluster, Kind, Move};
+use k8s_openapi::api::core::v1::Pod as KubePod;
+
+async fn fake(test: &str) -> (FakeApi, Cluster, String) {
+    let dir = scratch(&format!("api-{test}"));
+    let prefix = format!("hodei-kube-test-{}-{test}", std::process::id());
+    let api = FakeApi::start(dir, &prefix).await;
+    let cluster = Cluster::new(api.client(), settings());
+    (api, cluster, prefix)
+}
+
+async fn create(cluster: &Cluster, spec: &JobSpec) -> String {
+    let secrets = BTreeMap::from([("API_TOKEN".to_owned(), "s3cr3t".to_owned())]);
+    let job = PodJob {
+        spec,
+        epoch: 0,
+        timeout: None,
+    };
+    cluster
+        .create(job, &secrets, TOKEN)
+        .await
+        .expect("created")
+        .name
+}
+
+fn left(prefix: &str) -> String {
+    docker(&["ps", "-aq", "--filter", &format!("name={prefix}")]).expect("ps")
+}
+
+/// Waits until no container of `prefix` is left (a deleted pod's go in the background).
+async fn all_gone(prefix: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !left(prefix).is_empty() {
+        assert!(Instant::now() < deadline, "containers of {prefix} are left");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kube_client_follows_a_pod_across_a_dropped_log_stream_until_it_is_deleted() {
+    hodei_api::client::install_crypto();
+    let (api, cluster, prefix) = fake("follow").await;
+    let name = create(&cluster, &job(JOB_IMAGE, PullPolicy::Never)).await;
+    let verdict = tokio::time::timeout(Duration::from_secs(120), cluster.wait_running(&name))
+        .await
+        .expect("likely deadlocked: the pod never ran")
+        .expect("asked");
+    assert_eq!(verdict, PodVerdict::Running);
+    // The first log stream drops in the middle of the step's output.
+    api.drop_next_log_after(400);
+    let frames = Arc::new(Mutex::new(Vec::new()));
+    let follower = {
+        let cluster = cluster.clone();
+        let name = name.clone();
+        let frames = Arc::clone(&frames);
+        tokio::spawn(async move {
+            let mut cursor = LogCursor::new();
+            let mut on_frame = move |frame: Frame| frames.lock().expect("frames").push(frame);
+            cluster
+                .follow(&name, TOKEN, &mut cursor, &mut on_frame)
+                .await
+        })
+    };
+    // The step goes to the entrypoint directly (attaching through the API is not faked).
+    let steps = api
+        .container(&name, "steps")
+        .expect("the steps container runs");
+    let (mut attach, mut stdin) = attach(&steps);
+    let step = RunStep {
+        index: 0,
+        attempt: 1,
+        shell: vec!["/bin/sh".into(), "-c".into()],
+        script: "for i in $(seq 1 30); do echo \"line $i of the step\"; sleep 0.05; done".into(),
+        working_dir: None,
+        env: BTreeMap::new(),
+    };
+    stdin.write_all(&request(step)).expect("send");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let ended = frames
+            .lock()
+            .expect("frames")
+            .iter()
+            .any(|f| matches!(f, Frame::Marker(Marker::End { .. })));
+        if ended {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "likely deadlocked: {:?}",
+            api.log_requests()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(stdin);
+    let _ = attach.kill();
+    let _ = attach.wait();
+    // Deleted from outside Hodei: the follower ends with that.
+    let pods: kube::Api<KubePod> = kube::Api::namespaced(api.client(), "ci");
+    pods.delete(&name, &Default::default())
+        .await
+        .expect("deleted");
+    let verdict = tokio::time::timeout(Duration::from_secs(60), follower)
+        .await
+        .expect("likely deadlocked: the follower goes on after the deletion")
+        .expect("no panic")
+        .expect("followed");
+    assert_eq!(verdict, PodVerdict::Failed(PodFailure::Deleted));
+
+    let requests = api.log_requests();
+    assert!(
+        requests.len() >= 2,
+        "the stream was not opened again: {requests:?}"
+    );
+    assert!(requests[1].contains("sinceTime="), "{requests:?}");
+    let frames = frames.lock().expect("frames").clone();
+    let outputs = step_outputs(frames.clone());
+    let expected: String = (1..=30)
+        .map(|i| format!("line {i} of the step\n"))
+        .collect();
+    assert_eq!(outputs.len(), 1, "{frames:?}");
+    assert_eq!(String::from_utf8_lossy(&outputs[0].1), expected);
+    tokio::task::spawn_blocking(move || drop(api))
+        .await
+        .expect("dropped");
+    all_gone(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kube_client_ends_the_wait_for_a_pod_whose_image_may_not_be_pulled() {
+    hodei_api::client::install_crypto();
+    let (api, cluster, prefix) = fake("absent").await;
+    let name = create(&cluster, &job("hodei-test/absent:1", PullPolicy::Never)).await;
+    let verdict = tokio::time::timeout(Duration::from_secs(120), cluster.wait_running(&name))
+        .await
+        .expect("likely deadlocked: the wait never ended")
+        .expect("asked");
+    assert!(
+        matches!(&verdict, PodVerdict::Failed(PodFailure::ImagePull { reason, .. }) if reason == "ErrImageNeverPull"),
+        "{verdict:?}"
+    );
+    cluster.delete(&name).await.expect("deleted");
+    tokio::task::spawn_blocking(move || drop(api))
+        .await
+        .expect("dropped");
+    all_gone(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pods_of_an_earlier_life_are_reaped_through_the_api() {
+    hodei_api::client::install_crypto();
+    let (api, cluster, prefix) = fake("reap").await;
+    let name = create(&cluster, &job(JOB_IMAGE, PullPolicy::Never)).await;
+    let verdict = tokio::time::timeout(Duration::from_secs(120), cluster.wait_running(&name))
+        .await
+        .expect("likely deadlocked")
+        .expect("asked");
+    assert_eq!(verdict, PodVerdict::Running);
+    // A new life, with no attempt running: everything of the instance goes.
+    let later = Cluster::new(api.client(), settings());
+    let moves = later.reap(&[]).await.expect("reaped");
+    assert_eq!(
+        moves,
+        [
+            Move::Delete {
+                kind: Kind::Pod,
+                name: name.clone()
+            },
+            Move::Delete {
+                kind: Kind::Secret,
+                name: name.clone()
+            },
+        ]
+    );
+    assert_eq!(
+        later.reap(&[]).await.expect("reaped"),
+        [],
+        "a second reap finds nothing"
+    );
+    all_gone(&prefix).await;
+    tokio::task::spawn_blocking(move || drop(api))
+        .await
+        .expect("dropped");
 }
