@@ -54,6 +54,7 @@ fn job(image: &str, pull: PullPolicy) -> JobSpec {
         services: Vec::new(),
         resources: Resources::default(),
         checkout: None,
+        secrets: Default::default(),
     }
 }
 

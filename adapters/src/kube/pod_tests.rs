@@ -68,6 +68,7 @@ pub(crate) fn plain_job() -> JobSpec {
         services: Vec::new(),
         resources: Resources::default(),
         checkout: None,
+        secrets: Default::default(),
     }
 }
 
