@@ -444,3 +444,218 @@ async fn the_pods_of_an_earlier_life_are_reaped_through_the_api() {
         .await
         .expect("dropped");
 }
+
+// ---- The provider, through the API ---------------------------------------------------------
+
+use hodei_adapters::kube::KubernetesProvider;
+use hodei_domain::model::Env;
+use hodei_domain::ports::{
+    OutputSink, Provider, ProviderError, Reconcile, SecretVars, StepSpec, Workspace,
+};
+use hodei_domain::state::StepExit;
+
+/// A step's output, as the provider delivers it.
+#[derive(Default)]
+struct Collect(Mutex<Vec<u8>>);
+
+impl OutputSink for Collect {
+    fn output(&self, chunk: &[u8]) {
+        self.0.lock().expect("output").extend_from_slice(chunk);
+    }
+}
+
+fn step_spec(index: u32, script: &str, env: &[(&str, &str)]) -> StepSpec {
+    StepSpec {
+        index,
+        attempt: Attempt::new(1).expect("attempt"),
+        script: script.into(),
+        shell: vec!["/bin/sh".into(), "-c".into()],
+        env: env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<Env>(),
+        working_dir: None,
+    }
+}
+
+fn secret_job(image: &str) -> JobSpec {
+    JobSpec {
+        secrets: SecretVars(BTreeMap::from([(
+            "API_TOKEN".to_owned(),
+            "s3cr3t".to_owned(),
+        )])),
+        ..job(image, PullPolicy::Never)
+    }
+}
+
+/// Runs `step` to its end; its exit and output.
+async fn run_step(
+    provider: &KubernetesProvider,
+    workspace: &Workspace,
+    step: &StepSpec,
+) -> (Result<StepExit, ProviderError>, String) {
+    let sink = Arc::new(Collect::default());
+    let handle = provider
+        .start_step(workspace, step, sink.clone())
+        .await
+        .expect("started");
+    let exit = tokio::time::timeout(Duration::from_secs(120), provider.wait_step(&handle))
+        .await
+        .expect("likely deadlocked: the step never ended");
+    let output = String::from_utf8_lossy(&sink.0.lock().expect("output")).into_owned();
+    (exit, output)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_runs_as_a_pod_step_by_step_across_a_dropped_log_stream() {
+    hodei_api::client::install_crypto();
+    let (api, cluster, prefix) = fake("provider").await;
+    let provider = KubernetesProvider::new(cluster);
+    // The first log stream drops in the middle of the first step's output.
+    api.drop_next_log_after(400);
+    let spec = secret_job(JOB_IMAGE);
+    let workspace = tokio::time::timeout(Duration::from_secs(120), provider.set_up(&spec))
+        .await
+        .expect("likely deadlocked: the set-up never ended")
+        .expect("set up");
+
+    let script = "for i in $(seq 1 20); do echo \"line $i $API_TOKEN\"; sleep 0.02; done";
+    let first = step_spec(0, script, &[("API_TOKEN", "s3cr3t"), ("A", "x")]);
+    let (exit, output) = run_step(&provider, &workspace, &first).await;
+    assert_eq!(exit, Ok(StepExit::code(0)));
+    let expected: String = (1..=20).map(|i| format!("line {i} s3cr3t\n")).collect();
+    assert_eq!(output, expected, "once each, in order, none missing");
+    let (exit, output) = run_step(
+        &provider,
+        &workspace,
+        &step_spec(1, "echo $A; exit 3", &[("A", "x")]),
+    )
+    .await;
+    assert_eq!((exit, output.as_str()), (Ok(StepExit::code(3)), "x\n"));
+
+    // A step stopped while it runs.
+    let sink = Arc::new(Collect::default());
+    let long = step_spec(2, "echo started; sleep 60", &[]);
+    let handle = provider
+        .start_step(&workspace, &long, sink.clone())
+        .await
+        .expect("started");
+    provider.destroy_step(&handle).await.expect("destroyed");
+    let exit = tokio::time::timeout(Duration::from_secs(30), provider.wait_step(&handle))
+        .await
+        .expect("likely deadlocked: a destroyed step goes on");
+    assert_eq!(exit, Ok(StepExit::signal(9)));
+    provider
+        .destroy_step(&handle)
+        .await
+        .expect("destroying again is harmless");
+
+    let requests = api.log_requests();
+    assert!(
+        requests.len() >= 2 && requests[1].contains("sinceTime="),
+        "{requests:?}"
+    );
+    assert!(!api.attaches().is_empty());
+    let pods: kube::Api<KubePod> = kube::Api::namespaced(api.client(), "ci");
+    let pod = pods.get(&workspace.id).await.expect("the pod");
+    let text = serde_json::to_string(&pod.spec).expect("json");
+    assert!(
+        !text.contains("s3cr3t"),
+        "a secret value in the pod's spec: {text}"
+    );
+
+    provider.tear_down(&workspace).await.expect("torn down");
+    provider
+        .tear_down(&workspace)
+        .await
+        .expect("tearing down again is harmless");
+    assert!(pods.get_opt(&workspace.id).await.expect("asked").is_none());
+    tokio::task::spawn_blocking(move || drop(api))
+        .await
+        .expect("dropped");
+    all_gone(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_whose_image_may_not_be_pulled_fails_the_set_up_with_the_reason() {
+    hodei_api::client::install_crypto();
+    let (api, cluster, prefix) = fake("provider-pull").await;
+    let provider = KubernetesProvider::new(cluster);
+    let err = tokio::time::timeout(
+        Duration::from_secs(120),
+        provider.set_up(&secret_job("hodei-test/absent:1")),
+    )
+    .await
+    .expect("likely deadlocked: the set-up never ended")
+    .expect_err("refused");
+    assert!(
+        matches!(&err, ProviderError::SetUp { reason, .. }
+            if reason.contains("cannot pull the image `hodei-test/absent:1`")
+                && reason.contains("ErrImageNeverPull")),
+        "{err}"
+    );
+    let pods: kube::Api<KubePod> = kube::Api::namespaced(api.client(), "ci");
+    let left_pods = pods.list(&Default::default()).await.expect("list");
+    assert!(left_pods.items.is_empty(), "a failed set-up leaves its pod");
+    tokio::task::spawn_blocking(move || drop(api))
+        .await
+        .expect("dropped");
+    all_gone(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_deleted_from_outside_ends_the_running_step_with_that_reason() {
+    hodei_api::client::install_crypto();
+    let (api, cluster, prefix) = fake("provider-deleted").await;
+    let provider = KubernetesProvider::new(cluster);
+    let workspace = provider
+        .set_up(&secret_job(JOB_IMAGE))
+        .await
+        .expect("set up");
+    let sink = Arc::new(Collect::default());
+    let handle = provider
+        .start_step(&workspace, &step_spec(0, "sleep 300", &[]), sink)
+        .await
+        .expect("started");
+    let pods: kube::Api<KubePod> = kube::Api::namespaced(api.client(), "ci");
+    pods.delete(&workspace.id, &Default::default())
+        .await
+        .expect("deleted");
+    let err = tokio::time::timeout(Duration::from_secs(60), provider.wait_step(&handle))
+        .await
+        .expect("likely deadlocked: the step outlives its pod")
+        .expect_err("lost");
+    assert!(
+        matches!(&err, ProviderError::Wait { reason, .. } if reason == "the pod was deleted from outside Hodei"),
+        "{err}"
+    );
+    provider.tear_down(&workspace).await.expect("torn down");
+    tokio::task::spawn_blocking(move || drop(api))
+        .await
+        .expect("dropped");
+    all_gone(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pods_of_an_earlier_life_are_reaped_by_the_next_provider() {
+    hodei_api::client::install_crypto();
+    let (api, cluster, prefix) = fake("provider-reap").await;
+    let first = KubernetesProvider::new(cluster.clone());
+    let spec = secret_job(JOB_IMAGE);
+    let workspace = first.set_up(&spec).await.expect("set up");
+    drop(first);
+    // Hodei starts again: the pod of the earlier life goes.
+    let next = KubernetesProvider::new(Cluster::new(api.client(), settings()));
+    let orphans = next.reap_orphans(&[]).await.expect("reaped");
+    assert_eq!(orphans.len(), 1, "{orphans:?}");
+    assert_eq!(
+        (orphans[0].job, orphans[0].job_attempt),
+        (spec.job, spec.attempt)
+    );
+    assert_eq!(orphans[0].id, workspace.id);
+    assert!(next.reap_orphans(&[]).await.expect("reaped").is_empty());
+    all_gone(&prefix).await;
+    tokio::task::spawn_blocking(move || drop(api))
+        .await
+        .expect("dropped");
+}

@@ -2,7 +2,9 @@
 //! served over real HTTP/1 on a loopback port, with every pod run on the Docker engine by
 //! [`DockerPod`]. Pods: create, get, list by label, delete (their Secrets go with them, as the
 //! cluster's garbage collector does); `pods/log` with `container`, `follow`, `timestamps` and
-//! `sinceTime` (from `docker logs`); Secrets: create, list by label, delete. A pod starts once
+//! `sinceTime` (from `docker logs`); `pods/attach` for standard input (a WebSocket of the
+//! `v4.channel.k8s.io` protocol, through `docker attach`); Secrets: create, list by label,
+//! delete. A pod starts once
 //! its Secret exists, as a kubelet mounts it. Fault injection: the next followed log stream can
 //! be cut after a number of bytes ([`FakeApi::drop_next_log_after`]). Anything else is answered
 //! `404` with a Status, as an API server does for what it does not serve.
@@ -41,6 +43,8 @@ struct State {
     drop_log_after: Mutex<Option<usize>>,
     /// Every log request's query, in order.
     log_requests: Mutex<Vec<String>>,
+    /// The pod of every attach, in order.
+    attaches: Mutex<Vec<String>>,
 }
 
 #[derive(Default)]
@@ -71,6 +75,7 @@ impl FakeApi {
             prefix: prefix.to_owned(),
             drop_log_after: Mutex::new(None),
             log_requests: Mutex::new(Vec::new()),
+            attaches: Mutex::new(Vec::new()),
         });
         let served = Arc::clone(&state);
         let server = tokio::spawn(async move {
@@ -86,6 +91,7 @@ impl FakeApi {
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .with_upgrades()
                         .await;
                 });
             }
@@ -108,6 +114,11 @@ impl FakeApi {
     /// The queries of the log requests so far.
     pub fn log_requests(&self) -> Vec<String> {
         self.state.log_requests.lock().expect("lock").clone()
+    }
+
+    /// The pod of every attach so far.
+    pub fn attaches(&self) -> Vec<String> {
+        self.state.attaches.lock().expect("lock").clone()
     }
 
     /// The engine's name of a pod's container, once it runs.
@@ -265,6 +276,10 @@ async fn serve(state: &Arc<State>, request: Request<Incoming>) -> Response<Body>
                 .expect("lock")
                 .push(request.uri().query().unwrap_or("").to_owned());
             log(state, name, &query)
+        }
+        (Method::GET, ["api", "v1", "namespaces", _, "pods", name, "attach"]) => {
+            let name = (*name).to_owned();
+            attach(state, &name, &query, request)
         }
         (method, _) => status(
             StatusCode::NOT_FOUND,
@@ -498,6 +513,97 @@ fn log(state: &Arc<State>, name: &str, query: &BTreeMap<String, String>) -> Resp
         .status(StatusCode::OK)
         .header("content-type", "text/plain")
         .body(BodyExt::boxed(StreamBody::new(stream)))
+        .expect("response")
+}
+
+/// `pods/attach` for standard input: a WebSocket of the `v4.channel.k8s.io` protocol whose
+/// channel 0 goes to the container's standard input (through `docker attach`).
+fn attach(
+    state: &Arc<State>,
+    name: &str,
+    query: &BTreeMap<String, String>,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    use futures_util::StreamExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    use tokio_tungstenite::tungstenite::protocol::{Message, Role};
+
+    let container = query.get("container").cloned().unwrap_or_default();
+    let engine = {
+        let objects = state.objects.lock().expect("lock");
+        match objects.pods.get(name) {
+            Some(stored) => stored
+                .running
+                .as_ref()
+                .and_then(|r| r.container(&container))
+                .map(str::to_owned),
+            None => {
+                return status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    &format!("pods \"{name}\" not found"),
+                );
+            }
+        }
+    };
+    let Some(engine) = engine else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!("container \"{container}\" in pod \"{name}\" is not running"),
+        );
+    };
+    let Some(key) = request.headers().get("sec-websocket-key").cloned() else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "not a WebSocket upgrade",
+        );
+    };
+    state.attaches.lock().expect("lock").push(name.to_owned());
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    tokio::spawn(async move {
+        let Ok(upgraded) = hyper::upgrade::on(request).await else {
+            return;
+        };
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            hyper_util::rt::TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
+        let mut child = tokio::process::Command::new("docker")
+            .args(["attach", "--sig-proxy=false", &engine])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("docker attach");
+        let mut stdin = child.stdin.take().expect("stdin");
+        while let Some(Ok(message)) = ws.next().await {
+            let data = match message {
+                Message::Binary(data) if data.first() == Some(&0) => data,
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            let written = async {
+                stdin.write_all(&data[1..]).await?;
+                stdin.flush().await
+            };
+            if written.await.is_err() {
+                break;
+            }
+        }
+        let _ = child.kill().await;
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .header("sec-websocket-accept", accept)
+        .header("sec-websocket-protocol", "v4.channel.k8s.io")
+        .body(Full::new(Bytes::new()).boxed())
         .expect("response")
 }
 

@@ -160,6 +160,23 @@ impl Cluster {
         }
     }
 
+    /// Attaches to the standard input of the pod's steps container (`pods/attach`), where the
+    /// entrypoint takes its requests.
+    ///
+    /// # Errors
+    /// When the API server refuses or cannot be reached.
+    pub async fn attach(&self, name: &str) -> Result<kube::api::AttachedProcess, KubeError> {
+        let params = kube::api::AttachParams::default()
+            .container(STEPS_CONTAINER)
+            .stdin(true)
+            .stdout(false)
+            .stderr(false);
+        self.pods
+            .attach(name, &params)
+            .await
+            .map_err(|err| KubeError::api("attach to the pod's steps", &err))
+    }
+
     /// Deletes the pod and its Secret; either may already be gone.
     ///
     /// # Errors

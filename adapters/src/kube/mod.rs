@@ -47,6 +47,7 @@ mod logs;
 mod names;
 mod pod;
 mod protocol;
+mod provider;
 mod reconcile;
 mod status;
 
@@ -65,5 +66,6 @@ pub use pod::{
 pub use protocol::{
     Decoder, EnvValue, Frame, Marker, Request, RunStep, TOKEN_KEY, run_request, step_outputs,
 };
+pub use provider::KubernetesProvider;
 pub use reconcile::{Found, Kind, Move, reconcile};
 pub use status::{Graces, PodFailure, PodVerdict, PodWatch};
