@@ -13,9 +13,11 @@
 //! Secret, waits for the pod to run or fail, follows its log to its end, deletes it, and reaps
 //! what an earlier life left. Where to start reading: `pod.rs`, then `cluster.rs`.
 //!
-//! What is not here yet: the [`Provider`](hodei_domain::ports::Provider) that runs jobs with
-//! these parts (its steps go to the entrypoint over `pods/attach`), its configuration and its
-//! routing; `docs/kubernetes.md` says what is and what is not.
+//! [`KubernetesProvider`] (`provider.rs`) is the [`Provider`](hodei_domain::ports::Provider)
+//! port made of these parts: a step is a request to the entrypoint over `pods/attach`, its
+//! output and end come back through the log. What is not here yet: its configuration, the
+//! routing of jobs to it, and taking steps back after a restart; `docs/kubernetes.md` says
+//! what is and what is not.
 //!
 //! ## Design: one pod per job attempt, steps sequenced inside it
 //! A job's steps share a workspace and its services; in Kubernetes the unit that shares
