@@ -48,6 +48,23 @@ pub struct ServerConfig {
     pub run_as: Option<String>,
     /// Where the record (runs, events, tokens, agents, secrets) and the logs are kept.
     pub database: Database,
+    /// How replicas sharing a PostgreSQL database find and follow each other.
+    pub replica: ReplicaConfig,
+}
+
+/// The settings of a replica (a server on a PostgreSQL database, which others may share).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaConfig {
+    /// This server's name among replicas; `None`: the machine's host name.
+    pub node_name: Option<String>,
+    /// Where the other replicas reach this one; `None`: `http://<host name>:<port>`.
+    pub advertise_url: Option<String>,
+    /// How long the leader's lease lasts without a renewal: a dead leader is replaced about
+    /// this long after it died.
+    pub leader_lease: std::time::Duration,
+    /// Whether followers listen to PostgreSQL's notifications to follow logs at once (they
+    /// poll every 250 ms as well, and only poll when this is off).
+    pub log_notifications: bool,
 }
 
 /// Where a server keeps its record and logs.
@@ -80,7 +97,7 @@ struct Key {
     default: fn() -> Raw,
 }
 
-const KEYS: [Key; 17] = [
+const KEYS: [Key; 21] = [
     Key {
         name: "listen",
         env: "HODEI_LISTEN",
@@ -182,6 +199,30 @@ const KEYS: [Key; 17] = [
         env: "HODEI_DATABASE_URL",
         expected: "a PostgreSQL URL such as postgres://hodei:PASSWORD@db.example:5432/hodei, or empty for the SQLite database of the data directory",
         default: || Raw::Text(String::new()),
+    },
+    Key {
+        name: "node_name",
+        env: "HODEI_NODE_NAME",
+        expected: "a name of letters, digits, '.', '-' and '_' (at most 63), or \"\" for the machine's host name",
+        default: || Raw::Text(String::new()),
+    },
+    Key {
+        name: "advertise_url",
+        env: "HODEI_ADVERTISE_URL",
+        expected: "the http:// or https:// URL other replicas reach this server at, such as http://hodei-2:8080, or \"\" for http://<host name>:<port>",
+        default: || Raw::Text(String::new()),
+    },
+    Key {
+        name: "leader_lease_ms",
+        env: "HODEI_LEADER_LEASE_MS",
+        expected: "a number of milliseconds from 500 to 60000",
+        default: || Raw::Int(2000),
+    },
+    Key {
+        name: "log_notifications",
+        env: "HODEI_LOG_NOTIFICATIONS",
+        expected: "true or false",
+        default: || Raw::Text("true".into()),
     },
 ];
 
@@ -436,6 +477,38 @@ pub fn resolve(
             (raw, origin, key) => return Err(invalid(raw, origin, key)),
         },
         database: parse_database(value(16))?,
+        replica: ReplicaConfig {
+            node_name: parse_text(value(17), |t| {
+                let fine = t.len() <= 63
+                    && t.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+                fine.then(|| (!t.is_empty()).then(|| t.to_owned()))
+            })?,
+            advertise_url: parse_text(value(18), |t| {
+                if t.is_empty() {
+                    return Some(None);
+                }
+                let rest = t
+                    .strip_prefix("http://")
+                    .or_else(|| t.strip_prefix("https://"))?;
+                let host = rest.split('/').next().unwrap_or("");
+                (!host.is_empty() && !t.chars().any(char::is_whitespace))
+                    .then(|| Some(t.trim_end_matches('/').to_owned()))
+            })?,
+            leader_lease: std::time::Duration::from_millis(
+                parse_number(value(19), 500, 60_000)? as u64
+            ),
+            log_notifications: match value(20) {
+                (Raw::Text(text), origin, key) => match text.trim() {
+                    "true" | "on" | "1" => true,
+                    "false" | "off" | "0" => false,
+                    _ => return Err(invalid(&Raw::Text(text.clone()), origin, key)),
+                },
+                (Raw::Other(kind), _, _) if kind == "a TOML boolean true" => true,
+                (Raw::Other(kind), _, _) if kind == "a TOML boolean false" => false,
+                (raw, origin, key) => return Err(invalid(raw, origin, key)),
+            },
+        },
     })
 }
 
@@ -481,6 +554,7 @@ fn from_toml(value: toml::Value) -> Raw {
                 None => Raw::Other("an array with values that are not strings".into()),
             }
         }
+        toml::Value::Boolean(b) => Raw::Other(format!("a TOML boolean {b}")),
         other => Raw::Other(format!("a TOML {}", other.type_str())),
     }
 }
@@ -601,6 +675,48 @@ mod tests {
         assert_eq!(config.http_workers, 4);
         let labels: Vec<String> = config.labels.iter().map(ToString::to_string).collect();
         assert_eq!(labels, ["linux", "gpu"]);
+    }
+
+    #[test]
+    fn replica_settings_have_defaults_and_refuse_what_cannot_work() {
+        let config = resolve(None, &no_env, &Flags::default()).unwrap();
+        assert_eq!(
+            config.replica,
+            ReplicaConfig {
+                node_name: None,
+                advertise_url: None,
+                leader_lease: std::time::Duration::from_secs(2),
+                log_notifications: true,
+            }
+        );
+        let text = "node_name = \"hodei-2\"\nadvertise_url = \"http://hodei-2:8080/\"\nleader_lease_ms = 5000\nlog_notifications = false\n";
+        let config = resolve(file(text), &no_env, &Flags::default()).unwrap();
+        assert_eq!(config.replica.node_name.as_deref(), Some("hodei-2"));
+        assert_eq!(
+            config.replica.advertise_url.as_deref(),
+            Some("http://hodei-2:8080")
+        );
+        assert_eq!(config.replica.leader_lease.as_millis(), 5000);
+        assert!(!config.replica.log_notifications);
+        let env = |name: &str| (name == "HODEI_LOG_NOTIFICATIONS").then(|| "off".to_owned());
+        assert!(
+            !resolve(None, &env, &Flags::default())
+                .unwrap()
+                .replica
+                .log_notifications
+        );
+        for (text, key) in [
+            ("node_name = \"has space\"\n", "`node_name`"),
+            ("advertise_url = \"hodei-2:8080\"\n", "`advertise_url`"),
+            ("advertise_url = \"http://\"\n", "`advertise_url`"),
+            ("leader_lease_ms = 100\n", "`leader_lease_ms`"),
+            ("log_notifications = \"maybe\"\n", "`log_notifications`"),
+        ] {
+            let err = resolve(file(text), &no_env, &Flags::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key) && err.contains("expected"), "{err}");
+        }
     }
 
     #[test]
@@ -725,7 +841,7 @@ mod tests {
         let err = resolve(file("lisen = \"x\"\n"), &no_env, &Flags::default()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "hodei.toml: unknown key `lisen` (did you mean `listen`?); the keys are listen, data, http_workers, max_body_bytes, labels, shutdown_grace_seconds, max_queued_jobs, tls_cert, tls_key, agent_lease_seconds, local_slots, artifacts_max_job_mib, artifacts_retention_days, caches_max_entry_mib, caches_retention_days, run_as, database_url"
+            "hodei.toml: unknown key `lisen` (did you mean `listen`?); the keys are listen, data, http_workers, max_body_bytes, labels, shutdown_grace_seconds, max_queued_jobs, tls_cert, tls_key, agent_lease_seconds, local_slots, artifacts_max_job_mib, artifacts_retention_days, caches_max_entry_mib, caches_retention_days, run_as, database_url, node_name, advertise_url, leader_lease_ms, log_notifications"
         );
         let err = resolve(file("listen = \n"), &no_env, &Flags::default()).unwrap_err();
         assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");

@@ -27,7 +27,6 @@ use hodei_domain::ports::{
     BoxFuture, LogStore, SecretScope, SecretStore, SecretVault, StoreError, TickStore, TokenStore,
 };
 
-use crate::config::Database;
 use hodei_supervisors::{Tree, TreeConfig, start_tree};
 
 /// Secrets taken from the environment of the `hodei` process, by name.
@@ -168,22 +167,23 @@ struct Record {
     logs: Arc<dyn LogStore>,
 }
 
+/// The store a server runs on.
+pub enum ServerDatabase {
+    /// The SQLite database of the data directory, opened (and locked) by [`server_stack`].
+    Sqlite,
+    /// A PostgreSQL database, opened by the caller (which leads the replicas that share it).
+    Postgres(PgStore),
+}
+
 /// Opens a server's store: the SQLite database of the data directory with log files beside
-/// it, or a PostgreSQL database (its server lock taken) with the logs in it.
+/// it, or the PostgreSQL store with the logs in it.
 async fn open_server_store(
     paths: &LocalPaths,
-    database: &Database,
+    database: ServerDatabase,
 ) -> Result<(Arc<dyn ServerStore>, Arc<dyn LogStore>), String> {
     match database {
-        Database::Sqlite => Ok((Arc::new(open_store(paths).await?), open_logs(paths)?)),
-        Database::Postgres(url) => {
-            let store = PgStore::open(url)
-                .await
-                .map_err(|e| format!("cannot open the store: {e}"))?;
-            store
-                .lock_for_server()
-                .await
-                .map_err(|e| format!("cannot open the store: {e}"))?;
+        ServerDatabase::Sqlite => Ok((Arc::new(open_store(paths).await?), open_logs(paths)?)),
+        ServerDatabase::Postgres(store) => {
             let logs: Arc<dyn LogStore> = Arc::new(store.logs());
             Ok((Arc::new(store), logs))
         }
@@ -237,7 +237,7 @@ pub const SECRETS_KEY_FILE: &str = "secrets.key";
 /// Must run inside an actix System.
 pub async fn server_stack(
     data: &Path,
-    database: &Database,
+    database: ServerDatabase,
     labels: Vec<Label>,
     local_slots: u32,
     agents: AgentSettings,
@@ -245,7 +245,7 @@ pub async fn server_stack(
     run_as: Option<RunAs>,
 ) -> Result<ServerStack, String> {
     let mut paths = LocalPaths::data_dir(data);
-    if let Database::Postgres(_) = database {
+    if let ServerDatabase::Postgres(_) = database {
         // The record and the logs are in PostgreSQL: no database file in the directory.
         paths.store = None;
     }

@@ -6,6 +6,8 @@
 mod common;
 #[path = "server/postgres.rs"]
 mod postgres;
+#[path = "server/replicas.rs"]
+mod replicas;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

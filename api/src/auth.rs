@@ -151,7 +151,7 @@ impl Caller {
     }
 }
 
-fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
+pub(crate) fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
     let value = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -174,10 +174,10 @@ fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
 
 /// The caller whose token has `wanted` as its digest, unless it is unknown or revoked.
 pub(crate) async fn authenticate_digest(
-    state: &ApiState,
+    tokens: &dyn TokenStore,
     wanted: [u8; 32],
 ) -> Result<Caller, ApiError> {
-    let record = state.tokens.token_by_digest(&wanted).await?;
+    let record = tokens.token_by_digest(&wanted).await?;
     match record {
         Some(record) if same_digest(&record.digest, &wanted) && record.revoked.is_none() => {
             Ok(Caller {
@@ -226,9 +226,11 @@ impl FromRequest for Caller {
         Box::pin(async move {
             let (state, credential) = prepared?;
             match credential? {
-                Credential::Bearer(token) => authenticate_digest(&state, digest(&token)).await,
+                Credential::Bearer(token) => {
+                    authenticate_digest(state.tokens.as_ref(), digest(&token)).await
+                }
                 Credential::Session { id, digest } => {
-                    let caller = authenticate_digest(&state, digest).await;
+                    let caller = authenticate_digest(state.tokens.as_ref(), digest).await;
                     if caller.is_err() {
                         state.sessions.close(&id);
                     }

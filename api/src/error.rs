@@ -107,6 +107,10 @@ pub enum ApiError {
     /// The store, the log store or the actors cannot serve the request now; retry later.
     #[error("{what} is unavailable: {reason}")]
     Unavailable { what: &'static str, reason: String },
+    /// A follower of a replicated deployment cannot forward the request: no replica leads
+    /// right now, or the leader cannot be reached; retry in a second.
+    #[error("{reason}")]
+    NoLeader { reason: String },
     /// Hodei failed: a bug or a damaged database. The detail says what.
     #[error("internal error: {reason}")]
     Internal { reason: String },
@@ -138,6 +142,7 @@ impl ApiError {
             ApiError::RefusedReport { .. } => "refused-transition",
             ApiError::QueueFull { .. } => "queue-full",
             ApiError::Unavailable { .. } => "unavailable",
+            ApiError::NoLeader { .. } => "no-leader",
             ApiError::Internal { .. } => "internal",
         }
     }
@@ -166,6 +171,7 @@ impl ApiError {
             ApiError::RefusedReport { .. } => "Transition refused",
             ApiError::QueueFull { .. } => "Queue full",
             ApiError::Unavailable { .. } => "Service unavailable",
+            ApiError::NoLeader { .. } => "No leader to forward to",
             ApiError::Internal { .. } => "Internal error",
         }
     }
@@ -295,15 +301,24 @@ impl ResponseError for ApiError {
             | ApiError::MissingSecrets { .. }
             | ApiError::Lease { .. } => StatusCode::CONFLICT,
             ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable { .. } | ApiError::NoLeader { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        if status.is_server_error() {
-            tracing::error!(code = self.code(), error = %self, "Request failed.");
+        match self {
+            // Expected while the leadership changes hands: clients try again.
+            ApiError::NoLeader { .. } => {
+                tracing::info!(code = self.code(), error = %self, "Request not forwarded.");
+            }
+            _ if status.is_server_error() => {
+                tracing::error!(code = self.code(), error = %self, "Request failed.");
+            }
+            _ => {}
         }
         let problem = Problem {
             kind: format!("urn:hodei:problem:{}", self.code()),
@@ -332,7 +347,7 @@ impl ResponseError for ApiError {
             ApiError::RangeNotSatisfiable { length, .. } => {
                 response.insert_header((header::CONTENT_RANGE, format!("bytes */{length}")));
             }
-            ApiError::Unavailable { .. } => {
+            ApiError::Unavailable { .. } | ApiError::NoLeader { .. } => {
                 response.insert_header((header::RETRY_AFTER, "1"));
             }
             ApiError::QueueFull { .. } => {

@@ -11,6 +11,8 @@
 //!   addresses and ports, the token store, the limits).
 //! - [`openapi`]: the one list of handlers, from which both the OpenAPI document and the router
 //!   are built; then the handlers in `routes/`, one file per resource.
+//! - [`replica`]: what a follower of a replicated deployment serves itself, and how it
+//!   forwards the rest to the leader.
 //! - [`error`]: every error answer, made in one place (`ResponseError for ApiError`).
 //! - [`auth`]: tokens (random 256-bit, stored as SHA-256 digests) and the [`auth::Caller`]
 //!   extractor; [`views`]: the JSON shapes; [`request`]: bodies, paging and byte ranges;
@@ -37,6 +39,7 @@ pub mod error;
 pub mod lines;
 pub mod loads;
 pub mod openapi;
+pub mod replica;
 pub mod request;
 pub mod revoke;
 mod routes;
@@ -123,6 +126,8 @@ pub struct ApiState {
     /// Facts `/readyz` shows beside its checks without making the server unready (how local
     /// steps run: as which user, or not at all).
     pub notices: Vec<(&'static str, String)>,
+    /// This server's place among replicas, when it shares a PostgreSQL database with others.
+    pub cluster: Option<replica::Cluster>,
 }
 
 impl ApiState {
@@ -150,6 +155,7 @@ impl ApiState {
             sessions: Arc::default(),
             agents: None,
             notices: Vec::new(),
+            cluster: None,
         }
     }
 
@@ -163,6 +169,12 @@ impl ApiState {
     /// holds them live).
     pub fn with_agents(mut self, store: Arc<dyn hodei_domain::ports::AgentStore>) -> ApiState {
         self.agents = Some(store);
+        self
+    }
+
+    /// Serves as the leader of replicas (`GET /api/v1/cluster` says so).
+    pub fn with_cluster(mut self, cluster: replica::Cluster) -> ApiState {
+        self.cluster = Some(cluster);
         self
     }
 

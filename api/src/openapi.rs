@@ -105,6 +105,7 @@ api!(
     agents::agent_leaving,
     system::healthz,
     system::readyz,
+    system::cluster,
     system::metrics,
     system::openapi,
 );

@@ -253,16 +253,7 @@ impl LogStream {
                 }
             }
             let chunk: Vec<u8> = self.pending.drain(..n).collect();
-            let mut frame = json!({"type": "log", "offset": self.sent, "bytes": n});
-            match String::from_utf8(chunk) {
-                Ok(text) => frame["data"] = text.into(),
-                Err(binary) => {
-                    let encoded =
-                        base64::engine::general_purpose::STANDARD.encode(binary.as_bytes());
-                    frame["data_base64"] = encoded.into();
-                }
-            }
-            self.writer.send(frame, n);
+            self.writer.send(log_frame(self.sent, chunk), n);
             self.sent += n as u64;
         }
     }
@@ -286,8 +277,22 @@ impl LogStream {
     }
 }
 
+/// The `log` frame of `chunk`, the bytes from `offset`: as text when they are UTF-8, else
+/// base64-encoded.
+pub(crate) fn log_frame(offset: u64, chunk: Vec<u8>) -> serde_json::Value {
+    let mut frame = json!({"type": "log", "offset": offset, "bytes": chunk.len()});
+    match String::from_utf8(chunk) {
+        Ok(text) => frame["data"] = text.into(),
+        Err(binary) => {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(binary.as_bytes());
+            frame["data_base64"] = encoded.into();
+        }
+    }
+    frame
+}
+
 /// The length of the longest prefix of `bytes` that does not end inside a UTF-8 character.
-fn whole_chars(bytes: &[u8]) -> usize {
+pub(crate) fn whole_chars(bytes: &[u8]) -> usize {
     let n = bytes.len();
     // A character is at most 4 bytes: look at the last 3 for the start of an unfinished one.
     for back in 1..=n.min(3) {

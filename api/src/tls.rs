@@ -8,6 +8,9 @@ use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+/// A server's TLS configuration, as [`load`] makes it.
+pub type TlsConfig = ServerConfig;
+
 /// The server's TLS configuration from a certificate chain file and a private key file; the
 /// error names the file and what is wrong with it.
 pub fn load(cert: &Path, key: &Path) -> Result<ServerConfig, String> {

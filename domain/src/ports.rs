@@ -1193,6 +1193,22 @@ pub struct Lease {
     pub token: [u8; 32],
 }
 
+/// The replica of a replicated deployment (several servers on one PostgreSQL database) that
+/// leads: it runs the scheduler and the singleton duties, and the others forward to it what
+/// needs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderInfo {
+    /// The replica's name (its `node_name`, with a suffix that tells one life from the next).
+    pub holder: String,
+    /// Where the other replicas reach it (its `advertise_url`).
+    pub address: String,
+    /// The leadership's fencing epoch: bumped at every change of leader; every write of the
+    /// leader checks it, so that a deposed leader's writes fail.
+    pub epoch: u64,
+    /// How long the lease still runs unless it is renewed, in milliseconds (0: expired).
+    pub expires_in_ms: u64,
+}
+
 /// The answer to a fenced report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fenced {

@@ -48,7 +48,8 @@ pub struct Args {
     /// A configuration file (TOML; keys as in docs/agents.md).
     #[arg(long, value_name = "FILE", env = "HODEI_CONFIG")]
     config: Option<PathBuf>,
-    /// The server's URL (or HODEI_SERVER).
+    /// The server's URL (or HODEI_SERVER); the replicas of one deployment as URLs separated
+    /// by commas, tried in turn.
     #[arg(long, value_name = "URL", env = "HODEI_SERVER")]
     server: Option<String>,
     /// A registration token an admin created (`hodei agents tokens create`), or

@@ -6,6 +6,7 @@ mod approve;
 mod pod_steps;
 mod progress;
 mod remote;
+mod replica;
 mod run;
 mod server;
 mod validate;

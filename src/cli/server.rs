@@ -19,9 +19,15 @@ use hodei_api::auth::{Bootstrap, bootstrap, check_external};
 use hodei_api::{ApiState, Limits};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
+use super::replica;
 use super::{EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
 use crate::config::{self, Flags, ServerConfig};
-use crate::wiring::server_stack;
+use crate::wiring::{ServerDatabase, server_stack};
+use hodei_adapters::postgres::PgStore;
+
+/// The exit code of a leader that found itself deposed (EX_TEMPFAIL): its supervisor starts it
+/// again, as a follower.
+pub const EXIT_DEPOSED: u8 = 75;
 
 /// Run the Hodei server: REST API, metrics, and the actors that run pipelines.
 #[derive(Debug, clap::Args)]
@@ -153,9 +159,77 @@ async fn serve(
         }
     };
     let notice = local_steps(config.local_slots, run_as.as_ref());
+    let tls = match &config.tls {
+        Some((cert, key)) => match hodei_api::tls::load(cert, key) {
+            Ok(tls) => Some(tls),
+            Err(err) => {
+                eprintln!("error: tls_cert and tls_key: {err}");
+                return EXIT_USAGE;
+            }
+        },
+        None => None,
+    };
+    let listener = match TcpListener::bind(config.listen) {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("error: cannot listen on {}: {err}", config.listen);
+            return EXIT_USAGE;
+        }
+    };
+    let url = listener
+        .local_addr()
+        .map_or_else(|_| config.listen.to_string(), |a| a.to_string());
+    // Watch for signals from here on: a signal while following, or right after saying we
+    // listen, stops us cleanly.
+    let mut signals = StopSignals::watch();
+    let shown_database = match &config.database {
+        config::Database::Sqlite => String::new(),
+        config::Database::Postgres(url) => {
+            format!(", database {}", hodei_adapters::postgres::redact(url))
+        }
+    };
+    let shown = format!("data in {}{shown_database}", config.data.display());
+    // On PostgreSQL, this server is one of the replicas that may share the database: it
+    // follows until it leads, and only the leader runs the tree.
+    let (database, leadership) = match &config.database {
+        config::Database::Sqlite => (ServerDatabase::Sqlite, None),
+        config::Database::Postgres(database_url) => {
+            let store = match PgStore::open(database_url).await {
+                Ok(store) => store,
+                Err(err) => {
+                    eprintln!(
+                        "error: cannot open the store: {err} (data directory {})",
+                        config.data.display()
+                    );
+                    return EXIT_USAGE;
+                }
+            };
+            let identity = replica::identity(&config, &listener, tls.is_some());
+            let followed = {
+                let mut stop = Box::pin(signals.wait());
+                replica::follow(
+                    &store,
+                    &config,
+                    &listener,
+                    tls.clone(),
+                    identity,
+                    &mut stop,
+                    &shown,
+                )
+                .await
+            };
+            match followed {
+                replica::Followed::Leads(leadership) => (
+                    ServerDatabase::Postgres(store.clone()),
+                    Some((store, leadership)),
+                ),
+                replica::Followed::Stopped(code) => return code,
+            }
+        }
+    };
     let stack = match server_stack(
         &config.data,
-        &config.database,
+        database,
         config.labels.clone(),
         config.local_slots,
         agents,
@@ -199,16 +273,6 @@ async fn serve(
             return EXIT_INTERNAL;
         }
     }
-    let listener = match TcpListener::bind(config.listen) {
-        Ok(listener) => listener,
-        Err(err) => {
-            eprintln!("error: cannot listen on {}: {err}", config.listen);
-            return EXIT_USAGE;
-        }
-    };
-    let url = listener
-        .local_addr()
-        .map_or_else(|_| config.listen.to_string(), |a| a.to_string());
     let limits = Limits {
         max_body: config.max_body_bytes,
         max_queued: config.max_queued_jobs,
@@ -216,7 +280,7 @@ async fn serve(
     };
     let router = stack.provider.clone();
     let tree = stack.tree.clone();
-    let state = ApiState::new(
+    let mut state = ApiState::new(
         stack.tree,
         stack.tokens,
         stack.secrets,
@@ -226,17 +290,17 @@ async fn serve(
     .with_agents(stack.agents)
     .with_notice("local_steps", notice)
     .with_provider("docker", Arc::new(move || router.engine_trouble()));
+    let (deposed, deposition) = tokio::sync::oneshot::channel();
+    let mut role = String::new();
+    if let Some((store, leadership)) = &leadership {
+        replica::renew(store.clone(), leadership, deposed);
+        state = state.with_cluster(leadership.cluster.clone());
+        role = format!(
+            ": the leader of the replicas ({}, epoch {})",
+            leadership.holder, leadership.epoch
+        );
+    }
     let accepting = state.accepting.clone();
-    let tls = match &config.tls {
-        Some((cert, key)) => match hodei_api::tls::load(cert, key) {
-            Ok(tls) => Some(tls),
-            Err(err) => {
-                eprintln!("error: tls_cert and tls_key: {err}");
-                return EXIT_USAGE;
-            }
-        },
-        None => None,
-    };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let server = match hodei_api::serve(state, listener, config.http_workers, tls) {
         Ok(server) => server,
@@ -245,21 +309,24 @@ async fn serve(
             return EXIT_INTERNAL;
         }
     };
-    // Watch for signals before saying we listen: a signal right after that stops us cleanly.
-    let signals = StopSignals::watch();
-    let database = match &config.database {
-        config::Database::Sqlite => String::new(),
-        config::Database::Postgres(url) => {
-            format!(", database {}", hodei_adapters::postgres::redact(url))
-        }
-    };
-    println!(
-        "Hodei server listening on {scheme}://{url} (data in {}{database})",
-        config.data.display()
-    );
+    println!("Hodei server listening on {scheme}://{url} ({shown}){role}");
     let _ = std::io::stdout().flush();
     let handle = server.handle();
     let grace = config.shutdown_grace;
+    // A leader that finds itself deposed stops at once: another replica runs the tree now.
+    let was_deposed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if leadership.is_some() {
+        let (handle, was_deposed) = (handle.clone(), was_deposed.clone());
+        actix::spawn(async move {
+            if let Ok(epoch) = deposition.await {
+                eprintln!(
+                    "error: this replica no longer leads: another one took over (epoch {epoch}); it stops, and its supervisor may start it again as a follower"
+                );
+                was_deposed.store(true, std::sync::atomic::Ordering::SeqCst);
+                handle.stop(false).await;
+            }
+        });
+    }
     actix::spawn(async move {
         let mut signals = signals;
         signals.wait().await;
@@ -276,6 +343,14 @@ async fn serve(
         handle.stop(true).await;
     });
     let result = server.await;
+    if was_deposed.load(std::sync::atomic::Ordering::SeqCst) {
+        actix::System::current().stop();
+        return EXIT_DEPOSED;
+    }
+    if let Some((store, leadership)) = &leadership {
+        // Another replica takes over at its next try, without waiting for the lease to end.
+        let _ = store.resign(&leadership.holder, leadership.epoch).await;
+    }
     actix::System::current().stop();
     match result {
         Ok(()) => EXIT_OK,

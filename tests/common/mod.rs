@@ -29,6 +29,18 @@ impl Server {
 
     /// Starts the server with more flags (`--database URL`).
     pub fn start_args(data: &Path, args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Server {
+        Server::start_saying(data, args, env, stderr, "")
+    }
+
+    /// Starts a server and waits until it says it listens with `said` in that line (a replica
+    /// on PostgreSQL says it once as a follower, and again when it leads: "the leader").
+    pub fn start_saying(
+        data: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stderr: Stdio,
+        said: &str,
+    ) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hodei"))
             .args(["server", "--listen", "127.0.0.1:0"])
             .args(args)
@@ -51,7 +63,9 @@ impl Server {
                 "the server never said where it listens"
             );
             let line = lines.next().expect("the server printed its URL").unwrap();
-            if let Some(rest) = line.strip_prefix("Hodei server listening on ") {
+            if let Some(rest) = line.strip_prefix("Hodei server listening on ")
+                && line.contains(said)
+            {
                 break rest.split_whitespace().next().unwrap().to_owned();
             }
         };

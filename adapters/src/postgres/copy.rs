@@ -27,8 +27,8 @@ use sha2::{Digest, Sha256};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, PgConnection, SqlitePool};
 
-use super::PgStore;
 use super::error::store_error;
+use super::{Lead, PgStore};
 use crate::logs::FileLogStore;
 use crate::sqlite::SqliteStore;
 
@@ -133,21 +133,56 @@ pub async fn copy_store(sqlite: &Path, logs: &Path, url: &str) -> Result<CopyRep
     let target = PgStore::open(url)
         .await
         .map_err(|source| CopyError::Target { source })?;
-    target
-        .lock_for_server()
-        .await
-        .map_err(|source| CopyError::Target { source })?;
-    let pool = target.shared.pool.clone();
-    let shown = target.shown_url().to_owned();
-    target
-        .spawn(async move {
-            let result = copy(&source, &logs, &pool, &shown).await;
-            source.close().await;
-            Ok(result)
-        })
+    // The copy holds the leadership while it writes: no server leads (and writes) meanwhile,
+    // and none can start leading until the copy is over.
+    let holder = format!("hodei admin copy-store (pid {})", std::process::id());
+    match target
+        .try_lead(&holder, "", COPY_LEASE)
         .await
         .map_err(|source| CopyError::Target { source })?
+    {
+        Lead::Led { epoch } => {
+            let pool = target.shared.pool.clone();
+            let shown = target.shown_url().to_owned();
+            let (renewer, name) = (target.clone(), holder.clone());
+            let copied = target
+                .spawn(async move {
+                    // The lease is renewed while the copy runs, and runs out soon after a
+                    // copy that was killed.
+                    let renew = async {
+                        loop {
+                            tokio::time::sleep(COPY_LEASE / 3).await;
+                            let _ = renewer.renew(&name, epoch, COPY_LEASE).await;
+                        }
+                    };
+                    let result = tokio::select! {
+                        result = copy(&source, &logs, &pool, &shown) => result,
+                        () = renew => unreachable!("the renewal loop never ends"),
+                    };
+                    source.close().await;
+                    Ok(result)
+                })
+                .await
+                .map_err(|source| CopyError::Target { source })?;
+            let _ = target.resign(&holder, epoch).await;
+            copied
+        }
+        Lead::Held(leader) => Err(CopyError::Target {
+            source: StoreError::Unavailable {
+                reason: format!(
+                    "{} is in use by a Hodei server ({} at {}): stop every server that uses it first",
+                    target.shown_url(),
+                    leader.holder,
+                    leader.address
+                ),
+                cause: None,
+            },
+        }),
+    }
 }
+
+/// The lease of the leadership a copy holds, renewed while it runs.
+const COPY_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 
 async fn copy(
     source: &SqlitePool,

@@ -41,6 +41,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::PgStore;
 use super::error::store_error;
+use super::leader::Fence;
 
 /// The channel of the doorbell.
 pub const NOTIFY_CHANNEL: &str = "hodei_logs";
@@ -103,8 +104,9 @@ impl PgLogStore {
         let (finished, wait) = std::sync::mpsc::channel();
         if let Some(handle) = store.shared.runtime.handle() {
             let pool = store.shared.pool.clone();
+            let fence = store.fence_handle();
             handle.spawn(async move {
-                write(pool, receiver).await;
+                write(pool, fence, receiver).await;
                 let _ = finished.send(());
             });
         }
@@ -316,6 +318,99 @@ impl LogStore for PgLogStore {
     }
 }
 
+impl PgStore {
+    /// The committed bytes of `job`'s log from `from` on, at most `max` of them (fewer at its
+    /// end), read from the database whatever this process appended: how a replica follows a
+    /// log that another one writes.
+    ///
+    /// # Errors
+    /// [`LogError::Io`] when the database cannot be read.
+    pub async fn read_committed(
+        &self,
+        job: JobId,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<u8>, LogError> {
+        let io = |reason: String| LogError::Io {
+            job,
+            reason,
+            cause: None,
+        };
+        let key = i64::try_from(job.0).map_err(|_| io("the job id is too large".into()))?;
+        let start = i64::try_from(from).map_err(|_| io("the offset is too large".into()))?;
+        let stop = start.saturating_add(i64::try_from(max).unwrap_or(i64::MAX));
+        let pool = self.shared.pool.clone();
+        let rows = self
+            .spawn(async move {
+                sqlx::query_as::<_, (i64, Vec<u8>)>(
+                    "SELECT start, bytes FROM log_chunks WHERE job_id = $1 AND start < $3 \
+                     AND start >= coalesce((SELECT max(start) FROM log_chunks \
+                         WHERE job_id = $1 AND start <= $2), 0) \
+                     ORDER BY start",
+                )
+                .bind(key)
+                .bind(start)
+                .bind(stop)
+                .fetch_all(&pool)
+                .await
+                .map_err(|err| store_error("reading a log", err))
+            })
+            .await
+            .map_err(|err| io(format!("cannot read: {err}")))?;
+        let end = from.saturating_add(max as u64);
+        let mut out = Vec::new();
+        let mut at = from;
+        for (start, bytes) in rows {
+            let start = u64::try_from(start).unwrap_or(0);
+            let stop = start + bytes.len() as u64;
+            if stop <= at {
+                continue;
+            }
+            if start > at {
+                break;
+            }
+            let take = usize::try_from(at - start).unwrap_or(0)
+                ..usize::try_from(stop.min(end) - start).unwrap_or(0);
+            out.extend_from_slice(&bytes[take]);
+            at = stop.min(end);
+            if at == end {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Listens to the logs' doorbell ([`NOTIFY_CHANNEL`]) on a connection of its own, and sends
+    /// on `ring` the id of each job whose log grew, until the store is dropped; reconnects after
+    /// a lost connection. Nothing may depend on it alone: a pooler in transaction mode drops
+    /// notifications.
+    pub fn listen_logs(&self, ring: tokio::sync::broadcast::Sender<JobId>) {
+        let Some(handle) = self.shared.runtime.handle() else {
+            return;
+        };
+        let pool = self.shared.pool.clone();
+        handle.spawn(async move {
+            loop {
+                let heard: Result<(), sqlx::Error> = async {
+                    let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+                    listener.listen(NOTIFY_CHANNEL).await?;
+                    loop {
+                        let note = listener.recv().await?;
+                        if let Ok(id) = note.payload().parse::<u64>() {
+                            let _ = ring.send(JobId(id));
+                        }
+                    }
+                }
+                .await;
+                if let Err(err) = heard {
+                    tracing::warn!(error = %err, "The logs' notifications are not heard; logs are polled until they are.");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+}
+
 /// The bytes `[from, end)` out of chunk rows `(start, bytes)` in order; an error on a gap.
 fn assemble(
     job: JobId,
@@ -360,7 +455,7 @@ struct Chunk {
 }
 
 /// The writer: takes what is queued, commits it in one transaction, answers the barriers.
-async fn write(pool: PgPool, mut commands: mpsc::UnboundedReceiver<Command>) {
+async fn write(pool: PgPool, fence: Arc<Fence>, mut commands: mpsc::UnboundedReceiver<Command>) {
     while let Some(first) = commands.recv().await {
         let mut batch = vec![first];
         let mut size = 0;
@@ -403,7 +498,7 @@ async fn write(pool: PgPool, mut commands: mpsc::UnboundedReceiver<Command>) {
             }
         }
         if !chunks.is_empty() {
-            match insert_with_retries(&pool, &chunks).await {
+            match insert_with_retries(&pool, &fence, &chunks).await {
                 Ok(()) => {
                     for chunk in &chunks {
                         let end = chunk.start + chunk.bytes.len() as u64;
@@ -428,12 +523,13 @@ async fn write(pool: PgPool, mut commands: mpsc::UnboundedReceiver<Command>) {
     }
 }
 
-async fn insert_with_retries(pool: &PgPool, chunks: &[Chunk]) -> Result<(), String> {
+async fn insert_with_retries(pool: &PgPool, fence: &Fence, chunks: &[Chunk]) -> Result<(), String> {
     let mut pause = Duration::from_millis(100);
     for tried in 1..=TRIES {
-        match insert(pool, chunks).await {
+        match insert(pool, fence, chunks).await {
             Ok(()) => return Ok(()),
-            Err(err) if err.is_retryable() && tried < TRIES => {
+            // A deposed leader's writes fail for good.
+            Err(err) if err.is_retryable() && tried < TRIES && !fence.is_deposed() => {
                 tracing::warn!(error = %err, tried, "Storing log bytes failed; trying again.");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(8));
@@ -444,7 +540,11 @@ async fn insert_with_retries(pool: &PgPool, chunks: &[Chunk]) -> Result<(), Stri
     Err("cannot store the log's bytes".into())
 }
 
-async fn insert(pool: &PgPool, chunks: &[Chunk]) -> Result<(), hodei_domain::ports::StoreError> {
+async fn insert(
+    pool: &PgPool,
+    fence: &Fence,
+    chunks: &[Chunk],
+) -> Result<(), hodei_domain::ports::StoreError> {
     let what = "storing log bytes";
     let fail = |err| store_error(what, err);
     let mut jobs = Vec::with_capacity(chunks.len());
@@ -456,6 +556,7 @@ async fn insert(pool: &PgPool, chunks: &[Chunk]) -> Result<(), hodei_domain::por
         bytes.push(chunk.bytes.as_slice());
     }
     let mut tx = pool.begin().await.map_err(fail)?;
+    fence.check(&mut tx).await?;
     sqlx::query(
         "INSERT INTO log_chunks (job_id, start, bytes) \
          SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bytea[])",

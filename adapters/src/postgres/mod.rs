@@ -8,7 +8,7 @@
 //!
 //! Where to start reading: this file (opening, the store's own runtime, the ports), then
 //! `queries.rs` (the record and the lists), `access.rs` (tokens, secrets, repositories, ticks,
-//! agents), `logs.rs` (the logs), `schema.rs` (URL, migrations, schema check; the tables are in
+//! agents), `logs.rs` (the logs), `leader.rs` (the leadership of replicas and its fencing), `schema.rs` (URL, migrations, schema check; the tables are in
 //! `adapters/migrations-postgres/`), `cluster.rs` (throwaway clusters for tests).
 //!
 //! ## Guarantees
@@ -37,6 +37,7 @@ pub mod copy;
 #[cfg(test)]
 mod copy_tests;
 mod error;
+mod leader;
 mod logs;
 mod queries;
 pub(crate) mod schema;
@@ -56,6 +57,7 @@ use hodei_domain::ports::{
 use hodei_domain::state::{Attempt, DomainEvent};
 use sqlx::{Connection, PgConnection, PgPool};
 
+pub use self::leader::{Lead, Renewal};
 pub use self::logs::{NOTIFY_CHANNEL, PgLogStore};
 pub use self::schema::{is_postgres_url, redact};
 
@@ -72,9 +74,9 @@ pub struct PgStore {
 /// What the clones of a store share.
 struct Shared {
     pool: PgPool,
-    /// The connection that holds the server lock ([`PgStore::lock_for_server`]).
-    lock: std::sync::Mutex<Option<PgConnection>>,
     runtime: Runtime,
+    /// What every write checks once this store writes for the leader of replicas.
+    fence: Arc<leader::Fence>,
     instance_id: String,
     /// The URL without its password, for messages.
     shown: String,
@@ -117,16 +119,8 @@ impl Drop for Shared {
         // here (fields drop after this).
         if let Some(handle) = self.runtime.handle() {
             let pool = self.pool.clone();
-            let lock = self
-                .lock
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take();
             let (done, wait) = std::sync::mpsc::channel();
             handle.spawn(async move {
-                if let Some(lock) = lock {
-                    let _ = lock.close().await;
-                }
                 pool.close().await;
                 let _ = done.send(());
             });
@@ -170,70 +164,12 @@ impl PgStore {
         Ok(PgStore {
             shared: Arc::new(Shared {
                 pool,
-                lock: std::sync::Mutex::new(None),
                 runtime,
+                fence: Arc::default(),
                 instance_id,
                 shown,
             }),
         })
-    }
-
-    /// Takes the database's server lock (a session advisory lock on a connection of its own)
-    /// for the life of the store: one `hodei server` at a time uses a database, since two
-    /// would both resume the same runs.
-    ///
-    /// # Errors
-    /// [`StoreError::Unavailable`] when another server holds it, or the database cannot be
-    /// reached. The lock is the server's until the store is dropped or the connection is lost
-    /// (a restart of PostgreSQL).
-    pub async fn lock_for_server(&self) -> Result<(), StoreError> {
-        let pool = self.shared.pool.clone();
-        let shown = self.shared.shown.clone();
-        let conn = self
-            .spawn(async move {
-                let what = format!("locking {shown}");
-                let mut conn = pool
-                    .acquire()
-                    .await
-                    .map_err(|err| store_error(&what, err))?
-                    .detach();
-                let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                    .bind(SERVER_LOCK)
-                    .fetch_one(&mut conn)
-                    .await
-                    .map_err(|err| store_error(&what, err))?;
-                if !locked {
-                    let holder: Option<String> = sqlx::query_scalar(
-                        "SELECT coalesce(client_addr::text, 'a local socket') || ' (backend pid ' \
-                         || a.pid || ')' FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-                         WHERE l.locktype = 'advisory' AND l.objid = $1::bigint::oid LIMIT 1",
-                    )
-                    .bind(SERVER_LOCK & 0xffff_ffff)
-                    .fetch_optional(&mut conn)
-                    .await
-                    .ok()
-                    .flatten();
-                    let _ = conn.close().await;
-                    return Err(StoreError::Unavailable {
-                        reason: format!(
-                            "{shown} is in use by another Hodei server{}: stop it first, or give \
-                             this one another database",
-                            holder
-                                .map(|h| format!(" connected from {h}"))
-                                .unwrap_or_default()
-                        ),
-                        cause: None,
-                    });
-                }
-                Ok(conn)
-            })
-            .await?;
-        *self
-            .shared
-            .lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(conn);
-        Ok(())
     }
 
     /// The identity of this database, fixed by the first Hodei that opened it.
@@ -279,9 +215,11 @@ impl PgStore {
             + 'static,
     {
         let pool = self.shared.pool.clone();
+        let fence = self.shared.fence.clone();
         self.spawn(async move {
             let what = "writing";
             let mut tx = pool.begin().await.map_err(|err| store_error(what, err))?;
+            fence.check(&mut tx).await?;
             let value = work(&mut tx).await?;
             tx.commit().await.map_err(|err| store_error(what, err))?;
             Ok(value)
@@ -301,9 +239,6 @@ impl PgStore {
         })
     }
 }
-
-/// The advisory lock of the one server that uses a database ("HODEI" + 2 in ASCII).
-const SERVER_LOCK: i64 = 0x484f_4445_4902;
 
 fn stopped() -> StoreError {
     StoreError::Unavailable {
@@ -339,12 +274,14 @@ impl Store for PgStore {
 
     fn append(&self, events: Vec<DomainEvent>) -> BoxFuture<'_, Result<(), StoreError>> {
         let pool = self.shared.pool.clone();
+        let fence = self.shared.fence.clone();
         self.spawn(async move {
             if events.is_empty() {
                 return Ok(());
             }
             let what = "appending events";
             let mut tx = pool.begin().await.map_err(|err| store_error(what, err))?;
+            fence.check(&mut tx).await?;
             let refs: Vec<&DomainEvent> = events.iter().collect();
             match queries::append_events(&mut tx, &refs).await {
                 Ok(()) => tx.commit().await.map_err(|err| store_error(what, err)),

@@ -409,9 +409,24 @@ impl EventFollower {
     }
 }
 
-/// Opens a WebSocket to `path` with the client's token and TLS configuration.
+/// Opens a WebSocket to `path` with the client's token and TLS configuration. A replica that
+/// cannot be reached, or has no leader to relay to, is left for the next (if the client has
+/// several): the caller's next try goes there.
 pub(super) async fn connect(client: &Client, path: &str) -> Result<Socket, ClientError> {
-    let url = client.target.url.as_str();
+    let url = client.url().to_owned();
+    let connected = connect_to(client, &url, path).await;
+    let moves_on = match &connected {
+        Err(ClientError::Unreachable { .. }) => true,
+        Err(err) => err.code() == Some("no-leader"),
+        Ok(_) => false,
+    };
+    if moves_on {
+        client.next_replica(&url);
+    }
+    connected
+}
+
+async fn connect_to(client: &Client, url: &str, path: &str) -> Result<Socket, ClientError> {
     let ws_url = match url.strip_prefix("https://") {
         Some(rest) => format!("wss://{rest}{path}"),
         None => format!("ws://{}{path}", url.trim_start_matches("http://")),

@@ -9,6 +9,7 @@ use crate::error::Problem;
 use crate::views::Health;
 
 /// What a request carries.
+#[derive(Clone)]
 pub(super) enum Body {
     Empty,
     Json(serde_json::Value),
@@ -132,7 +133,7 @@ impl Client {
 
     /// A health document, which the server also sends with 503.
     pub(super) async fn health_of(&self, path: &str) -> Result<Health, ClientError> {
-        let url = format!("{}{path}", self.target.url);
+        let url = format!("{}{path}", self.url());
         let response = self
             .http
             .get(&url)
@@ -142,17 +143,42 @@ impl Client {
         self.decode(response, "GET", path).await
     }
 
-    /// Sends a request; a success, or the error its answer means.
+    /// Sends a request; a success, or the error its answer means. With several replicas, a
+    /// request that cannot reach one, or that one cannot forward (`503 no-leader`), is sent to
+    /// the next, each tried once.
     pub(super) async fn answer(
         &self,
         method: Method,
         path: &str,
         body: Body,
     ) -> Result<reqwest::Response, ClientError> {
+        let mut tries = self.urls.len();
+        loop {
+            let url = self.url().to_owned();
+            let answer = self
+                .answer_from(&url, method.clone(), path, body.clone())
+                .await;
+            tries -= 1;
+            let moves_on = match &answer {
+                Err(ClientError::Unreachable { .. }) => true,
+                Err(err) => err.code() == Some("no-leader"),
+                Ok(_) => false,
+            };
+            if !moves_on || tries == 0 || !self.next_replica(&url) {
+                return answer;
+            }
+        }
+    }
+
+    async fn answer_from(
+        &self,
+        base: &str,
+        method: Method,
+        path: &str,
+        body: Body,
+    ) -> Result<reqwest::Response, ClientError> {
         let name = method_name(&method);
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.target.url));
+        let mut request = self.http.request(method, format!("{base}{path}"));
         if let Some(token) = &self.target.token {
             request = request.bearer_auth(token);
         }
@@ -187,7 +213,7 @@ impl Client {
                 (None, Some(_)) => "the token was refused".to_owned(),
             };
             return Err(ClientError::Unauthorized {
-                url: self.target.url.clone(),
+                url: self.url().to_owned(),
                 method: name,
                 path: path.to_owned(),
                 status: status.as_u16(),
@@ -216,7 +242,7 @@ impl Client {
     pub(super) fn unreachable(&self, err: &reqwest::Error) -> ClientError {
         if let Some(problem) = super::CertificateProblem::of(err) {
             return ClientError::Certificate {
-                url: self.target.url.clone(),
+                url: self.url().to_owned(),
                 problem,
             };
         }
@@ -226,7 +252,7 @@ impl Client {
             chain(err)
         };
         ClientError::Unreachable {
-            url: self.target.url.clone(),
+            url: self.url().to_owned(),
             reason,
         }
     }

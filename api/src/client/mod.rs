@@ -46,6 +46,9 @@ use crate::views::{
 pub struct Target {
     /// `http://host:port` or `https://host:port`, without a path.
     pub url: String,
+    /// Other replicas of the same deployment, tried in turn when the current one cannot be
+    /// reached or has no leader to forward to.
+    pub replicas: Vec<String>,
     /// The bearer token, if any (health checks need none).
     pub token: Option<String>,
     /// PEM certificates to trust besides the system's, for a server with its own CA.
@@ -53,9 +56,17 @@ pub struct Target {
 }
 
 impl Target {
+    /// A server by URL; several replicas of one deployment as URLs separated by commas
+    /// (`http://hodei-1:8080,http://hodei-2:8080`): the first is used until it cannot be
+    /// reached, then the next.
     pub fn new(url: &str, token: Option<String>) -> Target {
+        let mut urls = url
+            .split(',')
+            .map(|u| u.trim().trim_end_matches('/').to_owned())
+            .filter(|u| !u.is_empty());
         Target {
-            url: url.trim_end_matches('/').to_owned(),
+            url: urls.next().unwrap_or_default(),
+            replicas: urls.collect(),
             token,
             ca_cert: None,
         }
@@ -152,12 +163,16 @@ pub struct RunFilter {
     pub branch: Option<String>,
 }
 
-/// A client of one server. Cheap to clone: clones share their connections.
+/// A client of one server (or of the replicas of one deployment). Cheap to clone: clones
+/// share their connections and which replica they talk to.
 #[derive(Clone)]
 pub struct Client {
     target: Target,
     http: reqwest::Client,
     tls: Arc<rustls::ClientConfig>,
+    /// The server's URL and its replicas', and the one in use.
+    urls: Arc<[String]>,
+    current: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// How long a request may take before the server counts as unreachable.
@@ -179,6 +194,12 @@ impl Client {
             ..target.clone()
         };
         check_url(&target.url)?;
+        for replica in &target.replicas {
+            check_url(replica)?;
+        }
+        let urls: Arc<[String]> = std::iter::once(target.url.clone())
+            .chain(target.replicas.iter().cloned())
+            .collect();
         install_crypto();
         let https = target.url.starts_with("https://");
         let tls = Arc::new(tls_config(target.ca_cert.as_deref(), https)?);
@@ -191,7 +212,13 @@ impl Client {
             .map_err(|err| ClientError::Tls {
                 reason: http::chain(&err),
             })?;
-        Ok(Client { target, http, tls })
+        Ok(Client {
+            target,
+            http,
+            tls,
+            urls,
+            current: Arc::default(),
+        })
     }
 
     /// The same client (its connections shared) with another bearer token: an agent's calls
@@ -202,9 +229,29 @@ impl Client {
         client
     }
 
-    /// The server's URL.
+    /// The URL of the server (the replica) in use.
     pub fn url(&self) -> &str {
-        &self.target.url
+        let at = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        &self.urls[at % self.urls.len()]
+    }
+
+    /// Moves on to the next replica after `failed` (the URL that could not serve), unless
+    /// another request already moved on; `false` when there is no other replica.
+    pub(crate) fn next_replica(&self, failed: &str) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.urls.len() < 2 {
+            return false;
+        }
+        let at = self.current.load(Ordering::Relaxed);
+        if self.urls[at % self.urls.len()] == failed {
+            let _ = self.current.compare_exchange(
+                at,
+                (at + 1) % self.urls.len(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+        true
     }
 
     // --- pipelines ---

@@ -266,7 +266,7 @@ impl FromRequest for Visitor {
             let fail = || SignInFirst { next: next.clone() };
             let (state, id) = (state.ok_or_else(fail)?, id.ok_or_else(fail)?);
             let session = state.sessions.get(&id).ok_or_else(fail)?;
-            match auth::authenticate_digest(&state, session.digest).await {
+            match auth::authenticate_digest(state.tokens.as_ref(), session.digest).await {
                 Ok(caller) => Ok(Visitor {
                     caller,
                     csrf: session.csrf,
@@ -350,7 +350,7 @@ pub async fn login(
         );
     }
     let digest = auth::digest(form.token.trim());
-    let caller = match auth::authenticate_digest(&state, digest).await {
+    let caller = match auth::authenticate_digest(state.tokens.as_ref(), digest).await {
         Ok(caller) => caller,
         Err(ApiError::Unauthenticated { reason }) => {
             return refused(

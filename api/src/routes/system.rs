@@ -13,6 +13,7 @@ use crate::ApiState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::openapi::ApiDoc;
+use crate::replica::ClusterView;
 use crate::telemetry;
 use crate::views::Health;
 
@@ -106,6 +107,21 @@ pub async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
         true => HttpResponse::Ok().json(health),
         false => HttpResponse::ServiceUnavailable().json(health),
     }
+}
+
+/// Which replica answers and which one leads: `single` for a server on its own database,
+/// `replicated` (with this replica's role and the leader) for one of several servers on a
+/// PostgreSQL database. Role: viewer.
+#[utoipa::path(
+    get,
+    path = "/api/v1/cluster",
+    tag = "system",
+    responses((status = 200, body = ClusterView)),
+    security(("bearer" = []))
+)]
+pub async fn cluster(state: web::Data<ApiState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Viewer)?;
+    Ok(HttpResponse::Ok().json(ClusterView::of(state.cluster.as_ref())))
 }
 
 /// Metrics in the Prometheus text format.

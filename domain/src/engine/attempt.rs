@@ -85,6 +85,11 @@ pub fn job_def(
         {
             env.insert(name.clone(), value.clone());
         }
+        // Which run, job and attempt this is, as CI systems say it (GITHUB_RUN_ID,
+        // CI_JOB_ID, GITHUB_RUN_ATTEMPT): for reports, caches and idempotent deploys.
+        env.insert("HODEI_RUN_ID".into(), machine.run().0.to_string());
+        env.insert("HODEI_JOB_ID".into(), machine.id().0.to_string());
+        env.insert("HODEI_ATTEMPT".into(), machine.attempt().to_string());
         env
     };
     let mut spec = JobSpec {
