@@ -659,3 +659,57 @@ async fn the_pods_of_an_earlier_life_are_reaped_by_the_next_provider() {
         .await
         .expect("dropped");
 }
+
+// ---- Against a real cluster (not in CI) ----------------------------------------------------
+
+/// The provider on a real cluster. Not in CI (no cluster can be run there); run it with
+///
+/// ```text
+/// HODEI_TEST_KUBECONFIG=~/.kube/config HODEI_TEST_IMAGE=registry.example/hodei:dev \
+///     cargo test --test kubernetes -- --ignored
+/// ```
+///
+/// `HODEI_TEST_IMAGE` is Hodei's image, pushed where the cluster pulls from;
+/// `HODEI_TEST_JOB_IMAGE` (default `debian:bookworm`) the job's; `HODEI_TEST_NAMESPACE`
+/// (default `default`) where the pod goes. Without the two first, it fails saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real cluster: HODEI_TEST_KUBECONFIG and HODEI_TEST_IMAGE (docs/kubernetes.md)"]
+async fn on_a_real_cluster_a_job_runs_as_a_pod() {
+    hodei_api::client::install_crypto();
+    let path = std::env::var("HODEI_TEST_KUBECONFIG")
+        .expect("HODEI_TEST_KUBECONFIG: the kubeconfig of the cluster to test against");
+    let image = std::env::var("HODEI_TEST_IMAGE")
+        .expect("HODEI_TEST_IMAGE: Hodei's image, where the cluster can pull it");
+    let job_image =
+        std::env::var("HODEI_TEST_JOB_IMAGE").unwrap_or_else(|_| "debian:bookworm".into());
+    let namespace = std::env::var("HODEI_TEST_NAMESPACE").unwrap_or_else(|_| "default".into());
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("a kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("a cluster in the kubeconfig");
+    let client = kube::Client::try_from(config).expect("a client");
+    let settings = PodSettings {
+        namespace,
+        instance: format!("hodei-test-{}", std::process::id()),
+        entrypoint_image: image,
+        ..PodSettings::default()
+    };
+    let provider = KubernetesProvider::new(Cluster::new(client, settings));
+    let spec = JobSpec {
+        pull: PullPolicy::IfNotPresent,
+        ..secret_job(&job_image)
+    };
+    let workspace = tokio::time::timeout(Duration::from_secs(600), provider.set_up(&spec))
+        .await
+        .expect("the set-up ends within 10 min")
+        .expect("set up");
+    let step = step_spec(
+        0,
+        "echo \"token=$API_TOKEN\"; exit 3",
+        &[("API_TOKEN", "s3cr3t")],
+    );
+    let (exit, output) = run_step(&provider, &workspace, &step).await;
+    provider.tear_down(&workspace).await.expect("torn down");
+    assert_eq!(exit, Ok(StepExit::code(3)));
+    assert_eq!(output, "token=s3cr3t\n");
+}

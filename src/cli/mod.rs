@@ -154,7 +154,11 @@ enum Command {
         shell: clap_complete::Shell,
     },
     /// The entrypoint of a job's pod on Kubernetes, started by Hodei.
-    #[command(hide = true, name = "pod-steps")]
+    #[command(
+        hide = true,
+        name = "pod-steps",
+        after_help = "Examples:\n  hodei pod-steps install /hodei/bin/hodei\n  /hodei/bin/hodei pod-steps run --workspace /workspace --secrets /hodei/secrets --wait-tcp 5432"
+    )]
     PodSteps {
         #[command(subcommand)]
         command: pod_steps::Command,

@@ -13,8 +13,12 @@ use super::{EXIT_FAILED, EXIT_OK};
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Copies this binary to DEST (the init container of a job's pod).
+    #[command(after_help = "Examples:\n  hodei pod-steps install /hodei/bin/hodei")]
     Install { dest: PathBuf },
     /// Runs the steps requested on standard input, one after the other.
+    #[command(
+        after_help = "Examples:\n  /hodei/bin/hodei pod-steps run --workspace /workspace --secrets /hodei/secrets\n  /hodei/bin/hodei pod-steps run --workspace /workspace --secrets /hodei/secrets --wait-tcp 5432 --ready-timeout 60s"
+    )]
     Run(RunArgs),
 }
 
