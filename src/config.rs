@@ -290,6 +290,14 @@ pub enum ConfigError {
         key: String,
         suggestion: Option<String>,
     },
+    /// A key of a part of Hodei that is planned but not there yet: refused, never ignored.
+    #[error("{}: `{key}`: {what} is not supported yet (see {doc})", path.display())]
+    NotSupported {
+        path: PathBuf,
+        key: String,
+        what: &'static str,
+        doc: &'static str,
+    },
     #[error("{origin}: `{key}` is {value}: expected {expected}")]
     Invalid {
         origin: Origin,
@@ -298,6 +306,21 @@ pub enum ConfigError {
         expected: &'static str,
     },
 }
+
+/// Keys of what is planned but not there yet (key, what, where it is documented): a file that
+/// sets one is refused with that, rather than taken for a typo or silently ignored.
+const NOT_YET: [(&str, &str, &str); 2] = [
+    (
+        "kubernetes",
+        "running jobs on a Kubernetes cluster",
+        "docs/kubernetes.md",
+    ),
+    (
+        "pools",
+        "starting ephemeral workers from pools",
+        "docs/kubernetes.md",
+    ),
+];
 
 fn hint(suggestion: &Option<String>) -> String {
     suggestion
@@ -365,6 +388,14 @@ pub fn resolve(
                     reason: err.to_string().trim_end().to_owned(),
                 })?;
         for (name, value) in table {
+            if let Some((_, what, doc)) = NOT_YET.iter().find(|(key, ..)| *key == name) {
+                return Err(ConfigError::NotSupported {
+                    path: path.to_owned(),
+                    key: name,
+                    what,
+                    doc,
+                });
+            }
             let Some(index) = KEYS.iter().position(|k| k.name == name) else {
                 let suggestion =
                     hodei_domain::suggest::did_you_mean(&name, KEYS.iter().map(|k| k.name));
@@ -781,6 +812,29 @@ mod tests {
             err.starts_with("flag --listen: `listen` is \"nowhere\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn keys_of_what_is_not_there_yet_are_refused_as_such() {
+        let text = "[kubernetes]\nnamespace = \"ci\"\n";
+        let err = resolve(
+            Some((Path::new("hodei.toml"), text)),
+            &|_| None,
+            &Flags::default(),
+        )
+        .expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "hodei.toml: `kubernetes`: running jobs on a Kubernetes cluster is not supported yet (see docs/kubernetes.md)"
+        );
+        let text = "[[pools]]\nname = \"gpu\"\n";
+        let err = resolve(
+            Some((Path::new("hodei.toml"), text)),
+            &|_| None,
+            &Flags::default(),
+        )
+        .expect_err("refused");
+        assert!(err.to_string().contains("ephemeral workers"), "{err}");
     }
 
     #[test]

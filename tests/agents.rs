@@ -1533,21 +1533,9 @@ async fn a_scheduled_run_of_a_repositorys_pipeline_checks_out_the_head_of_its_de
 
 // ---- Servers and agents as containers on a private network --------------------------------
 
-/// Hodei's image, built once per test run from this test's binary (`scripts/hodei-image`).
+/// Hodei's image, built once per test run from this test's binary.
 fn hodei_image() -> &'static str {
-    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    const TAG: &str = "hodei-test/hodei:dev";
-    BUILT.get_or_init(|| {
-        let status = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/hodei-image"))
-            .args(["--binary", env!("CARGO_BIN_EXE_hodei"), "--tag", TAG])
-            .status()
-            .expect("scripts/hodei-image runs (it needs the Docker engine)");
-        assert!(
-            status.success(),
-            "cannot build Hodei's image: is the Docker engine running?"
-        );
-    });
-    TAG
+    common::hodei_image()
 }
 
 fn docker(args: &[&str]) -> String {

@@ -4,6 +4,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+#[path = "cli/pod_steps.rs"]
+mod pod_steps;
+
 fn hodei() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hodei"))
 }

@@ -35,6 +35,7 @@ fn job_spec() -> JobSpec {
         services: Vec::new(),
         resources: Resources::default(),
         checkout: None,
+        secrets: Default::default(),
     }
 }
 

@@ -36,6 +36,22 @@ pub struct JobSpec {
     pub resources: Resources,
     /// The code the workspace starts with, for a run from a registered repository.
     pub checkout: Option<Checkout>,
+    /// The run's secrets that the job's steps get, by variable name; their values are in the
+    /// steps' environments too. A provider that keeps them apart from the rest of a step's
+    /// environment (Kubernetes: in a Secret of the job's pod) does so with these. Never
+    /// serialised; `Debug` shows only the names.
+    #[serde(skip)]
+    pub secrets: SecretVars,
+}
+
+/// Secret values by variable name. `Debug` shows the names only.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretVars(pub std::collections::BTreeMap<String, String>);
+
+impl std::fmt::Debug for SecretVars {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 /// A repository at a commit, for a job's workspace: the provider clones it from the mirror of

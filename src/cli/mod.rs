@@ -3,12 +3,16 @@
 
 mod admin;
 mod approve;
+mod pod_steps;
 mod progress;
 mod remote;
 mod replica;
 mod run;
 mod server;
 mod validate;
+
+#[cfg(test)]
+mod deploy_tests;
 
 use clap::{Parser, Subcommand};
 
@@ -149,6 +153,16 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// The entrypoint of a job's pod on Kubernetes, started by Hodei.
+    #[command(
+        hide = true,
+        name = "pod-steps",
+        after_help = "Examples:\n  hodei pod-steps install /hodei/bin/hodei\n  /hodei/bin/hodei pod-steps run --workspace /workspace --secrets /hodei/secrets --wait-tcp 5432"
+    )]
+    PodSteps {
+        #[command(subcommand)]
+        command: pod_steps::Command,
+    },
 }
 
 /// `println!` that never panics: a closed stdout (`hodei run … | head -1`) drops the text, and
@@ -197,7 +211,7 @@ pub fn main() -> u8 {
     };
     if !matches!(
         cli.command,
-        Command::Run(_) | Command::Server(_) | Command::Agent(_)
+        Command::Run(_) | Command::Server(_) | Command::Agent(_) | Command::PodSteps { .. }
     ) {
         // A command whose reader went away (`hodei completions bash | head -3`) ends quietly,
         // as Unix tools do: nothing of it needs cleaning up. `hodei run` cancels its runs
@@ -250,6 +264,7 @@ pub fn main() -> u8 {
             remote::run(remote::Command::Events(args), &global)
         }
         Command::Status { global } => remote::run(remote::Command::Status, &global),
+        Command::PodSteps { command } => pod_steps::run(command),
     }
 }
 

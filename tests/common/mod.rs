@@ -93,3 +93,21 @@ pub fn scratch(test: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Hodei's image, built once per test binary from this build's `hodei` (`scripts/hodei-image`),
+/// as `hodei-test/hodei:dev`.
+pub fn hodei_image() -> &'static str {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    const TAG: &str = "hodei-test/hodei:dev";
+    BUILT.get_or_init(|| {
+        let status = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/hodei-image"))
+            .args(["--binary", env!("CARGO_BIN_EXE_hodei"), "--tag", TAG])
+            .status()
+            .expect("scripts/hodei-image runs (it needs the Docker engine)");
+        assert!(
+            status.success(),
+            "cannot build Hodei's image: is the Docker engine running?"
+        );
+    });
+    TAG
+}

@@ -199,6 +199,7 @@ fn a_job_without_image_is_refused() {
         services: Vec::new(),
         resources: Resources::default(),
         checkout: None,
+        secrets: Default::default(),
     };
     let err = JobSettings::of(&job, "/ws".into(), None).expect_err("no image");
     assert!(

@@ -107,6 +107,7 @@ pub(super) fn job(id: u64) -> JobSpec {
         services: Vec::new(),
         resources: Resources::default(),
         checkout: None,
+        secrets: Default::default(),
     }
 }
 

@@ -341,6 +341,7 @@ pub fn job_spec(job: u64) -> JobSpec {
         services: Vec::new(),
         resources: Resources::default(),
         checkout: None,
+        secrets: Default::default(),
     }
 }
 

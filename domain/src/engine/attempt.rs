@@ -103,6 +103,13 @@ pub fn job_def(
         services: Vec::new(),
         resources: Default::default(),
         checkout: plan.checkout_for(&resolved.inputs),
+        secrets: crate::ports::SecretVars(
+            secrets
+                .iter()
+                .filter(|(name, _)| !name.starts_with("HODEI"))
+                .cloned()
+                .collect(),
+        ),
     };
     let secrets: Vec<String> = secrets.iter().map(|(_, value)| value.clone()).collect();
     let planned = match job {

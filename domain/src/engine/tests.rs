@@ -419,6 +419,15 @@ post: {success: [{run: ok, timeout: 1m}]}
     assert_eq!(env["TOKEN"], "s3cret");
     assert_eq!(env["HODEI_JOB"], "a");
     assert_eq!(def.secrets, ["s3cret", "forged"]);
+    // The provider gets them by name, but Hodei's own; printing them shows the names only.
+    assert_eq!(
+        def.spec.secrets.0,
+        std::collections::BTreeMap::from([("TOKEN".to_owned(), "s3cret".to_owned())])
+    );
+    assert_eq!(format!("{:?}", def.spec.secrets), r#"{"TOKEN"}"#);
+    assert!(!format!("{:?}", def.spec).contains("s3cret"));
+    let json = serde_json::to_string(&def.spec).expect("json");
+    assert!(!json.contains("s3cret"), "{json}");
     assert_eq!(def.hooks.always[0].0.timeout, Some(HOOK_TIMEOUT));
     assert_eq!(def.hooks.always[0].1["HODEI_JOB"], "a");
 
