@@ -199,6 +199,9 @@ pub struct Enqueue {
     pub resources: Resources,
     pub priority: i32,
     pub concurrency: Option<Name>,
+    /// The worker the job already runs on (found placed or running there after a restart): it
+    /// goes back there first, whatever else was placed there meanwhile.
+    pub resume_on: Option<WorkerId>,
     /// Where the placement goes.
     pub reply: Recipient<Placed>,
     /// Where the scheduler asks for the run's requests again after a restart.

@@ -17,7 +17,7 @@ use actix::{Actor, AsyncContext, Context, Handler, Message, Recipient, Supervise
 use hodei_domain::ids::{JobId, RunId, WorkerId};
 use hodei_domain::model::Label;
 use hodei_domain::ports::Clock;
-use hodei_domain::schedule::{Cluster, Policy, QueuedJob, ScheduleError, Worker};
+use hodei_domain::schedule::{Cluster, Placement, Policy, QueuedJob, ScheduleError, Worker};
 
 use crate::fault::{Faults, Point};
 use crate::messages::{
@@ -52,6 +52,8 @@ pub struct Scheduler {
     seq: u64,
     /// The workers that are agents.
     agents: std::collections::HashSet<WorkerId>,
+    /// Queued jobs that run on a worker already (found there after a restart).
+    resumes: HashMap<JobId, WorkerId>,
     faults: Faults,
     restarts: Restarts,
 }
@@ -66,6 +68,7 @@ impl Scheduler {
             placements: HashMap::new(),
             seq: 0,
             agents: Default::default(),
+            resumes: HashMap::new(),
             faults,
             restarts,
         }
@@ -80,7 +83,31 @@ impl Scheduler {
         self.faults.hit(Point::Place);
         let now = self.clock.now();
         let placements = self.cluster.place(now, usize::MAX);
+        self.announce(ctx, placements);
+    }
+
+    /// Gives the queued jobs that run on `worker` already (found placed or running there after a
+    /// restart: they are pinned to it) their place back first, whatever else was placed there
+    /// meanwhile; otherwise new jobs could fill the worker's slots while the jobs it runs wait
+    /// for a slot on it, and neither would ever move.
+    fn place_back(&mut self, ctx: &mut Context<Self>, worker: &WorkerId) {
+        let mut pinned: Vec<JobId> = self
+            .resumes
+            .iter()
+            .filter(|(_, on)| *on == worker)
+            .map(|(job, _)| *job)
+            .collect();
+        pinned.sort_unstable();
+        let placements: Vec<Placement> = pinned
+            .into_iter()
+            .filter_map(|job| self.cluster.place_back(job, worker))
+            .collect();
+        self.announce(ctx, placements);
+    }
+
+    fn announce(&mut self, ctx: &mut Context<Self>, placements: Vec<Placement>) {
         for placement in placements {
+            self.resumes.remove(&placement.job);
             let (job, run) = (placement.job, placement.run);
             match self.askers.get(&run) {
                 Some(asker) if asker.reply.connected() => {
@@ -195,6 +222,7 @@ impl Handler<AddWorker> for Scheduler {
             if w.agent {
                 act.agents.insert(w.id.clone());
             }
+            let id = w.id.clone();
             let mut worker = Worker::ready(w.id, w.labels, w.slots);
             let result = match act.cluster.add_worker(worker.clone()) {
                 // A new offer of a known worker (its labels changed): a drained worker stays
@@ -210,6 +238,7 @@ impl Handler<AddWorker> for Scheduler {
             if let Err(err) = result {
                 tracing::error!(error = %err, "Cannot add a worker.");
             }
+            act.place_back(ctx, &id);
             act.place(ctx);
         });
     }
@@ -253,6 +282,7 @@ impl Handler<Enqueue> for Scheduler {
                     queued: 0,
                 });
             act.seq += 1;
+            let (resume_on, msg_job) = (msg.resume_on, msg.job);
             let queued = QueuedJob {
                 job: msg.job,
                 run,
@@ -284,6 +314,11 @@ impl Handler<Enqueue> for Scheduler {
             if act.askers.get(&run).is_some_and(|asker| asker.queued == 0) {
                 act.askers.remove(&run);
             }
+            // A job that runs on a known worker already goes back there at once.
+            if joined && let Some(worker) = resume_on {
+                act.resumes.insert(msg_job, worker.clone());
+                act.place_back(ctx, &worker);
+            }
             act.place(ctx);
         });
     }
@@ -295,6 +330,7 @@ impl Handler<Dequeue> for Scheduler {
     fn handle(&mut self, msg: Dequeue, ctx: &mut Context<Self>) {
         contained(self, ctx, |act, ctx| {
             let run = act.cluster.run_of(msg.job);
+            act.resumes.remove(&msg.job);
             if act.cluster.dequeue(msg.job).is_ok() {
                 if let Some(run) = run {
                     act.left_queue(run);

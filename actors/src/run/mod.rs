@@ -642,12 +642,11 @@ fn enqueue(loaded: &Loaded, job: JobRef, me: &Addr<RunActor>) -> Option<Enqueue>
     let plan = &loaded.plan;
     // Found placed or running after a restart: it goes back to the worker that has it (an
     // agent that ran on while the server was down); if that worker is lost, so is the attempt.
-    let pinned = match slot.machine.as_ref().map(JobMachine::state) {
-        Some(JobState::Placed { worker } | JobState::Running { worker }) => {
-            crate::scheduler::worker_label(worker)
-        }
+    let resume_on = match slot.machine.as_ref().map(JobMachine::state) {
+        Some(JobState::Placed { worker } | JobState::Running { worker }) => Some(worker.clone()),
         _ => None,
     };
+    let pinned = resume_on.as_ref().and_then(crate::scheduler::worker_label);
     let request = |mut runs_on: Vec<Label>, resources, priority, concurrency| Enqueue {
         job: slot.id,
         run: loaded.machine.id(),
@@ -659,6 +658,7 @@ fn enqueue(loaded: &Loaded, job: JobRef, me: &Addr<RunActor>) -> Option<Enqueue>
         resources,
         priority,
         concurrency,
+        resume_on: resume_on.clone(),
         reply: me.clone().recipient(),
         again: me.clone().recipient(),
     };

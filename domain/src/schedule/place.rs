@@ -66,6 +66,22 @@ impl Cluster {
         placed
     }
 
+    /// Places the queued job `job` on `worker` whatever is free there, and returns the
+    /// placement: a job that already runs on that worker (an agent that went on while the
+    /// server restarted) takes its place back, even when other jobs were placed there meanwhile
+    /// (the worker is then over-committed until its jobs end; the ones placed meanwhile wait on
+    /// it). `None` if the job is not queued or the worker is unknown.
+    pub fn place_back(
+        &mut self,
+        job: crate::ids::JobId,
+        worker: &crate::ids::WorkerId,
+    ) -> Option<Placement> {
+        let job = self.find_job(job).ok()?;
+        let worker = *self.worker_ids.get(worker)?;
+        self.jobs[job].lane()?;
+        Some(self.occupy(job, worker))
+    }
+
     /// The best worker for a job of `class`: among the available workers of the eligible pools
     /// that fit it, the one with the most free slots, then the one registered first. (A reserved
     /// worker is not available; its job is placed on it by `place_reserved`.)

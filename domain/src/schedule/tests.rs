@@ -477,3 +477,31 @@ fn a_dequeued_job_is_never_placed() {
     c.dequeue(JobId(1)).unwrap();
     assert_eq!(placed_ids(&mut c, T0), [2]);
 }
+
+#[test]
+fn a_job_that_runs_on_a_worker_already_takes_its_place_back_even_when_the_worker_is_full() {
+    // After a restart, new jobs filled the agent's slots before the job it still runs was
+    // queued again: that job goes back to it at once, and the worker takes nothing more until
+    // it has room again.
+    let mut c = cluster(vec![worker("agent", &[], 1)], vec![job(1)]);
+    assert_eq!(placed_ids(&mut c, T0), [1]);
+    c.enqueue(job(2)).unwrap();
+    c.enqueue(job(3)).unwrap();
+    assert!(c.place(T0, 10).is_empty(), "the worker is full");
+    let back = c.place_back(JobId(2), &wid("agent")).expect("placed back");
+    assert_eq!((back.job, back.worker), (JobId(2), wid("agent")));
+    assert_eq!(c.usage(&wid("agent")).unwrap().slots, 2, "over-committed");
+    assert!(c.place(T0, 10).is_empty());
+    assert!(
+        c.place_back(JobId(2), &wid("agent")).is_none(),
+        "not queued any more"
+    );
+    assert!(
+        c.place_back(JobId(3), &wid("elsewhere")).is_none(),
+        "unknown worker"
+    );
+    c.finished(JobId(1)).unwrap();
+    assert!(c.place(T0, 10).is_empty(), "still full with job 2");
+    c.finished(JobId(2)).unwrap();
+    assert_eq!(placed_ids(&mut c, T0), [3]);
+}
