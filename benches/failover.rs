@@ -135,25 +135,36 @@ async fn submit(http: &reqwest::Client, url: &str) -> u64 {
     }
 }
 
-/// When the job was placed, as its server recorded it (milliseconds since the epoch).
-async fn placed_at(http: &reqwest::Client, url: &str, job: u64) -> i64 {
+/// When the job was placed, as its server recorded it (milliseconds since the epoch), from the
+/// audit trail read on from `after` (which moves on past what was read).
+async fn placed_at(http: &reqwest::Client, url: &str, job: u64, after: &mut u64) -> i64 {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(answer) = http
-            .get(format!("{url}/api/v1/events?after=0&limit=1000"))
+        let answer = http
+            .get(format!("{url}/api/v1/events?after={after}&limit=500"))
             .bearer_auth(TOKEN)
             .send()
-            .await
+            .await;
+        if let Ok(answer) = answer
+            && answer.status().is_success()
             && let Ok(page) = answer.json::<Value>().await
         {
-            let found = page["items"].as_array().into_iter().flatten().find(|e| {
-                let text = e.to_string();
-                text.contains("job_placed") && e["event"]["job"].as_u64() == Some(job)
-            });
-            if let Some(event) = found
-                && let Some(at) = event["event"]["at"].as_str().or(event["at"].as_str())
+            for item in page["items"].as_array().into_iter().flatten() {
+                let event = &item["event"];
+                if event["type"] == "job_placed" && event["job"].as_u64() == Some(job) {
+                    let at = &event["at"];
+                    return at
+                        .as_str()
+                        .map(parse_time)
+                        .or_else(|| at.as_i64())
+                        .unwrap_or_else(|| panic!("an event without a time: {item}"));
+                }
+            }
+            if let Some(next) = page["next_after"].as_u64()
+                && next > *after
             {
-                return parse_time(at);
+                *after = next;
+                continue;
             }
         }
         assert!(Instant::now() < deadline, "job {job} was never placed");
@@ -202,6 +213,7 @@ async fn main() {
         .unwrap();
     assert!(put.status().is_success());
     let mut took = Vec::new();
+    let mut after = 0;
     for _ in 0..kills {
         // Which one leads, and a job through it first (the tree is warm).
         let mut leading = None;
@@ -218,13 +230,13 @@ async fn main() {
         let other = 1 - leading;
         let survivor = replicas[other].as_ref().unwrap().url.clone();
         let warm = submit(&http, &survivor).await;
-        placed_at(&http, &survivor, warm).await;
+        placed_at(&http, &survivor, warm, &mut after).await;
         let killed_at = SystemTime::now();
         let dead = replicas[leading].take().unwrap();
         unsafe { libc::kill(dead.child.id() as i32, libc::SIGKILL) };
         drop(dead);
         let job = submit(&http, &survivor).await;
-        let placed = placed_at(&http, &survivor, job).await;
+        let placed = placed_at(&http, &survivor, job, &mut after).await;
         took.push((placed - millis_since_epoch(killed_at)) as f64);
         // The killed one comes back as a follower.
         let data = base.join(if leading == 0 { "a" } else { "b" });

@@ -179,7 +179,7 @@ async fn leader(http: &reqwest::Client, cluster: &Cluster) -> (String, u64) {
             view["leader"]["epoch"].as_u64(),
         ) {
             // `hodei-2-<life>` is the service hodei-2.
-            let service = name.rsplitn(2, '-').nth(1).unwrap().to_owned();
+            let service = name.rsplit_once('-').unwrap().0.to_owned();
             return (service, epoch);
         }
         assert!(Instant::now() < deadline, "no leader: {view}");
