@@ -178,16 +178,16 @@ async fn serve(
         },
         None => None,
     };
-    let listener = match TcpListener::bind(config.listen) {
-        Ok(listener) => listener,
+    let bind = || match TcpListener::bind(config.listen) {
+        Ok(listener) => Ok(listener),
         Err(err) => {
             eprintln!("error: cannot listen on {}: {err}", config.listen);
-            return EXIT_USAGE;
+            Err(EXIT_USAGE)
         }
     };
-    let url = listener
-        .local_addr()
-        .map_or_else(|_| config.listen.to_string(), |a| a.to_string());
+    // A replica listens from the start (it may serve as a follower first); a single server
+    // only once its admin token exists, so that a port that answers means a server that can.
+    let mut listening = None;
     // Watch for signals from here on: a signal while following, or right after saying we
     // listen, stops us cleanly.
     let mut signals = StopSignals::watch();
@@ -213,13 +213,17 @@ async fn serve(
                     return EXIT_USAGE;
                 }
             };
-            let identity = replica::identity(&config, &listener, tls.is_some());
+            let listener = listening.insert(match bind() {
+                Ok(listener) => listener,
+                Err(code) => return code,
+            });
+            let identity = replica::identity(&config, listener, tls.is_some());
             let followed = {
                 let mut stop = Box::pin(signals.wait());
                 replica::follow(
                     &store,
                     &config,
-                    &listener,
+                    listener,
                     tls.clone(),
                     identity,
                     &mut stop,
@@ -294,6 +298,16 @@ async fn serve(
             }
         }
     }
+    let listener = match listening.take() {
+        Some(listener) => listener,
+        None => match bind() {
+            Ok(listener) => listener,
+            Err(code) => return code,
+        },
+    };
+    let url = listener
+        .local_addr()
+        .map_or_else(|_| config.listen.to_string(), |a| a.to_string());
     let limits = Limits {
         max_body: config.max_body_bytes,
         max_queued: config.max_queued_jobs,
