@@ -39,6 +39,7 @@ fn sh(program: &str, args: &[&str]) -> String {
 /// A compose project of this test, taken down (with its volumes) however the test ends.
 struct Cluster {
     project: String,
+    image: String,
     files: Vec<PathBuf>,
     env: Vec<(String, String)>,
     url: String,
@@ -81,6 +82,9 @@ impl Drop for Cluster {
             return;
         }
         let _ = self.compose(&["down", "-v", "--remove-orphans"]);
+        let _ = Command::new("docker")
+            .args(["image", "rm", &self.image])
+            .output();
     }
 }
 
@@ -115,6 +119,7 @@ fn start(scratch: &Path) -> Cluster {
     let port = free_port();
     let cluster = Cluster {
         project: format!("hodeicluster{}", std::process::id()),
+        image: image.clone(),
         files: vec![repository().join("deploy/compose.yml"), extra],
         env: vec![
             ("HODEI_IMAGE".into(), image),
