@@ -68,7 +68,7 @@ struct State {
     last: HashMap<(String, String), Option<Timestamp>>,
 }
 
-/// Fires scheduled runs. See the [module documentation](self).
+/// Fires scheduled runs. See the documentation of this module.
 pub struct Timer {
     faults: Faults,
     store: Arc<dyn Store>,

@@ -99,7 +99,7 @@ pub enum Call {
     ReapOrphans,
 }
 
-/// A provider whose steps follow their scripts. See the [module documentation](self).
+/// A provider whose steps follow their scripts. See the documentation of this module.
 #[derive(Default)]
 pub struct FakeProvider {
     quiet: bool,

@@ -121,7 +121,7 @@ impl DockerConfig {
     }
 }
 
-/// Runs steps in containers on a Docker engine. See the [module documentation](self).
+/// Runs steps in containers on a Docker engine. See the documentation of this module.
 pub struct DockerProvider {
     docker: Docker,
     base: PathBuf,

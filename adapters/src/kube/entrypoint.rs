@@ -104,7 +104,7 @@ fn write_log(log: &Log, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// Runs the steps requested on `requests`, writing their framed output to `log`, until
-/// `requests` ends. See the [module documentation](self).
+/// `requests` ends. See the documentation of this module.
 ///
 /// # Errors
 /// See [`EntrypointError`].

@@ -91,7 +91,7 @@ impl PodJob<'_> {
     }
 }
 
-/// The pod of a job attempt. See the [module documentation](self).
+/// The pod of a job attempt. See the documentation of this module.
 ///
 /// # Errors
 /// [`KubeError::Invalid`] for a job without `image`, with a `checkout` (not supported on

@@ -210,7 +210,7 @@ impl PodState {
     }
 }
 
-/// Runs jobs as pods on a cluster. See the [module documentation](self).
+/// Runs jobs as pods on a cluster. See the documentation of this module.
 pub struct KubernetesProvider {
     cluster: Cluster,
     pods: Mutex<HashMap<(RunId, JobId, Attempt), Arc<PodState>>>,

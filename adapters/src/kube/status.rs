@@ -89,7 +89,7 @@ pub enum PodVerdict {
     Failed(PodFailure),
 }
 
-/// Follows one pod's statuses. See the [module documentation](self).
+/// Follows one pod's statuses. See the documentation of this module.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodWatch {
     graces: Graces,

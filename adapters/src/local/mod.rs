@@ -79,7 +79,7 @@ pub use run_as::RunAs;
 /// How long `destroy_step` and `tear_down` wait for a killed step's shell to be gone.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs steps as local processes. See the [module documentation](self).
+/// Runs steps as local processes. See the documentation of this module.
 pub struct LocalProvider {
     base: PathBuf,
     instance: String,
