@@ -91,30 +91,16 @@ fn parse_time(text: &str) -> i64 {
     ((days * 24 + t[0]) * 60 + t[1]) * 60_000 + t[2] * 1000 + ms.parse::<i64>().unwrap()
 }
 
-async fn leader_of(http: &reqwest::Client, url: &str) -> Option<String> {
-    let view: Value = http
-        .get(format!("{url}/api/v1/cluster"))
+/// `GET /api/v1/cluster` of a replica, if it answers.
+async fn cluster_view(http: &reqwest::Client, url: &str) -> Option<Value> {
+    http.get(format!("{url}/api/v1/cluster"))
         .bearer_auth(TOKEN)
         .send()
         .await
         .ok()?
         .json()
         .await
-        .ok()?;
-    view["leader"]["replica"].as_str().map(str::to_owned)
-}
-
-async fn role_of(http: &reqwest::Client, url: &str) -> Option<String> {
-    let view: Value = http
-        .get(format!("{url}/api/v1/cluster"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    view["role"].as_str().map(str::to_owned)
+        .ok()
 }
 
 /// Submits a run through `url` until one is taken; its first job's id.
@@ -200,7 +186,10 @@ async fn main() {
         Some(start(&base.join("b"), &db, &lease)),
     ];
     let first = replicas[0].as_ref().unwrap().url.clone();
-    while leader_of(&http, &first).await.is_none() {
+    while cluster_view(&http, &first)
+        .await
+        .is_none_or(|view| view["leader"].is_null())
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let put = http
@@ -220,7 +209,10 @@ async fn main() {
         while leading.is_none() {
             for (i, replica) in replicas.iter().enumerate() {
                 let url = &replica.as_ref().unwrap().url;
-                if role_of(&http, url).await.as_deref() == Some("leader") {
+                if cluster_view(&http, url)
+                    .await
+                    .is_some_and(|view| view["role"] == "leader")
+                {
                     leading = Some(i);
                 }
             }

@@ -289,26 +289,7 @@ impl LogStore for PgLogStore {
                 i64::try_from(from).map_err(|_| io("the offset is too large".into()))?,
                 i64::try_from(end).map_err(|_| io("the offset is too large".into()))?,
             );
-            let pool = self.store.shared.pool.clone();
-            let rows = self
-                .store
-                .spawn(async move {
-                    // From the chunk that holds `from` (found by the primary key) to `end`.
-                    sqlx::query_as::<_, (i64, Vec<u8>)>(
-                        "SELECT start, bytes FROM log_chunks WHERE job_id = $1 AND start < $3 \
-                         AND start >= coalesce((SELECT max(start) FROM log_chunks \
-                             WHERE job_id = $1 AND start <= $2), 0) \
-                         ORDER BY start",
-                    )
-                    .bind(key)
-                    .bind(start)
-                    .bind(stop)
-                    .fetch_all(&pool)
-                    .await
-                    .map_err(|err| store_error("reading a log", err))
-                })
-                .await
-                .map_err(|err| io(format!("cannot read: {err}")))?;
+            let rows = self.store.chunks(key, start, stop).await.map_err(io)?;
             assemble(job, from, end, rows)
         })
     }
@@ -339,45 +320,30 @@ impl PgStore {
         let key = i64::try_from(job.0).map_err(|_| io("the job id is too large".into()))?;
         let start = i64::try_from(from).map_err(|_| io("the offset is too large".into()))?;
         let stop = start.saturating_add(i64::try_from(max).unwrap_or(i64::MAX));
+        let rows = self.chunks(key, start, stop).await.map_err(io)?;
+        Ok(contiguous(from, from.saturating_add(max as u64), rows))
+    }
+
+    /// The chunk rows `(start, bytes)` of a job's log from the one that holds byte `from`
+    /// (found by the primary key) to those that begin before `to`, in order.
+    async fn chunks(&self, job: i64, from: i64, to: i64) -> Result<Vec<(i64, Vec<u8>)>, String> {
         let pool = self.shared.pool.clone();
-        let rows = self
-            .spawn(async move {
-                sqlx::query_as::<_, (i64, Vec<u8>)>(
-                    "SELECT start, bytes FROM log_chunks WHERE job_id = $1 AND start < $3 \
-                     AND start >= coalesce((SELECT max(start) FROM log_chunks \
-                         WHERE job_id = $1 AND start <= $2), 0) \
-                     ORDER BY start",
-                )
-                .bind(key)
-                .bind(start)
-                .bind(stop)
-                .fetch_all(&pool)
-                .await
-                .map_err(|err| store_error("reading a log", err))
-            })
+        self.spawn(async move {
+            sqlx::query_as::<_, (i64, Vec<u8>)>(
+                "SELECT start, bytes FROM log_chunks WHERE job_id = $1 AND start < $3 \
+                 AND start >= coalesce((SELECT max(start) FROM log_chunks \
+                     WHERE job_id = $1 AND start <= $2), 0) \
+                 ORDER BY start",
+            )
+            .bind(job)
+            .bind(from)
+            .bind(to)
+            .fetch_all(&pool)
             .await
-            .map_err(|err| io(format!("cannot read: {err}")))?;
-        let end = from.saturating_add(max as u64);
-        let mut out = Vec::new();
-        let mut at = from;
-        for (start, bytes) in rows {
-            let start = u64::try_from(start).unwrap_or(0);
-            let stop = start + bytes.len() as u64;
-            if stop <= at {
-                continue;
-            }
-            if start > at {
-                break;
-            }
-            let take = usize::try_from(at - start).unwrap_or(0)
-                ..usize::try_from(stop.min(end) - start).unwrap_or(0);
-            out.extend_from_slice(&bytes[take]);
-            at = stop.min(end);
-            if at == end {
-                break;
-            }
-        }
-        Ok(out)
+            .map_err(|err| store_error("reading a log", err))
+        })
+        .await
+        .map_err(|err| format!("cannot read: {err}"))
     }
 
     /// Listens to the logs' doorbell ([`NOTIFY_CHANNEL`]) on a connection of its own, and sends
@@ -418,7 +384,26 @@ fn assemble(
     end: u64,
     rows: Vec<(i64, Vec<u8>)>,
 ) -> Result<Vec<u8>, LogError> {
-    let mut out = Vec::with_capacity(usize::try_from(end - from).unwrap_or(0));
+    let out = contiguous(from, end, rows);
+    let at = from + out.len() as u64;
+    if at != end {
+        return Err(LogError::Io {
+            job,
+            reason: format!("the stored log has a gap at byte {at} (asked for {from}..{end})"),
+            cause: None,
+        });
+    }
+    Ok(out)
+}
+
+/// The bytes from `from` out of chunk rows `(start, bytes)` in order, up to `end` or the first
+/// gap.
+fn contiguous(from: u64, end: u64, rows: Vec<(i64, Vec<u8>)>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        usize::try_from(end.saturating_sub(from))
+            .unwrap_or(0)
+            .min(1 << 20),
+    );
     let mut at = from;
     for (start, bytes) in rows {
         let start = u64::try_from(start).unwrap_or(0);
@@ -437,14 +422,7 @@ fn assemble(
             break;
         }
     }
-    if at != end {
-        return Err(LogError::Io {
-            job,
-            reason: format!("the stored log has a gap at byte {at} (asked for {from}..{end})"),
-            cause: None,
-        });
-    }
-    Ok(out)
+    out
 }
 
 /// One chunk to insert: a job's contiguous bytes from `start`.
