@@ -493,8 +493,9 @@ pub struct RunSummary {
     pub created: Timestamp,
 }
 
-/// The store could not do what was asked.
-#[derive(Debug, thiserror::Error)]
+/// The store could not do what was asked. Cheap to clone (its cause is shared), so that one
+/// failed commit can answer every caller whose writes it held.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The database cannot be reached or refused the operation; retry later.

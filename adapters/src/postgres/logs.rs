@@ -11,7 +11,8 @@
 //! on the store's runtime. The writer takes everything queued, merges each job's contiguous
 //! bytes into one chunk, and inserts all the chunks in one transaction. The first use of a
 //! job's log reads its committed length from the database (a blocking query: `append` and
-//! `len` are synchronous by the port's contract).
+//! `len` are synchronous by the port's contract), unless the job was created by this store's
+//! [`PgStore`] since it opened: its log is empty then.
 //!
 //! ## Guarantees
 //! - Offsets are contiguous and never change; a chunk's row is keyed by `(job, start)`, so two
@@ -150,7 +151,10 @@ impl PgLogStore {
                     || log.failure.get().is_some()
             });
         }
-        let len = self.committed_length(job)?;
+        let len = match self.store.take_fresh(job) {
+            true => 0,
+            false => self.committed_length(job)?,
+        };
         let log = Arc::new(JobLog {
             job,
             len: AtomicU64::new(len),

@@ -13,8 +13,9 @@
 //!
 //! ## Guarantees
 //! - [`Store::append`] writes the events and their projections in one transaction and returns
-//!   after it committed. Events are numbered in commit order, without gaps, also across
-//!   servers sharing the database (a transaction-scoped advisory lock around the numbering).
+//!   after it committed; appends of concurrent callers are group-committed by one writer task
+//!   (`writer.rs`). Events are numbered in commit order, without gaps, also across servers
+//!   sharing the database (a transaction-scoped advisory lock around the numbering).
 //! - Every other write is one transaction; [`Store::run`] reads in one repeatable-read
 //!   snapshot.
 //! - Durability is PostgreSQL's: a write is durable when it returns (with the server's default
@@ -43,6 +44,7 @@ mod queries;
 pub(crate) mod schema;
 #[cfg(test)]
 mod tests;
+mod writer;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -64,6 +66,9 @@ pub use self::schema::{is_postgres_url, redact};
 use self::error::store_error;
 use crate::secrets::{Sealed, SealedRows, SealedSecret};
 
+/// The most jobs remembered as having an empty log.
+const MAX_FRESH: usize = 200_000;
+
 /// The durable record of Hodei on PostgreSQL. Cheap to clone: clones share the pool and the
 /// store's runtime, which stops when the last clone (and the last [`PgLogStore`]) is dropped.
 #[derive(Clone)]
@@ -77,6 +82,11 @@ struct Shared {
     runtime: Runtime,
     /// What every write checks once this store writes for the leader of replicas.
     fence: Arc<leader::Fence>,
+    /// The task that group-commits appended events.
+    writer: writer::Writer,
+    /// Jobs this store created whose logs have not been used yet: their logs are empty, so
+    /// the log store need not ask the database for their length.
+    fresh: std::sync::Mutex<std::collections::HashSet<JobId>>,
     instance_id: String,
     /// The URL without its password, for messages.
     shown: String,
@@ -161,11 +171,15 @@ impl PgStore {
             .await
             .map_err(|_| stopped())??;
         let (pool, instance_id) = opened;
+        let fence = Arc::<leader::Fence>::default();
+        let writer = writer::Writer::spawn(&handle, pool.clone(), fence.clone());
         Ok(PgStore {
             shared: Arc::new(Shared {
                 pool,
                 runtime,
-                fence: Arc::default(),
+                fence,
+                writer,
+                fresh: std::sync::Mutex::default(),
                 instance_id,
                 shown,
             }),
@@ -185,6 +199,30 @@ impl PgStore {
     /// The logs of jobs in this database, on this store's pool and runtime.
     pub fn logs(&self) -> PgLogStore {
         PgLogStore::new(self.clone())
+    }
+
+    /// Notes that the logs of `jobs`, just created, are empty.
+    fn remember_fresh(&self, jobs: impl Iterator<Item = JobId>) {
+        let mut fresh = self
+            .shared
+            .fresh
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if fresh.len() >= MAX_FRESH {
+            // Jobs that never logged (skipped, cancelled): their logs' lengths will be asked.
+            fresh.clear();
+        }
+        fresh.extend(jobs);
+    }
+
+    /// Whether `job`'s log is known to be empty (a job this store created, whose log was not
+    /// used yet); forgets it.
+    pub(super) fn take_fresh(&self, job: JobId) -> bool {
+        self.shared
+            .fresh
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&job)
     }
 
     /// Runs `work` on the store's runtime with a connection of the pool.
@@ -269,36 +307,22 @@ impl Store for PgStore {
     }
 
     fn create_run(&self, run: NewRun) -> BoxFuture<'_, Result<RunRecord, StoreError>> {
-        self.in_transaction(move |c| Box::pin(async move { queries::create_run(c, &run).await }))
+        let created = self
+            .in_transaction(move |c| Box::pin(async move { queries::create_run(c, &run).await }));
+        Box::pin(async move {
+            let record = created.await?;
+            self.remember_fresh(record.jobs.iter().map(|job| job.id));
+            Ok(record)
+        })
     }
 
     fn append(&self, events: Vec<DomainEvent>) -> BoxFuture<'_, Result<(), StoreError>> {
-        let pool = self.shared.pool.clone();
-        let fence = self.shared.fence.clone();
-        self.spawn(async move {
+        let writer = self.shared.writer.clone();
+        Box::pin(async move {
             if events.is_empty() {
                 return Ok(());
             }
-            let what = "appending events";
-            let mut tx = pool.begin().await.map_err(|err| store_error(what, err))?;
-            fence.check(&mut tx).await?;
-            let refs: Vec<&DomainEvent> = events.iter().collect();
-            match queries::append_events(&mut tx, &refs).await {
-                Ok(()) => tx.commit().await.map_err(|err| store_error(what, err)),
-                Err(StoreError::NotFound { what }) => {
-                    // The transaction is aborted: name the missing subject from outside it.
-                    drop(tx);
-                    let mut conn = pool
-                        .acquire()
-                        .await
-                        .map_err(|err| store_error(&what, err))?;
-                    let subject = queries::missing_subject(&mut conn, &events).await;
-                    Err(StoreError::NotFound {
-                        what: subject.unwrap_or(what),
-                    })
-                }
-                Err(err) => Err(err),
-            }
+            writer.append(events).await
         })
     }
 

@@ -114,7 +114,7 @@ impl<A, T> Request<A, T> {
         let result = match (self.result, commit) {
             (Some(Err(err)), _) => Err(err),
             (Some(Ok(value)), Ok(())) => Ok(value),
-            (Some(Ok(_)) | None, Err(err)) => Err(copy(err)),
+            (Some(Ok(_)) | None, Err(err)) => Err(err.clone()),
             (None, Ok(())) => Err(StoreError::Unavailable {
                 reason: "the write was not attempted".into(),
                 cause: None,
@@ -372,27 +372,5 @@ async fn settle<T>(
                 .map_err(|err| store_error("rolling back a savepoint", err))?;
             Ok(Err(err))
         }
-    }
-}
-
-/// The same error for another caller ([`StoreError`] is not `Clone`: it may one day carry a
-/// source).
-fn copy(err: &StoreError) -> StoreError {
-    match err {
-        StoreError::Unavailable { reason, .. } => StoreError::Unavailable {
-            reason: reason.clone(),
-            cause: None,
-        },
-        StoreError::NotFound { what } => StoreError::NotFound { what: what.clone() },
-        StoreError::Conflict { what } => StoreError::Conflict { what: what.clone() },
-        StoreError::Corrupt { what, reason, .. } => StoreError::Corrupt {
-            what: what.clone(),
-            reason: reason.clone(),
-            cause: None,
-        },
-        other => StoreError::Unavailable {
-            reason: other.to_string(),
-            cause: None,
-        },
     }
 }
