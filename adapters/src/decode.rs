@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use hodei_domain::ids::{JobId, RunId, Timestamp};
+use hodei_domain::ids::{JobId, RunId, Timestamp, WorkerId};
 use hodei_domain::model::{Label, Role};
 use hodei_domain::plan::RunInputs;
 use hodei_domain::ports::{
@@ -17,9 +17,19 @@ use hodei_domain::state::Attempt;
 use crate::sqlite::error::{corrupt, stored_id};
 use crate::sqlite::projections::{job_state, run_state, step_exit, step_state};
 
-/// `pipeline, version, source, inputs, state, since, created` of a run.
-pub(crate) type RunRow = (String, i64, String, String, String, i64, i64);
-/// `id, name, state, worker, reason, attempt, since` of a job.
+/// `pipeline, version, source, inputs, state, since, created, started, finished` of a run.
+pub(crate) type RunRow = (
+    String,
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
+/// `id, name, state, worker, reason, attempt, since, started, finished` of a job.
 pub(crate) type JobRow = (
     i64,
     String,
@@ -28,9 +38,11 @@ pub(crate) type JobRow = (
     Option<String>,
     i64,
     i64,
+    Option<i64>,
+    Option<i64>,
 );
 /// `job_id, job_attempt, idx, attempt, state, reason, exit_code, exit_signal, oom_killed,
-/// since, log_offset` of a step attempt.
+/// since, log_offset, started` of a step attempt.
 pub(crate) type StepRow = (
     i64,
     i64,
@@ -42,6 +54,7 @@ pub(crate) type StepRow = (
     Option<i32>,
     Option<bool>,
     i64,
+    Option<i64>,
     Option<i64>,
 );
 
@@ -66,23 +79,27 @@ pub(crate) fn run_record(
     jobs: Vec<JobRow>,
     steps: Vec<StepRow>,
 ) -> Result<RunRecord, StoreError> {
-    let (pipeline, version, source, inputs, state, since, created) = run;
+    let (pipeline, version, source, inputs, state, since, created, started, finished) = run;
     let what = id.to_string();
     let inputs: RunInputs =
         serde_json::from_str(&inputs).map_err(|err| corrupt(format!("{id} inputs"), err))?;
     let state = run_state(&state).map_err(|err| corrupt(&what, err))?;
     let mut records = Vec::with_capacity(jobs.len());
     let mut position = HashMap::with_capacity(jobs.len());
-    for (job, name, state, worker, reason, job_attempt, since) in jobs {
+    for (job, name, state, worker, reason, job_attempt, since, job_started, job_finished) in jobs {
         let job_id = JobId(stored_id("job id", job)?);
         let what = job_id.to_string();
         position.insert(job_id, records.len());
         records.push(JobRecord {
             id: job_id,
             name,
-            state: job_state(&state, worker, reason.as_deref()).map_err(|e| corrupt(&what, e))?,
+            state: job_state(&state, worker.clone(), reason.as_deref())
+                .map_err(|e| corrupt(&what, e))?,
             attempt: attempt(&what, job_attempt)?,
             since: Timestamp(since),
+            started: job_started.map(Timestamp),
+            finished: job_finished.map(Timestamp),
+            worker: worker.map(WorkerId),
             steps: Vec::new(),
         });
     }
@@ -98,6 +115,7 @@ pub(crate) fn run_record(
         oom,
         since,
         log_offset,
+        step_started,
     ) in steps
     {
         let job_id = JobId(stored_id("job id", job)?);
@@ -109,6 +127,7 @@ pub(crate) fn run_record(
             state: step_state(&state, reason.as_deref()).map_err(|e| corrupt(&what, e))?,
             exit: step_exit(code, signal, oom),
             since: Timestamp(since),
+            started: step_started.map(Timestamp),
             log_offset: log_offset.and_then(|offset| u64::try_from(offset).ok()),
         };
         match position.get(&job_id).and_then(|&i| records.get_mut(i)) {
@@ -125,6 +144,8 @@ pub(crate) fn run_record(
         state,
         since: Timestamp(since),
         created: Timestamp(created),
+        started: started.map(Timestamp),
+        finished: finished.map(Timestamp),
         jobs: records,
     })
 }

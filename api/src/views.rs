@@ -2,16 +2,16 @@
 //! schemas. Domain types are translated here, so that the domain can change without breaking
 //! clients. Times are milliseconds since the Unix epoch, as in events.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use hodei_domain::diagnostic::{Diagnostic, Severity};
-use hodei_domain::ids::{JobId, RunId};
+use hodei_domain::ids::RunId;
 use hodei_domain::model::Role;
 use hodei_domain::plan::JobRef;
 use hodei_domain::ports::{
     JobRecord, PipelineSummary, RunRecord, RunSummary, StepRecord, TokenRecord, VersionStamp,
 };
-use hodei_domain::state::{DomainEvent, JobState, StepState};
+use hodei_domain::state::{JobState, StepState};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -277,66 +277,12 @@ pub struct StepView {
     pub since: Time,
 }
 
-/// When jobs and steps started and ended, gathered from a run's events.
-#[derive(Debug, Default)]
-pub struct Times {
-    run_started: Option<Time>,
-    run_finished: Option<Time>,
-    jobs: HashMap<JobId, (Option<Time>, Option<Time>)>,
-    /// (job, job attempt, index, attempt) → started.
-    steps: HashMap<(JobId, u32, u32, u32), Time>,
-    /// The worker each job was last placed on.
-    workers: HashMap<JobId, String>,
-}
-
-impl Times {
-    /// Reads the times off a run's events, in order.
-    pub fn add(&mut self, event: &DomainEvent) {
-        match event {
-            DomainEvent::JobPlaced { job, worker, .. } => {
-                self.workers.insert(*job, worker.to_string());
-            }
-            DomainEvent::JobStarted { job, at, .. } => {
-                self.jobs
-                    .entry(*job)
-                    .or_default()
-                    .0
-                    .get_or_insert(Time(*at));
-                self.run_started.get_or_insert(Time(*at));
-            }
-            DomainEvent::JobSucceeded { job, at, .. }
-            | DomainEvent::JobFailed { job, at, .. }
-            | DomainEvent::JobTimedOut { job, at, .. }
-            | DomainEvent::JobCancelled { job, at, .. }
-            | DomainEvent::JobSkipped { job, at, .. } => {
-                self.jobs.entry(*job).or_default().1 = Some(Time(*at));
-            }
-            DomainEvent::StepStarted {
-                job,
-                job_attempt,
-                step,
-                attempt,
-                at,
-                ..
-            } => {
-                self.steps
-                    .insert((*job, job_attempt.get(), *step, attempt.get()), Time(*at));
-            }
-            DomainEvent::RunSucceeded { at, .. }
-            | DomainEvent::RunFailed { at, .. }
-            | DomainEvent::RunCancelled { at, .. } => self.run_finished = Some(Time(*at)),
-            _ => {}
-        }
-    }
-}
-
 fn reason_of<T: Serialize>(reason: Option<&T>) -> Option<serde_json::Value> {
     reason.and_then(|r| serde_json::to_value(r).ok())
 }
 
 impl JobView {
-    pub fn new(run: RunId, job: &JobRecord, needs: Vec<u64>, times: &Times) -> JobView {
-        let (started, finished) = times.jobs.get(&job.id).copied().unwrap_or_default();
+    pub fn new(run: RunId, job: &JobRecord, needs: Vec<u64>) -> JobView {
         let reason = match &job.state {
             JobState::Failed { reason } => reason_of(Some(reason)),
             JobState::Skipped { reason } => reason_of(Some(reason)),
@@ -351,25 +297,20 @@ impl JobView {
             worker: job
                 .state
                 .worker()
-                .map(ToString::to_string)
-                .or_else(|| times.workers.get(&job.id).cloned()),
+                .or(job.worker.as_ref())
+                .map(ToString::to_string),
             needs,
             attempt: job.attempt.get(),
             since: job.since.into(),
-            started,
-            finished,
-            steps: job
-                .steps
-                .iter()
-                .map(|step| StepView::new(job.id, step, times))
-                .collect(),
+            started: job.started.map(Time),
+            finished: job.finished.map(Time),
+            steps: job.steps.iter().map(StepView::new).collect(),
         }
     }
 }
 
 impl StepView {
-    fn new(job: JobId, step: &StepRecord, times: &Times) -> StepView {
-        let key = (job, step.job_attempt.get(), step.index, step.attempt.get());
+    fn new(step: &StepRecord) -> StepView {
         let reason = match &step.state {
             StepState::Failed { failure } => reason_of(Some(failure)),
             StepState::Skipped { reason } => reason_of(Some(reason)),
@@ -384,14 +325,14 @@ impl StepView {
             exit_code: step.exit.and_then(|e| e.code),
             signal: step.exit.and_then(|e| e.signal),
             oom_killed: step.exit.is_some_and(|e| e.oom_killed),
-            started: times.steps.get(&key).copied(),
+            started: step.started.map(Time),
             since: step.since.into(),
         }
     }
 }
 
 impl RunView {
-    pub fn new(run: &RunRecord, times: &Times) -> RunView {
+    pub fn new(run: &RunRecord) -> RunView {
         RunView {
             id: run.id.0,
             pipeline: run.pipeline.clone(),
@@ -405,13 +346,13 @@ impl RunView {
             params: run.inputs.params.clone(),
             created: run.created.into(),
             since: run.since.into(),
-            started: times.run_started,
-            finished: times.run_finished,
+            started: run.started.map(Time),
+            finished: run.finished.map(Time),
             jobs: run
                 .jobs
                 .iter()
                 .enumerate()
-                .map(|(position, job)| JobView::new(run.id, job, needs(run, position), times))
+                .map(|(position, job)| JobView::new(run.id, job, needs(run, position)))
                 .collect(),
         }
     }

@@ -422,6 +422,10 @@ pub struct RunRecord {
     pub state: crate::state::RunState,
     pub since: Timestamp,
     pub created: Timestamp,
+    /// When its first job started.
+    pub started: Option<Timestamp>,
+    /// When it reached its final state.
+    pub finished: Option<Timestamp>,
     /// In plan order: `jobs[i]` is the plan's job `i`.
     pub jobs: Vec<JobRecord>,
 }
@@ -434,6 +438,12 @@ pub struct JobRecord {
     pub state: crate::state::JobState,
     pub attempt: Attempt,
     pub since: Timestamp,
+    /// When its first attempt started.
+    pub started: Option<Timestamp>,
+    /// When it reached its final state.
+    pub finished: Option<Timestamp>,
+    /// The worker it was last placed on, kept once it has ended.
+    pub worker: Option<crate::ids::WorkerId>,
     /// Steps of every attempt, in order of job attempt, then index, then step attempt.
     pub steps: Vec<StepRecord>,
 }
@@ -447,6 +457,8 @@ pub struct StepRecord {
     pub state: crate::state::StepState,
     pub exit: Option<StepExit>,
     pub since: Timestamp,
+    /// When the step attempt started.
+    pub started: Option<Timestamp>,
     /// The length of the job's log when the step attempt started ([`DomainEvent::StepStarted`]):
     /// its output begins there. `None` for a step that never started.
     ///

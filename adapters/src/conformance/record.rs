@@ -18,6 +18,7 @@ conformance!(
     a_run_of_an_unknown_pipeline_version_is_not_found,
     a_job_lifecycle_is_projected_onto_the_run_its_jobs_and_steps,
     a_step_keeps_where_its_output_began_when_its_end_comes_in_the_same_batch,
+    runs_jobs_and_steps_keep_when_they_started_and_ended,
     placed_and_running_jobs_name_their_worker,
     retries_are_recorded_with_their_attempt_numbers,
     failed_and_skipped_jobs_keep_their_reasons,
@@ -143,6 +144,80 @@ async fn a_step_keeps_where_its_output_began_when_its_end_comes_in_the_same_batc
     within(store.append(events)).await.unwrap();
     let record = reload(&*store, run.id).await;
     assert_eq!(record.jobs[0].steps[0].log_offset, Some(7));
+}
+
+async fn runs_jobs_and_steps_keep_when_they_started_and_ended(backend: Backend) {
+    let store = backend.store().await;
+    // Two runs: one appended event by event, one in a single batch; the same times either way.
+    for one_by_one in [true, false] {
+        let run = new_run(&*store, &["build", "test"], 0).await;
+        let (build, test) = (run.jobs[0].id, run.jobs[1].id);
+        let mut events = vec![DomainEvent::RunStarted {
+            run: run.id,
+            at: Timestamp(1),
+        }];
+        // `build` fails its first attempt and succeeds its second: its start stays the first.
+        let first = lifecycle(run.id, build, a(1), 10);
+        events.extend(first[..4].iter().cloned());
+        events.push(DomainEvent::JobRetrying {
+            run: run.id,
+            job: build,
+            attempt: a(1),
+            cause: JobFailure::TimedOut,
+            next_attempt: a(2),
+            at: Timestamp(20),
+        });
+        events.extend(lifecycle(run.id, build, a(2), 30));
+        events.extend(lifecycle(run.id, test, a(1), 40));
+        events.push(DomainEvent::RunSucceeded {
+            run: run.id,
+            at: Timestamp(50),
+        });
+        if one_by_one {
+            for event in events {
+                within(store.append(vec![event])).await.unwrap();
+            }
+        } else {
+            within(store.append(events)).await.unwrap();
+        }
+        let record = reload(&*store, run.id).await;
+        assert_eq!(
+            (record.started, record.finished),
+            (Some(Timestamp(12)), Some(Timestamp(50))),
+            "the run starts with its first job"
+        );
+        let build = &record.jobs[0];
+        assert_eq!(
+            (build.started, build.finished),
+            (Some(Timestamp(12)), Some(Timestamp(35)))
+        );
+        let starts: Vec<_> = build
+            .steps
+            .iter()
+            .map(|s| (s.job_attempt, s.started))
+            .collect();
+        assert_eq!(
+            starts,
+            [(a(1), Some(Timestamp(13))), (a(2), Some(Timestamp(33)))]
+        );
+        let test = &record.jobs[1];
+        assert_eq!(
+            (test.started, test.finished, test.worker.clone()),
+            (
+                Some(Timestamp(42)),
+                Some(Timestamp(45)),
+                Some(worker("local"))
+            ),
+            "an ended job keeps the worker it ran on"
+        );
+    }
+    let run = new_run(&*store, &["build"], 0).await;
+    let record = reload(&*store, run.id).await;
+    assert_eq!((record.started, record.finished), (None, None));
+    assert_eq!(
+        (record.jobs[0].started, record.jobs[0].worker.clone()),
+        (None, None)
+    );
 }
 
 async fn placed_and_running_jobs_name_their_worker(backend: Backend) {

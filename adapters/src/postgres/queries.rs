@@ -30,29 +30,40 @@ const INSERT_EVENTS: &str = "\
         WITH ORDINALITY AS e(run_id, job_id, kind, at, body, n)";
 
 const UPDATE_RUNS: &str = "\
-    UPDATE runs SET state = v.state, since = v.since \
-    FROM json_to_recordset($1::json) AS v(id bigint, state text, since bigint) \
+    UPDATE runs SET state = v.state, since = v.since, \
+        finished = coalesce(v.finished, runs.finished) \
+    FROM json_to_recordset($1::json) AS v(id bigint, state text, since bigint, finished bigint) \
     WHERE runs.id = v.id";
+
+/// A run's start is its first job's: written once.
+const START_RUNS: &str = "\
+    UPDATE runs SET started = v.started \
+    FROM json_to_recordset($1::json) AS v(id bigint, started bigint) \
+    WHERE runs.id = v.id AND runs.started IS NULL";
 
 const UPDATE_JOBS: &str = "\
     UPDATE jobs SET state = v.state, worker = coalesce(v.worker, jobs.worker), \
-        reason = v.reason::text, attempt = v.attempt, since = v.since \
+        reason = v.reason::text, attempt = v.attempt, since = v.since, \
+        started = coalesce(jobs.started, v.started), \
+        finished = coalesce(v.finished, jobs.finished) \
     FROM json_to_recordset($1::json) \
-        AS v(id bigint, state text, worker text, reason json, attempt bigint, since bigint) \
+        AS v(id bigint, state text, worker text, reason json, attempt bigint, since bigint, \
+            started bigint, finished bigint) \
     WHERE jobs.id = v.id";
 
 const UPSERT_STEPS: &str = "\
     INSERT INTO steps (job_id, job_attempt, idx, attempt, state, reason, exit_code, exit_signal, \
-        oom_killed, since, log_offset) \
+        oom_killed, since, log_offset, started) \
     SELECT v.job, v.job_attempt, v.index, v.attempt, v.state, v.reason::text, v.code, v.signal, \
-        v.oom, v.since, v.log_offset \
+        v.oom, v.since, v.log_offset, v.started \
     FROM json_to_recordset($1::json) AS v(job bigint, job_attempt bigint, index bigint, \
         attempt bigint, state text, reason json, code integer, signal integer, oom boolean, \
-        since bigint, log_offset bigint) \
+        since bigint, log_offset bigint, started bigint) \
     ON CONFLICT (job_id, job_attempt, idx, attempt) DO UPDATE SET \
         state = excluded.state, reason = excluded.reason, exit_code = excluded.exit_code, \
         exit_signal = excluded.exit_signal, oom_killed = excluded.oom_killed, \
-        since = excluded.since, log_offset = coalesce(excluded.log_offset, steps.log_offset)";
+        since = excluded.since, log_offset = coalesce(excluded.log_offset, steps.log_offset), \
+        started = coalesce(excluded.started, steps.started)";
 
 /// Appends `events` to the log and applies them to the projections, in the caller's
 /// transaction.
@@ -99,6 +110,13 @@ pub(super) async fn append_events(
     if !projection.runs.is_empty() {
         sqlx::query(UPDATE_RUNS)
             .bind(to_json(&projection.runs)?)
+            .execute(&mut *conn)
+            .await
+            .map_err(fail)?;
+    }
+    if !projection.run_starts.is_empty() {
+        sqlx::query(START_RUNS)
+            .bind(to_json(&projection.run_starts)?)
             .execute(&mut *conn)
             .await
             .map_err(fail)?;
@@ -231,6 +249,9 @@ pub(super) async fn create_run(
                 state: JobState::Pending,
                 attempt: Attempt::FIRST,
                 since: run.at,
+                started: None,
+                finished: None,
+                worker: None,
                 steps: Vec::new(),
             })
         })
@@ -244,6 +265,8 @@ pub(super) async fn create_run(
         state: RunState::Pending,
         since: run.at,
         created: run.at,
+        started: None,
+        finished: None,
         jobs,
     })
 }
@@ -321,7 +344,8 @@ pub(super) async fn run(
     let what = id.to_string();
     let fail = |err| store_error(&what, err);
     let row: Option<RunRow> = sqlx::query_as(
-        "SELECT r.pipeline, r.version, p.source, r.inputs, r.state, r.since, r.created \
+        "SELECT r.pipeline, r.version, p.source, r.inputs, r.state, r.since, r.created, \
+                r.started, r.finished \
          FROM runs r JOIN pipelines p ON p.name = r.pipeline AND p.version = r.version \
          WHERE r.id = $1",
     )
@@ -333,7 +357,7 @@ pub(super) async fn run(
         return Ok(None);
     };
     let jobs: Vec<JobRow> = sqlx::query_as(
-        "SELECT id, name, state, worker, reason, attempt, since FROM jobs \
+        "SELECT id, name, state, worker, reason, attempt, since, started, finished FROM jobs \
          WHERE run_id = $1 ORDER BY position",
     )
     .bind(key)
@@ -342,7 +366,7 @@ pub(super) async fn run(
     .map_err(fail)?;
     let steps: Vec<StepRow> = sqlx::query_as(
         "SELECT s.job_id, s.job_attempt, s.idx, s.attempt, s.state, s.reason, \
-                s.exit_code, s.exit_signal, s.oom_killed, s.since, s.log_offset \
+                s.exit_code, s.exit_signal, s.oom_killed, s.since, s.log_offset, s.started \
          FROM jobs j JOIN steps s ON s.job_id = j.id WHERE j.run_id = $1 \
          ORDER BY s.job_id, s.job_attempt, s.idx, s.attempt",
     )

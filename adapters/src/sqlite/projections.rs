@@ -4,9 +4,11 @@
 //! domain's states.
 //!
 //! Each event fully determines the mutable columns of its subject's row, so applying a batch row
-//! by row or writing only the last row of each subject gives the same table; the one exception,
-//! a job's `worker` (the last worker it was placed on), is carried over by [`Projection::apply`]
-//! and by `coalesce` in the SQL.
+//! by row or writing only the last row of each subject gives the same table; the exceptions —
+//! a job's `worker` (the last worker it was placed on), the times things started (the first
+//! start wins) and ended (the last end wins), a step's log offset — are carried over by
+//! [`Projection::apply`] and by `coalesce` in the SQL. A run's start is its first job's start:
+//! [`Projection::run_starts`] are written to rows that have none yet.
 //!
 //! The rows are serialized to JSON arrays and written by one statement per table
 //! (`json_each`, see `queries.rs`): the field names here are the keys the SQL reads.
@@ -26,6 +28,15 @@ pub(crate) struct RunRow {
     pub id: RunId,
     pub state: &'static str,
     pub since: i64,
+    /// Set by the run's final event; the stored time is kept otherwise.
+    pub finished: Option<i64>,
+}
+
+/// The start of a run: the start of its first job, written only to a run that has none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct RunStart {
+    pub id: RunId,
+    pub started: i64,
 }
 
 /// The data a job or step state carries, stored as JSON in the `reason` column.
@@ -48,6 +59,10 @@ pub(crate) struct JobRow<'a> {
     pub reason: Option<Reason<'a>>,
     pub attempt: Attempt,
     pub since: i64,
+    /// Set by `JobStarted`; the stored time is kept if there is one (the first start wins).
+    pub started: Option<i64>,
+    /// Set by the job's final event; the stored time is kept otherwise.
+    pub finished: Option<i64>,
 }
 
 /// The new state of a step attempt (inserted on its first event).
@@ -66,6 +81,8 @@ pub(crate) struct StepRow<'a> {
     pub since: i64,
     /// Set by `StepStarted` only; the stored offset is kept otherwise.
     pub log_offset: Option<u64>,
+    /// Set by `StepStarted` only; the stored time is kept otherwise.
+    pub started: Option<i64>,
 }
 
 type StepKey = (JobId, Attempt, u32, Attempt);
@@ -74,6 +91,7 @@ type StepKey = (JobId, Attempt, u32, Attempt);
 #[derive(Debug, Default)]
 pub(crate) struct Projection<'a> {
     pub runs: Vec<RunRow>,
+    pub run_starts: Vec<RunStart>,
     pub jobs: Vec<JobRow<'a>>,
     pub steps: Vec<StepRow<'a>>,
     run_index: HashMap<RunId, usize>,
@@ -99,23 +117,30 @@ impl<'a> Projection<'a> {
         match event {
             E::RunStarted { run, .. }
             | E::RunCancelRequested { run, .. }
-            | E::RunSucceeded { run, .. }
-            | E::RunFailed { run, .. }
-            | E::RunCancelled { run, .. }
             | E::RunStartOverridden { run, .. } => self.run(RunRow {
                 id: *run,
                 state,
                 since,
+                finished: None,
+            }),
+            E::RunSucceeded { run, .. }
+            | E::RunFailed { run, .. }
+            | E::RunCancelled { run, .. } => self.run(RunRow {
+                id: *run,
+                state,
+                since,
+                finished: Some(since),
             }),
 
             E::JobAwaitingApproval { job, attempt, .. }
             | E::JobApproved { job, attempt, .. }
-            | E::JobQueued { job, attempt, .. }
-            | E::JobSucceeded { job, attempt, .. }
+            | E::JobQueued { job, attempt, .. } => self.job(job_row(*job, state, *attempt, since)),
+            E::JobSucceeded { job, attempt, .. }
             | E::JobTimedOut { job, attempt, .. }
-            | E::JobCancelled { job, attempt, .. } => {
-                self.job(job_row(*job, state, *attempt, since))
-            }
+            | E::JobCancelled { job, attempt, .. } => self.job(JobRow {
+                finished: Some(since),
+                ..job_row(*job, state, *attempt, since)
+            }),
             E::JobPlaced {
                 job,
                 attempt,
@@ -127,16 +152,24 @@ impl<'a> Projection<'a> {
                 attempt,
                 worker,
                 ..
-            }
-            | E::JobStarted {
-                job,
-                attempt,
-                worker,
-                ..
             } => self.job(JobRow {
                 worker: Some(worker),
                 ..job_row(*job, state, *attempt, since)
             }),
+            E::JobStarted {
+                run,
+                job,
+                attempt,
+                worker,
+                ..
+            } => {
+                self.run_start(*run, since);
+                self.job(JobRow {
+                    worker: Some(worker),
+                    started: Some(since),
+                    ..job_row(*job, state, *attempt, since)
+                })
+            }
             E::JobRetrying {
                 job, next_attempt, ..
             } => self.job(job_row(*job, state, *next_attempt, since)),
@@ -147,6 +180,7 @@ impl<'a> Projection<'a> {
                 ..
             } => self.job(JobRow {
                 reason: Some(Reason::JobFailure(reason)),
+                finished: Some(since),
                 ..job_row(*job, state, *attempt, since)
             }),
             E::JobSkipped {
@@ -156,6 +190,7 @@ impl<'a> Projection<'a> {
                 ..
             } => self.job(JobRow {
                 reason: Some(Reason::JobSkip(reason)),
+                finished: Some(since),
                 ..job_row(*job, state, *attempt, since)
             }),
 
@@ -168,6 +203,7 @@ impl<'a> Projection<'a> {
                 ..
             } => self.step(StepRow {
                 log_offset: *log_offset,
+                started: Some(since),
                 ..step_row(*job, *job_attempt, *step, *attempt, state, since)
             }),
             E::StepTimedOut {
@@ -254,10 +290,19 @@ impl<'a> Projection<'a> {
         }
     }
 
+    fn run_start(&mut self, id: RunId, started: i64) {
+        if !self.run_starts.iter().any(|start| start.id == id) {
+            self.run_starts.push(RunStart { id, started });
+        }
+    }
+
     fn job(&mut self, mut row: JobRow<'a>) {
         match self.job_index.get(&row.id) {
             Some(&i) => {
-                row.worker = row.worker.or(self.jobs[i].worker);
+                let earlier = &self.jobs[i];
+                row.worker = row.worker.or(earlier.worker);
+                row.started = earlier.started.or(row.started);
+                row.finished = row.finished.or(earlier.finished);
                 self.jobs[i] = row;
             }
             None => {
@@ -271,9 +316,15 @@ impl<'a> Projection<'a> {
         let key = (row.job, row.job_attempt, row.index, row.attempt);
         match self.step_index.get(&key) {
             Some(&i) => {
-                // A later event of the same step in one batch keeps where its output began.
+                // A later event of the same step in one batch keeps where its output began,
+                // and when.
                 let log_offset = row.log_offset.or(self.steps[i].log_offset);
-                self.steps[i] = StepRow { log_offset, ..row };
+                let started = row.started.or(self.steps[i].started);
+                self.steps[i] = StepRow {
+                    log_offset,
+                    started,
+                    ..row
+                };
             }
             None => {
                 self.step_index.insert(key, self.steps.len());
@@ -291,6 +342,8 @@ fn job_row<'a>(id: JobId, state: &'static str, attempt: Attempt, since: i64) -> 
         reason: None,
         attempt,
         since,
+        started: None,
+        finished: None,
     }
 }
 
@@ -314,6 +367,7 @@ fn step_row<'a>(
         oom: None,
         since,
         log_offset: None,
+        started: None,
     }
 }
 
@@ -491,7 +545,8 @@ mod tests {
             [RunRow {
                 id: RUN,
                 state: "running",
-                since: 1
+                since: 1,
+                finished: None,
             }]
         );
         assert_eq!(p.jobs.len(), 1);
@@ -582,7 +637,8 @@ mod tests {
             serde_json::json!([{
                 "job": 2, "job_attempt": 1, "index": 0, "attempt": 1, "state": "failed",
                 "reason": {"kind": "exit", "code": null, "signal": 9, "oom_killed": false},
-                "code": null, "signal": 9, "oom": false, "since": 3, "log_offset": null
+                "code": null, "signal": 9, "oom": false, "since": 3, "log_offset": null,
+                "started": null
             }])
         );
     }

@@ -18,14 +18,14 @@ use crate::decode::{JobRow, RunRow, StepRow};
 // The statements of an append, as macros so that they can be joined into one query (one
 // round trip to SQLite's thread) and still be examined one by one in the tests.
 //
-// Each statement starts with the same `batch` row naming the four JSON array parameters and
-// reads its own. Every statement binds ?1 to ?4, all of them: sqlx numbers the parameters of a
+// Each statement starts with the same `batch` row naming the five JSON array parameters and
+// reads its own. Every statement binds ?1 to ?5, all of them: sqlx numbers the parameters of a
 // multi-statement query across its statements, and a statement that used only ?4 would get a
-// wrong argument. SQLite copies each bound text per statement; the three extra copies of a batch
-// cost far less than three more round trips.
+// wrong argument. SQLite copies each bound text per statement; the extra copies of a batch
+// cost far less than more round trips.
 macro_rules! batch {
     () => {
-        "WITH batch (events, runs, jobs, steps) AS (SELECT ?1, ?2, ?3, ?4) "
+        "WITH batch (events, runs, jobs, steps, starts) AS (SELECT ?1, ?2, ?3, ?4, ?5) "
     };
 }
 
@@ -46,8 +46,21 @@ macro_rules! update_runs {
     () => {
         concat!(
             batch!(),
-            "UPDATE runs SET state = v.value ->> 'state', since = v.value ->> 'since' \
+            "UPDATE runs SET state = v.value ->> 'state', since = v.value ->> 'since', \
+                 finished = coalesce(v.value ->> 'finished', runs.finished) \
              FROM batch, json_each(batch.runs) AS v WHERE runs.id = v.value ->> 'id'"
+        )
+    };
+}
+
+/// A run's start is its first job's: written once.
+macro_rules! start_runs {
+    () => {
+        concat!(
+            batch!(),
+            "UPDATE runs SET started = v.value ->> 'started' \
+             FROM batch, json_each(batch.starts) AS v \
+             WHERE runs.id = v.value ->> 'id' AND runs.started IS NULL"
         )
     };
 }
@@ -59,7 +72,9 @@ macro_rules! update_jobs {
             "UPDATE jobs SET state = v.value ->> 'state', \
                  worker = coalesce(v.value ->> 'worker', jobs.worker), \
                  reason = v.value ->> 'reason', attempt = v.value ->> 'attempt', \
-                 since = v.value ->> 'since' \
+                 since = v.value ->> 'since', \
+                 started = coalesce(jobs.started, v.value ->> 'started'), \
+                 finished = coalesce(v.value ->> 'finished', jobs.finished) \
              FROM batch, json_each(batch.jobs) AS v WHERE jobs.id = v.value ->> 'id'"
         )
     };
@@ -71,30 +86,33 @@ macro_rules! upsert_steps {
         concat!(
             batch!(),
             "INSERT INTO steps (job_id, job_attempt, idx, attempt, state, reason, \
-                 exit_code, exit_signal, oom_killed, since, log_offset) \
+                 exit_code, exit_signal, oom_killed, since, log_offset, started) \
              SELECT v.value ->> 'job', v.value ->> 'job_attempt', v.value ->> 'index', \
                  v.value ->> 'attempt', v.value ->> 'state', v.value ->> 'reason', \
                  v.value ->> 'code', v.value ->> 'signal', v.value ->> 'oom', \
-                 v.value ->> 'since', v.value ->> 'log_offset' \
+                 v.value ->> 'since', v.value ->> 'log_offset', v.value ->> 'started' \
              FROM batch, json_each(batch.steps) AS v WHERE true \
              ON CONFLICT (job_id, job_attempt, idx, attempt) DO UPDATE SET \
                  state = excluded.state, reason = excluded.reason, \
                  exit_code = excluded.exit_code, exit_signal = excluded.exit_signal, \
                  oom_killed = excluded.oom_killed, since = excluded.since, \
-                 log_offset = coalesce(excluded.log_offset, steps.log_offset)"
+                 log_offset = coalesce(excluded.log_offset, steps.log_offset), \
+                 started = coalesce(excluded.started, steps.started)"
         )
     };
 }
 
 /// The projection updates alone, for the tests of their query plans.
 #[cfg(test)]
-pub(super) const PROJECTION_UPDATES: [&str; 2] = [update_runs!(), update_jobs!()];
+pub(super) const PROJECTION_UPDATES: [&str; 3] = [update_runs!(), start_runs!(), update_jobs!()];
 
 /// An append: the events, then the projections, in one query.
 const APPEND: &str = concat!(
     insert_events!(),
     ";\n",
     update_runs!(),
+    ";\n",
+    start_runs!(),
     ";\n",
     update_jobs!(),
     ";\n",
@@ -119,6 +137,7 @@ pub(super) async fn append_events(
         .bind(to_json(&projection.runs)?)
         .bind(to_json(&projection.jobs)?)
         .bind(to_json(&projection.steps)?)
+        .bind(to_json(&projection.run_starts)?)
         .execute(&mut *conn)
         .await;
     match appended {
@@ -240,6 +259,9 @@ pub(super) async fn create_run(
                 state: hodei_domain::state::JobState::Pending,
                 attempt: Attempt::FIRST,
                 since: run.at,
+                started: None,
+                finished: None,
+                worker: None,
                 steps: Vec::new(),
             })
         })
@@ -253,6 +275,8 @@ pub(super) async fn create_run(
         state: hodei_domain::state::RunState::Pending,
         since: run.at,
         created: run.at,
+        started: None,
+        finished: None,
         jobs,
     })
 }
@@ -315,7 +339,8 @@ pub(super) async fn run(
     let what = id.to_string();
     let fail = |err| store_error(&what, err);
     let row: Option<RunRow> = sqlx::query_as(
-        "SELECT r.pipeline, r.version, p.source, r.inputs, r.state, r.since, r.created \
+        "SELECT r.pipeline, r.version, p.source, r.inputs, r.state, r.since, r.created, \
+                r.started, r.finished \
          FROM runs r JOIN pipelines p ON p.name = r.pipeline AND p.version = r.version \
          WHERE r.id = ?1",
     )
@@ -327,7 +352,7 @@ pub(super) async fn run(
         return Ok(None);
     };
     let jobs: Vec<JobRow> = sqlx::query_as(
-        "SELECT id, name, state, worker, reason, attempt, since FROM jobs \
+        "SELECT id, name, state, worker, reason, attempt, since, started, finished FROM jobs \
          WHERE run_id = ?1 ORDER BY position",
     )
     .bind(key)
@@ -336,7 +361,7 @@ pub(super) async fn run(
     .map_err(fail)?;
     let steps: Vec<StepRow> = sqlx::query_as(
         "SELECT s.job_id, s.job_attempt, s.idx, s.attempt, s.state, s.reason, \
-                s.exit_code, s.exit_signal, s.oom_killed, s.since, s.log_offset \
+                s.exit_code, s.exit_signal, s.oom_killed, s.since, s.log_offset, s.started \
          FROM jobs j JOIN steps s ON s.job_id = j.id WHERE j.run_id = ?1 \
          ORDER BY s.job_id, s.job_attempt, s.idx, s.attempt",
     )

@@ -74,6 +74,8 @@ async fn projection_batches_use_the_primary_keys() {
                 .bind("[]")
                 .bind("[]")
                 .bind("[]")
+                .bind("[]")
+                .bind("[]")
                 .fetch_all(&mut *conn)
                 .await
                 .unwrap();
@@ -193,4 +195,76 @@ async fn a_database_of_a_newer_hodei_is_refused_and_left_as_it_was() {
     );
     assert!(text.contains("hodei.db"), "names the database: {text}");
     assert_eq!(std::fs::read(&path).unwrap(), before, "nothing was changed");
+}
+
+#[tokio::test]
+async fn a_database_from_before_stored_times_gets_them_from_its_events() {
+    // A database at the schema before times were kept in the projections (migration 9),
+    // holding a finished run whose times are only in its events.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        let mut before = sqlx::migrate::Migrator {
+            migrations: schema::MIGRATOR.migrations.clone(),
+            ..sqlx::migrate::Migrator::DEFAULT
+        };
+        let earlier: Vec<_> = before
+            .migrations
+            .iter()
+            .filter(|m| m.version <= 9)
+            .cloned()
+            .collect();
+        assert_eq!(earlier.len(), 9);
+        before.migrations = earlier.into();
+        before.run(&pool).await.unwrap();
+        let inputs = serde_json::to_string(&inputs()).unwrap();
+        for sql in [
+            "INSERT INTO pipelines (name, version, source, created) VALUES ('web', 1, 'x', 0)",
+            "INSERT INTO runs (id, pipeline, version, inputs, state, since, created) \
+             VALUES (1, 'web', 1, ?1, 'succeeded', 16, 0)",
+            "INSERT INTO jobs (id, run_id, position, name, state, worker, attempt, since) \
+             VALUES (5, 1, 0, 'build', 'succeeded', 'local', 1, 15)",
+            "INSERT INTO steps (job_id, job_attempt, idx, attempt, state, exit_code, oom_killed, \
+             since, log_offset) VALUES (5, 1, 0, 1, 'succeeded', 0, 0, 14, 7)",
+        ] {
+            sqlx::query(sql).bind(&inputs).execute(&pool).await.unwrap();
+        }
+        let mut events = lifecycle(hodei_domain::ids::RunId(1), JobId(5), a(1), 10);
+        events.push(hodei_domain::state::DomainEvent::RunSucceeded {
+            run: hodei_domain::ids::RunId(1),
+            at: Timestamp(16),
+        });
+        for event in &events {
+            sqlx::query(
+                "INSERT INTO events (run_id, job_id, kind, at, body) VALUES (1, ?1, ?2, ?3, ?4)",
+            )
+            .bind(event.job_id().map(|job| job.0 as i64))
+            .bind(event.kind())
+            .bind(event.at().0)
+            .bind(serde_json::to_string(event).unwrap())
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        pool.close().await;
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    let record = within(store.run(hodei_domain::ids::RunId(1)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (record.started, record.finished),
+        (Some(Timestamp(12)), Some(Timestamp(16)))
+    );
+    let job = &record.jobs[0];
+    assert_eq!(
+        (job.started, job.finished),
+        (Some(Timestamp(12)), Some(Timestamp(15)))
+    );
+    assert_eq!(job.steps[0].started, Some(Timestamp(13)));
 }

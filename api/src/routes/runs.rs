@@ -13,10 +13,7 @@ use crate::ApiState;
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
 use crate::request::page_limit;
-use crate::views::{RunListItem, RunPage, RunView, Times};
-
-/// Events read per page while gathering a run's times.
-const EVENT_PAGE: u32 = 1_000;
+use crate::views::{RunListItem, RunPage, RunView};
 
 /// Filters and paging of runs.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -114,23 +111,9 @@ pub(crate) async fn record(state: &ApiState, run: RunId) -> Result<RunRecord, Ap
         })
 }
 
-/// A run's view: its record and the times read off its events.
+/// A run's view.
 pub(crate) async fn view(state: &ApiState, run: RunId) -> Result<RunView, ApiError> {
-    let store = &state.tree.ports.store;
-    let record = record(state, run).await?;
-    let mut times = Times::default();
-    let mut after = 0;
-    loop {
-        let page = store.run_events(run, after, EVENT_PAGE).await?;
-        for (_, event) in &page {
-            times.add(event);
-        }
-        match page.last() {
-            Some(&(seq, _)) if page.len() == EVENT_PAGE as usize => after = seq,
-            _ => break,
-        }
-    }
-    Ok(RunView::new(&record, &times))
+    Ok(RunView::new(&record(state, run).await?))
 }
 
 /// Read a run: its jobs and their steps, with states, attempts, exit codes and times.

@@ -484,6 +484,7 @@ fn record(index: u32, attempt: u32, state: StepState) -> StepRecord {
         state,
         exit: None,
         since: Timestamp(0),
+        started: None,
         log_offset: Some(u64::from(index) * 10),
     }
 }
