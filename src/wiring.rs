@@ -19,6 +19,7 @@ use hodei_adapters::postgres::PgStore;
 use hodei_adapters::route::ByImage;
 use hodei_adapters::secrets::{SealedSecrets, SecretKey};
 use hodei_adapters::sqlite::SqliteStore;
+use hodei_adapters::token_cache::CachedTokens;
 use hodei_domain::engine::Approvals;
 use hodei_domain::ids::WorkerId;
 use hodei_domain::model::Label;
@@ -252,10 +253,17 @@ pub async fn server_stack(
     }
     make_private(data, &paths, run_as.is_some())
         .map_err(|err| format!("cannot make the data directory private to this user: {err}"))?;
+    let sole_writer = matches!(database, ServerDatabase::Sqlite);
     let (store, logs) = open_server_store(&paths, database).await?;
     let key = SecretKey::load_or_create(&data.join(SECRETS_KEY_FILE)).map_err(|e| e.to_string())?;
     let secrets = Arc::new(SealedSecrets::new(store.clone(), &key));
-    let tokens: Arc<dyn TokenStore> = store.clone();
+    // The SQLite server is its database's one writer (it holds the data directory's lock), so
+    // the tokens it has seen can be remembered: it revokes them itself. Replicas on PostgreSQL
+    // ask the database at every request (another replica may revoke a token).
+    let tokens: Arc<dyn TokenStore> = match sole_writer {
+        true => Arc::new(CachedTokens::new(store.clone())),
+        false => store.clone(),
+    };
     // One set of mirrors, with its locks: webhooks and the timer fetch into the same ones.
     let mirrors = Arc::new(GitMirrors::new(paths.mirrors.clone().unwrap_or_default()));
     let sources = hodei_api::Sources {

@@ -25,6 +25,9 @@
 //! file of the data directory. [`postgres::PgStore`] is the same record on PostgreSQL, with the
 //! logs of jobs in the same database ([`postgres::PgLogStore`]); start with `postgres/mod.rs`.
 //!
+//! [`token_cache::CachedTokens`] remembers the API tokens a server has seen, where it is the
+//! database's one writer.
+//!
 //! Files: [`files::DiskFiles`] keeps the artifacts of runs and the caches of pipelines in the
 //! data directory (start with `files/mod.rs`); `files::workspace` copies files out of and into
 //! workspaces that are directories of this machine.
@@ -47,6 +50,7 @@ pub mod postgres;
 pub mod route;
 pub mod secrets;
 pub mod sqlite;
+pub mod token_cache;
 
 use hodei_domain::ports::{AgentStore, RepoStore, Store, TickStore, TokenStore};
 
