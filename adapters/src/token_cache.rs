@@ -248,7 +248,10 @@ mod tests {
         assert!(tokens.revoke_token(created.id, Timestamp(2)).await.unwrap());
         go.send(()).unwrap();
         let stale = lookup.await.unwrap().unwrap().unwrap();
-        assert!(stale.revoked.is_none(), "what it read, before the revocation");
+        assert!(
+            stale.revoked.is_none(),
+            "what it read, before the revocation"
+        );
         // What it read is not remembered: the next lookup reads the store and sees the revocation.
         go.send(()).unwrap();
         let found = tokens.token_by_digest(&[7; 32]).await.unwrap().unwrap();

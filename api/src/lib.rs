@@ -36,6 +36,7 @@ pub mod auth;
 pub mod client;
 pub mod console;
 pub mod error;
+pub mod finished;
 pub mod lines;
 pub mod loads;
 pub mod openapi;
@@ -123,6 +124,8 @@ pub struct ApiState {
     pub(crate) creating_token: Arc<tokio::sync::Mutex<()>>,
     /// The line indexes of the logs read by line lately.
     pub lines: Arc<lines::LineCache>,
+    /// The views of finished runs, serialized ([`finished`]).
+    pub(crate) finished: Arc<finished::FinishedRuns>,
     /// The console's sessions.
     pub sessions: Arc<console::session::Sessions>,
     /// Agents' registrations and leases, when this server takes agents.
@@ -156,6 +159,7 @@ impl ApiState {
             streams: revoke::StreamsByToken::default(),
             creating_token: Arc::default(),
             lines: Arc::default(),
+            finished: Arc::default(),
             sessions: Arc::default(),
             agents: None,
             notices: Vec::new(),

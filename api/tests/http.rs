@@ -283,6 +283,13 @@ async fn a_triggered_run_finishes_and_its_log_reads_by_range() {
         time(&step["started"]);
     }
 
+    // A finished run is answered from memory from now on, the same view, as JSON.
+    for _ in 0..2 {
+        let again = server.get(&format!("/api/v1/runs/{id}")).await;
+        assert_eq!(again.header("content-type"), "application/json");
+        assert_eq!(again.json(), run);
+    }
+
     let job_id = job["id"].as_u64().unwrap();
     let one = server.get(&format!("/api/v1/jobs/{job_id}")).await.json();
     assert_eq!(one["run"], id);

@@ -135,7 +135,27 @@ pub async fn get_run(
     id: web::Path<u64>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Viewer)?;
-    Ok(HttpResponse::Ok().json(view(&state, RunId(*id)).await?))
+    let run = RunId(*id);
+    if let Some(kept) = state.finished.get(run) {
+        return Ok(json_bytes(kept));
+    }
+    let record = record(&state, run).await?;
+    let finished = record.state.is_terminal() && record.jobs.iter().all(|j| j.state.is_terminal());
+    let body = serde_json::to_vec(&RunView::new(&record)).map_err(|err| ApiError::Internal {
+        reason: format!("cannot write the view of run {}: {err}", run.0),
+    })?;
+    let body = web::Bytes::from(body);
+    if finished {
+        // A finished run never changes again: its view is answered from memory from now on.
+        state.finished.keep(run, body.clone());
+    }
+    Ok(json_bytes(body))
+}
+
+fn json_bytes(body: web::Bytes) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(actix_web::http::header::ContentType::json())
+        .body(body)
 }
 
 /// Read the definition a run was planned from: the YAML text of its pipeline version, with
