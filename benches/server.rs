@@ -5,7 +5,12 @@
 //! - 40 alias bombs uploaded at once (`PUT /api/v1/pipelines/{name}`, 600-odd bytes that would
 //!   expand to gigabytes): the peak resident memory while they are refused, beside the idle
 //!   figure measured just before, and the resident memory once they are answered;
-//! - `GET /api/v1/runs/{id}` requests per second, `HODEI_BENCH_CLIENTS` (default 32) at a time;
+//! - `GET /api/v1/runs/{id}` requests per second, `HODEI_BENCH_CLIENTS` (default 32) at a time,
+//!   from this process; then, when `oha` is installed (`cargo install oha`; `HODEI_BENCH_OHA`
+//!   names it, else it is looked for on the `PATH` and in `/opt/oha/bin`), from `oha` pinned to
+//!   one CPU with `taskset`, so that the figure is the server's: a finished run (answered from
+//!   memory), a run that is not finished (read from the store), and `GET /healthz` (a minimal
+//!   answer, the baseline);
 //! - run triggers accepted per second (runs whose job waits for a label no worker has, so that
 //!   only accepting is measured), 16 at a time;
 //! - a 1,000,000-line job log (`seq 1 1000000`) followed over a WebSocket: lines per second
@@ -67,6 +72,55 @@ fn start(data: &std::path::Path) -> Server {
         url,
         auth: format!("Bearer {}", token.trim()),
     }
+}
+
+/// The `oha` load generator, if installed.
+fn oha() -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("HODEI_BENCH_OHA") {
+        return Some(path.into());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([std::path::PathBuf::from("/opt/oha/bin")])
+        .map(|dir| dir.join("oha"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Requests per second that `oha`, pinned to the last CPU, gets from `url` with `clients`
+/// connections for `seconds`; `None` if not every answer was a success.
+fn oha_rate(
+    oha: &std::path::Path,
+    url: &str,
+    auth: &str,
+    clients: u64,
+    seconds: f64,
+) -> Option<f64> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let out = Command::new("taskset")
+        .args(["-c", &(cpus - 1).to_string()])
+        .arg(oha)
+        .args(["--no-tui", "--output-format", "json", "-c"])
+        .arg(clients.to_string())
+        .arg("-z")
+        .arg(format!("{seconds}s"))
+        .args(["-H", &format!("authorization: {auth}")])
+        .arg(url)
+        .output()
+        .expect("taskset and oha run");
+    assert!(
+        out.status.success(),
+        "oha: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("oha's JSON report");
+    let summary = &report["summary"];
+    let codes = &report["statusCodeDistribution"];
+    let ok = codes
+        .as_object()
+        .is_some_and(|c| c.keys().all(|k| k == "200"));
+    (summary["successRate"].as_f64() == Some(1.0) && ok)
+        .then(|| summary["requestsPerSec"].as_f64())
+        .flatten()
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -312,13 +366,32 @@ fn main() {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let (client, auth) = (http.clone(), s.auth.clone());
+        let (client, auth, url) = (http.clone(), s.auth.clone(), run_url.clone());
         let rate = hammer(clients, duration, move || {
-            let request = client.get(&run_url).header("authorization", &auth).send();
+            let request = client.get(&url).header("authorization", &auth).send();
             async move { request.await.is_ok_and(|r| r.status().is_success()) }
         })
         .await;
         println!("GET /api/v1/runs/{{id}}, {clients} clients: {rate:.0} requests/s");
+        if let Some(oha) = oha() {
+            let parked = trigger(&http, s, "parked").await;
+            let parked_url = format!("{}/api/v1/runs/{}", s.url, parked["id"]);
+            let healthz = format!("{}/healthz", s.url);
+            let measure = |url: &str| {
+                oha_rate(&oha, url, &s.auth, clients, seconds)
+                    .map_or("not every answer was 200".to_owned(), |r| format!("{r:.0} requests/s"))
+            };
+            println!(
+                "oha on one CPU, {clients} connections: GET /api/v1/runs/{{id}} (finished): {}; \
+                 GET /api/v1/runs/{{id}} (waiting, read from the store): {}; \
+                 baseline GET /healthz: {}",
+                measure(&run_url),
+                measure(&parked_url),
+                measure(&healthz)
+            );
+        } else {
+            println!("oha is not installed: `cargo install oha` for the figures from one CPU");
+        }
 
         // Triggers.
         let (client, auth) = (http.clone(), s.auth.clone());
