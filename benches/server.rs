@@ -13,6 +13,8 @@
 //!   answer, the baseline);
 //! - run triggers accepted per second (runs whose job waits for a label no worker has, so that
 //!   only accepting is measured), 16 at a time;
+//! - one-step `true` runs through the API with the default settings, 1,000 runs from 8 clients,
+//!   trigger to `succeeded`: runs per second, beside the raw spawn rate of the same step;
 //! - a 1,000,000-line job log (`seq 1 1000000`) followed over a WebSocket: lines per second
 //!   from the trigger to the `end` frame;
 //! - output-to-client latency: a job prints the time every 10 ms (200 lines) and the client
@@ -123,6 +125,29 @@ fn oha_rate(
         .flatten()
 }
 
+/// Processes of `/bin/sh -e -c true` started and waited for per second, `parallel` at a time.
+fn raw_spawn_rate(parallel: usize, duration: Duration) -> f64 {
+    let began = Instant::now();
+    let threads: Vec<_> = (0..parallel)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut count = 0u64;
+                while began.elapsed() < duration {
+                    let status = Command::new("/bin/sh")
+                        .args(["-e", "-c", "true"])
+                        .status()
+                        .unwrap();
+                    assert!(status.success());
+                    count += 1;
+                }
+                count
+            })
+        })
+        .collect();
+    let count: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    count as f64 / began.elapsed().as_secs_f64()
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -202,10 +227,11 @@ where
 
 /// Follows a job's log from 0 to its end; calls `frame` with each log frame's text.
 async fn follow(s: &Server, job: u64, mut frame: impl FnMut(&str)) {
-    // As a client does: a stream that drops before its `end` frame is opened again from the
-    // offset reached, so nothing is missed or counted twice.
+    // As a client does: a stream that drops before its `end` frame, or that the server closes
+    // because the client lagged, is opened again from the offset reached, so nothing is missed
+    // or counted twice.
     let mut from = 0u64;
-    for _ in 0..5 {
+    for _ in 0..50 {
         let url = format!(
             "{}/api/v1/jobs/{job}/log/stream?from={from}",
             s.url.replacen("http", "ws", 1)
@@ -224,13 +250,18 @@ async fn follow(s: &Server, job: u64, mut frame: impl FnMut(&str)) {
                         from = value["offset"].as_u64().unwrap() + value["bytes"].as_u64().unwrap();
                     }
                     Some("end") => return,
-                    Some("lagged") => panic!("the bench client lagged: {value}"),
+                    Some("lagged") => {
+                        let resume = value["resume_from"].as_u64().unwrap();
+                        assert_eq!(resume, from, "a lagged stream resumes where it stopped");
+                        eprintln!("the bench client lagged at byte {resume}: following again");
+                        break;
+                    }
                     _ => {}
                 }
             }
         }
     }
-    panic!("the log stream of job {job} dropped five times before its end");
+    panic!("the log stream of job {job} dropped 50 times before its end");
 }
 
 /// Nine levels of ten aliases over a 200-byte text: 10^9 copies when expanded.
@@ -406,6 +437,58 @@ fn main() {
         })
         .await;
         println!("run triggers accepted, 16 clients: {rate:.0} runs/s");
+
+        // One-step `true` runs through the API with the default settings, from trigger to
+        // `succeeded`, beside the raw spawn rate of the same step.
+        let total = if quick { 80 } else { 1_000 };
+        let began = Instant::now();
+        let mut clients_done = Vec::new();
+        for _ in 0..8 {
+            let (client, auth, base) = (http.clone(), s.auth.clone(), s.url.clone());
+            clients_done.push(tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for _ in 0..total / 8 {
+                    let answer = client
+                        .post(format!("{base}/api/v1/pipelines/noop/runs"))
+                        .header("authorization", &auth)
+                        .json(&json!({}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(answer.status().as_u16(), 201);
+                    let run: Value = answer.json().await.unwrap();
+                    ids.push(run["id"].as_u64().unwrap());
+                }
+                for id in ids {
+                    loop {
+                        let run: Value = client
+                            .get(format!("{base}/api/v1/runs/{id}"))
+                            .header("authorization", &auth)
+                            .send()
+                            .await
+                            .unwrap()
+                            .json()
+                            .await
+                            .unwrap();
+                        match run["state"].as_str() {
+                            Some("succeeded") => break,
+                            Some("failed" | "cancelled") => panic!("run {id}: {run}"),
+                            _ => tokio::time::sleep(Duration::from_millis(5)).await,
+                        }
+                    }
+                }
+            }));
+        }
+        for client in clients_done {
+            client.await.unwrap();
+        }
+        let elapsed = began.elapsed().as_secs_f64();
+        let spawns = raw_spawn_rate(2, Duration::from_secs(1));
+        println!(
+            "one-step `true` runs through the API (default settings), {total} runs from 8 clients: \
+             {elapsed:.2} s = {:.0} runs/s; raw spawn of `/bin/sh -e -c true`, 2 at a time: {spawns:.0}/s",
+            total as f64 / elapsed
+        );
 
         // A big log over a WebSocket.
         let began = Instant::now();

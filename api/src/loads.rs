@@ -70,9 +70,9 @@ impl Loads {
     }
 }
 
-/// Returns the allocator's free memory to the system.
+/// Returns the allocator's free memory to the system (every arena of glibc's allocator).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn give_back_memory() {
+pub fn give_back_memory() {
     // SAFETY: `malloc_trim` only releases free memory; it takes no pointer.
     unsafe {
         libc::malloc_trim(0);
@@ -81,7 +81,7 @@ fn give_back_memory() {
 
 /// Other allocators return large blocks on their own.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn give_back_memory() {}
+pub fn give_back_memory() {}
 
 #[cfg(test)]
 mod tests {
