@@ -23,47 +23,65 @@ use crate::sqlite::projections::Projection;
 /// so that `seq` follows commit order with no gap. ("HODEI" + 1 in ASCII, as a key.)
 const EVENTS_LOCK: i64 = 0x484f_4445_4901;
 
-const INSERT_EVENTS: &str = "\
-    INSERT INTO events (seq, run_id, job_id, kind, at, body) \
-    SELECT (SELECT coalesce(max(seq), 0) FROM events) + e.n, e.run_id, e.job_id, e.kind, e.at, e.body \
-    FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[]) \
-        WITH ORDINALITY AS e(run_id, job_id, kind, at, body, n)";
+/// An append after the numbering lock, in ONE statement (one round trip): the events, then the
+/// rows of the projections, each table written by one data-modifying `WITH` part. Every part
+/// sees the snapshot the statement started with, taken after the lock: `seq` continues from
+/// the last committed event. Each row is written by one part only (a run's start and its state
+/// travel in one row), as PostgreSQL requires.
+const APPEND: &str = "\
+    WITH appended AS ( \
+        INSERT INTO events (seq, run_id, job_id, kind, at, body) \
+        SELECT (SELECT coalesce(max(seq), 0) FROM events) + e.n, e.run_id, e.job_id, e.kind, \
+            e.at, e.body \
+        FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[]) \
+            WITH ORDINALITY AS e(run_id, job_id, kind, at, body, n) \
+        RETURNING 1 \
+    ), run_rows AS ( \
+        UPDATE runs SET state = coalesce(v.state, runs.state), \
+            since = coalesce(v.since, runs.since), \
+            finished = coalesce(v.finished, runs.finished), \
+            started = coalesce(runs.started, v.started) \
+        FROM json_to_recordset($6::json) \
+            AS v(id bigint, state text, since bigint, finished bigint, started bigint) \
+        WHERE runs.id = v.id \
+        RETURNING 1 \
+    ), job_rows AS ( \
+        UPDATE jobs SET state = v.state, worker = coalesce(v.worker, jobs.worker), \
+            reason = v.reason::text, attempt = v.attempt, since = v.since, \
+            started = coalesce(jobs.started, v.started), \
+            finished = coalesce(v.finished, jobs.finished) \
+        FROM json_to_recordset($7::json) \
+            AS v(id bigint, state text, worker text, reason json, attempt bigint, since bigint, \
+                started bigint, finished bigint) \
+        WHERE jobs.id = v.id \
+        RETURNING 1 \
+    ), step_rows AS ( \
+        INSERT INTO steps (job_id, job_attempt, idx, attempt, state, reason, exit_code, \
+            exit_signal, oom_killed, since, log_offset, started) \
+        SELECT v.job, v.job_attempt, v.index, v.attempt, v.state, v.reason::text, v.code, \
+            v.signal, v.oom, v.since, v.log_offset, v.started \
+        FROM json_to_recordset($8::json) AS v(job bigint, job_attempt bigint, index bigint, \
+            attempt bigint, state text, reason json, code integer, signal integer, oom boolean, \
+            since bigint, log_offset bigint, started bigint) \
+        ON CONFLICT (job_id, job_attempt, idx, attempt) DO UPDATE SET \
+            state = excluded.state, reason = excluded.reason, exit_code = excluded.exit_code, \
+            exit_signal = excluded.exit_signal, oom_killed = excluded.oom_killed, \
+            since = excluded.since, log_offset = coalesce(excluded.log_offset, steps.log_offset), \
+            started = coalesce(excluded.started, steps.started) \
+        RETURNING 1 \
+    ) \
+    SELECT (SELECT count(*) FROM appended), (SELECT count(*) FROM run_rows), \
+        (SELECT count(*) FROM job_rows), (SELECT count(*) FROM step_rows)";
 
-const UPDATE_RUNS: &str = "\
-    UPDATE runs SET state = v.state, since = v.since, \
-        finished = coalesce(v.finished, runs.finished) \
-    FROM json_to_recordset($1::json) AS v(id bigint, state text, since bigint, finished bigint) \
-    WHERE runs.id = v.id";
-
-/// A run's start is its first job's: written once.
-const START_RUNS: &str = "\
-    UPDATE runs SET started = v.started \
-    FROM json_to_recordset($1::json) AS v(id bigint, started bigint) \
-    WHERE runs.id = v.id AND runs.started IS NULL";
-
-const UPDATE_JOBS: &str = "\
-    UPDATE jobs SET state = v.state, worker = coalesce(v.worker, jobs.worker), \
-        reason = v.reason::text, attempt = v.attempt, since = v.since, \
-        started = coalesce(jobs.started, v.started), \
-        finished = coalesce(v.finished, jobs.finished) \
-    FROM json_to_recordset($1::json) \
-        AS v(id bigint, state text, worker text, reason json, attempt bigint, since bigint, \
-            started bigint, finished bigint) \
-    WHERE jobs.id = v.id";
-
-const UPSERT_STEPS: &str = "\
-    INSERT INTO steps (job_id, job_attempt, idx, attempt, state, reason, exit_code, exit_signal, \
-        oom_killed, since, log_offset, started) \
-    SELECT v.job, v.job_attempt, v.index, v.attempt, v.state, v.reason::text, v.code, v.signal, \
-        v.oom, v.since, v.log_offset, v.started \
-    FROM json_to_recordset($1::json) AS v(job bigint, job_attempt bigint, index bigint, \
-        attempt bigint, state text, reason json, code integer, signal integer, oom boolean, \
-        since bigint, log_offset bigint, started bigint) \
-    ON CONFLICT (job_id, job_attempt, idx, attempt) DO UPDATE SET \
-        state = excluded.state, reason = excluded.reason, exit_code = excluded.exit_code, \
-        exit_signal = excluded.exit_signal, oom_killed = excluded.oom_killed, \
-        since = excluded.since, log_offset = coalesce(excluded.log_offset, steps.log_offset), \
-        started = coalesce(excluded.started, steps.started)";
+/// A run's row in an append: its new state, its start, or both.
+#[derive(Serialize)]
+struct RunUpdate {
+    id: hodei_domain::ids::RunId,
+    state: Option<&'static str>,
+    since: Option<i64>,
+    finished: Option<i64>,
+    started: Option<i64>,
+}
 
 /// Appends `events` to the log and applies them to the projections, in the caller's
 /// transaction.
@@ -97,44 +115,42 @@ pub(super) async fn append_events(
         .execute(&mut *conn)
         .await
         .map_err(fail)?;
-    sqlx::query(INSERT_EVENTS)
+    let projection = Projection::of(events.iter().copied());
+    let mut run_rows: Vec<RunUpdate> = projection
+        .runs
+        .iter()
+        .map(|row| RunUpdate {
+            id: row.id,
+            state: Some(row.state),
+            since: Some(row.since),
+            finished: row.finished,
+            started: None,
+        })
+        .collect();
+    for start in &projection.run_starts {
+        match run_rows.iter_mut().find(|row| row.id == start.id) {
+            Some(row) => row.started = Some(start.started),
+            None => run_rows.push(RunUpdate {
+                id: start.id,
+                state: None,
+                since: None,
+                finished: None,
+                started: Some(start.started),
+            }),
+        }
+    }
+    sqlx::query(APPEND)
         .bind(runs)
         .bind(jobs)
         .bind(kinds)
         .bind(ats)
         .bind(bodies)
+        .bind(to_json(&run_rows)?)
+        .bind(to_json(&projection.jobs)?)
+        .bind(to_json(&projection.steps)?)
         .execute(&mut *conn)
         .await
         .map_err(fail)?;
-    let projection = Projection::of(events.iter().copied());
-    if !projection.runs.is_empty() {
-        sqlx::query(UPDATE_RUNS)
-            .bind(to_json(&projection.runs)?)
-            .execute(&mut *conn)
-            .await
-            .map_err(fail)?;
-    }
-    if !projection.run_starts.is_empty() {
-        sqlx::query(START_RUNS)
-            .bind(to_json(&projection.run_starts)?)
-            .execute(&mut *conn)
-            .await
-            .map_err(fail)?;
-    }
-    if !projection.jobs.is_empty() {
-        sqlx::query(UPDATE_JOBS)
-            .bind(to_json(&projection.jobs)?)
-            .execute(&mut *conn)
-            .await
-            .map_err(fail)?;
-    }
-    if !projection.steps.is_empty() {
-        sqlx::query(UPSERT_STEPS)
-            .bind(to_json(&projection.steps)?)
-            .execute(&mut *conn)
-            .await
-            .map_err(fail)?;
-    }
     Ok(())
 }
 
