@@ -12,6 +12,7 @@
 mod agent;
 mod cli;
 mod config;
+mod kube_config;
 mod logging;
 mod wiring;
 

@@ -24,7 +24,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use super::replica;
 use super::{EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
 use crate::config::{self, Flags, ServerConfig};
-use crate::wiring::{ServerDatabase, server_stack};
+use crate::wiring::{ServerDatabase, ServerWorkers, server_stack};
 use hodei_adapters::postgres::PgStore;
 
 /// The exit code of a leader that found itself deposed (EX_TEMPFAIL): its supervisor starts it
@@ -240,17 +240,13 @@ async fn serve(
             }
         }
     };
-    let stack = match server_stack(
-        &config.data,
-        database,
-        config.labels.clone(),
-        config.local_slots,
-        agents,
-        config.files,
+    let workers = ServerWorkers {
+        labels: config.labels.clone(),
+        local_slots: config.local_slots,
         run_as,
-    )
-    .await
-    {
+        kubernetes: config.kubernetes.clone(),
+    };
+    let stack = match server_stack(&config.data, database, workers, agents, config.files).await {
         Ok(stack) => stack,
         Err(err) => {
             eprintln!("error: {err} (data directory {})", config.data.display());
@@ -326,6 +322,9 @@ async fn serve(
     .with_agents(stack.agents)
     .with_notice("local_steps", notice)
     .with_provider("docker", Arc::new(move || router.engine_trouble()));
+    if let Some(kube) = stack.kubernetes.clone() {
+        state = state.with_provider("kubernetes", Arc::new(move || kube.trouble()));
+    }
     let (deposed, deposition) = tokio::sync::oneshot::channel();
     let mut role = String::new();
     if let Some((store, leadership)) = &leadership {

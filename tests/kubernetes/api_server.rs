@@ -3,8 +3,8 @@
 //! [`DockerPod`]. Pods: create, get, list by label, delete (their Secrets go with them, as the
 //! cluster's garbage collector does); `pods/log` with `container`, `follow`, `timestamps` and
 //! `sinceTime` (from `docker logs`); `pods/attach` for standard input (a WebSocket of the
-//! `v4.channel.k8s.io` protocol, through `docker attach`); Secrets: create, list by label,
-//! delete. A pod starts once
+//! `v4.channel.k8s.io` protocol, through `docker attach`); Secrets: create, get, list by
+//! label, delete. A pod starts once
 //! its Secret exists, as a kubelet mounts it. Fault injection: the next followed log stream can
 //! be cut after a number of bytes ([`FakeApi::drop_next_log_after`]). Anything else is answered
 //! `404` with a Status, as an API server does for what it does not serve.
@@ -258,6 +258,16 @@ async fn serve(state: &Arc<State>, request: Request<Incoming>) -> Response<Body>
             )
         }
         (Method::GET, ["api", "v1", "namespaces", _, "pods", name]) => get_pod(state, name).await,
+        (Method::GET, ["api", "v1", "namespaces", _, "secrets", name]) => {
+            match state.objects.lock().expect("lock").secrets.get(*name) {
+                Some(secret) => json_response(StatusCode::OK, &json!(secret)),
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    &format!("secrets \"{name}\" not found"),
+                ),
+            }
+        }
         (Method::DELETE, ["api", "v1", "namespaces", _, "pods", name]) => delete_pod(state, name),
         (Method::DELETE, ["api", "v1", "namespaces", _, "secrets", name]) => {
             match state.objects.lock().expect("lock").secrets.remove(*name) {

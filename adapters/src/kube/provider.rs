@@ -10,6 +10,24 @@
 //! request; `tear_down` deletes the pod and its Secret. When the pod fails or goes (an image
 //! that cannot be pulled, deleted from outside, evicted), every wait ends with that reason.
 //!
+//! A job without an `image` runs in the provider's default image, if it has one
+//! ([`KubernetesProvider::with_default_image`]); the job's timeout becomes the pod's
+//! `activeDeadlineSeconds` (plus a grace), a last resort behind Hodei's own.
+//!
+//! ## After a restart of Hodei
+//! At start ([`Reconcile::reap_orphans`]), the pods of the attempts that the store shows
+//! running a step (`spare`), under the epoch of jobs the server runs itself (0), stay; every
+//! other pod and Secret of the instance is deleted. A step of a pod that stayed is taken back
+//! by [`Provider::reattach_step`]: the pod's log is followed again from its start (the step's
+//! whole output goes to the new sink, whose owner skips what it holds), and the step's end is
+//! read from it as before. A step the log never shows started is not taken back (the caller
+//! records it lost, and [`Provider::resume`] hands the pod back for its retry).
+//!
+//! ## Health
+//! The API server's health is a [`Breaker`]: [`Probe::probe`] lists a pod of the instance;
+//! while it fails, `set_up` refuses with [`ProviderError::Unavailable`], and the caller's watch
+//! ([`crate::health::watch`]) takes the Kubernetes worker out of the queue's reach.
+//!
 //! ## Errors
 //! An API server that cannot be reached is [`ProviderError::Unavailable`] (retryable); a pod
 //! that cannot run is [`ProviderError::SetUp`] with the cluster's reason; a step the entrypoint
@@ -21,9 +39,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use hodei_domain::ids::{JobId, RunId};
+use hodei_domain::model::Image;
 use hodei_domain::ports::{
-    BoxFuture, Cause, JobAttempt, JobSpec, Orphan, OutputSink, Provider, ProviderError, Reconcile,
-    StepHandle, StepSpec, Workspace,
+    BoxFuture, Cause, JobAttempt, JobSpec, Orphan, OutputSink, Provider, ProviderError, Reattached,
+    Reconcile, StepHandle, StepSpec, Workspace,
 };
 use hodei_domain::state::{Attempt, StepExit};
 use tokio::io::AsyncWriteExt as _;
@@ -37,11 +56,15 @@ use super::pod::{PodJob, SERVICE_READY_TIMEOUT};
 use super::protocol::{Frame, Marker, Request, run_request};
 use super::reconcile::{Kind, Move};
 use super::status::PodVerdict;
+use crate::health::{Breaker, Probe};
 
 /// How long a request waits for the log to confirm it before it is sent again.
 const CONFIRM: Duration = Duration::from_secs(10);
 /// How many times a request is sent before the step is given up.
 const SENDS: usize = 3;
+/// How long a step taken back after a restart may take to show in the pod's log (read again
+/// from its start) before it is deemed never started.
+const ADOPT_WAIT: Duration = Duration::from_secs(30);
 
 type StepKey = (u32, u32);
 
@@ -213,16 +236,57 @@ impl PodState {
 /// Runs jobs as pods on a cluster. See the documentation of this module.
 pub struct KubernetesProvider {
     cluster: Cluster,
+    /// The image of a job that names none.
+    default_image: Option<Image>,
+    /// Whether the API server answers.
+    breaker: Breaker,
     pods: Mutex<HashMap<(RunId, JobId, Attempt), Arc<PodState>>>,
 }
 
 impl KubernetesProvider {
-    /// The provider of the namespace that `cluster` names.
+    /// The provider of the namespace that `cluster` names; jobs without an `image` are
+    /// refused. Its API server is taken to answer until a probe says otherwise.
     pub fn new(cluster: Cluster) -> KubernetesProvider {
         KubernetesProvider {
             cluster,
+            default_image: None,
+            breaker: Breaker::default(),
             pods: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Jobs without an `image` run in `image`.
+    pub fn with_default_image(self, image: Image) -> KubernetesProvider {
+        KubernetesProvider {
+            default_image: Some(image),
+            ..self
+        }
+    }
+
+    /// Why the API server cannot be used now, or `None` when it can.
+    pub fn trouble(&self) -> Option<String> {
+        self.breaker.trouble()
+    }
+
+    /// Asks the API server whether it answers, and records the answer.
+    async fn check(&self) -> bool {
+        let trouble = self
+            .cluster
+            .ping()
+            .await
+            .err()
+            .map(|err| format!("the Kubernetes API server cannot be used: {err}"));
+        self.breaker.set(trouble)
+    }
+
+    /// The name of the pod of a job attempt of this server (epoch 0).
+    fn name_of(&self, run: RunId, job: JobId, attempt: Attempt) -> String {
+        self.cluster.pod_name(PodKey {
+            run,
+            job,
+            attempt,
+            epoch: 0,
+        })
     }
 
     fn pods(&self) -> MutexGuard<'_, HashMap<(RunId, JobId, Attempt), Arc<PodState>>> {
@@ -234,17 +298,41 @@ impl KubernetesProvider {
     }
 
     async fn set_up_job(&self, job: &JobSpec) -> Result<Workspace, ProviderError> {
+        if let Some(trouble) = self.breaker.trouble() {
+            return Err(ProviderError::Unavailable {
+                provider: PROVIDER,
+                reason: trouble,
+                cause: None,
+            });
+        }
         let token = new_token().map_err(|err| set_up(&err))?;
+        let with_image;
+        let job = match (&job.image, &self.default_image) {
+            (None, Some(image)) => {
+                with_image = JobSpec {
+                    image: Some(image.clone()),
+                    ..job.clone()
+                };
+                &with_image
+            }
+            _ => job,
+        };
         let pod_job = PodJob {
             spec: job,
             epoch: 0,
-            timeout: None,
+            timeout: job.timeout,
         };
-        let created = self
-            .cluster
-            .create(pod_job, &job.secrets.0, &token)
-            .await
-            .map_err(|err| set_up(&err))?;
+        let created = match self.cluster.create(pod_job, &job.secrets.0, &token).await {
+            Ok(created) => created,
+            Err(err) => {
+                let err = set_up(&err);
+                if let ProviderError::Unavailable { reason, .. } = &err {
+                    // Do not wait for the next probe: the API server is away now.
+                    self.breaker.set(Some(reason.clone()));
+                }
+                return Err(err);
+            }
+        };
         let name = created.name;
         let gone = |reason: String| async {
             let _ = self.cluster.delete(&name).await;
@@ -268,8 +356,26 @@ impl KubernetesProvider {
                 return Err(set_up(&err));
             }
         }
+        let state = self.follow(name.clone(), token, job);
+        if let Err(reason) = ready(&state).await {
+            return Err(ProviderError::SetUp {
+                reason,
+                cause: None,
+            });
+        }
+        Ok(Workspace {
+            run: job.run,
+            job: job.job,
+            attempt: job.attempt,
+            id: name,
+        })
+    }
+
+    /// Follows the log of pod `name` from its start, on a task of its own, for the attempt
+    /// of `job`; the pod is this provider's from now on.
+    fn follow(&self, name: String, token: String, job: &JobSpec) -> Arc<PodState> {
         let state = Arc::new(PodState {
-            name: name.clone(),
+            name,
             secrets: job.secrets.0.clone(),
             seen: Mutex::new(Seen::default()),
             changed: Notify::new(),
@@ -301,36 +407,82 @@ impl KubernetesProvider {
             .unwrap_or_else(PoisonError::into_inner) = Some(follower);
         self.pods()
             .insert((job.run, job.job, job.attempt), Arc::clone(&state));
-        let limit = SERVICE_READY_TIMEOUT + Duration::from_secs(30);
-        let ready = state
-            .wait_for(Some(limit), |seen| {
-                if seen.ready {
-                    Some(Ok(()))
-                } else if let Some(verdict) = &seen.verdict {
-                    Some(Err(stopped_reason(verdict)))
+        state
+    }
+
+    /// The pod an earlier life made for the attempt of `job`, followed again, if it still
+    /// runs (the reconciliation at start kept it) and its Secret is there; `None` otherwise.
+    async fn adopt(&self, job: &JobSpec) -> Result<Option<Arc<PodState>>, ProviderError> {
+        if let Some(state) = self.pod_of(job.run, job.job, job.attempt) {
+            return Ok(Some(state));
+        }
+        let name = self.name_of(job.run, job.job, job.attempt);
+        match self.cluster.wait_running(&name).await {
+            Ok(PodVerdict::Running) => {}
+            Ok(_) => return Ok(None),
+            Err(err) => return Err(other(&err)),
+        }
+        let Some(token) = self.cluster.token(&name).await.map_err(|err| other(&err))? else {
+            return Ok(None);
+        };
+        tracing::info!(pod = %name, job_id = %job.job, "Following again the pod of a job that ran when Hodei stopped.");
+        Ok(Some(self.follow(name, token, job)))
+    }
+
+    async fn reattach(
+        &self,
+        job: &JobSpec,
+        index: u32,
+        attempt: Attempt,
+        output: Arc<dyn OutputSink>,
+    ) -> Result<Option<Reattached>, ProviderError> {
+        let Some(state) = self.adopt(job).await? else {
+            return Ok(None);
+        };
+        let key = (index, attempt.get());
+        state.seen().sinks.insert(key, output);
+        let shown = state
+            .wait_for(Some(ADOPT_WAIT), |seen| {
+                if seen.started.contains(&key) || seen.ends.contains_key(&key) {
+                    Some(true)
+                } else if seen.verdict.is_some() || seen.failed.is_some() {
+                    Some(false)
                 } else {
-                    seen.failed.clone().map(Err)
+                    None
                 }
             })
             .await
-            .unwrap_or_else(|| {
-                Err(format!(
-                    "the pod's entrypoint was not ready within {} s (a service that does not listen?)",
-                    limit.as_secs()
-                ))
-            });
-        if let Err(reason) = ready {
-            return Err(ProviderError::SetUp {
-                reason,
-                cause: None,
-            });
+            .unwrap_or(false);
+        if !shown {
+            // Never started in the pod: the caller records it lost; the pod stays for its
+            // retry ([`Provider::resume`]) or its tear-down.
+            state.seen().sinks.remove(&key);
+            return Ok(None);
         }
-        Ok(Workspace {
+        let workspace = Workspace {
             run: job.run,
             job: job.job,
             attempt: job.attempt,
-            id: name,
-        })
+            id: state.name.clone(),
+        };
+        let step = step_handle(&workspace, index, attempt);
+        Ok(Some(Reattached { workspace, step }))
+    }
+
+    async fn resume_job(&self, job: &JobSpec) -> Result<Option<Workspace>, ProviderError> {
+        let Some(state) = self.adopt(job).await? else {
+            return Ok(None);
+        };
+        if let Err(reason) = ready(&state).await {
+            tracing::warn!(pod = %state.name, error = %reason, "Cannot go on in the pod of a job that ran when Hodei stopped.");
+            return Ok(None);
+        }
+        Ok(Some(Workspace {
+            run: job.run,
+            job: job.job,
+            attempt: job.attempt,
+            id: state.name.clone(),
+        }))
     }
 
     async fn start(
@@ -357,15 +509,7 @@ impl KubernetesProvider {
                 reason: format!("cannot hand the step to pod {}: {reason}", state.name),
                 cause: None,
             })?;
-        Ok(StepHandle {
-            job: workspace.job,
-            index: step.index,
-            attempt: step.attempt,
-            id: format!(
-                "{}/{}/{}/{}",
-                workspace.run.0, workspace.attempt, step.index, step.attempt
-            ),
-        })
+        Ok(step_handle(workspace, step.index, step.attempt))
     }
 
     fn state_of(&self, step: &StepHandle) -> Option<Arc<PodState>> {
@@ -446,14 +590,30 @@ impl KubernetesProvider {
         }
         let name = match &state {
             Some(state) => state.name.clone(),
+            // A workspace this life did not set up (after a failed set-up, after a restart):
+            // never an empty name, which would name the whole collection.
+            None if workspace.id.is_empty() => {
+                self.name_of(workspace.run, workspace.job, workspace.attempt)
+            }
             None => workspace.id.clone(),
         };
         self.cluster.delete(&name).await.map_err(|err| other(&err))
     }
 
-    async fn reap(&self) -> Result<Vec<Orphan>, ProviderError> {
-        // This provider takes no step back after a restart: everything of an earlier life goes.
-        let moves = self.cluster.reap(&[]).await.map_err(|err| other(&err))?;
+    async fn reap(&self, spare: &[JobAttempt]) -> Result<Vec<Orphan>, ProviderError> {
+        // The pods of the attempts to take back, under the server's own epoch, stay.
+        let keep = |key: &PodKey| {
+            key.epoch == 0
+                && spare.contains(&JobAttempt {
+                    job: key.job,
+                    attempt: key.attempt,
+                })
+        };
+        let moves = self
+            .cluster
+            .reap_sparing(&keep)
+            .await
+            .map_err(|err| other(&err))?;
         Ok(moves
             .into_iter()
             .filter_map(|step| match step {
@@ -498,6 +658,41 @@ fn orphan_key(name: &str) -> Option<PodKey> {
         (super::names::EPOCH_LABEL.to_owned(), "0".to_owned()),
     ]);
     parse_labels(&labels)
+}
+
+/// The handle of step `index`, attempt `attempt`, of the attempt in `workspace`.
+fn step_handle(workspace: &Workspace, index: u32, attempt: Attempt) -> StepHandle {
+    StepHandle {
+        job: workspace.job,
+        index,
+        attempt,
+        id: format!(
+            "{}/{}/{}/{}",
+            workspace.run.0, workspace.attempt, index, attempt
+        ),
+    }
+}
+
+/// Waits for the entrypoint's ready marker (its services listen), bounded.
+async fn ready(state: &PodState) -> Result<(), String> {
+    let limit = SERVICE_READY_TIMEOUT + Duration::from_secs(30);
+    state
+        .wait_for(Some(limit), |seen| {
+            if seen.ready {
+                Some(Ok(()))
+            } else if let Some(verdict) = &seen.verdict {
+                Some(Err(stopped_reason(verdict)))
+            } else {
+                seen.failed.clone().map(Err)
+            }
+        })
+        .await
+        .unwrap_or_else(|| {
+            Err(format!(
+                "the pod's entrypoint was not ready within {} s (a service that does not listen?)",
+                limit.as_secs()
+            ))
+        })
 }
 
 fn stopped_reason(verdict: &PodVerdict) -> String {
@@ -575,6 +770,33 @@ impl Provider for KubernetesProvider {
     ) -> BoxFuture<'a, Result<(), ProviderError>> {
         Box::pin(self.tear_down_job(workspace))
     }
+
+    fn resume<'a>(
+        &'a self,
+        job: &'a JobSpec,
+    ) -> BoxFuture<'a, Result<Option<Workspace>, ProviderError>> {
+        Box::pin(self.resume_job(job))
+    }
+
+    fn reattach_step<'a>(
+        &'a self,
+        job: &'a JobSpec,
+        index: u32,
+        attempt: Attempt,
+        output: Arc<dyn OutputSink>,
+    ) -> BoxFuture<'a, Result<Option<Reattached>, ProviderError>> {
+        Box::pin(self.reattach(job, index, attempt, output))
+    }
+}
+
+impl Probe for KubernetesProvider {
+    fn probe(&self) -> BoxFuture<'_, bool> {
+        Box::pin(self.check())
+    }
+
+    fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
 }
 
 impl Reconcile for KubernetesProvider {
@@ -582,7 +804,6 @@ impl Reconcile for KubernetesProvider {
         &'a self,
         spare: &'a [JobAttempt],
     ) -> BoxFuture<'a, Result<Vec<Orphan>, ProviderError>> {
-        let _ = spare;
-        Box::pin(self.reap())
+        Box::pin(self.reap(spare))
     }
 }
