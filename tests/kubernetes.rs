@@ -719,6 +719,37 @@ async fn a_step_running_when_hodei_stopped_is_taken_back_by_the_next_provider() 
     gone(api, &prefix).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_that_answers_503_opens_the_breaker_and_set_ups_wait_for_it() {
+    use hodei_adapters::health::Probe;
+    hodei_api::client::install_crypto();
+    let (api, cluster, prefix) = fake("provider-health").await;
+    let provider = KubernetesProvider::new(cluster);
+    assert!(!provider.probe().await, "answers: no change");
+    assert_eq!(provider.trouble(), None);
+    api.set_down(true);
+    assert!(provider.probe().await, "a change");
+    let trouble = provider.trouble().expect("the API server is away");
+    // The kube client tries again while the API server answers 503: the probe does not wait.
+    assert!(
+        trouble.starts_with("the Kubernetes API server cannot be used: ")
+            && (trouble.contains("503") || trouble.contains("did not answer within 5 s")),
+        "{trouble}"
+    );
+    let err = provider
+        .set_up(&secret_job(JOB_IMAGE))
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(&err, ProviderError::Unavailable { reason, .. } if *reason == trouble),
+        "{err}"
+    );
+    api.set_down(false);
+    assert!(provider.probe().await, "a change");
+    assert_eq!(provider.trouble(), None);
+    gone(api, &prefix).await;
+}
+
 // ---- Against a real cluster (not in CI) ----------------------------------------------------
 
 /// The provider on a real cluster. Not in CI (no cluster can be run there); run it with
@@ -913,6 +944,21 @@ async fn until_logged(http: &reqwest::Client, base: &str, auth: &str, id: u64, t
     }
 }
 
+/// The value of `hodei_provider_up{provider="kubernetes"}` in the server's metrics.
+async fn kubernetes_up(http: &reqwest::Client, base: &str) -> String {
+    let answer = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    let metrics = answer.text().await.expect("text");
+    let line = metrics
+        .lines()
+        .find(|line| line.starts_with("hodei_provider_up{provider=\"kubernetes\"}"))
+        .unwrap_or_else(|| panic!("no kubernetes provider in {metrics}"));
+    line.rsplit(' ').next().unwrap_or_default().to_owned()
+}
+
 /// The names of the fake's pods now.
 async fn pod_names(api: &FakeApi) -> Vec<String> {
     let pods: kube::Api<KubePod> = kube::Api::namespaced(api.client(), "ci");
@@ -940,22 +986,10 @@ async fn the_server_runs_jobs_as_pods_through_its_kubernetes_table() {
     // The worker and the API server's health, as an operator sees them.
     let ready = get(&http, &format!("{base}/readyz"), &auth).await;
     assert_eq!(ready["checks"]["kubernetes"], "ok", "{ready}");
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .header("authorization", &auth)
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    assert!(
-        metrics.contains("hodei_provider_up{provider=\"kubernetes\"} 1"),
-        "{metrics}"
-    );
+    assert_eq!(kubernetes_up(&http, &base).await, "1");
 
-    // A job with an image, and one without (the default image): each a pod, its log through
-    // the API.
+    // A job with an image as a pod, its log through the API (the jobs below without one run
+    // in the default image).
     let pipeline = "name: pods\njobs:\n  build:\n    image: debian:bookworm\n    pull: never\n    timeout: 10m\n    steps:\n      - run: echo \"debian $(cut -c1-2 /etc/debian_version)\"\n      - run: test -d /workspace && echo workspace\n";
     let id = start_run(&http, &base, &auth, "pods", pipeline).await;
     let (run, log) = run_end(&http, &base, &auth, id, Duration::from_secs(180)).await;
@@ -1000,6 +1034,43 @@ async fn the_server_runs_jobs_as_pods_through_its_kubernetes_table() {
         "{told}"
     );
 
+    // The API server away: the worker is offline, /readyz and /metrics say why, the queue says
+    // the job waits for it; back: the job runs.
+    api.set_down(true);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = get(&http, &format!("{base}/readyz"), &auth).await;
+        let check = ready["checks"]["kubernetes"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if check
+            .starts_with("unavailable (its jobs wait): the Kubernetes API server cannot be used")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "likely deadlocked: {ready}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(kubernetes_up(&http, &base).await, "0");
+    let pipeline = "name: waits\njobs:\n  build:\n    runs_on: [kubernetes]\n    steps:\n      - run: echo ran\n";
+    let id = start_run(&http, &base, &auth, "waits", pipeline).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let queue = get(&http, &format!("{base}/api/v1/queue?run={id}"), &auth).await;
+        if queue.to_string().contains("1 offline") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "likely deadlocked: {queue}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    api.set_down(false);
+    let (run, log) = run_end(&http, &base, &auth, id, Duration::from_secs(120)).await;
+    assert_eq!(run["state"], "succeeded", "{run}\n{log}");
+    assert!(log.contains("ran\n"), "{log}");
+    let ready = get(&http, &format!("{base}/readyz"), &auth).await;
+    assert_eq!(ready["checks"]["kubernetes"], "ok", "{ready}");
+
     stop(server).await;
     gone(api, &prefix).await;
 }
@@ -1015,11 +1086,16 @@ async fn a_pod_running_when_the_server_is_killed_is_taken_back_after_its_restart
     };
     let mut server = start().await.expect("started");
     let (http, auth) = admin(&data);
-    let pipeline = "name: adopt\njobs:\n  build:\n    image: debian:bookworm\n    pull: never\n    steps:\n      - run: echo first\n      - run: echo before; while [ ! -e /workspace/go ]; do sleep 0.1; done; echo after\n      - run: echo last\n";
+    let pipeline = "name: adopt\njobs:\n  build:\n    image: debian:bookworm\n    pull: never\n    timeout: 10m\n    steps:\n      - run: echo first\n      - run: echo before; while [ ! -e /workspace/go ]; do sleep 0.1; done; echo after\n      - run: echo last\n";
     let id = start_run(&http, &server.url, &auth, "adopt", pipeline).await;
     until_logged(&http, &server.url, &auth, id, "before").await;
     let pods = pod_names(&api).await;
     assert_eq!(pods.len(), 1, "{pods:?}");
+    // The job's timeout, as the last resort of the cluster: 10 min and a grace of 60 s.
+    let listed: kube::Api<KubePod> = kube::Api::namespaced(api.client(), "ci");
+    let pod = listed.get(&pods[0]).await.expect("the pod");
+    let deadline = pod.spec.and_then(|spec| spec.active_deadline_seconds);
+    assert_eq!(deadline, Some(660));
     server = tokio::task::spawn_blocking(move || {
         server.kill();
         server

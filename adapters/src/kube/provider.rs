@@ -62,6 +62,8 @@ use crate::health::{Breaker, Probe};
 const CONFIRM: Duration = Duration::from_secs(10);
 /// How many times a request is sent before the step is given up.
 const SENDS: usize = 3;
+/// How long the API server may take to answer a probe of its health.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a step taken back after a restart may take to show in the pod's log (read again
 /// from its start) before it is deemed never started.
 const ADOPT_WAIT: Duration = Duration::from_secs(30);
@@ -268,14 +270,18 @@ impl KubernetesProvider {
         self.breaker.trouble()
     }
 
-    /// Asks the API server whether it answers, and records the answer.
+    /// Asks the API server whether it answers within [`PROBE_TIMEOUT`], and records the
+    /// answer. (The kube client tries a request again while the API server answers `429`,
+    /// `503` or `504`, for minutes: the probe does not wait that long.)
     async fn check(&self) -> bool {
-        let trouble = self
-            .cluster
-            .ping()
-            .await
-            .err()
-            .map(|err| format!("the Kubernetes API server cannot be used: {err}"));
+        let trouble = match tokio::time::timeout(PROBE_TIMEOUT, self.cluster.ping()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(err)) => Some(format!("the Kubernetes API server cannot be used: {err}")),
+            Err(_) => Some(format!(
+                "the Kubernetes API server cannot be used: it did not answer within {} s",
+                PROBE_TIMEOUT.as_secs()
+            )),
+        };
         self.breaker.set(trouble)
     }
 
