@@ -832,7 +832,8 @@ fn kubernetes_server(api_url: &str, data: &Path) -> Server {
     )
     .expect("hodei.toml");
     let config = config.to_string_lossy().into_owned();
-    Server::start_args(data, &["--config", &config], &[], Stdio::null())
+    let grace = [("HODEI_SHUTDOWN_GRACE_SECONDS", "1")];
+    Server::start_args(data, &["--config", &config], &grace, Stdio::null())
 }
 
 /// Stops the server (a blocking wait).
@@ -1077,9 +1078,20 @@ async fn the_server_runs_jobs_as_pods_through_its_kubernetes_table() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_running_when_the_server_is_killed_is_taken_back_after_its_restart() {
+    taken_back_after_a_restart(libc::SIGKILL, "killed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_running_past_the_grace_of_a_sigterm_runs_on_and_is_taken_back_after_a_restart() {
+    taken_back_after_a_restart(libc::SIGTERM, "sigterm").await;
+}
+
+/// A job's pod runs a step when the server gets `signal`; the server starts again and the job
+/// goes on in the same pod, each step once.
+async fn taken_back_after_a_restart(signal: i32, test: &str) {
     hodei_api::client::install_crypto();
-    let (api, _, prefix) = fake("server-restart").await;
-    let data = scratch("server-kubernetes-restart");
+    let (api, _, prefix) = fake(&format!("server-{test}")).await;
+    let data = scratch(&format!("server-kubernetes-{test}"));
     let start = || {
         let (url, dir) = (api.url.clone(), data.clone());
         tokio::task::spawn_blocking(move || kubernetes_server(&url, &dir))
@@ -1096,13 +1108,13 @@ async fn a_pod_running_when_the_server_is_killed_is_taken_back_after_its_restart
     let pod = listed.get(&pods[0]).await.expect("the pod");
     let deadline = pod.spec.and_then(|spec| spec.active_deadline_seconds);
     assert_eq!(deadline, Some(660));
-    server = tokio::task::spawn_blocking(move || {
-        server.kill();
-        server
+    tokio::task::spawn_blocking(move || {
+        // SAFETY: a signal to the child this test started.
+        unsafe { libc::kill(server.child.id() as i32, signal) };
+        let _ = server.child.wait();
     })
     .await
-    .expect("killed");
-    drop(server);
+    .expect("stopped");
 
     let server = start().await.expect("started again");
     assert_eq!(
@@ -1119,6 +1131,10 @@ async fn a_pod_running_when_the_server_is_killed_is_taken_back_after_its_restart
     for line in ["first\n", "before\n", "after\n", "last\n"] {
         assert_eq!(log.matches(line).count(), 1, "{line:?} once: {log}");
     }
+    assert!(
+        log.contains("ran on while Hodei was down: it was taken back"),
+        "{log}"
+    );
     stop(server).await;
     gone(api, &prefix).await;
 }

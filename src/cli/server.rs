@@ -421,18 +421,27 @@ async fn wind_down(tree: &Tree, grace: Duration) {
 }
 
 /// Says in the log of every job still running why it is stopped; the steps themselves are
-/// stopped when the server has stopped, and the jobs resume at the next start.
+/// stopped when the server has stopped, and the jobs resume at the next start. The jobs of
+/// the Kubernetes worker get no note: their pods run on, and the next start takes them back.
 async fn stop_running(tree: &Tree, grace: Duration) {
     let workers = tree.scheduler.send(GetWorkers).await.unwrap_or_default();
-    for job in workers.into_iter().flat_map(|view| view.jobs) {
-        tree.hub.do_send(Note {
-            job,
-            text: format!(
-                "Hodei shut down (SIGTERM) and the job did not finish within the grace period of {} s: its step was stopped; the job goes on at the next start",
-                grace.as_secs()
-            ),
-        });
-        let _ = tree.hub.send(FlushLog { job }).await;
+    for view in workers {
+        // A pod runs on without Hodei, and the next start takes its step back with the output
+        // it wrote meanwhile: a note in the middle of the step's output would be taken for a
+        // part of it.
+        let pods = view.worker.id.0 == crate::wiring::KUBERNETES_WORKER;
+        for job in view.jobs {
+            if !pods {
+                tree.hub.do_send(Note {
+                    job,
+                    text: format!(
+                        "Hodei shut down (SIGTERM) and the job did not finish within the grace period of {} s: its step was stopped; the job goes on at the next start",
+                        grace.as_secs()
+                    ),
+                });
+            }
+            let _ = tree.hub.send(FlushLog { job }).await;
+        }
     }
 }
 
