@@ -13,8 +13,7 @@ use hodei_adapters::clock::SystemClock;
 use hodei_adapters::docker::DockerConfig;
 use hodei_adapters::files::{DiskFiles, FileLimits};
 use hodei_adapters::git::{GitMirrors, RepoHeads};
-use hodei_adapters::health::{self, Probe};
-use hodei_adapters::kube::{Cluster, KubernetesProvider, PodSettings};
+use hodei_adapters::kube::KubernetesProvider;
 use hodei_adapters::local::{LocalProvider, RunAs};
 use hodei_adapters::logs::FileLogStore;
 use hodei_adapters::postgres::PgStore;
@@ -33,6 +32,7 @@ use hodei_domain::ports::{
 use hodei_supervisors::{Tree, TreeConfig, start_tree};
 
 use crate::kube_config::KubernetesConfig;
+use crate::kube_worker::{KUBERNETES_WORKER, kubernetes_worker, offer_kubernetes};
 
 /// Secrets taken from the environment of the `hodei` process, by name.
 #[derive(Default)]
@@ -246,9 +246,6 @@ pub struct ServerWorkers {
     pub run_as: Option<RunAs>,
     pub kubernetes: Option<KubernetesConfig>,
 }
-
-/// The id of the Kubernetes worker.
-pub const KUBERNETES_WORKER: &str = "kubernetes";
 
 /// The file of a data directory that holds the key of the stored secrets.
 pub const SECRETS_KEY_FILE: &str = "secrets.key";
@@ -588,76 +585,4 @@ async fn start_stack(
         kube
     });
     Ok((tree, provider, kubernetes))
-}
-
-/// The provider and the worker of a `[kubernetes]` table: the kube client made from its
-/// kubeconfig (or inferred), the pods' settings, the API server asked once.
-async fn kubernetes_worker(
-    config: KubernetesConfig,
-    instance: &str,
-) -> Result<(Arc<KubernetesProvider>, WorkerSpec), String> {
-    let client = hodei_adapters::kube::client(config.kubeconfig.as_deref())
-        .await
-        .map_err(|err| format!("kubernetes: {err}"))?;
-    let settings = PodSettings {
-        namespace: config.namespace.clone(),
-        instance: instance.to_owned(),
-        entrypoint_image: config.image.clone(),
-        node_selector: config.node_selector.clone(),
-        tolerations: config.tolerations.clone(),
-        image_pull_secrets: config.image_pull_secrets.clone(),
-    };
-    let provider = Arc::new(
-        KubernetesProvider::new(Cluster::new(client, settings))
-            .with_default_image(config.default_image.clone()),
-    );
-    provider.probe().await;
-    let mut labels = config.labels;
-    if !labels.contains(&Label::docker()) {
-        // It runs jobs' images, as a worker with a Docker engine does.
-        labels.push(Label::docker());
-    }
-    let spec = WorkerSpec {
-        id: WorkerId(KUBERNETES_WORKER.into()),
-        labels,
-        slots: config.max_pods,
-        agent: false,
-        offline: false,
-    };
-    Ok((provider, spec))
-}
-
-/// Offers the Kubernetes worker to the scheduler, offline while the API server does not
-/// answer, and watches the API server for as long as the provider lives.
-fn offer_kubernetes(tree: &Tree, kube: &Arc<KubernetesProvider>, spec: WorkerSpec) {
-    let offer = move |trouble: &Option<String>| WorkerSpec {
-        offline: trouble.is_some(),
-        ..spec.clone()
-    };
-    let trouble = kube.trouble();
-    if let Some(trouble) = &trouble {
-        tracing::warn!(error = %trouble, "The Kubernetes worker takes no job until the API server answers.");
-    }
-    tree.workers.do_send(RegisterWorker {
-        worker: offer(&trouble),
-        lease: None,
-    });
-    let workers = tree.workers.clone();
-    health::watch(
-        kube,
-        Arc::new(move |trouble| {
-            match &trouble {
-                None => tracing::warn!(
-                    "The Kubernetes API server answers again: the Kubernetes worker takes jobs."
-                ),
-                Some(trouble) => {
-                    tracing::warn!(error = %trouble, "The Kubernetes API server does not answer: the Kubernetes worker takes no job.")
-                }
-            }
-            workers.do_send(RegisterWorker {
-                worker: offer(&trouble),
-                lease: None,
-            });
-        }),
-    );
 }

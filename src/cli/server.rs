@@ -429,7 +429,7 @@ async fn stop_running(tree: &Tree, grace: Duration) {
         // A pod runs on without Hodei, and the next start takes its step back with the output
         // it wrote meanwhile: a note in the middle of the step's output would be taken for a
         // part of it.
-        let pods = view.worker.id.0 == crate::wiring::KUBERNETES_WORKER;
+        let pods = view.worker.id.0 == crate::kube_worker::KUBERNETES_WORKER;
         for job in view.jobs {
             if !pods {
                 tree.hub.do_send(Note {

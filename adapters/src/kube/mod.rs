@@ -15,7 +15,8 @@
 //!
 //! [`KubernetesProvider`] (`provider.rs`) is the [`Provider`](hodei_domain::ports::Provider)
 //! port made of these parts: a step is a request to the entrypoint over `pods/attach`, its
-//! output and end come back through the log; after a restart of Hodei, a step that still runs
+//! output and end come back through the log (what the log showed of a pod, and the requests
+//! to it, are in `pod_state.rs`); after a restart of Hodei, a step that still runs
 //! in its pod is taken back. [`client`] (`connect.rs`) makes the kube client from a kubeconfig
 //! or the pod's service account. The server's `[kubernetes]` table configures all this and
 //! routes jobs to it (`src/kube_config.rs`, `src/wiring.rs`); `docs/kubernetes.md` says what
@@ -51,6 +52,7 @@ mod error;
 mod logs;
 mod names;
 mod pod;
+mod pod_state;
 mod protocol;
 mod provider;
 mod reconcile;
