@@ -109,6 +109,7 @@ async fn tree<P: Provider + Reconcile + 'static>(
         store,
         logs,
         provider: provider.clone(),
+        worker_providers: Default::default(),
         reconcile: provider,
         clock: Arc::new(SystemClock),
         secrets: Arc::new(NoSecrets),
@@ -127,6 +128,7 @@ async fn tree<P: Provider + Reconcile + 'static>(
         labels: vec![],
         slots,
         agent: false,
+        offline: false,
     };
     start_tree(ports, TreeConfig::new(Some(worker), Approvals::Wait))
 }

@@ -50,6 +50,9 @@ pub struct ServerConfig {
     pub database: Database,
     /// How replicas sharing a PostgreSQL database find and follow each other.
     pub replica: ReplicaConfig,
+    /// The `[kubernetes]` table: a worker whose jobs run as pods on a cluster; `None` without
+    /// one.
+    pub kubernetes: Option<crate::kube_config::KubernetesConfig>,
 }
 
 /// The settings of a replica (a server on a PostgreSQL database, which others may share).
@@ -309,18 +312,11 @@ pub enum ConfigError {
 
 /// Keys of what is planned but not there yet (key, what, where it is documented): a file that
 /// sets one is refused with that, rather than taken for a typo or silently ignored.
-const NOT_YET: [(&str, &str, &str); 2] = [
-    (
-        "kubernetes",
-        "running jobs on a Kubernetes cluster",
-        "docs/kubernetes.md",
-    ),
-    (
-        "pools",
-        "starting ephemeral workers from pools",
-        "docs/kubernetes.md",
-    ),
-];
+const NOT_YET: [(&str, &str, &str); 1] = [(
+    "pools",
+    "starting ephemeral workers from pools",
+    "docs/kubernetes.md",
+)];
 
 fn hint(suggestion: &Option<String>) -> String {
     suggestion
@@ -380,6 +376,7 @@ pub fn resolve(
         .iter()
         .map(|key| ((key.default)(), Origin::Default))
         .collect();
+    let mut kubernetes = None;
     if let Some((path, text)) = file {
         let table: toml::Table =
             text.parse()
@@ -388,6 +385,11 @@ pub fn resolve(
                     reason: err.to_string().trim_end().to_owned(),
                 })?;
         for (name, value) in table {
+            // A table of its own, read by its own module.
+            if name == "kubernetes" {
+                kubernetes = Some(crate::kube_config::parse(path, value)?);
+                continue;
+            }
             if let Some((_, what, doc)) = NOT_YET.iter().find(|(key, ..)| *key == name) {
                 return Err(ConfigError::NotSupported {
                     path: path.to_owned(),
@@ -510,6 +512,7 @@ pub fn resolve(
                 (raw, origin, key) => return Err(invalid(raw, origin, key)),
             },
         },
+        kubernetes,
     })
 }
 
@@ -816,17 +819,6 @@ mod tests {
 
     #[test]
     fn keys_of_what_is_not_there_yet_are_refused_as_such() {
-        let text = "[kubernetes]\nnamespace = \"ci\"\n";
-        let err = resolve(
-            Some((Path::new("hodei.toml"), text)),
-            &|_| None,
-            &Flags::default(),
-        )
-        .expect_err("refused");
-        assert_eq!(
-            err.to_string(),
-            "hodei.toml: `kubernetes`: running jobs on a Kubernetes cluster is not supported yet (see docs/kubernetes.md)"
-        );
         let text = "[[pools]]\nname = \"gpu\"\n";
         let err = resolve(
             Some((Path::new("hodei.toml"), text)),
@@ -835,6 +827,25 @@ mod tests {
         )
         .expect_err("refused");
         assert!(err.to_string().contains("ephemeral workers"), "{err}");
+    }
+
+    #[test]
+    fn a_kubernetes_table_is_read_by_its_own_rules() {
+        let config = resolve(None, &no_env, &Flags::default()).unwrap();
+        assert_eq!(config.kubernetes, None);
+        let text =
+            "listen = \"127.0.0.1:9000\"\n[kubernetes]\nimage = \"hodei:1\"\nnamespace = \"ci\"\n";
+        let config = resolve(file(text), &no_env, &Flags::default()).unwrap();
+        let kubernetes = config.kubernetes.expect("a [kubernetes] table");
+        assert_eq!(kubernetes.namespace, "ci");
+        assert_eq!(kubernetes.image, "hodei:1");
+        let text = "[kubernetes]\nnamespace = \"ci\"\n";
+        let err = resolve(file(text), &no_env, &Flags::default()).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("hodei.toml: `kubernetes.image` is missing: expected Hodei's image"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! The one binary of Hodei, a self-hosted CI/CD orchestrator: `hodei server` serves the API,
 //! `hodei run` runs a pipeline here with the same actors as the server, `hodei validate` lints
-//! pipelines. [`config`] resolves the server's settings; [`wiring`] is the one place that chooses
+//! pipelines. [`config`] resolves the server's settings ([`kube_config`] its `[kubernetes]`
+//! table, whose worker [`kube_worker`] makes); [`wiring`] is the one place that chooses
 //! concrete adapters. Start reading at [`cli`] for the command line, and at the `hodei-domain`
 //! crate for the pipeline model it checks.
 //!
@@ -12,6 +13,8 @@
 mod agent;
 mod cli;
 mod config;
+mod kube_config;
+mod kube_worker;
 mod logging;
 mod wiring;
 

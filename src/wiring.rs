@@ -13,10 +13,11 @@ use hodei_adapters::clock::SystemClock;
 use hodei_adapters::docker::DockerConfig;
 use hodei_adapters::files::{DiskFiles, FileLimits};
 use hodei_adapters::git::{GitMirrors, RepoHeads};
+use hodei_adapters::kube::KubernetesProvider;
 use hodei_adapters::local::{LocalProvider, RunAs};
 use hodei_adapters::logs::FileLogStore;
 use hodei_adapters::postgres::PgStore;
-use hodei_adapters::route::ByImage;
+use hodei_adapters::route::{ByImage, ReapAll};
 use hodei_adapters::secrets::{SealedSecrets, SecretKey};
 use hodei_adapters::sqlite::SqliteStore;
 use hodei_adapters::token_cache::CachedTokens;
@@ -25,11 +26,14 @@ use hodei_domain::ids::WorkerId;
 use hodei_domain::model::Label;
 use hodei_domain::ports::AgentStore;
 use hodei_domain::ports::{
-    BoxFuture, Heads, LogStore, SecretScope, SecretStore, SecretVault, StoreError, TickStore,
-    TokenStore,
+    BoxFuture, Heads, LogStore, Provider, Reconcile, SecretScope, SecretStore, SecretVault,
+    StoreError, TickStore, TokenStore,
 };
 
 use hodei_supervisors::{Tree, TreeConfig, start_tree};
+
+use crate::kube_config::KubernetesConfig;
+use crate::kube_worker::{KUBERNETES_WORKER, kubernetes_worker, offer_kubernetes};
 
 /// Secrets taken from the environment of the `hodei` process, by name.
 #[derive(Default)]
@@ -143,6 +147,7 @@ pub async fn local_stack(
         slots,
         approvals,
         run_as: None,
+        kubernetes: None,
     };
     let files = open_files(paths, FileLimits::default())?;
     let instance = store.instance_id().to_owned();
@@ -151,7 +156,8 @@ pub async fn local_stack(
         instance,
         logs: open_logs(paths)?,
     };
-    start_stack(record, paths, secrets, local, None, files, None).await
+    let (tree, provider, _) = start_stack(record, paths, secrets, local, None, files, None).await?;
+    Ok((tree, provider))
 }
 
 /// Opens the log files of a stack.
@@ -208,13 +214,14 @@ fn open_files(paths: &LocalPaths, limits: FileLimits) -> Result<Arc<DiskFiles>, 
 pub const DEFAULT_BRANCH: &str = "main";
 
 /// What the machine Hodei runs on does: its worker's labels and slots (0: no local worker),
-/// and how approval gates are handled.
+/// and how approval gates are handled; and the Kubernetes worker beside it, if configured.
 struct Local {
     labels: Vec<Label>,
     slots: Option<u32>,
     approvals: Approvals,
     /// The user local steps run as, if not Hodei's own.
     run_as: Option<RunAs>,
+    kubernetes: Option<KubernetesConfig>,
 }
 
 /// What `hodei server` runs on: the tree, the providers, the store for the API's tokens and
@@ -222,12 +229,23 @@ struct Local {
 pub struct ServerStack {
     pub tree: Tree,
     pub provider: Arc<ByImage>,
+    /// The provider of the Kubernetes worker, with a `[kubernetes]` table.
+    pub kubernetes: Option<Arc<KubernetesProvider>>,
     pub tokens: Arc<dyn TokenStore>,
     pub secrets: Arc<dyn SecretVault>,
     /// The registered repositories and their mirrors (`DIR/mirrors/`).
     pub sources: hodei_api::Sources,
     /// Agents' registrations and leases.
     pub agents: Arc<dyn AgentStore>,
+}
+
+/// The workers of a server: the machine it runs on (its labels, its slots, 0 for none, and
+/// the user its steps run as) and the Kubernetes worker of a `[kubernetes]` table.
+pub struct ServerWorkers {
+    pub labels: Vec<Label>,
+    pub local_slots: u32,
+    pub run_as: Option<RunAs>,
+    pub kubernetes: Option<KubernetesConfig>,
 }
 
 /// The file of a data directory that holds the key of the stored secrets.
@@ -240,12 +258,16 @@ pub const SECRETS_KEY_FILE: &str = "secrets.key";
 pub async fn server_stack(
     data: &Path,
     database: ServerDatabase,
-    labels: Vec<Label>,
-    local_slots: u32,
+    workers: ServerWorkers,
     agents: AgentSettings,
     limits: FileLimits,
-    run_as: Option<RunAs>,
 ) -> Result<ServerStack, String> {
+    let ServerWorkers {
+        labels,
+        local_slots,
+        run_as,
+        kubernetes,
+    } = workers;
     let mut paths = LocalPaths::data_dir(data);
     if let ServerDatabase::Postgres(_) = database {
         // The record and the logs are in PostgreSQL: no database file in the directory.
@@ -282,6 +304,7 @@ pub async fn server_stack(
         slots: Some(local_slots),
         approvals: Approvals::Wait,
         run_as,
+        kubernetes,
     };
     let files = open_files(&paths, limits)?;
     prune_files(files.clone());
@@ -291,7 +314,7 @@ pub async fn server_stack(
         store,
         logs,
     };
-    let (tree, provider) = start_stack(
+    let (tree, provider, kubernetes) = start_stack(
         record,
         &paths,
         secrets.clone(),
@@ -304,6 +327,7 @@ pub async fn server_stack(
     Ok(ServerStack {
         tree,
         provider,
+        kubernetes,
         tokens,
         secrets,
         sources,
@@ -455,12 +479,13 @@ async fn start_stack(
     agents: Option<(Arc<dyn AgentStore>, AgentSettings)>,
     files: Arc<DiskFiles>,
     ticks: Option<(Arc<dyn TickStore>, Arc<dyn Heads>)>,
-) -> Result<(Tree, Arc<ByImage>), String> {
+) -> Result<(Tree, Arc<ByImage>, Option<Arc<KubernetesProvider>>), String> {
     let Local {
         labels,
         slots,
         approvals,
         run_as,
+        kubernetes,
     } = local;
     let Record {
         store,
@@ -477,17 +502,29 @@ async fn start_stack(
     let local = Arc::new(local);
     // Jobs with an `image` run on the Docker engine (`HODEI_DOCKER_HOST`, by default the local
     // socket); while it does not answer, they wait in the queue.
+    let kubernetes = match kubernetes {
+        Some(config) => Some(kubernetes_worker(config, &instance).await?),
+        None => None,
+    };
     let mut docker = DockerConfig::new(paths.docker_workspaces.clone(), instance);
     docker.mirrors = paths.mirrors.clone();
     if let Ok(host) = std::env::var("HODEI_DOCKER_HOST") {
         docker.socket = host;
     }
     let provider = Arc::new(ByImage::new(local.clone(), docker).await);
+    let mut worker_providers = std::collections::BTreeMap::new();
+    let mut reconcile: Arc<dyn Reconcile> = provider.clone();
+    if let Some((kube, _)) = &kubernetes {
+        let runs: Arc<dyn Provider> = kube.clone();
+        worker_providers.insert(WorkerId(KUBERNETES_WORKER.into()), runs);
+        reconcile = Arc::new(ReapAll(vec![provider.clone(), kube.clone()]));
+    }
     let ports = Ports {
         store,
         logs,
         provider: provider.clone(),
-        reconcile: provider.clone(),
+        worker_providers: Arc::new(worker_providers),
+        reconcile,
         clock: Arc::new(SystemClock),
         secrets,
         files,
@@ -506,6 +543,7 @@ async fn start_stack(
             .collect(),
         slots,
         agent: false,
+        offline: false,
     };
     let engine = match provider.engine_trouble() {
         None => true,
@@ -550,5 +588,9 @@ async fn start_stack(
             });
         }
     }));
-    Ok((tree, provider))
+    let kubernetes = kubernetes.map(|(kube, spec)| {
+        offer_kubernetes(&tree, &kube, spec);
+        kube
+    });
+    Ok((tree, provider, kubernetes))
 }

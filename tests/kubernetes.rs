@@ -55,6 +55,7 @@ fn job(image: &str, pull: PullPolicy) -> JobSpec {
         resources: Resources::default(),
         checkout: None,
         secrets: Default::default(),
+        timeout: None,
     }
 }
 
@@ -290,6 +291,14 @@ fn left(prefix: &str) -> String {
 }
 
 /// Waits until no container of `prefix` is left (a deleted pod's go in the background).
+/// Drops the fake API server (its pods go with it) and waits until its containers are gone.
+async fn gone(api: FakeApi, prefix: &str) {
+    tokio::task::spawn_blocking(move || drop(api))
+        .await
+        .expect("dropped");
+    all_gone(prefix).await;
+}
+
 async fn all_gone(prefix: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !left(prefix).is_empty() {
@@ -382,10 +391,7 @@ async fn the_kube_client_follows_a_pod_across_a_dropped_log_stream_until_it_is_d
         .collect();
     assert_eq!(outputs.len(), 1, "{frames:?}");
     assert_eq!(String::from_utf8_lossy(&outputs[0].1), expected);
-    tokio::task::spawn_blocking(move || drop(api))
-        .await
-        .expect("dropped");
-    all_gone(&prefix).await;
+    gone(api, &prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -402,10 +408,7 @@ async fn the_kube_client_ends_the_wait_for_a_pod_whose_image_may_not_be_pulled()
         "{verdict:?}"
     );
     cluster.delete(&name).await.expect("deleted");
-    tokio::task::spawn_blocking(move || drop(api))
-        .await
-        .expect("dropped");
-    all_gone(&prefix).await;
+    gone(api, &prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -439,10 +442,7 @@ async fn the_pods_of_an_earlier_life_are_reaped_through_the_api() {
         [],
         "a second reap finds nothing"
     );
-    all_gone(&prefix).await;
-    tokio::task::spawn_blocking(move || drop(api))
-        .await
-        .expect("dropped");
+    gone(api, &prefix).await;
 }
 
 // ---- The provider, through the API ---------------------------------------------------------
@@ -450,7 +450,7 @@ async fn the_pods_of_an_earlier_life_are_reaped_through_the_api() {
 use hodei_adapters::kube::KubernetesProvider;
 use hodei_domain::model::Env;
 use hodei_domain::ports::{
-    OutputSink, Provider, ProviderError, Reconcile, SecretVars, StepSpec, Workspace,
+    JobAttempt, OutputSink, Provider, ProviderError, Reconcile, SecretVars, StepSpec, Workspace,
 };
 use hodei_domain::state::StepExit;
 
@@ -570,10 +570,7 @@ async fn a_job_runs_as_a_pod_step_by_step_across_a_dropped_log_stream() {
         .await
         .expect("tearing down again is harmless");
     assert!(pods.get_opt(&workspace.id).await.expect("asked").is_none());
-    tokio::task::spawn_blocking(move || drop(api))
-        .await
-        .expect("dropped");
-    all_gone(&prefix).await;
+    gone(api, &prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -597,10 +594,7 @@ async fn a_pod_whose_image_may_not_be_pulled_fails_the_set_up_with_the_reason() 
     let pods: kube::Api<KubePod> = kube::Api::namespaced(api.client(), "ci");
     let left_pods = pods.list(&Default::default()).await.expect("list");
     assert!(left_pods.items.is_empty(), "a failed set-up leaves its pod");
-    tokio::task::spawn_blocking(move || drop(api))
-        .await
-        .expect("dropped");
-    all_gone(&prefix).await;
+    gone(api, &prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -630,10 +624,7 @@ async fn a_pod_deleted_from_outside_ends_the_running_step_with_that_reason() {
         "{err}"
     );
     provider.tear_down(&workspace).await.expect("torn down");
-    tokio::task::spawn_blocking(move || drop(api))
-        .await
-        .expect("dropped");
-    all_gone(&prefix).await;
+    gone(api, &prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -654,10 +645,109 @@ async fn the_pods_of_an_earlier_life_are_reaped_by_the_next_provider() {
     );
     assert_eq!(orphans[0].id, workspace.id);
     assert!(next.reap_orphans(&[]).await.expect("reaped").is_empty());
-    all_gone(&prefix).await;
-    tokio::task::spawn_blocking(move || drop(api))
+    gone(api, &prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_running_when_hodei_stopped_is_taken_back_by_the_next_provider() {
+    hodei_api::client::install_crypto();
+    let (api, cluster, prefix) = fake("provider-adopt").await;
+    let first = KubernetesProvider::new(cluster.clone());
+    let spec = secret_job(JOB_IMAGE);
+    let other = JobSpec {
+        job: JobId(2),
+        ..secret_job(JOB_IMAGE)
+    };
+    let workspace = first.set_up(&spec).await.expect("set up");
+    let (exit, _) = run_step(&first, &workspace, &step_spec(0, "echo first", &[])).await;
+    assert_eq!(exit, Ok(StepExit::code(0)));
+    let abandoned = first.set_up(&other).await.expect("set up");
+    // A step that goes on while Hodei is away: a file tells it when to end.
+    let script = "echo \"before $API_TOKEN\"; while [ ! -e /workspace/go ]; do sleep 0.1; done; echo after; exit 4";
+    let step = step_spec(1, script, &[("API_TOKEN", "s3cr3t")]);
+    let handle = first
+        .start_step(&workspace, &step, Arc::new(Collect::default()))
         .await
-        .expect("dropped");
+        .expect("started");
+    drop(first);
+
+    // Hodei starts again: the pod of the attempt the store shows running a step stays, the
+    // other goes.
+    let next = KubernetesProvider::new(Cluster::new(api.client(), settings()));
+    let spare = [JobAttempt {
+        job: spec.job,
+        attempt: spec.attempt,
+    }];
+    let orphans = next.reap_orphans(&spare).await.expect("reaped");
+    let reaped: Vec<&str> = orphans.iter().map(|o| o.id.as_str()).collect();
+    assert_eq!(reaped, [abandoned.id.as_str()]);
+    let sink = Arc::new(Collect::default());
+    let taken = tokio::time::timeout(
+        Duration::from_secs(120),
+        next.reattach_step(&spec, 1, step.attempt, sink.clone()),
+    )
+    .await
+    .expect("likely deadlocked: the re-attach never ended")
+    .expect("re-attached")
+    .expect("the step is taken back");
+    assert_eq!(taken.workspace, workspace);
+    assert_eq!(taken.step, handle);
+    // A step that never ran in the pod is not taken back.
+    let never = next
+        .reattach_step(&spec, 5, step.attempt, Arc::new(Collect::default()))
+        .await
+        .expect("asked");
+    assert_eq!(never, None);
+    let steps = api
+        .container(&workspace.id, "steps")
+        .expect("the steps container");
+    docker(&["exec", &steps, "touch", "/workspace/go"]).expect("docker exec");
+    let exit = tokio::time::timeout(Duration::from_secs(60), next.wait_step(&taken.step))
+        .await
+        .expect("likely deadlocked: the step taken back never ended");
+    assert_eq!(exit, Ok(StepExit::code(4)));
+    let output = String::from_utf8_lossy(&sink.0.lock().expect("output")).into_owned();
+    assert_eq!(
+        output, "before s3cr3t\nafter\n",
+        "from its first byte, once"
+    );
+    // The job goes on in the same pod with its next step.
+    let (exit, output) =
+        run_step(&next, &taken.workspace, &step_spec(2, "ls /workspace", &[])).await;
+    assert_eq!((exit, output.as_str()), (Ok(StepExit::code(0)), "go\n"));
+    next.tear_down(&taken.workspace).await.expect("torn down");
+    gone(api, &prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_that_answers_503_opens_the_breaker_and_set_ups_wait_for_it() {
+    use hodei_adapters::health::Probe;
+    hodei_api::client::install_crypto();
+    let (api, cluster, prefix) = fake("provider-health").await;
+    let provider = KubernetesProvider::new(cluster);
+    assert!(!provider.probe().await, "answers: no change");
+    assert_eq!(provider.trouble(), None);
+    api.set_down(true);
+    assert!(provider.probe().await, "a change");
+    let trouble = provider.trouble().expect("the API server is away");
+    // The kube client tries again while the API server answers 503: the probe does not wait.
+    assert!(
+        trouble.starts_with("the Kubernetes API server cannot be used: ")
+            && (trouble.contains("503") || trouble.contains("did not answer within 5 s")),
+        "{trouble}"
+    );
+    let err = provider
+        .set_up(&secret_job(JOB_IMAGE))
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(&err, ProviderError::Unavailable { reason, .. } if *reason == trouble),
+        "{err}"
+    );
+    api.set_down(false);
+    assert!(provider.probe().await, "a change");
+    assert_eq!(provider.trouble(), None);
+    gone(api, &prefix).await;
 }
 
 // ---- Against a real cluster (not in CI) ----------------------------------------------------
@@ -712,4 +802,339 @@ async fn on_a_real_cluster_a_job_runs_as_a_pod() {
     provider.tear_down(&workspace).await.expect("torn down");
     assert_eq!(exit, Ok(StepExit::code(3)));
     assert_eq!(output, "token=s3cr3t\n");
+}
+
+// ---- Through the server --------------------------------------------------------------------
+
+use common::Server;
+use serde_json::Value;
+
+/// `hodei server` with a `[kubernetes]` table naming the fake API server through a kubeconfig
+/// file, and no local worker: every job runs as a pod.
+fn kubernetes_server(api_url: &str, data: &Path) -> Server {
+    let config_dir = data.with_extension("config");
+    std::fs::create_dir_all(&config_dir).expect("config dir");
+    std::fs::write(
+        config_dir.join("kubeconfig"),
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {{ server: \"{}\" }}\nusers:\n- name: hodei\n  user: {{}}\ncontexts:\n- name: fake\n  context: {{ cluster: fake, user: hodei, namespace: ci }}\ncurrent-context: fake\n",
+            api_url
+        ),
+    )
+    .expect("kubeconfig");
+    let config = config_dir.join("hodei.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "local_slots = 0\n\n[kubernetes]\nkubeconfig = \"kubeconfig\"\nnamespace = \"ci\"\nimage = \"{}\"\ndefault_image = \"{JOB_IMAGE}\"\nmax_pods = 4\n",
+            hodei_image()
+        ),
+    )
+    .expect("hodei.toml");
+    let config = config.to_string_lossy().into_owned();
+    let grace = [("HODEI_SHUTDOWN_GRACE_SECONDS", "1")];
+    Server::start_args(data, &["--config", &config], &grace, Stdio::null())
+}
+
+/// Stops the server (a blocking wait).
+async fn stop(server: Server) {
+    tokio::task::spawn_blocking(move || drop(server))
+        .await
+        .expect("stopped");
+}
+
+/// The server's HTTP client and the admin's `authorization` header.
+fn admin(data: &Path) -> (reqwest::Client, String) {
+    let token = std::fs::read_to_string(data.join("admin.token")).expect("admin token");
+    (reqwest::Client::new(), format!("Bearer {}", token.trim()))
+}
+
+async fn get(http: &reqwest::Client, url: &str, auth: &str) -> Value {
+    let answer = http
+        .get(url)
+        .header("authorization", auth)
+        .send()
+        .await
+        .expect("GET");
+    answer.json().await.expect("JSON")
+}
+
+/// Applies `pipeline` as `name` and starts a run of it: the run's id.
+async fn start_run(
+    http: &reqwest::Client,
+    base: &str,
+    auth: &str,
+    name: &str,
+    pipeline: &str,
+) -> u64 {
+    let applied = http
+        .put(format!("{base}/api/v1/pipelines/{name}"))
+        .header("authorization", auth)
+        .header("content-type", "application/yaml")
+        .body(pipeline.to_owned())
+        .send()
+        .await
+        .expect("PUT");
+    assert!(
+        applied.status().is_success(),
+        "{}",
+        applied.text().await.unwrap_or_default()
+    );
+    let run = http
+        .post(format!("{base}/api/v1/pipelines/{name}/runs"))
+        .header("authorization", auth)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("POST");
+    let run: Value = run.json().await.expect("JSON");
+    run["id"].as_u64().unwrap_or_else(|| panic!("a run: {run}"))
+}
+
+/// The run once it ended, and the log of its first job; fails after `limit`.
+async fn run_end(
+    http: &reqwest::Client,
+    base: &str,
+    auth: &str,
+    id: u64,
+    limit: Duration,
+) -> (Value, String) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let run = get(http, &format!("{base}/api/v1/runs/{id}"), auth).await;
+        if ["succeeded", "failed", "cancelled"].contains(&run["state"].as_str().unwrap_or("")) {
+            let log = job_log(http, base, auth, &run).await;
+            return (run, log);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "likely deadlocked: the run never ended: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn job_log(http: &reqwest::Client, base: &str, auth: &str, run: &Value) -> String {
+    let job = run["jobs"][0]["id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("a job: {run}"));
+    let answer = http
+        .get(format!("{base}/api/v1/jobs/{job}/log"))
+        .header("authorization", auth)
+        .send()
+        .await
+        .expect("GET log");
+    answer.text().await.expect("log")
+}
+
+/// Waits until the first job of run `id` logged `text`; fails after 120 s.
+async fn until_logged(http: &reqwest::Client, base: &str, auth: &str, id: u64, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let run = get(http, &format!("{base}/api/v1/runs/{id}"), auth).await;
+        if run["jobs"][0]["id"].as_u64().is_some()
+            && job_log(http, base, auth, &run).await.contains(text)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "likely deadlocked: never logged {text:?}: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The value of `hodei_provider_up{provider="kubernetes"}` in the server's metrics.
+async fn kubernetes_up(http: &reqwest::Client, base: &str) -> String {
+    let answer = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    let metrics = answer.text().await.expect("text");
+    let line = metrics
+        .lines()
+        .find(|line| line.starts_with("hodei_provider_up{provider=\"kubernetes\"}"))
+        .unwrap_or_else(|| panic!("no kubernetes provider in {metrics}"));
+    line.rsplit(' ').next().unwrap_or_default().to_owned()
+}
+
+/// The names of the fake's pods now.
+async fn pod_names(api: &FakeApi) -> Vec<String> {
+    let pods: kube::Api<KubePod> = kube::Api::namespaced(api.client(), "ci");
+    let list = pods.list(&Default::default()).await.expect("list");
+    list.items
+        .into_iter()
+        .filter_map(|pod| pod.metadata.name)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_runs_jobs_as_pods_through_its_kubernetes_table() {
+    hodei_api::client::install_crypto();
+    let (api, _, prefix) = fake("server").await;
+    let data = scratch("server-kubernetes");
+    let server = {
+        let (url, dir) = (api.url.clone(), data.clone());
+        tokio::task::spawn_blocking(move || kubernetes_server(&url, &dir))
+            .await
+            .expect("started")
+    };
+    let base = server.url.clone();
+    let (http, auth) = admin(&data);
+
+    // The worker and the API server's health, as an operator sees them.
+    let ready = get(&http, &format!("{base}/readyz"), &auth).await;
+    assert_eq!(ready["checks"]["kubernetes"], "ok", "{ready}");
+    assert_eq!(kubernetes_up(&http, &base).await, "1");
+
+    // A job with an image as a pod, its log through the API (the jobs below without one run
+    // in the default image).
+    let pipeline = "name: pods\njobs:\n  build:\n    image: debian:bookworm\n    pull: never\n    timeout: 10m\n    steps:\n      - run: echo \"debian $(cut -c1-2 /etc/debian_version)\"\n      - run: test -d /workspace && echo workspace\n";
+    let id = start_run(&http, &base, &auth, "pods", pipeline).await;
+    let (run, log) = run_end(&http, &base, &auth, id, Duration::from_secs(180)).await;
+    assert_eq!(run["state"], "succeeded", "{run}\n{log}");
+    assert!(
+        log.contains("debian 12\n") && log.contains("workspace\n"),
+        "{log}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pod_names(&api).await.is_empty() {
+        assert!(Instant::now() < deadline, "the pod outlives its job");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // An image that may not be pulled ends the job with the cluster's reason.
+    let pipeline = "name: absent\njobs:\n  build:\n    image: hodei-test/absent:1\n    pull: never\n    steps:\n      - run: echo never\n";
+    let id = start_run(&http, &base, &auth, "absent", pipeline).await;
+    let (run, log) = run_end(&http, &base, &auth, id, Duration::from_secs(120)).await;
+    assert_eq!(run["state"], "failed", "{run}");
+    let told = format!("{run}{log}");
+    assert!(
+        told.contains("cannot pull the image `hodei-test/absent:1`"),
+        "{told}"
+    );
+
+    // A pod deleted from outside ends its job with that reason.
+    let pipeline =
+        "name: deleted\njobs:\n  build:\n    steps:\n      - run: echo started; sleep 300\n";
+    let id = start_run(&http, &base, &auth, "deleted", pipeline).await;
+    until_logged(&http, &base, &auth, id, "started").await;
+    let pods: kube::Api<KubePod> = kube::Api::namespaced(api.client(), "ci");
+    for name in pod_names(&api).await {
+        pods.delete(&name, &Default::default())
+            .await
+            .expect("deleted");
+    }
+    let (run, log) = run_end(&http, &base, &auth, id, Duration::from_secs(120)).await;
+    assert_eq!(run["state"], "failed", "{run}");
+    let told = format!("{run}{log}");
+    assert!(
+        told.contains("the pod was deleted from outside Hodei"),
+        "{told}"
+    );
+
+    // The API server away: the worker is offline, /readyz and /metrics say why, the queue says
+    // the job waits for it; back: the job runs.
+    api.set_down(true);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = get(&http, &format!("{base}/readyz"), &auth).await;
+        let check = ready["checks"]["kubernetes"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if check
+            .starts_with("unavailable (its jobs wait): the Kubernetes API server cannot be used")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "likely deadlocked: {ready}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(kubernetes_up(&http, &base).await, "0");
+    let pipeline = "name: waits\njobs:\n  build:\n    runs_on: [kubernetes]\n    steps:\n      - run: echo ran\n";
+    let id = start_run(&http, &base, &auth, "waits", pipeline).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let queue = get(&http, &format!("{base}/api/v1/queue?run={id}"), &auth).await;
+        if queue.to_string().contains("1 offline") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "likely deadlocked: {queue}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    api.set_down(false);
+    let (run, log) = run_end(&http, &base, &auth, id, Duration::from_secs(120)).await;
+    assert_eq!(run["state"], "succeeded", "{run}\n{log}");
+    assert!(log.contains("ran\n"), "{log}");
+    let ready = get(&http, &format!("{base}/readyz"), &auth).await;
+    assert_eq!(ready["checks"]["kubernetes"], "ok", "{ready}");
+
+    stop(server).await;
+    gone(api, &prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_running_when_the_server_is_killed_is_taken_back_after_its_restart() {
+    taken_back_after_a_restart(libc::SIGKILL, "killed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_running_past_the_grace_of_a_sigterm_runs_on_and_is_taken_back_after_a_restart() {
+    taken_back_after_a_restart(libc::SIGTERM, "sigterm").await;
+}
+
+/// A job's pod runs a step when the server gets `signal`; the server starts again and the job
+/// goes on in the same pod, each step once.
+async fn taken_back_after_a_restart(signal: i32, test: &str) {
+    hodei_api::client::install_crypto();
+    let (api, _, prefix) = fake(&format!("server-{test}")).await;
+    let data = scratch(&format!("server-kubernetes-{test}"));
+    let start = || {
+        let (url, dir) = (api.url.clone(), data.clone());
+        tokio::task::spawn_blocking(move || kubernetes_server(&url, &dir))
+    };
+    let mut server = start().await.expect("started");
+    let (http, auth) = admin(&data);
+    let pipeline = "name: adopt\njobs:\n  build:\n    image: debian:bookworm\n    pull: never\n    timeout: 10m\n    steps:\n      - run: echo first\n      - run: echo before; while [ ! -e /workspace/go ]; do sleep 0.1; done; echo after\n      - run: echo last\n";
+    let id = start_run(&http, &server.url, &auth, "adopt", pipeline).await;
+    until_logged(&http, &server.url, &auth, id, "before").await;
+    let pods = pod_names(&api).await;
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    // The job's timeout, as the last resort of the cluster: 10 min and a grace of 60 s.
+    let listed: kube::Api<KubePod> = kube::Api::namespaced(api.client(), "ci");
+    let pod = listed.get(&pods[0]).await.expect("the pod");
+    let deadline = pod.spec.and_then(|spec| spec.active_deadline_seconds);
+    assert_eq!(deadline, Some(660));
+    tokio::task::spawn_blocking(move || {
+        // SAFETY: a signal to the child this test started.
+        unsafe { libc::kill(server.child.id() as i32, signal) };
+        let _ = server.child.wait();
+    })
+    .await
+    .expect("stopped");
+
+    let server = start().await.expect("started again");
+    assert_eq!(
+        pod_names(&api).await,
+        pods,
+        "the pod of the running step stays"
+    );
+    let steps = api
+        .container(&pods[0], "steps")
+        .expect("the steps container");
+    docker(&["exec", &steps, "touch", "/workspace/go"]).expect("docker exec");
+    let (run, log) = run_end(&http, &server.url, &auth, id, Duration::from_secs(120)).await;
+    assert_eq!(run["state"], "succeeded", "{run}\n{log}");
+    for line in ["first\n", "before\n", "after\n", "last\n"] {
+        assert_eq!(log.matches(line).count(), 1, "{line:?} once: {log}");
+    }
+    assert!(
+        log.contains("ran on while Hodei was down: it was taken back"),
+        "{log}"
+    );
+    stop(server).await;
+    gone(api, &prefix).await;
 }

@@ -58,7 +58,12 @@ use hodei_domain::ports::{Clock, FileStore, LogStore, Provider, Reconcile, Secre
 pub struct Ports {
     pub store: Arc<dyn Store>,
     pub logs: Arc<dyn LogStore>,
+    /// Runs the jobs placed on this process's workers, unless [`Ports::worker_providers`]
+    /// names another provider for the worker.
     pub provider: Arc<dyn Provider>,
+    /// The providers of workers of this process that run their jobs elsewhere (the
+    /// Kubernetes worker: pods on a cluster), by worker.
+    pub worker_providers: WorkerProviders,
     pub reconcile: Arc<dyn Reconcile>,
     pub clock: Arc<dyn Clock>,
     pub secrets: Arc<dyn SecretStore>,
@@ -66,4 +71,19 @@ pub struct Ports {
     pub files: Arc<dyn FileStore>,
     /// Panics planned by a test; [`fault::Faults::none`] otherwise.
     pub faults: fault::Faults,
+}
+
+/// Providers by worker, for [`Ports::worker_providers`].
+pub type WorkerProviders =
+    Arc<std::collections::BTreeMap<hodei_domain::ids::WorkerId, Arc<dyn Provider>>>;
+
+impl Ports {
+    /// The ports of a job attempt placed on `worker`: its provider is the worker's.
+    pub fn for_worker(&self, worker: &hodei_domain::ids::WorkerId) -> Ports {
+        let mut ports = self.clone();
+        if let Some(provider) = self.worker_providers.get(worker) {
+            ports.provider = provider.clone();
+        }
+        ports
+    }
 }

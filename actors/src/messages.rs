@@ -177,6 +177,9 @@ pub struct WorkerSpec {
     pub slots: u32,
     /// An agent on another machine: its jobs run there, through the agent desk.
     pub agent: bool,
+    /// What the worker runs its jobs on does not answer (the Kubernetes API server): it is
+    /// offline, takes no new job and keeps those it has, until it is offered again without.
+    pub offline: bool,
 }
 
 /// Make a worker available to the scheduler.

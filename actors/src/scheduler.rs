@@ -17,7 +17,9 @@ use actix::{Actor, AsyncContext, Context, Handler, Message, Recipient, Supervise
 use hodei_domain::ids::{JobId, RunId, WorkerId};
 use hodei_domain::model::Label;
 use hodei_domain::ports::Clock;
-use hodei_domain::schedule::{Cluster, Placement, Policy, QueuedJob, ScheduleError, Worker};
+use hodei_domain::schedule::{
+    Cluster, Placement, Policy, QueuedJob, ScheduleError, Worker, WorkerState,
+};
 
 use crate::fault::{Faults, Point};
 use crate::messages::{
@@ -224,12 +226,19 @@ impl Handler<AddWorker> for Scheduler {
             }
             let id = w.id.clone();
             let mut worker = Worker::ready(w.id, w.labels, w.slots);
+            if w.offline {
+                worker.state = WorkerState::Offline;
+            }
             let result = match act.cluster.add_worker(worker.clone()) {
                 // A new offer of a known worker (its labels changed): a drained worker stays
-                // drained.
+                // drained, a lost agent offline; a worker of this process is offline as
+                // offered (its engine answers or not).
                 Err(ScheduleError::DuplicateWorker { .. }) => {
                     if let Some(known) = act.cluster.worker(&worker.id) {
-                        worker.state = known.state;
+                        let ours = !act.agents.contains(&worker.id);
+                        if !(w.offline || ours && known.state == WorkerState::Offline) {
+                            worker.state = known.state;
+                        }
                     }
                     act.cluster.update_worker(worker)
                 }

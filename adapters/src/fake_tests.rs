@@ -36,6 +36,7 @@ fn job_spec() -> JobSpec {
         resources: Resources::default(),
         checkout: None,
         secrets: Default::default(),
+        timeout: None,
     }
 }
 

@@ -12,9 +12,10 @@
 //! containers on a Docker engine, with services, pull policies and re-attach after a restart
 //! (start with `docker/mod.rs`, user docs in `docs/docker.md`); [`route::ByImage`] puts the
 //! two behind one provider, by the job's `image`; [`fake::FakeProvider`] is the scripted test
-//! double for actor tests and benchmarks (no processes). `kube` holds the first layers of a
-//! Kubernetes provider: a job attempt as a pod and its Secret, and the entrypoint that runs the
-//! steps inside the pod (`hodei pod-steps`); start with `kube/mod.rs`.
+//! double for actor tests and benchmarks (no processes). [`kube::KubernetesProvider`] runs a
+//! job attempt as a pod, its steps run by Hodei's entrypoint inside it (`hodei pod-steps`),
+//! and takes a running step back after a restart; start with `kube/mod.rs`. [`health`] is the
+//! circuit breaker on an engine's health that Docker and Kubernetes share.
 //!
 //! Stores: [`ServerStore`] is every port of the record a server needs, as one object, with two
 //! implementations proven alike by one conformance suite (`conformance/`).
@@ -43,6 +44,7 @@ pub mod docker;
 pub mod fake;
 pub mod files;
 pub mod git;
+pub mod health;
 pub mod kube;
 pub mod local;
 pub mod logs;

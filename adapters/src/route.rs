@@ -4,9 +4,10 @@
 //! ## Guarantees
 //! - A job goes to the provider its `image` calls for, at `set_up` (or `resume`); its steps and
 //!   its tear-down go to the same one.
-//! - The engine's health is watched ([`ByImage::watch`]): a ping every 5 s while it answers;
-//!   while it does not, a new try after 1 s, 2 s, 4 s … at most 30 s (a circuit breaker: a down
-//!   engine is not hammered, jobs are not sent to it). Each change is reported to the caller,
+//! - The engine's health is watched ([`ByImage::watch`], a circuit breaker of
+//!   [`health`](crate::health)): a ping every 5 s while it answers; while it does not, a new
+//!   try after 1 s, 2 s, 4 s … at most 30 s (a down engine is not hammered, jobs are not sent
+//!   to it). Each change is reported to the caller,
 //!   who withdraws or offers the `docker` label of the worker, so that jobs with an `image`
 //!   wait in the queue while the engine is away and go on by themselves when it is back.
 //! - While the engine is away, a job with an `image` that reaches `set_up` anyway fails it with
@@ -19,7 +20,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Duration;
 
 use hodei_domain::ids::JobId;
 use hodei_domain::ports::{
@@ -29,6 +29,7 @@ use hodei_domain::ports::{
 use hodei_domain::state::Attempt;
 
 use crate::docker::{DockerConfig, DockerProvider};
+use crate::health::{Breaker, Probe};
 use crate::local::LocalProvider;
 
 /// Which provider holds a job.
@@ -49,13 +50,11 @@ pub struct ByImage {
 struct DockerLink {
     config: DockerConfig,
     provider: RwLock<Option<Arc<DockerProvider>>>,
-    /// `None` while the engine answers; why not, otherwise.
-    trouble: Mutex<Option<String>>,
+    /// Whether the engine answers.
+    breaker: Breaker,
 }
 
-/// What a [`ByImage::watch`] caller is told: `None` when the engine answers again, the reason
-/// when it stops answering.
-pub type EngineHealth = Arc<dyn Fn(Option<String>) + Send + Sync>;
+pub use crate::health::EngineHealth;
 
 impl ByImage {
     /// Routes to `local`, and to a Docker provider for the engine of `docker`, connected now if
@@ -66,7 +65,7 @@ impl ByImage {
             docker: DockerLink {
                 config: docker,
                 provider: RwLock::new(None),
-                trouble: Mutex::new(Some("not connected yet".into())),
+                breaker: Breaker::new(Some("not connected yet".into())),
             },
             owners: Mutex::new(HashMap::new()),
         };
@@ -96,7 +95,7 @@ impl ByImage {
 
     /// Why the Docker engine cannot be used now, or `None` when it can.
     pub fn engine_trouble(&self) -> Option<String> {
-        lock(&self.docker.trouble).clone()
+        self.docker.breaker.trouble()
     }
 
     /// Asks the engine whether it answers (connecting first if it never did), records the
@@ -122,45 +121,14 @@ impl ByImage {
                 Err(err) => Some(format!("the Docker engine cannot be used: {err}")),
             },
         };
-        self.set_trouble(trouble)
-    }
-
-    /// Records the engine's health; says whether it changed.
-    fn set_trouble(&self, trouble: Option<String>) -> bool {
-        let mut current = lock(&self.docker.trouble);
-        let changed = current.is_some() != trouble.is_some();
-        *current = trouble;
-        changed
+        self.docker.breaker.set(trouble)
     }
 
     /// Watches the engine for as long as the router lives, on the current Tokio runtime, and
     /// tells `health` of every change ([`engine_trouble`](ByImage::engine_trouble) says how it
     /// is now).
     pub fn watch(self: &Arc<Self>, health: EngineHealth) {
-        let router = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut backoff = Duration::from_secs(1);
-            loop {
-                let wait = match router.upgrade().map(|r| r.engine_trouble()) {
-                    None => return,
-                    Some(None) => Duration::from_secs(5),
-                    Some(Some(_)) => backoff,
-                };
-                tokio::time::sleep(wait).await;
-                let Some(router) = router.upgrade() else {
-                    return;
-                };
-                let changed = router.check_engine().await;
-                let trouble = router.engine_trouble();
-                backoff = match trouble {
-                    None => Duration::from_secs(1),
-                    Some(_) => (backoff * 2).min(Duration::from_secs(30)),
-                };
-                if changed {
-                    health(trouble);
-                }
-            }
-        });
+        crate::health::watch(self, health);
     }
 
     fn docker(&self) -> Result<Arc<DockerProvider>, ProviderError> {
@@ -229,7 +197,7 @@ impl Provider for ByImage {
                 && let Err(ProviderError::Unavailable { reason, .. }) = &result
             {
                 // Do not wait for the next ping: withdraw the engine now.
-                self.set_trouble(Some(reason.clone()));
+                self.docker.breaker.set(Some(reason.clone()));
             }
             result
         })
@@ -351,6 +319,16 @@ impl Provider for ByImage {
     }
 }
 
+impl Probe for ByImage {
+    fn probe(&self) -> BoxFuture<'_, bool> {
+        Box::pin(self.check_engine())
+    }
+
+    fn breaker(&self) -> &Breaker {
+        &self.docker.breaker
+    }
+}
+
 impl Reconcile for ByImage {
     fn reap_orphans<'a>(
         &'a self,
@@ -368,6 +346,34 @@ impl Reconcile for ByImage {
                 orphans.extend(docker?);
             }
             Ok(orphans)
+        })
+    }
+}
+
+/// Reconciliation of several providers as one: each reaps (even when another fails), and the
+/// orphans of all are told; the first failure is answered after all have reaped.
+pub struct ReapAll(pub Vec<Arc<dyn Reconcile>>);
+
+impl Reconcile for ReapAll {
+    fn reap_orphans<'a>(
+        &'a self,
+        spare: &'a [JobAttempt],
+    ) -> BoxFuture<'a, Result<Vec<Orphan>, ProviderError>> {
+        Box::pin(async move {
+            let mut orphans = Vec::new();
+            let mut failed = None;
+            for part in &self.0 {
+                match part.reap_orphans(spare).await {
+                    Ok(found) => orphans.extend(found),
+                    Err(err) => {
+                        failed.get_or_insert(err);
+                    }
+                }
+            }
+            match failed {
+                Some(err) => Err(err),
+                None => Ok(orphans),
+            }
         })
     }
 }

@@ -42,6 +42,10 @@ pub struct JobSpec {
     /// serialised; `Debug` shows only the names.
     #[serde(skip)]
     pub secrets: SecretVars,
+    /// The job's `timeout`, which Hodei enforces itself; a provider may hand it to its engine
+    /// as a last resort (Kubernetes: the pod's `activeDeadlineSeconds`).
+    #[serde(default)]
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// Secret values by variable name. `Debug` shows the names only.

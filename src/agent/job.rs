@@ -162,6 +162,7 @@ pub fn start(claimed: &ClaimedJob, setting: &Setting) -> Result<Started, String>
         store: setting.store.clone(),
         logs: logs.clone(),
         provider: Arc::new(provider),
+        worker_providers: Default::default(),
         reconcile: setting.provider.clone(),
         clock: Arc::new(SystemClock),
         secrets: Arc::new(EnvSecrets::default()),

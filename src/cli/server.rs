@@ -24,7 +24,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use super::replica;
 use super::{EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
 use crate::config::{self, Flags, ServerConfig};
-use crate::wiring::{ServerDatabase, server_stack};
+use crate::wiring::{ServerDatabase, ServerWorkers, server_stack};
 use hodei_adapters::postgres::PgStore;
 
 /// The exit code of a leader that found itself deposed (EX_TEMPFAIL): its supervisor starts it
@@ -240,17 +240,13 @@ async fn serve(
             }
         }
     };
-    let stack = match server_stack(
-        &config.data,
-        database,
-        config.labels.clone(),
-        config.local_slots,
-        agents,
-        config.files,
+    let workers = ServerWorkers {
+        labels: config.labels.clone(),
+        local_slots: config.local_slots,
         run_as,
-    )
-    .await
-    {
+        kubernetes: config.kubernetes.clone(),
+    };
+    let stack = match server_stack(&config.data, database, workers, agents, config.files).await {
         Ok(stack) => stack,
         Err(err) => {
             eprintln!("error: {err} (data directory {})", config.data.display());
@@ -326,6 +322,9 @@ async fn serve(
     .with_agents(stack.agents)
     .with_notice("local_steps", notice)
     .with_provider("docker", Arc::new(move || router.engine_trouble()));
+    if let Some(kube) = stack.kubernetes.clone() {
+        state = state.with_provider("kubernetes", Arc::new(move || kube.trouble()));
+    }
     let (deposed, deposition) = tokio::sync::oneshot::channel();
     let mut role = String::new();
     if let Some((store, leadership)) = &leadership {
@@ -429,18 +428,27 @@ async fn wind_down(tree: &Tree, grace: Duration) {
 }
 
 /// Says in the log of every job still running why it is stopped; the steps themselves are
-/// stopped when the server has stopped, and the jobs resume at the next start.
+/// stopped when the server has stopped, and the jobs resume at the next start. The jobs of
+/// the Kubernetes worker get no note: their pods run on, and the next start takes them back.
 async fn stop_running(tree: &Tree, grace: Duration) {
     let workers = tree.scheduler.send(GetWorkers).await.unwrap_or_default();
-    for job in workers.into_iter().flat_map(|view| view.jobs) {
-        tree.hub.do_send(Note {
-            job,
-            text: format!(
-                "Hodei shut down (SIGTERM) and the job did not finish within the grace period of {} s: its step was stopped; the job goes on at the next start",
-                grace.as_secs()
-            ),
-        });
-        let _ = tree.hub.send(FlushLog { job }).await;
+    for view in workers {
+        // A pod runs on without Hodei, and the next start takes its step back with the output
+        // it wrote meanwhile: a note in the middle of the step's output would be taken for a
+        // part of it.
+        let pods = view.worker.id.0 == crate::kube_worker::KUBERNETES_WORKER;
+        for job in view.jobs {
+            if !pods {
+                tree.hub.do_send(Note {
+                    job,
+                    text: format!(
+                        "Hodei shut down (SIGTERM) and the job did not finish within the grace period of {} s: its step was stopped; the job goes on at the next start",
+                        grace.as_secs()
+                    ),
+                });
+            }
+            let _ = tree.hub.send(FlushLog { job }).await;
+        }
     }
 }
 

@@ -532,3 +532,70 @@ async fn no_slot_outlives_its_job_when_cancels_race_placements() {
     let run = h.submit(pipeline, RunInputs::default()).await;
     assert_eq!(h.finished(run).await.state, RunState::Succeeded);
 }
+
+#[actix_rt::test]
+async fn a_worker_with_a_provider_of_its_own_runs_its_jobs_there_and_none_while_offline() {
+    use hodei_actors::messages::{GetQueue, RegisterWorker, WorkerSpec};
+    use hodei_adapters::fake::{Call, FakeProvider};
+    use hodei_domain::ids::WorkerId;
+    use hodei_domain::ports::Provider;
+
+    let pods = Arc::new(FakeProvider::new());
+    let own: Arc<dyn Provider> = pods.clone();
+    let h = harness_with(
+        "worker-provider",
+        Options {
+            worker_providers: Arc::new([(WorkerId("pods".into()), own)].into()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let offer = |offline| RegisterWorker {
+        worker: WorkerSpec {
+            id: WorkerId("pods".into()),
+            labels: vec!["pods".parse().unwrap()],
+            slots: 1,
+            agent: false,
+            offline,
+        },
+        lease: None,
+    };
+    h.tree.workers.send(offer(true)).await.unwrap();
+    let run = h
+        .submit(
+            "name: p\njobs:\n  a: {runs_on: [pods], steps: [emit 1]}\n",
+            RunInputs::default(),
+        )
+        .await;
+    // Offline: the job waits, and the queue says why.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let queue = h
+            .tree
+            .scheduler
+            .send(GetQueue {
+                limit: 10,
+                run: Some(run),
+            })
+            .await
+            .unwrap();
+        if let Some(waiting) = queue.first()
+            && waiting.reason.contains("1 offline")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "likely deadlocked: {queue:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(pods.calls().is_empty(), "{:?}", pods.calls());
+    // Online again: the job runs on the worker's own provider, not the default one.
+    h.tree.workers.send(offer(false)).await.unwrap();
+    let record = h.finished(run).await;
+    assert_eq!(record.state, RunState::Succeeded);
+    let set_up = |calls: Vec<Call>| calls.iter().any(|c| matches!(c, Call::SetUp { .. }));
+    assert!(set_up(pods.calls()), "{:?}", pods.calls());
+    assert!(!set_up(h.provider.calls()), "{:?}", h.provider.calls());
+}

@@ -3,10 +3,11 @@
 //! [`DockerPod`]. Pods: create, get, list by label, delete (their Secrets go with them, as the
 //! cluster's garbage collector does); `pods/log` with `container`, `follow`, `timestamps` and
 //! `sinceTime` (from `docker logs`); `pods/attach` for standard input (a WebSocket of the
-//! `v4.channel.k8s.io` protocol, through `docker attach`); Secrets: create, list by label,
-//! delete. A pod starts once
+//! `v4.channel.k8s.io` protocol, through `docker attach`); Secrets: create, get, list by
+//! label, delete. A pod starts once
 //! its Secret exists, as a kubelet mounts it. Fault injection: the next followed log stream can
-//! be cut after a number of bytes ([`FakeApi::drop_next_log_after`]). Anything else is answered
+//! be cut after a number of bytes ([`FakeApi::drop_next_log_after`]), and every request answered
+//! `503` for a while ([`FakeApi::set_down`]). Anything else is answered
 //! `404` with a Status, as an API server does for what it does not serve.
 
 use std::collections::BTreeMap;
@@ -41,6 +42,8 @@ struct State {
     /// The prefix of every container name of this server's pods.
     prefix: String,
     drop_log_after: Mutex<Option<usize>>,
+    /// Every request is answered `503` while set, as an API server that is away.
+    down: std::sync::atomic::AtomicBool,
     /// Every log request's query, in order.
     log_requests: Mutex<Vec<String>>,
     /// The pod of every attach, in order.
@@ -74,6 +77,7 @@ impl FakeApi {
             dir,
             prefix: prefix.to_owned(),
             drop_log_after: Mutex::new(None),
+            down: std::sync::atomic::AtomicBool::new(false),
             log_requests: Mutex::new(Vec::new()),
             attaches: Mutex::new(Vec::new()),
         });
@@ -104,6 +108,13 @@ impl FakeApi {
         let mut config = kube::Config::new(self.url.parse().expect("url"));
         config.default_namespace = "ci".into();
         kube::Client::try_from(config).expect("a kube client")
+    }
+
+    /// Answers every request `503` (`down`), as an API server that is away, or serves again.
+    pub fn set_down(&self, down: bool) {
+        self.state
+            .down
+            .store(down, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Cuts the next followed log stream after `bytes` bytes.
@@ -222,6 +233,13 @@ async fn serve(state: &Arc<State>, request: Request<Incoming>) -> Response<Body>
         .collect();
     let parts: Vec<&str> = path.iter().map(String::as_str).collect();
     let method = request.method().clone();
+    if state.down.load(std::sync::atomic::Ordering::SeqCst) {
+        return status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "the API server is down (set by the test)",
+        );
+    }
     let query = query(&request);
     match (method, parts.as_slice()) {
         (Method::POST, ["api", "v1", "namespaces", _, "pods"]) => {
@@ -258,6 +276,16 @@ async fn serve(state: &Arc<State>, request: Request<Incoming>) -> Response<Body>
             )
         }
         (Method::GET, ["api", "v1", "namespaces", _, "pods", name]) => get_pod(state, name).await,
+        (Method::GET, ["api", "v1", "namespaces", _, "secrets", name]) => {
+            match state.objects.lock().expect("lock").secrets.get(*name) {
+                Some(secret) => json_response(StatusCode::OK, &json!(secret)),
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    &format!("secrets \"{name}\" not found"),
+                ),
+            }
+        }
         (Method::DELETE, ["api", "v1", "namespaces", _, "pods", name]) => delete_pod(state, name),
         (Method::DELETE, ["api", "v1", "namespaces", _, "secrets", name]) => {
             match state.objects.lock().expect("lock").secrets.remove(*name) {

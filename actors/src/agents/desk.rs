@@ -347,6 +347,7 @@ impl Handler<AgentSeen> for AgentDesk {
                         labels,
                         slots: msg.slots,
                         agent: true,
+                        offline: false,
                     },
                     lease: Some(act.settings.lease),
                 });

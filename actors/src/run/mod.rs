@@ -392,9 +392,9 @@ impl RunActor {
                 }
             }
             _ => {
-                let actor =
-                    JobActor::new(Arc::new(def), machine, placement, self.ports.clone(), peers)
-                        .start();
+                // The worker's own provider, if it has one (the Kubernetes worker).
+                let ports = self.ports.for_worker(&placement.worker);
+                let actor = JobActor::new(Arc::new(def), machine, placement, ports, peers).start();
                 AttemptAddr {
                     cancel: actor.clone().recipient(),
                     abandon: actor.recipient(),

@@ -200,6 +200,7 @@ fn a_job_without_image_is_refused() {
         resources: Resources::default(),
         checkout: None,
         secrets: Default::default(),
+        timeout: None,
     };
     let err = JobSettings::of(&job, "/ws".into(), None).expect_err("no image");
     assert!(

@@ -16,9 +16,9 @@ use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 
 use super::error::KubeError;
 use super::logs::LogCursor;
-use super::names::PodKey;
-use super::names::instance_selector;
+use super::names::{PodKey, instance_selector, parse_labels, pod_name};
 use super::pod::{PodJob, PodSettings, STEPS_CONTAINER, pod, secret};
+use super::protocol::TOKEN_KEY;
 use super::protocol::{Decoder, Frame};
 use super::reconcile::{Found, Kind, Move, reconcile};
 use super::status::{Graces, PodVerdict, PodWatch};
@@ -186,12 +186,62 @@ impl Cluster {
         delete_gone_too(&self.secrets, name, "delete the pod's Secret").await
     }
 
+    /// The name of the pod of the attempt `key` in this namespace.
+    pub fn pod_name(&self, key: PodKey) -> String {
+        pod_name(&self.settings.instance, key)
+    }
+
+    /// Asks the API server for this instance's pods (one at most): whether it answers, and
+    /// lets Hodei list pods in the namespace.
+    ///
+    /// # Errors
+    /// When the API server refuses or cannot be reached.
+    pub async fn ping(&self) -> Result<(), KubeError> {
+        let params = ListParams::default()
+            .labels(&instance_selector(&self.settings.instance))
+            .limit(1);
+        self.pods
+            .list(&params)
+            .await
+            .map(|_| ())
+            .map_err(|err| KubeError::api("list the pods", &err))
+    }
+
+    /// The marker token of pod `name`, from its Secret; `None` when the Secret is gone or
+    /// holds none.
+    ///
+    /// # Errors
+    /// When the API server refuses or cannot be reached.
+    pub async fn token(&self, name: &str) -> Result<Option<String>, KubeError> {
+        let secret = self
+            .secrets
+            .get_opt(name)
+            .await
+            .map_err(|err| KubeError::api("read the pod's Secret", &err))?;
+        Ok(secret
+            .and_then(|secret| secret.data)
+            .and_then(|data| data.get(TOKEN_KEY).cloned())
+            .and_then(|bytes| String::from_utf8(bytes.0).ok()))
+    }
+
     /// Lists the pods and Secrets of this instance, adopts those of the `live` attempts and
     /// deletes the rest. Answers the moves made.
     ///
     /// # Errors
     /// When the API server refuses or cannot be reached.
     pub async fn reap(&self, live: &[PodKey]) -> Result<Vec<Move>, KubeError> {
+        self.reap_sparing(&|key| live.contains(key)).await
+    }
+
+    /// Lists the pods and Secrets of this instance, adopts the pods whose attempt `spare`
+    /// names and deletes the rest. Answers the moves made.
+    ///
+    /// # Errors
+    /// When the API server refuses or cannot be reached.
+    pub async fn reap_sparing(
+        &self,
+        spare: &(dyn Fn(&PodKey) -> bool + Sync),
+    ) -> Result<Vec<Move>, KubeError> {
         let selector = ListParams::default().labels(&instance_selector(&self.settings.instance));
         let pods = self
             .pods
@@ -219,7 +269,13 @@ impl Cluster {
                 labels: meta.labels.unwrap_or_default(),
             })
             .collect();
-        let moves = reconcile(&found, live);
+        let live: Vec<PodKey> = found
+            .iter()
+            .filter(|object| object.kind == Kind::Pod)
+            .filter_map(|object| parse_labels(&object.labels))
+            .filter(|key| spare(key))
+            .collect();
+        let moves = reconcile(&found, &live);
         for step in &moves {
             match step {
                 Move::Delete {

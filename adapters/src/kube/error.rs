@@ -35,6 +35,10 @@ pub enum KubeError {
         #[source]
         source: super::logs::NoTimestamp,
     },
+    /// No client of the API server can be made from the configuration (the kubeconfig, or
+    /// the service account of the pod Hodei runs in).
+    #[error("cannot configure the Kubernetes client from {from}: {message}")]
+    Config { from: String, message: String },
     /// The operating system gave no randomness.
     #[error("cannot make a random token: {message}")]
     Random { message: String },

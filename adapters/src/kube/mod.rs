@@ -15,9 +15,12 @@
 //!
 //! [`KubernetesProvider`] (`provider.rs`) is the [`Provider`](hodei_domain::ports::Provider)
 //! port made of these parts: a step is a request to the entrypoint over `pods/attach`, its
-//! output and end come back through the log. What is not here yet: its configuration, the
-//! routing of jobs to it, and taking steps back after a restart; `docs/kubernetes.md` says
-//! what is and what is not.
+//! output and end come back through the log (what the log showed of a pod, and the requests
+//! to it, are in `pod_state.rs`); after a restart of Hodei, a step that still runs
+//! in its pod is taken back. [`client`] (`connect.rs`) makes the kube client from a kubeconfig
+//! or the pod's service account. The server's `[kubernetes]` table configures all this and
+//! routes jobs to it (`src/kube_config.rs`, `src/wiring.rs`); `docs/kubernetes.md` says what
+//! is and what is not.
 //!
 //! ## Design: one pod per job attempt, steps sequenced inside it
 //! A job's steps share a workspace and its services; in Kubernetes the unit that shares
@@ -43,17 +46,20 @@
 //! musl, such as Alpine's, cannot) and the job's `user`, if any, is numeric.
 
 mod cluster;
+mod connect;
 mod entrypoint;
 mod error;
 mod logs;
 mod names;
 mod pod;
+mod pod_state;
 mod protocol;
 mod provider;
 mod reconcile;
 mod status;
 
 pub use cluster::{Cluster, Created, new_token};
+pub use connect::client;
 pub use entrypoint::{EntrypointConfig, EntrypointError, install, run as run_entrypoint};
 pub use error::{KubeError, PROVIDER};
 pub use logs::{LogCursor, NoTimestamp};

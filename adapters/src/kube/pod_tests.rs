@@ -69,6 +69,7 @@ pub(crate) fn plain_job() -> JobSpec {
         resources: Resources::default(),
         checkout: None,
         secrets: Default::default(),
+        timeout: None,
     }
 }
 

@@ -10,6 +10,24 @@
 //! request; `tear_down` deletes the pod and its Secret. When the pod fails or goes (an image
 //! that cannot be pulled, deleted from outside, evicted), every wait ends with that reason.
 //!
+//! A job without an `image` runs in the provider's default image, if it has one
+//! ([`KubernetesProvider::with_default_image`]); the job's timeout becomes the pod's
+//! `activeDeadlineSeconds` (plus a grace), a last resort behind Hodei's own.
+//!
+//! ## After a restart of Hodei
+//! At start ([`Reconcile::reap_orphans`]), the pods of the attempts that the store shows
+//! running a step (`spare`), under the epoch of jobs the server runs itself (0), stay; every
+//! other pod and Secret of the instance is deleted. A step of a pod that stayed is taken back
+//! by [`Provider::reattach_step`]: the pod's log is followed again from its start (the step's
+//! whole output goes to the new sink, whose owner skips what it holds), and the step's end is
+//! read from it as before. A step the log never shows started is not taken back (the caller
+//! records it lost, and [`Provider::resume`] hands the pod back for its retry).
+//!
+//! ## Health
+//! The API server's health is a [`Breaker`]: [`Probe::probe`] lists a pod of the instance;
+//! while it fails, `set_up` refuses with [`ProviderError::Unavailable`], and the caller's watch
+//! ([`crate::health::watch`]) takes the Kubernetes worker out of the queue's reach.
+//!
 //! ## Errors
 //! An API server that cannot be reached is [`ProviderError::Unavailable`] (retryable); a pod
 //! that cannot run is [`ProviderError::SetUp`] with the cluster's reason; a step the entrypoint
@@ -21,208 +39,89 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use hodei_domain::ids::{JobId, RunId};
+use hodei_domain::model::Image;
 use hodei_domain::ports::{
-    BoxFuture, Cause, JobAttempt, JobSpec, Orphan, OutputSink, Provider, ProviderError, Reconcile,
-    StepHandle, StepSpec, Workspace,
+    BoxFuture, Cause, JobAttempt, JobSpec, Orphan, OutputSink, Provider, ProviderError, Reattached,
+    Reconcile, StepHandle, StepSpec, Workspace,
 };
 use hodei_domain::state::{Attempt, StepExit};
-use tokio::io::AsyncWriteExt as _;
 use tokio::sync::Notify;
 
 use super::cluster::{Cluster, new_token};
 use super::error::{KubeError, PROVIDER};
 use super::logs::LogCursor;
 use super::names::{PodKey, parse_labels};
-use super::pod::{PodJob, SERVICE_READY_TIMEOUT};
-use super::protocol::{Frame, Marker, Request, run_request};
+use super::pod::PodJob;
+use super::pod_state::{PodState, Seen, StepEnd, ready, stopped_reason};
+use super::protocol::{Frame, Request, run_request};
 use super::reconcile::{Kind, Move};
 use super::status::PodVerdict;
+use crate::health::{Breaker, Probe};
 
-/// How long a request waits for the log to confirm it before it is sent again.
-const CONFIRM: Duration = Duration::from_secs(10);
-/// How many times a request is sent before the step is given up.
-const SENDS: usize = 3;
-
-type StepKey = (u32, u32);
-
-/// How a step ended, as the log told.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum StepEnd {
-    Exit(StepExit),
-    Refused(String),
-}
-
-/// What the follower of a pod's log has seen, for the provider's calls to wait on.
-#[derive(Default)]
-struct Seen {
-    ready: bool,
-    /// The step whose output the log carries now.
-    current: Option<StepKey>,
-    started: std::collections::HashSet<StepKey>,
-    sinks: HashMap<StepKey, Arc<dyn OutputSink>>,
-    ends: HashMap<StepKey, StepEnd>,
-    /// The pod's last verdict, once the follower stopped.
-    verdict: Option<PodVerdict>,
-    /// Why the follower stopped without a verdict.
-    failed: Option<String>,
-}
-
-type Attached = (
-    kube::api::AttachedProcess,
-    tokio::io::WriteHalf<tokio::io::SimplexStream>,
-);
-
-/// A job attempt's pod, as this provider follows it.
-struct PodState {
-    name: String,
-    secrets: BTreeMap<String, String>,
-    seen: Mutex<Seen>,
-    changed: Notify,
-    /// The attach to the entrypoint's standard input, and its writing half, kept between
-    /// requests.
-    attached: tokio::sync::Mutex<Option<Attached>>,
-    follower: Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-impl PodState {
-    fn seen(&self) -> MutexGuard<'_, Seen> {
-        self.seen.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// One frame of the log.
-    fn on_frame(&self, frame: Frame) {
-        let mut seen = self.seen();
-        match frame {
-            Frame::Output(bytes) => {
-                if let Some(sink) = seen.current.and_then(|key| seen.sinks.get(&key)) {
-                    sink.output(&bytes);
-                }
-            }
-            Frame::Marker(Marker::Ready) => seen.ready = true,
-            Frame::Marker(Marker::Start { index, attempt }) => {
-                seen.current = Some((index, attempt));
-                seen.started.insert((index, attempt));
-            }
-            Frame::Marker(end @ Marker::End { .. }) => {
-                if let Marker::End {
-                    index,
-                    attempt,
-                    code,
-                    signal,
-                    oom_killed,
-                } = end
-                {
-                    seen.current = None;
-                    let exit = StepExit {
-                        code,
-                        signal,
-                        oom_killed,
-                    };
-                    seen.ends.insert((index, attempt), StepEnd::Exit(exit));
-                }
-            }
-            Frame::Marker(Marker::Refused {
-                index,
-                attempt,
-                reason,
-            }) => {
-                seen.current = None;
-                seen.ends.insert((index, attempt), StepEnd::Refused(reason));
-            }
-        }
-        drop(seen);
-        self.changed.notify_waiters();
-    }
-
-    /// Waits until `done` says what it waits for, or the follower stopped; at most `limit`.
-    async fn wait_for<T>(
-        &self,
-        limit: Option<Duration>,
-        mut done: impl FnMut(&Seen) -> Option<T>,
-    ) -> Option<T> {
-        let wait = async {
-            loop {
-                let notified = self.changed.notified();
-                if let Some(answer) = done(&self.seen()) {
-                    return Some(answer);
-                }
-                notified.await;
-            }
-        };
-        match limit {
-            Some(limit) => tokio::time::timeout(limit, wait).await.ok().flatten(),
-            None => wait.await,
-        }
-    }
-
-    /// Sends `request` until the log shows `confirmed`, attaching again when needed.
-    async fn send(
-        &self,
-        cluster: &Cluster,
-        request: &Request,
-        confirmed: impl Fn(&Seen) -> bool,
-    ) -> Result<(), String> {
-        let mut line = serde_json::to_vec(request).map_err(|err| err.to_string())?;
-        line.push(b'\n');
-        let mut last = String::new();
-        for _ in 0..SENDS {
-            let mut attached = self.attached.lock().await;
-            if attached.is_none() {
-                match cluster.attach(&self.name).await {
-                    Ok(mut process) => match process.stdin() {
-                        Some(stdin) => *attached = Some((process, stdin)),
-                        None => last = "the attach has no standard input".to_owned(),
-                    },
-                    Err(err) => last = err.to_string(),
-                }
-            }
-            let Some((_, stdin)) = attached.as_mut() else {
-                drop(attached);
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            };
-            let written = async {
-                stdin.write_all(&line).await?;
-                stdin.flush().await
-            }
-            .await;
-            if let Err(err) = written {
-                // A broken attach: the next try attaches anew.
-                *attached = None;
-                last = err.to_string();
-                continue;
-            }
-            drop(attached);
-            let stopped = |seen: &Seen| seen.verdict.is_some() || seen.failed.is_some();
-            let outcome = self
-                .wait_for(Some(CONFIRM), |seen| {
-                    (confirmed(seen) || stopped(seen)).then_some(())
-                })
-                .await;
-            if outcome.is_some() {
-                return Ok(());
-            }
-            last = "the pod's log did not show the request within 10 s".to_owned();
-            // Perhaps the attach broke unseen: the next try attaches anew.
-            *self.attached.lock().await = None;
-        }
-        Err(last)
-    }
-}
+/// How long the API server may take to answer a probe of its health.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a step taken back after a restart may take to show in the pod's log (read again
+/// from its start) before it is deemed never started.
+const ADOPT_WAIT: Duration = Duration::from_secs(30);
 
 /// Runs jobs as pods on a cluster. See the documentation of this module.
 pub struct KubernetesProvider {
     cluster: Cluster,
+    /// The image of a job that names none.
+    default_image: Option<Image>,
+    /// Whether the API server answers.
+    breaker: Breaker,
     pods: Mutex<HashMap<(RunId, JobId, Attempt), Arc<PodState>>>,
 }
 
 impl KubernetesProvider {
-    /// The provider of the namespace that `cluster` names.
+    /// The provider of the namespace that `cluster` names; jobs without an `image` are
+    /// refused. Its API server is taken to answer until a probe says otherwise.
     pub fn new(cluster: Cluster) -> KubernetesProvider {
         KubernetesProvider {
             cluster,
+            default_image: None,
+            breaker: Breaker::default(),
             pods: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Jobs without an `image` run in `image`.
+    pub fn with_default_image(self, image: Image) -> KubernetesProvider {
+        KubernetesProvider {
+            default_image: Some(image),
+            ..self
+        }
+    }
+
+    /// Why the API server cannot be used now, or `None` when it can.
+    pub fn trouble(&self) -> Option<String> {
+        self.breaker.trouble()
+    }
+
+    /// Asks the API server whether it answers within [`PROBE_TIMEOUT`], and records the
+    /// answer. (The kube client tries a request again while the API server answers `429`,
+    /// `503` or `504`, for minutes: the probe does not wait that long.)
+    async fn check(&self) -> bool {
+        let trouble = match tokio::time::timeout(PROBE_TIMEOUT, self.cluster.ping()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(err)) => Some(format!("the Kubernetes API server cannot be used: {err}")),
+            Err(_) => Some(format!(
+                "the Kubernetes API server cannot be used: it did not answer within {} s",
+                PROBE_TIMEOUT.as_secs()
+            )),
+        };
+        self.breaker.set(trouble)
+    }
+
+    /// The name of the pod of a job attempt of this server (epoch 0).
+    fn name_of(&self, run: RunId, job: JobId, attempt: Attempt) -> String {
+        self.cluster.pod_name(PodKey {
+            run,
+            job,
+            attempt,
+            epoch: 0,
+        })
     }
 
     fn pods(&self) -> MutexGuard<'_, HashMap<(RunId, JobId, Attempt), Arc<PodState>>> {
@@ -234,17 +133,41 @@ impl KubernetesProvider {
     }
 
     async fn set_up_job(&self, job: &JobSpec) -> Result<Workspace, ProviderError> {
+        if let Some(trouble) = self.breaker.trouble() {
+            return Err(ProviderError::Unavailable {
+                provider: PROVIDER,
+                reason: trouble,
+                cause: None,
+            });
+        }
         let token = new_token().map_err(|err| set_up(&err))?;
+        let with_image;
+        let job = match (&job.image, &self.default_image) {
+            (None, Some(image)) => {
+                with_image = JobSpec {
+                    image: Some(image.clone()),
+                    ..job.clone()
+                };
+                &with_image
+            }
+            _ => job,
+        };
         let pod_job = PodJob {
             spec: job,
             epoch: 0,
-            timeout: None,
+            timeout: job.timeout,
         };
-        let created = self
-            .cluster
-            .create(pod_job, &job.secrets.0, &token)
-            .await
-            .map_err(|err| set_up(&err))?;
+        let created = match self.cluster.create(pod_job, &job.secrets.0, &token).await {
+            Ok(created) => created,
+            Err(err) => {
+                let err = set_up(&err);
+                if let ProviderError::Unavailable { reason, .. } = &err {
+                    // Do not wait for the next probe: the API server is away now.
+                    self.breaker.set(Some(reason.clone()));
+                }
+                return Err(err);
+            }
+        };
         let name = created.name;
         let gone = |reason: String| async {
             let _ = self.cluster.delete(&name).await;
@@ -268,8 +191,26 @@ impl KubernetesProvider {
                 return Err(set_up(&err));
             }
         }
+        let state = self.follow(name.clone(), token, job);
+        if let Err(reason) = ready(&state).await {
+            return Err(ProviderError::SetUp {
+                reason,
+                cause: None,
+            });
+        }
+        Ok(Workspace {
+            run: job.run,
+            job: job.job,
+            attempt: job.attempt,
+            id: name,
+        })
+    }
+
+    /// Follows the log of pod `name` from its start, on a task of its own, for the attempt
+    /// of `job`; the pod is this provider's from now on.
+    fn follow(&self, name: String, token: String, job: &JobSpec) -> Arc<PodState> {
         let state = Arc::new(PodState {
-            name: name.clone(),
+            name,
             secrets: job.secrets.0.clone(),
             seen: Mutex::new(Seen::default()),
             changed: Notify::new(),
@@ -301,36 +242,82 @@ impl KubernetesProvider {
             .unwrap_or_else(PoisonError::into_inner) = Some(follower);
         self.pods()
             .insert((job.run, job.job, job.attempt), Arc::clone(&state));
-        let limit = SERVICE_READY_TIMEOUT + Duration::from_secs(30);
-        let ready = state
-            .wait_for(Some(limit), |seen| {
-                if seen.ready {
-                    Some(Ok(()))
-                } else if let Some(verdict) = &seen.verdict {
-                    Some(Err(stopped_reason(verdict)))
+        state
+    }
+
+    /// The pod an earlier life made for the attempt of `job`, followed again, if it still
+    /// runs (the reconciliation at start kept it) and its Secret is there; `None` otherwise.
+    async fn adopt(&self, job: &JobSpec) -> Result<Option<Arc<PodState>>, ProviderError> {
+        if let Some(state) = self.pod_of(job.run, job.job, job.attempt) {
+            return Ok(Some(state));
+        }
+        let name = self.name_of(job.run, job.job, job.attempt);
+        match self.cluster.wait_running(&name).await {
+            Ok(PodVerdict::Running) => {}
+            Ok(_) => return Ok(None),
+            Err(err) => return Err(other(&err)),
+        }
+        let Some(token) = self.cluster.token(&name).await.map_err(|err| other(&err))? else {
+            return Ok(None);
+        };
+        tracing::info!(pod = %name, job_id = %job.job, "Following again the pod of a job that ran when Hodei stopped.");
+        Ok(Some(self.follow(name, token, job)))
+    }
+
+    async fn reattach(
+        &self,
+        job: &JobSpec,
+        index: u32,
+        attempt: Attempt,
+        output: Arc<dyn OutputSink>,
+    ) -> Result<Option<Reattached>, ProviderError> {
+        let Some(state) = self.adopt(job).await? else {
+            return Ok(None);
+        };
+        let key = (index, attempt.get());
+        state.seen().sinks.insert(key, output);
+        let shown = state
+            .wait_for(Some(ADOPT_WAIT), |seen| {
+                if seen.started.contains(&key) || seen.ends.contains_key(&key) {
+                    Some(true)
+                } else if seen.verdict.is_some() || seen.failed.is_some() {
+                    Some(false)
                 } else {
-                    seen.failed.clone().map(Err)
+                    None
                 }
             })
             .await
-            .unwrap_or_else(|| {
-                Err(format!(
-                    "the pod's entrypoint was not ready within {} s (a service that does not listen?)",
-                    limit.as_secs()
-                ))
-            });
-        if let Err(reason) = ready {
-            return Err(ProviderError::SetUp {
-                reason,
-                cause: None,
-            });
+            .unwrap_or(false);
+        if !shown {
+            // Never started in the pod: the caller records it lost; the pod stays for its
+            // retry ([`Provider::resume`]) or its tear-down.
+            state.seen().sinks.remove(&key);
+            return Ok(None);
         }
-        Ok(Workspace {
+        let workspace = Workspace {
             run: job.run,
             job: job.job,
             attempt: job.attempt,
-            id: name,
-        })
+            id: state.name.clone(),
+        };
+        let step = step_handle(&workspace, index, attempt);
+        Ok(Some(Reattached { workspace, step }))
+    }
+
+    async fn resume_job(&self, job: &JobSpec) -> Result<Option<Workspace>, ProviderError> {
+        let Some(state) = self.adopt(job).await? else {
+            return Ok(None);
+        };
+        if let Err(reason) = ready(&state).await {
+            tracing::warn!(pod = %state.name, error = %reason, "Cannot go on in the pod of a job that ran when Hodei stopped.");
+            return Ok(None);
+        }
+        Ok(Some(Workspace {
+            run: job.run,
+            job: job.job,
+            attempt: job.attempt,
+            id: state.name.clone(),
+        }))
     }
 
     async fn start(
@@ -357,15 +344,7 @@ impl KubernetesProvider {
                 reason: format!("cannot hand the step to pod {}: {reason}", state.name),
                 cause: None,
             })?;
-        Ok(StepHandle {
-            job: workspace.job,
-            index: step.index,
-            attempt: step.attempt,
-            id: format!(
-                "{}/{}/{}/{}",
-                workspace.run.0, workspace.attempt, step.index, step.attempt
-            ),
-        })
+        Ok(step_handle(workspace, step.index, step.attempt))
     }
 
     fn state_of(&self, step: &StepHandle) -> Option<Arc<PodState>> {
@@ -446,14 +425,30 @@ impl KubernetesProvider {
         }
         let name = match &state {
             Some(state) => state.name.clone(),
+            // A workspace this life did not set up (after a failed set-up, after a restart):
+            // never an empty name, which would name the whole collection.
+            None if workspace.id.is_empty() => {
+                self.name_of(workspace.run, workspace.job, workspace.attempt)
+            }
             None => workspace.id.clone(),
         };
         self.cluster.delete(&name).await.map_err(|err| other(&err))
     }
 
-    async fn reap(&self) -> Result<Vec<Orphan>, ProviderError> {
-        // This provider takes no step back after a restart: everything of an earlier life goes.
-        let moves = self.cluster.reap(&[]).await.map_err(|err| other(&err))?;
+    async fn reap(&self, spare: &[JobAttempt]) -> Result<Vec<Orphan>, ProviderError> {
+        // The pods of the attempts to take back, under the server's own epoch, stay.
+        let keep = |key: &PodKey| {
+            key.epoch == 0
+                && spare.contains(&JobAttempt {
+                    job: key.job,
+                    attempt: key.attempt,
+                })
+        };
+        let moves = self
+            .cluster
+            .reap_sparing(&keep)
+            .await
+            .map_err(|err| other(&err))?;
         Ok(moves
             .into_iter()
             .filter_map(|step| match step {
@@ -500,11 +495,16 @@ fn orphan_key(name: &str) -> Option<PodKey> {
     parse_labels(&labels)
 }
 
-fn stopped_reason(verdict: &PodVerdict) -> String {
-    match verdict {
-        PodVerdict::Failed(failure) => failure.to_string(),
-        PodVerdict::Ended(exit) => format!("the job's container ended ({exit:?})"),
-        PodVerdict::Starting | PodVerdict::Running => "the pod's log ended".to_owned(),
+/// The handle of step `index`, attempt `attempt`, of the attempt in `workspace`.
+fn step_handle(workspace: &Workspace, index: u32, attempt: Attempt) -> StepHandle {
+    StepHandle {
+        job: workspace.job,
+        index,
+        attempt,
+        id: format!(
+            "{}/{}/{}/{}",
+            workspace.run.0, workspace.attempt, index, attempt
+        ),
     }
 }
 
@@ -575,6 +575,33 @@ impl Provider for KubernetesProvider {
     ) -> BoxFuture<'a, Result<(), ProviderError>> {
         Box::pin(self.tear_down_job(workspace))
     }
+
+    fn resume<'a>(
+        &'a self,
+        job: &'a JobSpec,
+    ) -> BoxFuture<'a, Result<Option<Workspace>, ProviderError>> {
+        Box::pin(self.resume_job(job))
+    }
+
+    fn reattach_step<'a>(
+        &'a self,
+        job: &'a JobSpec,
+        index: u32,
+        attempt: Attempt,
+        output: Arc<dyn OutputSink>,
+    ) -> BoxFuture<'a, Result<Option<Reattached>, ProviderError>> {
+        Box::pin(self.reattach(job, index, attempt, output))
+    }
+}
+
+impl Probe for KubernetesProvider {
+    fn probe(&self) -> BoxFuture<'_, bool> {
+        Box::pin(self.check())
+    }
+
+    fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
 }
 
 impl Reconcile for KubernetesProvider {
@@ -582,7 +609,6 @@ impl Reconcile for KubernetesProvider {
         &'a self,
         spare: &'a [JobAttempt],
     ) -> BoxFuture<'a, Result<Vec<Orphan>, ProviderError>> {
-        let _ = spare;
-        Box::pin(self.reap())
+        Box::pin(self.reap(spare))
     }
 }

@@ -108,6 +108,7 @@ pub(super) fn job(id: u64) -> JobSpec {
         resources: Resources::default(),
         checkout: None,
         secrets: Default::default(),
+        timeout: None,
     }
 }
 

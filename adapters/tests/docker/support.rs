@@ -342,6 +342,7 @@ pub fn job_spec(job: u64) -> JobSpec {
         resources: Resources::default(),
         checkout: None,
         secrets: Default::default(),
+        timeout: None,
     }
 }
 

@@ -57,6 +57,7 @@ pub async fn start_with(limits: Limits) -> Server {
         store: store.clone(),
         logs,
         provider: provider.clone(),
+        worker_providers: Default::default(),
         reconcile: provider.clone(),
         clock: Arc::new(SystemClock),
         secrets: secrets.clone(),
@@ -76,6 +77,7 @@ pub async fn start_with(limits: Limits) -> Server {
             labels: vec![],
             slots: 4,
             agent: false,
+            offline: false,
         }),
         Approvals::Wait,
     );

@@ -110,6 +110,7 @@ pub fn job_def(
                 .cloned()
                 .collect(),
         ),
+        timeout: None,
     };
     let secrets: Vec<String> = secrets.iter().map(|(_, value)| value.clone()).collect();
     let planned = match job {
@@ -157,6 +158,7 @@ pub fn job_def(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     spec.resources = planned.resources;
+    spec.timeout = planned.timeout.map(crate::model::Duration::to_std);
     JobDef {
         run: machine.run(),
         job,

@@ -393,6 +393,7 @@ parameters: {WHO: {default: ana}}
 jobs:
   a:
     env: {LEVEL: job}
+    timeout: 45m
     steps: [{run: a, env: {STEP: s}}]
     post: {always: [{run: bye}]}
 post: {success: [{run: ok, timeout: 1m}]}
@@ -428,6 +429,16 @@ post: {success: [{run: ok, timeout: 1m}]}
     assert!(!format!("{:?}", def.spec).contains("s3cret"));
     let json = serde_json::to_string(&def.spec).expect("json");
     assert!(!json.contains("s3cret"), "{json}");
+    // The provider gets the job's timeout too (a pod's last-resort deadline); a spec written
+    // before it had one still reads.
+    assert_eq!(
+        def.spec.timeout,
+        Some(std::time::Duration::from_secs(45 * 60))
+    );
+    let mut older: serde_json::Value = serde_json::from_str(&json).expect("json");
+    older.as_object_mut().expect("an object").remove("timeout");
+    let older: crate::ports::JobSpec = serde_json::from_value(older).expect("an older spec");
+    assert_eq!(older.timeout, None);
     assert_eq!(def.hooks.always[0].0.timeout, Some(HOOK_TIMEOUT));
     assert_eq!(def.hooks.always[0].1["HODEI_JOB"], "a");
 
@@ -442,6 +453,7 @@ post: {success: [{run: ok, timeout: 1m}]}
         Some(&succeeded),
     );
     assert_eq!(def.spec.name, POST_JOB);
+    assert_eq!(def.spec.timeout, None);
     assert_eq!(def.steps.len(), 1);
     assert!(def.steps[0].continue_on_error);
     assert_eq!(def.steps[0].timeout.map(|t| t.to_std().as_secs()), Some(60));

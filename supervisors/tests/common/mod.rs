@@ -99,6 +99,8 @@ pub struct Options {
     pub schedules: bool,
     /// Whether the tree takes agents (an agent desk on the harness's store, with this lease).
     pub agents: Option<Duration>,
+    /// Workers with a provider of their own (registered by the test).
+    pub worker_providers: hodei_actors::WorkerProviders,
 }
 
 impl Default for Options {
@@ -112,6 +114,7 @@ impl Default for Options {
             clock: Arc::new(SystemClock),
             schedules: false,
             agents: None,
+            worker_providers: Default::default(),
         }
     }
 }
@@ -140,6 +143,7 @@ pub async fn harness_with(name: &str, options: Options) -> Harness {
         store: (options.store)(store.clone()),
         logs: logs.clone(),
         provider: provider.clone(),
+        worker_providers: options.worker_providers,
         reconcile: provider.clone(),
         clock: options.clock,
         secrets: Arc::new(Secrets(options.secrets)),
@@ -151,6 +155,7 @@ pub async fn harness_with(name: &str, options: Options) -> Harness {
         labels: vec!["linux".parse().unwrap()],
         slots: options.slots,
         agent: false,
+        offline: false,
     };
     let mut config = TreeConfig::new(Some(worker), Approvals::Local);
     // Tests restart fast; escalation is for the tests that ask for it.
