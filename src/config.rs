@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub database: Database,
     /// How replicas sharing a PostgreSQL database find and follow each other.
     pub replica: ReplicaConfig,
+    /// The pools of ephemeral workers (`[[pools]]`, file only; see [`crate::pools`]).
+    pub pools: Vec<crate::pools::PoolConfig>,
 }
 
 /// The settings of a replica (a server on a PostgreSQL database, which others may share).
@@ -305,22 +307,17 @@ pub enum ConfigError {
         value: String,
         expected: &'static str,
     },
+    #[error(transparent)]
+    Pool(#[from] crate::pools::PoolError),
 }
 
 /// Keys of what is planned but not there yet (key, what, where it is documented): a file that
 /// sets one is refused with that, rather than taken for a typo or silently ignored.
-const NOT_YET: [(&str, &str, &str); 2] = [
-    (
-        "kubernetes",
-        "running jobs on a Kubernetes cluster",
-        "docs/kubernetes.md",
-    ),
-    (
-        "pools",
-        "starting ephemeral workers from pools",
-        "docs/kubernetes.md",
-    ),
-];
+const NOT_YET: [(&str, &str, &str); 1] = [(
+    "kubernetes",
+    "running jobs on a Kubernetes cluster",
+    "docs/kubernetes.md",
+)];
 
 fn hint(suggestion: &Option<String>) -> String {
     suggestion
@@ -380,6 +377,7 @@ pub fn resolve(
         .iter()
         .map(|key| ((key.default)(), Origin::Default))
         .collect();
+    let mut pools = Vec::new();
     if let Some((path, text)) = file {
         let table: toml::Table =
             text.parse()
@@ -395,6 +393,10 @@ pub fn resolve(
                     what,
                     doc,
                 });
+            }
+            if name == "pools" {
+                pools = crate::pools::parse(path, value)?;
+                continue;
             }
             let Some(index) = KEYS.iter().position(|k| k.name == name) else {
                 let suggestion =
@@ -510,6 +512,7 @@ pub fn resolve(
                 (raw, origin, key) => return Err(invalid(raw, origin, key)),
             },
         },
+        pools,
     })
 }
 
@@ -827,6 +830,7 @@ mod tests {
             err.to_string(),
             "hodei.toml: `kubernetes`: running jobs on a Kubernetes cluster is not supported yet (see docs/kubernetes.md)"
         );
+        // Pools are read (by `crate::pools`): a bad entry is refused with where it is.
         let text = "[[pools]]\nname = \"gpu\"\n";
         let err = resolve(
             Some((Path::new("hodei.toml"), text)),
@@ -834,7 +838,10 @@ mod tests {
             &Flags::default(),
         )
         .expect_err("refused");
-        assert!(err.to_string().contains("ephemeral workers"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "hodei.toml: `pools[0].provider` is missing: expected \"docker\" or \"kubernetes\""
+        );
     }
 
     #[test]

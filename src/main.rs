@@ -13,6 +13,7 @@ mod agent;
 mod cli;
 mod config;
 mod logging;
+mod pools;
 mod wiring;
 
 use std::process::ExitCode;

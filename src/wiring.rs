@@ -150,7 +150,7 @@ pub async fn local_stack(
         instance,
         logs: open_logs(paths)?,
     };
-    start_stack(record, paths, secrets, local, None, files, None).await
+    start_stack(record, paths, secrets, local, None, files, (None, None)).await
 }
 
 /// Opens the log files of a stack.
@@ -244,6 +244,7 @@ pub async fn server_stack(
     agents: AgentSettings,
     limits: FileLimits,
     run_as: Option<RunAs>,
+    pools: &crate::pools::Pools,
 ) -> Result<ServerStack, String> {
     let mut paths = LocalPaths::data_dir(data);
     if let ServerDatabase::Postgres(_) = database {
@@ -278,6 +279,9 @@ pub async fn server_stack(
     let files = open_files(&paths, limits)?;
     prune_files(files.clone());
     let ticks: Arc<dyn TickStore> = store.clone();
+    let pools = pools
+        .settings(agent_store.clone(), store.instance_id())
+        .await?;
     let record = Record {
         instance: store.instance_id().to_owned(),
         store,
@@ -290,7 +294,7 @@ pub async fn server_stack(
         local,
         Some((agent_store.clone(), agents)),
         files,
-        Some((ticks, heads)),
+        (Some((ticks, heads)), pools),
     )
     .await?;
     Ok(ServerStack {
@@ -446,7 +450,10 @@ async fn start_stack(
     local: Local,
     agents: Option<(Arc<dyn AgentStore>, AgentSettings)>,
     files: Arc<DiskFiles>,
-    ticks: Option<(Arc<dyn TickStore>, Arc<dyn Heads>)>,
+    (ticks, pools): (
+        Option<(Arc<dyn TickStore>, Arc<dyn Heads>)>,
+        Option<hodei_actors::pools::PoolSettings>,
+    ),
 ) -> Result<(Tree, Arc<ByImage>), String> {
     let Local {
         labels,
@@ -508,6 +515,7 @@ async fn start_stack(
     };
     let mut config = TreeConfig::new((slots > 0).then(|| worker(engine)), approvals);
     config.agents = agents;
+    config.pools = pools;
     if slots == 0 {
         tracing::info!("The local worker is off: every job runs on an agent.");
     }

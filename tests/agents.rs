@@ -2,11 +2,14 @@
 //! that register with a token and run its jobs, and the failures of `docs/agents.md`: an agent
 //! killed or frozen past its lease, the server killed in the middle of a job, SIGTERM, and bad
 //! credentials and writes. Each check is on what a user sees: the run's outcome, its log byte
-//! for byte, and side effects counted once.
+//! for byte, and side effects counted once. `agents/pools.rs`: ephemeral workers of pools,
+//! started by the server as containers.
 
 mod common;
 #[path = "../api/tests/support/git.rs"]
 mod git_support;
+#[path = "agents/pools.rs"]
+mod pools;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};

@@ -43,6 +43,7 @@ pub mod git;
 pub mod kube;
 pub mod local;
 pub mod logs;
+pub mod pools;
 pub mod postgres;
 pub mod route;
 pub mod secrets;

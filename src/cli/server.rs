@@ -248,6 +248,7 @@ async fn serve(
         agents,
         config.files,
         run_as,
+        &crate::pools::Pools::from_config(&config),
     )
     .await
     {
