@@ -1577,12 +1577,22 @@ impl std::ops::Deref for Deployment {
 impl Deployment {
     // The turn is held for the test's life, across its awaits, on purpose: tests run on
     // runtimes of their own, and the holder goes on while the others wait.
-    #[allow(clippy::await_holding_lock)]
     async fn start(test: &str, lease: u64) -> Deployment {
+        Deployment::start_with(test, lease, &[]).await
+    }
+
+    /// The network of a test's deployment.
+    fn network(test: &str) -> String {
+        format!("hodei-test-{test}-{}", std::process::id())
+    }
+
+    /// Starts the deployment with `extra` arguments of `docker run` for the server container.
+    #[allow(clippy::await_holding_lock)]
+    async fn start_with(test: &str, lease: u64, extra: &[&str]) -> Deployment {
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         hodei_api::client::install_crypto();
         let image = hodei_image();
-        let net = format!("hodei-test-{test}-{}", std::process::id());
+        let net = Deployment::network(test);
         let _ = Command::new("docker")
             .args(["network", "rm", &net])
             .output();
@@ -1593,8 +1603,9 @@ impl Deployment {
         std::fs::set_permissions(&marks, std::fs::Permissions::from_mode(0o777)).unwrap();
         let token = format!("hodei_containers{}", "x".repeat(40));
         let server = format!("{net}-server");
-        let lease = lease.to_string();
-        docker(&[
+        let lease = format!("HODEI_AGENT_LEASE_SECONDS={lease}");
+        let bootstrap = format!("HODEI_BOOTSTRAP_TOKEN={token}");
+        let mut args = vec![
             "run",
             "-d",
             "--name",
@@ -1608,14 +1619,13 @@ impl Deployment {
             "-e",
             "HODEI_LOCAL_SLOTS=0",
             "-e",
-            &format!("HODEI_AGENT_LEASE_SECONDS={lease}"),
+            &lease,
             "-e",
-            &format!("HODEI_BOOTSTRAP_TOKEN={token}"),
-            image,
-            "server",
-            "--listen",
-            "0.0.0.0:8080",
-        ]);
+            &bootstrap,
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[image, "server", "--listen", "0.0.0.0:8080"]);
+        docker(&args);
         let port = docker(&["port", &server, "8080/tcp"]);
         let url = format!("http://{}", port.lines().next().unwrap());
         let http = reqwest::Client::new();

@@ -4,63 +4,40 @@
 //! to zero; a pool whose image cannot start backs off and the queue says why.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{Api, ONE_AT_A_TIME, docker, finished, hodei_image, scratch};
+use super::{Deployment, docker, finished, hodei_image, scratch};
 
-/// A server container with pools, on a network of its own; all removed when dropped (the
-/// pools' workers too).
+/// A server container with pools, on a network of its own ([`Deployment`]); removed when
+/// dropped, the pools' workers too.
 struct Pooled {
-    api: Api,
-    net: String,
-    server: String,
+    deployment: Deployment,
     /// The pools' names, whose containers are removed at the end.
     pools: Vec<String>,
-    _dir: PathBuf,
-    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl std::ops::Deref for Pooled {
-    type Target = Api;
+    type Target = Deployment;
 
-    fn deref(&self) -> &Api {
-        &self.api
+    fn deref(&self) -> &Deployment {
+        &self.deployment
     }
 }
 
 impl Pooled {
-    /// Starts the server with `pools` (TOML of `[[pools]]` entries, where `NET` stands for
-    /// the network's name).
-    #[allow(clippy::await_holding_lock)]
+    /// Starts the server, given the engine's socket, with `pools` (TOML of `[[pools]]`
+    /// entries, where `NET` stands for the network's name).
     async fn start(test: &str, pools: &str, names: &[&str]) -> Pooled {
-        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-        hodei_api::client::install_crypto();
-        let image = hodei_image();
-        let net = format!("hodei-test-{test}-{}", std::process::id());
-        let _ = Command::new("docker")
-            .args(["network", "rm", &net])
-            .output();
-        docker(&["network", "create", &net]);
         let dir = scratch(&format!("pools-{test}"));
+        let net = Deployment::network(test);
         std::fs::write(dir.join("hodei.toml"), pools.replace("NET", &net)).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let token = format!("hodei_pools{}", "x".repeat(40));
-        let server = format!("{net}-server");
         let config = format!("{}:/etc/hodei:ro", dir.display());
-        docker(&[
-            "run",
-            "-d",
-            "--name",
-            &server,
-            "--network",
-            &net,
-            "--network-alias",
-            "server",
+        let extra = [
             // The manager talks to the engine through its socket (root's to open).
             "--user",
             "0",
@@ -68,42 +45,12 @@ impl Pooled {
             "/var/run/docker.sock:/var/run/docker.sock",
             "-v",
             &config,
-            "-p",
-            "127.0.0.1::8080",
             "-e",
             "HODEI_CONFIG=/etc/hodei/hodei.toml",
-            "-e",
-            "HODEI_LOCAL_SLOTS=0",
-            "-e",
-            &format!("HODEI_BOOTSTRAP_TOKEN={token}"),
-            image,
-            "server",
-            "--listen",
-            "0.0.0.0:8080",
-        ]);
-        let port = docker(&["port", &server, "8080/tcp"]);
-        let url = format!("http://{}", port.lines().next().unwrap());
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while http.get(format!("{url}/readyz")).send().await.is_err() {
-            if Instant::now() > deadline {
-                let logs = logs(&server);
-                let _ = Command::new("docker").args(["rm", "-f", &server]).output();
-                panic!("the server container never answered:\n{logs}");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        ];
         Pooled {
-            api: Api {
-                base: url,
-                token,
-                http,
-            },
-            net,
-            server,
+            deployment: Deployment::start_with(test, 60, &extra).await,
             pools: names.iter().map(|n| (*n).to_owned()).collect(),
-            _dir: dir,
-            _turn: turn,
         }
     }
 
@@ -132,44 +79,23 @@ impl Pooled {
             .unwrap_or_default()
     }
 
+    /// The sum of a metric's series.
     async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
+        let (_, text) = self.call(reqwest::Method::GET, "/metrics", None).await;
+        text.as_str()
+            .unwrap_or_default()
+            .lines()
             .filter(|l| l.starts_with(name))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
 }
 
-fn logs(container: &str) -> String {
-    let out = Command::new("docker")
-        .args(["logs", container])
-        .output()
-        .unwrap();
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 impl Drop for Pooled {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("server container's output:\n{}", logs(&self.server));
-        }
-        let _ = Command::new("docker")
-            .args(["rm", "-f", &self.server])
-            .output();
+        // The server stops first, so that it starts no worker while they go (its output stays
+        // for the deployment to show if the test failed).
+        let _ = Command::new("docker").args(["kill", &self.server]).output();
         for pool in &self.pools {
             for container in self.workers(pool, false) {
                 let _ = Command::new("docker")
@@ -177,9 +103,6 @@ impl Drop for Pooled {
                     .output();
             }
         }
-        let _ = Command::new("docker")
-            .args(["network", "rm", &self.net])
-            .output();
     }
 }
 
@@ -222,10 +145,9 @@ async fn pool_workers_take_one_job_each_never_exceed_max_and_go_back_to_zero() {
         }
         assert!(
             Instant::now() < deadline,
-            "the runs never ended: {} of {} done; server said:\n{}",
+            "the runs never ended: {} of {} done",
             done.len(),
-            runs.len(),
-            logs(&cluster.server)
+            runs.len()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

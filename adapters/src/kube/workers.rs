@@ -246,34 +246,8 @@ impl Launcher for PoolLauncher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kube::pod::tests::golden;
     use hodei_domain::model::Resources;
-
-    fn golden<T>(name: &str, value: &T)
-    where
-        T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
-    {
-        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("src/kube/golden")
-            .join(name);
-        let json = serde_json::to_string_pretty(value).expect("serialise") + "\n";
-        if std::env::var_os("HODEI_BLESS").is_some() {
-            std::fs::write(&path, &json).expect("write the golden file");
-        }
-        let expected = std::fs::read_to_string(&path).unwrap_or_else(|err| {
-            panic!(
-                "cannot read {}: {err} (HODEI_BLESS=1 writes it)",
-                path.display()
-            )
-        });
-        assert_eq!(
-            json,
-            expected,
-            "{} differs (HODEI_BLESS=1 writes it anew)",
-            path.display()
-        );
-        let parsed: T = serde_json::from_str(&expected).expect("the golden file parses");
-        assert_eq!(&parsed, value);
-    }
 
     fn pool() -> WorkerPool {
         WorkerPool {
