@@ -150,7 +150,16 @@ pub async fn local_stack(
         instance,
         logs: open_logs(paths)?,
     };
-    start_stack(record, paths, secrets, local, None, files, (None, None)).await
+    start_stack(
+        record,
+        paths,
+        secrets,
+        local,
+        None,
+        files,
+        Duties::default(),
+    )
+    .await
 }
 
 /// Opens the log files of a stack.
@@ -229,6 +238,14 @@ pub struct ServerStack {
     pub agents: Arc<dyn AgentStore>,
 }
 
+/// Who takes a server's jobs besides its own machine.
+pub struct ServerWorkers {
+    /// How agents' leases are held.
+    pub agents: AgentSettings,
+    /// The pools of ephemeral workers (`[[pools]]`).
+    pub pools: crate::pools::Pools,
+}
+
 /// The file of a data directory that holds the key of the stored secrets.
 pub const SECRETS_KEY_FILE: &str = "secrets.key";
 
@@ -241,11 +258,11 @@ pub async fn server_stack(
     database: ServerDatabase,
     labels: Vec<Label>,
     local_slots: u32,
-    agents: AgentSettings,
+    workers: ServerWorkers,
     limits: FileLimits,
     run_as: Option<RunAs>,
-    pools: &crate::pools::Pools,
 ) -> Result<ServerStack, String> {
+    let ServerWorkers { agents, pools } = workers;
     let mut paths = LocalPaths::data_dir(data);
     if let ServerDatabase::Postgres(_) = database {
         // The record and the logs are in PostgreSQL: no database file in the directory.
@@ -294,7 +311,10 @@ pub async fn server_stack(
         local,
         Some((agent_store.clone(), agents)),
         files,
-        (Some((ticks, heads)), pools),
+        Duties {
+            ticks: Some((ticks, heads)),
+            pools,
+        },
     )
     .await?;
     Ok(ServerStack {
@@ -443,6 +463,15 @@ fn prune_files(files: Arc<DiskFiles>) {
     });
 }
 
+/// A server's duties beyond running jobs (none for `hodei run`).
+#[derive(Default)]
+struct Duties {
+    /// Where schedules' ticks are claimed, and where their runs take their code.
+    ticks: Option<(Arc<dyn TickStore>, Arc<dyn Heads>)>,
+    /// The pools of ephemeral workers.
+    pools: Option<hodei_actors::pools::PoolSettings>,
+}
+
 async fn start_stack(
     record: Record,
     paths: &LocalPaths,
@@ -450,11 +479,9 @@ async fn start_stack(
     local: Local,
     agents: Option<(Arc<dyn AgentStore>, AgentSettings)>,
     files: Arc<DiskFiles>,
-    (ticks, pools): (
-        Option<(Arc<dyn TickStore>, Arc<dyn Heads>)>,
-        Option<hodei_actors::pools::PoolSettings>,
-    ),
+    duties: Duties,
 ) -> Result<(Tree, Arc<ByImage>), String> {
+    let Duties { ticks, pools } = duties;
     let Local {
         labels,
         slots,

@@ -245,10 +245,12 @@ async fn serve(
         database,
         config.labels.clone(),
         config.local_slots,
-        agents,
+        crate::wiring::ServerWorkers {
+            agents,
+            pools: crate::pools::Pools::from_config(&config),
+        },
         config.files,
         run_as,
-        &crate::pools::Pools::from_config(&config),
     )
     .await
     {
