@@ -265,6 +265,8 @@ impl DockerPod {
         let failed_init = self.init.iter().any(|(_, code)| *code != 0);
         let mut statuses = Vec::new();
         let mut any_running = false;
+        // (terminated, of which with a code other than 0), for the phase.
+        let mut ended = (0usize, 0usize);
         for PodContainer {
             name,
             engine: docker_name,
@@ -289,6 +291,8 @@ impl DockerPod {
                         json!({ "running": {} })
                     } else {
                         let code: i64 = parts[1].parse().unwrap_or(-1);
+                        ended.0 += 1;
+                        ended.1 += usize::from(code != 0);
                         let reason = match (parts[2], code) {
                             ("true", _) => "OOMKilled",
                             (_, 0) => "Completed",
@@ -304,8 +308,13 @@ impl DockerPod {
                 "restartCount": 0, "state": state }),
             );
         }
-        let phase = if failed_init {
+        // As a kubelet with `restartPolicy: Never`: once every container ended, the pod
+        // succeeded if each ended with 0, and failed otherwise.
+        let all_ended = !self.containers.is_empty() && ended.0 == self.containers.len();
+        let phase = if failed_init || (all_ended && ended.1 > 0) {
             "Failed"
+        } else if all_ended {
+            "Succeeded"
         } else if any_running {
             "Running"
         } else {
