@@ -945,6 +945,64 @@ async fn sigterm_lets_running_jobs_finish_and_takes_no_new_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_job_agent_runs_one_job_then_leaves_and_one_without_a_job_leaves_at_its_idle_timeout()
+{
+    hodei_api::client::install_crypto();
+    let cluster = Cluster::start("one-job", 30);
+    let token = cluster.registration_token().await;
+    cluster
+        .apply(
+            "two",
+            "name: two\non: { manual: {} }\njobs:\n  first:\n    steps:\n      - run: echo first; sleep 1\n  second:\n    steps:\n      - run: echo second; sleep 1\n",
+        )
+        .await;
+    let run = cluster.trigger("two").await;
+    // Two jobs wait; the agent (two slots asked for) takes one, finishes it and exits 0.
+    let mut agent = cluster.agent("once", &token, &["--one-job"]);
+    assert_eq!(agent.exit_code(Duration::from_secs(60)), 0);
+    let view = cluster.run(run).await;
+    let states: Vec<&str> = view["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|job| job["state"].as_str().unwrap())
+        .collect();
+    let mut sorted = states.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, ["queued", "succeeded"], "{view:#}");
+    let done = view["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|job| job["state"] == "succeeded")
+        .unwrap();
+    let log = cluster.log(done["id"].as_u64().unwrap()).await;
+    assert!(
+        log.ends_with(b"first\n") || log.ends_with(b"second\n"),
+        "its whole log is with the server: {:?}",
+        String::from_utf8_lossy(&log)
+    );
+    assert!(
+        cluster
+            .agent_log("once")
+            .contains("The one job is done: leaving."),
+        "{}",
+        cluster.agent_log("once")
+    );
+    cluster.cancel(run).await;
+    // Nothing waits: a one-job agent leaves at its idle timeout.
+    let mut idle = cluster.agent("idle", &token, &["--one-job", "--idle-timeout", "1"]);
+    assert_eq!(idle.exit_code(Duration::from_secs(30)), 0);
+    assert!(
+        cluster
+            .agent_log("idle")
+            .contains("No job came within the idle timeout: leaving."),
+        "{}",
+        cluster.agent_log("idle")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_past_the_grace_hands_the_job_back_and_another_agent_retries_it_at_once() {
     hodei_api::client::install_crypto();
     // A lease far longer than the test waits: the job moves on because it is handed back.
