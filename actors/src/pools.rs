@@ -17,6 +17,8 @@
 //! At its first pass, the manager removes every worker its pools' launchers find: those were
 //! left by an earlier life of Hodei (their jobs' leases run out and the jobs are retried).
 //! It runs in the supervision tree of the replica that leads, like the other singleton duties.
+//! A pass that panics stops the manager and its supervisor restarts it; the next pass finds
+//! the pools' workers again by label (they are this life's: they are not reaped).
 //!
 //! Metrics: `hodei_pool_workers{pool, state="starting"|"running"}` (gauges),
 //! `hodei_pool_workers_started_total{pool}` and `hodei_pool_workers_failed_total{pool}`
