@@ -131,6 +131,18 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// The scheduler's queue.
+async fn queue(h: &Harness) -> Vec<hodei_actors::messages::Waiting> {
+    h.tree
+        .scheduler
+        .send(GetQueue {
+            limit: 10,
+            run: None,
+        })
+        .await
+        .unwrap()
+}
+
 const THREE_GPU_JOBS: &str = "name: p\njobs:\n  a: { runs_on: [gpu], steps: [{ run: echo a }] }\n  b: { runs_on: [gpu], steps: [{ run: echo b }] }\n  c: { runs_on: [gpu], steps: [{ run: echo c }] }\n";
 
 #[actix_rt::test]
@@ -202,15 +214,7 @@ async fn the_manager_reaps_leftovers_starts_up_to_max_with_one_agent_each_and_re
     h.finished(run).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let queue = h
-            .tree
-            .scheduler
-            .send(GetQueue {
-                limit: 10,
-                run: None,
-            })
-            .await
-            .unwrap();
+        let queue = queue(&h).await;
         if queue.is_empty() {
             break;
         }
@@ -244,15 +248,7 @@ async fn a_failing_start_backs_off_and_the_queue_says_why() {
     .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let queue = h
-            .tree
-            .scheduler
-            .send(GetQueue {
-                limit: 10,
-                run: None,
-            })
-            .await
-            .unwrap();
+        let queue = queue(&h).await;
         if queue
             .first()
             .is_some_and(|w| w.reason == "pool gpu: cannot start a worker: no such image `gpu:1`")
