@@ -425,7 +425,8 @@ async fn serve(args: &Settings, providers: Arc<Mutex<Option<Arc<ByImage>>>>) -> 
                 break leave(&client).await;
             }
         }
-        let room = held < slots && !took;
+        // A one-job agent takes nothing after its job.
+        let room = held < slots && !(args.one_job.is_some() && took);
         let labels = with_docker(&labels, provider.engine_trouble().is_none());
         // With the doorbell open, a poll only takes what is there, and the doorbell says when
         // more comes; otherwise the poll waits for it. (Measured: rings and short polls keep
