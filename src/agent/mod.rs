@@ -436,7 +436,7 @@ async fn serve(args: &Settings, providers: Arc<Mutex<Option<Arc<ByImage>>>>) -> 
             labels,
             slots,
             room,
-            free: Some(slots.saturating_sub(held)),
+            free: Some(if room { slots.saturating_sub(held) } else { 0 }),
             // A one-job agent waiting for its job polls no longer than its idle timeout.
             wait_ms: match (rings, args.one_job.is_some() && !took) {
                 (true, _) => 0,
