@@ -53,6 +53,8 @@ pub struct ServerConfig {
     /// The `[kubernetes]` table: a worker whose jobs run as pods on a cluster; `None` without
     /// one.
     pub kubernetes: Option<crate::kube_config::KubernetesConfig>,
+    /// The pools of ephemeral workers (`[[pools]]`, file only; see [`crate::pools`]).
+    pub pools: Vec<crate::pools::PoolConfig>,
 }
 
 /// The settings of a replica (a server on a PostgreSQL database, which others may share).
@@ -308,15 +310,13 @@ pub enum ConfigError {
         value: String,
         expected: &'static str,
     },
+    #[error(transparent)]
+    Pool(#[from] crate::pools::PoolError),
 }
 
 /// Keys of what is planned but not there yet (key, what, where it is documented): a file that
 /// sets one is refused with that, rather than taken for a typo or silently ignored.
-const NOT_YET: [(&str, &str, &str); 1] = [(
-    "pools",
-    "starting ephemeral workers from pools",
-    "docs/kubernetes.md",
-)];
+const NOT_YET: [(&str, &str, &str); 0] = [];
 
 fn hint(suggestion: &Option<String>) -> String {
     suggestion
@@ -377,6 +377,7 @@ pub fn resolve(
         .map(|key| ((key.default)(), Origin::Default))
         .collect();
     let mut kubernetes = None;
+    let mut pools = Vec::new();
     if let Some((path, text)) = file {
         let table: toml::Table =
             text.parse()
@@ -397,6 +398,10 @@ pub fn resolve(
                     what,
                     doc,
                 });
+            }
+            if name == "pools" {
+                pools = crate::pools::parse(path, value)?;
+                continue;
             }
             let Some(index) = KEYS.iter().position(|k| k.name == name) else {
                 let suggestion =
@@ -513,6 +518,7 @@ pub fn resolve(
             },
         },
         kubernetes,
+        pools,
     })
 }
 
@@ -818,7 +824,8 @@ mod tests {
     }
 
     #[test]
-    fn keys_of_what_is_not_there_yet_are_refused_as_such() {
+    fn a_pool_entry_is_read_by_its_own_rules() {
+        // Pools are read (by `crate::pools`): a bad entry is refused with where it is.
         let text = "[[pools]]\nname = \"gpu\"\n";
         let err = resolve(
             Some((Path::new("hodei.toml"), text)),
@@ -826,7 +833,10 @@ mod tests {
             &Flags::default(),
         )
         .expect_err("refused");
-        assert!(err.to_string().contains("ephemeral workers"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "hodei.toml: `pools[0].provider` is missing: expected \"docker\" or \"kubernetes\""
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod config;
 mod kube_config;
 mod kube_worker;
 mod logging;
+mod pools;
 mod wiring;
 
 use std::process::ExitCode;

@@ -156,7 +156,16 @@ pub async fn local_stack(
         instance,
         logs: open_logs(paths)?,
     };
-    let (tree, provider, _) = start_stack(record, paths, secrets, local, None, files, None).await?;
+    let (tree, provider, _) = start_stack(
+        record,
+        paths,
+        secrets,
+        local,
+        None,
+        files,
+        Duties::default(),
+    )
+    .await?;
     Ok((tree, provider))
 }
 
@@ -240,12 +249,14 @@ pub struct ServerStack {
 }
 
 /// The workers of a server: the machine it runs on (its labels, its slots, 0 for none, and
-/// the user its steps run as) and the Kubernetes worker of a `[kubernetes]` table.
+/// the user its steps run as), the Kubernetes worker of a `[kubernetes]` table, and the pools
+/// of ephemeral workers (`[[pools]]`).
 pub struct ServerWorkers {
     pub labels: Vec<Label>,
     pub local_slots: u32,
     pub run_as: Option<RunAs>,
     pub kubernetes: Option<KubernetesConfig>,
+    pub pools: crate::pools::Pools,
 }
 
 /// The file of a data directory that holds the key of the stored secrets.
@@ -267,6 +278,7 @@ pub async fn server_stack(
         local_slots,
         run_as,
         kubernetes,
+        pools,
     } = workers;
     let mut paths = LocalPaths::data_dir(data);
     if let ServerDatabase::Postgres(_) = database {
@@ -309,6 +321,9 @@ pub async fn server_stack(
     let files = open_files(&paths, limits)?;
     prune_files(files.clone());
     let ticks: Arc<dyn TickStore> = store.clone();
+    let pools = pools
+        .settings(agent_store.clone(), store.instance_id())
+        .await?;
     let record = Record {
         instance: store.instance_id().to_owned(),
         store,
@@ -321,7 +336,10 @@ pub async fn server_stack(
         local,
         Some((agent_store.clone(), agents)),
         files,
-        Some((ticks, heads)),
+        Duties {
+            ticks: Some((ticks, heads)),
+            pools,
+        },
     )
     .await?;
     Ok(ServerStack {
@@ -471,6 +489,15 @@ fn prune_files(files: Arc<DiskFiles>) {
     });
 }
 
+/// A server's duties beyond running jobs (none for `hodei run`).
+#[derive(Default)]
+struct Duties {
+    /// Where schedules' ticks are claimed, and where their runs take their code.
+    ticks: Option<(Arc<dyn TickStore>, Arc<dyn Heads>)>,
+    /// The pools of ephemeral workers.
+    pools: Option<hodei_actors::pools::PoolSettings>,
+}
+
 async fn start_stack(
     record: Record,
     paths: &LocalPaths,
@@ -478,8 +505,9 @@ async fn start_stack(
     local: Local,
     agents: Option<(Arc<dyn AgentStore>, AgentSettings)>,
     files: Arc<DiskFiles>,
-    ticks: Option<(Arc<dyn TickStore>, Arc<dyn Heads>)>,
+    duties: Duties,
 ) -> Result<(Tree, Arc<ByImage>, Option<Arc<KubernetesProvider>>), String> {
+    let Duties { ticks, pools } = duties;
     let Local {
         labels,
         slots,
@@ -554,6 +582,7 @@ async fn start_stack(
     };
     let mut config = TreeConfig::new((slots > 0).then(|| worker(engine)), approvals);
     config.agents = agents;
+    config.pools = pools;
     if slots == 0 {
         tracing::info!("The local worker is off: every job runs on an agent.");
     }

@@ -2,11 +2,14 @@
 //! that register with a token and run its jobs, and the failures of `docs/agents.md`: an agent
 //! killed or frozen past its lease, the server killed in the middle of a job, SIGTERM, and bad
 //! credentials and writes. Each check is on what a user sees: the run's outcome, its log byte
-//! for byte, and side effects counted once.
+//! for byte, and side effects counted once. `agents/pools.rs`: ephemeral workers of pools,
+//! started by the server as containers.
 
 mod common;
 #[path = "../api/tests/support/git.rs"]
 mod git_support;
+#[path = "agents/pools.rs"]
+mod pools;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -942,6 +945,64 @@ async fn sigterm_lets_running_jobs_finish_and_takes_no_new_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_job_agent_runs_one_job_then_leaves_and_one_without_a_job_leaves_at_its_idle_timeout()
+{
+    hodei_api::client::install_crypto();
+    let cluster = Cluster::start("one-job", 30);
+    let token = cluster.registration_token().await;
+    cluster
+        .apply(
+            "two",
+            "name: two\non: { manual: {} }\njobs:\n  first:\n    steps:\n      - run: echo first; sleep 1\n  second:\n    steps:\n      - run: echo second; sleep 1\n",
+        )
+        .await;
+    let run = cluster.trigger("two").await;
+    // Two jobs wait; the agent (two slots asked for) takes one, finishes it and exits 0.
+    let mut agent = cluster.agent("once", &token, &["--one-job"]);
+    assert_eq!(agent.exit_code(Duration::from_secs(60)), 0);
+    let view = cluster.run(run).await;
+    let states: Vec<&str> = view["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|job| job["state"].as_str().unwrap())
+        .collect();
+    let mut sorted = states.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, ["queued", "succeeded"], "{view:#}");
+    let done = view["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|job| job["state"] == "succeeded")
+        .unwrap();
+    let log = cluster.log(done["id"].as_u64().unwrap()).await;
+    assert!(
+        log.ends_with(b"first\n") || log.ends_with(b"second\n"),
+        "its whole log is with the server: {:?}",
+        String::from_utf8_lossy(&log)
+    );
+    assert!(
+        cluster
+            .agent_log("once")
+            .contains("The one job is done: leaving."),
+        "{}",
+        cluster.agent_log("once")
+    );
+    cluster.cancel(run).await;
+    // Nothing waits: a one-job agent leaves at its idle timeout.
+    let mut idle = cluster.agent("idle", &token, &["--one-job", "--idle-timeout", "1"]);
+    assert_eq!(idle.exit_code(Duration::from_secs(30)), 0);
+    assert!(
+        cluster
+            .agent_log("idle")
+            .contains("No job came within the idle timeout: leaving."),
+        "{}",
+        cluster.agent_log("idle")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_past_the_grace_hands_the_job_back_and_another_agent_retries_it_at_once() {
     hodei_api::client::install_crypto();
     // A lease far longer than the test waits: the job moves on because it is handed back.
@@ -1574,12 +1635,22 @@ impl std::ops::Deref for Deployment {
 impl Deployment {
     // The turn is held for the test's life, across its awaits, on purpose: tests run on
     // runtimes of their own, and the holder goes on while the others wait.
-    #[allow(clippy::await_holding_lock)]
     async fn start(test: &str, lease: u64) -> Deployment {
+        Deployment::start_with(test, lease, &[]).await
+    }
+
+    /// The network of a test's deployment.
+    fn network(test: &str) -> String {
+        format!("hodei-test-{test}-{}", std::process::id())
+    }
+
+    /// Starts the deployment with `extra` arguments of `docker run` for the server container.
+    #[allow(clippy::await_holding_lock)]
+    async fn start_with(test: &str, lease: u64, extra: &[&str]) -> Deployment {
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         hodei_api::client::install_crypto();
         let image = hodei_image();
-        let net = format!("hodei-test-{test}-{}", std::process::id());
+        let net = Deployment::network(test);
         let _ = Command::new("docker")
             .args(["network", "rm", &net])
             .output();
@@ -1590,8 +1661,9 @@ impl Deployment {
         std::fs::set_permissions(&marks, std::fs::Permissions::from_mode(0o777)).unwrap();
         let token = format!("hodei_containers{}", "x".repeat(40));
         let server = format!("{net}-server");
-        let lease = lease.to_string();
-        docker(&[
+        let lease = format!("HODEI_AGENT_LEASE_SECONDS={lease}");
+        let bootstrap = format!("HODEI_BOOTSTRAP_TOKEN={token}");
+        let mut args = vec![
             "run",
             "-d",
             "--name",
@@ -1605,14 +1677,13 @@ impl Deployment {
             "-e",
             "HODEI_LOCAL_SLOTS=0",
             "-e",
-            &format!("HODEI_AGENT_LEASE_SECONDS={lease}"),
+            &lease,
             "-e",
-            &format!("HODEI_BOOTSTRAP_TOKEN={token}"),
-            image,
-            "server",
-            "--listen",
-            "0.0.0.0:8080",
-        ]);
+            &bootstrap,
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[image, "server", "--listen", "0.0.0.0:8080"]);
+        docker(&args);
         let port = docker(&["port", &server, "8080/tcp"]);
         let url = format!("http://{}", port.lines().next().unwrap());
         let http = reqwest::Client::new();

@@ -5,7 +5,8 @@
 //! status reads as a cluster's would. Then the same through the fake's HTTP half
 //! (`kubernetes/api_server.rs`) with Hodei's real kube client (`Cluster`): a pod and its Secret
 //! created, waited for, its log followed across a dropped stream, deleted from outside, and the
-//! pods of an earlier life reaped.
+//! pods of an earlier life reaped. Last, a pool of ephemeral workers with `provider =
+//! "kubernetes"`: a server whose kube client is the fake's runs a job on a worker pod.
 
 #[path = "kubernetes/api_server.rs"]
 mod api_server;
@@ -748,6 +749,139 @@ async fn an_api_server_that_answers_503_opens_the_breaker_and_set_ups_wait_for_i
     assert!(provider.probe().await, "a change");
     assert_eq!(provider.trouble(), None);
     gone(api, &prefix).await;
+}
+
+// ---- A pool of ephemeral workers through the fake API server --------------------------------
+
+/// The address of the engine's default bridge on this machine: where a container reaches a
+/// server of the machine that listens on every address.
+fn bridge_gateway() -> String {
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "docker0"])
+        .output()
+        .expect("`ip` runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .skip_while(|word| *word != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .map(str::to_owned)
+        .expect("docker0 has an IPv4 address: the engine's default bridge")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubernetes_pool_runs_a_queued_job_on_a_worker_pod_and_deletes_the_pod_after() {
+    hodei_api::client::install_crypto();
+    let image = hodei_image();
+    let (api, _, prefix) = fake("pool").await;
+    let dir = scratch("kube-pool");
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\nusers: [{{name: fake, user: {{}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: fake, namespace: ci}}}}]\ncurrent-context: fake\n",
+            api.url
+        ),
+    )
+    .unwrap();
+    // The worker's pod reaches the server through the bridge: it listens on every address.
+    let port = std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.join("hodei.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[pools]]\nname = \"kube\"\nprovider = \"kubernetes\"\nlabels = [\"kube-pool\"]\nimage = \"{image}\"\nmax = 1\nidle_timeout = \"30s\"\nnamespace = \"ci\"\nserver_url = \"http://{}:{port}\"\n",
+            bridge_gateway()
+        ),
+    )
+    .unwrap();
+    let token = format!("hodei_kubepool{}", "x".repeat(40));
+    let server = common::Server::start_on(
+        &format!("0.0.0.0:{port}"),
+        &dir.join("data"),
+        &["--config", config.to_str().unwrap()],
+        &[
+            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+            ("HODEI_BOOTSTRAP_TOKEN", &token),
+            ("HODEI_LOCAL_SLOTS", "0"),
+        ],
+        Stdio::inherit(),
+        "",
+    );
+    let http = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str| {
+        http.request(method, format!("{}{path}", server.url))
+            .bearer_auth(&token)
+    };
+    let applied = call(reqwest::Method::PUT, "/api/v1/pipelines/on-pool")
+        .header("content-type", "application/yaml")
+        .body("name: on-pool\non: { manual: {} }\njobs:\n  work:\n    runs_on: [kube-pool]\n    steps:\n      - run: echo \"in the pod $HOSTNAME\"\n")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        applied.status().is_success(),
+        "{}",
+        applied.text().await.unwrap()
+    );
+    let run: serde_json::Value = call(reqwest::Method::POST, "/api/v1/pipelines/on-pool/runs")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = run["id"].as_u64().expect("a run");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let run = loop {
+        let run: serde_json::Value = call(reqwest::Method::GET, &format!("/api/v1/runs/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if matches!(
+            run["state"].as_str(),
+            Some("succeeded" | "failed" | "cancelled")
+        ) {
+            break run;
+        }
+        assert!(Instant::now() < deadline, "the run never ended: {run:#}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let worker = run["jobs"][0]["worker"].as_str().unwrap_or_default();
+    assert!(worker.starts_with("hodei-pool-kube-"), "{run:#}");
+    // The worker's pod ends with its one job, and the pool deletes it with its Secret.
+    let client = api.client();
+    let pods: kube::Api<KubePod> = kube::Api::namespaced(client.clone(), "ci");
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client, "ci");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let params = kube::api::ListParams::default().labels("hodei.io/pool=kube");
+        let left = pods.list(&params).await.unwrap().items.len()
+            + secrets.list(&params).await.unwrap().items.len();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} pod(s) and Secret(s) of the pool are left"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    all_gone(&prefix).await;
+    drop(server);
+    tokio::task::spawn_blocking(move || drop(api))
+        .await
+        .expect("dropped");
 }
 
 // ---- Against a real cluster (not in CI) ----------------------------------------------------

@@ -59,6 +59,7 @@ pub struct RestartCounter {
     provider: AtomicU64,
     timer: AtomicU64,
     agent_desk: AtomicU64,
+    pool_manager: AtomicU64,
 }
 
 /// The kinds of actors whose restarts are counted.
@@ -74,6 +75,7 @@ pub enum ActorKind {
     Provider,
     Timer,
     AgentDesk,
+    PoolManager,
 }
 
 impl ActorKind {
@@ -90,6 +92,7 @@ impl ActorKind {
             ActorKind::Provider => "provider",
             ActorKind::Timer => "timer",
             ActorKind::AgentDesk => "agent_desk",
+            ActorKind::PoolManager => "pool_manager",
         }
     }
 }
@@ -107,6 +110,7 @@ impl RestartCounter {
             ActorKind::Provider => &self.provider,
             ActorKind::Timer => &self.timer,
             ActorKind::AgentDesk => &self.agent_desk,
+            ActorKind::PoolManager => &self.pool_manager,
         }
     }
 

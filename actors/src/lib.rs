@@ -39,6 +39,7 @@ pub mod job;
 pub mod loghub;
 pub mod messages;
 pub mod orchestrator;
+pub mod pools;
 pub mod provider;
 pub mod record;
 pub mod run;

@@ -444,6 +444,17 @@ pub struct GetQueue {
     pub run: Option<RunId>,
 }
 
+/// A pool of ephemeral workers cannot start a worker (`trouble`), or can again (`None`): the
+/// queued jobs its workers would take say so as the reason they wait.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct PoolTrouble {
+    pub pool: String,
+    /// The labels its workers offer.
+    pub labels: Vec<Label>,
+    pub trouble: Option<String>,
+}
+
 /// A job in the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Waiting {

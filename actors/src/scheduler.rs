@@ -24,7 +24,8 @@ use hodei_domain::schedule::{
 use crate::fault::{Faults, Point};
 use crate::messages::{
     AddWorker, AskAgain, Dequeue, Enqueue, GetQueue, GetQueueStats, GetWorkers, Placed,
-    PlacementId, QueueStats, Release, RemoveWorker, SetWorkerState, Taken, Waiting, WorkerView,
+    PlacementId, PoolTrouble, QueueStats, Release, RemoveWorker, SetWorkerState, Taken, Waiting,
+    WorkerView,
 };
 use crate::supervise::{Restarts, Supervise, contained};
 
@@ -56,6 +57,8 @@ pub struct Scheduler {
     agents: std::collections::HashSet<WorkerId>,
     /// Queued jobs that run on a worker already (found there after a restart).
     resumes: HashMap<JobId, WorkerId>,
+    /// Pools of ephemeral workers that cannot start one: their labels and why.
+    pool_trouble: std::collections::BTreeMap<String, (Vec<Label>, String)>,
     faults: Faults,
     restarts: Restarts,
 }
@@ -71,6 +74,7 @@ impl Scheduler {
             seq: 0,
             agents: Default::default(),
             resumes: HashMap::new(),
+            pool_trouble: Default::default(),
             faults,
             restarts,
         }
@@ -380,6 +384,20 @@ impl Handler<GetQueue> for Scheduler {
                     if msg.run.is_some_and(|run| run != queued.run) {
                         return None;
                     }
+                    // A job that a pool's worker would take, while the pool cannot start one,
+                    // waits for that.
+                    let troubled = act.pool_trouble.iter().find(|(_, (labels, _))| {
+                        queued.runs_on.iter().all(|label| labels.contains(label))
+                    });
+                    let reason = match troubled {
+                        Some((pool, (_, trouble))) => {
+                            format!("pool {pool}: cannot start a worker: {trouble}")
+                        }
+                        None => cluster
+                            .explain(job)
+                            .map(|reason| reason.to_string())
+                            .unwrap_or_default(),
+                    };
                     Some(Waiting {
                         job,
                         run: queued.run,
@@ -389,16 +407,28 @@ impl Handler<GetQueue> for Scheduler {
                         priority: queued.priority,
                         queued_at: queued.queued_at,
                         candidates: cluster.candidates(job).unwrap_or_default(),
-                        reason: cluster
-                            .explain(job)
-                            .map(|reason| reason.to_string())
-                            .unwrap_or_default(),
+                        reason,
                     })
                 })
                 .take(msg.limit)
                 .collect()
         })
         .unwrap_or_default()
+    }
+}
+
+impl Handler<PoolTrouble> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: PoolTrouble, _: &mut Context<Self>) {
+        match msg.trouble {
+            Some(trouble) => {
+                self.pool_trouble.insert(msg.pool, (msg.labels, trouble));
+            }
+            None => {
+                self.pool_trouble.remove(&msg.pool);
+            }
+        }
     }
 }
 

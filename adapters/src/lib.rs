@@ -48,6 +48,7 @@ pub mod health;
 pub mod kube;
 pub mod local;
 pub mod logs;
+pub mod pools;
 pub mod postgres;
 pub mod route;
 pub mod secrets;

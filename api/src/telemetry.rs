@@ -16,6 +16,9 @@
 //! | `hodei_websocket_subscribers` | gauge | — : open log and event streams (sampled at scrape) |
 //! | `hodei_provider_up` | gauge | `provider` (sampled at scrape) |
 //! | `hodei_actor_restarts_total` | counter | `actor` (sampled at scrape) |
+//! | `hodei_pool_workers` | gauge | `pool`, `state`: starting, running (set by the worker manager) |
+//! | `hodei_pool_workers_started_total` | counter | `pool` (counted by the worker manager) |
+//! | `hodei_pool_workers_failed_total` | counter | `pool` (counted by the worker manager) |
 //!
 //! The recorder is global (the `metrics` facade has one per process): it is installed once, by
 //! the first server of the process, and shared by later ones (tests start several).
@@ -128,6 +131,7 @@ pub async fn sample(state: &ApiState) {
         ActorKind::Provider,
         ActorKind::Timer,
         ActorKind::AgentDesk,
+        ActorKind::PoolManager,
     ] {
         metrics::counter!("hodei_actor_restarts_total", "actor" => kind.name())
             .absolute(state.tree.restarts.get(kind));

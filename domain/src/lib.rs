@@ -13,6 +13,8 @@
 //! - [`plan`]: matrix expansion, the `needs` DAG and the resolution of a run's inputs.
 //! - [`expr`]: the `when` expression language.
 //! - [`forge`]: webhook deliveries of GitHub, GitLab and Gitea, and whether `on:` wants a run.
+//! - [`pools`]: what the worker manager does for a pool of ephemeral workers (start, remove,
+//!   back off), as a pure function of the queue and the pool's workers.
 //! - [`ticks`]: when `on.schedule` entries fire (due and missed ticks), over explicit times.
 //! - [`state`]: the state machines of runs, jobs and steps, and the [`state::DomainEvent`]s
 //!   their transitions yield.
@@ -31,6 +33,7 @@ pub mod load;
 pub mod mask;
 pub mod model;
 pub mod plan;
+pub mod pools;
 pub mod ports;
 pub mod restart;
 pub mod schedule;

@@ -1380,3 +1380,71 @@ pub trait AgentStore: Send + Sync {
         events: Vec<crate::state::DomainEvent>,
     ) -> BoxFuture<'_, Result<bool, StoreError>>;
 }
+
+/// One ephemeral worker to start: a one-job agent of a pool (`hodei agent --one-job`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct WorkerLaunch {
+    /// The worker's name: its agent's name, and its container's or pod's.
+    pub name: String,
+    /// Where it reaches the server.
+    pub server_url: String,
+    /// Its one-job credential: the agent record of this worker alone, deleted when it exits.
+    pub credential: String,
+    /// How long it waits for a job before it leaves.
+    pub idle_timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for WorkerLaunch {
+    /// Never the credential.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerLaunch")
+            .field("name", &self.name)
+            .field("server_url", &self.server_url)
+            .field("idle_timeout", &self.idle_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A pool's worker as its engine shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launched {
+    pub name: String,
+    /// `None` while it runs; its exit code once it ended (`Some(None)`: ended, code unknown).
+    pub exited: Option<Option<i64>>,
+}
+
+/// Why a pool's worker could not be started, listed or removed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LaunchError {
+    /// The engine did not answer: the start is tried again after the pool's backoff.
+    #[error("{engine} is unavailable: {reason}")]
+    Unavailable {
+        engine: &'static str,
+        reason: String,
+    },
+    /// The engine refused (a missing image, a bad network, a quota).
+    #[error("{reason}")]
+    Refused { reason: String },
+}
+
+/// Starts the ephemeral workers of one pool on its engine (a Docker engine, a Kubernetes
+/// cluster), and finds and removes them by the labels it gives them.
+///
+/// ## Guarantees
+/// - What [`launch`](Launcher::launch) creates carries labels naming the pool and the Hodei
+///   store it belongs to: [`workers`](Launcher::workers) finds it after a restart of Hodei.
+/// - [`remove`](Launcher::remove) is idempotent: a worker that is gone is fine.
+/// - The credential reaches the worker without showing in Hodei's logs.
+pub trait Launcher: Send + Sync {
+    /// The engine's name in messages (`docker`, `kubernetes`).
+    fn engine(&self) -> &'static str;
+
+    /// Starts the worker; it runs until it has taken one job (or its idle timeout) and exits.
+    fn launch<'a>(&'a self, worker: &'a WorkerLaunch) -> BoxFuture<'a, Result<(), LaunchError>>;
+
+    /// Every worker of the pool that exists, running or ended.
+    fn workers(&self) -> BoxFuture<'_, Result<Vec<Launched>, LaunchError>>;
+
+    /// Removes a worker (stops it if it runs).
+    fn remove<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), LaunchError>>;
+}

@@ -76,6 +76,10 @@ pub(super) fn settings(mut args: Args) -> Result<Settings, String> {
         ca: args.ca,
         grace: args.grace.unwrap_or(30),
         run_as,
+        one_job: args.one_job.then(|| super::OneJob {
+            idle_timeout: std::time::Duration::from_secs(args.idle_timeout.unwrap_or(120).max(1)),
+        }),
+        credential: args.credential.filter(|c| !c.trim().is_empty()),
     })
 }
 

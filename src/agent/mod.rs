@@ -91,6 +91,33 @@ pub struct Args {
     /// Run local steps as this unprivileged user (the agent then runs as root).
     #[arg(long, value_name = "USER", env = "HODEI_RUN_AS")]
     run_as: Option<String>,
+    /// Take one job, finish it (its log and artifacts with the server), leave and exit 0:
+    /// an ephemeral worker of a pool. Runs one job at a time.
+    #[arg(long)]
+    one_job: bool,
+    /// With --one-job: leave and exit 0 when no job came within this many seconds
+    /// (default: 120).
+    #[arg(long, value_name = "SECONDS", requires = "one_job")]
+    idle_timeout: Option<u64>,
+    /// The agent's credential, given by the worker manager to an ephemeral worker (in
+    /// HODEI_AGENT_CREDENTIAL): with it the agent does not register, and keeps nothing in its
+    /// data directory. Needs --one-job and --name.
+    #[arg(
+        long,
+        value_name = "CREDENTIAL",
+        env = "HODEI_AGENT_CREDENTIAL",
+        hide_env_values = true,
+        hide = true,
+        requires_all = ["one_job", "name"]
+    )]
+    credential: Option<String>,
+}
+
+/// How an agent with `--one-job` ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct OneJob {
+    /// It leaves when no job came within this time.
+    idle_timeout: Duration,
 }
 
 /// The agent's settings, from flags, variables, the configuration file and defaults.
@@ -104,6 +131,10 @@ struct Settings {
     ca: Option<PathBuf>,
     grace: u64,
     run_as: Option<hodei_adapters::local::RunAs>,
+    /// `--one-job`: one job, then the agent leaves.
+    one_job: Option<OneJob>,
+    /// A credential given (an ephemeral worker's): no registration, no identity file.
+    credential: Option<String>,
 }
 
 /// What the agent keeps in `DATA/agent.json` (mode 0600).
@@ -147,6 +178,14 @@ fn identity_file(data: &Path) -> PathBuf {
 
 /// The agent's identity: read from its data directory, or made by registering.
 async fn identity(args: &Settings, target: &Target) -> Result<Identity, (u8, String)> {
+    if let (Some(credential), Some(name)) = (&args.credential, &args.name) {
+        return Ok(Identity {
+            server: target.url.clone(),
+            name: name.clone(),
+            credential: credential.clone(),
+            instance: format!("agent-{name}"),
+        });
+    }
     let file = identity_file(&args.data);
     if let Ok(text) = std::fs::read_to_string(&file) {
         let identity: Identity = serde_json::from_str(&text).map_err(|err| {
@@ -257,9 +296,12 @@ async fn serve(args: &Settings, providers: Arc<Mutex<Option<Arc<ByImage>>>>) -> 
             return EXIT_USAGE;
         }
     }
-    let slots = args
-        .slots
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() as u32));
+    let slots = match args.one_job {
+        Some(_) => 1,
+        None => args
+            .slots
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() as u32)),
+    };
     if !(1..=1024).contains(&slots) {
         eprintln!("error: --slots: {slots} is not a number of jobs from 1 to 1024");
         return EXIT_USAGE;
@@ -365,9 +407,26 @@ async fn serve(args: &Settings, providers: Arc<Mutex<Option<Arc<ByImage>>>>) -> 
             return EXIT_INTERNAL;
         }
     };
+    // With --one-job: whether the job came, and until when it may come.
+    let mut took = false;
+    let idle_deadline = tokio::time::Instant::now()
+        + args
+            .one_job
+            .map_or(Duration::from_secs(365 * 24 * 3600), |o| o.idle_timeout);
     let code = loop {
         let held = jobs.lock().unwrap_or_else(|e| e.into_inner()).len() as u32;
-        let room = held < slots;
+        if args.one_job.is_some() {
+            if took && held == 0 {
+                println!("The one job is done: leaving.");
+                break leave(&client).await;
+            }
+            if !took && tokio::time::Instant::now() >= idle_deadline {
+                println!("No job came within the idle timeout: leaving.");
+                break leave(&client).await;
+            }
+        }
+        // A one-job agent takes nothing after its job.
+        let room = held < slots && !(args.one_job.is_some() && took);
         let labels = with_docker(&labels, provider.engine_trouble().is_none());
         // With the doorbell open, a poll only takes what is there, and the doorbell says when
         // more comes; otherwise the poll waits for it. (Measured: rings and short polls keep
@@ -377,8 +436,16 @@ async fn serve(args: &Settings, providers: Arc<Mutex<Option<Arc<ByImage>>>>) -> 
             labels,
             slots,
             room,
-            free: Some(slots.saturating_sub(held)),
-            wait_ms: if rings { 0 } else { 20_000 },
+            free: Some(if room { slots.saturating_sub(held) } else { 0 }),
+            // A one-job agent waiting for its job polls no longer than its idle timeout.
+            wait_ms: match (rings, args.one_job.is_some() && !took) {
+                (true, _) => 0,
+                (false, true) => {
+                    let left = idle_deadline.saturating_duration_since(tokio::time::Instant::now());
+                    left.as_millis().min(20_000) as u64
+                }
+                (false, false) => 20_000,
+            },
             version: env!("CARGO_PKG_VERSION").to_owned(),
         };
         let polled = tokio::select! {
@@ -393,6 +460,7 @@ async fn serve(args: &Settings, providers: Arc<Mutex<Option<Arc<ByImage>>>>) -> 
         match polled {
             Ok(work) => {
                 let claimed = work.job.is_some();
+                took |= claimed;
                 take(work, &setting, &jobs);
                 if claimed || !rings {
                     continue;
@@ -403,6 +471,7 @@ async fn serve(args: &Settings, providers: Arc<Mutex<Option<Arc<ByImage>>>>) -> 
                     _ = rung.notified() => {}
                     _ = setting.freed.notified(), if !room => {}
                     _ = tokio::time::sleep(Duration::from_secs(15)) => {}
+                    _ = tokio::time::sleep_until(idle_deadline), if args.one_job.is_some() && !took => {}
                     _ = term.recv() => break drain(&client, &jobs, args.grace).await,
                     _ = tokio::signal::ctrl_c() => break drain(&client, &jobs, args.grace).await,
                     _ = refused.notified() => break EXIT_REFUSED,
@@ -585,6 +654,14 @@ async fn heartbeats(
             Err(err) => tracing::warn!(error = %err, "Heartbeat failed; the jobs go on."),
         }
     }
+}
+
+/// A one-job agent is done (its job is with the server, or none came): it leaves.
+async fn leave(client: &Client) -> u8 {
+    if let Err(err) = client.leaving(true).await {
+        eprintln!("warning: cannot tell the server that this agent leaves: {err}");
+    }
+    EXIT_OK
 }
 
 /// SIGTERM: no new job; those running may finish within the grace period; then they stop and

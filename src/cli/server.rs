@@ -245,6 +245,7 @@ async fn serve(
         local_slots: config.local_slots,
         run_as,
         kubernetes: config.kubernetes.clone(),
+        pools: crate::pools::Pools::from_config(&config),
     };
     let stack = match server_stack(&config.data, database, workers, agents, config.files).await {
         Ok(stack) => stack,

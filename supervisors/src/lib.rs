@@ -20,8 +20,10 @@
 //!  │         │        parked until the next start (or a cancel or an approval)
 //!  │         └─ JobActor  one per attempt; a crash stops its step and makes its run actor
 //!  │                      reload the job from the store
-//!  └─ Timer           supervised, when TreeConfig::ticks is set (the server): fires the
-//!                     pipelines' `on.schedule` entries, each tick claimed once in the store
+//!  ├─ Timer           supervised, when TreeConfig::ticks is set (the server): fires the
+//!  │                  pipelines' `on.schedule` entries, each tick claimed once in the store
+//!  └─ PoolManager     supervised, when TreeConfig::pools is set: starts ephemeral workers
+//!                     when jobs wait for a pool's labels; reaps an earlier life's at start
 //! ```
 //!
 //! Every long-lived actor contains the panics of its handlers (`hodei_actors::supervise`): it
@@ -46,6 +48,7 @@ use hodei_actors::loghub::LogHub;
 use hodei_actors::messages::RegisterWorker;
 use hodei_actors::messages::WorkerSpec;
 use hodei_actors::orchestrator::{Orchestrator, OrchestratorPeers, RunSettings};
+use hodei_actors::pools::{PoolManager, PoolSettings};
 use hodei_actors::provider::ProviderActor;
 use hodei_actors::scheduler::Scheduler;
 use hodei_actors::supervise::{Escalation, Restarts, exit_on_escalation};
@@ -76,6 +79,8 @@ pub struct TreeConfig {
     pub heads: Option<Arc<dyn Heads>>,
     /// How the timer looks for due ticks.
     pub timer: TimerSettings,
+    /// Pools of ephemeral workers: with them, the tree runs a [`PoolManager`].
+    pub pools: Option<PoolSettings>,
 }
 
 impl TreeConfig {
@@ -92,6 +97,7 @@ impl TreeConfig {
             ticks: None,
             heads: None,
             timer: TimerSettings::default(),
+            pools: None,
         }
     }
 }
@@ -109,6 +115,8 @@ pub struct Tree {
     pub desk: Option<Addr<AgentDesk>>,
     /// The timer of schedules, when [`TreeConfig::ticks`] was given.
     pub timer: Option<Addr<Timer>>,
+    /// The worker manager, when [`TreeConfig::pools`] was given.
+    pub pools: Option<Addr<PoolManager>>,
     pub ports: Ports,
     /// How often each kind of actor of this tree was restarted.
     pub restarts: Arc<RestartCounter>,
@@ -215,7 +223,19 @@ pub fn start_tree(ports: Ports, config: TreeConfig) -> Tree {
         );
         Supervisor::start(move |_| Timer::new(own, (ticks, heads), orchestrator, settings, r))
     });
+    let pools = config
+        .pools
+        .filter(|p| !p.pools.is_empty())
+        .map(|settings| {
+            let (for_pools, clock, r) = (
+                scheduler.clone(),
+                ports.clock.clone(),
+                restarts(ActorKind::PoolManager),
+            );
+            Supervisor::start(move |_| PoolManager::new(settings, for_pools, clock, r))
+        });
     Tree {
+        pools,
         restarts: counter,
         timer,
         orchestrator,

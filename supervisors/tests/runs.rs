@@ -6,6 +6,8 @@ mod agents;
 mod common;
 #[path = "runs/files.rs"]
 mod files;
+#[path = "runs/pools.rs"]
+mod pools;
 
 use std::sync::Arc;
 

@@ -41,8 +41,21 @@ impl Server {
         stderr: Stdio,
         said: &str,
     ) -> Server {
+        Server::start_on("127.0.0.1:0", data, args, env, stderr, said)
+    }
+
+    /// Starts a server listening on `listen` (`0.0.0.0:0`: on every address, for containers);
+    /// its URL is the loopback one.
+    pub fn start_on(
+        listen: &str,
+        data: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stderr: Stdio,
+        said: &str,
+    ) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hodei"))
-            .args(["server", "--listen", "127.0.0.1:0"])
+            .args(["server", "--listen", listen])
             .args(args)
             .arg("--data")
             .arg(data)
@@ -66,7 +79,11 @@ impl Server {
             if let Some(rest) = line.strip_prefix("Hodei server listening on ")
                 && line.contains(said)
             {
-                break rest.split_whitespace().next().unwrap().to_owned();
+                break rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .replace("0.0.0.0", "127.0.0.1");
             }
         };
         // Keep reading its output so that it never blocks on a full pipe.

@@ -251,13 +251,25 @@ async fn serve(state: &Arc<State>, request: Request<Incoming>) -> Response<Body>
             create_secret(state, secret)
         }
         (Method::GET, ["api", "v1", "namespaces", _, "pods"]) => {
-            let objects = state.objects.lock().expect("lock");
-            let items: Vec<&Pod> = objects
-                .pods
-                .values()
-                .map(|stored| &stored.pod)
-                .filter(|pod| selected(pod.metadata.labels.as_ref(), query.get("labelSelector")))
-                .collect();
+            let listed: Vec<(Pod, Option<Arc<DockerPod>>)> = {
+                let objects = state.objects.lock().expect("lock");
+                objects
+                    .pods
+                    .values()
+                    .filter(|stored| {
+                        selected(
+                            stored.pod.metadata.labels.as_ref(),
+                            query.get("labelSelector"),
+                        )
+                    })
+                    .map(|stored| (stored.pod.clone(), stored.running.clone()))
+                    .collect()
+            };
+            // As a cluster lists them: with their status.
+            let mut items = Vec::with_capacity(listed.len());
+            for (pod, running) in listed {
+                items.push(with_status(pod, running).await);
+            }
             json_response(
                 StatusCode::OK,
                 &json!({ "apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items }),
@@ -378,12 +390,25 @@ fn start_if_ready(state: &Arc<State>, name: &str) {
     let Some(stored) = pods.get_mut(name) else {
         return;
     };
-    let wanted = stored
-        .pod
-        .spec
-        .iter()
+    let spec = stored.pod.spec.iter();
+    let by_env = spec
+        .clone()
+        .flat_map(|spec| spec.containers.iter())
+        .flat_map(|c| c.env.iter().flatten())
+        .find_map(|var| {
+            Some(
+                var.value_from
+                    .as_ref()?
+                    .secret_key_ref
+                    .as_ref()?
+                    .name
+                    .clone(),
+            )
+        });
+    let wanted = spec
         .flat_map(|spec| spec.volumes.iter().flatten())
-        .find_map(|v| v.secret.as_ref().and_then(|s| s.secret_name.clone()));
+        .find_map(|v| v.secret.as_ref().and_then(|s| s.secret_name.clone()))
+        .or(by_env);
     let secret = match wanted {
         Some(wanted) => match secrets.get(&wanted) {
             Some(secret) => secret.clone(),
@@ -415,7 +440,7 @@ fn start_if_ready(state: &Arc<State>, name: &str) {
 }
 
 async fn get_pod(state: &Arc<State>, name: &str) -> Response<Body> {
-    let (mut pod, running) = {
+    let (pod, running) = {
         let objects = state.objects.lock().expect("lock");
         match objects.pods.get(name) {
             Some(stored) => (stored.pod.clone(), stored.running.clone()),
@@ -428,13 +453,18 @@ async fn get_pod(state: &Arc<State>, name: &str) -> Response<Body> {
             }
         }
     };
+    json_response(StatusCode::OK, &json!(with_status(pod, running).await))
+}
+
+/// The pod with its status read from the engine (`Pending` until its containers run).
+async fn with_status(mut pod: Pod, running: Option<Arc<DockerPod>>) -> Pod {
     pod.status = Some(match running {
         Some(running) => tokio::task::spawn_blocking(move || running.status())
             .await
             .expect("status"),
         None => serde_json::from_value(json!({ "phase": "Pending" })).expect("status"),
     });
-    json_response(StatusCode::OK, &json!(pod))
+    pod
 }
 
 fn delete_pod(state: &Arc<State>, name: &str) -> Response<Body> {

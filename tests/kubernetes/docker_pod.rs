@@ -1,7 +1,8 @@
 //! The Docker half of a fake cluster: a pod, as Hodei makes it (`hodei_adapters::kube::pod`),
 //! run on the real Docker engine the way a kubelet runs it. A pause container holds the pod's
 //! network (its containers reach each other on `localhost`); `emptyDir` volumes are host
-//! directories and the Secret's volume a directory of its keys; the init containers run one
+//! directories and the Secret's volume a directory of its keys (a variable may take a key of
+//! it, `secretKeyRef`); the init containers run one
 //! after the other to their end, then the containers start; a container's status is read back
 //! from the engine (`OOMKilled` included). An image that is not on the engine with the policy
 //! `Never` leaves its container waiting with `ErrImageNeverPull`, as a kubelet does. What the
@@ -38,6 +39,8 @@ pub struct DockerPod {
     init: Vec<(String, i64)>,
     /// Each container's image, by the pod's container name.
     images: BTreeMap<String, String>,
+    /// The pod's Secret: its name and values, which variables may take (`secretKeyRef`).
+    secret: (Option<String>, BTreeMap<String, String>),
 }
 
 /// A container of the pod: its name in the pod, the engine's name of it (`None` for one left
@@ -98,6 +101,15 @@ impl DockerPod {
                 .chain(&spec.containers)
                 .map(|c| (c.name.clone(), c.image.clone().unwrap_or_default()))
                 .collect(),
+            secret: (
+                secret.metadata.name.clone(),
+                secret
+                    .data
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned()))
+                    .collect(),
+            ),
         };
         for init in spec.init_containers.iter().flatten() {
             let name = format!("{prefix}-{}", init.name);
@@ -207,7 +219,23 @@ impl DockerPod {
             }
         }
         for var in container.env.iter().flatten() {
-            let value = var.value.clone().expect("the fake takes plain values only");
+            let from_secret = var.value_from.as_ref().map(|from| {
+                from.secret_key_ref
+                    .as_ref()
+                    .expect("the fake takes plain values and Secret keys only")
+            });
+            let value = match (&var.value, from_secret) {
+                (Some(value), None) => value.clone(),
+                (None, Some(key)) => {
+                    assert_eq!(Some(&key.name), self.secret.0.as_ref(), "the pod's Secret");
+                    self.secret
+                        .1
+                        .get(&key.key)
+                        .cloned()
+                        .expect("the Secret's key")
+                }
+                _ => panic!("the fake takes a value or a Secret's key: {var:?}"),
+            };
             args.push("-e".into());
             args.push(format!("{}={value}", var.name));
         }
@@ -237,6 +265,8 @@ impl DockerPod {
         let failed_init = self.init.iter().any(|(_, code)| *code != 0);
         let mut statuses = Vec::new();
         let mut any_running = false;
+        // (terminated, of which with a code other than 0), for the phase.
+        let mut ended = (0usize, 0usize);
         for PodContainer {
             name,
             engine: docker_name,
@@ -261,6 +291,8 @@ impl DockerPod {
                         json!({ "running": {} })
                     } else {
                         let code: i64 = parts[1].parse().unwrap_or(-1);
+                        ended.0 += 1;
+                        ended.1 += usize::from(code != 0);
                         let reason = match (parts[2], code) {
                             ("true", _) => "OOMKilled",
                             (_, 0) => "Completed",
@@ -276,8 +308,13 @@ impl DockerPod {
                 "restartCount": 0, "state": state }),
             );
         }
-        let phase = if failed_init {
+        // As a kubelet with `restartPolicy: Never`: once every container ended, the pod
+        // succeeded if each ended with 0, and failed otherwise.
+        let all_ended = !self.containers.is_empty() && ended.0 == self.containers.len();
+        let phase = if failed_init || (all_ended && ended.1 > 0) {
             "Failed"
+        } else if all_ended {
+            "Succeeded"
         } else if any_running {
             "Running"
         } else {

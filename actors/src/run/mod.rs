@@ -204,6 +204,18 @@ impl RunActor {
             return;
         };
         if loaded.machine.is_terminal() {
+            // What the last reconcile withdrew leaves the queue all the same (a run cancelled
+            // while its jobs wait ends in the reconcile that withdraws them): a finished run
+            // keeps no job in the queue.
+            for effect in &effects {
+                if let Move::Withdraw(job) = effect
+                    && let Some(slot) = loaded.slot_mut(*job)
+                    && slot.enqueued
+                {
+                    slot.enqueued = false;
+                    self.peers.scheduler.do_send(Dequeue { job: slot.id });
+                }
+            }
             tracing::info!(run_id = %self.run, state = loaded.machine.state().name(), "Run finished.");
             self.peers
                 .stopped

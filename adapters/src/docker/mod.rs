@@ -65,6 +65,7 @@ mod logs;
 mod reconcile;
 mod services;
 mod steps;
+mod workers;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -87,6 +88,7 @@ pub use error::DockerError;
 use error::Phase;
 pub use reconcile::LiveStep;
 use steps::Step;
+pub use workers::{DockerPool, PoolLauncher, worker_container};
 
 /// Where the engine is and how the provider uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]

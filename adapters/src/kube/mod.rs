@@ -57,6 +57,7 @@ mod protocol;
 mod provider;
 mod reconcile;
 mod status;
+mod workers;
 
 pub use cluster::{Cluster, Created, new_token};
 pub use connect::client;
@@ -77,3 +78,6 @@ pub use protocol::{
 pub use provider::KubernetesProvider;
 pub use reconcile::{Found, Kind, Move, reconcile};
 pub use status::{Graces, PodFailure, PodVerdict, PodWatch};
+pub use workers::{
+    CREDENTIAL_KEY, POOL_LABEL, POOL_OWNER_LABEL, PoolLauncher, worker_pod, worker_secret,
+};

@@ -362,7 +362,7 @@ fn security_context(job: &str, user: &str) -> Result<SecurityContext, KubeError>
 }
 
 /// The job's CPU and memory as requests and as limits.
-fn resources(resources: Resources) -> Option<ResourceRequirements> {
+pub(super) fn resources(resources: Resources) -> Option<ResourceRequirements> {
     let mut amounts = BTreeMap::new();
     if let Some(cpu) = resources.cpu {
         amounts.insert("cpu".to_owned(), Quantity(cpu.to_string()));

@@ -16,7 +16,7 @@ use crate::kube::{
 
 /// Compares `value`, as pretty JSON, with the golden file `name`; writes the file instead when
 /// `HODEI_BLESS` is set. The file must parse back into the same object.
-fn golden<T>(name: &str, value: &T)
+pub(crate) fn golden<T>(name: &str, value: &T)
 where
     T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
 {
