@@ -154,9 +154,9 @@ impl DockerProvider {
             .state
             .unwrap_or_default();
         // The engine learns of an out-of-memory kill from an event of its own, which can come
-        // after the exit (half a second late and more on a busy machine): a SIGKILL we did not
-        // send is looked at again for up to 3 s.
-        for _ in 0..60 {
+        // after the exit (half a second late, and more than 3 s on a busy machine): a SIGKILL we
+        // did not send is looked at again for up to 10 s. Only such a kill waits.
+        for _ in 0..200 {
             let killed = state.exit_code == Some(137) && !destroyed;
             if !killed || state.oom_killed == Some(true) {
                 break;
