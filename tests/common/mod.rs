@@ -112,19 +112,25 @@ pub fn scratch(test: &str) -> PathBuf {
 }
 
 /// Hodei's image, built once per test binary from this build's `hodei` (`scripts/hodei-image`),
-/// as `hodei-test/hodei:dev`.
+/// as `hodei-test/hodei:dev-<hash of the binary's path>`: one tag per build directory, so that
+/// the tests of several checkouts on one engine never replace each other's image mid-test.
 pub fn hodei_image() -> &'static str {
-    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    const TAG: &str = "hodei-test/hodei:dev";
-    BUILT.get_or_init(|| {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| {
+        let binary = env!("CARGO_BIN_EXE_hodei");
+        // FNV-1a of the path.
+        let hash = binary.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let tag = format!("hodei-test/hodei:dev-{:012x}", hash & 0xffff_ffff_ffff);
         let status = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/hodei-image"))
-            .args(["--binary", env!("CARGO_BIN_EXE_hodei"), "--tag", TAG])
+            .args(["--binary", binary, "--tag", &tag])
             .status()
             .expect("scripts/hodei-image runs (it needs the Docker engine)");
         assert!(
             status.success(),
             "cannot build Hodei's image: is the Docker engine running?"
         );
-    });
-    TAG
+        tag
+    })
 }
