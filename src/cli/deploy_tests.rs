@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use clap::{CommandFactory, Parser};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    Container, Namespace, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+    ConfigMap, Container, Namespace, PersistentVolumeClaim, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use serde_json::Value;
@@ -32,6 +32,7 @@ struct Objects {
     claims: Vec<PersistentVolumeClaim>,
     deployments: Vec<Deployment>,
     services: Vec<Service>,
+    configs: Vec<ConfigMap>,
 }
 
 /// Reads `doc` as a `T`, and checks that nothing of it was lost on the way.
@@ -75,6 +76,7 @@ fn read_all() -> (Objects, Vec<String>) {
                 "PersistentVolumeClaim" => objects.claims.push(typed(&name, doc)),
                 "Deployment" => objects.deployments.push(typed(&name, doc)),
                 "Service" => objects.services.push(typed(&name, doc)),
+                "ConfigMap" => objects.configs.push(typed(&name, doc)),
                 other => panic!("{name}: a `{other}` is not expected in the manifests"),
             }
         }
@@ -129,8 +131,9 @@ fn every_manifest_is_in_the_namespace_and_reads_into_its_type() {
                 .iter()
                 .map(|o| o.metadata.namespace.clone()),
         )
+        .chain(objects.configs.iter().map(|o| o.metadata.namespace.clone()))
         .collect();
-    assert!(namespaces.len() >= 8);
+    assert!(namespaces.len() >= 9);
     assert!(namespaces.iter().all(|n| n.as_deref() == Some(&namespace)));
 }
 
@@ -228,6 +231,56 @@ fn the_containers_run_commands_and_variables_of_this_binary() {
             "{deployment}: unknown variables {unknown:?}"
         );
     }
+}
+
+#[test]
+fn the_servers_configuration_is_read_by_hodeis_own_rules() {
+    let (objects, _) = read_all();
+    let config = objects
+        .configs
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some("hodei-config"))
+        .expect("the ConfigMap hodei-config");
+    let text = config
+        .data
+        .as_ref()
+        .and_then(|data| data.get("hodei.toml"))
+        .expect("its key hodei.toml");
+    let path = std::path::Path::new("deploy/kubernetes/config.yaml");
+    let resolved = crate::config::resolve(
+        Some((path, text)),
+        &|_| None,
+        &crate::config::Flags::default(),
+    )
+    .unwrap_or_else(|err| panic!("hodei.toml of the ConfigMap: {err}"));
+    let kubernetes = resolved.kubernetes.expect("a [kubernetes] table");
+    assert_eq!(kubernetes.namespace, "hodei");
+    assert_eq!(resolved.pools.len(), 1, "one pool");
+    // The server reads it where the ConfigMap is mounted.
+    let server = objects
+        .deployments
+        .iter()
+        .find(|d| d.metadata.name.as_deref() == Some("hodei"))
+        .expect("the server");
+    let pod = server.spec.clone().template.spec.expect("pod");
+    let args = pod.containers[0].args.clone().expect("args");
+    let at = args.iter().position(|a| a == "--config").expect("--config");
+    let mounted = pod.containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| args[at + 1].starts_with(&format!("{}/", m.mount_path)))
+        .expect("the file is under a mount");
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mounted.name)
+        .expect("the mount's volume");
+    assert_eq!(
+        volume.config_map.as_ref().map(|c| c.name.as_str()),
+        Some("hodei-config")
+    );
 }
 
 #[test]
