@@ -431,6 +431,140 @@ async fn a_job_on_an_agent_runs_there_and_its_log_arrives_byte_for_byte() {
     assert_eq!(mode & 0o777, 0o600);
 }
 
+/// A proxy in front of the server that holds each piece of the server's answers for `delay`, as
+/// a slow link does, and goes dead (every connection cut, new ones refused) once it has passed
+/// on a request that holds `mark`, until `revive` is set.
+struct TripProxy {
+    port: u16,
+    tripped: Arc<std::sync::atomic::AtomicBool>,
+    revive: Arc<std::sync::atomic::AtomicBool>,
+}
+
+async fn trip_proxy(target: u16, delay: Duration, mark: &'static [u8]) -> TripProxy {
+    use std::sync::atomic::AtomicBool;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tripped, revive) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let dead = {
+        let (tripped, revive) = (tripped.clone(), revive.clone());
+        move || tripped.load(Ordering::SeqCst) && !revive.load(Ordering::SeqCst)
+    };
+    let trip = tripped.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            if dead() {
+                continue;
+            }
+            let (dead, trip) = (dead.clone(), trip.clone());
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
+                    return;
+                };
+                let (mut client_in, mut client_out) = client.into_split();
+                let (mut server_in, mut server_out) = server.into_split();
+                let up_dead = dead.clone();
+                let up = tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut tail: Vec<u8> = Vec::new();
+                    loop {
+                        let n = match client_in.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if up_dead() || server_out.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        tail.extend_from_slice(&buf[..n]);
+                        if tail.windows(mark.len()).any(|w| w == mark) {
+                            trip.store(true, Ordering::SeqCst);
+                        }
+                        let keep = tail.len().saturating_sub(mark.len());
+                        tail.drain(..keep);
+                    }
+                });
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match server_in.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            tokio::time::sleep(delay).await;
+                            if dead() || client_out.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                up.abort();
+            });
+        }
+    });
+    TripProxy {
+        port,
+        tripped,
+        revive,
+    }
+}
+
+/// Nothing of a job's output is lost when the server dies right after it took the job's end:
+/// the agent sends the output that came before a transition before that transition, and the
+/// server commits that output before it records it. Here the agent talks to the server
+/// through a slow link, its job prints until its very end (so the job ends while the agent is
+/// sending output), and the link goes dead the moment the job's success has gone to the
+/// server, which is then killed and started again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_right_after_a_jobs_end_still_has_all_of_its_output() {
+    hodei_api::client::install_crypto();
+    let mut cluster = Cluster::start("whole", 30);
+    let token = cluster.registration_token().await;
+    cluster
+        .apply(
+            "steady",
+            "name: steady\non: { manual: {} }\njobs:\n  build:\n    steps:\n      - run: for i in $(seq 1 40); do echo \"line $i\"; sleep 0.01; done\n",
+        )
+        .await;
+    let expected: String = (1..=40).map(|i| format!("line {i}\n")).collect();
+    for round in 0..3 {
+        let proxy = trip_proxy(
+            cluster.port,
+            Duration::from_millis(150),
+            br#""type":"job_succeeded""#,
+        )
+        .await;
+        let agent = cluster.agent_via(
+            &format!("http://127.0.0.1:{}", proxy.port),
+            &format!("builder-{round}"),
+            &token,
+            &[],
+        );
+        let id = cluster.trigger("steady").await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !proxy.tripped.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "the job's end never went out");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The server takes what came before the link died, and dies.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cluster.kill_server();
+        cluster.start_server();
+        proxy.revive.store(true, Ordering::SeqCst);
+        let run = cluster
+            .wait_run(id, Duration::from_secs(90), finished)
+            .await;
+        assert_eq!(run["state"], "succeeded", "{run:#}");
+        let log = cluster.log(run["jobs"][0]["id"].as_u64().unwrap()).await;
+        assert_eq!(
+            String::from_utf8_lossy(&log),
+            expected,
+            "run {id}: the log is the step's whole output"
+        );
+        drop(agent);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_stops_the_step_on_the_agent_and_runs_its_hooks() {
     hodei_api::client::install_crypto();

@@ -257,7 +257,16 @@ pub async fn upload(
             let _ = logs.settle(job).await;
         }
         let step = async {
-            // The output first, so that a step's end never arrives before its output.
+            if batch.is_empty() && !sealing {
+                batch = outbox.drain();
+                rebase(&mut batch, base);
+                // Once the attempt is over, what the outbox holds is the last of it.
+                sealing = ended;
+            }
+            // Then the output, measured after the transitions were taken: the job actor records
+            // a transition only once the output before it is in the spool, so everything a
+            // transition follows is sent before it (a run is never over on the server while
+            // its log still lacks an end).
             let length = logs.len(job).map_err(|e| Fail::Local(e.to_string()))?;
             while sent < length {
                 let to = length.min(sent + CHUNK);
@@ -266,12 +275,6 @@ pub async fn upload(
                     .await
                     .map_err(|e| Fail::Local(e.to_string()))?;
                 sent = client.append_log(job, epoch, sent, bytes).await?;
-            }
-            if batch.is_empty() && !sealing {
-                batch = outbox.drain();
-                rebase(&mut batch, base);
-                // Once the attempt is over, what the outbox holds is the last of it.
-                sealing = ended;
             }
             if sealing {
                 let whole = logs

@@ -759,12 +759,15 @@ impl Handler<AgentReport> for AgentDesk {
             let logs = act.logs.clone();
             let job = msg.job;
             let report = async move {
+                // The output the agent sent before these transitions is committed before they
+                // are: a crash between the two never keeps a job's end and loses its output's
+                // tail (which no lease would let the agent send again).
+                let length = logs
+                    .settle(job)
+                    .await
+                    .map_err(|e| ReportError::Log(e.into()))?;
                 if let Some(seal) = msg.end {
                     // The attempt's output must be whole before its lease closes.
-                    let length = logs
-                        .settle(job)
-                        .await
-                        .map_err(|e| ReportError::Log(e.into()))?;
                     let committed = length.saturating_sub(base);
                     if committed != seal.length {
                         return Err(ReportError::LogIncomplete {

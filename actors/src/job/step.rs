@@ -13,7 +13,7 @@ use hodei_domain::state::{
 use super::attempt::{AttemptError, AttemptTask, step_name};
 use crate::fault::Point;
 use crate::loghub::HubSink;
-use crate::messages::{BeginStep, HubError};
+use crate::messages::{BeginStep, HubError, LogLength};
 
 /// How a step ended, and so how the attempt's steps did.
 #[derive(Debug, Clone, PartialEq)]
@@ -188,6 +188,14 @@ impl AttemptTask {
         sm: &mut StepMachine,
         ended: Waited,
     ) -> Result<Option<Outcome>, AttemptError> {
+        // Everything the step printed is with the hub before its end is recorded: a reader of
+        // the log, or an agent's upload, never sees a step end before its last output.
+        let _ = self
+            .hub
+            .send(LogLength {
+                job: self.def.spec.job,
+            })
+            .await;
         let delay = step.retry.and_then(|r| r.delay).map(Duration::to_std);
         let (event, outcome) = match ended {
             Waited::Exited(Ok(exit)) if exit.is_success() => {
