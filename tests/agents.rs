@@ -1547,13 +1547,16 @@ async fn on_an_agent_jobs_in_containers_check_out_and_pass_artifacts() {
         engine.is_ok_and(|o| o.status.success()),
         "this test needs the Docker engine"
     );
+    common::import_busybox();
     let cluster = Cluster::start("checkout-docker", 30);
     let token = cluster.registration_token().await;
     let _agent = cluster.agent("agentfiles-docker", &token, &["--labels", "linux"]);
     let origin = GitServer::start(&cluster.data.join("git"));
     let registration = json!({"forge": "github", "clone_url": origin.url()});
     register_repo(&cluster, "boxed", &[], registration).await;
-    let pipeline = "name: boxed-ci\non: { push: {} }\ndefaults: { image: hodei-test/busybox-run:1, pull: never }\njobs:\n  build:\n    runs_on: [docker]\n    artifacts: [out]\n    steps:\n      - run: mkdir -p out && cat src/lib.rs > out/copy && echo built in a container\n  use:\n    runs_on: [docker]\n    needs: [build]\n    steps:\n      - run: test ! -e /etc/os-release && cat out/copy\n";
+    let pipeline = "name: boxed-ci\non: { push: {} }\ndefaults: { image: BUSYBOX, pull: never }\njobs:\n  build:\n    runs_on: [docker]\n    artifacts: [out]\n    steps:\n      - run: mkdir -p out && cat src/lib.rs > out/copy && echo built in a container\n  use:\n    runs_on: [docker]\n    needs: [build]\n    steps:\n      - run: test ! -e /etc/os-release && cat out/copy\n"
+        .replace("BUSYBOX", common::BUSYBOX);
+    let pipeline = pipeline.as_str();
     let (before, commit) = origin.push(
         "main",
         &[(".hodei.yml", pipeline), ("src/lib.rs", "// boxed code\n")],

@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 fn hodei() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_hodei"));
     command.env("NO_COLOR", "1").env_remove("HODEI_FAULT");
@@ -597,52 +599,18 @@ fn a_retry_delay_is_kept_across_a_crash() {
     );
 }
 
-/// The busybox image of these tests, imported from Debian's static busybox when the engine does
-/// not have it yet: this machine has no registry.
-const BUSYBOX: &str = "hodei-test/busybox-run:1";
+/// The busybox image of these tests (see `common::import_busybox`).
+const BUSYBOX: &str = common::BUSYBOX;
 
 /// Builds the image once, and keeps the Docker tests one at a time, so that each counts only
 /// its own containers.
 fn busybox_image() -> std::sync::MutexGuard<'static, ()> {
     static BUILT: std::sync::Once = std::sync::Once::new();
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    BUILT.call_once(import_busybox);
+    BUILT.call_once(common::import_busybox);
     ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn import_busybox() {
-    let image = BUSYBOX;
-    let known = Command::new("docker")
-        .args(["image", "inspect", image])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("the docker client must be installed for the Docker tests");
-    if known.success() {
-        return;
-    }
-    let root = scratch("busybox-rootfs");
-    let bin = root.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::copy("/bin/busybox", bin.join("busybox"))
-        .expect("/bin/busybox: install Debian's busybox-static");
-    for applet in [
-        "sh", "echo", "cat", "test", "sleep", "mkdir", "httpd", "wget",
-    ] {
-        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
-    }
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "tar -C {} -c . | docker import -c 'ENV PATH=/bin' - {image}",
-            root.display()
-        ))
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "cannot import {image}");
 }
 
 /// Containers on the engine that carry Hodei's labels.

@@ -134,3 +134,41 @@ pub fn hodei_image() -> &'static str {
         tag
     })
 }
+
+/// The busybox image of the Docker tests, imported from Debian's static busybox by
+/// [`import_busybox`] when the engine does not have it yet: these machines have no registry.
+pub const BUSYBOX: &str = "hodei-test/busybox-run:1";
+
+/// Imports [`BUSYBOX`] unless the engine has it.
+pub fn import_busybox() {
+    let image = BUSYBOX;
+    let known = Command::new("docker")
+        .args(["image", "inspect", image])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("the docker client must be installed for the Docker tests");
+    if known.success() {
+        return;
+    }
+    let root = scratch("busybox-rootfs");
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy("/bin/busybox", bin.join("busybox"))
+        .expect("/bin/busybox: install Debian's busybox-static");
+    for applet in [
+        "sh", "echo", "cat", "test", "sleep", "mkdir", "httpd", "wget",
+    ] {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+    }
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -C {} -c . | docker import -c 'ENV PATH=/bin' - {image}",
+            root.display()
+        ))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "cannot import {image}");
+}
