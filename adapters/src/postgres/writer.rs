@@ -100,10 +100,7 @@ async fn write(pool: &PgPool, fence: &Fence, batch: &mut Vec<Append>) {
                 return;
             }
             Err(StoreError::NotFound { what }) => {
-                let subject = queries::missing_subject(&mut conn, &batch[0].events).await;
-                Err(StoreError::NotFound {
-                    what: subject.unwrap_or(what),
-                })
+                Err(missing(&mut conn, &batch[0].events, what).await)
             }
             Err(err) => Err(err),
         },
@@ -136,13 +133,16 @@ async fn write_alone(
 ) -> Result<(), StoreError> {
     let refs: Vec<&DomainEvent> = events.iter().collect();
     match commit(conn, fence, &refs).await {
-        Err(StoreError::NotFound { what }) => {
-            let subject = queries::missing_subject(conn, events).await;
-            Err(StoreError::NotFound {
-                what: subject.unwrap_or(what),
-            })
-        }
+        Err(StoreError::NotFound { what }) => Err(missing(conn, events, what).await),
         other => other,
+    }
+}
+
+/// The error of an append that names a run or job that does not exist, naming which one.
+async fn missing(conn: &mut PgConnection, events: &[DomainEvent], what: String) -> StoreError {
+    let subject = queries::missing_subject(conn, events).await;
+    StoreError::NotFound {
+        what: subject.unwrap_or(what),
     }
 }
 
