@@ -374,8 +374,13 @@ impl Pools {
             };
             // A worker has its idle timeout to take a job, plus the time to start and reach
             // the server.
+            // Its workers are agents: they check out repositories as well.
+            let mut labels = config.labels.clone();
+            if !labels.contains(&Label::checkout()) {
+                labels.push(Label::checkout());
+            }
             let rule = PoolRule {
-                labels: config.labels.clone(),
+                labels,
                 max: config.max,
                 start_deadline: Duration::from_secs(120),
                 idle_deadline: config.idle_timeout + Duration::from_secs(30),

@@ -565,9 +565,10 @@ async fn start_stack(
         id: WorkerId("local".into()),
         labels: labels
             .iter()
-            .filter(|l| **l != Label::docker())
+            .filter(|l| **l != Label::docker() && **l != Label::checkout())
             .cloned()
             .chain(engine.then(Label::docker))
+            .chain(std::iter::once(Label::checkout()))
             .collect(),
         slots,
         agent: false,

@@ -659,11 +659,16 @@ fn enqueue(loaded: &Loaded, job: JobRef, me: &Addr<RunActor>) -> Option<Enqueue>
         _ => None,
     };
     let pinned = resume_on.as_ref().and_then(crate::scheduler::worker_label);
+    // A job that checks out the run's repository needs a worker that can.
+    let checkout = plan
+        .checkout_for(&loaded.resolved.inputs)
+        .map(|_| Label::checkout());
     let request = |mut runs_on: Vec<Label>, resources, priority, concurrency| Enqueue {
         job: slot.id,
         run: loaded.machine.id(),
         pipeline: plan.pipeline.clone(),
         runs_on: {
+            runs_on.extend(checkout.clone());
             runs_on.extend(pinned.clone());
             runs_on
         },

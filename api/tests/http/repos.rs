@@ -443,6 +443,66 @@ async fn checkout_takes_the_history_and_can_be_turned_off() {
     assert!(log.contains("files: 0"), "{log}");
 }
 
+/// A job that checks out its run's commit needs a worker that can (`checkout`: the server's
+/// machine and agents, not the Kubernetes worker); one with `checkout: false`, or of a run
+/// started by hand, does not.
+#[actix_rt::test]
+async fn jobs_that_check_out_need_a_worker_that_can() {
+    let server = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let origin = GitServer::start(dir.path());
+    server.setup_repo("app", "github", &origin.url()).await;
+    let mut runs = Vec::new();
+    for (n, checkout) in ["", "checkout: false\n"].into_iter().enumerate() {
+        let pipeline = format!(
+            "name: gpu-{n}\n{checkout}on: push\njobs:\n  train:\n    runs_on: [gpu]\n    steps: [{{ run: 'true' }}]\n"
+        );
+        let (before, commit) = origin.push("main", &[(".hodei.yml", pipeline.as_str())]);
+        let answer = server
+            .deliver(
+                "app",
+                "github",
+                "push",
+                &format!("q-{n}"),
+                &github_push("refs/heads/main", &before, &commit),
+                HOOK_SECRET,
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+        runs.push(answer.json()["run"].as_u64().unwrap());
+    }
+    let needs = |run: u64| {
+        let server = &server;
+        async move {
+            loop {
+                let queue = server.get(&format!("/api/v1/queue?run={run}")).await.json();
+                if let Some(item) = queue["items"].get(0) {
+                    break item.clone();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let item = needs(runs[0]).await;
+    assert_eq!(item["runs_on"], json!(["checkout", "gpu"]), "{item}");
+    assert!(item["reason"].as_str().unwrap().contains("`gpu`"), "{item}");
+    let item = needs(runs[1]).await;
+    assert_eq!(item["runs_on"], json!(["gpu"]), "{item}");
+    for run in runs {
+        let cancel = server
+            .call(
+                Method::POST,
+                &format!("/api/v1/runs/{run}/cancel"),
+                Some(&server.admin),
+                None,
+                &[],
+            )
+            .await;
+        assert!(cancel.status.is_success(), "{}", cancel.text);
+        server.wait_run(run, finished).await;
+    }
+}
+
 #[actix_rt::test]
 async fn a_private_repository_is_fetched_with_its_stored_credentials_which_nothing_shows() {
     let server = start().await;

@@ -74,7 +74,8 @@ pub async fn start_with(limits: Limits) -> Server {
     let mut config = TreeConfig::new(
         Some(WorkerSpec {
             id: WorkerId("local".into()),
-            labels: vec![],
+            // As the server's own worker: it checks out registered repositories.
+            labels: vec![hodei_domain::model::Label::checkout()],
             slots: 4,
             agent: false,
             offline: false,

@@ -124,6 +124,13 @@ impl Label {
     pub fn docker() -> Label {
         Label("docker".to_owned())
     }
+
+    /// `checkout`: the label of a worker that can check out a registered repository (the
+    /// server's machine and every agent; not the Kubernetes worker). A job of a run from a
+    /// repository needs it, unless its pipeline says `checkout: false`.
+    pub fn checkout() -> Label {
+        Label("checkout".to_owned())
+    }
 }
 
 text_newtype!(
