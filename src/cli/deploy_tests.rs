@@ -371,3 +371,88 @@ fn every_name_a_manifest_refers_to_is_defined_beside_it() {
         assert!(matches, "the Service selects no deployment's pods");
     }
 }
+
+/// Several replicas of the server must each have a name, an address where the others reach it
+/// (from variables defined before it, as Kubernetes expands `$(NAME)`), on the container's
+/// port, and one data directory they all can write.
+#[test]
+fn the_servers_replicas_reach_each_other_and_share_their_data_directory() {
+    let (objects, _) = read_all();
+    let server = objects
+        .deployments
+        .iter()
+        .find(|d| d.metadata.name.as_deref() == Some("hodei"))
+        .expect("the server");
+    let spec = server.spec.clone();
+    assert!(spec.replicas.unwrap_or(1) > 1, "the server runs replicas");
+    let pod = spec.template.spec.expect("pod");
+    let container = &pod.containers[0];
+    let env: Vec<_> = container.env.clone().unwrap_or_default();
+    let position = |name: &str| env.iter().position(|v| v.name == name);
+    let node = position("HODEI_NODE_NAME").expect("HODEI_NODE_NAME");
+    assert_eq!(
+        env[node]
+            .value_from
+            .as_ref()
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.as_str()),
+        Some("metadata.name"),
+        "each replica is named after its pod"
+    );
+    let at = position("HODEI_ADVERTISE_URL").expect("HODEI_ADVERTISE_URL");
+    let url = env[at].value.clone().expect("a value");
+    let mut rest = url.as_str();
+    while let Some(start) = rest.find("$(") {
+        let end = rest[start..].find(')').expect("a closed $(") + start;
+        let name = &rest[start + 2..end];
+        let defined = position(name).unwrap_or_else(|| panic!("`{name}` is not defined"));
+        assert!(
+            defined < at,
+            "`{name}` is defined after HODEI_ADVERTISE_URL"
+        );
+        rest = &rest[end + 1..];
+    }
+    let port = container
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some("http"))
+        .expect("the http port")
+        .container_port;
+    assert!(
+        url.ends_with(&format!(":{port}")),
+        "{url} is not on port {port}"
+    );
+    let args = container.args.clone().expect("args");
+    let data = &args[args.iter().position(|a| a == "--data").expect("--data") + 1];
+    let mount = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| &m.mount_path == data)
+        .expect("the data directory is mounted");
+    let claim = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .and_then(|v| v.persistent_volume_claim.as_ref())
+        .expect("on a claim")
+        .claim_name
+        .clone();
+    let claim = objects
+        .claims
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some(&claim))
+        .expect("the claim");
+    let modes = claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.access_modes.clone())
+        .unwrap_or_default();
+    assert_eq!(
+        modes,
+        ["ReadWriteMany"],
+        "every replica writes the data directory"
+    );
+}
