@@ -149,10 +149,15 @@ fn raw_spawn_rate(parallel: usize, duration: Duration) -> f64 {
 }
 
 fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A figure of `/proc/PID/status` in KiB (`key` with its colon).
+fn status_kib(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
@@ -367,9 +372,12 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     let server = Arc::new(start(&dir));
     std::thread::sleep(Duration::from_secs(1));
+    let status = |key: &str| status_kib(server.child.id(), key) as f64 / 1024.0;
     println!(
-        "idle resident memory of `hodei server`: {:.1} MiB",
-        rss_kib(server.child.id()) as f64 / 1024.0
+        "idle resident memory of `hodei server`: {:.1} MiB (anonymous {:.1} MiB, mapped from files {:.1} MiB)",
+        rss_kib(server.child.id()) as f64 / 1024.0,
+        status("RssAnon:"),
+        status("RssFile:")
     );
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

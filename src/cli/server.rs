@@ -351,11 +351,16 @@ async fn serve(
     println!("Hodei server listening on {scheme}://{url} ({shown}){role}");
     let _ = std::io::stdout().flush();
     // What the start allocated and freed (migrations, the OpenAPI document, the resumed runs'
-    // plans) stays with the allocator's per-thread arenas otherwise: give it back once the
-    // start is over.
+    // plans) stays with the allocator's per-thread arenas otherwise, and the code it ran stays
+    // mapped: give both back once the start is over.
     actix::spawn(async {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         hodei_api::loads::give_back_memory();
+        let pages = hodei_api::loads::give_back_start_pages();
+        tracing::debug!(
+            bytes = pages,
+            "The start's pages of the program were given back."
+        );
     });
     let handle = server.handle();
     let grace = config.shutdown_grace;
