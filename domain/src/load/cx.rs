@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 
-use crate::diagnostic::{Code, Diagnostic, Path, Span};
+use crate::diagnostic::{Code, Diagnostic, PathRef, Span};
 use crate::model::{Env, ValueError, is_env_name};
 use crate::suggest::did_you_mean;
 use crate::yaml::{Entry, Node, Style, Value, plain_kind};
@@ -14,14 +14,14 @@ pub(crate) struct Cx {
 }
 
 /// A mapping whose keys have been checked against the keys its place allows.
-pub(crate) struct Map<'n> {
+pub(crate) struct Map<'n, 'p> {
     pub entries: &'n [Entry],
-    pub path: Path,
+    pub path: PathRef<'p>,
     /// Where to point when a key is missing: the key that introduces the mapping.
     pub at: Span,
 }
 
-impl<'n> Map<'n> {
+impl<'n> Map<'n, '_> {
     pub fn get(&self, key: &str) -> Option<&'n Node> {
         self.entries
             .iter()
@@ -34,7 +34,7 @@ impl<'n> Map<'n> {
         self.entries.iter().any(|e| e.key == key)
     }
 
-    pub fn path(&self, key: &str) -> Path {
+    pub fn path<'s>(&'s self, key: &'s str) -> PathRef<'s> {
         self.path.key(key)
     }
 }
@@ -55,11 +55,11 @@ impl Cx {
         self.diagnostics.push(diagnostic);
     }
 
-    pub fn type_error(&mut self, node: &Node, path: &Path, expected: &str) {
+    pub fn type_error(&mut self, node: &Node, path: &PathRef<'_>, expected: &str) {
         self.push(
             Diagnostic::error(
                 Code::Type,
-                path.clone(),
+                path.to_path(),
                 format!("expected {expected}, found {}", node.kind()),
             )
             .expected(expected.to_owned())
@@ -68,14 +68,14 @@ impl Cx {
     }
 
     /// A mapping with only the `known` keys; unknown keys are reported with a suggestion.
-    pub fn map<'n>(
+    pub fn map<'n, 'p>(
         &mut self,
         node: &'n Node,
-        path: &Path,
+        path: &PathRef<'p>,
         at: Span,
         what: &str,
         known: &[&str],
-    ) -> Option<Map<'n>> {
+    ) -> Option<Map<'n, 'p>> {
         let Value::Map(entries) = &node.value else {
             self.type_error(node, path, &format!("a mapping ({what})"));
             return None;
@@ -85,7 +85,7 @@ impl Cx {
                 self.push(
                     Diagnostic::error(
                         Code::UnknownKey,
-                        path.key(&entry.key),
+                        path.key(&entry.key).to_path(),
                         format!("unknown key `{}` in {what}", entry.key),
                     )
                     .expected(format!("one of {}", known.join(", ")))
@@ -96,13 +96,18 @@ impl Cx {
         }
         Some(Map {
             entries,
-            path: path.clone(),
+            path: *path,
             at,
         })
     }
 
     /// The value of a required key, or a "missing key" error pointing at the mapping.
-    pub fn required<'n>(&mut self, map: &Map<'n>, key: &str, expected: &str) -> Option<&'n Node> {
+    pub fn required<'n>(
+        &mut self,
+        map: &Map<'n, '_>,
+        key: &str,
+        expected: &str,
+    ) -> Option<&'n Node> {
         let node = map.get(key);
         if node.is_none() {
             let what = if map.has(key) {
@@ -113,7 +118,7 @@ impl Cx {
             self.push(
                 Diagnostic::error(
                     Code::MissingKey,
-                    map.path(key),
+                    map.path(key).to_path(),
                     format!("required key `{key}` {what}"),
                 )
                 .expected(expected.to_owned())
@@ -128,7 +133,7 @@ impl Cx {
     }
 
     /// Text from any scalar: numbers and booleans are taken as written.
-    pub fn text(&mut self, node: &Node, path: &Path) -> Option<String> {
+    pub fn text(&mut self, node: &Node, path: &PathRef<'_>) -> Option<String> {
         match &node.value {
             Value::Scalar { .. } if is_null(node) => {
                 self.type_error(node, path, "text");
@@ -143,11 +148,16 @@ impl Cx {
     }
 
     /// Non-empty text.
-    pub fn nonempty_text(&mut self, node: &Node, path: &Path, expected: &str) -> Option<String> {
+    pub fn nonempty_text(
+        &mut self,
+        node: &Node,
+        path: &PathRef<'_>,
+        expected: &str,
+    ) -> Option<String> {
         let text = self.text(node, path)?;
         if text.trim().is_empty() {
             self.push(
-                Diagnostic::error(Code::InvalidValue, path.clone(), "the value is empty")
+                Diagnostic::error(Code::InvalidValue, path.to_path(), "the value is empty")
                     .expected(expected.to_owned())
                     .at(node.span),
             );
@@ -157,7 +167,11 @@ impl Cx {
     }
 
     /// A value with a syntax of its own, parsed by its newtype.
-    pub fn parse<T: FromStr<Err = ValueError>>(&mut self, node: &Node, path: &Path) -> Option<T> {
+    pub fn parse<T: FromStr<Err = ValueError>>(
+        &mut self,
+        node: &Node,
+        path: &PathRef<'_>,
+    ) -> Option<T> {
         let text = self.text(node, path)?;
         match text.parse() {
             Ok(value) => Some(value),
@@ -168,11 +182,11 @@ impl Cx {
         }
     }
 
-    pub fn invalid(&mut self, node: &Node, path: &Path, err: &ValueError) {
+    pub fn invalid(&mut self, node: &Node, path: &PathRef<'_>, err: &ValueError) {
         self.push(
             Diagnostic::error(
                 Code::InvalidValue,
-                path.clone(),
+                path.to_path(),
                 format!("invalid value `{}`", err.value),
             )
             .expected(err.expected)
@@ -180,7 +194,7 @@ impl Cx {
         );
     }
 
-    pub fn bool(&mut self, node: &Node, path: &Path) -> Option<bool> {
+    pub fn bool(&mut self, node: &Node, path: &PathRef<'_>) -> Option<bool> {
         match &node.value {
             Value::Scalar {
                 text,
@@ -203,7 +217,7 @@ impl Cx {
     pub fn integer(
         &mut self,
         node: &Node,
-        path: &Path,
+        path: &PathRef<'_>,
         range: std::ops::RangeInclusive<i64>,
     ) -> Option<i64> {
         let expected = format!("a whole number from {} to {}", range.start(), range.end());
@@ -220,7 +234,7 @@ impl Cx {
                 self.push(
                     Diagnostic::error(
                         Code::InvalidValue,
-                        path.clone(),
+                        path.to_path(),
                         format!("{v} is out of range"),
                     )
                     .expected(expected)
@@ -236,7 +250,11 @@ impl Cx {
     }
 
     /// A list of items, or a single item standing for a list of one.
-    pub fn list<'n>(&mut self, node: &'n Node, path: &Path) -> Vec<(&'n Node, Path)> {
+    pub fn list<'n, 'p>(
+        &mut self,
+        node: &'n Node,
+        path: &'p PathRef<'p>,
+    ) -> Vec<(&'n Node, PathRef<'p>)> {
         match &node.value {
             Value::Seq(items) => items
                 .iter()
@@ -244,12 +262,12 @@ impl Cx {
                 .map(|(i, n)| (n, path.index(i)))
                 .collect(),
             Value::Scalar { .. } if is_null(node) => Vec::new(),
-            _ => vec![(node, path.clone())],
+            _ => vec![(node, *path)],
         }
     }
 
     /// A list of texts, or one text.
-    pub fn texts(&mut self, node: &Node, path: &Path) -> Vec<String> {
+    pub fn texts(&mut self, node: &Node, path: &PathRef<'_>) -> Vec<String> {
         let items = self.list(node, path);
         items
             .into_iter()
@@ -261,7 +279,7 @@ impl Cx {
     pub fn parsed_list<T: FromStr<Err = ValueError>>(
         &mut self,
         node: &Node,
-        path: &Path,
+        path: &PathRef<'_>,
     ) -> Vec<T> {
         let items = self.list(node, path);
         items
@@ -271,7 +289,7 @@ impl Cx {
     }
 
     /// Environment variables: a mapping of names to scalars (numbers and booleans as written).
-    pub fn env(&mut self, node: &Node, path: &Path, at: Span) -> Env {
+    pub fn env(&mut self, node: &Node, path: &PathRef<'_>, at: Span) -> Env {
         let mut env = Env::new();
         let Value::Map(entries) = &node.value else {
             self.type_error(node, path, "a mapping of variable names to values");
@@ -284,7 +302,7 @@ impl Cx {
                 self.push(
                     Diagnostic::error(
                         Code::InvalidValue,
-                        p.clone(),
+                        p.to_path(),
                         format!("`{}` is not a valid environment variable name", entry.key),
                     )
                     .expected("a letter or `_`, then letters, digits or `_`")
