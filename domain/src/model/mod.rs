@@ -190,7 +190,30 @@ impl Retry {
 /// The program a step's `run` text is handed to, as its last argument.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Shell {
-    argv: Vec<String>,
+    /// Shared: every job of a plan gets the pipeline's default shell, and a copy is then a
+    /// count, not an allocation per word.
+    #[serde(with = "shared_argv")]
+    argv: std::sync::Arc<[String]>,
+}
+
+/// [`Shell::argv`] in serde as the list it is.
+mod shared_argv {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        argv: &Arc<[String]>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        argv[..].serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Arc<[String]>, D::Error> {
+        Vec::<String>::deserialize(deserializer).map(Arc::from)
+    }
 }
 
 impl Shell {
@@ -224,7 +247,11 @@ impl Shell {
         S: Into<String>,
     {
         Shell {
-            argv: argv.into_iter().map(Into::into).collect(),
+            argv: argv
+                .into_iter()
+                .map(Into::into)
+                .collect::<Vec<String>>()
+                .into(),
         }
     }
 
