@@ -209,16 +209,22 @@ fn span(yaml: &YamlSpan) -> Span {
     }
 }
 
+/// A collection being built. Its children wait on the builder's shared stacks
+/// ([`Builder::items`], [`Builder::entries`]) from the position it records, and move into a
+/// list of their exact number when it ends: one allocation per collection, none of a growing
+/// list's reallocations, no spare room to give back.
 enum Frame {
     Seq {
         anchor: usize,
         start: Pos,
-        items: Vec<Node>,
+        /// Where its items start in [`Builder::items`].
+        from: usize,
     },
     Map {
         anchor: usize,
         start: Pos,
-        entries: Vec<Entry>,
+        /// Where its entries start in [`Builder::entries`].
+        from: usize,
         pending_key: Option<(String, Span)>,
         merges: Vec<Node>,
         /// Positions of the keys by name, once the mapping is large enough for a linear search
@@ -289,6 +295,10 @@ struct Builder<'a> {
     limits: &'a Limits,
     diagnostics: &'a mut Vec<Diagnostic>,
     stack: Vec<Frame>,
+    /// The items of the open sequences, innermost last.
+    items: Vec<Node>,
+    /// The entries of the open mappings, innermost last.
+    entries: Vec<Entry>,
     anchors: HashMap<usize, Anchored>,
     /// Everything built so far, every copy included.
     spent: Cost,
@@ -302,6 +312,8 @@ impl<'a> Builder<'a> {
             limits,
             diagnostics,
             stack: Vec::new(),
+            items: Vec::new(),
+            entries: Vec::new(),
             anchors: HashMap::new(),
             spent: Cost::default(),
             documents: 0,
@@ -445,7 +457,7 @@ impl<'a> Builder<'a> {
                     Frame::Seq {
                         anchor,
                         start: at.start,
-                        items: Vec::new(),
+                        from: self.items.len(),
                     },
                     at,
                 )
@@ -458,7 +470,7 @@ impl<'a> Builder<'a> {
                     Frame::Map {
                         anchor,
                         start: at.start,
-                        entries: Vec::new(),
+                        from: self.entries.len(),
                         pending_key: None,
                         merges: Vec::new(),
                         index: None,
@@ -470,10 +482,11 @@ impl<'a> Builder<'a> {
                 Some(Frame::Seq {
                     anchor,
                     start,
-                    mut items,
+                    from,
                 }) => {
-                    // The budget charged each child as one node, not a list's spare room.
-                    items.shrink_to_fit();
+                    // Exactly as long as its items: the budget charged each child as one node,
+                    // not a list's spare room.
+                    let items: Vec<Node> = self.items.drain(from..).collect();
                     let node = Node {
                         value: Value::Seq(items),
                         span: Span { start, end: at.end },
@@ -489,12 +502,15 @@ impl<'a> Builder<'a> {
                 Some(Frame::Map {
                     anchor,
                     start,
-                    mut entries,
+                    from,
                     merges,
                     ..
                 }) => {
-                    merge(&mut entries, merges);
-                    entries.shrink_to_fit();
+                    let mut entries: Vec<Entry> = self.entries.drain(from..).collect();
+                    if !merges.is_empty() {
+                        merge(&mut entries, merges);
+                        entries.shrink_to_fit();
+                    }
                     let node = Node {
                         value: Value::Map(entries),
                         span: Span { start, end: at.end },
@@ -567,12 +583,12 @@ impl<'a> Builder<'a> {
                 self.root = Some(node);
                 Ok(())
             }
-            Some(Frame::Seq { items, .. }) => {
-                items.push(node);
+            Some(Frame::Seq { .. }) => {
+                self.items.push(node);
                 Ok(())
             }
             Some(Frame::Map {
-                entries,
+                from,
                 pending_key,
                 merges,
                 index,
@@ -609,9 +625,11 @@ impl<'a> Builder<'a> {
                         merges.push(node);
                         return Ok(());
                     }
-                    if index.is_none() && entries.len() >= INDEX_FROM {
+                    let entries = &mut self.entries;
+                    let from = *from;
+                    if index.is_none() && entries.len() - from >= INDEX_FROM {
                         *index = Some(
-                            entries
+                            entries[from..]
                                 .iter()
                                 .enumerate()
                                 .map(|(i, e)| (e.key.clone(), i))
@@ -619,8 +637,8 @@ impl<'a> Builder<'a> {
                         );
                     }
                     let earlier = match index {
-                        Some(index) => index.get(&key).map(|&i| &entries[i]),
-                        None => entries.iter().find(|e| e.key == key),
+                        Some(index) => index.get(&key).map(|&i| &entries[from + i]),
+                        None => entries[from..].iter().find(|e| e.key == key),
                     };
                     if let Some(first) = earlier {
                         let first = first.key_span.start;
@@ -640,7 +658,7 @@ impl<'a> Builder<'a> {
                         return Ok(());
                     }
                     if let Some(index) = index {
-                        index.insert(key.clone(), entries.len());
+                        index.insert(key.clone(), entries.len() - from);
                     }
                     entries.push(Entry {
                         key,
