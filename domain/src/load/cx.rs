@@ -134,12 +134,17 @@ impl Cx {
 
     /// Text from any scalar: numbers and booleans are taken as written.
     pub fn text(&mut self, node: &Node, path: &PathRef<'_>) -> Option<String> {
+        self.str(node, path).map(str::to_owned)
+    }
+
+    /// [`Cx::text`] borrowed from the node: for text that is parsed or compared, not kept.
+    pub fn str<'n>(&mut self, node: &'n Node, path: &PathRef<'_>) -> Option<&'n str> {
         match &node.value {
             Value::Scalar { .. } if is_null(node) => {
                 self.type_error(node, path, "text");
                 None
             }
-            Value::Scalar { text, .. } => Some(text.clone()),
+            Value::Scalar { text, .. } => Some(text),
             _ => {
                 self.type_error(node, path, "text");
                 None
@@ -154,7 +159,17 @@ impl Cx {
         path: &PathRef<'_>,
         expected: &str,
     ) -> Option<String> {
-        let text = self.text(node, path)?;
+        self.nonempty_str(node, path, expected).map(str::to_owned)
+    }
+
+    /// [`Cx::nonempty_text`] borrowed from the node.
+    pub fn nonempty_str<'n>(
+        &mut self,
+        node: &'n Node,
+        path: &PathRef<'_>,
+        expected: &str,
+    ) -> Option<&'n str> {
+        let text = self.str(node, path)?;
         if text.trim().is_empty() {
             self.push(
                 Diagnostic::error(Code::InvalidValue, path.to_path(), "the value is empty")
@@ -172,7 +187,7 @@ impl Cx {
         node: &Node,
         path: &PathRef<'_>,
     ) -> Option<T> {
-        let text = self.text(node, path)?;
+        let text = self.str(node, path)?;
         match text.parse() {
             Ok(value) => Some(value),
             Err(err) => {

@@ -221,16 +221,16 @@ pub(crate) fn shell(cx: &mut Cx, node: &Node, path: &PathRef<'_>) -> Option<Shel
         let argv = cx.texts(node, path);
         return (!argv.is_empty()).then(|| Shell::from_argv(argv));
     }
-    let text = cx.nonempty_text(
+    let text = cx.nonempty_str(
         node,
         path,
         "`sh`, `bash`, or a command line such as `python3 -c`",
     )?;
-    Shell::named(&text)
+    Shell::named(text)
 }
 
 pub(crate) fn pull_policy(cx: &mut Cx, node: &Node, path: &PathRef<'_>) -> Option<PullPolicy> {
-    let text = cx.text(node, path)?;
+    let text = cx.str(node, path)?;
     let found = PullPolicy::ALL
         .iter()
         .find(|(name, _)| *name == text)
@@ -244,7 +244,7 @@ pub(crate) fn pull_policy(cx: &mut Cx, node: &Node, path: &PathRef<'_>) -> Optio
                 format!("unknown pull policy `{text}`"),
             )
             .expected(names.join(", "))
-            .suggest(crate::suggest::did_you_mean(&text, names.iter().copied()))
+            .suggest(crate::suggest::did_you_mean(text, names.iter().copied()))
             .at(node.span),
         );
     }
@@ -274,12 +274,12 @@ pub(crate) fn retry(cx: &mut Cx, node: &Node, path: &PathRef<'_>, at: Span) -> O
 }
 
 fn when(cx: &mut Cx, node: &Node, path: &PathRef<'_>) -> Option<When> {
-    let text = cx.nonempty_text(node, path, "a condition such as `branch == 'main'`")?;
-    match When::parse(&text) {
+    let text = cx.nonempty_str(node, path, "a condition such as `branch == 'main'`")?;
+    match When::parse(text) {
         Ok(when) => Some(when),
         Err(err) => {
             let mut diag = Diagnostic::error(Code::Expression, path.to_path(), err.message.clone())
-                .at(expression_span(node, &text, err.offset, err.len));
+                .at(expression_span(node, text, err.offset, err.len));
             if let Some(expected) = err.expected {
                 diag = diag.expected(expected);
             }
@@ -492,7 +492,7 @@ fn approval(cx: &mut Cx, node: &Node, path: &PathRef<'_>, at: Span) -> Option<Ap
     let role = match map.get("role") {
         None => Role::Operator,
         Some(n) => {
-            let text = cx.text(n, &map.path("role"))?;
+            let text = cx.str(n, &map.path("role"))?;
             let names: Vec<&str> = Role::ALL.iter().map(|(name, _)| *name).collect();
             match Role::ALL.iter().find(|(name, _)| *name == text) {
                 Some((_, role)) => *role,
@@ -504,7 +504,7 @@ fn approval(cx: &mut Cx, node: &Node, path: &PathRef<'_>, at: Span) -> Option<Ap
                             format!("unknown role `{text}`"),
                         )
                         .expected(names.join(", "))
-                        .suggest(crate::suggest::did_you_mean(&text, names.iter().copied()))
+                        .suggest(crate::suggest::did_you_mean(text, names.iter().copied()))
                         .at(n.span),
                     );
                     return None;

@@ -148,10 +148,10 @@ fn triggers(cx: &mut Cx, node: Option<&Node>, path: &PathRef<'_>, at: Span) -> T
     // `on: push` and `on: [push, manual]` name triggers without settings.
     if !matches!(node.value, Value::Map(_)) {
         for (item, p) in cx.list(node, path) {
-            let Some(name) = cx.text(item, &p) else {
+            let Some(name) = cx.str(item, &p) else {
                 continue;
             };
-            match name.as_str() {
+            match name {
                 "push" => triggers.push = Some(RefFilter::default()),
                 "pull_request" => triggers.pull_request = Some(RefFilter::default()),
                 "manual" => triggers.manual = true,
