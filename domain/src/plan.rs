@@ -7,6 +7,7 @@
 //! spliced with them, so no input can inject shell code.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 
 use crate::expr::EvalContext;
 use crate::model::{
@@ -162,16 +163,24 @@ impl Plan {
 /// validation reports) are left out rather than failing here.
 pub fn plan(pipeline: &Pipeline) -> Plan {
     let defaults = &pipeline.defaults;
-    let mut jobs = Vec::with_capacity(pipeline.jobs.len());
-    let mut instances_of: HashMap<&str, Vec<usize>> = HashMap::with_capacity(pipeline.jobs.len());
-    for job in &pipeline.jobs {
-        let instances = match &job.matrix {
-            Some(matrix) => matrix_instances(matrix),
-            None => vec![Vec::new()],
-        };
-        let mut indices = Vec::with_capacity(instances.len());
-        for instance in instances {
-            indices.push(jobs.len());
+    // The instances of the matrix jobs first, so that `jobs` is allocated once, to its size.
+    let matrices: Vec<Option<Vec<Instance>>> = pipeline
+        .jobs
+        .iter()
+        .map(|job| job.matrix.as_ref().map(matrix_instances))
+        .collect();
+    let total = matrices
+        .iter()
+        .map(|m| m.as_ref().map_or(1, Vec::len))
+        .sum();
+    let mut jobs = Vec::with_capacity(total);
+    // A job's instances are next to each other in `jobs`.
+    let mut instances_of: HashMap<&str, Range<usize>> = HashMap::with_capacity(pipeline.jobs.len());
+    for (job, matrix) in pipeline.jobs.iter().zip(matrices) {
+        let first = jobs.len();
+        // A job without a matrix is one instance with no variables.
+        let plain = matrix.is_none().then(Instance::new);
+        for instance in matrix.into_iter().flatten().chain(plain) {
             jobs.push(PlannedJob {
                 name: instance_name(job.name.as_str(), &instance),
                 template: job.name.clone(),
@@ -208,26 +217,31 @@ pub fn plan(pipeline: &Pipeline) -> Plan {
                 priority: job.priority,
             });
         }
-        instances_of.insert(job.name.as_str(), indices);
+        instances_of.insert(job.name.as_str(), first..jobs.len());
     }
     let mut edges = 0;
     for job in &pipeline.jobs {
-        let mut needs: Vec<usize> = Vec::new();
+        let mut needs: Vec<usize> = Vec::with_capacity(job.needs.len());
         for need in &job.needs {
             if need == &job.name {
                 continue;
             }
             if let Some(targets) = instances_of.get(need.as_str()) {
-                for &t in targets {
+                for t in targets.clone() {
                     if !needs.contains(&t) {
                         needs.push(t);
                     }
                 }
             }
         }
-        for &i in &instances_of[job.name.as_str()] {
-            edges += needs.len();
-            jobs[i].needs = needs.clone();
+        let instances = instances_of[job.name.as_str()].clone();
+        edges += needs.len() * instances.len();
+        // Each instance but the last gets a copy; the last one takes the list.
+        if let Some((last, others)) = jobs[instances].split_last_mut() {
+            for other in others {
+                other.needs = needs.clone();
+            }
+            last.needs = needs;
         }
     }
     let order = topological_order(&jobs);

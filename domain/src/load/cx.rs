@@ -264,28 +264,25 @@ impl Cx {
         }
     }
 
-    /// A list of items, or a single item standing for a list of one.
+    /// A list of items, or a single item standing for a list of one. Listing reports nothing,
+    /// so the items can be decoded while they are listed.
     pub fn list<'n, 'p>(
-        &mut self,
+        &self,
         node: &'n Node,
         path: &'p PathRef<'p>,
-    ) -> Vec<(&'n Node, PathRef<'p>)> {
-        match &node.value {
-            Value::Seq(items) => items
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (n, path.index(i)))
-                .collect(),
-            Value::Scalar { .. } if is_null(node) => Vec::new(),
-            _ => vec![(node, *path)],
-        }
+    ) -> impl Iterator<Item = (&'n Node, PathRef<'p>)> + use<'n, 'p> {
+        let (items, single): (&'n [Node], Option<&'n Node>) = match &node.value {
+            Value::Seq(items) => (items, None),
+            Value::Scalar { .. } if is_null(node) => (&[], None),
+            _ => (&[], Some(node)),
+        };
+        let listed = items.iter().enumerate().map(|(i, n)| (n, path.index(i)));
+        listed.chain(single.map(|n| (n, *path)))
     }
 
     /// A list of texts, or one text.
     pub fn texts(&mut self, node: &Node, path: &PathRef<'_>) -> Vec<String> {
-        let items = self.list(node, path);
-        items
-            .into_iter()
+        self.list(node, path)
             .filter_map(|(n, p)| self.nonempty_text(n, &p, "non-empty text"))
             .collect()
     }
@@ -296,9 +293,7 @@ impl Cx {
         node: &Node,
         path: &PathRef<'_>,
     ) -> Vec<T> {
-        let items = self.list(node, path);
-        items
-            .into_iter()
+        self.list(node, path)
             .filter_map(|(n, p)| self.parse(n, &p))
             .collect()
     }

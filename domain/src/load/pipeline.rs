@@ -100,6 +100,7 @@ fn jobs(cx: &mut Cx, node: &Node, path: &PathRef<'_>, at: Span, pipeline: &mut P
             .at(at),
         );
     }
+    pipeline.jobs.reserve(entries.len());
     for entry in entries {
         let p = path.key(&entry.key);
         let name = match entry.key.parse::<Name>() {
