@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
+use std::sync::Arc;
 
 use crate::expr::EvalContext;
 use crate::model::{
@@ -105,7 +106,8 @@ pub struct PlannedJob {
     pub matrix: Instance,
     /// Indices into [`Plan::jobs`] of the jobs that must succeed first.
     pub needs: Vec<usize>,
-    pub steps: Vec<Step>,
+    /// The steps of [`PlannedJob::template`], shared with it.
+    pub steps: Arc<[Step]>,
     /// The job's own `env` (the pipeline's is [`Plan::env`]).
     pub env: Env,
     pub runs_on: Vec<Label>,
@@ -186,7 +188,7 @@ pub fn plan(pipeline: &Pipeline) -> Plan {
                 template: job.name.clone(),
                 matrix: instance,
                 needs: Vec::new(),
-                steps: job.steps.clone(),
+                steps: Arc::clone(&job.steps),
                 env: job.env.clone(),
                 runs_on: if job.runs_on.is_empty() {
                     defaults.runs_on.clone()

@@ -59,7 +59,7 @@ pub(crate) fn job(
         "steps",
         "a list of steps, e.g. `steps: [{ run: make }]`",
     ) {
-        job.steps = steps_list(cx, steps, &map.path("steps"), true);
+        job.steps = steps_list(cx, steps, &map.path("steps"), true).into();
     }
     if let Some(n) = map.get("needs") {
         job.needs = cx.parsed_list(n, &map.path("needs"));

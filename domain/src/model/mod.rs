@@ -265,7 +265,8 @@ impl Shell {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
     pub name: Name,
-    pub steps: Vec<Step>,
+    /// Shared with the jobs of every plan made from the pipeline: planning copies none.
+    pub steps: std::sync::Arc<[Step]>,
     /// Jobs that must succeed first.
     pub needs: Vec<Name>,
     /// Labels the worker must all have.
@@ -301,7 +302,7 @@ impl Job {
     pub fn new(name: Name) -> Job {
         Job {
             name,
-            steps: Vec::new(),
+            steps: std::sync::Arc::default(),
             needs: Vec::new(),
             runs_on: Vec::new(),
             image: None,
