@@ -12,6 +12,9 @@ use crate::model::{Duration, Env, Hooks, Job, Pipeline, Retry, Step, is_env_name
 use crate::plan::matrix_instances;
 use crate::suggest::did_you_mean;
 
+/// Up to this many `needs`, a job's are checked for duplicates by looking back over them.
+const SCAN_NEEDS: usize = 16;
+
 /// The most instances one job's matrix may expand to.
 pub const MAX_MATRIX_INSTANCES: usize = 256;
 /// The most jobs a pipeline may hold once matrices are expanded.
@@ -57,11 +60,20 @@ pub fn validate(pipeline: &Pipeline) -> Vec<Diagnostic> {
     let index = job_index(pipeline, &mut out);
     let param_names: Vec<&str> = pipeline.parameters.keys().map(String::as_str).collect();
     let mut total_jobs = 0usize;
+    let mut needs = Needs::with_capacity(pipeline.jobs.len());
     let jobs = root.key("jobs");
     for job in &pipeline.jobs {
         let path = jobs.key(job.name.as_str());
         let timeout = job.timeout.or(pipeline.defaults.timeout);
-        job_rules(job, &path, timeout, &index, &param_names, &mut out);
+        job_rules(
+            job,
+            &path,
+            timeout,
+            &index,
+            &param_names,
+            &mut needs,
+            &mut out,
+        );
         let no_image = job.image.is_none() && pipeline.defaults.image.is_none();
         if job.pull.is_some() && no_image && job.services.is_empty() {
             out.push(
@@ -97,8 +109,31 @@ pub fn validate(pipeline: &Pipeline) -> Vec<Diagnostic> {
             )),
         );
     }
-    cycles(pipeline, &index, &mut out);
+    cycles(pipeline, &needs, &mut out);
     out
+}
+
+/// The `needs` of every job as indices of the jobs they name, in the order written (those
+/// naming the job itself or no job left out): one list for all the jobs, looked up once.
+struct Needs {
+    targets: Vec<usize>,
+    /// Where the needs of each job end in `targets`.
+    ends: Vec<usize>,
+}
+
+impl Needs {
+    fn with_capacity(jobs: usize) -> Needs {
+        Needs {
+            targets: Vec::with_capacity(jobs * 2),
+            ends: Vec::with_capacity(jobs),
+        }
+    }
+
+    /// The needs of the job at `job`.
+    fn of(&self, job: usize) -> &[usize] {
+        let start = job.checked_sub(1).map_or(0, |before| self.ends[before]);
+        &self.targets[start..self.ends[job]]
+    }
 }
 
 fn job_index<'p>(pipeline: &'p Pipeline, out: &mut Vec<Diagnostic>) -> HashMap<&'p str, usize> {
@@ -230,6 +265,7 @@ fn job_rules(
     job_timeout: Option<Duration>,
     index: &HashMap<&str, usize>,
     params: &[&str],
+    resolved: &mut Needs,
     out: &mut Vec<Diagnostic>,
 ) {
     if job.steps.is_empty() {
@@ -252,22 +288,34 @@ fn job_rules(
     for (name, service) in &job.services {
         env_names(&service.env, &services.key(name.as_str()).key("env"), out);
     }
-    let mut seen = HashSet::new();
     let needs = path.key("needs");
+    // Duplicates: a look back over the few needs most jobs have, a set for long lists.
+    let mut seen = (job.needs.len() > SCAN_NEEDS).then(HashSet::new);
     for (i, need) in job.needs.iter().enumerate() {
         let p = || needs.index(i).to_path();
+        let target = index.get(need.as_str());
         if need == &job.name {
             out.push(
                 Diagnostic::error(Code::Cycle, p(), format!("job `{need}` needs itself"))
                     .expected("the name of another job"),
             );
-        } else if !index.contains_key(need.as_str()) {
+            continue;
+        }
+        if let Some(&target) = target {
+            resolved.targets.push(target);
+        }
+        if target.is_none() {
             out.push(
                 Diagnostic::error(Code::UnknownReference, p(), format!("unknown job `{need}`"))
                     .expected("the name of a job of this pipeline")
                     .suggest(did_you_mean(need.as_str(), index.keys().copied())),
             );
-        } else if !seen.insert(need) {
+        } else if match &mut seen {
+            Some(seen) => !seen.insert(need),
+            // An earlier equal need named a job too: the first is kept, the others are
+            // duplicates.
+            None => job.needs[..i].contains(need),
+        } {
             out.push(
                 Diagnostic::warning(
                     Code::Suspicious,
@@ -278,6 +326,7 @@ fn job_rules(
             );
         }
     }
+    resolved.ends.push(resolved.targets.len());
     if let Some(retry) = job.retry {
         retry_limit(retry, &path.key("retry"), out);
     }
@@ -562,7 +611,7 @@ fn matrix_rules(job: &Job, path: &PathRef<'_>, out: &mut Vec<Diagnostic>) -> usi
 }
 
 /// Reports every cycle of `needs`, spelled out: `a -> c -> b -> a`.
-fn cycles(pipeline: &Pipeline, index: &HashMap<&str, usize>, out: &mut Vec<Diagnostic>) {
+fn cycles(pipeline: &Pipeline, edges: &Needs, out: &mut Vec<Diagnostic>) {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         New,
@@ -570,27 +619,17 @@ fn cycles(pipeline: &Pipeline, index: &HashMap<&str, usize>, out: &mut Vec<Diagn
         Done,
     }
     let n = pipeline.jobs.len();
-    let edges: Vec<Vec<usize>> = pipeline
-        .jobs
-        .iter()
-        .map(|job| {
-            job.needs
-                .iter()
-                .filter(|need| *need != &job.name)
-                .filter_map(|need| index.get(need.as_str()).copied())
-                .collect()
-        })
-        .collect();
     let mut mark = vec![Mark::New; n];
+    // Iterative depth-first search: (job, next edge to follow). One stack for every start.
+    let mut stack: Vec<(usize, usize)> = Vec::new();
     for start in 0..n {
         if mark[start] != Mark::New {
             continue;
         }
-        // Iterative depth-first search: (job, next edge to follow).
-        let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+        stack.push((start, 0));
         mark[start] = Mark::Open;
         while let Some(&mut (job, ref mut next)) = stack.last_mut() {
-            if let Some(&dep) = edges[job].get(*next) {
+            if let Some(&dep) = edges.of(job).get(*next) {
                 *next += 1;
                 match mark[dep] {
                     Mark::New => {
