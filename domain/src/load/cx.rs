@@ -6,7 +6,7 @@ use std::str::FromStr;
 use crate::diagnostic::{Code, Diagnostic, PathRef, Span};
 use crate::model::{Env, ValueError, is_env_name};
 use crate::suggest::did_you_mean;
-use crate::yaml::{Entry, Node, Style, Value, plain_kind};
+use crate::yaml::{Entry, Node, Style, Value, plain_is_null};
 
 /// Collects the diagnostics of one decoding pass.
 pub(crate) struct Cx {
@@ -41,7 +41,7 @@ impl<'n> Map<'n, '_> {
 
 /// Whether the node is a plain `null`, `~` or nothing: an optional key written without a value.
 pub(crate) fn is_null(node: &Node) -> bool {
-    matches!(&node.value, Value::Scalar { text, style: Style::Plain } if plain_kind(text) == "null")
+    matches!(&node.value, Value::Scalar { text, style: Style::Plain } if plain_is_null(text))
 }
 
 impl Cx {

@@ -128,10 +128,16 @@ impl Node {
     }
 }
 
+/// Whether a plain scalar is `null` under the YAML 1.2 core schema: what [`plain_kind`] calls
+/// "null", without trying the text as a number.
+pub fn plain_is_null(text: &str) -> bool {
+    matches!(text, "" | "~" | "null" | "Null" | "NULL")
+}
+
 /// The kind of a plain scalar under the YAML 1.2 core schema.
 pub fn plain_kind(text: &str) -> &'static str {
     match text {
-        "" | "~" | "null" | "Null" | "NULL" => "null",
+        _ if plain_is_null(text) => "null",
         "true" | "True" | "TRUE" | "false" | "False" | "FALSE" => "a boolean",
         _ if text.parse::<i64>().is_ok() || text.parse::<f64>().is_ok_and(f64::is_finite) => {
             "a number"
@@ -729,6 +735,15 @@ mod tests {
                 column: 19
             }
         );
+    }
+
+    #[test]
+    fn plain_is_null_agrees_with_plain_kind() {
+        for text in [
+            "", "~", "null", "Null", "NULL", "nULL", "none", "0", "1.5", "true", "x", " ",
+        ] {
+            assert_eq!(plain_is_null(text), plain_kind(text) == "null", "{text:?}");
+        }
     }
 
     #[test]
