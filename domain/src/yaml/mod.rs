@@ -12,10 +12,11 @@
 
 use std::collections::HashMap;
 
-use saphyr_parser::{Event, Marker, Parser, ScalarStyle, Span as YamlSpan};
+use saphyr_parser::{Event, Marker, Parser, ScalarStyle, Span as YamlSpan, StrInput};
 
 use crate::diagnostic::{Code, Diagnostic, Path, Pos, Span};
 
+mod input;
 mod syntax;
 
 /// Stands for a mapping key that is not a scalar (already reported); its value is dropped.
@@ -328,7 +329,7 @@ impl<'a> Builder<'a> {
     }
 
     fn run(&mut self, source: &str) -> Result<Option<Node>, Box<Diagnostic>> {
-        let mut parser = Parser::new_from_str(source);
+        let mut parser = Parser::new(input::ScalarSized(StrInput::new(source)));
         while let Some(next) = parser.next_event() {
             let (event, at) = next.map_err(|err| -> Fatal {
                 let p = pos(err.marker());
