@@ -262,28 +262,44 @@ pub fn plan(pipeline: &Pipeline) -> Plan {
 /// Kahn's algorithm, stable with respect to the written order. Jobs caught in a cycle (which
 /// validation rejects) come last.
 fn topological_order(jobs: &[PlannedJob]) -> Vec<usize> {
+    let n = jobs.len();
     let mut waiting: Vec<usize> = jobs.iter().map(|j| j.needs.len()).collect();
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); jobs.len()];
-    for (i, job) in jobs.iter().enumerate() {
+    // The dependents of every job in one list, those of job `i` at `starts[i]..starts[i + 1]`,
+    // in the order of the jobs.
+    let mut starts = vec![0usize; n + 1];
+    for job in jobs {
         for &need in &job.needs {
-            dependents[need].push(i);
+            starts[need + 1] += 1;
         }
     }
-    let mut ready: std::collections::VecDeque<usize> =
-        (0..jobs.len()).filter(|&i| waiting[i] == 0).collect();
-    let mut order = Vec::with_capacity(jobs.len());
-    let mut placed = vec![false; jobs.len()];
-    while let Some(i) = ready.pop_front() {
-        order.push(i);
+    for i in 0..n {
+        starts[i + 1] += starts[i];
+    }
+    let mut next = starts.clone();
+    let mut dependents = vec![0usize; starts[n]];
+    for (i, job) in jobs.iter().enumerate() {
+        for &need in &job.needs {
+            dependents[next[need]] = i;
+            next[need] += 1;
+        }
+    }
+    // `order` is also the queue of the jobs ready to be placed: those before `placed_up_to` have
+    // had their dependents released.
+    let mut order: Vec<usize> = Vec::with_capacity(n);
+    order.extend((0..n).filter(|&i| waiting[i] == 0));
+    let mut placed = vec![false; n];
+    let mut placed_up_to = 0;
+    while let Some(&i) = order.get(placed_up_to) {
+        placed_up_to += 1;
         placed[i] = true;
-        for &d in &dependents[i] {
+        for &d in &dependents[starts[i]..starts[i + 1]] {
             waiting[d] -= 1;
             if waiting[d] == 0 {
-                ready.push_back(d);
+                order.push(d);
             }
         }
     }
-    order.extend((0..jobs.len()).filter(|&i| !placed[i]));
+    order.extend((0..n).filter(|&i| !placed[i]));
     order
 }
 
