@@ -396,13 +396,16 @@ pub struct Resources {
 /// A condition on the run (`branch == 'main'`) that decides whether a job runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct When {
-    expr: Expr,
+    /// Shared: every instance of a job in a plan has its job's condition.
+    expr: std::sync::Arc<Expr>,
 }
 
 impl When {
     /// Parses a condition; see `docs/expressions.md`.
     pub fn parse(source: &str) -> Result<When, crate::expr::ExprError> {
-        crate::expr::parse(source).map(|expr| When { expr })
+        crate::expr::parse(source).map(|expr| When {
+            expr: std::sync::Arc::new(expr),
+        })
     }
 
     /// The parsed expression.
