@@ -59,7 +59,7 @@ pub(crate) fn job(
         "steps",
         "a list of steps, e.g. `steps: [{ run: make }]`",
     ) {
-        job.steps = steps_list(cx, steps, &map.path("steps"), true).into();
+        job.steps = steps_list(cx, steps, &map.path("steps"), true);
     }
     if let Some(n) = map.get("needs") {
         job.needs = cx.parsed_list(n, &map.path("needs"));
@@ -134,15 +134,17 @@ pub(crate) fn key_span(map: &Map<'_, '_>, key: &str) -> Span {
         .map_or(map.at, |e| e.key_span)
 }
 
-pub(crate) fn steps_list(
+/// The steps of a list, collected straight into what holds them (a job's `Arc<[Step]>` is
+/// allocated once, to its size).
+pub(crate) fn steps_list<S: FromIterator<Step>>(
     cx: &mut Cx,
     node: &Node,
     path: &PathRef<'_>,
     required: bool,
-) -> Vec<Step> {
+) -> S {
     let Value::Seq(items) = &node.value else {
         cx.type_error(node, path, "a list of steps");
-        return Vec::new();
+        return std::iter::empty().collect();
     };
     if required && items.is_empty() {
         cx.push(
