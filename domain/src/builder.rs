@@ -341,12 +341,14 @@ impl JobBuilder {
 
     /// Adds steps, in order.
     pub fn steps(mut self, steps: impl IntoIterator<Item = StepBuilder>) -> Self {
-        let start = self.job.steps.len();
+        let mut all = self.job.steps.to_vec();
+        let start = all.len();
         for (i, step) in steps.into_iter().enumerate() {
             self.problems
                 .adopt(&Path::root().key("steps").index(start + i), step.problems);
-            self.job.steps.push(step.step);
+            all.push(step.step);
         }
+        self.job.steps = all.into();
         self
     }
 

@@ -106,6 +106,39 @@ impl Path {
     }
 }
 
+/// A [`Path`] not built yet: a chain of borrowed segments on the caller's stack.
+///
+/// The loader and validation name the place of every value they read, and only a diagnostic
+/// needs that place as a [`Path`]: naming it this way allocates nothing until
+/// [`PathRef::to_path`] is called, which only code that reports a problem does.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum PathRef<'a> {
+    Root,
+    Key(&'a PathRef<'a>, &'a str),
+    Index(&'a PathRef<'a>, usize),
+}
+
+impl<'a> PathRef<'a> {
+    /// This place followed by a key.
+    pub fn key(&'a self, key: &'a str) -> PathRef<'a> {
+        PathRef::Key(self, key)
+    }
+
+    /// This place followed by an index.
+    pub fn index(&'a self, index: usize) -> PathRef<'a> {
+        PathRef::Index(self, index)
+    }
+
+    /// The place as a [`Path`], the same as built with [`Path::key`] and [`Path::index`].
+    pub fn to_path(self) -> Path {
+        match self {
+            PathRef::Root => Path::root(),
+            PathRef::Key(parent, key) => parent.to_path().key(key),
+            PathRef::Index(parent, index) => parent.to_path().index(index),
+        }
+    }
+}
+
 impl PartialEq for Path {
     fn eq(&self, other: &Path) -> bool {
         self.segments() == other.segments()
@@ -410,6 +443,19 @@ mod tests {
             Path::root().key("env").key("a.b").to_string(),
             "env.\"a.b\""
         );
+    }
+
+    #[test]
+    fn a_path_ref_becomes_the_same_path() {
+        let root = PathRef::Root;
+        let jobs = root.key("jobs");
+        let deploy = jobs.key("deploy");
+        let needs = deploy.key("needs");
+        let built = needs.index(1).to_path();
+        let path = Path::root().key("jobs").key("deploy").key("needs").index(1);
+        assert_eq!(built, path);
+        assert_eq!(built.to_string(), "jobs.deploy.needs[1]");
+        assert!(root.to_path().is_root());
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! spliced with them, so no input can inject shell code.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::sync::Arc;
 
 use crate::expr::EvalContext;
 use crate::model::{
@@ -104,7 +106,8 @@ pub struct PlannedJob {
     pub matrix: Instance,
     /// Indices into [`Plan::jobs`] of the jobs that must succeed first.
     pub needs: Vec<usize>,
-    pub steps: Vec<Step>,
+    /// The steps of [`PlannedJob::template`], shared with it.
+    pub steps: Arc<[Step]>,
     /// The job's own `env` (the pipeline's is [`Plan::env`]).
     pub env: Env,
     pub runs_on: Vec<Label>,
@@ -162,22 +165,30 @@ impl Plan {
 /// validation reports) are left out rather than failing here.
 pub fn plan(pipeline: &Pipeline) -> Plan {
     let defaults = &pipeline.defaults;
-    let mut jobs = Vec::with_capacity(pipeline.jobs.len());
-    let mut instances_of: HashMap<&str, Vec<usize>> = HashMap::with_capacity(pipeline.jobs.len());
-    for job in &pipeline.jobs {
-        let instances = match &job.matrix {
-            Some(matrix) => matrix_instances(matrix),
-            None => vec![Vec::new()],
-        };
-        let mut indices = Vec::with_capacity(instances.len());
-        for instance in instances {
-            indices.push(jobs.len());
+    // The instances of the matrix jobs first, so that `jobs` is allocated once, to its size.
+    let matrices: Vec<Option<Vec<Instance>>> = pipeline
+        .jobs
+        .iter()
+        .map(|job| job.matrix.as_ref().map(matrix_instances))
+        .collect();
+    let total = matrices
+        .iter()
+        .map(|m| m.as_ref().map_or(1, Vec::len))
+        .sum();
+    let mut jobs = Vec::with_capacity(total);
+    // A job's instances are next to each other in `jobs`.
+    let mut instances_of: HashMap<&str, Range<usize>> = HashMap::with_capacity(pipeline.jobs.len());
+    for (job, matrix) in pipeline.jobs.iter().zip(matrices) {
+        let first = jobs.len();
+        // A job without a matrix is one instance with no variables.
+        let plain = matrix.is_none().then(Instance::new);
+        for instance in matrix.into_iter().flatten().chain(plain) {
             jobs.push(PlannedJob {
                 name: instance_name(job.name.as_str(), &instance),
                 template: job.name.clone(),
                 matrix: instance,
                 needs: Vec::new(),
-                steps: job.steps.clone(),
+                steps: Arc::clone(&job.steps),
                 env: job.env.clone(),
                 runs_on: if job.runs_on.is_empty() {
                     defaults.runs_on.clone()
@@ -208,26 +219,31 @@ pub fn plan(pipeline: &Pipeline) -> Plan {
                 priority: job.priority,
             });
         }
-        instances_of.insert(job.name.as_str(), indices);
+        instances_of.insert(job.name.as_str(), first..jobs.len());
     }
     let mut edges = 0;
     for job in &pipeline.jobs {
-        let mut needs: Vec<usize> = Vec::new();
+        let mut needs: Vec<usize> = Vec::with_capacity(job.needs.len());
         for need in &job.needs {
             if need == &job.name {
                 continue;
             }
             if let Some(targets) = instances_of.get(need.as_str()) {
-                for &t in targets {
+                for t in targets.clone() {
                     if !needs.contains(&t) {
                         needs.push(t);
                     }
                 }
             }
         }
-        for &i in &instances_of[job.name.as_str()] {
-            edges += needs.len();
-            jobs[i].needs = needs.clone();
+        let instances = instances_of[job.name.as_str()].clone();
+        edges += needs.len() * instances.len();
+        // Each instance but the last gets a copy; the last one takes the list.
+        if let Some((last, others)) = jobs[instances].split_last_mut() {
+            for other in others {
+                other.needs = needs.clone();
+            }
+            last.needs = needs;
         }
     }
     let order = topological_order(&jobs);
@@ -246,28 +262,44 @@ pub fn plan(pipeline: &Pipeline) -> Plan {
 /// Kahn's algorithm, stable with respect to the written order. Jobs caught in a cycle (which
 /// validation rejects) come last.
 fn topological_order(jobs: &[PlannedJob]) -> Vec<usize> {
+    let n = jobs.len();
     let mut waiting: Vec<usize> = jobs.iter().map(|j| j.needs.len()).collect();
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); jobs.len()];
-    for (i, job) in jobs.iter().enumerate() {
+    // The dependents of every job in one list, those of job `i` at `starts[i]..starts[i + 1]`,
+    // in the order of the jobs.
+    let mut starts = vec![0usize; n + 1];
+    for job in jobs {
         for &need in &job.needs {
-            dependents[need].push(i);
+            starts[need + 1] += 1;
         }
     }
-    let mut ready: std::collections::VecDeque<usize> =
-        (0..jobs.len()).filter(|&i| waiting[i] == 0).collect();
-    let mut order = Vec::with_capacity(jobs.len());
-    let mut placed = vec![false; jobs.len()];
-    while let Some(i) = ready.pop_front() {
-        order.push(i);
+    for i in 0..n {
+        starts[i + 1] += starts[i];
+    }
+    let mut next = starts.clone();
+    let mut dependents = vec![0usize; starts[n]];
+    for (i, job) in jobs.iter().enumerate() {
+        for &need in &job.needs {
+            dependents[next[need]] = i;
+            next[need] += 1;
+        }
+    }
+    // `order` is also the queue of the jobs ready to be placed: those before `placed_up_to` have
+    // had their dependents released.
+    let mut order: Vec<usize> = Vec::with_capacity(n);
+    order.extend((0..n).filter(|&i| waiting[i] == 0));
+    let mut placed = vec![false; n];
+    let mut placed_up_to = 0;
+    while let Some(&i) = order.get(placed_up_to) {
+        placed_up_to += 1;
         placed[i] = true;
-        for &d in &dependents[i] {
+        for &d in &dependents[starts[i]..starts[i + 1]] {
             waiting[d] -= 1;
             if waiting[d] == 0 {
-                ready.push_back(d);
+                order.push(d);
             }
         }
     }
-    order.extend((0..jobs.len()).filter(|&i| !placed[i]));
+    order.extend((0..n).filter(|&i| !placed[i]));
     order
 }
 

@@ -6,11 +6,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::diagnostic::{Code, Diagnostic, Path};
+use crate::diagnostic::{Code, Diagnostic, Path, PathRef};
 use crate::expr::Scope;
 use crate::model::{Duration, Env, Hooks, Job, Pipeline, Retry, Step, is_env_name};
 use crate::plan::matrix_instances;
 use crate::suggest::did_you_mean;
+
+/// Up to this many `needs`, a job's are checked for duplicates by looking back over them.
+const SCAN_NEEDS: usize = 16;
 
 /// The most instances one job's matrix may expand to.
 pub const MAX_MATRIX_INSTANCES: usize = 256;
@@ -20,10 +23,10 @@ pub const MAX_JOBS: usize = 10_000;
 /// Every problem of the pipeline that concerns more than one value.
 pub fn validate(pipeline: &Pipeline) -> Vec<Diagnostic> {
     let mut out = Vec::new();
-    let root = Path::root();
+    let root = PathRef::Root;
     env_names(&pipeline.env, &root.key("env"), &mut out);
     parameters(pipeline, &mut out);
-    secret_names(&pipeline.secrets, &root.key("secrets"), &mut out);
+    secret_names_at(&pipeline.secrets, &root.key("secrets"), &mut out);
     hooks(
         &pipeline.post,
         &root.key("post"),
@@ -35,7 +38,7 @@ pub fn validate(pipeline: &Pipeline) -> Vec<Diagnostic> {
         out.push(
             Diagnostic::warning(
                 Code::Suspicious,
-                root.key("on"),
+                root.key("on").to_path(),
                 "the pipeline has no trigger: nothing can start it",
             )
             .expected("at least one of push, pull_request, schedule or manual"),
@@ -48,7 +51,7 @@ pub fn validate(pipeline: &Pipeline) -> Vec<Diagnostic> {
         out.push(
             Diagnostic::error(
                 Code::InvalidValue,
-                root.key("jobs"),
+                root.key("jobs").to_path(),
                 "the pipeline has no job",
             )
             .expected("at least one job"),
@@ -57,16 +60,26 @@ pub fn validate(pipeline: &Pipeline) -> Vec<Diagnostic> {
     let index = job_index(pipeline, &mut out);
     let param_names: Vec<&str> = pipeline.parameters.keys().map(String::as_str).collect();
     let mut total_jobs = 0usize;
+    let mut needs = Needs::with_capacity(pipeline.jobs.len());
+    let jobs = root.key("jobs");
     for job in &pipeline.jobs {
-        let path = root.key("jobs").key(job.name.as_str());
+        let path = jobs.key(job.name.as_str());
         let timeout = job.timeout.or(pipeline.defaults.timeout);
-        job_rules(job, &path, timeout, &index, &param_names, &mut out);
+        job_rules(
+            job,
+            &path,
+            timeout,
+            &index,
+            &param_names,
+            &mut needs,
+            &mut out,
+        );
         let no_image = job.image.is_none() && pipeline.defaults.image.is_none();
         if job.pull.is_some() && no_image && job.services.is_empty() {
             out.push(
                 Diagnostic::warning(
                     Code::Suspicious,
-                    path.key("pull"),
+                    path.key("pull").to_path(),
                     "`pull` says when the job's images are pulled, and the job has no `image` and no `services`: it has no effect",
                 )
                 .expected("an `image` or `services` with it, or no `pull`"),
@@ -76,7 +89,7 @@ pub fn validate(pipeline: &Pipeline) -> Vec<Diagnostic> {
             out.push(
                 Diagnostic::warning(
                     Code::Suspicious,
-                    path.key("user"),
+                    path.key("user").to_path(),
                     "`user` is the user of the job's processes inside its container, and the job has no `image`: on the host its set-up fails",
                 )
                 .expected("an `image` with it, or no `user`"),
@@ -88,7 +101,7 @@ pub fn validate(pipeline: &Pipeline) -> Vec<Diagnostic> {
         out.push(
             Diagnostic::error(
                 Code::Limit,
-                root.key("jobs"),
+                root.key("jobs").to_path(),
                 format!("the pipeline expands to {total_jobs} jobs"),
             )
             .expected(format!(
@@ -96,8 +109,31 @@ pub fn validate(pipeline: &Pipeline) -> Vec<Diagnostic> {
             )),
         );
     }
-    cycles(pipeline, &index, &mut out);
+    cycles(pipeline, &needs, &mut out);
     out
+}
+
+/// The `needs` of every job as indices of the jobs they name, in the order written (those
+/// naming the job itself or no job left out): one list for all the jobs, looked up once.
+struct Needs {
+    targets: Vec<usize>,
+    /// Where the needs of each job end in `targets`.
+    ends: Vec<usize>,
+}
+
+impl Needs {
+    fn with_capacity(jobs: usize) -> Needs {
+        Needs {
+            targets: Vec::with_capacity(jobs * 2),
+            ends: Vec::with_capacity(jobs),
+        }
+    }
+
+    /// The needs of the job at `job`.
+    fn of(&self, job: usize) -> &[usize] {
+        let start = job.checked_sub(1).map_or(0, |before| self.ends[before]);
+        &self.targets[start..self.ends[job]]
+    }
 }
 
 fn job_index<'p>(pipeline: &'p Pipeline, out: &mut Vec<Diagnostic>) -> HashMap<&'p str, usize> {
@@ -117,12 +153,12 @@ fn job_index<'p>(pipeline: &'p Pipeline, out: &mut Vec<Diagnostic>) -> HashMap<&
     index
 }
 
-fn env_names(env: &Env, path: &Path, out: &mut Vec<Diagnostic>) {
+fn env_names(env: &Env, path: &PathRef<'_>, out: &mut Vec<Diagnostic>) {
     for name in env.keys().filter(|n| n.starts_with("HODEI_")) {
         out.push(
             Diagnostic::warning(
                 Code::Suspicious,
-                path.key(name),
+                path.key(name).to_path(),
                 format!("`{name}` is set by Hodei for every step"),
             )
             .expected("a name that does not start with `HODEI_`: Hodei's value wins"),
@@ -132,7 +168,7 @@ fn env_names(env: &Env, path: &Path, out: &mut Vec<Diagnostic>) {
         out.push(
             Diagnostic::error(
                 Code::InvalidValue,
-                path.key(name),
+                path.key(name).to_path(),
                 format!("`{name}` is not a valid environment variable name"),
             )
             .expected("a letter or `_`, then letters, digits or `_`"),
@@ -144,12 +180,12 @@ fn env_names(env: &Env, path: &Path, out: &mut Vec<Diagnostic>) {
 pub fn secret_names(names: &[String], path: &Path, out: &mut Vec<Diagnostic>) {
     let mut seen = HashSet::new();
     for (i, name) in names.iter().enumerate() {
-        let at = path.index(i);
+        let at = || path.index(i);
         if !is_secret_name(name) {
             out.push(
                 Diagnostic::error(
                     Code::InvalidValue,
-                    at.clone(),
+                    at(),
                     format!("`{name}` is not a valid secret name"),
                 )
                 .expected("a letter or `_`, then letters, digits or `_`, not starting with `HODEI_` (it becomes an environment variable)"),
@@ -158,12 +194,19 @@ pub fn secret_names(names: &[String], path: &Path, out: &mut Vec<Diagnostic>) {
             out.push(
                 Diagnostic::warning(
                     Code::Suspicious,
-                    at,
+                    at(),
                     format!("secret `{name}` is listed twice"),
                 )
                 .expected("each secret once"),
             );
         }
+    }
+}
+
+/// [`secret_names`] at a place that is only made a [`Path`] for a problem.
+fn secret_names_at(names: &[String], path: &PathRef<'_>, out: &mut Vec<Diagnostic>) {
+    if !names.is_empty() {
+        secret_names(names, &path.to_path(), out);
     }
 }
 
@@ -173,11 +216,13 @@ pub fn is_secret_name(name: &str) -> bool {
 }
 
 fn parameters(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
+    let root = PathRef::Root;
+    let parameters = root.key("parameters");
     for (name, parameter) in &pipeline.parameters {
-        let path = Path::root().key("parameters").key(name);
+        let path = parameters.key(name);
         if !is_env_name(name) {
             out.push(
-                Diagnostic::error(Code::InvalidValue, path.clone(), format!("`{name}` is not a valid parameter name"))
+                Diagnostic::error(Code::InvalidValue, path.to_path(), format!("`{name}` is not a valid parameter name"))
                     .expected("a letter or `_`, then letters, digits or `_` (it becomes an environment variable)"),
             );
         }
@@ -187,7 +232,7 @@ fn parameters(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
                 out.push(
                     Diagnostic::warning(
                         Code::Suspicious,
-                        path.key("choices").index(i),
+                        path.key("choices").index(i).to_path(),
                         format!("choice `{choice}` is listed twice"),
                     )
                     .expected("each choice once"),
@@ -201,7 +246,7 @@ fn parameters(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
             out.push(
                 Diagnostic::error(
                     Code::InvalidValue,
-                    path.key("default"),
+                    path.key("default").to_path(),
                     format!("default `{default}` is not one of the choices"),
                 )
                 .expected(format!("one of {}", parameter.choices.join(", ")))
@@ -216,55 +261,72 @@ fn parameters(pipeline: &Pipeline, out: &mut Vec<Diagnostic>) {
 
 fn job_rules(
     job: &Job,
-    path: &Path,
+    path: &PathRef<'_>,
     job_timeout: Option<Duration>,
     index: &HashMap<&str, usize>,
     params: &[&str],
+    resolved: &mut Needs,
     out: &mut Vec<Diagnostic>,
 ) {
     if job.steps.is_empty() {
         out.push(
             Diagnostic::error(
                 Code::InvalidValue,
-                path.key("steps"),
+                path.key("steps").to_path(),
                 "a job needs at least one step",
             )
             .expected("a list of steps"),
         );
     }
+    let steps = path.key("steps");
     for (i, step) in job.steps.iter().enumerate() {
-        step_rules(step, &path.key("steps").index(i), job_timeout, out);
+        step_rules(step, &steps.index(i), job_timeout, out);
     }
     hooks(&job.post, &path.key("post"), job_timeout, out);
     env_names(&job.env, &path.key("env"), out);
+    let services = path.key("services");
     for (name, service) in &job.services {
-        env_names(
-            &service.env,
-            &path.key("services").key(name.as_str()).key("env"),
-            out,
-        );
+        env_names(&service.env, &services.key(name.as_str()).key("env"), out);
     }
-    let mut seen = HashSet::new();
+    let needs = path.key("needs");
+    // Duplicates: a look back over the few needs most jobs have, a set for long lists.
+    let mut seen = (job.needs.len() > SCAN_NEEDS).then(HashSet::new);
     for (i, need) in job.needs.iter().enumerate() {
-        let p = path.key("needs").index(i);
+        let p = || needs.index(i).to_path();
+        let target = index.get(need.as_str());
         if need == &job.name {
             out.push(
-                Diagnostic::error(Code::Cycle, p, format!("job `{need}` needs itself"))
+                Diagnostic::error(Code::Cycle, p(), format!("job `{need}` needs itself"))
                     .expected("the name of another job"),
             );
-        } else if !index.contains_key(need.as_str()) {
+            continue;
+        }
+        if let Some(&target) = target {
+            resolved.targets.push(target);
+        }
+        if target.is_none() {
             out.push(
-                Diagnostic::error(Code::UnknownReference, p, format!("unknown job `{need}`"))
+                Diagnostic::error(Code::UnknownReference, p(), format!("unknown job `{need}`"))
                     .expected("the name of a job of this pipeline")
                     .suggest(did_you_mean(need.as_str(), index.keys().copied())),
             );
-        } else if !seen.insert(need) {
+        } else if match &mut seen {
+            Some(seen) => !seen.insert(need),
+            // An earlier equal need named a job too: the first is kept, the others are
+            // duplicates.
+            None => job.needs[..i].contains(need),
+        } {
             out.push(
-                Diagnostic::warning(Code::Suspicious, p, format!("job `{need}` is needed twice"))
-                    .expected("each job once"),
+                Diagnostic::warning(
+                    Code::Suspicious,
+                    p(),
+                    format!("job `{need}` is needed twice"),
+                )
+                .expected("each job once"),
             );
         }
     }
+    resolved.ends.push(resolved.targets.len());
     if let Some(retry) = job.retry {
         retry_limit(retry, &path.key("retry"), out);
     }
@@ -272,7 +334,7 @@ fn job_rules(
         out.push(
             Diagnostic::error(
                 Code::InvalidValue,
-                path.key("priority"),
+                path.key("priority").to_path(),
                 format!("priority {} is out of range", job.priority),
             )
             .expected("a whole number from -100 to 100"),
@@ -281,8 +343,11 @@ fn job_rules(
     if let Some(when) = &job.when {
         let scope = Scope { params };
         for err in when.expr().check(&scope) {
-            let mut diag =
-                Diagnostic::error(Code::Expression, path.key("when"), err.message.clone());
+            let mut diag = Diagnostic::error(
+                Code::Expression,
+                path.key("when").to_path(),
+                err.message.clone(),
+            );
             diag.within = Some((err.offset, err.len));
             if let Some(expected) = err.expected {
                 diag = diag.expected(expected);
@@ -293,26 +358,35 @@ fn job_rules(
             out.push(diag);
         }
     }
+    let artifacts = path.key("artifacts");
     for (i, artifact) in job.artifacts.iter().enumerate() {
-        workspace_path(artifact, &path.key("artifacts").index(i), out);
+        workspace_path(artifact, &artifacts.index(i), out);
     }
     if let Some(cache) = &job.cache {
+        let at = path.key("cache");
+        let paths = at.key("paths");
         for (i, p) in cache.paths.iter().enumerate() {
-            workspace_path(p, &path.key("cache").key("paths").index(i), out);
+            workspace_path(p, &paths.index(i), out);
         }
-        cache_key(&cache.key, job, &path.key("cache").key("key"), out);
+        cache_key(&cache.key, job, &at.key("key"), out);
+        let fallback = at.key("fallback");
         for (i, key) in cache.fallback.iter().enumerate() {
-            cache_key(key, job, &path.key("cache").key("fallback").index(i), out);
+            cache_key(key, job, &fallback.index(i), out);
         }
     }
 }
 
-fn step_rules(step: &Step, path: &Path, job_timeout: Option<Duration>, out: &mut Vec<Diagnostic>) {
+fn step_rules(
+    step: &Step,
+    path: &PathRef<'_>,
+    job_timeout: Option<Duration>,
+    out: &mut Vec<Diagnostic>,
+) {
     if step.run.trim().is_empty() {
         out.push(
             Diagnostic::error(
                 Code::InvalidValue,
-                path.key("run"),
+                path.key("run").to_path(),
                 "the step has nothing to run",
             )
             .expected("a command"),
@@ -331,7 +405,7 @@ fn step_rules(step: &Step, path: &Path, job_timeout: Option<Duration>, out: &mut
         out.push(
             Diagnostic::warning(
                 Code::Suspicious,
-                path.key("timeout"),
+                path.key("timeout").to_path(),
                 format!(
                     "the step's timeout ({step_timeout}) is longer than its job's ({job_timeout})"
                 ),
@@ -341,25 +415,31 @@ fn step_rules(step: &Step, path: &Path, job_timeout: Option<Duration>, out: &mut
     }
 }
 
-fn hooks(hooks: &Hooks, path: &Path, job_timeout: Option<Duration>, out: &mut Vec<Diagnostic>) {
+fn hooks(
+    hooks: &Hooks,
+    path: &PathRef<'_>,
+    job_timeout: Option<Duration>,
+    out: &mut Vec<Diagnostic>,
+) {
     for (key, steps) in [
         ("always", &hooks.always),
         ("success", &hooks.success),
         ("failure", &hooks.failure),
         ("cancelled", &hooks.cancelled),
     ] {
+        let at = path.key(key);
         for (i, step) in steps.iter().enumerate() {
-            step_rules(step, &path.key(key).index(i), job_timeout, out);
+            step_rules(step, &at.index(i), job_timeout, out);
         }
     }
 }
 
-fn retry_limit(retry: Retry, path: &Path, out: &mut Vec<Diagnostic>) {
+fn retry_limit(retry: Retry, path: &PathRef<'_>, out: &mut Vec<Diagnostic>) {
     if retry.max > Retry::LIMIT {
         out.push(
             Diagnostic::error(
                 Code::InvalidValue,
-                path.key("max"),
+                path.key("max").to_path(),
                 format!("{} retries is over the limit", retry.max),
             )
             .expected(format!("a whole number from 0 to {}", Retry::LIMIT)),
@@ -367,13 +447,13 @@ fn retry_limit(retry: Retry, path: &Path, out: &mut Vec<Diagnostic>) {
     }
 }
 
-fn workspace_path(text: &str, path: &Path, out: &mut Vec<Diagnostic>) {
+fn workspace_path(text: &str, path: &PathRef<'_>, out: &mut Vec<Diagnostic>) {
     let escapes = text.starts_with('/') || text.split(['/', '\\']).any(|part| part == "..");
     if escapes {
         out.push(
             Diagnostic::error(
                 Code::InvalidValue,
-                path.clone(),
+                path.to_path(),
                 format!("`{text}` leaves the job's workspace"),
             )
             .expected("a path relative to the workspace, without `..`"),
@@ -381,13 +461,13 @@ fn workspace_path(text: &str, path: &Path, out: &mut Vec<Diagnostic>) {
     }
 }
 
-fn cache_key(key: &str, job: &Job, path: &Path, out: &mut Vec<Diagnostic>) {
+fn cache_key(key: &str, job: &Job, path: &PathRef<'_>, out: &mut Vec<Diagnostic>) {
     let parts = match crate::cache_key::parse(key) {
         Ok(parts) => parts,
         Err(err) => {
             let expected = err.expected();
             out.push(
-                Diagnostic::error(Code::InvalidValue, path.clone(), err.to_string())
+                Diagnostic::error(Code::InvalidValue, path.to_path(), err.to_string())
                     .expected(expected),
             );
             return;
@@ -403,12 +483,11 @@ fn cache_key(key: &str, job: &Job, path: &Path, out: &mut Vec<Diagnostic>) {
             {
                 let err = crate::cache_key::TemplateError::Unknown(format!("matrix.{axis}"));
                 out.push(
-                    Diagnostic::error(Code::InvalidValue, path.clone(), err.to_string()).expected(
-                        format!(
+                    Diagnostic::error(Code::InvalidValue, path.to_path(), err.to_string())
+                        .expected(format!(
                             "an axis of this job's matrix after `matrix.` ({})",
                             err.expected()
-                        ),
-                    ),
+                        )),
                 );
             }
             crate::cache_key::Part::Hash(file) => workspace_path(&file, path, out),
@@ -418,14 +497,14 @@ fn cache_key(key: &str, job: &Job, path: &Path, out: &mut Vec<Diagnostic>) {
 }
 
 /// Checks the matrix and returns how many jobs this job becomes.
-fn matrix_rules(job: &Job, path: &Path, out: &mut Vec<Diagnostic>) -> usize {
+fn matrix_rules(job: &Job, path: &PathRef<'_>, out: &mut Vec<Diagnostic>) -> usize {
     let Some(matrix) = &job.matrix else { return 1 };
     let path = path.key("matrix");
     if matrix.axes.is_empty() && matrix.include.is_empty() {
         out.push(
             Diagnostic::error(
                 Code::InvalidValue,
-                path.clone(),
+                path.to_path(),
                 "the matrix has no variable",
             )
             .expected("at least one variable with a list of values"),
@@ -436,7 +515,7 @@ fn matrix_rules(job: &Job, path: &Path, out: &mut Vec<Diagnostic>) -> usize {
     for (axis, values) in &matrix.axes {
         if !is_env_name(axis) {
             out.push(
-                Diagnostic::error(Code::InvalidValue, path.key(axis), format!("`{axis}` is not a valid matrix variable name"))
+                Diagnostic::error(Code::InvalidValue, path.key(axis).to_path(), format!("`{axis}` is not a valid matrix variable name"))
                     .expected("a letter or `_`, then letters, digits or `_` (it becomes an environment variable)"),
             );
         }
@@ -445,7 +524,7 @@ fn matrix_rules(job: &Job, path: &Path, out: &mut Vec<Diagnostic>) -> usize {
             out.push(
                 Diagnostic::error(
                     Code::InvalidValue,
-                    path.key(axis),
+                    path.key(axis).to_path(),
                     format!("matrix variable `{axis}` has no value"),
                 )
                 .expected("a list of at least one value"),
@@ -458,7 +537,7 @@ fn matrix_rules(job: &Job, path: &Path, out: &mut Vec<Diagnostic>) -> usize {
                 out.push(
                     Diagnostic::error(
                         Code::InvalidValue,
-                        path.key(axis).index(i),
+                        path.key(axis).index(i).to_path(),
                         format!("value `{value}` is listed twice"),
                     )
                     .expected("each value once"),
@@ -472,7 +551,7 @@ fn matrix_rules(job: &Job, path: &Path, out: &mut Vec<Diagnostic>) -> usize {
                 out.push(
                     Diagnostic::error(
                         Code::UnknownReference,
-                        path.key("exclude").index(i).key(name),
+                        path.key("exclude").index(i).key(name).to_path(),
                         format!("`{name}` is not a matrix variable"),
                     )
                     .expected("one of the matrix's variables")
@@ -485,8 +564,9 @@ fn matrix_rules(job: &Job, path: &Path, out: &mut Vec<Diagnostic>) -> usize {
             }
         }
     }
+    let include = path.key("include");
     for (i, combo) in matrix.include.iter().enumerate() {
-        env_names(combo, &path.key("include").index(i), out);
+        env_names(combo, &include.index(i), out);
     }
     let product = matrix
         .axes
@@ -496,7 +576,7 @@ fn matrix_rules(job: &Job, path: &Path, out: &mut Vec<Diagnostic>) -> usize {
         out.push(
             Diagnostic::error(
                 Code::Limit,
-                path.clone(),
+                path.to_path(),
                 format!("the matrix expands to {product} combinations"),
             )
             .expected(format!("at most {MAX_MATRIX_INSTANCES} instances")),
@@ -512,7 +592,7 @@ fn matrix_rules(job: &Job, path: &Path, out: &mut Vec<Diagnostic>) -> usize {
         out.push(
             Diagnostic::error(
                 Code::Limit,
-                path.clone(),
+                path.to_path(),
                 format!("the matrix expands to {count} instances"),
             )
             .expected(format!("at most {MAX_MATRIX_INSTANCES} instances")),
@@ -521,7 +601,7 @@ fn matrix_rules(job: &Job, path: &Path, out: &mut Vec<Diagnostic>) -> usize {
         out.push(
             Diagnostic::error(
                 Code::InvalidValue,
-                path.clone(),
+                path.to_path(),
                 "the matrix excludes every combination",
             )
             .expected("at least one instance"),
@@ -531,7 +611,7 @@ fn matrix_rules(job: &Job, path: &Path, out: &mut Vec<Diagnostic>) -> usize {
 }
 
 /// Reports every cycle of `needs`, spelled out: `a -> c -> b -> a`.
-fn cycles(pipeline: &Pipeline, index: &HashMap<&str, usize>, out: &mut Vec<Diagnostic>) {
+fn cycles(pipeline: &Pipeline, edges: &Needs, out: &mut Vec<Diagnostic>) {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         New,
@@ -539,27 +619,17 @@ fn cycles(pipeline: &Pipeline, index: &HashMap<&str, usize>, out: &mut Vec<Diagn
         Done,
     }
     let n = pipeline.jobs.len();
-    let edges: Vec<Vec<usize>> = pipeline
-        .jobs
-        .iter()
-        .map(|job| {
-            job.needs
-                .iter()
-                .filter(|need| *need != &job.name)
-                .filter_map(|need| index.get(need.as_str()).copied())
-                .collect()
-        })
-        .collect();
     let mut mark = vec![Mark::New; n];
+    // Iterative depth-first search: (job, next edge to follow). One stack for every start.
+    let mut stack: Vec<(usize, usize)> = Vec::new();
     for start in 0..n {
         if mark[start] != Mark::New {
             continue;
         }
-        // Iterative depth-first search: (job, next edge to follow).
-        let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+        stack.push((start, 0));
         mark[start] = Mark::Open;
         while let Some(&mut (job, ref mut next)) = stack.last_mut() {
-            if let Some(&dep) = edges[job].get(*next) {
+            if let Some(&dep) = edges.of(job).get(*next) {
                 *next += 1;
                 match mark[dep] {
                     Mark::New => {

@@ -314,6 +314,46 @@ fn cycles_are_spelled_out() {
 }
 
 #[test]
+fn needs_named_twice_are_warned_about_in_short_and_long_lists() {
+    // Short lists are checked by looking back, long ones through a set: the same warnings.
+    for jobs in [3, 40] {
+        let mut src = String::from("name: w\njobs:\n");
+        let names: Vec<String> = (0..jobs).map(|i| format!("j{i}")).collect();
+        for name in &names {
+            src.push_str(&format!("  {name}: {{steps: [x]}}\n"));
+        }
+        let mut needs = names.clone();
+        needs.insert(1, "j0".to_owned());
+        needs.push("j2".to_owned());
+        src.push_str(&format!(
+            "  last: {{needs: [{}], steps: [x]}}\n",
+            needs.join(", ")
+        ));
+        let loaded = load(&src);
+        assert!(loaded.pipeline.is_some(), "{:#?}", loaded.diagnostics);
+        let twice: Vec<(String, String)> = loaded
+            .diagnostics
+            .iter()
+            .map(|d| (d.path.to_string(), d.message.clone()))
+            .collect();
+        assert_eq!(
+            twice,
+            vec![
+                (
+                    "jobs.last.needs[1]".to_owned(),
+                    "job `j0` is needed twice".to_owned()
+                ),
+                (
+                    format!("jobs.last.needs[{}]", jobs + 1),
+                    "job `j2` is needed twice".to_owned()
+                ),
+            ],
+            "{jobs} jobs"
+        );
+    }
+}
+
+#[test]
 fn every_problem_is_reported_at_once() {
     let src = "name: w\njobs:\n  a: {needs: [zz], steps: [x], timeout: 5y}\n  b: {steps: [x], priority: 1000}\n  c: {steps: [x], image: 'a b'}\n";
     let codes: Vec<Code> = errors(src).iter().map(|d| d.code).collect();

@@ -162,7 +162,7 @@ pub fn job_def(
     JobDef {
         run: machine.run(),
         job,
-        steps: planned.steps.clone(),
+        steps: planned.steps.to_vec(),
         envs: planned.steps.iter().map(env_of).collect(),
         hooks: HookSteps {
             success: hooks(&planned.post.success),

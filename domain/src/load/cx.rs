@@ -3,10 +3,10 @@
 
 use std::str::FromStr;
 
-use crate::diagnostic::{Code, Diagnostic, Path, Span};
+use crate::diagnostic::{Code, Diagnostic, PathRef, Span};
 use crate::model::{Env, ValueError, is_env_name};
 use crate::suggest::did_you_mean;
-use crate::yaml::{Entry, Node, Style, Value, plain_kind};
+use crate::yaml::{Entry, Node, Style, Value, plain_is_null};
 
 /// Collects the diagnostics of one decoding pass.
 pub(crate) struct Cx {
@@ -14,14 +14,14 @@ pub(crate) struct Cx {
 }
 
 /// A mapping whose keys have been checked against the keys its place allows.
-pub(crate) struct Map<'n> {
+pub(crate) struct Map<'n, 'p> {
     pub entries: &'n [Entry],
-    pub path: Path,
+    pub path: PathRef<'p>,
     /// Where to point when a key is missing: the key that introduces the mapping.
     pub at: Span,
 }
 
-impl<'n> Map<'n> {
+impl<'n> Map<'n, '_> {
     pub fn get(&self, key: &str) -> Option<&'n Node> {
         self.entries
             .iter()
@@ -34,14 +34,14 @@ impl<'n> Map<'n> {
         self.entries.iter().any(|e| e.key == key)
     }
 
-    pub fn path(&self, key: &str) -> Path {
+    pub fn path<'s>(&'s self, key: &'s str) -> PathRef<'s> {
         self.path.key(key)
     }
 }
 
 /// Whether the node is a plain `null`, `~` or nothing: an optional key written without a value.
 pub(crate) fn is_null(node: &Node) -> bool {
-    matches!(&node.value, Value::Scalar { text, style: Style::Plain } if plain_kind(text) == "null")
+    matches!(&node.value, Value::Scalar { text, style: Style::Plain } if plain_is_null(text))
 }
 
 impl Cx {
@@ -55,11 +55,11 @@ impl Cx {
         self.diagnostics.push(diagnostic);
     }
 
-    pub fn type_error(&mut self, node: &Node, path: &Path, expected: &str) {
+    pub fn type_error(&mut self, node: &Node, path: &PathRef<'_>, expected: &str) {
         self.push(
             Diagnostic::error(
                 Code::Type,
-                path.clone(),
+                path.to_path(),
                 format!("expected {expected}, found {}", node.kind()),
             )
             .expected(expected.to_owned())
@@ -68,14 +68,14 @@ impl Cx {
     }
 
     /// A mapping with only the `known` keys; unknown keys are reported with a suggestion.
-    pub fn map<'n>(
+    pub fn map<'n, 'p>(
         &mut self,
         node: &'n Node,
-        path: &Path,
+        path: &PathRef<'p>,
         at: Span,
         what: &str,
         known: &[&str],
-    ) -> Option<Map<'n>> {
+    ) -> Option<Map<'n, 'p>> {
         let Value::Map(entries) = &node.value else {
             self.type_error(node, path, &format!("a mapping ({what})"));
             return None;
@@ -85,7 +85,7 @@ impl Cx {
                 self.push(
                     Diagnostic::error(
                         Code::UnknownKey,
-                        path.key(&entry.key),
+                        path.key(&entry.key).to_path(),
                         format!("unknown key `{}` in {what}", entry.key),
                     )
                     .expected(format!("one of {}", known.join(", ")))
@@ -96,13 +96,18 @@ impl Cx {
         }
         Some(Map {
             entries,
-            path: path.clone(),
+            path: *path,
             at,
         })
     }
 
     /// The value of a required key, or a "missing key" error pointing at the mapping.
-    pub fn required<'n>(&mut self, map: &Map<'n>, key: &str, expected: &str) -> Option<&'n Node> {
+    pub fn required<'n>(
+        &mut self,
+        map: &Map<'n, '_>,
+        key: &str,
+        expected: &str,
+    ) -> Option<&'n Node> {
         let node = map.get(key);
         if node.is_none() {
             let what = if map.has(key) {
@@ -113,7 +118,7 @@ impl Cx {
             self.push(
                 Diagnostic::error(
                     Code::MissingKey,
-                    map.path(key),
+                    map.path(key).to_path(),
                     format!("required key `{key}` {what}"),
                 )
                 .expected(expected.to_owned())
@@ -128,13 +133,18 @@ impl Cx {
     }
 
     /// Text from any scalar: numbers and booleans are taken as written.
-    pub fn text(&mut self, node: &Node, path: &Path) -> Option<String> {
+    pub fn text(&mut self, node: &Node, path: &PathRef<'_>) -> Option<String> {
+        self.str(node, path).map(str::to_owned)
+    }
+
+    /// [`Cx::text`] borrowed from the node: for text that is parsed or compared, not kept.
+    pub fn str<'n>(&mut self, node: &'n Node, path: &PathRef<'_>) -> Option<&'n str> {
         match &node.value {
             Value::Scalar { .. } if is_null(node) => {
                 self.type_error(node, path, "text");
                 None
             }
-            Value::Scalar { text, .. } => Some(text.clone()),
+            Value::Scalar { text, .. } => Some(text),
             _ => {
                 self.type_error(node, path, "text");
                 None
@@ -143,11 +153,26 @@ impl Cx {
     }
 
     /// Non-empty text.
-    pub fn nonempty_text(&mut self, node: &Node, path: &Path, expected: &str) -> Option<String> {
-        let text = self.text(node, path)?;
+    pub fn nonempty_text(
+        &mut self,
+        node: &Node,
+        path: &PathRef<'_>,
+        expected: &str,
+    ) -> Option<String> {
+        self.nonempty_str(node, path, expected).map(str::to_owned)
+    }
+
+    /// [`Cx::nonempty_text`] borrowed from the node.
+    pub fn nonempty_str<'n>(
+        &mut self,
+        node: &'n Node,
+        path: &PathRef<'_>,
+        expected: &str,
+    ) -> Option<&'n str> {
+        let text = self.str(node, path)?;
         if text.trim().is_empty() {
             self.push(
-                Diagnostic::error(Code::InvalidValue, path.clone(), "the value is empty")
+                Diagnostic::error(Code::InvalidValue, path.to_path(), "the value is empty")
                     .expected(expected.to_owned())
                     .at(node.span),
             );
@@ -157,8 +182,12 @@ impl Cx {
     }
 
     /// A value with a syntax of its own, parsed by its newtype.
-    pub fn parse<T: FromStr<Err = ValueError>>(&mut self, node: &Node, path: &Path) -> Option<T> {
-        let text = self.text(node, path)?;
+    pub fn parse<T: FromStr<Err = ValueError>>(
+        &mut self,
+        node: &Node,
+        path: &PathRef<'_>,
+    ) -> Option<T> {
+        let text = self.str(node, path)?;
         match text.parse() {
             Ok(value) => Some(value),
             Err(err) => {
@@ -168,11 +197,11 @@ impl Cx {
         }
     }
 
-    pub fn invalid(&mut self, node: &Node, path: &Path, err: &ValueError) {
+    pub fn invalid(&mut self, node: &Node, path: &PathRef<'_>, err: &ValueError) {
         self.push(
             Diagnostic::error(
                 Code::InvalidValue,
-                path.clone(),
+                path.to_path(),
                 format!("invalid value `{}`", err.value),
             )
             .expected(err.expected)
@@ -180,7 +209,7 @@ impl Cx {
         );
     }
 
-    pub fn bool(&mut self, node: &Node, path: &Path) -> Option<bool> {
+    pub fn bool(&mut self, node: &Node, path: &PathRef<'_>) -> Option<bool> {
         match &node.value {
             Value::Scalar {
                 text,
@@ -203,7 +232,7 @@ impl Cx {
     pub fn integer(
         &mut self,
         node: &Node,
-        path: &Path,
+        path: &PathRef<'_>,
         range: std::ops::RangeInclusive<i64>,
     ) -> Option<i64> {
         let expected = format!("a whole number from {} to {}", range.start(), range.end());
@@ -220,7 +249,7 @@ impl Cx {
                 self.push(
                     Diagnostic::error(
                         Code::InvalidValue,
-                        path.clone(),
+                        path.to_path(),
                         format!("{v} is out of range"),
                     )
                     .expected(expected)
@@ -235,24 +264,25 @@ impl Cx {
         }
     }
 
-    /// A list of items, or a single item standing for a list of one.
-    pub fn list<'n>(&mut self, node: &'n Node, path: &Path) -> Vec<(&'n Node, Path)> {
-        match &node.value {
-            Value::Seq(items) => items
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (n, path.index(i)))
-                .collect(),
-            Value::Scalar { .. } if is_null(node) => Vec::new(),
-            _ => vec![(node, path.clone())],
-        }
+    /// A list of items, or a single item standing for a list of one. Listing reports nothing,
+    /// so the items can be decoded while they are listed.
+    pub fn list<'n, 'p>(
+        &self,
+        node: &'n Node,
+        path: &'p PathRef<'p>,
+    ) -> impl Iterator<Item = (&'n Node, PathRef<'p>)> + use<'n, 'p> {
+        let (items, single): (&'n [Node], Option<&'n Node>) = match &node.value {
+            Value::Seq(items) => (items, None),
+            Value::Scalar { .. } if is_null(node) => (&[], None),
+            _ => (&[], Some(node)),
+        };
+        let listed = items.iter().enumerate().map(|(i, n)| (n, path.index(i)));
+        listed.chain(single.map(|n| (n, *path)))
     }
 
     /// A list of texts, or one text.
-    pub fn texts(&mut self, node: &Node, path: &Path) -> Vec<String> {
-        let items = self.list(node, path);
-        items
-            .into_iter()
+    pub fn texts(&mut self, node: &Node, path: &PathRef<'_>) -> Vec<String> {
+        self.list(node, path)
             .filter_map(|(n, p)| self.nonempty_text(n, &p, "non-empty text"))
             .collect()
     }
@@ -261,17 +291,15 @@ impl Cx {
     pub fn parsed_list<T: FromStr<Err = ValueError>>(
         &mut self,
         node: &Node,
-        path: &Path,
+        path: &PathRef<'_>,
     ) -> Vec<T> {
-        let items = self.list(node, path);
-        items
-            .into_iter()
+        self.list(node, path)
             .filter_map(|(n, p)| self.parse(n, &p))
             .collect()
     }
 
     /// Environment variables: a mapping of names to scalars (numbers and booleans as written).
-    pub fn env(&mut self, node: &Node, path: &Path, at: Span) -> Env {
+    pub fn env(&mut self, node: &Node, path: &PathRef<'_>, at: Span) -> Env {
         let mut env = Env::new();
         let Value::Map(entries) = &node.value else {
             self.type_error(node, path, "a mapping of variable names to values");
@@ -284,7 +312,7 @@ impl Cx {
                 self.push(
                     Diagnostic::error(
                         Code::InvalidValue,
-                        p.clone(),
+                        p.to_path(),
                         format!("`{}` is not a valid environment variable name", entry.key),
                     )
                     .expected("a letter or `_`, then letters, digits or `_`")

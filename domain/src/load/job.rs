@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::cx::{Cx, Map, is_null};
-use crate::diagnostic::{Code, Diagnostic, Path, Span};
+use crate::diagnostic::{Code, Diagnostic, PathRef, Span};
 use crate::model::{
     Approval, Cache, Job, Matrix, Name, PullPolicy, Resources, Retry, Role, Service, Shell, Step,
     When,
@@ -45,7 +45,13 @@ const STEP_KEYS: &[&str] = &[
 const HOOK_KEYS: &[&str] = &["always", "success", "failure", "cancelled"];
 const SERVICE_KEYS: &[&str] = &["image", "env", "command", "ports"];
 
-pub(crate) fn job(cx: &mut Cx, name: Name, node: &Node, path: &Path, at: Span) -> Option<Job> {
+pub(crate) fn job(
+    cx: &mut Cx,
+    name: Name,
+    node: &Node,
+    path: &PathRef<'_>,
+    at: Span,
+) -> Option<Job> {
     let map = cx.map(node, path, at, "a job", JOB_KEYS)?;
     let mut job = Job::new(name);
     if let Some(steps) = cx.required(
@@ -121,23 +127,30 @@ pub(crate) fn job(cx: &mut Cx, name: Name, node: &Node, path: &Path, at: Span) -
     Some(job)
 }
 
-pub(crate) fn key_span(map: &Map<'_>, key: &str) -> Span {
+pub(crate) fn key_span(map: &Map<'_, '_>, key: &str) -> Span {
     map.entries
         .iter()
         .find(|e| e.key == key)
         .map_or(map.at, |e| e.key_span)
 }
 
-pub(crate) fn steps_list(cx: &mut Cx, node: &Node, path: &Path, required: bool) -> Vec<Step> {
+/// The steps of a list, collected straight into what holds them (a job's `Arc<[Step]>` is
+/// allocated once, to its size).
+pub(crate) fn steps_list<S: FromIterator<Step>>(
+    cx: &mut Cx,
+    node: &Node,
+    path: &PathRef<'_>,
+    required: bool,
+) -> S {
     let Value::Seq(items) = &node.value else {
         cx.type_error(node, path, "a list of steps");
-        return Vec::new();
+        return std::iter::empty().collect();
     };
     if required && items.is_empty() {
         cx.push(
             Diagnostic::error(
                 Code::InvalidValue,
-                path.clone(),
+                path.to_path(),
                 "a job needs at least one step",
             )
             .expected("a list of steps, e.g. `steps: [{ run: make }]`")
@@ -153,7 +166,7 @@ pub(crate) fn steps_list(cx: &mut Cx, node: &Node, path: &Path, required: bool) 
         .collect()
 }
 
-fn step(cx: &mut Cx, node: &Node, path: &Path) -> Option<Step> {
+fn step(cx: &mut Cx, node: &Node, path: &PathRef<'_>) -> Option<Step> {
     if let Value::Scalar { .. } = node.value {
         // `- cargo build` is short for `- run: cargo build`.
         return cx
@@ -193,29 +206,33 @@ fn step(cx: &mut Cx, node: &Node, path: &Path) -> Option<Step> {
     Some(step)
 }
 
-pub(crate) fn shell(cx: &mut Cx, node: &Node, path: &Path) -> Option<Shell> {
+pub(crate) fn shell(cx: &mut Cx, node: &Node, path: &PathRef<'_>) -> Option<Shell> {
     if let Value::Seq(items) = &node.value {
         if items.is_empty() {
             cx.push(
-                Diagnostic::error(Code::InvalidValue, path.clone(), "the shell has no program")
-                    .expected("`sh`, `bash`, or a command line such as `[python3, -c]`")
-                    .at(node.span),
+                Diagnostic::error(
+                    Code::InvalidValue,
+                    path.to_path(),
+                    "the shell has no program",
+                )
+                .expected("`sh`, `bash`, or a command line such as `[python3, -c]`")
+                .at(node.span),
             );
             return None;
         }
         let argv = cx.texts(node, path);
         return (!argv.is_empty()).then(|| Shell::from_argv(argv));
     }
-    let text = cx.nonempty_text(
+    let text = cx.nonempty_str(
         node,
         path,
         "`sh`, `bash`, or a command line such as `python3 -c`",
     )?;
-    Shell::named(&text)
+    Shell::named(text)
 }
 
-pub(crate) fn pull_policy(cx: &mut Cx, node: &Node, path: &Path) -> Option<PullPolicy> {
-    let text = cx.text(node, path)?;
+pub(crate) fn pull_policy(cx: &mut Cx, node: &Node, path: &PathRef<'_>) -> Option<PullPolicy> {
+    let text = cx.str(node, path)?;
     let found = PullPolicy::ALL
         .iter()
         .find(|(name, _)| *name == text)
@@ -225,18 +242,18 @@ pub(crate) fn pull_policy(cx: &mut Cx, node: &Node, path: &Path) -> Option<PullP
         cx.push(
             Diagnostic::error(
                 Code::InvalidValue,
-                path.clone(),
+                path.to_path(),
                 format!("unknown pull policy `{text}`"),
             )
             .expected(names.join(", "))
-            .suggest(crate::suggest::did_you_mean(&text, names.iter().copied()))
+            .suggest(crate::suggest::did_you_mean(text, names.iter().copied()))
             .at(node.span),
         );
     }
     found
 }
 
-pub(crate) fn retry(cx: &mut Cx, node: &Node, path: &Path, at: Span) -> Option<Retry> {
+pub(crate) fn retry(cx: &mut Cx, node: &Node, path: &PathRef<'_>, at: Span) -> Option<Retry> {
     let limit = i64::from(Retry::LIMIT);
     if let Value::Scalar { .. } = node.value {
         let max = cx.integer(node, path, 0..=limit)?;
@@ -258,13 +275,13 @@ pub(crate) fn retry(cx: &mut Cx, node: &Node, path: &Path, at: Span) -> Option<R
     })
 }
 
-fn when(cx: &mut Cx, node: &Node, path: &Path) -> Option<When> {
-    let text = cx.nonempty_text(node, path, "a condition such as `branch == 'main'`")?;
-    match When::parse(&text) {
+fn when(cx: &mut Cx, node: &Node, path: &PathRef<'_>) -> Option<When> {
+    let text = cx.nonempty_str(node, path, "a condition such as `branch == 'main'`")?;
+    match When::parse(text) {
         Ok(when) => Some(when),
         Err(err) => {
-            let mut diag = Diagnostic::error(Code::Expression, path.clone(), err.message.clone())
-                .at(expression_span(node, &text, err.offset, err.len));
+            let mut diag = Diagnostic::error(Code::Expression, path.to_path(), err.message.clone())
+                .at(expression_span(node, text, err.offset, err.len));
             if let Some(expected) = err.expected {
                 diag = diag.expected(expected);
             }
@@ -302,7 +319,7 @@ pub(crate) fn expression_span(node: &Node, text: &str, offset: usize, len: usize
     Span::on_line(node.span.start.line, start, width)
 }
 
-fn services(cx: &mut Cx, node: &Node, path: &Path) -> BTreeMap<Name, Service> {
+fn services(cx: &mut Cx, node: &Node, path: &PathRef<'_>) -> BTreeMap<Name, Service> {
     let mut out = BTreeMap::new();
     let Value::Map(entries) = &node.value else {
         cx.type_error(node, path, "a mapping of service names to services");
@@ -316,7 +333,7 @@ fn services(cx: &mut Cx, node: &Node, path: &Path) -> BTreeMap<Name, Service> {
                 cx.push(
                     Diagnostic::error(
                         Code::InvalidValue,
-                        p.clone(),
+                        p.to_path(),
                         format!("invalid service name `{}`", entry.key),
                     )
                     .expected(err.expected)
@@ -332,7 +349,7 @@ fn services(cx: &mut Cx, node: &Node, path: &Path) -> BTreeMap<Name, Service> {
     out
 }
 
-fn service(cx: &mut Cx, node: &Node, path: &Path, at: Span) -> Option<Service> {
+fn service(cx: &mut Cx, node: &Node, path: &PathRef<'_>, at: Span) -> Option<Service> {
     if let Value::Scalar { .. } = node.value {
         // `db: postgres:16` is short for `db: { image: postgres:16 }`.
         let image = cx.parse(node, path)?;
@@ -363,7 +380,8 @@ fn service(cx: &mut Cx, node: &Node, path: &Path, at: Span) -> Option<Service> {
             },
         ) => {
             // Arguments may be empty (`redis-server --save ""`), so not `texts`.
-            let items = cx.list(n, &map.path("command"));
+            let path = map.path("command");
+            let items = cx.list(n, &path);
             items
                 .into_iter()
                 .filter_map(|(n, p)| cx.text(n, &p))
@@ -377,7 +395,8 @@ fn service(cx: &mut Cx, node: &Node, path: &Path, at: Span) -> Option<Service> {
     };
     let ports = match map.get("ports") {
         Some(n) => {
-            let items = cx.list(n, &map.path("ports"));
+            let path = map.path("ports");
+            let items = cx.list(n, &path);
             items
                 .into_iter()
                 .filter_map(|(n, p)| cx.integer(n, &p, 1..=65535).map(|v| v as u16))
@@ -393,7 +412,7 @@ fn service(cx: &mut Cx, node: &Node, path: &Path, at: Span) -> Option<Service> {
     })
 }
 
-fn resources(cx: &mut Cx, node: &Node, path: &Path, at: Span) -> Resources {
+fn resources(cx: &mut Cx, node: &Node, path: &PathRef<'_>, at: Span) -> Resources {
     let Some(map) = cx.map(node, path, at, "resources", &["cpu", "memory"]) else {
         return Resources::default();
     };
@@ -405,7 +424,7 @@ fn resources(cx: &mut Cx, node: &Node, path: &Path, at: Span) -> Resources {
     }
 }
 
-fn matrix(cx: &mut Cx, node: &Node, path: &Path, at: Span) -> Option<Matrix> {
+fn matrix(cx: &mut Cx, node: &Node, path: &PathRef<'_>, at: Span) -> Option<Matrix> {
     let Value::Map(entries) = &node.value else {
         cx.type_error(node, path, "a mapping of variable names to lists of values");
         return None;
@@ -423,7 +442,7 @@ fn matrix(cx: &mut Cx, node: &Node, path: &Path, at: Span) -> Option<Matrix> {
                         cx.push(
                             Diagnostic::error(
                                 Code::InvalidValue,
-                                ip.clone(),
+                                ip.to_path(),
                                 "an empty combination",
                             )
                             .expected("a mapping of matrix variables to values")
@@ -441,7 +460,7 @@ fn matrix(cx: &mut Cx, node: &Node, path: &Path, at: Span) -> Option<Matrix> {
             axis => {
                 if !crate::model::is_env_name(axis) {
                     cx.push(
-                        Diagnostic::error(Code::InvalidValue, p.clone(), format!("`{axis}` is not a valid matrix variable name"))
+                        Diagnostic::error(Code::InvalidValue, p.to_path(), format!("`{axis}` is not a valid matrix variable name"))
                             .expected("a letter or `_`, then letters, digits or `_` (it becomes an environment variable)")
                             .at(entry.key_span),
                     );
@@ -464,7 +483,7 @@ fn matrix(cx: &mut Cx, node: &Node, path: &Path, at: Span) -> Option<Matrix> {
     Some(matrix)
 }
 
-fn approval(cx: &mut Cx, node: &Node, path: &Path, at: Span) -> Option<Approval> {
+fn approval(cx: &mut Cx, node: &Node, path: &PathRef<'_>, at: Span) -> Option<Approval> {
     if let Value::Scalar { .. } = node.value {
         // `approval: true` asks an operator; `approval: false` is no gate.
         return cx.bool(node, path)?.then_some(Approval {
@@ -475,7 +494,7 @@ fn approval(cx: &mut Cx, node: &Node, path: &Path, at: Span) -> Option<Approval>
     let role = match map.get("role") {
         None => Role::Operator,
         Some(n) => {
-            let text = cx.text(n, &map.path("role"))?;
+            let text = cx.str(n, &map.path("role"))?;
             let names: Vec<&str> = Role::ALL.iter().map(|(name, _)| *name).collect();
             match Role::ALL.iter().find(|(name, _)| *name == text) {
                 Some((_, role)) => *role,
@@ -483,11 +502,11 @@ fn approval(cx: &mut Cx, node: &Node, path: &Path, at: Span) -> Option<Approval>
                     cx.push(
                         Diagnostic::error(
                             Code::InvalidValue,
-                            map.path("role"),
+                            map.path("role").to_path(),
                             format!("unknown role `{text}`"),
                         )
                         .expected(names.join(", "))
-                        .suggest(crate::suggest::did_you_mean(&text, names.iter().copied()))
+                        .suggest(crate::suggest::did_you_mean(text, names.iter().copied()))
                         .at(n.span),
                     );
                     return None;
@@ -498,7 +517,7 @@ fn approval(cx: &mut Cx, node: &Node, path: &Path, at: Span) -> Option<Approval>
     Some(Approval { role })
 }
 
-fn cache(cx: &mut Cx, node: &Node, path: &Path, at: Span) -> Option<Cache> {
+fn cache(cx: &mut Cx, node: &Node, path: &PathRef<'_>, at: Span) -> Option<Cache> {
     let map = cx.map(node, path, at, "a cache", &["key", "fallback", "paths"])?;
     let key = cx
         .required(
@@ -521,7 +540,7 @@ fn cache(cx: &mut Cx, node: &Node, path: &Path, at: Span) -> Option<Cache> {
     })
 }
 
-pub(crate) fn hooks(cx: &mut Cx, node: &Node, path: &Path, at: Span) -> crate::model::Hooks {
+pub(crate) fn hooks(cx: &mut Cx, node: &Node, path: &PathRef<'_>, at: Span) -> crate::model::Hooks {
     let mut hooks = crate::model::Hooks::default();
     let Some(map) = cx.map(node, path, at, "post hooks", HOOK_KEYS) else {
         return hooks;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::cx::{Cx, is_null};
 use super::job::{self, key_span};
-use crate::diagnostic::{Code, Diagnostic, Path, Span};
+use crate::diagnostic::{Code, Diagnostic, PathRef, Span};
 use crate::model::{
     CheckoutSettings, Defaults, Name, Parameter, Pipeline, RefFilter, Triggers, is_env_name,
 };
@@ -28,7 +28,7 @@ const DEFAULT_KEYS: &[&str] = &["image", "pull", "runs_on", "timeout", "retry", 
 /// Decodes the root node. The model is best effort: parts with errors are left out or stand in
 /// unchecked, so that validation can still look at everything else.
 pub(crate) fn pipeline(cx: &mut Cx, root: &Node) -> Option<Pipeline> {
-    let path = Path::root();
+    let path = PathRef::Root;
     let start = Span {
         start: root.span.start,
         end: root.span.start,
@@ -84,18 +84,23 @@ pub(crate) fn pipeline(cx: &mut Cx, root: &Node) -> Option<Pipeline> {
     Some(pipeline)
 }
 
-fn jobs(cx: &mut Cx, node: &Node, path: &Path, at: Span, pipeline: &mut Pipeline) {
+fn jobs(cx: &mut Cx, node: &Node, path: &PathRef<'_>, at: Span, pipeline: &mut Pipeline) {
     let Value::Map(entries) = &node.value else {
         cx.type_error(node, path, "a mapping of job names to jobs");
         return;
     };
     if entries.is_empty() {
         cx.push(
-            Diagnostic::error(Code::InvalidValue, path.clone(), "the pipeline has no job")
-                .expected("at least one job")
-                .at(at),
+            Diagnostic::error(
+                Code::InvalidValue,
+                path.to_path(),
+                "the pipeline has no job",
+            )
+            .expected("at least one job")
+            .at(at),
         );
     }
+    pipeline.jobs.reserve(entries.len());
     for entry in entries {
         let p = path.key(&entry.key);
         let name = match entry.key.parse::<Name>() {
@@ -104,7 +109,7 @@ fn jobs(cx: &mut Cx, node: &Node, path: &Path, at: Span, pipeline: &mut Pipeline
                 cx.push(
                     Diagnostic::error(
                         Code::InvalidValue,
-                        p.clone(),
+                        p.to_path(),
                         format!("invalid job name `{}`", entry.key),
                     )
                     .expected(err.expected)
@@ -117,7 +122,7 @@ fn jobs(cx: &mut Cx, node: &Node, path: &Path, at: Span, pipeline: &mut Pipeline
             cx.push(
                 Diagnostic::error(
                     Code::MissingKey,
-                    p.clone(),
+                    p.to_path(),
                     format!("job `{}` is empty", entry.key),
                 )
                 .expected("a job with `steps`")
@@ -133,7 +138,7 @@ fn jobs(cx: &mut Cx, node: &Node, path: &Path, at: Span, pipeline: &mut Pipeline
     }
 }
 
-fn triggers(cx: &mut Cx, node: Option<&Node>, path: &Path, at: Span) -> Triggers {
+fn triggers(cx: &mut Cx, node: Option<&Node>, path: &PathRef<'_>, at: Span) -> Triggers {
     let mut triggers = Triggers {
         manual: false,
         ..Triggers::default()
@@ -144,15 +149,15 @@ fn triggers(cx: &mut Cx, node: Option<&Node>, path: &Path, at: Span) -> Triggers
     // `on: push` and `on: [push, manual]` name triggers without settings.
     if !matches!(node.value, Value::Map(_)) {
         for (item, p) in cx.list(node, path) {
-            let Some(name) = cx.text(item, &p) else {
+            let Some(name) = cx.str(item, &p) else {
                 continue;
             };
-            match name.as_str() {
+            match name {
                 "push" => triggers.push = Some(RefFilter::default()),
                 "pull_request" => triggers.pull_request = Some(RefFilter::default()),
                 "manual" => triggers.manual = true,
                 other => cx.push(
-                    Diagnostic::error(Code::InvalidValue, p.clone(), format!("unknown trigger `{other}`"))
+                    Diagnostic::error(Code::InvalidValue, p.to_path(), format!("unknown trigger `{other}`"))
                         .expected("push, pull_request or manual (a schedule needs `schedule: [\"0 3 * * *\"]`)")
                         .suggest(crate::suggest::did_you_mean(other, TRIGGER_KEYS.iter().copied()))
                         .at(item.span),
@@ -197,7 +202,7 @@ fn triggers(cx: &mut Cx, node: Option<&Node>, path: &Path, at: Span) -> Triggers
                     cx.push(
                         Diagnostic::error(
                             Code::UnknownKey,
-                            map.path("manual").key(&first.key),
+                            map.path("manual").key(&first.key).to_path(),
                             format!("unknown key `{}` in the manual trigger", first.key),
                         )
                         .expected("`manual: {}` (the trigger has no settings)")
@@ -213,7 +218,7 @@ fn triggers(cx: &mut Cx, node: Option<&Node>, path: &Path, at: Span) -> Triggers
     triggers
 }
 
-fn ref_filter(cx: &mut Cx, node: Option<&Node>, path: &Path, at: Span) -> RefFilter {
+fn ref_filter(cx: &mut Cx, node: Option<&Node>, path: &PathRef<'_>, at: Span) -> RefFilter {
     let Some(node) = node else {
         return RefFilter::default();
     };
@@ -244,7 +249,7 @@ fn ref_filter(cx: &mut Cx, node: Option<&Node>, path: &Path, at: Span) -> RefFil
     }
 }
 
-fn parameters(cx: &mut Cx, node: &Node, path: &Path) -> BTreeMap<String, Parameter> {
+fn parameters(cx: &mut Cx, node: &Node, path: &PathRef<'_>) -> BTreeMap<String, Parameter> {
     let mut out = BTreeMap::new();
     let Value::Map(entries) = &node.value else {
         cx.type_error(node, path, "a mapping of parameter names to parameters");
@@ -254,7 +259,7 @@ fn parameters(cx: &mut Cx, node: &Node, path: &Path) -> BTreeMap<String, Paramet
         let p = path.key(&entry.key);
         if !is_env_name(&entry.key) {
             cx.push(
-                Diagnostic::error(Code::InvalidValue, p.clone(), format!("`{}` is not a valid parameter name", entry.key))
+                Diagnostic::error(Code::InvalidValue, p.to_path(), format!("`{}` is not a valid parameter name", entry.key))
                     .expected("a letter or `_`, then letters, digits or `_` (it becomes an environment variable)")
                     .at(entry.key_span),
             );
@@ -299,7 +304,7 @@ fn parameters(cx: &mut Cx, node: &Node, path: &Path) -> BTreeMap<String, Paramet
 const MAX_DEPTH: i64 = 1_000_000;
 
 /// `checkout: false`, `checkout: true`, or `checkout: { depth, submodules }`.
-fn checkout(cx: &mut Cx, node: &Node, path: &Path, at: Span) -> CheckoutSettings {
+fn checkout(cx: &mut Cx, node: &Node, path: &PathRef<'_>, at: Span) -> CheckoutSettings {
     let mut settings = CheckoutSettings::default();
     if !matches!(node.value, Value::Map(_)) {
         if let Some(enabled) = cx.bool(node, path) {
@@ -329,7 +334,7 @@ fn checkout(cx: &mut Cx, node: &Node, path: &Path, at: Span) -> CheckoutSettings
     settings
 }
 
-fn defaults(cx: &mut Cx, node: &Node, path: &Path, at: Span) -> Defaults {
+fn defaults(cx: &mut Cx, node: &Node, path: &PathRef<'_>, at: Span) -> Defaults {
     let Some(map) = cx.map(node, path, at, "defaults", DEFAULT_KEYS) else {
         return Defaults::default();
     };

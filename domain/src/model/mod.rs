@@ -190,7 +190,30 @@ impl Retry {
 /// The program a step's `run` text is handed to, as its last argument.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Shell {
-    argv: Vec<String>,
+    /// Shared: every job of a plan gets the pipeline's default shell, and a copy is then a
+    /// count, not an allocation per word.
+    #[serde(with = "shared_argv")]
+    argv: std::sync::Arc<[String]>,
+}
+
+/// [`Shell::argv`] in serde as the list it is.
+mod shared_argv {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        argv: &Arc<[String]>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        argv[..].serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Arc<[String]>, D::Error> {
+        Vec::<String>::deserialize(deserializer).map(Arc::from)
+    }
 }
 
 impl Shell {
@@ -224,7 +247,11 @@ impl Shell {
         S: Into<String>,
     {
         Shell {
-            argv: argv.into_iter().map(Into::into).collect(),
+            argv: argv
+                .into_iter()
+                .map(Into::into)
+                .collect::<Vec<String>>()
+                .into(),
         }
     }
 
@@ -238,7 +265,8 @@ impl Shell {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
     pub name: Name,
-    pub steps: Vec<Step>,
+    /// Shared with the jobs of every plan made from the pipeline: planning copies none.
+    pub steps: std::sync::Arc<[Step]>,
     /// Jobs that must succeed first.
     pub needs: Vec<Name>,
     /// Labels the worker must all have.
@@ -274,7 +302,7 @@ impl Job {
     pub fn new(name: Name) -> Job {
         Job {
             name,
-            steps: Vec::new(),
+            steps: std::sync::Arc::default(),
             needs: Vec::new(),
             runs_on: Vec::new(),
             image: None,
@@ -368,13 +396,16 @@ pub struct Resources {
 /// A condition on the run (`branch == 'main'`) that decides whether a job runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct When {
-    expr: Expr,
+    /// Shared: every instance of a job in a plan has its job's condition.
+    expr: std::sync::Arc<Expr>,
 }
 
 impl When {
     /// Parses a condition; see `docs/expressions.md`.
     pub fn parse(source: &str) -> Result<When, crate::expr::ExprError> {
-        crate::expr::parse(source).map(|expr| When { expr })
+        crate::expr::parse(source).map(|expr| When {
+            expr: std::sync::Arc::new(expr),
+        })
     }
 
     /// The parsed expression.

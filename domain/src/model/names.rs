@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use super::ValueError;
 
@@ -20,7 +21,9 @@ macro_rules! text_newtype {
             Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
         )]
         #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        // Shared text: a plan copies the names, labels and images of its pipeline into every
+        // job, and a copy is then a count, not an allocation.
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// What the text must look like.
@@ -29,7 +32,7 @@ macro_rules! text_newtype {
             /// A value taken as it is, for a best-effort model that is never handed out.
             #[allow(dead_code)]
             pub(crate) fn unchecked(text: &str) -> Self {
-                $name(text.to_owned())
+                $name(text.into())
             }
 
             /// The text.
@@ -44,7 +47,7 @@ macro_rules! text_newtype {
             fn from_str(text: &str) -> Result<Self, Self::Err> {
                 let check: fn(&str) -> bool = $check;
                 if check(text) {
-                    Ok($name(text.to_owned()))
+                    Ok($name(text.into()))
                 } else {
                     Err(ValueError::new(text, Self::EXPECTED))
                 }
@@ -69,7 +72,7 @@ macro_rules! text_newtype {
 
         impl From<$name> for String {
             fn from(name: $name) -> String {
-                name.0
+                name.0.as_ref().to_owned()
             }
         }
 
@@ -122,14 +125,14 @@ impl Label {
     /// `docker`: the label of a worker that runs jobs with an `image` in containers. Such a job
     /// needs it beside its own `runs_on`; a worker offers it while its engine answers.
     pub fn docker() -> Label {
-        Label("docker".to_owned())
+        Label("docker".into())
     }
 
     /// `checkout`: the label of a worker that can check out a registered repository (the
     /// server's machine and every agent; not the Kubernetes worker). A job of a run from a
     /// repository needs it, unless its pipeline says `checkout: false`.
     pub fn checkout() -> Label {
-        Label("checkout".to_owned())
+        Label("checkout".into())
     }
 }
 

@@ -12,10 +12,11 @@
 
 use std::collections::HashMap;
 
-use saphyr_parser::{Event, Marker, Parser, ScalarStyle, Span as YamlSpan};
+use saphyr_parser::{Event, Marker, Parser, ScalarStyle, Span as YamlSpan, StrInput};
 
 use crate::diagnostic::{Code, Diagnostic, Path, Pos, Span};
 
+mod input;
 mod syntax;
 
 /// Stands for a mapping key that is not a scalar (already reported); its value is dropped.
@@ -128,10 +129,16 @@ impl Node {
     }
 }
 
+/// Whether a plain scalar is `null` under the YAML 1.2 core schema: what [`plain_kind`] calls
+/// "null", without trying the text as a number.
+pub fn plain_is_null(text: &str) -> bool {
+    matches!(text, "" | "~" | "null" | "Null" | "NULL")
+}
+
 /// The kind of a plain scalar under the YAML 1.2 core schema.
 pub fn plain_kind(text: &str) -> &'static str {
     match text {
-        "" | "~" | "null" | "Null" | "NULL" => "null",
+        _ if plain_is_null(text) => "null",
         "true" | "True" | "TRUE" | "false" | "False" | "FALSE" => "a boolean",
         _ if text.parse::<i64>().is_ok() || text.parse::<f64>().is_ok_and(f64::is_finite) => {
             "a number"
@@ -209,16 +216,22 @@ fn span(yaml: &YamlSpan) -> Span {
     }
 }
 
+/// A collection being built. Its children wait on the builder's shared stacks
+/// ([`Builder::items`], [`Builder::entries`]) from the position it records, and move into a
+/// list of their exact number when it ends: one allocation per collection, none of a growing
+/// list's reallocations, no spare room to give back.
 enum Frame {
     Seq {
         anchor: usize,
         start: Pos,
-        items: Vec<Node>,
+        /// Where its items start in [`Builder::items`].
+        from: usize,
     },
     Map {
         anchor: usize,
         start: Pos,
-        entries: Vec<Entry>,
+        /// Where its entries start in [`Builder::entries`].
+        from: usize,
         pending_key: Option<(String, Span)>,
         merges: Vec<Node>,
         /// Positions of the keys by name, once the mapping is large enough for a linear search
@@ -289,6 +302,10 @@ struct Builder<'a> {
     limits: &'a Limits,
     diagnostics: &'a mut Vec<Diagnostic>,
     stack: Vec<Frame>,
+    /// The items of the open sequences, innermost last.
+    items: Vec<Node>,
+    /// The entries of the open mappings, innermost last.
+    entries: Vec<Entry>,
     anchors: HashMap<usize, Anchored>,
     /// Everything built so far, every copy included.
     spent: Cost,
@@ -302,6 +319,8 @@ impl<'a> Builder<'a> {
             limits,
             diagnostics,
             stack: Vec::new(),
+            items: Vec::new(),
+            entries: Vec::new(),
             anchors: HashMap::new(),
             spent: Cost::default(),
             documents: 0,
@@ -310,7 +329,7 @@ impl<'a> Builder<'a> {
     }
 
     fn run(&mut self, source: &str) -> Result<Option<Node>, Box<Diagnostic>> {
-        let mut parser = Parser::new_from_str(source);
+        let mut parser = Parser::new(input::ScalarSized(StrInput::new(source)));
         while let Some(next) = parser.next_event() {
             let (event, at) = next.map_err(|err| -> Fatal {
                 let p = pos(err.marker());
@@ -445,7 +464,7 @@ impl<'a> Builder<'a> {
                     Frame::Seq {
                         anchor,
                         start: at.start,
-                        items: Vec::new(),
+                        from: self.items.len(),
                     },
                     at,
                 )
@@ -458,7 +477,7 @@ impl<'a> Builder<'a> {
                     Frame::Map {
                         anchor,
                         start: at.start,
-                        entries: Vec::new(),
+                        from: self.entries.len(),
                         pending_key: None,
                         merges: Vec::new(),
                         index: None,
@@ -470,10 +489,11 @@ impl<'a> Builder<'a> {
                 Some(Frame::Seq {
                     anchor,
                     start,
-                    mut items,
+                    from,
                 }) => {
-                    // The budget charged each child as one node, not a list's spare room.
-                    items.shrink_to_fit();
+                    // Exactly as long as its items: the budget charged each child as one node,
+                    // not a list's spare room.
+                    let items: Vec<Node> = self.items.drain(from..).collect();
                     let node = Node {
                         value: Value::Seq(items),
                         span: Span { start, end: at.end },
@@ -489,12 +509,15 @@ impl<'a> Builder<'a> {
                 Some(Frame::Map {
                     anchor,
                     start,
-                    mut entries,
+                    from,
                     merges,
                     ..
                 }) => {
-                    merge(&mut entries, merges);
-                    entries.shrink_to_fit();
+                    let mut entries: Vec<Entry> = self.entries.drain(from..).collect();
+                    if !merges.is_empty() {
+                        merge(&mut entries, merges);
+                        entries.shrink_to_fit();
+                    }
                     let node = Node {
                         value: Value::Map(entries),
                         span: Span { start, end: at.end },
@@ -567,12 +590,12 @@ impl<'a> Builder<'a> {
                 self.root = Some(node);
                 Ok(())
             }
-            Some(Frame::Seq { items, .. }) => {
-                items.push(node);
+            Some(Frame::Seq { .. }) => {
+                self.items.push(node);
                 Ok(())
             }
             Some(Frame::Map {
-                entries,
+                from,
                 pending_key,
                 merges,
                 index,
@@ -609,9 +632,11 @@ impl<'a> Builder<'a> {
                         merges.push(node);
                         return Ok(());
                     }
-                    if index.is_none() && entries.len() >= INDEX_FROM {
+                    let entries = &mut self.entries;
+                    let from = *from;
+                    if index.is_none() && entries.len() - from >= INDEX_FROM {
                         *index = Some(
-                            entries
+                            entries[from..]
                                 .iter()
                                 .enumerate()
                                 .map(|(i, e)| (e.key.clone(), i))
@@ -619,8 +644,8 @@ impl<'a> Builder<'a> {
                         );
                     }
                     let earlier = match index {
-                        Some(index) => index.get(&key).map(|&i| &entries[i]),
-                        None => entries.iter().find(|e| e.key == key),
+                        Some(index) => index.get(&key).map(|&i| &entries[from + i]),
+                        None => entries[from..].iter().find(|e| e.key == key),
                     };
                     if let Some(first) = earlier {
                         let first = first.key_span.start;
@@ -640,7 +665,7 @@ impl<'a> Builder<'a> {
                         return Ok(());
                     }
                     if let Some(index) = index {
-                        index.insert(key.clone(), entries.len());
+                        index.insert(key.clone(), entries.len() - from);
                     }
                     entries.push(Entry {
                         key,
@@ -711,6 +736,15 @@ mod tests {
                 column: 19
             }
         );
+    }
+
+    #[test]
+    fn plain_is_null_agrees_with_plain_kind() {
+        for text in [
+            "", "~", "null", "Null", "NULL", "nULL", "none", "0", "1.5", "true", "x", " ",
+        ] {
+            assert_eq!(plain_is_null(text), plain_kind(text) == "null", "{text:?}");
+        }
     }
 
     #[test]
