@@ -5,7 +5,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hodei_adapters::postgres::{Lead, PgStore, Renewal};
 use hodei_api::replica::{Cluster, Follower, serve_follower};
@@ -21,6 +21,8 @@ pub struct Leadership {
     pub address: String,
     pub epoch: u64,
     pub ttl: Duration,
+    /// When the request that won the lease was sent: the lease runs at least `ttl` from then.
+    pub won: Instant,
     /// The leader as this replica last read it (itself, while it leads).
     pub leader: watch::Sender<Option<LeaderInfo>>,
     pub cluster: Cluster,
@@ -110,27 +112,30 @@ pub async fn follow(
         replica: holder.clone(),
         leader: seen,
     };
-    let leads = |epoch: u64, leader: watch::Sender<Option<LeaderInfo>>, cluster: Cluster| {
-        Followed::Leads(Leadership {
-            holder: holder.clone(),
-            address: address.clone(),
-            epoch,
-            ttl,
-            leader,
-            cluster,
-        })
-    };
+    let leads =
+        |epoch: u64, won: Instant, leader: watch::Sender<Option<LeaderInfo>>, cluster: Cluster| {
+            Followed::Leads(Leadership {
+                holder: holder.clone(),
+                address: address.clone(),
+                epoch,
+                ttl,
+                won,
+                leader,
+                cluster,
+            })
+        };
     // The follower's server, started the first time another replica is found to lead.
     let mut serving: Option<hodei_api::replica::ServerHandle> = None;
     let mut warned = false;
     loop {
+        let asked = Instant::now();
         match store.try_lead(&holder, &address, ttl).await {
             Ok(Lead::Led { epoch }) => {
                 if let Some(server) = serving.take() {
                     // In-flight forwards are cut; their clients try again, on the new leader.
                     server.stop(false).await;
                 }
-                return leads(epoch, leader, cluster);
+                return leads(epoch, asked, leader, cluster);
             }
             Ok(Lead::Held(info)) => {
                 warned = false;
@@ -211,44 +216,92 @@ fn start_follower(
     serve_follower(follower, listener, config.http_workers, tls).map_err(|err| err.to_string())
 }
 
-/// Renews the leadership until it is lost; then `deposed` gets the epoch of the leader that
-/// took over. A renewal that cannot reach the database is tried again: if nobody took over
-/// meanwhile, this replica leads on; if somebody did, its writes were already refused (the
-/// fence) and the next renewal says so.
-pub fn renew(store: PgStore, leadership: &Leadership, deposed: oneshot::Sender<u64>) {
+/// Why a leader stops leading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deposed {
+    /// Another replica took over, with this epoch.
+    By { epoch: u64 },
+    /// The lease could not be renewed for this long: another replica may take over when it
+    /// runs out, so this one stops first.
+    Unrenewed { for_ms: u64 },
+}
+
+impl std::fmt::Display for Deposed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Deposed::By { epoch } => write!(f, "another one took over (epoch {epoch})"),
+            Deposed::Unrenewed { for_ms } => write!(
+                f,
+                "its lease could not be renewed for {for_ms} ms (the database does not answer), \
+                 and another replica may take over when it runs out"
+            ),
+        }
+    }
+}
+
+/// How long a leader goes on without renewing its lease: three quarters of it, so that it has
+/// stopped before another replica can take over. Past it, a leader that cannot reach the
+/// database (its writes are refused anyway) stops rather than go on driving containers, pods
+/// and agents beside a new leader.
+fn renew_deadline(ttl: Duration) -> Duration {
+    ttl * 3 / 4
+}
+
+/// Renews the leadership until it is lost; then `deposed` says why. A renewal that cannot reach
+/// the database is tried again while the lease surely holds (see [`renew_deadline`]); past
+/// that, this replica stops: if nobody took over, it wins the lease again as soon as the
+/// database answers, and if somebody did, its writes were already refused (the fence).
+pub fn renew(store: PgStore, leadership: &Leadership, deposed: oneshot::Sender<Deposed>) {
     let (holder, epoch, ttl) = (leadership.holder.clone(), leadership.epoch, leadership.ttl);
     let me = leadership.me();
     let leader = leadership.leader.clone();
     let _ = leader.send(Some(me.clone()));
     // The first write that finds the epoch moved on, or the renewal that does, stops this
     // replica.
-    let deposed = Arc::new(std::sync::Mutex::new(Some(deposed)));
-    let tell = deposed.clone();
-    store.fence(epoch, move |now| {
+    let tell = Arc::new(std::sync::Mutex::new(Some(deposed)));
+    let depose = move |why: Deposed| {
         if let Some(sender) = tell.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = sender.send(now);
+            let _ = sender.send(why);
         }
-    });
+    };
+    let fenced = depose.clone();
+    store.fence(epoch, move |now| fenced(Deposed::By { epoch: now }));
+    let mut renewed = leadership.won;
     actix::spawn(async move {
         let mut warned = false;
         loop {
             tokio::time::sleep(ttl / 4).await;
-            match store.renew(&holder, epoch, ttl).await {
-                Ok(Renewal::Renewed) => {
+            let asked = Instant::now();
+            let answer = tokio::time::timeout(ttl / 4, store.renew(&holder, epoch, ttl)).await;
+            match answer {
+                Ok(Ok(Renewal::Renewed)) => {
+                    renewed = asked;
                     if warned {
                         tracing::warn!(epoch, "The leadership is renewed again.");
                         warned = false;
                     }
                     let _ = leader.send(Some(me.clone()));
                 }
-                Ok(Renewal::Deposed { by }) => {
+                Ok(Ok(Renewal::Deposed { by })) => {
                     let _ = leader.send(Some(by.clone()));
                     store.depose(by.epoch);
                     return;
                 }
-                Err(err) => {
+                failed => {
+                    let error = match failed {
+                        Ok(Err(err)) => err.to_string(),
+                        _ => format!("no answer within {} ms", (ttl / 4).as_millis()),
+                    };
+                    let unrenewed = renewed.elapsed();
+                    if unrenewed >= renew_deadline(ttl) {
+                        tracing::error!(epoch, error = %error, "The lease could not be renewed in time: this replica stops leading.");
+                        depose(Deposed::Unrenewed {
+                            for_ms: u64::try_from(unrenewed.as_millis()).unwrap_or(u64::MAX),
+                        });
+                        return;
+                    }
                     if !warned {
-                        tracing::warn!(epoch, error = %err, "Cannot renew the leadership; trying again.");
+                        tracing::warn!(epoch, error = %error, "Cannot renew the leadership; trying again.");
                         warned = true;
                     }
                 }

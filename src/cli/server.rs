@@ -369,9 +369,9 @@ async fn serve(
     if leadership.is_some() {
         let (handle, was_deposed) = (handle.clone(), was_deposed.clone());
         actix::spawn(async move {
-            if let Ok(epoch) = deposition.await {
+            if let Ok(why) = deposition.await {
                 eprintln!(
-                    "error: this replica no longer leads: another one took over (epoch {epoch}); it stops, and its supervisor may start it again as a follower"
+                    "error: this replica no longer leads: {why}; it stops, and its supervisor may start it again as a follower"
                 );
                 was_deposed.store(true, std::sync::atomic::Ordering::SeqCst);
                 handle.stop(false).await;

@@ -298,3 +298,117 @@ async fn a_leader_paused_past_its_lease_is_deposed_stops_and_its_job_runs_once()
     expected.sort_unstable();
     assert_eq!(lines, expected, "each run's step ran exactly once");
 }
+
+/// A TCP link to the database that can be cut: every connection through it is dropped and new
+/// ones are closed at once, as when a replica loses its network to the database.
+struct DbLink {
+    port: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+async fn db_link(target: u16) -> DbLink {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (cut, watch) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            if *watch.borrow() {
+                continue;
+            }
+            let mut watch = watch.clone();
+            tokio::spawn(async move {
+                let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    _ = watch.wait_for(|cut| *cut) => {}
+                }
+            });
+        }
+    });
+    DbLink { port, cut }
+}
+
+/// A leader that loses the database stops before its lease can run out (three quarters of it
+/// without a renewal): it must not go on driving jobs beside the replica that takes over. The
+/// other replica leads, and every step runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_the_database_stops_before_its_lease_runs_out() {
+    let db = TestCluster::shared().database();
+    let data = scratch("replicas-cut");
+    let marks = data.join("marks");
+    std::fs::create_dir_all(&data).unwrap();
+    // The leader reaches the database through a link the test cuts.
+    let port: u16 = db
+        .split_once("@127.0.0.1:")
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .and_then(|(port, _)| port.parse().ok())
+        .expect("the test database's URL names its port");
+    let link = db_link(port).await;
+    let through = db.replace(
+        &format!("@127.0.0.1:{port}/"),
+        &format!("@127.0.0.1:{}/", link.port),
+    );
+    let errors = data.join("a.stderr");
+    let mut a = Server::start_saying(
+        &data.join("a"),
+        &["--database", &through],
+        &[
+            ("HODEI_LEADER_LEASE_MS", LEASE_MS),
+            ("HODEI_BOOTSTRAP_TOKEN", TOKEN),
+        ],
+        Stdio::from(std::fs::File::create(&errors).unwrap()),
+        "the leader",
+    );
+    let b = replica(&data.join("b"), &db, "a follower of", &[]);
+    hodei_api::client::install_crypto();
+    let http = reqwest::Client::new();
+    let pipeline = format!(
+        "name: count\njobs:\n  count:\n    steps:\n      - run: 'echo \"$HODEI_RUN_ID\" >> {}; echo done'\n",
+        marks.display()
+    );
+    let put = http
+        .put(format!("{}/api/v1/pipelines/count", b.url))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/yaml")
+        .body(pipeline)
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+    let (before, _) = trigger(&http, &b.url).await;
+    wait_for_state(&http, &b.url, before, "succeeded").await;
+
+    link.cut.send(true).unwrap();
+    let cut_at = Instant::now();
+    let deadline = cut_at + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = a.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a leader without its database went on leading"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(75), "{status:?}");
+    let said = std::fs::read_to_string(&errors).unwrap();
+    assert!(
+        said.contains("this replica no longer leads: its lease could not be renewed for"),
+        "{said}"
+    );
+    // The other replica takes over and runs what comes.
+    let (after, _) = trigger(&http, &b.url).await;
+    wait_for_state(&http, &b.url, after, "succeeded").await;
+    let view = cluster_of(&http, &b.url).await;
+    assert_eq!(view["role"], "leader", "{view}");
+    let marks = std::fs::read_to_string(&marks).unwrap();
+    let mut lines: Vec<&str> = marks.lines().collect();
+    lines.sort_unstable();
+    let mut expected = vec![before.to_string(), after.to_string()];
+    expected.sort_unstable();
+    assert_eq!(lines, expected, "each run's step ran exactly once");
+}
