@@ -394,6 +394,12 @@ async fn serve(args: &Settings, providers: Arc<Mutex<Option<Arc<ByImage>>>>) -> 
         "Agent `{}` of {} runs {slots} job(s) at once.",
         identity.name, identity.server
     );
+    // As the server does: what the start allocated, and the code it ran, go back to the system.
+    actix::spawn(async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        hodei_api::loads::give_back_memory();
+        hodei_api::loads::give_back_start_pages();
+    });
     let jobs: Arc<Mutex<HashMap<JobId, Held>>> = Arc::default();
     let refused = Arc::new(tokio::sync::Notify::new());
     let heartbeat = actix::spawn(heartbeats(client.clone(), jobs.clone(), refused.clone()));
