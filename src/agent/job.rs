@@ -265,8 +265,8 @@ pub async fn upload(
             }
             // Then the output, measured after the transitions were taken: the job actor records
             // a transition only once the output before it is in the spool, so everything a
-            // transition follows is sent before it (a run is never over on the server while
-            // its log still lacks an end).
+            // transition follows is sent before it (a server that takes a job's end holds all
+            // of its output: one killed right after cannot keep the end and lose the tail).
             let length = logs.len(job).map_err(|e| Fail::Local(e.to_string()))?;
             while sent < length {
                 let to = length.min(sent + CHUNK);
