@@ -292,6 +292,28 @@ async fn sigterm_stops_new_runs_lets_jobs_finish_within_the_grace_and_the_rest_r
     }
 
     unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    // Not ready while it drains: a load balancer stops sending it work. (The signal reaches the
+    // server's handler a moment after `kill` returns: a request in between is still taken.)
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let ready = loop {
+        let ready = http
+            .get(format!("{}/readyz", server.url))
+            .send()
+            .await
+            .unwrap();
+        if ready.status() == 503 {
+            break ready;
+        }
+        assert!(Instant::now() < deadline, "still ready after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let ready: Value = ready.json().await.unwrap();
+    assert!(
+        ready["checks"]["server"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("shutting down")),
+        "{ready}"
+    );
     // Still serving, no longer accepting runs.
     let refused = http
         .post(&trigger)
@@ -302,20 +324,6 @@ async fn sigterm_stops_new_runs_lets_jobs_finish_within_the_grace_and_the_rest_r
         .unwrap();
     assert_eq!(refused.status(), 503);
     assert!(refused.headers().contains_key("retry-after"));
-    // Not ready while it drains: a load balancer stops sending it work.
-    let ready = http
-        .get(format!("{}/readyz", server.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 503);
-    let ready: Value = ready.json().await.unwrap();
-    assert!(
-        ready["checks"]["server"]
-            .as_str()
-            .is_some_and(|s| s.starts_with("shutting down")),
-        "{ready}"
-    );
     let status = tokio::task::spawn_blocking(move || {
         let status = server.child.wait();
         (server, status)
