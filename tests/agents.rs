@@ -419,8 +419,39 @@ async fn a_job_on_an_agent_runs_there_and_its_log_arrives_byte_for_byte() {
         .filter_map(Value::as_str)
         .collect();
     assert!(
-        labels.contains(&"arm64") && labels.contains(&"agent"),
+        labels.contains(&"arm64") && labels.contains(&"agent") && labels.contains(&"checkout"),
         "{labels:?}"
+    );
+    // An agent whose token fixes its labels checks out all the same.
+    let (status, fixed) = cluster
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/agent-tokens",
+            Some(json!({"name": "fixed", "labels": ["gpu"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{fixed}");
+    let _fixed = cluster.agent("builder-2", fixed["token"].as_str().unwrap(), &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let labels = loop {
+        let (_, workers) = cluster
+            .call(reqwest::Method::GET, "/api/v1/workers", None)
+            .await;
+        if let Some(agent) = workers["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["id"] == "builder-2")
+        {
+            break agent["labels"].clone();
+        }
+        assert!(Instant::now() < deadline, "builder-2 never came: {workers}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        labels,
+        json!(["agent", "checkout", "gpu", "worker=builder-2"]),
+        "{labels}"
     );
     // Its credential is kept private in its data directory.
     use std::os::unix::fs::PermissionsExt;

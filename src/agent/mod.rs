@@ -557,15 +557,10 @@ fn make_passable(data: &Path) -> std::io::Result<()> {
     ])
 }
 
-/// The labels offered: the agent's own, `checkout` (an agent checks out from its own mirrors)
-/// and `docker` while its engine answers.
+/// The labels offered: the agent's own, and `docker` while its engine answers (the server adds
+/// `agent` and `checkout`).
 fn with_docker(labels: &[String], engine: bool) -> Vec<String> {
-    let mut labels: Vec<String> = labels
-        .iter()
-        .filter(|l| *l != "docker" && *l != "checkout")
-        .cloned()
-        .collect();
-    labels.push("checkout".into());
+    let mut labels: Vec<String> = labels.iter().filter(|l| *l != "docker").cloned().collect();
     if engine {
         labels.push("docker".into());
     }

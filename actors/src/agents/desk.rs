@@ -361,12 +361,15 @@ impl Handler<AgentSeen> for AgentDesk {
     }
 }
 
-/// The labels an agent offers: its own, and `agent` (so that a pipeline can ask for any agent).
+/// The labels an agent offers: its own (or its token's), `agent` (so that a pipeline can ask for
+/// any agent) and `checkout` (every agent checks out registered repositories from its own
+/// mirrors, whatever its version or its token's labels).
 fn agent_labels(_agent: &str, mut labels: Vec<Label>) -> Vec<Label> {
-    if let Ok(label) = "agent".parse::<Label>()
-        && !labels.contains(&label)
-    {
-        labels.push(label);
+    let agent = "agent".parse::<Label>().ok();
+    for label in agent.into_iter().chain([Label::checkout()]) {
+        if !labels.contains(&label) {
+            labels.push(label);
+        }
     }
     labels
 }
