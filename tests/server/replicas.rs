@@ -96,6 +96,47 @@ async fn wait_for_state(http: &reqwest::Client, base: &str, run: u64, state: &st
     }
 }
 
+/// Applies `count`, whose step leaves a mark (its run's id) in `marks` at each attempt: a step
+/// that ran twice would leave two.
+async fn put_marking(http: &reqwest::Client, base: &str, marks: &std::path::Path) {
+    let pipeline = format!(
+        "name: count\njobs:\n  count:\n    steps:\n      - run: 'echo \"$HODEI_RUN_ID\" >> {}; echo done'\n",
+        marks.display()
+    );
+    let put = http
+        .put(format!("{base}/api/v1/pipelines/count"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/yaml")
+        .body(pipeline)
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+}
+
+/// Each of `runs` left exactly one mark, and nothing else did.
+fn assert_each_ran_once(marks: &std::path::Path, runs: &[u64]) {
+    let marks = std::fs::read_to_string(marks).unwrap();
+    let mut lines: Vec<&str> = marks.lines().collect();
+    lines.sort_unstable();
+    let mut expected: Vec<String> = runs.iter().map(u64::to_string).collect();
+    expected.sort_unstable();
+    assert_eq!(lines, expected, "each run's step ran exactly once");
+}
+
+/// The exit code of `server`, which must stop within `within` (`never` says what it means if
+/// it does not).
+async fn exit_code(server: &mut Server, within: Duration, never: &str) -> Option<i32> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            return status.code();
+        }
+        assert!(Instant::now() < deadline, "{never}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_forward_serve_logs_from_the_database_and_a_killed_leader_is_replaced() {
     let db = TestCluster::shared().database();
@@ -248,21 +289,7 @@ async fn a_leader_paused_past_its_lease_is_deposed_stops_and_its_job_runs_once()
     let b = replica(&data.join("b"), &db, "a follower of", &[]);
     hodei_api::client::install_crypto();
     let http = reqwest::Client::new();
-    let auth = format!("Bearer {TOKEN}");
-    // Each attempt of the step leaves a mark; a step that ran twice would leave two.
-    let pipeline = format!(
-        "name: count\njobs:\n  count:\n    steps:\n      - run: 'echo \"$HODEI_RUN_ID\" >> {}; echo done'\n",
-        marks.display()
-    );
-    let put = http
-        .put(format!("{}/api/v1/pipelines/count", b.url))
-        .header("authorization", &auth)
-        .header("content-type", "application/yaml")
-        .body(pipeline)
-        .send()
-        .await
-        .unwrap();
-    assert!(put.status().is_success());
+    put_marking(&http, &b.url, &marks).await;
     let (before, _) = trigger(&http, &b.url).await;
     wait_for_state(&http, &b.url, before, "succeeded").await;
 
@@ -277,26 +304,16 @@ async fn a_leader_paused_past_its_lease_is_deposed_stops_and_its_job_runs_once()
 
     // Woken up, the old leader finds itself deposed and stops (exit 75); it ran nothing more.
     unsafe { libc::kill(pid, libc::SIGCONT) };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = a.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the deposed leader never stopped"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(status.code(), Some(75), "{status:?}");
+    let code = exit_code(
+        &mut a,
+        Duration::from_secs(20),
+        "the deposed leader never stopped",
+    )
+    .await;
+    assert_eq!(code, Some(75));
     let (after, _) = trigger(&http, &b.url).await;
     wait_for_state(&http, &b.url, after, "succeeded").await;
-    let marks = std::fs::read_to_string(&marks).unwrap();
-    let mut lines: Vec<&str> = marks.lines().collect();
-    lines.sort_unstable();
-    let mut expected = vec![before.to_string(), during.to_string(), after.to_string()];
-    expected.sort_unstable();
-    assert_eq!(lines, expected, "each run's step ran exactly once");
+    assert_each_ran_once(&marks, &[before, during, after]);
 }
 
 /// A TCP link to the database that can be cut: every connection through it is dropped and new
@@ -365,36 +382,18 @@ async fn a_leader_cut_off_from_the_database_stops_before_its_lease_runs_out() {
     let b = replica(&data.join("b"), &db, "a follower of", &[]);
     hodei_api::client::install_crypto();
     let http = reqwest::Client::new();
-    let pipeline = format!(
-        "name: count\njobs:\n  count:\n    steps:\n      - run: 'echo \"$HODEI_RUN_ID\" >> {}; echo done'\n",
-        marks.display()
-    );
-    let put = http
-        .put(format!("{}/api/v1/pipelines/count", b.url))
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .header("content-type", "application/yaml")
-        .body(pipeline)
-        .send()
-        .await
-        .unwrap();
-    assert!(put.status().is_success());
+    put_marking(&http, &b.url, &marks).await;
     let (before, _) = trigger(&http, &b.url).await;
     wait_for_state(&http, &b.url, before, "succeeded").await;
 
     link.cut.send(true).unwrap();
-    let cut_at = Instant::now();
-    let deadline = cut_at + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = a.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "a leader without its database went on leading"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(status.code(), Some(75), "{status:?}");
+    let code = exit_code(
+        &mut a,
+        Duration::from_secs(10),
+        "a leader without its database went on leading",
+    )
+    .await;
+    assert_eq!(code, Some(75));
     let said = std::fs::read_to_string(&errors).unwrap();
     assert!(
         said.contains("this replica no longer leads: its lease could not be renewed for"),
@@ -405,10 +404,5 @@ async fn a_leader_cut_off_from_the_database_stops_before_its_lease_runs_out() {
     wait_for_state(&http, &b.url, after, "succeeded").await;
     let view = cluster_of(&http, &b.url).await;
     assert_eq!(view["role"], "leader", "{view}");
-    let marks = std::fs::read_to_string(&marks).unwrap();
-    let mut lines: Vec<&str> = marks.lines().collect();
-    lines.sort_unstable();
-    let mut expected = vec![before.to_string(), after.to_string()];
-    expected.sort_unstable();
-    assert_eq!(lines, expected, "each run's step ran exactly once");
+    assert_each_ran_once(&marks, &[before, after]);
 }
