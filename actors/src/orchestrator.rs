@@ -4,6 +4,7 @@
 //! before its run is finished is started again, with backoff, within a restart budget.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use actix::{
     Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, ResponseActFuture, Supervised,
@@ -19,13 +20,13 @@ use crate::Ports;
 use crate::admission::Admission;
 use crate::contain::{ActorKind, guard_future};
 use crate::fault::Point;
-use crate::messages::ReapOrphans;
 use crate::messages::{
     ApproveJob, CancelRun, Definition, GetResuming, RerunRun, Resuming, RetryRun, RunActorStopped,
     RunLoaded, SubmitError, SubmitRun,
 };
+use crate::messages::{Publish, ReapOrphans};
 use crate::provider::ProviderActor;
-use crate::run::{Peers, RunActor};
+use crate::run::{Peers, RunActor, RunOpening};
 use crate::supervise::{Restarts, Supervise, contained};
 use hodei_domain::engine::Approvals;
 
@@ -241,14 +242,17 @@ impl Handler<SubmitRun> for Orchestrator {
                     .collect();
                 return Err(SubmitError::InvalidPipeline(text.join("\n")));
             };
-            plan.resolve(msg.inputs.clone())
+            let resolved = plan
+                .resolve(msg.inputs.clone())
                 .map_err(SubmitError::InvalidInputs)?;
             let jobs = plan.run_jobs();
             // Checked and reserved in one step: concurrent submissions never pass the limit.
             act.admission.reserve(msg.limit, jobs.len())?;
-            Ok((plan.pipeline.to_string(), jobs))
+            let name = plan.pipeline.to_string();
+            let opening = RunOpening::new(plan, resolved, act.approvals, now);
+            Ok((name, jobs, Arc::new(opening)))
         });
-        let (name, jobs) = match checked {
+        let (name, jobs, opening) = match checked {
             Ok(Ok(checked)) => checked,
             Ok(Err(err)) => return Box::pin(actix::fut::ready(Err(err))),
             Err(panicked) => {
@@ -274,9 +278,10 @@ impl Handler<SubmitRun> for Orchestrator {
                     inputs: msg.inputs,
                     jobs,
                     at: now,
+                    opening: Some(opening.clone()),
                 })
                 .await?;
-            Ok::<_, SubmitError>(record)
+            Ok::<_, SubmitError>((record, opening))
         };
         Box::pin(
             guard_future(fut)
@@ -291,8 +296,8 @@ impl Handler<SubmitRun> for Orchestrator {
                             return Err(SubmitError::Internal(panicked.message));
                         }
                     };
-                    let record = match result {
-                        Ok(record) => record,
+                    let (record, opening) = match result {
+                        Ok(created) => created,
                         Err(err) => {
                             act.admission.settle(count, None);
                             return Err(err);
@@ -300,6 +305,11 @@ impl Handler<SubmitRun> for Orchestrator {
                     };
                     let run = record.id;
                     act.admission.settle(count, Some(run));
+                    // Written with the run: announced before anything its actor records.
+                    let events = opening.take_written();
+                    if !events.is_empty() {
+                        act.bus.do_send(Publish { events });
+                    }
                     act.start_created(record);
                     Ok(run)
                 }),
@@ -330,6 +340,7 @@ async fn create_from(
             inputs: earlier.inputs.again(),
             jobs: earlier.jobs.iter().map(|job| job.name.clone()).collect(),
             at,
+            opening: None,
         })
         .await?)
 }

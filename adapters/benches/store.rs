@@ -37,6 +37,7 @@ fn new_run(at: i64) -> NewRun {
         inputs: RunInputs::default(),
         jobs: (0..JOBS_PER_RUN).map(|i| format!("job-{i}")).collect(),
         at: Timestamp(at),
+        opening: None,
     }
 }
 

@@ -404,7 +404,7 @@ pub struct PipelineVersion {
 }
 
 /// A run to create: its jobs are the jobs of the plan, in plan order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct NewRun {
     pub pipeline: String,
     pub version: u32,
@@ -412,6 +412,18 @@ pub struct NewRun {
     /// The planned jobs' names, in plan order; each gets a [`JobId`].
     pub jobs: Vec<String>,
     pub at: Timestamp,
+    /// The run's first transitions, written in the transaction that creates it.
+    pub opening: Option<Arc<dyn Opening>>,
+}
+
+/// What a run does as soon as it exists (see [`crate::engine::open`]), decided by the store's
+/// caller and written by the store in the transaction that creates the run.
+pub trait Opening: Send + Sync + std::fmt::Debug {
+    /// Brings `record` — the run as created, pending, with the ids the store gave it and its
+    /// jobs — to the state its opening leaves it in, and returns the transitions that lead
+    /// there, which the store appends with the run (events and projections). A store may call
+    /// it again for the same run when it writes the transaction again; it returns the same.
+    fn open(&self, record: &mut RunRecord) -> Vec<crate::state::DomainEvent>;
 }
 
 /// A run as stored: enough to rebuild every machine of it after a restart.
@@ -571,7 +583,8 @@ pub trait Store: Send + Sync {
         name: &'a str,
     ) -> BoxFuture<'a, Result<Option<PipelineVersion>, StoreError>>;
 
-    /// Creates a run and its jobs, all pending.
+    /// Creates a run and its jobs, all pending, then writes its [`NewRun::opening`] in the
+    /// same transaction and returns the run in the state the opening left it in.
     fn create_run(&self, run: NewRun) -> BoxFuture<'_, Result<RunRecord, StoreError>>;
 
     /// Appends events and applies them to the projections, in one transaction.

@@ -8,8 +8,10 @@
 //! - `mod.rs` (here): the actor, its reconcile and its handlers.
 //! - `load.rs`: the run read from the store ([`LoadError`] when it cannot be).
 //! - `plans.rs`: plans shared between runs of the same definition ([`shared_plan`]).
+//! - `opening.rs`: what a new run does at once, written with it ([`RunOpening`]).
 
 mod load;
+mod opening;
 mod plans;
 
 use std::collections::HashMap;
@@ -24,6 +26,7 @@ use hodei_domain::ports::{AgentStore, RunRecord};
 use hodei_domain::state::{DomainEvent, JobEvent, JobMachine, JobState, RunEvent, verdict};
 
 pub use load::LoadError;
+pub use opening::RunOpening;
 pub use plans::{SharedPlan, shared_plan};
 
 use crate::Ports;

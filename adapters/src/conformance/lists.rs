@@ -33,6 +33,7 @@ async fn run_of(store: &dyn AnyStore, pipeline: &str, branch: &str, at: i64) -> 
             },
             jobs: vec!["build".into()],
             at: Timestamp(at),
+            opening: None,
         })
         .await
         .unwrap();

@@ -185,6 +185,7 @@ pub(crate) async fn new_run(store: &dyn AnyStore, jobs: &[&str], at: i64) -> Run
         inputs: inputs(),
         jobs: jobs.iter().map(|j| (*j).to_owned()).collect(),
         at: Timestamp(at),
+        opening: None,
     }))
     .await
     .expect("run created")

@@ -4,7 +4,7 @@
 
 use hodei_domain::ids::{JobId, RunId, Timestamp};
 use hodei_domain::plan::RunInputs;
-use hodei_domain::ports::{NewRun, StoreError};
+use hodei_domain::ports::{NewRun, Opening, RunRecord, StoreError};
 use hodei_domain::state::{
     Attempt, DomainEvent, JobFailure, JobSkipReason, JobState, RunState, StepExit, StepFailure,
     StepState,
@@ -15,6 +15,7 @@ use super::{Backend, WEB, a, conformance, inputs, lifecycle, new_run, reload, wi
 conformance!(
     pipelines_get_a_new_version_only_when_their_text_changes,
     create_run_gives_ids_to_the_run_and_its_jobs_in_plan_order,
+    a_run_is_created_with_its_opening_in_one_transaction,
     a_run_of_an_unknown_pipeline_version_is_not_found,
     a_job_lifecycle_is_projected_onto_the_run_its_jobs_and_steps,
     a_step_keeps_where_its_output_began_when_its_end_comes_in_the_same_batch,
@@ -77,6 +78,91 @@ async fn create_run_gives_ids_to_the_run_and_its_jobs_in_plan_order(backend: Bac
     assert_eq!(within(store.run(RunId(9_999))).await.unwrap(), None);
 }
 
+/// An opening that starts the run, queues its first job and skips its second; or names a job
+/// of no run, which the store refuses.
+#[derive(Debug)]
+struct Opens {
+    stray: bool,
+}
+
+impl Opening for Opens {
+    fn open(&self, record: &mut RunRecord) -> Vec<DomainEvent> {
+        let (run, at) = (record.id, Timestamp(11));
+        record.state = RunState::Running;
+        record.since = at;
+        record.jobs[0].state = JobState::Queued;
+        record.jobs[0].since = at;
+        let skipped = JobState::Skipped {
+            reason: JobSkipReason::WhenFalse,
+        };
+        record.jobs[1].state = skipped;
+        record.jobs[1].since = at;
+        record.jobs[1].finished = Some(at);
+        let second = match self.stray {
+            true => JobId(999_999),
+            false => record.jobs[1].id,
+        };
+        vec![
+            DomainEvent::RunStarted { run, at },
+            DomainEvent::JobQueued {
+                run,
+                job: record.jobs[0].id,
+                attempt: Attempt::FIRST,
+                at,
+            },
+            DomainEvent::JobSkipped {
+                run,
+                job: second,
+                attempt: Attempt::FIRST,
+                reason: JobSkipReason::WhenFalse,
+                at,
+            },
+        ]
+    }
+}
+
+async fn a_run_is_created_with_its_opening_in_one_transaction(backend: Backend) {
+    let store = backend.store().await;
+    within(store.put_pipeline("web", WEB, Timestamp(1)))
+        .await
+        .unwrap();
+    let new = |stray| NewRun {
+        pipeline: "web".into(),
+        version: 1,
+        inputs: inputs(),
+        jobs: vec!["build".into(), "deploy".into(), "notify".into()],
+        at: Timestamp(10),
+        opening: Some(std::sync::Arc::new(Opens { stray })),
+    };
+    let created = within(store.create_run(new(false))).await.unwrap();
+    assert_eq!(created.state, RunState::Running);
+    let states: Vec<_> = created.jobs.iter().map(|j| j.state.clone()).collect();
+    assert_eq!(
+        states,
+        [
+            JobState::Queued,
+            JobState::Skipped {
+                reason: JobSkipReason::WhenFalse
+            },
+            JobState::Pending
+        ]
+    );
+    assert_eq!(
+        reload(&*store, created.id).await,
+        created,
+        "what the store returns is what it wrote"
+    );
+    let events = within(store.events(0, 100)).await.unwrap();
+    let kinds: Vec<_> = events.iter().map(|(_, e)| e.kind()).collect();
+    assert_eq!(kinds, ["run_started", "job_queued", "job_skipped"]);
+    // An opening the store refuses leaves no run behind, and fails its caller alone.
+    let err = within(store.create_run(new(true))).await.unwrap_err();
+    assert!(matches!(&err, StoreError::NotFound { .. }), "{err:?}");
+    let unfinished = within(store.unfinished_runs()).await.unwrap();
+    assert_eq!(unfinished, [created.id]);
+    assert_eq!(within(store.events(0, 100)).await.unwrap().len(), 3);
+}
+
 async fn a_run_of_an_unknown_pipeline_version_is_not_found(backend: Backend) {
     let store = backend.store().await;
     let err = within(store.create_run(NewRun {
@@ -85,6 +171,7 @@ async fn a_run_of_an_unknown_pipeline_version_is_not_found(backend: Backend) {
         inputs: RunInputs::default(),
         jobs: vec!["build".into()],
         at: Timestamp(0),
+        opening: None,
     }))
     .await
     .unwrap_err();
@@ -599,6 +686,7 @@ async fn concurrent_creates_and_appends_of_many_runs_all_commit(backend: Backend
                     inputs: inputs(),
                     jobs: vec!["a".into(), "b".into()],
                     at: Timestamp(i),
+                    opening: None,
                 })
                 .await?;
             let mut events = vec![DomainEvent::RunStarted {

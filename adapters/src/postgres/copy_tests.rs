@@ -33,6 +33,7 @@ async fn an_embedded_database_moves_to_postgres_whole_and_an_occupied_target_is_
             inputs: inputs(),
             jobs: vec!["build".into(), "test".into()],
             at: Timestamp(2),
+            opening: None,
         })
         .await
         .unwrap();
@@ -174,6 +175,7 @@ async fn an_embedded_database_moves_to_postgres_whole_and_an_occupied_target_is_
             inputs: inputs(),
             jobs: vec!["build".into()],
             at: Timestamp(20),
+            opening: None,
         })
         .await
         .unwrap();

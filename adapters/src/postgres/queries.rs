@@ -272,7 +272,7 @@ pub(super) async fn create_run(
             })
         })
         .collect::<Result<_, StoreError>>()?;
-    Ok(RunRecord {
+    let mut record = RunRecord {
         id: run_id,
         pipeline: run.pipeline.clone(),
         version: run.version,
@@ -284,7 +284,14 @@ pub(super) async fn create_run(
         started: None,
         finished: None,
         jobs,
-    })
+    };
+    if let Some(opening) = &run.opening {
+        let events = opening.open(&mut record);
+        if !events.is_empty() {
+            append_events(conn, &events.iter().collect::<Vec<_>>()).await?;
+        }
+    }
+    Ok(record)
 }
 
 /// Stores `source` as the next version of pipeline `name`, unless it is the latest's text.

@@ -109,6 +109,7 @@ async fn in_one_batch_a_bad_append_fails_its_caller_and_the_others_commit() {
             inputs: inputs(),
             jobs: vec!["a".into(), "b".into()],
             at: Timestamp(0),
+            opening: None,
         };
         queries::create_run(&mut conn, &new).await.unwrap()
     };

@@ -19,6 +19,7 @@
 //! false is skipped, and so are the jobs that need it.
 
 mod attempt;
+mod opening;
 #[cfg(test)]
 mod props;
 mod resume;
@@ -28,6 +29,7 @@ mod tests;
 use std::collections::HashMap;
 
 pub use attempt::{CacheDef, HOOK_TIMEOUT, HookSteps, JobDef, JobFiles, job_def};
+pub use opening::open;
 pub use resume::{ResumePoint, resume_point};
 
 use crate::ids::{JobId, Timestamp};

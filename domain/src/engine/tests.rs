@@ -556,3 +556,119 @@ fn the_resume_point_follows_the_steps_that_ended() {
     let hook = [record(4, 1, StepState::Running)];
     assert_eq!(resumed(&hook), ResumePoint::Ending);
 }
+
+/// The record of `sim`'s run as a store creates it: pending, with the sim's ids.
+fn created(sim: &Sim) -> crate::ports::RunRecord {
+    let job = |slot: &JobSlot, name: &str| crate::ports::JobRecord {
+        id: slot.id,
+        name: name.to_owned(),
+        state: JobState::Pending,
+        attempt: Attempt::FIRST,
+        since: Timestamp(0),
+        started: None,
+        finished: None,
+        worker: None,
+        steps: Vec::new(),
+    };
+    let mut jobs: Vec<_> = sim
+        .jobs
+        .iter()
+        .zip(&sim.plan.jobs)
+        .map(|(slot, planned)| job(slot, &planned.name))
+        .collect();
+    jobs.extend(sim.post.as_ref().map(|slot| job(slot, POST_JOB)));
+    crate::ports::RunRecord {
+        id: RUN,
+        pipeline: "p".into(),
+        version: 1,
+        source: String::new(),
+        inputs: RunInputs::default(),
+        state: RunState::Pending,
+        since: Timestamp(0),
+        created: Timestamp(0),
+        started: None,
+        finished: None,
+        jobs,
+    }
+}
+
+#[test]
+fn a_new_run_opens_with_the_transitions_of_its_first_reconcile() {
+    let yaml = "name: p
+jobs:
+  a: {steps: [{run: a}]}
+  b: {needs: [a], steps: [{run: b}]}
+  deploy: {when: \"branch == 'main'\", steps: [{run: d}]}
+  notify: {needs: [deploy], steps: [{run: n}]}
+  gate: {approval: {role: admin}, steps: [{run: g}]}
+post: {success: [{run: s}]}
+";
+    let inputs = RunInputs {
+        branch: "feature".into(),
+        ..RunInputs::default()
+    };
+    for approvals in [Approvals::Wait, Approvals::Local] {
+        let mut sim = Sim::new(yaml, inputs.clone());
+        sim.approvals = approvals;
+        let mut record = created(&sim);
+        let opened = open(&sim.plan, &sim.resolved, approvals, sim.now, &mut record);
+        // The same transitions as the actor's first reconcile, and the same states after them.
+        let moves = sim.advance();
+        assert_eq!(opened, sim.events, "{approvals:?}");
+        assert_eq!(record.state, RunState::Running);
+        for (stored, slot) in record.jobs.iter().zip(sim.jobs.iter().chain(&sim.post)) {
+            let machine = slot.machine.as_ref().expect("held by the run");
+            assert_eq!(&stored.state, machine.state(), "{}", stored.name);
+            assert_eq!(stored.finished.is_some(), machine.is_terminal());
+        }
+        assert_eq!(
+            record.jobs[sim.index("notify")].state,
+            JobState::Skipped {
+                reason: JobSkipReason::NeedSkipped {
+                    job: sim.jobs[2].id
+                }
+            }
+        );
+        // What is left to the actor: queuing, nothing to record.
+        let enqueued: Vec<_> = moves
+            .iter()
+            .filter(|m| matches!(m, Move::Enqueue(_)))
+            .collect();
+        let queued = if approvals == Approvals::Local { 2 } else { 1 };
+        assert_eq!(enqueued.len(), queued, "{moves:?}");
+        let mut reopened = record.clone();
+        assert_eq!(
+            open(&sim.plan, &sim.resolved, approvals, sim.now, &mut reopened),
+            [],
+            "a run that is not pending opens to nothing"
+        );
+        assert_eq!(reopened, record);
+    }
+}
+
+#[test]
+fn an_opening_stops_before_the_run_would_finish() {
+    let yaml = "name: p\njobs:\n  deploy: {when: \"branch == 'main'\", steps: [{run: d}]}\n";
+    let inputs = RunInputs {
+        branch: "feature".into(),
+        ..RunInputs::default()
+    };
+    let sim = Sim::new(yaml, inputs);
+    let mut record = created(&sim);
+    let opened = open(
+        &sim.plan,
+        &sim.resolved,
+        sim.approvals,
+        sim.now,
+        &mut record,
+    );
+    assert_eq!(
+        opened.iter().map(DomainEvent::kind).collect::<Vec<_>>(),
+        ["run_started", "job_skipped"]
+    );
+    assert_eq!(
+        record.state,
+        RunState::Running,
+        "the run's actor finishes it"
+    );
+}
