@@ -39,7 +39,9 @@
 //! [`set_unavailable`](FakeProvider::set_unavailable) makes every call fail with
 //! [`ProviderError::Unavailable`] (the engine is down);
 //! [`set_fail_set_up`](FakeProvider::set_fail_set_up) makes `set_up` fail with
-//! [`ProviderError::SetUp`]. Every call is recorded, faulty ones too,
+//! [`ProviderError::SetUp`];
+//! [`set_quick_tear_down`](FakeProvider::set_quick_tear_down) makes it tear down as quickly as
+//! the local provider says it does. Every call is recorded, faulty ones too,
 //! as a [`Call`] that the test reads with [`calls`](FakeProvider::calls) (not with
 //! [`FakeProvider::quiet`], for long benchmarks). [`add_orphan`](FakeProvider::add_orphan)
 //! scripts what the next `reap_orphans` finds. `resume` hands back the workspace of an attempt
@@ -105,6 +107,7 @@ pub struct FakeProvider {
     quiet: bool,
     unavailable: AtomicBool,
     fail_set_up: AtomicBool,
+    quick_tear_down: AtomicBool,
     calls: Mutex<Vec<Call>>,
     steps: Mutex<HashMap<u64, FakeStep>>,
     next_step: AtomicU64,
@@ -163,6 +166,12 @@ impl FakeProvider {
     /// While on, `set_up` fails with [`ProviderError::SetUp`].
     pub fn set_fail_set_up(&self, on: bool) {
         self.fail_set_up.store(on, Ordering::SeqCst);
+    }
+
+    /// Whether it answers [`Provider::quick_tear_down`] with yes, as the local provider does;
+    /// no by default, as the container providers do.
+    pub fn set_quick_tear_down(&self, on: bool) {
+        self.quick_tear_down.store(on, Ordering::SeqCst);
     }
 
     /// What the next `reap_orphans` reports (once).
@@ -567,6 +576,10 @@ impl Provider for FakeProvider {
             });
             Ok(())
         })
+    }
+
+    fn quick_tear_down(&self, _workspace: &Workspace) -> bool {
+        self.quick_tear_down.load(Ordering::SeqCst)
     }
 }
 

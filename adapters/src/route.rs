@@ -259,6 +259,13 @@ impl Provider for ByImage {
         })
     }
 
+    fn quick_tear_down(&self, workspace: &Workspace) -> bool {
+        match self.owner(workspace.job) {
+            Some(Owner::Local) => self.local.quick_tear_down(workspace),
+            Some(Owner::Docker) | None => false,
+        }
+    }
+
     fn copy_out<'a>(
         &'a self,
         workspace: &'a Workspace,

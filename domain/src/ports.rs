@@ -265,6 +265,16 @@ pub trait Provider: Send + Sync {
         workspace: &'a Workspace,
     ) -> BoxFuture<'a, Result<(), ProviderError>>;
 
+    /// Whether tearing `workspace` down takes about as long as a commit of the store (a
+    /// directory of this machine removed): the last step's end is then written with the job's
+    /// end, after the tear-down, in one commit. Otherwise (containers or pods to stop: the
+    /// default) it is recorded before the tear-down, so that a crash during a long tear-down
+    /// finds the step ended.
+    fn quick_tear_down(&self, workspace: &Workspace) -> bool {
+        let _ = workspace;
+        false
+    }
+
     /// What each of the job's services wrote so far (stdout and stderr as interleaved), by
     /// service name, in name order: for the job's log, before `tear_down`. Empty for a
     /// provider without services.

@@ -125,6 +125,10 @@ impl Provider for FetchFirst {
         self.inner.tear_down(workspace)
     }
 
+    fn quick_tear_down(&self, workspace: &Workspace) -> bool {
+        self.inner.quick_tear_down(workspace)
+    }
+
     fn service_logs<'a>(
         &'a self,
         workspace: &'a Workspace,

@@ -219,11 +219,13 @@ async fn pipeline_post_hooks_run_by_the_verdict() {
     assert_eq!(h.log(&record, "(post)").await, "line 1\nline 1\nline 2\n");
 }
 
-/// A store that refuses one append holding a given kind of event, then works again.
+/// A store that refuses one append holding a given kind of event, then works again; and
+/// takes `slow` more for every append.
 struct FlakyStore {
     inner: Arc<SqliteStore>,
     refuse: &'static str,
     refused: std::sync::atomic::AtomicBool,
+    slow: std::time::Duration,
 }
 
 impl Store for FlakyStore {
@@ -270,7 +272,13 @@ impl Store for FlakyStore {
                 })
             });
         }
-        self.inner.append(events)
+        if self.slow.is_zero() {
+            return self.inner.append(events);
+        }
+        Box::pin(async move {
+            tokio::time::sleep(self.slow).await;
+            self.inner.append(events).await
+        })
     }
 
     fn run(
@@ -376,6 +384,7 @@ async fn a_store_refusal_mid_attempt_reloads_the_job_and_the_run_still_finishes(
                     inner,
                     refuse: "step_succeeded",
                     refused: Default::default(),
+                    slow: std::time::Duration::ZERO,
                 })
             },
             ..Options::default()
@@ -396,6 +405,102 @@ async fn a_store_refusal_mid_attempt_reloads_the_job_and_the_run_still_finishes(
         h.log(&record, "a").await.contains("was lost"),
         "the log says what happened"
     );
+}
+
+#[actix_rt::test]
+async fn a_run_is_running_with_its_first_jobs_queued_when_its_submission_is_answered() {
+    // Appends take long, and no job can be placed: what the store holds when the submission
+    // is answered was written with the run.
+    let h = harness_with(
+        "opening",
+        Options {
+            slots: 0,
+            store: |inner| {
+                Arc::new(FlakyStore {
+                    inner,
+                    refuse: "",
+                    refused: Default::default(),
+                    slow: std::time::Duration::from_millis(500),
+                })
+            },
+            ..Options::default()
+        },
+    )
+    .await;
+    let run = h
+        .submit(
+            "name: p\njobs:\n  a: {steps: [emit 1]}\n  b: {needs: [a], steps: [emit 1]}\n  gate: {approval: {role: admin}, steps: [emit 1]}\n",
+            RunInputs::default(),
+        )
+        .await;
+    let record = h.store_run(run).await;
+    assert_eq!(record.state, RunState::Running, "{record:?}");
+    assert_eq!(state_of(&record, "a"), &JobState::Queued);
+    assert_eq!(state_of(&record, "b"), &JobState::Pending);
+    // `hodei run` approves at once (the harness's approvals are local).
+    assert_eq!(state_of(&record, "gate"), &JobState::Queued);
+    h.until(run, "the opening announced", |_| !h.batches(run).is_empty())
+        .await;
+    let mut opening = h.batches(run).remove(0);
+    assert_eq!(opening.remove(0), "run_started");
+    opening.sort_unstable();
+    assert_eq!(
+        opening,
+        ["job_approved", "job_awaiting_approval", "job_queued"]
+    );
+}
+
+#[actix_rt::test]
+async fn the_last_steps_end_is_written_with_the_jobs_end_when_the_tear_down_is_quick() {
+    for quick in [false, true] {
+        let h = harness("quick", 2, vec![]).await;
+        h.provider.set_quick_tear_down(quick);
+        let failing = h
+            .submit(
+                "name: p\njobs:\n  a: {steps: [emit 1, 'exit 3', emit 1]}\n",
+                RunInputs::default(),
+            )
+            .await;
+        h.finished(failing).await;
+        let ok = h
+            .submit(
+                "name: q\njobs:\n  b: {steps: [emit 1]}\n",
+                RunInputs::default(),
+            )
+            .await;
+        h.finished(ok).await;
+        for run in [failing, ok] {
+            h.until(run, "the run's end announced", |_| {
+                h.batches(run)
+                    .last()
+                    .is_some_and(|b| b[0].starts_with("run_"))
+            })
+            .await;
+        }
+        // Each batch is one commit. A step's end is recorded before the next step starts,
+        // whatever the tear-down; the last one with what follows it.
+        let mut failed = vec![
+            vec!["run_started", "job_queued"],
+            vec!["job_placed", "job_started"],
+            vec!["step_started"],
+            vec!["step_succeeded"],
+            vec!["step_started"],
+        ];
+        let mut succeeded = failed[..3].to_vec();
+        if quick {
+            // After the tear-down, in one commit with the job's end.
+            failed.push(vec!["step_failed", "step_skipped", "job_failed"]);
+            succeeded.push(vec!["step_succeeded", "job_succeeded"]);
+        } else {
+            // Before a tear-down that may take long.
+            failed.extend([vec!["step_failed", "step_skipped"], vec!["job_failed"]]);
+            succeeded.extend([vec!["step_succeeded"], vec!["job_succeeded"]]);
+        }
+        failed.push(vec!["run_failed"]);
+        succeeded.push(vec!["run_succeeded"]);
+        assert_eq!(h.batches(failing), failed, "quick: {quick}");
+        assert_eq!(h.batches(ok), succeeded, "quick: {quick}");
+    }
 }
 
 #[actix_rt::test]

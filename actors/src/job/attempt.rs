@@ -40,6 +40,8 @@ pub(super) struct AttemptTask {
     pub live: Arc<Mutex<Live>>,
     pub slot: Arc<SlotHeld>,
     pub slots: Recipient<Release>,
+    /// Transitions held back until the next record (see [`AttemptTask::defer`]).
+    pub deferred: Mutex<Vec<DomainEvent>>,
 }
 
 /// How an attempt's steps ended, which decides the hooks and the job's final event.
@@ -64,9 +66,37 @@ impl AttemptTask {
         });
     }
 
-    /// Records transitions, then announces them.
+    /// Records transitions, then announces them; those held back go first, in the same append.
     pub async fn record(&self, events: Vec<DomainEvent>) -> Result<(), AttemptError> {
-        Ok(self.ledger.record(events).await?)
+        let mut all = std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|e| e.into_inner()));
+        all.extend(events);
+        Ok(self.ledger.record(all).await?)
+    }
+
+    /// Holds transitions back until the next [`record`](AttemptTask::record), which appends them
+    /// first: how a step's last exit and the steps skipped after it are written with what
+    /// follows them, in one commit (with the job's end, when no hook runs). Nothing starts a
+    /// process before what is held back is recorded ([`flush`](AttemptTask::flush)), so a
+    /// crash in between is a crash during the step: its exit is lost with Hodei, and recovery
+    /// finds the step lost, as it would a moment before.
+    pub fn defer(&self, events: impl IntoIterator<Item = DomainEvent>) {
+        self.deferred
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(events);
+    }
+
+    /// Records what is held back, if anything.
+    pub async fn flush(&self) -> Result<(), AttemptError> {
+        let held = !self
+            .deferred
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty();
+        match held {
+            true => self.record(Vec::new()).await,
+            false => Ok(()),
+        }
     }
 
     /// The job's deadline, from now.
@@ -178,11 +208,23 @@ impl AttemptTask {
                 }
             }
         }
-        self.skip_rest(&machine, next).await?;
+        self.skip_rest(&machine, next);
+        // Keeping files or collecting services can take a while: the steps' ends are recorded
+        // first. Without them, they are written with the job's end.
+        let files = &self.def.files;
+        if !files.artifacts.is_empty()
+            || files.cache.is_some()
+            || !self.def.spec.services.is_empty()
+        {
+            self.flush().await?;
+        }
         let kept = super::files::after_steps(self, &workspace, &ending.outcome, restored).await;
         self.run_hooks(&workspace, &machine, &ending.outcome)
             .await?;
         self.collect_services(&workspace).await;
+        if !provider.quick_tear_down(&workspace) {
+            self.flush().await?;
+        }
         if let Err(err) = self
             .hub
             .send(FlushLog { job })
@@ -216,8 +258,8 @@ impl AttemptTask {
         Ok(machine)
     }
 
-    /// Records the steps from `next` on, which did not run, as skipped.
-    async fn skip_rest(&self, machine: &JobMachine, next: usize) -> Result<(), AttemptError> {
+    /// Records the steps from `next` on, which did not run, as skipped (with what follows).
+    fn skip_rest(&self, machine: &JobMachine, next: usize) {
         let now = self.ports.clock.now();
         let skipped = (next..self.def.steps.len())
             .filter_map(|index| {
@@ -230,8 +272,8 @@ impl AttemptTask {
                 )
                 .ok()
             })
-            .collect();
-        self.record(skipped).await
+            .collect::<Vec<_>>();
+        self.defer(skipped);
     }
 
     /// The hooks: by outcome, then `always`. They run even after a cancel or a timeout, to

@@ -195,6 +195,7 @@ impl JobActor {
             live: self.live.clone(),
             slot: self.slot.clone(),
             slots: self.peers.slots.clone(),
+            deferred: Default::default(),
         }
     }
 

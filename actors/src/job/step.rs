@@ -127,6 +127,8 @@ impl AttemptTask {
                 env: env.clone(),
                 working_dir: step.working_dir.clone(),
             };
+            // What the previous step's end left held back is durable before a process starts.
+            self.flush().await?;
             let sink = Arc::new(HubSink {
                 hub: self.hub.clone(),
                 job: self.def.spec.job,
@@ -228,7 +230,12 @@ impl AttemptTask {
             }
         };
         let event = sm.apply(event, self.ports.clock.now());
-        self.record(event.into_iter().collect()).await?;
+        match sm.state() {
+            // Tried again: recorded before the retry's delay.
+            StepState::Pending => self.record(event.into_iter().collect()).await?,
+            // Written with what follows: the next step's start is not made before it is recorded.
+            _ => self.defer(event),
+        }
         match (sm.state(), outcome) {
             (StepState::Failed { .. } | StepState::TimedOut, Outcome::Failed(failure)) => {
                 self.note(format!(

@@ -403,19 +403,28 @@ impl Provider for LocalProvider {
                 reason: format!("cannot {what} {}: {err}", dir.display()),
                 cause: Cause::of(err),
             };
-            match tokio::fs::remove_dir_all(&dir).await {
-                Ok(()) => {
-                    tracing::info!(
-                        job_id = %job.job, dir = %dir.display(),
-                        "Removed a leftover workspace."
-                    )
-                }
-                Err(err) if err.kind() == ErrorKind::NotFound => {}
-                Err(err) => return Err(fail("remove the leftover workspace", err)),
+            // One trip to the blocking pool: what an earlier set-up left removed, the
+            // directory made.
+            let made = dir.clone();
+            let fresh = tokio::task::spawn_blocking(move || {
+                let removed = match std::fs::remove_dir_all(&made) {
+                    Ok(()) => true,
+                    Err(err) if err.kind() == ErrorKind::NotFound => false,
+                    Err(err) => return Err(("remove the leftover workspace", err)),
+                };
+                std::fs::create_dir_all(&made).map_err(|err| ("create the workspace", err))?;
+                Ok(removed)
+            })
+            .await
+            .map_err(|err| fail("set up", std::io::Error::other(err)))?;
+            match fresh {
+                Ok(true) => tracing::info!(
+                    job_id = %job.job, dir = %dir.display(),
+                    "Removed a leftover workspace."
+                ),
+                Ok(false) => {}
+                Err((what, err)) => return Err(fail(what, err)),
             }
-            tokio::fs::create_dir_all(&dir)
-                .await
-                .map_err(|err| fail("create the workspace", err))?;
             // Steps of another user must not reach the mirror through hard-linked objects.
             let objects = match self.run_as {
                 Some(_) => crate::git::Objects::Copied,
@@ -537,6 +546,11 @@ impl Provider for LocalProvider {
             }
             result
         })
+    }
+
+    /// A directory of this machine to remove.
+    fn quick_tear_down(&self, _workspace: &Workspace) -> bool {
+        true
     }
 }
 

@@ -49,11 +49,16 @@ pub struct Harness {
     /// A wake-up for every batch of events published: waits re-read the store then, instead of
     /// polling it.
     published: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<()>>,
+    /// Every batch published, in order: one per append (and a new run's opening).
+    batches: Arc<std::sync::Mutex<Vec<Arc<[DomainEvent]>>>>,
     _dir: TempDir,
 }
 
-/// Turns every published batch into a wake-up.
-struct WakeUp(tokio::sync::mpsc::UnboundedSender<()>);
+/// Turns every published batch into a wake-up, and keeps it.
+struct WakeUp(
+    tokio::sync::mpsc::UnboundedSender<()>,
+    Arc<std::sync::Mutex<Vec<Arc<[DomainEvent]>>>>,
+);
 
 impl actix::Actor for WakeUp {
     type Context = actix::Context<Self>;
@@ -62,7 +67,8 @@ impl actix::Actor for WakeUp {
 impl actix::Handler<Published> for WakeUp {
     type Result = ();
 
-    fn handle(&mut self, _: Published, _: &mut actix::Context<Self>) {
+    fn handle(&mut self, published: Published, _: &mut actix::Context<Self>) {
+        self.1.lock().unwrap().push(published.events);
         let _ = self.0.send(());
     }
 }
@@ -173,9 +179,11 @@ pub async fn harness_with(name: &str, options: Options) -> Harness {
     let tree = start_tree(ports, config);
     let (wake, published) = tokio::sync::mpsc::unbounded_channel();
     use actix::Actor as _;
-    let subscriber = WakeUp(wake).start().recipient();
+    let batches = Arc::default();
+    let subscriber = WakeUp(wake, Arc::clone(&batches)).start().recipient();
     tree.bus.do_send(Subscribe { subscriber });
     Harness {
+        batches,
         tree,
         store,
         logs,
@@ -229,6 +237,23 @@ impl Harness {
                 "{run}: {what} never happened: likely deadlocked; {record:?}"
             );
         }
+    }
+
+    /// The kinds of the events of `run` published so far, batch by batch.
+    pub fn batches(&self, run: RunId) -> Vec<Vec<&'static str>> {
+        self.batches
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|batch| {
+                batch
+                    .iter()
+                    .filter(|e| e.run_id() == run)
+                    .map(DomainEvent::kind)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|kinds| !kinds.is_empty())
+            .collect()
     }
 
     pub async fn store_run(&self, run: RunId) -> RunRecord {
