@@ -43,6 +43,8 @@ mod secrets;
 mod tokens;
 mod writer;
 
+pub use schema::commit_latency;
+
 #[cfg(test)]
 mod tests;
 

@@ -107,17 +107,26 @@ macro_rules! upsert_steps {
 pub(super) const PROJECTION_UPDATES: [&str; 3] = [update_runs!(), start_runs!(), update_jobs!()];
 
 /// An append: the events, then the projections, in one query.
-const APPEND: &str = concat!(
-    insert_events!(),
-    ";\n",
-    update_runs!(),
-    ";\n",
-    start_runs!(),
-    ";\n",
-    update_jobs!(),
-    ";\n",
-    upsert_steps!()
-);
+/// The statements of an append: the events, then the rows of the projections.
+macro_rules! append_statements {
+    () => {
+        concat!(
+            insert_events!(),
+            ";\n",
+            update_runs!(),
+            ";\n",
+            start_runs!(),
+            ";\n",
+            update_jobs!(),
+            ";\n",
+            upsert_steps!()
+        )
+    };
+}
+
+const APPEND: &str = append_statements!();
+/// An append in a transaction of its own, sent to SQLite's thread as one query.
+const APPEND_COMMITTED: &str = concat!("BEGIN IMMEDIATE;\n", append_statements!(), ";\nCOMMIT");
 
 const LATEST_PIPELINE: &str = "\
     SELECT version, source, created FROM pipelines WHERE name = ?1 \
@@ -131,8 +140,31 @@ pub(super) async fn append_events(
     conn: &mut SqliteConnection,
     events: &[&DomainEvent],
 ) -> Result<(), StoreError> {
+    append_with(conn, events, false).await
+}
+
+/// Appends `events` in a transaction of its own and commits it, in one round trip to SQLite's
+/// thread (`BEGIN IMMEDIATE`, the append, `COMMIT`, as one query) where a transaction opened
+/// apart costs three. Call it outside any transaction. On an error nothing is written: the
+/// transaction is rolled back.
+///
+/// # Errors
+/// As [`append_events`]; [`StoreError::Unavailable`] when the commit fails.
+pub(super) async fn append_committed(
+    conn: &mut SqliteConnection,
+    events: &[&DomainEvent],
+) -> Result<(), StoreError> {
+    append_with(conn, events, true).await
+}
+
+async fn append_with(
+    conn: &mut SqliteConnection,
+    events: &[&DomainEvent],
+    committed: bool,
+) -> Result<(), StoreError> {
     let projection = Projection::of(events.iter().copied());
-    let appended = sqlx::query(APPEND)
+    let sql = if committed { APPEND_COMMITTED } else { APPEND };
+    let appended = sqlx::query(sql)
         .bind(to_json(events)?)
         .bind(to_json(&projection.runs)?)
         .bind(to_json(&projection.jobs)?)
@@ -140,6 +172,11 @@ pub(super) async fn append_events(
         .bind(to_json(&projection.run_starts)?)
         .execute(&mut *conn)
         .await;
+    if appended.is_err() && committed {
+        // Whichever statement failed, what the query began is undone ("no transaction is
+        // active" when it was `BEGIN` itself).
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+    }
     match appended {
         Ok(_) => Ok(()),
         Err(err) => Err(match store_error("appending events", err) {

@@ -39,6 +39,48 @@ pub(super) struct Pools {
     pub read: SqlitePool,
 }
 
+/// The raw cost of a commit on a database file set up as the store's (WAL,
+/// `synchronous=NORMAL`, one connection): `transactions` transactions one after the other, each
+/// `BEGIN IMMEDIATE; INSERT` of one row`; COMMIT` sent as one query (one round trip to SQLite's
+/// thread, as the store's writer sends a batch of appends). Answers the median and the 99th percentile, in milliseconds: the
+/// baseline that the load benchmark prints beside its latencies.
+///
+/// # Errors
+/// What SQLite said.
+pub async fn commit_latency(path: &Path, transactions: usize) -> Result<(f64, f64), String> {
+    use sqlx::Connection;
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal);
+    let mut conn = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .map_err(|e| e.to_string())?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS commit_baseline (id INTEGER PRIMARY KEY, at INTEGER)")
+        .execute(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut took = Vec::with_capacity(transactions);
+    for i in 0..transactions {
+        let started = std::time::Instant::now();
+        sqlx::query("BEGIN IMMEDIATE; INSERT INTO commit_baseline (at) VALUES (?1); COMMIT")
+            .bind(i as i64)
+            .execute(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        took.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    conn.close().await.map_err(|e| e.to_string())?;
+    took.sort_by(f64::total_cmp);
+    let at = |p: f64| {
+        took.get(((took.len() as f64 * p) as usize).min(took.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    Ok((at(0.5), at(0.99)))
+}
+
 /// Opens (creating it if missing) the database file at `path`, migrated to the latest schema.
 pub(super) async fn open_file(path: &Path) -> Result<Pools, StoreError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
