@@ -9,7 +9,7 @@ use hodei_domain::ids::{JobId, RunId, Timestamp};
 use hodei_domain::ports::{JobRecord, NewRun, PipelineVersion, RunRecord, StoreError};
 use hodei_domain::state::{Attempt, DomainEvent};
 use serde::Serialize;
-use sqlx::SqliteConnection;
+use sqlx::{Row, SqliteConnection};
 
 use super::error::{corrupt, store_error, stored_id};
 use super::projections::Projection;
@@ -124,9 +124,51 @@ macro_rules! append_statements {
     };
 }
 
-const APPEND: &str = append_statements!();
-/// An append in a transaction of its own, sent to SQLite's thread as one query.
-const APPEND_COMMITTED: &str = concat!("BEGIN IMMEDIATE;\n", append_statements!(), ";\nCOMMIT");
+/// Where a query stands in the transaction of the writer's batch: whether it begins it, ends
+/// it, both or neither. `BEGIN IMMEDIATE` and `COMMIT` go in the same query as the statements
+/// they frame (they take no parameters): one round trip to SQLite's thread instead of three.
+/// The caller rolls back when a framed query fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Frame {
+    pub begin: bool,
+    pub commit: bool,
+}
+
+impl Frame {
+    /// Inside a transaction the caller opened (and will close).
+    pub const INSIDE: Frame = Frame {
+        begin: false,
+        commit: false,
+    };
+}
+
+/// The statements of `body` in `frame`.
+macro_rules! framed {
+    ($frame:expr, $body:expr) => {
+        match ($frame.begin, $frame.commit) {
+            (false, false) => $body,
+            (true, false) => concat!("BEGIN IMMEDIATE;\n", $body),
+            (false, true) => concat!($body, ";\nCOMMIT"),
+            (true, true) => concat!("BEGIN IMMEDIATE;\n", $body, ";\nCOMMIT"),
+        }
+    };
+}
+
+/// A new run and its jobs: the pipeline's text (no row when the version is not stored, and then
+/// the foreign key fails the insert), the run's id, each job's position and id. The run just
+/// inserted has the highest id (one writer, in its transaction).
+macro_rules! create_statements {
+    () => {
+        concat!(
+            "SELECT source FROM pipelines WHERE name = ?1 AND version = ?2;\n",
+            "INSERT INTO runs (pipeline, version, inputs, state, since, created) \
+             VALUES (?1, ?2, ?3, 'pending', ?4, ?4) RETURNING id;\n",
+            "INSERT INTO jobs (run_id, position, name, state, attempt, since) \
+             SELECT (SELECT max(id) FROM runs), key, value, 'pending', 1, ?4 FROM json_each(?5) \
+             RETURNING position, id"
+        )
+    };
+}
 
 const LATEST_PIPELINE: &str = "\
     SELECT version, source, created FROM pipelines WHERE name = ?1 \
@@ -140,31 +182,22 @@ pub(super) async fn append_events(
     conn: &mut SqliteConnection,
     events: &[&DomainEvent],
 ) -> Result<(), StoreError> {
-    append_with(conn, events, false).await
+    append_framed(conn, events, Frame::INSIDE).await
 }
 
-/// Appends `events` in a transaction of its own and commits it, in one round trip to SQLite's
-/// thread (`BEGIN IMMEDIATE`, the append, `COMMIT`, as one query) where a transaction opened
-/// apart costs three. Call it outside any transaction. On an error nothing is written: the
-/// transaction is rolled back.
+/// Appends `events` as [`append_events`], with `BEGIN IMMEDIATE` and `COMMIT` as `frame` says,
+/// in one round trip to SQLite's thread. A query that began the transaction and failed rolls
+/// it back: nothing is written.
 ///
 /// # Errors
 /// As [`append_events`]; [`StoreError::Unavailable`] when the commit fails.
-pub(super) async fn append_committed(
+pub(super) async fn append_framed(
     conn: &mut SqliteConnection,
     events: &[&DomainEvent],
-) -> Result<(), StoreError> {
-    append_with(conn, events, true).await
-}
-
-async fn append_with(
-    conn: &mut SqliteConnection,
-    events: &[&DomainEvent],
-    committed: bool,
+    frame: Frame,
 ) -> Result<(), StoreError> {
     let projection = Projection::of(events.iter().copied());
-    let sql = if committed { APPEND_COMMITTED } else { APPEND };
-    let appended = sqlx::query(sql)
+    let appended = sqlx::query(framed!(frame, append_statements!()))
         .bind(to_json(events)?)
         .bind(to_json(&projection.runs)?)
         .bind(to_json(&projection.jobs)?)
@@ -172,10 +205,11 @@ async fn append_with(
         .bind(to_json(&projection.run_starts)?)
         .execute(&mut *conn)
         .await;
-    if appended.is_err() && committed {
-        // Whichever statement failed, what the query began is undone ("no transaction is
-        // active" when it was `BEGIN` itself).
-        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+    if appended.is_err() && frame != Frame::INSIDE {
+        // Whichever statement failed, what the batch began is undone ("no transaction is
+        // active" when it was `BEGIN` itself). The missing subject is then looked up in what
+        // is committed.
+        rollback(conn).await;
     }
     match appended {
         Ok(_) => Ok(()),
@@ -227,7 +261,13 @@ async fn exists(conn: &mut SqliteConnection, sql: &'static str, id: i64) -> bool
         .unwrap_or(true)
 }
 
-/// Creates a run of a stored pipeline version and its jobs, all pending, at attempt 1.
+/// Rolls back the transaction a framed query began; harmless when none is open.
+pub(super) async fn rollback(conn: &mut SqliteConnection) {
+    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+}
+
+/// Creates a run of a stored pipeline version and its jobs, all pending, at attempt 1, then
+/// writes its opening (after the override of `on:`, if any).
 ///
 /// # Errors
 /// [`StoreError::NotFound`] if the pipeline version is not stored.
@@ -235,50 +275,100 @@ pub(super) async fn create_run(
     conn: &mut SqliteConnection,
     run: &NewRun,
 ) -> Result<RunRecord, StoreError> {
-    let what = "creating a run";
-    let source: Option<String> =
-        sqlx::query_scalar("SELECT source FROM pipelines WHERE name = ?1 AND version = ?2")
-            .bind(&run.pipeline)
-            .bind(run.version)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(|err| store_error(what, err))?;
-    let source = source.ok_or_else(|| StoreError::NotFound {
-        what: format!("pipeline `{}` version {}", run.pipeline, run.version),
-    })?;
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO runs (pipeline, version, inputs, state, since, created) \
-         VALUES (?1, ?2, ?3, 'pending', ?4, ?4) RETURNING id",
-    )
-    .bind(&run.pipeline)
-    .bind(run.version)
-    .bind(to_json(&run.inputs)?)
-    .bind(run.at.0)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(|err| store_error(what, err))?;
-    let run_id = RunId(stored_id("run id", id)?);
+    create_run_framed(conn, run, Frame::INSIDE).await
+}
+
+/// [`create_run`] in two round trips to SQLite's thread (the run and its jobs; its first
+/// events), the first beginning the transaction and the last committing it as `frame` says.
+/// A framed query that fails rolls the transaction back.
+pub(super) async fn create_run_framed(
+    conn: &mut SqliteConnection,
+    run: &NewRun,
+    frame: Frame,
+) -> Result<RunRecord, StoreError> {
+    let created = create_rows(conn, run, frame.begin).await;
+    let mut record = match created {
+        Ok(record) => record,
+        Err(err) => {
+            if frame != Frame::INSIDE {
+                rollback(conn).await;
+            }
+            return Err(err);
+        }
+    };
+    let mut events = Vec::new();
     if !run.inputs.overridden_by.is_empty() {
         // The override is the run's first event, in the transaction that creates it.
-        let event = DomainEvent::RunStartOverridden {
-            run: run_id,
+        events.push(DomainEvent::RunStartOverridden {
+            run: record.id,
             by: run.inputs.overridden_by.clone(),
             event: run.inputs.event.clone(),
             at: run.at,
-        };
-        append_events(conn, &[&event]).await?;
+        });
     }
+    if let Some(opening) = &run.opening {
+        events.extend(opening.open(&mut record));
+    }
+    let tail = Frame {
+        begin: false,
+        commit: frame.commit,
+    };
+    if !events.is_empty() {
+        append_framed(conn, &events.iter().collect::<Vec<_>>(), tail).await?;
+    } else if frame.commit {
+        let committed = sqlx::query("COMMIT").execute(&mut *conn).await;
+        if let Err(err) = committed {
+            rollback(conn).await;
+            return Err(store_error("committing a new run", err));
+        }
+    }
+    Ok(record)
+}
+
+/// The rows of a new run and its jobs, in one query; the record they make, pending.
+async fn create_rows(
+    conn: &mut SqliteConnection,
+    run: &NewRun,
+    begin: bool,
+) -> Result<RunRecord, StoreError> {
+    let what = "creating a run";
+    let sql = match begin {
+        true => concat!("BEGIN IMMEDIATE;\n", create_statements!()),
+        false => create_statements!(),
+    };
+    let rows = sqlx::query(sql)
+        .bind(&run.pipeline)
+        .bind(run.version)
+        .bind(to_json(&run.inputs)?)
+        .bind(run.at.0)
+        .bind(to_json(&run.jobs)?)
+        .fetch_all(&mut *conn)
+        .await;
+    let not_stored = || StoreError::NotFound {
+        what: format!("pipeline `{}` version {}", run.pipeline, run.version),
+    };
+    let rows = match rows {
+        Ok(rows) => rows,
+        // The only foreign key of a new run: its pipeline version.
+        Err(err) => {
+            return Err(match store_error(what, err) {
+                StoreError::NotFound { .. } => not_stored(),
+                other => other,
+            });
+        }
+    };
+    let mut rows = rows.into_iter();
+    let (Some(source), Some(id)) = (rows.next(), rows.next()) else {
+        return Err(not_stored());
+    };
+    let source: String = source.try_get(0).map_err(|err| store_error(what, err))?;
+    let id: i64 = id.try_get(0).map_err(|err| store_error(what, err))?;
+    let run_id = RunId(stored_id("run id", id)?);
     // RETURNING gives rows in no particular order: sort by position.
-    let mut jobs: Vec<(i64, i64)> = sqlx::query_as(
-        "INSERT INTO jobs (run_id, position, name, state, attempt, since) \
-         SELECT ?1, key, value, 'pending', 1, ?2 FROM json_each(?3) RETURNING position, id",
-    )
-    .bind(id)
-    .bind(run.at.0)
-    .bind(to_json(&run.jobs)?)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(|err| store_error(what, err))?;
+    let mut jobs: Vec<(i64, i64)> = rows
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(|err| store_error(what, err))?;
     jobs.sort_unstable();
     if jobs.len() != run.jobs.len() {
         return Err(corrupt(
@@ -303,7 +393,7 @@ pub(super) async fn create_run(
             })
         })
         .collect::<Result<_, StoreError>>()?;
-    let mut record = RunRecord {
+    Ok(RunRecord {
         id: run_id,
         pipeline: run.pipeline.clone(),
         version: run.version,
@@ -315,14 +405,7 @@ pub(super) async fn create_run(
         started: None,
         finished: None,
         jobs,
-    };
-    if let Some(opening) = &run.opening {
-        let events = opening.open(&mut record);
-        if !events.is_empty() {
-            append_events(conn, &events.iter().collect::<Vec<_>>()).await?;
-        }
-    }
-    Ok(record)
+    })
 }
 
 /// Stores `source` as the next version of pipeline `name`, unless it is the latest's text.

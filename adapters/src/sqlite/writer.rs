@@ -29,7 +29,8 @@ use super::agents::{self, AgentWrite, AgentWritten};
 use super::error::store_error;
 use super::repos::{self, RepoWrite, RepoWritten};
 use super::secrets;
-use super::{queries, tokens};
+use super::queries::{self, Frame};
+use super::tokens;
 use crate::secrets::SealedSecret;
 
 /// The most events (or jobs of new runs) written in one transaction.
@@ -188,22 +189,11 @@ enum Fast {
 
 async fn write_fast(conn: &mut SqliteConnection, batch: &mut [Command]) -> Fast {
     let what = "writing a batch";
-    if batch.iter().all(|c| matches!(c, Command::Append(_))) {
-        // The common batch: one query, transaction and all.
-        let events: Vec<&DomainEvent> = batch.iter().flat_map(events_of).collect();
-        let appended = queries::append_committed(conn, &events).await;
-        drop(events);
-        return match settle_fast(appended) {
-            Some(failed) => failed,
-            None => {
-                for command in batch.iter_mut() {
-                    if let Command::Append(request) = command {
-                        request.result = Some(Ok(()));
-                    }
-                }
-                Fast::Committed
-            }
-        };
+    if batch
+        .iter()
+        .all(|c| matches!(c, Command::Append(_) | Command::CreateRun(_)))
+    {
+        return write_runs_fast(conn, batch).await;
     }
     let mut tx = match conn.begin_with("BEGIN IMMEDIATE").await {
         Ok(tx) => tx,
@@ -271,6 +261,55 @@ async fn write_fast(conn: &mut SqliteConnection, batch: &mut [Command]) -> Fast 
     match tx.commit().await {
         Ok(()) => Fast::Committed,
         Err(err) => Fast::Failed(store_error(what, err)),
+    }
+}
+
+/// The common batch, appends and new runs, written optimistically with `BEGIN IMMEDIATE` sent
+/// with its first query and `COMMIT` with its last: all its events in one query, then two
+/// queries per new run (see [`queries::create_run_framed`]). A batch of appends alone is one
+/// round trip to SQLite's thread.
+async fn write_runs_fast(conn: &mut SqliteConnection, batch: &mut [Command]) -> Fast {
+    let mut creates = batch
+        .iter()
+        .filter(|c| matches!(c, Command::CreateRun(_)))
+        .count();
+    let mut frame = Frame {
+        begin: true,
+        commit: false,
+    };
+    let events: Vec<&DomainEvent> = batch.iter().flat_map(events_of).collect();
+    let mut written = Ok(());
+    if !events.is_empty() {
+        frame.commit = creates == 0;
+        written = queries::append_framed(conn, &events, frame).await;
+        frame.begin = false;
+    }
+    drop(events);
+    for command in batch.iter_mut() {
+        if written.is_err() {
+            break;
+        }
+        if let Command::CreateRun(request) = command {
+            creates -= 1;
+            frame.commit = creates == 0;
+            match queries::create_run_framed(conn, &request.args, frame).await {
+                Ok(record) => request.result = Some(Ok(record)),
+                Err(err) => written = Err(err),
+            }
+            frame.begin = false;
+        }
+    }
+    // A framed query that failed rolled the transaction back.
+    match settle_fast(written) {
+        Some(failed) => failed,
+        None => {
+            for command in batch.iter_mut() {
+                if let Command::Append(request) = command {
+                    request.result = Some(Ok(()));
+                }
+            }
+            Fast::Committed
+        }
     }
 }
 
