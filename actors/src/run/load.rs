@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use hodei_domain::engine::JobSlot;
+use hodei_domain::engine::{JobSlot, Restored, restore};
 use hodei_domain::ids::{JobId, RunId};
 use hodei_domain::plan::{InputError, JobRef, ResolvedRun};
 use hodei_domain::ports::{RunRecord, StoreError};
-use hodei_domain::state::{JobMachine, RunMachine};
+use hodei_domain::state::RunMachine;
 
 use super::plans::{SharedPlan, shared_plan};
 use crate::Ports;
@@ -113,28 +113,16 @@ fn loaded_from(record: RunRecord, secrets: Vec<(String, String)>) -> Result<Load
             planned,
         });
     }
-    let mut jobs = Vec::with_capacity(plan.jobs.len());
-    let mut post = None;
-    for (position, job) in record.jobs.iter().enumerate() {
-        let Some(which) = plan.job_at(position) else {
-            continue;
-        };
-        let machine = JobMachine::restore(
+    let Some(Restored { run, jobs, post }) = restore(&plan, &record) else {
+        return Err(LoadError::Jobs {
             run,
-            job.id,
-            plan.policy(which),
-            job.attempt,
-            job.state.clone(),
-            job.since,
-        );
-        match which {
-            JobRef::Planned(_) => jobs.push(JobSlot::home(machine)),
-            JobRef::Post => post = Some(JobSlot::home(machine)),
-        }
-    }
+            stored: record.jobs.len(),
+            planned,
+        });
+    };
     Ok(Loaded {
         resolved: Arc::new(resolved),
-        machine: RunMachine::restore(run, record.state, record.since),
+        machine: run,
         plan,
         jobs,
         post,

@@ -27,9 +27,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::agents::{self, AgentWrite, AgentWritten};
 use super::error::store_error;
+use super::queries::{self, Frame};
 use super::repos::{self, RepoWrite, RepoWritten};
 use super::secrets;
-use super::queries::{self, Frame};
 use super::tokens;
 use crate::secrets::SealedSecret;
 

@@ -29,7 +29,7 @@ mod tests;
 use std::collections::HashMap;
 
 pub use attempt::{CacheDef, HOOK_TIMEOUT, HookSteps, JobDef, JobFiles, job_def};
-pub use opening::open;
+pub use opening::{Restored, open, restore};
 pub use resume::{ResumePoint, resume_point};
 
 use crate::ids::{JobId, Timestamp};

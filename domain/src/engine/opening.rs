@@ -1,13 +1,54 @@
 //! A new run's opening: the transitions of its first reconcile, decided while the run is
 //! created, so that the store writes them in the transaction that creates it. A run's first
 //! job then waits for two commits before it starts (the run with its opening; the job placed
-//! and started), not three.
+//! and started), not three. And [`restore`]: a stored run's machines, which the opening and the
+//! run actor's load both start from.
 
 use super::{Approvals, JobSlot, Move, RunSnapshot, advance};
 use crate::ids::Timestamp;
 use crate::plan::{JobRef, Plan, ResolvedRun};
 use crate::ports::RunRecord;
 use crate::state::{DomainEvent, JobMachine, RunEvent, RunMachine, RunState};
+
+/// A stored run's machines, as its actor holds them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Restored {
+    pub run: RunMachine,
+    /// The plan's jobs, in the plan's order.
+    pub jobs: Vec<JobSlot>,
+    /// The job of the pipeline's post hooks, if it has any.
+    pub post: Option<JobSlot>,
+}
+
+/// The machines of a stored run of `plan`, each job at rest (held by the run, not queued);
+/// `None` when the record's jobs are not the plan's ([`Plan::run_jobs`], by count).
+pub fn restore(plan: &Plan, record: &RunRecord) -> Option<Restored> {
+    if record.jobs.len() != plan.jobs.len() + usize::from(plan.has_post_job()) {
+        return None;
+    }
+    let mut jobs = Vec::with_capacity(plan.jobs.len());
+    let mut post = None;
+    for (position, job) in record.jobs.iter().enumerate() {
+        let which = plan.job_at(position)?;
+        let slot = JobSlot::home(JobMachine::restore(
+            record.id,
+            job.id,
+            plan.policy(which),
+            job.attempt,
+            job.state.clone(),
+            job.since,
+        ));
+        match which {
+            JobRef::Planned(_) => jobs.push(slot),
+            JobRef::Post => post = Some(slot),
+        }
+    }
+    Some(Restored {
+        run: RunMachine::restore(record.id, record.state, record.since),
+        jobs,
+        post,
+    })
+}
 
 /// Applies to `record` — a run just created: pending, its jobs pending, with the ids the store
 /// gave them — the transitions that [`advance`] makes on it at `now`, and returns them for the
@@ -25,30 +66,17 @@ pub fn open(
     now: Timestamp,
     record: &mut RunRecord,
 ) -> Vec<DomainEvent> {
-    let count = plan.jobs.len() + usize::from(plan.has_post_job());
-    if record.state != RunState::Pending || record.jobs.len() != count {
+    if record.state != RunState::Pending {
         return Vec::new();
     }
-    let mut run = RunMachine::restore(record.id, record.state, record.since);
-    let mut jobs = Vec::with_capacity(plan.jobs.len());
-    let mut post = None;
-    for (position, job) in record.jobs.iter().enumerate() {
-        let Some(which) = plan.job_at(position) else {
-            return Vec::new();
-        };
-        let slot = JobSlot::home(JobMachine::restore(
-            record.id,
-            job.id,
-            plan.policy(which),
-            job.attempt,
-            job.state.clone(),
-            job.since,
-        ));
-        match which {
-            JobRef::Planned(_) => jobs.push(slot),
-            JobRef::Post => post = Some(slot),
-        }
-    }
+    let Some(Restored {
+        mut run,
+        mut jobs,
+        mut post,
+    }) = restore(plan, record)
+    else {
+        return Vec::new();
+    };
     let moves = advance(&RunSnapshot {
         plan,
         resolved,
