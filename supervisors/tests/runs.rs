@@ -473,7 +473,7 @@ async fn the_last_steps_end_is_written_with_the_jobs_end_when_the_tear_down_is_q
             h.until(run, "the run's end announced", |_| {
                 h.batches(run)
                     .last()
-                    .is_some_and(|b| b[0].starts_with("run_"))
+                    .is_some_and(|b| matches!(b[0], "run_succeeded" | "run_failed"))
             })
             .await;
         }

@@ -299,7 +299,11 @@ async fn write_runs_fast(conn: &mut SqliteConnection, batch: &mut [Command]) -> 
             frame.begin = false;
         }
     }
-    // A framed query that failed rolled the transaction back.
+    if written.is_err() {
+        // A framed query that failed rolled the transaction back; one that failed before it
+        // was sent (its arguments) did not.
+        queries::rollback(conn).await;
+    }
     match settle_fast(written) {
         Some(failed) => failed,
         None => {
