@@ -117,8 +117,12 @@ impl SqliteStore {
     }
 
     fn start(pools: schema::Pools, instance_id: String) -> SqliteStore {
+        let writes = writer::spawn(pools.write);
+        if let Some(checkpoints) = pools.checkpoints {
+            tokio::spawn(schema::checkpoints(checkpoints, writes.downgrade()));
+        }
         SqliteStore {
-            writes: writer::spawn(pools.write),
+            writes,
             reads: pools.read,
             instance_id: instance_id.into(),
         }

@@ -18,6 +18,8 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::{ConnectOptions, Connection, SqliteConnection};
+use tokio::sync::mpsc;
 
 use super::error::{migrate_error, store_error};
 
@@ -37,6 +39,8 @@ pub(super) struct Pools {
     pub write: SqlitePool,
     /// For reads: read-only connections, or the same pool as `write` in memory.
     pub read: SqlitePool,
+    /// For the checkpoints of a file's WAL ([`checkpoints`]); `None` in memory.
+    pub checkpoints: Option<SqliteConnection>,
 }
 
 /// The raw cost of a commit on a database file set up as the store's (WAL,
@@ -48,7 +52,6 @@ pub(super) struct Pools {
 /// # Errors
 /// What SQLite said.
 pub async fn commit_latency(path: &Path, transactions: usize) -> Result<(f64, f64), String> {
-    use sqlx::Connection;
     let options = SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
@@ -99,7 +102,9 @@ pub(super) async fn open_file(path: &Path) -> Result<Pools, StoreError> {
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
-        .foreign_keys(true);
+        .foreign_keys(true)
+        // The writer's commits never checkpoint: see `checkpoints`.
+        .pragma("wal_autocheckpoint", "0");
     let write = single_connection()
         .connect_with(write_options)
         .await
@@ -112,10 +117,45 @@ pub(super) async fn open_file(path: &Path) -> Result<Pools, StoreError> {
     let read = SqlitePoolOptions::new()
         .max_connections(READERS)
         .test_before_acquire(false)
-        .connect_with(base.read_only(true))
+        .connect_with(base.clone().read_only(true))
         .await
         .map_err(|err| store_error(&what, err))?;
-    Ok(Pools { write, read })
+    let checkpoints = base
+        .connect()
+        .await
+        .map_err(|err| store_error(&what, err))?;
+    Ok(Pools {
+        write,
+        read,
+        checkpoints: Some(checkpoints),
+    })
+}
+
+/// How often the WAL is checkpointed.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// Copies the WAL into the database file every [`CHECKPOINT_EVERY`] from a connection of its
+/// own, until `writer` is gone. The writer's connection never checkpoints
+/// (`wal_autocheckpoint=0`): SQLite's automatic checkpoint runs inside the commit that takes the
+/// WAL past 1,000 pages, and its copy and syncs, a few milliseconds, stalled that commit and
+/// every caller waiting for it (the p99 of every write). A `PASSIVE` checkpoint runs beside the
+/// writer, which goes on appending to the WAL meanwhile; with nothing new in the WAL it costs
+/// nothing.
+pub(super) async fn checkpoints<T>(mut conn: SqliteConnection, writer: mpsc::WeakSender<T>) {
+    loop {
+        tokio::time::sleep(CHECKPOINT_EVERY).await;
+        if writer.upgrade().is_none() {
+            break;
+        }
+        if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&mut conn)
+            .await
+        {
+            tracing::warn!(error = %err, "Cannot checkpoint the database's WAL.");
+        }
+    }
+    // The last connection to close checkpoints what is left.
+    let _ = conn.close().await;
 }
 
 /// Refuses a database migrated by a newer Hodei, before anything is written to it.
@@ -157,6 +197,7 @@ pub(super) async fn open_memory() -> Result<Pools, StoreError> {
     Ok(Pools {
         write: pool.clone(),
         read: pool,
+        checkpoints: None,
     })
 }
 

@@ -269,3 +269,41 @@ async fn a_database_from_before_stored_times_gets_them_from_its_events() {
     );
     assert_eq!(job.steps[0].started, Some(Timestamp(13)));
 }
+
+#[tokio::test]
+async fn the_wal_is_checkpointed_beside_the_writer_not_by_its_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hodei.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let wal = dir.path().join("hodei.db-wal");
+    // The writer's commits never checkpoint.
+    let pools = schema::open_file(&path).await.unwrap();
+    let autocheckpoint: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+        .fetch_one(&pools.write)
+        .await
+        .unwrap();
+    assert_eq!(autocheckpoint, 0);
+    drop(pools);
+    let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let before = size(&path);
+    // Several megabytes of events: well past the 1,000 pages at which a commit would have
+    // checkpointed.
+    let run = new_run(&store, &["a"], 0).await;
+    for i in 0..400 {
+        let events = (0..50)
+            .flat_map(|j| lifecycle(run.id, run.jobs[0].id, a(1), i * 1_000 + j * 10))
+            .collect();
+        within(store.append(events)).await.unwrap();
+    }
+    // The checkpointer copies them into the database file.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while size(&path) < before + 2_000_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the WAL was never checkpointed: database {} bytes, WAL {} bytes",
+            size(&path),
+            size(&wal)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
