@@ -117,9 +117,14 @@ impl SqliteStore {
     }
 
     fn start(pools: schema::Pools, instance_id: String) -> SqliteStore {
-        let writes = writer::spawn(pools.write);
+        let committed = Arc::new(tokio::sync::Notify::new());
+        let writes = writer::spawn(pools.write, committed.clone());
         if let Some(checkpoints) = pools.checkpoints {
-            tokio::spawn(schema::checkpoints(checkpoints, writes.downgrade()));
+            tokio::spawn(schema::checkpoints(
+                checkpoints,
+                writes.downgrade(),
+                committed,
+            ));
         }
         SqliteStore {
             writes,

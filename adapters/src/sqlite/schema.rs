@@ -19,7 +19,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, Connection, SqliteConnection};
-use tokio::sync::mpsc;
+use std::sync::Arc;
+
+use tokio::sync::{Notify, mpsc};
 
 use super::error::{migrate_error, store_error};
 
@@ -134,15 +136,21 @@ pub(super) async fn open_file(path: &Path) -> Result<Pools, StoreError> {
 /// How often the WAL is checkpointed.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
-/// Copies the WAL into the database file every [`CHECKPOINT_EVERY`] from a connection of its
-/// own, until `writer` is gone. The writer's connection never checkpoints
+/// Copies the WAL into the database file from a connection of its own, [`CHECKPOINT_EVERY`]
+/// after the writer `committed` (at most that often; nothing while the store is idle), until
+/// `writer` is gone. The writer's connection never checkpoints
 /// (`wal_autocheckpoint=0`): SQLite's automatic checkpoint runs inside the commit that takes the
 /// WAL past 1,000 pages, and its copy and syncs, a few milliseconds, stalled that commit and
 /// every caller waiting for it (the p99 of every write). A `PASSIVE` checkpoint runs beside the
 /// writer, which goes on appending to the WAL meanwhile; with nothing new in the WAL it costs
 /// nothing.
-pub(super) async fn checkpoints<T>(mut conn: SqliteConnection, writer: mpsc::WeakSender<T>) {
+pub(super) async fn checkpoints<T>(
+    mut conn: SqliteConnection,
+    writer: mpsc::WeakSender<T>,
+    committed: Arc<Notify>,
+) {
     loop {
+        committed.notified().await;
         tokio::time::sleep(CHECKPOINT_EVERY).await;
         if writer.upgrade().is_none() {
             break;

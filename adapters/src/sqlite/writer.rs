@@ -23,7 +23,9 @@ use hodei_domain::ports::{
 };
 use hodei_domain::state::DomainEvent;
 use sqlx::{Connection, Sqlite, SqliteConnection, SqlitePool, Transaction};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::agents::{self, AgentWrite, AgentWritten};
 use super::error::store_error;
@@ -129,14 +131,15 @@ impl<A, T> Request<A, T> {
 }
 
 /// Starts the writer task on the current Tokio runtime; it ends when every sender is dropped,
-/// after writing what was queued.
-pub(super) fn spawn(pool: SqlitePool) -> mpsc::Sender<Command> {
+/// after writing what was queued. It notifies `committed` after each commit, and once more as
+/// it ends.
+pub(super) fn spawn(pool: SqlitePool, committed: Arc<Notify>) -> mpsc::Sender<Command> {
     let (sender, receiver) = mpsc::channel(QUEUE);
-    tokio::spawn(run(pool, receiver));
+    tokio::spawn(run(pool, receiver, committed));
     sender
 }
 
-async fn run(pool: SqlitePool, mut commands: mpsc::Receiver<Command>) {
+async fn run(pool: SqlitePool, mut commands: mpsc::Receiver<Command>, committed: Arc<Notify>) {
     let mut batch = Vec::new();
     while let Some(first) = commands.recv().await {
         // Let the callers that are ready to send (typically those just answered) do so before
@@ -152,14 +155,18 @@ async fn run(pool: SqlitePool, mut commands: mpsc::Receiver<Command>) {
             batch.push(next);
         }
         let commit = write(&pool, &mut batch).await;
-        if let Err(err) = &commit {
-            tracing::warn!(commands = batch.len(), error = %err, "Store batch failed.");
+        match &commit {
+            Ok(()) => committed.notify_one(),
+            Err(err) => {
+                tracing::warn!(commands = batch.len(), error = %err, "Store batch failed.")
+            }
         }
         for command in batch.drain(..) {
             command.answer(&commit);
         }
     }
     pool.close().await;
+    committed.notify_one();
 }
 
 /// Writes a batch in one transaction; each command's own result is left in it.
