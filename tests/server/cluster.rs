@@ -211,6 +211,7 @@ async fn submit(http: &reqwest::Client, cluster: &Cluster) -> u64 {
 async fn finished(http: &reqwest::Client, cluster: &Cluster, runs: &[u64]) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut done = BTreeMap::new();
+    let mut open_records = BTreeMap::new();
     while done.len() < runs.len() {
         let open: Vec<u64> = runs
             .iter()
@@ -229,15 +230,28 @@ async fn finished(http: &reqwest::Client, cluster: &Cluster, runs: &[u64]) -> Ve
             .await;
             assert_eq!(status, 200, "{run}");
             if ["succeeded", "failed", "cancelled"].contains(&run["state"].as_str().unwrap_or("")) {
+                open_records.remove(&id);
                 done.insert(id, run);
+            } else {
+                open_records.insert(id, run);
             }
         }
         eprintln!("{} of {} runs finished", done.len(), runs.len());
         assert!(
             Instant::now() < deadline,
-            "{} of {} runs never finished (likely deadlocked)",
+            "{} of {} runs never finished: {}\nthe queue: {}",
             runs.len() - done.len(),
-            runs.len()
+            runs.len(),
+            serde_json::to_string_pretty(&open_records).unwrap_or_default(),
+            call(
+                http,
+                || http
+                    .get(format!("{}/api/v1/queue", cluster.url))
+                    .bearer_auth(ADMIN),
+                Duration::from_secs(60),
+            )
+            .await
+            .1
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
