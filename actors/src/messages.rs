@@ -366,11 +366,15 @@ pub struct ApproveJob {
     pub by: String,
 }
 
-/// A run actor is done: its run is finished (or it gave up and the run resumes at next start).
+/// A run actor is done: its run is finished, or it gave up (the orchestrator decides whether
+/// and when a new actor takes the run up).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct RunActorStopped {
     pub run: RunId,
+    /// It gave up because the store could not be reached: not the run's fault, and no reason
+    /// to spend its restart budget.
+    pub store_unavailable: bool,
 }
 
 /// A run actor loaded its run and acted on its first reconcile: its queued jobs are asked for.

@@ -69,6 +69,9 @@ pub struct Orchestrator {
     admission: Admission,
     /// The runs found unfinished at start-up whose actor has not loaded them yet.
     resuming: std::collections::HashSet<RunId>,
+    /// The runs whose actor stopped because the store could not be reached, with how many
+    /// times in a row: they are taken up again until the store answers.
+    outages: HashMap<RunId, u32>,
 }
 
 impl Orchestrator {
@@ -93,6 +96,7 @@ impl Orchestrator {
             restarts,
             admission: Admission::default(),
             resuming: Default::default(),
+            outages: HashMap::new(),
         }
     }
 
@@ -128,13 +132,20 @@ impl Actor for Orchestrator {
             restarts: self.restarts.counter().clone(),
             agents: self.agents.clone(),
         });
-        // Resume before anything else: the mailbox waits until this is done.
-        let (store, provider) = (self.ports.store.clone(), self.provider.clone());
+        // Resume before anything else: the mailbox waits until this is done, and while the
+        // store cannot be reached (reaping steps without knowing which to spare would lose
+        // them; a run left out would wait for the next start).
+        let (store, provider, policy) =
+            (self.ports.store.clone(), self.provider.clone(), self.policy);
         ctx.wait(
             async move {
                 // The steps the store shows running may still run (a container outlives
                 // Hodei): their job attempts are spared, for their job actors to take back.
-                let Survey { spare, jobs } = match survey(store.as_ref()).await {
+                let surveyed = patiently(&policy, "survey the unfinished runs", || {
+                    survey(store.as_ref())
+                })
+                .await;
+                let Survey { spare, jobs } = match surveyed {
                     Ok(survey) => survey,
                     Err(err) => {
                         tracing::error!(error = %err, "Cannot list the running steps; none is taken back.");
@@ -150,7 +161,11 @@ impl Actor for Orchestrator {
                     Ok(Err(err)) => tracing::error!(error = %err, "Cannot reap what an earlier Hodei left running."),
                     Err(err) => tracing::error!(error = %err, "The provider actor is not running."),
                 }
-                (store.unfinished_runs().await, jobs)
+                let runs = patiently(&policy, "list the unfinished runs", || {
+                    store.unfinished_runs()
+                })
+                .await;
+                (runs, jobs)
             }
             .into_actor(self)
             .map(|(result, jobs), act, _| match result {
@@ -169,6 +184,32 @@ impl Actor for Orchestrator {
                 Err(err) => tracing::error!(error = %err, "Cannot list unfinished runs; they resume at the next start."),
             }),
         );
+    }
+}
+
+/// What `attempt` returns once it succeeds or fails for good: tried again, with the restart
+/// policy's backoff, for as long as the store is unavailable.
+async fn patiently<T, F>(
+    policy: &RestartPolicy,
+    what: &str,
+    attempt: impl Fn() -> F,
+) -> Result<T, StoreError>
+where
+    F: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut earlier = 0;
+    loop {
+        match attempt().await {
+            Err(err) if err.is_retryable() => {
+                if earlier == 0 {
+                    tracing::warn!(error = %err, "Cannot {what} yet: the store is unavailable; trying again until it answers.");
+                }
+                let delay = std::time::Duration::from_millis(policy.delay_ms(earlier));
+                earlier = earlier.saturating_add(1);
+                tokio::time::sleep(delay).await;
+            }
+            done => return done,
+        }
     }
 }
 
@@ -570,7 +611,27 @@ impl Handler<RunActorStopped> for Orchestrator {
             let finished = matches!(&result, Ok(Some(record)) if record.state.is_terminal());
             if finished {
                 act.history.remove(&msg.run);
+                act.outages.remove(&msg.run);
                 act.admission.finished(msg.run);
+                return;
+            }
+            // A database restarting, a disk full: the run is not at fault, and it must not
+            // wait for the next start of Hodei once the store is back. Its actor is started
+            // again, with the restart policy's backoff but outside its budget, until the store
+            // answers (a leader that cannot reach the database stops leading anyway).
+            if msg.store_unavailable || matches!(&result, Err(err) if err.is_retryable()) {
+                let earlier = act.outages.entry(msg.run).or_insert(0);
+                if *earlier == 0 {
+                    tracing::warn!(run_id = %msg.run, "The store is unavailable; the run goes on once it answers.");
+                }
+                let delay_ms = act.policy.delay_ms(*earlier);
+                *earlier += 1;
+                act.restarts.counter().record(ActorKind::Run);
+                ctx.run_later(std::time::Duration::from_millis(delay_ms), move |act, _| {
+                    if !act.runs.contains_key(&msg.run) {
+                        act.start_run(msg.run);
+                    }
+                });
                 return;
             }
             let decision = act.history.entry(msg.run).or_default().on_stop(&act.policy, now);
@@ -596,6 +657,9 @@ impl Handler<RunLoaded> for Orchestrator {
 
     fn handle(&mut self, msg: RunLoaded, _: &mut Context<Self>) {
         self.resuming.remove(&msg.run);
+        if self.outages.remove(&msg.run).is_some() {
+            tracing::info!(run_id = %msg.run, "The store answers again; the run goes on.");
+        }
     }
 }
 

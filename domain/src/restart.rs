@@ -31,6 +31,16 @@ impl Default for RestartPolicy {
     }
 }
 
+impl RestartPolicy {
+    /// The delay before a restart that follows `earlier` ones: the base, doubled for each,
+    /// up to the longest.
+    pub fn delay_ms(&self, earlier: u32) -> u64 {
+        self.backoff_base_ms
+            .saturating_mul(1u64 << earlier.min(32))
+            .min(self.backoff_max_ms)
+    }
+}
+
 /// What to do about a stopped actor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestartDecision {
@@ -68,13 +78,8 @@ impl RestartHistory {
         }
         self.restarts.push_back(now);
         self.total += 1;
-        let doublings = in_window.min(32);
-        let delay_ms = policy
-            .backoff_base_ms
-            .saturating_mul(1u64 << doublings)
-            .min(policy.backoff_max_ms);
         RestartDecision::Restart {
-            delay_ms,
+            delay_ms: policy.delay_ms(in_window),
             restarts_in_window: in_window + 1,
         }
     }

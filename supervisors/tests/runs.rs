@@ -12,6 +12,7 @@ mod pools;
 use std::sync::Arc;
 
 use common::{Options, harness, harness_with, state_of};
+use hodei_actors::contain::ActorKind;
 use hodei_actors::messages::CancelRun;
 use hodei_adapters::sqlite::SqliteStore;
 use hodei_domain::ids::RunId;
@@ -226,6 +227,19 @@ struct FlakyStore {
     refuse: &'static str,
     refused: std::sync::atomic::AtomicBool,
     slow: std::time::Duration,
+    /// While set, the store cannot be reached at all.
+    outage: Option<&'static std::sync::atomic::AtomicBool>,
+}
+
+impl FlakyStore {
+    fn away(&self) -> Option<hodei_domain::ports::StoreError> {
+        self.outage
+            .is_some_and(|outage| outage.load(std::sync::atomic::Ordering::SeqCst))
+            .then(|| hodei_domain::ports::StoreError::Unavailable {
+                reason: "injected: the database restarts".into(),
+                cause: None,
+            })
+    }
 }
 
 impl Store for FlakyStore {
@@ -263,6 +277,9 @@ impl Store for FlakyStore {
         &self,
         events: Vec<DomainEvent>,
     ) -> hodei_domain::ports::BoxFuture<'_, Result<(), hodei_domain::ports::StoreError>> {
+        if let Some(err) = self.away() {
+            return Box::pin(async { Err(err) });
+        }
         let hit = events.iter().any(|e| e.kind() == self.refuse);
         if hit && !self.refused.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return Box::pin(async {
@@ -288,6 +305,9 @@ impl Store for FlakyStore {
         '_,
         Result<Option<RunRecord>, hodei_domain::ports::StoreError>,
     > {
+        if let Some(err) = self.away() {
+            return Box::pin(async { Err(err) });
+        }
         self.inner.run(id)
     }
 
@@ -295,6 +315,9 @@ impl Store for FlakyStore {
         &self,
     ) -> hodei_domain::ports::BoxFuture<'_, Result<Vec<RunId>, hodei_domain::ports::StoreError>>
     {
+        if let Some(err) = self.away() {
+            return Box::pin(async { Err(err) });
+        }
         self.inner.unfinished_runs()
     }
 
@@ -385,6 +408,7 @@ async fn a_store_refusal_mid_attempt_reloads_the_job_and_the_run_still_finishes(
                     refuse: "step_succeeded",
                     refused: Default::default(),
                     slow: std::time::Duration::ZERO,
+                    outage: None,
                 })
             },
             ..Options::default()
@@ -407,6 +431,53 @@ async fn a_store_refusal_mid_attempt_reloads_the_job_and_the_run_still_finishes(
     );
 }
 
+static OUTAGE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[actix_rt::test]
+async fn a_run_goes_on_after_a_store_outage_longer_than_its_restart_budget() {
+    // The database restarts while a job runs: the job's end cannot be written, the run cannot
+    // be read again. Its actor stops over and over, far past the restart budget (five within a
+    // minute); once the store answers, the run goes on, without waiting for Hodei to restart.
+    let h = harness_with(
+        "outage",
+        Options {
+            store: |inner| {
+                Arc::new(FlakyStore {
+                    inner,
+                    refuse: "",
+                    refused: Default::default(),
+                    slow: std::time::Duration::ZERO,
+                    outage: Some(&OUTAGE),
+                })
+            },
+            ..Options::default()
+        },
+    )
+    .await;
+    let run = h
+        .submit(
+            "name: p\njobs:\n  a: {retry: 1, steps: [sleep 300]}\n  b: {needs: [a], steps: [emit 1]}\n",
+            RunInputs::default(),
+        )
+        .await;
+    h.until(run, "job a running", |r| {
+        matches!(state_of(r, "a"), JobState::Running { .. })
+    })
+    .await;
+    let before = h.tree.restarts.get(ActorKind::Run);
+    OUTAGE.store(true, std::sync::atomic::Ordering::SeqCst);
+    // The step ends 300 ms in; the harness's backoff is at most 20 ms.
+    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    OUTAGE.store(false, std::sync::atomic::Ordering::SeqCst);
+    let record = h.finished(run).await;
+    assert!(
+        h.tree.restarts.get(ActorKind::Run) > before + 10,
+        "the actor was started again well past the budget"
+    );
+    assert_eq!(record.state, RunState::Succeeded, "{:?}", record.jobs);
+    assert_eq!(state_of(&record, "b"), &JobState::Succeeded);
+}
+
 #[actix_rt::test]
 async fn a_run_is_running_with_its_first_jobs_queued_when_its_submission_is_answered() {
     // Appends take long, and no job can be placed: what the store holds when the submission
@@ -421,6 +492,7 @@ async fn a_run_is_running_with_its_first_jobs_queued_when_its_submission_is_answ
                     refuse: "",
                     refused: Default::default(),
                     slow: std::time::Duration::from_millis(500),
+                    outage: None,
                 })
             },
             ..Options::default()

@@ -143,9 +143,10 @@ impl RunActor {
                 actor.abandon.do_send(AbandonJob);
             }
             self.loaded = None;
-            self.peers
-                .stopped
-                .do_send(RunActorStopped { run: self.run });
+            self.peers.stopped.do_send(RunActorStopped {
+                run: self.run,
+                store_unavailable: false,
+            });
             actix::ActorContext::stop(ctx);
         }
     }
@@ -220,9 +221,10 @@ impl RunActor {
                 }
             }
             tracing::info!(run_id = %self.run, state = loaded.machine.state().name(), "Run finished.");
-            self.peers
-                .stopped
-                .do_send(RunActorStopped { run: self.run });
+            self.peers.stopped.do_send(RunActorStopped {
+                run: self.run,
+                store_unavailable: false,
+            });
             actix::ActorContext::stop(ctx);
             return;
         }
@@ -324,8 +326,16 @@ impl RunActor {
                     act.reconcile(ctx);
                 }
                 Err(err) => {
-                    tracing::error!(run_id = %act.run, error = %err, "Cannot load a run; it resumes at the next start.");
-                    act.peers.stopped.do_send(RunActorStopped { run: act.run });
+                    let store_unavailable =
+                        matches!(&err, LoadError::Store(err) if err.is_retryable());
+                    match store_unavailable {
+                        true => tracing::warn!(run_id = %act.run, error = %err, "Cannot load a run: the store is unavailable."),
+                        false => tracing::error!(run_id = %act.run, error = %err, "Cannot load a run."),
+                    }
+                    act.peers.stopped.do_send(RunActorStopped {
+                        run: act.run,
+                        store_unavailable,
+                    });
                     actix::ActorContext::stop(ctx);
                 }
             }
