@@ -478,6 +478,57 @@ async fn a_run_goes_on_after_a_store_outage_longer_than_its_restart_budget() {
     assert_eq!(state_of(&record, "b"), &JobState::Succeeded);
 }
 
+static AWAY_AT_START: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+#[actix_rt::test]
+async fn runs_left_unfinished_are_resumed_when_the_store_answers_after_the_start() {
+    // Hodei starts while its store cannot be read: the unfinished runs are listed, and
+    // resumed, once it answers, not at the next start.
+    let h = harness_with(
+        "away-at-start",
+        Options {
+            store: |inner| {
+                Arc::new(FlakyStore {
+                    inner,
+                    refuse: "",
+                    refused: Default::default(),
+                    slow: std::time::Duration::ZERO,
+                    outage: Some(&AWAY_AT_START),
+                })
+            },
+            ..Options::default()
+        },
+    )
+    .await;
+    // A run an earlier Hodei left unfinished (written beside the tree, which cannot read it).
+    let version = h
+        .store
+        .put_pipeline(
+            "p",
+            "name: p\njobs:\n  a: {steps: [emit 1]}\n",
+            hodei_domain::ids::Timestamp(0),
+        )
+        .await
+        .unwrap();
+    let run = h
+        .store
+        .create_run(hodei_domain::ports::NewRun {
+            pipeline: version.name,
+            version: version.version,
+            inputs: RunInputs::default(),
+            jobs: vec!["a".into()],
+            at: hodei_domain::ids::Timestamp(0),
+            opening: None,
+        })
+        .await
+        .unwrap()
+        .id;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    AWAY_AT_START.store(false, std::sync::atomic::Ordering::SeqCst);
+    let record = h.finished(run).await;
+    assert_eq!(record.state, RunState::Succeeded, "{:?}", record.jobs);
+}
+
 #[actix_rt::test]
 async fn a_run_is_running_with_its_first_jobs_queued_when_its_submission_is_answered() {
     // Appends take long, and no job can be placed: what the store holds when the submission
