@@ -329,7 +329,8 @@ impl RunActor {
                     let store_unavailable =
                         matches!(&err, LoadError::Store(err) if err.is_retryable());
                     match store_unavailable {
-                        true => tracing::warn!(run_id = %act.run, error = %err, "Cannot load a run: the store is unavailable."),
+                        // The orchestrator says once that the run waits for the store.
+                        true => tracing::debug!(run_id = %act.run, error = %err, "Cannot load a run: the store is unavailable."),
                         false => tracing::error!(run_id = %act.run, error = %err, "Cannot load a run."),
                     }
                     act.peers.stopped.do_send(RunActorStopped {
