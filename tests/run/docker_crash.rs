@@ -28,6 +28,9 @@ fn spawn_until(command: &mut Command, needle: &str) -> (Child, String) {
         assert!(n > 0, "hodei ended before {needle:?} showed: {seen}");
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
+    // The pipe stays open with the child: closed, Hodei's next line would find no reader and
+    // end the run as Ctrl-C does, before the test kills it.
+    child.stdout = Some(stdout);
     (child, seen)
 }
 
