@@ -715,6 +715,70 @@ fn a_second_server_on_the_same_data_directory_is_refused_naming_the_first() {
 }
 
 #[test]
+fn a_revoked_bootstrap_agent_token_stays_revoked_when_the_server_starts_with_it_again() {
+    // Compose and Kubernetes deployments keep HODEI_BOOTSTRAP_AGENT_TOKEN set for good.
+    let data = scratch("bootstrap-agent-token");
+    let secret = format!("hodei_bootstrap-agents-{}", "b".repeat(32));
+    let env = [("HODEI_BOOTSTRAP_AGENT_TOKEN", secret.as_str())];
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    hodei_api::client::install_crypto();
+    let http = reqwest::Client::new();
+    let register = |url: String| {
+        let (http, secret) = (http.clone(), secret.clone());
+        async move {
+            http.post(format!("{url}/api/v1/agent/register"))
+                .json(&json!({"token": secret, "name": "builder-1", "labels": ["linux"]}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let mut first = Server::start_with(&data, &env);
+    let auth = format!(
+        "Bearer {}",
+        std::fs::read_to_string(data.join("admin.token"))
+            .unwrap()
+            .trim()
+    );
+    runtime.block_on(async {
+        let tokens = get(&http, &format!("{}/api/v1/agent-tokens", first.url), &auth).await;
+        let bootstrap = tokens["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("a list of tokens: {tokens}"))
+            .iter()
+            .find(|t| t["name"] == "bootstrap")
+            .unwrap_or_else(|| panic!("the bootstrap token is stored: {tokens}"))
+            .clone();
+        assert_eq!(register(first.url.clone()).await, 201);
+        // It leaked: an admin revokes it.
+        let revoked = http
+            .delete(format!(
+                "{}/api/v1/agent-tokens/{}",
+                first.url, bootstrap["id"]
+            ))
+            .header("authorization", &auth)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(revoked.status().as_u16(), 204);
+    });
+    first.kill();
+    // The same deployment starts again, the variable still set: the server starts, and the
+    // token stays revoked.
+    let second = Server::start_with(&data, &env);
+    runtime.block_on(async {
+        let tokens = get(&http, &format!("{}/api/v1/agent-tokens", second.url), &auth).await;
+        assert!(
+            !tokens.to_string().contains("bootstrap"),
+            "not valid again: {tokens}"
+        );
+        assert_eq!(register(second.url.clone()).await, 401, "refused");
+    });
+}
+
+#[test]
 fn the_data_directory_is_private_to_hodei_s_user_whatever_the_umask() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let data = scratch("private").join("data");

@@ -133,9 +133,11 @@ pub async fn bootstrap(
 pub const BOOTSTRAP_AGENT_TOKEN: &str = "bootstrap";
 
 /// Stores `given` (it must pass [`check_external`]) as the agent registration token named
-/// [`BOOTSTRAP_AGENT_TOKEN`], unless a token of that name was ever stored: a deployment's
-/// agents can then register with a token set before the first start (Compose, Kubernetes).
-/// Whether it was stored now.
+/// [`BOOTSTRAP_AGENT_TOKEN`], unless a valid token of that name exists or this very secret was
+/// stored before: a deployment's agents can then register with a token set before the first
+/// start (Compose, Kubernetes). A revoked one stays revoked however often the server starts
+/// with the same secret (and several replicas starting at once store it once); a new secret
+/// makes a new token. Whether it was stored now.
 pub async fn bootstrap_agents(
     agents: &dyn hodei_domain::ports::AgentStore,
     given: &str,
@@ -145,7 +147,7 @@ pub async fn bootstrap_agents(
     if known.iter().any(|t| t.name == BOOTSTRAP_AGENT_TOKEN) {
         return Ok(false);
     }
-    agents
+    let created = agents
         .create_agent_token(hodei_domain::ports::NewAgentToken {
             name: BOOTSTRAP_AGENT_TOKEN.to_owned(),
             digest: digest(given),
@@ -153,8 +155,12 @@ pub async fn bootstrap_agents(
             expires: None,
             at,
         })
-        .await?;
-    Ok(true)
+        .await;
+    match created {
+        Ok(_) => Ok(true),
+        Err(StoreError::Conflict { .. }) => Ok(false),
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// The authenticated caller of a request.

@@ -1338,6 +1338,8 @@ pub enum Fenced {
 /// - A report's events are appended, and the lease's sequence moved, in one transaction, and
 ///   only when the report names the lease's current epoch and next sequence number.
 pub trait AgentStore: Send + Sync {
+    /// Stores a registration token; [`StoreError::Conflict`] if a token with the same digest
+    /// was ever stored (revoked or not), which stays as it is.
     fn create_agent_token(
         &self,
         token: NewAgentToken,

@@ -346,18 +346,21 @@ pub(super) async fn create_agent_token(
     conn: &mut PgConnection,
     token: &NewAgentToken,
 ) -> Result<AgentTokenRecord, StoreError> {
-    let id: i64 = sqlx::query_scalar(
+    let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO agent_tokens (name, digest, labels, created, expires) \
-         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (digest) DO NOTHING RETURNING id",
     )
     .bind(&token.name)
     .bind(&token.digest[..])
     .bind(token.labels.as_deref().map(labels_json))
     .bind(token.at.0)
     .bind(token.expires.map(|t| t.0))
-    .fetch_one(conn)
+    .fetch_optional(conn)
     .await
     .map_err(|err| store_error("creating a registration token", err))?;
+    let id = id.ok_or_else(|| StoreError::Conflict {
+        what: "a registration token with this secret".into(),
+    })?;
     Ok(AgentTokenRecord {
         id: stored_id("registration token id", id)?,
         name: token.name.clone(),
