@@ -136,8 +136,7 @@ pub const BOOTSTRAP_AGENT_TOKEN: &str = "bootstrap";
 /// [`BOOTSTRAP_AGENT_TOKEN`], unless a valid token of that name exists or this very secret was
 /// stored before: a deployment's agents can then register with a token set before the first
 /// start (Compose, Kubernetes). A revoked one stays revoked however often the server starts
-/// with the same secret (and several replicas starting at once store it once); a new secret
-/// makes a new token. Whether it was stored now.
+/// with the same secret; a new secret makes a new token. Whether it was stored now.
 pub async fn bootstrap_agents(
     agents: &dyn hodei_domain::ports::AgentStore,
     given: &str,
