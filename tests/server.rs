@@ -723,11 +723,11 @@ fn a_revoked_bootstrap_agent_token_stays_revoked_when_the_server_starts_with_it_
     let runtime = tokio::runtime::Runtime::new().unwrap();
     hodei_api::client::install_crypto();
     let http = reqwest::Client::new();
-    let register = |url: String| {
+    let register = |url: String, name: &'static str| {
         let (http, secret) = (http.clone(), secret.clone());
         async move {
             http.post(format!("{url}/api/v1/agent/register"))
-                .json(&json!({"token": secret, "name": "builder-1", "labels": ["linux"]}))
+                .json(&json!({"token": secret, "name": name, "labels": ["linux"]}))
                 .send()
                 .await
                 .unwrap()
@@ -751,7 +751,7 @@ fn a_revoked_bootstrap_agent_token_stays_revoked_when_the_server_starts_with_it_
             .find(|t| t["name"] == "bootstrap")
             .unwrap_or_else(|| panic!("the bootstrap token is stored: {tokens}"))
             .clone();
-        assert_eq!(register(first.url.clone()).await, 201);
+        assert_eq!(register(first.url.clone(), "builder-1").await, 201);
         // It leaked: an admin revokes it.
         let revoked = http
             .delete(format!(
@@ -774,7 +774,11 @@ fn a_revoked_bootstrap_agent_token_stays_revoked_when_the_server_starts_with_it_
             !tokens.to_string().contains("bootstrap"),
             "not valid again: {tokens}"
         );
-        assert_eq!(register(second.url.clone()).await, 401, "refused");
+        assert_eq!(
+            register(second.url.clone(), "builder-2").await,
+            401,
+            "refused"
+        );
     });
 }
 
