@@ -282,6 +282,10 @@ pub fn renew(store: PgStore, leadership: &Leadership, deposed: oneshot::Sender<D
                     }
                     let _ = leader.send(Some(me.clone()));
                 }
+                // It resigned: a clean stop is under way, nothing more to renew.
+                Ok(Ok(Renewal::Deposed { by })) if by.holder == holder && by.epoch == epoch => {
+                    return;
+                }
                 Ok(Ok(Renewal::Deposed { by })) => {
                     let _ = leader.send(Some(by.clone()));
                     store.depose(by.epoch);

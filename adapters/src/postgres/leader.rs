@@ -8,7 +8,8 @@
 //! - [`PgStore::try_lead`] takes the lease when it is free or expired (by the database's
 //!   clock, so that the replicas' clocks need not agree), or held by an earlier life of the
 //!   same replica (same node name and address: it restarted), and bumps the epoch.
-//! - [`PgStore::renew`] extends it, as long as this replica still holds it with its epoch.
+//! - [`PgStore::renew`] extends it, as long as this replica still holds it with its epoch and
+//!   has not resigned it.
 //! - [`PgStore::fence`] makes every write of this store check, in its own transaction, that
 //!   the epoch is still the one this replica was given (`SELECT … FOR KEY SHARE`). A takeover
 //!   locks the row `FOR UPDATE`, which waits for the writes in flight: each of the deposed
@@ -198,7 +199,9 @@ impl PgStore {
         .await
     }
 
-    /// Extends this replica's leadership (`holder`, `epoch`) by `ttl` from now.
+    /// Extends this replica's leadership (`holder`, `epoch`) by `ttl` from now, unless it
+    /// resigned: a renewal still in flight when the replica stopped lands after its
+    /// [`resign`](PgStore::resign) and must not bring the lease back for another `ttl`.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when the database cannot be reached: the lease runs on
@@ -216,7 +219,7 @@ impl PgStore {
             let mut conn = pool.acquire().await.map_err(|err| store_error(what, err))?;
             let renewed = sqlx::query(
                 "UPDATE leader SET expires_at = now() + $3 * interval '1 millisecond' \
-                 WHERE id = 1 AND holder = $1 AND epoch = $2",
+                 WHERE id = 1 AND holder = $1 AND epoch = $2 AND expires_at > to_timestamp(0)",
             )
             .bind(&holder)
             .bind(epoch as i64)

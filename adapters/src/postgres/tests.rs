@@ -172,8 +172,13 @@ async fn one_replica_leads_and_a_deposed_leaders_writes_fail() {
         .await
         .expect("the new leader writes");
 
-    // A clean stop hands the leadership over at once.
+    // A clean stop hands the leadership over at once, and a renewal still in flight when the
+    // replica stopped, landing after it, does not bring the lease back.
     within(second.resign("b-1", two)).await.unwrap();
+    assert!(matches!(
+        within(second.renew("b-1", two, lease)).await.unwrap(),
+        Renewal::Deposed { .. }
+    ));
     assert_eq!(within(second.leader()).await.unwrap(), None);
     assert!(matches!(
         within(first.try_lead("a-2", "http://a:1", lease)).await.unwrap(),
