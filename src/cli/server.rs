@@ -394,13 +394,22 @@ async fn serve(
         handle.stop(true).await;
     });
     let result = server.await;
-    if was_deposed.load(std::sync::atomic::Ordering::SeqCst) {
-        actix::System::current().stop();
-        return EXIT_DEPOSED;
-    }
+    let deposed = was_deposed.load(std::sync::atomic::Ordering::SeqCst);
     if let Some((store, leadership)) = &leadership {
         // Another replica takes over at its next try, without waiting for the lease to end.
-        let _ = store.resign(&leadership.holder, leadership.epoch).await;
+        let resigned = store.resign(&leadership.holder, leadership.epoch);
+        if deposed {
+            // Deposed by another epoch, this changes nothing. Stopped because its renewals
+            // came too late (a busy machine) while its lease still held, the replica ends
+            // that lease too, within what is left of it (the database may be out of reach).
+            let _ = tokio::time::timeout(leadership.ttl / 4, resigned).await;
+        } else {
+            let _ = resigned.await;
+        }
+    }
+    if deposed {
+        actix::System::current().stop();
+        return EXIT_DEPOSED;
     }
     actix::System::current().stop();
     match result {
