@@ -233,7 +233,14 @@ async fn a_server_moved_from_sqlite_with_copy_store_finds_its_runs_logs_and_toke
     );
 
     // The same data directory (its key and token file), now with the record in PostgreSQL.
-    let moved = start(&data, &url);
+    let said = data.join("moved.log");
+    let moved = Server::start_saying(
+        &data,
+        &["--database", &url],
+        &[("HODEI_LEADER_LEASE_MS", "1000")],
+        std::fs::File::create(&said).unwrap().into(),
+        "the leader",
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let run = get(&http, &format!("{}/api/v1/runs/{id}", moved.url), &auth).await;
@@ -248,7 +255,7 @@ async fn a_server_moved_from_sqlite_with_copy_store_finds_its_runs_logs_and_toke
     // Stopped cleanly, it hands its leadership back: nothing holds the database.
     let mut moved = moved;
     unsafe { libc::kill(moved.child.id() as i32, libc::SIGTERM) };
-    let _ = moved.child.wait();
+    let stopped = moved.child.wait().unwrap();
 
     // Copying again into the same database is refused, and says so.
     let again = Command::new(env!("CARGO_BIN_EXE_hodei"))
@@ -256,6 +263,12 @@ async fn a_server_moved_from_sqlite_with_copy_store_finds_its_runs_logs_and_toke
         .output()
         .expect("hodei runs");
     let stderr = String::from_utf8_lossy(&again.stderr);
-    assert_eq!(again.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("is not empty"), "{stderr}");
+    let why = || {
+        format!(
+            "{stderr}\nthe moved server ({stopped}) said:\n{}",
+            std::fs::read_to_string(&said).unwrap_or_default()
+        )
+    };
+    assert_eq!(again.status.code(), Some(2), "{}", why());
+    assert!(stderr.contains("is not empty"), "{}", why());
 }
