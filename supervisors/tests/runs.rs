@@ -232,6 +232,17 @@ struct FlakyStore {
 }
 
 impl FlakyStore {
+    /// A store that refuses nothing, at full speed, always there.
+    fn new(inner: Arc<SqliteStore>) -> FlakyStore {
+        FlakyStore {
+            inner,
+            refuse: "",
+            refused: Default::default(),
+            slow: std::time::Duration::ZERO,
+            outage: None,
+        }
+    }
+
     fn away(&self) -> Option<hodei_domain::ports::StoreError> {
         self.outage
             .is_some_and(|outage| outage.load(std::sync::atomic::Ordering::SeqCst))
@@ -404,11 +415,8 @@ async fn a_store_refusal_mid_attempt_reloads_the_job_and_the_run_still_finishes(
         Options {
             store: |inner| {
                 Arc::new(FlakyStore {
-                    inner,
                     refuse: "step_succeeded",
-                    refused: Default::default(),
-                    slow: std::time::Duration::ZERO,
-                    outage: None,
+                    ..FlakyStore::new(inner)
                 })
             },
             ..Options::default()
@@ -443,11 +451,8 @@ async fn a_run_goes_on_after_a_store_outage_longer_than_its_restart_budget() {
         Options {
             store: |inner| {
                 Arc::new(FlakyStore {
-                    inner,
-                    refuse: "",
-                    refused: Default::default(),
-                    slow: std::time::Duration::ZERO,
                     outage: Some(&OUTAGE),
+                    ..FlakyStore::new(inner)
                 })
             },
             ..Options::default()
@@ -489,11 +494,8 @@ async fn runs_left_unfinished_are_resumed_when_the_store_answers_after_the_start
         Options {
             store: |inner| {
                 Arc::new(FlakyStore {
-                    inner,
-                    refuse: "",
-                    refused: Default::default(),
-                    slow: std::time::Duration::ZERO,
                     outage: Some(&AWAY_AT_START),
+                    ..FlakyStore::new(inner)
                 })
             },
             ..Options::default()
@@ -539,11 +541,8 @@ async fn a_run_is_running_with_its_first_jobs_queued_when_its_submission_is_answ
             slots: 0,
             store: |inner| {
                 Arc::new(FlakyStore {
-                    inner,
-                    refuse: "",
-                    refused: Default::default(),
                     slow: std::time::Duration::from_millis(500),
-                    outage: None,
+                    ..FlakyStore::new(inner)
                 })
             },
             ..Options::default()

@@ -111,22 +111,14 @@ async fn registration_tokens_register_agents_until_revoked_or_expired(backend: B
             .await
             .unwrap()
     );
-    assert_eq!(
-        within(store.agent_tokens()).await.unwrap(),
-        std::slice::from_ref(&fixed)
-    );
-    let (registration, _) = within(store.register_agent(agent("four", 1, 16, 10)))
-        .await
-        .unwrap();
-    assert_eq!(registration, Registration::UnknownToken, "a revoked token");
     // The same secret again, revoked or valid: refused, and what is stored stays as it is.
-    for (secret, at) in [(1, 10), (2, 10)] {
+    for secret in [1, 2] {
         let again = within(store.create_agent_token(NewAgentToken {
             name: "again".into(),
             digest: digest(secret),
             labels: None,
             expires: None,
-            at: Timestamp(at),
+            at: Timestamp(10),
         }))
         .await;
         assert!(
@@ -134,14 +126,11 @@ async fn registration_tokens_register_agents_until_revoked_or_expired(backend: B
             "{again:?}"
         );
     }
-    assert_eq!(
-        within(store.agent_tokens()).await.unwrap(),
-        std::slice::from_ref(&fixed)
-    );
+    assert_eq!(within(store.agent_tokens()).await.unwrap(), [fixed]);
     let (registration, _) = within(store.register_agent(agent("four", 1, 16, 10)))
         .await
         .unwrap();
-    assert_eq!(registration, Registration::UnknownToken, "still revoked");
+    assert_eq!(registration, Registration::UnknownToken, "a revoked token");
     assert_eq!(
         within(store.agents()).await.unwrap(),
         [one.clone(), two],
