@@ -105,24 +105,21 @@ fn loaded_from(record: RunRecord, secrets: Vec<(String, String)>) -> Result<Load
     let resolved = plan
         .resolve(record.inputs.clone())
         .map_err(LoadError::Inputs)?;
-    let planned = plan.run_jobs().len();
-    if record.jobs.len() != planned {
+    let Some(Restored {
+        run: machine,
+        jobs,
+        post,
+    }) = restore(&plan, &record)
+    else {
         return Err(LoadError::Jobs {
             run,
             stored: record.jobs.len(),
-            planned,
-        });
-    }
-    let Some(Restored { run, jobs, post }) = restore(&plan, &record) else {
-        return Err(LoadError::Jobs {
-            run,
-            stored: record.jobs.len(),
-            planned,
+            planned: plan.run_jobs().len(),
         });
     };
     Ok(Loaded {
         resolved: Arc::new(resolved),
-        machine: run,
+        machine,
         plan,
         jobs,
         post,

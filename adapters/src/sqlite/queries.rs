@@ -280,22 +280,13 @@ pub(super) async fn create_run(
 
 /// [`create_run`] in two round trips to SQLite's thread (the run and its jobs; its first
 /// events), the first beginning the transaction and the last committing it as `frame` says.
-/// A framed query that fails rolls the transaction back.
+/// On an error, the caller rolls the transaction back.
 pub(super) async fn create_run_framed(
     conn: &mut SqliteConnection,
     run: &NewRun,
     frame: Frame,
 ) -> Result<RunRecord, StoreError> {
-    let created = create_rows(conn, run, frame.begin).await;
-    let mut record = match created {
-        Ok(record) => record,
-        Err(err) => {
-            if frame != Frame::INSIDE {
-                rollback(conn).await;
-            }
-            return Err(err);
-        }
-    };
+    let mut record = create_rows(conn, run, frame.begin).await?;
     let mut events = Vec::new();
     if !run.inputs.overridden_by.is_empty() {
         // The override is the run's first event, in the transaction that creates it.
@@ -316,11 +307,10 @@ pub(super) async fn create_run_framed(
     if !events.is_empty() {
         append_framed(conn, &events.iter().collect::<Vec<_>>(), tail).await?;
     } else if frame.commit {
-        let committed = sqlx::query("COMMIT").execute(&mut *conn).await;
-        if let Err(err) = committed {
-            rollback(conn).await;
-            return Err(store_error("committing a new run", err));
-        }
+        sqlx::query("COMMIT")
+            .execute(&mut *conn)
+            .await
+            .map_err(|err| store_error("committing a new run", err))?;
     }
     Ok(record)
 }

@@ -307,8 +307,7 @@ async fn write_runs_fast(conn: &mut SqliteConnection, batch: &mut [Command]) -> 
         }
     }
     if written.is_err() {
-        // A framed query that failed rolled the transaction back; one that failed before it
-        // was sent (its arguments) did not.
+        // Whatever failed (a query, or the arguments of one not sent), nothing is written.
         queries::rollback(conn).await;
     }
     match settle_fast(written) {
