@@ -59,6 +59,38 @@ impl Cluster {
             .expect("docker-compose runs (it is installed on these machines)")
     }
 
+    /// What the replicas and agents logged about the jobs `jobs`, and the agents' warnings and
+    /// errors (for a failure's message).
+    fn said_about(&self, jobs: &[u64]) -> String {
+        let mut said = String::new();
+        for service in ["hodei-1", "hodei-2", "hodei-3", "agent-1", "agent-2"] {
+            let Ok(out) = Command::new("docker")
+                .args(["logs", &self.container(service)])
+                .output()
+            else {
+                continue;
+            };
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            for line in text.lines() {
+                let about = jobs.iter().any(|job| {
+                    let needle = format!("job_id=job-{job}");
+                    line.ends_with(&needle) || line.contains(&format!("{needle} "))
+                });
+                // The agents' troubles too: a report refused, a lease lost.
+                let trouble = service.starts_with("agent")
+                    && (line.contains(" WARN ") || line.contains(" ERROR "));
+                if about || trouble {
+                    said.push_str(&format!("{service}: {line}\n"));
+                }
+            }
+        }
+        said
+    }
+
     fn container(&self, service: &str) -> String {
         format!("{}_{service}_1", self.project)
     }
@@ -111,7 +143,7 @@ fn start(scratch: &Path) -> Cluster {
     std::fs::write(
         &extra,
         format!(
-            "services:\n  agent-1:\n    volumes: [\"{m}:/marks\"]\n  agent-2:\n    volumes: [\"{m}:/marks\"]\n",
+            "services:\n  agent-1:\n    volumes: [\"{m}:/marks\"]\n    environment: {{HODEI_LOG: info}}\n  agent-2:\n    volumes: [\"{m}:/marks\"]\n    environment: {{HODEI_LOG: info}}\n  hodei-1:\n    environment: {{HODEI_LOG: info}}\n  hodei-2:\n    environment: {{HODEI_LOG: info}}\n  hodei-3:\n    environment: {{HODEI_LOG: info}}\n",
             m = marks.display()
         ),
     )
@@ -237,12 +269,23 @@ async fn finished(http: &reqwest::Client, cluster: &Cluster, runs: &[u64]) -> Ve
             }
         }
         eprintln!("{} of {} runs finished", done.len(), runs.len());
+        if Instant::now() >= deadline {
+            let jobs: Vec<u64> = open_records
+                .values()
+                .flat_map(|run| run["jobs"].as_array().cloned().unwrap_or_default())
+                .filter_map(|job| job["id"].as_u64())
+                .collect();
+            eprintln!(
+                "What the replicas and agents said:\n{}",
+                cluster.said_about(&jobs)
+            );
+        }
         assert!(
             Instant::now() < deadline,
             "{} of {} runs never finished: {}\nthe queue: {}",
             runs.len() - done.len(),
             runs.len(),
-            serde_json::to_string_pretty(&open_records).unwrap_or_default(),
+            serde_json::to_string(&open_records).unwrap_or_default(),
             call(
                 http,
                 || http
